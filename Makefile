@@ -1,0 +1,35 @@
+# The two front-door commands: `make run` and `make test`. Both start with `make setup`.
+SHELL := /bin/bash
+VENV := .venv
+OG := $(VENV)/bin/otelguard
+PY := $(VENV)/bin/python
+RUN_ARGS ?=
+
+.PHONY: setup run test test-fast stack stack-build stack-stop bench lint
+
+setup:
+	@bash scripts/setup.sh
+
+run: setup
+	$(OG) run $(RUN_ARGS)
+
+# Whole suite: unit, real-kernel (root) and end-to-end against the Go-built stack.
+test: setup stack-build
+	$(PY) -m mypy
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Without the Go-built stack: unit and real-kernel tests only.
+test-fast: setup
+	$(PY) -m pytest -m "not e2e" $(PYTEST_ARGS)
+
+stack-build: setup
+	@bash scripts/stack/build.sh all
+
+stack: stack-build
+	@bash scripts/stack/start.sh
+
+stack-stop:
+	@bash scripts/stack/stop.sh
+
+bench: setup
+	$(PY) -m bench.run_all

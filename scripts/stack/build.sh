@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Builds the Go parts of the stack once into the cache, keyed by version; prints progress.
+# Usage: build.sh all | otelcol | jaeger | loki | kube-apiserver
+# Each component is built by scripts/stack/components/<name>.sh, which receives
+# OUT (the directory to put its binary into) and the versions from versions.env.
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+# shellcheck disable=SC1091
+source "$HERE/versions.env"
+export OTELGUARD_CACHE="${OTELGUARD_CACHE:-$HOME/.cache/otelguard}"
+export GOFLAGS="${GOFLAGS:--buildvcs=false}"
+components=(otelcol jaeger loki kube-apiserver)
+[ "${1:-all}" = all ] || components=("$@")
+for c in "${components[@]}"; do
+  script="$HERE/components/$c.sh"
+  [ -f "$script" ] || { echo "[stack] unknown component $c" >&2; exit 2; }
+  key=$(cat "$HERE/versions.env" "$script" | sha256sum | cut -c1-12)
+  out="$OTELGUARD_CACHE/$c-$key"
+  if [ -f "$out/.done" ]; then
+    echo "[stack] $c: cached at $out"
+  else
+    echo "[stack] $c: building into $out (first time on this machine; minutes)"
+    start=$(date +%s)
+    rm -rf "$out.tmp" && mkdir -p "$out.tmp"
+    OUT="$out.tmp" bash "$script"
+    rm -rf "$out" && mv "$out.tmp" "$out" && touch "$out/.done"
+    echo "[stack] $c: built in $(( $(date +%s) - start ))s"
+  fi
+  ln -sfn "$out" "$OTELGUARD_CACHE/$c"
+done

@@ -1,0 +1,97 @@
+"""The ``otelguard`` command. Each subcommand lives in its package; this module only parses.
+
+Subcommand modules are imported lazily so ``otelguard rules validate`` never loads BCC and
+``otelguard doctor`` never loads gRPC.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Callable, Optional, Sequence
+
+# subcommand -> "module:function"; the function takes the parsed Namespace, returns an exit code
+_TARGETS = {
+    "run": "otelguard.runner:main",
+    "agent": "otelguard.agent:main",
+    "doctor": "otelguard.ebpf.doctor:main",
+    "ebpf.render": "otelguard.ebpf.loader:render_main",
+    "processor": "otelguard.processors.service:main",
+    "rules.validate": "otelguard.processors.detection.cli:validate_main",
+    "rules.list": "otelguard.processors.detection.cli:list_main",
+}
+
+
+def _target(key: str) -> Callable[[argparse.Namespace], int]:
+    module, _, func = _TARGETS[key].partition(":")
+    fn: Callable[[argparse.Namespace], int] = getattr(importlib.import_module(module), func)
+    return fn
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="otelguard", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="single host: agent + processors in one process")
+    run.add_argument("--duration", type=float, default=None, help="stop cleanly after SECONDS")
+    run.add_argument(
+        "--output", action="append", default=None, metavar="SPEC",
+        help="console | jsonl:PATH | otlp:HOST:PORT | otlphttp:URL (repeatable; default: "
+        "console and jsonl:otelguard-out.jsonl)",
+    )
+    run.add_argument("--config", default=None, help="YAML config file")
+    run.add_argument("--rules", action="append", default=None, metavar="FILE",
+                     help="Falco-style rules file (repeatable; default: stable ruleset + ours)")
+    run.add_argument("--metrics", default="127.0.0.1:9464", help="HOST:PORT for /metrics")
+    run.set_defaults(target="run")
+
+    agent = sub.add_parser("agent", help="node agent: capture and export OTLP/gRPC")
+    agent.add_argument("--otlp-endpoint", required=True, metavar="HOST:PORT")
+    agent.add_argument("--config", default=None)
+    agent.add_argument("--spool-dir", default="/var/lib/otelguard/spool")
+    agent.add_argument("--spool-max-bytes", type=int, default=256 * 1024 * 1024)
+    agent.add_argument("--metrics", default="127.0.0.1:9465", help="HOST:PORT for /metrics")
+    agent.add_argument("--duration", type=float, default=None)
+    agent.set_defaults(target="agent")
+
+    doctor = sub.add_parser("doctor", help="check and explain what the agent needs")
+    doctor.set_defaults(target="doctor")
+
+    ebpf = sub.add_parser("ebpf", help="eBPF tools")
+    ebpf_sub = ebpf.add_subparsers(dest="ebpf_command", required=True)
+    render = ebpf_sub.add_parser("render", help="print the generated BPF C of a probe")
+    render.add_argument("probe", help="process | file | network | privilege | evasion | all")
+    render.add_argument("--config", default=None)
+    render.set_defaults(target="ebpf.render")
+
+    proc = sub.add_parser("processor", help="the OTLP processor service")
+    proc.add_argument("--listen", default="127.0.0.1:4317", metavar="HOST:PORT",
+                      help="OTLP/gRPC listen address")
+    proc.add_argument("--listen-http", default=None, metavar="HOST:PORT",
+                      help="OTLP/HTTP listen address (protobuf and JSON)")
+    proc.add_argument("--export", action="append", default=None, metavar="SPEC",
+                      help="otlp:HOST:PORT | otlphttp:URL | jsonl:PATH (repeatable)")
+    proc.add_argument("--config", default=None)
+    proc.add_argument("--rules", action="append", default=None, metavar="FILE")
+    proc.add_argument("--metrics", default="127.0.0.1:9466", metavar="HOST:PORT")
+    proc.set_defaults(target="processor")
+
+    rules = sub.add_parser("rules", help="Falco-style rules")
+    rules_sub = rules.add_subparsers(dest="rules_command", required=True)
+    validate = rules_sub.add_parser("validate", help="load rules files and report each rule")
+    validate.add_argument("files", nargs="+")
+    validate.set_defaults(target="rules.validate")
+    lst = rules_sub.add_parser("list", help="show the active rules")
+    lst.add_argument("--rules", action="append", default=None, metavar="FILE")
+    lst.set_defaults(target="rules.list")
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    return _target(args.target)(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""The contract between a probe module and the loader (STYLE.md rule 4).
+
+A probe is one area (process, file, network, privilege, evasion): a ``<area>.bpf.c`` file in
+``probes/`` beside a Python module holding the ctypes structs that mirror its C records, a pure
+``render()`` that fills the C placeholders from config, and a pure ``decode()``. The loader
+concatenates ``common.bpf.h`` and every enabled probe's rendered C into one BPF program, so one
+compile serves all probes; probes whose tracepoints are missing are left out and reported.
+
+Record type ids are allocated per probe so one ring buffer carries all of them:
+process 1-19, file 20-39, network 40-59, privilege 60-79, evasion 80-99.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Optional, Protocol
+
+from otelguard.ebpf.events import AttrValue, Event
+
+COMM_LEN = 16
+PATH_LEN = 256
+
+
+class Header(ctypes.Structure):
+    """Mirror of ``struct og_hdr`` in ``probes/common.bpf.h``; every record starts with it."""
+
+    _fields_ = [
+        ("ktime_ns", ctypes.c_uint64),
+        ("cgroup_id", ctypes.c_uint64),
+        ("ret", ctypes.c_int64),
+        ("type", ctypes.c_uint32),
+        ("pid", ctypes.c_uint32),
+        ("tid", ctypes.c_uint32),
+        ("uid", ctypes.c_uint32),
+        ("gid", ctypes.c_uint32),
+        ("size", ctypes.c_uint32),
+        ("comm", ctypes.c_char * COMM_LEN),
+    ]
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    """What render() may use. Defaults are the default configuration."""
+
+    ringbuf_pages: int = 256
+    self_tgid: int = 0
+    # file opens without write intent are sent only under these prefixes (kernel-side filter)
+    read_path_prefixes: tuple[str, ...] = (
+        "/etc/", "/root/", "/boot/", "/proc/sys/", "/sys/fs/cgroup", "/dev/", "/var/run/secrets",
+        "/run/secrets", "/home/", "/usr/bin/", "/usr/sbin/", "/bin/", "/sbin/", "/var/log/",
+    )
+    dns_ports: tuple[int, ...] = (53,)
+    argv_max: int = 20
+    arg_len: int = 128
+
+
+class DecodeContext(Protocol):
+    """What a probe's decode() gets from the sensor: process table, clocks, path resolution."""
+
+    def make_event(
+        self, hdr: Header, name: str, syscall: str, attrs: dict[str, AttrValue]
+    ) -> Event:
+        """An Event with time, pid/tid, container identity and the acting process's attributes
+        (from the process table) filled in, plus ``attrs``; success/errno from ``hdr.ret``."""
+        ...
+
+    def resolve_path(self, pid: int, dirfd: int, path: str) -> str:
+        """Absolute path for ``path`` as given to a syscall with ``dirfd`` (AT_FDCWD = -100)."""
+        ...
+
+
+@dataclass
+class DecodeResult:
+    events: list[Event] = field(default_factory=list)
+
+
+class Probe(Protocol):
+    """One capture area. Implementations live in ``otelguard/ebpf/<area>.py``."""
+
+    name: str
+    source_file: str  # file name in otelguard/ebpf/probes/
+    type_ids: range
+
+    def tracepoints(self) -> list[str]:
+        """``category:name`` of every tracepoint the C attaches to (doctor checks these)."""
+        ...
+
+    def render(self, config: ProbeConfig, available: frozenset[str]) -> str:
+        """The probe's C with placeholders filled; handlers whose tracepoint is not in
+        ``available`` are compiled out (``#if``), so a missing tracepoint never fails the load."""
+        ...
+
+    def decode(self, type_id: int, data: bytes, ctx: DecodeContext) -> Optional[Event]:
+        """One record (``data`` starts with Header) to an Event, or None when it is only
+        bookkeeping (e.g. it updates the process table). Never raises on short data."""
+        ...
+
+
+def probe_source(file_name: str) -> str:
+    """The text of a file in ``otelguard/ebpf/probes/``."""
+    return resources.files("otelguard.ebpf.probes").joinpath(file_name).read_text()
+
+
+def c_string(raw: bytes) -> str:
+    """A NUL-terminated C buffer as text (undecodable bytes escaped, never an exception)."""
+    end = raw.find(b"\x00")
+    if end >= 0:
+        raw = raw[:end]
+    return raw.decode("utf-8", "backslashreplace")

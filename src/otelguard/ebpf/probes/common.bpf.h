@@ -1,0 +1,65 @@
+// Shared by every probe: the record header, the one ring buffer, in-kernel drop counting and
+// the self-filter. The loader puts this first, then each enabled probe's rendered C, and
+// compiles them as one BPF program. Placeholders (OG_*) are filled by render().
+//
+// Rules for probe C (lockdown=confidentiality): only tracepoint fields (args->...), helpers and
+// bpf_probe_read_user*(); never dereference a kernel struct, never bpf_probe_read_kernel.
+
+#include <uapi/linux/ptrace.h>
+
+#ifndef OG_RINGBUF_PAGES
+#define OG_RINGBUF_PAGES 256
+#endif
+#ifndef OG_SELF_TGID
+#define OG_SELF_TGID 0
+#endif
+
+#define OG_COMM_LEN 16
+#define OG_PATH_LEN 256
+
+// Mirrored by otelguard.ebpf.probe.Header (ctypes). Every record starts with it.
+struct og_hdr {
+    u64 ktime_ns;     // bpf_ktime_get_ns() (CLOCK_MONOTONIC); user space converts to wall clock
+    u64 cgroup_id;    // bpf_get_current_cgroup_id(): the cgroup v2 directory inode
+    s64 ret;          // syscall return value (-errno on failure); 0 where there is none
+    u32 type;         // OG_T_* record type (ranges per probe, see probe.py)
+    u32 pid;          // tgid
+    u32 tid;
+    u32 uid;
+    u32 gid;
+    u32 size;         // total record size in bytes, header included
+    char comm[OG_COMM_LEN];
+};
+
+BPF_RINGBUF_OUTPUT(og_events, OG_RINGBUF_PAGES);
+// Index 0: records lost because the ring buffer was full (reserve failed).
+BPF_PERCPU_ARRAY(og_drops, u64, 1);
+
+static __always_inline int og_is_self(void) {
+    return (bpf_get_current_pid_tgid() >> 32) == OG_SELF_TGID;
+}
+
+static __always_inline void og_count_drop(void) {
+    int zero = 0;
+    u64 *v = og_drops.lookup(&zero);
+    if (v) { *v += 1; }
+}
+
+// Reserve a record of `size` bytes and fill its header; NULL (and a counted drop) when full.
+static __always_inline void *og_reserve(u32 size, u32 type, s64 ret) {
+    struct og_hdr *h = og_events.ringbuf_reserve(size);
+    if (!h) { og_count_drop(); return 0; }
+    u64 pt = bpf_get_current_pid_tgid();
+    u64 ug = bpf_get_current_uid_gid();
+    h->ktime_ns = bpf_ktime_get_ns();
+    h->cgroup_id = bpf_get_current_cgroup_id();
+    h->ret = ret;
+    h->type = type;
+    h->pid = pt >> 32;
+    h->tid = (u32)pt;
+    h->uid = (u32)ug;
+    h->gid = ug >> 32;
+    h->size = size;
+    bpf_get_current_comm(&h->comm, sizeof(h->comm));
+    return h;
+}

@@ -1,0 +1,1 @@
+"""Events become OTLP: LogRecords per event, spans per process and connection, transports."""

@@ -1,0 +1,1 @@
+"""Collector-side processors working on OTLP protobufs only; never imports ebpf/ or exporter/."""

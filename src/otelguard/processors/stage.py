@@ -1,0 +1,29 @@
+"""The one stage contract every processor keeps (STYLE.md rule 1).
+
+A stage gets an OTLP batch (``ExportLogsServiceRequest`` or ``ExportTraceServiceRequest``), works on
+it in place and returns it (or a replacement). ``process`` is synchronous and does no I/O: caches
+are filled by watchers started in ``start()``. Timing, error catching and metrics wrap the stage
+in :mod:`otelguard.processors.pipeline`, not inside each stage.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, Union, runtime_checkable
+
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+Batch = Union[ExportLogsServiceRequest, ExportTraceServiceRequest]
+
+
+@runtime_checkable
+class Stage(Protocol):
+    """A pipeline stage: ``start()`` once, ``process()`` per batch, ``shutdown()`` with flush."""
+
+    type_name: str
+
+    def start(self) -> None: ...
+
+    def process(self, batch: Batch) -> Batch: ...
+
+    def shutdown(self) -> None: ...

@@ -1,0 +1,213 @@
+"""Every attribute key, event name and scope name otelguard emits or reads, declared once.
+
+Semantic conventions v1.44 first; custom keys carry the ``otelguard.`` prefix. No other module
+spells an attribute key as a string literal: import the constant from here. The Falco field map
+(processors/detection) and the Loki/Jaeger queries in deploy/ are written against these names.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+SEMCONV_SCHEMA_URL: Final = "https://opentelemetry.io/schemas/1.44.0"
+
+# --- Instrumentation scopes -------------------------------------------------------------------
+SCOPE_AGENT: Final = "otelguard.ebpf"
+SCOPE_PROCESSORS: Final = "otelguard.processors"
+
+# --- Resource (the observed container; one per host for host processes) -----------------------
+CONTAINER_ID: Final = "container.id"
+CONTAINER_NAME: Final = "container.name"
+CONTAINER_IMAGE_NAME: Final = "container.image.name"
+CONTAINER_IMAGE_TAGS: Final = "container.image.tags"
+CONTAINER_RUNTIME_NAME: Final = "container.runtime.name"
+K8S_POD_UID: Final = "k8s.pod.uid"
+K8S_POD_NAME: Final = "k8s.pod.name"
+K8S_POD_IP: Final = "k8s.pod.ip"
+K8S_NAMESPACE_NAME: Final = "k8s.namespace.name"
+K8S_CONTAINER_NAME: Final = "k8s.container.name"
+K8S_NODE_NAME: Final = "k8s.node.name"
+K8S_CLUSTER_NAME: Final = "k8s.cluster.name"
+K8S_DEPLOYMENT_NAME: Final = "k8s.deployment.name"
+K8S_REPLICASET_NAME: Final = "k8s.replicaset.name"
+K8S_STATEFULSET_NAME: Final = "k8s.statefulset.name"
+K8S_DAEMONSET_NAME: Final = "k8s.daemonset.name"
+K8S_JOB_NAME: Final = "k8s.job.name"
+K8S_CRONJOB_NAME: Final = "k8s.cronjob.name"
+K8S_POD_LABEL_PREFIX: Final = "k8s.pod.label."
+K8S_POD_ANNOTATION_PREFIX: Final = "k8s.pod.annotation."
+HOST_NAME: Final = "host.name"
+HOST_ID: Final = "host.id"
+OS_TYPE: Final = "os.type"
+SERVICE_NAME: Final = "service.name"
+# Custom resource keys
+STREAM: Final = "otelguard.stream"  # "event" | "detection"
+STREAM_EVENT: Final = "event"
+STREAM_DETECTION: Final = "detection"
+HOST_PROCESS: Final = "otelguard.host_process"  # bool: the Resource is the host, not a container
+K8S_POD_PRIVILEGED: Final = "otelguard.k8s.pod.privileged"
+K8S_POD_HOST_PID: Final = "otelguard.k8s.pod.host_pid"
+K8S_POD_HOST_NETWORK: Final = "otelguard.k8s.pod.host_network"
+K8S_POD_ADDED_CAPABILITIES: Final = "otelguard.k8s.pod.added_capabilities"
+K8S_POD_SERVICE_ACCOUNT: Final = "otelguard.k8s.pod.service_account"
+
+# --- Process (every event record carries the acting process) ----------------------------------
+PROCESS_PID: Final = "process.pid"
+PROCESS_VPID: Final = "process.vpid"
+PROCESS_PARENT_PID: Final = "process.parent_pid"
+PROCESS_EXECUTABLE_NAME: Final = "process.executable.name"
+PROCESS_EXECUTABLE_PATH: Final = "process.executable.path"
+PROCESS_COMMAND_LINE: Final = "process.command_line"  # redacted
+PROCESS_COMMAND_ARGS: Final = "process.command_args"  # redacted, string[]
+PROCESS_ARGS_COUNT: Final = "process.args_count"
+PROCESS_USER_ID: Final = "process.user.id"  # effective uid
+PROCESS_USER_NAME: Final = "process.user.name"
+PROCESS_REAL_USER_ID: Final = "process.real_user.id"
+PROCESS_GROUP_ID: Final = "otelguard.process.group.id"  # effective gid (semconv has none)
+PROCESS_GROUP_NAME: Final = "otelguard.process.group.name"
+PROCESS_WORKING_DIRECTORY: Final = "process.working_directory"
+PROCESS_CREATION_TIME: Final = "process.creation.time"  # ISO 8601
+PROCESS_EXIT_CODE: Final = "process.exit.code"
+PROCESS_EXIT_TIME: Final = "process.exit.time"
+PROCESS_INTERACTIVE: Final = "process.interactive"
+PROCESS_SESSION_LEADER_PID: Final = "process.session_leader.pid"
+PROCESS_LINUX_CGROUP: Final = "process.linux.cgroup"
+PROCESS_TTY: Final = "otelguard.process.tty"  # int tty_nr, 0 = none
+PROCESS_PARENT_EXECUTABLE_NAME: Final = "otelguard.process.parent.executable.name"
+PROCESS_PARENT_EXECUTABLE_PATH: Final = "otelguard.process.parent.executable.path"
+PROCESS_PARENT_COMMAND_LINE: Final = "otelguard.process.parent.command_line"
+PROCESS_ANCESTORS: Final = "otelguard.process.ancestors"  # string[] exe names, nearest first
+PROCESS_ANCESTOR_PIDS: Final = "otelguard.process.ancestor_pids"  # int[] nearest first
+PROCESS_CAP_EFFECTIVE: Final = "otelguard.process.cap_effective"  # string[] CAP_* names
+PROCESS_CAP_PERMITTED: Final = "otelguard.process.cap_permitted"
+PROCESS_EXE_FROM_MEMFD: Final = "otelguard.process.exe_from_memfd"  # bool
+PROCESS_EXE_UPPER_LAYER: Final = "otelguard.process.exe_upper_layer"  # bool (overlayfs upper)
+PROCESS_EXE_DELETED: Final = "otelguard.process.exe_deleted"  # bool
+PROCESS_LOGIN_UID: Final = "otelguard.process.login_uid"
+PROCESS_DURATION_NS: Final = "otelguard.process.duration_ns"  # since process start, at event time
+PROCESS_SID_EXE_NAME: Final = "otelguard.process.session_leader.executable.name"
+
+# --- Syscall outcome (every event record) -----------------------------------------------------
+SYSCALL_NAME: Final = "otelguard.syscall.name"  # e.g. "openat", "execve", "connect"
+SYSCALL_RET: Final = "otelguard.syscall.ret"  # int; <0 is -errno
+ERROR_TYPE: Final = "error.type"  # errno name on failure, e.g. "EACCES"
+LOG_RECORD_UID: Final = "log.record.uid"
+
+# --- File ------------------------------------------------------------------------------------
+FILE_PATH: Final = "file.path"  # absolute, resolved against cwd/dirfd
+FILE_NAME: Final = "file.name"
+FILE_DIRECTORY: Final = "file.directory"
+FILE_MODE: Final = "file.mode"  # octal string, e.g. "0644" (open with O_CREAT, chmod, mkdir)
+FILE_OWNER_ID: Final = "file.owner.id"  # chown target uid
+FILE_GROUP_ID: Final = "file.group.id"  # chown target gid
+FILE_SYMLINK_TARGET: Final = "file.symbolic_link.target_path"
+FILE_OPEN_FLAGS: Final = "otelguard.file.open_flags"  # "O_WRONLY|O_CREAT|O_TRUNC"
+FILE_RAW_PATH: Final = "otelguard.file.path_raw"  # as passed to the syscall
+FILE_TARGET_PATH: Final = "otelguard.file.target_path"  # rename/link destination
+FILE_FD: Final = "otelguard.file.fd"  # returned or operated fd
+
+# --- Network ---------------------------------------------------------------------------------
+NETWORK_TRANSPORT: Final = "network.transport"  # tcp | udp | unix | raw | packet
+NETWORK_TYPE: Final = "network.type"  # ipv4 | ipv6
+NETWORK_PEER_ADDRESS: Final = "network.peer.address"
+NETWORK_PEER_PORT: Final = "network.peer.port"
+NETWORK_LOCAL_ADDRESS: Final = "network.local.address"
+NETWORK_LOCAL_PORT: Final = "network.local.port"
+NETWORK_CONNECTION_STATE: Final = "network.connection.state"
+SERVER_ADDRESS: Final = "server.address"
+SERVER_PORT: Final = "server.port"
+CLIENT_ADDRESS: Final = "client.address"
+CLIENT_PORT: Final = "client.port"
+SOCKET_FAMILY: Final = "otelguard.socket.family"  # AF_INET, AF_PACKET, ...
+SOCKET_TYPE: Final = "otelguard.socket.type"  # SOCK_STREAM, SOCK_RAW, ...
+SOCKET_PROTOCOL: Final = "otelguard.socket.protocol"  # int
+NETWORK_BYTES_SENT: Final = "otelguard.network.bytes_sent"
+NETWORK_BYTES_RECEIVED: Final = "otelguard.network.bytes_received"
+DNS_QUESTION_NAME: Final = "dns.question.name"
+DNS_QUESTION_TYPE: Final = "otelguard.dns.question.type"  # "A", "AAAA", ...
+# Set by the k8s enricher on records with a peer address
+PEER_K8S_POD_NAME: Final = "otelguard.peer.k8s.pod.name"
+PEER_K8S_NAMESPACE_NAME: Final = "otelguard.peer.k8s.namespace.name"
+PEER_K8S_WORKLOAD_NAME: Final = "otelguard.peer.k8s.workload.name"
+PEER_K8S_WORKLOAD_KIND: Final = "otelguard.peer.k8s.workload.kind"
+PEER_K8S_SERVICE_NAME: Final = "otelguard.peer.k8s.service.name"
+
+# --- Privilege, kernel and evasion -----------------------------------------------------------
+TARGET_PID: Final = "otelguard.target.pid"  # ptrace / kill target
+PTRACE_REQUEST: Final = "otelguard.ptrace.request"  # "PTRACE_ATTACH", "PTRACE_TRACEME", ...
+SIGNAL: Final = "otelguard.signal"  # "SIGKILL"
+NEW_UID: Final = "otelguard.privilege.new_uid"  # setuid family target (first id argument)
+NEW_GID: Final = "otelguard.privilege.new_gid"
+CAPABILITY: Final = "otelguard.capability"  # cap_capable: "CAP_SYS_ADMIN"
+NAMESPACE_FLAGS: Final = "otelguard.namespace.flags"  # "CLONE_NEWNS|CLONE_NEWUSER"
+MOUNT_SOURCE: Final = "otelguard.mount.source"
+MOUNT_TARGET: Final = "otelguard.mount.target"
+MOUNT_FSTYPE: Final = "otelguard.mount.fstype"
+MOUNT_FLAGS: Final = "otelguard.mount.flags"
+MODULE_NAME: Final = "otelguard.module.name"
+BPF_COMMAND: Final = "otelguard.bpf.command"  # "BPF_PROG_LOAD"
+MEMFD_NAME: Final = "otelguard.memfd.name"
+DUP_OLD_FD: Final = "otelguard.dup.old_fd"
+DUP_NEW_FD: Final = "otelguard.dup.new_fd"
+DUP_OLD_FD_TYPE: Final = "otelguard.dup.old_fd_type"  # "socket", "file", "pipe", ...
+IO_URING_OPCODE: Final = "otelguard.io_uring.opcode"  # "IORING_OP_OPENAT", ...
+
+# --- Detection records (processors/detection) -------------------------------------------------
+SECURITY_RULE_NAME: Final = "security_rule.name"
+SECURITY_RULE_UUID: Final = "security_rule.uuid"
+SECURITY_RULE_CATEGORY: Final = "security_rule.category"
+SECURITY_RULE_DESCRIPTION: Final = "security_rule.description"
+SECURITY_RULE_RULESET_NAME: Final = "security_rule.ruleset.name"
+SECURITY_RULE_VERSION: Final = "security_rule.version"
+SECURITY_RULE_REFERENCE: Final = "security_rule.reference"
+SECURITY_RULE_PRIORITY: Final = "otelguard.security_rule.priority"  # Falco priority word
+SECURITY_RULE_TAGS: Final = "otelguard.security_rule.tags"  # string[]
+THREAT_TECHNIQUE_ID: Final = "otelguard.threat.technique.id"  # string[] "T1059.004"
+THREAT_TACTIC_NAME: Final = "otelguard.threat.tactic.name"  # string[] "execution"
+TRIGGER_RECORD_UID: Final = "otelguard.trigger.record_uid"
+TRIGGER_EVENT_NAME: Final = "otelguard.trigger.event_name"
+DETECTION_COUNT: Final = "otelguard.detection.count"  # collapsed repeats
+RESPONSE_ACTION: Final = "otelguard.response.action"  # recommended action
+
+# --- Event names (LogRecord.event_name) -------------------------------------------------------
+EV_PROCESS_EXEC: Final = "otelguard.process.exec"
+EV_PROCESS_FORK: Final = "otelguard.process.fork"
+EV_PROCESS_EXIT: Final = "otelguard.process.exit"
+EV_FILE_OPEN: Final = "otelguard.file.open"
+EV_FILE_UNLINK: Final = "otelguard.file.unlink"
+EV_FILE_RENAME: Final = "otelguard.file.rename"
+EV_FILE_CHMOD: Final = "otelguard.file.chmod"
+EV_FILE_CHOWN: Final = "otelguard.file.chown"
+EV_FILE_SYMLINK: Final = "otelguard.file.symlink"
+EV_FILE_LINK: Final = "otelguard.file.link"
+EV_FILE_MKDIR: Final = "otelguard.file.mkdir"
+EV_FILE_TRUNCATE: Final = "otelguard.file.truncate"
+EV_NETWORK_SOCKET: Final = "otelguard.network.socket"
+EV_NETWORK_CONNECT: Final = "otelguard.network.connect"
+EV_NETWORK_ACCEPT: Final = "otelguard.network.accept"
+EV_NETWORK_BIND: Final = "otelguard.network.bind"
+EV_NETWORK_LISTEN: Final = "otelguard.network.listen"
+EV_NETWORK_CLOSE: Final = "otelguard.network.close"  # TCP connection reached CLOSE
+EV_DNS_QUERY: Final = "otelguard.dns.query"
+EV_PRIV_SETUID: Final = "otelguard.privilege.setuid"
+EV_PRIV_SETGID: Final = "otelguard.privilege.setgid"
+EV_PRIV_CAPSET: Final = "otelguard.privilege.capset"
+EV_PRIV_CAPABLE: Final = "otelguard.privilege.capability_use"
+EV_PTRACE: Final = "otelguard.process.ptrace"
+EV_KILL: Final = "otelguard.process.kill"
+EV_UNSHARE: Final = "otelguard.namespace.unshare"
+EV_SETNS: Final = "otelguard.namespace.setns"
+EV_MOUNT: Final = "otelguard.filesystem.mount"
+EV_MODULE_LOAD: Final = "otelguard.kernel.module_load"
+EV_BPF: Final = "otelguard.kernel.bpf"
+EV_MEMFD_CREATE: Final = "otelguard.process.memfd_create"
+EV_DUP: Final = "otelguard.process.dup"
+EV_IO_URING: Final = "otelguard.io_uring.submit"
+EV_DETECTION: Final = "otelguard.security.detection"
+EV_RESPONSE: Final = "otelguard.security.response"
+
+# --- Metric names (Prometheus) -----------------------------------------------------------------
+METRIC_EVENTS: Final = "otelguard_events"  # prometheus_client appends _total
+METRIC_DETECTIONS: Final = "otelguard_detections"
+METRIC_DROPPED: Final = "otelguard_dropped"
+METRIC_PIPELINE_LATENCY: Final = "otelguard_pipeline_latency_seconds"

@@ -1,0 +1,15 @@
+"""Shared test setup: markers for tests that need root + the kernel, or the Go-built stack."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.geteuid() != 0:
+        skip = pytest.mark.skip(reason="needs root and the real kernel")
+        for item in items:
+            if "kernel" in item.keywords:
+                item.add_marker(skip)
