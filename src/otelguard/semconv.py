@@ -211,3 +211,22 @@ METRIC_EVENTS: Final = "otelguard_events"  # prometheus_client appends _total
 METRIC_DETECTIONS: Final = "otelguard_detections"
 METRIC_DROPPED: Final = "otelguard_dropped"
 METRIC_PIPELINE_LATENCY: Final = "otelguard_pipeline_latency_seconds"
+
+# --- Spans (exporter/spans) -------------------------------------------------------------------
+SPAN_END_REASON: Final = "otelguard.span.end_reason"  # exit | exec | close | shutdown | evicted
+
+# --- Processor service (processors/metrics.py) --------------------------------------------------
+METRIC_PROC_REQUESTS: Final = "otelguard_processor_requests"  # {signal, protocol, outcome}
+METRIC_PROC_RECEIVED: Final = "otelguard_processor_records_received"  # {signal, protocol}
+METRIC_PROC_FORWARDED: Final = "otelguard_processor_records_forwarded"  # {signal, exporter}
+METRIC_PROC_FORWARD_RETRIES: Final = "otelguard_processor_forward_retries"  # {exporter}
+METRIC_PROC_FORWARD_FAILURES: Final = "otelguard_processor_forward_failures"  # {exporter, reason}
+METRIC_PROC_STAGE_IN: Final = "otelguard_processor_stage_records_in"  # {stage}
+METRIC_PROC_STAGE_OUT: Final = "otelguard_processor_stage_records_out"  # {stage}
+METRIC_PROC_STAGE_FAILURES: Final = "otelguard_processor_stage_failures"  # {stage}
+METRIC_PROC_INFLIGHT_REQUESTS: Final = "otelguard_processor_inflight_requests"
+METRIC_PROC_INFLIGHT_BYTES: Final = "otelguard_processor_inflight_bytes"
+METRIC_PROC_REQUEST_LATENCY: Final = "otelguard_processor_request_latency_seconds"  # {signal}
+# noise_control: collapsed detections carry the window's first and last occurrence (ISO 8601)
+DETECTION_FIRST_SEEN: Final = "otelguard.detection.first_seen"
+DETECTION_LAST_SEEN: Final = "otelguard.detection.last_seen"
