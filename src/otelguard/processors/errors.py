@@ -1,0 +1,110 @@
+"""The processors' exception tree (STYLE.md rule 8): one root, foreign errors wrapped at the boundary.
+
+Config and registry problems stop startup (:class:`ConfigError` carries every issue at once);
+request problems become an OTLP status for the caller (:class:`RequestError` carries the gRPC code
+and the HTTP status that belong together); stage failures never escape the pipeline.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import grpc
+
+
+class ProcessorsError(Exception):
+    """Root of every error raised by otelguard.processors."""
+
+
+@dataclass(frozen=True)
+class ConfigIssue:
+    """One config problem: dotted path (``processors[1].config.hold_seconds``) and where it is."""
+
+    path: str
+    message: str
+    file: Optional[str] = None
+    line: Optional[int] = None
+
+    def __str__(self) -> str:
+        where = ""
+        if self.file is not None and self.line is not None:
+            where = f"{self.file}:{self.line}: "
+        elif self.file is not None:
+            where = f"{self.file}: "
+        elif self.line is not None:
+            where = f"line {self.line}: "
+        return f"{where}{self.path or '<root>'}: {self.message}"
+
+
+class ConfigError(ProcessorsError):
+    """All problems found in a config, reported together so one edit fixes them all."""
+
+    def __init__(self, issues: Sequence[ConfigIssue]) -> None:
+        self.issues = tuple(issues)
+        lines = "\n".join(f"  {issue}" for issue in self.issues)
+        super().__init__(f"{len(self.issues)} config error(s):\n{lines}")
+
+
+class RegistryError(ProcessorsError):
+    """A processor type is unknown, or its module failed to import or breaks the unit contract."""
+
+
+class RequestError(ProcessorsError):
+    """A request the service refuses; ``code``/``http_status`` are what the caller sees.
+
+    ``reason`` is the low-cardinality label used in ``otelguard_dropped_total`` and the request
+    counters; ``retry_after`` (seconds) is set for retryable refusals.
+    """
+
+    def __init__(
+        self,
+        code: grpc.StatusCode,
+        http_status: int,
+        reason: str,
+        message: str,
+        retry_after: Optional[float] = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.http_status = http_status
+        self.reason = reason
+        self.message = message
+        self.retry_after = retry_after
+
+    @property
+    def retryable(self) -> bool:
+        return self.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED)
+
+
+def invalid_argument(reason: str, message: str) -> RequestError:
+    return RequestError(grpc.StatusCode.INVALID_ARGUMENT, 400, reason, message)
+
+
+def too_large(message: str) -> RequestError:
+    return RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED, 413, "too_large", message)
+
+
+def unsupported_media_type(message: str) -> RequestError:
+    return RequestError(grpc.StatusCode.INVALID_ARGUMENT, 415, "unsupported_media_type", message)
+
+
+def overloaded(message: str, retry_after: float) -> RequestError:
+    return RequestError(
+        grpc.StatusCode.RESOURCE_EXHAUSTED, 429, "overloaded", message, retry_after=retry_after
+    )
+
+
+def unavailable(message: str, retry_after: float) -> RequestError:
+    return RequestError(
+        grpc.StatusCode.UNAVAILABLE, 503, "next_hop_unavailable", message, retry_after=retry_after
+    )
+
+
+class ForwardError(ProcessorsError):
+    """Forwarding to the next hop failed for good (after retries, or non-retryable)."""
+
+    def __init__(self, exporter: str, message: str, retryable: bool) -> None:
+        super().__init__(f"{exporter}: {message}")
+        self.exporter = exporter
+        self.retryable = retryable

@@ -1,0 +1,199 @@
+"""Runs the configured stages in order on one OTLP batch; the same object serves ``otelguard run``
+(in-process, no serialisation) and the processor service.
+
+Each stage call is wrapped here, not inside the stage (STYLE.md rule 1): timing into
+``telemetry.pipeline_latency{stage}``, records in/out and failures into processors.metrics, and
+error catching. A stage that raises is logged and counted, and the batch goes on *as it entered
+that stage* (``restore_on_failure``: a ``CopyFrom`` snapshot before each stage, ~0.3 µs per record
+per stage with upb; turn it off to trade that guarantee for speed). The pipeline never raises from
+:meth:`Pipeline.process`.
+
+Stages that hold records back (noise_control's collapsed repeats) may implement
+:class:`HoldsRecords`; :meth:`Pipeline.flush` (called on a timer by the service) and
+:meth:`Pipeline.shutdown` drain them and run what they release through the stages after them.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Iterable, Optional, Protocol, Sequence, runtime_checkable
+
+from otelguard import semconv, telemetry
+from otelguard.processors import metrics, registry
+from otelguard.processors.config import ProcessorSpec
+from otelguard.processors.otlp import count_records
+from otelguard.processors.stage import Batch, Stage
+
+log = logging.getLogger(__name__)
+
+_LOG_EVERY_SECONDS = 10.0
+
+
+@runtime_checkable
+class HoldsRecords(Protocol):
+    """A stage that keeps records between batches and releases them later."""
+
+    def drain(self, final: bool) -> list[Batch]:
+        """Records due now (all of them when ``final``), as new batches."""
+        ...
+
+
+@dataclass
+class PipelineResult:
+    """The processed batch and how many records stages removed (for OTLP partial success)."""
+
+    batch: Batch
+    records_in: int
+    records_out: int
+    records_removed: int
+    failed_stages: tuple[str, ...] = ()
+
+
+class _Slot:
+    """One stage with its pre-bound metric children (label lookups cost more than the inc)."""
+
+    def __init__(self, name: str, stage: Stage) -> None:
+        self.name = name
+        self.stage = stage
+        self.latency = telemetry.pipeline_latency.labels(name)
+        self.records_in = metrics.stage_records_in.labels(name)
+        self.records_out = metrics.stage_records_out.labels(name)
+        self.failures = metrics.stage_failures.labels(name)
+        self.last_error_log = 0.0
+
+
+class Pipeline:
+    """Stages in order. ``start()`` before the first batch, ``shutdown()`` flushes held records."""
+
+    def __init__(
+        self, stages: Sequence[tuple[str, Stage]], restore_on_failure: bool = True
+    ) -> None:
+        names = [name for name, _ in stages]
+        if len(set(names)) != len(names):
+            raise ValueError(f"stage names must be distinct: {names}")
+        self._slots = [_Slot(name, stage) for name, stage in stages]
+        self._restore = restore_on_failure
+        self._lock = threading.Lock()
+        self._started = False
+
+    @classmethod
+    def from_specs(
+        cls, specs: Iterable[ProcessorSpec], restore_on_failure: bool = True
+    ) -> Pipeline:
+        """Create each configured stage through the registry (RegistryError names the bad one)."""
+        return cls(
+            [(spec.name, registry.create(spec.type, spec.config)) for spec in specs],
+            restore_on_failure,
+        )
+
+    @property
+    def stage_names(self) -> list[str]:
+        return [slot.name for slot in self._slots]
+
+    def start(self) -> None:
+        """Start stages in order; if one fails, the ones already started are shut down."""
+        started: list[_Slot] = []
+        for slot in self._slots:
+            try:
+                slot.stage.start()
+            except Exception:
+                for done in reversed(started):
+                    self._shutdown_one(done)
+                raise
+            started.append(slot)
+        self._started = True
+
+    def process(self, batch: Batch) -> PipelineResult:
+        """Run every stage on ``batch``; never raises."""
+        with self._lock:
+            return self._run(batch, self._slots)
+
+    def _run(self, batch: Batch, slots: Sequence[_Slot]) -> PipelineResult:
+        first_in = count_records(batch)
+        n = first_in
+        removed = 0
+        failed: list[str] = []
+        for slot in slots:
+            snapshot: Optional[Batch] = None
+            if self._restore:
+                snapshot = type(batch)()
+                snapshot.CopyFrom(batch)
+            slot.records_in.inc(n)
+            t0 = time.perf_counter()
+            try:
+                out = slot.stage.process(batch)
+            except Exception:
+                slot.latency.observe(time.perf_counter() - t0)
+                slot.failures.inc()
+                failed.append(slot.name)
+                self._log_failure(slot)
+                if snapshot is not None:
+                    batch = snapshot
+                slot.records_out.inc(n)
+                continue
+            slot.latency.observe(time.perf_counter() - t0)
+            if out is None or type(out) is not type(batch):
+                # A stage broke the contract; treat as a failure, keep the batch flowing.
+                slot.failures.inc()
+                failed.append(slot.name)
+                self._log_failure(slot, f"returned {type(out).__name__}")
+                if snapshot is not None:
+                    batch = snapshot
+                slot.records_out.inc(n)
+                continue
+            batch = out
+            m = count_records(batch)
+            slot.records_out.inc(m)
+            if m < n:
+                removed += n - m
+            n = m
+        return PipelineResult(batch, first_in, n, removed, tuple(failed))
+
+    def _log_failure(self, slot: _Slot, what: str = "raised") -> None:
+        now = time.monotonic()
+        if now - slot.last_error_log >= _LOG_EVERY_SECONDS:
+            slot.last_error_log = now
+            log.warning("stage %s %s; batch passed through unchanged (logged at most every "
+                        "%.0fs, all counted in %s)", slot.name, what, _LOG_EVERY_SECONDS,
+                        semconv.METRIC_PROC_STAGE_FAILURES, exc_info=(what == "raised"))
+
+    def flush(self, final: bool = False) -> list[Batch]:
+        """Records held by stages that are due (all when ``final``), run through later stages."""
+        out: list[Batch] = []
+        with self._lock:
+            for i, slot in enumerate(self._slots):
+                stage = slot.stage
+                if not isinstance(stage, HoldsRecords):
+                    continue
+                try:
+                    released = stage.drain(final)
+                except Exception:
+                    slot.failures.inc()
+                    self._log_failure(slot, "failed to drain")
+                    continue
+                for batch in released:
+                    if count_records(batch) == 0:
+                        continue
+                    result = self._run(batch, self._slots[i + 1:])
+                    if result.records_out:
+                        out.append(result.batch)
+        return out
+
+    def shutdown(self) -> list[Batch]:
+        """Drain held records (returned for forwarding), then shut stages down in reverse."""
+        flushed = self.flush(final=True) if self._started else []
+        for slot in reversed(self._slots):
+            self._shutdown_one(slot)
+        self._started = False
+        return flushed
+
+    def _shutdown_one(self, slot: _Slot) -> None:
+        try:
+            slot.stage.shutdown()
+        except Exception:
+            slot.failures.inc()
+            log.warning("stage %s failed to shut down", slot.name, exc_info=True)
+
