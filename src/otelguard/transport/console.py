@@ -1,0 +1,107 @@
+"""ConsoleTransport: one readable line per LogRecord, detections highlighted.
+
+For people watching ``otelguard run``: time, event name, container/pod (short), process, and
+the few attributes that say what happened (path, peer, DNS name, error). Detections
+(``otelguard.security.detection``) lead with their priority and rule name, coloured when the
+stream is a terminal. Spans are not printed (their records already were). Works on OTLP only,
+so the processor service can use it too. Cost: ~10-20 µs per line; not for bulk output.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from typing import IO, Optional
+
+from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
+
+from otelguard import semconv as sc
+from otelguard.processors.otlp import PyValue, attrs_dict, body_text
+from otelguard.transport.contract import ExportResult, LogsPayload, TracesPayload, as_logs
+
+# what to show after the process, in order, when present
+_DETAIL_KEYS = (
+    sc.FILE_PATH, sc.FILE_TARGET_PATH, sc.FILE_OPEN_FLAGS, sc.DNS_QUESTION_NAME,
+    sc.NETWORK_PEER_ADDRESS, sc.NETWORK_PEER_PORT, sc.NETWORK_LOCAL_PORT, sc.PTRACE_REQUEST,
+    sc.CAPABILITY, sc.MEMFD_NAME, sc.MODULE_NAME, sc.MOUNT_TARGET, sc.ERROR_TYPE,
+)
+_COLOURS = {"EMERGENCY": "1;41", "ALERT": "1;41", "CRITICAL": "1;31", "ERROR": "31",
+            "WARNING": "33", "NOTICE": "36", "INFORMATIONAL": "32", "DEBUG": "2"}
+_EVENT_PREFIX = "otelguard."
+
+
+def _short(value: PyValue, n: int) -> str:
+    return str(value)[:n] if value not in (None, "") else "-"
+
+
+def render_record(resource: dict[str, PyValue], rec: LogRecord, colour: bool = False) -> str:
+    """The console line of one record (pure: tests call it directly)."""
+    attrs = attrs_dict(rec.attributes)
+    ts = rec.time_unix_nano or rec.observed_time_unix_nano
+    clock = time.strftime("%H:%M:%S", time.localtime(ts / 1e9)) + f".{ts // 1_000_000 % 1000:03d}"
+    where = _where(resource)
+    proc = f"{_short(attrs.get(sc.PROCESS_EXECUTABLE_NAME), 24)}[{_short(attrs.get(sc.PROCESS_PID), 8)}]"
+    if rec.event_name == sc.EV_DETECTION:
+        priority = str(attrs.get(sc.SECURITY_RULE_PRIORITY) or rec.severity_text or "WARNING").upper()
+        rule = _short(attrs.get(sc.SECURITY_RULE_NAME), 80)
+        tactic = attrs.get(sc.THREAT_TACTIC_NAME)
+        head = f"!! {priority} {rule}"
+        if colour:
+            head = f"\x1b[{_COLOURS.get(priority, '1;33')}m{head}\x1b[0m"
+        tail = f" [{', '.join(map(str, tactic))}]" if isinstance(tactic, list) and tactic else ""
+        return f"{clock} {head} {where} {proc}: {body_text(rec) or ''}{tail}"
+    name = rec.event_name.removeprefix(_EVENT_PREFIX) if rec.event_name else "-"
+    details = " ".join(f"{k.rsplit('.', 1)[-1] if k != sc.FILE_PATH else 'path'}={attrs[k]!s}"
+                       for k in _DETAIL_KEYS if attrs.get(k) not in (None, ""))
+    return f"{clock} {name:<24} {where} {proc} {details}".rstrip()
+
+
+def _where(resource: dict[str, PyValue]) -> str:
+    pod_name = resource.get(sc.K8S_POD_NAME)
+    ns = resource.get(sc.K8S_NAMESPACE_NAME)
+    cid = resource.get(sc.CONTAINER_ID)
+    if pod_name:
+        return f"{ns!s}/{pod_name!s}" if ns else str(pod_name)
+    if cid:
+        pod = resource.get(sc.K8S_POD_UID)
+        return f"ctr={str(cid)[:12]}" + (f" pod={str(pod)[:8]}" if pod else "")
+    return "host"
+
+
+class ConsoleTransport:
+    name = "console"
+
+    def __init__(self, stream: Optional[IO[str]] = None, colour: Optional[bool] = None,
+                 detections_only: bool = False) -> None:
+        self._stream = stream or sys.stdout
+        self._colour = self._stream.isatty() if colour is None else colour
+        self._detections_only = detections_only
+        self._lock = threading.Lock()
+
+    def export_logs(self, req: LogsPayload) -> ExportResult:
+        lines = []
+        for rl in as_logs(req).resource_logs:
+            res = attrs_dict(rl.resource.attributes)
+            for sl in rl.scope_logs:
+                for rec in sl.log_records:
+                    if self._detections_only and rec.event_name != sc.EV_DETECTION:
+                        continue
+                    lines.append(render_record(res, rec, self._colour))
+        if lines:
+            try:
+                with self._lock:
+                    self._stream.write("\n".join(lines) + "\n")
+                    self._stream.flush()
+            except (OSError, ValueError) as exc:
+                return ExportResult.failure(f"console: {exc}", "io_error", False)
+        return ExportResult.success()
+
+    def export_traces(self, req: TracesPayload) -> ExportResult:
+        return ExportResult.success()
+
+    def shutdown(self) -> None:
+        try:
+            self._stream.flush()
+        except (OSError, ValueError):
+            pass
