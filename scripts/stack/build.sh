@@ -14,7 +14,14 @@ components=(otelcol jaeger loki kube-apiserver)
 for c in "${components[@]}"; do
   script="$HERE/components/$c.sh"
   [ -f "$script" ] || { echo "[stack] unknown component $c" >&2; exit 2; }
-  key=$(cat "$HERE/versions.env" "$script" | sha256sum | cut -c1-12)
+  # A component script may name further inputs of its build (paths relative to the repository
+  # root) on lines "# build-input: <path>"; their content is part of the cache key too.
+  inputs=()
+  while read -r f; do inputs+=("$HERE/../../$f"); done < <(sed -n 's/^# build-input: //p' "$script")
+  # "# build-vars: <regex>" limits the versions.env lines in the key to the component's own
+  # (so pinning another component does not rebuild this one); default: the whole file.
+  vars=$(sed -n 's/^# build-vars: //p' "$script")
+  key=$( { grep -E "^(${vars:-.*})" "$HERE/versions.env"; cat "$script" "${inputs[@]}"; } | sha256sum | cut -c1-12)
   out="$OTELGUARD_CACHE/$c-$key"
   if [ -f "$out/.done" ]; then
     echo "[stack] $c: cached at $out"
