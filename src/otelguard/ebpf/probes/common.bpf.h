@@ -45,10 +45,8 @@ static __always_inline void og_count_drop(void) {
     if (v) { *v += 1; }
 }
 
-// Reserve a record of `size` bytes and fill its header; NULL (and a counted drop) when full.
-static __always_inline void *og_reserve(u32 size, u32 type, s64 ret) {
-    struct og_hdr *h = og_events.ringbuf_reserve(size);
-    if (!h) { og_count_drop(); return 0; }
+// Fill a record header in place (ring buffer memory or a stashed map value).
+static __always_inline void og_fill_hdr(struct og_hdr *h, u32 size, u32 type, s64 ret) {
     u64 pt = bpf_get_current_pid_tgid();
     u64 ug = bpf_get_current_uid_gid();
     h->ktime_ns = bpf_ktime_get_ns();
@@ -61,5 +59,18 @@ static __always_inline void *og_reserve(u32 size, u32 type, s64 ret) {
     h->gid = ug >> 32;
     h->size = size;
     bpf_get_current_comm(&h->comm, sizeof(h->comm));
+}
+
+// Reserve a record of `size` bytes and fill its header; NULL (and a counted drop) when full.
+static __always_inline void *og_reserve(u32 size, u32 type, s64 ret) {
+    struct og_hdr *h = og_events.ringbuf_reserve(size);
+    if (!h) { og_count_drop(); return 0; }
+    og_fill_hdr(h, size, type, ret);
     return h;
+}
+
+// Copy a finished record (e.g. a map value stashed at syscall entry, header filled with
+// og_fill_hdr at exit) into the ring buffer; a full ring buffer is a counted drop.
+static __always_inline void og_output(void *rec, u32 size) {
+    if (og_events.ringbuf_output(rec, size, 0) != 0) { og_count_drop(); }
 }

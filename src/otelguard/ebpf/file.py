@@ -1,0 +1,306 @@
+"""File probe: opens with write intent (or under watched prefixes) and namespace changes.
+
+Records (``probes/file.bpf.c``, type ids 20-28) carry up to two user-memory paths read at syscall
+entry, the dirfds, flags/mode/owner, and the return value from syscall exit. Paths are resolved
+to absolute in user space against the tracked cwd or the dirfd (``DecodeContext.resolve_path``).
+
+Attributes: ``file.path`` (resolved), ``otelguard.file.path_raw`` (as passed), ``file.name``,
+``file.directory``; opens add ``otelguard.file.open_flags`` (``O_WRONLY|O_CREAT|O_TRUNC``),
+``file.mode`` (octal, with O_CREAT/O_TMPFILE) and ``otelguard.file.fd`` (the returned fd);
+chmod/mkdir add ``file.mode``; chown adds ``file.owner.id``/``file.group.id`` (-1 = unchanged);
+rename: path = old name, ``otelguard.file.target_path`` = new name; link: path = existing file,
+target = new link; symlink: path = the new link, target (and
+``file.symbolic_link.target_path``) = its content as given; fchmod/fchown/ftruncate resolve
+their fd through ``/proc/<pid>/fd``.
+
+In-kernel filter (opens only): write intent (O_WRONLY|O_RDWR|O_CREAT|O_TRUNC|O_APPEND) or the
+path starts with one of ``ProbeConfig.read_path_prefixes`` (an unrolled byte compare, at most
+``MAX_PREFIXES`` of at most ``MAX_PREFIX_LEN`` bytes). Relative paths of read-only opens pass
+the kernel filter whenever prefixes are configured (``cd /etc && cat shadow`` must not escape);
+decode() resolves them and drops (as filtering, not loss) those outside every prefix.
+
+Overhead (measured roughly on this 2-core VM with bench-style open/close loops): an openat that
+the filter rejects costs one 256-byte user string read and a compare, about 0.3 µs; an emitted
+open about 1 µs in the kernel plus ~10 µs of Python decode and enrichment.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+from otelguard import semconv
+from otelguard.ebpf.events import AttrValue, Event
+from otelguard.ebpf.probe import PATH_LEN, DecodeContext, Header, ProbeConfig, c_string, probe_source
+
+MAX_PREFIXES = 32
+MAX_PREFIX_LEN = 64
+AT_FDCWD = -100
+AT_REMOVEDIR = 0x200
+
+T_OPEN, T_UNLINK, T_RENAME, T_CHMOD, T_CHOWN, T_SYMLINK, T_LINK, T_MKDIR, T_TRUNCATE = range(20, 29)
+
+_EVENT_NAMES = {
+    T_OPEN: semconv.EV_FILE_OPEN, T_UNLINK: semconv.EV_FILE_UNLINK,
+    T_RENAME: semconv.EV_FILE_RENAME, T_CHMOD: semconv.EV_FILE_CHMOD,
+    T_CHOWN: semconv.EV_FILE_CHOWN, T_SYMLINK: semconv.EV_FILE_SYMLINK,
+    T_LINK: semconv.EV_FILE_LINK, T_MKDIR: semconv.EV_FILE_MKDIR,
+    T_TRUNCATE: semconv.EV_FILE_TRUNCATE,
+}
+_VERBS = {
+    T_OPEN: "open", T_UNLINK: "unlink", T_RENAME: "rename", T_CHMOD: "chmod", T_CHOWN: "chown",
+    T_SYMLINK: "symlink", T_LINK: "link", T_MKDIR: "mkdir", T_TRUNCATE: "truncate",
+}
+
+
+@dataclass(frozen=True)
+class Syscall:
+    """One traced syscall: record type and C assignments from tracepoint args to record fields."""
+
+    name: str
+    type_id: int
+    fields: tuple[tuple[str, str], ...]  # (record field, C expression); path fields are read
+    how: bool = False  # openat2: flags/mode from struct open_how in user memory
+
+
+def _s(name: str, type_id: int, *fields: tuple[str, str], how: bool = False) -> Syscall:
+    return Syscall(name, type_id, fields, how)
+
+
+SYSCALLS: tuple[Syscall, ...] = (
+    _s("open", T_OPEN, ("path", "filename"), ("flags", "flags"), ("mode", "mode")),
+    _s("openat", T_OPEN, ("dfd", "dfd"), ("path", "filename"), ("flags", "flags"),
+       ("mode", "mode")),
+    _s("openat2", T_OPEN, ("dfd", "dfd"), ("path", "filename"), how=True),
+    _s("unlink", T_UNLINK, ("path", "pathname")),
+    _s("unlinkat", T_UNLINK, ("dfd", "dfd"), ("path", "pathname"), ("flags", "flag")),
+    _s("rename", T_RENAME, ("path", "oldname"), ("path2", "newname")),
+    _s("renameat", T_RENAME, ("dfd", "olddfd"), ("path", "oldname"), ("dfd2", "newdfd"),
+       ("path2", "newname")),
+    _s("renameat2", T_RENAME, ("dfd", "olddfd"), ("path", "oldname"), ("dfd2", "newdfd"),
+       ("path2", "newname"), ("flags", "flags")),
+    _s("chmod", T_CHMOD, ("path", "filename"), ("mode", "mode")),
+    _s("fchmod", T_CHMOD, ("dfd", "fd"), ("mode", "mode")),
+    _s("fchmodat", T_CHMOD, ("dfd", "dfd"), ("path", "filename"), ("mode", "mode")),
+    _s("fchmodat2", T_CHMOD, ("dfd", "dfd"), ("path", "filename"), ("mode", "mode"),
+       ("flags", "flags")),
+    _s("chown", T_CHOWN, ("path", "filename"), ("uid", "user"), ("gid", "group")),
+    _s("lchown", T_CHOWN, ("path", "filename"), ("uid", "user"), ("gid", "group")),
+    _s("fchown", T_CHOWN, ("dfd", "fd"), ("uid", "user"), ("gid", "group")),
+    _s("fchownat", T_CHOWN, ("dfd", "dfd"), ("path", "filename"), ("uid", "user"),
+       ("gid", "group"), ("flags", "flag")),
+    _s("symlink", T_SYMLINK, ("path2", "oldname"), ("path", "newname")),
+    _s("symlinkat", T_SYMLINK, ("path2", "oldname"), ("dfd", "newdfd"), ("path", "newname")),
+    _s("link", T_LINK, ("path", "oldname"), ("path2", "newname")),
+    _s("linkat", T_LINK, ("dfd", "olddfd"), ("path", "oldname"), ("dfd2", "newdfd"),
+       ("path2", "newname"), ("flags", "flags")),
+    _s("mkdir", T_MKDIR, ("path", "pathname"), ("mode", "mode")),
+    _s("mkdirat", T_MKDIR, ("dfd", "dfd"), ("path", "pathname"), ("mode", "mode")),
+    _s("truncate", T_TRUNCATE, ("path", "path"), ("arg", "length")),
+    _s("ftruncate", T_TRUNCATE, ("dfd", "fd"), ("arg", "length")),
+)
+_FD_ONLY = frozenset({"fchmod", "fchown", "ftruncate"})
+
+# x86-64 kernel open flag bits (the syscall argument, not libc's view)
+_O_FLAGS = (
+    (0o100, "O_CREAT"), (0o200, "O_EXCL"), (0o400, "O_NOCTTY"), (0o1000, "O_TRUNC"),
+    (0o2000, "O_APPEND"), (0o4000, "O_NONBLOCK"), (0o10000, "O_DSYNC"), (0o20000, "O_ASYNC"),
+    (0o40000, "O_DIRECT"), (0o100000, "O_LARGEFILE"), (0o200000, "O_DIRECTORY"),
+    (0o400000, "O_NOFOLLOW"), (0o1000000, "O_NOATIME"), (0o2000000, "O_CLOEXEC"),
+    (0o4000000, "O_SYNC"), (0o10000000, "O_PATH"), (0o20000000, "O_TMPFILE"),
+)
+_AT_FLAGS = ((0x100, "AT_SYMLINK_NOFOLLOW"), (0x200, "AT_REMOVEDIR"), (0x400, "AT_SYMLINK_FOLLOW"),
+             (0x800, "AT_NO_AUTOMOUNT"), (0x1000, "AT_EMPTY_PATH"))
+_RENAME_FLAGS = ((1, "RENAME_NOREPLACE"), (2, "RENAME_EXCHANGE"), (4, "RENAME_WHITEOUT"))
+
+
+def open_flag_names(flags: int) -> str:
+    """Open flags as ``O_WRONLY|O_CREAT|O_CLOEXEC`` (unknown bits as hex)."""
+    acc = flags & 3
+    names = [("O_RDONLY", "O_WRONLY", "O_RDWR", "O_ACCMODE")[acc]]
+    rest = flags & ~3
+    for bit, name in _O_FLAGS:
+        if rest & bit:
+            names.append(name)
+            rest &= ~bit
+    if "O_TMPFILE" in names and "O_DIRECTORY" in names:
+        names.remove("O_DIRECTORY")  # O_TMPFILE is defined as __O_TMPFILE|O_DIRECTORY
+    if rest:
+        names.append(hex(rest))
+    return "|".join(names)
+
+
+def _bit_names(flags: int, table: tuple[tuple[int, str], ...]) -> str:
+    names = [n for b, n in table if flags & b]
+    rest = flags & ~sum(b for b, _ in table)
+    if rest:
+        names.append(hex(rest))
+    return "|".join(names)
+
+
+class FileRecord(ctypes.Structure):
+    """Mirror of ``struct og_file_rec``."""
+
+    _fields_ = [
+        ("h", Header),
+        ("dfd", ctypes.c_int32),
+        ("dfd2", ctypes.c_int32),
+        ("sc", ctypes.c_uint32),
+        ("type", ctypes.c_uint32),
+        ("flags", ctypes.c_uint64),
+        ("mode", ctypes.c_uint32),
+        ("uid", ctypes.c_uint32),
+        ("gid", ctypes.c_uint32),
+        ("pad", ctypes.c_uint32),
+        ("arg", ctypes.c_int64),
+        ("path", ctypes.c_char * PATH_LEN),
+        ("path2", ctypes.c_char * PATH_LEN),
+    ]
+
+
+_RECORD_SIZE = ctypes.sizeof(FileRecord)
+
+
+def _c_char_literal(ch: str) -> str:
+    return "'\\''" if ch == "'" else ("'\\\\'" if ch == "\\" else f"'{ch}'")
+
+
+def render_prefix_match(prefixes: tuple[str, ...]) -> str:
+    """The body of ``og_file_prefix_match``: one unrolled byte compare per prefix."""
+    bad = [p for p in prefixes if not p.isascii() or not p.startswith("/") or
+           len(p.encode()) > MAX_PREFIX_LEN]
+    if bad:
+        raise ValueError(f"read_path_prefixes must be absolute ASCII paths of at most "
+                         f"{MAX_PREFIX_LEN} bytes: {bad}")
+    if len(prefixes) > MAX_PREFIXES:
+        raise ValueError(f"at most {MAX_PREFIXES} read_path_prefixes, got {len(prefixes)}")
+    if not prefixes:
+        return "    // no read prefixes: read-only opens are never emitted"
+    lines = ["    if (p[0] != '/') { return 1; }  // relative: user space re-checks"]
+    for prefix in prefixes:
+        cond = " && ".join(f"p[{i}] == {_c_char_literal(c)}" for i, c in enumerate(prefix))
+        lines.append(f"    if ({cond}) {{ return 1; }}  // {prefix}")
+    return "\n".join(lines)
+
+
+def render_handlers(available: frozenset[str]) -> str:
+    """One enter/exit TRACEPOINT_PROBE pair per syscall whose tracepoints both exist."""
+    out: list[str] = []
+    for index, sc in enumerate(SYSCALLS):
+        if f"syscalls:sys_enter_{sc.name}" not in available or \
+                f"syscalls:sys_exit_{sc.name}" not in available:
+            out.append(f"// {sc.name}: tracepoint missing, not traced")
+            continue
+        body = [f"    struct og_file_rec *r = og_file_begin({index}, {sc.type_id});",
+                "    if (!r) { return 0; }"]
+        for field, expr in sc.fields:
+            if field in ("path", "path2"):
+                body.append(f"    bpf_probe_read_user_str(r->{field}, sizeof(r->{field}), "
+                            f"args->{expr});")
+            elif field in ("dfd", "dfd2"):
+                body.append(f"    r->{field} = (s32)args->{expr};")
+            elif field == "arg":
+                body.append(f"    r->arg = (s64)args->{expr};")
+            elif field == "flags":
+                body.append(f"    r->flags = (u64)(u32)args->{expr};")
+            else:
+                body.append(f"    r->{field} = (u32)args->{expr};")
+        if sc.how:
+            body += ["    struct og_open_how how = {};",
+                     "    bpf_probe_read_user(&how, sizeof(how), (void *)args->how);",
+                     "    r->flags = how.flags;", "    r->mode = (u32)how.mode;"]
+        if sc.type_id == T_OPEN:
+            body.append("    if (!og_file_open_wanted(r)) { return 0; }")
+        body.append("    return og_file_stash_it(r);")
+        out.append(f"TRACEPOINT_PROBE(syscalls, sys_enter_{sc.name}) {{\n" + "\n".join(body)
+                   + "\n}")
+        out.append(f"TRACEPOINT_PROBE(syscalls, sys_exit_{sc.name}) "
+                   "{ return og_file_exit(args->ret); }")
+    return "\n".join(out)
+
+
+def _under(path: str, prefixes: tuple[str, ...]) -> bool:
+    return any(path.startswith(p) for p in prefixes)
+
+
+class FileProbe:
+    """See the module docstring for records, attributes, filter and overhead."""
+
+    name = "file"
+    source_file = "file.bpf.c"
+    type_ids = range(20, 40)
+
+    def tracepoints(self) -> list[str]:
+        return [f"syscalls:sys_{d}_{sc.name}" for sc in SYSCALLS for d in ("enter", "exit")]
+
+    def render(self, config: ProbeConfig, available: frozenset[str]) -> str:
+        fills = {"OG_FILE_PREFIX_MATCH": render_prefix_match(config.read_path_prefixes),
+                 "OG_FILE_HANDLERS": render_handlers(available)}
+        # placeholders stand alone on their line (the header comment names them too)
+        return "\n".join(fills.get(line.strip(), line)
+                         for line in probe_source(self.source_file).splitlines()) + "\n"
+
+    def decode(self, type_id: int, data: bytes, ctx: DecodeContext) -> Optional[Event]:
+        if len(data) < _RECORD_SIZE or type_id not in _EVENT_NAMES:
+            return None
+        r = FileRecord.from_buffer_copy(data)
+        if r.sc >= len(SYSCALLS):
+            return None
+        sc = SYSCALLS[r.sc]
+        pid = r.h.pid
+        raw = c_string(r.path)
+        raw2 = c_string(r.path2)
+        if sc.name in _FD_ONLY:
+            path = ctx.resolve_path(pid, r.dfd, "")
+        else:
+            path = ctx.resolve_path(pid, r.dfd, raw)
+        attrs: dict[str, AttrValue] = {}
+        if type_id == T_OPEN:
+            if not (r.flags & 0o3103) and raw and not raw.startswith("/"):
+                cfg: Optional[ProbeConfig] = getattr(ctx, "probe_config", None)
+                if cfg is not None and not _under(path, cfg.read_path_prefixes):
+                    return None  # relative read outside the watched prefixes: filtered
+            attrs[semconv.FILE_OPEN_FLAGS] = open_flag_names(int(r.flags))
+            if r.flags & (0o100 | 0o20000000):
+                attrs[semconv.FILE_MODE] = f"{r.mode & 0o7777:04o}"
+            if r.h.ret >= 0:
+                attrs[semconv.FILE_FD] = int(r.h.ret)
+        elif type_id in (T_CHMOD, T_MKDIR):
+            attrs[semconv.FILE_MODE] = f"{r.mode & 0o7777:04o}"
+        elif type_id == T_CHOWN:
+            attrs[semconv.FILE_OWNER_ID] = ctypes.c_int32(r.uid).value
+            attrs[semconv.FILE_GROUP_ID] = ctypes.c_int32(r.gid).value
+        if sc.name in _FD_ONLY:
+            attrs[semconv.FILE_FD] = int(r.dfd)
+        if type_id in (T_RENAME, T_LINK):
+            attrs[semconv.FILE_TARGET_PATH] = ctx.resolve_path(pid, r.dfd2, raw2)
+        elif type_id == T_SYMLINK:
+            attrs[semconv.FILE_TARGET_PATH] = raw2
+            attrs[semconv.FILE_SYMLINK_TARGET] = raw2
+        if type_id == T_RENAME and r.flags:
+            attrs[semconv.FILE_OPEN_FLAGS] = _bit_names(int(r.flags), _RENAME_FLAGS)
+        elif type_id != T_OPEN and r.flags:
+            attrs[semconv.FILE_OPEN_FLAGS] = _bit_names(int(r.flags), _AT_FLAGS)
+        attrs[semconv.FILE_PATH] = path
+        if raw:
+            attrs[semconv.FILE_RAW_PATH] = raw
+        if path:
+            directory, _, base = path.rpartition("/")
+            attrs[semconv.FILE_NAME] = base
+            attrs[semconv.FILE_DIRECTORY] = directory or "/"
+        event = ctx.make_event(r.h, _EVENT_NAMES[type_id], sc.name, attrs)
+        verb = _VERBS[type_id]
+        if type_id in (T_RENAME, T_LINK, T_SYMLINK):
+            event.body = f"{verb} {path} -> {attrs[semconv.FILE_TARGET_PATH]}"
+        elif type_id == T_OPEN:
+            event.body = f"{verb} {path} {attrs[semconv.FILE_OPEN_FLAGS]}"
+        else:
+            event.body = f"{verb} {path}"
+        if r.h.ret < 0:
+            event.body += f" failed: {os.strerror(-int(r.h.ret))}"
+        return event
+
+
+PROBE = FileProbe()

@@ -1,0 +1,175 @@
+"""Process probe: exec (argv from user memory), fork, exit (with code), chdir/fchdir.
+
+Records (``probes/process.bpf.c``, type ids 1-4):
+
+* exec: ``sys_enter_execve(at)`` reads the filename and up to ``argv_max`` arguments of
+  ``arg_len`` bytes from user memory and stashes them per thread group; ``sys_exit_execve(at)``
+  emits with the return value. Failed execs are events too (``error.type``; ``file.path`` = the
+  attempted executable, ``process.*`` = the caller). Successful ones update the process table
+  first, so the record's ``process.*`` describe the new image.
+* fork: ``sched_process_fork`` for new processes; new threads are skipped in the kernel (the
+  ``CLONE_THREAD`` flag is remembered from ``sys_enter_clone``/``clone3``). The record describes
+  the child (``process.pid`` = child, ``process.parent_pid`` = the forking process).
+* exit: ``sched_process_exit`` of the thread-group leader, with the code ``exit_group`` was given
+  (absent when the process died from a signal).
+* chdir/fchdir: bookkeeping only (cwd tracking for relative paths), no event.
+
+Overhead (rough, this VM): an exec costs ~3 µs more in the kernel (argv copy: 20 x 128 bytes),
+plus ~60 µs in Python (five small ``/proc`` reads for caps/exe/tty and the redaction); a fork
+~1 µs; thread creation one map update.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from typing import Optional, Protocol, runtime_checkable
+
+from otelguard import semconv
+from otelguard.ebpf.events import AttrValue, Event
+from otelguard.ebpf.probe import PATH_LEN, DecodeContext, Header, ProbeConfig, c_string, probe_source
+
+T_EXEC, T_FORK, T_EXIT, T_CHDIR = 1, 2, 3, 4
+SC_NAMES = ("execve", "execveat", "chdir", "fchdir")
+
+TRACEPOINTS = (
+    "syscalls:sys_enter_execve", "syscalls:sys_exit_execve",
+    "syscalls:sys_enter_execveat", "syscalls:sys_exit_execveat",
+    "syscalls:sys_enter_clone", "syscalls:sys_enter_clone3", "sched:sched_process_fork",
+    "syscalls:sys_enter_exit_group", "sched:sched_process_exit",
+    "syscalls:sys_enter_chdir", "syscalls:sys_exit_chdir",
+    "syscalls:sys_enter_fchdir", "syscalls:sys_exit_fchdir",
+)
+
+
+class ExecRecord(ctypes.Structure):
+    """Fixed part of ``struct og_exec_rec``; ``argv_max`` slots of ``arg_len`` bytes follow."""
+
+    _fields_ = [
+        ("h", Header),
+        ("dirfd", ctypes.c_int32),
+        ("flags", ctypes.c_uint32),
+        ("sc", ctypes.c_uint16),
+        ("argc", ctypes.c_uint16),
+        ("argv_max", ctypes.c_uint16),
+        ("arg_len", ctypes.c_uint16),
+        ("truncated", ctypes.c_uint32),
+        ("pad", ctypes.c_uint32),
+        ("filename", ctypes.c_char * PATH_LEN),
+    ]
+
+
+class ForkRecord(ctypes.Structure):
+    _fields_ = [("h", Header), ("parent_pid", ctypes.c_uint32), ("child_pid", ctypes.c_uint32)]
+
+
+class ExitRecord(ctypes.Structure):
+    _fields_ = [("h", Header), ("code", ctypes.c_int32), ("has_code", ctypes.c_uint32)]
+
+
+class ChdirRecord(ctypes.Structure):
+    _fields_ = [("h", Header), ("fd", ctypes.c_int32), ("sc", ctypes.c_uint32),
+                ("path", ctypes.c_char * PATH_LEN)]
+
+
+@runtime_checkable
+class ProcessLifecycle(Protocol):
+    """What the sensor's DecodeContext offers the process probe to keep the process table."""
+
+    def on_exec(self, hdr: Header, path: str, argv: list[str]) -> None: ...
+
+    def on_fork(self, hdr: Header, parent_pid: int, child_pid: int) -> None: ...
+
+    def on_exit(self, hdr: Header, code: Optional[int]) -> None: ...
+
+    def on_chdir(self, hdr: Header, fd: int, path: str) -> None: ...
+
+
+def exec_args(data: bytes, rec: ExecRecord) -> list[str]:
+    """The argv slots that follow the fixed record (bounded by the record's own sizes)."""
+    base = ctypes.sizeof(ExecRecord)
+    n, size = min(rec.argc, rec.argv_max), rec.arg_len
+    return [c_string(data[base + i * size: base + (i + 1) * size]) for i in range(n)
+            if base + (i + 1) * size <= len(data)]
+
+
+class ProcessProbe:
+    """See the module docstring for records, attributes and overhead."""
+
+    name = "process"
+    source_file = "process.bpf.c"
+    type_ids = range(1, 20)
+
+    def tracepoints(self) -> list[str]:
+        return list(TRACEPOINTS)
+
+    def render(self, config: ProbeConfig, available: frozenset[str]) -> str:
+        if not 1 <= config.argv_max <= 64 or not 16 <= config.arg_len <= 1024:
+            raise ValueError("argv_max must be 1..64 and arg_len 16..1024")
+        lines = [f"#define OG_ARGV_MAX {config.argv_max}", f"#define OG_ARG_LEN {config.arg_len}"]
+        for tp in TRACEPOINTS:
+            lines.append(f"#define OG_TP_{tp.split(':')[1]} {int(tp in available)}")
+        return "\n".join(lines) + "\n" + probe_source(self.source_file)
+
+    def decode(self, type_id: int, data: bytes, ctx: DecodeContext) -> Optional[Event]:
+        life = ctx if isinstance(ctx, ProcessLifecycle) else None
+        if type_id == T_EXEC and len(data) >= ctypes.sizeof(ExecRecord):
+            return self._exec(ExecRecord.from_buffer_copy(data), data, ctx, life)
+        if type_id == T_FORK and len(data) >= ctypes.sizeof(ForkRecord):
+            f = ForkRecord.from_buffer_copy(data)
+            if life is not None:
+                life.on_fork(f.h, f.parent_pid, f.child_pid)
+            child = Header.from_buffer_copy(bytes(f.h))
+            child.pid = child.tid = f.child_pid
+            ev = ctx.make_event(child, semconv.EV_PROCESS_FORK, "clone", {})
+            ev.body = f"fork {f.parent_pid} -> {f.child_pid} ({c_string(f.h.comm)})"
+            return ev
+        if type_id == T_EXIT and len(data) >= ctypes.sizeof(ExitRecord):
+            x = ExitRecord.from_buffer_copy(data)
+            code = x.code if x.has_code else None
+            attrs: dict[str, AttrValue] = {}
+            if code is not None:
+                attrs[semconv.PROCESS_EXIT_CODE] = code
+            ev = ctx.make_event(x.h, semconv.EV_PROCESS_EXIT,
+                                "exit_group" if x.has_code else "exit", attrs)
+            if life is not None:
+                life.on_exit(x.h, code)
+            ev.body = f"exit {ev.attrs.get(semconv.PROCESS_EXECUTABLE_NAME, '')} " + (
+                f"code {code}" if code is not None else "(no exit_group: signal or thread exit)")
+            return ev
+        if type_id == T_CHDIR and len(data) >= ctypes.sizeof(ChdirRecord):
+            c = ChdirRecord.from_buffer_copy(data)
+            if c.h.ret == 0 and life is not None:
+                life.on_chdir(c.h, c.fd, c_string(c.path))
+            return None
+        return None
+
+    def _exec(self, rec: ExecRecord, data: bytes, ctx: DecodeContext,
+              life: Optional[ProcessLifecycle]) -> Event:
+        argv = exec_args(data, rec)
+        raw = c_string(rec.filename)
+        dirfd = rec.dirfd
+        if rec.sc == 1 and rec.flags & 0x1000 and not raw:  # execveat AT_EMPTY_PATH: the fd
+            path = ctx.resolve_path(rec.h.pid, dirfd, "")
+        else:
+            path = ctx.resolve_path(rec.h.pid, dirfd, raw)
+        syscall = SC_NAMES[rec.sc] if rec.sc < 2 else "execve"
+        attrs: dict[str, AttrValue] = {}
+        if rec.h.ret == 0:
+            if life is not None:
+                life.on_exec(rec.h, path, argv)
+        else:
+            attrs[semconv.FILE_PATH] = path
+        if raw != path:
+            attrs[semconv.FILE_RAW_PATH] = raw
+        ev = ctx.make_event(rec.h, semconv.EV_PROCESS_EXEC, syscall, attrs)
+        if rec.h.ret == 0 and semconv.PROCESS_ARGS_COUNT in ev.attrs and rec.truncated:
+            ev.attrs[semconv.PROCESS_ARGS_COUNT] = len(argv)  # more existed; slots were full
+        cmd = ev.attrs.get(semconv.PROCESS_COMMAND_LINE, "")
+        ev.body = f"exec {path}" + (f": {cmd}"[:240] if rec.h.ret == 0 and cmd else "")
+        if rec.h.ret < 0:
+            ev.body += f" failed: {os.strerror(-int(rec.h.ret))}"
+        return ev
+
+
+PROBE = ProcessProbe()

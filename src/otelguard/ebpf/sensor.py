@@ -1,0 +1,346 @@
+"""The sensor: loads the probes, polls the ring buffer, decodes records into enriched Events.
+
+Threads: ``start()`` compiles and loads (seconds), then one poll thread calls
+``ring_buffer_poll``; BCC runs the record callback on that thread, which decodes (the probe's
+``decode`` with :class:`EventContext`) and enqueues into a bounded queue, nothing more. A full
+queue drops the event and counts it (``otelguard_dropped_total{stage="user_queue"}``); records
+the kernel could not put in the ring buffer are counted from ``og_drops`` once a second
+(``stage="kernel_ring"``). Consumers call ``drain()`` from their own thread.
+
+Our own process is filtered in the kernel (``OG_SELF_TGID``), so the sensor's ``/proc`` reads
+never feed back into the ring buffer.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import itertools
+import os
+import queue
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any, Optional
+
+from otelguard import semconv, telemetry
+from otelguard.ebpf.cgroup import CgroupResolver
+from otelguard.ebpf.clock import KernelClock, iso8601
+from otelguard.ebpf.errors import LoadError, SensorError
+from otelguard.ebpf.events import AttrValue, Event
+from otelguard.ebpf.loader import LoadedProgram, load
+from otelguard.ebpf.probe import Header, Probe, ProbeConfig, c_string
+from otelguard.ebpf.proctable import ProcessInfo, ProcessTable
+from otelguard.ebpf.registry import discover
+from otelguard.ebpf.settings import SensorConfig
+
+AT_FDCWD = -100
+_TYPE_OFFSET = Header.type.offset
+
+
+def normalize(path: str) -> str:
+    """Lexical normalisation (``.``, ``..``, ``//``) without touching the filesystem: the file
+    may not exist (failed opens) or may live in another mount namespace."""
+    if not path:
+        return path
+    out = os.path.normpath(path)
+    return "/" + out.lstrip("/") if out.startswith("//") else out
+
+
+class EventContext:
+    """The DecodeContext the probes get: time, identity, process attributes, path resolution.
+
+    Also the ProcessLifecycle the process probe uses to keep the table. Used only from the poll
+    thread. Cost per event: a process-table hit, a cgroup-cache hit and ~25 dict inserts.
+    """
+
+    def __init__(self, table: ProcessTable, cgroups: CgroupResolver, clock: KernelClock,
+                 probe_config: ProbeConfig) -> None:
+        self.table = table
+        self.cgroups = cgroups
+        self.clock = clock
+        self.probe_config = probe_config
+        self._uid_prefix = secrets.token_hex(6)
+        self._seq = itertools.count(1)
+
+    # --- DecodeContext -------------------------------------------------------------------------
+    def make_event(self, hdr: Header, name: str, syscall: str,
+                   attrs: dict[str, AttrValue]) -> Event:
+        pid = int(hdr.pid)
+        wall = self.clock.to_wall_ns(int(hdr.ktime_ns))
+        cg_path, ident = self.cgroups.resolve(int(hdr.cgroup_id), pid)
+        info = self.table.get(pid)
+        ret = int(hdr.ret)
+        ev = Event(name=name, time_ns=wall, pid=pid, tid=int(hdr.tid), syscall=syscall, ret=ret,
+                   container_id=ident.container_id, pod_uid=ident.pod_uid, cgroup_path=cg_path,
+                   attrs=attrs)
+        a = attrs
+        a.setdefault(semconv.SYSCALL_NAME, syscall)
+        a.setdefault(semconv.SYSCALL_RET, ret)
+        if ret < 0:
+            a.setdefault(semconv.ERROR_TYPE, errno.errorcode.get(-ret, str(-ret)))
+        a[semconv.LOG_RECORD_UID] = f"{self._uid_prefix}-{next(self._seq):x}"
+        if cg_path:
+            a.setdefault(semconv.PROCESS_LINUX_CGROUP, cg_path)
+        a.setdefault(semconv.PROCESS_PID, pid)
+        a.setdefault(semconv.PROCESS_REAL_USER_ID, int(hdr.uid))
+        if info is None:
+            comm = c_string(hdr.comm)
+            a.setdefault(semconv.PROCESS_EXECUTABLE_NAME, comm)
+            a.setdefault(semconv.PROCESS_USER_ID, int(hdr.uid))
+            a.setdefault(semconv.PROCESS_GROUP_ID, int(hdr.gid))
+            ev.body = f"{syscall} by {comm}"
+            return ev
+        self._process_attrs(info, a, wall)
+        ev.process_start_ns = info.start_ns
+        ev.root_pid = info.root_pid
+        ev.root_start_ns = info.root_start_ns
+        ev.body = f"{syscall} by {info.exe_name}"
+        return ev
+
+    def _process_attrs(self, info: ProcessInfo, a: dict[str, AttrValue], wall: int) -> None:
+        sd = a.setdefault
+        sd(semconv.PROCESS_PARENT_PID, info.ppid)
+        sd(semconv.PROCESS_EXECUTABLE_NAME, info.exe_name)
+        if info.exe_path:
+            sd(semconv.PROCESS_EXECUTABLE_PATH, info.exe_path)
+        if info.args:
+            sd(semconv.PROCESS_COMMAND_LINE, info.command_line)
+            sd(semconv.PROCESS_COMMAND_ARGS, list(info.args))
+            sd(semconv.PROCESS_ARGS_COUNT, len(info.args))
+        if info.uid >= 0:
+            sd(semconv.PROCESS_USER_ID, info.uid)
+            if info.user_name is None:
+                info.user_name = self.table.user_name(info.pid, info.uid)
+            if info.user_name:
+                sd(semconv.PROCESS_USER_NAME, info.user_name)
+        if info.gid >= 0:
+            sd(semconv.PROCESS_GROUP_ID, info.gid)
+        if info.cwd:
+            sd(semconv.PROCESS_WORKING_DIRECTORY, info.cwd)
+        if info.start_ns:
+            sd(semconv.PROCESS_CREATION_TIME, iso8601(info.start_ns))
+            sd(semconv.PROCESS_DURATION_NS, max(0, wall - info.start_ns))
+        sd(semconv.PROCESS_TTY, info.tty)
+        sd(semconv.PROCESS_INTERACTIVE, info.tty != 0)
+        if info.login_uid >= 0:
+            sd(semconv.PROCESS_LOGIN_UID, info.login_uid)
+        if info.caps:
+            sd(semconv.PROCESS_CAP_EFFECTIVE, list(info.caps))
+        sd(semconv.PROCESS_EXE_FROM_MEMFD, info.exe_from_memfd)
+        sd(semconv.PROCESS_EXE_DELETED, info.exe_deleted)
+        sd(semconv.PROCESS_EXE_UPPER_LAYER, info.exe_upper_layer)
+        ancestors = self.table.ancestors(info)
+        if ancestors:
+            parent = ancestors[0]
+            sd(semconv.PROCESS_PARENT_EXECUTABLE_NAME, parent.exe_name)
+            if parent.exe_path:
+                sd(semconv.PROCESS_PARENT_EXECUTABLE_PATH, parent.exe_path)
+            if parent.command_line:
+                sd(semconv.PROCESS_PARENT_COMMAND_LINE, parent.command_line)
+            sd(semconv.PROCESS_ANCESTORS, [p.exe_name for p in ancestors])
+            sd(semconv.PROCESS_ANCESTOR_PIDS, [p.pid for p in ancestors])
+
+    def resolve_path(self, pid: int, dirfd: int, path: str) -> str:
+        if path.startswith("/"):
+            return normalize(path)
+        if dirfd == AT_FDCWD or dirfd < 0:
+            info = self.table.get(pid)
+            base = info.cwd if info is not None and info.cwd else _readlink(f"/proc/{pid}/cwd")
+        else:
+            base = _readlink(f"/proc/{pid}/fd/{dirfd}")
+        if not base:
+            return path  # unknown base (process gone): keep it relative rather than guess
+        if not path:
+            return normalize(base)
+        return normalize(f"{base}/{path}")
+
+    # --- ProcessLifecycle ----------------------------------------------------------------------
+    def on_exec(self, hdr: Header, path: str, argv: list[str]) -> None:
+        self.table.on_exec(int(hdr.pid), path, argv, int(hdr.uid), int(hdr.gid),
+                           self.clock.to_wall_ns(int(hdr.ktime_ns)), c_string(hdr.comm))
+
+    def on_fork(self, hdr: Header, parent_pid: int, child_pid: int) -> None:
+        self.table.on_fork(parent_pid, child_pid, self.clock.to_wall_ns(int(hdr.ktime_ns)))
+
+    def on_exit(self, hdr: Header, code: Optional[int]) -> None:
+        self.table.on_exit(int(hdr.pid), self.clock.to_wall_ns(int(hdr.ktime_ns)), code)
+
+    def on_chdir(self, hdr: Header, fd: int, path: str) -> None:
+        pid = int(hdr.pid)
+        if fd >= 0:
+            new = _readlink(f"/proc/{pid}/cwd")  # after fchdir the link is the new cwd
+            if new:
+                self.table.on_chdir(pid, new)
+            return
+        self.table.on_chdir(pid, self.resolve_path(pid, AT_FDCWD, path))
+
+
+def _readlink(path: str) -> str:
+    try:
+        return os.readlink(path)
+    except OSError:
+        return ""
+
+
+@dataclass
+class SensorStatus:
+    """What loaded and what did not, with reasons (for the run summary and ``doctor``)."""
+
+    loaded: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)  # compile/verifier/render failures
+    skipped: dict[str, str] = field(default_factory=dict)  # registry: absent or broken modules
+    missing_tracepoints: dict[str, list[str]] = field(default_factory=dict)
+    load_seconds: float = 0.0
+    processes_seeded: int = 0
+
+
+class Sensor:
+    """See the module docstring. ``start()`` once, ``drain()`` repeatedly, ``stop()`` once."""
+
+    def __init__(self, config: SensorConfig, probes: Optional[list[Probe]] = None) -> None:
+        self.config = config
+        self._given = probes
+        self.status = SensorStatus()
+        self._queue: queue.Queue[Event] = queue.Queue(maxsize=config.queue_size)
+        self._program: Optional[LoadedProgram] = None
+        self._thread: Optional[threading.Thread] = None
+        self._stop = threading.Event()
+        self._by_type: dict[int, Probe] = {}
+        self._counters: dict[str, Any] = {}
+        self._queue_drop = telemetry.dropped.labels("user_queue", "queue_full")
+        self._events_by_name: dict[str, int] = {}
+        self._queue_drops = 0
+        self._decode_errors = 0
+        self._records = 0
+        self.ctx: Optional[EventContext] = None
+
+    def start(self) -> SensorStatus:
+        if self._program is not None:
+            return self.status
+        started = time.monotonic()
+        if self._given is not None:
+            probes = [p for p in self._given if p.name in self.config.probes]
+        else:
+            reg = discover(self.config.probes)
+            probes, self.status.skipped = reg.probes, dict(reg.skipped)
+        if not probes:
+            raise SensorError(f"no probe available: {self.status.skipped}")
+        probe_config = replace(self.config.probe, self_tgid=os.getpid())
+        clock = KernelClock()
+        table = ProcessTable(clock, max_entries=self.config.process_table_max,
+                             long_lived_s=self.config.long_lived_s)
+        self.status.processes_seeded = table.seed()
+        self.ctx = EventContext(table, CgroupResolver(), clock, probe_config)
+        try:
+            program = load(probes, probe_config)
+        except LoadError as exc:
+            raise SensorError(f"no probe could be loaded: {exc}") from exc
+        except ImportError as exc:
+            raise SensorError(f"BCC is not importable ({exc}); run `make setup`") from exc
+        self._program = program
+        self.status.loaded = [p.name for p in program.probes]
+        self.status.failed = dict(program.failed)
+        self.status.missing_tracepoints = dict(program.missing_tracepoints)
+        for p in program.probes:
+            for t in p.type_ids:
+                self._by_type[t] = p
+        program.open_ring(self._on_record)
+        self.status.load_seconds = time.monotonic() - started
+        self._thread = threading.Thread(target=self._poll_loop, name="otelguard-ebpf-poll",
+                                        daemon=True)
+        self._thread.start()
+        return self.status
+
+    def _poll_loop(self) -> None:
+        program = self._program
+        assert program is not None
+        next_drops = time.monotonic() + 1.0
+        while not self._stop.is_set():
+            program.poll(self.config.poll_timeout_ms)
+            now = time.monotonic()
+            if now >= next_drops:
+                program.account_kernel_drops()
+                next_drops = now + 1.0
+        program.poll(0)  # what is already in the ring when stopping
+        program.account_kernel_drops()
+
+    def _on_record(self, _ctx: Any, data: int, size: int) -> None:
+        raw = ctypes.string_at(data, size)
+        self._records += 1
+        if size < ctypes.sizeof(Header):
+            self._decode_error("short_record")
+            return
+        type_id = int.from_bytes(raw[_TYPE_OFFSET:_TYPE_OFFSET + 4], "little")
+        probe = self._by_type.get(type_id)
+        if probe is None:
+            self._decode_error("unknown_type")
+            return
+        try:
+            assert self.ctx is not None
+            event = probe.decode(type_id, raw, self.ctx)
+        except Exception as exc:  # a decoder bug costs one record, never the poll thread
+            self._decode_error(type(exc).__name__)
+            return
+        if event is None:
+            return
+        try:
+            self._queue.put_nowait(event)
+        except queue.Full:
+            self._queue_drops += 1
+            self._queue_drop.inc()
+            return
+        counter = self._counters.get(event.name)
+        if counter is None:
+            counter = self._counters[event.name] = telemetry.events.labels(event.name)
+        counter.inc()
+        self._events_by_name[event.name] = self._events_by_name.get(event.name, 0) + 1
+
+    def _decode_error(self, reason: str) -> None:
+        self._decode_errors += 1
+        telemetry.dropped.labels("decode", reason).inc()
+
+    def drain(self, max_events: int, timeout_s: float) -> list[Event]:
+        """Up to ``max_events`` events, waiting at most ``timeout_s`` for the first one."""
+        out: list[Event] = []
+        try:
+            out.append(self._queue.get(timeout=timeout_s) if timeout_s > 0
+                       else self._queue.get_nowait())
+        except queue.Empty:
+            return out
+        while len(out) < max_events:
+            try:
+                out.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return out
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5.0)
+            self._thread = None
+        if self._program is not None:
+            self._program.close()
+            self._program = None
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for summaries and tests (kernel drops read live when running)."""
+        kernel = self._program.kernel_drops() if self._program is not None else None
+        return {
+            "records": self._records,
+            "kernel_drops": kernel,
+            "queue_drops": self._queue_drops,
+            "decode_errors": self._decode_errors,
+            "queued": self._queue.qsize(),
+            "events_by_name": dict(self._events_by_name),
+            "process_table_size": len(self.ctx.table) if self.ctx else 0,
+        }
+
+    def __enter__(self) -> "Sensor":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
