@@ -19,7 +19,7 @@ from typing import Callable, Optional, Sequence
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import KeyValue
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans
 
 from otelguard.ebpf.events import AttrValue, Event
@@ -30,9 +30,18 @@ from otelguard.exporter.wire import LogsWireEncoder
 from otelguard.processors.otlp import set_any
 
 
+def _set(target: AnyValue, value: AttrValue) -> None:
+    if isinstance(value, list):
+        arr = target.array_value
+        for item in value:
+            set_any(arr.values.add(), item)
+    else:
+        set_any(target, value)
+
+
 def _kv(key: str, value: AttrValue) -> KeyValue:
     kv = KeyValue(key=key)
-    set_any(kv.value, value)
+    _set(kv.value, value)
     return kv
 
 
@@ -64,7 +73,9 @@ class OtlpBuilder:
 
     def logs(self, events: Sequence[Event]) -> ExportLogsServiceRequest:
         """The same request as protobuf objects, for processors that work in place."""
-        return ExportLogsServiceRequest.FromString(self.logs_bytes(events))
+        req = ExportLogsServiceRequest()
+        req.ParseFromString(self.logs_bytes(events))
+        return req
 
     def logs_fields(self, events: Sequence[Event]) -> ExportLogsServiceRequest:
         """Reference path: the request built field by field with opentelemetry-proto."""
@@ -92,7 +103,7 @@ class OtlpBuilder:
             for k, v in mapping.record_attrs(ev):
                 kv = rec.attributes.add()
                 kv.key = k
-                set_any(kv.value, v)
+                _set(kv.value, v)
             if trace_id:
                 rec.trace_id = trace_id
                 rec.span_id = span_id

@@ -1,0 +1,128 @@
+"""BatchExporter: the agent's export thread, from the sensor's queue to the next hop.
+
+One thread drains events (``source(max_events, timeout_s)``, i.e. ``Sensor.drain``), batches
+them (flush at ``max_batch`` records or every ``flush_interval_s``), builds OTLP logs as wire
+bytes and finished spans as a trace request, and hands both to a
+:class:`~otelguard.transport.Delivery` (retry, spool, replay, drop counting). While idle it lets
+the Delivery replay its spool. Stopping drains what the source still holds, ends open spans
+(reason ``shutdown``) and flushes; nothing accepted is left behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Callable, Optional, Sequence
+
+from otelguard import telemetry
+from otelguard.ebpf.events import Event
+from otelguard.exporter.builder import OtlpBuilder
+from otelguard.exporter.config import ExporterConfig
+from otelguard.exporter.spans import SpanTracker
+from otelguard.processors.otlp import count_records
+from otelguard.transport.delivery import Delivery
+
+log = logging.getLogger(__name__)
+EventSource = Callable[[int, float], Sequence[Event]]
+
+
+class BatchExporter:
+    def __init__(self, source: EventSource, delivery: Delivery,
+                 config: ExporterConfig = ExporterConfig(),
+                 builder: Optional[OtlpBuilder] = None) -> None:
+        self.source = source
+        self.delivery = delivery
+        self.config = config
+        self.builder = builder or OtlpBuilder(spans=SpanTracker(max_open=config.max_open_spans))
+        self.events_in = 0
+        self.batches = 0
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        self._error: Optional[BaseException] = None
+
+    def start(self) -> None:
+        if self._thread is not None:
+            raise RuntimeError("BatchExporter already started")
+        self._thread = threading.Thread(target=self._run, name="otelguard-export", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Drain, flush, end open spans, send; then return (bounded by ``timeout_s``)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            if self._thread.is_alive():
+                log.error("export thread did not finish within %.1f s", timeout_s)
+        self.delivery.shutdown()
+
+    def stats(self) -> dict[str, int]:
+        s = self.delivery.stats
+        return {
+            "events_in": self.events_in, "batches": self.batches,
+            "sent_records": s.sent_records, "spooled_records": s.spooled_records,
+            "replayed_records": s.replayed_records, "dropped_records": s.dropped_records,
+            "spool_entries": self.delivery.backlog, "open_spans": self.builder.spans.open_count,
+            "evicted_spans": self.builder.spans.evicted,
+        }
+
+    # ------------------------------------------------------------------------------------------
+    def _run(self) -> None:
+        cfg = self.config
+        pending: list[Event] = []
+        last_flush = time.monotonic()
+        while not self._stop.is_set():
+            try:
+                got = self.source(cfg.max_batch - len(pending), cfg.drain_timeout_s)
+            except Exception:  # noqa: BLE001 - a failing source is logged; the thread lives on
+                log.exception("event source failed")
+                self._stop.wait(0.2)
+                continue
+            if got:
+                pending.extend(got)
+                self.events_in += len(got)
+            now = time.monotonic()
+            if len(pending) >= cfg.max_batch or (now - last_flush >= cfg.flush_interval_s):
+                self.flush(pending)
+                pending = []
+                last_flush = now
+                if not got:
+                    self.delivery.replay()
+        # stopping: take what the source still holds (bounded), then end every span
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline:
+            try:
+                got = self.source(cfg.max_batch, 0.0)
+            except Exception:  # noqa: BLE001
+                log.exception("event source failed while stopping")
+                break
+            if not got:
+                break
+            pending.extend(got)
+            self.events_in += len(got)
+            if len(pending) >= cfg.max_batch:
+                self.flush(pending)
+                pending = []
+        self.flush(pending)
+        traces = self.builder.shutdown_traces()
+        if traces is not None:
+            self.delivery.send_traces(traces, count_records(traces))
+        self.delivery.replay()
+
+    def flush(self, events: Sequence[Event]) -> None:
+        """Build and send one batch of events plus the spans that finished meanwhile."""
+        start = time.perf_counter()
+        if events:
+            try:
+                data = self.builder.logs_bytes(events)
+            except Exception as exc:  # noqa: BLE001 - bad event: count, keep running
+                log.exception("building OTLP logs failed")
+                telemetry.dropped.labels("export", "build_error").inc(len(events))
+                self.delivery.stats.last_error = repr(exc)
+            else:
+                self.delivery.send_logs(data, len(events))
+                self.batches += 1
+        traces = self.builder.traces()
+        if traces is not None:
+            self.delivery.send_traces(traces, count_records(traces))
+        telemetry.pipeline_latency.labels("export").observe(time.perf_counter() - start)

@@ -1,0 +1,119 @@
+"""Span structure from event streams: process trees, bounded traces with links, connections."""
+
+from __future__ import annotations
+
+from otelguard import semconv as sc
+from otelguard.exporter.spans import (
+    KIND_CLIENT, KIND_INTERNAL, KIND_SERVER, STATUS_ERROR, SpanData, SpanTracker, span_id_of,
+    trace_id_of,
+)
+from tests.exporter.scenario import CID, T0, ev, proc_attrs, shell_session
+
+
+def _run(events: list, max_open: int = 1000) -> tuple[SpanTracker, dict[str, SpanData]]:
+    tracker = SpanTracker(max_open=max_open)
+    for e in events:
+        tracker.observe(e)
+    tracker.end_all(T0 + 10**6)
+    spans = tracker.take_finished()
+    return tracker, {s.name: s for s in spans}
+
+
+def test_process_tree_in_one_trace() -> None:
+    _, spans = _run(shell_session())
+    bash, curl = spans["exec bash"], spans["exec curl"]
+    assert bash.kind == curl.kind == KIND_INTERNAL
+    assert bash.trace_id == curl.trace_id == trace_id_of(CID, 100, T0)
+    assert bash.parent_span_id == b"" and curl.parent_span_id == bash.span_id
+    assert curl.start_ns == T0 + 1000 and curl.end_ns == T0 + 6000
+    assert curl.attrs[sc.SPAN_END_REASON] == "exit" and curl.attrs[sc.PROCESS_EXIT_CODE] == 0
+    assert curl.attrs[sc.PROCESS_EXECUTABLE_PATH] == "/usr/bin/curl"
+    assert sc.FILE_PATH not in curl.attrs  # only process.* attributes on process spans
+    assert bash.attrs[sc.SPAN_END_REASON] == "shutdown"  # alive at shutdown
+
+
+def test_new_root_starts_a_new_trace_linked_to_the_parent() -> None:
+    _, spans = _run(shell_session())
+    cron, job = spans["exec cron"], spans["exec sh"]
+    assert job.trace_id != cron.trace_id
+    assert job.trace_id == trace_id_of(CID, 301, T0 + 8900)
+    assert job.parent_span_id == b""
+    assert job.links == [(cron.trace_id, cron.span_id)]
+
+
+def test_connection_spans() -> None:
+    _, spans = _run(shell_session())
+    curl = spans["exec curl"]
+    ok = spans["connect 10.0.0.7:443"]
+    assert ok.kind == KIND_CLIENT and ok.parent_span_id == curl.span_id
+    assert ok.trace_id == curl.trace_id
+    assert (ok.start_ns, ok.end_ns) == (T0 + 2000, T0 + 5000)  # connect -> close by 4-tuple
+    assert ok.attrs[sc.SPAN_END_REASON] == "close"
+    assert ok.attrs[sc.NETWORK_PEER_PORT] == 443 and ok.status_code == 0
+    refused = spans["connect 10.0.0.7:8443"]
+    assert refused.status_code == STATUS_ERROR and refused.status_message == "ECONNREFUSED"
+    assert refused.end_ns == refused.start_ns
+
+
+def test_accept_span_and_close_without_local_port_on_connect() -> None:
+    srv = proc_attrs(200, 1, "nginx", "/usr/sbin/nginx")
+    peer = {sc.NETWORK_PEER_ADDRESS: "10.1.1.1", sc.NETWORK_PEER_PORT: 5555, sc.NETWORK_LOCAL_PORT: 80}
+    cli = proc_attrs(201, 1, "wget", "/usr/bin/wget")
+    out = {sc.NETWORK_PEER_ADDRESS: "10.2.2.2", sc.NETWORK_PEER_PORT: 80}
+    events = [
+        ev(sc.EV_PROCESS_EXEC, 0, 200, "execve", 0, srv, root=(200, 0)),
+        ev(sc.EV_NETWORK_ACCEPT, 100, 200, "accept4", 7, {**srv, **peer}, root=(200, 0)),
+        ev(sc.EV_NETWORK_ACCEPT, 150, 200, "accept4", -11, {**srv}, root=(200, 0)),  # EAGAIN
+        ev(sc.EV_NETWORK_CONNECT, 160, 201, "connect", -115, {**cli, **out}, root=(201, 0)),
+        ev(sc.EV_NETWORK_CLOSE, 900, 0, "", 0, dict(peer), container=False),
+        ev(sc.EV_NETWORK_CLOSE, 950, 0, "", 0, {**out, sc.NETWORK_LOCAL_PORT: 40000,
+                                              sc.NETWORK_BYTES_SENT: 1234}, container=False),
+    ]
+    tracker, spans = _run(events)
+    acc = spans["accept"]
+    assert acc.kind == KIND_SERVER and (acc.start_ns, acc.end_ns) == (T0 + 100, T0 + 900)
+    conn = spans["connect 10.2.2.2:80"]  # EINPROGRESS: open until its close
+    assert conn.end_ns == T0 + 950 and conn.attrs[sc.NETWORK_BYTES_SENT] == 1234
+    assert conn.attrs[sc.NETWORK_LOCAL_PORT] == 40000
+    assert tracker.open_count == 0
+
+
+def test_exec_twice_ends_the_previous_image() -> None:
+    a = proc_attrs(400, 1, "sh", "/bin/sh")
+    b = proc_attrs(400, 1, "python3", "/usr/bin/python3")
+    events = [ev(sc.EV_PROCESS_EXEC, 0, 400, "execve", 0, a, root=(400, 0)),
+              ev(sc.EV_PROCESS_EXEC, 50, 400, "execve", 0, b, root=(400, 0)),
+              ev(sc.EV_PROCESS_EXIT, 90, 400, "exit_group", 0, b, root=(400, 0))]
+    tracker = SpanTracker()
+    ids = [tracker.observe(e) for e in events]
+    spans = {s.name: s for s in tracker.take_finished()}
+    assert spans["exec sh"].attrs[sc.SPAN_END_REASON] == "exec"
+    assert spans["exec sh"].span_id == span_id_of(CID, 400, T0, 1)
+    assert spans["exec python3"].span_id == span_id_of(CID, 400, T0, 2) == ids[2][1]
+    # a late record of the exited process keeps its ids and opens nothing
+    late = tracker.observe(ev(sc.EV_FILE_OPEN, 95, 400, "openat", 3, b, root=(400, 0)))
+    assert late == ids[2] and tracker.open_count == 0
+
+
+def test_process_seen_without_exec_gets_a_span_from_its_start() -> None:
+    attrs = proc_attrs(55, 1, "sshd", "/usr/sbin/sshd")
+    tracker = SpanTracker()
+    ids = tracker.observe(ev(sc.EV_FILE_OPEN, 500, 55, "openat", 3, attrs, start=-100))
+    assert ids == (trace_id_of(CID, 55, T0 - 100), span_id_of(CID, 55, T0 - 100, 0))
+    tracker.end_all(T0 + 1000)
+    (span,) = tracker.take_finished()
+    assert span.start_ns == T0 - 100 and span.name == "exec sshd"
+
+
+def test_open_spans_are_bounded() -> None:
+    events = [ev(sc.EV_PROCESS_EXEC, i, 1000 + i, "execve", 0,
+                 proc_attrs(1000 + i, 1, "sh", "/bin/sh"), start=i, root=(1000 + i, i))
+              for i in range(50)]
+    tracker = SpanTracker(max_open=10)
+    for e in events:
+        tracker.observe(e)
+    assert tracker.open_count == 10 and tracker.evicted == 40
+    finished = tracker.take_finished()
+    assert len(finished) == 40
+    assert all(s.attrs[sc.SPAN_END_REASON] == "evicted" for s in finished)
+    assert {s.attrs[sc.PROCESS_PID] for s in finished} == set(range(1000, 1040))  # oldest first
