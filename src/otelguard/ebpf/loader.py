@@ -194,3 +194,47 @@ def render_main(args: argparse.Namespace) -> int:
     for area, reason in reg.skipped.items():
         print(f"// skipped {area}: {reason}", file=sys.stderr)
     return 0
+
+
+def bcc_version() -> str:
+    """The importable BCC's version (ImportError when BCC is missing)."""
+    import bcc
+
+    return str(getattr(bcc, "__version__", "unknown"))
+
+
+_SELFTEST_C = """
+BPF_RINGBUF_OUTPUT(og_selftest, 1);
+TRACEPOINT_PROBE(syscalls, sys_enter_getppid) {
+    if ((bpf_get_current_pid_tgid() >> 32) != OG_SELF_TGID) { return 0; }
+    u64 *v = og_selftest.ringbuf_reserve(sizeof(u64));
+    if (!v) { return 0; }
+    *v = 0x6f7467756172640aULL;
+    og_selftest.ringbuf_submit(v, 0);
+    return 0;
+}
+"""
+
+
+def ringbuf_selftest(timeout_s: float = 2.0) -> str:
+    """Compile and load a tiny ring-buffer program, trigger it, and read the record back.
+    Returns a short detail; raises LoadError when any step fails."""
+    import time as _time
+
+    bpf = _compile(f"#define OG_SELF_TGID {os.getpid()}\n{_SELFTEST_C}")
+    got: list[int] = []
+
+    def _cb(_ctx: Any, data: int, size: int) -> None:
+        got.append(ctypes.c_uint64.from_address(data).value if size >= 8 else 0)
+
+    try:
+        bpf["og_selftest"].open_ring_buffer(_cb)
+        deadline = _time.monotonic() + timeout_s
+        while not got and _time.monotonic() < deadline:
+            os.getppid()
+            bpf.ring_buffer_poll(50)
+    finally:
+        bpf.cleanup()
+    if not got or got[0] != 0x6F7467756172640A:
+        raise LoadError("ring buffer program loaded but no record came back")
+    return "compiled, loaded, attached to a tracepoint, one record read back"
