@@ -45,7 +45,10 @@ def _cap_eff() -> int:
 
 def check_privileges() -> Check:
     caps = _cap_eff()
-    has = lambda bit: bool(caps >> bit & 1)  # noqa: E731
+
+    def has(bit: int) -> bool:
+        return bool(caps >> bit & 1)
+
     if has(CAP_BPF) and has(CAP_PERFMON) or has(CAP_SYS_ADMIN):
         who = "root" if os.geteuid() == 0 else f"uid {os.geteuid()}"
         return Check("privileges", OK, f"{who} with CAP_BPF+CAP_PERFMON"
