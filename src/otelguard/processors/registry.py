@@ -47,8 +47,9 @@ class ProcessorUnit:
         return self.config_type()
 
 
-# One line per processor type. Keep in pipeline order.
 _ENTRIES: dict[str, ProcessorEntry] = {}
+_resolved: dict[str, ProcessorUnit] = {}
+_lock = threading.Lock()
 
 
 def register(entry: ProcessorEntry) -> None:
@@ -64,11 +65,11 @@ def unregister(type_name: str) -> None:
     _resolved.pop(type_name, None)
 
 
+# One line per processor type, in pipeline order.
+register(ProcessorEntry("k8s_attributes", "otelguard.processors.k8s",
+                        description="Kubernetes metadata on Resources and network peers"))
 register(ProcessorEntry("noise_control", "otelguard.processors.noise",
                         description="collapse repeated detections, rate limit per rule+workload"))
-
-_resolved: dict[str, ProcessorUnit] = {}
-_lock = threading.Lock()
 
 
 def type_names() -> list[str]:

@@ -534,13 +534,13 @@ def apply_rules(specs: Sequence[ProcessorSpec],
 
 def build_exporters(specs: Sequence[str]) -> list[tuple[str, ExportTarget]]:
     """Export specs (``otlp:HOST:PORT``, ``otlphttp:URL``, ``jsonl:PATH``) into transports."""
-    from otelguard import transport
+    from otelguard.transport.spec import parse_spec
 
     out: list[tuple[str, ExportTarget]] = []
     issues: list[errors.ConfigIssue] = []
     for i, spec in enumerate(specs):
         try:
-            target = transport.from_spec(spec)
+            target = parse_spec(spec)
         except Exception as exc:
             issues.append(errors.ConfigIssue(f"exporters[{i}]", f"{spec!r}: {exc}"))
             continue

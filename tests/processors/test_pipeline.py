@@ -1,0 +1,133 @@
+"""Pipeline: order, per-stage timing and counters, failure isolation, flush of held records."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from otelguard import semconv, telemetry
+from otelguard.processors import metrics
+from otelguard.processors.noise import Config as NoiseConfig
+from otelguard.processors.noise import NoiseControl
+from otelguard.processors.otlp import attrs_dict, count_records, iter_log_records, set_attr
+from otelguard.processors.pipeline import Pipeline
+from otelguard.processors.stage import Batch
+
+from . import samples
+
+
+class Tagger:
+    """Appends its name to a resource attribute, so order is visible in the output."""
+
+    type_name = "tagger"
+
+    def __init__(self, name: str, fail_after_touch: bool = False, returns: Optional[str] = None):
+        self.name = name
+        self.fail_after_touch = fail_after_touch
+        self.returns = returns
+        self.events: list[str] = []
+
+    def start(self) -> None:
+        self.events.append("start")
+
+    def process(self, batch: Batch) -> Batch:
+        for rl in getattr(batch, "resource_logs", []):
+            current = attrs_dict(rl.resource.attributes).get(semconv.SERVICE_NAME, "")
+            set_attr(rl.resource.attributes, semconv.SERVICE_NAME, f"{current}{self.name}",
+                     overwrite=True)
+            if self.fail_after_touch:
+                del rl.scope_logs[:]  # damage first, then fail
+                raise RuntimeError("boom")
+        if self.returns == "none":
+            return None  # type: ignore[return-value]
+        return batch
+
+    def shutdown(self) -> None:
+        self.events.append("shutdown")
+
+
+def _value(counter: object, *labels: str) -> float:
+    return counter.labels(*labels)._value.get()  # type: ignore[attr-defined,no-any-return]
+
+
+def _latency_count(stage: str) -> float:
+    for metric in telemetry.pipeline_latency.collect():
+        for sample in metric.samples:
+            if sample.name.endswith("_count") and sample.labels.get("stage") == stage:
+                return sample.value
+    return 0.0
+
+
+def test_stages_run_in_order_with_metrics() -> None:
+    a, b = Tagger("a"), Tagger("b")
+    p = Pipeline([("p1_a", a), ("p1_b", b)])
+    p.start()
+    before = (_value(metrics.stage_records_in, "p1_a"), _latency_count("p1_b"))
+    result = p.process(samples.logs(4))
+    assert attrs_dict(result.batch.resource_logs[0].resource.attributes)[semconv.SERVICE_NAME] \
+        == "ab"
+    assert (result.records_in, result.records_out, result.records_removed) == (4, 4, 0)
+    assert _value(metrics.stage_records_in, "p1_a") == before[0] + 4
+    assert _latency_count("p1_b") == before[1] + 1
+    assert p.shutdown() == []
+    assert a.events == ["start", "shutdown"] and b.events == ["start", "shutdown"]
+
+
+def test_failing_stage_lets_the_batch_through_unchanged() -> None:
+    p = Pipeline([("p2_a", Tagger("a")), ("p2_bad", Tagger("x", fail_after_touch=True)),
+                  ("p2_none", Tagger("n", returns="none")), ("p2_c", Tagger("c"))])
+    p.start()
+    failures = _value(metrics.stage_failures, "p2_bad")
+    result = p.process(samples.logs(3))
+    assert result.failed_stages == ("p2_bad", "p2_none")
+    assert count_records(result.batch) == 3  # the damage was undone
+    # p2_none tagged "n" and then broke the contract: restored to the batch as it entered
+    assert attrs_dict(result.batch.resource_logs[0].resource.attributes)[semconv.SERVICE_NAME] \
+        == "ac"
+    assert _value(metrics.stage_failures, "p2_bad") == failures + 1
+    # the pipeline keeps working
+    assert p.process(samples.logs(2)).records_out == 2
+
+
+def test_without_restore_failures_still_pass_the_batch_on() -> None:
+    p = Pipeline([("p3_bad", Tagger("x", fail_after_touch=True)), ("p3_c", Tagger("c"))],
+                 restore_on_failure=False)
+    result = p.process(samples.logs(3))
+    assert result.failed_stages == ("p3_bad",)
+    assert attrs_dict(result.batch.resource_logs[0].resource.attributes)[semconv.SERVICE_NAME] \
+        == "xc"
+
+
+class Clock:
+    now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_flush_runs_released_records_through_later_stages() -> None:
+    clock = Clock()
+    noise = NoiseControl(NoiseConfig(window_seconds=5), clock)
+    tail = Tagger("t")
+    p = Pipeline([("p4_noise", noise), ("p4_tail", tail)])
+    p.start()
+    result = p.process(samples.logs(2, 4))
+    assert result.records_removed == 3 and result.records_out == 3
+    assert p.flush() == []
+    clock.now = 10
+    (released,) = p.flush()
+    ((rl, _, rec),) = list(iter_log_records(released))
+    assert attrs_dict(rec.attributes)[semconv.DETECTION_COUNT] == 3
+    assert attrs_dict(rl.resource.attributes)[semconv.SERVICE_NAME] == "t"  # ran through tail
+    p.process(samples.logs(0, 3))
+    final = p.shutdown()
+    assert sum(count_records(b) for b in final) == 1  # the open window's summary
+    assert tail.events[-1] == "shutdown"
+
+
+def test_stage_names_must_be_distinct() -> None:
+    try:
+        Pipeline([("x", Tagger("a")), ("x", Tagger("b"))])
+    except ValueError as exc:
+        assert "distinct" in str(exc)
+    else:
+        raise AssertionError("duplicate names accepted")
