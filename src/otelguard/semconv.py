@@ -230,3 +230,7 @@ METRIC_PROC_REQUEST_LATENCY: Final = "otelguard_processor_request_latency_second
 # noise_control: collapsed detections carry the window's first and last occurrence (ISO 8601)
 DETECTION_FIRST_SEEN: Final = "otelguard.detection.first_seen"
 DETECTION_LAST_SEEN: Final = "otelguard.detection.last_seen"
+
+# --- k8s enrichment (processors/k8s) ----------------------------------------------------------
+K8S_NAMESPACE_LABEL_PREFIX: Final = "k8s.namespace.label."
+METRIC_K8S_ENRICHMENT: Final = "otelguard_k8s_enrichment"  # {target, result}

@@ -1,0 +1,115 @@
+"""Config of the ``k8s_attributes`` stage: a frozen dataclass whose defaults are the default config.
+
+Built from YAML by the processors' generic loader (:func:`otelguard.processors.config.from_mapping`):
+unknown keys are errors, every problem is reported with its dotted path. Cross-field checks live in
+``__post_init__`` so they are reported at the same path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal, Optional
+
+# Labels most teams use to say what a workload is and who owns it (Kubernetes recommended labels
+# plus the two older conventions). A "*" at the end matches any suffix.
+DEFAULT_POD_LABELS = ("app.kubernetes.io/*", "app", "team", "version")
+DEFAULT_NAMESPACE_LABELS = ("team",)
+
+
+@dataclass(frozen=True)
+class Config:
+    """Where the enricher gets its view of the cluster, and how patient it is with late pods.
+
+    ``mode``: ``node`` watches only the pods of ``node_name`` (the agent's DaemonSet, cheap);
+    ``gateway`` watches every pod (the processor Deployment behind the Collector's load balancer).
+    ``node_name`` empty means: take it from ``OTELGUARD_K8S_NODE_NAME`` (see settings.py).
+    ``kubeconfig`` empty means: in-cluster service account if present, else ``~/.kube/config``.
+    """
+
+    mode: Literal["node", "gateway"] = "gateway"
+    node_name: str = ""
+    kubeconfig: str = ""
+    context: str = ""
+    # A Resource whose container.id the cache does not know yet is held this long, then passed.
+    hold_seconds: float = 2.0
+    max_held_batches: int = 256
+    # A deleted pod stays resolvable this long: records of its last moments arrive late.
+    deleted_grace_seconds: float = 120.0
+    # start() waits this long for the first list of every kind (0: do not wait).
+    wait_for_sync_seconds: float = 10.0
+    # Selected pod labels/annotations and namespace labels (exact keys or "prefix*").
+    pod_labels: tuple[str, ...] = DEFAULT_POD_LABELS
+    pod_annotations: tuple[str, ...] = ()
+    namespace_labels: tuple[str, ...] = DEFAULT_NAMESPACE_LABELS
+    # Resolve network.peer.address of each record to a pod or Service.
+    peers: bool = True
+    # Server-side watch timeout; the watch is re-opened from the last resourceVersion after it.
+    watch_timeout_seconds: int = 300
+    # Reconnect backoff after a watch or list error doubles from 0.2 s up to this.
+    max_backoff_seconds: float = 5.0
+    # Page size of the initial and recovery lists.
+    list_page_size: int = 500
+
+    def __post_init__(self) -> None:
+        if self.mode == "node" and self.node_name == "":
+            from otelguard.processors.k8s import settings
+
+            if not settings.node_name():
+                raise ValueError(
+                    "mode 'node' needs node_name (or OTELGUARD_K8S_NODE_NAME from the downward API)"
+                )
+        for name in ("hold_seconds", "deleted_grace_seconds", "wait_for_sync_seconds"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0")
+        if self.max_held_batches < 0:
+            raise ValueError("max_held_batches must be >= 0")
+        if self.watch_timeout_seconds < 1:
+            raise ValueError("watch_timeout_seconds must be >= 1")
+        if self.max_backoff_seconds <= 0:
+            raise ValueError("max_backoff_seconds must be > 0")
+        if self.list_page_size < 1:
+            raise ValueError("list_page_size must be >= 1")
+        for name in ("pod_labels", "pod_annotations", "namespace_labels"):
+            for pattern in getattr(self, name):
+                if not pattern or "*" in pattern[:-1]:
+                    raise ValueError(f"{name}: {pattern!r}: use an exact key or 'prefix*'")
+
+    @property
+    def effective_node_name(self) -> Optional[str]:
+        """The node whose pods are watched, or None in gateway mode."""
+        if self.mode != "node":
+            return None
+        if self.node_name:
+            return self.node_name
+        from otelguard.processors.k8s import settings
+
+        return settings.node_name()
+
+
+def load(data: Any, path: str = "", source: Optional[str] = None) -> Config:
+    """A Config from plain (YAML) data; raises ConfigError listing every problem."""
+    from otelguard.processors.config import from_mapping
+
+    return from_mapping(Config, data, path=path, source=source)
+
+
+class KeySelector:
+    """Matches label/annotation keys against an allow-list of exact keys and ``prefix*`` patterns.
+
+    Built once per config; ``select`` is called per pod update, never per record.
+    """
+
+    def __init__(self, patterns: tuple[str, ...]) -> None:
+        self._exact = frozenset(p for p in patterns if not p.endswith("*"))
+        self._prefixes = tuple(p[:-1] for p in patterns if p.endswith("*"))
+
+    def __bool__(self) -> bool:
+        return bool(self._exact or self._prefixes)
+
+    def matches(self, key: str) -> bool:
+        return key in self._exact or key.startswith(self._prefixes)
+
+    def select(self, values: Optional[dict[str, str]]) -> dict[str, str]:
+        if not values:
+            return {}
+        return {k: v for k, v in values.items() if self.matches(k)}

@@ -1,0 +1,335 @@
+"""``k8s_attributes``: adds pod, namespace, workload, image, labels and security facts to each
+Resource, and the peer pod/Service to records with a network peer.
+
+Runs first in the processors pipeline (detection rules read ``k8s.*``). Needs the Resource to be
+the observed container (``container.id``, else ``k8s.pod.uid``, else ``k8s.pod.ip``), which is what
+our agent emits; any other OTLP source with those keys works too. Cost per batch: one cache lookup
+per Resource (memoised attribute dict, ~3 µs with the write) plus, per record, one scan of its
+attribute keys for ``network.peer.address``.
+
+Late pods. The agent sees a container's first exec before the API server has reported its
+container ID (the kubelet patches the pod status after the runtime started it). A Resource whose
+``container.id`` the cache does not know is *held*: taken out of the batch and kept, at most
+``hold_seconds`` and at most ``max_held_batches`` Resources in all, then released into the next
+batch of the same signal (ahead of newer records, so order per container is kept) or by
+:meth:`K8sEnricher.drain`, which the pipeline calls on a timer and at shutdown. ``process()``
+never waits. A Resource released without its pod is passed on unenriched and counted in
+``otelguard_dropped_total{stage="k8s_enrichment", reason=...}`` -- not dropped, but "enrichment
+missing", as DESIGN.md §4 lists it -- with reason ``pod_not_found`` (no pod at all),
+``container_not_found`` (pod found by uid/IP, container unknown) or ``hold_full`` (released early
+because the hold was full). A container that stayed unknown for a whole hold is not held again
+for ``GIVE_UP_SECONDS``, so a non-Kubernetes container on the node costs one hold, not one per
+batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Union
+
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.logs.v1.logs_pb2 import ResourceLogs
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans
+from prometheus_client import Counter
+
+from otelguard import semconv, telemetry
+from otelguard.processors.k8s.cache import K8sCache
+from otelguard.processors.k8s.config import Config
+from otelguard.processors.k8s.peers import PeerResolver
+from otelguard.processors.k8s.source import ApiServerSource, K8sSource, Kind, api_client_from
+from otelguard.processors.otlp import set_attrs
+from otelguard.processors.stage import Batch
+
+log = logging.getLogger(__name__)
+
+TYPE_NAME = "k8s_attributes"
+DROP_STAGE = "k8s_enrichment"
+GIVE_UP_SECONDS = 60.0
+_GIVE_UP_MAX = 10_000
+
+enrichment = Counter(
+    semconv.METRIC_K8S_ENRICHMENT,
+    "Kubernetes enrichment lookups: target resource (result hit_container_id, hit_pod_uid, "
+    "hit_pod_ip, held, miss) or peer (hit, miss).",
+    ["target", "result"], registry=telemetry.REGISTRY,
+)
+
+ResourceItem = Union[ResourceLogs, ResourceSpans]
+
+
+def _items(batch: Batch) -> Any:
+    """The batch's repeated Resource container (resource_logs or resource_spans)."""
+    if isinstance(batch, ExportLogsServiceRequest):
+        return batch.resource_logs
+    return batch.resource_spans
+
+
+def _records(item: ResourceItem) -> Any:
+    """Attribute lists of every record (log record or span) of one Resource, in place."""
+    if isinstance(item, ResourceLogs):
+        for sl in item.scope_logs:
+            for rec in sl.log_records:
+                yield rec.attributes
+    else:
+        for ss in item.scope_spans:
+            for span in ss.spans:
+                yield span.attributes
+
+
+def _record_count(item: ResourceItem) -> int:
+    if isinstance(item, ResourceLogs):
+        return sum(len(sl.log_records) for sl in item.scope_logs)
+    return sum(len(ss.spans) for ss in item.scope_spans)
+
+
+@dataclass
+class _Held:
+    deadline: float
+    container_id: str
+    item: ResourceItem
+    batch_type: type[Batch]
+
+
+class K8sEnricher:
+    """The ``k8s_attributes`` stage. ``start()`` starts the source's watch threads and waits up to
+    ``wait_for_sync_seconds`` for the first list; ``shutdown()`` stops them (held Resources are
+    released by the pipeline's final ``drain``)."""
+
+    type_name = TYPE_NAME
+
+    def __init__(
+        self,
+        config: Config,
+        source: Optional[K8sSource] = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.cache = K8sCache(config, clock)
+        self._source = source
+        self._clock = clock
+        self._held: list[_Held] = []
+        self._held_ids: set[str] = set()
+        self._given_up: OrderedDict[str, float] = OrderedDict()
+        self._lock = threading.Lock()
+        self._hits = {r: enrichment.labels("resource", r)
+                      for r in ("hit_container_id", "hit_pod_uid", "hit_pod_ip", "held", "miss")}
+        self._peer_hit = enrichment.labels("peer", "hit")
+        self._peer_miss = enrichment.labels("peer", "miss")
+
+    @property
+    def source(self) -> Optional[K8sSource]:
+        return self._source
+
+    def kinds(self) -> tuple[Kind, ...]:
+        kinds = [Kind.POD, Kind.REPLICASET, Kind.JOB]
+        if self.config.namespace_labels:
+            kinds.append(Kind.NAMESPACE)
+        if self.config.peers:
+            kinds += [Kind.SERVICE, Kind.ENDPOINTSLICE]
+        return tuple(kinds)
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._source is None:
+            cfg = self.config
+            self._source = ApiServerSource(
+                api_client_from(cfg.kubeconfig, cfg.context),
+                watch_timeout_seconds=cfg.watch_timeout_seconds,
+                max_backoff_seconds=cfg.max_backoff_seconds,
+                page_size=cfg.list_page_size,
+            )
+        self._source.start(self.cache, self.kinds(), self.config.effective_node_name)
+        wait = self.config.wait_for_sync_seconds
+        if wait > 0 and not self._source.wait_synced(wait):
+            log.warning("k8s_attributes: cache not synced after %.0fs; enriching what is known, "
+                        "holding unknown containers up to %.1fs", wait, self.config.hold_seconds)
+
+    def shutdown(self) -> None:
+        if self._source is not None:
+            self._source.stop()
+
+    # --- per batch -------------------------------------------------------------------------
+
+    def process(self, batch: Batch) -> Batch:
+        now = self._clock()
+        items = _items(batch)
+        with self._lock:
+            released = self._take_due(type(batch), now, final=False)
+            keep: list[int] = []
+            hold: list[int] = []
+            for i, item in enumerate(items):
+                if self._enrich_resource(item, now, may_hold=True):
+                    keep.append(i)
+                else:
+                    hold.append(i)
+            if hold:
+                self._hold(items, hold, type(batch), now)
+            if released:
+                current = [items[i] for i in keep] if hold else list(items)
+                merged = [*released, *current]
+                copies = []
+                for it in merged:
+                    c = type(it)()
+                    c.CopyFrom(it)
+                    copies.append(c)
+                del items[:]
+                items.extend(copies)
+            elif hold:
+                for i in reversed(hold):
+                    del items[i]
+        if self.config.peers:
+            self._peers(items)
+        return batch
+
+    def drain(self, final: bool) -> list[Batch]:
+        """Held Resources that are due (their pod arrived or their hold expired; all when
+        ``final``), as new batches (one per signal). Called by the pipeline's flush timer."""
+        now = self._clock()
+        out: list[Batch] = []
+        with self._lock:
+            for batch_type in (ExportLogsServiceRequest, ExportTraceServiceRequest):
+                released = self._take_due(batch_type, now, final)
+                if not released:
+                    continue
+                batch = batch_type()
+                items = _items(batch)
+                items.extend(released)
+                out.append(batch)
+        if self.config.peers:
+            for batch in out:
+                self._peers(_items(batch))
+        return out
+
+    @property
+    def held_count(self) -> int:
+        return len(self._held)
+
+    # --- internals (lock held) ------------------------------------------------------------
+
+    def _keys(self, item: ResourceItem) -> tuple[str, str, str, bool]:
+        cid = uid = ip = ""
+        host = False
+        for kv in item.resource.attributes:
+            key = kv.key
+            if key == semconv.CONTAINER_ID:
+                cid = kv.value.string_value
+            elif key == semconv.K8S_POD_UID:
+                uid = kv.value.string_value
+            elif key == semconv.K8S_POD_IP:
+                ip = kv.value.string_value
+            elif key == semconv.HOST_PROCESS:
+                host = kv.value.bool_value
+        return cid, uid, ip, host
+
+    def _enrich_resource(self, item: ResourceItem, now: float, may_hold: bool) -> bool:
+        """Enrich one Resource in place; False means: hold it (not enriched yet)."""
+        cid, uid, ip, host = self._keys(item)
+        if host or not (cid or uid or ip):
+            return True  # not a pod's Resource: nothing to look up, nothing missing
+        if may_hold and cid and (cid in self._held_ids or self._should_hold(cid, now)):
+            if not self.cache.knows_container(cid) or cid in self._held_ids:
+                self._hits["held"].inc()
+                return False
+        res = self.cache.resolve(cid or None, uid or None, ip or None)
+        if res is None:
+            self._hits["miss"].inc()
+            self._count_missing(item, "pod_not_found")
+            return True
+        self._hits["hit_" + res.via].inc()
+        set_attrs(item.resource.attributes, res.attrs)
+        if not res.container_found:
+            self._count_missing(item, "container_not_found")
+        elif cid:
+            self._given_up.pop(cid, None)
+        return True
+
+    def _should_hold(self, cid: str, now: float) -> bool:
+        cfg = self.config
+        if cfg.hold_seconds <= 0 or cfg.max_held_batches <= 0:
+            return False
+        until = self._given_up.get(cid)
+        if until is not None:
+            if until > now:
+                return False
+            del self._given_up[cid]
+        return True
+
+    def _count_missing(self, item: ResourceItem, reason: str) -> None:
+        n = _record_count(item)
+        if n:
+            telemetry.dropped.labels(DROP_STAGE, reason).inc(n)
+
+    def _hold(self, items: Any, indexes: list[int], batch_type: type[Batch], now: float) -> None:
+        for i in indexes:
+            item = items[i]
+            copy = type(item)()
+            copy.CopyFrom(item)
+            cid = self._keys(copy)[0]
+            self._held.append(_Held(now + self.config.hold_seconds, cid, copy, batch_type))
+            self._held_ids.add(cid)
+        # Over the limit: the oldest go on unenriched now rather than grow without bound.
+        excess = len(self._held) - self.config.max_held_batches
+        if excess > 0:
+            for h in self._held[:excess]:
+                h.deadline = float("-inf")
+
+    def _take_due(self, batch_type: type[Batch], now: float, final: bool) -> list[ResourceItem]:
+        """Remove and return held Resources of ``batch_type`` that are due, enriched if their pod
+        is known now, else passed on unenriched and counted."""
+        if not self._held:
+            return []
+        due: list[ResourceItem] = []
+        rest: list[_Held] = []
+        expired_ids: set[str] = set()
+        for h in self._held:
+            if h.batch_type is not batch_type:
+                rest.append(h)
+                continue
+            known = self.cache.knows_container(h.container_id)
+            if known or final or h.deadline <= now or h.container_id in expired_ids:
+                # Keep order per container: once one is due, later ones of the same id follow.
+                expired_ids.add(h.container_id)
+                if not known and h.deadline == float("-inf"):
+                    self._count_missing(h.item, "hold_full")
+                    self._hits["miss"].inc()
+                    res = self.cache.resolve(None, *self._keys(h.item)[1:3])
+                    if res is not None:
+                        set_attrs(h.item.resource.attributes, res.attrs)
+                elif not known:
+                    self._give_up(h.container_id, now)
+                    self._enrich_resource(h.item, now, may_hold=False)
+                else:
+                    self._enrich_resource(h.item, now, may_hold=False)
+                due.append(h.item)
+            else:
+                rest.append(h)
+        self._held = rest
+        self._held_ids = {h.container_id for h in rest}
+        return due
+
+    def _give_up(self, cid: str, now: float) -> None:
+        self._given_up[cid] = now + GIVE_UP_SECONDS
+        self._given_up.move_to_end(cid)
+        while len(self._given_up) > _GIVE_UP_MAX:
+            self._given_up.popitem(last=False)
+
+    def _peers(self, items: Any) -> None:
+        resolver = PeerResolver(self.cache.peer)
+        for item in items:
+            for kvs in _records(item):
+                resolver.enrich(kvs)
+        if resolver.hits:
+            self._peer_hit.inc(resolver.hits)
+        if resolver.misses:
+            self._peer_miss.inc(resolver.misses)
+
+
+def create(config: Config, source: Optional[K8sSource] = None) -> K8sEnricher:
+    """The registry's factory; ``source`` lets tests pass an InMemorySource."""
+    return K8sEnricher(config, source)
