@@ -122,7 +122,7 @@ def _r(key: str) -> Extractor:
     return lambda ev, _arg: ev.res.get(key)
 
 
-def _int(v: Any) -> Optional[int]:
+def as_int(v: Any) -> Optional[int]:
     if isinstance(v, bool):
         return int(v)
     if isinstance(v, int):
@@ -235,13 +235,13 @@ def _apid(ev: EventView, arg: Optional[str]) -> Any:
     pids = ev.attr(S.PROCESS_ANCESTOR_PIDS)
     pids = [int(p) for p in pids] if isinstance(pids, list) else []
     if not pids:
-        ppid = _int(ev.attr(S.PROCESS_PARENT_PID))
+        ppid = as_int(ev.attr(S.PROCESS_PARENT_PID))
         pids = [ppid] if ppid is not None else []
     if arg is None:
         return tuple(str(p) for p in pids) or None
     n = int(arg)
     if n == 0:
-        return _int(ev.attr(S.PROCESS_PID))
+        return as_int(ev.attr(S.PROCESS_PID))
     return pids[n - 1] if n - 1 < len(pids) else None
 
 
@@ -279,7 +279,7 @@ def _cwd(ev: EventView, _arg: Optional[str]) -> Optional[str]:
 
 
 def _duration(ev: EventView, _arg: Optional[str]) -> Optional[int]:
-    v = _int(ev.attr(S.PROCESS_DURATION_NS))
+    v = as_int(ev.attr(S.PROCESS_DURATION_NS))
     if v is not None:
         return v
     created = ev.attr(S.PROCESS_CREATION_TIME)
@@ -304,7 +304,7 @@ def _caps(key: str) -> Extractor:
 
 
 def _loginuid(ev: EventView, _arg: Optional[str]) -> Optional[int]:
-    v = _int(ev.attr(S.PROCESS_LOGIN_UID))
+    v = as_int(ev.attr(S.PROCESS_LOGIN_UID))
     if v is None:
         return None
     return -1 if v in (4294967295, -1) else v
@@ -316,7 +316,7 @@ def _loginname(ev: EventView, _arg: Optional[str]) -> Optional[str]:
         return None
     if luid == 0:
         return "root"
-    if luid == _int(ev.attr(S.PROCESS_USER_ID)):
+    if luid == as_int(ev.attr(S.PROCESS_USER_ID)):
         v = ev.attr(S.PROCESS_USER_NAME)
         return v if isinstance(v, str) else None
     return None
@@ -349,7 +349,7 @@ def event_type(ev: EventView) -> Optional[str]:
 
 
 def _ret(ev: EventView) -> Optional[int]:
-    return _int(ev.attr(S.SYSCALL_RET))
+    return as_int(ev.attr(S.SYSCALL_RET))
 
 
 def _res(ev: EventView, _arg: Optional[str]) -> Optional[str]:
@@ -603,8 +603,8 @@ def _endpoints(ev: EventView) -> tuple[Optional[IPAddr], Optional[int], Optional
     v = ev.cache.get("fd.endpoints", _MISSING)
     if v is not _MISSING:
         return v  # type: ignore[no-any-return]
-    peer, pport = _ip(ev.attr(S.NETWORK_PEER_ADDRESS)), _int(ev.attr(S.NETWORK_PEER_PORT))
-    local, lport = _ip(ev.attr(S.NETWORK_LOCAL_ADDRESS)), _int(ev.attr(S.NETWORK_LOCAL_PORT))
+    peer, pport = _ip(ev.attr(S.NETWORK_PEER_ADDRESS)), as_int(ev.attr(S.NETWORK_PEER_PORT))
+    local, lport = _ip(ev.attr(S.NETWORK_LOCAL_ADDRESS)), as_int(ev.attr(S.NETWORK_LOCAL_PORT))
     if ev.event_name in _SERVER_SIDE:
         out = (peer, pport, local, lport)
     else:
@@ -614,8 +614,8 @@ def _endpoints(ev: EventView) -> tuple[Optional[IPAddr], Optional[int], Optional
 
 
 def _local_remote(ev: EventView) -> tuple[Optional[IPAddr], Optional[int], Optional[IPAddr], Optional[int]]:
-    return (_ip(ev.attr(S.NETWORK_LOCAL_ADDRESS)), _int(ev.attr(S.NETWORK_LOCAL_PORT)),
-            _ip(ev.attr(S.NETWORK_PEER_ADDRESS)), _int(ev.attr(S.NETWORK_PEER_PORT)))
+    return (_ip(ev.attr(S.NETWORK_LOCAL_ADDRESS)), as_int(ev.attr(S.NETWORK_LOCAL_PORT)),
+            _ip(ev.attr(S.NETWORK_PEER_ADDRESS)), as_int(ev.attr(S.NETWORK_PEER_PORT)))
 
 
 def _ep(index: int, local: bool = False) -> Extractor:
@@ -703,12 +703,12 @@ def _fd_filename(ev: EventView, _arg: Optional[str]) -> Optional[str]:
 
 def _fd_num(ev: EventView, _arg: Optional[str]) -> Optional[int]:
     if ev.event_name == S.EV_DUP:
-        return _int(ev.attr(S.DUP_OLD_FD))
+        return as_int(ev.attr(S.DUP_OLD_FD))
     if event_type(ev) in _OPEN_TYPES or event_type(ev) in ("socket", "accept", "accept4"):
         ret = _ret(ev)
         if ret is not None:
             return ret if ret >= 0 else -1
-    return _int(ev.attr(S.FILE_FD))
+    return as_int(ev.attr(S.FILE_FD))
 
 
 def _l4proto(ev: EventView, _arg: Optional[str]) -> Optional[str]:

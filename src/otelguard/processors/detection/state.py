@@ -1,0 +1,180 @@
+"""Bounded per-process and per-container memory for rules that need more than one record.
+
+Falco sees one event at a time plus the kernel's fd table; we see records. Two facts need
+history, so the stage keeps them here and exposes them as fields (see fieldmap's otelguard
+extensions):
+
+* ``proc.stdin_is_socket`` / ``proc.stdout_is_socket``: a ``otelguard.process.dup`` record put a
+  socket on fd 0 (or 1/2) of (container, pid). Inherited across a fork record, checked against
+  the parent pid as well (a child forked after the dup inherits the fds), forgotten on exit or
+  after ``socket_window_seconds``. This is the reverse-shell sequence "socket dup'ed onto stdio,
+  then a shell exec".
+* ``proc.exe_written_recently``: the exec'ed path was opened for writing (or created, renamed to,
+  chmod'ed) in the same container within ``written_window_seconds``: "drop and execute".
+
+Bounds: at most ``max_processes`` process entries and ``max_containers`` x
+``max_paths_per_container`` paths, least recently used evicted first; each eviction is counted in
+``otelguard_dropped_total{stage="detection",reason="state_evicted"}`` so lost memory is visible.
+Records must reach one processor per container (the Collector routes by resource), which is the
+deployment the design already assumes. Cost: one dict lookup per record, plus one small update on
+dup/fork/exit/write records.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from otelguard import semconv as S
+from otelguard import telemetry
+from otelguard.processors.detection.fieldmap import EventView, as_int
+
+_WRITE_FLAGS = frozenset({"O_WRONLY", "O_RDWR", "O_CREAT", "O_TRUNC"})
+_OBSERVED = frozenset({S.EV_DUP, S.EV_PROCESS_FORK, S.EV_PROCESS_EXIT, S.EV_FILE_OPEN,
+                       S.EV_FILE_RENAME, S.EV_FILE_CHMOD, S.EV_FILE_LINK})
+
+
+@dataclass(frozen=True)
+class StateLimits:
+    socket_window_seconds: float = 600.0
+    written_window_seconds: float = 600.0
+    max_processes: int = 65536
+    max_containers: int = 4096
+    max_paths_per_container: int = 1024
+
+
+class DetectionState:
+    """The stage's bounded memory; ``observe`` every record, then read through fields."""
+
+    def __init__(self, limits: StateLimits = StateLimits()) -> None:
+        self.limits = limits
+        # (container, pid) -> [stdin_ns, stdout_ns] (0 = not a socket)
+        self._stdio: OrderedDict[tuple[str, int], list[int]] = OrderedDict()
+        # container -> path -> write time ns
+        self._written: OrderedDict[str, OrderedDict[str, int]] = OrderedDict()
+
+    # -- updates --------------------------------------------------------------------------------
+    def observe(self, ev: EventView) -> None:
+        name = ev.event_name
+        if name not in _OBSERVED:
+            return
+        if name == S.EV_FILE_OPEN:
+            flags = ev.attr(S.FILE_OPEN_FLAGS)
+            if isinstance(flags, str) and _WRITE_FLAGS.intersection(flags.split("|")) \
+                    and _succeeded(ev):
+                self._remember_path(ev, ev.attr(S.FILE_PATH))
+            return
+        if name in (S.EV_FILE_RENAME, S.EV_FILE_LINK):
+            if _succeeded(ev):
+                self._remember_path(ev, ev.attr(S.FILE_TARGET_PATH))
+            return
+        if name == S.EV_FILE_CHMOD:
+            if _succeeded(ev):
+                self._remember_path(ev, ev.attr(S.FILE_PATH))
+            return
+        key = _proc_key(ev)
+        if key is None:
+            return
+        if name == S.EV_DUP:
+            if ev.attr(S.DUP_OLD_FD_TYPE) != "socket" or not _succeeded(ev):
+                return
+            newfd = as_int(ev.attr(S.DUP_NEW_FD))
+            if newfd is None:
+                newfd = as_int(ev.attr(S.SYSCALL_RET))
+            if newfd not in (0, 1, 2):
+                return
+            entry = self._stdio.get(key) or [0, 0]
+            entry[0 if newfd == 0 else 1] = _now(ev)
+            self._put(key, entry)
+        elif name == S.EV_PROCESS_FORK:
+            parent = as_int(ev.attr(S.PROCESS_PARENT_PID))
+            inherited = self._stdio.get((key[0], parent)) if parent is not None else None
+            if inherited is not None:
+                self._put(key, list(inherited))
+        elif name == S.EV_PROCESS_EXIT:
+            self._stdio.pop(key, None)
+
+    def _put(self, key: tuple[str, int], entry: list[int]) -> None:
+        self._stdio[key] = entry
+        self._stdio.move_to_end(key)
+        while len(self._stdio) > self.limits.max_processes:
+            self._stdio.popitem(last=False)
+            _evicted()
+
+    def _remember_path(self, ev: EventView, path: Any) -> None:
+        if not isinstance(path, str) or not path:
+            return
+        cid = _container(ev)
+        paths = self._written.get(cid)
+        if paths is None:
+            paths = self._written[cid] = OrderedDict()
+            while len(self._written) > self.limits.max_containers:
+                self._written.popitem(last=False)
+                _evicted()
+        else:
+            self._written.move_to_end(cid)
+        paths[path] = _now(ev)
+        paths.move_to_end(path)
+        while len(paths) > self.limits.max_paths_per_container:
+            paths.popitem(last=False)
+            _evicted()
+
+    # -- reads (fieldmap extension fields) ---------------------------------------------------------
+    def field(self, name: str, ev: EventView) -> Optional[bool]:
+        if name == "exe_written_recently":
+            return self._exe_written(ev)
+        index = 0 if name == "stdin_is_socket" else 1
+        key = _proc_key(ev)
+        if key is None:
+            return None
+        now = _now(ev)
+        window = int(self.limits.socket_window_seconds * 1e9)
+        candidates = [key]
+        ppid = as_int(ev.attr(S.PROCESS_PARENT_PID))
+        if ppid is not None:
+            candidates.append((key[0], ppid))
+        for k in candidates:
+            entry = self._stdio.get(k)
+            if entry is not None and entry[index] and now - entry[index] <= window:
+                return True
+        return False
+
+    def _exe_written(self, ev: EventView) -> Optional[bool]:
+        path = ev.attr(S.PROCESS_EXECUTABLE_PATH)
+        if not isinstance(path, str) or not path:
+            return None
+        paths = self._written.get(_container(ev))
+        if not paths:
+            return False
+        ts = paths.get(path)
+        window = int(self.limits.written_window_seconds * 1e9)
+        return ts is not None and _now(ev) - ts <= window
+
+    def sizes(self) -> dict[str, int]:
+        return {"processes": len(self._stdio), "containers": len(self._written),
+                "paths": sum(len(p) for p in self._written.values())}
+
+
+def _succeeded(ev: EventView) -> bool:
+    ret = as_int(ev.attr(S.SYSCALL_RET))
+    return ret is None or ret >= 0
+
+
+def _container(ev: EventView) -> str:
+    cid = ev.res.get(S.CONTAINER_ID)
+    return cid if isinstance(cid, str) and cid else "host"
+
+
+def _proc_key(ev: EventView) -> Optional[tuple[str, int]]:
+    pid = as_int(ev.attr(S.PROCESS_PID))
+    return None if pid is None else (_container(ev), pid)
+
+
+def _now(ev: EventView) -> int:
+    return int(ev.record.time_unix_nano or ev.record.observed_time_unix_nano or time.time_ns())
+
+
+def _evicted() -> None:
+    telemetry.dropped.labels(stage="detection", reason="state_evicted").inc()
