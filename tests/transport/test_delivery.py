@@ -1,0 +1,145 @@
+"""Retry, spool and replay: nothing lost below the spool limit, drops counted beyond it."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from otelguard import telemetry
+from otelguard.ebpf.events import Event
+from otelguard.exporter.builder import OtlpBuilder
+from otelguard.exporter.settings import NodeIdentity
+from otelguard.transport import Delivery, ExportResult, InMemoryTransport, RetryPolicy, Spool
+from otelguard.transport.otlp_grpc import OtlpGrpcTransport
+from tests.exporter.scenario import shell_session
+from tests.transport.receivers import GrpcReceiver
+
+FAST = RetryPolicy(attempts=3, initial_backoff_s=0.01, max_backoff_s=0.05, down_max_s=0.05)
+NODE = NodeIdentity("n", "h", "i")
+
+
+def _dropped(stage: str, reason: str) -> float:
+    return telemetry.counter_values(telemetry.dropped).get((stage, reason), 0.0)
+
+
+def _batches(n: int) -> list[tuple[bytes, int]]:
+    b = OtlpBuilder(NODE, clock=lambda: 1)
+    out = []
+    for i in range(n):
+        events: list[Event] = shell_session()
+        for e in events:
+            e.pid += 10_000 * i  # distinct records per batch
+        out.append((b.logs_bytes(events), len(events)))
+    return out
+
+
+def _wait(cond: "object", timeout: float = 10.0) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():  # type: ignore[operator]
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_retries_then_succeeds_without_spooling(tmp_path: Path) -> None:
+    t = InMemoryTransport()
+    t.fail(count=2)
+    sleeps: list[float] = []
+    d = Delivery(t, Spool(str(tmp_path), 10**6), FAST, sleep=sleeps.append)
+    data, n = _batches(1)[0]
+    assert d.send_logs(data, n)
+    assert t.attempts == 3 and t.log_record_count() == n and len(d.spool or []) == 0
+    assert sleeps == [0.01, 0.02]  # exponential backoff
+
+
+def test_non_retryable_failure_is_dropped_and_counted(tmp_path: Path) -> None:
+    t = InMemoryTransport()
+    t.fail(ExportResult.failure("bad request", "invalid_argument", False), count=1)
+    d = Delivery(t, Spool(str(tmp_path), 10**6), FAST, sleep=lambda s: None)
+    before = _dropped("export", "invalid_argument")
+    data, n = _batches(1)[0]
+    assert not d.send_logs(data, n)
+    assert t.attempts == 1 and _dropped("export", "invalid_argument") == before + n
+
+
+def test_partial_success_rejections_are_counted(tmp_path: Path) -> None:
+    class Rejecting(InMemoryTransport):
+        def export_logs(self, req):  # type: ignore[no-untyped-def]
+            super().export_logs(req)
+            return ExportResult.success(rejected=2, error="too old")
+
+    before = _dropped("export", "rejected")
+    d = Delivery(Rejecting(), None, FAST)
+    assert d.send_logs(*_batches(1)[0])
+    assert _dropped("export", "rejected") == before + 2
+
+
+def test_endpoint_down_spools_then_replays_everything_exactly_once(tmp_path: Path) -> None:
+    """A real gRPC receiver goes away and comes back on the same port."""
+    receiver = GrpcReceiver().start()
+    spool = Spool(str(tmp_path / "spool"), 50 * 1024 * 1024)
+    d = Delivery(OtlpGrpcTransport(receiver.endpoint, timeout_s=2), spool, FAST, sleep=time.sleep)
+    batches = _batches(30)
+    total = sum(n for _, n in batches)
+    for data, n in batches[:5]:
+        assert d.send_logs(data, n)
+    assert receiver.log_records() == sum(n for _, n in batches[:5])
+    receiver.stop()
+    for data, n in batches[5:20]:
+        assert d.send_logs(data, n)  # spooled, not lost
+    assert len(spool) == 15 and spool.records == sum(n for _, n in batches[5:20])
+    receiver = GrpcReceiver(receiver.port).start()
+    try:
+        time.sleep(0.1)  # past the down window
+        for data, n in batches[20:]:
+            assert d.send_logs(data, n)
+        assert _wait(lambda: d.replay() >= 0 and len(spool) == 0)
+        assert receiver.log_records() == total - sum(n for _, n in batches[:5])
+        # order kept: the spooled batches arrived before the new ones
+        pids = [r.log_records[0].attributes[0].value.int_value
+                for req in receiver.logs for r in [req.resource_logs[0].scope_logs[0]]]
+        assert pids == sorted(pids)
+    finally:
+        receiver.stop()
+        d.shutdown()
+    assert list((tmp_path / "spool").iterdir()) == []
+
+
+def test_spool_limit_drops_and_counts_and_survives_restart(tmp_path: Path) -> None:
+    batches = _batches(10)
+    size = len(batches[0][0])
+    t = InMemoryTransport()
+    t.fail()  # down until recover()
+    spool = Spool(str(tmp_path), max_bytes=size * 4 + size // 2)
+    d = Delivery(t, spool, FAST, sleep=lambda s: None)
+    before = _dropped("spool", "full")
+    accepted = [d.send_logs(data, n) for data, n in batches]
+    assert accepted == [True] * 4 + [False] * 6
+    assert _dropped("spool", "full") == before + sum(n for _, n in batches[4:])
+    # a restarted agent finds the spool as it was
+    spool2 = Spool(str(tmp_path), max_bytes=size * 10)
+    assert len(spool2) == 4 and spool2.records == sum(n for _, n in batches[:4])
+    t.recover()
+    d2 = Delivery(t, spool2, FAST)
+    assert d2.replay() == sum(n for _, n in batches[:4])
+    assert t.log_record_count() == sum(n for _, n in batches[:4]) and len(spool2) == 0
+
+
+def test_without_spool_a_down_endpoint_drops_and_counts() -> None:
+    t = InMemoryTransport()
+    t.fail(ExportResult.failure("down", "unavailable", True))
+    before = _dropped("export", "unavailable")
+    d = Delivery(t, None, FAST, sleep=lambda s: None)
+    data, n = _batches(1)[0]
+    assert not d.send_logs(data, n)
+    assert _dropped("export", "unavailable") == before + n
+
+
+def test_long_retry_after_spools_immediately(tmp_path: Path) -> None:
+    t = InMemoryTransport()
+    t.fail(ExportResult.failure("slow down", "resource_exhausted", True, retry_after_s=60), count=1)
+    sleeps: list[float] = []
+    d = Delivery(t, Spool(str(tmp_path), 10**6), FAST, sleep=sleeps.append)
+    assert d.send_logs(*_batches(1)[0])
+    assert sleeps == [] and t.attempts == 1 and len(d.spool or []) == 1
