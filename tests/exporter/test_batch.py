@@ -1,0 +1,117 @@
+"""BatchExporter: batching by size and time, spans shipped, clean stop, config errors."""
+
+from __future__ import annotations
+
+import queue
+import time
+from pathlib import Path
+from typing import Sequence
+
+import pytest
+
+from otelguard import semconv as sc
+from otelguard.ebpf.events import Event
+from otelguard.exporter.batch import BatchExporter
+from otelguard.exporter.builder import OtlpBuilder
+from otelguard.exporter.config import ExporterConfig, ExporterConfigError
+from otelguard.exporter.settings import NodeIdentity
+from otelguard.processors.otlp import get_attr, iter_log_records, iter_spans
+from otelguard.transport import Delivery, InMemoryTransport, RetryPolicy, Spool
+from tests.exporter.scenario import shell_session
+
+NODE = NodeIdentity("n", "h", "i")
+
+
+class QueueSource:
+    """Shaped like Sensor.drain(max_events, timeout_s)."""
+
+    def __init__(self) -> None:
+        self.q: "queue.Queue[Event]" = queue.Queue()
+
+    def __call__(self, max_events: int, timeout_s: float) -> Sequence[Event]:
+        out: list[Event] = []
+        try:
+            out.append(self.q.get(timeout=timeout_s) if timeout_s > 0 else self.q.get_nowait())
+            while len(out) < max_events:
+                out.append(self.q.get_nowait())
+        except queue.Empty:
+            pass
+        return out
+
+
+def _wait(cond: "object", timeout: float = 5.0) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():  # type: ignore[operator]
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_batches_by_size_and_time_and_ships_spans_on_stop() -> None:
+    src = QueueSource()
+    t = InMemoryTransport()
+    cfg = ExporterConfig(max_batch=4, flush_interval_s=0.2, drain_timeout_s=0.05)
+    exp = BatchExporter(src, Delivery(t), cfg, OtlpBuilder(NODE))
+    exp.start()
+    events = shell_session()
+    for e in events[:4]:
+        src.q.put(e)
+    assert _wait(lambda: t.log_record_count() == 4)  # a full batch goes out at once
+    for e in events[4:]:
+        src.q.put(e)
+    started = time.monotonic()
+    assert _wait(lambda: t.log_record_count() == len(events))  # the partial one after the interval
+    assert time.monotonic() - started < 2.0
+    # curl exited and its connections closed: those spans are already out
+    assert _wait(lambda: t.span_count() == 3)
+    exp.stop()
+    assert t.shut_down
+    names = sorted(span.name for req in t.traces for _, span in iter_spans(req))
+    assert names == sorted(["connect 10.0.0.7:8443", "connect 10.0.0.7:443", "exec curl", "exec bash",
+                            "exec sshd", "exec cron", "exec sh"])
+    reasons = {span.name: get_attr(span.attributes, sc.SPAN_END_REASON)
+               for req in t.traces for _, span in iter_spans(req)}
+    assert reasons["exec bash"] == "shutdown" and reasons["exec curl"] == "exit"
+    assert exp.stats()["events_in"] == len(events) and exp.stats()["open_spans"] == 0
+
+
+def test_stop_drains_what_the_source_still_holds(tmp_path: Path) -> None:
+    src = QueueSource()
+    t = InMemoryTransport()
+    exp = BatchExporter(src, Delivery(t, Spool(str(tmp_path), 10**7)),
+                        ExporterConfig(max_batch=1000, flush_interval_s=5.0), OtlpBuilder(NODE))
+    exp.start()
+    for _ in range(20):
+        for e in shell_session():
+            src.q.put(e)
+    exp.stop()
+    assert t.log_record_count() == 20 * len(shell_session())
+    seen = [rec.event_name for req in t.logs for _, _, rec in iter_log_records(req)]
+    assert seen.count(sc.EV_PROCESS_EXEC) == 20 * 4
+
+
+def test_endpoint_down_at_stop_leaves_records_in_the_spool(tmp_path: Path) -> None:
+    src = QueueSource()
+    t = InMemoryTransport()
+    t.fail()
+    policy = RetryPolicy(attempts=1, initial_backoff_s=0.01, down_max_s=0.05)
+    spool = Spool(str(tmp_path), 10**7)
+    exp = BatchExporter(src, Delivery(t, spool, policy), ExporterConfig(flush_interval_s=0.1),
+                        OtlpBuilder(NODE))
+    exp.start()
+    for e in shell_session():
+        src.q.put(e)
+    exp.stop()
+    assert spool.records == len(shell_session()) + 7  # all log records and the 7 spans
+
+
+def test_config_from_mapping_collects_all_problems() -> None:
+    assert ExporterConfig.from_mapping({"max_batch": 64}).max_batch == 64
+    with pytest.raises(ExporterConfigError) as err:
+        ExporterConfig.from_mapping({"max_batch": "x", "flush_interval_s": -1, "bogus": 1})
+    assert len(err.value.problems) == 3
+    assert any(p.startswith("exporter.bogus: unknown key") for p in err.value.problems)
+    assert any(p.startswith("exporter.max_batch: expected int") for p in err.value.problems)
+    with pytest.raises(ExporterConfigError, match="exporter.flush_interval_s: must be within"):
+        ExporterConfig.from_mapping({"flush_interval_s": 60})
