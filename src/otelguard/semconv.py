@@ -234,3 +234,10 @@ DETECTION_LAST_SEEN: Final = "otelguard.detection.last_seen"
 # --- k8s enrichment (processors/k8s) ----------------------------------------------------------
 K8S_NAMESPACE_LABEL_PREFIX: Final = "k8s.namespace.label."
 METRIC_K8S_ENRICHMENT: Final = "otelguard_k8s_enrichment"  # {target, result}
+
+# --- Network, privilege and evasion probes (additions) -----------------------------------------
+NETWORK_LISTEN_BACKLOG: Final = "otelguard.network.listen.backlog"  # int
+NETWORK_CONNECTION_DURATION_NS: Final = "otelguard.network.connection.duration_ns"  # on close
+IO_URING_SETUP_FLAGS: Final = "otelguard.io_uring.setup_flags"  # "IORING_SETUP_SQPOLL|..."
+MEMFD_FLAGS: Final = "otelguard.memfd.flags"  # "MFD_CLOEXEC|MFD_EXEC"
+EV_IO_URING_SETUP: Final = "otelguard.io_uring.setup"
