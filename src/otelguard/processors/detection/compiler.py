@@ -121,7 +121,7 @@ class Compiler:
         if spec is None:
             raise UnsupportedField(str(ref), reason or f"unknown field {ref}")
         fields.add((spec.name, arg))
-        ftype = spec.type
+        ftype = spec.type_for(arg)
         getter = _getter(spec, arg)
         for t in ref.transformers:
             getter, ftype = _transform(t, getter, ftype, ref)

@@ -82,6 +82,7 @@ class EventView:
 
 
 Extractor = Callable[[EventView, Optional[str]], Any]
+_ANY_OF_WITHOUT_INDEX = frozenset({"proc.aname", "proc.apid"})
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,12 @@ class FieldSpec:
     arg: str = "none"  # "none" | "optional" | "required" | "index"
     available: bool = True  # False: known to Falco, not provided by our agent
     arg_ok: Optional[Callable[[Optional[str]], Optional[str]]] = None  # -> reason if unsupported
+
+    def type_for(self, arg: Optional[str]) -> FieldType:
+        """Indexed fields (proc.aname) without an index mean "any of them"."""
+        if self.arg == "index" and arg is None and self.name in _ANY_OF_WITHOUT_INDEX:
+            return FieldType.MULTI
+        return self.type
 
     def unsupported_reason(self, arg: Optional[str]) -> Optional[str]:
         """None when ``name[arg]`` can be evaluated, else why not (named in warnings)."""
