@@ -99,18 +99,19 @@ class LogsWireEncoder:
         name = self._names.get(ev.name)
         if name is None:
             name = self._names[ev.name] = field_len(0x62, ev.name.encode())
-        body = ev.body or record_body(ev)
+        body = (ev.body or record_body(ev)).encode()
+        n = len(body)
         parts = [_pack_times(0x09, ev.time_ns, 0x59, observed_ns), _SEVERITY,
-                 field_len(0x2A, field_len(0x0A, body.encode()))]
+                 bytes((0x2A, n + 2, 0x0A, n)) + body if n < 126
+                 else field_len(0x2A, field_len(0x0A, body))]
         append = parts.append
-        get = self._pairs.get
+        pairs = self._pairs
         attrs = ev.attrs
         for kv in attrs.items():
             try:
-                hit = get(kv)
-            except TypeError:  # list value: unhashable
-                hit = None
-            append(hit if hit is not None else self.attribute(*kv))
+                append(pairs[kv])
+            except (KeyError, TypeError):  # first sight, or a list value (unhashable)
+                append(self.attribute(*kv))
         if PROCESS_PID not in attrs:
             append(self.attribute(PROCESS_PID, ev.pid))
         if ev.syscall and SYSCALL_NAME not in attrs:
@@ -122,7 +123,9 @@ class LogsWireEncoder:
         if span_id:
             append(b"\x52\x08" + span_id)
         append(name)
-        return field_len(0x12, b"".join(parts))
+        rec = b"".join(parts)
+        n = len(rec)
+        return (bytes((0x12, n)) if n < 0x80 else b"\x12" + varint(n)) + rec
 
     def resource(self, attrs: Sequence[tuple[str, AttrValue]]) -> bytes:
         """A ResourceLogs ``resource`` field (tag 1)."""
