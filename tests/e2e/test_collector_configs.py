@@ -1,0 +1,118 @@
+"""The Collector configs in otel-config/ and deploy/, validated and run by the built Collector."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent import futures
+from pathlib import Path
+from typing import Iterator
+
+import grpc
+import pytest
+import yaml
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
+from opentelemetry.proto.logs.v1.logs_pb2 import ResourceLogs
+
+from otelguard import semconv as sc
+from tests.support.stack import (
+    BACKENDS_CONFIG, GATEWAY_CONFIG, ROOT, Collector, free_port, validate_collector_config, wait_until,
+)
+
+pytestmark = pytest.mark.e2e
+
+DEPLOY_COLLECTOR = ROOT / "deploy" / "collector"
+
+
+def deploy_configs() -> list[Path]:
+    """Collector configs embedded in deploy/ ConfigMaps, extracted to files by the test."""
+    return sorted(DEPLOY_COLLECTOR.glob("*.yaml")) if DEPLOY_COLLECTOR.is_dir() else []
+
+
+@pytest.mark.parametrize("configs", [[BACKENDS_CONFIG], [BACKENDS_CONFIG, GATEWAY_CONFIG]],
+                         ids=["backends", "backends+gateway"])
+def test_config_validates(configs: list[Path]) -> None:
+    res = validate_collector_config(configs)
+    assert res.returncode == 0, res.stderr
+
+
+def test_deploy_collector_config_validates(tmp_path: Path) -> None:
+    configmaps = [d for d in yaml.safe_load_all((ROOT / "deploy" / "collector.yaml").read_text())
+                  if d and d.get("kind") == "ConfigMap"]
+    assert configmaps, "deploy/collector.yaml has no ConfigMap"
+    for cm in configmaps:
+        for name, text in cm["data"].items():
+            path = tmp_path / name
+            path.write_text(text)
+            res = validate_collector_config([path], {"KUBE_NODE_NAME": "node-1"})
+            assert res.returncode == 0, f"{cm['metadata']['name']}/{name}: {res.stderr}"
+
+
+def test_validate_rejects_a_broken_config(tmp_path: Path) -> None:
+    """The validation above can fail: a misspelt OTTL path is caught."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(BACKENDS_CONFIG.read_text().replace('log.event_name != ""', 'log.event_nam != ""'))
+    res = validate_collector_config([bad])
+    assert res.returncode != 0
+    assert "event_nam" in res.stderr
+
+
+class RecordingLogsService(logs_service_pb2_grpc.LogsServiceServicer):
+    """Stands where the otelguard processor service sits in pipeline (a); records batch sizes."""
+
+    def __init__(self) -> None:
+        self.sizes: list[int] = []
+        self.lock = threading.Lock()
+
+    def Export(self, request: logs_service_pb2.ExportLogsServiceRequest,
+               context: grpc.ServicerContext) -> logs_service_pb2.ExportLogsServiceResponse:
+        n = sum(len(sl.log_records) for rl in request.resource_logs for sl in rl.scope_logs)
+        with self.lock:
+            self.sizes.append(n)
+        return logs_service_pb2.ExportLogsServiceResponse()
+
+
+@pytest.fixture
+def processor_double() -> Iterator[tuple[str, RecordingLogsService]]:
+    service = RecordingLogsService()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    logs_service_pb2_grpc.add_LogsServiceServicer_to_server(service, server)
+    port = free_port()
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    yield f"127.0.0.1:{port}", service
+    server.stop(grace=None)
+
+
+def small_request(i: int, records: int) -> logs_service_pb2.ExportLogsServiceRequest:
+    rl = ResourceLogs()
+    rl.resource.attributes.add(key=sc.CONTAINER_ID, value={"string_value": f"{i:064x}"})
+    sl = rl.scope_logs.add()
+    for j in range(records):
+        rec = sl.log_records.add(time_unix_nano=time.time_ns(), severity_number=9,  # type: ignore[arg-type]
+                                 event_name=sc.EV_PROCESS_EXEC)
+        rec.body.string_value = f"exec {i}/{j}"
+    return logs_service_pb2.ExportLogsServiceRequest(resource_logs=[rl])
+
+
+def test_gateway_batches_before_the_processor_service(
+        tmp_path: Path, processor_double: tuple[str, RecordingLogsService]) -> None:
+    """Pipeline (a): 300 agent calls of 10 records reach the processor service as a few large
+    batches (sending_queue batch min_size 1024), which is what makes Python's per-call cost
+    affordable. Measures and prints the ratio."""
+    endpoint, service = processor_double
+    col = Collector(tmp_path, [BACKENDS_CONFIG, GATEWAY_CONFIG], {"OTELGUARD_PROCESSOR_ENDPOINT": endpoint})
+    col.start()
+    try:
+        calls, per_call = 300, 10
+        with grpc.insecure_channel(col.agents_grpc) as ch:
+            stub = logs_service_pb2_grpc.LogsServiceStub(ch)
+            for i in range(calls):
+                stub.Export(small_request(i, per_call), timeout=10)
+        assert wait_until(lambda: sum(service.sizes) == calls * per_call, 20), service.sizes
+    finally:
+        col.stop()
+    print(f"\n{calls} agent calls x {per_call} records -> {len(service.sizes)} processor calls "
+          f"(sizes {service.sizes}); {calls / len(service.sizes):.0f}x fewer calls")
+    assert len(service.sizes) <= calls // 20
+    assert max(service.sizes) >= 1024
