@@ -28,7 +28,7 @@ WORD_OPS = frozenset({
 SYMBOL_OPS = ("==", "!=", "<=", ">=", "=", "<", ">")
 TRANSFORMERS = frozenset({"tolower", "toupper", "b64", "basename", "len"})
 _KEYWORDS = frozenset({"and", "or", "not"})
-_BARE_STOP = set(" \t\r\n(),=<>!\"'")
+_BARE_STOP = set(" \t\r\n(),\"'")
 _LIST_ITEM_STOP = set(" \t\r\n(),\"'")
 
 
