@@ -109,13 +109,14 @@ class KubeCluster:
     def kubeconfig(self) -> Path:
         return self.workdir / "admin.kubeconfig"
 
-    def kubeconfig_for_token(self, token: str, name: str) -> Path:
-        """A kubeconfig for another identity (e.g. a ServiceAccount token)."""
+    def kubeconfig_for_token(self, token: str, name: str, server: Optional[str] = None) -> Path:
+        """A kubeconfig for another identity (e.g. a ServiceAccount token), optionally through
+        another address (a relay in front of the API server)."""
         path = self.workdir / f"{name}.kubeconfig"
         path.write_text(yaml.safe_dump({
             "apiVersion": "v1", "kind": "Config", "current-context": name,
             "clusters": [{"name": "test", "cluster": {
-                "server": self.server, "certificate-authority": str(self.ca_file)}}],
+                "server": server or self.server, "certificate-authority": str(self.ca_file)}}],
             "users": [{"name": name, "user": {"token": token}}],
             "contexts": [{"name": name, "context": {"cluster": "test", "user": name}}],
         }))

@@ -340,10 +340,10 @@ class ApiServerSource:
 
         api_name, method = _LISTERS[kind]
         api = getattr(client, api_name)(self._api)
+        # A watch's read timeout outlasts its server-side timeout (the server ends it first).
+        read_timeout = int(kwargs["timeout_seconds"]) + 30 if stream else 60
         return getattr(api, method)(
-            _preload_content=False,
-            _request_timeout=(10, None) if stream else (10, 60),
-            **kwargs,
+            _preload_content=False, _request_timeout=(10, read_timeout), **kwargs,
         )
 
 
