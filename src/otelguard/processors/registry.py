@@ -68,6 +68,8 @@ def unregister(type_name: str) -> None:
 # One line per processor type, in pipeline order.
 register(ProcessorEntry("k8s_attributes", "otelguard.processors.k8s",
                         description="Kubernetes metadata on Resources and network peers"))
+register(ProcessorEntry("falco_rules", "otelguard.processors.detection.processor",
+                        rules_field="rules", description="Falco-language rules -> detections"))
 register(ProcessorEntry("noise_control", "otelguard.processors.noise",
                         description="collapse repeated detections, rate limit per rule+workload"))
 
