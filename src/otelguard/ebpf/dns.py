@@ -107,16 +107,15 @@ def _parse_plain(data: bytes) -> Optional[DnsQuestion]:
 def parse_query(data: bytes) -> Optional[DnsQuestion]:
     """The first question of a DNS query message (UDP, or TCP with its length prefix)."""
     try:
-        q = _parse_plain(data)
-        if q is not None:
-            return q
         if len(data) >= 2 and int.from_bytes(data[:2], "big") >= len(data) - 2:
-            # TCP: the prefix announces the message length (the copy may be cut short)
+            # maybe TCP: the prefix announces the message length (the copy may be cut short).
+            # Tried first: a framed query also parses as a (nonsense) plain one. A plain query
+            # does not parse framed (its ANCOUNT, read as QDCOUNT, is 0).
             framed = _parse_plain(data[2:])
             if framed is not None:
                 return DnsQuestion(framed.name, framed.qtype, framed.qclass, framed.query_id,
                                    framed.question_count, tcp_framed=True)
-        return None
+        return _parse_plain(data)
     except (IndexError, ValueError):  # defensive: the checks above should make these impossible
         return None
 

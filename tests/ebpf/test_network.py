@@ -1,0 +1,215 @@
+"""Network probe against the real kernel: a child in a kubepods-shaped cgroup makes real
+connections, sockets and DNS sends; the session sensor must report each exactly."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from otelguard import semconv
+from otelguard.ebpf.events import Event
+from otelguard.ebpf.sensor import Sensor
+from tests.ebpf.capture import collect, exited, flush, in_container, named
+from tests.ebpf.containers import container
+
+SRC = str(Path(__file__).resolve().parents[2] / "src")
+
+pytestmark = pytest.mark.kernel
+
+WORKLOAD = r'''
+import ctypes, json, os, socket, struct, time
+from otelguard.ebpf.dns import build_query
+
+out = {}
+srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+srv.bind(("127.0.0.1", 0))
+srv.listen(7)
+out["server_port"] = srv.getsockname()[1]
+out["listen_fd"] = srv.fileno()
+
+cli = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+cli.connect(("127.0.0.1", out["server_port"]))
+conn, peer = srv.accept()
+out["client_port"] = cli.getsockname()[1]
+out["client_fd"] = cli.fileno()
+out["accepted_fd"] = conn.fileno()
+time.sleep(0.05)                      # a connection that lives a measurable time
+cli.close(); conn.close()
+
+# a port nobody listens on: bind then close to learn a free one
+tmp = socket.socket(); tmp.bind(("127.0.0.1", 0)); out["refused_port"] = tmp.getsockname()[1]; tmp.close()
+r = socket.socket()
+try:
+    r.connect(("127.0.0.1", out["refused_port"]))
+except ConnectionRefusedError:
+    out["refused"] = True
+r.close()
+
+pk = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003)); out["packet_fd"] = pk.fileno(); pk.close()
+raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP); out["raw_fd"] = raw.fileno(); raw.close()
+un = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); un.close()   # must not be reported
+
+# DNS: connected socket (send -> sendto with no address, then write), unconnected sendto,
+# sendmsg with a name, and sendmmsg with two messages (as glibc sends A + AAAA)
+d = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+d.connect(("127.0.0.1", 53))
+d.send(build_query("connected.otelguard.test", 1))
+time.sleep(0.05)
+try:   # nobody answers on :53, so the ICMP error may fail this send: still an attempt
+    os.write(d.fileno(), build_query("write.otelguard.test", 28))
+except ConnectionRefusedError:
+    out["write_refused"] = True
+d.close()
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.sendto(build_query("sendto.otelguard.test", 16), ("127.0.0.1", 53))
+u.sendmsg([build_query("sendmsg.otelguard.test", 1)], [], 0, ("127.0.0.1", 53))
+u.sendto(b"not dns at all", ("127.0.0.1", 9))          # another port: must not be reported
+
+class iovec(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+class msghdr(ctypes.Structure):
+    _fields_ = [("name", ctypes.c_void_p), ("namelen", ctypes.c_uint32), ("iov", ctypes.POINTER(iovec)),
+                ("iovlen", ctypes.c_size_t), ("control", ctypes.c_void_p), ("controllen", ctypes.c_size_t),
+                ("flags", ctypes.c_int)]
+class mmsghdr(ctypes.Structure):
+    _fields_ = [("hdr", msghdr), ("len", ctypes.c_uint32)]
+libc = ctypes.CDLL(None, use_errno=True)
+sa = struct.pack("<H", socket.AF_INET) + struct.pack(">H", 53) + socket.inet_aton("127.0.0.1") + b"\0" * 8
+sabuf = ctypes.create_string_buffer(sa, len(sa))
+bufs = [ctypes.create_string_buffer(build_query(n, t)) for n, t in (("mmsg-a.otelguard.test", 1), ("mmsg-aaaa.otelguard.test", 28))]
+iovs = [iovec(ctypes.cast(b, ctypes.c_void_p), len(b.raw) - 1) for b in bufs]
+msgs = (mmsghdr * 2)()
+for i in range(2):
+    msgs[i].hdr.name = ctypes.cast(sabuf, ctypes.c_void_p); msgs[i].hdr.namelen = len(sa)
+    msgs[i].hdr.iov = ctypes.pointer(iovs[i]); msgs[i].hdr.iovlen = 1
+out["sendmmsg"] = libc.sendmmsg(u.fileno(), msgs, 2, 0)
+out["dns_fd"] = u.fileno()
+u.close()
+time.sleep(0.2)
+print(json.dumps(out))
+'''
+
+
+def run_workload(sensor: Sensor, code: str, timeout_s: float = 20.0) -> tuple[str, int, list[Event]]:
+    """Run ``python -c code`` in a fresh container; (stdout, pid, that pid's events) once its
+    exit event arrived. Module-scoped callers share one run across several assertions."""
+    flush(sensor)
+    with container() as c:
+        with c.popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                     stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": SRC}) as p:
+            out, err = p.communicate(timeout=timeout_s)
+        assert p.returncode == 0, err.decode()
+        events = collect(sensor, in_container(c.container_id), exited(p.pid), timeout_s)
+    return out.decode(), p.pid, events
+
+
+@pytest.fixture(scope="module")
+def net_run(sensor: Sensor) -> tuple[dict[str, int], list[Event]]:
+    out, pid, events = run_workload(sensor, WORKLOAD)
+    return json.loads(out), [e for e in events if e.pid == pid]
+
+
+def test_connect_success_with_peer_and_container(net_run: tuple[dict[str, int], list[Event]]) -> None:
+    info, events = net_run
+    ok = [e for e in named(events, semconv.EV_NETWORK_CONNECT)
+          if e.attrs.get(semconv.NETWORK_PEER_PORT) == info["server_port"]]
+    assert len(ok) == 1, [e.body for e in named(events, semconv.EV_NETWORK_CONNECT)]
+    ev = ok[0]
+    assert ev.ret == 0 and ev.syscall == "connect" and ev.container_id
+    assert ev.attrs[semconv.NETWORK_PEER_ADDRESS] == "127.0.0.1"
+    assert ev.attrs[semconv.SERVER_PORT] == info["server_port"]
+    assert ev.attrs[semconv.NETWORK_LOCAL_PORT] == info["client_port"]
+    assert ev.attrs[semconv.NETWORK_TRANSPORT] == "tcp"
+    assert ev.attrs[semconv.NETWORK_TYPE] == "ipv4"
+    assert ev.attrs[semconv.FILE_FD] == info["client_fd"]
+
+
+def test_connect_refused_reports_errno(net_run: tuple[dict[str, int], list[Event]]) -> None:
+    info, events = net_run
+    assert info.get("refused")
+    bad = [e for e in named(events, semconv.EV_NETWORK_CONNECT)
+           if e.attrs.get(semconv.NETWORK_PEER_PORT) == info["refused_port"]]
+    assert len(bad) == 1 and bad[0].ret == -errno.ECONNREFUSED
+    assert bad[0].attrs.get(semconv.ERROR_TYPE) == "ECONNREFUSED"
+
+
+def test_accept_reports_the_clients_port(net_run: tuple[dict[str, int], list[Event]]) -> None:
+    info, events = net_run
+    acc = named(events, semconv.EV_NETWORK_ACCEPT)
+    assert len(acc) == 1
+    ev = acc[0]
+    assert ev.ret == info["accepted_fd"] and ev.attrs[semconv.FILE_FD] == info["accepted_fd"]
+    assert ev.attrs[semconv.NETWORK_PEER_PORT] == info["client_port"]
+    assert ev.attrs[semconv.CLIENT_PORT] == info["client_port"]
+    assert ev.attrs[semconv.SERVER_PORT] == info["server_port"]
+
+
+def test_bind_and_listen(net_run: tuple[dict[str, int], list[Event]]) -> None:
+    info, events = net_run
+    binds = [e for e in named(events, semconv.EV_NETWORK_BIND)
+             if e.attrs.get(semconv.FILE_FD) == info["listen_fd"]]
+    assert binds and binds[0].attrs[semconv.NETWORK_LOCAL_ADDRESS] == "127.0.0.1"
+    assert binds[0].ret == 0
+    listens = named(events, semconv.EV_NETWORK_LISTEN)
+    assert len(listens) == 1 and listens[0].attrs[semconv.NETWORK_LISTEN_BACKLOG] == 7
+    assert listens[0].attrs[semconv.FILE_FD] == info["listen_fd"]
+
+
+def test_packet_and_raw_sockets_but_not_unix(net_run: tuple[dict[str, int], list[Event]]) -> None:
+    _, events = net_run
+    socks = named(events, semconv.EV_NETWORK_SOCKET)
+    fams = [(e.attrs[semconv.SOCKET_FAMILY], e.attrs[semconv.SOCKET_TYPE],
+             e.attrs[semconv.NETWORK_TRANSPORT]) for e in socks]
+    assert ("AF_PACKET", "SOCK_RAW", "packet") in fams
+    assert ("AF_INET", "SOCK_RAW", "raw") in fams
+    assert ("AF_INET", "SOCK_STREAM", "tcp") in fams
+    assert ("AF_INET", "SOCK_DGRAM", "udp") in fams
+    assert not [f for f in fams if f[0] in ("AF_UNIX", "AF_NETLINK")]
+    pk = next(e for e in socks if e.attrs[semconv.SOCKET_FAMILY] == "AF_PACKET")
+    assert pk.attrs[semconv.SOCKET_PROTOCOL] == 0x0300  # htons(ETH_P_ALL) as passed
+    assert pk.ret >= 0
+
+
+def test_dns_names_exact_for_every_send_path(net_run: tuple[dict[str, int], list[Event]]) -> None:
+    info, events = net_run
+    assert info["sendmmsg"] == 2
+    got = {(e.attrs.get(semconv.DNS_QUESTION_NAME), e.attrs.get(semconv.DNS_QUESTION_TYPE),
+            e.syscall) for e in named(events, semconv.EV_DNS_QUERY)}
+    assert got == {
+        ("connected.otelguard.test", "A", "sendto"),
+        ("write.otelguard.test", "AAAA", "write"),
+        ("sendto.otelguard.test", "TXT", "sendto"),
+        ("sendmsg.otelguard.test", "A", "sendmsg"),
+        ("mmsg-a.otelguard.test", "A", "sendmmsg"),
+        ("mmsg-aaaa.otelguard.test", "AAAA", "sendmmsg"),
+    }
+    for e in named(events, semconv.EV_DNS_QUERY):
+        assert e.attrs[semconv.NETWORK_PEER_ADDRESS] == "127.0.0.1"
+        assert e.attrs[semconv.NETWORK_PEER_PORT] == 53
+        assert e.attrs[semconv.NETWORK_TRANSPORT] == "udp"
+
+
+def test_established_and_close_pair_up(net_run: tuple[dict[str, int], list[Event]]) -> None:
+    info, events = net_run
+    closes = named(events, semconv.EV_NETWORK_CLOSE)
+    tuples = {(e.attrs[semconv.NETWORK_LOCAL_PORT], e.attrs[semconv.NETWORK_PEER_PORT]): e
+              for e in closes}
+    client = tuples.get((info["client_port"], info["server_port"]))
+    server = tuples.get((info["server_port"], info["client_port"]))
+    assert client is not None and server is not None, [e.body for e in closes]
+    assert client.attrs[semconv.FILE_FD] == info["client_fd"]
+    assert server.attrs[semconv.FILE_FD] == info["accepted_fd"]
+    connect = next(e for e in named(events, semconv.EV_NETWORK_CONNECT)
+                   if e.attrs.get(semconv.NETWORK_PEER_PORT) == info["server_port"])
+    accept = named(events, semconv.EV_NETWORK_ACCEPT)[0]
+    assert client.time_ns - connect.time_ns > 40_000_000  # the 50 ms sleep, kernel clock
+    assert server.time_ns - accept.time_ns > 40_000_000
+    for e in (client, server):
+        assert e.attrs[semconv.NETWORK_CONNECTION_DURATION_NS] > 40_000_000
+        assert e.container_id == connect.container_id

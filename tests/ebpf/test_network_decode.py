@@ -1,0 +1,278 @@
+"""Network decode without the kernel: hand-built records through NetworkProbe.decode, sockaddr
+decoding, render() compiling out missing tracepoints, and the connection pairing in user space."""
+
+from __future__ import annotations
+
+import ctypes
+import ipaddress
+import socket
+import struct
+from typing import Optional
+
+from otelguard import semconv, telemetry
+from otelguard.ebpf import network
+from otelguard.ebpf.dns import build_query
+from otelguard.ebpf.events import AttrValue, Event
+from otelguard.ebpf.network import (
+    AddrRecord, DnsRecord, NetworkProbe, SocketRecord, StateRecord, decode_sockaddr,
+)
+from otelguard.ebpf.probe import Header, ProbeConfig
+
+
+class RecordingContext:
+    """A DecodeContext for unit tests: header fields straight into the Event, no process table."""
+
+    def make_event(self, hdr: Header, name: str, syscall: str,
+                   attrs: dict[str, AttrValue]) -> Event:
+        return Event(name=name, time_ns=int(hdr.ktime_ns), pid=int(hdr.pid), tid=int(hdr.tid),
+                     syscall=syscall, ret=int(hdr.ret), attrs=attrs)
+
+    def resolve_path(self, pid: int, dirfd: int, path: str) -> str:
+        return path if path.startswith("/") else f"/cwd-of-{pid}/{path}"
+
+
+def header(type_id: int, pid: int = 100, ret: int = 0, ktime: int = 1_000) -> Header:
+    h = Header()
+    h.type, h.pid, h.tid, h.ret, h.ktime_ns = type_id, pid, pid, ret, ktime
+    h.comm = b"test"
+    return h
+
+
+def sockaddr_in(addr: str, port: int) -> bytes:
+    return struct.pack("<H", socket.AF_INET) + struct.pack(">H", port) + \
+        ipaddress.IPv4Address(addr).packed + b"\0" * 8
+
+
+def sockaddr_in6(addr: str, port: int) -> bytes:
+    return struct.pack("<H", socket.AF_INET6) + struct.pack(">H", port) + b"\0" * 4 + \
+        ipaddress.IPv6Address(addr).packed + b"\0" * 4
+
+
+def addr_record(type_id: int, fd: int, sa: bytes, pid: int = 100, ret: int = 0,
+                aux: int = 0, ktime: int = 1_000) -> bytes:
+    r = AddrRecord()
+    r.h = header(type_id, pid, ret, ktime)
+    r.fd, r.aux, r.sa_len = fd, aux, len(sa)
+    ctypes.memmove(r.sa, sa, len(sa))
+    return bytes(r)
+
+
+def state_record(skaddr: int, old: int, new: int, local: tuple[str, int],
+                 peer: tuple[str, int], pid: int = 0, ktime: int = 2_000) -> bytes:
+    r = StateRecord()
+    r.h = header(network.T_STATE, pid, 0, ktime)
+    r.skaddr, r.oldstate, r.newstate = skaddr, old, new
+    r.sport, r.dport, r.family, r.protocol = local[1], peer[1], socket.AF_INET, 6
+    ctypes.memmove(r.saddr, ipaddress.IPv4Address(local[0]).packed, 4)
+    ctypes.memmove(r.daddr, ipaddress.IPv4Address(peer[0]).packed, 4)
+    return bytes(r)
+
+
+def decode(probe: NetworkProbe, type_id: int, data: bytes) -> Optional[Event]:
+    return probe.decode(type_id, data, RecordingContext())
+
+
+def test_sockaddr_v4_v6_and_refusals() -> None:
+    v4 = decode_sockaddr(sockaddr_in("10.1.2.3", 8443))
+    assert v4 is not None and (v4.address, v4.port, v4.network_type) == ("10.1.2.3", 8443, "ipv4")
+    v6 = decode_sockaddr(sockaddr_in6("2001:db8::1", 53))
+    assert v6 is not None and (v6.address, v6.port, v6.network_type) == ("2001:db8::1", 53, "ipv6")
+    mapped = decode_sockaddr(sockaddr_in6("::ffff:127.0.0.1", 80))
+    assert mapped is not None and mapped.address == "::ffff:7f00:1"
+    assert decode_sockaddr(b"") is None
+    assert decode_sockaddr(sockaddr_in("1.2.3.4", 1)[:6]) is None  # cut inside the address
+    assert decode_sockaddr(struct.pack("<H", socket.AF_UNIX) + b"/tmp/x") is None
+
+
+def test_short_and_unknown_records_decode_to_none() -> None:
+    p = NetworkProbe()
+    full = addr_record(network.T_CONNECT, 3, sockaddr_in("1.1.1.1", 443))
+    for n in (0, 10, ctypes.sizeof(Header), len(full) - 1):
+        assert decode(p, network.T_CONNECT, full[:n]) is None
+    assert decode(p, 59, full) is None
+
+
+def test_socket_record_names_and_transport() -> None:
+    p = NetworkProbe()
+    r = SocketRecord()
+    r.h = header(network.T_SOCKET, ret=5)
+    r.family, r.type, r.protocol = socket.AF_PACKET, socket.SOCK_RAW | 0o2000000, 768
+    ev = decode(p, network.T_SOCKET, bytes(r))
+    assert ev is not None and ev.name == semconv.EV_NETWORK_SOCKET and ev.syscall == "socket"
+    assert ev.attrs[semconv.SOCKET_FAMILY] == "AF_PACKET"
+    assert ev.attrs[semconv.SOCKET_TYPE] == "SOCK_RAW"  # SOCK_CLOEXEC masked off
+    assert ev.attrs[semconv.SOCKET_PROTOCOL] == 768
+    assert ev.attrs[semconv.NETWORK_TRANSPORT] == "packet"
+    assert ev.attrs[semconv.FILE_FD] == 5
+    assert semconv.NETWORK_TYPE not in ev.attrs
+
+
+def test_connect_failure_keeps_errno_and_client_role() -> None:
+    p = NetworkProbe()
+    ev = decode(p, network.T_CONNECT, addr_record(network.T_CONNECT, 7,
+                                                  sockaddr_in6("2001:db8::7", 5432), ret=-111))
+    assert ev is not None and ev.ret == -111 and ev.name == semconv.EV_NETWORK_CONNECT
+    assert ev.attrs[semconv.NETWORK_PEER_ADDRESS] == "2001:db8::7"
+    assert ev.attrs[semconv.SERVER_PORT] == 5432 and ev.attrs[semconv.NETWORK_TYPE] == "ipv6"
+    assert semconv.CLIENT_PORT not in ev.attrs and ev.attrs[semconv.FILE_FD] == 7
+    assert "Connection refused" in ev.body
+
+
+def test_blocking_connect_gets_local_port_from_earlier_state_change() -> None:
+    p = NetworkProbe()
+    # blocking connect: the socket is ESTABLISHED before connect() returns
+    assert decode(p, network.T_STATE, state_record(
+        0xAA, network.TCP_SYN_SENT, network.TCP_ESTABLISHED, ("10.0.0.1", 40000),
+        ("10.0.0.2", 80), ktime=5_000)) is None
+    ev = decode(p, network.T_CONNECT, addr_record(network.T_CONNECT, 9,
+                                                  sockaddr_in("10.0.0.2", 80), ktime=5_100))
+    assert ev is not None
+    assert ev.attrs[semconv.NETWORK_LOCAL_PORT] == 40000
+    assert ev.attrs[semconv.CLIENT_ADDRESS] == "10.0.0.1"
+    assert ev.attrs[semconv.NETWORK_TRANSPORT] == "tcp"
+    close = decode(p, network.T_STATE, state_record(
+        0xAA, 4, network.TCP_CLOSE, ("10.0.0.1", 40000), ("10.0.0.2", 80), pid=0,
+        ktime=9_000))
+    assert close is not None and close.name == semconv.EV_NETWORK_CLOSE
+    assert close.pid == 100  # attributed to the connecting process, not softirq's pid 0
+    assert close.attrs[semconv.FILE_FD] == 9
+    assert close.attrs[semconv.NETWORK_PEER_PORT] == 80
+    assert close.attrs[semconv.NETWORK_LOCAL_PORT] == 40000
+    assert close.attrs[semconv.NETWORK_CONNECTION_DURATION_NS] == 4_000
+    assert close.time_ns == 9_000
+
+
+def test_nonblocking_connect_then_established_then_close() -> None:
+    p = NetworkProbe()
+    ev = decode(p, network.T_CONNECT, addr_record(network.T_CONNECT, 4,
+                                                  sockaddr_in("192.0.2.5", 443), pid=321,
+                                                  ret=-network.EINPROGRESS))
+    assert ev is not None and ev.ret == -115
+    assert decode(p, network.T_STATE, state_record(
+        0xBB, network.TCP_SYN_SENT, network.TCP_ESTABLISHED, ("192.0.2.1", 50000),
+        ("192.0.2.5", 443), pid=77)) is None
+    close = decode(p, network.T_STATE, state_record(
+        0xBB, 9, network.TCP_CLOSE, ("192.0.2.1", 50000), ("192.0.2.5", 443), pid=55,
+        ktime=3_000))
+    assert close is not None and close.pid == 321 and close.attrs[semconv.FILE_FD] == 4
+
+
+def test_refused_nonblocking_connect_closes_as_never_established() -> None:
+    p = NetworkProbe()
+    decode(p, network.T_CONNECT, addr_record(network.T_CONNECT, 4, sockaddr_in("192.0.2.9", 1),
+                                             ret=-network.EINPROGRESS))
+    close = decode(p, network.T_STATE, state_record(
+        0xCC, network.TCP_SYN_SENT, network.TCP_CLOSE, ("192.0.2.1", 50001), ("192.0.2.9", 1)))
+    assert close is not None and "never established" in close.body
+    assert semconv.NETWORK_CONNECTION_DURATION_NS not in close.attrs
+
+
+def test_accept_pairs_with_passive_establishment() -> None:
+    p = NetworkProbe()
+    decode(p, network.T_STATE, state_record(
+        0xDD, network.TCP_SYN_RECV, network.TCP_ESTABLISHED, ("127.0.0.1", 8080),
+        ("127.0.0.1", 45678)))
+    ev = decode(p, network.T_ACCEPT, addr_record(network.T_ACCEPT, 3,
+                                                 sockaddr_in("127.0.0.1", 45678), ret=6,
+                                                 aux=0o2000000, pid=200))
+    assert ev is not None and ev.name == semconv.EV_NETWORK_ACCEPT and ev.syscall == "accept4"
+    assert ev.attrs[semconv.CLIENT_PORT] == 45678 and ev.attrs[semconv.SERVER_PORT] == 8080
+    assert ev.attrs[semconv.NETWORK_LOCAL_PORT] == 8080 and ev.attrs[semconv.FILE_FD] == 6
+    close = decode(p, network.T_STATE, state_record(
+        0xDD, 8, network.TCP_CLOSE, ("127.0.0.1", 8080), ("127.0.0.1", 45678)))
+    assert close is not None and close.pid == 200 and close.attrs[semconv.FILE_FD] == 6
+    assert close.attrs[semconv.SERVER_PORT] == 8080 and close.attrs[semconv.CLIENT_PORT] == 45678
+
+
+def test_accept_without_peer_buffer_uses_the_bound_port() -> None:
+    p = NetworkProbe()
+    decode(p, network.T_BIND, addr_record(network.T_BIND, 3, sockaddr_in("0.0.0.0", 9000),
+                                          pid=300))
+    decode(p, network.T_STATE, state_record(
+        0xEE, network.TCP_SYN_RECV, network.TCP_ESTABLISHED, ("10.0.0.1", 9000),
+        ("10.0.0.9", 33333)))
+    ev = decode(p, network.T_ACCEPT, addr_record(network.T_ACCEPT, 3, b"", ret=5, pid=300))
+    assert ev is not None and ev.attrs[semconv.NETWORK_PEER_PORT] == 33333
+
+
+def test_close_without_owner_is_counted_not_emitted() -> None:
+    p = NetworkProbe()
+    before = telemetry.counter_values(telemetry.dropped).get(
+        ("decode", "connection_owner_unknown"), 0.0)
+    decode(p, network.T_STATE, state_record(
+        0xF0, network.TCP_SYN_SENT, network.TCP_ESTABLISHED, ("10.0.0.1", 1), ("10.0.0.2", 2)))
+    assert decode(p, network.T_STATE, state_record(
+        0xF0, 4, network.TCP_CLOSE, ("10.0.0.1", 1), ("10.0.0.2", 2))) is None
+    after = telemetry.counter_values(telemetry.dropped)[("decode", "connection_owner_unknown")]
+    assert after == before + 1
+
+
+def test_tracker_tables_stay_bounded() -> None:
+    p = NetworkProbe()
+    p.tracker.max_pending = 50
+    for i in range(500):
+        decode(p, network.T_CONNECT, addr_record(network.T_CONNECT, 3,
+                                                 sockaddr_in("10.9.0.1", 1000 + i),
+                                                 ret=-network.EINPROGRESS))
+    assert len(p.tracker.pending) == 50
+
+
+def test_bind_and_listen() -> None:
+    p = NetworkProbe()
+    ev = decode(p, network.T_BIND, addr_record(network.T_BIND, 3, sockaddr_in("0.0.0.0", 8080)))
+    assert ev is not None and ev.attrs[semconv.NETWORK_LOCAL_PORT] == 8080
+    assert semconv.SERVER_PORT not in ev.attrs
+    ev = decode(p, network.T_LISTEN, addr_record(network.T_LISTEN, 3, b"", aux=128))
+    assert ev is not None and ev.name == semconv.EV_NETWORK_LISTEN
+    assert ev.attrs[semconv.NETWORK_LISTEN_BACKLOG] == 128
+    assert ev.attrs[semconv.SERVER_PORT] == 8080  # from the bind of the same (pid, fd)
+
+
+def dns_record(payload: bytes, fd: int = 5, via: int = 0, sa: bytes = b"",
+               ret: int = 0) -> bytes:
+    r = DnsRecord()
+    r.h = header(network.T_DNS, ret=ret)
+    r.fd, r.len, r.caplen, r.via = fd, len(payload), min(len(payload), network.DNS_CAP), via
+    ctypes.memmove(r.sa, sa, len(sa))
+    ctypes.memmove(r.payload, payload, min(len(payload), network.DNS_CAP))
+    return bytes(r)
+
+
+def test_dns_record_with_destination() -> None:
+    p = NetworkProbe()
+    ev = decode(p, network.T_DNS, dns_record(build_query("evil.example", 16), via=1,
+                                             sa=sockaddr_in("8.8.8.8", 53), ret=30))
+    assert ev is not None and ev.name == semconv.EV_DNS_QUERY and ev.syscall == "sendmsg"
+    assert ev.attrs[semconv.DNS_QUESTION_NAME] == "evil.example"
+    assert ev.attrs[semconv.DNS_QUESTION_TYPE] == "TXT"
+    assert ev.attrs[semconv.NETWORK_PEER_ADDRESS] == "8.8.8.8"
+    assert ev.attrs[semconv.NETWORK_TRANSPORT] == "udp"
+
+
+def test_dns_on_connected_socket_takes_peer_from_connect() -> None:
+    p = NetworkProbe()
+    decode(p, network.T_CONNECT, addr_record(network.T_CONNECT, 5, sockaddr_in("10.96.0.10", 53)))
+    ev = decode(p, network.T_DNS, dns_record(build_query("kubernetes.default.svc", 1), via=3))
+    assert ev is not None and ev.syscall == "write"
+    assert ev.attrs[semconv.NETWORK_PEER_ADDRESS] == "10.96.0.10"
+    assert ev.attrs[semconv.DNS_QUESTION_NAME] == "kubernetes.default.svc"
+
+
+def test_non_dns_payload_to_dns_port_is_reported_without_a_name() -> None:
+    p = NetworkProbe()
+    ev = decode(p, network.T_DNS, dns_record(b"\x16\x03\x01 not dns at all",
+                                             sa=sockaddr_in("1.2.3.4", 53)))
+    assert ev is not None and semconv.DNS_QUESTION_NAME not in ev.attrs
+    assert "non-DNS" in ev.body
+
+
+def test_render_compiles_out_missing_tracepoints_and_sets_dns_ports() -> None:
+    p = NetworkProbe()
+    available = frozenset(tp for tp in p.tracepoints() if "accept4" not in tp)
+    text = p.render(ProbeConfig(dns_ports=(53, 5353)), available)
+    assert "#define OG_NET_HAVE_ACCEPT4 0" in text
+    assert "#define OG_NET_HAVE_CONNECT 1" in text
+    assert "#define OG_NET_IS_DNS_PORT(p) ((p) == 53 || (p) == 5353)" in text
+    assert text.index("#define OG_NET_HAVE_") < text.index("TRACEPOINT_PROBE")
+    assert p.type_ids == range(40, 60)
+    assert all(t in p.type_ids for t in range(network.T_SOCKET, network.T_STATE + 1))
