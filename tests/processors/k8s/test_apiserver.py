@@ -354,3 +354,52 @@ def test_apiserver_restart_keeps_cache_and_catches_up(
     source = e.source
     assert isinstance(source, ApiServerSource)
     assert source.stats[Kind.POD].errors >= 1
+
+
+def test_410_gone_relists_without_losing_the_cache(
+    tmp_path: Path, enricher_factory: Callable[..., K8sEnricher]
+) -> None:
+    """A second control plane without the watch cache, so a watch from a compacted revision gets
+    410 Gone from etcd itself; the enricher must relist and keep serving meanwhile."""
+    import subprocess
+
+    from kubernetes import config
+
+    from tests.support.kube import start_cluster
+
+    cluster = start_cluster(tmp_path / "kube410", extra_args=["--watch-cache=false"])
+    relay = TcpRelay(cluster.port)
+    try:
+        admin2 = config.new_client_from_config(config_file=str(cluster.kubeconfig))
+        kubeconfig = cluster.kubeconfig_for_token(cluster.admin_token, "relayed",
+                                                  server=f"https://127.0.0.1:{relay.port}")
+        cid1, cid2 = new_container_id(), new_container_id()
+        w = make_world(admin2, cid1)
+        e = enricher_factory(kubeconfig, hold_seconds=0)
+        relay.cut()
+        uid2 = create_running_pod(admin2, w.ns, o.pod(w.ns, "during-cut"), next_ip(),
+                                  {"main": cid2})
+        core = _apis(admin2)[0]
+        core.delete_namespaced_pod("db-0", w.ns, grace_period_seconds=0)
+        status = subprocess.run(
+            ["etcdctl", "--endpoints", cluster.etcd_url, "endpoint", "status", "-w", "json"],
+            check=True, capture_output=True, text=True, timeout=30).stdout
+        revision = yaml.safe_load(status)[0]["Status"]["header"]["revision"]
+        subprocess.run(["etcdctl", "--endpoints", cluster.etcd_url, "compact", str(revision)],
+                       check=True, capture_output=True, timeout=30)
+        assert _resource(e.process(o.logs(({semconv.CONTAINER_ID: cid1}, [{}]))))[
+            semconv.K8S_POD_NAME] == w.pod
+        relay.restore()
+        source = e.source
+        assert isinstance(source, ApiServerSource)
+        eventually(lambda: e.cache.knows_container(cid2), 20, "pod created before compaction")
+        assert source.stats[Kind.POD].expired >= 1 and source.stats[Kind.POD].lists >= 2
+        assert _resource(e.process(o.logs(({semconv.CONTAINER_ID: cid2}, [{}]))))[
+            semconv.K8S_POD_UID] == uid2
+        # The relist noticed db-0 is gone: deleted, but resolvable for the grace period.
+        db = [p for p in e.cache.pods.values() if p.name == "db-0"]
+        assert len(db) == 1 and db[0].deleted_at is not None
+        assert e.cache.knows_container(cid1)
+    finally:
+        relay.close()
+        cluster.stop()  # the enricher is shut down by its fixture
