@@ -55,9 +55,9 @@ def test_processor_command_end_to_end(tmp_path: Path) -> None:
         assert _proto(http_port, samples.logs(1).SerializeToString())[0] == 200
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics",
                                          timeout=10).read().decode()
-        # 4 repeated detections held back: the gRPC caller got a partial success
+        # 4 repeated detections held back as one summary: collapsed, not rejected
         assert _sample(metrics, "otelguard_processor_requests_total",
-                       signal="logs", protocol="grpc", outcome="partial") == 1
+                       signal="logs", protocol="grpc", outcome="ok") == 1
         assert _sample(metrics, "otelguard_processor_requests_total",
                        signal="logs", protocol="http", outcome="ok") == 1
         assert _sample(metrics, "otelguard_processor_stage_records_in_total",
@@ -100,3 +100,10 @@ def test_no_exporter_is_an_error(tmp_path: Path) -> None:
     result = subprocess.run(OTELGUARD + ["processor", "--listen", "127.0.0.1:0"],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "no exporter" in result.stdout
+
+
+def test_refuses_pure_python_protobuf(tmp_path: Path) -> None:
+    env = {**os.environ, "PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION": "python"}
+    result = subprocess.run(OTELGUARD + ["processor", "--export", f"jsonl:{tmp_path / 'o'}"],
+                            capture_output=True, text=True, timeout=60, env=env)
+    assert result.returncode == 2 and "not 'upb'" in result.stdout

@@ -132,6 +132,9 @@ class NoiseControl:
         self._buckets: OrderedDict[tuple[str, str], _Bucket] = OrderedDict()
         self._released: list[_Window] = []
         self._rate_limited = telemetry.dropped.labels(TYPE_NAME, "rate_limited")
+        # Cumulative drops (pipeline.ReportsDrops): rate-limited records only; collapsed repeats
+        # are not lost, their summary carries them.
+        self.dropped_records = 0
 
     def start(self) -> None:
         pass
@@ -191,6 +194,7 @@ class NoiseControl:
             self._release(window)
         if not self._take_token((rule_name, workload), now):
             self._rate_limited.inc()
+            self.dropped_records += 1
             return False
         set_attrs(rec.attributes, {
             semconv.DETECTION_COUNT: 1,

@@ -43,13 +43,26 @@ class HoldsRecords(Protocol):
 
 @dataclass
 class PipelineResult:
-    """The processed batch and how many records stages removed (for OTLP partial success)."""
+    """The processed batch; ``records_dropped`` is what OTLP partial success reports.
+
+    ``records_removed`` is the net decrease per stage (held or collapsed records included);
+    ``records_dropped`` only counts records stages dropped for good, read from the optional
+    cumulative ``dropped_records: int`` attribute a stage may expose (see :class:`ReportsDrops`).
+    """
 
     batch: Batch
     records_in: int
     records_out: int
     records_removed: int
     failed_stages: tuple[str, ...] = ()
+    records_dropped: int = 0
+
+
+class ReportsDrops(Protocol):
+    """A stage that drops records for good keeps a running total here (besides counting them in
+    ``telemetry.dropped``); the pipeline turns the per-batch increase into partial success."""
+
+    dropped_records: int
 
 
 class _Slot:
@@ -115,8 +128,10 @@ class Pipeline:
         first_in = count_records(batch)
         n = first_in
         removed = 0
+        dropped = 0
         failed: list[str] = []
         for slot in slots:
+            drops_before = getattr(slot.stage, "dropped_records", 0)
             snapshot: Optional[Batch] = None
             if self._restore:
                 snapshot = type(batch)()
@@ -145,12 +160,15 @@ class Pipeline:
                 slot.records_out.inc(n)
                 continue
             batch = out
+            drops_after = getattr(slot.stage, "dropped_records", 0)
+            if isinstance(drops_after, int) and isinstance(drops_before, int):
+                dropped += max(0, drops_after - drops_before)
             m = count_records(batch)
             slot.records_out.inc(m)
             if m < n:
                 removed += n - m
             n = m
-        return PipelineResult(batch, first_in, n, removed, tuple(failed))
+        return PipelineResult(batch, first_in, n, removed, tuple(failed), dropped)
 
     def _log_failure(self, slot: _Slot, what: str = "raised") -> None:
         now = time.monotonic()

@@ -9,18 +9,13 @@ next hops took the batch, so an OK means delivered.
 
 Status mapping (gRPC / HTTP), every outcome counted in ``otelguard_processor_requests_total``:
 
-==========================  ==================  =====  ==========================
-condition                   gRPC                HTTP   retry
-==========================  ==================  =====  ==========================
-malformed protobuf/JSON     INVALID_ARGUMENT    400    no
-invalid UTF-8 in a string   INVALID_ARGUMENT    400    no
-body > max_request_bytes    RESOURCE_EXHAUSTED  413    no
-in-flight limits reached    RESOURCE_EXHAUSTED  429    yes (RetryInfo/Retry-After)
-next hop down               UNAVAILABLE         503    yes (RetryInfo/Retry-After)
-unknown content type        -                   415    no
-unknown Content-Encoding    -                   415    no
-stage dropped records       OK + partial_success 200   no
-==========================  ==================  =====  ==========================
+- malformed protobuf or JSON, invalid UTF-8 in a string: INVALID_ARGUMENT / 400 (no retry);
+- body over ``max_request_bytes`` (also after gunzip): RESOURCE_EXHAUSTED without RetryInfo / 413;
+- in-flight request or byte limit reached: RESOURCE_EXHAUSTED with RetryInfo / 429 + Retry-After;
+- next hop down: UNAVAILABLE with RetryInfo / 503 + Retry-After (the caller keeps the data);
+- unknown Content-Type or Content-Encoding (HTTP only): 415;
+- a stage dropped records for good (e.g. rate limited): OK with ``partial_success``; records a
+  stage holds or collapses are not rejected (they leave later) and get a plain OK.
 
 gRPC messages up to 4x ``max_request_bytes`` reach our size check (and are counted); larger ones
 are refused by grpc itself with RESOURCE_EXHAUSTED before any handler runs.
@@ -315,10 +310,10 @@ class ProcessorService:
             result = self.pipeline.process(batch)
             rejected = 0
             message = ""
-            if result.records_removed:
-                rejected += result.records_removed
-                message = f"{result.records_removed} record(s) dropped by the pipeline " \
-                          "(collapsed or rate limited detections)"
+            if result.records_dropped:
+                rejected += result.records_dropped
+                message = f"{result.records_dropped} record(s) dropped by the pipeline " \
+                          "(see otelguard_dropped_total)"
             if result.records_out:
                 report = await self._forward(result.batch)
                 if report.rejected:
