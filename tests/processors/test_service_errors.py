@@ -240,6 +240,12 @@ def test_next_hop_down_then_back_forwards_exactly_once() -> None:
         assert metrics.forward_retries.labels("otlp#0")._value.get() > before  # type: ignore[attr-defined]
         status, _, headers = _proto(run.service.http_port or 0, http_batch.SerializeToString())
         assert status == 503 and int(headers["retry-after"]) >= 1
+        status, body, headers = _post(run.service.http_port or 0, "/v1/logs",
+                                      otlpjson.encode(http_batch).encode(),
+                                      {"Content-Type": "application/json"})
+        assert status == 503 and "retry-after" in headers
+        error = json.loads(body)
+        assert error["code"] == grpc.StatusCode.UNAVAILABLE.value[0] and error["details"]
         # The next hop comes up on the port the service forwards to.
         with running_service(grpc_port=hop_port) as hop:
             code = _retry_until_ok(
