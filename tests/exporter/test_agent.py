@@ -1,0 +1,147 @@
+"""``otelguard agent`` end to end on the real kernel: sensor -> exporter -> a real OTLP/gRPC
+receiver; a process in a kubepods-shaped cgroup shows up as records and spans under its
+container's Resource; SIGTERM flushes and exits 0; the endpoint being down fills the spool,
+which a restarted agent replays."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from otelguard import semconv as sc
+from otelguard.processors.otlp import attrs_dict, get_attr, iter_log_records, iter_spans
+from tests.ebpf.containers import container
+from tests.transport.receivers import GrpcReceiver, free_port
+
+pytestmark = pytest.mark.kernel
+
+OTELGUARD = Path(sys.executable).parent / "otelguard"
+SH = os.path.basename(os.path.realpath("/bin/sh"))  # dash on Debian
+
+
+def _wait(cond: Callable[[], bool], timeout: float) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def _agent(endpoint: str, spool: Path, metrics_port: int) -> "subprocess.Popen[bytes]":
+    return subprocess.Popen(
+        [str(OTELGUARD), "agent", "--otlp-endpoint", endpoint, "--spool-dir", str(spool),
+         "--spool-max-bytes", str(64 * 1024 * 1024), "--metrics", f"127.0.0.1:{metrics_port}"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env={**os.environ, "OTELGUARD_NODE_NAME": "kernel-test-node"},
+    )
+
+
+def _container_records(receiver: GrpcReceiver, cid: str) -> list[tuple[Any, Any]]:
+    out = []
+    for req in list(receiver.logs):
+        for rl, _, rec in iter_log_records(req):
+            if get_attr(rl.resource.attributes, sc.CONTAINER_ID) == cid:
+                out.append((rl, rec))
+    return out
+
+
+def _stop(proc: "subprocess.Popen[bytes]") -> tuple[int, str]:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        _, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+        return -9, err.decode(errors="replace")
+    return proc.returncode, err.decode(errors="replace")
+
+
+def test_agent_exports_container_activity_and_exits_cleanly(tmp_path: Path) -> None:
+    receiver = GrpcReceiver().start()
+    metrics_port = free_port()
+    proc = _agent(receiver.endpoint, tmp_path / "spool", metrics_port)
+    try:
+        assert _wait(lambda: bool(receiver.logs) or proc.poll() is not None, 120), "no records at all"
+        assert proc.poll() is None, proc.communicate()[1].decode()[-3000:]
+        with container() as c:
+            marker = tmp_path / "marker.txt"
+            c.run(["/bin/sh", "-c", f"echo hi > {marker}; /bin/cat {marker}"], check=True)
+            assert _wait(lambda: any(rec.event_name == sc.EV_PROCESS_EXEC
+                                     for _, rec in _container_records(receiver, c.container_id)), 30)
+            body = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read()
+            assert b"otelguard_events_total" in body
+            code, err = _stop(proc)
+            assert code == 0, err[-3000:]
+            records = _container_records(receiver, c.container_id)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        receiver.stop()
+    rl, _ = records[0]
+    res = attrs_dict(rl.resource.attributes)
+    assert res[sc.K8S_POD_UID] == c.pod_uid and res[sc.K8S_NODE_NAME] == "kernel-test-node"
+    assert res[sc.OS_TYPE] == "linux" and sc.HOST_PROCESS not in res
+    execs = [rec for _, rec in records if rec.event_name == sc.EV_PROCESS_EXEC]
+    exes = {get_attr(r.attributes, sc.PROCESS_EXECUTABLE_NAME) for r in execs}
+    assert {SH, "cat"} <= exes, exes
+    assert all(len(r.trace_id) == 16 and len(r.span_id) == 8 for r in execs)
+    writes = [rec for _, rec in records if rec.event_name == sc.EV_FILE_OPEN
+              and get_attr(rec.attributes, sc.FILE_PATH) == str(marker)]
+    assert writes, "the redirect's open of the marker file"
+    # spans: one per process image in the container; cat's parent is the shell that forked it
+    spans = {span.span_id: span for req in receiver.traces for rs, span in iter_spans(req)
+             if get_attr(rs.resource.attributes, sc.CONTAINER_ID) == c.container_id}
+    (cat,) = [s for s in spans.values() if s.name == "exec cat"]
+    sh = spans[cat.parent_span_id]
+    assert sh.name == f"exec {SH}" and cat.trace_id == sh.trace_id
+    assert get_attr(sh.attributes, sc.PROCESS_PID) == get_attr(cat.attributes, sc.PROCESS_PARENT_PID)
+    assert cat.end_time_unix_nano >= cat.start_time_unix_nano
+    assert get_attr(cat.attributes, sc.SPAN_END_REASON) == "exit"
+    assert get_attr(sh.attributes, sc.SPAN_END_REASON) == "exit"
+    # the shell was started by a long-lived host process: a new trace, linked to its parent
+    assert sh.parent_span_id == b"" and len(sh.links) == 1
+
+
+def test_agent_spools_while_the_endpoint_is_down_and_replays_after_restart(tmp_path: Path) -> None:
+    port = free_port()
+    spool = tmp_path / "spool"
+    proc = _agent(f"127.0.0.1:{port}", spool, free_port())
+    try:
+        assert _wait(lambda: any(spool.glob("*.pb")) or proc.poll() is not None, 120)
+        assert proc.poll() is None, proc.communicate()[1].decode()[-3000:]
+        with container() as c:
+            c.run(["/bin/true"], check=True)
+            time.sleep(1.5)  # a flush interval or two
+            code, err = _stop(proc)
+        assert code == 0, err[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    spooled = sorted(spool.glob("*.pb"))
+    assert spooled, "nothing spooled while the endpoint was down"
+    receiver = GrpcReceiver(port).start()
+    proc = _agent(receiver.endpoint, spool, free_port())
+    try:
+        assert _wait(lambda: bool(_container_records(receiver, c.container_id)), 120)
+        assert _wait(lambda: not any(p.exists() for p in spooled), 30)
+        code, err = _stop(proc)
+        assert code == 0, err[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        receiver.stop()
+    execs = [rec for _, rec in _container_records(receiver, c.container_id)
+             if rec.event_name == sc.EV_PROCESS_EXEC]
+    assert len(execs) == 1  # replayed exactly once
