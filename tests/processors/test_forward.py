@@ -1,0 +1,99 @@
+"""Forwarder: retries with backoff, hop marked down, fast failure while down, permanent refusals."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
+
+from otelguard import telemetry
+from otelguard.processors import metrics
+from otelguard.processors.config import ForwardSection
+from otelguard.processors.errors import RequestError
+from otelguard.processors.forward import Forwarder
+from otelguard.transport.contract import ExportResult
+from otelguard.transport.memory import InMemoryTransport
+
+from . import samples
+from .service_fixtures import running_service
+from .test_service_errors import _grpc_call
+
+
+class FakeTime:
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+SETTINGS = ForwardSection(timeout_seconds=10, max_attempts=4, initial_backoff_seconds=0.1,
+                          max_backoff_seconds=0.3, down_seconds=5)
+
+
+def _forwarder(hop: InMemoryTransport, t: FakeTime, name: str = "m#0") -> Forwarder:
+    return Forwarder([(name, hop)], SETTINGS, clock=t.clock, sleep=t.sleep)
+
+
+def test_transient_failures_are_retried_with_growing_backoff() -> None:
+    hop, t = InMemoryTransport(), FakeTime()
+    hop.fail(count=3)
+    before = metrics.forward_retries.labels("fw1")._value.get()  # type: ignore[attr-defined]
+    report = _forwarder(hop, t, "fw1").forward(samples.logs(4))
+    assert report.rejected == 0 and hop.log_record_count() == 4 and hop.attempts == 4
+    assert len(t.sleeps) == 3
+    # jittered between half and all of 0.1, 0.2, 0.3 (capped)
+    for wait, base in zip(t.sleeps, (0.1, 0.2, 0.3)):
+        assert base / 2 <= wait <= base
+    assert metrics.forward_retries.labels("fw1")._value.get() == before + 3  # type: ignore[attr-defined]
+
+
+def test_hop_down_fails_fast_until_the_window_passes() -> None:
+    hop, t = InMemoryTransport(), FakeTime()
+    hop.fail()
+    fw = _forwarder(hop, t, "fw2")
+    with pytest.raises(RequestError) as info:
+        fw.forward(samples.logs(2))
+    assert info.value.code == grpc.StatusCode.UNAVAILABLE and info.value.http_status == 503
+    assert info.value.retry_after and info.value.retry_after >= 1
+    attempts = hop.attempts
+    assert attempts == SETTINGS.max_attempts
+    t.now += 1
+    with pytest.raises(RequestError, match="is down"):
+        fw.forward(samples.logs(2))
+    assert hop.attempts == attempts  # not touched while down
+    hop.recover()
+    t.now += 5
+    assert fw.forward(samples.logs(2)).rejected == 0
+    assert hop.log_record_count() == 2  # only the accepted batch, once
+
+
+def test_permanent_refusal_is_dropped_counted_and_reported() -> None:
+    hop, t = InMemoryTransport(), FakeTime()
+    hop.fail(ExportResult.failure("bad data", "invalid_argument", retryable=False), count=1)
+    before = telemetry.dropped.labels("forward", "rejected_by_next_hop")._value.get()  # type: ignore[attr-defined]
+    report = _forwarder(hop, t).forward(samples.logs(3))
+    assert report.rejected == 3 and "bad data" in report.message
+    assert hop.attempts == 1 and t.sleeps == []
+    assert telemetry.dropped.labels("forward", "rejected_by_next_hop")._value.get() == before + 3  # type: ignore[attr-defined]
+
+
+def test_next_hop_partial_success_reaches_the_caller() -> None:
+    hop = InMemoryTransport()
+    hop.fail(ExportResult.success(rejected=2, error="2 too old"), count=1)
+    with running_service(exporters=[("memory#0", hop)]) as run:
+        code, resp, _ = _grpc_call(run.grpc_endpoint, samples.logs(5).SerializeToString())
+        assert code == grpc.StatusCode.OK
+        partial = ExportLogsServiceResponse.FromString(resp).partial_success
+        assert partial.rejected_log_records == 2 and "2 too old" in partial.error_message
+
+
+def test_empty_batch_is_not_sent() -> None:
+    hop, t = InMemoryTransport(), FakeTime()
+    assert _forwarder(hop, t).forward(samples.logs(0)).rejected == 0
+    assert hop.attempts == 0
