@@ -17,7 +17,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence, Union
+from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs
@@ -57,10 +57,13 @@ class RuleEngine:
         off = set(disabled_rules)
         self.rules = [r for r in ruleset.rules
                       if r.name not in off and r.priority <= min_priority]
-        self._any: tuple[Rule, ...] = tuple(r for r in self.rules if r.event_types is None)
+        self._any: tuple[tuple[Rule, Callable[[EventView], bool]], ...] = tuple(
+            (r, r.pred) for r in self.rules if r.event_types is None)
         types = {t for r in self.rules if r.event_types for t in r.event_types}
-        self._index: dict[Optional[str], tuple[Rule, ...]] = {
-            t: tuple(r for r in self.rules if r.event_types is None or t in r.event_types)
+        # evt.type -> (rule, predicate specialised for that type), in rule order
+        self._index: dict[Optional[str], tuple[tuple[Rule, Callable[[EventView], bool]], ...]] = {
+            t: tuple((r, r.preds.get(t, r.pred)) for r in self.rules
+                     if r.event_types is None or t in r.event_types)
             for t in types
         }
         self._num = 0
@@ -77,13 +80,12 @@ class RuleEngine:
         return cls(load_rules_text(texts), **kwargs)
 
     def rules_for(self, evt_type: Optional[str]) -> tuple[Rule, ...]:
-        return self._index.get(evt_type, self._any)
+        return tuple(r for r, _p in self._index.get(evt_type, self._any))
 
     # -- evaluation -----------------------------------------------------------------------------
     def evaluate(self, batch: ExportLogsServiceRequest) -> list[Detection]:
         out: list[Detection] = []
         state = self.state
-        index, any_rules = self._index, self._any
         for rl in batch.resource_logs:
             res = attrs_dict(rl.resource.attributes)
             if res.get(S.STREAM) == S.STREAM_DETECTION:
@@ -94,18 +96,27 @@ class RuleEngine:
                         continue
                     self._num += 1
                     ev = EventView(rec, res, self._num, state)
-                    state.observe(ev)
-                    for rule in index.get(event_type(ev), any_rules):
-                        try:
-                            hit = rule.pred(ev)
-                        except Exception:  # a rule bug must never stop the batch
-                            self.errors += 1
-                            telemetry.dropped.labels(stage="detection",
-                                                     reason="rule_error").inc()
-                            continue
-                        if hit:
-                            out.append(self._detection(rule, ev, rl))
+                    for rule in self.match(ev):
+                        out.append(self._detection(rule, ev, rl))
         return out
+
+    def match(self, ev: EventView) -> list[Rule]:
+        """Feed one record to the state, return the rules it satisfies (never raises)."""
+        self.state.observe(ev)
+        hits: list[Rule] = []
+        for rule, pred in self._index.get(event_type(ev), self._any):
+            try:
+                if pred(ev):
+                    hits.append(rule)
+            except Exception:  # a rule bug must never stop the batch
+                self.errors += 1
+                telemetry.dropped.labels(stage="detection", reason="rule_error").inc()
+        return hits
+
+    def view(self, record: LogRecord, resource_attrs: dict[str, Any]) -> EventView:
+        """An EventView numbered by this engine (for callers driving :meth:`match`)."""
+        self._num += 1
+        return EventView(record, resource_attrs, self._num, self.state)
 
     def evaluate_and_append(self, batch: ExportLogsServiceRequest) -> list[Detection]:
         detections = self.evaluate(batch)

@@ -115,7 +115,10 @@ class FieldSpec:
         if self.arg == "index" and arg is not None and not arg.isdigit():
             return f"field {self.name} needs a numeric index, got [{arg}]"
         if self.arg_ok is not None:
-            return self.arg_ok(arg)
+            reason = self.arg_ok(arg)
+            if reason is not None:
+                return f"field {self.name}[{arg}]: {reason}" if arg is not None else \
+                    f"field {self.name}: {reason}"
         return None
 
 
@@ -481,9 +484,9 @@ def _evt_arg(ev: EventView, arg: Optional[str]) -> Any:
 
 def _evt_arg_ok(arg: Optional[str]) -> Optional[str]:
     if arg is None:
-        return "evt.arg needs an argument name (evt.arg.flags or evt.arg[flags])"
+        return "needs an argument name (evt.arg.flags or evt.arg[flags])"
     if arg not in _ARGS:
-        return f"field evt.arg.{arg} is not provided by the otelguard agent"
+        return "this syscall argument is not provided by the otelguard agent"
     return None
 
 
@@ -646,7 +649,7 @@ def _fd_ip_of(index: int, local: bool = False) -> Extractor:
         if not _is_net(ev):
             return None
         ip = (_local_remote(ev) if local else _endpoints(ev))[index]
-        return None if ip is None else (ip,)
+        return (ip,) if isinstance(ip, (ipaddress.IPv4Address, ipaddress.IPv6Address)) else None
     return get
 
 

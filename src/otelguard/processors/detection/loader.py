@@ -106,6 +106,7 @@ class Rule:
     line: Optional[int]
     pred: Callable[[EventView], bool]
     event_types: Optional[frozenset[str]]
+    preds: dict[str, Callable[[EventView], bool]]  # specialised per evt.type (checks folded)
     evidence_keys: tuple[str, ...]
     uuid: str
     version: str
@@ -549,6 +550,7 @@ def compile_ruleset(reader: _Reader) -> RuleSet:
                          f"condition syntax: {exc.reason} at offset {exc.offset}: "
                          f"{_excerpt(m.condition, exc.offset)}")
     comp = Compiler(macros, lists)
+    typed: dict[str, Compiler] = {}  # one compiler (and macro cache) per known evt.type
     for d in sorted(reader.rules.values(), key=lambda r: r.order):
         label = f"rule {d.name!r}"
 
@@ -569,7 +571,13 @@ def compile_ruleset(reader: _Reader) -> RuleSet:
             status("error", "condition syntax error")
             continue
         if not d.enabled:
-            status("disabled", "enabled: false")
+            try:  # say whether it would run if enabled
+                comp.compile(node)
+                status("disabled", "enabled: false (would load if enabled)")
+            except UnsupportedField as exc:
+                status("disabled", f"enabled: false (would skip: {exc.reason})")
+            except CompileError as exc:
+                status("disabled", f"enabled: false (would not compile: {exc})")
             continue
         if d.source != "syscall":
             reader.warn(d.file, d.line, label, f"source {d.source!r} is not supported "
@@ -594,17 +602,24 @@ def compile_ruleset(reader: _Reader) -> RuleSet:
         for problem in template.problems():
             reader.warn(d.file, d.line, label, f"{problem}; renders <NA>")
         pred = _as_pred(result.pred)
+        preds: dict[str, Callable[[EventView], bool]] = {}
+        for t in sorted(result.event_types or ()):
+            tc = typed.get(t)
+            if tc is None:
+                tc = typed[t] = Compiler(macros, lists, known_type=t)
+            preds[t] = _as_pred(tc.compile(node).pred)
         evidence = sorted({k for name, _arg in result.fields for k in FIELDS[name].keys}
                           | {k for s in template.slots if s.spec for k in s.spec.keys})
         tags = tuple(d.tags)
-        m = mitre.from_tags(tags)
+        tag_info = mitre.from_tags(tags)
         digest = hashlib.sha256(f"{d.condition}\n{d.output}\n{d.priority}".encode()).hexdigest()
         out.rules.append(Rule(
             name=d.name, desc=" ".join(d.desc.split()), condition=d.condition, output=template,
             priority=priority, tags=tags, ruleset=d.ruleset, file=d.file, line=d.line,
-            pred=pred, event_types=result.event_types, evidence_keys=tuple(evidence),
+            pred=pred, event_types=result.event_types, preds=preds,
+            evidence_keys=tuple(evidence),
             uuid=str(uuid.uuid5(UUID_NAMESPACE, f"{d.ruleset}/{d.name}")), version=digest[:12],
-            mitre=m, category=_category(tags),
+            mitre=tag_info, category=_category(tags),
         ))
         if result.pred is False:
             reader.warn(d.file, d.line, label, "condition can never be true")
