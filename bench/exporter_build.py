@@ -58,6 +58,7 @@ def make_events(n: int, seed: int = 7) -> list[Event]:
             attrs = {**pattrs, sc.FILE_PATH: path, sc.FILE_OPEN_FLAGS: "O_WRONLY|O_CREAT",
                      sc.SYSCALL_NAME: "openat", sc.SYSCALL_RET: 3}
             name, syscall, body = sc.EV_FILE_OPEN, "openat", f"open {path}"
+        attrs[sc.LOG_RECORD_UID] = f"5f0c2a9e41d7-{i:x}"  # unique per record, as the sensor sets it
         out.append(Event(name=name, time_ns=T0 + i * 1000, pid=pid, tid=pid, syscall=syscall, ret=0,
                          container_id=cid, pod_uid=pod, process_start_ns=T0, root_pid=1000,
                          root_start_ns=T0, attrs=attrs, body=body))  # type: ignore[arg-type]

@@ -168,7 +168,9 @@ class SpanTracker:
         exe = ev.attrs.get(semconv.PROCESS_EXECUTABLE_NAME, "") or ev.syscall
         span = SpanData(
             resource=(cid, ev.pod_uid), trace_id=trace_id, span_id=span_id, parent_span_id=b"",
-            name=f"exec {exe}", kind=KIND_INTERNAL, start_ns=start_ns,
+            # a child seen first at its fork runs its parent's image until it execs
+            name=f"{'fork' if ev.name == semconv.EV_PROCESS_FORK else 'exec'} {exe}",
+            kind=KIND_INTERNAL, start_ns=start_ns,
             attrs={k: v for k, v in ev.attrs.items() if k.startswith(_PROCESS_PREFIXES)},
             pid=ev.pid, exec_count=exec_count,
         )

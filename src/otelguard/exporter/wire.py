@@ -19,12 +19,16 @@ from typing import Sequence
 
 from otelguard.ebpf.events import AttrValue, Event
 from otelguard.exporter.mapping import record_body
-from otelguard.semconv import PROCESS_PID, SYSCALL_NAME, SYSCALL_RET
+from otelguard.semconv import (
+    LOG_RECORD_UID, PROCESS_DURATION_NS, PROCESS_PID, SYSCALL_NAME, SYSCALL_RET,
+)
 
 _pack_times = struct.Struct("<BQBQ").pack  # field 1 and 11, fixed64
 _pack_double = struct.Struct("<d").pack
 _SEVERITY = b"\x10\x09\x1a\x04INFO"  # severity_number=9, severity_text="INFO"
 _U64 = 0xFFFFFFFFFFFFFFFF
+# unique per record: caching them would only evict the pairs that do repeat
+UNCACHED_KEYS = frozenset({LOG_RECORD_UID, PROCESS_DURATION_NS})
 
 
 def varint(n: int) -> bytes:
@@ -85,9 +89,11 @@ class LogsWireEncoder:
         ck = (key, tuple(value) if type(value) is list else value)
         hit = self._pairs.get(ck)
         if hit is None:
-            if len(self._pairs) >= self._max_cache:
-                self._pairs.clear()
-            hit = self._pairs[ck] = field_len(0x32, key_value(key, value))
+            hit = field_len(0x32, key_value(key, value))
+            if key not in UNCACHED_KEYS:
+                if len(self._pairs) >= self._max_cache:
+                    self._pairs.clear()
+                self._pairs[ck] = hit
         return hit
 
     def record(self, ev: Event, observed_ns: int, trace_id: bytes, span_id: bytes) -> bytes:
