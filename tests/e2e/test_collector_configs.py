@@ -6,7 +6,7 @@ import threading
 import time
 from concurrent import futures
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import grpc
 import pytest
@@ -21,12 +21,11 @@ from tests.support.stack import (
 
 pytestmark = pytest.mark.e2e
 
-DEPLOY_COLLECTOR = ROOT / "deploy" / "collector"
+DEPLOY_COLLECTOR = ROOT / "deploy" / "collector.yaml"
 
 
-def deploy_configs() -> list[Path]:
-    """Collector configs embedded in deploy/ ConfigMaps, extracted to files by the test."""
-    return sorted(DEPLOY_COLLECTOR.glob("*.yaml")) if DEPLOY_COLLECTOR.is_dir() else []
+def deploy_documents() -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(DEPLOY_COLLECTOR.read_text()) if d]
 
 
 @pytest.mark.parametrize("configs", [[BACKENDS_CONFIG], [BACKENDS_CONFIG, GATEWAY_CONFIG]],
@@ -37,15 +36,29 @@ def test_config_validates(configs: list[Path]) -> None:
 
 
 def test_deploy_collector_config_validates(tmp_path: Path) -> None:
-    configmaps = [d for d in yaml.safe_load_all((ROOT / "deploy" / "collector.yaml").read_text())
-                  if d and d.get("kind") == "ConfigMap"]
-    assert configmaps, "deploy/collector.yaml has no ConfigMap"
-    for cm in configmaps:
-        for name, text in cm["data"].items():
-            path = tmp_path / name
-            path.write_text(text)
-            res = validate_collector_config([path], {"KUBE_NODE_NAME": "node-1"})
-            assert res.returncode == 0, f"{cm['metadata']['name']}/{name}: {res.stderr}"
+    """The Kubernetes gateway: its ConfigMap files, in the order the Deployment passes them."""
+    docs = deploy_documents()
+    (cm,) = [d for d in docs if d["kind"] == "ConfigMap"]
+    (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    files = [a.split("=", 1)[1] for a in container["args"] if a.startswith("--config=")]
+    assert len(files) == 2
+    paths = []
+    for f in files:
+        path = tmp_path / Path(f).name
+        path.write_text(cm["data"][path.name])
+        paths.append(path)
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    res = validate_collector_config(paths, env)
+    assert res.returncode == 0, res.stderr
+
+
+def test_deploy_collector_config_matches_otel_config() -> None:
+    """deploy/collector.yaml embeds the checked-in configs verbatim (no drift)."""
+    (cm,) = [d for d in deploy_documents() if d["kind"] == "ConfigMap"]
+    assert cm["data"]["backends.yaml"] == BACKENDS_CONFIG.read_text(), \
+        "copy otel-config/collector/backends.yaml into deploy/collector.yaml's ConfigMap"
+    assert cm["data"]["gateway-k8s.yaml"] == (ROOT / "deploy" / "collector" / "gateway-k8s.yaml").read_text()
 
 
 def test_validate_rejects_a_broken_config(tmp_path: Path) -> None:
@@ -76,7 +89,7 @@ class RecordingLogsService(logs_service_pb2_grpc.LogsServiceServicer):
 def processor_double() -> Iterator[tuple[str, RecordingLogsService]]:
     service = RecordingLogsService()
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    logs_service_pb2_grpc.add_LogsServiceServicer_to_server(service, server)
+    logs_service_pb2_grpc.add_LogsServiceServicer_to_server(service, server)  # type: ignore[no-untyped-call]
     port = free_port()
     server.add_insecure_port(f"127.0.0.1:{port}")
     server.start()
@@ -89,7 +102,7 @@ def small_request(i: int, records: int) -> logs_service_pb2.ExportLogsServiceReq
     rl.resource.attributes.add(key=sc.CONTAINER_ID, value={"string_value": f"{i:064x}"})
     sl = rl.scope_logs.add()
     for j in range(records):
-        rec = sl.log_records.add(time_unix_nano=time.time_ns(), severity_number=9,  # type: ignore[arg-type]
+        rec = sl.log_records.add(time_unix_nano=time.time_ns(), severity_number=9,
                                  event_name=sc.EV_PROCESS_EXEC)
         rec.body.string_value = f"exec {i}/{j}"
     return logs_service_pb2.ExportLogsServiceRequest(resource_logs=[rl])
@@ -106,7 +119,7 @@ def test_gateway_batches_before_the_processor_service(
     try:
         calls, per_call = 300, 10
         with grpc.insecure_channel(col.agents_grpc) as ch:
-            stub = logs_service_pb2_grpc.LogsServiceStub(ch)
+            stub = logs_service_pb2_grpc.LogsServiceStub(ch)  # type: ignore[no-untyped-call]
             for i in range(calls):
                 stub.Export(small_request(i, per_call), timeout=10)
         assert wait_until(lambda: sum(service.sizes) == calls * per_call, 20), service.sizes

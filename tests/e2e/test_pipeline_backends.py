@@ -31,8 +31,8 @@ def loki_name(key: str) -> str:
 
 def send(collector: Collector, scenario: Scenario) -> None:
     with grpc.insecure_channel(collector.otlp_grpc) as channel:
-        LogsServiceStub(channel).Export(scenario.logs(), timeout=10)
-        TraceServiceStub(channel).Export(scenario.traces(), timeout=10)
+        LogsServiceStub(channel).Export(scenario.logs(), timeout=10)  # type: ignore[no-untyped-call]
+        TraceServiceStub(channel).Export(scenario.traces(), timeout=10)  # type: ignore[no-untyped-call]
 
 
 @pytest.fixture(scope="module")
