@@ -1,0 +1,99 @@
+"""The stage's bounded sequence state: reverse shell via dup + exec (own pid, inherited over a
+fork, parent pid), drop-and-execute per container, time windows, and eviction bounds."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from otelguard import semconv as S
+from otelguard import telemetry
+from otelguard.processors.detection.engine import RuleEngine
+from otelguard.processors.detection.loader import load_rules
+from otelguard.processors.detection.engine import DEFAULT_RULE_FILES
+from otelguard.processors.detection.state import DetectionState, StateLimits
+
+from .casefile import BASE_TIME, batch_of
+
+RULESET = load_rules(DEFAULT_RULE_FILES)
+SHELL = "Reverse shell (socket on stdio then shell exec)"
+DROP = "Execution of file written in the same container"
+SEC = 1_000_000_000
+
+
+def dup(pid: int, newfd: int = 0, kind: str = "socket", t: int = 0) -> dict[str, Any]:
+    return {"event": S.EV_DUP, "time_ns": BASE_TIME + t, "attrs": {
+        S.SYSCALL_NAME: "dup2", S.SYSCALL_RET: newfd, S.DUP_OLD_FD: 3, S.DUP_NEW_FD: newfd,
+        S.DUP_OLD_FD_TYPE: kind, S.PROCESS_PID: pid, S.PROCESS_EXECUTABLE_NAME: "python3"}}
+
+
+def fork(child: int, parent: int, t: int = 0) -> dict[str, Any]:
+    return {"event": S.EV_PROCESS_FORK, "time_ns": BASE_TIME + t, "attrs": {
+        S.PROCESS_PID: child, S.PROCESS_PARENT_PID: parent, S.PROCESS_EXECUTABLE_NAME: "python3"}}
+
+
+def execve(pid: int, ppid: int, exe: str = "/bin/sh", t: int = 0,
+           resource: Any = "container") -> dict[str, Any]:
+    name = exe.rsplit("/", 1)[-1]
+    return {"event": S.EV_PROCESS_EXEC, "time_ns": BASE_TIME + t, "resource": resource, "attrs": {
+        S.SYSCALL_NAME: "execve", S.SYSCALL_RET: 0, S.PROCESS_PID: pid,
+        S.PROCESS_PARENT_PID: ppid, S.PROCESS_EXECUTABLE_NAME: name,
+        S.PROCESS_EXECUTABLE_PATH: exe, S.PROCESS_COMMAND_ARGS: [name]}}
+
+
+def write(path: str, t: int = 0, resource: Any = "container") -> dict[str, Any]:
+    return {"event": S.EV_FILE_OPEN, "time_ns": BASE_TIME + t, "resource": resource, "attrs": {
+        S.SYSCALL_NAME: "openat", S.SYSCALL_RET: 3, S.FILE_OPEN_FLAGS: "O_WRONLY|O_CREAT",
+        S.FILE_PATH: path, S.PROCESS_PID: 50, S.PROCESS_EXECUTABLE_NAME: "curl"}}
+
+
+def fired(*specs: dict[str, Any], limits: StateLimits = StateLimits()) -> list[str]:
+    engine = RuleEngine(RULESET, state=DetectionState(limits))
+    names: list[str] = []
+    for s in specs:
+        names = [d.rule.name for d in engine.evaluate(batch_of(s))]
+    return names  # of the last record
+
+
+def test_reverse_shell_same_pid_inherited_and_parent() -> None:
+    assert SHELL in fired(dup(10), execve(10, 1))
+    assert SHELL in fired(dup(10, newfd=1), execve(10, 1))
+    assert SHELL in fired(dup(10), fork(11, 10), execve(11, 10))  # inherited over a fork record
+    assert SHELL in fired(dup(10), execve(12, 10))  # no fork record: parent pid checked
+    assert SHELL not in fired(dup(10, kind="pipe"), execve(10, 1))
+    assert SHELL not in fired(dup(10, newfd=7), execve(10, 1))
+    assert SHELL not in fired(dup(10), execve(13, 1))  # unrelated process
+    assert SHELL not in fired(dup(10), execve(10, 1, exe="/usr/bin/python3"))  # not a shell
+
+
+def test_reverse_shell_forgotten_on_exit_and_after_window() -> None:
+    exit_rec = {"event": S.EV_PROCESS_EXIT, "attrs": {S.PROCESS_PID: 10}}
+    assert SHELL not in fired(dup(10), exit_rec, execve(10, 1))
+    short = StateLimits(socket_window_seconds=5)
+    assert SHELL in fired(dup(10), execve(10, 1, t=4 * SEC), limits=short)
+    assert SHELL not in fired(dup(10), execve(10, 1, t=6 * SEC), limits=short)
+
+
+def test_drop_and_execute_is_per_container_and_windowed() -> None:
+    assert DROP in fired(write("/tmp/x"), execve(60, 1, exe="/tmp/x"))
+    other = {S.CONTAINER_ID: "ab" * 32}
+    assert DROP not in fired(write("/tmp/x"), execve(60, 1, exe="/tmp/x", resource=other))
+    assert DROP not in fired(write("/tmp/y"), execve(60, 1, exe="/tmp/x"))
+    short = StateLimits(written_window_seconds=60)
+    assert DROP not in fired(write("/tmp/x"), execve(60, 1, exe="/tmp/x", t=61 * SEC),
+                             limits=short)
+    assert DROP not in fired(write("/tmp/x", resource="host"),
+                             execve(60, 1, exe="/tmp/x", resource="host"))  # host: not a container
+
+
+def test_bounds_evict_and_count() -> None:
+    def evicted() -> float:
+        return telemetry.counter_values(telemetry.dropped).get(("detection", "state_evicted"), 0.0)
+
+    before = evicted()
+    limits = StateLimits(max_processes=2, max_paths_per_container=2)
+    assert SHELL not in fired(dup(1), dup(2), dup(3), execve(1, 0), limits=limits)
+    assert DROP not in fired(write("/a"), write("/b"), write("/c"), execve(9, 0, exe="/a"),
+                             limits=limits)
+    assert DROP in fired(write("/a"), write("/b"), write("/c"), execve(9, 0, exe="/c"),
+                         limits=limits)
+    assert evicted() >= before + 3
