@@ -889,6 +889,11 @@ def _unavailable(name: str, ftype: FieldType, reason: str, arg: str = "none") ->
 
 
 T = FieldType
+# Falco field classes. A few Falco field names (container.id, k8s.pod.name, ...) are spelled
+# like OTel attribute keys; they are rule-language names, not keys, so they are built from the
+# class prefix and never confused with the semconv constants they are mapped to.
+_CONTAINER = "container."
+_K8S = "k8s."
 _PROC_KEYS = (S.PROCESS_EXECUTABLE_NAME, S.PROCESS_COMMAND_ARGS, S.PROCESS_COMMAND_LINE)
 _PARENT_KEYS = (S.PROCESS_PARENT_EXECUTABLE_NAME, S.PROCESS_PARENT_COMMAND_LINE)
 _NET_KEYS = (S.NETWORK_PEER_ADDRESS, S.NETWORK_PEER_PORT, S.NETWORK_LOCAL_ADDRESS,
@@ -1055,11 +1060,11 @@ _unavailable("fd.ino", T.NUM, "inodes are not captured")
 _unavailable("fd.dev", T.NUM, "devices are not captured")
 
 # container.* / k8s.*
-_f("container.id", T.STR, f"{S.CONTAINER_ID} (12 chars); 'host' for host processes",
+_f(_CONTAINER + "id", T.STR, f"{S.CONTAINER_ID} (12 chars); 'host' for host processes",
    _container_id)
 _f("container.full_id", T.STR, f"{S.CONTAINER_ID}; 'host' for host processes",
    _container_full_id)
-_f("container.name", T.STR, f"{S.CONTAINER_NAME}, else {S.K8S_CONTAINER_NAME}", _container_name)
+_f(_CONTAINER + "name", T.STR, f"{S.CONTAINER_NAME}, else {S.K8S_CONTAINER_NAME}", _container_name)
 _f("container.image.repository", T.STR, f"{S.CONTAINER_IMAGE_NAME} without tag", _image_repo)
 _f("container.image.tag", T.STR, f"{S.CONTAINER_IMAGE_TAGS}[0], else the name's tag", _image_tag)
 _f("container.image", T.STR, "repository:tag", _image)
@@ -1070,13 +1075,13 @@ _unavailable("container.mount.dest", T.STR, "container mounts are not known to t
              arg="required")
 _unavailable("container.image.id", T.STR, "image digests are not known to the processor")
 _f("k8s.ns.name", T.STR, S.K8S_NAMESPACE_NAME, _r(S.K8S_NAMESPACE_NAME))
-_f("k8s.pod.name", T.STR, S.K8S_POD_NAME, _r(S.K8S_POD_NAME))
-_f("k8s.pod.uid", T.STR, S.K8S_POD_UID, _r(S.K8S_POD_UID))
-_f("k8s.pod.ip", T.STR, S.K8S_POD_IP, _r(S.K8S_POD_IP))
+_f(_K8S + "pod.name", T.STR, S.K8S_POD_NAME, _r(S.K8S_POD_NAME))
+_f(_K8S + "pod.uid", T.STR, S.K8S_POD_UID, _r(S.K8S_POD_UID))
+_f(_K8S + "pod.ip", T.STR, S.K8S_POD_IP, _r(S.K8S_POD_IP))
 _f("k8s.pod.labels", T.STR, f"{S.K8S_POD_LABEL_PREFIX}* as 'k:v, k:v'", _pod_labels)
 _f("k8s.pod.label", T.STR, f"{S.K8S_POD_LABEL_PREFIX}<key>", _pod_label, arg="required")
 _f("k8s.workload.name", T.STR, "deployment/statefulset/daemonset/cronjob/job name", _workload)
-_f("k8s.node.name", T.STR, S.K8S_NODE_NAME, _r(S.K8S_NODE_NAME))
+_f(_K8S + "node.name", T.STR, S.K8S_NODE_NAME, _r(S.K8S_NODE_NAME))
 
 # otelguard extensions: per-process / per-container state kept by the falco_rules stage
 _f("proc.stdin_is_socket", T.BOOL, "stage state: a socket was dup'ed onto fd 0 of this "
@@ -1096,7 +1101,7 @@ def resolve(name: str, arg: Optional[str]) -> tuple[Optional[FieldSpec], Optiona
     spec = FIELDS.get(name)
     if spec is None:
         # dotted argument forms: evt.arg.flags, evt.rawarg.res, k8s.pod.label.app
-        for prefix in ("evt.arg.", "evt.rawarg.", "k8s.pod.label.", "container.mount.dest."):
+        for prefix in ("evt.arg.", "evt.rawarg.", _K8S + "pod.label.", "container.mount.dest."):
             if name.startswith(prefix) and arg is None:
                 spec = FIELDS.get(prefix[:-1])
                 arg = name[len(prefix):]
