@@ -550,9 +550,9 @@ def build_service(cfg: PipelineConfig, settings: Optional[Settings] = None,
                   ) -> ProcessorService:
     """The service for a validated config (exporters built from ``cfg.exporters`` if not given)."""
     st = settings or settings_module.read()
+    pipeline = Pipeline.from_specs(cfg.processors, cfg.service.restore_on_failure)
     hops = list(exporters) if exporters is not None else build_exporters(cfg.exporters)
-    return ProcessorService(Pipeline.from_specs(cfg.processors), Forwarder(hops, cfg.forward),
-                            cfg.service, st)
+    return ProcessorService(pipeline, Forwarder(hops, cfg.forward), cfg.service, st)
 
 
 def main(args: argparse.Namespace) -> int:
