@@ -114,3 +114,14 @@ def test_generic_loader_collects_everything() -> None:
         from_mapping(Inner, {"port": True})
     with pytest.raises(ConfigError, match=r"ratio must be within"):
         from_mapping(Outer, {"inner": {"port": 1}, "ratio": 2.0})
+
+
+def test_documented_example_is_valid() -> None:
+    import textwrap
+
+    from otelguard.processors import config
+
+    doc = config.__doc__ or ""
+    example = textwrap.dedent(doc[doc.index("    service:"):].rstrip())
+    cfg = config.build_pipeline_config(load_yaml(example))
+    assert [p.type for p in cfg.processors] == ["k8s_attributes", "falco_rules", "noise_control"]
