@@ -134,16 +134,25 @@ class Container:
     def pids(self) -> list[int]:
         return cgroup_procs(self.path)
 
-    def _preexec(self) -> None:
+    def _preexec(self, uid: Optional[int], gid: Optional[int]) -> None:
         # Runs in the forked child before exec: the exec itself already happens in the container.
+        # Credentials drop here, after the write (Popen's user=/group= would apply them before
+        # preexec_fn, and an unprivileged child cannot write cgroup.procs).
         with open(self.path / "cgroup.procs", "w") as f:
             f.write(str(os.getpid()))
+        if gid is not None:
+            os.setgroups([])
+            os.setgid(gid)
+        if uid is not None:
+            os.setuid(uid)
 
     def popen(self, argv: Sequence[str], **kwargs: Any) -> subprocess.Popen[bytes]:
-        """Start ``argv`` inside the container (kwargs go to Popen: cwd, user, group, stdin...)."""
+        """Start ``argv`` inside the container (kwargs go to Popen: cwd, stdin...; ``user`` and
+        ``group`` take numeric ids and are applied after entering the cgroup)."""
         if "preexec_fn" in kwargs:
             raise ValueError("preexec_fn is used to enter the cgroup")
-        return subprocess.Popen(list(argv), preexec_fn=self._preexec, **kwargs)
+        uid, gid = kwargs.pop("user", None), kwargs.pop("group", None)
+        return subprocess.Popen(list(argv), preexec_fn=lambda: self._preexec(uid, gid), **kwargs)
 
     def run(
         self, argv: Sequence[str], timeout: float = 30.0, check: bool = False, **kwargs: Any

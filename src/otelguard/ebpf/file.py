@@ -11,7 +11,8 @@ chmod/mkdir add ``file.mode``; chown adds ``file.owner.id``/``file.group.id`` (-
 rename: path = old name, ``otelguard.file.target_path`` = new name; link: path = existing file,
 target = new link; symlink: path = the new link, target (and
 ``file.symbolic_link.target_path``) = its content as given; fchmod/fchown/ftruncate resolve
-their fd through ``/proc/<pid>/fd``.
+their fd through ``/proc/<pid>/fd`` (only while the process lives: decoding is asynchronous, so
+a process that exits first leaves ``file.path`` empty and ``otelguard.file.fd`` set).
 
 In-kernel filter (opens only): write intent (O_WRONLY|O_RDWR|O_CREAT|O_TRUNC|O_APPEND) or the
 path starts with one of ``ProbeConfig.read_path_prefixes`` (an unrolled byte compare, at most
@@ -100,6 +101,7 @@ SYSCALLS: tuple[Syscall, ...] = (
     _s("mkdirat", T_MKDIR, ("dfd", "dfd"), ("path", "pathname"), ("mode", "mode")),
     _s("truncate", T_TRUNCATE, ("path", "path"), ("arg", "length")),
     _s("ftruncate", T_TRUNCATE, ("dfd", "fd"), ("arg", "length")),
+    _s("rmdir", T_UNLINK, ("path", "pathname")),  # reported as unlink with AT_REMOVEDIR
 )
 _FD_ONLY = frozenset({"fchmod", "fchown", "ftruncate"})
 
@@ -254,8 +256,12 @@ class FileProbe:
         raw2 = c_string(r.path2)
         if sc.name in _FD_ONLY:
             path = ctx.resolve_path(pid, r.dfd, "")
-        else:
+        elif raw:
             path = ctx.resolve_path(pid, r.dfd, raw)
+        else:
+            # the user page was not resident at syscall entry (tracepoints cannot fault it in)
+            # or the path was really empty (AT_EMPTY_PATH): never guess the cwd
+            path = ctx.resolve_path(pid, r.dfd, "") if r.dfd >= 0 else ""
         attrs: dict[str, AttrValue] = {}
         if type_id == T_OPEN:
             if not (r.flags & 0o3103) and raw and not raw.startswith("/"):
@@ -281,8 +287,9 @@ class FileProbe:
             attrs[semconv.FILE_SYMLINK_TARGET] = raw2
         if type_id == T_RENAME and r.flags:
             attrs[semconv.FILE_OPEN_FLAGS] = _bit_names(int(r.flags), _RENAME_FLAGS)
-        elif type_id != T_OPEN and r.flags:
-            attrs[semconv.FILE_OPEN_FLAGS] = _bit_names(int(r.flags), _AT_FLAGS)
+        elif type_id != T_OPEN and (r.flags or sc.name == "rmdir"):
+            flags = int(r.flags) | (AT_REMOVEDIR if sc.name == "rmdir" else 0)
+            attrs[semconv.FILE_OPEN_FLAGS] = _bit_names(flags, _AT_FLAGS)
         attrs[semconv.FILE_PATH] = path
         if raw:
             attrs[semconv.FILE_RAW_PATH] = raw
@@ -297,7 +304,7 @@ class FileProbe:
         elif type_id == T_OPEN:
             event.body = f"{verb} {path} {attrs[semconv.FILE_OPEN_FLAGS]}"
         else:
-            event.body = f"{verb} {path}"
+            event.body = f"{verb} {path or '<path unreadable>'}"
         if r.h.ret < 0:
             event.body += f" failed: {os.strerror(-int(r.h.ret))}"
         return event

@@ -69,7 +69,7 @@ def _compile(text: str) -> Any:
         saved = os.dup(2)
         os.dup2(capture.fileno(), 2)
         try:
-            bpf = BPF(text=text, cflags=["-Wno-macro-redefined", "-Wno-unused-function"])
+            bpf = BPF(text=text.encode(), cflags=["-Wno-macro-redefined", "-Wno-unused-function"])
             error: Optional[BaseException] = None
         except BaseException as exc:  # BCC raises plain Exception; keep the text
             bpf, error = None, exc
@@ -95,14 +95,14 @@ class LoadedProgram:
     _drops_seen: int = 0
 
     def open_ring(self, callback: RecordCallback) -> None:
-        self.bpf[RING_NAME].open_ring_buffer(callback)
+        self.bpf[RING_NAME.encode()].open_ring_buffer(callback)
 
     def poll(self, timeout_ms: int) -> None:
         self.bpf.ring_buffer_poll(timeout_ms)
 
     def kernel_drops(self) -> int:
         """Records lost so far because the ring buffer was full (sum over CPUs)."""
-        table = self.bpf[DROPS_NAME]
+        table = self.bpf[DROPS_NAME.encode()]
         return int(sum(v for v in table[ctypes.c_int(0)]))
 
     def account_kernel_drops(self) -> int:
@@ -228,7 +228,7 @@ def ringbuf_selftest(timeout_s: float = 2.0) -> str:
         got.append(ctypes.c_uint64.from_address(data).value if size >= 8 else 0)
 
     try:
-        bpf["og_selftest"].open_ring_buffer(_cb)
+        bpf[b"og_selftest"].open_ring_buffer(_cb)
         deadline = _time.monotonic() + timeout_s
         while not got and _time.monotonic() < deadline:
             os.getppid()
