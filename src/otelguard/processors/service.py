@@ -225,9 +225,8 @@ class ProcessorService:
         site = web.TCPSite(runner, host, port)
         await site.start()
         self._http = runner
-        server = getattr(site, "_server", None)
-        sockets = getattr(server, "sockets", None) or []
-        self.http_port = int(sockets[0].getsockname()[1]) if sockets else port
+        addresses = runner.addresses  # (host, port, ...) per bound socket
+        self.http_port = int(addresses[0][1]) if addresses else port
 
     async def stop(self) -> None:
         if self._flush_task is not None:
