@@ -90,3 +90,72 @@ def test_decode_accepts_sdk_variants() -> None:
 def test_bad_input_gets_a_clear_error(text: str, message: str) -> None:
     with pytest.raises(otlpjson.OtlpJsonError, match=message):
         otlpjson.decode_line(text)
+
+
+def _rich_traces() -> ExportTraceServiceRequest:
+    """Every value kind and span part, to compare with protobuf's own json_format."""
+    req = _traces()
+    rs = req.resource_spans[0]
+    rs.schema_url = "https://opentelemetry.io/schemas/1.44.0"
+    rs.resource.dropped_attributes_count = 2
+    ss = rs.scope_spans[0]
+    ss.scope.name, ss.scope.version = "otelguard.ebpf", "0.1.0"
+    span = ss.spans[0]
+    span.name, span.start_time_unix_nano, span.end_time_unix_nano = "exec sh", 1, 2**63 - 1
+    span.status.code, span.status.message = 2, "ECONNREFUSED"
+    ev = span.events.add()
+    ev.name, ev.time_unix_nano = "e", 7
+    for key, setter in [
+        ("d", lambda v: setattr(v, "double_value", 1.25)),
+        ("nan", lambda v: setattr(v, "double_value", float("nan"))),
+        ("b", lambda v: setattr(v, "bytes_value", b"\x00\xff")),
+        ("t", lambda v: setattr(v, "bool_value", False)),
+        ("i0", lambda v: setattr(v, "int_value", 0)),
+        ("s0", lambda v: setattr(v, "string_value", "")),
+        ("neg", lambda v: setattr(v, "int_value", -(2**63))),
+    ]:
+        kv = span.attributes.add()
+        kv.key = key
+        setter(kv.value)
+    kvl = span.attributes.add()
+    kvl.key = "kv"
+    inner = kvl.value.kvlist_value.values.add()
+    inner.key, inner.value.string_value = "x", "y"
+    empty_arr = span.attributes.add()
+    empty_arr.key = "arr"
+    empty_arr.value.array_value.SetInParent()
+    span.attributes.add().key = "novalue"
+    return req
+
+
+def _reference(msg: object) -> dict[str, object]:
+    from google.protobuf import json_format
+
+    obj = json_format.MessageToDict(msg, use_integers_for_enums=True)  # type: ignore[arg-type]
+
+    def ids(node: object) -> None:  # the one OTLP deviation: hex ids
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if k in ("traceId", "spanId", "parentSpanId") and isinstance(v, str):
+                    node[k] = base64.b64decode(v).hex()
+                else:
+                    ids(v)
+        elif isinstance(node, list):
+            for item in node:
+                ids(item)
+
+    ids(obj)
+    return obj
+
+
+@pytest.mark.parametrize("msg", [_logs(), _traces(), _rich_traces()], ids=["logs", "traces", "rich"])
+def test_same_json_as_protobuf_json_format(msg: object) -> None:
+    from google.protobuf import json_format
+
+    assert otlpjson.to_dict(msg) == _reference(msg)  # type: ignore[arg-type]
+    back = type(msg)()
+    otlpjson.from_dict(json.loads(otlpjson.encode(msg)), back)  # type: ignore[arg-type]
+    ref_back = type(msg)()
+    # json_format expects base64 ids: feed it its own output
+    json_format.ParseDict(json_format.MessageToDict(msg), ref_back)  # type: ignore[arg-type]
+    assert back.SerializeToString(deterministic=True) == ref_back.SerializeToString(deterministic=True)
