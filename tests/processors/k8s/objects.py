@@ -137,8 +137,11 @@ def endpointslice(ns: str, name: str, service_name: str, addresses: list[str]) -
 # --- OTLP ------------------------------------------------------------------------------------
 
 
-def logs(*resources: tuple[dict[str, PyValue], list[dict[str, PyValue]]]) -> ExportLogsServiceRequest:
-    """A logs batch: one ResourceLogs per (resource attrs, [record attrs, ...])."""
+def logs(*resources: tuple[dict[str, PyValue], list[dict[str, PyValue]]],
+         event_name: str = "") -> ExportLogsServiceRequest:
+    """A logs batch: one ResourceLogs per (resource attrs, [record attrs, ...]). Records are the
+    agent's connect events if they have a peer address, else exec events (unless
+    ``event_name`` says otherwise)."""
     req = ExportLogsServiceRequest()
     for res_attrs, records in resources:
         rl = req.resource_logs.add()
@@ -147,7 +150,9 @@ def logs(*resources: tuple[dict[str, PyValue], list[dict[str, PyValue]]]) -> Exp
         sl.scope.name = semconv.SCOPE_AGENT
         for rec_attrs in records:
             rec = sl.log_records.add()
-            rec.event_name = semconv.EV_PROCESS_EXEC
+            rec.event_name = event_name or (
+                semconv.EV_NETWORK_CONNECT if semconv.NETWORK_PEER_ADDRESS in rec_attrs
+                else semconv.EV_PROCESS_EXEC)
             set_attrs(rec.attributes, rec_attrs)
     return req
 

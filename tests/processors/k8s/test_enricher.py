@@ -451,3 +451,46 @@ def test_node_name_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OTELGUARD_K8S_NODE_NAME", "node-7")
     assert Config(mode="node").effective_node_name == "node-7"
     assert Config().effective_node_name is None
+
+
+def test_peer_scan_skips_agent_events_that_cannot_have_peers(src: InMemorySource,
+                                                             clock: Clock) -> None:
+    _world(src)
+    e = _enricher(src, clock)
+    peer = {semconv.NETWORK_PEER_ADDRESS: "10.1.0.5"}
+
+    def peers_of(batch: Any) -> list[bool]:
+        return [semconv.PEER_K8S_POD_NAME in attrs_dict(r.attributes)
+                for rl in batch.resource_logs for r in rl.scope_logs[0].log_records]
+
+    assert peers_of(e.process(o.logs(({}, [peer]), event_name=semconv.EV_DNS_QUERY))) == [True]
+    assert peers_of(e.process(o.logs(({}, [peer]), event_name="sdk.http.request"))) == [True]
+    assert peers_of(e.process(o.logs(({}, [peer]), event_name=""))) == [True]
+    assert peers_of(e.process(o.logs(({}, [peer]), event_name=semconv.EV_FILE_OPEN))) == [False]
+    spans = o.spans(({}, [peer, peer]))
+    spans.resource_spans[0].scope_spans[0].spans[1].kind = 1  # SPAN_KIND_INTERNAL
+    out = e.process(spans)
+    assert [semconv.PEER_K8S_POD_NAME in attrs_dict(s.attributes)
+            for s in out.resource_spans[0].scope_spans[0].spans] == [True, False]
+
+
+def test_empty_values_are_filled_and_preset_peer_keys_kept(src: InMemorySource,
+                                                           clock: Clock) -> None:
+    _world(src)
+    e = _enricher(src, clock)
+    for _ in range(2):  # second round: from the writer's memo
+        batch = e.process(o.logs(
+            ({semconv.CONTAINER_ID: CID, semconv.K8S_POD_NAME: "", semconv.SERVICE_NAME: "x"}, [
+                {semconv.NETWORK_PEER_ADDRESS: "10.1.0.5", semconv.PEER_K8S_SERVICE_NAME: "mine"},
+                {semconv.NETWORK_PEER_ADDRESS: "10.1.0.5"}])))
+        rl = batch.resource_logs[0]
+        keys = [kv.key for kv in rl.resource.attributes]
+        assert len(keys) == len(set(keys))  # filled in place, never duplicated
+        a = attrs_dict(rl.resource.attributes)
+        assert a[semconv.K8S_POD_NAME] == "web-5d4f-x" and a[semconv.SERVICE_NAME] == "x"
+        recs = rl.scope_logs[0].log_records
+        first = attrs_dict(recs[0].attributes)
+        assert first[semconv.PEER_K8S_SERVICE_NAME] == "mine"
+        assert first[semconv.PEER_K8S_POD_NAME] == "web-5d4f-x"
+        assert len(recs[0].attributes) == len({kv.key for kv in recs[0].attributes})
+        assert attrs_dict(recs[1].attributes)[semconv.PEER_K8S_SERVICE_NAME] == "web-svc"

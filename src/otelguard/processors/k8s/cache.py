@@ -157,6 +157,7 @@ class K8sCache:
         self._by_endpoint_ip: dict[str, dict[tuple[str, str], int]] = {}
         self.owner_generation = 0
         self.generation = 0  # moves on every change; peers memoise on it
+        self._peer_memo: dict[str, tuple[int, Optional[Attrs]]] = {}
         self._next_sweep = 0.0
 
     # --- sink --------------------------------------------------------------------------------
@@ -496,27 +497,38 @@ class K8sCache:
 
     def peer(self, ip: str) -> Optional[Attrs]:
         """Peer attributes for an address: the pod that has it and/or the Service it belongs to
-        (ClusterIP, or an EndpointSlice endpoint). None if the address is not the cluster's."""
+        (ClusterIP, or an EndpointSlice endpoint). None if the address is not the cluster's.
+        Memoised until the next change of the cache (the returned dict must not be mutated)."""
         with self._lock:
-            out: Attrs = {}
-            uid = self._by_ip.get(ip)
-            pod = self.pods.get(uid) if uid else None
-            if pod is not None:
-                out[semconv.PEER_K8S_POD_NAME] = pod.name
-                out[semconv.PEER_K8S_NAMESPACE_NAME] = pod.namespace
-                kind, name = self.workload_of(pod)
-                if kind:
-                    out[semconv.PEER_K8S_WORKLOAD_KIND] = kind
-                    out[semconv.PEER_K8S_WORKLOAD_NAME] = name
-            svc = self._by_cluster_ip.get(ip)
-            if svc is None:
-                candidates = self._by_endpoint_ip.get(ip)
-                if candidates:
-                    svc = min(candidates)  # deterministic when several Services select a pod
-            if svc is not None:
-                out[semconv.PEER_K8S_SERVICE_NAME] = svc[1]
-                out.setdefault(semconv.PEER_K8S_NAMESPACE_NAME, svc[0])
-            return out or None
+            hit = self._peer_memo.get(ip)
+            if hit is not None and hit[0] == self.generation:
+                return hit[1]
+            if len(self._peer_memo) >= 65536:
+                self._peer_memo.clear()
+            result = self._peer(ip)
+            self._peer_memo[ip] = (self.generation, result)
+            return result
+
+    def _peer(self, ip: str) -> Optional[Attrs]:
+        out: Attrs = {}
+        uid = self._by_ip.get(ip)
+        pod = self.pods.get(uid) if uid else None
+        if pod is not None:
+            out[semconv.PEER_K8S_POD_NAME] = pod.name
+            out[semconv.PEER_K8S_NAMESPACE_NAME] = pod.namespace
+            kind, name = self.workload_of(pod)
+            if kind:
+                out[semconv.PEER_K8S_WORKLOAD_KIND] = kind
+                out[semconv.PEER_K8S_WORKLOAD_NAME] = name
+        svc = self._by_cluster_ip.get(ip)
+        if svc is None:
+            candidates = self._by_endpoint_ip.get(ip)
+            if candidates:
+                svc = min(candidates)  # deterministic when several Services select a pod
+        if svc is not None:
+            out[semconv.PEER_K8S_SERVICE_NAME] = svc[1]
+            out.setdefault(semconv.PEER_K8S_NAMESPACE_NAME, svc[0])
+        return out or None
 
     def sizes(self) -> dict[str, int]:
         """Object counts per table, for tests, benchmarks and the status page."""

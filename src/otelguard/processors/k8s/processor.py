@@ -34,15 +34,15 @@ from typing import Any, Callable, Optional, Union
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.logs.v1.logs_pb2 import ResourceLogs
-from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span
 from prometheus_client import Counter
 
 from otelguard import semconv, telemetry
 from otelguard.processors.k8s.cache import K8sCache
 from otelguard.processors.k8s.config import Config
-from otelguard.processors.k8s.peers import PeerResolver
+from otelguard.processors.k8s.peers import PeerResolver, may_have_peer
 from otelguard.processors.k8s.source import ApiServerSource, K8sSource, Kind, api_client_from
-from otelguard.processors.otlp import set_attrs
+from otelguard.processors.k8s.writer import AttributeWriter
 from otelguard.processors.stage import Batch
 
 log = logging.getLogger(__name__)
@@ -60,6 +60,7 @@ enrichment = Counter(
 )
 
 ResourceItem = Union[ResourceLogs, ResourceSpans]
+_SPAN_INTERNAL = Span.SPAN_KIND_INTERNAL
 
 
 def _items(batch: Batch) -> Any:
@@ -69,16 +70,19 @@ def _items(batch: Batch) -> Any:
     return batch.resource_spans
 
 
-def _records(item: ResourceItem) -> Any:
-    """Attribute lists of every record (log record or span) of one Resource, in place."""
+def _peer_candidates(item: ResourceItem) -> Any:
+    """The records (log records or spans) of one Resource that may carry a network peer, in
+    place (see peers.py for what is skipped and why)."""
     if isinstance(item, ResourceLogs):
         for sl in item.scope_logs:
             for rec in sl.log_records:
-                yield rec.attributes
+                if may_have_peer(rec.event_name):
+                    yield rec
     else:
         for ss in item.scope_spans:
             for span in ss.spans:
-                yield span.attributes
+                if span.kind != _SPAN_INTERNAL:
+                    yield span
 
 
 def _record_count(item: ResourceItem) -> int:
@@ -116,6 +120,7 @@ class K8sEnricher:
         self._held_ids: set[str] = set()
         self._given_up: OrderedDict[str, float] = OrderedDict()
         self._lock = threading.Lock()
+        self._writer = AttributeWriter()
         self._hits = {r: enrichment.labels("resource", r)
                       for r in ("hit_container_id", "hit_pod_uid", "hit_pod_ip", "held", "miss")}
         self._peer_hit = enrichment.labels("peer", "hit")
@@ -242,7 +247,7 @@ class K8sEnricher:
             self._count_missing(item, "pod_not_found")
             return True
         self._hits["hit_" + res.via].inc()
-        set_attrs(item.resource.attributes, res.attrs)
+        self._writer.write(item.resource, res.attrs)
         if not res.container_found:
             self._count_missing(item, "container_not_found")
         elif cid:
@@ -300,7 +305,7 @@ class K8sEnricher:
                     self._hits["miss"].inc()
                     res = self.cache.resolve(None, *self._keys(h.item)[1:3])
                     if res is not None:
-                        set_attrs(h.item.resource.attributes, res.attrs)
+                        self._writer.write(h.item.resource, res.attrs)
                 elif not known:
                     self._give_up(h.container_id, now)
                     self._enrich_resource(h.item, now, may_hold=False)
@@ -320,10 +325,10 @@ class K8sEnricher:
             self._given_up.popitem(last=False)
 
     def _peers(self, items: Any) -> None:
-        resolver = PeerResolver(self.cache.peer)
+        resolver = PeerResolver(self.cache.peer, self._writer)
         for item in items:
-            for kvs in _records(item):
-                resolver.enrich(kvs)
+            for rec in _peer_candidates(item):
+                resolver.enrich(rec)
         if resolver.hits:
             self._peer_hit.inc(resolver.hits)
         if resolver.misses:
