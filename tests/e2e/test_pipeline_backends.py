@@ -6,12 +6,9 @@ OTLP/gRPC, as the processor service sends it; then each backend is asked what a 
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any
 
-import grpc
 import pytest
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2_grpc import LogsServiceStub
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc import TraceServiceStub
 
 from otelguard import semconv as sc
 from tests.e2e.scenario import REVERSE_SHELL_PEER, Scenario
@@ -27,21 +24,6 @@ INDEX_LABELS = {"service_name", "k8s_cluster_name", "k8s_namespace_name", "k8s_d
 
 def loki_name(key: str) -> str:
     return key.replace(".", "_")
-
-
-def send(collector: Collector, scenario: Scenario) -> None:
-    with grpc.insecure_channel(collector.otlp_grpc) as channel:
-        LogsServiceStub(channel).Export(scenario.logs(), timeout=10)  # type: ignore[no-untyped-call]
-        TraceServiceStub(channel).Export(scenario.traces(), timeout=10)  # type: ignore[no-untyped-call]
-
-
-@pytest.fixture(scope="module")
-def sent(backends_collector: Collector, prometheus: Prometheus) -> Iterator[Scenario]:
-    prometheus.set_targets("otelcol-exporter", [backends_collector.prometheus_exporter])
-    prometheus.set_targets("otelcol", [backends_collector.telemetry])
-    scenario = Scenario()
-    send(backends_collector, scenario)
-    yield scenario
 
 
 def entries(data: dict[str, Any]) -> list[tuple[dict[str, str], str]]:
