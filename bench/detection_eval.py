@@ -10,6 +10,7 @@ ratios. Run: ``.venv/bin/python -m bench.detection_eval [--records N]``.
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import statistics
 import time
@@ -111,42 +112,47 @@ def main() -> None:
     ruleset = load_rules(DEFAULT_RULE_FILES)
     n = sum(len(sl.log_records) for b in batches for rl in b.resource_logs for sl in rl.scope_logs)
 
-    # baseline: a pass-through stage that touches every record (what any stage pays)
-    t0 = time.perf_counter()
-    touched = 0
-    for b in batches:
-        for rl in b.resource_logs:
-            for sl in rl.scope_logs:
-                for rec in sl.log_records:
-                    touched += len(rec.event_name)
-    base = (time.perf_counter() - t0) / n
+    repeats = 3  # the machine is shared: report the best of a few runs (least disturbed)
 
+    def per_record(fn: Any) -> float:
+        best = float("inf")
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            for b in batches:
+                for rl in b.resource_logs:
+                    for sl in rl.scope_logs:
+                        for rec in sl.log_records:
+                            fn(rec)
+            best = min(best, (time.perf_counter() - t0) / n)
+        return best
+
+    # baseline: a pass-through stage that touches every record (what any stage pays)
+    base = per_record(lambda rec: rec.event_name)
     # baseline 2: reading every record's attributes into a dict (the floor of "look at it")
-    t0 = time.perf_counter()
-    for b in batches:
-        for rl in b.resource_logs:
-            for sl in rl.scope_logs:
-                for rec in sl.log_records:
-                    attrs_dict(rec.attributes)
-    read_all = (time.perf_counter() - t0) / n
+    read_all = per_record(lambda rec: attrs_dict(rec.attributes))
 
     # per-record rule evaluation (EventView + state + indexed rules), timed one by one
-    engine = RuleEngine(ruleset)
-    costs: list[float] = []
+    best_costs: list[float] = []
     hits = 0
     clock = time.perf_counter_ns
-    for b in batches:
-        for rl in b.resource_logs:
-            res = attrs_dict(rl.resource.attributes)
-            for sl in rl.scope_logs:
-                for rec in sl.log_records:
-                    t = clock()
-                    ev = engine.view(rec, res)
-                    hits += len(engine.match(ev))
-                    costs.append(clock() - t)
-    avg = statistics.fmean(costs) / 1e3
-    p99 = statistics.quantiles(costs, n=100)[98] / 1e3
-    p50 = statistics.median(costs) / 1e3
+    for _ in range(repeats):
+        engine = RuleEngine(ruleset)
+        costs: list[float] = []
+        hits = 0
+        for b in batches:
+            for rl in b.resource_logs:
+                res = attrs_dict(rl.resource.attributes)
+                for sl in rl.scope_logs:
+                    for rec in sl.log_records:
+                        t = clock()
+                        ev = engine.view(rec, res)
+                        hits += len(engine.match(ev))
+                        costs.append(clock() - t)
+        if not best_costs or statistics.fmean(costs) < statistics.fmean(best_costs):
+            best_costs = costs
+    avg = statistics.fmean(best_costs) / 1e3
+    p99 = statistics.quantiles(best_costs, n=100)[98] / 1e3
+    p50 = statistics.median(best_costs) / 1e3
 
     # the whole stage path on batches (includes building detection records), on fresh copies
     copies = []
@@ -159,7 +165,8 @@ def main() -> None:
     detections = sum(len(engine2.evaluate_and_append(c)) for c in copies)
     stage = (time.perf_counter() - t0) / n
 
-    print(f"records: {n}  rules: {len(engine.rules)}  matching records: {hits} "
+    print(f"load average: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs; best of {repeats} runs")
+    print(f"records: {n}  rules: {len(engine2.rules)}  matching records: {hits} "
           f"({100 * hits / n:.2f}%)  detections appended: {detections}")
     print(f"baseline pass-through:            {base * 1e6:7.3f} us/record")
     print(f"baseline read all attributes:     {read_all * 1e6:7.3f} us/record")

@@ -97,3 +97,31 @@ def test_bounds_evict_and_count() -> None:
     assert DROP in fired(write("/a"), write("/b"), write("/c"), execve(9, 0, exe="/c"),
                          limits=limits)
     assert evicted() >= before + 3
+
+
+REDIRECT = "Redirect STDOUT/STDIN to Network Connection in Container"
+
+
+def connect(pid: int, fd: int, t: int = 0) -> dict[str, Any]:
+    """As the agent emits it: fd + addresses on the connect record, none on the dup."""
+    return {"event": S.EV_NETWORK_CONNECT, "time_ns": BASE_TIME + t, "attrs": {
+        S.SYSCALL_NAME: "connect", S.SYSCALL_RET: 0, S.FILE_FD: fd, S.NETWORK_TYPE: "ipv4",
+        S.NETWORK_TRANSPORT: "tcp", S.NETWORK_PEER_ADDRESS: "203.0.113.7",
+        S.NETWORK_PEER_PORT: 4444, S.NETWORK_LOCAL_ADDRESS: "10.244.1.5",
+        S.NETWORK_LOCAL_PORT: 39000, S.PROCESS_PID: pid, S.PROCESS_EXECUTABLE_NAME: "bash"}}
+
+
+def test_dup_of_a_connected_socket_borrows_its_addresses() -> None:
+    bare_dup = dup(20)
+    bare_dup["attrs"][S.DUP_OLD_FD] = 3
+    engine = RuleEngine(RULESET)
+    engine.evaluate(batch_of(connect(20, 3)))
+    found = [d for d in engine.evaluate(batch_of(bare_dup)) if d.rule.name == REDIRECT]
+    assert found, "the dup of fd 3 should be seen as an ipv4 socket"
+    assert "fd.sip=203.0.113.7 connection=10.244.1.5:39000->203.0.113.7:4444 lport=39000 " \
+        "rport=4444 fd_type=ipv4 fd_proto=tcp" in found[0].record.body.string_value
+    # another fd, another pid, or a closed socket: no borrowed socket, no detection
+    assert REDIRECT not in fired(connect(20, 4), bare_dup)
+    assert REDIRECT not in fired(connect(21, 3), bare_dup)
+    close = {"event": S.EV_NETWORK_CLOSE, "attrs": {S.FILE_FD: 3, S.PROCESS_PID: 20}}
+    assert REDIRECT not in fired(connect(20, 3), close, bare_dup)

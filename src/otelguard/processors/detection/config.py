@@ -29,18 +29,21 @@ class StateConfig:
     max_processes: int = 65536
     max_containers: int = 4096
     max_paths_per_container: int = 1024
+    max_sockets: int = 65536
 
     def __post_init__(self) -> None:
         for name in ("socket_window_seconds", "written_window_seconds"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0")
-        for name in ("max_processes", "max_containers", "max_paths_per_container"):
+        for name in ("max_processes", "max_containers", "max_paths_per_container",
+                     "max_sockets"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
 
     def limits(self) -> StateLimits:
         return StateLimits(self.socket_window_seconds, self.written_window_seconds,
-                           self.max_processes, self.max_containers, self.max_paths_per_container)
+                           self.max_processes, self.max_containers, self.max_paths_per_container,
+                           self.max_sockets)
 
 
 @dataclass(frozen=True)

@@ -561,13 +561,21 @@ def _fd_kind(ev: EventView) -> Optional[str]:
     return kind
 
 
+def _net(ev: EventView, key: str) -> Any:
+    """A socket attribute of the record; for dup records, of the dup'ed socket (stage state)."""
+    v = ev.attr(key)
+    if v is None and ev.event_name == S.EV_DUP and ev.state is not None:
+        v = ev.state.socket_attr(ev, key)
+    return v
+
+
 def _net_kind(ev: EventView) -> Optional[str]:
-    fam = ev.attr(S.SOCKET_FAMILY)
+    fam = _net(ev, S.SOCKET_FAMILY)
     if fam == "AF_PACKET":
         return "packet"
-    if fam == "AF_UNIX" or ev.attr(S.NETWORK_TRANSPORT) == "unix":
+    if fam == "AF_UNIX" or _net(ev, S.NETWORK_TRANSPORT) == "unix":
         return "unix"
-    ntype = ev.attr(S.NETWORK_TYPE)
+    ntype = _net(ev, S.NETWORK_TYPE)
     if ntype in ("ipv4", "ipv6"):
         return str(ntype)
     if fam == "AF_INET":
@@ -575,7 +583,7 @@ def _net_kind(ev: EventView) -> Optional[str]:
     if fam == "AF_INET6":
         return "ipv6"
     for key in (S.NETWORK_PEER_ADDRESS, S.NETWORK_LOCAL_ADDRESS):
-        ip = _ip(ev.attr(key))
+        ip = _ip(_net(ev, key))
         if ip is not None:
             return "ipv4" if ip.version == 4 else "ipv6"
     return None
@@ -613,8 +621,8 @@ def _endpoints(ev: EventView) -> tuple[Optional[IPAddr], Optional[int], Optional
     v = ev.cache.get("fd.endpoints", _MISSING)
     if v is not _MISSING:
         return v  # type: ignore[no-any-return]
-    peer, pport = _ip(ev.attr(S.NETWORK_PEER_ADDRESS)), as_int(ev.attr(S.NETWORK_PEER_PORT))
-    local, lport = _ip(ev.attr(S.NETWORK_LOCAL_ADDRESS)), as_int(ev.attr(S.NETWORK_LOCAL_PORT))
+    peer, pport = _ip(_net(ev, S.NETWORK_PEER_ADDRESS)), as_int(_net(ev, S.NETWORK_PEER_PORT))
+    local, lport = _ip(_net(ev, S.NETWORK_LOCAL_ADDRESS)), as_int(_net(ev, S.NETWORK_LOCAL_PORT))
     if ev.event_name in _SERVER_SIDE:
         out = (peer, pport, local, lport)
     else:
@@ -624,8 +632,8 @@ def _endpoints(ev: EventView) -> tuple[Optional[IPAddr], Optional[int], Optional
 
 
 def _local_remote(ev: EventView) -> tuple[Optional[IPAddr], Optional[int], Optional[IPAddr], Optional[int]]:
-    return (_ip(ev.attr(S.NETWORK_LOCAL_ADDRESS)), as_int(ev.attr(S.NETWORK_LOCAL_PORT)),
-            _ip(ev.attr(S.NETWORK_PEER_ADDRESS)), as_int(ev.attr(S.NETWORK_PEER_PORT)))
+    return (_ip(_net(ev, S.NETWORK_LOCAL_ADDRESS)), as_int(_net(ev, S.NETWORK_LOCAL_PORT)),
+            _ip(_net(ev, S.NETWORK_PEER_ADDRESS)), as_int(_net(ev, S.NETWORK_PEER_PORT)))
 
 
 def _ep(index: int, local: bool = False) -> Extractor:
@@ -725,7 +733,7 @@ def _l4proto(ev: EventView, _arg: Optional[str]) -> Optional[str]:
     k = _fd_kind(ev)
     if k not in ("ipv4", "ipv6"):
         return None
-    t = ev.attr(S.NETWORK_TRANSPORT)
+    t = _net(ev, S.NETWORK_TRANSPORT)
     if t in ("tcp", "udp", "icmp", "raw"):
         return str(t)
     st = ev.attr(S.SOCKET_TYPE)

@@ -9,11 +9,14 @@ extensions):
   the parent pid as well (a child forked after the dup inherits the fds), forgotten on exit or
   after ``socket_window_seconds``. This is the reverse-shell sequence "socket dup'ed onto stdio,
   then a shell exec".
+* the socket behind a dup'ed fd: ``socket``/``connect``/``accept``/``bind`` records carry the fd
+  and its addresses; a later ``dup2``/``dup3`` of that fd (same container and pid) borrows them,
+  so ``fd.type``, ``fd.sip``, ``fd.name`` ... of a dup record describe the socket, as in Falco.
 * ``proc.exe_written_recently``: the exec'ed path was opened for writing (or created, renamed to,
   chmod'ed) in the same container within ``written_window_seconds``: "drop and execute".
 
-Bounds: at most ``max_processes`` process entries and ``max_containers`` x
-``max_paths_per_container`` paths, least recently used evicted first; each eviction is counted in
+Bounds: at most ``max_processes`` process entries, ``max_sockets`` sockets and
+``max_containers`` x ``max_paths_per_container`` paths, least recently used evicted first; each eviction is counted in
 ``otelguard_dropped_total{stage="detection",reason="state_evicted"}`` so lost memory is visible.
 Records must reach one processor per container (the Collector routes by resource), which is the
 deployment the design already assumes. Cost: one dict lookup per record, plus one small update on
@@ -32,8 +35,14 @@ from otelguard import telemetry
 from otelguard.processors.detection.fieldmap import EventView, as_int
 
 _WRITE_FLAGS = frozenset({"O_WRONLY", "O_RDWR", "O_CREAT", "O_TRUNC"})
+_SOCKET_EVENTS = frozenset({S.EV_NETWORK_SOCKET, S.EV_NETWORK_CONNECT, S.EV_NETWORK_ACCEPT,
+                            S.EV_NETWORK_BIND})
 _OBSERVED = frozenset({S.EV_DUP, S.EV_PROCESS_FORK, S.EV_PROCESS_EXIT, S.EV_FILE_OPEN,
-                       S.EV_FILE_RENAME, S.EV_FILE_CHMOD, S.EV_FILE_LINK})
+                       S.EV_FILE_RENAME, S.EV_FILE_CHMOD, S.EV_FILE_LINK,
+                       S.EV_NETWORK_CLOSE}) | _SOCKET_EVENTS
+# what a dup record of a socket borrows from the record that created/connected that socket
+SOCKET_KEYS = (S.NETWORK_TYPE, S.NETWORK_TRANSPORT, S.NETWORK_PEER_ADDRESS, S.NETWORK_PEER_PORT,
+               S.NETWORK_LOCAL_ADDRESS, S.NETWORK_LOCAL_PORT, S.SOCKET_FAMILY)
 
 
 @dataclass(frozen=True)
@@ -43,6 +52,7 @@ class StateLimits:
     max_processes: int = 65536
     max_containers: int = 4096
     max_paths_per_container: int = 1024
+    max_sockets: int = 65536
 
 
 class DetectionState:
@@ -54,6 +64,8 @@ class DetectionState:
         self._stdio: OrderedDict[tuple[str, int], list[int]] = OrderedDict()
         # container -> path -> write time ns
         self._written: OrderedDict[str, OrderedDict[str, int]] = OrderedDict()
+        # (container, pid, fd) -> socket attributes from socket/connect/accept/bind records
+        self._sockets: OrderedDict[tuple[str, int, int], dict[str, Any]] = OrderedDict()
 
     # -- updates --------------------------------------------------------------------------------
     def observe(self, ev: EventView) -> None:
@@ -77,6 +89,9 @@ class DetectionState:
         key = _proc_key(ev)
         if key is None:
             return
+        if name in _SOCKET_EVENTS or name == S.EV_NETWORK_CLOSE:
+            self._track_socket(ev, key, name)
+            return
         if name == S.EV_DUP:
             if ev.attr(S.DUP_OLD_FD_TYPE) != "socket" or not _succeeded(ev):
                 return
@@ -95,6 +110,38 @@ class DetectionState:
                 self._put(key, list(inherited))
         elif name == S.EV_PROCESS_EXIT:
             self._stdio.pop(key, None)
+
+    def _track_socket(self, ev: EventView, key: tuple[str, int], name: str) -> None:
+        fd = as_int(ev.attr(S.FILE_FD))
+        if fd is None or fd < 0:
+            return
+        skey = (key[0], key[1], fd)
+        if name == S.EV_NETWORK_CLOSE:
+            self._sockets.pop(skey, None)
+            return
+        if not _succeeded(ev) and ev.attr(S.ERROR_TYPE) != "EINPROGRESS":
+            return
+        entry = self._sockets.get(skey)
+        if entry is None or name == S.EV_NETWORK_SOCKET:  # a new socket() reuses the number
+            entry = {}
+        for k in SOCKET_KEYS:
+            v = ev.attr(k)
+            if v is not None:
+                entry[k] = v
+        self._sockets[skey] = entry
+        self._sockets.move_to_end(skey)
+        while len(self._sockets) > self.limits.max_sockets:
+            self._sockets.popitem(last=False)
+            _evicted()
+
+    def socket_attr(self, ev: EventView, key: str) -> Any:
+        """For a dup record: ``key`` of the socket being dup'ed (its old fd), if tracked."""
+        pkey = _proc_key(ev)
+        old = as_int(ev.attr(S.DUP_OLD_FD))
+        if pkey is None or old is None:
+            return None
+        entry = self._sockets.get((pkey[0], pkey[1], old))
+        return None if entry is None else entry.get(key)
 
     def _put(self, key: tuple[str, int], entry: list[int]) -> None:
         self._stdio[key] = entry
@@ -153,7 +200,8 @@ class DetectionState:
         return ts is not None and _now(ev) - ts <= window
 
     def sizes(self) -> dict[str, int]:
-        return {"processes": len(self._stdio), "containers": len(self._written),
+        return {"processes": len(self._stdio), "sockets": len(self._sockets),
+                "containers": len(self._written),
                 "paths": sum(len(p) for p in self._written.values())}
 
 
