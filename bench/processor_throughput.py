@@ -12,7 +12,8 @@ Variants (printed as ratios against ``parse-only``, measured in the same run):
 - ``svc-empty``    : ProcessorService, no stage, forwarding over OTLP/gRPC to the sink;
 - ``svc-noise``    : + noise_control (snapshot before each stage for failure isolation);
 - ``svc-noise-nocopy``: same without the snapshot (``restore_on_failure=False``);
-- ``svc-http``     : svc-noise, received over OTLP/HTTP protobuf instead of gRPC.
+- ``svc-http``     : svc-noise, received over OTLP/HTTP protobuf instead of gRPC;
+- ``svc-default``  : the default pipeline, falco_rules (packaged rules) + noise_control.
 
 Run: ``.venv/bin/python -m bench.processor_throughput`` (``--seconds 5 --inflight 4``).
 """
@@ -109,6 +110,10 @@ async def _service(variant: str, sink_port: int) -> None:
     from otelguard.transport.otlp_grpc import OtlpGrpcTransport
 
     stages: list[tuple[str, Any]] = []
+    if variant == "svc-default":
+        from otelguard.processors import registry
+
+        stages.append(("falco_rules", registry.create("falco_rules")))
     if variant != "svc-empty":
         stages.append(("noise_control", NoiseControl(NoiseConfig())))
     pipeline = Pipeline(stages, restore_on_failure=variant != "svc-noise-nocopy")
@@ -213,7 +218,8 @@ def main() -> int:
     sink, sink_port = _spawn("parse-only")
     results: dict[str, tuple[float, float]] = {}
     try:
-        for variant in ("parse-only", "svc-empty", "svc-noise", "svc-noise-nocopy", "svc-http"):
+        for variant in ("parse-only", "svc-empty", "svc-noise", "svc-noise-nocopy", "svc-http",
+                        "svc-default"):
             if variant == "parse-only":
                 proc, port = _spawn("parse-only")
             else:
