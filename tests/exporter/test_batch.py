@@ -115,3 +115,25 @@ def test_config_from_mapping_collects_all_problems() -> None:
     assert any(p.startswith("exporter.max_batch: expected int") for p in err.value.problems)
     with pytest.raises(ExporterConfigError, match="exporter.flush_interval_s: must be within"):
         ExporterConfig.from_mapping({"flush_interval_s": 60})
+
+
+def test_a_failing_source_is_logged_and_the_thread_lives_on() -> None:
+    src = QueueSource()
+    calls = {"n": 0}
+
+    def flaky(max_events: int, timeout_s: float) -> Sequence[Event]:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("ring buffer poll failed")
+        return src(max_events, timeout_s)
+
+    t = InMemoryTransport()
+    exp = BatchExporter(flaky, Delivery(t), ExporterConfig(flush_interval_s=0.1, drain_timeout_s=0.05),
+                        OtlpBuilder(NODE))
+    exp.start()
+    time.sleep(0.3)
+    for e in shell_session():
+        src.q.put(e)
+    assert _wait(lambda: t.log_record_count() == len(shell_session()))
+    exp.stop()
+    assert calls["n"] > 2

@@ -1,0 +1,34 @@
+"""``otelguard agent`` refuses a bad config before loading anything, listing every problem."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from otelguard.cli import build_parser
+from otelguard.agent import main
+
+
+def test_all_config_problems_reported_at_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / "agent.yaml"
+    cfg.write_text("sensor:\n  queue_sizee: 5\nexporter:\n  max_batch: 0\n  flush: 1\n")
+    args = build_parser().parse_args([
+        "agent", "--otlp-endpoint", "nohostport", "--config", str(cfg),
+        "--spool-dir", str(tmp_path / "spool"), "--metrics", "127.0.0.1:0"])
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    for problem in ("sensor.queue_sizee", "exporter.max_batch: must be > 0",
+                    "exporter.flush: unknown key", "--otlp-endpoint: expected HOST:PORT"):
+        assert problem in err, err
+    assert not (tmp_path / "spool").exists()  # nothing was started
+
+
+def test_unusable_spool_dir_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    args = build_parser().parse_args([
+        "agent", "--otlp-endpoint", "127.0.0.1:4317", "--spool-dir", str(blocker / "spool"),
+        "--metrics", "127.0.0.1:0"])
+    assert main(args) == 2
+    assert "spool: cannot create" in capsys.readouterr().err
