@@ -190,14 +190,17 @@ class _SlowStage:
         pass
 
 
-def test_inflight_limit_answers_resource_exhausted_and_429() -> None:
+@pytest.mark.parametrize("limit", ["requests", "bytes"])
+def test_inflight_limit_answers_resource_exhausted_and_429(limit: str) -> None:
     # Next hop: a real service whose pipeline takes 1.5 s per batch, so requests stay in flight.
+    body = samples.logs(2).SerializeToString()
     with running_service([("slow", _SlowStage(1.5))]) as hop:
+        limits = {"max_inflight_requests": 1} if limit == "requests" else \
+            {"max_inflight_bytes": len(body) + 10}
         limited = ServiceSection(listen="127.0.0.1:0", listen_http="127.0.0.1:0", metrics=None,
-                                 max_inflight_requests=1)
+                                 **limits)  # type: ignore[arg-type]
         target = OtlpGrpcTransport(hop.grpc_endpoint, timeout_s=10)
         with running_service(exporters=[("otlp#0", target)], service=limited) as run:
-            body = samples.logs(2).SerializeToString()
             with concurrent.futures.ThreadPoolExecutor(1) as pool:
                 first = pool.submit(_grpc_call, run.grpc_endpoint, body)
                 wait_for(lambda: run.service._admission.requests == 1, what="one in flight")
