@@ -1,0 +1,255 @@
+"""Run a real attack on the real kernel and pass its events through the product's detection path.
+
+The path is the one ``otelguard run`` takes, in process: the session :class:`Sensor` (real
+tracepoints) -> :meth:`OtlpBuilder.logs` (the agent's OTLP mapping, trace/span ids from the span
+tracker) -> the ``falco_rules`` stage built by its registered factory with the default config
+(Falco's stable rules + otelguard's own) -> detection LogRecords appended to the batch.
+
+An attack runs in a fresh kubepods-shaped cgroup (a "container", see tests/ebpf/containers.py)
+and is over when the exit event of its top process arrived; a ``host=True`` run stays in the
+test's own cgroup and keeps only the events of the started process and its descendants.
+Every wait is bounded.
+
+``Attack.detection(rule)`` checks the invariants every detection must keep (DESIGN.md §4):
+severity from the rule priority, the trigger's trace/span ids, ``otelguard.trigger.record_uid``
+naming a raw record of the same batch, and the evidence attributes copied unchanged from it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Optional, Sequence
+
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
+
+from otelguard import semconv as S
+from otelguard.ebpf.events import Event
+from otelguard.ebpf.sensor import Sensor
+from otelguard.exporter.builder import OtlpBuilder
+from otelguard.processors.detection.processor import Config, FalcoRulesProcessor, create
+from otelguard.processors.otlp import PyValue, attrs_dict, body_text
+from tests.ebpf.capture import collect, exited, flush, in_container
+from tests.ebpf.containers import Container, container
+
+SRC = str(Path(__file__).resolve().parents[2] / "src")
+PYTHON = os.path.realpath(sys.executable)  # /usr/bin/python3.X: what /proc/<pid>/exe names
+PYTHON_NAME = os.path.basename(PYTHON)
+
+# Falco priority -> OTel severity number (DESIGN.md §4)
+SEVERITY = {"EMERGENCY": 24, "ALERT": 23, "CRITICAL": 21, "ERROR": 17, "WARNING": 13,
+            "NOTICE": 10, "INFORMATIONAL": 9, "INFO": 9, "DEBUG": 5}
+
+
+def detection_stage() -> FalcoRulesProcessor:
+    """The stage exactly as the pipeline registry creates it with an empty config."""
+    return create(Config())
+
+
+@dataclass
+class Detection:
+    """One detection record and the raw record that triggered it."""
+
+    record: LogRecord
+    attrs: dict[str, PyValue]
+    resource: dict[str, PyValue]
+    trigger: LogRecord
+    trigger_attrs: dict[str, PyValue]
+
+    @property
+    def body(self) -> str:
+        return body_text(self.record) or ""
+
+
+@dataclass
+class Attack:
+    """What one run produced: the sensor's events, the OTLP batch after detection, and the
+    detections grouped by rule name."""
+
+    events: list[Event]
+    batch: ExportLogsServiceRequest
+    detections: list[Detection]
+    pid: int
+    returncode: int
+    stdout: bytes
+    stderr: bytes
+    container: Optional[Container] = None
+    raw: dict[str, tuple[LogRecord, dict[str, PyValue]]] = field(default_factory=dict)
+
+    def rules(self) -> set[str]:
+        return {str(d.attrs[S.SECURITY_RULE_NAME]) for d in self.detections}
+
+    def fired(self, rule: str) -> list[Detection]:
+        return [d for d in self.detections if d.attrs.get(S.SECURITY_RULE_NAME) == rule]
+
+    def records(self, event_name: str) -> list[dict[str, PyValue]]:
+        """Attributes of the raw records named ``event_name`` (controls assert these exist, so
+        "did not fire" never means "saw nothing")."""
+        return [a for rec, a in self.raw.values() if rec.event_name == event_name]
+
+    def detection(self, rule: str, priority: str, trigger_event: str,
+                  body: Sequence[str] = (), evidence: Optional[dict[str, PyValue]] = None,
+                  ) -> Detection:
+        """The single detection of ``rule`` (asserting the invariants, see module docstring)."""
+        hits = self.fired(rule)
+        assert len(hits) >= 1, (
+            f"{rule!r} did not fire; fired: {sorted(self.rules())}; events: "
+            + "; ".join(e.body for e in self.events)[:3000])
+        d = hits[0]
+        rec, a = d.record, d.attrs
+        assert rec.event_name == S.EV_DETECTION
+        assert rec.severity_text == priority, (rec.severity_text, priority)
+        assert rec.severity_number == SEVERITY[priority]
+        assert a[S.SECURITY_RULE_PRIORITY] == priority
+        assert d.resource.get(S.STREAM) == S.STREAM_DETECTION
+        if self.container is not None:
+            assert d.resource.get(S.CONTAINER_ID) == self.container.container_id
+            assert d.resource.get(S.K8S_POD_UID) == self.container.pod_uid
+        assert d.trigger.event_name == trigger_event, (d.trigger.event_name, trigger_event)
+        assert a[S.TRIGGER_EVENT_NAME] == trigger_event
+        assert a[S.TRIGGER_RECORD_UID] == d.trigger_attrs[S.LOG_RECORD_UID]
+        assert len(rec.trace_id) == 16 and len(rec.span_id) == 8
+        assert rec.trace_id == d.trigger.trace_id and rec.span_id == d.trigger.span_id
+        assert rec.time_unix_nano == d.trigger.time_unix_nano
+        copied = {k: v for k, v in a.items() if k in d.trigger_attrs and
+                  not k.startswith(("security_rule.", "otelguard.security_rule.",
+                                    "otelguard.threat.", "otelguard.trigger."))
+                  and k != S.LOG_RECORD_UID}
+        assert copied, "no evidence attribute was copied from the trigger"
+        for k, v in copied.items():
+            assert d.trigger_attrs[k] == v, (k, v, d.trigger_attrs[k])
+        for fragment in body:
+            assert fragment in d.body, (fragment, d.body)
+        for k, v in (evidence or {}).items():
+            assert a.get(k) == v, (k, a.get(k), v)
+        return d
+
+
+def evaluate(events: Sequence[Event], stage: FalcoRulesProcessor,
+             builder: Optional[OtlpBuilder] = None) -> tuple[ExportLogsServiceRequest,
+                                                             list[Detection],
+                                                             dict[str, tuple[LogRecord,
+                                                                             dict[str, PyValue]]]]:
+    """Events -> OTLP (agent mapping) -> detection stage; returns the batch, the detections and
+    the raw records by ``log.record.uid``."""
+    batch = (builder or OtlpBuilder()).logs(events)
+    stage.process(batch)
+    raw: dict[str, tuple[LogRecord, dict[str, PyValue]]] = {}
+    found: list[tuple[LogRecord, dict[str, PyValue], dict[str, PyValue]]] = []
+    for rl in batch.resource_logs:
+        res = attrs_dict(rl.resource.attributes)
+        for sl in rl.scope_logs:
+            for rec in sl.log_records:
+                a = attrs_dict(rec.attributes)
+                if rec.event_name == S.EV_DETECTION:
+                    found.append((rec, a, res))
+                else:
+                    raw[str(a[S.LOG_RECORD_UID])] = (rec, a)
+    detections = []
+    for rec, a, res in found:
+        uid = str(a.get(S.TRIGGER_RECORD_UID))
+        assert uid in raw, f"detection {a.get(S.SECURITY_RULE_NAME)} names no raw record"
+        trig, trig_attrs = raw[uid]
+        detections.append(Detection(rec, a, res, trig, trig_attrs))
+    return batch, detections, raw
+
+
+def _descendants(root: int) -> Any:
+    """Event filter for host runs: ``root`` and every process forked below it (fork events
+    arrive before the child's own events, so the set grows in time)."""
+    pids = {root}
+
+    def match(e: Event) -> bool:
+        if e.name == S.EV_PROCESS_FORK and e.attrs.get(S.PROCESS_PARENT_PID) in pids:
+            pids.add(e.pid)
+        return e.pid in pids
+    return match
+
+
+def run_attack(sensor: Sensor, stage: FalcoRulesProcessor, argv: Sequence[str], *,
+               timeout_s: float = 20.0, host: bool = False,
+               container_kwargs: Optional[dict[str, Any]] = None,
+               env: Optional[dict[str, str]] = None, **popen: Any) -> Attack:
+    """Run ``argv`` (in a fresh container unless ``host``), then detect on what it caused."""
+    flush(sensor)
+    popen.setdefault("stdout", subprocess.PIPE)
+    popen.setdefault("stderr", subprocess.PIPE)
+    popen["env"] = {**os.environ, "PYTHONPATH": SRC, **(env or {})}
+    if host:
+        with subprocess.Popen(list(argv), **popen) as p:
+            out, err = _communicate(p, timeout_s)
+        events = collect(sensor, _descendants(p.pid), exited(p.pid), timeout_s)
+        c = None
+    else:
+        with container(**(container_kwargs or {})) as c:
+            with c.popen(argv, **popen) as p:
+                out, err = _communicate(p, timeout_s)
+            events = collect(sensor, in_container(c.container_id), exited(p.pid), timeout_s)
+    batch, detections, raw = evaluate(events, stage)
+    return Attack(events, batch, detections, p.pid, p.returncode, out or b"", err or b"", c, raw)
+
+
+def python_attack(sensor: Sensor, stage: FalcoRulesProcessor, code: str, *,
+                  exe: Optional[str] = None, **kwargs: Any) -> Attack:
+    """``run_attack`` of ``<exe or python> -c code``; the workload must succeed."""
+    attack = run_attack(sensor, stage, [exe or PYTHON, "-c", code], **kwargs)
+    assert attack.returncode == 0, attack.stderr.decode()
+    return attack
+
+
+def _communicate(p: subprocess.Popen[bytes], timeout_s: float) -> tuple[bytes, bytes]:
+    try:
+        out, err = p.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.communicate()
+        raise
+    return out or b"", err or b""
+
+
+def same_fs_dir(near: str) -> Iterator[Path]:
+    """A temporary directory on the filesystem of ``near`` (hard links need one filesystem)."""
+    d = Path(tempfile.mkdtemp(prefix="og-attack-", dir=_writable_dir_on_fs_of(near)))
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def _writable_dir_on_fs_of(path: str) -> str:
+    dev = os.stat(path).st_dev
+    for candidate in ("/var/tmp", "/usr/local/share", "/opt", "/root", "/"):
+        try:
+            if os.stat(candidate).st_dev == dev and os.access(candidate, os.W_OK):
+                return candidate
+        except OSError:
+            continue
+    raise RuntimeError(f"no writable directory on the filesystem of {path}")
+
+
+def named_binary(directory: Path, name: str, of: str = PYTHON) -> str:
+    """``directory/name``: a hard link to ``of`` (a copy when linking is impossible). The
+    kernel, ``/proc/<pid>/exe`` and so the agent name the process ``name``, as when an attacker
+    drops or renames a tool; a symlink would not do (exe resolves through it)."""
+    target = directory / name
+    try:
+        os.link(of, target)
+    except OSError:
+        shutil.copy2(of, target)
+    return str(target)
+
+
+def wait_for(predicate: Any, timeout_s: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return bool(predicate())

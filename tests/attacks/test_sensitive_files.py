@@ -1,0 +1,122 @@
+"""Credential access through sensitive files, performed for real in a container: reading
+/etc/shadow (untrusted reader; trusted server binary after its startup), directory traversal,
+and links planted over sensitive files. Each attack has a near-miss control that must not fire
+while its records are demonstrably captured."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from otelguard import semconv as S
+from otelguard.ebpf.sensor import Sensor
+from otelguard.processors.detection.processor import FalcoRulesProcessor
+from tests.attacks.harness import PYTHON_NAME, named_binary, python_attack, run_attack
+
+pytestmark = [pytest.mark.kernel, pytest.mark.timeout(90)]
+
+READ_SHADOW = "open('/etc/shadow', 'rb').read(1)"
+
+
+def _opens(attack: object, path: str) -> list[dict[str, object]]:
+    return [a for a in attack.records(S.EV_FILE_OPEN) if a.get(S.FILE_PATH) == path]  # type: ignore[attr-defined]
+
+
+def test_read_shadow_by_untrusted_program(sensor: Sensor, stage: FalcoRulesProcessor) -> None:
+    attack = python_attack(sensor, stage, READ_SHADOW)
+    d = attack.detection(
+        "Read sensitive file untrusted", "WARNING", S.EV_FILE_OPEN,
+        body=["Sensitive file opened for reading by non-trusted program",
+              "file=/etc/shadow", f"process={PYTHON_NAME}", "evt_type=openat", "user=root"],
+        evidence={S.FILE_PATH: "/etc/shadow", S.PROCESS_EXECUTABLE_NAME: PYTHON_NAME})
+    assert d.trigger_attrs[S.PROCESS_PID] == attack.pid
+    assert d.attrs[S.THREAT_TECHNIQUE_ID] == ["T1555"]
+    assert d.attrs[S.THREAT_TACTIC_NAME] == ["credential-access"] or \
+        "credential" in str(d.attrs[S.THREAT_TACTIC_NAME]).lower()
+
+
+def test_read_shadow_by_trusted_shell_does_not_fire(sensor: Sensor,
+                                                    stage: FalcoRulesProcessor) -> None:
+    # shells are in the rule's trusted list: `sh -c ': < /etc/shadow'` opens it in dash itself
+    attack = run_attack(sensor, stage, ["/bin/sh", "-c", ": < /etc/shadow"])
+    assert attack.returncode == 0
+    assert [a[S.PROCESS_EXECUTABLE_NAME] for a in _opens(attack, "/etc/shadow")] == ["dash"]
+    assert not attack.fired("Read sensitive file untrusted")
+
+
+def test_read_shadow_by_server_after_startup(sensor: Sensor, stage: FalcoRulesProcessor,
+                                             bindir: Path) -> None:
+    nginx = named_binary(bindir, "nginx")
+    code = "import time; time.sleep(5.3); " + READ_SHADOW
+    attack = python_attack(sensor, stage, code, exe=nginx)
+    d = attack.detection(
+        "Read sensitive file trusted after startup", "WARNING", S.EV_FILE_OPEN,
+        body=["Sensitive file opened for reading by trusted program after startup",
+              "file=/etc/shadow", "process=nginx", f"proc_exepath={nginx}"],
+        evidence={S.FILE_PATH: "/etc/shadow", S.PROCESS_EXECUTABLE_NAME: "nginx"})
+    assert int(d.trigger_attrs[S.PROCESS_DURATION_NS]) > 5_000_000_000  # type: ignore[arg-type]
+
+
+def test_read_shadow_by_server_at_startup_is_not_after_startup(
+        sensor: Sensor, stage: FalcoRulesProcessor, bindir: Path) -> None:
+    nginx = named_binary(bindir, "nginx")
+    attack = python_attack(sensor, stage, READ_SHADOW, exe=nginx)
+    opens = _opens(attack, "/etc/shadow")
+    assert len(opens) == 1 and int(opens[0][S.PROCESS_DURATION_NS]) < 5_000_000_000  # type: ignore[arg-type]
+    assert not attack.fired("Read sensitive file trusted after startup")
+    # a server name is not on the untrusted rule's allow list: that one still fires
+    assert attack.fired("Read sensitive file untrusted")
+
+
+TRAVERSAL = "import os; os.chdir('/usr/share'); open('../../etc/passwd', 'rb').read(1)"
+
+
+def test_directory_traversal_read(sensor: Sensor, stage: FalcoRulesProcessor) -> None:
+    attack = python_attack(sensor, stage, TRAVERSAL)
+    attack.detection(
+        "Directory traversal monitored file read", "WARNING", S.EV_FILE_OPEN,
+        body=["Read monitored file via directory traversal", "file=/etc/passwd",
+              "fileraw=../../etc/passwd", f"process={PYTHON_NAME}"],
+        evidence={S.FILE_PATH: "/etc/passwd", S.FILE_RAW_PATH: "../../etc/passwd"})
+
+
+def test_plain_read_of_the_same_file_is_not_traversal(sensor: Sensor,
+                                                      stage: FalcoRulesProcessor) -> None:
+    attack = python_attack(sensor, stage, "open('/etc/passwd', 'rb').read(1)")
+    assert _opens(attack, "/etc/passwd")
+    assert not attack.fired("Directory traversal monitored file read")
+
+
+def test_symlink_and_hardlink_over_sensitive_files(sensor: Sensor, stage: FalcoRulesProcessor,
+                                                   bindir: Path) -> None:
+    # the hard link lives on /etc's filesystem so it really succeeds (root may link any file)
+    work = bindir
+    code = (f"import os; os.symlink('/etc/shadow', '{work}/shadow-sym'); "
+            f"os.link('/etc/shadow', '{work}/shadow-hard')")
+    attack = python_attack(sensor, stage, code)
+    sym = attack.detection(
+        "Create Symlink Over Sensitive Files", "WARNING", S.EV_FILE_SYMLINK,
+        body=["Symlinks created over sensitive files", "target=/etc/shadow",
+              f"linkpath={work}/shadow-sym"],
+        evidence={S.FILE_SYMLINK_TARGET: "/etc/shadow", S.FILE_PATH: f"{work}/shadow-sym"})
+    assert sym.trigger_attrs[S.SYSCALL_RET] == 0
+    hard = attack.detection(
+        "Create Hardlink Over Sensitive Files", "WARNING", S.EV_FILE_LINK,
+        body=["Hardlinks created over sensitive files", "target=/etc/shadow",
+              f"linkpath={work}/shadow-hard"],
+        evidence={S.FILE_PATH: "/etc/shadow", S.FILE_TARGET_PATH: f"{work}/shadow-hard"})
+    assert hard.trigger_attrs[S.SYSCALL_RET] == 0
+    assert (work / "shadow-hard").stat().st_ino == Path("/etc/shadow").stat().st_ino
+
+
+def test_links_to_ordinary_files_do_not_fire(sensor: Sensor, stage: FalcoRulesProcessor,
+                                             bindir: Path) -> None:
+    work = bindir
+    (work / "own").write_text("x")
+    code = (f"import os; os.symlink('/etc/hostname', '{work}/h-sym'); "
+            f"os.link('{work}/own', '{work}/own-hard')")
+    attack = python_attack(sensor, stage, code)
+    assert attack.records(S.EV_FILE_SYMLINK) and attack.records(S.EV_FILE_LINK)
+    assert not attack.fired("Create Symlink Over Sensitive Files")
+    assert not attack.fired("Create Hardlink Over Sensitive Files")
