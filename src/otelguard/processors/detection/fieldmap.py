@@ -343,7 +343,8 @@ _EVENT_TYPE_BY_NAME = {
     S.EV_NETWORK_ACCEPT: "accept",
     S.EV_NETWORK_CLOSE: "close",
     S.EV_DNS_QUERY: "sendto",
-    S.EV_IO_URING: "io_uring_enter",
+    S.EV_IO_URING: "io_uring_enter",  # SQPOLL submissions carry no syscall name
+    S.EV_IO_URING_SETUP: "io_uring_setup",
     S.EV_PRIV_CAPABLE: "capable",
 }
 
