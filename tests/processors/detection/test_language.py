@@ -344,3 +344,12 @@ def test_event_type_index_skips_other_types() -> None:
     assert engine.rules[0].event_types == frozenset({"connect", "openat"})
     assert engine.rules_for("execve") == ()
     assert len(engine.rules_for("connect")) == 1
+
+
+def test_b64_transformer_decodes() -> None:
+    rec = {"event": "otelguard.process.exec", "attrs": {
+        "otelguard.syscall.name": "execve", "process.executable.name": "x",
+        "process.command_args": ["x", "aGVsbG8="]}}
+    assert fires("b64(proc.args) = hello", rec)
+    assert not fires("b64(proc.args) = world", rec)
+    assert fires("len(proc.aname) = 3")  # len of a multi-valued field counts its values
