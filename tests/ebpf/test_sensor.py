@@ -1,0 +1,116 @@
+"""Sensor-level behaviour on the real kernel: drop accounting, load isolation, self filter."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import replace
+
+import pytest
+
+from otelguard import telemetry
+from otelguard.ebpf.errors import SensorError
+from otelguard.ebpf.file import PROBE as FILE_PROBE
+from otelguard.ebpf.loader import load
+from otelguard.ebpf.probe import ProbeConfig
+from otelguard.ebpf.process import PROBE as PROCESS_PROBE
+from otelguard.ebpf.sensor import Sensor
+from otelguard.ebpf.settings import SensorConfig
+from tests.ebpf.containers import container
+
+pytestmark = pytest.mark.kernel
+
+BURST = """
+import os
+p = "/tmp/og-burst-%d" % os.getpid()
+for _ in range(10000):
+    os.close(os.open(p, os.O_WRONLY | os.O_CREAT, 0o600))
+os.unlink(p)
+"""
+
+
+def _kernel_ring_drops() -> float:
+    return telemetry.counter_values(telemetry.dropped).get(("kernel_ring", "ringbuf_full"), 0.0)
+
+
+def test_tiny_ring_buffer_counts_kernel_drops() -> None:
+    cfg = SensorConfig(probes=("file",), probe=ProbeConfig(ringbuf_pages=1), queue_size=1000)
+    before = _kernel_ring_drops()
+    with Sensor(cfg) as s, container() as c:
+        c.run([sys.executable, "-c", BURST], timeout=60)
+        deadline = time.monotonic() + 5
+        while _kernel_ring_drops() == before and time.monotonic() < deadline:
+            s.drain(100000, 0.1)
+        stats = s.stats()
+    assert stats["kernel_drops"] > 0
+    assert _kernel_ring_drops() - before == stats["kernel_drops"]
+    assert stats["events_by_name"].get("otelguard.file.open", 0) > 0  # some still got through
+
+
+def test_full_user_queue_drops_and_counts() -> None:
+    cfg = SensorConfig(probes=("file",), queue_size=10)
+    before = telemetry.counter_values(telemetry.dropped).get(("user_queue", "queue_full"), 0.0)
+    with Sensor(cfg) as s, container() as c:
+        c.run([sys.executable, "-c", BURST.replace("10000", "300")], timeout=60)
+        deadline = time.monotonic() + 5
+        while s.stats()["queue_drops"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        stats = s.stats()
+        assert len(s.drain(1000, 0.1)) == 10
+    assert stats["queue_drops"] > 0
+    after = telemetry.counter_values(telemetry.dropped)[("user_queue", "queue_full")]
+    assert after - before == stats["queue_drops"]
+
+
+class BrokenProbe:
+    """A real probe whose C does not compile: the loader must isolate it."""
+
+    name = "broken"
+    source_file = "process.bpf.c"
+    type_ids = range(90, 91)
+
+    def tracepoints(self) -> list[str]:
+        return ["syscalls:sys_enter_getpid"]
+
+    def render(self, config: ProbeConfig, available: frozenset[str]) -> str:
+        return "TRACEPOINT_PROBE(syscalls, sys_enter_getpid) { return this_is_not_c; }\n"
+
+    def decode(self, type_id: int, data: bytes, ctx: object) -> None:
+        return None
+
+
+def test_loader_isolates_a_failing_probe() -> None:
+    prog = load([PROCESS_PROBE, BrokenProbe()], ProbeConfig(self_tgid=os.getpid()))  # type: ignore[list-item]
+    try:
+        assert [p.name for p in prog.probes] == ["process"]
+        assert "this_is_not_c" in prog.failed["broken"]
+        assert "undeclared identifier" in prog.failed["broken"]
+    finally:
+        prog.close()
+
+
+def test_sensor_start_fails_only_when_nothing_loads() -> None:
+    s = Sensor(SensorConfig(probes=("broken",)), probes=[BrokenProbe()])  # type: ignore[list-item]
+    with pytest.raises(SensorError, match="this_is_not_c"):
+        s.start()
+
+
+def test_status_reports_loaded_and_skipped(sensor: Sensor) -> None:
+    st = sensor.status
+    assert "process" in st.loaded and "file" in st.loaded
+    assert st.missing_tracepoints.get("process", []) == []
+    assert st.load_seconds > 0 and st.processes_seeded > 5
+    for area, reason in st.skipped.items():
+        assert reason, area
+
+
+def test_render_of_all_compiles_with_custom_prefixes() -> None:
+    cfg = replace(ProbeConfig(self_tgid=os.getpid()), read_path_prefixes=("/opt/x'y/",),
+                  argv_max=4, arg_len=32)
+    prog = load([PROCESS_PROBE, FILE_PROBE], cfg)  # type: ignore[list-item]
+    try:
+        assert prog.failed == {}
+        assert "p[6] == '\\''" in prog.text and "#define OG_ARGV_MAX 4" in prog.text
+    finally:
+        prog.close()
