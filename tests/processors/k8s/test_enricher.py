@@ -494,3 +494,40 @@ def test_empty_values_are_filled_and_preset_peer_keys_kept(src: InMemorySource,
         assert first[semconv.PEER_K8S_POD_NAME] == "web-5d4f-x"
         assert len(recs[0].attributes) == len({kv.key for kv in recs[0].attributes})
         assert attrs_dict(recs[1].attributes)[semconv.PEER_K8S_SERVICE_NAME] == "web-svc"
+
+
+def test_pipeline_flush_releases_held_resources(src: InMemorySource, clock: Clock) -> None:
+    """The pipeline's HoldsRecords hook (flush on a timer, drain at shutdown) reaches the hold."""
+    from otelguard.processors.pipeline import HoldsRecords, Pipeline
+
+    e = K8sEnricher(Config(wait_for_sync_seconds=0, hold_seconds=1.0), src, clock)
+    assert isinstance(e, HoldsRecords)
+    pipeline = Pipeline([("k8s", e)])
+    pipeline.start()
+    result = pipeline.process(o.logs(({semconv.CONTAINER_ID: CID}, [{}, {}])))
+    assert result.records_out == 0 and e.held_count == 1
+    assert pipeline.flush() == []
+    _world(src)  # the pod arrives
+    (released,) = pipeline.flush()
+    assert _res(released)[semconv.K8S_POD_NAME] == "web-5d4f-x"
+    e.process(o.logs(({semconv.CONTAINER_ID: "e" * 64}, [{}])))
+    (final,) = pipeline.shutdown()  # shutdown drains everything, due or not
+    assert _res(final)[semconv.CONTAINER_ID] == "e" * 64
+
+
+def test_rbac_role_grants_exactly_what_the_enricher_watches() -> None:
+    from pathlib import Path
+
+    import yaml
+
+    path = Path(__file__).resolve().parents[3] / "deploy" / "rbac" / "k8s-enricher.yaml"
+    docs = list(yaml.safe_load_all(path.read_text()))
+    (role,) = [d for d in docs if d["kind"] == "ClusterRole"]
+    granted = {(g, r) for rule in role["rules"] for g in rule["apiGroups"]
+               for r in rule["resources"]}
+    assert granted == {(k.group, k.plural) for k in Kind}
+    assert {v for rule in role["rules"] for v in rule["verbs"]} == {"get", "list", "watch"}
+    (binding,) = [d for d in docs if d["kind"] == "ClusterRoleBinding"]
+    (sa,) = [d for d in docs if d["kind"] == "ServiceAccount"]
+    assert binding["subjects"][0]["name"] == sa["metadata"]["name"]
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]

@@ -32,6 +32,8 @@ class Config:
     context: str = ""
     # A Resource whose container.id the cache does not know yet is held this long, then passed.
     hold_seconds: float = 2.0
+    # At most this many held Resources (one Resource's records from one batch each); beyond it
+    # the oldest go on unenriched (counted, reason hold_full).
     max_held_batches: int = 256
     # A deleted pod stays resolvable this long: records of its last moments arrive late.
     deleted_grace_seconds: float = 120.0

@@ -52,13 +52,6 @@ class Kind(enum.Enum):
     def plural(self) -> str:
         return self.value[2]
 
-    @property
-    def path(self) -> str:
-        """Cluster-wide collection path, e.g. ``/apis/apps/v1/replicasets``."""
-        if self.group:
-            return f"/apis/{self.group}/{self.version}/{self.plural}"
-        return f"/api/{self.version}/{self.plural}"
-
 
 class K8sSink(Protocol):
     """What a source feeds: the enricher's cache. Called from the source's threads."""
@@ -231,13 +224,6 @@ class ApiServerSource:
         for t in self._threads:
             t.join(timeout=5.0)
         self._threads.clear()
-
-    def interrupt(self) -> None:
-        """Cut every open watch connection (as a network blip would); the reflectors re-watch."""
-        with self._resp_lock:
-            responses = list(self._responses.values())
-        for resp in responses:
-            _shutdown_response(resp)
 
     # -- one kind --
 
