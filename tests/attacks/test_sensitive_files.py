@@ -41,7 +41,9 @@ def test_read_shadow_by_trusted_shell_does_not_fire(sensor: Sensor,
     # shells are in the rule's trusted list: `sh -c ': < /etc/shadow'` opens it in dash itself
     attack = run_attack(sensor, stage, ["/bin/sh", "-c", ": < /etc/shadow"])
     assert attack.returncode == 0
-    assert [a[S.PROCESS_EXECUTABLE_NAME] for a in _opens(attack, "/etc/shadow")] == ["dash"]
+    # /bin/sh is dash ("sh" when it exited before the agent read /proc/<pid>/exe)
+    assert [a[S.PROCESS_EXECUTABLE_NAME] in ("sh", "dash")
+            for a in _opens(attack, "/etc/shadow")] == [True]
     assert not attack.fired("Read sensitive file untrusted")
 
 
