@@ -158,6 +158,9 @@ def test_bind_and_listen(net_run: tuple[dict[str, int], list[Event]]) -> None:
     assert binds[0].ret == 0
     listens = named(events, semconv.EV_NETWORK_LISTEN)
     assert len(listens) == 1 and listens[0].attrs[semconv.NETWORK_LISTEN_BACKLOG] == 7
+    # bound to port 0: the port the kernel picked, read from /proc at decode time
+    assert listens[0].attrs[semconv.SERVER_PORT] == info["server_port"]
+    assert listens[0].attrs[semconv.NETWORK_LOCAL_ADDRESS] == "127.0.0.1"
     assert listens[0].attrs[semconv.FILE_FD] == info["listen_fd"]
 
 

@@ -276,3 +276,17 @@ def test_render_compiles_out_missing_tracepoints_and_sets_dns_ports() -> None:
     assert text.index("#define OG_NET_HAVE_") < text.index("TRACEPOINT_PROBE")
     assert p.type_ids == range(40, 60)
     assert all(t in p.type_ids for t in range(network.T_SOCKET, network.T_STATE + 1))
+
+
+def test_socket_local_endpoint_from_proc() -> None:
+    import os
+    with socket.socket() as s4, socket.socket(socket.AF_INET6) as s6:
+        s4.bind(("127.0.0.1", 0))
+        s4.listen(1)
+        s6.bind(("::1", 0))
+        s6.listen(1)
+        got4 = network.socket_local_endpoint(os.getpid(), s4.fileno())
+        got6 = network.socket_local_endpoint(os.getpid(), s6.fileno())
+        assert got4 == network.SockAddr(socket.AF_INET, "127.0.0.1", s4.getsockname()[1])
+        assert got6 == network.SockAddr(socket.AF_INET6, "::1", s6.getsockname()[1])
+    assert network.socket_local_endpoint(os.getpid(), 10**6) is None

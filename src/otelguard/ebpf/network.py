@@ -143,6 +143,42 @@ def decode_sockaddr(raw: bytes) -> Optional[SockAddr]:
     return None
 
 
+def socket_local_endpoint(pid: int, fd: int) -> Optional[SockAddr]:
+    """The local address of TCP socket ``fd`` of ``pid`` from ``/proc/<pid>/net/tcp{,6}`` (by
+    socket inode), for a listener bound to port 0 or bound before the agent started. Reads the
+    netns's whole socket table: ~1 ms per thousand sockets, so only for listen()."""
+    try:
+        link = os.readlink(f"/proc/{pid}/fd/{fd}")
+    except OSError:
+        return None
+    if not link.startswith("socket:["):
+        return None
+    inode = link[8:-1]
+    for name, family in (("tcp", AF_INET), ("tcp6", AF_INET6)):
+        try:
+            with open(f"/proc/{pid}/net/{name}", encoding="ascii") as f:
+                next(f, None)
+                for line in f:
+                    cols = line.split()
+                    if len(cols) > 9 and cols[9] == inode:
+                        return _proc_net_endpoint(cols[1], family)
+        except (OSError, ValueError, UnicodeDecodeError):
+            continue
+    return None
+
+
+def _proc_net_endpoint(text: str, family: int) -> Optional[SockAddr]:
+    """``0100007F:1F90`` (address words in host byte order, as /proc/net/tcp prints them)."""
+    addr_hex, _, port_hex = text.partition(":")
+    raw = bytes.fromhex(addr_hex)
+    if family == AF_INET and len(raw) == 4:
+        return SockAddr(AF_INET, str(ipaddress.IPv4Address(raw[::-1])), int(port_hex, 16))
+    if family == AF_INET6 and len(raw) == 16:
+        words = b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4))
+        return SockAddr(AF_INET6, str(ipaddress.IPv6Address(words)), int(port_hex, 16))
+    return None
+
+
 def transport_of(family: int, sock_type: int) -> str:
     kind = sock_type & 0xF
     if family == AF_PACKET:
@@ -486,6 +522,9 @@ class NetworkProbe:
             body = f"bind {_endpoint(sa)}"
         else:
             bound = self.tracker.bound.get((pid, fd))
+            if ret == 0 and (bound is None or bound.port == 0):
+                # bound to port 0 (the kernel picked one) or before we started: ask /proc
+                bound = socket_local_endpoint(pid, fd) or bound
             _peer_attrs(attrs, None, bound, "server")
             attrs[semconv.FILE_FD] = fd
             attrs[semconv.NETWORK_LISTEN_BACKLOG] = int(r.aux)

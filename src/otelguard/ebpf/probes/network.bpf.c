@@ -34,6 +34,15 @@
 #define OG_NET_TCP_LISTEN 10
 #define OG_NET_IPPROTO_TCP 6
 
+// og_net_args.nr: the exit handler only takes arguments its own entry saved (an exit that
+// never fired, e.g. a thread killed mid-syscall, must not leak into another syscall's record)
+#define OG_NET_NR_SOCKET 1
+#define OG_NET_NR_CONNECT 2
+#define OG_NET_NR_ACCEPT 3
+#define OG_NET_NR_BIND 4
+#define OG_NET_NR_LISTEN 5
+#define OG_NET_NR_SEND 6
+
 // how the DNS payload left the process (og_net_dns_rec.via)
 #define OG_NET_VIA_SENDTO 0
 #define OG_NET_VIA_SENDMSG 1
@@ -93,6 +102,7 @@ struct og_net_args {
     u8 sa[OG_NET_SA_LEN];
     u8 via;
     u8 connected;                   // send*: the socket was connect()ed to a DNS port
+    u8 nr;                          // OG_NET_NR_*: which syscall saved these arguments
 };
 
 struct og_net_fdkey {
@@ -168,6 +178,14 @@ static __always_inline int og_net_sa_is_dns(const u8 *sa) {
     return og_net_sa_is_inet(sa) && OG_NET_IS_DNS_PORT(og_net_sa_port(sa));
 }
 
+// This thread's saved arguments if `nr` saved them; a foreign entry is discarded.
+static __always_inline struct og_net_args *og_net_take(u64 id, u8 nr) {
+    struct og_net_args *a = og_net_args_map.lookup(&id);
+    if (!a) { return 0; }
+    if (a->nr != nr) { og_net_args_map.delete(&id); return 0; }
+    return a;
+}
+
 static __always_inline struct og_net_args *og_net_fresh_args(void) {
     int zero = 0;
     struct og_net_args *a = og_net_scratch.lookup(&zero);
@@ -220,13 +238,14 @@ TRACEPOINT_PROBE(syscalls, sys_enter_socket) {
     a->type = args->type;
     a->protocol = args->protocol;
     u64 id = bpf_get_current_pid_tgid();
+    a->nr = OG_NET_NR_SOCKET;
     og_net_args_map.update(&id, a);
     return 0;
 }
 
 TRACEPOINT_PROBE(syscalls, sys_exit_socket) {
     u64 id = bpf_get_current_pid_tgid();
-    struct og_net_args *a = og_net_args_map.lookup(&id);
+    struct og_net_args *a = og_net_take(id, OG_NET_NR_SOCKET);
     if (!a) { return 0; }
     s64 ret = args->ret;
     og_net_forget_fd(ret);
@@ -263,13 +282,14 @@ TRACEPOINT_PROBE(syscalls, sys_enter_connect) {
         return 0;
     }
     u64 id = bpf_get_current_pid_tgid();
+    a->nr = OG_NET_NR_CONNECT;
     og_net_args_map.update(&id, a);
     return 0;
 }
 
 TRACEPOINT_PROBE(syscalls, sys_exit_connect) {
     u64 id = bpf_get_current_pid_tgid();
-    struct og_net_args *a = og_net_args_map.lookup(&id);
+    struct og_net_args *a = og_net_take(id, OG_NET_NR_CONNECT);
     if (!a) { return 0; }
     s64 ret = args->ret;
     og_net_emit_addr(OG_T_NET_CONNECT, ret, a);
@@ -295,13 +315,14 @@ static __always_inline int og_net_accept_enter(s32 fd, u64 upeer, u64 ulen, u32 
     a->uptr = upeer;
     a->ulen = ulen;
     u64 id = bpf_get_current_pid_tgid();
+    a->nr = OG_NET_NR_ACCEPT;
     og_net_args_map.update(&id, a);
     return 0;
 }
 
 static __always_inline int og_net_accept_exit(s64 ret) {
     u64 id = bpf_get_current_pid_tgid();
-    struct og_net_args *a = og_net_args_map.lookup(&id);
+    struct og_net_args *a = og_net_take(id, OG_NET_NR_ACCEPT);
     if (!a) { return 0; }
     og_net_args_map.delete(&id);
     if (ret == -OG_NET_EAGAIN) { return 0; }   // an idle non-blocking listener: not an event
@@ -345,13 +366,14 @@ TRACEPOINT_PROBE(syscalls, sys_enter_bind) {
     a->sa_len = og_net_read_sa(a->sa, (u64)args->umyaddr, (u64)args->addrlen);
     if (!og_net_sa_is_inet(a->sa)) { return 0; }
     u64 id = bpf_get_current_pid_tgid();
+    a->nr = OG_NET_NR_BIND;
     og_net_args_map.update(&id, a);
     return 0;
 }
 
 TRACEPOINT_PROBE(syscalls, sys_exit_bind) {
     u64 id = bpf_get_current_pid_tgid();
-    struct og_net_args *a = og_net_args_map.lookup(&id);
+    struct og_net_args *a = og_net_take(id, OG_NET_NR_BIND);
     if (!a) { return 0; }
     og_net_emit_addr(OG_T_NET_BIND, args->ret, a);
     og_net_args_map.delete(&id);
@@ -367,13 +389,14 @@ TRACEPOINT_PROBE(syscalls, sys_enter_listen) {
     a->fd = args->fd;
     a->aux = (u32)args->backlog;
     u64 id = bpf_get_current_pid_tgid();
+    a->nr = OG_NET_NR_LISTEN;
     og_net_args_map.update(&id, a);
     return 0;
 }
 
 TRACEPOINT_PROBE(syscalls, sys_exit_listen) {
     u64 id = bpf_get_current_pid_tgid();
-    struct og_net_args *a = og_net_args_map.lookup(&id);
+    struct og_net_args *a = og_net_take(id, OG_NET_NR_LISTEN);
     if (!a) { return 0; }
     og_net_emit_addr(OG_T_NET_LISTEN, args->ret, a);
     og_net_args_map.delete(&id);
@@ -390,12 +413,13 @@ static __always_inline int og_net_is_dns_fd(s32 fd) {
 
 static __always_inline void og_net_stash_send(struct og_net_args *a) {
     u64 id = bpf_get_current_pid_tgid();
+    a->nr = OG_NET_NR_SEND;
     og_net_args_map.update(&id, a);
 }
 
 static __always_inline int og_net_send_exit(s64 ret) {
     u64 id = bpf_get_current_pid_tgid();
-    struct og_net_args *a = og_net_args_map.lookup(&id);
+    struct og_net_args *a = og_net_take(id, OG_NET_NR_SEND);
     if (!a) { return 0; }
     og_net_emit_dns(ret, a->fd, a->via, 0, a->uptr, a->ulen, a->connected ? 0 : a->sa);
     og_net_args_map.delete(&id);
@@ -482,7 +506,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_sendmmsg) {
 
 TRACEPOINT_PROBE(syscalls, sys_exit_sendmmsg) {
     u64 id = bpf_get_current_pid_tgid();
-    struct og_net_args *a = og_net_args_map.lookup(&id);
+    struct og_net_args *a = og_net_take(id, OG_NET_NR_SEND);
     if (!a) { return 0; }
     s64 ret = args->ret;
     s32 fd = a->fd;
