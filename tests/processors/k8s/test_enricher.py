@@ -531,3 +531,19 @@ def test_rbac_role_grants_exactly_what_the_enricher_watches() -> None:
     (sa,) = [d for d in docs if d["kind"] == "ServiceAccount"]
     assert binding["subjects"][0]["name"] == sa["metadata"]["name"]
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
+
+
+def test_a_pod_seen_again_after_a_relist_dropped_it_is_live(src: InMemorySource,
+                                                            clock: Clock) -> None:
+    _world(src)
+    e = _enricher(src, clock, deleted_grace_seconds=5, hold_seconds=0)
+    saved = dict(src._objects[Kind.POD])
+    src._objects[Kind.POD].clear()
+    src.relist()
+    assert e.cache.sizes()["pods_deleted"] == 1
+    src._objects[Kind.POD].update(saved)
+    src.relist()
+    assert e.cache.sizes()["pods_deleted"] == 0
+    clock.t += 10
+    assert _res(e.process(o.logs(({semconv.CONTAINER_ID: CID}, [{}]))))[
+        semconv.K8S_POD_NAME] == "web-5d4f-x"

@@ -220,8 +220,8 @@ class K8sCache:
             for ip in old.ips:
                 if ip not in pod.ips and self._by_ip.get(ip) == pod.uid:
                     del self._by_ip[ip]
-            if old.deleted_at is not None:
-                pod.deleted_at = old.deleted_at
+        # An object the API server lists or sends is live (a terminating pod is still running);
+        # only a DELETED event or its absence from a relist marks it deleted.
         self.pods[pod.uid] = pod
         if pod.deleted_at is None:
             self._pod_by_key[(pod.namespace, pod.name)] = pod.uid

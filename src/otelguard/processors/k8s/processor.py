@@ -188,8 +188,8 @@ class K8sEnricher:
             elif hold:
                 for i in reversed(hold):
                     del items[i]
-        if self.config.peers:
-            self._peers(items)
+            if self.config.peers:
+                self._peers(items)
         return batch
 
     def drain(self, final: bool) -> list[Batch]:
@@ -205,10 +205,9 @@ class K8sEnricher:
                 batch = batch_type()
                 items = _items(batch)
                 items.extend(released)
+                if self.config.peers:
+                    self._peers(items)
                 out.append(batch)
-        if self.config.peers:
-            for batch in out:
-                self._peers(_items(batch))
         return out
 
     @property
