@@ -8,7 +8,8 @@ tries the cheap way, ``/proc/<pid>/cgroup`` of the acting process, checked again
 runtimes::
 
     systemd:  .../kubepods-<qos>-pod<uid_with_underscores>.slice/cri-containerd-<id>.scope
-              (crio-<id>.scope, docker-<id>.scope; cri-containerd:<id> also accepted)
+              (crio-<id>.scope, docker-<id>.scope; also <pod slice>:cri-containerd:<id>
+              and prefixed slices such as kind's kubelet-kubepods-...-pod<uid>.slice)
     cgroupfs: .../kubepods/<qos>/pod<uid>/<id>
     plain Docker (no pod): /system.slice/docker-<id>.scope or /docker/<id>
 
@@ -31,8 +32,10 @@ CGROUP2_MOUNTS = ("/sys/fs/cgroup/unified", "/sys/fs/cgroup")
 
 _HEX64 = r"[0-9a-f]{64}"
 _SCOPE = re.compile(rf"^(?P<rt>cri-containerd|crio|docker|cri-o|libpod)-(?P<id>{_HEX64})\.scope$")
-_COLON = re.compile(rf"^(?P<rt>cri-containerd|crio|docker):(?P<id>{_HEX64})$")
-_POD_SLICE = re.compile(r"^kubepods(?:-[a-z]+)*-pod(?P<uid>[0-9a-f_]{36})\.slice$")
+# containerd's systemd-cgroup notation in one segment: <pod slice>:cri-containerd:<id>
+_COLON = re.compile(rf"^(?P<pod>[^:]*):(?P<rt>cri-containerd|crio|docker):(?P<id>{_HEX64})$")
+# kubepods-<qos>-pod<uid>.slice, also nested under a prefix (kind: kubelet-kubepods-...)
+_POD_SLICE = re.compile(r"^(?:[a-z]+-)*kubepods(?:-[a-z]+)*-pod(?P<uid>[0-9a-f_]{36})\.slice$")
 _POD_DIR = re.compile(r"^pod(?P<uid>[0-9a-f-]{36})$")
 _BARE_ID = re.compile(rf"^{_HEX64}$")
 _RUNTIME_NAMES = {"cri-containerd": "containerd", "crio": "cri-o", "cri-o": "cri-o",
@@ -74,7 +77,12 @@ def parse_container(path: str) -> ContainerIdentity:
         if m and in_kubepods:
             pod_uid = m.group("uid")
             continue
-        m = _SCOPE.match(part) or _COLON.match(part)
+        m = _COLON.match(part)
+        if m:
+            pm = _POD_SLICE.match(m.group("pod"))
+            if pm:
+                pod_uid = pm.group("uid").replace("_", "-")
+        m = _SCOPE.match(part) or m
         if m:
             # the container is the last container-shaped segment (nested runtimes)
             rest = ContainerIdentity(m.group("id"), pod_uid, _RUNTIME_NAMES[m.group("rt")])

@@ -1,0 +1,87 @@
+"""ProcessTable bookkeeping and trace roots (pure: ghost pids that do not exist in /proc)."""
+
+from __future__ import annotations
+
+import os
+
+from otelguard.ebpf.proctable import ProcessTable, cap_names
+
+G = 4_194_100  # above pid_max
+S = 1_000_000_000
+
+
+def test_roots_follow_the_long_lived_rule() -> None:
+    t = ProcessTable(long_lived_s=30)
+    shell = t.on_exec(G, "/bin/bash", ["bash"], 0, 0, 100 * S, "bash")
+    assert (shell.root_pid, shell.root_start_ns) == (G, shell.start_ns)  # parent unknown
+    young = t.on_fork(G, G + 1, shell.start_ns + 1 * S)
+    assert young.root_pid == G  # joins its young parent's trace
+    t.on_exec(G + 1, "/usr/bin/curl", ["curl", "x"], 0, 0, shell.start_ns + 2 * S, "curl")
+    assert t.get(G + 1, load=False).root_pid == G  # type: ignore[union-attr]
+    grandchild = t.on_fork(G + 1, G + 2, shell.start_ns + 3 * S)
+    assert grandchild.root_pid == G
+    late = t.on_fork(G, G + 3, shell.start_ns + 60 * S)
+    assert late.root_pid == G + 3 and late.root_start_ns == late.start_ns  # long-lived parent
+
+
+def test_launchers_start_new_roots() -> None:
+    t = ProcessTable()
+    shim = t.on_exec(G + 10, "/usr/bin/containerd-shim-runc-v2", ["shim"], 0, 0, 5 * S, "shim")
+    child = t.on_fork(shim.pid, G + 11, shim.start_ns + S)
+    assert child.root_pid == G + 11
+
+
+def test_exec_fork_exit_bookkeeping() -> None:
+    t = ProcessTable()
+    p = t.on_exec(G + 20, "/usr/bin/env", ["env", "PASSWORD=x"], 1000, 1000, S, "env")
+    assert p.args == ["env", "PASSWORD=***"] and p.command_line == "env PASSWORD=***"
+    assert (p.uid, p.gid, p.real_uid) == (1000, 1000, 1000)
+    c = t.on_fork(G + 20, G + 21, 2 * S)
+    assert (c.exe_path, c.uid, c.args) == ("/usr/bin/env", 1000, p.args)
+    t.on_chdir(G + 21, "/tmp")
+    assert t.get(G + 21, load=False).cwd == "/tmp"  # type: ignore[union-attr]
+    dead = t.on_exit(G + 21, 3 * S, 2)
+    assert dead is not None and dead.exit_code == 2
+    assert G + 21 not in [i.pid for i in t]
+    assert t.get(G + 21, load=False) is dead  # graveyard: late records still resolve
+
+
+def test_ancestors_are_bounded_and_loop_safe() -> None:
+    t = ProcessTable()
+    t.on_exec(G + 100, "/bin/sh", ["sh"], 0, 0, S, "sh")
+    for i in range(1, 25):
+        t.on_fork(G + 100 + i - 1, G + 100 + i, S + i)
+    leaf = t.get(G + 124, load=False)
+    assert leaf is not None
+    anc = t.ancestors(leaf)
+    assert len(anc) == 16 and anc[0].pid == G + 123
+    a = t.get(G + 100, load=False)
+    assert a is not None
+    a.ppid = G + 101  # a loop must not hang
+    assert len(t.ancestors(t.get(G + 101, load=False))) <= 16  # type: ignore[arg-type]
+
+
+def test_bounded_size() -> None:
+    t = ProcessTable(max_entries=10, graveyard=3)
+    for i in range(50):
+        t.on_fork(0, G + 200 + i, S)
+    assert len(t) == 10
+    for i in range(40, 50):
+        t.on_exit(G + 200 + i, 2 * S, 0)
+    assert len(t._dead) == 3
+
+
+def test_seed_and_first_sight_of_a_real_process() -> None:
+    t = ProcessTable()
+    assert t.seed() > 1
+    me = t.get(os.getpid())
+    assert me is not None and me.cwd == os.getcwd() and me.ppid == os.getppid()
+    assert me.start_ns > 0 and me.args
+    assert t.user_name(os.getpid(), os.getuid()) != ""
+
+
+def test_cap_names() -> None:
+    assert cap_names(0) == []
+    assert cap_names(0b11) == ["CAP_CHOWN", "CAP_DAC_OVERRIDE"]
+    assert cap_names(1 << 21) == ["CAP_SYS_ADMIN"]
+    assert cap_names(1 << 45) == ["CAP_45"]

@@ -1,0 +1,69 @@
+"""Rendering probe C from config (pure) and the ``otelguard ebpf render`` command."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from otelguard.ebpf import loader
+from otelguard.ebpf.file import PROBE as FILE, render_prefix_match
+from otelguard.ebpf.probe import ProbeConfig
+from otelguard.ebpf.process import PROBE as PROCESS
+
+ALL_PROCESS = frozenset(PROCESS.tracepoints())
+ALL_FILE = frozenset(FILE.tracepoints())
+
+
+def test_process_render_fills_placeholders() -> None:
+    text = PROCESS.render(ProbeConfig(argv_max=7, arg_len=64), ALL_PROCESS - {
+        "syscalls:sys_enter_execveat", "syscalls:sys_exit_execveat"})
+    assert "#define OG_ARGV_MAX 7" in text and "#define OG_ARG_LEN 64" in text
+    assert "#define OG_TP_sys_enter_execve 1" in text
+    assert "#define OG_TP_sys_enter_execveat 0" in text  # compiled out, not a load failure
+    with pytest.raises(ValueError):
+        PROCESS.render(ProbeConfig(argv_max=0), ALL_PROCESS)
+
+
+def test_file_render_prefixes_and_missing_tracepoints() -> None:
+    text = FILE.render(ProbeConfig(read_path_prefixes=("/etc/", "/x")),
+                       ALL_FILE - {"syscalls:sys_exit_openat2"})
+    assert "OG_FILE_PREFIX_MATCH\n" not in text and "\nOG_FILE_HANDLERS" not in text
+    assert "if (p[0] == '/' && p[1] == 'e' && p[2] == 't' && p[3] == 'c' && p[4] == '/')" in text
+    assert "if (p[0] == '/' && p[1] == 'x') { return 1; }" in text
+    assert "TRACEPOINT_PROBE(syscalls, sys_enter_openat)" in text
+    assert "TRACEPOINT_PROBE(syscalls, sys_enter_openat2)" not in text
+    assert "// openat2: tracepoint missing, not traced" in text
+    assert text.count("TRACEPOINT_PROBE(") == 2 * (len(ALL_FILE) // 2 - 1)
+
+
+def test_prefix_match_rules() -> None:
+    assert "never emitted" in render_prefix_match(())
+    assert "p[0] != '/'" in render_prefix_match(("/etc/",))  # relative paths pass
+    for bad in (("etc/",), ("/é/",), ("/" + "a" * 64,), tuple(f"/{i}" for i in range(33))):
+        with pytest.raises(ValueError):
+            render_prefix_match(bad)
+
+
+def test_program_has_common_placeholders() -> None:
+    text = loader.render_program([PROCESS, FILE], ProbeConfig(ringbuf_pages=8, self_tgid=4242),
+                                 ALL_PROCESS | ALL_FILE)
+    assert "#define OG_RINGBUF_PAGES 8" in text and "#define OG_SELF_TGID 4242" in text
+    assert text.index("struct og_hdr {") < text.index("probe: process") < text.index("probe: file")
+
+
+def test_render_main(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert loader.render_main(argparse.Namespace(probe="file", config=None)) == 0
+    out = capsys.readouterr().out
+    assert "TRACEPOINT_PROBE(syscalls, sys_enter_openat)" in out and "struct og_hdr {" not in out
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("sensor:\n  probes: [process]\n  probe:\n    ringbuf_pages: 16\n")
+    assert loader.render_main(argparse.Namespace(probe="all", config=str(cfg))) == 0
+    out = capsys.readouterr().out
+    assert "#define OG_RINGBUF_PAGES 16" in out and "probe: process" in out
+    assert "probe: file" not in out
+    cfg.write_text("sensor:\n  probe:\n    ringbuf_pagez: 16\n")
+    assert loader.render_main(argparse.Namespace(probe="all", config=str(cfg))) == 2
+    assert "sensor.probe.ringbuf_pagez: unknown key" in capsys.readouterr().err
+    assert loader.render_main(argparse.Namespace(probe="nosuch", config=None)) == 2
