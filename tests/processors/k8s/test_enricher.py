@@ -547,3 +547,22 @@ def test_a_pod_seen_again_after_a_relist_dropped_it_is_live(src: InMemorySource,
     clock.t += 10
     assert _res(e.process(o.logs(({semconv.CONTAINER_ID: CID}, [{}]))))[
         semconv.K8S_POD_NAME] == "web-5d4f-x"
+
+
+def test_malformed_input_passes_through_untouched(src: InMemorySource, clock: Clock) -> None:
+    _world(src)
+    e = _enricher(src, clock, hold_seconds=0)
+    batch = o.logs(({semconv.CONTAINER_ID: 12345, semconv.K8S_POD_UID: b"\x00\x01"}, [
+        {semconv.NETWORK_PEER_ADDRESS: 10}, {semconv.NETWORK_PEER_ADDRESS: ["10.1.0.5"]}, {}]))
+    before = batch.SerializeToString()
+    out = e.process(batch)
+    assert out.SerializeToString() == before  # nothing resolvable, nothing written, nothing lost
+
+
+def test_unreachable_configuration_is_a_clear_error(tmp_path: Any) -> None:
+    from otelguard.processors.k8s.source import K8sAccessError
+
+    missing = tmp_path / "nope.kubeconfig"
+    e = K8sEnricher(Config(kubeconfig=str(missing), wait_for_sync_seconds=0))
+    with pytest.raises(K8sAccessError, match="nope.kubeconfig"):
+        e.start()

@@ -25,6 +25,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Optional, Protocol
 
+from otelguard.processors.errors import ProcessorsError
+
 log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
@@ -375,19 +377,32 @@ def _http_status(exc: BaseException) -> Optional[int]:
     return status if isinstance(status, int) else None
 
 
+class K8sAccessError(ProcessorsError):
+    """No way to reach the API server was configured (stops startup with the reason)."""
+
+
 def api_client_from(kubeconfig: str = "", context: str = "") -> Any:
     """A ``kubernetes.client.ApiClient``: from ``kubeconfig`` if given, else in-cluster if we run in
-    a pod, else the default kubeconfig. Never touches the client's global default configuration."""
+    a pod, else the default kubeconfig. Never touches the client's global default configuration.
+    Raises :class:`K8sAccessError` naming what was tried."""
     from kubernetes import client, config
 
     # The loaders are untyped in the client; name their types once here.
     from_file: Callable[..., Any] = config.new_client_from_config
     incluster: Callable[..., None] = config.load_incluster_config
-    if kubeconfig:
-        return from_file(config_file=kubeconfig, context=context or None)
     try:
-        cfg = client.Configuration()
-        incluster(client_configuration=cfg)
-        return client.ApiClient(configuration=cfg)
-    except config.ConfigException:
-        return from_file(context=context or None)
+        if kubeconfig:
+            return from_file(config_file=kubeconfig, context=context or None)
+        try:
+            cfg = client.Configuration()
+            incluster(client_configuration=cfg)
+            return client.ApiClient(configuration=cfg)
+        except config.ConfigException:
+            return from_file(context=context or None)
+    except (config.ConfigException, OSError, ValueError, TypeError) as exc:
+        tried = f"kubeconfig {kubeconfig!r}" if kubeconfig else (
+            "the in-cluster service account and the default kubeconfig")
+        raise K8sAccessError(
+            f"k8s_attributes: cannot configure Kubernetes API access from {tried}"
+            f"{f' (context {context!r})' if context else ''}: {type(exc).__name__}: {exc}"
+        ) from exc
