@@ -29,7 +29,8 @@ T0 = 1_763_900_000_000_000_000
 
 
 def make_events(n: int, seed: int = 7) -> list[Event]:
-    """A file/network-heavy mix: 8 containers + host, 200 processes, 2000 distinct paths."""
+    """A file/network-heavy mix: 8 containers + host, 200 processes, 2000 distinct paths, ~33
+    attributes per record (what the sensor attaches: process table + event + record uid)."""
     rnd = random.Random(seed)
     containers = [(f"{i:02x}" * 32, f"0d6c9a4e-2f6b-4b8e-9a51-8f0c6a1d2e{i:02x}") for i in range(8)]
     containers.append(("", ""))
@@ -37,13 +38,23 @@ def make_events(n: int, seed: int = 7) -> list[Event]:
     procs = []
     for pid in range(1000, 1200):
         exe = rnd.choice(exes)
-        procs.append((pid, rnd.choice(containers), {
+        # the keys and value shapes the sensor's process table fills (ebpf/sensor.py)
+        ctr = rnd.choice(containers)
+        procs.append((pid, ctr, {
             sc.PROCESS_PID: pid, sc.PROCESS_PARENT_PID: pid - 1 if pid > 1000 else 1,
             sc.PROCESS_EXECUTABLE_NAME: exe, sc.PROCESS_EXECUTABLE_PATH: f"/usr/bin/{exe}",
             sc.PROCESS_COMMAND_LINE: f"/usr/bin/{exe} --config /etc/{exe}.conf",
-            sc.PROCESS_USER_ID: 1000, sc.PROCESS_USER_NAME: "app",
-            sc.PROCESS_WORKING_DIRECTORY: "/srv", sc.PROCESS_ANCESTORS: ["sh", "containerd-shim"],
-            sc.PROCESS_PARENT_EXECUTABLE_NAME: "sh",
+            sc.PROCESS_COMMAND_ARGS: [f"/usr/bin/{exe}", "--config", f"/etc/{exe}.conf"],
+            sc.PROCESS_ARGS_COUNT: 3, sc.PROCESS_USER_ID: 1000, sc.PROCESS_USER_NAME: "app",
+            sc.PROCESS_GROUP_ID: 1000, sc.PROCESS_WORKING_DIRECTORY: "/srv",
+            sc.PROCESS_CREATION_TIME: "2026-11-23T12:00:00.000000000Z", sc.PROCESS_TTY: 0,
+            sc.PROCESS_INTERACTIVE: False, sc.PROCESS_LOGIN_UID: 4294967295,
+            sc.PROCESS_CAP_EFFECTIVE: ["CAP_NET_BIND_SERVICE"], sc.PROCESS_EXE_FROM_MEMFD: False,
+            sc.PROCESS_EXE_DELETED: False, sc.PROCESS_EXE_UPPER_LAYER: False,
+            sc.PROCESS_PARENT_EXECUTABLE_NAME: "sh", sc.PROCESS_PARENT_EXECUTABLE_PATH: "/bin/sh",
+            sc.PROCESS_PARENT_COMMAND_LINE: "/bin/sh -c start",
+            sc.PROCESS_ANCESTORS: ["sh", "containerd-shim"], sc.PROCESS_ANCESTOR_PIDS: [pid - 1, 900],
+            sc.PROCESS_LINUX_CGROUP: f"/kubepods.slice/{ctr[0][:12]}.scope", sc.PROCESS_REAL_USER_ID: 1000,
         }))
     paths = [f"/srv/data/{i % 40}/file-{i}.dat" for i in range(2000)]
     out = []
@@ -59,6 +70,7 @@ def make_events(n: int, seed: int = 7) -> list[Event]:
                      sc.SYSCALL_NAME: "openat", sc.SYSCALL_RET: 3}
             name, syscall, body = sc.EV_FILE_OPEN, "openat", f"open {path}"
         attrs[sc.LOG_RECORD_UID] = f"5f0c2a9e41d7-{i:x}"  # unique per record, as the sensor sets it
+        attrs[sc.PROCESS_DURATION_NS] = 1_000_000 + i * 977  # unique too
         out.append(Event(name=name, time_ns=T0 + i * 1000, pid=pid, tid=pid, syscall=syscall, ret=0,
                          container_id=cid, pod_uid=pod, process_start_ns=T0, root_pid=1000,
                          root_start_ns=T0, attrs=attrs, body=body))  # type: ignore[arg-type]

@@ -49,9 +49,25 @@ def test_traces_golden() -> None:
     _check_golden("shell_session.traces.json", otlpjson.to_dict(traces))
 
 
+def _sorted_attrs(req: object) -> object:
+    """Attributes are a map in OTLP: the wire path writes list values last."""
+    for rl in req.resource_logs:  # type: ignore[attr-defined]
+        for sl in rl.scope_logs:
+            for rec in sl.log_records:
+                kvs = sorted(rec.attributes, key=lambda kv: kv.key)
+                copies = [type(kv)() for kv in kvs]
+                for c, kv in zip(copies, kvs):
+                    c.CopyFrom(kv)
+                del rec.attributes[:]
+                rec.attributes.extend(copies)
+    return req
+
+
 def test_wire_bytes_equal_field_by_field_message() -> None:
     events = shell_session()
-    assert _builder().logs(events) == _builder().logs_fields(shell_session())
+    wire = _sorted_attrs(_builder().logs(events))
+    fields = _sorted_attrs(_builder().logs_fields(shell_session()))
+    assert wire == fields
 
 
 def test_one_resource_per_container_and_one_for_the_host() -> None:
@@ -114,3 +130,21 @@ def test_wire_encodes_every_attribute_type(value: object) -> None:
     msg = _builder().logs(events)
     rec = msg.resource_logs[0].scope_logs[0].log_records[0]
     assert get_attr(rec.attributes, "otelguard.test.value") == value
+
+
+@pytest.mark.parametrize("key, value", [
+    (sc.LOG_RECORD_UID, "a1b2c3-1f"), (sc.LOG_RECORD_UID, "x" * 300),
+    (sc.PROCESS_DURATION_NS, 123_456_789_012), (sc.PROCESS_DURATION_NS, 0),
+    (sc.PROCESS_COMMAND_ARGS, ["sh", "-c", "id"]), (sc.PROCESS_ANCESTOR_PIDS, [1, 2**40]),
+    ("otelguard.test.unlisted_list", ["not", "in", "LIST_KEYS"]),
+])
+def test_wire_special_paths_unique_values_and_lists(key: str, value: object) -> None:
+    """Unique-per-record keys bypass the cache, list values are encoded apart: same result."""
+    events = shell_session()[:2]
+    for e in events:
+        e.attrs = {**e.attrs, key: value}
+    wire = _builder().logs(events)
+    fields = _builder().logs_fields(events)
+    assert _sorted_attrs(wire) == _sorted_attrs(fields)
+    rec = wire.resource_logs[0].scope_logs[0].log_records[1]
+    assert get_attr(rec.attributes, key) == value

@@ -20,7 +20,10 @@ from typing import Sequence
 from otelguard.ebpf.events import AttrValue, Event
 from otelguard.exporter.mapping import record_body
 from otelguard.semconv import (
-    LOG_RECORD_UID, PROCESS_DURATION_NS, PROCESS_PID, SYSCALL_NAME, SYSCALL_RET,
+    CONTAINER_IMAGE_TAGS, LOG_RECORD_UID, PROCESS_ANCESTOR_PIDS, PROCESS_ANCESTORS,
+    PROCESS_CAP_EFFECTIVE, PROCESS_CAP_PERMITTED, PROCESS_COMMAND_ARGS, PROCESS_DURATION_NS,
+    PROCESS_PID, SECURITY_RULE_TAGS, SYSCALL_NAME, SYSCALL_RET, THREAT_TACTIC_NAME,
+    THREAT_TECHNIQUE_ID,
 )
 
 _pack_times = struct.Struct("<BQBQ").pack  # field 1 and 11, fixed64
@@ -29,6 +32,13 @@ _SEVERITY = b"\x10\x09\x1a\x04INFO"  # severity_number=9, severity_text="INFO"
 _U64 = 0xFFFFFFFFFFFFFFFF
 # unique per record: caching them would only evict the pairs that do repeat
 UNCACHED_KEYS = frozenset({LOG_RECORD_UID, PROCESS_DURATION_NS})
+# keys whose values are lists (unhashable): encoded apart, see LogsWireEncoder.record
+LIST_KEYS = frozenset({
+    PROCESS_COMMAND_ARGS, PROCESS_CAP_EFFECTIVE, PROCESS_CAP_PERMITTED, PROCESS_ANCESTORS,
+    PROCESS_ANCESTOR_PIDS, SECURITY_RULE_TAGS, THREAT_TECHNIQUE_ID, THREAT_TACTIC_NAME,
+    CONTAINER_IMAGE_TAGS,
+})
+_SKIP = object()  # stands in for a list value in the C-level pass; its pairs encode to b""
 
 
 def varint(n: int) -> bytes:
@@ -61,7 +71,7 @@ def any_value(value: AttrValue) -> bytes:
         return b"\x18" + varint(value)
     if isinstance(value, float):
         return b"\x21" + _pack_double(value)
-    if isinstance(value, list):
+    if isinstance(value, (list, tuple)):  # tuple: a list as cached by _PairCache
         return field_len(0x2A, b"".join(field_len(0x0A, any_value(v)) for v in value))
     raise TypeError(f"unsupported attribute value type {type(value).__name__}")
 
@@ -70,31 +80,66 @@ def key_value(key: str, value: AttrValue) -> bytes:
     return field_len(0x0A, key.encode()) + field_len(0x12, any_value(value))
 
 
+_KEY_FIELDS: dict[str, bytes] = {}
+
+
+def _unique_attribute(key: str, value: object) -> bytes:
+    """An attribute field for a value seen once (record uid, duration): short-cut encoding."""
+    kf = _KEY_FIELDS.get(key)
+    if kf is None:
+        kf = _KEY_FIELDS[key] = field_len(0x0A, key.encode())
+    if type(value) is str:
+        vb = value.encode()
+        n = len(vb)
+        av = (bytes((0x0A, n)) if n < 0x80 else b"\x0a" + varint(n)) + vb
+    elif type(value) is int:
+        av = b"\x18" + varint(value)
+    else:
+        return field_len(0x32, key_value(key, value))  # type: ignore[arg-type]
+    kv = kf + bytes((0x12, len(av))) + av if len(av) < 0x80 else kf + field_len(0x12, av)
+    return field_len(0x32, kv)
+
+
+class _PairCache(dict[tuple[str, object], bytes]):
+    """(key, value) -> encoded attribute field. ``__missing__`` lets a C-level
+    ``map(cache.__getitem__, attrs.items())`` encode first-seen pairs without leaving C for hits."""
+
+    def __init__(self, max_entries: int) -> None:
+        super().__init__()
+        self.max_entries = max_entries
+
+    def __missing__(self, pair: tuple[str, object]) -> bytes:
+        key, value = pair
+        if value is _SKIP:
+            self[pair] = b""
+            return b""
+        if key in UNCACHED_KEYS:
+            return _unique_attribute(key, value)
+        hit = field_len(0x32, key_value(key, value))  # type: ignore[arg-type]
+        if key not in UNCACHED_KEYS:
+            if len(self) >= self.max_entries:
+                self.clear()
+            self[pair] = hit
+        return hit
+
+
 class LogsWireEncoder:
     """Encodes records and assembles requests; one per exporter thread (the caches are not locked)."""
 
     def __init__(self, scope_name: str, scope_version: str, max_cache: int = 200_000) -> None:
         self._scope = field_len(0x0A, field_len(0x0A, scope_name.encode())
                                 + field_len(0x12, scope_version.encode()))
-        self._pairs: dict[tuple[str, object], bytes] = {}
+        self._pairs = _PairCache(max_cache)
         self._names: dict[str, bytes] = {}
-        self._max_cache = max_cache
 
     def attribute(self, key: str, value: AttrValue) -> bytes:
         """A LogRecord ``attributes`` field (tag 6) holding one KeyValue, cached by pair.
 
         The cache key is (key, value) without the type: True == 1 == 1.0 would share an entry,
-        which is harmless because every key in semconv has one value type.
+        which is harmless because every key in semconv has one value type. Lists are cached
+        under their tuple.
         """
-        ck = (key, tuple(value) if type(value) is list else value)
-        hit = self._pairs.get(ck)
-        if hit is None:
-            hit = field_len(0x32, key_value(key, value))
-            if key not in UNCACHED_KEYS:
-                if len(self._pairs) >= self._max_cache:
-                    self._pairs.clear()
-                self._pairs[ck] = hit
-        return hit
+        return self._pairs[(key, tuple(value) if type(value) is list else value)]
 
     def record(self, ev: Event, observed_ns: int, trace_id: bytes, span_id: bytes) -> bytes:
         """One LogRecord wrapped as a ScopeLogs ``log_records`` field (tag 2).
@@ -111,13 +156,24 @@ class LogsWireEncoder:
                  bytes((0x2A, n + 2, 0x0A, n)) + body if n < 126
                  else field_len(0x2A, field_len(0x0A, body))]
         append = parts.append
-        pairs = self._pairs
+        getitem = self._pairs.__getitem__
         attrs = ev.attrs
-        for kv in attrs.items():
-            try:
-                append(pairs[kv])
-            except (KeyError, TypeError):  # first sight, or a list value (unhashable)
-                append(self.attribute(*kv))
+        # One C-level pass over the attributes (map + dict lookups, no Python frame per hit);
+        # list values are masked out of that pass and encoded after the others, cached under
+        # their tuple. This took a 33-attribute sensor record from ~19 to ~9 µs here.
+        lists = attrs.keys() & LIST_KEYS
+        try:
+            if lists:
+                parts.extend(map(getitem, (attrs | dict.fromkeys(lists, _SKIP)).items()))
+                for key in sorted(lists):  # deterministic order (attributes are a map in OTLP)
+                    value = attrs[key]
+                    append(self._pairs[(key, tuple(value) if type(value) is list else value)])
+            else:
+                parts.extend(map(getitem, attrs.items()))
+        except TypeError:  # a list under a key not in LIST_KEYS: the general loop
+            del parts[3:]
+            for key, value in attrs.items():
+                append(self.attribute(key, value))
         if PROCESS_PID not in attrs:
             append(self.attribute(PROCESS_PID, ev.pid))
         if ev.syscall and SYSCALL_NAME not in attrs:
