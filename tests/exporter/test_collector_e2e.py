@@ -131,3 +131,42 @@ def test_otlpjson_matches_the_collector_file_exporter(collector: Any) -> None:
     for line in lines:
         assert otlpjson.to_dict(otlpjson.decode_line(line)) == json.loads(line)
     assert any(sc.EV_PROCESS_EXEC in line for line in lines)
+
+
+def test_process_tree_lands_in_jaeger_as_one_trace(tmp_path: Path) -> None:
+    """Spans -> Collector (backends.yaml) -> real Jaeger: the shell session is one trace with
+    curl under bash and its connection under curl; the cron job is its own trace."""
+    from tests.support.stack import (
+        BACKENDS_CONFIG, Collector, Jaeger, StackError, backends_env, binary, wait_until,
+    )
+
+    try:
+        binary("jaeger", "jaeger")
+    except StackError as exc:
+        pytest.fail(f"Jaeger binary missing (scripts/stack/build.sh jaeger): {exc}")
+    jaeger = Jaeger(tmp_path / "jaeger").start()
+    col = Collector(tmp_path / "col", [BACKENDS_CONFIG], backends_env(jaeger=jaeger)).start()
+    try:
+        _, traces, _ = _build()
+        t = OtlpGrpcTransport(col.otlp_grpc, timeout_s=10)
+        assert t.export_traces(traces).ok
+        t.shutdown()
+        sent = {s.name: s for _, s in iter_spans(traces)}
+        bash = sent["exec bash"]
+        got: list[Any] = []
+
+        def stored() -> bool:
+            got[:] = [s for rs in jaeger.trace(bash.trace_id.hex())
+                      for ss in rs.get("scopeSpans", []) for s in ss.get("spans", [])]
+            return len(got) >= 4
+
+        assert wait_until(stored, timeout=30), got
+        by_name = {s["name"]: s for s in got}
+        assert set(by_name) == {"exec bash", "exec curl", "connect 10.0.0.7:443", "connect 10.0.0.7:8443"}
+        assert by_name["exec curl"]["parentSpanId"] == bash.span_id.hex()
+        assert by_name["connect 10.0.0.7:443"]["parentSpanId"] == sent["exec curl"].span_id.hex()
+        job = sent["exec sh"]
+        assert wait_until(lambda: bool(jaeger.trace(job.trace_id.hex())), timeout=30)
+    finally:
+        col.stop()
+        jaeger.stop()
