@@ -7,12 +7,14 @@
 #   OTELGUARD_STACK_MODE=backends (default)  pipeline (b): agent -> processor -> Collector -> backends
 #   OTELGUARD_STACK_MODE=gateway             pipeline (a): agent -> Collector -> processor -> Collector
 #   OTELGUARD_STACK_KUBE=0                   skip the kube-apiserver
-# Ports are the configs' defaults; override any with the variables documented in otel-config/.
+# Ports are the configs' defaults; override any with the variables documented in otel-config/
+# (tests/e2e/test_stack_scripts.py runs this script on free ports that way), plus
+#   OTELGUARD_PROMETHEUS_PORT (9090) and OTELGUARD_STACK_RUN (the run directory).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 CACHE="${OTELGUARD_CACHE:-$HOME/.cache/otelguard}"
-RUN="$CACHE/run"
+RUN="${OTELGUARD_STACK_RUN:-$CACHE/run}"
 MODE="${OTELGUARD_STACK_MODE:-backends}"
 mkdir -p "$RUN"
 
@@ -51,16 +53,17 @@ configs=(--config "$ROOT/otel-config/collector/backends.yaml")
 [ "$MODE" = gateway ] && configs+=(--config "$ROOT/otel-config/collector/gateway.yaml")
 start otelcol "$CACHE/otelcol/otelcol-otelguard" "${configs[@]}"
 
-# Prometheus: the checked-in config, with file_sd targets for the default ports.
+# Prometheus: the checked-in config, with file_sd targets for the Collector's ports.
+PROM_PORT="${OTELGUARD_PROMETHEUS_PORT:-9090}"
 mkdir -p "$RUN/prometheus/targets"
 cp -r "$ROOT/otel-config/prometheus/." "$RUN/prometheus/"
 cat > "$RUN/prometheus/targets/otelguard.json" <<JSON
 [{"targets": ["127.0.0.1:9464", "127.0.0.1:9465", "127.0.0.1:9466"], "labels": {}}]
 JSON
-echo '[{"targets": ["127.0.0.1:8889"], "labels": {}}]' > "$RUN/prometheus/targets/otelcol-exporter.json"
-echo '[{"targets": ["127.0.0.1:8888"], "labels": {}}]' > "$RUN/prometheus/targets/otelcol.json"
+echo "[{\"targets\": [\"${OTELGUARD_COLLECTOR_PROMETHEUS:-127.0.0.1:8889}\"], \"labels\": {}}]" > "$RUN/prometheus/targets/otelcol-exporter.json"
+echo "[{\"targets\": [\"127.0.0.1:${OTELGUARD_COLLECTOR_TELEMETRY_PORT:-8888}\"], \"labels\": {}}]" > "$RUN/prometheus/targets/otelcol.json"
 start prometheus /usr/bin/prometheus --config.file="$RUN/prometheus/prometheus.yml" \
-  --storage.tsdb.path="$RUN/prometheus-data" --web.listen-address=127.0.0.1:9090 --log.level=warn
+  --storage.tsdb.path="$RUN/prometheus-data" --web.listen-address="127.0.0.1:${PROM_PORT}" --log.level=warn
 
 if [ "${OTELGUARD_STACK_KUBE:-1}" = 1 ] && [ -f "$ROOT/tests/support/kube.py" ] && [ -x "$CACHE/kube-apiserver/kube-apiserver" ]; then
   mkdir -p "$RUN/kube"
@@ -68,10 +71,10 @@ if [ "${OTELGUARD_STACK_KUBE:-1}" = 1 ] && [ -f "$ROOT/tests/support/kube.py" ] 
   (cd "$ROOT" && start kube "$PY" -m tests.support.kube "$RUN/kube")
 fi
 
-wait_http loki http://127.0.0.1:3100/ready
-wait_http jaeger http://127.0.0.1:16686/api/services
-wait_http otelcol http://127.0.0.1:13133/
-wait_http prometheus http://127.0.0.1:9090/-/ready
+wait_http loki "http://127.0.0.1:${LOKI_HTTP_PORT:-3100}/ready"
+wait_http jaeger "http://${JAEGER_QUERY_HTTP:-127.0.0.1:16686}/api/services"
+wait_http otelcol "http://${OTELGUARD_COLLECTOR_HEALTH:-127.0.0.1:13133}/"
+wait_http prometheus "http://127.0.0.1:${PROM_PORT}/-/ready"
 if running kube; then
   for _ in $(seq 1 120); do grep -q kubeconfig "$RUN/kube.log" 2>/dev/null && break; sleep 0.5; done
   echo "[stack] kube-apiserver: $(grep -m1 -o '/[^ ]*kubeconfig[^ ]*' "$RUN/kube.log" || echo "see $RUN/kube.log")"
@@ -79,10 +82,10 @@ fi
 
 cat <<TXT
 [stack] up ($MODE mode); logs and pids in $RUN
-  Collector OTLP      grpc 127.0.0.1:4317  http http://127.0.0.1:4318$( [ "$MODE" = gateway ] && echo "  agents grpc 127.0.0.1:4319 -> processor 127.0.0.1:4320")
-  Loki                http://127.0.0.1:3100   (LogQL: /loki/api/v1/query_range)
-  Jaeger UI/API       http://127.0.0.1:16686
-  Prometheus          http://127.0.0.1:9090   (alerts: /alerts)
-  Collector metrics   http://127.0.0.1:8889/metrics (detections)  http://127.0.0.1:8888/metrics (self)
+  Collector OTLP      grpc ${OTELGUARD_COLLECTOR_OTLP_GRPC:-127.0.0.1:4317}  http http://${OTELGUARD_COLLECTOR_OTLP_HTTP:-127.0.0.1:4318}$( [ "$MODE" = gateway ] && echo "  agents grpc ${OTELGUARD_COLLECTOR_AGENT_GRPC:-127.0.0.1:4319} -> processor ${OTELGUARD_PROCESSOR_ENDPOINT:-127.0.0.1:4320}")
+  Loki                http://127.0.0.1:${LOKI_HTTP_PORT:-3100}   (LogQL: /loki/api/v1/query_range)
+  Jaeger UI/API       http://${JAEGER_QUERY_HTTP:-127.0.0.1:16686}
+  Prometheus          http://127.0.0.1:${PROM_PORT}   (alerts: /alerts)
+  Collector metrics   http://${OTELGUARD_COLLECTOR_PROMETHEUS:-127.0.0.1:8889}/metrics (detections)  http://127.0.0.1:${OTELGUARD_COLLECTOR_TELEMETRY_PORT:-8888}/metrics (self)
   Stop with: make stack-stop
 TXT

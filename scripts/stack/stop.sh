@@ -2,7 +2,7 @@
 # Stops what scripts/stack/start.sh started (by the pids it recorded; nothing else), keeps logs.
 # OTELGUARD_STACK_CLEAN=1 also deletes the run directory's data (Loki, Prometheus, kube).
 set -euo pipefail
-RUN="${OTELGUARD_CACHE:-$HOME/.cache/otelguard}/run"
+RUN="${OTELGUARD_STACK_RUN:-${OTELGUARD_CACHE:-$HOME/.cache/otelguard}/run}"
 [ -d "$RUN" ] || { echo "[stack] nothing to stop"; exit 0; }
 for pidfile in "$RUN"/*.pid; do
   [ -e "$pidfile" ] || continue
