@@ -113,8 +113,8 @@ def test_ordinary_find_and_grep_do_not_fire(sensor: Sensor, stage: FalcoRulesPro
 
 def test_truncate_log_file(sensor: Sensor, stage: FalcoRulesProcessor, tmp_path: Path) -> None:
     log = tmp_path / "auth.log"
-    log.write_text("Nov 23 sshd[1]: Accepted publickey for root\n")
-    attack = run_attack(sensor, stage, ["/bin/sh", "-c", f": > {log}"])
+    script = f"echo 'sshd[1]: Accepted publickey for root' >> {log}; : > {log}"
+    attack = run_attack(sensor, stage, ["/bin/sh", "-c", script])
     assert attack.returncode == 0 and log.stat().st_size == 0
     d = attack.detection(
         "Clear Log Activities", "WARNING", S.EV_FILE_OPEN,
@@ -127,7 +127,6 @@ def test_truncate_log_file(sensor: Sensor, stage: FalcoRulesProcessor, tmp_path:
 def test_appending_to_log_file_does_not_fire(sensor: Sensor, stage: FalcoRulesProcessor,
                                              tmp_path: Path) -> None:
     log = tmp_path / "auth.log"
-    log.write_text("x\n")
     attack = run_attack(sensor, stage, ["/bin/sh", "-c", f"echo y >> {log}"])
     opens = [a for a in attack.records(S.EV_FILE_OPEN) if a.get(S.FILE_PATH) == str(log)]
     assert opens and "O_APPEND" in str(opens[0][S.FILE_OPEN_FLAGS])
@@ -136,8 +135,8 @@ def test_appending_to_log_file_does_not_fire(sensor: Sensor, stage: FalcoRulesPr
 
 def test_shred_removes_data(sensor: Sensor, stage: FalcoRulesProcessor, tmp_path: Path) -> None:
     victim = tmp_path / "customers.db"
-    victim.write_bytes(b"x" * 4096)
-    attack = run_attack(sensor, stage, ["shred", "-u", str(victim)])
+    script = f"head -c 4096 /dev/urandom > {victim} && exec shred -u {victim}"
+    attack = run_attack(sensor, stage, ["/bin/sh", "-c", script])
     assert attack.returncode == 0 and not victim.exists()
     attack.detection(
         "Remove Bulk Data from Disk", "WARNING", S.EV_PROCESS_EXEC,
@@ -148,8 +147,8 @@ def test_shred_removes_data(sensor: Sensor, stage: FalcoRulesProcessor, tmp_path
 
 def test_rm_does_not_fire(sensor: Sensor, stage: FalcoRulesProcessor, tmp_path: Path) -> None:
     victim = tmp_path / "customers.db"
-    victim.write_bytes(b"x")
-    attack = run_attack(sensor, stage, ["rm", str(victim)])
+    script = f"head -c 4096 /dev/urandom > {victim} && exec rm {victim}"
+    attack = run_attack(sensor, stage, ["/bin/sh", "-c", script])
     assert attack.returncode == 0 and _execs(attack, "rm")
     assert not attack.fired("Remove Bulk Data from Disk")
 

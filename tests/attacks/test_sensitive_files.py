@@ -16,6 +16,8 @@ from tests.attacks.harness import PYTHON_NAME, named_binary, python_attack, run_
 
 pytestmark = [pytest.mark.kernel, pytest.mark.timeout(90)]
 
+# repeatable link attacks (a run is repeated when the sensor lost records): remove old links
+CLEAN = "(lambda *ps: [os.unlink(p) for p in ps if os.path.lexists(p)])"
 READ_SHADOW = "open('/etc/shadow', 'rb').read(1)"
 
 
@@ -94,7 +96,8 @@ def test_symlink_and_hardlink_over_sensitive_files(sensor: Sensor, stage: FalcoR
                                                    bindir: Path) -> None:
     # the hard link lives on /etc's filesystem so it really succeeds (root may link any file)
     work = bindir
-    code = (f"import os; os.symlink('/etc/shadow', '{work}/shadow-sym'); "
+    code = (f"import os; {CLEAN}('{work}/shadow-sym', '{work}/shadow-hard'); "
+            f"os.symlink('/etc/shadow', '{work}/shadow-sym'); "
             f"os.link('/etc/shadow', '{work}/shadow-hard')")
     attack = python_attack(sensor, stage, code)
     sym = attack.detection(
@@ -116,7 +119,8 @@ def test_links_to_ordinary_files_do_not_fire(sensor: Sensor, stage: FalcoRulesPr
                                              bindir: Path) -> None:
     work = bindir
     (work / "own").write_text("x")
-    code = (f"import os; os.symlink('/etc/hostname', '{work}/h-sym'); "
+    code = (f"import os; {CLEAN}('{work}/h-sym', '{work}/own-hard'); "
+            f"os.symlink('/etc/hostname', '{work}/h-sym'); "
             f"os.link('{work}/own', '{work}/own-hard')")
     attack = python_attack(sensor, stage, code)
     assert attack.records(S.EV_FILE_SYMLINK) and attack.records(S.EV_FILE_LINK)
