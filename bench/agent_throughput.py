@@ -1,0 +1,430 @@
+"""Agent throughput: shipped events per second per core, kernel -> OTLP bytes, and where drops begin.
+
+A rate-controlled generator (bench/syscall_loop.c ``rate``: open(O_WRONLY)+close of a temp file,
+each one a shipped ``otelguard.file.open`` event) runs at increasing rates against the real
+agent in this process: Sensor (all probes, default config) -> queue -> BatchExporter ->
+OtlpBuilder.logs_bytes -> a counting sink (``--consumer run`` adds the ``otelguard run``
+pipeline). For each step: the generator's achieved rate, events consumed per second, the
+agent's CPU (whole process, and the poll + export threads by their CPU clocks), the drops by
+stage (``telemetry.dropped``: kernel_ring = ring buffer full, user_queue = queue full). Events
+of other processes on the machine are consumed too and counted; the generator's share is shown.
+
+Rates rise x1.6 from ``--start`` until a step drops; the full mode then bisects once between
+the last drop-free and the first dropping rate. The baseline measured side by side is the
+generator alone with no agent loaded (its achievable rate), so the table shows how close the
+agent's ceiling is to what the workload can produce. Finally the consumer threads are profiled
+with cProfile at the highest drop-free rate (a fresh agent, profiler hooked into its threads at
+their start): time in ring-buffer decode, process-table/event context, queue hand-off, OTLP
+build (span ids, record encoding) and delivery, and the top functions by own time.
+
+Run: ``.venv/bin/python -m bench.agent_throughput`` (``--quick`` for seconds, ``--step-s``,
+``--start``, ``--max-rate``, ``--no-profile``). Needs root. Ends with ``BENCH_SUMMARY {json}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import ctypes
+import io
+import os
+import pstats
+import queue
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass
+from types import FrameType
+from typing import Any, Callable, Optional
+
+from bench.common import (
+    CONSUMERS, AgentUnderTest, BenchError, kernel_drop_counts, machine_line, run_loop,
+    summary_line,
+)
+
+AIM_PER_CORE = 250_000
+GROWTH = 1.6
+MAX_BACKLOG_S = 0.5
+
+
+@dataclass(frozen=True)
+class Step:
+    target_per_s: float
+    generated: int  # opens the generator made
+    generated_per_s: float
+    consumed: int  # events the exporter took (all processes)
+    wall_s: float  # from generator start until the backlog was drained
+    consumed_per_s: float
+    process_cpu_s: float
+    consumer_cpu_s: float  # poll + export threads
+    kernel_drops: int
+    queue_drops: int
+    log_bytes: int
+    backlog_s: Optional[float]  # how long the queue took to empty after the generator stopped
+
+    @property
+    def drops(self) -> int:
+        return self.kernel_drops + self.queue_drops
+
+    @property
+    def sustained(self) -> bool:
+        """No drop, and the consumer was never more than ~half a second behind: the queue did
+        not merely absorb a rate the consumer cannot keep up with."""
+        return not self.drops and self.backlog_s is not None and self.backlog_s <= MAX_BACKLOG_S
+
+    @property
+    def per_core(self) -> float:
+        return self.consumed / self.process_cpu_s if self.process_cpu_s > 0 else 0.0
+
+    @property
+    def per_core_threads(self) -> float:
+        return self.consumed / self.consumer_cpu_s if self.consumer_cpu_s > 0 else 0.0
+
+    @property
+    def cores(self) -> float:
+        return self.process_cpu_s / self.wall_s if self.wall_s > 0 else 0.0
+
+
+def _drop_total(counts: dict[str, float], stage: str) -> float:
+    return sum(v for k, v in counts.items() if k.startswith(stage + "/"))
+
+
+def run_step(agent: AgentUnderTest, path: str, rate: float, seconds: float) -> Step:
+    agent.wait_drained(10.0)
+    time.sleep(1.05)  # kernel drops are moved into telemetry once a second by the poll thread
+    drops0 = kernel_drop_counts()
+    c0 = agent.counters()
+    t0 = time.monotonic()
+    loop = run_loop(["rate", path, f"{rate:.0f}", f"{seconds}"], timeout_s=seconds + 60)
+    t_gen = time.monotonic()
+    backlog = agent.wait_drained(30.0)
+    wall = (t_gen - t0) + (backlog if backlog is not None else time.monotonic() - t_gen)
+    c1 = agent.counters()
+    time.sleep(1.05)
+    drops1 = kernel_drop_counts()
+    d = c1.minus(c0)
+    kernel = _drop_total(drops1, "kernel_ring") - _drop_total(drops0, "kernel_ring")
+    queue_ = _drop_total(drops1, "user_queue") - _drop_total(drops0, "user_queue")
+    return Step(target_per_s=rate, generated=loop.iterations, generated_per_s=loop.per_s,
+                consumed=d.exported, wall_s=wall, consumed_per_s=d.exported / wall,
+                process_cpu_s=d.cpu_s, consumer_cpu_s=d.consumer_cpu_s,
+                kernel_drops=int(kernel), queue_drops=int(queue_), log_bytes=d.log_bytes,
+                backlog_s=backlog)
+
+
+def print_step(s: Step) -> None:
+    print(f"  target {s.target_per_s:>9,.0f}/s  generated {s.generated_per_s:>9,.0f}/s  "
+          f"consumed {s.consumed_per_s:>9,.0f}/s  cpu {s.cores:4.2f} cores  "
+          f"per core {s.per_core:>9,.0f}/s (threads {s.per_core_threads:>9,.0f}/s)  "
+          f"drops kernel {s.kernel_drops} queue {s.queue_drops}  backlog "
+          + (f"{s.backlog_s:.2f} s" if s.backlog_s is not None else "not drained")
+          + f"  {s.log_bytes / max(1, s.consumed):,.0f} B/event"
+          + ("" if s.sustained else "  (not sustained)"), flush=True)
+
+
+def sweep(agent: AgentUnderTest, path: str, start: float, max_rate: float, seconds: float,
+          bisect: bool) -> list[Step]:
+    steps: list[Step] = []
+    rate = start
+    good: Optional[float] = None
+    bad: Optional[float] = None
+    while rate <= max_rate:
+        s = run_step(agent, path, rate, seconds)
+        print_step(s)
+        steps.append(s)
+        if not s.sustained:
+            bad = rate
+            break
+        good = rate
+        rate *= GROWTH
+    if bisect and good is not None and bad is not None:
+        mid = (good + bad) / 2
+        s = run_step(agent, path, mid, seconds)
+        print_step(s)
+        steps.append(s)
+    return steps
+
+
+# --- profiling the consumer threads ---------------------------------------------------------------
+
+class ThreadProfiles:
+    """cProfile in every thread started while installed (threading.setprofile): the first
+    profile event of a new thread swaps the hook for a per-thread cProfile.Profile."""
+
+    def __init__(self) -> None:
+        self.profiles: dict[str, cProfile.Profile] = {}
+        self._lock = threading.Lock()
+
+    def _hook(self, frame: FrameType, event: str, arg: Any) -> None:
+        sys.setprofile(None)
+        prof = cProfile.Profile()  # wall clock (cheap); waits show as ring_buffer_poll / acquire
+        with self._lock:
+            self.profiles[threading.current_thread().name] = prof
+        prof.enable()
+
+    def install(self) -> None:
+        threading.setprofile(self._hook)
+
+    def uninstall(self) -> None:
+        threading.setprofile(None)
+
+    def stats(self) -> pstats.Stats:
+        """Call after the profiled threads ended."""
+        st: Optional[pstats.Stats] = None
+        for prof in self.profiles.values():
+            prof.create_stats()
+            if st is None:
+                st = pstats.Stats(prof, stream=io.StringIO())
+            else:
+                st.add(prof)
+        if st is None:
+            raise BenchError("no consumer thread was profiled")
+        return st
+
+
+# (label, file suffix, function) whose inclusive time is shown; the file suffix keeps names
+# like "decode" from matching other modules.
+PROFILE_PARTS = (
+    ("ring buffer callback (all of decode + enqueue)", "ebpf/sensor.py", "_on_record"),
+    ("  probe decode (file.py, incl. event context)", "ebpf/file.py", "decode"),
+    ("    event context: process table + attrs", "ebpf/sensor.py", "make_event"),
+    ("      process attributes", "ebpf/sensor.py", "_process_attrs"),
+    ("    path resolution", "ebpf/sensor.py", "resolve_path"),
+    ("  queue put", "queue.py", "put_nowait"),
+    ("drain (queue get)", "ebpf/sensor.py", "drain"),
+    ("export flush (build + deliver + spans)", "exporter/batch.py", "flush"),
+    ("  OTLP logs bytes", "exporter/builder.py", "logs_bytes"),
+    ("    span tracker observe", "exporter/spans.py", "observe"),
+    ("    record encoding", "exporter/wire.py", "record"),
+    ("  traces (finished spans)", "exporter/builder.py", "traces"),
+    ("  pipeline (run consumer)", "otelguard/runner.py", "send_logs"),
+)
+
+
+def profile_breakdown(st: pstats.Stats) -> list[tuple[str, float, int]]:
+    raw: dict[Any, Any] = st.stats  # type: ignore[attr-defined]  # pstats keeps this untyped
+    out = []
+    for label, suffix, func in PROFILE_PARTS:
+        cum = 0.0
+        calls = 0
+        for (filename, _line, name), (_cc, nc, _tt, ct, _callers) in raw.items():
+            if name == func and filename.endswith(suffix):
+                cum += ct
+                calls += nc
+        out.append((label, cum, calls))
+    return out
+
+
+def profile_at(rate: float, path: str, seconds: float, consumer: str,
+               ringbuf_pages: Optional[int]) -> dict[str, Any]:
+    hooks = ThreadProfiles()
+    hooks.install()
+    try:
+        agent = AgentUnderTest(consumer, ringbuf_pages).start()
+    finally:
+        hooks.uninstall()
+    try:
+        step = run_step(agent, path, rate, seconds)
+    finally:
+        agent.stop()
+    print_step(step)
+    st = hooks.stats()
+    total = float(st.total_tt)  # type: ignore[attr-defined]
+    print(f"\nprofile of the consumer threads ({', '.join(sorted(hooks.profiles))}) at "
+          f"{rate:,.0f}/s target, {step.consumed} events, {total:.2f} s profiled "
+          f"(cProfile inflates per-call costs; read the shares)")
+    parts = profile_breakdown(st)
+    for label, cum, calls in parts:
+        per = 1e6 * cum / step.consumed if step.consumed else 0.0
+        print(f"  {label:<50} {cum:7.3f} s  {100 * cum / total if total else 0:5.1f} %  "
+              f"{per:6.2f} us/event  ({calls} calls)")
+    buf = io.StringIO()
+    st.stream = buf  # type: ignore[attr-defined]
+    st.sort_stats("tottime").print_stats(15)
+    print("\ntop functions by own time:")
+    lines = buf.getvalue().splitlines()
+    start = next((i for i, ln in enumerate(lines) if ln.lstrip().startswith("ncalls")), 0)
+    print("\n".join(lines[start:]).rstrip())
+    return {"rate": rate, "events": step.consumed, "profiled_s": round(total, 3),
+            "parts_s": {label.strip(): round(cum, 4) for label, cum, _ in parts}}
+
+
+# --- stage costs without a profiler -------------------------------------------------------------
+
+def _own_cgroup_id() -> int:
+    """The cgroup v2 inode of this process (what bpf_get_current_cgroup_id() reports)."""
+    with open("/proc/self/cgroup") as fh:
+        rel = next((ln.split(":", 2)[2].strip() for ln in fh if ln.startswith("0::")), "/")
+    for root in ("/sys/fs/cgroup/unified", "/sys/fs/cgroup"):
+        try:
+            return os.stat(root + rel).st_ino
+        except OSError:
+            continue
+    return 0
+
+
+def _per_event_us(fn: Callable[[], int]) -> float:
+    """Best of 3 of ``fn`` (which returns how many events it handled), in µs per event."""
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        n = fn()
+        best = min(best, (time.perf_counter() - t0) / max(1, n))
+    return best * 1e6
+
+
+def stage_costs(agent: AgentUnderTest, path: str, n: int) -> dict[str, float]:
+    """µs per event of each consumer stage, timed in this thread with perf_counter on ``n``
+    records shaped exactly like the generator's (an openat O_WRONLY of ``path`` by this
+    process, decoded with the stopped sensor's own EventContext: process table, cgroup cache,
+    clock). The BCC C->Python callback trampoline is not included."""
+    from otelguard.ebpf.file import SYSCALLS, FileProbe, FileRecord
+    from otelguard.ebpf.probe import Header
+    from otelguard.exporter.builder import OtlpBuilder
+    from otelguard import semconv, telemetry
+
+    ctx = agent.sensor.ctx
+    rec = FileRecord()
+    rec.h.ktime_ns = time.monotonic_ns()
+    rec.h.cgroup_id = _own_cgroup_id()
+    rec.h.ret = 3
+    rec.h.type = 20
+    rec.h.pid = rec.h.tid = os.getpid()
+    rec.h.size = ctypes.sizeof(FileRecord)
+    rec.h.comm = b"syscall_loop"
+    rec.dfd = -100
+    rec.sc = next(i for i, sc in enumerate(SYSCALLS) if sc.name == "openat")
+    rec.type = 20
+    rec.flags = os.O_WRONLY
+    rec.path = path.encode()
+    raw = bytes(rec)
+    buf = ctypes.create_string_buffer(raw, len(raw))
+    addr, size = ctypes.addressof(buf), len(raw)
+    offset = Header.type.offset
+    probe = FileProbe()
+    events: list[Any] = []
+
+    def framing() -> int:
+        for _ in range(n):
+            data = ctypes.string_at(addr, size)
+            int.from_bytes(data[offset:offset + 4], "little")
+        return n
+
+    def decode() -> int:
+        events.clear()
+        for _ in range(n):
+            events.append(probe.decode(20, raw, ctx))
+        return n
+
+    def make_event() -> int:
+        hdr = rec.h
+        for _ in range(n):
+            ctx.make_event(hdr, semconv.EV_FILE_OPEN, "openat", {})
+        return n
+
+    def queue_hand_off() -> int:
+        q: queue.Queue[Any] = queue.Queue(maxsize=n + 1)
+        for ev in events:
+            q.put_nowait(ev)
+        for _ in range(n):
+            q.get_nowait()
+        return n
+
+    counter = telemetry.events.labels(semconv.EV_FILE_OPEN)
+
+    def count() -> int:
+        for _ in range(n):
+            counter.inc()
+        return n
+
+    def build() -> int:
+        builder = OtlpBuilder()
+        for i in range(0, n, 512):
+            builder.logs_bytes(events[i:i + 512])
+        return n
+
+    costs = {"callback framing (string_at, type)": _per_event_us(framing),
+             "decode (file.py, incl. event context)": _per_event_us(decode),
+             "  of which event context (make_event)": _per_event_us(make_event),
+             "queue put + get": _per_event_us(queue_hand_off),
+             "events counter": _per_event_us(count),
+             "OTLP logs bytes (spans + records, 512/batch)": _per_event_us(build)}
+    return costs
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="2 s steps, no bisection")
+    ap.add_argument("--step-s", type=float, default=None, help="seconds per rate step (5; quick 2)")
+    ap.add_argument("--start", type=float, default=None, help="first rate (10000/s; quick 5000)")
+    ap.add_argument("--max-rate", type=float, default=2_000_000)
+    ap.add_argument("--consumer", choices=CONSUMERS, default="agent",
+                    help="agent: exporter to OTLP bytes (default); run: + the run pipeline")
+    ap.add_argument("--no-profile", action="store_true")
+    ap.add_argument("--ringbuf-pages", type=int, default=None,
+                    help="NOT the default config: ring buffer size in pages, for diagnosis")
+    args = ap.parse_args(argv)
+    seconds = args.step_s or (2.0 if args.quick else 5.0)
+    start = args.start or (5000.0 if args.quick else 10000.0)
+    print(machine_line())
+    print(f"agent throughput: consumer={args.consumer}, {seconds:g} s steps from {start:,.0f}/s "
+          f"x{GROWTH}, ring buffer "
+          + (f"{args.ringbuf_pages} pages (NOT default)" if args.ringbuf_pages else "default"))
+    try:
+        with tempfile.NamedTemporaryFile(prefix="og-bench-", dir="/tmp") as tmp:
+            base = run_loop(["rate", tmp.name, f"{args.max_rate:.0f}", f"{min(seconds, 2.0)}"])
+            print(f"baseline (no agent): the generator reaches {base.per_s:,.0f} opens/s "
+                  f"(asked {args.max_rate:,.0f}/s)")
+            with AgentUnderTest(args.consumer, args.ringbuf_pages) as agent:
+                print(f"agent loaded in {agent.load_s:.1f} s")
+                steps = sweep(agent, tmp.name, start, args.max_rate, seconds, not args.quick)
+            costs = stage_costs(agent, tmp.name, 5_000 if args.quick else 20_000)
+            total_us = sum(v for k, v in costs.items() if not k.startswith(" "))
+            print(f"\nstage costs, one thread, no profiler (us/event):")
+            for k, v in costs.items():
+                print(f"  {k:<48} {v:7.2f}")
+            print(f"  {'sum':<48} {total_us:7.2f}  -> at most {1e6 / total_us:,.0f} events/s "
+                  f"per core before the BCC callback trampoline and thread hand-offs")
+            clean = [s for s in steps if s.sustained]
+            best = max(clean, key=lambda s: s.consumed_per_s) if clean else None
+            profile: Optional[dict[str, Any]] = None
+            if best is not None and not args.no_profile:
+                profile = profile_at(best.target_per_s, tmp.name, seconds, args.consumer,
+                                     args.ringbuf_pages)
+    except BenchError as exc:
+        print(f"agent_throughput: {exc}", file=sys.stderr)
+        return 1
+    print()
+    first_drop = next((s for s in steps if s.drops), None)
+    if best is None:
+        print("no sustained drop-free step: lower --start")
+    else:
+        print(f"max sustained drop-free rate: {best.consumed_per_s:,.0f} events/s consumed "
+              f"({best.generated_per_s:,.0f}/s generated), agent CPU {best.cores:.2f} cores -> "
+              f"{best.per_core:,.0f} events/s per core (poll+export threads: "
+              f"{best.per_core_threads:,.0f}/s per core)")
+        print(f"ratio to the generator's own ceiling (baseline, no agent): "
+              f"{best.generated_per_s / base.per_s:.3f}")
+        print(f"aim >= {AIM_PER_CORE:,} events/s/core: "
+              f"{'met' if best.per_core >= AIM_PER_CORE else 'NOT met'} "
+              f"({best.per_core / AIM_PER_CORE:.2f}x of the aim)")
+    if first_drop is not None:
+        print(f"drops begin at {first_drop.target_per_s:,.0f}/s target "
+              f"(kernel {first_drop.kernel_drops}, queue {first_drop.queue_drops})")
+    print(summary_line("agent_throughput", {
+        "consumer": args.consumer, "quick": args.quick, "step_s": seconds,
+        "ringbuf_pages": args.ringbuf_pages,
+        "generator_ceiling_per_s": round(base.per_s),
+        "max_drop_free_per_s": round(best.consumed_per_s) if best else None,
+        "per_core": round(best.per_core) if best else None,
+        "per_core_threads": round(best.per_core_threads) if best else None,
+        "drops_begin_at": first_drop.target_per_s if first_drop else None,
+        "steps": [{**asdict(s), "per_core": round(s.per_core)} for s in steps],
+        "stage_costs_us": {k.strip(): round(v, 3) for k, v in costs.items()},
+        "profile": profile}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,290 @@
+"""What the agent benchmarks share: the C workload, the agent under test, CPU clocks, summaries.
+
+- :func:`workload_binary` compiles ``bench/syscall_loop.c`` once per source hash into
+  ``~/.cache/otelguard/bench/`` (gcc/cc, ``-O2``); :func:`run_loop` runs it and parses its line.
+- :class:`AgentUnderTest` is the real agent in this process: :class:`~otelguard.ebpf.sensor.Sensor`
+  with the default config, drained by :class:`~otelguard.exporter.batch.BatchExporter` building
+  OTLP logs bytes, delivered either to a counting sink (``agent``: what ``otelguard agent`` does
+  up to the network hop) or through the default processor pipeline first (``run``: what
+  ``otelguard run`` does, outputs replaced by the counting sink).
+- :func:`thread_cpu_s` reads a thread's CPU clock (``pthread_getcpuclockid``), so the consumer
+  threads' cost is measured apart from the benchmark's own main thread.
+- :func:`summary_line` prints the one machine-readable line each benchmark ends with
+  (``BENCH_SUMMARY <json>``); ``bench/run_all.py`` collects them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from otelguard import telemetry
+from otelguard.transport.contract import ExportResult, LogsPayload, TracesPayload, as_bytes
+
+BENCH_DIR = Path(__file__).resolve().parent
+LOOP_SOURCE = BENCH_DIR / "syscall_loop.c"
+CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", str(Path.home() / ".cache"))) / "otelguard" / "bench"
+SUMMARY_PREFIX = "BENCH_SUMMARY "
+POLL_THREAD = "otelguard-ebpf-poll"
+EXPORT_THREAD = "otelguard-export"
+
+
+class BenchError(RuntimeError):
+    """The benchmark cannot run here (no compiler, not root, the workload failed)."""
+
+
+# --- the C workload -----------------------------------------------------------------------------
+
+def workload_binary() -> Path:
+    """The compiled workload, rebuilt only when syscall_loop.c changes."""
+    src = LOOP_SOURCE.read_bytes()
+    digest = hashlib.sha256(src).hexdigest()[:16]
+    out = CACHE_DIR / f"syscall_loop-{digest}"
+    if out.exists():
+        return out
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        raise BenchError("no C compiler (cc/gcc) on PATH; `apt-get install gcc`")
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(f".tmp{os.getpid()}")
+    proc = subprocess.run([cc, "-O2", "-pthread", "-o", str(tmp), str(LOOP_SOURCE)],
+                          capture_output=True, text=True, timeout=120)
+    if proc.returncode != 0:
+        raise BenchError(f"compiling {LOOP_SOURCE.name} failed:\n{proc.stderr}")
+    tmp.rename(out)
+    return out
+
+
+@dataclass(frozen=True)
+class LoopResult:
+    """One workload run, as measured by the workload itself (loop only, no process start-up)."""
+
+    iterations: int
+    elapsed_s: float
+    user_s: float
+    sys_s: float
+
+    @property
+    def cpu_s(self) -> float:
+        return self.user_s + self.sys_s
+
+    @property
+    def per_s(self) -> float:
+        return self.iterations / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+def run_loop(args: Sequence[str], timeout_s: float = 300.0) -> LoopResult:
+    """Run the workload with ``args`` (see syscall_loop.c) and parse its ``ok`` line."""
+    binary = workload_binary()
+    proc = subprocess.run([str(binary), *args], capture_output=True, text=True, timeout=timeout_s)
+    line = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
+    parts = line.split()
+    if proc.returncode != 0 or len(parts) != 5 or parts[0] != "ok":
+        raise BenchError(f"workload {' '.join(args)} failed (exit {proc.returncode}): "
+                         f"{proc.stderr.strip() or line}")
+    n, elapsed, user, sys_ = (int(p) for p in parts[1:])
+    return LoopResult(n, elapsed / 1e9, user / 1e9, sys_ / 1e9)
+
+
+# --- the agent under test -----------------------------------------------------------------------
+
+class CountingSink:
+    """A Transport that keeps nothing: counts requests and bytes (serializing protobuf objects,
+    as a network transport would). Stands in for the next hop so the network is not measured."""
+
+    name = "bench-sink"
+
+    def __init__(self) -> None:
+        self.log_requests = 0
+        self.log_bytes = 0
+        self.trace_requests = 0
+        self.trace_bytes = 0
+
+    def export_logs(self, req: LogsPayload) -> ExportResult:
+        self.log_requests += 1
+        self.log_bytes += len(as_bytes(req))
+        return ExportResult.success()
+
+    def export_traces(self, req: TracesPayload) -> ExportResult:
+        self.trace_requests += 1
+        self.trace_bytes += len(as_bytes(req))
+        return ExportResult.success()
+
+    def shutdown(self) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class AgentCounters:
+    """A snapshot of what the agent saw; subtract two for one measurement window."""
+
+    records: int  # ring-buffer records the poll thread took
+    enqueued: int  # events put on the user queue
+    exported: int  # events the exporter took off the queue
+    kernel_drops: int
+    queue_drops: int
+    decode_errors: int
+    log_bytes: int
+    cpu_s: float  # whole process
+    poll_cpu_s: float
+    export_cpu_s: float
+
+    def minus(self, other: "AgentCounters") -> "AgentCounters":
+        return AgentCounters(*(a - b for a, b in zip(self.as_tuple(), other.as_tuple())))
+
+    def as_tuple(self) -> tuple[Any, ...]:
+        return (self.records, self.enqueued, self.exported, self.kernel_drops, self.queue_drops,
+                self.decode_errors, self.log_bytes, self.cpu_s, self.poll_cpu_s,
+                self.export_cpu_s)
+
+    @property
+    def consumer_cpu_s(self) -> float:
+        return self.poll_cpu_s + self.export_cpu_s
+
+
+CONSUMERS = ("agent", "run")
+
+
+class AgentUnderTest:
+    """See the module docstring. ``start()`` compiles and loads the probes (seconds)."""
+
+    def __init__(self, consumer: str = "agent", ringbuf_pages: Optional[int] = None) -> None:
+        if consumer not in CONSUMERS:
+            raise ValueError(f"consumer must be one of {CONSUMERS}, got {consumer!r}")
+        self.consumer = consumer
+        self.ringbuf_pages = ringbuf_pages  # None: the default config
+        self.sink = CountingSink()
+        self.sensor: Any = None
+        self.exporter: Any = None
+        self.pipeline: Any = None
+        self.load_s = 0.0
+        self._poll_thread: Optional[threading.Thread] = None
+        self._export_thread: Optional[threading.Thread] = None
+
+    def start(self) -> "AgentUnderTest":
+        from otelguard.ebpf.sensor import Sensor
+        from otelguard.ebpf.settings import SensorConfig
+        from otelguard.exporter.batch import BatchExporter
+        from otelguard.exporter.builder import OtlpBuilder
+        from otelguard.exporter.config import ExporterConfig
+        from otelguard.exporter.spans import SpanTracker
+        from otelguard.transport.delivery import Delivery
+
+        if os.geteuid() != 0:
+            raise BenchError("the agent benchmarks load eBPF programs: run as root")
+        t0 = time.monotonic()
+        config = SensorConfig()
+        if self.ringbuf_pages is not None:
+            config = replace(config, probe=replace(config.probe, ringbuf_pages=self.ringbuf_pages))
+        self.sensor = Sensor(config)
+        self.sensor.start()
+        self.load_s = time.monotonic() - t0
+        cfg = ExporterConfig()
+        delivery: Any = Delivery(self.sink, None, stage="output")
+        if self.consumer == "run":
+            from otelguard.runner import PipelineSink, build_pipeline
+
+            self.pipeline = build_pipeline({}, None, None)
+            self.pipeline.start()
+            delivery = PipelineSink(self.pipeline, [delivery])
+        self.exporter = BatchExporter(self.sensor.drain, delivery, cfg,
+                                      OtlpBuilder(spans=SpanTracker(max_open=cfg.max_open_spans)))
+        before = set(threading.enumerate())
+        self.exporter.start()
+        for t in set(threading.enumerate()) - before:
+            if t.name == EXPORT_THREAD:
+                self._export_thread = t
+        for t in threading.enumerate():
+            if t.name == POLL_THREAD:
+                self._poll_thread = t
+        return self
+
+    def counters(self) -> AgentCounters:
+        st = self.sensor.stats()
+        return AgentCounters(
+            records=int(st["records"]), enqueued=sum(st["events_by_name"].values()),
+            exported=int(self.exporter.events_in), kernel_drops=int(st["kernel_drops"] or 0),
+            queue_drops=int(st["queue_drops"]), decode_errors=int(st["decode_errors"]),
+            log_bytes=self.sink.log_bytes, cpu_s=time.process_time(),
+            poll_cpu_s=thread_cpu_s(self._poll_thread),
+            export_cpu_s=thread_cpu_s(self._export_thread))
+
+    def wait_drained(self, timeout_s: float = 30.0) -> Optional[float]:
+        """Until the queue is empty and the exporter has taken every queued event, then one
+        flush interval more (the last partial batch). Returns how long the backlog took to
+        drain (before that flush wait), None when ``timeout_s`` passed first. Other processes
+        keep producing events, so this waits for the backlog, not for silence."""
+        t0 = time.monotonic()
+        deadline = t0 + timeout_s
+        while time.monotonic() < deadline:
+            c = self.counters()
+            if self.sensor.stats()["queued"] == 0 and c.exported >= c.enqueued:
+                drained = time.monotonic() - t0
+                time.sleep(self.exporter.config.flush_interval_s + 0.05)
+                return drained
+            time.sleep(0.02)
+        return None
+
+    def stop(self) -> None:
+        if self.exporter is not None:
+            self.exporter.stop()
+        if self.sensor is not None:
+            self.sensor.stop()
+        if self.pipeline is not None:
+            self.pipeline.shutdown()
+
+    def __enter__(self) -> "AgentUnderTest":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def thread_cpu_s(thread: Optional[threading.Thread]) -> float:
+    """CPU seconds a live thread has used (0 when gone: read it before stopping)."""
+    if thread is None or thread.ident is None or not thread.is_alive():
+        return 0.0
+    try:
+        return time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
+    except OSError:
+        return 0.0
+
+
+def kernel_drop_counts() -> dict[str, float]:
+    """telemetry.dropped by ``stage/reason`` (the figures ``/metrics`` and the run summary show)."""
+    return {f"{stage}/{reason}": v
+            for (stage, reason), v in telemetry.counter_values(telemetry.dropped).items()}
+
+
+# --- reporting ----------------------------------------------------------------------------------
+
+def machine() -> dict[str, Any]:
+    load1, load5, _ = os.getloadavg()
+    return {"cpus": os.cpu_count(), "kernel": platform.release(), "load1": round(load1, 2),
+            "load5": round(load5, 2), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+
+
+def machine_line() -> str:
+    m = machine()
+    return (f"machine: {m['cpus']} CPUs, kernel {m['kernel']}, load average {m['load1']} "
+            f"(1 min) {m['load5']} (5 min), {m['date']}")
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def summary_line(bench: str, figures: dict[str, Any]) -> str:
+    """``BENCH_SUMMARY {"bench": ..., ...}``: the last line of every agent benchmark."""
+    doc = {"bench": bench, **figures, "machine": machine()}
+    return SUMMARY_PREFIX + json.dumps(doc, sort_keys=True)
