@@ -44,7 +44,8 @@ def test_tiny_ring_buffer_counts_kernel_drops() -> None:
             s.drain(100000, 0.1)
         stats = s.stats()
     assert stats["kernel_drops"] > 0
-    assert _kernel_ring_drops() - before == stats["kernel_drops"]
+    # >=: other sensors in this process (the session one) count into the same metric
+    assert _kernel_ring_drops() - before >= stats["kernel_drops"]
     assert stats["events_by_name"].get("otelguard.file.open", 0) > 0  # some still got through
 
 
@@ -60,7 +61,7 @@ def test_full_user_queue_drops_and_counts() -> None:
         assert len(s.drain(1000, 0.1)) == 10
     assert stats["queue_drops"] > 0
     after = telemetry.counter_values(telemetry.dropped)[("user_queue", "queue_full")]
-    assert after - before == stats["queue_drops"]
+    assert after - before >= stats["queue_drops"]  # the session sensor may drop too
 
 
 class BrokenProbe:
@@ -114,3 +115,28 @@ def test_render_of_all_compiles_with_custom_prefixes() -> None:
         assert "p[6] == '\\''" in prog.text and "#define OG_ARGV_MAX 4" in prog.text
     finally:
         prog.close()
+
+
+def test_cgroup_scope_hides_tasks_outside_it(sensor: Sensor) -> None:
+    """The session sensor is scoped to the kubepods cgroups (conftest): a process in another
+    cgroup is invisible, one in a kubepods container is seen."""
+    import subprocess
+
+    from tests.ebpf.capture import collect, flush
+    from tests.ebpf.containers import cgroup_dir
+
+    flush(sensor)
+    with cgroup_dir("/og-outside-scope/x") as d:
+        def enter() -> None:
+            (d / "cgroup.procs").write_text(str(os.getpid()))
+        outside = subprocess.run(["/bin/true"], preexec_fn=enter, check=True)
+        assert outside.returncode == 0
+        with container() as c:
+            inside = c.popen(["/bin/true"])
+            inside.wait()
+            seen = collect(sensor, lambda e: e.pid in (inside.pid,) or e.cgroup_path.startswith(
+                "/og-outside-scope"), timeout_s=5.0,
+                until=lambda evs: any(e.pid == inside.pid and e.name.endswith("exit")
+                                      for e in evs))
+    assert [e for e in seen if e.cgroup_path.startswith("/og-outside-scope")] == []
+    assert any(e.pid == inside.pid for e in seen)

@@ -14,11 +14,14 @@ def test_defaults_and_valid_values() -> None:
     assert sensor_config_from_mapping(None) == SensorConfig()
     cfg = sensor_config_from_mapping({
         "probes": ["process", "file"], "queue_size": 10, "node_name": "n1", "long_lived_s": 5,
+        "cgroup_scope": ["/kubepods.slice"],
         "probe": {"ringbuf_pages": 64, "read_path_prefixes": ["/etc/"], "argv_max": 8,
                   "arg_len": 64, "dns_ports": [53, 5353]},
     })
     assert cfg.probes == ("process", "file") and cfg.queue_size == 10 and cfg.node_name == "n1"
-    assert cfg.long_lived_s == 5.0
+    assert cfg.long_lived_s == 5.0 and cfg.cgroup_scope == ("/kubepods.slice",)
+    with pytest.raises(ConfigError, match="sensor.cgroup_scope: expected a list of absolute"):
+        sensor_config_from_mapping({"cgroup_scope": ["kubepods"]})
     assert cfg.probe.ringbuf_pages == 64 and cfg.probe.read_path_prefixes == ("/etc/",)
     assert cfg.probe.dns_ports == (53, 5353)
 

@@ -118,8 +118,21 @@ _AT_FLAGS = ((0x100, "AT_SYMLINK_NOFOLLOW"), (0x200, "AT_REMOVEDIR"), (0x400, "A
 _RENAME_FLAGS = ((1, "RENAME_NOREPLACE"), (2, "RENAME_EXCHANGE"), (4, "RENAME_WHITEOUT"))
 
 
+_FLAG_NAMES_CACHE: dict[int, str] = {}
+
+
 def open_flag_names(flags: int) -> str:
-    """Open flags as ``O_WRONLY|O_CREAT|O_CLOEXEC`` (unknown bits as hex)."""
+    """Open flags as ``O_WRONLY|O_CREAT|O_CLOEXEC`` (unknown bits as hex); memoised, since a
+    workload uses a handful of distinct flag sets."""
+    hit = _FLAG_NAMES_CACHE.get(flags)
+    if hit is None:
+        hit = _open_flag_names(flags)
+        if len(_FLAG_NAMES_CACHE) < 4096:
+            _FLAG_NAMES_CACHE[flags] = hit
+    return hit
+
+
+def _open_flag_names(flags: int) -> str:
     acc = flags & 3
     names = [("O_RDONLY", "O_WRONLY", "O_RDWR", "O_ACCMODE")[acc]]
     rest = flags & ~3

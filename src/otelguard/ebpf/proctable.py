@@ -25,7 +25,7 @@ import os
 import stat
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Iterator, Optional
+from typing import Any, Iterator, Optional
 
 from otelguard.ebpf.clock import KernelClock
 from otelguard.ebpf.redact import command_line, redact_args
@@ -89,6 +89,10 @@ class ProcessInfo:
     exit_code: Optional[int] = None
     exec_seen: bool = False
     user_name: Optional[str] = None  # resolved lazily, reset when the uid changes
+    # the event attributes derived from this entry, built by the sensor's EventContext and
+    # reused for every event of the process until it changes (exec, chdir) or ages out
+    attrs_cache: Optional[dict[str, Any]] = None
+    attrs_cache_at: float = 0.0
 
     @property
     def exe_name(self) -> str:
@@ -293,6 +297,7 @@ class ProcessTable:
         info.command_line = " ".join(info.args)
         info.uid, info.gid, info.real_uid = uid, gid, uid
         info.user_name = None
+        info.attrs_cache = None
         info.exec_seen = True
         snap = read_proc(pid, with_args=False, with_cwd=False)
         if snap is not None:
@@ -328,6 +333,7 @@ class ProcessTable:
         info = self.get(pid)
         if info is not None:
             info.cwd = path
+            info.attrs_cache = None
 
     # --- queries -------------------------------------------------------------------------------
     def ancestors(self, info: ProcessInfo, depth: int = ANCESTOR_DEPTH) -> list[ProcessInfo]:

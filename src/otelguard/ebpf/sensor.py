@@ -36,6 +36,7 @@ from otelguard.ebpf.registry import discover
 from otelguard.ebpf.settings import SensorConfig
 
 AT_FDCWD = -100
+ATTRS_TTL_S = 2.0
 _TYPE_OFFSET = Header.type.offset
 
 
@@ -75,7 +76,25 @@ class EventContext:
         ev = Event(name=name, time_ns=wall, pid=pid, tid=int(hdr.tid), syscall=syscall, ret=ret,
                    container_id=ident.container_id, pod_uid=ident.pod_uid, cgroup_path=cg_path,
                    attrs=attrs)
-        a = attrs
+        if info is None:
+            a = attrs
+            comm = c_string(hdr.comm)
+            a.setdefault(semconv.PROCESS_PID, pid)
+            a.setdefault(semconv.PROCESS_EXECUTABLE_NAME, comm)
+            a.setdefault(semconv.PROCESS_USER_ID, int(hdr.uid))
+            a.setdefault(semconv.PROCESS_GROUP_ID, int(hdr.gid))
+            ev.body = f"{syscall} by {comm}"
+        else:
+            # probe attributes win over the cached process attributes
+            a = dict(self._process_attrs(info))
+            a.update(attrs)
+            ev.attrs = a
+            if info.start_ns:
+                a[semconv.PROCESS_DURATION_NS] = max(0, wall - info.start_ns)
+            ev.process_start_ns = info.start_ns
+            ev.root_pid = info.root_pid
+            ev.root_start_ns = info.root_start_ns
+            ev.body = f"{syscall} by {info.exe_name}"
         a.setdefault(semconv.SYSCALL_NAME, syscall)
         a.setdefault(semconv.SYSCALL_RET, ret)
         if ret < 0:
@@ -83,64 +102,59 @@ class EventContext:
         a[semconv.LOG_RECORD_UID] = f"{self._uid_prefix}-{next(self._seq):x}"
         if cg_path:
             a.setdefault(semconv.PROCESS_LINUX_CGROUP, cg_path)
-        a.setdefault(semconv.PROCESS_PID, pid)
         a.setdefault(semconv.PROCESS_REAL_USER_ID, int(hdr.uid))
-        if info is None:
-            comm = c_string(hdr.comm)
-            a.setdefault(semconv.PROCESS_EXECUTABLE_NAME, comm)
-            a.setdefault(semconv.PROCESS_USER_ID, int(hdr.uid))
-            a.setdefault(semconv.PROCESS_GROUP_ID, int(hdr.gid))
-            ev.body = f"{syscall} by {comm}"
-            return ev
-        self._process_attrs(info, a, wall)
-        ev.process_start_ns = info.start_ns
-        ev.root_pid = info.root_pid
-        ev.root_start_ns = info.root_start_ns
-        ev.body = f"{syscall} by {info.exe_name}"
         return ev
 
-    def _process_attrs(self, info: ProcessInfo, a: dict[str, AttrValue], wall: int) -> None:
-        sd = a.setdefault
-        sd(semconv.PROCESS_PARENT_PID, info.ppid)
-        sd(semconv.PROCESS_EXECUTABLE_NAME, info.exe_name)
+    def _process_attrs(self, info: ProcessInfo) -> dict[str, AttrValue]:
+        """The process's attributes, rebuilt after exec/chdir or when older than
+        ``ATTRS_TTL_S`` (ancestors may have exec'd since). Lists inside are shared between
+        events: consumers must treat Event.attrs values as read-only."""
+        now = time.monotonic()
+        cached = info.attrs_cache
+        if cached is not None and now - info.attrs_cache_at < ATTRS_TTL_S:
+            return cached
+        a: dict[str, AttrValue] = {semconv.PROCESS_PID: info.pid,
+                                   semconv.PROCESS_PARENT_PID: info.ppid,
+                                   semconv.PROCESS_EXECUTABLE_NAME: info.exe_name}
         if info.exe_path:
-            sd(semconv.PROCESS_EXECUTABLE_PATH, info.exe_path)
+            a[semconv.PROCESS_EXECUTABLE_PATH] = info.exe_path
         if info.args:
-            sd(semconv.PROCESS_COMMAND_LINE, info.command_line)
-            sd(semconv.PROCESS_COMMAND_ARGS, list(info.args))
-            sd(semconv.PROCESS_ARGS_COUNT, len(info.args))
+            a[semconv.PROCESS_COMMAND_LINE] = info.command_line
+            a[semconv.PROCESS_COMMAND_ARGS] = list(info.args)
+            a[semconv.PROCESS_ARGS_COUNT] = len(info.args)
         if info.uid >= 0:
-            sd(semconv.PROCESS_USER_ID, info.uid)
+            a[semconv.PROCESS_USER_ID] = info.uid
             if info.user_name is None:
                 info.user_name = self.table.user_name(info.pid, info.uid)
             if info.user_name:
-                sd(semconv.PROCESS_USER_NAME, info.user_name)
+                a[semconv.PROCESS_USER_NAME] = info.user_name
         if info.gid >= 0:
-            sd(semconv.PROCESS_GROUP_ID, info.gid)
+            a[semconv.PROCESS_GROUP_ID] = info.gid
         if info.cwd:
-            sd(semconv.PROCESS_WORKING_DIRECTORY, info.cwd)
+            a[semconv.PROCESS_WORKING_DIRECTORY] = info.cwd
         if info.start_ns:
-            sd(semconv.PROCESS_CREATION_TIME, iso8601(info.start_ns))
-            sd(semconv.PROCESS_DURATION_NS, max(0, wall - info.start_ns))
-        sd(semconv.PROCESS_TTY, info.tty)
-        sd(semconv.PROCESS_INTERACTIVE, info.tty != 0)
+            a[semconv.PROCESS_CREATION_TIME] = iso8601(info.start_ns)
+        a[semconv.PROCESS_TTY] = info.tty
+        a[semconv.PROCESS_INTERACTIVE] = info.tty != 0
         if info.login_uid >= 0:
-            sd(semconv.PROCESS_LOGIN_UID, info.login_uid)
+            a[semconv.PROCESS_LOGIN_UID] = info.login_uid
         if info.caps:
-            sd(semconv.PROCESS_CAP_EFFECTIVE, list(info.caps))
-        sd(semconv.PROCESS_EXE_FROM_MEMFD, info.exe_from_memfd)
-        sd(semconv.PROCESS_EXE_DELETED, info.exe_deleted)
-        sd(semconv.PROCESS_EXE_UPPER_LAYER, info.exe_upper_layer)
+            a[semconv.PROCESS_CAP_EFFECTIVE] = list(info.caps)
+        a[semconv.PROCESS_EXE_FROM_MEMFD] = info.exe_from_memfd
+        a[semconv.PROCESS_EXE_DELETED] = info.exe_deleted
+        a[semconv.PROCESS_EXE_UPPER_LAYER] = info.exe_upper_layer
         ancestors = self.table.ancestors(info)
         if ancestors:
             parent = ancestors[0]
-            sd(semconv.PROCESS_PARENT_EXECUTABLE_NAME, parent.exe_name)
+            a[semconv.PROCESS_PARENT_EXECUTABLE_NAME] = parent.exe_name
             if parent.exe_path:
-                sd(semconv.PROCESS_PARENT_EXECUTABLE_PATH, parent.exe_path)
+                a[semconv.PROCESS_PARENT_EXECUTABLE_PATH] = parent.exe_path
             if parent.command_line:
-                sd(semconv.PROCESS_PARENT_COMMAND_LINE, parent.command_line)
-            sd(semconv.PROCESS_ANCESTORS, [p.exe_name for p in ancestors])
-            sd(semconv.PROCESS_ANCESTOR_PIDS, [p.pid for p in ancestors])
+                a[semconv.PROCESS_PARENT_COMMAND_LINE] = parent.command_line
+            a[semconv.PROCESS_ANCESTORS] = [p.exe_name for p in ancestors]
+            a[semconv.PROCESS_ANCESTOR_PIDS] = [p.pid for p in ancestors]
+        info.attrs_cache, info.attrs_cache_at = a, now
+        return a
 
     def resolve_path(self, pid: int, dirfd: int, path: str) -> str:
         if path.startswith("/"):
@@ -234,7 +248,7 @@ class Sensor:
         self.status.processes_seeded = table.seed()
         self.ctx = EventContext(table, CgroupResolver(), clock, probe_config)
         try:
-            program = load(probes, probe_config)
+            program = load(probes, probe_config, scope=self.config.cgroup_scope)
         except LoadError as exc:
             raise SensorError(f"no probe could be loaded: {exc}") from exc
         except ImportError as exc:

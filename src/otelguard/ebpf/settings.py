@@ -16,6 +16,7 @@ YAML (every key optional; unknown keys are errors reported with their dotted pat
       node_name: node-1
       process_table_max: 32768
       long_lived_s: 30           # trace-root rule, see proctable.py
+      cgroup_scope: []           # e.g. [/kubepods.slice]: observe only tasks under these
       probe:                     # ProbeConfig
         ringbuf_pages: 256       # power of two
         read_path_prefixes: [/etc/, /root/]
@@ -65,6 +66,9 @@ class SensorConfig:
     node_name: str = field(default_factory=default_node_name)
     process_table_max: int = 32768
     long_lived_s: float = 30.0
+    # cgroup v2 paths; when set, only tasks under them are observed (in-kernel), e.g.
+    # ["/kubepods.slice", "/kubepods"] for containers only. Empty: the whole host.
+    cgroup_scope: tuple[str, ...] = ()
 
 
 def _check_type(value: Any, want: type, path: str, problems: list[str]) -> bool:
@@ -137,6 +141,14 @@ def sensor_config_from_mapping(data: Any, path: str = "sensor") -> SensorConfig:
             for i, name in enumerate(value):
                 if name not in ALL_PROBES:
                     problems.append(f"{p}[{i}]: unknown probe {name!r} (one of {ALL_PROBES})")
+            kwargs[key] = tuple(value)
+        elif key == "cgroup_scope":
+            if not isinstance(value, list) or not all(
+                    isinstance(v, str) and v.startswith("/") for v in value):
+                problems.append(f"{p}: expected a list of absolute cgroup paths")
+                continue
+            if len(value) > 8:
+                problems.append(f"{p}: at most 8 entries")
             kwargs[key] = tuple(value)
         elif key == "node_name":
             if _check_type(value, str, p, problems):

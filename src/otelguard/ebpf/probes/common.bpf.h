@@ -35,8 +35,32 @@ BPF_RINGBUF_OUTPUT(og_events, OG_RINGBUF_PAGES);
 // Index 0: records lost because the ring buffer was full (reserve failed).
 BPF_PERCPU_ARRAY(og_drops, u64, 1);
 
+// Optional cgroup scope (SensorConfig.cgroup_scope): when OG_SCOPE_COUNT > 0, only tasks under
+// one of the cgroups the loader puts in og_scope are observed (e.g. /kubepods.slice: containers
+// only, host noise never reaches the ring buffer). One helper call per slot and event.
+#ifndef OG_SCOPE_COUNT
+#define OG_SCOPE_COUNT 0
+#endif
+#if OG_SCOPE_COUNT > 0
+BPF_CGROUP_ARRAY(og_scope, OG_SCOPE_COUNT);
+#endif
+
+static __always_inline int og_out_of_scope(void) {
+#if OG_SCOPE_COUNT > 0
+#pragma unroll
+    for (int i = 0; i < OG_SCOPE_COUNT; i++) {
+        if (og_scope.check_current_task(i) == 1) { return 0; }
+    }
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+// True for events every probe ignores: our own process (OG_SELF_TGID) and, when a cgroup scope
+// is configured, tasks outside it. Probes call it first in every entry handler.
 static __always_inline int og_is_self(void) {
-    return (bpf_get_current_pid_tgid() >> 32) == OG_SELF_TGID;
+    return (bpf_get_current_pid_tgid() >> 32) == OG_SELF_TGID || og_out_of_scope();
 }
 
 static __always_inline void og_count_drop(void) {
