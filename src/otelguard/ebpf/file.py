@@ -20,9 +20,12 @@ path starts with one of ``ProbeConfig.read_path_prefixes`` (an unrolled byte com
 the kernel filter whenever prefixes are configured (``cd /etc && cat shadow`` must not escape);
 decode() resolves them and drops (as filtering, not loss) those outside every prefix.
 
-Overhead (measured roughly on this 2-core VM with bench-style open/close loops): an openat that
-the filter rejects costs one 256-byte user string read and a compare, about 0.3 µs; an emitted
-open about 1 µs in the kernel plus ~10 µs of Python decode and enrichment.
+Overhead (measured roughly, 2-core VM under load ~6 from other work, Python open/close loops,
+traced vs untraced in the same run): a read-only open that the kernel filter rejects costs
+0.2-2.7 µs (ratio 0.70-0.97); an emitted open costs ~1 µs in the kernel, but the Python decode
+and enrichment (10-17 µs per event, ~30 µs before the per-process attribute cache) competes for
+the same 2 cores, so an open-heavy writer ran at 0.24-0.28x and the ring buffer overflowed
+(counted as kernel_ring drops). Scope the sensor (``cgroup_scope``) and keep prefixes narrow.
 """
 
 from __future__ import annotations

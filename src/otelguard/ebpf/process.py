@@ -14,9 +14,11 @@ Records (``probes/process.bpf.c``, type ids 1-4):
   (absent when the process died from a signal).
 * chdir/fchdir: bookkeeping only (cwd tracking for relative paths), no event.
 
-Overhead (rough, this VM): an exec costs ~3 µs more in the kernel (argv copy: 20 x 128 bytes),
-plus ~60 µs in Python (five small ``/proc`` reads for caps/exe/tty and the redaction); a fork
-~1 µs; thread creation one map update.
+Overhead (measured roughly on the 2-core VM under load, /bin/true spawned 300 times, traced
+vs untraced in the same run): 0.95-0.97x the exec rate, i.e. 40-90 µs per exec, mostly the
+user-space side (five small ``/proc`` reads for caps/exe/tty/login uid, redaction); the kernel
+side copies at most ``argv_max`` x ``arg_len`` bytes (2.5 KiB by default). Forks cost one
+record; thread creation one map update and no record.
 """
 
 from __future__ import annotations
