@@ -26,10 +26,12 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 import otelguard
 from otelguard import semconv as S
 from otelguard import telemetry
-from otelguard.processors.detection.fieldmap import EventView, event_type
+from otelguard.processors.detection.compiler import Compiler
+from otelguard.processors.detection.fieldmap import AttrLayouts, EventView, event_type
 from otelguard.processors.detection.loader import (
     Priority, Rule, RuleSet, load_rules, load_rules_text,
 )
+from otelguard.processors.detection.prefilter import Member, TypePlan, plan
 from otelguard.processors.detection.state import DetectionState, StateLimits
 from otelguard.processors.otlp import attrs_dict, set_attr, set_attrs
 
@@ -66,7 +68,17 @@ class RuleEngine:
                      if r.event_types is None or t in r.event_types)
             for t in types
         }
+        # evt.type -> the same rules, grouped behind their guards (see prefilter)
+        getters = Compiler({}, {})
+        self._plans: dict[Optional[str], TypePlan] = {
+            t: plan([(i, r, pred, r.guards[t] if t in r.guards else r.guards.get(None))
+                     for i, (r, pred) in enumerate(rules)], getters)
+            for t, rules in self._index.items()
+        }
+        self._any_plan = plan([(i, r, pred, r.guards.get(None))
+                               for i, (r, pred) in enumerate(self._any)], getters)
         self._num = 0
+        self._layouts = AttrLayouts()
         self._scope_version = otelguard.__version__
         self.errors = 0
 
@@ -95,28 +107,44 @@ class RuleEngine:
                     if rec.event_name == S.EV_DETECTION:
                         continue
                     self._num += 1
-                    ev = EventView(rec, res, self._num, state)
+                    ev = EventView(rec, res, self._num, state, self._layouts)
                     for rule in self.match(ev):
                         out.append(self._detection(rule, ev, rl))
         return out
 
     def match(self, ev: EventView) -> list[Rule]:
-        """Feed one record to the state, return the rules it satisfies (never raises)."""
+        """Feed one record to the state, return the rules it satisfies, in rule order (never
+        raises). Rules behind a guard that fails are skipped: the guard is implied by them."""
         self.state.observe(ev)
-        hits: list[Rule] = []
-        for rule, pred in self._index.get(event_type(ev), self._any):
+        plan_ = self._plans.get(event_type(ev), self._any_plan)
+        hits: list[tuple[int, Rule]] = []
+        if plan_.always:
+            self._run(plan_.always, ev, hits)
+        for group in plan_.groups:
+            try:
+                passed = group.passes(ev)
+            except Exception:  # let the member rules meet (and count) the error themselves
+                passed = True
+            if passed:
+                self._run(group.members, ev, hits)
+        if len(hits) > 1:
+            hits.sort(key=lambda h: h[0])
+        return [rule for _order, rule in hits]
+
+    def _run(self, members: tuple[Member, ...], ev: EventView, hits: list[tuple[int, Rule]]
+             ) -> None:
+        for order, rule, pred in members:
             try:
                 if pred(ev):
-                    hits.append(rule)
+                    hits.append((order, rule))
             except Exception:  # a rule bug must never stop the batch
                 self.errors += 1
                 telemetry.dropped.labels(stage="detection", reason="rule_error").inc()
-        return hits
 
     def view(self, record: LogRecord, resource_attrs: dict[str, Any]) -> EventView:
         """An EventView numbered by this engine (for callers driving :meth:`match`)."""
         self._num += 1
-        return EventView(record, resource_attrs, self._num, self.state)
+        return EventView(record, resource_attrs, self._num, self.state, self._layouts)
 
     def evaluate_and_append(self, batch: ExportLogsServiceRequest) -> list[Detection]:
         detections = self.evaluate(batch)

@@ -27,6 +27,7 @@ from otelguard.processors.detection.compiler import (
 )
 from otelguard.processors.detection.fieldmap import FIELDS, EventView
 from otelguard.processors.detection.output import OutputTemplate, parse_output
+from otelguard.processors.detection.prefilter import Guard, GuardDeriver
 from otelguard.processors.detection.parser import (
     And, Check, ConditionSyntaxError, ListValue, Literal, Node, Not, Or, parse_condition,
     parse_field, split_list_item, LIST_OPS,
@@ -112,6 +113,8 @@ class Rule:
     version: str
     mitre: mitre.Mitre
     category: str
+    # evt.type (None: the rule's generic predicate) -> a necessary check (see prefilter)
+    guards: dict[Optional[str], Optional[Guard]] = field(default_factory=dict)
 
 
 @dataclass
@@ -551,6 +554,7 @@ def compile_ruleset(reader: _Reader) -> RuleSet:
                          f"{_excerpt(m.condition, exc.offset)}")
     comp = Compiler(macros, lists)
     typed: dict[str, Compiler] = {}  # one compiler (and macro cache) per known evt.type
+    derivers: dict[Optional[str], GuardDeriver] = {None: GuardDeriver(comp)}
     for d in sorted(reader.rules.values(), key=lambda r: r.order):
         label = f"rule {d.name!r}"
 
@@ -608,6 +612,12 @@ def compile_ruleset(reader: _Reader) -> RuleSet:
             if tc is None:
                 tc = typed[t] = Compiler(macros, lists, known_type=t)
             preds[t] = _as_pred(tc.compile(node).pred)
+        guards: dict[Optional[str], Optional[Guard]] = {None: derivers[None].guard(node)}
+        for t in sorted(result.event_types or ()):
+            deriver = derivers.get(t)
+            if deriver is None:
+                deriver = derivers[t] = GuardDeriver(typed[t])
+            guards[t] = deriver.guard(node)
         evidence = sorted({k for name, _arg in result.fields for k in FIELDS[name].keys}
                           | {k for s in template.slots if s.spec for k in s.spec.keys})
         tags = tuple(d.tags)
@@ -619,7 +629,7 @@ def compile_ruleset(reader: _Reader) -> RuleSet:
             pred=pred, event_types=result.event_types, preds=preds,
             evidence_keys=tuple(evidence),
             uuid=str(uuid.uuid5(UUID_NAMESPACE, f"{d.ruleset}/{d.name}")), version=digest[:12],
-            mitre=tag_info, category=_category(tags),
+            mitre=tag_info, category=_category(tags), guards=guards,
         ))
         if result.pred is False:
             reader.warn(d.file, d.line, label, "condition can never be true")

@@ -1,0 +1,337 @@
+"""Guards: one cheap necessary check per (rule, evt.type), shared by rules that test one field.
+
+Most records match no rule, and a rule's compiled predicate costs a dozen closure calls before
+its first failing check. A guard is a condition the rule's condition *implies* (a check every
+satisfying record must pass), derived from the condition tree at load time:
+
+* a check ``F op values`` with ``op`` in ``= in startswith endswith contains pmatch glob`` (string
+  fields), ``= in`` (numeric and bool fields) implies itself;
+* ``a and b`` implies whatever ``a`` or ``b`` implies;
+* ``a or b`` implies the union of what ``a`` and ``b`` imply on the *same* field (children that
+  fold to false for the evt.type are dropped; one that folds to true kills the guard);
+* macros are expanded; ``not`` implies nothing (beyond constant folding).
+
+Because the guard is implied, "guard fails" means "the rule is false" under Falco's semantics
+(a missing value fails every operator but ``exists``, so it fails the guard too): skipping the
+rule is exact. The engine groups the rules of one evt.type by guard field and tests the union of
+their guards with one field read and one set lookup / ``str.startswith(tuple)``; only when the
+union passes are the member rules evaluated in full. A field that classifies records rather than
+selecting them (``fd.typechar``, ``evt.dir``, ...) is chosen only when nothing better exists.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+from otelguard.processors.detection.compiler import (
+    Compiler, CompileError, IPNet, _as_int, _as_text,
+)
+from otelguard.processors.detection.fieldmap import EventView, FieldType
+from otelguard.processors.detection.parser import (
+    And, Check, FieldRef, ListValue, Literal, MacroRef, Node, Not, Or,
+)
+
+# fields whose values sort records into a few classes: a guard on them rarely skips anything
+_CLASSIFIERS = frozenset({"evt.dir", "fd.typechar", "fd.type", "fd.l4proto", "fd.sockfamily",
+                          "evt.res", "fd.connected", "fd.is_server", "evt.failed", "fd.num",
+                          "evt.is_open_read", "evt.is_open_write", "evt.is_open_create",
+                          "evt.rawres", "evt.source", "container.id", "container.name"})
+_STR_OPS = frozenset({"=", "in", "startswith", "endswith", "contains", "pmatch", "glob"})
+_EXACT_OPS = frozenset({"=", "in"})
+_GLOB_META = re.compile(r"[*?\[\\]")
+
+
+@dataclass
+class ValueSet:
+    """The union of value tests on one field; ``None``-valued records never pass."""
+
+    kind: FieldType
+    eq: set[Any] = field(default_factory=set)
+    prefixes: set[str] = field(default_factory=set)
+    suffixes: set[str] = field(default_factory=set)
+    subs: set[str] = field(default_factory=set)
+    patterns: set[str] = field(default_factory=set)  # fnmatch globs, anchored
+    nets: set[IPNet] = field(default_factory=set)  # IP fields: in any of these networks
+
+    def union(self, other: "ValueSet") -> "ValueSet":
+        return ValueSet(self.kind, self.eq | other.eq, self.prefixes | other.prefixes,
+                        self.suffixes | other.suffixes, self.subs | other.subs,
+                        self.patterns | other.patterns, self.nets | other.nets)
+
+    def looseness(self) -> tuple[int, int]:
+        """Lower is more selective: (worst operator class, -shortest literal)."""
+        texts = [str(v) for v in self.eq] + list(self.prefixes | self.suffixes | self.subs)
+        worst = 3 if self.patterns else 2 if (self.subs or self.kind == FieldType.BOOL) else 1 if (
+            self.prefixes or self.suffixes or self.nets or self.kind == FieldType.NUM) else 0
+        return worst, -min((len(t) for t in texts), default=0)
+
+    def matches_everything(self) -> bool:
+        return "" in self.prefixes or "" in self.suffixes or "" in self.subs or \
+            any(p.strip("*") == "" for p in self.patterns) or \
+            any(n.prefixlen == 0 for n in self.nets)
+
+    def test(self) -> Callable[[Any], bool]:
+        """A predicate on the field's (non-None) value, as the compiled checks convert it."""
+        eq = frozenset(self.eq)
+        if self.kind == FieldType.NUM:
+            def num_test(v: Any) -> bool:
+                if not isinstance(v, int):
+                    v = _as_int(v)
+                return v in eq
+            return num_test
+        if self.kind == FieldType.BOOL:
+            return lambda v: bool(v) in eq
+        if self.kind == FieldType.IP:
+            nets = tuple(self.nets)
+
+            def ip_test(ip: Any) -> bool:
+                for n in nets:
+                    if ip.version == n.version and ip in n:
+                        return True
+                return False
+            return ip_test
+        prefixes, suffixes = tuple(self.prefixes), tuple(self.suffixes)
+        subs = tuple(self.subs)
+        rx = re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in self.patterns),
+                        re.DOTALL) if self.patterns else None
+        if not (prefixes or suffixes or subs or rx):
+            return lambda v: (v if isinstance(v, str) else _as_text(v)) in eq
+
+        def str_test(v: Any) -> bool:
+            if not isinstance(v, str):
+                v = _as_text(v)
+            if v in eq or (prefixes and v.startswith(prefixes)) or \
+                    (suffixes and v.endswith(suffixes)):
+                return True
+            for s in subs:
+                if s in v:
+                    return True
+            return rx is not None and rx.match(v) is not None
+        return str_test
+
+
+_EMPTY = "empty"  # the node is false for this evt.type: it implies anything
+
+
+Disjunction = dict[FieldRef, ValueSet]  # passes when any field's value passes its ValueSet
+
+
+@dataclass(frozen=True)
+class Guard:
+    """A necessary condition of a rule: some field in ``fields`` passes its value set."""
+
+    fields: tuple[tuple[FieldRef, ValueSet], ...]
+
+    @property
+    def key(self) -> tuple[FieldRef, ...]:
+        return tuple(ref for ref, _vs in self.fields)
+
+
+def _score(d: Disjunction) -> tuple[int, int, int, int]:
+    """Lower is cheaper and more selective: classifiers last, fewer fields, tighter values."""
+    loose = max(vs.looseness() for vs in d.values())
+    return (int(any(ref.name in _CLASSIFIERS for ref in d)), len(d)) + loose
+
+
+class GuardDeriver:
+    """Derives guards with the (evt.type-specialised) compiler the rule was compiled with."""
+
+    def __init__(self, compiler: Compiler) -> None:
+        self.compiler = compiler
+        self._kinds: dict[FieldRef, Optional[FieldType]] = {}
+        # memo by node identity (the node is kept alive beside its result)
+        self._consts: dict[int, tuple[Node, Optional[bool]]] = {}
+        self._memo: dict[int, tuple[Node, Any]] = {}
+
+    def guard(self, node: Node) -> Optional[Guard]:
+        d = self._implied(node)
+        if not isinstance(d, dict) or any(vs.matches_everything() for vs in d.values()):
+            return None
+        return Guard(tuple(sorted(d.items(), key=lambda kv: str(kv[0]))))
+
+    def _kind(self, ref: FieldRef) -> Optional[FieldType]:
+        if ref in self._kinds:
+            return self._kinds[ref]
+        kind: Optional[FieldType] = None
+        if ref.name not in ("evt.type", "syscall.type"):
+            try:
+                _get, ftype = self.compiler.field_getter(ref, set())
+            except CompileError:
+                ftype = None
+            if ftype in (FieldType.STR, FieldType.NUM, FieldType.BOOL, FieldType.IP):
+                kind = ftype
+        self._kinds[ref] = kind
+        return kind
+
+    def _const(self, node: Node) -> Optional[bool]:
+        hit = self._consts.get(id(node))
+        if hit is not None:
+            return hit[1]
+        try:
+            pred = self.compiler.compile(node).pred
+            out = pred if isinstance(pred, bool) else None
+        except CompileError:
+            out = None
+        self._consts[id(node)] = (node, out)
+        return out
+
+    # -- what a node implies ----------------------------------------------------------------------
+    def _implied(self, node: Node) -> Any:
+        """A Disjunction every record satisfying ``node`` passes, _EMPTY, or None (nothing)."""
+        hit = self._memo.get(id(node))
+        if hit is None:
+            hit = self._memo[id(node)] = (node, self._implied_uncached(node))
+        return hit[1]
+
+    def _implied_uncached(self, node: Node) -> Any:
+        const = self._const(node)
+        if const is False:
+            return _EMPTY
+        if const is True:
+            return None
+        if isinstance(node, Check):
+            vs = self._check(node, node.field)
+            return None if vs is None or vs.matches_everything() else {node.field: vs}
+        if isinstance(node, MacroRef):
+            body = self.compiler.macros.get(node.name)
+            return None if body is None else self._implied(body)
+        if isinstance(node, And):
+            found: Optional[Disjunction] = None
+            for ch in node.children:
+                d = self._implied(ch)
+                if d == _EMPTY:
+                    return _EMPTY
+                if isinstance(d, dict) and (found is None or _score(d) < _score(found)):
+                    found = d
+            return found
+        if isinstance(node, Or):
+            acc: Optional[Disjunction] = None
+            for ch in node.children:
+                d = self._implied(ch)
+                if d == _EMPTY:
+                    continue
+                if d is None:
+                    return None
+                if acc is None:
+                    acc = dict(d)
+                else:
+                    for ref, vs in d.items():
+                        acc[ref] = acc[ref].union(vs) if ref in acc else vs
+            return _EMPTY if acc is None else acc
+        return None  # Not (non-constant): implies nothing
+
+    def _check(self, node: Check, ref: FieldRef) -> Optional[ValueSet]:
+        kind = self._kind(ref)
+        if kind is None or not isinstance(node.value, (Literal, ListValue)):
+            return None
+        values = self.compiler._values(node.value)
+        op = node.op
+        if kind == FieldType.IP:
+            if op not in ("=", "in", "intersects"):
+                return None
+            try:
+                return ValueSet(kind, nets={ipaddress.ip_network(v.strip(), strict=False)
+                                            for v in values})
+            except ValueError:
+                return None
+        if kind in (FieldType.NUM, FieldType.BOOL):
+            if op not in _EXACT_OPS:
+                return None
+            try:
+                if kind == FieldType.NUM:
+                    return ValueSet(kind, eq={_num(v) for v in values})
+                return ValueSet(kind, eq={_bool(v) for v in values})
+            except ValueError:
+                return None
+        if op not in _STR_OPS:
+            return None
+        if op in _EXACT_OPS:
+            return ValueSet(kind, eq=set(values))
+        if len(values) != 1 and op != "pmatch":
+            return None
+        if op == "startswith":
+            return ValueSet(kind, prefixes={values[0]})
+        if op == "endswith":
+            return ValueSet(kind, suffixes={values[0]})
+        if op == "contains":
+            return ValueSet(kind, subs={values[0]})
+        if op == "pmatch":  # as compiler._str_matcher: v == p or v under p/
+            vs = ValueSet(kind)
+            for v in values:
+                p = v.rstrip("/")
+                vs.eq.add(p)
+                vs.prefixes.add(p + "/")
+            return vs
+        pattern = values[0]  # glob: its literal head is a necessary prefix
+        head = _GLOB_META.split(pattern, 1)[0]
+        if head and head != pattern:
+            return ValueSet(kind, prefixes={head})
+        return ValueSet(kind, patterns={pattern})
+
+
+def _num(text: str) -> int:
+    return int(text, 0) if text.lower().startswith(("0x", "-0x")) else int(text)
+
+
+def _bool(text: str) -> bool:
+    low = text.lower()
+    if low in ("true", "1"):
+        return True
+    if low in ("false", "0"):
+        return False
+    raise ValueError(text)
+
+
+Pred = Callable[[EventView], bool]
+Member = tuple[int, Any, Pred]  # (rule order, rule, predicate)
+
+
+@dataclass(frozen=True)
+class GuardGroup:
+    """Rules of one evt.type whose guards read the same fields: if no ``(get, test)`` pair
+    passes, none of ``members`` can match and they are skipped."""
+
+    fields: str
+    tests: tuple[tuple[Callable[[EventView], Any], Callable[[Any], bool]], ...]
+    members: tuple[Member, ...]
+
+    def passes(self, ev: EventView) -> bool:
+        for get, test in self.tests:
+            v = get(ev)
+            if v is not None and test(v):
+                return True
+        return False
+
+
+@dataclass(frozen=True)
+class TypePlan:
+    """How the engine evaluates the rules of one evt.type: unguarded ones, then groups."""
+
+    always: tuple[Member, ...]
+    groups: tuple[GuardGroup, ...]
+
+
+def plan(members: list[tuple[int, Any, Pred, Optional[Guard]]], compiler: Compiler) -> TypePlan:
+    """Group guarded rules by guard fields (value sets united); the rest always run."""
+    always: list[Member] = []
+    by_key: dict[tuple[FieldRef, ...], tuple[dict[FieldRef, ValueSet], list[Member]]] = {}
+    for order, rule, pred, guard in members:
+        if guard is None:
+            always.append((order, rule, pred))
+            continue
+        entry = by_key.setdefault(guard.key, ({}, []))
+        for ref, vs in guard.fields:
+            entry[0][ref] = entry[0][ref].union(vs) if ref in entry[0] else vs
+        entry[1].append((order, rule, pred))
+    groups = []
+    for key, (sets, ms) in by_key.items():
+        tests = tuple((compiler.field_getter(ref, set())[0], sets[ref].test()) for ref in key)
+        groups.append(GuardGroup(" or ".join(str(r) for r in key), tests, tuple(ms)))
+    return TypePlan(tuple(always), tuple(groups))
+
+
+__all__ = ["Guard", "GuardDeriver", "GuardGroup", "TypePlan", "ValueSet", "plan"]
