@@ -184,3 +184,18 @@ def test_own_process_is_filtered_in_kernel(sensor: object) -> None:
     assert probe.returncode == 0
     assert [e for e in seen if e.pid == os.getpid()] == []
     assert any(e.name == semconv.EV_PROCESS_EXEC and e.pid != os.getpid() for e in seen)
+
+
+def test_exec_from_memfd_is_flagged(run_in_container: RunInContainer) -> None:
+    sleep = os.path.realpath(shutil.which("sleep") or "/bin/sleep")
+    code = (f"import os\nfd = os.memfd_create('og-payload', 0)\n"
+            f"os.write(fd, open({sleep!r}, 'rb').read())\n"
+            f"os.execv(f'/proc/self/fd/{{fd}}', ['payload', '1'])")
+    run = run_in_container([PY, "-c", code], timeout_s=15)
+    execs = [e for e in named(run.events, semconv.EV_PROCESS_EXEC) if e.pid == run.pid]
+    assert [e.ret for e in execs] == [0, 0], [e.body for e in execs]
+    payload = execs[1]
+    assert payload.attrs[semconv.PROCESS_EXE_FROM_MEMFD] is True
+    assert str(payload.attrs[semconv.PROCESS_EXECUTABLE_PATH]).startswith("/memfd:og-payload")
+    assert payload.attrs[semconv.PROCESS_COMMAND_ARGS] == ["payload", "1"]
+    assert execs[0].attrs[semconv.PROCESS_EXE_FROM_MEMFD] is False
