@@ -127,9 +127,17 @@ class RuleEngine:
                 passed = True
             if passed:
                 self._run(group.members, ev, hits)
+        if not hits:
+            return []
         if len(hits) > 1:
             hits.sort(key=lambda h: h[0])
         return [rule for _order, rule in hits]
+
+    def match_unguarded(self, ev: EventView) -> list[Rule]:
+        """:meth:`match` without guards: every rule indexed for the type, in order. The
+        reference the guarded path is tested against; not for production use (slower)."""
+        self.state.observe(ev)
+        return [rule for rule, pred in self._index.get(event_type(ev), self._any) if pred(ev)]
 
     def _run(self, members: tuple[Member, ...], ev: EventView, hits: list[tuple[int, Rule]]
              ) -> None:

@@ -1,0 +1,160 @@
+"""Guards and positional attribute reads must never change a result.
+
+The guarded engine (prefilter groups + AttrLayouts hints + wire-bytes absence proofs) is compared
+with the exhaustive reference (every indexed rule, attributes found by a full index) on every rule
+case, its near miss and many mutations of them (keys shuffled, dropped, values borrowed from other
+cases), fed in one stream so positional hints go stale constantly.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+from typing import Any
+
+from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
+
+from otelguard import semconv as S
+from otelguard.processors.detection.engine import DEFAULT_RULE_FILES, RuleEngine
+from otelguard.processors.detection.fieldmap import AttrLayouts, EventView, FieldType, event_type
+from otelguard.processors.detection.loader import load_rules, load_rules_text
+from otelguard.processors.detection.prefilter import ValueSet
+from otelguard.processors.otlp import attrs_dict, set_attrs
+
+from .casefile import fill, load_cases, near_miss_of, resource_of
+
+CASES = load_cases("stable_rules.yaml")
+
+
+def _specs() -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for case in CASES:
+        out.extend(case.get("before", []))
+        out.append(case["match"])
+        nm = near_miss_of(case)
+        if nm is not None:
+            out.append(nm)
+    return out
+
+
+def _mutations(specs: list[dict[str, Any]], rng: random.Random, n: int) -> list[dict[str, Any]]:
+    """Shuffled key order, dropped keys, values borrowed from another spec of the same event."""
+    by_event: dict[str, list[dict[str, Any]]] = {}
+    for s in specs:
+        by_event.setdefault(s["event"], []).append(s)
+    out = []
+    for _ in range(n):
+        spec = copy.deepcopy(rng.choice(specs))
+        attrs: dict[str, Any] = dict(spec.get("attrs", {}))
+        donor = rng.choice(by_event[spec["event"]]).get("attrs", {})
+        for key in list(attrs):
+            r = rng.random()
+            if r < 0.15:
+                del attrs[key]
+            elif r < 0.35 and key in donor:
+                attrs[key] = donor[key]
+        for key in donor:
+            if key not in attrs and rng.random() < 0.3:
+                attrs[key] = donor[key]
+        items = list(attrs.items())
+        rng.shuffle(items)
+        spec["attrs"] = dict(items)
+        out.append(spec)
+    return out
+
+
+def test_guarded_engine_equals_exhaustive_reference() -> None:
+    ruleset = load_rules(DEFAULT_RULE_FILES)
+    guarded, reference = RuleEngine(ruleset), RuleEngine(ruleset)
+    specs = _specs()
+    stream = specs + _mutations(specs, random.Random(1234), 3000) + specs
+    fired = 0
+    skipped_groups = 0
+    for i, spec in enumerate(stream):
+        rec = LogRecord()
+        fill(rec, spec, i)
+        res = resource_of(spec)
+        got = [r.name for r in guarded.match(guarded.view(rec, res))]
+        want = [r.name for r in reference.match_unguarded(EventView(rec, res, i + 1,
+                                                                    reference.state))]
+        assert got == want, (i, spec)
+        fired += len(want)
+        probe = EventView(rec, res, 0, guarded.state)
+        plan = guarded._plans.get(event_type(probe), guarded._any_plan)
+        skipped_groups += sum(1 for g in plan.groups if not g.passes(probe))
+    assert fired >= 2 * len(CASES)  # the stream does exercise matches
+    assert skipped_groups > len(stream)  # ... and guards that skip rules
+
+
+def _rules(*conditions: str) -> str:
+    return "".join(f"- rule: r{i}\n  desc: d\n  condition: {c}\n  output: o\n  priority: WARNING\n"
+                   for i, c in enumerate(conditions))
+
+
+def _guard(condition: str, evt_type: str = "openat") -> Any:
+    rs = load_rules_text([("t.yaml", _rules(condition))])
+    rs.raise_if_errors()
+    g = rs.rules[0].guards.get(evt_type)
+    return None if g is None else {str(ref): vs for ref, vs in g.fields}
+
+
+def test_guard_derivation() -> None:
+    g = _guard("evt.type=openat and fd.name startswith /etc and proc.name=cat")
+    assert g is not None and set(g) == {"proc.name"} and g["proc.name"].eq == {"cat"}
+    g = _guard("evt.type=openat and (fd.name=/a or proc.name in (x, y))")
+    assert g is not None and g["fd.name"].eq == {"/a"} and g["proc.name"].eq == {"x", "y"}
+    # an alternative that cannot hold for this evt.type drops out; one that always holds kills it
+    g = _guard("evt.type in (openat, execve) and (fd.name=/a or evt.type=execve)")
+    assert g is not None and set(g) == {"fd.name"}
+    assert _guard("evt.type in (openat, execve) and (fd.name=/a or evt.type=openat)") is None
+    # negations, !=, exists and match-everything values imply nothing
+    assert _guard("evt.type=openat and not fd.name startswith /etc") is None
+    assert _guard("evt.type=openat and fd.name != /etc/shadow") is None
+    assert _guard("evt.type=openat and fd.name exists") is None
+    assert _guard("evt.type=openat and fd.name startswith ''") is None
+    g = _guard("evt.type=openat and fd.name pmatch (/etc)")
+    assert g is not None and g["fd.name"].eq == {"/etc"} and g["fd.name"].prefixes == {"/etc/"}
+    g = _guard("evt.type=openat and fd.name glob '/home/*/.ssh/*'")
+    assert g is not None and g["fd.name"].prefixes == {"/home/"}
+
+
+def test_value_set_tests_follow_operator_semantics() -> None:
+    t = ValueSet(FieldType.STR, eq={"/a"}, prefixes={"/etc/"}, suffixes={"_agent"},
+                 subs={"../"}, patterns={"*.key"}).test()
+    assert [t(v) for v in ("/a", "/etc/x", "x_agent", "a/../b", "id.key", "/b", "/etc")] == \
+        [True, True, True, True, True, False, False]
+    n = ValueSet(FieldType.NUM, eq={22, 0}).test()
+    assert (n(22), n("22"), n(False), n(23), n("x")) == (True, True, True, False, False)
+
+
+def test_positional_reads_agree_with_a_full_read() -> None:
+    rng = random.Random(99)
+    keys = [f"k{i}" for i in range(12)] + [S.FILE_PATH, S.SYSCALL_NAME]
+    layouts = AttrLayouts()
+    for n in range(400):
+        chosen = rng.sample(keys, rng.randint(0, len(keys)))
+        values: dict[str, Any] = {}
+        for k in chosen:
+            values[k] = rng.choice([rng.randint(-5, 5), f"v{n}", True, ["a", "b"],
+                                    "\n\x02k1"])  # a value holding another key's wire token
+        rec = LogRecord()
+        rec.event_name = "e" if n % 3 else "f"
+        set_attrs(rec.attributes, values)
+        want = attrs_dict(rec.attributes)
+        ev = EventView(rec, {}, n, None, layouts)
+        order = keys[:]
+        rng.shuffle(order)
+        for k in order:
+            assert ev.attr(k) == want.get(k), (n, k)
+
+
+def test_layouts_are_bounded() -> None:
+    layouts = AttrLayouts(max_events=2, max_keys=3)
+    for name in ("a", "b", "c", "d"):
+        rec = LogRecord()
+        rec.event_name = name
+        set_attrs(rec.attributes, {f"k{i}": i for i in range(6)})
+        ev = EventView(rec, {}, 1, None, layouts)
+        assert ev.attr("k5") == 5 and ev.attr("zz") is None
+    assert len(layouts._by_event) == 2
+    assert all(len(v) <= 3 for v in layouts._by_event.values())
