@@ -6,8 +6,9 @@ tracker) -> the ``falco_rules`` stage built by its registered factory with the d
 (Falco's stable rules + otelguard's own) -> detection LogRecords appended to the batch.
 
 An attack runs in a fresh kubepods-shaped cgroup (a "container", see tests/ebpf/containers.py)
-and is over when the exit event of its top process arrived; a ``host=True`` run stays in the
-test's own cgroup and keeps only the events of the started process and its descendants.
+and is over when the exit event of its top process arrived; a ``host=True`` run uses a cgroup
+without container identity and keeps only the events of the started process and its
+descendants.
 Every wait is bounded.
 
 ``Attack.detection(rule)`` checks the invariants every detection must keep (DESIGN.md §4):
@@ -18,6 +19,7 @@ naming a raw record of the same batch, and the evidence attributes copied unchan
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -37,7 +39,7 @@ from otelguard.exporter.builder import OtlpBuilder
 from otelguard.processors.detection.processor import Config, FalcoRulesProcessor, create
 from otelguard.processors.otlp import PyValue, attrs_dict, body_text
 from tests.ebpf.capture import collect, exited, flush, in_container
-from tests.ebpf.containers import Container, container
+from tests.ebpf.containers import Container, cgroup_dir, container
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 PYTHON = os.path.realpath(sys.executable)  # /usr/bin/python3.X: what /proc/<pid>/exe names
@@ -212,9 +214,13 @@ def _run_once(sensor: Sensor, stage: FalcoRulesProcessor, argv: Sequence[str], t
               host: bool, container_kwargs: Optional[dict[str, Any]],
               popen: dict[str, Any]) -> Attack:
     if host:
-        with subprocess.Popen(list(argv), **popen) as p:
-            out, err = _communicate(p, timeout_s)
-        events = collect(sensor, _descendants(p.pid), exited(p.pid), timeout_s)
+        # the test sensor observes /kubepods* only (tests/ebpf/conftest.py): a cgroup there
+        # that no runtime made has no container identity, which is what rules call "host"
+        with cgroup_dir(f"/kubepods.slice/og-attack-host-{secrets.token_hex(6)}") as cg:
+            procs = str(cg / "cgroup.procs")
+            with subprocess.Popen(list(argv), preexec_fn=lambda: _enter(procs), **popen) as p:
+                out, err = _communicate(p, timeout_s)
+            events = collect(sensor, _descendants(p.pid), exited(p.pid), timeout_s)
         c = None
     else:
         with container(**(container_kwargs or {})) as c:
@@ -231,6 +237,11 @@ def python_attack(sensor: Sensor, stage: FalcoRulesProcessor, code: str, *,
     attack = run_attack(sensor, stage, [exe or PYTHON, "-c", code], **kwargs)
     assert attack.returncode == 0, attack.stderr.decode()
     return attack
+
+
+def _enter(cgroup_procs: str) -> None:
+    with open(cgroup_procs, "w") as f:
+        f.write(str(os.getpid()))
 
 
 def _communicate(p: subprocess.Popen[bytes], timeout_s: float) -> tuple[bytes, bytes]:

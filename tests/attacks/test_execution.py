@@ -158,7 +158,7 @@ import os, pty, sys
 pid, fd = pty.fork()      # a real terminal, as an interactive session has
 if pid == 0:
     os.setgid(1); os.setuid(1)                 # daemon
-    os.execv('/bin/ls', ['ls', '/'])
+    os.execv('/bin/sleep', ['sleep', '0.3'])  # lives a moment: tty is read from /proc
 while True:
     try:
         if not os.read(fd, 4096):
@@ -177,8 +177,8 @@ def test_system_user_runs_command_in_ssh_session(sensor: Sensor, stage: FalcoRul
     d = attack.detection(
         "System user interactive", "INFORMATIONAL", S.EV_PROCESS_EXEC,
         body=["System user ran an interactive command", "user=daemon", "user_uid=1",
-              "process=ls", "parent=sshd"],
-        evidence={S.PROCESS_USER_NAME: "daemon", S.PROCESS_EXECUTABLE_NAME: "ls"})
+              "process=sleep", "parent=sshd", "command=sleep 0.3"],
+        evidence={S.PROCESS_USER_NAME: "daemon", S.PROCESS_EXECUTABLE_NAME: "sleep"})
     assert int(d.trigger_attrs[S.PROCESS_TTY]) != 0  # type: ignore[arg-type]
     assert "terminal=0" not in d.body
 
@@ -186,6 +186,6 @@ def test_system_user_runs_command_in_ssh_session(sensor: Sensor, stage: FalcoRul
 def test_system_user_outside_a_login_session_does_not_fire(
         sensor: Sensor, stage: FalcoRulesProcessor) -> None:
     attack = python_attack(sensor, stage, SYSTEM_USER_LOGIN)
-    ls = _execs(attack, "ls")
-    assert ls and ls[0][S.PROCESS_USER_NAME] == "daemon"
+    sleep = _execs(attack, "sleep")
+    assert sleep and sleep[0][S.PROCESS_USER_NAME] == "daemon"
     assert not attack.fired("System user interactive")

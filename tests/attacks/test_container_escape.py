@@ -1,0 +1,182 @@
+"""Container escape and persistence attempts performed for real: a release_agent write, a BPF
+program loaded from a container, a binary dropped into the container's writable overlayfs
+layer and executed, and a file written then executed in the same container."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from otelguard import semconv as S
+from otelguard.ebpf.sensor import Sensor
+from otelguard.processors.detection.processor import FalcoRulesProcessor
+from tests.attacks.harness import PYTHON, PYTHON_NAME, python_attack, run_attack
+from tests.ebpf.containers import new_container_id, new_pod_uid
+
+pytestmark = [pytest.mark.kernel, pytest.mark.timeout(90)]
+
+NOBODY = 65534
+
+
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """World-writable scratch directory (pytest's tmp_path is private to root)."""
+    d = Path(tempfile.mkdtemp(prefix="og-attack-"))
+    d.chmod(0o1777)
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_release_agent_write(sensor: Sensor, stage: FalcoRulesProcessor,
+                             shared_dir: Path) -> None:
+    # A cgroup v1 hierarchy's release_agent cannot be written on this cgroup v2 host; the rule
+    # keys on what the exploit does first: open a file named release_agent for writing, as
+    # root with CAP_SYS_ADMIN, from inside a container.
+    agent = shared_dir / "release_agent"
+    attack = python_attack(sensor, stage, f"open('{agent}', 'w').write('/payload.sh')")
+    d = attack.detection(
+        "Detect release_agent File Container Escapes", "CRITICAL", S.EV_FILE_OPEN,
+        body=["Detect an attempt to exploit a container escape using release_agent file",
+              f"file={agent}", "CAP_SYS_ADMIN", f"process={PYTHON_NAME}"],
+        evidence={S.FILE_PATH: str(agent)})
+    assert "CAP_SYS_ADMIN" in d.trigger_attrs[S.PROCESS_CAP_EFFECTIVE]  # type: ignore[operator]
+
+
+def test_release_agent_write_without_privilege_does_not_fire(
+        sensor: Sensor, stage: FalcoRulesProcessor, shared_dir: Path) -> None:
+    agent = shared_dir / "release_agent"
+    attack = python_attack(sensor, stage, f"open('{agent}', 'w').write('/payload.sh')",
+                           user=NOBODY, group=NOBODY)
+    opens = [a for a in attack.records(S.EV_FILE_OPEN) if a.get(S.FILE_PATH) == str(agent)]
+    assert opens and opens[0][S.PROCESS_USER_ID] == NOBODY
+    assert not attack.fired("Detect release_agent File Container Escapes")
+
+
+# BPF_PROG_LOAD of the smallest socket filter ("r0 = 0; exit"), then BPF_MAP_CREATE.
+BPF = r"""
+import ctypes, struct, sys
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+insns = ctypes.create_string_buffer(bytes.fromhex("b700000000000000" "9500000000000000"), 16)
+lic = ctypes.create_string_buffer(b"GPL")
+cmd = sys.argv[1]
+if cmd == "load":
+    attr = struct.pack("<IIQQ", 1, 2, ctypes.addressof(insns), ctypes.addressof(lic))
+    nr = 5                                                        # BPF_PROG_LOAD
+else:
+    attr = struct.pack("<IIII", 2, 4, 8, 1)                       # ARRAY map, 4/8, 1 entry
+    nr = 0                                                        # BPF_MAP_CREATE
+buf = ctypes.create_string_buffer(attr + b"\0" * (128 - len(attr)))
+fd = libc.syscall(321, nr, buf, 128)
+assert fd >= 0, ctypes.get_errno()
+"""
+
+
+def test_bpf_program_loaded_from_container(sensor: Sensor, stage: FalcoRulesProcessor) -> None:
+    attack = run_attack(sensor, stage, [PYTHON_NAME_PATH, "-c", BPF, "load"])
+    assert attack.returncode == 0, attack.stderr.decode()
+    d = attack.detection(
+        "Kernel module or BPF program load from container", "CRITICAL", S.EV_BPF,
+        body=["Kernel code loaded from a container", "evt_type=bpf", "bpf_cmd=BPF_PROG_LOAD",
+              "res=SUCCESS", f"process={PYTHON_NAME}"],
+        evidence={S.BPF_COMMAND: "BPF_PROG_LOAD"})
+    assert int(d.trigger_attrs[S.SYSCALL_RET]) >= 0  # type: ignore[arg-type]
+
+
+def test_bpf_map_from_container_does_not_fire(sensor: Sensor,
+                                              stage: FalcoRulesProcessor) -> None:
+    attack = run_attack(sensor, stage, [PYTHON_NAME_PATH, "-c", BPF, "map"])
+    assert attack.returncode == 0, attack.stderr.decode()
+    assert [a[S.BPF_COMMAND] for a in attack.records(S.EV_BPF)] == ["BPF_MAP_CREATE"]
+    assert not attack.fired("Kernel module or BPF program load from container")
+
+
+PYTHON_NAME_PATH = PYTHON
+
+DROP_AND_RUN = "import os, shutil, subprocess; shutil.copy('/bin/sleep', '{p}'); " \
+    "os.chmod('{p}', 0o755); subprocess.run(['{p}', '0.3'], check=True)"
+
+
+def test_execution_of_file_written_in_same_container(sensor: Sensor, stage: FalcoRulesProcessor,
+                                                     tmp_path: Path) -> None:
+    dropped = tmp_path / "kworkerd"
+    attack = python_attack(sensor, stage, DROP_AND_RUN.format(p=dropped))
+    d = attack.detection(
+        "Execution of file written in the same container", "CRITICAL", S.EV_PROCESS_EXEC,
+        body=["Executed a file written in this container moments ago",
+              f"proc_exepath={dropped}", "process=kworkerd", f"parent={PYTHON_NAME}"],
+        evidence={S.PROCESS_EXECUTABLE_PATH: str(dropped)})
+    assert d.attrs[S.THREAT_TECHNIQUE_ID] == ["T1105", "T1204.002"]
+
+
+def test_file_written_by_another_container_does_not_fire(
+        sensor: Sensor, stage: FalcoRulesProcessor, tmp_path: Path) -> None:
+    dropped = tmp_path / "tool"
+    pod = new_pod_uid()
+    writer = python_attack(sensor, stage, f"import shutil; shutil.copy('/bin/sleep', '{dropped}')",
+                           container_kwargs={"pod_uid": pod})
+    assert [a for a in writer.records(S.EV_FILE_OPEN) if a.get(S.FILE_PATH) == str(dropped)]
+    runner = run_attack(sensor, stage, [str(dropped), "0.3"],
+                        container_kwargs={"pod_uid": pod, "container_id": new_container_id()})
+    assert runner.returncode == 0
+    assert [a for a in runner.records(S.EV_PROCESS_EXEC)
+            if a.get(S.PROCESS_EXECUTABLE_PATH) == str(dropped)]
+    assert not runner.fired("Execution of file written in the same container")
+
+
+# A container root the way runtimes build one: overlayfs (image layer read-only below, the
+# container's writable layer above), pivot_root into it in a private mount namespace. The
+# image layer gets /bin/sleep; the attacker then writes /payload into the writable layer.
+OVERLAY_CONTAINER = r"""
+import ctypes, os, shutil, subprocess, sys
+base = sys.argv[1]
+libc = ctypes.CDLL(None, use_errno=True)
+def ok(rc):
+    assert rc == 0, os.strerror(ctypes.get_errno())
+lower, upper, work, merged = (os.path.join(base, d) for d in ("lower", "upper", "work", "merged"))
+for d in (lower, upper, work, merged):
+    os.makedirs(d, exist_ok=True)
+for d in ("usr", "proc", "old", "tmp"):
+    os.makedirs(os.path.join(lower, d), exist_ok=True)
+for d in ("bin", "sbin", "lib", "lib64"):                           # merged-/usr image
+    if not os.path.lexists(os.path.join(lower, d)):
+        os.symlink("usr/" + d, os.path.join(lower, d))
+ok(libc.unshare(0x00020000))                                        # CLONE_NEWNS
+ok(libc.mount(b"none", b"/", None, (1 << 14) | (1 << 18), None))    # MS_REC|MS_PRIVATE
+opts = f"lowerdir={lower},upperdir={upper},workdir={work}".encode()
+ok(libc.mount(b"overlay", merged.encode(), b"overlay", 0, opts))
+ok(libc.mount(b"/usr", os.path.join(merged, "usr").encode(), None, 4096 | 16384, None))  # MS_BIND|MS_REC
+ok(libc.syscall(155, merged.encode(), os.path.join(merged, "old").encode()))  # pivot_root
+os.chdir("/")
+ok(libc.umount2(b"/old", 2))                                        # MNT_DETACH
+ok(libc.mount(b"proc", b"/proc", b"proc", 0, None))
+shutil.copy("/usr/bin/sleep", "/payload")                           # the drop
+os.chmod("/payload", 0o755)
+subprocess.run(["/payload", "0.3"], check=True)                     # ... and execute
+subprocess.run(["/usr/bin/sleep", "0.3"], check=True)               # near miss: image binary
+"""
+
+
+def test_drop_and_execute_in_overlay_upper_layer(sensor: Sensor, stage: FalcoRulesProcessor,
+                                                 tmp_path: Path) -> None:
+    attack = run_attack(sensor, stage, [PYTHON_NAME_PATH, "-c", OVERLAY_CONTAINER, str(tmp_path)])
+    assert attack.returncode == 0, attack.stderr.decode()
+    assert (tmp_path / "upper" / "payload").is_file()  # the write landed in the upper layer
+    d = attack.detection(
+        "Drop and execute new binary in container", "CRITICAL", S.EV_PROCESS_EXEC,
+        body=["Executing binary not part of base image", "proc_exe=/payload", "process=payload",
+              "exe_flags=EXE_UPPER_LAYER"],
+        evidence={S.PROCESS_EXE_UPPER_LAYER: True})
+    assert d.trigger_attrs[S.PROCESS_EXECUTABLE_PATH] == "/payload"
+    # near miss in the same container: sleep from the image (lower) layer is not reported
+    sleeps = [a for a in attack.records(S.EV_PROCESS_EXEC)
+              if a.get(S.PROCESS_EXECUTABLE_PATH) == "/usr/bin/sleep"]
+    assert sleeps and sleeps[0][S.PROCESS_EXE_UPPER_LAYER] is False
+    assert len(attack.fired("Drop and execute new binary in container")) == 1
