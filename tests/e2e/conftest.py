@@ -24,8 +24,8 @@ def send(collector: Collector, scenario: Scenario) -> None:
 @pytest.fixture(scope="session")
 def sent(backends_collector: Collector, prometheus: Prometheus) -> Iterator[Scenario]:  # noqa: F811
     """The scenario, sent once per session; Prometheus scrapes this Collector."""
-    prometheus.set_targets("otelcol-exporter", [backends_collector.prometheus_exporter])
-    prometheus.set_targets("otelcol", [backends_collector.telemetry])
+    prometheus.add_targets("otelcol-exporter", [backends_collector.prometheus_exporter])
+    prometheus.add_targets("otelcol", [backends_collector.telemetry])
     scenario = Scenario()
     send(backends_collector, scenario)
     yield scenario

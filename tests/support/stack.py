@@ -26,6 +26,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.parse
@@ -360,15 +361,24 @@ class Prometheus(Component):
         conf["global"]["evaluation_interval"] = interval
         (self.confdir / "prometheus.yml").write_text(yaml.safe_dump(conf, sort_keys=False))
         (self.confdir / "targets").mkdir(exist_ok=True)
+        self.targets: dict[str, list[str]] = {}
         for job in ("otelguard", "otelcol-exporter", "otelcol"):
             self.set_targets(job, [])
 
     def set_targets(self, job: str, targets: Sequence[str]) -> None:
         """Write targets/<job>.json atomically (Prometheus re-reads file_sd files on change)."""
+        self.targets[job] = list(targets)
         path = self.confdir / "targets" / f"{job}.json"
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps([{"targets": list(targets), "labels": {}}] if targets else []))
         tmp.replace(path)
+
+    def add_targets(self, job: str, targets: Sequence[str]) -> None:
+        """Scrape these too (session fixtures share one Prometheus; each adds its own)."""
+        self.set_targets(job, [*self.targets.get(job, []), *(t for t in targets if t not in self.targets.get(job, []))])
+
+    def remove_targets(self, job: str, targets: Sequence[str]) -> None:
+        self.set_targets(job, [t for t in self.targets.get(job, []) if t not in targets])
 
     def command(self) -> list[str]:
         return [str(PROMETHEUS), f"--config.file={self.confdir / 'prometheus.yml'}",
@@ -387,6 +397,33 @@ class Prometheus(Component):
 
     def active_targets(self) -> list[dict[str, Any]]:
         return list(get_json(f"{self.url}/api/v1/targets")["data"]["activeTargets"])
+
+
+class ProcessorService(Component):
+    """The real ``otelguard processor`` (default stages: falco_rules, noise_control) on free ports,
+    exporting OTLP/gRPC to ``export`` (a Collector's backend receiver in pipeline (a))."""
+
+    name = "otelguard-processor"
+    ready_timeout = 60.0
+
+    def __init__(self, workdir: Path, export: str, extra_args: Sequence[str] = ()) -> None:
+        super().__init__(workdir)
+        self.grpc_port, self.metrics_port = free_port(), free_port()
+        self.endpoint = f"127.0.0.1:{self.grpc_port}"
+        self.metrics = f"127.0.0.1:{self.metrics_port}"
+        self.export = export
+        self.extra_args = list(extra_args)
+
+    def command(self) -> list[str]:
+        exe = Path(sys.executable).parent / "otelguard"
+        return [str(exe), "processor", "--listen", self.endpoint, "--export", f"otlp:{self.export}",
+                "--metrics", self.metrics, *self.extra_args]
+
+    def ready(self) -> bool:
+        if http_get(f"http://{self.metrics}/metrics", 2.0)[0] != 200:
+            return False
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", self.grpc_port)) == 0
 
 
 def backends_env(loki: Optional[Loki] = None, jaeger: Optional[Jaeger] = None) -> dict[str, str]:
@@ -436,7 +473,7 @@ def backends_collector(tmp_path_factory: pytest.TempPathFactory, loki: Loki,
 
 
 __all__ = [
-    "BACKENDS_CONFIG", "GATEWAY_CONFIG", "Collector", "Jaeger", "Loki", "Prometheus",
+    "BACKENDS_CONFIG", "GATEWAY_CONFIG", "Collector", "Jaeger", "Loki", "ProcessorService", "Prometheus",
     "StackError", "backends_collector", "backends_env", "jaeger", "loki", "prometheus",
     "validate_collector_config", "wait_until",
 ]
