@@ -32,4 +32,4 @@ stack-stop:
 	@bash scripts/stack/stop.sh
 
 bench: setup
-	$(PY) -m bench.run_all
+	$(PY) -m bench.run_all $(BENCH_ARGS)
