@@ -42,6 +42,15 @@ out["accepted_fd"] = conn.fileno()
 time.sleep(0.05)                      # a connection that lives a measurable time
 cli.close(); conn.close()
 
+# IPv6 loopback
+s6 = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+s6.bind(("::1", 0)); s6.listen(1)
+out["v6_port"] = s6.getsockname()[1]
+c6 = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+c6.connect(("::1", out["v6_port"])); a6, _ = s6.accept()
+out["v6_client_port"] = c6.getsockname()[1]
+c6.close(); a6.close(); s6.close()
+
 # a port nobody listens on: bind then close to learn a free one
 tmp = socket.socket(); tmp.bind(("127.0.0.1", 0)); out["refused_port"] = tmp.getsockname()[1]; tmp.close()
 r = socket.socket()
@@ -130,6 +139,19 @@ def test_connect_success_with_peer_and_container(net_run: tuple[dict[str, int], 
     assert ev.attrs[semconv.FILE_FD] == info["client_fd"]
 
 
+def test_ipv6_connect_and_accept(net_run: tuple[dict[str, int], list[Event]]) -> None:
+    info, events = net_run
+    con = [e for e in named(events, semconv.EV_NETWORK_CONNECT)
+           if e.attrs.get(semconv.NETWORK_PEER_PORT) == info["v6_port"]]
+    assert len(con) == 1 and con[0].ret == 0
+    assert con[0].attrs[semconv.NETWORK_PEER_ADDRESS] == "::1"
+    assert con[0].attrs[semconv.NETWORK_TYPE] == "ipv6"
+    assert con[0].attrs[semconv.NETWORK_LOCAL_PORT] == info["v6_client_port"]
+    acc = [e for e in named(events, semconv.EV_NETWORK_ACCEPT)
+           if e.attrs.get(semconv.NETWORK_PEER_PORT) == info["v6_client_port"]]
+    assert len(acc) == 1 and acc[0].attrs[semconv.SERVER_PORT] == info["v6_port"]
+
+
 def test_connect_refused_reports_errno(net_run: tuple[dict[str, int], list[Event]]) -> None:
     info, events = net_run
     assert info.get("refused")
@@ -141,7 +163,8 @@ def test_connect_refused_reports_errno(net_run: tuple[dict[str, int], list[Event
 
 def test_accept_reports_the_clients_port(net_run: tuple[dict[str, int], list[Event]]) -> None:
     info, events = net_run
-    acc = named(events, semconv.EV_NETWORK_ACCEPT)
+    acc = [e for e in named(events, semconv.EV_NETWORK_ACCEPT)
+           if e.attrs.get(semconv.NETWORK_PEER_PORT) == info["client_port"]]
     assert len(acc) == 1
     ev = acc[0]
     assert ev.ret == info["accepted_fd"] and ev.attrs[semconv.FILE_FD] == info["accepted_fd"]
@@ -156,7 +179,8 @@ def test_bind_and_listen(net_run: tuple[dict[str, int], list[Event]]) -> None:
              if e.attrs.get(semconv.FILE_FD) == info["listen_fd"]]
     assert binds and binds[0].attrs[semconv.NETWORK_LOCAL_ADDRESS] == "127.0.0.1"
     assert binds[0].ret == 0
-    listens = named(events, semconv.EV_NETWORK_LISTEN)
+    listens = [e for e in named(events, semconv.EV_NETWORK_LISTEN)
+               if e.attrs[semconv.FILE_FD] == info["listen_fd"]]
     assert len(listens) == 1 and listens[0].attrs[semconv.NETWORK_LISTEN_BACKLOG] == 7
     # bound to port 0: the port the kernel picked, read from /proc at decode time
     assert listens[0].attrs[semconv.SERVER_PORT] == info["server_port"]
@@ -210,7 +234,8 @@ def test_established_and_close_pair_up(net_run: tuple[dict[str, int], list[Event
     assert server.attrs[semconv.FILE_FD] == info["accepted_fd"]
     connect = next(e for e in named(events, semconv.EV_NETWORK_CONNECT)
                    if e.attrs.get(semconv.NETWORK_PEER_PORT) == info["server_port"])
-    accept = named(events, semconv.EV_NETWORK_ACCEPT)[0]
+    accept = next(e for e in named(events, semconv.EV_NETWORK_ACCEPT)
+                  if e.attrs.get(semconv.NETWORK_PEER_PORT) == info["client_port"])
     assert client.time_ns - connect.time_ns > 40_000_000  # the 50 ms sleep, kernel clock
     assert server.time_ns - accept.time_ns > 40_000_000
     for e in (client, server):

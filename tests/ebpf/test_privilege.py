@@ -60,10 +60,12 @@ mnt_dir = tempfile.mkdtemp()
 out["mnt_dir"] = mnt_dir
 child = os.fork()
 if child == 0:
+    uts = os.open("/proc/self/ns/uts", os.O_RDONLY)   # the namespace to return to
     rc = libc.unshare(0x00020000 | 0x04000000)       # CLONE_NEWNS | CLONE_NEWUTS
     libc.mount(b"none", b"/", None, (1 << 14) | (1 << 18), None)  # MS_REC|MS_PRIVATE
     rc2 = libc.mount(b"otelguard-test", mnt_dir.encode(), b"tmpfs", 2 | 4, b"size=1m")
-    os._exit(0 if rc == 0 and rc2 == 0 else 3)
+    rc3 = libc.setns(uts, 0x04000000)                   # back into the original UTS namespace
+    os._exit(0 if rc == 0 and rc2 == 0 and rc3 == 0 else 3)
 out["ns_child"] = child
 out["ns_child_rc"] = os.waitstatus_to_exitcode(os.waitpid(child, 0)[1])
 os.rmdir(mnt_dir)
@@ -171,6 +173,14 @@ def test_unshare_and_tmpfs_mount(priv_run: tuple[dict[str, int], list[Event]]) -
     assert tmpfs[0].attrs[semconv.MOUNT_FLAGS] == "MS_NOSUID|MS_NODEV"
     prop = [e for e in mounts if e.attrs[semconv.MOUNT_TARGET] == "/"]
     assert prop and prop[0].attrs[semconv.MOUNT_FLAGS] == "MS_REC|MS_PRIVATE"
+
+
+def test_setns_back_into_the_original_uts_namespace(priv_run: tuple[dict[str, int], list[Event]]) -> None:
+    info, events = priv_run
+    ns = named(_mine(events, info["ns_child"]), semconv.EV_SETNS)
+    assert len(ns) == 1 and ns[0].ret == 0
+    assert ns[0].attrs[semconv.NAMESPACE_FLAGS] == "CLONE_NEWUTS"
+    assert str(ns[0].attrs[semconv.FILE_PATH]).startswith("uts:[")
 
 
 def test_bpf_calls_success_and_failure(priv_run: tuple[dict[str, int], list[Event]]) -> None:

@@ -28,11 +28,14 @@ Attributes: ``network.transport`` (tcp/udp/raw/packet), ``network.type`` (ipv4/i
 ``otelguard.socket.{family,type,protocol}``, ``dns.question.name``/``otelguard.dns.question.type``,
 ``otelguard.file.fd`` (the socket fd; accept: the new connection's fd).
 
-Overhead (this 2-core VM, rough, see the measurement notes in docs/benchmarks.md when present):
-a loopback TCP connect+accept+close loop ran ~8% slower with the probe loaded (each iteration
-emits connect, accept and four state records). The hot cost is ``sys_enter_write``: every
-write(2) on the host pays one hash lookup (~40-60 ns measured on a 1-byte write loop) so that
-writes on DNS-connected sockets can be seen. User-space decode is ~5-15 µs per record.
+Overhead, measured on this shared 2-core VM under load average ~8 (so noisy: min of 4
+alternating rounds, probes loaded with a no-op ring consumer, C loops): a loopback
+connect+accept+close loop went from 70 µs to 116 µs per iteration with this probe (each
+iteration sends 7 records: socket, connect, accept, 2 ESTABLISHED, 2 CLOSE; record delivery
+dominates). ``sys_enter_write``/``sys_exit_write`` run for every write(2) on the host (a hash
+lookup each, to see writes on DNS-connected sockets): a 1-byte write loop and a getppid loop
+showed no difference beyond the noise (write: 577 ns with the process probe alone, 836 ns with
+this one, 843 ns with no probe at all). Full decode in Python is ~5-15 µs per record.
 """
 
 from __future__ import annotations

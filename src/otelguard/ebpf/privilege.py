@@ -23,12 +23,14 @@ except ``cap_capable`` (a kernel check, no syscall: ``ret`` is the check's resul
 
 Kernels built without CONFIG_MODULES have no init_module/finit_module tracepoints: the group is
 compiled out (the syscalls then always fail with ENOSYS). Seeing the attempts anyway would need
-``raw_syscalls:sys_enter`` on every syscall, measured here at +180 ns per syscall (+57% on a
-getppid loop), so it is not done.
+a program on ``raw_syscalls:sys_enter``, run for every syscall on the host; a first measurement
+here showed +180 ns per getppid (318 -> 498 ns), a repeat under heavy load could not separate
+it from noise. Not done by default for that reason.
 
-Overhead: every handler is one tracepoint on a rare syscall except cap_capable, whose cost on a
-check that is already reported is one LRU hash insert that fails (~50-100 ns per capability
-check). User-space decode is ~5-10 µs per record.
+Overhead: every handler sits on a rare syscall except cap_capable, where an already reported
+check costs one failing LRU hash insert. On this noisy shared VM (load ~8) an fchown loop
+(one CAP_CHOWN check per call) and a getppid loop showed no difference beyond the noise with
+this probe and the evasion probe loaded. User-space decode is ~5-10 µs per record.
 """
 
 from __future__ import annotations
