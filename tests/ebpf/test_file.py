@@ -125,7 +125,6 @@ def test_namespace_changes(run_in_container: RunInContainer, workdir: Path) -> N
         os.ftruncate(fd, 1)
         os.fchmod(fd, 0o644)
         os.fchown(fd, -1, 65534)
-        os.close(fd)
         os.unlink("{w}/h")
         os.rmdir("{w}/d")
         try:
@@ -133,7 +132,8 @@ def test_namespace_changes(run_in_container: RunInContainer, workdir: Path) -> N
         except FileNotFoundError:
             pass
         import time
-        time.sleep(2.0)  # fd-only calls resolve through /proc/<pid>/fd while we are alive
+        time.sleep(2.0)  # fd-only calls resolve through /proc/<pid>/fd while the fd is open
+        os.close(fd)
     """)
     fe = _file_events(events, pid, w)
 
