@@ -15,6 +15,8 @@ from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service
 from opentelemetry.proto.logs.v1.logs_pb2 import ResourceLogs
 
 from otelguard import semconv as sc
+from tests.e2e.conftest import send
+from tests.e2e.scenario import Scenario
 from tests.support.stack import (
     BACKENDS_CONFIG, GATEWAY_CONFIG, ROOT, Collector, free_port, validate_collector_config, wait_until,
 )
@@ -129,3 +131,26 @@ def test_gateway_batches_before_the_processor_service(
           f"(sizes {service.sizes}); {calls / len(service.sizes):.0f}x fewer calls")
     assert len(service.sizes) <= calls // 20
     assert max(service.sizes) >= 1024
+
+
+def test_severity_valve_drops_events_but_never_detections(tmp_path: Path) -> None:
+    """OTELGUARD_LOKI_MIN_SEVERITY=13 keeps WARN+ events only; detections bypass the valve."""
+    col = Collector(tmp_path, [BACKENDS_CONFIG], {"OTELGUARD_LOKI_MIN_SEVERITY": "13"})
+    col.start()
+    try:
+        scenario = Scenario()
+        send(col, scenario)
+
+        def exported() -> dict[str, int]:
+            counts: dict[str, int] = {}
+            for doc in col.tap_lines():
+                for rl in doc.get("resourceLogs", []):
+                    attrs = {a["key"]: a["value"].get("stringValue") for a in rl["resource"]["attributes"]}
+                    n = sum(len(sl.get("logRecords", [])) for sl in rl.get("scopeLogs", []))
+                    counts[str(attrs.get(sc.STREAM))] = counts.get(str(attrs.get(sc.STREAM)), 0) + n
+            return counts
+        assert wait_until(lambda: exported().get(sc.STREAM_DETECTION) == 2, 20), exported()
+        time.sleep(1.0)   # the events' batch would have flushed by now (200 ms)
+        assert exported().get(sc.STREAM_EVENT, 0) == 0, exported()
+    finally:
+        col.stop()
