@@ -94,8 +94,8 @@ def _rules(*conditions: str) -> str:
 def _guard(condition: str, evt_type: str = "openat") -> Any:
     rs = load_rules_text([("t.yaml", _rules(condition))])
     rs.raise_if_errors()
-    g = rs.rules[0].guards.get(evt_type)
-    return None if g is None else {str(ref): vs for ref, vs in g.fields}
+    cands = rs.rules[0].guards.get(evt_type)
+    return {str(ref): vs for ref, vs in cands[0].fields} if cands else None
 
 
 def test_guard_derivation() -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import fnmatch
 import ipaddress
+import operator
 import os
 import re
 from dataclasses import dataclass, field
@@ -174,8 +175,13 @@ def _getter(spec: FieldSpec, arg: Optional[str]) -> Callable[[EventView], Any]:
     """The field's value for a record, computed once per record (cached in the view)."""
     if spec.name in _TYPE_FIELDS:
         return fieldmap.event_type
-    key = spec.name if arg is None else f"{spec.name}[{arg}]"
     extract = spec.extract
+    if isinstance(extract, fieldmap.AttrField):  # one attribute: EventView.attr caches it
+        return operator.methodcaller("attr", extract.key)
+    if isinstance(extract, fieldmap.ResourceField):
+        rkey = extract.key
+        return lambda ev: ev.res.get(rkey)
+    key = spec.name if arg is None else f"{spec.name}[{arg}]"
     missing = _MISSING
 
     def get(ev: EventView) -> Any:

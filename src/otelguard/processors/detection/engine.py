@@ -71,11 +71,11 @@ class RuleEngine:
         # evt.type -> the same rules, grouped behind their guards (see prefilter)
         getters = Compiler({}, {})
         self._plans: dict[Optional[str], TypePlan] = {
-            t: plan([(i, r, pred, r.guards[t] if t in r.guards else r.guards.get(None))
+            t: plan([(i, r, pred, r.guards[t] if t in r.guards else r.guards.get(None, ()))
                      for i, (r, pred) in enumerate(rules)], getters)
             for t, rules in self._index.items()
         }
-        self._any_plan = plan([(i, r, pred, r.guards.get(None))
+        self._any_plan = plan([(i, r, pred, r.guards.get(None, ()))
                                for i, (r, pred) in enumerate(self._any)], getters)
         self._num = 0
         self._layouts = AttrLayouts()

@@ -143,14 +143,14 @@ class EventView:
                     pass
                 else:
                     if kv.key == key:
+                        # a non-default member read proves the oneof's case; WhichOneof costs
+                        # more than the read itself in upb
                         av = kv.value
-                        kind = av.WhichOneof("value")
-                        if kind == "string_value":
-                            v = av.string_value
-                        elif kind == "int_value":
+                        v = av.string_value
+                        if not v:
                             v = av.int_value
-                        else:
-                            v = from_any(av)
+                            if not v:
+                                v = from_any(av)
                         vals[key] = v
                         return v
         v = vals[key] = self._lookup(key)
@@ -226,12 +226,37 @@ class FieldSpec:
 
 # --- small derivations ---------------------------------------------------------------------------
 
+class AttrField:
+    """Extractor of a field that is one record attribute as is (the compiler reads it through
+    :meth:`EventView.attr` directly, whose own per-record cache suffices)."""
+
+    __slots__ = ("key",)
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+    def __call__(self, ev: EventView, _arg: Optional[str]) -> Any:
+        return ev.attr(self.key)
+
+
+class ResourceField:
+    """Extractor of a field that is one resource attribute as is."""
+
+    __slots__ = ("key",)
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+    def __call__(self, ev: EventView, _arg: Optional[str]) -> Any:
+        return ev.res.get(self.key)
+
+
 def _a(key: str) -> Extractor:
-    return lambda ev, _arg: ev.attr(key)
+    return AttrField(key)
 
 
 def _r(key: str) -> Extractor:
-    return lambda ev, _arg: ev.res.get(key)
+    return ResourceField(key)
 
 
 def as_int(v: Any) -> Optional[int]:
@@ -266,7 +291,9 @@ def _args_list(ev: EventView) -> Optional[list[str]]:
 
 
 def _proc_name(ev: EventView, _arg: Optional[str]) -> Optional[str]:
-    name = ev.attr(S.PROCESS_EXECUTABLE_NAME)
+    # the kernel comm when the agent sent it: the name exec'ed (a busybox applet's link name),
+    # never racing the /proc/<pid>/exe read that process.executable.name depends on
+    name = ev.attr(S.PROCESS_COMM) or ev.attr(S.PROCESS_EXECUTABLE_NAME)
     if not name:
         args = _args_list(ev)
         if args:
@@ -1015,7 +1042,8 @@ T = FieldType
 # class prefix and never confused with the semconv constants they are mapped to.
 _CONTAINER = "container."
 _K8S = "k8s."
-_PROC_KEYS = (S.PROCESS_EXECUTABLE_NAME, S.PROCESS_COMMAND_ARGS, S.PROCESS_COMMAND_LINE)
+_PROC_KEYS = (S.PROCESS_EXECUTABLE_NAME, S.PROCESS_COMM, S.PROCESS_COMMAND_ARGS,
+              S.PROCESS_COMMAND_LINE)
 _PARENT_KEYS = (S.PROCESS_PARENT_EXECUTABLE_NAME, S.PROCESS_PARENT_COMMAND_LINE)
 _NET_KEYS = (S.NETWORK_PEER_ADDRESS, S.NETWORK_PEER_PORT, S.NETWORK_LOCAL_ADDRESS,
              S.NETWORK_LOCAL_PORT, S.NETWORK_TRANSPORT, S.NETWORK_TYPE)
@@ -1052,7 +1080,7 @@ _f("evt.hostname", T.STR, S.HOST_NAME, _r(S.HOST_NAME))
 _f("evt.source", T.STR, "'syscall'", lambda ev, _a: "syscall")
 
 # proc.* / thread.*
-_f("proc.name", T.STR, f"{S.PROCESS_EXECUTABLE_NAME} (first 15 chars, like comm)", _proc_name,
+_f("proc.name", T.STR, f"{S.PROCESS_COMM}, else {S.PROCESS_EXECUTABLE_NAME} (15 chars)", _proc_name,
    _PROC_KEYS)
 _f("proc.exe", T.STR, f"{S.PROCESS_COMMAND_ARGS}[0], else {S.PROCESS_EXECUTABLE_PATH}", _proc_exe,
    (S.PROCESS_COMMAND_ARGS, S.PROCESS_EXECUTABLE_PATH))

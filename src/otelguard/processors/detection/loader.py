@@ -113,8 +113,8 @@ class Rule:
     version: str
     mitre: mitre.Mitre
     category: str
-    # evt.type (None: the rule's generic predicate) -> a necessary check (see prefilter)
-    guards: dict[Optional[str], Optional[Guard]] = field(default_factory=dict)
+    # evt.type (None: the rule's generic predicate) -> necessary checks, best first (prefilter)
+    guards: dict[Optional[str], tuple[Guard, ...]] = field(default_factory=dict)
 
 
 @dataclass
@@ -612,12 +612,12 @@ def compile_ruleset(reader: _Reader) -> RuleSet:
             if tc is None:
                 tc = typed[t] = Compiler(macros, lists, known_type=t)
             preds[t] = _as_pred(tc.compile(node).pred)
-        guards: dict[Optional[str], Optional[Guard]] = {None: derivers[None].guard(node)}
+        guards: dict[Optional[str], tuple[Guard, ...]] = {None: derivers[None].candidates(node)}
         for t in sorted(result.event_types or ()):
             deriver = derivers.get(t)
             if deriver is None:
                 deriver = derivers[t] = GuardDeriver(typed[t])
-            guards[t] = deriver.guard(node)
+            guards[t] = deriver.candidates(node)
         evidence = sorted({k for name, _arg in result.fields for k in FIELDS[name].keys}
                           | {k for s in template.slots if s.spec for k in s.spec.keys})
         tags = tuple(d.tags)

@@ -148,10 +148,35 @@ class GuardDeriver:
         self._memo: dict[int, tuple[Node, Any]] = {}
 
     def guard(self, node: Node) -> Optional[Guard]:
-        d = self._implied(node)
-        if not isinstance(d, dict) or any(vs.matches_everything() for vs in d.values()):
-            return None
-        return Guard(tuple(sorted(d.items(), key=lambda kv: str(kv[0]))))
+        """The best guard of ``node``, or None."""
+        found = self.candidates(node)
+        return found[0] if found else None
+
+    def candidates(self, node: Node) -> tuple[Guard, ...]:
+        """Every guard implied by one top-level conjunct (macros expanded), best first; the
+        engine may prefer a worse one whose fields other rules read anyway."""
+        out: dict[tuple[FieldRef, ...], tuple[tuple[int, int, int, int], Guard]] = {}
+        for part in [node, *self._conjuncts(node, set())]:
+            d = self._implied(part)
+            if not isinstance(d, dict) or any(vs.matches_everything() for vs in d.values()):
+                continue
+            g = Guard(tuple(sorted(d.items(), key=lambda kv: str(kv[0]))))
+            if g.key not in out:
+                out[g.key] = (_score(d), g)
+        return tuple(g for _s, g in sorted(out.values(), key=lambda sg: sg[0]))
+
+    def _conjuncts(self, node: Node, seen: set[str]) -> list[Node]:
+        if isinstance(node, MacroRef) and node.name not in seen and \
+                node.name in self.compiler.macros:
+            seen.add(node.name)
+            return self._conjuncts(self.compiler.macros[node.name], seen)
+        if isinstance(node, And):
+            out: list[Node] = []
+            for ch in node.children:
+                out.append(ch)
+                out.extend(self._conjuncts(ch, seen))
+            return out
+        return []
 
     def _kind(self, ref: FieldRef) -> Optional[FieldType]:
         if ref in self._kinds:
@@ -315,23 +340,64 @@ class TypePlan:
     groups: tuple[GuardGroup, ...]
 
 
-def plan(members: list[tuple[int, Any, Pred, Optional[Guard]]], compiler: Compiler) -> TypePlan:
-    """Group guarded rules by guard fields (value sets united); the rest always run."""
+def plan(members: list[tuple[int, Any, Pred, tuple[Guard, ...]]], compiler: Compiler
+         ) -> TypePlan:
+    """Group guarded rules by guard fields (value sets united); the rest always run.
+
+    Each rule takes its best guard, unless another of its guards reads only fields that the
+    other rules' best guards read anyway (and is no mere classifier): a field already read costs
+    nothing more, so the rule joins that group. Members of a group keep their own guard, checked
+    on the (cached) field values before their predicate when the group's union passes."""
+    hot: dict[int, set[FieldRef]] = {}
+    for order, _rule, _pred, cands in members:
+        if cands:
+            hot[order] = set(cands[0].key)
     always: list[Member] = []
-    by_key: dict[tuple[FieldRef, ...], tuple[dict[FieldRef, ValueSet], list[Member]]] = {}
-    for order, rule, pred, guard in members:
-        if guard is None:
+    by_key: dict[tuple[FieldRef, ...], tuple[dict[FieldRef, ValueSet], list[tuple[int, Any, Pred, Guard]]]] = {}
+    for order, rule, pred, cands in members:
+        if not cands:
             always.append((order, rule, pred))
             continue
-        entry = by_key.setdefault(guard.key, ({}, []))
-        for ref, vs in guard.fields:
+        others = set().union(*(f for o, f in hot.items() if o != order))
+        chosen = cands[0]
+        if not set(chosen.key) <= others:
+            for g in cands[1:]:
+                if set(g.key) <= others and not any(r.name in _CLASSIFIERS for r in g.key):
+                    chosen = g
+                    break
+        entry = by_key.setdefault(chosen.key, ({}, []))
+        for ref, vs in chosen.fields:
             entry[0][ref] = entry[0][ref].union(vs) if ref in entry[0] else vs
-        entry[1].append((order, rule, pred))
+        entry[1].append((order, rule, pred, chosen))
+    getters: dict[FieldRef, Callable[[EventView], Any]] = {}
+
+    def getter(ref: FieldRef) -> Callable[[EventView], Any]:
+        if ref not in getters:
+            getters[ref] = compiler.field_getter(ref, set())[0]
+        return getters[ref]
+
     groups = []
     for key, (sets, ms) in by_key.items():
-        tests = tuple((compiler.field_getter(ref, set())[0], sets[ref].test()) for ref in key)
-        groups.append(GuardGroup(" or ".join(str(r) for r in key), tests, tuple(ms)))
+        tests = tuple((getter(ref), sets[ref].test()) for ref in key)
+        guarded: list[Member] = []
+        for order, rule, pred, g in ms:
+            if len(ms) > 1:
+                pred = _behind(tuple((getter(ref), vs.test()) for ref, vs in g.fields), pred)
+            guarded.append((order, rule, pred))
+        groups.append(GuardGroup(" or ".join(str(r) for r in key), tests, tuple(guarded)))
     return TypePlan(tuple(always), tuple(groups))
+
+
+def _behind(tests: tuple[tuple[Callable[[EventView], Any], Callable[[Any], bool]], ...],
+            pred: Pred) -> Pred:
+    """``pred`` run only when the rule's own guard passes (exact: the guard is implied)."""
+    def guarded(ev: EventView) -> bool:
+        for get, test in tests:
+            v = get(ev)
+            if v is not None and test(v):
+                return pred(ev)
+        return False
+    return guarded
 
 
 __all__ = ["Guard", "GuardDeriver", "GuardGroup", "TypePlan", "ValueSet", "plan"]
