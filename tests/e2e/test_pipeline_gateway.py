@@ -12,6 +12,7 @@ import grpc
 import pytest
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2_grpc import LogsServiceStub
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc import TraceServiceStub
 
 from otelguard import semconv as sc
 from tests.e2e.scenario import Scenario
@@ -47,12 +48,14 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, loki: Loki, jaeger: Jaeger
 
 @pytest.fixture(scope="module")
 def agent_events(gateway: tuple[Collector, ProcessorService]) -> Scenario:
-    """Only the agent's raw events (no detections): the processor must find the netcat one."""
+    """Only the agent's raw events and process spans (no detections): the processor must find
+    the netcat one."""
     col, _ = gateway
     scenario = Scenario()
     events = ExportLogsServiceRequest(resource_logs=[scenario.logs().resource_logs[0]])
     with grpc.insecure_channel(col.agents_grpc) as ch:
         LogsServiceStub(ch).Export(events, timeout=10)  # type: ignore[no-untyped-call]
+        TraceServiceStub(ch).Export(scenario.traces(), timeout=10)  # type: ignore[no-untyped-call]
     return scenario
 
 
@@ -83,3 +86,10 @@ def test_processor_and_collector_counts_agree(prometheus: Prometheus, agent_even
         return float(r[0]["value"][1]) if r else 0.0
     assert wait_until(lambda: value(proc_q) == 1.0 and value(col_q) == 1.0, 60), \
         (value(proc_q), value(col_q), prometheus.active_targets())
+
+
+def test_process_spans_reach_jaeger_through_the_processor(jaeger: Jaeger, agent_events: Scenario) -> None:
+    def names() -> set[str]:
+        return {sp["name"] for rs in jaeger.trace(agent_events.trace_id_hex)
+                for ss in rs.get("scopeSpans", []) for sp in ss.get("spans", [])}
+    assert wait_until(lambda: names() == {"exec bash", "exec curl", "exec nc", "connect"}, 30), names()
