@@ -122,8 +122,10 @@ def main(args: argparse.Namespace) -> int:
         if remaining is not None and remaining <= 0:
             break
         stop.wait(1.0 if remaining is None else min(1.0, remaining))
-    exporter.stop()
+    # the sensor first: its stop polls what is still in the ring buffer into its queue, and
+    # the exporter's stop then drains that queue, so nothing captured is left behind
     sensor.stop()
+    exporter.stop()
     stats = exporter.stats()
     print("otelguard agent: " + " ".join(f"{k}={v}" for k, v in stats.items()), file=sys.stderr)
     return 0

@@ -16,6 +16,8 @@ from typing import Any, Callable
 
 import pytest
 
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
 from otelguard import semconv as sc
 from otelguard.processors.otlp import attrs_dict, get_attr, iter_log_records, iter_spans
 from tests.ebpf.containers import container
@@ -54,6 +56,16 @@ def _container_records(receiver: GrpcReceiver, cid: str) -> list[tuple[Any, Any]
     return out
 
 
+def _diagnose(receiver: GrpcReceiver, needle: str, proc: "subprocess.Popen[bytes]") -> str:
+    """Where did the records mentioning ``needle`` land (which resource), and agent stats."""
+    lines = []
+    for req in list(receiver.logs):
+        for rl, _, rec in iter_log_records(req):
+            if needle in str(rec.attributes):
+                lines.append(f"{rec.event_name} resource={attrs_dict(rl.resource.attributes)}")
+    return "records mentioning the marker: " + ("; ".join(lines[:5]) or "none")
+
+
 def _stop(proc: "subprocess.Popen[bytes]") -> tuple[int, str]:
     proc.send_signal(signal.SIGTERM)
     try:
@@ -74,9 +86,13 @@ def test_agent_exports_container_activity_and_exits_cleanly(tmp_path: Path) -> N
         assert proc.poll() is None, proc.communicate()[1].decode()[-3000:]
         with container() as c:
             marker = tmp_path / "marker.txt"
-            c.run(["/bin/sh", "-c", f"echo hi > {marker}; /bin/cat {marker}"], check=True)
-            assert _wait(lambda: any(rec.event_name == sc.EV_PROCESS_EXEC
+            # the sleep keeps the cgroup populated a moment (the sensor resolves cgroup ids
+            # to paths lazily); `exit` keeps the shell from exec'ing its last command
+            c.run(["/bin/sh", "-c", f"echo hi > {marker}; /bin/cat {marker}; /bin/sleep 1; exit 0"],
+                  check=True)
+            seen = _wait(lambda: any(rec.event_name == sc.EV_PROCESS_EXEC
                                      for _, rec in _container_records(receiver, c.container_id)), 30)
+            assert seen, _diagnose(receiver, str(marker), proc)
             body = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read()
             assert b"otelguard_events_total" in body
             code, err = _stop(proc)
@@ -130,11 +146,18 @@ def test_agent_spools_while_the_endpoint_is_down_and_replays_after_restart(tmp_p
             proc.communicate()
     spooled = sorted(spool.glob("*.pb"))
     assert spooled, "nothing spooled while the endpoint was down"
+    # what the spool holds for our container, by record uid (the sensor sets one per record)
+    want = []
+    for path in spooled:
+        if "-logs-" in path.name:
+            req = ExportLogsServiceRequest.FromString(path.read_bytes())
+            want += [get_attr(rec.attributes, sc.LOG_RECORD_UID) for rl, _, rec in iter_log_records(req)
+                     if get_attr(rl.resource.attributes, sc.CONTAINER_ID) == c.container_id]
+    assert want, "the container's records were not spooled"
     receiver = GrpcReceiver(port).start()
     proc = _agent(receiver.endpoint, spool, free_port())
     try:
-        assert _wait(lambda: bool(_container_records(receiver, c.container_id)), 120)
-        assert _wait(lambda: not any(p.exists() for p in spooled), 30)
+        assert _wait(lambda: not any(p.exists() for p in spooled), 120)
         code, err = _stop(proc)
         assert code == 0, err[-3000:]
     finally:
@@ -142,6 +165,6 @@ def test_agent_spools_while_the_endpoint_is_down_and_replays_after_restart(tmp_p
             proc.kill()
             proc.communicate()
         receiver.stop()
-    execs = [rec for _, rec in _container_records(receiver, c.container_id)
-             if rec.event_name == sc.EV_PROCESS_EXEC]
-    assert len(execs) == 1  # replayed exactly once
+    got = [get_attr(rec.attributes, sc.LOG_RECORD_UID)
+           for _, rec in _container_records(receiver, c.container_id)]
+    assert sorted(map(str, got)) == sorted(map(str, want))  # every spooled record, exactly once
