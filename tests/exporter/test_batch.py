@@ -137,3 +137,22 @@ def test_a_failing_source_is_logged_and_the_thread_lives_on() -> None:
     assert _wait(lambda: t.log_record_count() == len(shell_session()))
     exp.stop()
     assert calls["n"] > 2
+
+
+def test_many_open_spans_at_stop_go_out_in_bounded_requests() -> None:
+    from otelguard.exporter.batch import SPANS_PER_REQUEST
+    from tests.exporter.scenario import ev, proc_attrs
+
+    src = QueueSource()
+    t = InMemoryTransport()
+    exp = BatchExporter(src, Delivery(t), ExporterConfig(max_batch=1000, flush_interval_s=0.2),
+                        OtlpBuilder(NODE))
+    n = SPANS_PER_REQUEST * 2 + 10
+    for i in range(n):
+        src.q.put(ev(sc.EV_PROCESS_EXEC, i, 10_000 + i, "execve", 0,
+                     proc_attrs(10_000 + i, 1, "sh", "/bin/sh"), start=i, root=(10_000 + i, i)))
+    exp.start()
+    assert _wait(lambda: t.log_record_count() == n)
+    exp.stop()
+    sizes = [sum(1 for _ in iter_spans(req)) for req in t.traces]
+    assert sum(sizes) == n and max(sizes) <= SPANS_PER_REQUEST and len(sizes) == 3

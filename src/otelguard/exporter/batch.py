@@ -25,6 +25,7 @@ from otelguard.transport.delivery import Delivery
 
 log = logging.getLogger(__name__)
 EventSource = Callable[[int, float], Sequence[Event]]
+SPANS_PER_REQUEST = 2048  # ~0.5-1 KB each
 
 
 class BatchExporter:
@@ -104,10 +105,18 @@ class BatchExporter:
                 self.flush(pending)
                 pending = []
         self.flush(pending)
-        traces = self.builder.shutdown_traces()
-        if traces is not None:
-            self.delivery.send_traces(traces, count_records(traces))
+        self.builder.spans.end_all(time.time_ns())
+        self._send_spans()
         self.delivery.replay()
+
+    def _send_spans(self) -> None:
+        """Finished spans in requests of at most SPANS_PER_REQUEST: ending 65k open spans at
+        shutdown must not make one request over the receiver's size limit (16 MiB default)."""
+        finished = self.builder.spans.take_finished()
+        for i in range(0, len(finished), SPANS_PER_REQUEST):
+            traces = self.builder.traces(finished[i:i + SPANS_PER_REQUEST])
+            if traces is not None:
+                self.delivery.send_traces(traces, count_records(traces))
 
     def flush(self, events: Sequence[Event]) -> None:
         """Build and send one batch of events plus the spans that finished meanwhile."""
@@ -122,7 +131,5 @@ class BatchExporter:
             else:
                 self.delivery.send_logs(data, len(events))
                 self.batches += 1
-        traces = self.builder.traces()
-        if traces is not None:
-            self.delivery.send_traces(traces, count_records(traces))
+        self._send_spans()
         telemetry.pipeline_latency.labels("export").observe(time.perf_counter() - start)

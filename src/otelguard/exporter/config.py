@@ -48,6 +48,9 @@ class ExporterConfig:
         cfg = ExporterConfig(**values) if not problems else ExporterConfig()
         if not problems and not 0.05 <= cfg.flush_interval_s <= 10:
             problems.append(f"{path}.flush_interval_s: must be within 0.05-10 s, got {cfg.flush_interval_s}")
+        if not problems and cfg.max_batch > 8192:
+            problems.append(f"{path}.max_batch: at most 8192 (one request must stay under the "
+                            f"receiver's 16 MiB limit), got {cfg.max_batch}")
         if not problems and cfg.max_open_spans < 2:
             problems.append(f"{path}.max_open_spans: must be >= 2")
         if problems:
