@@ -241,3 +241,9 @@ NETWORK_CONNECTION_DURATION_NS: Final = "otelguard.network.connection.duration_n
 IO_URING_SETUP_FLAGS: Final = "otelguard.io_uring.setup_flags"  # "IORING_SETUP_SQPOLL|..."
 MEMFD_FLAGS: Final = "otelguard.memfd.flags"  # "MFD_CLOEXEC|MFD_EXEC"
 EV_IO_URING_SETUP: Final = "otelguard.io_uring.setup"
+
+# --- Attack scenarios (tests/attacks) -----------------------------------------------------------
+# The kernel's comm of the acting thread (<= 15 chars, from the record header): the name the
+# process was exec'ed under (a symlink's name for busybox-style applets), which is Falco's
+# proc.name; process.executable.name stays the basename of /proc/<pid>/exe as semconv says.
+PROCESS_COMM: Final = "otelguard.process.comm"

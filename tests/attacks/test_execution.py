@@ -12,7 +12,7 @@ from otelguard import semconv as S
 from otelguard.ebpf.sensor import Sensor
 from otelguard.processors.detection.processor import FalcoRulesProcessor
 from tests.attacks.harness import (
-    PYTHON_NAME, Attack, named_binary, python_attack, run_attack,
+    PYTHON, PYTHON_NAME, Attack, named_binary, python_attack, run_attack,
 )
 
 pytestmark = [pytest.mark.kernel, pytest.mark.timeout(90)]
@@ -60,6 +60,22 @@ def test_netcat_with_exec_in_container(sensor: Sensor, stage: FalcoRulesProcesso
               "process=nc", "command=nc -e /bin/sh 127.0.0.1 4444"],
         evidence={S.PROCESS_EXECUTABLE_NAME: "nc",
                   S.PROCESS_COMMAND_ARGS: [nc, "-e", "/bin/sh", "127.0.0.1", "4444"]})
+
+
+def test_netcat_as_a_multi_call_binary_link(sensor: Sensor, stage: FalcoRulesProcessor,
+                                            bindir: Path) -> None:
+    # busybox images ship nc as a symlink to a multi-call binary: /proc/<pid>/exe names the
+    # target, the kernel's comm (Falco's proc.name) names the link. Stand-in for busybox: a
+    # symlink to python, which runs as "nc -c <code>" and stays alive a moment.
+    nc = bindir / "nc"
+    nc.symlink_to(PYTHON)
+    attack = run_attack(sensor, stage, [str(nc), "-c", "import time; time.sleep(0.3)"])
+    assert attack.returncode == 0, attack.stderr.decode()
+    d = attack.detection(
+        "Netcat Remote Code Execution in Container", "WARNING", S.EV_PROCESS_EXEC,
+        body=["process=nc", "command=nc -c import time; time.sleep(0.3)"],
+        evidence={S.PROCESS_COMM: "nc"})
+    assert d.trigger_attrs[S.PROCESS_EXECUTABLE_PATH] == PYTHON  # semconv: the exe's target
 
 
 def test_netcat_port_scan_does_not_fire(sensor: Sensor, stage: FalcoRulesProcessor,

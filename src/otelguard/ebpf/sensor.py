@@ -95,6 +95,7 @@ class EventContext:
             ev.root_pid = info.root_pid
             ev.root_start_ns = info.root_start_ns
             ev.body = f"{syscall} by {info.exe_name}"
+        a.setdefault(semconv.PROCESS_COMM, c_string(hdr.comm))  # Falco's proc.name
         a.setdefault(semconv.SYSCALL_NAME, syscall)
         a.setdefault(semconv.SYSCALL_RET, ret)
         if ret < 0:
