@@ -159,3 +159,47 @@ def test_same_json_as_protobuf_json_format(msg: object) -> None:
     # json_format expects base64 ids: feed it its own output
     json_format.ParseDict(json_format.MessageToDict(msg), ref_back)  # type: ignore[arg-type]
     assert back.SerializeToString(deterministic=True) == ref_back.SerializeToString(deterministic=True)
+
+
+def _json_values() -> object:
+    from hypothesis import strategies as st
+
+    leaves = st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70) \
+        | st.floats(allow_nan=False) | st.text(max_size=40) \
+        | st.sampled_from(["0001020304050607", "AAECAwQFBgc=", "NaN", "-12", "SEVERITY_NUMBER_WARN"])
+    keys = st.sampled_from([
+        "resourceLogs", "resource_logs", "resourceSpans", "scopeLogs", "scopeSpans", "logRecords",
+        "spans", "attributes", "key", "value", "stringValue", "intValue", "doubleValue",
+        "boolValue", "arrayValue", "kvlistValue", "bytesValue", "values", "traceId", "spanId",
+        "timeUnixNano", "severityNumber", "body", "resource", "scope", "name", "kind", "links",
+        "status", "code", "bogus"])
+    return st.recursive(leaves, lambda inner: st.lists(inner, max_size=3)
+                        | st.dictionaries(keys, inner, max_size=4), max_leaves=25)
+
+
+def test_decoding_arbitrary_json_fails_only_with_otlpjsonerror() -> None:
+    """Bad input gets a clear error, never a crash: the service maps OtlpJsonError to 400."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.dictionaries(st.sampled_from(["resourceLogs", "resourceSpans"]), _json_values(),
+                           min_size=1, max_size=1))
+    def check(doc: dict[str, object]) -> None:
+        try:
+            req = otlpjson.decode_line(json.dumps(doc))
+        except otlpjson.OtlpJsonError:
+            return
+        back = type(req)()
+        otlpjson.from_dict(json.loads(otlpjson.encode(req)), back)
+        assert back == req  # what decodes, roundtrips
+
+    check()
+
+
+@pytest.mark.parametrize("value", ["9223372036854775808", -(2**63) - 1, 1.5, "12a", True])
+def test_int64_out_of_range_or_malformed_is_rejected(value: object) -> None:
+    doc = {"resourceLogs": [{"scopeLogs": [{"logRecords": [
+        {"attributes": [{"key": "k", "value": {"intValue": value}}]}]}]}]}
+    with pytest.raises(otlpjson.OtlpJsonError, match="intValue"):
+        otlpjson.decode_line(json.dumps(doc))

@@ -155,6 +155,15 @@ _WIRE_TYPE = {
     FieldDescriptor.TYPE_SINT64: _VARINT,
 }
 _TABLES: dict[str, dict[str, _Field]] = {}
+_I64_RANGE = (-(2**63), 2**63 - 1)
+_I32_RANGE = (-(2**31), 2**31 - 1)
+_RANGES = {
+    FieldDescriptor.TYPE_INT64: _I64_RANGE, FieldDescriptor.TYPE_SINT64: _I64_RANGE,
+    FieldDescriptor.TYPE_SFIXED64: _I64_RANGE, FieldDescriptor.TYPE_UINT64: (0, 2**64 - 1),
+    FieldDescriptor.TYPE_FIXED64: (0, 2**64 - 1), FieldDescriptor.TYPE_INT32: _I32_RANGE,
+    FieldDescriptor.TYPE_SINT32: _I32_RANGE, FieldDescriptor.TYPE_SFIXED32: _I32_RANGE,
+    FieldDescriptor.TYPE_UINT32: (0, 2**32 - 1), FieldDescriptor.TYPE_FIXED32: (0, 2**32 - 1),
+}
 
 
 def _table(desc: Descriptor) -> dict[str, _Field]:
@@ -231,7 +240,10 @@ def _encode_field(f: _Field, value: Any, path: str) -> bytes:
                 if ev is None:
                     raise OtlpJsonError(f"{path}: unknown {f.fd.enum_type.name} value {value!r}")
                 return f.tag + _varint(ev.number)
-            return f.tag + _varint(_integer(value, path))
+            n = _integer(value, path)
+            if not _I32_RANGE[0] <= n <= _I32_RANGE[1]:
+                raise OtlpJsonError(f"{path}: {n} out of range for {f.fd.name}")
+            return f.tag + _varint(n)
         if t in (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT):
             num = float(value) if isinstance(value, str) else value
             if isinstance(num, bool) or not isinstance(num, (int, float)):
@@ -239,6 +251,9 @@ def _encode_field(f: _Field, value: Any, path: str) -> bytes:
             fmt = "<d" if t == FieldDescriptor.TYPE_DOUBLE else "<f"
             return f.tag + struct.pack(fmt, float(num))
         n = _integer(value, path)
+        lo, hi = _RANGES[t]
+        if not lo <= n <= hi:
+            raise OtlpJsonError(f"{path}: {n} out of range for {f.fd.name}")
         if t in (FieldDescriptor.TYPE_FIXED64, FieldDescriptor.TYPE_SFIXED64):
             return f.tag + struct.pack("<Q", n & _U64)
         if t in (FieldDescriptor.TYPE_FIXED32, FieldDescriptor.TYPE_SFIXED32):
