@@ -65,6 +65,7 @@ if child == 0:
     libc.mount(b"none", b"/", None, (1 << 14) | (1 << 18), None)  # MS_REC|MS_PRIVATE
     rc2 = libc.mount(b"otelguard-test", mnt_dir.encode(), b"tmpfs", 2 | 4, b"size=1m")
     rc3 = libc.setns(uts, 0x04000000)                   # back into the original UTS namespace
+    time.sleep(0.3)   # the fd's target is read from /proc at decode time (best effort)
     os._exit(0 if rc == 0 and rc2 == 0 and rc3 == 0 else 3)
 out["ns_child"] = child
 out["ns_child_rc"] = os.waitstatus_to_exitcode(os.waitpid(child, 0)[1])

@@ -14,7 +14,9 @@ except ``cap_capable`` (a kernel check, no syscall: ``ret`` is the check's resul
   privileged kernel path. A pid reused before its entry ages out is not reported again.
 - ptrace (request name, target pid), kill/tkill/tgkill (signal name, target pid); signal 0 and
   signals to oneself stay in the kernel (Go's preemption SIGURG would flood otherwise).
-- unshare (CLONE_* names), setns (fd, namespace type), mount (source, target resolved to an
+- unshare (CLONE_* names), setns (fd, namespace type, and the fd's target such as
+  ``uts:[4026531838]`` read from ``/proc/<pid>/fd`` at decode time: absent if the process
+  already exited), mount (source, target resolved to an
   absolute path, fstype, MS_* flags), init_module/finit_module (finit: the file behind the fd via
   ``/proc/<pid>/fd``; module name from the file name), bpf (command name; the agent's own calls
   are filtered by ``og_is_self()``), memfd_create (name, flags), dup2/dup3 onto fd 0-2 only, with
