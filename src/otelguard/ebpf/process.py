@@ -14,6 +14,11 @@ Records (``probes/process.bpf.c``, type ids 1-4):
   (absent when the process died from a signal).
 * chdir/fchdir: bookkeeping only (cwd tracking for relative paths), no event.
 
+Forks by the sensor's own process or by a parent outside the cgroup scope are not recorded (the
+filter runs in the forking task); such a child's parent pid and start time come from ``/proc``
+at first sight, so a child that already exited when its exec is decoded has parent pid 0
+(unknown) and its exec time as start time.
+
 Overhead (measured roughly on the 2-core VM under load, /bin/true spawned 300 times, traced
 vs untraced in the same run): 0.95-0.97x the exec rate, i.e. 40-90 µs per exec, mostly the
 user-space side (five small ``/proc`` reads for caps/exe/tty/login uid, redaction); the kernel
