@@ -41,7 +41,8 @@ def render_record(resource: dict[str, PyValue], rec: LogRecord, colour: bool = F
     ts = rec.time_unix_nano or rec.observed_time_unix_nano
     clock = time.strftime("%H:%M:%S", time.localtime(ts / 1e9)) + f".{ts // 1_000_000 % 1000:03d}"
     where = _where(resource)
-    proc = f"{_short(attrs.get(sc.PROCESS_EXECUTABLE_NAME), 24)}[{_short(attrs.get(sc.PROCESS_PID), 8)}]"
+    pid = attrs.get(sc.PROCESS_PID)
+    proc = _short(attrs.get(sc.PROCESS_EXECUTABLE_NAME), 24) + (f"[{pid!s}]" if pid not in (None, "") else "")
     if rec.event_name == sc.EV_DETECTION:
         priority = str(attrs.get(sc.SECURITY_RULE_PRIORITY) or rec.severity_text or "WARNING").upper()
         rule = _short(attrs.get(sc.SECURITY_RULE_NAME), 80)
