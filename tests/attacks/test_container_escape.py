@@ -180,3 +180,16 @@ def test_drop_and_execute_in_overlay_upper_layer(sensor: Sensor, stage: FalcoRul
               if a.get(S.PROCESS_EXECUTABLE_PATH) == "/usr/bin/sleep"]
     assert sleeps and sleeps[0][S.PROCESS_EXE_UPPER_LAYER] is False
     assert len(attack.fired("Drop and execute new binary in container")) == 1
+
+
+@pytest.mark.skipif(not Path("/sys/kernel/tracing/events/syscalls/sys_enter_finit_module").is_dir(),
+                    reason="kernel built without CONFIG_MODULES: no finit_module tracepoint")
+def test_kernel_module_load_from_container(sensor: Sensor, stage: FalcoRulesProcessor) -> None:
+    # finit_module of a file that is no module: the attempt (EINVAL/ENOEXEC) is the evidence
+    code = ("import ctypes, os; libc = ctypes.CDLL(None, use_errno=True); "
+            "fd = os.open('/etc/hostname', os.O_RDONLY); libc.syscall(313, fd, b'', 0)")
+    attack = python_attack(sensor, stage, code)
+    attack.detection("Linux Kernel Module Injection Detected", "WARNING", S.EV_MODULE_LOAD,
+                     body=["Linux Kernel Module injection from container"])
+    attack.detection("Kernel module or BPF program load from container", "CRITICAL",
+                     S.EV_MODULE_LOAD, body=["evt_type=finit_module"])

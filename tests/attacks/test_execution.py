@@ -205,3 +205,43 @@ def test_system_user_outside_a_login_session_does_not_fire(
     sleep = _execs(attack, "sleep")
     assert sleep and sleep[0][S.PROCESS_USER_NAME] == "daemon"
     assert not attack.fired("System user interactive")
+
+
+TERMINAL_SHELL = """
+import os, pty, sys
+pid, fd = pty.fork()                     # the terminal `kubectl exec -it` allocates
+if pid == 0:
+    os.execv('/bin/sh', ['sh', '-c', 'sleep 0.3'])
+while True:
+    try:
+        if not os.read(fd, 4096):
+            break
+    except OSError:
+        break
+_, status = os.waitpid(pid, 0)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+def test_terminal_shell_exec_into_container(sensor: Sensor, stage: FalcoRulesProcessor,
+                                            bindir: Path) -> None:
+    # what `kubectl exec -it` looks like on the node: the runtime (runc) starts a shell with
+    # a terminal in the container
+    runc = named_binary(bindir, "runc")
+    attack = python_attack(sensor, stage, TERMINAL_SHELL, exe=runc)
+    d = attack.detection(
+        "Terminal shell in container", "NOTICE", S.EV_PROCESS_EXEC,
+        body=["A shell was spawned in a container with an attached terminal", "process=sh",
+              "parent=runc", "command=sh -c sleep 0.3"],
+        evidence={S.PROCESS_COMM: "sh"})
+    assert int(d.trigger_attrs[S.PROCESS_TTY]) != 0  # type: ignore[arg-type]
+
+
+def test_shell_without_terminal_from_runtime_does_not_fire(
+        sensor: Sensor, stage: FalcoRulesProcessor, bindir: Path) -> None:
+    runc = named_binary(bindir, "runc")
+    code = "import subprocess; subprocess.run(['/bin/sh', '-c', 'sleep 0.3'], check=True)"
+    attack = python_attack(sensor, stage, code, exe=runc)
+    shells = [a for a in attack.records(S.EV_PROCESS_EXEC) if a.get(S.PROCESS_COMM) == "sh"]
+    assert shells and shells[0][S.PROCESS_TTY] == 0
+    assert not attack.fired("Terminal shell in container")

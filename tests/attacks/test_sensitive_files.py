@@ -34,8 +34,8 @@ def test_read_shadow_by_untrusted_program(sensor: Sensor, stage: FalcoRulesProce
         evidence={S.FILE_PATH: "/etc/shadow", S.PROCESS_EXECUTABLE_NAME: PYTHON_NAME})
     assert d.trigger_attrs[S.PROCESS_PID] == attack.pid
     assert d.attrs[S.THREAT_TECHNIQUE_ID] == ["T1555"]
-    assert d.attrs[S.THREAT_TACTIC_NAME] == ["credential-access"] or \
-        "credential" in str(d.attrs[S.THREAT_TACTIC_NAME]).lower()
+    assert d.attrs[S.THREAT_TACTIC_NAME] == ["credential_access"]
+    assert d.attrs[S.SECURITY_RULE_REFERENCE] == "https://attack.mitre.org/techniques/T1555/"
 
 
 def test_read_shadow_by_trusted_shell_does_not_fire(sensor: Sensor,
