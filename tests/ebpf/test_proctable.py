@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
 
 from otelguard.ebpf.proctable import ProcessTable, cap_names
 
@@ -85,3 +90,22 @@ def test_cap_names() -> None:
     assert cap_names(0b11) == ["CAP_CHOWN", "CAP_DAC_OVERRIDE"]
     assert cap_names(1 << 21) == ["CAP_SYS_ADMIN"]
     assert cap_names(1 << 45) == ["CAP_45"]
+
+
+@pytest.mark.kernel
+def test_user_names_come_from_the_process_root(tmp_path: Path) -> None:
+    """A process chrooted into a tree with its own /etc/passwd gets names from that file."""
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "passwd").write_text("root:x:0:0::/:/bin/sh\nogtester:x:4242:4242::/:/x\n")
+    code = ("import os, sys, time\nos.chroot(sys.argv[1])\nprint('ready', flush=True)\n"
+            "time.sleep(5)")
+    with subprocess.Popen([sys.executable, "-c", code, str(tmp_path)],
+                          stdout=subprocess.PIPE) as p:
+        try:
+            assert p.stdout is not None and p.stdout.readline().strip() == b"ready"
+            t = ProcessTable()
+            assert t.user_name(p.pid, 4242) == "ogtester"
+            assert t.user_name(os.getpid(), 4242) == ""  # not in the host's passwd
+            assert t.user_name(p.pid, 0) == "root"
+        finally:
+            p.kill()
