@@ -44,7 +44,10 @@ class Header(ctypes.Structure):
 class ProbeConfig:
     """What render() may use. Defaults are the default configuration."""
 
-    ringbuf_pages: int = 256
+    # 8 MiB, one ring for all CPUs: ~13k file records (~630 B each), i.e. ~0.5 s of a 25k/s
+    # burst while the Python consumer waits for a core; 1 MiB dropped at 12k/s on a loaded
+    # 2-CPU node where 8 MiB did not (bench/agent_throughput.py, docs/benchmarks.md)
+    ringbuf_pages: int = 2048
     self_tgid: int = 0
     # file opens without write intent are sent only under these prefixes (kernel-side filter)
     read_path_prefixes: tuple[str, ...] = (
