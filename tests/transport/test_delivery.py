@@ -143,3 +143,23 @@ def test_long_retry_after_spools_immediately(tmp_path: Path) -> None:
     d = Delivery(t, Spool(str(tmp_path), 10**6), FAST, sleep=sleeps.append)
     assert d.send_logs(*_batches(1)[0])
     assert sleeps == [] and t.attempts == 1 and len(d.spool or []) == 1
+
+
+def test_a_spool_file_removed_behind_our_back_is_counted_not_fatal(tmp_path: Path) -> None:
+    t = InMemoryTransport()
+    t.fail()
+    spool = Spool(str(tmp_path), 10**7)
+    d = Delivery(t, spool, FAST, sleep=lambda s: None)
+    batches = _batches(3)
+    for data, n in batches:
+        d.send_logs(data, n)
+    assert len(spool) == 3
+    first = spool.oldest()
+    assert first is not None
+    Path(first.path).unlink()
+    t.recover()
+    before = _dropped("export", "spool_read")
+    time.sleep(0.06)  # past the down window
+    d.replay()
+    assert len(spool) == 0 and t.log_record_count() == batches[1][1] + batches[2][1]
+    assert _dropped("export", "spool_read") == before + batches[0][1]

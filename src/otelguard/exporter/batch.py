@@ -84,11 +84,15 @@ class BatchExporter:
                 self.events_in += len(got)
             now = time.monotonic()
             if len(pending) >= cfg.max_batch or (now - last_flush >= cfg.flush_interval_s):
-                self.flush(pending)
+                try:
+                    self.flush(pending)
+                    if not got:
+                        self.delivery.replay()
+                except Exception:  # noqa: BLE001 - a bug here must not stop the export thread
+                    log.exception("export failed; %d events dropped", len(pending))
+                    telemetry.dropped.labels("export", "internal_error").inc(len(pending))
                 pending = []
                 last_flush = now
-                if not got:
-                    self.delivery.replay()
         # stopping: take what the source still holds (bounded), then end every span
         deadline = time.monotonic() + 5.0
         while time.monotonic() < deadline:

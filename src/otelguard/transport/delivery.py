@@ -107,7 +107,13 @@ class Delivery:
             entry = self.spool.oldest()
             if entry is None:
                 break
-            result = self._export(entry.kind, entry.read())
+            try:
+                data = entry.read()
+            except OSError as exc:  # removed or unreadable behind our back
+                self._drop(entry.records, "spool_read", f"spool {entry.path}: {exc}")
+                self.spool.remove(entry)
+                continue
+            result = self._export(entry.kind, data)
             if result.ok:
                 self._ok(result, entry.records)
                 delivered += entry.records
