@@ -241,3 +241,26 @@ def test_established_and_close_pair_up(net_run: tuple[dict[str, int], list[Event
     for e in (client, server):
         assert e.attrs[semconv.NETWORK_CONNECTION_DURATION_NS] > 40_000_000
         assert e.container_id == connect.container_id
+
+
+def test_exporter_builds_closed_connection_spans(
+        net_run: tuple[dict[str, int], list[Event]]) -> None:
+    """The contract with exporter/spans.py: connect/accept open a CLIENT/SERVER span, our
+    EV_NETWORK_CLOSE (matched on peer address/port + local port) ends it."""
+    from otelguard.exporter.spans import KIND_CLIENT, KIND_SERVER, SpanTracker
+
+    info, events = net_run
+    tracker = SpanTracker()
+    for ev in events:
+        tracker.observe(ev)
+    spans = tracker.take_finished()
+    conns = {(s.kind, s.attrs.get(semconv.NETWORK_PEER_PORT)): s for s in spans
+             if s.kind in (KIND_CLIENT, KIND_SERVER)}
+    client = conns[(KIND_CLIENT, info["server_port"])]
+    server = conns[(KIND_SERVER, info["client_port"])]
+    for span in (client, server):
+        assert span.attrs[semconv.SPAN_END_REASON] == "close"
+        assert span.end_ns - span.start_ns > 40_000_000
+    assert client.status_code == 0
+    refused = conns[(KIND_CLIENT, info["refused_port"])]
+    assert refused.status_code == 2 and refused.status_message == "ECONNREFUSED"
