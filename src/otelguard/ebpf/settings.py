@@ -18,7 +18,7 @@ YAML (every key optional; unknown keys are errors reported with their dotted pat
       long_lived_s: 30           # trace-root rule, see proctable.py
       cgroup_scope: []           # e.g. [/kubepods.slice]: observe only tasks under these
       probe:                     # ProbeConfig
-        ringbuf_pages: 256       # power of two
+        ringbuf_pages: 2048      # power of two (8 MiB)
         read_path_prefixes: [/etc/, /root/]
         dns_ports: [53]
         argv_max: 20
