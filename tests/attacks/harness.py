@@ -60,10 +60,10 @@ class Detection:
     """One detection record and the raw record that triggered it."""
 
     record: LogRecord
-    attrs: dict[str, PyValue]
-    resource: dict[str, PyValue]
+    attrs: dict[str, Any]  # attribute values as Python values (str, int, bool, list)
+    resource: dict[str, Any]
     trigger: LogRecord
-    trigger_attrs: dict[str, PyValue]
+    trigger_attrs: dict[str, Any]
 
     @property
     def body(self) -> str:
@@ -92,7 +92,7 @@ class Attack:
     def fired(self, rule: str) -> list[Detection]:
         return [d for d in self.detections if d.attrs.get(S.SECURITY_RULE_NAME) == rule]
 
-    def records(self, event_name: str) -> list[dict[str, PyValue]]:
+    def records(self, event_name: str) -> list[dict[str, Any]]:
         """Attributes of the raw records named ``event_name`` (controls assert these exist, so
         "did not fire" never means "saw nothing")."""
         return [a for rec, a in self.raw.values() if rec.event_name == event_name]
@@ -161,7 +161,7 @@ def evaluate(events: Sequence[Event], stage: FalcoRulesProcessor,
     detections = []
     for rec, a, res in found:
         uid = str(a.get(S.TRIGGER_RECORD_UID))
-        assert uid in raw, f"detection {a.get(S.SECURITY_RULE_NAME)} names no raw record"
+        assert uid in raw, f"detection {a.get(S.SECURITY_RULE_NAME)!r} names no raw record"
         trig, trig_attrs = raw[uid]
         detections.append(Detection(rec, a, res, trig, trig_attrs))
     return batch, detections, raw
@@ -284,12 +284,3 @@ def named_binary(directory: Path, name: str, of: str = PYTHON) -> str:
     except OSError:
         shutil.copy2(of, target)
     return str(target)
-
-
-def wait_for(predicate: Any, timeout_s: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return bool(predicate())

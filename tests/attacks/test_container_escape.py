@@ -4,7 +4,6 @@ layer and executed, and a file written then executed in the same container."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -46,7 +45,7 @@ def test_release_agent_write(sensor: Sensor, stage: FalcoRulesProcessor,
         body=["Detect an attempt to exploit a container escape using release_agent file",
               f"file={agent}", "CAP_SYS_ADMIN", f"process={PYTHON_NAME}"],
         evidence={S.FILE_PATH: str(agent)})
-    assert "CAP_SYS_ADMIN" in d.trigger_attrs[S.PROCESS_CAP_EFFECTIVE]  # type: ignore[operator]
+    assert "CAP_SYS_ADMIN" in d.trigger_attrs[S.PROCESS_CAP_EFFECTIVE]
 
 
 def test_release_agent_write_without_privilege_does_not_fire(
@@ -80,25 +79,23 @@ assert fd >= 0, ctypes.get_errno()
 
 
 def test_bpf_program_loaded_from_container(sensor: Sensor, stage: FalcoRulesProcessor) -> None:
-    attack = run_attack(sensor, stage, [PYTHON_NAME_PATH, "-c", BPF, "load"])
+    attack = run_attack(sensor, stage, [PYTHON, "-c", BPF, "load"])
     assert attack.returncode == 0, attack.stderr.decode()
     d = attack.detection(
         "Kernel module or BPF program load from container", "CRITICAL", S.EV_BPF,
         body=["Kernel code loaded from a container", "evt_type=bpf", "bpf_cmd=BPF_PROG_LOAD",
               "res=SUCCESS", f"process={PYTHON_NAME}"],
         evidence={S.BPF_COMMAND: "BPF_PROG_LOAD"})
-    assert int(d.trigger_attrs[S.SYSCALL_RET]) >= 0  # type: ignore[arg-type]
+    assert int(d.trigger_attrs[S.SYSCALL_RET]) >= 0
 
 
 def test_bpf_map_from_container_does_not_fire(sensor: Sensor,
                                               stage: FalcoRulesProcessor) -> None:
-    attack = run_attack(sensor, stage, [PYTHON_NAME_PATH, "-c", BPF, "map"])
+    attack = run_attack(sensor, stage, [PYTHON, "-c", BPF, "map"])
     assert attack.returncode == 0, attack.stderr.decode()
     assert [a[S.BPF_COMMAND] for a in attack.records(S.EV_BPF)] == ["BPF_MAP_CREATE"]
     assert not attack.fired("Kernel module or BPF program load from container")
 
-
-PYTHON_NAME_PATH = PYTHON
 
 DROP_AND_RUN = "import os, shutil, subprocess; shutil.copy('/bin/sleep', '{p}'); " \
     "os.chmod('{p}', 0o755); subprocess.run(['{p}', '0.3'], check=True)"
@@ -166,7 +163,7 @@ subprocess.run(["/usr/bin/sleep", "0.3"], check=True)               # near miss:
 
 def test_drop_and_execute_in_overlay_upper_layer(sensor: Sensor, stage: FalcoRulesProcessor,
                                                  tmp_path: Path) -> None:
-    attack = run_attack(sensor, stage, [PYTHON_NAME_PATH, "-c", OVERLAY_CONTAINER, str(tmp_path)])
+    attack = run_attack(sensor, stage, [PYTHON, "-c", OVERLAY_CONTAINER, str(tmp_path)])
     assert attack.returncode == 0, attack.stderr.decode()
     assert (tmp_path / "upper" / "payload").is_file()  # the write landed in the upper layer
     d = attack.detection(

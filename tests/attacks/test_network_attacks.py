@@ -7,14 +7,15 @@ the address added to it), so the machine's network is never touched and nothing 
 
 from __future__ import annotations
 
-import pytest
-
 from pathlib import Path
+
+import pytest
+from typing import Any
 
 from otelguard import semconv as S
 from otelguard.ebpf.sensor import Sensor
 from otelguard.processors.detection.processor import FalcoRulesProcessor
-from tests.attacks.harness import PYTHON_NAME, Attack, named_binary, python_attack, run_attack
+from tests.attacks.harness import PYTHON_NAME, Attack, named_binary, python_attack
 
 pytestmark = [pytest.mark.kernel, pytest.mark.timeout(90)]
 
@@ -41,7 +42,7 @@ time.sleep(0.3)
 """
 
 
-def _dups(attack: Attack) -> list[dict[str, object]]:
+def _dups(attack: Attack) -> list[dict[str, Any]]:
     return attack.records(S.EV_DUP)
 
 
@@ -50,7 +51,7 @@ def test_stdin_stdout_redirected_to_tcp_connection(sensor: Sensor,
     attack = python_attack(sensor, stage, REDIRECT)
     port = int(attack.stderr.decode().split()[-1])
     hits = attack.fired("Redirect STDOUT/STDIN to Network Connection in Container")
-    assert sorted(int(h.trigger_attrs[S.SYSCALL_RET]) for h in hits) == [0, 1]  # type: ignore[arg-type]
+    assert sorted(int(h.trigger_attrs[S.SYSCALL_RET]) for h in hits) == [0, 1]
     d = attack.detection(
         "Redirect STDOUT/STDIN to Network Connection in Container", "NOTICE", S.EV_DUP,
         body=["Redirect stdout/stdin to network connection", "fd_type=ipv4", "fd_proto=tcp",
@@ -84,12 +85,12 @@ os.execv("/bin/sh", ["sh", "-c", "sleep 0.3"])
 
 def test_reverse_shell(sensor: Sensor, stage: FalcoRulesProcessor) -> None:
     attack = python_attack(sensor, stage, REVERSE_SHELL)
+    assert attack.container is not None
     d = attack.detection(
         "Reverse shell (socket on stdio then shell exec)", "CRITICAL", S.EV_PROCESS_EXEC,
         body=["Reverse shell - shell exec'ed with a socket on stdio", "stdin_socket=true",
               "stdout_socket=true", " -c sleep 0.3",
-              f"container_id={attack.container.container_id[:12]}"]  # type: ignore[union-attr]
-    )
+              f"container_id={attack.container.container_id[:12]}"])
     assert d.trigger_attrs[S.PROCESS_PID] == attack.pid  # the exec replaced the dup'ing python
     assert d.trigger_attrs[S.PROCESS_EXECUTABLE_NAME] in ("sh", "dash")
     assert d.attrs[S.THREAT_TECHNIQUE_ID] == ["T1059.004"]
@@ -120,7 +121,7 @@ def test_packet_socket_in_container(sensor: Sensor, stage: FalcoRulesProcessor) 
         body=["Packet socket was created in a container", "domain=AF_PACKET",
               f"process={PYTHON_NAME}", "evt_type=socket"],
         evidence={S.SOCKET_FAMILY: "AF_PACKET"})
-    assert int(d.trigger_attrs[S.SYSCALL_RET]) >= 0  # type: ignore[arg-type]
+    assert int(d.trigger_attrs[S.SYSCALL_RET]) >= 0
 
 
 def test_packet_socket_on_the_host_does_not_fire(sensor: Sensor,
@@ -159,7 +160,7 @@ def test_ssh_to_non_standard_port(sensor: Sensor, stage: FalcoRulesProcessor,
         body=["Disallowed SSH Connection", "rport=4444", "fd_proto=tcp", "process=ssh",
               "->198.51.100.7:4444"],
         evidence={S.NETWORK_PEER_PORT: 4444, S.NETWORK_PEER_ADDRESS: "198.51.100.7"})
-    assert d.trigger_attrs[S.PROCESS_COMMAND_ARGS][0] == ssh  # type: ignore[index]
+    assert d.trigger_attrs[S.PROCESS_COMMAND_ARGS][0] == ssh
     # near miss in the same run: the standard port 22 is not reported
     assert len(attack.fired("Disallowed SSH Connection Non Standard Port")) == 1
 

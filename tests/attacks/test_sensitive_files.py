@@ -6,13 +6,14 @@ while its records are demonstrably captured."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from otelguard import semconv as S
 from otelguard.ebpf.sensor import Sensor
 from otelguard.processors.detection.processor import FalcoRulesProcessor
-from tests.attacks.harness import PYTHON_NAME, named_binary, python_attack, run_attack
+from tests.attacks.harness import PYTHON_NAME, Attack, named_binary, python_attack, run_attack
 
 pytestmark = [pytest.mark.kernel, pytest.mark.timeout(90)]
 
@@ -21,8 +22,8 @@ CLEAN = "(lambda *ps: [os.unlink(p) for p in ps if os.path.lexists(p)])"
 READ_SHADOW = "open('/etc/shadow', 'rb').read(1)"
 
 
-def _opens(attack: object, path: str) -> list[dict[str, object]]:
-    return [a for a in attack.records(S.EV_FILE_OPEN) if a.get(S.FILE_PATH) == path]  # type: ignore[attr-defined]
+def _opens(attack: Attack, path: str) -> list[dict[str, Any]]:
+    return [a for a in attack.records(S.EV_FILE_OPEN) if a.get(S.FILE_PATH) == path]
 
 
 def test_read_shadow_by_untrusted_program(sensor: Sensor, stage: FalcoRulesProcessor) -> None:
@@ -59,7 +60,7 @@ def test_read_shadow_by_server_after_startup(sensor: Sensor, stage: FalcoRulesPr
         body=["Sensitive file opened for reading by trusted program after startup",
               "file=/etc/shadow", "process=nginx", f"proc_exepath={nginx}"],
         evidence={S.FILE_PATH: "/etc/shadow", S.PROCESS_EXECUTABLE_NAME: "nginx"})
-    assert int(d.trigger_attrs[S.PROCESS_DURATION_NS]) > 5_000_000_000  # type: ignore[arg-type]
+    assert int(d.trigger_attrs[S.PROCESS_DURATION_NS]) > 5_000_000_000
 
 
 def test_read_shadow_by_server_at_startup_is_not_after_startup(
@@ -67,7 +68,7 @@ def test_read_shadow_by_server_at_startup_is_not_after_startup(
     nginx = named_binary(bindir, "nginx")
     attack = python_attack(sensor, stage, READ_SHADOW, exe=nginx)
     opens = _opens(attack, "/etc/shadow")
-    assert len(opens) == 1 and int(opens[0][S.PROCESS_DURATION_NS]) < 5_000_000_000  # type: ignore[arg-type]
+    assert len(opens) == 1 and int(opens[0][S.PROCESS_DURATION_NS]) < 5_000_000_000
     assert not attack.fired("Read sensitive file trusted after startup")
     # a server name is not on the untrusted rule's allow list: that one still fires
     assert attack.fired("Read sensitive file untrusted")
