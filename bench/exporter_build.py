@@ -134,7 +134,10 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=50_000)
     ap.add_argument("--batch", type=int, default=512)
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--quick", action="store_true", help="10k events (make bench --quick)")
     args = ap.parse_args()
+    if args.quick:
+        args.events = 10_000
     events = make_events(args.events)
     rates = {name: measure(fn, events if name != "sdk" else events[: args.events // 5], args.batch)
              for name, fn in [("fields", run_fields), ("wire", run_wire),
@@ -143,6 +146,13 @@ def main() -> None:
     print(f"events={args.events} batch={args.batch} (sdk on {args.events // 5})")
     for name, rate in rates.items():
         print(f"  {name:11s} {rate:12,.0f} events/s  {1e6 / rate:6.2f} us/event  x{rate / base:5.2f} vs fields")
+    from bench.common import summary_line
+
+    print(summary_line("exporter_build", {
+        "events": args.events, "attrs_per_record": len(events[0].attrs),
+        **{f"{k.replace('+', '_')}_events_per_cpu_s": round(v) for k, v in rates.items()},
+        "wire_vs_fields": round(rates["wire"] / base, 2), "wire_vs_sdk": round(rates["wire"] / rates["sdk"], 2),
+    }))
     if args.profile:
         prof = cProfile.Profile()
         prof.runcall(run_wire, events, args.batch)

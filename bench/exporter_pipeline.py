@@ -74,7 +74,10 @@ def run_exporter(events: Sequence[Event], delivery: Delivery) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=50_000)
+    ap.add_argument("--quick", action="store_true", help="10k events (make bench --quick)")
     args = ap.parse_args()
+    if args.quick:
+        args.events = 10_000
     events = make_events(args.events)
     from tests.transport.receivers import free_port
 
@@ -109,6 +112,13 @@ def main() -> None:
     print(f"  grpc         {grpc_rate:12,.0f}  x{grpc_rate / base:.2f}")
     print(f"  spool        {spool_rate:12,.0f}  x{spool_rate / base:.2f}  ({size / args.events:.0f} bytes/record on disk)")
     print(f"  replay       {replay_rate:12,.0f}  x{replay_rate / base:.2f}  ({replayed} records)")
+    from bench.common import summary_line
+
+    print(summary_line("exporter_pipeline", {
+        "events": args.events, "build_events_per_cpu_s": round(base),
+        "grpc_events_per_cpu_s": round(grpc_rate), "spool_events_per_cpu_s": round(spool_rate),
+        "replay_records_per_cpu_s": round(replay_rate), "grpc_vs_build": round(grpc_rate / base, 2),
+    }))
 
 
 if __name__ == "__main__":
