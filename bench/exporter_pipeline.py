@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import socket
 import tempfile
 import time
 from concurrent import futures
@@ -44,6 +45,12 @@ def _null_receiver(port: int, ready: "multiprocessing.synchronize.Event") -> Non
     server.start()
     ready.set()
     server.wait_for_termination()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 class ListSource:
@@ -79,7 +86,6 @@ def main() -> None:
     if args.quick:
         args.events = 10_000
     events = make_events(args.events)
-    from tests.transport.receivers import free_port
 
     b = OtlpBuilder(NODE)
     b.logs_bytes(events[:2000])
