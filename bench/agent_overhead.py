@@ -85,6 +85,7 @@ class Samples:
             "cpu_ratio": round(a_cpu / b_cpu, 3) if b_cpu else None,
             "agent_cpu_us_per_iter": round(1e6 * median(cons) / iters, 3) if iters else None,
             "events_per_iter": round(median(events) / iters, 3) if iters else None,
+            "agent_cpu_us_per_event": round(1e6 * sum(cons) / sum(events), 2) if sum(events) else None,
             "kernel_drops": sum(c.kernel_drops for c in self.agent_counters),
             "queue_drops": sum(c.queue_drops for c in self.agent_counters),
             "runs": len(self.agent),
@@ -148,15 +149,17 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 1
     print()
     print(f"{'workload':<14} {'iters':>8} {'base/s':>11} {'agent/s':>11} {'wall x':>7} "
-          f"{'cpu x':>7} {'agent us/it':>11} {'ev/it':>6} {'kdrop':>8} {'qdrop':>7}")
+          f"{'cpu x':>7} {'agent us/it':>11} {'ev/it':>6} {'us/ev':>7} {'kdrop':>8} {'qdrop':>7}")
     results: dict[str, Any] = {}
     for name, s in samples.items():
         f = results[name] = s.figures()
         print(f"{name:<14} {f['iterations']:>8} {f['base_per_s']:>11,} {f['agent_per_s']:>11,} "
               f"{f['wall_ratio']:>7.3f} {f['cpu_ratio']:>7.3f} {f['agent_cpu_us_per_iter']:>11.2f} "
-              f"{f['events_per_iter']:>6.2f} {f['kernel_drops']:>8} {f['queue_drops']:>7}")
+              f"{f['events_per_iter']:>6.2f} {f['agent_cpu_us_per_event'] or 0:>7.1f} "
+              f"{f['kernel_drops']:>8} {f['queue_drops']:>7}")
     print("(x = agent / baseline, medians; wall = loop time, cpu = the workload's user+sys time;"
-          " agent us/it = poll+export thread CPU per iteration)")
+          " agent us/it, us/ev = poll+export thread CPU per iteration, per event consumed;"
+          " events and drops include other processes')")
     flt = results.get("open-filtered")
     if flt is not None:
         ok = flt["wall_ratio"] is not None and flt["wall_ratio"] <= AIM_OPEN_FILTERED
