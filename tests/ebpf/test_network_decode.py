@@ -290,3 +290,26 @@ def test_socket_local_endpoint_from_proc() -> None:
         assert got4 == network.SockAddr(socket.AF_INET, "127.0.0.1", s4.getsockname()[1])
         assert got6 == network.SockAddr(socket.AF_INET6, "::1", s6.getsockname()[1])
     assert network.socket_local_endpoint(os.getpid(), 10**6) is None
+
+
+def test_socket_endpoints_of_a_connected_pair_and_non_sockets() -> None:
+    import os
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(1)
+        with socket.create_connection(srv.getsockname()) as cli:
+            got = network.socket_endpoints(os.getpid(), cli.fileno())
+            assert got is not None
+            transport, local, remote = got
+            assert transport == "tcp" and local.port == cli.getsockname()[1]
+            assert remote == network.SockAddr(socket.AF_INET, "127.0.0.1", srv.getsockname()[1])
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+        u.bind(("127.0.0.1", 0))
+        got = network.socket_endpoints(os.getpid(), u.fileno())
+        assert got is not None and got[0] == "udp" and got[2] is None
+    r, w = os.pipe()
+    try:
+        assert network.socket_endpoints(os.getpid(), r) is None
+    finally:
+        os.close(r)
+        os.close(w)

@@ -83,7 +83,9 @@ out["memfd"] = os.memfd_create("og-test-memfd", os.MFD_CLOEXEC)
 
 # dup2 of a socket onto fd 0 (the reverse-shell pattern); the process stays alive meanwhile
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.connect(("127.0.0.1", 9))
 out["sock_fd"] = s.fileno()
+out["sock_port"] = s.getsockname()[1]
 os.dup2(s.fileno(), 0)
 os.dup2(s.fileno(), 100)      # newfd > 2: filtered in the kernel
 time.sleep(0.3)
@@ -207,6 +209,10 @@ def test_dup2_of_socket_onto_stdin(priv_run: tuple[dict[str, int], list[Event]])
     assert [(e.attrs[semconv.DUP_OLD_FD], e.attrs[semconv.DUP_NEW_FD],
              e.attrs[semconv.DUP_OLD_FD_TYPE]) for e in dups] == [(info["sock_fd"], 0, "socket")]
     assert dups[0].ret == 0
+    a = dups[0].attrs
+    assert (a[semconv.NETWORK_TRANSPORT], a[semconv.NETWORK_PEER_ADDRESS],
+            a[semconv.NETWORK_PEER_PORT], a[semconv.NETWORK_LOCAL_PORT]) == (
+        "udp", "127.0.0.1", 9, info["sock_port"])
 
 
 def test_module_load_attempt(sensor: Sensor) -> None:

@@ -146,10 +146,11 @@ def decode_sockaddr(raw: bytes) -> Optional[SockAddr]:
     return None
 
 
-def socket_local_endpoint(pid: int, fd: int) -> Optional[SockAddr]:
-    """The local address of TCP socket ``fd`` of ``pid`` from ``/proc/<pid>/net/tcp{,6}`` (by
-    socket inode), for a listener bound to port 0 or bound before the agent started. Reads the
-    netns's whole socket table: ~1 ms per thousand sockets, so only for listen()."""
+def socket_endpoints(pid: int, fd: int) -> Optional[tuple[str, SockAddr, Optional[SockAddr]]]:
+    """(transport, local, remote) of inet socket ``fd`` of ``pid``, found by socket inode in
+    ``/proc/<pid>/net/{tcp,tcp6,udp,udp6}``; remote is None when unconnected. For rare events
+    (listen, dup of a socket onto stdio): it reads the netns's whole socket tables, ~1 ms per
+    thousand sockets."""
     try:
         link = os.readlink(f"/proc/{pid}/fd/{fd}")
     except OSError:
@@ -157,17 +158,30 @@ def socket_local_endpoint(pid: int, fd: int) -> Optional[SockAddr]:
     if not link.startswith("socket:["):
         return None
     inode = link[8:-1]
-    for name, family in (("tcp", AF_INET), ("tcp6", AF_INET6)):
+    for name, family in (("tcp", AF_INET), ("tcp6", AF_INET6), ("udp", AF_INET),
+                         ("udp6", AF_INET6)):
         try:
             with open(f"/proc/{pid}/net/{name}", encoding="ascii") as f:
                 next(f, None)
                 for line in f:
                     cols = line.split()
                     if len(cols) > 9 and cols[9] == inode:
-                        return _proc_net_endpoint(cols[1], family)
+                        local = _proc_net_endpoint(cols[1], family)
+                        remote = _proc_net_endpoint(cols[2], family)
+                        if local is None:
+                            return None
+                        if remote is not None and remote.port == 0:
+                            remote = None
+                        return name.rstrip("6"), local, remote
         except (OSError, ValueError, UnicodeDecodeError):
             continue
     return None
+
+
+def socket_local_endpoint(pid: int, fd: int) -> Optional[SockAddr]:
+    """The local address of socket ``fd`` of ``pid`` (see :func:`socket_endpoints`)."""
+    found = socket_endpoints(pid, fd)
+    return found[1] if found is not None else None
 
 
 def _proc_net_endpoint(text: str, family: int) -> Optional[SockAddr]:

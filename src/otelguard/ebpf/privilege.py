@@ -21,7 +21,9 @@ except ``cap_capable`` (a kernel check, no syscall: ``ret`` is the check's resul
   ``/proc/<pid>/fd``; module name from the file name), bpf (command name; the agent's own calls
   are filtered by ``og_is_self()``), memfd_create (name, flags), dup2/dup3 onto fd 0-2 only, with
   ``otelguard.dup.old_fd_type`` from ``/proc/<pid>/fd`` at decode time (the new fd is read first:
-  after a successful dup it names the same file, and reverse shells close the old one at once).
+  after a successful dup it names the same file, and reverse shells close the old one at once);
+  for an inet socket also ``network.transport`` and the local/peer endpoints from
+  ``/proc/<pid>/net`` (the connection a shell's stdio was redirected to).
 
 Kernels built without CONFIG_MODULES have no init_module/finit_module tracepoints: the group is
 compiled out (the syscalls then always fail with ENOSYS). Seeing the attempts anyway would need
@@ -44,6 +46,7 @@ from typing import Optional, cast
 
 from otelguard import semconv
 from otelguard.ebpf.events import AttrValue, Event
+from otelguard.ebpf.network import socket_endpoints
 from otelguard.ebpf.probe import DecodeContext, Header, ProbeConfig, c_string, probe_source
 
 (T_SETUID, T_SETGID, T_CAPSET, T_CAPABLE, T_PTRACE, T_KILL, T_UNSHARE, T_SETNS, T_MOUNT,
@@ -422,6 +425,18 @@ class PrivilegeProbe:
             attrs[semconv.DUP_OLD_FD] = old
             attrs[semconv.DUP_NEW_FD] = new
             attrs[semconv.DUP_OLD_FD_TYPE] = fd_type(link)
+            if attrs[semconv.DUP_OLD_FD_TYPE] == "socket":
+                # the connection behind the redirected stdio (reverse shells): both endpoints
+                found = socket_endpoints(pid, new if ret >= 0 else old)
+                if found is not None:
+                    transport, local, remote = found
+                    attrs[semconv.NETWORK_TRANSPORT] = transport
+                    attrs[semconv.NETWORK_TYPE] = local.network_type
+                    attrs[semconv.NETWORK_LOCAL_ADDRESS] = local.address
+                    attrs[semconv.NETWORK_LOCAL_PORT] = local.port
+                    if remote is not None:
+                        attrs[semconv.NETWORK_PEER_ADDRESS] = remote.address
+                        attrs[semconv.NETWORK_PEER_PORT] = remote.port
             syscall = "dup3" if r.which == 1 else "dup2"
             ev = ctx.make_event(r.h, semconv.EV_DUP, syscall, attrs)
             ev.body = (f"{syscall} {old} ({attrs[semconv.DUP_OLD_FD_TYPE]}) -> {new}"
