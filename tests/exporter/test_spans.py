@@ -57,9 +57,10 @@ def test_connection_spans() -> None:
 
 def test_accept_span_and_close_without_local_port_on_connect() -> None:
     srv = proc_attrs(200, 1, "nginx", "/usr/sbin/nginx")
-    peer = {sc.NETWORK_PEER_ADDRESS: "10.1.1.1", sc.NETWORK_PEER_PORT: 5555, sc.NETWORK_LOCAL_PORT: 80}
+    peer = {sc.NETWORK_TRANSPORT: "tcp", sc.NETWORK_PEER_ADDRESS: "10.1.1.1", sc.NETWORK_PEER_PORT: 5555,
+            sc.NETWORK_LOCAL_PORT: 80}
     cli = proc_attrs(201, 1, "wget", "/usr/bin/wget")
-    out = {sc.NETWORK_PEER_ADDRESS: "10.2.2.2", sc.NETWORK_PEER_PORT: 80}
+    out = {sc.NETWORK_TRANSPORT: "tcp", sc.NETWORK_PEER_ADDRESS: "10.2.2.2", sc.NETWORK_PEER_PORT: 80}
     events = [
         ev(sc.EV_PROCESS_EXEC, 0, 200, "execve", 0, srv, root=(200, 0)),
         ev(sc.EV_NETWORK_ACCEPT, 100, 200, "accept4", 7, {**srv, **peer}, root=(200, 0)),
@@ -117,3 +118,12 @@ def test_open_spans_are_bounded() -> None:
     assert len(finished) == 40
     assert all(s.attrs[sc.SPAN_END_REASON] == "evicted" for s in finished)
     assert {s.attrs[sc.PROCESS_PID] for s in finished} == set(range(1000, 1040))  # oldest first
+
+
+def test_udp_connect_opens_no_connection_span() -> None:
+    dns = proc_attrs(500, 1, "curl", "/usr/bin/curl")
+    udp = {sc.NETWORK_TRANSPORT: "udp", sc.NETWORK_PEER_ADDRESS: "10.0.0.10", sc.NETWORK_PEER_PORT: 53}
+    tracker = SpanTracker()
+    tracker.observe(ev(sc.EV_PROCESS_EXEC, 0, 500, "execve", 0, dns, root=(500, 0)))
+    tracker.observe(ev(sc.EV_NETWORK_CONNECT, 10, 500, "connect", 0, {**dns, **udp}, root=(500, 0)))
+    assert tracker.open_count == 1  # just the process

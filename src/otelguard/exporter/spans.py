@@ -191,6 +191,8 @@ class SpanTracker:
     # -- connections ---------------------------------------------------------------------------
     def _open_conn(self, ev: Event, proc: SpanData, kind: int) -> None:
         attrs = ev.attrs
+        if attrs.get(semconv.NETWORK_TRANSPORT) != "tcp":
+            return  # UDP/unix "connections" have no close to end a span: records only
         peer = attrs.get(semconv.NETWORK_PEER_ADDRESS, "")
         port = attrs.get(semconv.NETWORK_PEER_PORT, 0)
         lport = attrs.get(semconv.NETWORK_LOCAL_PORT, 0)
