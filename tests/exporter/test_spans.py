@@ -127,3 +127,16 @@ def test_udp_connect_opens_no_connection_span() -> None:
     tracker.observe(ev(sc.EV_PROCESS_EXEC, 0, 500, "execve", 0, dns, root=(500, 0)))
     tracker.observe(ev(sc.EV_NETWORK_CONNECT, 10, 500, "connect", 0, {**dns, **udp}, root=(500, 0)))
     assert tracker.open_count == 1  # just the process
+
+
+def test_close_attributed_to_its_owner_carries_ids_and_marks_never_established() -> None:
+    cli = proc_attrs(600, 1, "nc", "/usr/bin/nc")
+    out = {sc.NETWORK_TRANSPORT: "tcp", sc.NETWORK_PEER_ADDRESS: "10.9.9.9", sc.NETWORK_PEER_PORT: 9}
+    tracker = SpanTracker()
+    ids = tracker.observe(ev(sc.EV_PROCESS_EXEC, 0, 600, "execve", 0, cli, root=(600, 0)))
+    tracker.observe(ev(sc.EV_NETWORK_CONNECT, 5, 600, "connect", -115, {**cli, **out}, root=(600, 0)))
+    close = {**out, sc.NETWORK_LOCAL_PORT: 41000, sc.NETWORK_CONNECTION_STATE: "closed"}
+    assert tracker.observe(ev(sc.EV_NETWORK_CLOSE, 9, 600, "", 0, {**cli, **close}, root=(600, 0))) == ids
+    (span,) = [s for s in tracker.take_finished() if s.name.startswith("connect")]
+    assert span.status_code == STATUS_ERROR and span.status_message == "connection never established"
+    assert span.attrs[sc.NETWORK_CONNECTION_STATE] == "closed"

@@ -32,6 +32,9 @@ KIND_CLIENT = 3
 STATUS_ERROR = 2
 
 EINPROGRESS = 115
+# on close these replace what the connect/accept said (final counters and state)
+_CLOSE_WINS = frozenset({semconv.NETWORK_BYTES_SENT, semconv.NETWORK_BYTES_RECEIVED,
+                         semconv.NETWORK_CONNECTION_STATE, semconv.NETWORK_CONNECTION_DURATION_NS})
 _PROCESS_PREFIXES = ("process.", "otelguard.process.")
 _NETWORK_PREFIXES = ("network.", "server.", "client.", "otelguard.network.", "otelguard.socket.")
 
@@ -102,7 +105,9 @@ class SpanTracker:
             proc = self._exec(ev)
         elif name == semconv.EV_NETWORK_CLOSE:
             self._close_conn(ev)
-            return b"", b""  # socket state changes run in arbitrary (softirq) context
+            if not ev.pid:  # socket state changes run in arbitrary (softirq) context
+                return b"", b""
+            proc = self._process_span(ev)  # the sensor attributed it to the socket's owner
         else:
             proc = self._process_span(ev)
             if name == semconv.EV_PROCESS_EXIT:
@@ -238,8 +243,13 @@ class SpanTracker:
             for k, v in attrs.items():
                 if k.startswith(_NETWORK_PREFIXES):
                     span.attrs.setdefault(k, v)
-                    if k in (semconv.NETWORK_BYTES_SENT, semconv.NETWORK_BYTES_RECEIVED):
+                    if k in _CLOSE_WINS:
                         span.attrs[k] = v
+            if (span.kind == KIND_CLIENT and semconv.NETWORK_CONNECTION_STATE in attrs
+                    and semconv.NETWORK_CONNECTION_DURATION_NS not in attrs):
+                # the sensor's close of a connection that never got established (async refusal)
+                span.status_code = STATUS_ERROR
+                span.status_message = "connection never established"
         self._end_key(match, ev.time_ns, "close")
 
     # -- bookkeeping ---------------------------------------------------------------------------
