@@ -150,7 +150,9 @@ class EventView:
                         if not v:
                             v = av.int_value
                             if not v:
-                                v = from_any(av)
+                                kind = av.WhichOneof("value")
+                                v = av.bool_value if kind == "bool_value" else 0 if kind == "int_value" \
+                                    else "" if kind == "string_value" else from_any(av)
                         vals[key] = v
                         return v
         v = vals[key] = self._lookup(key)

@@ -349,6 +349,7 @@ def plan(members: list[tuple[int, Any, Pred, tuple[Guard, ...]]], compiler: Comp
     nothing more, so the rule joins that group. Members of a group keep their own guard, checked
     on the (cached) field values before their predicate when the group's union passes."""
     hot: dict[int, set[FieldRef]] = {}
+    cands_of = {order: cands for order, _rule, _pred, cands in members}
     for order, _rule, _pred, cands in members:
         if cands:
             hot[order] = set(cands[0].key)
@@ -381,22 +382,35 @@ def plan(members: list[tuple[int, Any, Pred, tuple[Guard, ...]]], compiler: Comp
         tests = tuple((getter(ref), sets[ref].test()) for ref in key)
         guarded: list[Member] = []
         for order, rule, pred, g in ms:
-            if len(ms) > 1:
-                pred = _behind(tuple((getter(ref), vs.test()) for ref, vs in g.fields), pred)
+            # its own guard (the group's union is looser), then its other implied checks:
+            # each is a conjunct of the rule, so all must pass (at most three, classifiers not)
+            own = [g] + [c for c in cands_of[order] if c is not g
+                         and not any(r.name in _CLASSIFIERS for r in c.key)][:2]
+            if len(ms) > 1 or len(own) > 1:
+                pred = _behind(tuple(tuple((getter(ref), vs.test()) for ref, vs in c.fields)
+                                     for c in own), pred)
             guarded.append((order, rule, pred))
         groups.append(GuardGroup(" or ".join(str(r) for r in key), tests, tuple(guarded)))
     return TypePlan(tuple(always), tuple(groups))
 
 
-def _behind(tests: tuple[tuple[Callable[[EventView], Any], Callable[[Any], bool]], ...],
-            pred: Pred) -> Pred:
-    """``pred`` run only when the rule's own guard passes (exact: the guard is implied)."""
+Tests = tuple[tuple[Callable[[EventView], Any], Callable[[Any], bool]], ...]
+
+
+def _behind(guards: tuple[Tests, ...], pred: Pred) -> Pred:
+    """``pred`` run only when each of the rule's guards passes (exact: each is implied)."""
     def guarded(ev: EventView) -> bool:
-        for get, test in tests:
-            v = get(ev)
-            if v is not None and test(v):
-                return pred(ev)
-        return False
+        try:
+            for tests in guards:
+                for get, test in tests:
+                    v = get(ev)
+                    if v is not None and test(v):
+                        break
+                else:
+                    return False
+        except Exception:  # a field the predicate may never reach: let it decide
+            pass
+        return pred(ev)
     return guarded
 
 
