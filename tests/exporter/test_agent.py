@@ -93,6 +93,13 @@ def test_agent_exports_container_activity_and_exits_cleanly(tmp_path: Path) -> N
             seen = _wait(lambda: any(rec.event_name == sc.EV_PROCESS_EXEC
                                      for _, rec in _container_records(receiver, c.container_id)), 30)
             assert seen, _diagnose(receiver, str(marker), proc)
+            # a TCP connection from the container to the receiver's port: a CLIENT child span
+            c.run([sys.executable, "-c", "import socket, sys; "
+                   f"s = socket.create_connection(('127.0.0.1', {receiver.port})); s.close()"],
+                  check=True)
+            conn_name = f"connect 127.0.0.1:{receiver.port}"
+            assert _wait(lambda: any(span.name == conn_name for req in list(receiver.traces)
+                                     for _, span in iter_spans(req)), 30), "no connection span"
             body = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read()
             assert b"otelguard_events_total" in body
             code, err = _stop(proc)
@@ -126,6 +133,11 @@ def test_agent_exports_container_activity_and_exits_cleanly(tmp_path: Path) -> N
     assert get_attr(sh.attributes, sc.SPAN_END_REASON) == "exit"
     # the shell was started by a long-lived host process: a new trace, linked to its parent
     assert sh.parent_span_id == b"" and len(sh.links) == 1
+    (conn,) = [s for s in spans.values() if s.name == f"connect 127.0.0.1:{receiver.port}"]
+    owner = spans[conn.parent_span_id]
+    assert conn.kind == 3 and owner.name.startswith("exec python") and conn.trace_id == owner.trace_id
+    assert get_attr(conn.attributes, sc.SPAN_END_REASON) == "close"
+    assert conn.end_time_unix_nano > conn.start_time_unix_nano and conn.status.code == 0
 
 
 def test_agent_spools_while_the_endpoint_is_down_and_replays_after_restart(tmp_path: Path) -> None:
