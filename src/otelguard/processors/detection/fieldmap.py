@@ -7,9 +7,11 @@ field that is not here or is declared ``available=False``, so a rule never silen
 data we do not have. Extractors return ``None`` for "missing", which every operator treats as
 "does not match", as Falco does.
 
-Cost: an :class:`EventView` reads the record's attribute list into a dict once, on the first
-field that needs it (~0.1 µs per attribute, values converted on use); each field is computed at
-most once per record (cached in the view), so twenty rules asking for ``proc.name`` pay once.
+Cost: an :class:`EventView` reads only the attributes asked for, each at the position its
+event name's earlier records had it (one upb element access, verified by key); absent keys are
+proven absent from the record's wire bytes (one serialisation, only when a rule asks for a key
+the record lacks). Values and fields are computed at most once per record (cached in the view),
+so twenty rules asking for ``proc.name`` pay once.
 """
 
 from __future__ import annotations
