@@ -9,6 +9,7 @@ cases), fed in one stream so positional hints go stale constantly.
 from __future__ import annotations
 
 import copy
+import ipaddress
 import random
 from typing import Any
 
@@ -123,6 +124,12 @@ def test_value_set_tests_follow_operator_semantics() -> None:
                  subs={"../"}, patterns={"*.key"}).test()
     assert [t(v) for v in ("/a", "/etc/x", "x_agent", "a/../b", "id.key", "/b", "/etc")] == \
         [True, True, True, True, True, False, False]
+    ip = ValueSet(FieldType.IP, nets={ipaddress.ip_network("169.254.169.254/32"),
+                                      ipaddress.ip_network("10.0.0.0/8"),
+                                      ipaddress.ip_network("fd00:ec2::254/128")}).test()
+    assert [ip(ipaddress.ip_address(a)) for a in (
+        "169.254.169.254", "10.2.3.4", "fd00:ec2::254", "169.254.169.253", "11.0.0.1",
+        "fd00:ec2::255", "::ffff:10.0.0.1")] == [True, True, True, False, False, False, False]
     n = ValueSet(FieldType.NUM, eq={22, 0}).test()
     assert (n(22), n("22"), n(False), n(23), n("x")) == (True, True, True, False, False)
 

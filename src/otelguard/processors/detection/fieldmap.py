@@ -126,7 +126,10 @@ class EventView:
         self._kvs = record.attributes
         self._vals: dict[str, Any] = {}
         self._layouts = layouts
-        self._layout: dict[str, int] = {} if layouts is None else layouts.for_event(self.event_name)
+        layout = None if layouts is None else layouts._by_event.get(self.event_name)
+        if layout is None:
+            layout = {} if layouts is None else layouts.for_event(self.event_name)
+        self._layout: dict[str, int] = layout
         self._index: Optional[dict[str, int]] = None
         self._wire: Optional[bytes] = None
 

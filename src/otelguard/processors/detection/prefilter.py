@@ -91,11 +91,17 @@ class ValueSet:
         if self.kind == FieldType.BOOL:
             return lambda v: bool(v) in eq
         if self.kind == FieldType.IP:
-            nets = tuple(self.nets)
+            # (network, mask) as integers per address family: no ipaddress properties per test
+            v4 = tuple((int(n.network_address), int(n.netmask)) for n in self.nets
+                       if n.version == 4)
+            v6 = tuple((int(n.network_address), int(n.netmask)) for n in self.nets
+                       if n.version == 6)
 
             def ip_test(ip: Any) -> bool:
-                for n in nets:
-                    if ip.version == n.version and ip in n:
+                pairs = v4 if isinstance(ip, ipaddress.IPv4Address) else v6
+                x = int(ip)
+                for net, mask in pairs:
+                    if x & mask == net:
                         return True
                 return False
             return ip_test
