@@ -38,6 +38,7 @@ from otelguard.ebpf.sensor import Sensor
 from otelguard.exporter.builder import OtlpBuilder
 from otelguard.processors.detection.processor import Config, FalcoRulesProcessor, create
 from otelguard.processors.otlp import PyValue, attrs_dict, body_text
+from otelguard.processors.stage import Stage
 from tests.ebpf.capture import collect, exited, flush, in_container
 from tests.ebpf.containers import Container, cgroup_dir, container
 
@@ -139,13 +140,16 @@ class Attack:
 
 
 def evaluate(events: Sequence[Event], stage: FalcoRulesProcessor,
-             builder: Optional[OtlpBuilder] = None) -> tuple[ExportLogsServiceRequest,
-                                                             list[Detection],
-                                                             dict[str, tuple[LogRecord,
-                                                                             dict[str, PyValue]]]]:
-    """Events -> OTLP (agent mapping) -> detection stage; returns the batch, the detections and
-    the raw records by ``log.record.uid``."""
-    batch = (builder or OtlpBuilder()).logs(events)
+             before: Sequence[Stage] = ()) -> tuple[ExportLogsServiceRequest, list[Detection],
+                                                    dict[str, tuple[LogRecord,
+                                                                    dict[str, PyValue]]]]:
+    """Events -> OTLP (agent mapping) -> ``before`` stages (e.g. k8s_attributes) -> detection
+    stage; returns the batch, the detections and the raw records by ``log.record.uid``."""
+    batch = OtlpBuilder().logs(events)
+    for earlier in before:
+        out = earlier.process(batch)
+        assert isinstance(out, ExportLogsServiceRequest)
+        batch = out
     stage.process(batch)
     raw: dict[str, tuple[LogRecord, dict[str, PyValue]]] = {}
     found: list[tuple[LogRecord, dict[str, PyValue], dict[str, PyValue]]] = []
@@ -188,7 +192,8 @@ def sensor_losses(sensor: Sensor) -> int:
 def run_attack(sensor: Sensor, stage: FalcoRulesProcessor, argv: Sequence[str], *,
                timeout_s: float = 20.0, host: bool = False,
                container_kwargs: Optional[dict[str, Any]] = None,
-               env: Optional[dict[str, str]] = None, attempts: int = 4, **popen: Any) -> Attack:
+               env: Optional[dict[str, str]] = None, attempts: int = 4,
+               before: Sequence[Stage] = (), **popen: Any) -> Attack:
     """Run ``argv`` (in a fresh container unless ``host``), then detect on what it caused.
 
     The sensor sees the whole machine, and other work on it (builds, benchmarks) can fill the
@@ -201,9 +206,9 @@ def run_attack(sensor: Sensor, stage: FalcoRulesProcessor, argv: Sequence[str], 
     popen["env"] = {**os.environ, "PYTHONPATH": SRC, **(env or {})}
     for attempt in range(attempts):
         flush(sensor)
-        before = sensor_losses(sensor)
-        attack = _run_once(sensor, stage, argv, timeout_s, host, container_kwargs, popen)
-        attack.losses = sensor_losses(sensor) - before
+        lost_before = sensor_losses(sensor)
+        attack = _run_once(sensor, stage, argv, timeout_s, host, container_kwargs, popen, before)
+        attack.losses = sensor_losses(sensor) - lost_before
         if attack.losses == 0:
             break
         time.sleep(0.5 * (attempt + 1))
@@ -212,7 +217,7 @@ def run_attack(sensor: Sensor, stage: FalcoRulesProcessor, argv: Sequence[str], 
 
 def _run_once(sensor: Sensor, stage: FalcoRulesProcessor, argv: Sequence[str], timeout_s: float,
               host: bool, container_kwargs: Optional[dict[str, Any]],
-              popen: dict[str, Any]) -> Attack:
+              popen: dict[str, Any], before: Sequence[Stage]) -> Attack:
     if host:
         # the test sensor observes /kubepods* only (tests/ebpf/conftest.py): a cgroup there
         # that no runtime made has no container identity, which is what rules call "host"
@@ -227,7 +232,7 @@ def _run_once(sensor: Sensor, stage: FalcoRulesProcessor, argv: Sequence[str], t
             with c.popen(argv, **popen) as p:
                 out, err = _communicate(p, timeout_s)
             events = collect(sensor, in_container(c.container_id), exited(p.pid), timeout_s)
-    batch, detections, raw = evaluate(events, stage)
+    batch, detections, raw = evaluate(events, stage, before)
     return Attack(events, batch, detections, p.pid, p.returncode, out, err, c, raw)
 
 
