@@ -264,3 +264,33 @@ def test_exporter_builds_closed_connection_spans(
     assert client.status_code == 0
     refused = conns[(KIND_CLIENT, info["refused_port"])]
     assert refused.status_code == 2 and refused.status_message == "ECONNREFUSED"
+
+
+GLIBC_RESOLVER = r'''
+import os, subprocess, tempfile, ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+# a private mount namespace whose resolv.conf points at 127.0.0.1 (nothing answers there)
+assert libc.unshare(0x00020000) == 0
+assert libc.mount(b"none", b"/", None, (1 << 14) | (1 << 18), None) == 0
+conf = tempfile.NamedTemporaryFile("w", delete=False)
+conf.write("nameserver 127.0.0.1\noptions timeout:1 attempts:1\n"); conf.close()
+assert libc.mount(conf.name.encode(), b"/etc/resolv.conf", None, 4096, None) == 0   # MS_BIND
+p = subprocess.run(["getent", "ahosts", "glibc.otelguard.test."], capture_output=True)
+os.unlink(conf.name)
+print(p.returncode)
+'''
+
+
+def test_real_glibc_resolver_queries(sensor: Sensor) -> None:
+    """glibc's stub resolver: connect() to :53, sendmmsg of A + AAAA (maybe resent one by one)."""
+    if not os.path.exists("/usr/bin/getent"):
+        pytest.skip("getent (glibc) not installed")
+    _out, _pid, events = run_workload(sensor, GLIBC_RESOLVER, timeout_s=30)
+    queries = named(events, semconv.EV_DNS_QUERY)
+    got = {(e.attrs.get(semconv.DNS_QUESTION_NAME), e.attrs.get(semconv.DNS_QUESTION_TYPE))
+           for e in queries}
+    assert got == {("glibc.otelguard.test", "A"), ("glibc.otelguard.test", "AAAA")}, \
+        [e.body for e in queries]
+    assert any(e.syscall == "sendmmsg" for e in queries)
+    getent = {e.pid for e in queries}
+    assert len(getent) == 1 and all(e.attrs[semconv.NETWORK_PEER_PORT] == 53 for e in queries)

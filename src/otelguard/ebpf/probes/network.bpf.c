@@ -514,9 +514,13 @@ TRACEPOINT_PROBE(syscalls, sys_exit_sendmmsg) {
     u64 base = a->uptr;
     u64 vlen = a->ulen;
     og_net_args_map.delete(&id);
+    // ret = messages sent: later ones were not (glibc then resends them with sendto); on
+    // failure the first message stands for the attempt
+    u64 sent = ret >= 0 ? (u64)ret : 1;
+    if (sent > vlen) { sent = vlen; }
     #pragma unroll
     for (int i = 0; i < OG_NET_MMSG_MAX; i++) {
-        if (i >= vlen) { break; }
+        if (i >= sent) { break; }
         struct og_net_mmsghdr m = {};
         if (bpf_probe_read_user(&m, sizeof(m), (const void *)(base + i * sizeof(m))) != 0) {
             break;
