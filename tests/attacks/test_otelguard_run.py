@@ -1,0 +1,98 @@
+"""Acceptance through the product itself: `otelguard run` (its own process: sensor, exporter,
+processor pipeline, JSON lines output) sees a reverse shell in a container and writes the
+detection, linked to the raw exec record and its trace, and counts it in its exit summary."""
+
+from __future__ import annotations
+
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from otelguard import otlpjson
+from otelguard import semconv as S
+from otelguard.processors.otlp import attrs_dict
+from tests.attacks.harness import PYTHON, SRC
+from tests.attacks.test_network_attacks import REVERSE_SHELL, PIPE_SHELL
+from tests.ebpf.containers import container
+
+pytestmark = [pytest.mark.kernel, pytest.mark.timeout(300)]
+
+OTELGUARD = str(Path(sys.executable).parent / "otelguard")  # the installed console script
+RULE = "Reverse shell (socket on stdio then shell exec)"
+
+
+def _wait_for_line(proc: subprocess.Popen[str], needle: str, timeout_s: float) -> str:
+    """Read ``proc``'s stderr until a line contains ``needle`` (bounded); returns that line."""
+    assert proc.stderr is not None
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stderr, selectors.EVENT_READ)
+    deadline = time.monotonic() + timeout_s
+    seen: list[str] = []
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            break
+        if sel.select(timeout=0.5):
+            line = proc.stderr.readline()
+            seen.append(line)
+            if needle in line:
+                return line
+    raise AssertionError(f"no {needle!r} from otelguard run within {timeout_s}s: {''.join(seen)}")
+
+
+def _records(path: Path) -> list[tuple[dict[str, Any], Any]]:
+    out = []
+    for line in path.read_text().splitlines():
+        req = otlpjson.decode_line(line)
+        for rl in getattr(req, "resource_logs", ()):
+            res = attrs_dict(rl.resource.attributes)
+            for sl in rl.scope_logs:
+                out.extend((res, rec) for rec in sl.log_records)
+    return out
+
+
+def test_otelguard_run_detects_a_reverse_shell(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    config = tmp_path / "otelguard.yaml"
+    # only pods' cgroups (what a node agent on Kubernetes would watch): other work on this
+    # machine cannot fill the ring buffer
+    config.write_text("sensor:\n  cgroup_scope: [/kubepods.slice, /kubepods]\n")
+    argv = [OTELGUARD, "run", "--config", str(config), "--output",
+            f"jsonl:{out}", "--metrics", "127.0.0.1:0"]
+    with subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                          env={**os.environ, "PYTHONPATH": SRC}) as run:
+        try:
+            loaded = _wait_for_line(run, "loaded", 180)
+            assert "falco_rules" in loaded, loaded
+            with container() as attacked, container() as control:
+                for c, code in ((attacked, REVERSE_SHELL), (control, PIPE_SHELL)):
+                    with c.popen([PYTHON, "-c", code]) as p:
+                        assert p.wait(timeout=30) == 0
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and (not out.exists() or RULE not in out.read_text()):
+                time.sleep(0.5)
+        finally:
+            run.send_signal(signal.SIGINT)
+            _, err = run.communicate(timeout=60)
+    assert run.returncode == 0, err
+    records = _records(out)
+    detections = [(res, rec) for res, rec in records if rec.event_name == S.EV_DETECTION
+                  and attrs_dict(rec.attributes).get(S.SECURITY_RULE_NAME) == RULE]
+    assert [res[S.CONTAINER_ID] for res, _ in detections] == [attacked.container_id]
+    res, det = detections[0]
+    a = attrs_dict(det.attributes)
+    assert det.severity_text == "CRITICAL" and res[S.STREAM] == S.STREAM_DETECTION
+    trigger = [rec for r, rec in records if r.get(S.CONTAINER_ID) == attacked.container_id
+               and attrs_dict(rec.attributes).get(S.LOG_RECORD_UID) == a[S.TRIGGER_RECORD_UID]]
+    assert len(trigger) == 1 and trigger[0].event_name == S.EV_PROCESS_EXEC
+    assert (det.trace_id, det.span_id) == (trigger[0].trace_id, trigger[0].span_id)
+    # the control container's shell (a pipe on stdin) was seen and not reported
+    assert any(r.get(S.CONTAINER_ID) == control.container_id and rec.event_name ==
+               S.EV_PROCESS_EXEC for r, rec in records)
+    assert RULE in err  # the exit summary counts detections by rule
