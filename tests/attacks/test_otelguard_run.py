@@ -47,7 +47,7 @@ def _wait_for_line(proc: subprocess.Popen[str], needle: str, timeout_s: float) -
 
 
 def _records(path: Path) -> list[tuple[dict[str, Any], Any]]:
-    out = []
+    out: list[tuple[dict[str, Any], Any]] = []
     for line in path.read_text().splitlines():
         req = otlpjson.decode_line(line)
         for rl in getattr(req, "resource_logs", ()):
