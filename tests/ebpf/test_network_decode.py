@@ -313,3 +313,17 @@ def test_socket_endpoints_of_a_connected_pair_and_non_sockets() -> None:
     finally:
         os.close(r)
         os.close(w)
+
+
+def test_agents_own_connection_is_not_counted_as_unknown() -> None:
+    import os
+    p = NetworkProbe()
+    key = ("decode", "connection_owner_unknown")
+    before = telemetry.counter_values(telemetry.dropped).get(key, 0.0)
+    decode(p, network.T_STATE, state_record(
+        0xF1, network.TCP_SYN_SENT, network.TCP_ESTABLISHED, ("10.0.0.1", 5), ("10.0.0.2", 4317),
+        pid=os.getpid()))
+    assert decode(p, network.T_STATE, state_record(
+        0xF1, 4, network.TCP_CLOSE, ("10.0.0.1", 5), ("10.0.0.2", 4317))) is None
+    assert telemetry.counter_values(telemetry.dropped).get(key, 0.0) == before
+    assert not p.tracker.own and not p.tracker.established

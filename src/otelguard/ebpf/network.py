@@ -20,8 +20,9 @@ Records (``probes/network.bpf.c``, type ids 40-46):
   connect is established before its exit record; a non-blocking one after) and emits
   ``otelguard.network.close`` on behalf of the owner, with both endpoints, so the exporter can
   close the connection span (exporter/spans.py matches on peer address/port + local port).
-  Closes of connections whose owner was never seen (older than the agent, or the agent's own)
-  are counted in ``otelguard_dropped_total{stage="decode",reason="connection_owner_unknown"}``.
+  Closes of connections whose owner was never seen (older than the agent; the agent's own
+  when the handshake completed outside its context) are counted in
+  ``otelguard_dropped_total{stage="decode",reason="connection_owner_unknown"}``.
 
 Attributes: ``network.transport`` (tcp/udp/raw/packet), ``network.type`` (ipv4/ipv6),
 ``network.peer.*``, ``network.local.*`` where known, ``server.*``/``client.*`` by role,
@@ -293,6 +294,9 @@ class ConnectionTracker:
     sockets: "OrderedDict[tuple[int, int], tuple[int, int]]" = field(default_factory=OrderedDict)
     bound: "OrderedDict[tuple[int, int], SockAddr]" = field(default_factory=OrderedDict)
     peers: "OrderedDict[tuple[int, int], SockAddr]" = field(default_factory=OrderedDict)
+    # the agent's own connections (its connect() is filtered in the kernel): not "unknown"
+    self_pid: int = field(default_factory=os.getpid)
+    own: "OrderedDict[int, None]" = field(default_factory=OrderedDict)
     _seq: int = 0
 
     # -- bookkeeping from syscalls ---------------------------------------------------------
@@ -371,11 +375,19 @@ class ConnectionTracker:
         if pend is not None:
             conn.owner, conn.fd, conn.role = pend.owner, pend.fd, "client"
             return
+        if int(r.h.pid) == self.self_pid:  # established in the agent's own connect()
+            del self.established[conn.skaddr]
+            _lru_put(self.own, conn.skaddr, None, self.max_pending)
+            return
         lst = self.unclaimed_active.setdefault((peer.address, peer.port), [])
         lst.append(conn.skaddr)
         self.unclaimed_active.move_to_end((peer.address, peer.port))
         while len(self.unclaimed_active) > self.max_pending:
             self.unclaimed_active.popitem(last=False)
+
+    def is_own(self, skaddr: int) -> bool:
+        """True once for a connection of the agent itself (forgotten on that call)."""
+        return self.own.pop(skaddr, 0) is None
 
     def on_close(self, r: StateRecord) -> Optional[tuple[Connection, bool]]:
         """The closed connection with its owner, or None (owner unknown / not tracked).
@@ -587,6 +599,8 @@ class NetworkProbe:
             return None
         found = self.tracker.on_close(r)
         if found is None:
+            if self.tracker.is_own(int(r.skaddr)):
+                return None
             if r.oldstate not in (TCP_SYN_SENT, TCP_SYN_RECV):
                 telemetry.dropped.labels(stage="decode", reason="connection_owner_unknown").inc()
             return None
