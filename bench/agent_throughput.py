@@ -9,8 +9,10 @@ agent's CPU (whole process, and the poll + export threads by their CPU clocks), 
 stage (``telemetry.dropped``: kernel_ring = ring buffer full, user_queue = queue full). Events
 of other processes on the machine are consumed too and counted; the generator's share is shown.
 
-Rates rise x1.6 from ``--start`` until a step drops; the full mode then bisects once between
-the last drop-free and the first dropping rate. The baseline measured side by side is the
+Rates rise x1.6 from ``--start`` until a step is not sustained (a drop, or a backlog that took
+more than 0.5 s to drain: the queue hid a deficit); if the first step already fails, rates halve
+down to 1000/s. The full mode then bisects once between the last sustained and the first failing
+rate. The baseline measured side by side is the
 generator alone with no agent loaded (its achievable rate), so the table shows how close the
 agent's ceiling is to what the workload can produce. Finally the consumer threads are profiled
 with cProfile at the highest drop-free rate (a fresh agent, profiler hooked into its threads at
@@ -46,6 +48,7 @@ from bench.common import (
 AIM_PER_CORE = 250_000
 GROWTH = 1.6
 MAX_BACKLOG_S = 0.5
+MIN_RATE = 1000.0
 
 
 @dataclass(frozen=True)
@@ -138,6 +141,16 @@ def sweep(agent: AgentUnderTest, path: str, start: float, max_rate: float, secon
             break
         good = rate
         rate *= GROWTH
+    rate = start / 2
+    while good is None and rate >= MIN_RATE:  # the start was already too fast: step down
+        s = run_step(agent, path, rate, seconds)
+        print_step(s)
+        steps.append(s)
+        if s.sustained:
+            good = rate
+        else:
+            bad = rate
+        rate /= 2
     if bisect and good is not None and bad is not None:
         mid = (good + bad) / 2
         s = run_step(agent, path, mid, seconds)
