@@ -24,6 +24,11 @@ Records (``probes/network.bpf.c``, type ids 40-46):
   when the handshake completed outside its context) are counted in
   ``otelguard_dropped_total{stage="decode",reason="connection_owner_unknown"}``.
 
+Limits: a socket counts as DNS-connected per (tgid, fd) from its connect(), so sockets connected
+before the agent started, or inherited by a forked child, are not followed on write/send without
+an address; only the first iovec of sendmsg and the first four messages of sendmmsg are read;
+TCP DNS sent with writev() is not seen.
+
 Attributes: ``network.transport`` (tcp/udp/raw/packet), ``network.type`` (ipv4/ipv6),
 ``network.peer.*``, ``network.local.*`` where known, ``server.*``/``client.*`` by role,
 ``otelguard.socket.{family,type,protocol}``, ``dns.question.name``/``otelguard.dns.question.type``,
