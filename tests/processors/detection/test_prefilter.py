@@ -142,7 +142,8 @@ def test_positional_reads_agree_with_a_full_read() -> None:
         chosen = rng.sample(keys, rng.randint(0, len(keys)))
         values: dict[str, Any] = {}
         for k in chosen:
-            values[k] = rng.choice([rng.randint(-5, 5), f"v{n}", True, ["a", "b"],
+            values[k] = rng.choice([rng.randint(-5, 5), f"v{n}", True, False, ["a", "b"],
+                                    ["", "b"], [3, "a", True], [], "",
                                     "\n\x02k1"])  # a value holding another key's wire token
         rec = LogRecord()
         rec.event_name = "e" if n % 3 else "f"

@@ -80,6 +80,32 @@ class AttrLayouts:
                     layout[k] = i
 
 
+def _value(av: AnyValue) -> Any:
+    """``from_any`` for the values rules read, without ``WhichOneof`` where a non-default member
+    read proves the case (upb's ``WhichOneof`` costs more than the read): arrays of strings are
+    the common list (command args, ancestors, capabilities)."""
+    v: Any = av.string_value
+    if v:
+        return v
+    v = av.int_value
+    if v:
+        return v
+    kind = av.WhichOneof("value")
+    if kind == "array_value":
+        out = []
+        for x in av.array_value.values:
+            s = x.string_value
+            out.append(s if s else _value(x))
+        return out
+    if kind == "bool_value":
+        return av.bool_value
+    if kind == "int_value":
+        return 0
+    if kind == "string_value":
+        return ""
+    return from_any(av)
+
+
 _TOKENS: dict[str, bytes] = {}
 
 
@@ -155,9 +181,7 @@ class EventView:
                         if not v:
                             v = av.int_value
                             if not v:
-                                kind = av.WhichOneof("value")
-                                v = av.bool_value if kind == "bool_value" else 0 if kind == "int_value" \
-                                    else "" if kind == "string_value" else from_any(av)
+                                v = _value(av)
                         vals[key] = v
                         return v
         v = vals[key] = self._lookup(key)
@@ -178,7 +202,7 @@ class EventView:
             else:
                 self._layout.update(index)
         i = index.get(key)
-        return None if i is None else from_any(self._kvs[i].value)
+        return None if i is None else _value(self._kvs[i].value)
 
     def field(self, spec: "FieldSpec", arg: Optional[str]) -> Any:
         """Field value with per-record caching (the key includes the argument)."""
@@ -330,13 +354,15 @@ def _proc_exe(ev: EventView, _arg: Optional[str]) -> Optional[str]:
 
 
 def _pname(ev: EventView, _arg: Optional[str]) -> Optional[str]:
-    name = ev.attr(S.PROCESS_PARENT_EXECUTABLE_NAME)
+    # the parent's comm (first ancestor, as the agent sends them) like proc.name; else its
+    # executable name, else the first word of its command line
+    anc = ev.attr(S.PROCESS_ANCESTORS)
+    name = anc[0] if isinstance(anc, list) and anc else None
+    if not name:
+        name = ev.attr(S.PROCESS_PARENT_EXECUTABLE_NAME)
     if not name:
         toks = _tokens(ev.attr(S.PROCESS_PARENT_COMMAND_LINE))
         name = os.path.basename(toks[0]) if toks else None
-    if not name:
-        anc = ev.attr(S.PROCESS_ANCESTORS)
-        name = anc[0] if isinstance(anc, list) and anc else None
     return _comm(name)
 
 
@@ -1051,7 +1077,8 @@ _CONTAINER = "container."
 _K8S = "k8s."
 _PROC_KEYS = (S.PROCESS_EXECUTABLE_NAME, S.PROCESS_COMM, S.PROCESS_COMMAND_ARGS,
               S.PROCESS_COMMAND_LINE)
-_PARENT_KEYS = (S.PROCESS_PARENT_EXECUTABLE_NAME, S.PROCESS_PARENT_COMMAND_LINE)
+_PARENT_KEYS = (S.PROCESS_PARENT_EXECUTABLE_NAME, S.PROCESS_ANCESTORS,
+                S.PROCESS_PARENT_COMMAND_LINE)
 _NET_KEYS = (S.NETWORK_PEER_ADDRESS, S.NETWORK_PEER_PORT, S.NETWORK_LOCAL_ADDRESS,
              S.NETWORK_LOCAL_PORT, S.NETWORK_TRANSPORT, S.NETWORK_TYPE)
 
@@ -1095,7 +1122,8 @@ _f("proc.exepath", T.STR, S.PROCESS_EXECUTABLE_PATH, _a(S.PROCESS_EXECUTABLE_PAT
    (S.PROCESS_EXECUTABLE_PATH,))
 _f("proc.args", T.STR, f"{S.PROCESS_COMMAND_ARGS}[1:] joined by spaces", _proc_args, _PROC_KEYS)
 _f("proc.cmdline", T.STR, "proc.name + ' ' + proc.args", _proc_cmdline, _PROC_KEYS)
-_f("proc.pname", T.STR, f"{S.PROCESS_PARENT_EXECUTABLE_NAME} (15 chars)", _pname, _PARENT_KEYS)
+_f("proc.pname", T.STR, f"{S.PROCESS_ANCESTORS}[0] (comm), else "
+   f"{S.PROCESS_PARENT_EXECUTABLE_NAME} (15 chars)", _pname, _PARENT_KEYS)
 _f("proc.pcmdline", T.STR, f"proc.pname + arguments of {S.PROCESS_PARENT_COMMAND_LINE}",
    _pcmdline, _PARENT_KEYS)
 _f("proc.pexe", T.STR, f"first word of {S.PROCESS_PARENT_COMMAND_LINE}", _pexe, _PARENT_KEYS)
