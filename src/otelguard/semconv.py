@@ -76,7 +76,7 @@ PROCESS_TTY: Final = "otelguard.process.tty"  # int tty_nr, 0 = none
 PROCESS_PARENT_EXECUTABLE_NAME: Final = "otelguard.process.parent.executable.name"
 PROCESS_PARENT_EXECUTABLE_PATH: Final = "otelguard.process.parent.executable.path"
 PROCESS_PARENT_COMMAND_LINE: Final = "otelguard.process.parent.command_line"
-PROCESS_ANCESTORS: Final = "otelguard.process.ancestors"  # string[] exe names, nearest first
+PROCESS_ANCESTORS: Final = "otelguard.process.ancestors"  # string[] comms, nearest first
 PROCESS_ANCESTOR_PIDS: Final = "otelguard.process.ancestor_pids"  # int[] nearest first
 PROCESS_CAP_EFFECTIVE: Final = "otelguard.process.cap_effective"  # string[] CAP_* names
 PROCESS_CAP_PERMITTED: Final = "otelguard.process.cap_permitted"

@@ -41,6 +41,19 @@ def test_shell_spawned_by_web_server(sensor: Sensor, stage: FalcoRulesProcessor,
     assert d.trigger_attrs[S.PROCESS_COMMAND_ARGS] == ["/bin/sh", "-c", "id -u"]
 
 
+def test_shell_spawned_by_server_applet_link(sensor: Sensor, stage: FalcoRulesProcessor,
+                                             bindir: Path) -> None:
+    # busybox images start `httpd` through a link to the multi-call binary: the parent's name
+    # (Falco's proc.pname / proc.aname: the comm) is the link's, not the target's
+    httpd = bindir / "httpd"
+    httpd.symlink_to(PYTHON)
+    attack = python_attack(sensor, stage, SPAWN_SHELL, exe=str(httpd))
+    d = attack.detection("Run shell untrusted", "NOTICE", S.EV_PROCESS_EXEC,
+                         body=["Shell spawned by untrusted binary", "parent=httpd"])
+    assert d.trigger_attrs[S.PROCESS_ANCESTORS][0] == "httpd"
+    assert d.trigger_attrs[S.PROCESS_PARENT_EXECUTABLE_PATH] == PYTHON  # semconv: the target
+
+
 def test_shell_spawned_by_ordinary_program_does_not_fire(sensor: Sensor,
                                                          stage: FalcoRulesProcessor) -> None:
     attack = python_attack(sensor, stage, SPAWN_SHELL)

@@ -152,7 +152,8 @@ class EventContext:
                 a[semconv.PROCESS_PARENT_EXECUTABLE_PATH] = parent.exe_path
             if parent.command_line:
                 a[semconv.PROCESS_PARENT_COMMAND_LINE] = parent.command_line
-            a[semconv.PROCESS_ANCESTORS] = [p.exe_name for p in ancestors]
+            # comms (the names exec'ed: an applet link's, not busybox), as Falco's proc.aname
+            a[semconv.PROCESS_ANCESTORS] = [p.comm or p.exe_name for p in ancestors]
             a[semconv.PROCESS_ANCESTOR_PIDS] = [p.pid for p in ancestors]
         info.attrs_cache, info.attrs_cache_at = a, now
         return a
