@@ -34,11 +34,11 @@ import os
 import sys
 import tempfile
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from bench.common import (
-    CONSUMERS, AgentCounters, AgentUnderTest, BenchError, LoopResult, machine_line, median,
-    run_loop, summary_line,
+    CONSUMERS, AgentCounters, AgentUnderTest, BenchError, BpfRunStats, LoopResult, machine_line,
+    median, program_runs, run_loop, summary_line,
 )
 
 AIM_OPEN_FILTERED = 1.15
@@ -68,6 +68,7 @@ class Samples:
     base: list[LoopResult] = field(default_factory=list)
     agent: list[LoopResult] = field(default_factory=list)
     agent_counters: list[AgentCounters] = field(default_factory=list)
+    bpf_ns_per_iter: Optional[float] = None  # from the kernel's BPF run statistics
 
     def figures(self) -> dict[str, Any]:
         b_wall = median([r.elapsed_s for r in self.base])
@@ -89,10 +90,12 @@ class Samples:
             "kernel_drops": sum(c.kernel_drops for c in self.agent_counters),
             "queue_drops": sum(c.queue_drops for c in self.agent_counters),
             "runs": len(self.agent),
+            "bpf_ns_per_iter": None if self.bpf_ns_per_iter is None else round(self.bpf_ns_per_iter),
         }
 
 
-def measure(reps: int, quick: bool, consumer: str, only: Optional[list[str]]) -> dict[str, Samples]:
+def measure(reps: int, quick: bool, consumer: str, only: Optional[list[str]],
+            bpf_stats: bool) -> dict[str, Samples]:
     workloads = [w for w in WORKLOADS if not only or w.name in only]
     samples = {w.name: Samples() for w in workloads}
     with tempfile.NamedTemporaryFile(prefix="og-bench-", dir="/tmp") as tmp:
@@ -127,7 +130,36 @@ def measure(reps: int, quick: bool, consumer: str, only: Optional[list[str]]) ->
                           + ("" if drained else " (backlog not drained in 60 s)"), flush=True)
             finally:
                 agent.stop()
+        if bpf_stats:
+            kernel_costs(workloads, count, path, consumer, samples)
     return samples
+
+
+def kernel_costs(workloads: list[Workload], count: Callable[[Workload], int], path: str,
+                 consumer: str, samples: dict[str, Samples]) -> None:
+    """One more agent pass with kernel BPF statistics on: the time the probes' BPF programs
+    ran per workload iteration, independent of how loaded the machine is (it excludes the
+    tracing slow path of syscalls and the ring buffer's consumer side)."""
+    agent = AgentUnderTest(consumer).start()
+    try:
+        agent.wait_drained(10.0)
+        with BpfRunStats():
+            for w in workloads:
+                before = program_runs(agent)
+                r = run_loop(w.argv(count(w), path))
+                after = program_runs(agent)
+                agent.wait_drained(60.0)
+                delta = {name: (t - before.get(name, (0, 0))[0], c - before.get(name, (0, 0))[1])
+                         for name, (t, c) in after.items()}
+                busy = sorted(((t, c, n) for n, (t, c) in delta.items() if c > 0), reverse=True)
+                total_ns = sum(t for t, _, _ in busy)
+                samples[w.name].bpf_ns_per_iter = total_ns / max(1, r.iterations)
+                top = ", ".join(f"{n.replace('tracepoint__', '')} {t / c:.0f} ns x{c / r.iterations:.2f}"
+                                for t, c, n in busy[:5])
+                print(f"  bpf stats {w.name:<14} {total_ns / max(1, r.iterations):8.0f} ns of BPF "
+                      f"programs per iteration; top: {top}", flush=True)
+    finally:
+        agent.stop()
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -138,28 +170,33 @@ def main(argv: Optional[list[str]] = None) -> int:
                     help="run: the otelguard run pipeline (default); agent: exporter only")
     ap.add_argument("--only", nargs="*", choices=[w.name for w in WORKLOADS],
                     help="run only these workloads")
+    ap.add_argument("--no-bpf-stats", action="store_true",
+                    help="skip the extra pass with kernel.bpf_stats_enabled=1")
     args = ap.parse_args(argv)
     reps = args.reps if args.reps is not None else (1 if args.quick else 5)
     print(machine_line())
     print(f"agent overhead: consumer={args.consumer}, {reps} A/B repetition(s), pid {os.getpid()}")
     try:
-        samples = measure(reps, args.quick, args.consumer, args.only)
+        samples = measure(reps, args.quick, args.consumer, args.only, not args.no_bpf_stats)
     except BenchError as exc:
         print(f"agent_overhead: {exc}", file=sys.stderr)
         return 1
     print()
     print(f"{'workload':<14} {'iters':>8} {'base/s':>11} {'agent/s':>11} {'wall x':>7} "
-          f"{'cpu x':>7} {'agent us/it':>11} {'ev/it':>6} {'us/ev':>7} {'kdrop':>8} {'qdrop':>7}")
+          f"{'cpu x':>7} {'agent us/it':>11} {'ev/it':>6} {'us/ev':>7} {'kdrop':>8} {'qdrop':>7} "
+          f"{'bpf ns/it':>9}")
     results: dict[str, Any] = {}
     for name, s in samples.items():
         f = results[name] = s.figures()
         print(f"{name:<14} {f['iterations']:>8} {f['base_per_s']:>11,} {f['agent_per_s']:>11,} "
               f"{f['wall_ratio']:>7.3f} {f['cpu_ratio']:>7.3f} {f['agent_cpu_us_per_iter']:>11.2f} "
               f"{f['events_per_iter']:>6.2f} {f['agent_cpu_us_per_event'] or 0:>7.1f} "
-              f"{f['kernel_drops']:>8} {f['queue_drops']:>7}")
+              f"{f['kernel_drops']:>8} {f['queue_drops']:>7} "
+              f"{'-' if f['bpf_ns_per_iter'] is None else f['bpf_ns_per_iter']:>9}")
     print("(x = agent / baseline, medians; wall = loop time, cpu = the workload's user+sys time;"
           " agent us/it, us/ev = poll+export thread CPU per iteration, per event consumed;"
-          " events and drops include other processes')")
+          " events and drops include other processes'; bpf ns/it = time in the probes' BPF"
+          " programs per iteration, from a separate pass with kernel BPF statistics on)")
     flt = results.get("open-filtered")
     if flt is not None:
         ok = flt["wall_ratio"] is not None and flt["wall_ratio"] <= AIM_OPEN_FILTERED

@@ -250,6 +250,49 @@ class AgentUnderTest:
         self.stop()
 
 
+BPF_STATS_SYSCTL = Path("/proc/sys/kernel/bpf_stats_enabled")
+
+
+class BpfRunStats:
+    """Turns on ``kernel.bpf_stats_enabled`` while in use (restoring the previous value), so
+    each BPF program's fdinfo counts its runs and their time. It adds two clock reads to every
+    BPF program run on the host: use it in a pass of its own, never while measuring ratios."""
+
+    def __init__(self) -> None:
+        self._previous: Optional[str] = None
+
+    def __enter__(self) -> "BpfRunStats":
+        try:
+            self._previous = BPF_STATS_SYSCTL.read_text().strip()
+            BPF_STATS_SYSCTL.write_text("1")
+        except OSError as exc:
+            raise BenchError(f"cannot enable {BPF_STATS_SYSCTL}: {exc}") from exc
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            BPF_STATS_SYSCTL.write_text(self._previous)
+
+
+def program_runs(agent: AgentUnderTest) -> dict[str, tuple[int, int]]:
+    """(run_time_ns, run_cnt) of each loaded BPF program of the agent, by function name, from
+    /proc/self/fdinfo (non-zero only while :class:`BpfRunStats` is on). Reads the sensor's
+    loaded BCC object, a private attribute: benchmarks only."""
+    program = getattr(agent.sensor, "_program", None)
+    if program is None:
+        return {}
+    out: dict[str, tuple[int, int]] = {}
+    for name, fn in program.bpf.funcs.items():
+        try:
+            with open(f"/proc/self/fdinfo/{fn.fd}") as fh:
+                info = dict(line.split(":", 1) for line in fh if ":" in line)
+            out[name.decode() if isinstance(name, bytes) else str(name)] = (
+                int(info.get("run_time_ns", "0")), int(info.get("run_cnt", "0")))
+        except (OSError, ValueError):
+            continue
+    return out
+
+
 def thread_cpu_s(thread: Optional[threading.Thread]) -> float:
     """CPU seconds a live thread has used (0 when gone: read it before stopping)."""
     if thread is None or thread.ident is None or not thread.is_alive():
