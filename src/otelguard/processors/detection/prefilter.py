@@ -44,7 +44,7 @@ from otelguard.processors.detection.parser import (
 _CLASSIFIERS = frozenset({"evt.dir", "fd.typechar", "fd.type", "fd.l4proto", "fd.sockfamily",
                           "evt.res", "fd.connected", "fd.is_server", "evt.failed", "fd.num",
                           "evt.is_open_read", "evt.is_open_write", "evt.is_open_create",
-                          "evt.rawres", "evt.source", "container.id", "container.name"})
+                          "evt.rawres", "evt.source"})
 _STR_OPS = frozenset({"=", "in", "startswith", "endswith", "contains", "pmatch", "glob"})
 _EXACT_OPS = frozenset({"=", "in"})
 _GLOB_META = re.compile(r"[*?\[\\]")
