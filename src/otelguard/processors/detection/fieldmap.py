@@ -54,8 +54,10 @@ class AttrLayouts:
     position a key had in the last fully indexed record of that event name is, almost always,
     where it is now: reading it there is one element access and one key comparison instead of a
     pass over ~30 attributes (upb builds a Python object for every element touched, ~0.2-0.4 µs
-    each). Positions are hints only; every hit is verified against the key. Bounded: at most
-    ``max_events`` event names and ``max_keys`` keys each (beyond that, no new hints are kept).
+    each). Positions are hints only; every hit is verified against the key. Duplicate keys are
+    not allowed in OTLP; if a record has them anyway, a hit reads the one at the remembered
+    position where a full read takes the last. Bounded: at most ``max_events`` event names and
+    ``max_keys`` keys each (beyond that, no new hints are kept).
     """
 
     def __init__(self, max_events: int = 256, max_keys: int = 256) -> None:
