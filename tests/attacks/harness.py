@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
@@ -115,6 +116,10 @@ class Attack:
         assert rec.severity_text == priority, (rec.severity_text, priority)
         assert rec.severity_number == SEVERITY[priority]
         assert a[S.SECURITY_RULE_PRIORITY] == priority
+        assert a[S.SECURITY_RULE_RULESET_NAME] == (
+            "otelguard_rules" if "otelguard" in a.get(S.SECURITY_RULE_TAGS, []) else "falco_rules")
+        assert uuid.UUID(str(a[S.SECURITY_RULE_UUID])) and a[S.SECURITY_RULE_DESCRIPTION]
+        assert a[S.LOG_RECORD_UID] != d.trigger_attrs[S.LOG_RECORD_UID]
         assert d.resource.get(S.STREAM) == S.STREAM_DETECTION
         if self.container is not None:
             assert d.resource.get(S.CONTAINER_ID) == self.container.container_id
