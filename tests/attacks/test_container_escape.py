@@ -158,7 +158,10 @@ shutil.copy("/usr/bin/sleep", "/payload")                           # the drop
 os.chmod("/payload", 0o755)
 subprocess.run(["/payload", "0.3"], check=True)                     # ... and execute
 subprocess.run(["/usr/bin/sleep", "0.3"], check=True)               # near miss: image binary
-"""
+shutil.copy("/usr/bin/dash", "/payload-sh")                         # a dropped shell ...
+os.chmod("/payload-sh", 0o755)
+subprocess.run(["/payload-sh", "-c", "/usr/bin/true; /usr/bin/sleep 0.3"], check=True)
+"""                                                                 # ... runs image binaries
 
 
 def test_drop_and_execute_in_overlay_upper_layer(sensor: Sensor, stage: FalcoRulesProcessor,
@@ -172,11 +175,15 @@ def test_drop_and_execute_in_overlay_upper_layer(sensor: Sensor, stage: FalcoRul
               "exe_flags=EXE_UPPER_LAYER"],
         evidence={S.PROCESS_EXE_UPPER_LAYER: True})
     assert d.trigger_attrs[S.PROCESS_EXECUTABLE_PATH] == "/payload"
-    # near miss in the same container: sleep from the image (lower) layer is not reported
-    sleeps = [a for a in attack.records(S.EV_PROCESS_EXEC)
-              if a.get(S.PROCESS_EXECUTABLE_PATH) == "/usr/bin/sleep"]
-    assert sleeps and sleeps[0][S.PROCESS_EXE_UPPER_LAYER] is False
-    assert len(attack.fired("Drop and execute new binary in container")) == 1
+    # near misses in the same container: binaries of the image (lower) layer, also when a
+    # dropped shell runs them (its fork inherits nothing of the new image's layer)
+    image = [a for a in attack.records(S.EV_PROCESS_EXEC)
+             if a.get(S.PROCESS_EXECUTABLE_PATH) in ("/usr/bin/sleep", "/usr/bin/true")]
+    assert {a[S.PROCESS_EXECUTABLE_PATH] for a in image} == {"/usr/bin/sleep", "/usr/bin/true"}
+    assert [a[S.PROCESS_EXE_UPPER_LAYER] for a in image] == [False] * len(image)
+    fired = attack.fired("Drop and execute new binary in container")
+    assert sorted(h.trigger_attrs[S.PROCESS_EXECUTABLE_PATH] for h in fired) == [
+        "/payload", "/payload-sh"]
 
 
 @pytest.mark.skipif(not Path("/sys/kernel/tracing/events/syscalls/sys_enter_finit_module").is_dir(),

@@ -120,6 +120,17 @@ def test_fileless_execution_from_memfd(sensor: Sensor, stage: FalcoRulesProcesso
     assert str(d.trigger_attrs[S.PROCESS_EXECUTABLE_PATH]).startswith("/memfd:payload")
 
 
+def test_fileless_payload_that_exits_at_once(sensor: Sensor, stage: FalcoRulesProcessor) -> None:
+    # gone before the agent reads /proc/<pid>/exe: the exec record itself must say "memfd"
+    # (execveat of an fd, and the kernel names the process after the memfd: "memfd:payload")
+    code = MEMFD_EXEC.replace('"/bin/sleep"', '"/bin/true"').replace(', "0.3"]', "]")
+    attack = python_attack(sensor, stage, code)
+    d = attack.detection("Fileless execution via memfd_create", "CRITICAL", S.EV_PROCESS_EXEC,
+                         body=["exe_flags=EXE_FROM_MEMFD"],
+                         evidence={S.PROCESS_EXE_FROM_MEMFD: True})
+    assert d.trigger_attrs[S.PROCESS_COMM] == "memfd:payload"
+
+
 def test_execution_from_a_file_is_not_fileless(sensor: Sensor, stage: FalcoRulesProcessor,
                                                tmp_path: Path) -> None:
     code = (f"import shutil, subprocess; shutil.copy('/bin/sleep', '{tmp_path}/payload'); "

@@ -109,3 +109,21 @@ def test_user_names_come_from_the_process_root(tmp_path: Path) -> None:
             assert t.user_name(p.pid, 0) == "root"
         finally:
             p.kill()
+
+
+def test_exec_of_a_process_already_gone_keeps_no_flag_of_the_old_image() -> None:
+    # ghost pids: /proc cannot be read, as for a process that exited before its exec decoded
+    t = ProcessTable()
+    dropped = t.on_exec(G + 20, "/payload-sh", ["sh"], 0, 0, 5 * S, "payload-sh")
+    dropped.exe_upper_layer = dropped.exe_deleted = True  # as read from /proc for that image
+    t.on_fork(G + 20, G + 21, 6 * S)
+    child = t.on_exec(G + 21, "/usr/bin/true", ["true"], 0, 0, 7 * S, "true")
+    assert (child.exe_upper_layer, child.exe_deleted, child.exe_from_memfd) == (False, False, False)
+
+
+def test_fd_exec_of_a_memfd_already_gone_is_fileless() -> None:
+    t = ProcessTable()
+    fileless = t.on_exec(G + 30, "", ["payload"], 0, 0, 5 * S, "memfd:payload")
+    assert fileless.exe_from_memfd and fileless.exe_name == "memfd:payload"
+    by_path = t.on_exec(G + 31, "/tmp/memfd:x", ["x"], 0, 0, 5 * S, "memfd:x")
+    assert not by_path.exe_from_memfd  # a file that is only named so

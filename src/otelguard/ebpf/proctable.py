@@ -293,6 +293,11 @@ class ProcessTable:
                 self._assign_root(info)
                 self._put(info)
         info.exe_path, info.comm = path, comm
+        # flags of the old image (copied at fork) must not describe the new one when /proc is
+        # gone before the read below; an fd exec (execveat AT_EMPTY_PATH, path unknown) whose
+        # comm the kernel took from a memfd's name ("memfd:<name>") is fileless all the same
+        info.exe_deleted = info.exe_upper_layer = False
+        info.exe_from_memfd = not path and comm.startswith("memfd:")
         info.args = redact_args(argv)
         info.command_line = " ".join(info.args)
         info.uid, info.gid, info.real_uid = uid, gid, uid
