@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -127,3 +128,20 @@ def test_fd_exec_of_a_memfd_already_gone_is_fileless() -> None:
     assert fileless.exe_from_memfd and fileless.exe_name == "memfd:payload"
     by_path = t.on_exec(G + 31, "/tmp/memfd:x", ["x"], 0, 0, 5 * S, "memfd:x")
     assert not by_path.exe_from_memfd  # a file that is only named so
+
+
+def test_fd_exec_decoded_while_the_process_is_a_zombie_is_fileless() -> None:
+    # exiting: /proc/<pid>/status is still there, the exe link is not
+    proc = subprocess.Popen(["/bin/true"])
+    try:
+        for _ in range(200):
+            with open(f"/proc/{proc.pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    break
+            time.sleep(0.01)
+        with pytest.raises(OSError):
+            os.readlink(f"/proc/{proc.pid}/exe")
+        info = ProcessTable().on_exec(proc.pid, "", ["payload"], 0, 0, 5 * S, "memfd:payload")
+        assert info.exe_from_memfd
+    finally:
+        proc.wait()

@@ -25,9 +25,10 @@ import os
 import stat
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Optional
+from typing import Iterator, Optional
 
 from otelguard.ebpf.clock import KernelClock
+from otelguard.ebpf.events import ProcessAttrs
 from otelguard.ebpf.redact import command_line, redact_args
 
 ANCESTOR_DEPTH = 16
@@ -90,8 +91,8 @@ class ProcessInfo:
     exec_seen: bool = False
     user_name: Optional[str] = None  # resolved lazily, reset when the uid changes
     # the event attributes derived from this entry, built by the sensor's EventContext and
-    # reused for every event of the process until it changes (exec, chdir) or ages out
-    attrs_cache: Optional[dict[str, Any]] = None
+    # shared by every event of the process until it changes (exec, chdir) or ages out
+    attrs_cache: Optional[ProcessAttrs] = None
     attrs_cache_at: float = 0.0
 
     @property
@@ -306,7 +307,9 @@ class ProcessTable:
         info.exec_seen = True
         snap = read_proc(pid, with_args=False, with_cwd=False)
         if snap is not None:
-            link_path, info.exe_deleted, info.exe_from_memfd = _exe_flags(snap.exe_link)
+            link_path = ""
+            if snap.exe_link:  # an exiting process still has status but no exe link
+                link_path, info.exe_deleted, info.exe_from_memfd = _exe_flags(snap.exe_link)
             if link_path and not info.exe_from_memfd:
                 info.exe_path = link_path  # symlinks resolved by the kernel
             elif info.exe_from_memfd:
