@@ -65,6 +65,17 @@ def pod_ip(i: int) -> str:
     return f"10.{244 + (i >> 16)}.{(i >> 8) & 255}.{i & 255}"
 
 
+def template_hash(text: str, length: int) -> str:
+    """A name suffix in the alphabet the Deployment controller uses for pod-template-hash
+    (the Collector derives the Deployment name from the ReplicaSet name by stripping it)."""
+    digest = int(hashlib.sha1(text.encode()).hexdigest(), 16)
+    return "".join(_HASH_ALPHABET[(digest >> (5 * k)) % len(_HASH_ALPHABET)]
+                   for k in range(length))
+
+
+_HASH_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+
+
 def container_id(i: int, name: str) -> str:
     return hashlib.sha256(f"bench-pod-{i}/{name}".encode()).hexdigest()
 
@@ -72,7 +83,8 @@ def container_id(i: int, name: str) -> str:
 def api_client(kubeconfig: Path) -> Any:
     from kubernetes import config as kube_config
 
-    return kube_config.new_client_from_config(config_file=str(kubeconfig))
+    new_client: Any = kube_config.new_client_from_config  # untyped in the client package
+    return new_client(config_file=str(kubeconfig))
 
 
 def create_namespaces(api: Any) -> None:
@@ -80,7 +92,7 @@ def create_namespaces(api: Any) -> None:
     pod admission refuses a pod whose ServiceAccount is missing)."""
     from kubernetes import client
 
-    core = client.CoreV1Api(api)
+    core: Any = client.CoreV1Api(api)  # Any: bodies are plain dicts, not the client's models
     for n in range(NAMESPACES):
         ns = f"bench-{n}"
         core.create_namespace({"metadata": {"name": ns, "labels": {"team": f"team-{n % 4}"}}},
@@ -106,13 +118,17 @@ def _uid(resp: Any) -> str:
 def _create_app(api: Any, app: int, first_pod: int, out: Population) -> None:
     from kubernetes import client
 
-    core, apps, disc = client.CoreV1Api(api), client.AppsV1Api(api), client.DiscoveryV1Api(api)
+    # Any: bodies are plain dicts and responses raw (_preload_content=False), not the models
+    core: Any = client.CoreV1Api(api)
+    apps: Any = client.AppsV1Api(api)
+    disc: Any = client.DiscoveryV1Api(api)
     ns = namespace_of(app)
     name = f"app-{app}"
     image = f"registry.local/shop/{name}:1.{app % 7}"
     calls = 0
     owner_ref: Optional[dict[str, Any]] = None
-    rs_name = f"{name}-{hashlib.sha1(name.encode()).hexdigest()[:9]}"
+    pod_hash = template_hash(name, 9)
+    rs_name = f"{name}-{pod_hash}"
     if app % BARE_EVERY != BARE_EVERY - 1:
         spec = {"replicas": PODS_PER_APP, "selector": {"matchLabels": {"app": name}},
                 "template": _template(name, image)}
@@ -129,11 +145,11 @@ def _create_app(api: Any, app: int, first_pod: int, out: Population) -> None:
     ips: list[str] = []
     for k in range(PODS_PER_APP):
         i = first_pod + k
-        pod_name = f"{rs_name}-{hashlib.sha1(str(i).encode()).hexdigest()[:5]}"
+        pod_name = f"{rs_name}-{template_hash(str(i), 5)}"
         meta: dict[str, Any] = {
             "name": pod_name, "namespace": ns,
             "labels": {"app": name, "app.kubernetes.io/name": name, "team": "shop",
-                       "version": f"1.{app % 7}", "pod-template-hash": rs_name[-9:]},
+                       "version": f"1.{app % 7}", "pod-template-hash": pod_hash},
             "annotations": {"kubectl.kubernetes.io/restartedAt": "2026-11-23T10:00:00Z"}}
         if owner_ref is not None:
             meta["ownerReferences"] = [owner_ref]

@@ -73,6 +73,7 @@ from otelguard.processors.otlp import set_attrs
 
 ROOT = Path(__file__).resolve().parents[1]
 COLLECTOR_CONFIG = ROOT / "bench" / "configs" / "collector-k8s-transform.yaml"
+PASSTHROUGH_CONFIG = ROOT / "bench" / "configs" / "collector-passthrough.yaml"
 LOGS_METHOD = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
 STATS_METHOD = "/otelguard.bench.Sink/Stats"
 RESOURCES_PER_BATCH = 32
@@ -161,7 +162,8 @@ class SinkCounts:
         self.resources = 0
         self.enriched = 0
         self.peer_records = 0
-        self.sample: list[str] = []
+        self.with_deployment = 0
+        self.keys: set[str] = set()  # union over the enriched Resources
 
     def take(self, req: ExportLogsServiceRequest) -> None:
         self.requests += 1
@@ -170,8 +172,8 @@ class SinkCounts:
             keys = [kv.key for kv in rl.resource.attributes]
             if S.K8S_POD_NAME in keys:
                 self.enriched += 1
-                if not self.sample:
-                    self.sample = sorted(keys)
+                self.with_deployment += S.K8S_DEPLOYMENT_NAME in keys
+                self.keys.update(keys)
             for sl in rl.scope_logs:
                 self.records += len(sl.log_records)
                 for rec in sl.log_records:
@@ -189,7 +191,7 @@ async def _sink() -> None:
         return data
 
     async def stats(request: bytes, context: Any) -> bytes:
-        doc = dict(vars(counts))
+        doc = dict(vars(counts), keys=sorted(counts.keys))
         if request == b"reset":
             counts.reset()
         return json.dumps(doc).encode()
@@ -236,6 +238,7 @@ class Server:
     proc: subprocess.Popen[bytes]
     port: int
     log: Path
+    enriches: bool = True
 
     def wait_listening(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -262,35 +265,45 @@ class Server:
                 self.proc.wait(5)
 
 
-def start_ours(workdir: Path, kubeconfig: Path, sink_port: int, tag: str) -> Server:
+def start_ours(workdir: Path, kubeconfig: Path, sink_port: int, tag: str,
+               restore_on_failure: bool = True, enrich: bool = True) -> Server:
+    """``otelguard processor`` with the k8s_attributes stage only (none: ``enrich`` False);
+    ``restore_on_failure`` off skips the per-stage snapshot of each batch (default on)."""
     port = free_port()
-    cfg = workdir / f"ours-{tag}.yaml"
+    name = ("ours" if restore_on_failure else "ours-nosnap") if enrich else "ours-nostage"
+    stages = [{"type": "k8s_attributes", "config": {
+        "kubeconfig": str(kubeconfig), "wait_for_sync_seconds": 120}}] if enrich else []
+    cfg = workdir / f"{name}-{tag}.yaml"
     cfg.write_text(yaml.safe_dump({
-        "service": {"listen": f"127.0.0.1:{port}", "metrics": None},
+        "service": {"listen": f"127.0.0.1:{port}", "metrics": None,
+                    "restore_on_failure": restore_on_failure},
         "exporters": [f"otlp:127.0.0.1:{sink_port}"],
-        "processors": [{"type": "k8s_attributes", "config": {
-            "kubeconfig": str(kubeconfig), "wait_for_sync_seconds": 120}}],
+        "processors": stages,
     }))
-    log = workdir / f"ours-{tag}.log"
+    log = workdir / f"{name}-{tag}.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "otelguard.cli", "processor",
                                  "--config", str(cfg)], stdout=out, stderr=subprocess.STDOUT,
                                 cwd=ROOT)
-    return Server("ours", proc, port, log)
+    return Server(name, proc, port, log, enrich)
 
 
-def start_collector(workdir: Path, kubeconfig: Path, sink_port: int, tag: str) -> Server:
+def start_collector(workdir: Path, kubeconfig: Path, sink_port: int, tag: str,
+                    enrich: bool = True) -> Server:
+    """The Collector with k8s_attributes + transform (``enrich``) or with no processor."""
     from tests.support.stack import collector_binary
 
     port = free_port()
+    name = "collector" if enrich else "collector-noproc"
     env = dict(os.environ, KUBECONFIG=str(kubeconfig),
                OTELGUARD_BENCH_COLLECTOR_GRPC=f"127.0.0.1:{port}",
                OTELGUARD_BENCH_SINK=f"127.0.0.1:{sink_port}")
-    log = workdir / f"collector-{tag}.log"
+    log = workdir / f"{name}-{tag}.log"
+    config = COLLECTOR_CONFIG if enrich else PASSTHROUGH_CONFIG
     with open(log, "wb") as out:
-        proc = subprocess.Popen([str(collector_binary()), "--config", str(COLLECTOR_CONFIG)],
+        proc = subprocess.Popen([str(collector_binary()), "--config", str(config)],
                                 stdout=out, stderr=subprocess.STDOUT, env=env)
-    return Server("collector", proc, port, log)
+    return Server(name, proc, port, log, enrich)
 
 
 # --- the client ------------------------------------------------------------------------------------
@@ -349,16 +362,24 @@ class Client:
         self._sink.close()
 
 
-def warm_up(client: Client, server: Server, bodies: Sequence[bytes], timeout_s: float) -> None:
-    """Send until every Resource arrives enriched (the cache is complete), then reset the sink."""
+def warm_up(client: Client, server: Server, bodies: Sequence[bytes], timeout_s: float,
+            ) -> list[str]:
+    """Send until every Resource arrives enriched (the cache is complete; for a server that does
+    not enrich: until all arrived, none enriched), then reset the sink. Returns the Resource
+    attribute keys seen on the enriched Resources."""
     deadline = time.monotonic() + timeout_s
     while True:
         client.sink_stats(reset=True)
         client.send(server.port, bodies, 2)
         st = client.wait_sink(len(bodies) * BATCH_RECORDS, 30)
+        if not server.enriches and st["records"] == len(bodies) * BATCH_RECORDS:
+            if st["enriched"]:
+                raise RuntimeError(f"{server.name} enriched {st['enriched']} Resources")
+            client.sink_stats(reset=True)
+            return []
         if st["resources"] and st["enriched"] == st["resources"]:
             client.sink_stats(reset=True)
-            return
+            return list(st["keys"])
         if time.monotonic() > deadline:
             raise RuntimeError(f"{server.name}: only {st['enriched']}/{st['resources']} Resources "
                                f"enriched after {timeout_s:.0f}s of warm-up; log {server.log}")
@@ -372,6 +393,7 @@ class Run:
     cpu_s: float
     wall_s: float
     enriched: float  # fraction of Resources with k8s.pod.name at the sink
+    with_deployment: float  # fraction with k8s.deployment.name (4 pods in 5 have one)
     peer_records: int
 
     @property
@@ -389,7 +411,7 @@ def measure(client: Client, server: Server, bodies: Sequence[bytes], inflight: i
     if st["records"] != records:
         raise RuntimeError(f"{server.name}: sink got {st['records']} of {records} records")
     return Run(server.name, records, cpu, wall, st["enriched"] / max(1, st["resources"]),
-               st["peer_records"])
+               st["with_deployment"] / max(1, st["resources"]), st["peer_records"])
 
 
 # --- main ------------------------------------------------------------------------------------------
@@ -429,7 +451,7 @@ def main() -> int:
         asyncio.run(_sink())
         return 0
     if args.quick:
-        args.rounds, args.batches, args.distinct, args.mem_pods = 1, 40, 20, 0
+        args.rounds, args.batches, args.distinct, args.mem_pods = 1, 100, 20, 0
 
     from tests.support.kube import start_cluster
     from tests.support.stack import collector_binary
@@ -462,23 +484,38 @@ def main() -> int:
         client = Client(sink_port)
         ours = start_ours(workdir, cluster.kubeconfig, sink_port, "1")
         col = start_collector(workdir, cluster.kubeconfig, sink_port, "1")
-        servers += [ours, col]
+        nosnap = start_ours(workdir, cluster.kubeconfig, sink_port, "1", restore_on_failure=False)
+        contenders = [ours, col, nosnap,
+                      start_ours(workdir, cluster.kubeconfig, sink_port, "1", enrich=False),
+                      start_collector(workdir, cluster.kubeconfig, sink_port, "1", enrich=False)]
+        servers += contenders
         memory: dict[str, dict[int, float]] = {"ours": {}, "collector": {}}
-        for s in (ours, col):
+        samples: dict[str, list[str]] = {}
+        for s in contenders:
             s.wait_listening(180)
-            warm_up(client, s, distinct[:8], 60)
-            memory[s.name][pop.pods] = rss_mb(s.proc.pid)
+            samples[s.name] = warm_up(client, s, distinct[:8], 60)
+            if s.name in memory:
+                memory[s.name][pop.pods] = rss_mb(s.proc.pid)
+        given = {kv.key for kv in ExportLogsServiceRequest.FromString(
+            distinct[0]).resource_logs[0].resource.attributes}
+        for name in ("ours", "collector"):
+            added = sorted(set(samples[name]) - given)
+            print(f"{name} adds {len(added)} Resource attributes: {', '.join(added)}")
+        only = sorted(set(samples["ours"]) - set(samples["collector"]))
+        print(f"  only ours: {', '.join(only) or '-'}; only the Collector: "
+              f"{', '.join(sorted(set(samples['collector']) - set(samples['ours']))) or '-'}",
+              flush=True)
 
         runs: list[Run] = []
         for r in range(args.rounds):
-            for s in (ours, col):
+            for s in contenders:
                 run = measure(client, s, bodies, args.inflight)
                 runs.append(run)
-                print(f"  round {r + 1} {s.name:9s}: {run.records:,} records, CPU {run.cpu_s:6.2f} s"
+                print(f"  round {r + 1} {s.name:16s}: {run.records:,} records, CPU {run.cpu_s:6.2f} s"
                       f", wall {run.wall_s:6.2f} s -> {run.per_core:>9,.0f} records/s/core; "
-                      f"enriched {run.enriched:.0%} of Resources, {run.peer_records:,} records "
-                      f"with a peer attribute", flush=True)
-        for s in (ours, col):
+                      f"enriched {run.enriched:.0%} of Resources ({run.with_deployment:.0%} with a "
+                      f"Deployment), {run.peer_records:,} records with a peer attribute", flush=True)
+        for s in contenders:
             s.stop()
         load_after = os.getloadavg()[0]
 
@@ -502,13 +539,26 @@ def main() -> int:
                             "ours measured with the in-memory source")
                 memory["ours"][-args.mem_pods] = _memory_in_memory(args.mem_pods)
 
-        ours_rate = median([r.per_core for r in runs if r.server == "ours"])
-        col_rate = median([r.per_core for r in runs if r.server == "collector"])
-        ratio = ours_rate / col_rate
-        print(f"\nmedians over {args.rounds} round(s), {args.pods} pods cached:")
-        print(f"  ours (otelguard processor, k8s_attributes): {ours_rate:>9,.0f} records/s/core")
-        print(f"  Collector (k8s_attributes + transform)    : {col_rate:>9,.0f} records/s/core")
+        rate = {s.name: median([r.per_core for r in runs if r.server == s.name])
+                for s in contenders}
+        ratio = rate["ours"] / rate["collector"]
+        labels = {
+            "ours": "ours: otelguard processor, k8s_attributes (default service config)",
+            "collector": "Collector: k8s_attributes + transform",
+            "ours-nosnap": "ours, restore_on_failure: false (no per-stage snapshot)",
+            "ours-nostage": "baseline: ours with no stage (receive + forward)",
+            "collector-noproc": "baseline: Collector with no processor (receive + forward)",
+        }
+        print(f"\nmedians over {args.rounds} round(s), {args.pods} pods cached "
+              f"(CPU µs per record of the server process):")
+        for name, value in rate.items():
+            print(f"  {labels[name]:66s} {value:>9,.0f} records/s/core  "
+                  f"{1e6 / value:5.2f} µs  x{value / rate['collector']:.2f} of the Collector")
+        enrich_cost = {side: 1e6 / rate[side] - 1e6 / rate[base] for side, base in
+                       (("ours", "ours-nostage"), ("collector", "collector-noproc"))}
         print(f"  ratio ours/Collector: x{ratio:.2f}   (aim: >= x1.00)")
+        print(f"  enrichment alone (minus its own baseline): ours {enrich_cost['ours']:.2f} µs, "
+              f"Collector {enrich_cost['collector']:.2f} µs per record")
         print("memory (RSS of the server process after sync and warm-up, MB):")
         for name, points in memory.items():
             text = ", ".join(f"{abs(n):,} pods {mb:.0f}" + (" (in-memory source, cache only)"
@@ -521,11 +571,13 @@ def main() -> int:
                 print(f"  {'':9s}  per added pod: {(m2 - m1) * 1e3 / (n2 - n1):.1f} kB")
         if mem_note:
             print(f"  note: {mem_note}")
-        print(f"load average after the rate runs: {load_after:.2f}; total {time.monotonic() - t_start:.0f} s")
+        print(f"load average after the rate runs: {load_after:.2f}; "
+              f"total {time.monotonic() - t_start:.0f} s")
         print(summary_line("service_vs_collector", {
             "pods": args.pods, "records_per_run": args.batches * BATCH_RECORDS,
-            "rounds": args.rounds, "ours_records_per_core_s": round(ours_rate),
-            "collector_records_per_core_s": round(col_rate), "ratio": round(ratio, 3),
+            "rounds": args.rounds, "ratio": round(ratio, 3),
+            "records_per_core_s": {k: round(v) for k, v in rate.items()},
+            "enrich_us_per_record": {k: round(v, 3) for k, v in enrich_cost.items()},
             "runs": [vars(r) | {"per_core": round(r.per_core)} for r in runs],
             "rss_mb": {k: {str(n): round(v, 1) for n, v in p.items()} for k, p in memory.items()},
             "memory_note": mem_note,
