@@ -38,6 +38,11 @@ struct og_open_how { u64 flags; u64 mode; u64 resolve; };
 
 BPF_PERCPU_ARRAY(og_file_scratch, struct og_file_rec, 1);
 BPF_TABLE("lru_hash", u32, struct og_file_rec, og_file_stash, 8192);  // by tid
+// Stashes not yet taken, per tid slot (tid & 4095). Most opens are filtered at entry, and an
+// array lookup at exit is ~35 ns cheaper than the LRU hash miss (bench/bpf_program_cost.py).
+// It may overcount (an exit never seen, an LRU eviction): that slot then just always takes
+// the hash lookup. It never undercounts: only a taken stash decrements.
+BPF_ARRAY(og_file_pending, u32, 4096);
 
 static __always_inline struct og_file_rec *og_file_begin(u32 sc, u32 type) {
     if (og_is_self()) { return 0; }
@@ -72,17 +77,24 @@ static __always_inline int og_file_open_wanted(struct og_file_rec *r) {
 
 static __always_inline int og_file_stash_it(struct og_file_rec *r) {
     u32 tid = (u32)bpf_get_current_pid_tgid();
+    u32 slot = tid & 4095;
+    u32 *pending = og_file_pending.lookup(&slot);
+    if (pending) { __sync_fetch_and_add(pending, 1); }
     og_file_stash.update(&tid, r);
     return 0;
 }
 
 static __always_inline int og_file_exit(long ret) {
     u32 tid = (u32)bpf_get_current_pid_tgid();
+    u32 slot = tid & 4095;
+    u32 *pending = og_file_pending.lookup(&slot);
+    if (pending && *pending == 0) { return 0; }  // filtered at entry: nothing stashed
     struct og_file_rec *r = og_file_stash.lookup(&tid);
     if (!r) { return 0; }
     og_fill_hdr(&r->h, sizeof(*r), r->type, ret);
     og_output(r, sizeof(*r));
     og_file_stash.delete(&tid);
+    if (pending) { __sync_fetch_and_add(pending, -1); }
     return 0;
 }
 
