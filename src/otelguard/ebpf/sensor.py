@@ -28,7 +28,7 @@ from otelguard import semconv, telemetry
 from otelguard.ebpf.cgroup import CgroupResolver
 from otelguard.ebpf.clock import KernelClock, iso8601
 from otelguard.ebpf.errors import LoadError, SensorError
-from otelguard.ebpf.events import AttrValue, Event
+from otelguard.ebpf.events import AttrValue, Event, ProcessAttrs
 from otelguard.ebpf.loader import LoadedProgram, load
 from otelguard.ebpf.probe import Header, Probe, ProbeConfig, c_string
 from otelguard.ebpf.proctable import ProcessInfo, ProcessTable
@@ -68,34 +68,29 @@ class EventContext:
     # --- DecodeContext -------------------------------------------------------------------------
     def make_event(self, hdr: Header, name: str, syscall: str,
                    attrs: dict[str, AttrValue]) -> Event:
-        pid = int(hdr.pid)
-        wall = self.clock.to_wall_ns(int(hdr.ktime_ns))
-        cg_path, ident = self.cgroups.resolve(int(hdr.cgroup_id), pid)
+        pid = hdr.pid
+        wall = self.clock.to_wall_ns(hdr.ktime_ns)
+        cg_path, ident = self.cgroups.resolve(hdr.cgroup_id, pid)
         info = self.table.get(pid)
-        ret = int(hdr.ret)
-        ev = Event(name=name, time_ns=wall, pid=pid, tid=int(hdr.tid), syscall=syscall, ret=ret,
-                   container_id=ident.container_id, pod_uid=ident.pod_uid, cgroup_path=cg_path,
-                   attrs=attrs)
+        ret = hdr.ret
+        comm = c_string(hdr.comm)
+        a = attrs  # the event's own attributes; the process part is shared (see events.py)
         if info is None:
-            a = attrs
-            comm = c_string(hdr.comm)
+            ev = Event(name, wall, pid, hdr.tid, syscall, ret, ident.container_id,
+                       ident.pod_uid, cg_path, attrs=a, body=f"{syscall} by {comm}")
             a.setdefault(semconv.PROCESS_PID, pid)
             a.setdefault(semconv.PROCESS_EXECUTABLE_NAME, comm)
-            a.setdefault(semconv.PROCESS_USER_ID, int(hdr.uid))
-            a.setdefault(semconv.PROCESS_GROUP_ID, int(hdr.gid))
-            ev.body = f"{syscall} by {comm}"
+            a.setdefault(semconv.PROCESS_USER_ID, hdr.uid)
+            a.setdefault(semconv.PROCESS_GROUP_ID, hdr.gid)
         else:
-            # probe attributes win over the cached process attributes
-            a = dict(self._process_attrs(info))
-            a.update(attrs)
-            ev.attrs = a
-            if info.start_ns:
-                a[semconv.PROCESS_DURATION_NS] = max(0, wall - info.start_ns)
-            ev.process_start_ns = info.start_ns
-            ev.root_pid = info.root_pid
-            ev.root_start_ns = info.root_start_ns
-            ev.body = f"{syscall} by {info.exe_name}"
-        a.setdefault(semconv.PROCESS_COMM, c_string(hdr.comm))  # Falco's proc.name
+            start = info.start_ns
+            ev = Event(name, wall, pid, hdr.tid, syscall, ret, ident.container_id,
+                       ident.pod_uid, cg_path, start, info.root_pid, info.root_start_ns,
+                       a, f"{syscall} by {info.exe_name}", self._process_attrs(info))
+            if start:
+                a[semconv.PROCESS_DURATION_NS] = wall - start if wall > start else 0
+        # none of these keys is in the process part, so setdefault on the event's own is exact
+        a.setdefault(semconv.PROCESS_COMM, comm)  # Falco's proc.name
         a.setdefault(semconv.SYSCALL_NAME, syscall)
         a.setdefault(semconv.SYSCALL_RET, ret)
         if ret < 0:
@@ -103,13 +98,13 @@ class EventContext:
         a[semconv.LOG_RECORD_UID] = f"{self._uid_prefix}-{next(self._seq):x}"
         if cg_path:
             a.setdefault(semconv.PROCESS_LINUX_CGROUP, cg_path)
-        a.setdefault(semconv.PROCESS_REAL_USER_ID, int(hdr.uid))
+        a.setdefault(semconv.PROCESS_REAL_USER_ID, hdr.uid)
         return ev
 
-    def _process_attrs(self, info: ProcessInfo) -> dict[str, AttrValue]:
-        """The process's attributes, rebuilt after exec/chdir or when older than
-        ``ATTRS_TTL_S`` (ancestors may have exec'd since). Lists inside are shared between
-        events: consumers must treat Event.attrs values as read-only."""
+    def _process_attrs(self, info: ProcessInfo) -> ProcessAttrs:
+        """The process's attributes as one shared, immutable object, rebuilt after exec/chdir or
+        when older than ``ATTRS_TTL_S`` (ancestors may have exec'd since). Every event of the
+        process version points at the same object, so the exporter encodes it once."""
         now = time.monotonic()
         cached = info.attrs_cache
         if cached is not None and now - info.attrs_cache_at < ATTRS_TTL_S:
@@ -155,8 +150,9 @@ class EventContext:
             # comms (the names exec'ed: an applet link's, not busybox), as Falco's proc.aname
             a[semconv.PROCESS_ANCESTORS] = [p.comm or p.exe_name for p in ancestors]
             a[semconv.PROCESS_ANCESTOR_PIDS] = [p.pid for p in ancestors]
-        info.attrs_cache, info.attrs_cache_at = a, now
-        return a
+        process = ProcessAttrs(a)
+        info.attrs_cache, info.attrs_cache_at = process, now
+        return process
 
     def resolve_path(self, pid: int, dirfd: int, path: str) -> str:
         if path.startswith("/"):

@@ -60,17 +60,19 @@ class OtlpBuilder:
         """A serialized ExportLogsServiceRequest (empty bytes for no events)."""
         observed = self._clock()
         observe = self.spans.observe
-        record = self._wire.record
-        groups: dict[ResourceKey, list[bytes]] = {}
+        record_into = self._wire.record_into
+        pieces: dict[ResourceKey, list[bytes]] = {}
+        sizes: dict[ResourceKey, int] = {}
         for ev in events:
             trace_id, span_id = observe(ev)
             key = (ev.container_id, ev.pod_uid)
-            recs = groups.get(key)
-            if recs is None:
-                recs = groups[key] = []
-            recs.append(record(ev, observed, trace_id, span_id))
-        return b"".join(self._wire.resource_logs(self._resource(key), recs)
-                        for key, recs in groups.items())
+            out = pieces.get(key)
+            if out is None:
+                out = pieces[key] = []
+                sizes[key] = 0
+            sizes[key] += record_into(out, ev, observed, trace_id, span_id)
+        return self._wire.request([(self._resource(key), out, sizes[key])
+                                   for key, out in pieces.items()])
 
     def logs(self, events: Sequence[Event]) -> ExportLogsServiceRequest:
         """The same request as protobuf objects, for processors that work in place."""

@@ -111,7 +111,7 @@ class SpanTracker:
         else:
             proc = self._process_span(ev)
             if name == semconv.EV_PROCESS_EXIT:
-                code = ev.attrs.get(semconv.PROCESS_EXIT_CODE)
+                code = ev.get(semconv.PROCESS_EXIT_CODE)
                 if code is not None:
                     proc.attrs[semconv.PROCESS_EXIT_CODE] = code
                 self._end_key(self._proc_key(ev), ev.time_ns, "exit")
@@ -170,17 +170,17 @@ class SpanTracker:
             ev.pid, ev.process_start_ns)
         trace_id = trace_id_of(cid, root_pid, root_start)
         span_id = span_id_of(cid, ev.pid, ev.process_start_ns, exec_count)
-        exe = ev.attrs.get(semconv.PROCESS_EXECUTABLE_NAME, "") or ev.syscall
+        exe = ev.get(semconv.PROCESS_EXECUTABLE_NAME, "") or ev.syscall
         span = SpanData(
             resource=(cid, ev.pod_uid), trace_id=trace_id, span_id=span_id, parent_span_id=b"",
             # a child seen first at its fork runs its parent's image until it execs
             name=f"{'fork' if ev.name == semconv.EV_PROCESS_FORK else 'exec'} {exe}",
             kind=KIND_INTERNAL, start_ns=start_ns,
-            attrs={k: v for k, v in ev.attrs.items() if k.startswith(_PROCESS_PREFIXES)},
+            attrs={k: v for k, v in ev.items() if k.startswith(_PROCESS_PREFIXES)},
             pid=ev.pid, exec_count=exec_count,
         )
         span.attrs.setdefault(semconv.PROCESS_PID, ev.pid)
-        ppid = ev.attrs.get(semconv.PROCESS_PARENT_PID)
+        ppid = ev.get(semconv.PROCESS_PARENT_PID)
         parent_key = self._proc_by_pid.get(ppid) if isinstance(ppid, int) else None
         parent = self._open.get(parent_key) if parent_key is not None else None
         if parent is not None and parent.pid != ev.pid:
@@ -195,7 +195,7 @@ class SpanTracker:
 
     # -- connections ---------------------------------------------------------------------------
     def _open_conn(self, ev: Event, proc: SpanData, kind: int) -> None:
-        attrs = ev.attrs
+        _, attrs = ev.split()  # network keys are the event's own, never in its process part
         if attrs.get(semconv.NETWORK_TRANSPORT) != "tcp":
             return  # UDP/unix "connections" have no close to end a span: records only
         peer = attrs.get(semconv.NETWORK_PEER_ADDRESS, "")
@@ -225,7 +225,7 @@ class SpanTracker:
         self._conn_by_peer.setdefault((peer, port), []).append(key)
 
     def _close_conn(self, ev: Event) -> None:
-        attrs = ev.attrs
+        _, attrs = ev.split()  # network keys are the event's own, never in its process part
         peer = attrs.get(semconv.NETWORK_PEER_ADDRESS, "")
         port = attrs.get(semconv.NETWORK_PEER_PORT, 0)
         lport = attrs.get(semconv.NETWORK_LOCAL_PORT, 0)

@@ -15,7 +15,7 @@ values (paths, ports).
 from __future__ import annotations
 
 import struct
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from otelguard.ebpf.events import AttrValue, Event
 from otelguard.exporter.mapping import record_body
@@ -89,20 +89,24 @@ _KEY_FIELDS: dict[str, bytes] = {}
 
 
 def _unique_attribute(key: str, value: object) -> bytes:
-    """An attribute field for a value seen once (record uid, duration): short-cut encoding."""
+    """An attribute field for a value seen once (record uid, duration): short-cut encoding,
+    with every length in one byte for the usual sizes (two of these per sensor record)."""
     kf = _KEY_FIELDS.get(key)
     if kf is None:
         kf = _KEY_FIELDS[key] = field_len(0x0A, key.encode())
     if type(value) is str:
         vb = value.encode()
         n = len(vb)
-        av = (bytes((0x0A, n)) if n < 0x80 else b"\x0a" + varint(n)) + vb
-    elif type(value) is int:
-        av = b"\x18" + varint(value)
-    else:
-        return field_len(0x32, key_value(key, value))  # type: ignore[arg-type]
-    kv = kf + bytes((0x12, len(av))) + av if len(av) < 0x80 else kf + field_len(0x12, av)
-    return field_len(0x32, kv)
+        size = len(kf) + n + 4
+        if size < 0x80:
+            return bytes((0x32, size)) + kf + bytes((0x12, n + 2, 0x0A, n)) + vb
+    elif type(value) is int and value >= 0:
+        vb = varint(value)
+        n = len(vb)
+        size = len(kf) + n + 3
+        if size < 0x80:
+            return bytes((0x32, size)) + kf + bytes((0x12, n + 1, 0x18)) + vb
+    return field_len(0x32, key_value(key, value))  # type: ignore[arg-type]
 
 
 class _PairCache(dict[tuple[str, object], bytes]):
@@ -147,10 +151,23 @@ class LogsWireEncoder:
         return self._pairs[(key, tuple(value) if type(value) is list else value)]
 
     def record(self, ev: Event, observed_ns: int, trace_id: bytes, span_id: bytes) -> bytes:
-        """One LogRecord wrapped as a ScopeLogs ``log_records`` field (tag 2).
+        """One LogRecord wrapped as a ScopeLogs ``log_records`` field (tag 2)."""
+        out: list[bytes] = []
+        self.record_into(out, ev, observed_ns, trace_id, span_id)
+        return b"".join(out)
+
+    def record_into(self, out: list[bytes], ev: Event, observed_ns: int, trace_id: bytes,
+                    span_id: bytes) -> int:
+        """Append the pieces of :meth:`record` to ``out``; returns their total length. A batch
+        is joined once at the end (:meth:`LogsWireEncoder.request`): joining per record and
+        again per resource copied each ~2 KB record four times.
 
         The attributes are :func:`otelguard.exporter.mapping.record_attrs`, inlined here
-        because this loop is the exporter's hot spot.
+        because this loop is the exporter's hot spot. An event with a process part
+        (:class:`~otelguard.ebpf.events.ProcessAttrs`) costs only its own ~10-13 attributes:
+        the process block is encoded on the first record of that process version and cached on
+        the shared object. When the event overrides a process key, the two parts are merged and
+        encoded as one dict instead, so no key is ever sent twice.
         """
         name = self._names.get(ev.name)
         if name is None:
@@ -161,29 +178,27 @@ class LogsWireEncoder:
                  bytes((0x2A, n + 2, 0x0A, n)) + body if n < 126
                  else field_len(0x2A, field_len(0x0A, body))]
         append = parts.append
-        getitem = self._pairs.__getitem__
-        attrs = ev.attrs
-        # One C-level pass over the attributes (map + dict lookups, no Python frame per hit);
-        # list values are masked out of that pass and encoded after the others, cached under
-        # their tuple. This took a 33-attribute sensor record from ~19 to ~9 µs here.
-        # Values unique to the record (uid, duration) are masked too and encoded directly.
-        special = attrs.keys() & _SPECIAL_KEYS
-        try:
-            if special:
-                parts.extend(map(getitem, (attrs | dict.fromkeys(special, _SKIP)).items()))
-                for key in sorted(special):  # deterministic order (attributes are a map in OTLP)
-                    value = attrs[key]
-                    if key in UNCACHED_KEYS:
-                        append(_unique_attribute(key, value))
-                    else:
-                        append(self._pairs[(key, tuple(value) if type(value) is list else value)])
+        process, attrs = ev.split()
+        if process is not None:
+            pattrs = process.attrs
+            if pattrs.keys().isdisjoint(attrs):
+                block = process.wire
+                if block is None:
+                    block = process.wire = self.attributes(pattrs)
+                append(block)
+                start = len(parts)
+                try:  # unique values (uid, duration) pass _PairCache.__missing__ uncached
+                    parts.extend(map(self._pairs.__getitem__, attrs.items()))
+                except TypeError:  # a list value (rare in an event's own attributes)
+                    del parts[start:]
+                    self._encode(attrs, parts)
             else:
-                parts.extend(map(getitem, attrs.items()))
-        except TypeError:  # a list under a key not in LIST_KEYS: the general loop
-            del parts[3:]
-            for key, value in attrs.items():
-                append(self.attribute(key, value))
-        if PROCESS_PID not in attrs:
+                attrs = {**pattrs, **attrs}
+                process = None
+                self._encode(attrs, parts)
+        else:
+            self._encode(attrs, parts)
+        if PROCESS_PID not in attrs and (process is None or PROCESS_PID not in process.attrs):
             append(self.attribute(PROCESS_PID, ev.pid))
         if ev.syscall and SYSCALL_NAME not in attrs:
             append(self.attribute(SYSCALL_NAME, ev.syscall))
@@ -194,9 +209,44 @@ class LogsWireEncoder:
         if span_id:
             append(b"\x52\x08" + span_id)
         append(name)
-        rec = b"".join(parts)
-        n = len(rec)
-        return (bytes((0x12, n)) if n < 0x80 else b"\x12" + varint(n)) + rec
+        n = sum(map(len, parts))
+        head = bytes((0x12, n)) if n < 0x80 else b"\x12" + varint(n)
+        out.append(head)
+        out.extend(parts)
+        return n + len(head)
+
+    def attributes(self, attrs: Mapping[str, AttrValue]) -> bytes:
+        """LogRecord ``attributes`` fields for every pair of ``attrs``, concatenated."""
+        parts: list[bytes] = []
+        self._encode(attrs, parts)
+        return b"".join(parts)
+
+    def _encode(self, attrs: Mapping[str, AttrValue], parts: list[bytes]) -> None:
+        """Append the attribute fields of ``attrs`` to ``parts``, in dict order with list and
+        unique values last (sorted by key)."""
+        append = parts.append
+        getitem = self._pairs.__getitem__
+        start = len(parts)
+        # One C-level pass over the attributes (map + dict lookups, no Python frame per hit);
+        # list values are masked out of that pass and encoded after the others, cached under
+        # their tuple. This took a 33-attribute sensor record from ~19 to ~9 µs here.
+        # Values unique to the record (uid, duration) are masked too and encoded directly.
+        special = attrs.keys() & _SPECIAL_KEYS
+        try:
+            if special:
+                parts.extend(map(getitem, {**attrs, **dict.fromkeys(special, _SKIP)}.items()))
+                for key in sorted(special):  # deterministic order (attributes are a map in OTLP)
+                    value = attrs[key]
+                    if key in UNCACHED_KEYS:
+                        append(_unique_attribute(key, value))
+                    else:
+                        append(self._pairs[(key, tuple(value) if type(value) is list else value)])
+            else:
+                parts.extend(map(getitem, attrs.items()))
+        except TypeError:  # a list under a key not in LIST_KEYS: the general loop
+            del parts[start:]
+            for key, value in attrs.items():
+                append(self.attribute(key, value))
 
     def resource(self, attrs: Sequence[tuple[str, AttrValue]]) -> bytes:
         """A ResourceLogs ``resource`` field (tag 1)."""
@@ -206,3 +256,18 @@ class LogsWireEncoder:
         """An ExportLogsServiceRequest ``resource_logs`` field holding one ResourceLogs."""
         scope_logs = field_len(0x12, self._scope + b"".join(records))
         return field_len(0x0A, resource + scope_logs)
+
+    def request(self, groups: Sequence[tuple[bytes, list[bytes], int]]) -> bytes:
+        """A serialized ExportLogsServiceRequest from (resource field, record pieces from
+        :meth:`record_into`, their total length) per resource, joined in one copy."""
+        out: list[bytes] = []
+        scope = self._scope
+        for resource, pieces, size in groups:
+            scope_len = len(scope) + size
+            scope_head = b"\x12" + varint(scope_len)
+            out.append(b"\x0a" + varint(len(resource) + len(scope_head) + scope_len))
+            out.append(resource)
+            out.append(scope_head)
+            out.append(scope)
+            out.extend(pieces)
+        return b"".join(out)
