@@ -48,6 +48,7 @@ import concurrent.futures
 import json
 import os
 import random
+import shutil
 import socket
 import subprocess
 import sys
@@ -592,6 +593,7 @@ def main() -> int:
             sink.terminate()
             sink.wait(10)
         cluster.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":
