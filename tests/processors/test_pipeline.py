@@ -131,3 +131,25 @@ def test_stage_names_must_be_distinct() -> None:
         assert "distinct" in str(exc)
     else:
         raise AssertionError("duplicate names accepted")
+
+
+class AdditiveTagger(Tagger):
+    """Declares itself additive: it only sets attributes, so the pipeline takes no snapshot."""
+
+    additive = True
+
+
+def test_additive_stage_is_not_rolled_back_but_an_ordinary_one_is() -> None:
+    additive = Pipeline([("p9_add", AdditiveTagger("x", fail_after_touch=True))])
+    plain = Pipeline([("p9_plain", Tagger("x", fail_after_touch=True))])
+    for p in (additive, plain):
+        p.start()
+    before = samples.logs(3)
+    res_add = additive.process(type(before)(resource_logs=before.resource_logs))
+    res_plain = plain.process(type(before)(resource_logs=before.resource_logs))
+    assert res_add.failed_stages == ("p9_add",) and res_plain.failed_stages == ("p9_plain",)
+    # no snapshot before the additive stage: what it did before failing stays
+    assert attrs_dict(res_add.batch.resource_logs[0].resource.attributes)[semconv.SERVICE_NAME] \
+        .endswith("x")
+    # the ordinary stage's damage is undone from its snapshot
+    assert res_plain.batch == before

@@ -21,6 +21,9 @@ class Stage(Protocol):
     """A pipeline stage: ``start()`` once, ``process()`` per batch, ``shutdown()`` with flush."""
 
     type_name: str
+    # Optional: ``additive = True`` on a stage that only sets attributes that were absent (the
+    # k8s enricher). The pipeline then takes no restore snapshot before it, since a failure midway
+    # still leaves a valid batch.
 
     def start(self) -> None: ...
 

@@ -239,6 +239,9 @@ class ApiServerSource:
                     items, rv = self._list(kind, selector)
                     stats.lists += 1
                     sink.replace(kind, items)
+                    # The sink keeps what it needs; the raw listed objects (~20 kB per pod)
+                    # must not live on through the watch below.
+                    del items
                     self._synced[kind].set()
                 stats.watches += 1
                 for event_type, obj in self._watch(kind, selector, rv):
