@@ -57,6 +57,7 @@ from otelguard.processors.config import (
     ServiceSection,
     load_pipeline_config,
 )
+from otelguard.processors.detection.spans import detection_spans
 from otelguard.processors.errors import ConfigError, ProcessorsError, RequestError
 from otelguard.processors.forward import ExportTarget, Forwarder
 from otelguard.processors.otlp import count_records
@@ -318,6 +319,8 @@ class ProcessorService:
                 if report.rejected:
                     rejected += report.rejected
                     message = "; ".join(m for m in (message, report.message) if m)
+                if sig is LOGS:
+                    await self._forward_detection_spans(result.batch)
             if rejected:
                 partial = response.partial_success
                 setattr(partial, sig.rejected_field, min(rejected, n))
@@ -326,6 +329,18 @@ class ProcessorService:
         finally:
             self._admission.leave(size)
             metrics.request_latency.labels(sig.name).observe(time.perf_counter() - t0)
+
+    async def _forward_detection_spans(self, batch: Batch) -> None:
+        """The detections' spans (detection/spans.py), after their logs were delivered: a hop
+        that fails now loses only the Jaeger view of them (counted), never the detections."""
+        assert isinstance(batch, ExportLogsServiceRequest)
+        spans = detection_spans(batch)
+        if spans is None:
+            return
+        try:
+            await self._forward(spans)
+        except RequestError as exc:
+            telemetry.dropped.labels("detection_spans", exc.reason).inc(count_records(spans))
 
     def _count(self, sig: _Signal, protocol: str, outcome: str, dropped: int = 0) -> None:
         metrics.requests.labels(sig.name, protocol, outcome).inc()
