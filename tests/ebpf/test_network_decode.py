@@ -327,3 +327,25 @@ def test_agents_own_connection_is_not_counted_as_unknown() -> None:
         0xF1, 4, network.TCP_CLOSE, ("10.0.0.1", 5), ("10.0.0.2", 4317))) is None
     assert telemetry.counter_values(telemetry.dropped).get(key, 0.0) == before
     assert not p.tracker.own and not p.tracker.established
+
+
+def test_scoped_sensor_does_not_count_out_of_scope_owners_as_lost() -> None:
+    """inet_sock_set_state is not scoped (softirq context): with cgroup_scope, the owner of a
+    closing connection was usually filtered out in the kernel; that is not a loss."""
+    from otelguard.ebpf.probe import ProbeConfig
+
+    p = NetworkProbe()
+    p.render(ProbeConfig(scoped=True), frozenset())
+    key = ("decode", "connection_owner_unknown")
+    before = telemetry.counter_values(telemetry.dropped).get(key, 0.0)
+    decode(p, network.T_STATE, state_record(
+        0xF2, network.TCP_SYN_SENT, network.TCP_ESTABLISHED, ("10.0.0.1", 7), ("10.0.0.2", 8)))
+    assert decode(p, network.T_STATE, state_record(
+        0xF2, 4, network.TCP_CLOSE, ("10.0.0.1", 7), ("10.0.0.2", 8))) is None
+    assert telemetry.counter_values(telemetry.dropped).get(key, 0.0) == before
+    p.render(ProbeConfig(), frozenset())                 # unscoped again: counted
+    decode(p, network.T_STATE, state_record(
+        0xF3, network.TCP_SYN_SENT, network.TCP_ESTABLISHED, ("10.0.0.1", 9), ("10.0.0.2", 8)))
+    decode(p, network.T_STATE, state_record(
+        0xF3, 4, network.TCP_CLOSE, ("10.0.0.1", 9), ("10.0.0.2", 8)))
+    assert telemetry.counter_values(telemetry.dropped).get(key, 0.0) == before + 1

@@ -22,7 +22,9 @@ Records (``probes/network.bpf.c``, type ids 40-46):
   close the connection span (exporter/spans.py matches on peer address/port + local port).
   Closes of connections whose owner was never seen (older than the agent; the agent's own
   when the handshake completed outside its context) are counted in
-  ``otelguard_dropped_total{stage="decode",reason="connection_owner_unknown"}``.
+  ``otelguard_dropped_total{stage="decode",reason="connection_owner_unknown"}``, unless the
+  sensor is scoped (``cgroup_scope``): the tracepoint is not scoped (softirq context), so its
+  unknown owners are then mostly tasks out of scope, filtered by design.
 
 Limits: a socket counts as DNS-connected per (tgid, fd) from its connect(), so sockets connected
 before the agent started, or inherited by a forked child, are not followed on write/send without
@@ -474,11 +476,13 @@ class NetworkProbe:
 
     def __init__(self) -> None:
         self.tracker = ConnectionTracker()
+        self.scoped = False  # from ProbeConfig at render(): unknown owners are out of scope
 
     def tracepoints(self) -> list[str]:
         return [tp for tps in GROUPS.values() for tp in tps]
 
     def render(self, config: ProbeConfig, available: frozenset[str]) -> str:
+        self.scoped = config.scoped
         lines = [f"#define OG_NET_HAVE_{g} {int(all(tp in available for tp in tps))}"
                  for g, tps in GROUPS.items()]
         ports = sorted({int(p) for p in config.dns_ports if 0 < int(p) < 65536})
@@ -606,7 +610,9 @@ class NetworkProbe:
         if found is None:
             if self.tracker.is_own(int(r.skaddr)):
                 return None
-            if r.oldstate not in (TCP_SYN_SENT, TCP_SYN_RECV):
+            # scoped: the state tracepoint sees every host socket, but the kernel dropped the
+            # connect/accept of owners out of scope, so their closes are filtered, not lost
+            if r.oldstate not in (TCP_SYN_SENT, TCP_SYN_RECV) and not self.scoped:
                 telemetry.dropped.labels(stage="decode", reason="connection_owner_unknown").inc()
             return None
         conn, never_established = found

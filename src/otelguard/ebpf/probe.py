@@ -49,6 +49,10 @@ class ProbeConfig:
     # 2-CPU node where 8 MiB did not (bench/agent_throughput.py, docs/benchmarks.md)
     ringbuf_pages: int = 2048
     self_tgid: int = 0
+    # Set by the sensor when SensorConfig.cgroup_scope is given (like self_tgid, not a YAML key):
+    # probes whose records fire outside the task's context (TCP state changes in softirq) then
+    # know that an owner they never saw was filtered out of scope in the kernel, not lost.
+    scoped: bool = False
     # file opens without write intent are sent only under these prefixes (kernel-side filter)
     read_path_prefixes: tuple[str, ...] = (
         "/etc/", "/root/", "/boot/", "/proc/sys/", "/sys/fs/cgroup", "/dev/", "/var/run/secrets",

@@ -249,7 +249,8 @@ class Sensor:
             probes, self.status.skipped = reg.probes, dict(reg.skipped)
         if not probes:
             raise SensorError(f"no probe available: {self.status.skipped}")
-        probe_config = replace(self.config.probe, self_tgid=os.getpid())
+        probe_config = replace(self.config.probe, self_tgid=os.getpid(),
+                               scoped=bool(self.config.cgroup_scope))
         clock = KernelClock()
         table = ProcessTable(clock, max_entries=self.config.process_table_max,
                              long_lived_s=self.config.long_lived_s)

@@ -88,7 +88,7 @@ def _probe_config(data: Any, path: str, problems: list[str]) -> ProbeConfig:
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
         p = f"{path}.{key}"
-        if key not in known or key == "self_tgid":
+        if key not in known or key in ("self_tgid", "scoped"):
             problems.append(f"{p}: unknown key")
             continue
         if key in ("read_path_prefixes", "dns_ports"):
