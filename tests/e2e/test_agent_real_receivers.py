@@ -50,20 +50,20 @@ RECEIVER_CONFIG: dict[str, Any] = {
 
 
 class ScopedAgent(Component):
-    """``otelguard agent`` with a ``--config`` whose sensor sees only ``SCOPE``; ready once the
+    """``otelguard agent`` with a ``--config`` whose sensor sees only ``scope``; ready once the
     probes are attached (its log says "sensor started": /metrics answers ~20 s earlier, while
     BCC still compiles, and activity in that window is never seen)."""
 
     name = "otelguard-agent"
     ready_timeout = 180.0
 
-    def __init__(self, workdir: Path, endpoint: str) -> None:
+    def __init__(self, workdir: Path, endpoint: str, scope: str = SCOPE) -> None:
         super().__init__(workdir)
         self.endpoint = endpoint
         self.metrics = f"127.0.0.1:{free_port()}"
         self.spool = workdir / "spool"
         self.config = workdir / "agent.yaml"
-        self.config.write_text(yaml.safe_dump({"sensor": {"cgroup_scope": [SCOPE],
+        self.config.write_text(yaml.safe_dump({"sensor": {"cgroup_scope": [scope],
                                                           "node_name": "e2e-node"}}))
 
     def command(self) -> list[str]:
