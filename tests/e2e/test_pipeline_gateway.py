@@ -92,4 +92,6 @@ def test_process_spans_reach_jaeger_through_the_processor(jaeger: Jaeger, agent_
     def names() -> set[str]:
         return {sp["name"] for rs in jaeger.trace(agent_events.trace_id_hex)
                 for ss in rs.get("scopeSpans", []) for sp in ss.get("spans", [])}
-    assert wait_until(lambda: names() == {"exec bash", "exec curl", "exec nc", "connect"}, 30), names()
+    # the processor adds the detection's own span to the trigger's trace (detection/spans.py)
+    want = {"exec bash", "exec curl", "exec nc", "connect", f"detection {NETCAT_RULE}"}
+    assert wait_until(lambda: names() == want, 30), names()
