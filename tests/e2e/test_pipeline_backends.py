@@ -98,7 +98,7 @@ def test_prometheus_scrapes_the_collector(prometheus: Prometheus, sent: Scenario
     assert sample["metric"]["security_rule_category"] == "execution"
     assert float(sample["value"][1]) == 1.0
     # the Collector's own telemetry is scraped too: its Loki exporter sent our 5 records
-    sent_q = 'sum(otelcol_exporter_sent_log_records{exporter="otlp_http/loki"})'
+    sent_q = 'sum(otelcol_exporter_sent_log_records{exporter=~"otlp_http/loki.*"})'
     assert wait_until(lambda: bool(prometheus.query(sent_q)) and
                       float(prometheus.query(sent_q)[0]["value"][1]) >= 5, 45)
 

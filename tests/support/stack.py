@@ -328,7 +328,7 @@ class Loki(Component):
         q = urllib.parse.urlencode({"query": logql, "start": str(now_ns - int(since_s * 1e9)),
                                     "end": str(now_ns + int(60e9)), "limit": str(limit),
                                     "direction": direction})
-        body = get_json(f"{self.url}/loki/api/v1/query_range?{q}")
+        body = get_json(f"{self.url}/loki/api/v1/query_range?{q}", timeout=30.0)
         if body.get("status") != "success":
             raise StackError(f"loki query {logql!r}: {body}")
         return dict(body["data"])
