@@ -11,16 +11,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
-import threading
-import time
 from typing import Any, Optional
 
 import yaml
 
 from otelguard import telemetry
-from otelguard.exporter.batch import BatchExporter
+from otelguard.exporter.batch import BatchExporter, run_until_stopped
 from otelguard.exporter.builder import OtlpBuilder
 from otelguard.exporter.config import ExporterConfig, ExporterConfigError
 from otelguard.exporter.settings import node_identity
@@ -107,25 +104,7 @@ def main(args: argparse.Namespace) -> int:
     delivery = Delivery(OtlpGrpcTransport(args.otlp_endpoint), spool)
     exporter = BatchExporter(sensor.drain, delivery, exp_cfg,
                              OtlpBuilder(node, SpanTracker(max_open=exp_cfg.max_open_spans)))
-    stop = threading.Event()
-
-    def _on_signal(signum: int, _frame: object) -> None:
-        log.info("signal %d: stopping", signum)
-        stop.set()
-
-    signal.signal(signal.SIGINT, _on_signal)
-    signal.signal(signal.SIGTERM, _on_signal)
-    exporter.start()
-    deadline = None if args.duration is None else time.monotonic() + args.duration
-    while not stop.is_set():
-        remaining = None if deadline is None else deadline - time.monotonic()
-        if remaining is not None and remaining <= 0:
-            break
-        stop.wait(1.0 if remaining is None else min(1.0, remaining))
-    # the sensor first: its stop polls what is still in the ring buffer into its queue, and
-    # the exporter's stop then drains that queue, so nothing captured is left behind
-    sensor.stop()
-    exporter.stop()
+    run_until_stopped(sensor, exporter, args.duration)
     stats = exporter.stats()
     print("otelguard agent: " + " ".join(f"{k}={v}" for k, v in stats.items()), file=sys.stderr)
     return 0

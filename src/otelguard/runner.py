@@ -17,10 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import signal
 import sys
-import threading
-import time
 from typing import Any, Optional, Sequence
 
 from otelguard import telemetry
@@ -193,7 +190,7 @@ def main(args: argparse.Namespace) -> int:
         return 2
 
     from otelguard.ebpf.sensor import Sensor
-    from otelguard.exporter.batch import BatchExporter
+    from otelguard.exporter.batch import BatchExporter, run_until_stopped
     from otelguard.exporter.builder import OtlpBuilder
     from otelguard.exporter.settings import node_identity
     from otelguard.exporter.spans import SpanTracker
@@ -218,24 +215,9 @@ def main(args: argparse.Namespace) -> int:
     node = node_identity()
     if sensor_cfg.node_name:
         node = dataclasses.replace(node, node_name=sensor_cfg.node_name)
-    exporter = BatchExporter(sensor.drain, sink, exp_cfg,  # type: ignore[arg-type]  # Delivery surface
+    exporter = BatchExporter(sensor.drain, sink, exp_cfg,
                              OtlpBuilder(node, SpanTracker(max_open=exp_cfg.max_open_spans)))
-    stop = threading.Event()
-
-    def _on_signal(signum: int, _frame: object) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGINT, _on_signal)
-    signal.signal(signal.SIGTERM, _on_signal)
-    exporter.start()
-    deadline = None if args.duration is None else time.monotonic() + args.duration
-    while not stop.is_set():
-        remaining = None if deadline is None else deadline - time.monotonic()
-        if remaining is not None and remaining <= 0:
-            break
-        stop.wait(1.0 if remaining is None else min(1.0, remaining))
-    exporter.stop()
+    run_until_stopped(sensor, exporter, args.duration)
     sensor_stats = sensor.stats()
-    sensor.stop()
     print(summary(sensor_stats, missing), file=sys.stderr, flush=True)
     return 0

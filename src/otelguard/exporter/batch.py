@@ -13,7 +13,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Callable, Optional, Sequence
+import signal
+from typing import Any, Callable, Optional, Protocol, Sequence
 
 from otelguard import telemetry
 from otelguard.ebpf.events import Event
@@ -21,15 +22,42 @@ from otelguard.exporter.builder import OtlpBuilder
 from otelguard.exporter.config import ExporterConfig
 from otelguard.exporter.spans import SpanTracker
 from otelguard.processors.otlp import count_records
-from otelguard.transport.delivery import Delivery
+from otelguard.transport.contract import LogsPayload, TracesPayload
+from otelguard.transport.delivery import DeliveryStats
 
 log = logging.getLogger(__name__)
 EventSource = Callable[[int, float], Sequence[Event]]
+
+
+class Sink(Protocol):
+    """Where built batches go: a :class:`~otelguard.transport.delivery.Delivery` (agent) or the
+    in-process pipeline in front of the outputs (``otelguard run``)."""
+
+    stats: DeliveryStats
+
+    @property
+    def backlog(self) -> int: ...
+
+    def send_logs(self, payload: LogsPayload, records: int) -> bool: ...
+
+    def send_traces(self, payload: TracesPayload, records: int) -> bool: ...
+
+    def replay(self) -> int: ...
+
+    def shutdown(self) -> None: ...
+
+
+class Capture(Protocol):
+    """The sensor surface the capture loop needs (otelguard.ebpf.sensor.Sensor)."""
+
+    def drain(self, max_events: int, timeout_s: float) -> list[Event]: ...
+
+    def stop(self) -> None: ...
 SPANS_PER_REQUEST = 2048  # ~0.5-1 KB each
 
 
 class BatchExporter:
-    def __init__(self, source: EventSource, delivery: Delivery,
+    def __init__(self, source: EventSource, delivery: Sink,
                  config: ExporterConfig = ExporterConfig(),
                  builder: Optional[OtlpBuilder] = None) -> None:
         self.source = source
@@ -137,3 +165,32 @@ class BatchExporter:
                 self.batches += 1
         self._send_spans()
         telemetry.pipeline_latency.labels("export").observe(time.perf_counter() - start)
+
+
+def run_until_stopped(sensor: Capture, exporter: "BatchExporter",
+                      duration_s: Optional[float]) -> None:
+    """The capture loop of ``otelguard agent`` and ``otelguard run``: export until SIGINT/SIGTERM
+    or ``duration_s``, then stop the sensor first (its stop polls what is still in the ring
+    buffer into its queue) and the exporter second (its stop drains that queue, ends open spans
+    and flushes), so nothing captured is left behind."""
+    stop = threading.Event()
+
+    def _on_signal(signum: int, _frame: object) -> None:
+        log.info("signal %d: stopping", signum)
+        stop.set()
+
+    previous: dict[signal.Signals, Any] = {
+        sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        exporter.start()
+        deadline = None if duration_s is None else time.monotonic() + duration_s
+        while not stop.is_set():
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                break
+            stop.wait(1.0 if remaining is None else min(1.0, remaining))
+    finally:
+        sensor.stop()
+        exporter.stop()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
