@@ -15,9 +15,6 @@ activity does not flood the Collector (or the spool) while the test runs.
 from __future__ import annotations
 
 import collections
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -29,7 +26,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from otelguard import semconv as sc
 from otelguard.processors.otlp import get_attr, iter_log_records
 from tests.ebpf.containers import container
-from tests.support.stack import Collector, Component, free_port, http_get, wait_until
+from tests.support.stack import Agent, Collector, Component, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kernel]
 
@@ -47,44 +44,6 @@ RECEIVER_CONFIG: dict[str, Any] = {
                       "traces": {"receivers": ["otlp"], "exporters": ["debug"]}},
     },
 }
-
-
-class ScopedAgent(Component):
-    """``otelguard agent`` with a ``--config`` whose sensor sees only ``scope``; ready once the
-    probes are attached (its log says "sensor started": /metrics answers ~20 s earlier, while
-    BCC still compiles, and activity in that window is never seen)."""
-
-    name = "otelguard-agent"
-    ready_timeout = 180.0
-
-    def __init__(self, workdir: Path, endpoint: str, scope: str = SCOPE) -> None:
-        super().__init__(workdir)
-        self.endpoint = endpoint
-        self.metrics = f"127.0.0.1:{free_port()}"
-        self.spool = workdir / "spool"
-        self.config = workdir / "agent.yaml"
-        self.config.write_text(yaml.safe_dump({"sensor": {"cgroup_scope": [scope],
-                                                          "node_name": "e2e-node"}}))
-
-    def command(self) -> list[str]:
-        return [str(Path(sys.executable).parent / "otelguard"), "agent", "--config", str(self.config),
-                "--otlp-endpoint", self.endpoint, "--metrics", self.metrics,
-                "--spool-dir", str(self.spool), "--spool-max-bytes", str(64 << 20)]
-
-    def ready(self) -> bool:
-        return "sensor started" in self.log_tail(200) and http_get(f"http://{self.metrics}/metrics", 2.0)[0] == 200
-
-    def terminate(self, timeout: float = 60.0) -> int:
-        """SIGTERM and the exit code (the agent flushes what it holds before exiting)."""
-        proc, self.proc = self.proc, None
-        assert proc is not None
-        proc.send_signal(signal.SIGTERM)
-        try:
-            return proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-            return -9
 
 
 def receiving_collector(workdir: Path) -> Collector:
@@ -152,7 +111,7 @@ def test_agent_exports_container_activity_to_a_real_collector(tmp_path: Path,
     col = receiving_collector(tmp_path / "otelcol")
     col.start()
     stopper.append(col)
-    agent = ScopedAgent(tmp_path / "agent", col.otlp_grpc)
+    agent = Agent(tmp_path / "agent", col.otlp_grpc)
     agent.start()
     stopper.append(agent)
     with container() as c:
@@ -172,7 +131,7 @@ def test_agent_exports_container_activity_to_a_real_collector(tmp_path: Path,
 def test_agent_spools_while_the_collector_is_down_and_delivers_exactly_once(
         tmp_path: Path, stopper: list[Component]) -> None:
     col = receiving_collector(tmp_path / "otelcol")          # ports chosen, nothing listening yet
-    agent = ScopedAgent(tmp_path / "agent", col.otlp_grpc)
+    agent = Agent(tmp_path / "agent", col.otlp_grpc)
     agent.start()
     stopper.append(agent)
     with container() as c:

@@ -29,12 +29,11 @@ import pytest
 import yaml
 
 from otelguard import semconv as sc
-from tests.e2e.test_agent_real_receivers import ScopedAgent
 from tests.ebpf.containers import container, new_container_id
 from tests.processors.k8s.test_apiserver import make_world
 from tests.support.kube import KubeCluster, start_cluster
 from tests.support.stack import (
-    BACKENDS_CONFIG, GATEWAY_CONFIG, Collector, Component, Jaeger, Loki, ProcessorService, Prometheus,
+    BACKENDS_CONFIG, GATEWAY_CONFIG, Agent, Collector, Component, Jaeger, Loki, ProcessorService, Prometheus,
     backends_env, wait_until,
 )
 
@@ -99,7 +98,7 @@ def test_netcat_in_a_pod_is_found_in_loki_jaeger_and_prometheus(
     nc = tmp_path / "nc"            # /bin/true under nc's name: the exec is what the rule sees
     shutil.copy("/bin/true", nc)
     with container(pod_uid=world.uid, container_id=cid) as c:
-        agent = ScopedAgent(tmp_path / "agent", col.agents_grpc, scope=c.rel_path.rsplit("/", 1)[0])
+        agent = Agent(tmp_path / "agent", col.agents_grpc, scope=c.rel_path.rsplit("/", 1)[0])
         agent.start()
         prometheus.add_targets("otelguard", [agent.metrics])
         try:
@@ -111,7 +110,7 @@ def test_netcat_in_a_pod_is_found_in_loki_jaeger_and_prometheus(
             prometheus.remove_targets("otelguard", [agent.metrics])
 
 
-def check_backends(world: Any, cid: str, proc: ProcessorService, agent: ScopedAgent,
+def check_backends(world: Any, cid: str, proc: ProcessorService, agent: Agent,
                    loki: Loki, jaeger: Jaeger, prometheus: Prometheus) -> None:
     # Loki: by namespace (index label) and rule (structured metadata)
     q = (f'{{k8s_namespace_name="{world.ns}", otelguard_stream="detection"}}'

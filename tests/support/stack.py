@@ -101,6 +101,17 @@ def wait_until(check: Callable[[], bool], timeout: float, interval: float = 0.2)
         time.sleep(interval)
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the test process dies, however it dies (a killed
+    pytest must not leave a Collector behind growing on a shared machine)."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
 class Component:
     """One subprocess with a work dir, a log file, a readiness probe and a clean stop."""
 
@@ -127,7 +138,7 @@ class Component:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(self.command(), cwd=self.workdir, env=env, stdout=log,
                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         start_new_session=True)
+                                         start_new_session=True, preexec_fn=_die_with_parent)
         if not wait_until(lambda: self.proc is not None and self.proc.poll() is None and self.ready(),
                           self.ready_timeout, 0.25):
             code = self.proc.poll()
@@ -432,29 +443,44 @@ class ProcessorService(Component):
 
 class Agent(Component):
     """The real ``otelguard agent`` (root and the kernel: eBPF) exporting OTLP/gRPC to ``endpoint``
-    (a Collector's agent receiver in pipeline (a), or the processor service in (b)). Ready when
-    its /metrics answers, which it serves once the probes are loaded (BCC compiles at start:
-    tens of seconds on busy cores)."""
+    (a Collector's agent receiver in pipeline (a), or the processor service in (b)), with a
+    ``--config`` whose sensor sees only ``scope`` so host activity cannot flood the test. Ready
+    once the probes are attached (its log says "sensor started": /metrics answers ~20 s earlier,
+    while BCC still compiles, and activity in that window would never be seen)."""
 
     name = "otelguard-agent"
     ready_timeout = 180.0
 
-    def __init__(self, workdir: Path, endpoint: str, node_name: str = "e2e-node") -> None:
+    def __init__(self, workdir: Path, endpoint: str, scope: str = "/kubepods.slice",
+                 node_name: str = "e2e-node") -> None:
         super().__init__(workdir)
         self.endpoint = endpoint
         self.metrics = f"127.0.0.1:{free_port()}"
-        self.node_name = node_name
+        self.spool = workdir / "spool"
+        self.config = workdir / "agent.yaml"
+        self.config.write_text(yaml.safe_dump({"sensor": {"cgroup_scope": [scope],
+                                                          "node_name": node_name}}))
 
     def command(self) -> list[str]:
-        exe = Path(sys.executable).parent / "otelguard"
-        return [str(exe), "agent", "--otlp-endpoint", self.endpoint, "--metrics", self.metrics,
-                "--spool-dir", str(self.workdir / "spool"), "--spool-max-bytes", str(64 << 20)]
-
-    def environment(self) -> dict[str, str]:
-        return {"OTELGUARD_NODE_NAME": self.node_name}
+        return [str(Path(sys.executable).parent / "otelguard"), "agent", "--config",
+                str(self.config), "--otlp-endpoint", self.endpoint, "--metrics", self.metrics,
+                "--spool-dir", str(self.spool), "--spool-max-bytes", str(64 << 20)]
 
     def ready(self) -> bool:
-        return http_get(f"http://{self.metrics}/metrics", 2.0)[0] == 200
+        return ("sensor started" in self.log_tail(200)
+                and http_get(f"http://{self.metrics}/metrics", 2.0)[0] == 200)
+
+    def terminate(self, timeout: float = 60.0) -> int:
+        """SIGTERM and the exit code (the agent flushes what it holds before exiting)."""
+        proc, self.proc = self.proc, None
+        assert proc is not None
+        proc.send_signal(signal.SIGTERM)
+        try:
+            return proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+            return -9
 
 
 def backends_env(loki: Optional[Loki] = None, jaeger: Optional[Jaeger] = None) -> dict[str, str]:
