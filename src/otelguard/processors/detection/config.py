@@ -20,30 +20,8 @@ from otelguard.processors.detection.loader import Priority
 from otelguard.processors.detection.state import StateLimits
 
 
-@dataclass(frozen=True)
-class StateConfig:
-    """Bounds of the stage's per-process / per-container memory (see detection.state)."""
-
-    socket_window_seconds: float = 600.0
-    written_window_seconds: float = 600.0
-    max_processes: int = 65536
-    max_containers: int = 4096
-    max_paths_per_container: int = 1024
-    max_sockets: int = 65536
-
-    def __post_init__(self) -> None:
-        for name in ("socket_window_seconds", "written_window_seconds"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be > 0")
-        for name in ("max_processes", "max_containers", "max_paths_per_container",
-                     "max_sockets"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1")
-
-    def limits(self) -> StateLimits:
-        return StateLimits(self.socket_window_seconds, self.written_window_seconds,
-                           self.max_processes, self.max_containers, self.max_paths_per_container,
-                           self.max_sockets)
+# The ``state:`` section is the engine's own limits type (validated in its __post_init__).
+StateConfig = StateLimits
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ class FalcoRulesProcessor:
         files = config.rules or tuple(str(p) for p in DEFAULT_RULE_FILES)
         ruleset = load_rules(files)
         self.engine = RuleEngine(
-            ruleset, state=DetectionState(config.state.limits()),
+            ruleset, state=DetectionState(config.state),
             min_priority=Priority.parse(config.min_priority),
             disabled_rules=config.disabled_rules,
         )

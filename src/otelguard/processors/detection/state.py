@@ -47,12 +47,24 @@ SOCKET_KEYS = (S.NETWORK_TYPE, S.NETWORK_TRANSPORT, S.NETWORK_PEER_ADDRESS, S.NE
 
 @dataclass(frozen=True)
 class StateLimits:
+    """Bounds of the stage's per-process / per-container memory; also the ``state:`` section of
+    the falco_rules stage config (detection/config.py)."""
+
     socket_window_seconds: float = 600.0
     written_window_seconds: float = 600.0
     max_processes: int = 65536
     max_containers: int = 4096
     max_paths_per_container: int = 1024
     max_sockets: int = 65536
+
+    def __post_init__(self) -> None:
+        for name in ("socket_window_seconds", "written_window_seconds"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0")
+        for name in ("max_processes", "max_containers", "max_paths_per_container",
+                     "max_sockets"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
 
 
 class DetectionState:
