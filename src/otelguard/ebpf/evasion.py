@@ -25,7 +25,9 @@ from typing import Optional
 
 from otelguard import semconv
 from otelguard.ebpf.events import AttrValue, Event
-from otelguard.ebpf.probe import DecodeContext, Header, ProbeConfig, probe_source
+from otelguard.ebpf.probe import (
+    DecodeContext, Header, ProbeConfig, group_defines, group_tracepoints, probe_source
+)
 
 T_URING_SUBMIT, T_URING_SETUP = 80, 81
 
@@ -91,11 +93,10 @@ class EvasionProbe:
     type_ids = range(80, 100)
 
     def tracepoints(self) -> list[str]:
-        return [tp for tps in GROUPS.values() for tp in tps]
+        return group_tracepoints(GROUPS)
 
     def render(self, config: ProbeConfig, available: frozenset[str]) -> str:
-        lines = [f"#define OG_EV_HAVE_{g} {int(all(tp in available for tp in tps))}"
-                 for g, tps in GROUPS.items()]
+        lines = group_defines("OG_EV_HAVE", GROUPS, available)
         return "\n".join(lines) + "\n" + probe_source(self.source_file)
 
     def decode(self, type_id: int, data: bytes, ctx: DecodeContext) -> Optional[Event]:

@@ -58,7 +58,9 @@ from typing import Optional, TypeVar, cast
 from otelguard import semconv, telemetry
 from otelguard.ebpf import dns
 from otelguard.ebpf.events import AttrValue, Event
-from otelguard.ebpf.probe import DecodeContext, Header, ProbeConfig, probe_source
+from otelguard.ebpf.probe import (
+    DecodeContext, Header, ProbeConfig, group_defines, group_tracepoints, probe_source
+)
 
 T_SOCKET, T_CONNECT, T_ACCEPT, T_BIND, T_LISTEN, T_DNS, T_STATE = range(40, 47)
 
@@ -479,12 +481,11 @@ class NetworkProbe:
         self.scoped = False  # from ProbeConfig at render(): unknown owners are out of scope
 
     def tracepoints(self) -> list[str]:
-        return [tp for tps in GROUPS.values() for tp in tps]
+        return group_tracepoints(GROUPS)
 
     def render(self, config: ProbeConfig, available: frozenset[str]) -> str:
         self.scoped = config.scoped
-        lines = [f"#define OG_NET_HAVE_{g} {int(all(tp in available for tp in tps))}"
-                 for g, tps in GROUPS.items()]
+        lines = group_defines("OG_NET_HAVE", GROUPS, available)
         ports = sorted({int(p) for p in config.dns_ports if 0 < int(p) < 65536})
         cond = " || ".join(f"(p) == {p}" for p in ports) or "0"
         lines.append(f"#define OG_NET_IS_DNS_PORT(p) ({cond})")

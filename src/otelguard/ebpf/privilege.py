@@ -48,7 +48,10 @@ from otelguard import semconv
 from otelguard.ebpf.events import AttrValue, Event
 from otelguard.ebpf.network import socket_endpoints
 from otelguard.ebpf.proctable import CAP_NAMES
-from otelguard.ebpf.probe import DecodeContext, Header, ProbeConfig, c_string, probe_source
+from otelguard.ebpf.probe import (
+    DecodeContext, Header, ProbeConfig, c_string, group_defines, group_tracepoints,
+    probe_source
+)
 
 (T_SETUID, T_SETGID, T_CAPSET, T_CAPABLE, T_PTRACE, T_KILL, T_UNSHARE, T_SETNS, T_MOUNT,
  T_MODULE, T_BPF, T_MEMFD, T_DUP) = range(60, 73)
@@ -254,11 +257,10 @@ class PrivilegeProbe:
     type_ids = range(60, 80)
 
     def tracepoints(self) -> list[str]:
-        return [tp for tps in GROUPS.values() for tp in tps]
+        return group_tracepoints(GROUPS)
 
     def render(self, config: ProbeConfig, available: frozenset[str]) -> str:
-        lines = [f"#define OG_PRIV_HAVE_{g} {int(all(tp in available for tp in tps))}"
-                 for g, tps in GROUPS.items()]
+        lines = group_defines("OG_PRIV_HAVE", GROUPS, available)
         return "\n".join(lines) + "\n" + probe_source(self.source_file)
 
     def decode(self, type_id: int, data: bytes, ctx: DecodeContext) -> Optional[Event]:

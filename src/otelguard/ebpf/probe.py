@@ -15,7 +15,7 @@ from __future__ import annotations
 import ctypes
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Optional, Protocol
+from typing import Mapping, Optional, Protocol, Sequence
 
 from otelguard.ebpf.events import AttrValue, Event
 
@@ -116,3 +116,16 @@ def c_string(raw: bytes) -> str:
     if end >= 0:
         raw = raw[:end]
     return raw.decode("utf-8", "backslashreplace")
+
+
+def group_tracepoints(groups: Mapping[str, Sequence[str]]) -> list[str]:
+    """Every tracepoint of a probe whose handlers come in groups (one syscall family each)."""
+    return [tp for tps in groups.values() for tp in tps]
+
+
+def group_defines(prefix: str, groups: Mapping[str, Sequence[str]],
+                  available: frozenset[str]) -> list[str]:
+    """``#define <prefix>_<GROUP> 0|1``: a group's handlers compile only when all of its
+    tracepoints exist, so a missing one never fails the load."""
+    return [f"#define {prefix}_{g} {int(all(tp in available for tp in tps))}"
+            for g, tps in groups.items()]
