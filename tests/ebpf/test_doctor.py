@@ -32,6 +32,11 @@ def test_doctor_checks_on_this_machine(capsys: pytest.CaptureFixture[str]) -> No
     else:
         assert headers.status == doctor.WARN and "fallback" in headers.detail
         assert build in headers.detail
+    if not Path("/proc/modules").exists():  # a kernel without loadable modules (this one)
+        priv = checks["tracepoints[privilege]"]
+        assert priv.status == doctor.WARN and "CONFIG_MODULES" in priv.detail
+    else:
+        assert checks["tracepoints[privilege]"].status == doctor.OK
     assert doctor.main(argparse.Namespace()) == 0
     out = capsys.readouterr().out
     assert "ok ringbuf:" in out and "all required checks passed" in out

@@ -81,9 +81,15 @@ def check_tracepoints() -> list[Check]:
         tps = probe.tracepoints()
         missing = [tp for tp in tps if not (events / tp.replace(":", "/", 1)).is_dir()]
         if missing:
+            detail = f"missing {', '.join(missing)}; those handlers are compiled out"
+            fix = "a newer kernel, or CONFIG_FTRACE_SYSCALLS"
+            if all("_module" in tp for tp in missing) and not Path("/proc/modules").exists():
+                # no /proc/modules: the kernel has no loadable-module support at all, so there
+                # is no module load to watch for (and none for an attacker to make)
+                detail += " (kernel built without CONFIG_MODULES: modules cannot be loaded here)"
+                fix = "nothing to fix: without module support there is no module load to see"
             out.append(Check(f"tracepoints[{probe.name}]", WARN if len(missing) < len(tps)
-                             else FAIL, f"missing {', '.join(missing)}; those handlers are "
-                             "compiled out", "a newer kernel, or CONFIG_FTRACE_SYSCALLS"))
+                             else FAIL, detail, fix))
         else:
             out.append(Check(f"tracepoints[{probe.name}]", OK, f"all {len(tps)} present"))
     for area, reason in reg.skipped.items():
