@@ -62,8 +62,8 @@ def _wait_tap(col: Any, want_logs: int, want_spans: int) -> tuple[list[Any], lis
 
 
 def _tap_text(col: Any) -> list[str]:
-    path = col.tap_path
-    return [ln for ln in path.read_text().splitlines() if ln.strip()] if path.exists() else []
+    lines: list[str] = col.tap_text()
+    return lines
 
 
 def _build() -> tuple[bytes, Any, int]:

@@ -241,15 +241,20 @@ class Collector(Component):
     def ready(self) -> bool:
         return http_get(self.health_url, 2.0)[0] == 200
 
-    def tap_lines(self) -> list[dict[str, Any]]:
-        """Everything the Collector exported so far (one OTLP/JSON request object per line)."""
+    def tap_text(self) -> list[str]:
+        """The complete lines the file exporter wrote so far (a line still being written is
+        left for the next call)."""
         if self.tap_path is None or not self.tap_path.exists():
             return []
         text = self.tap_path.read_text()
         lines = text.split("\n")
         if not text.endswith("\n"):
             lines = lines[:-1]   # the exporter is still writing this one
-        return [json.loads(line) for line in lines if line.strip()]
+        return [line for line in lines if line.strip()]
+
+    def tap_lines(self) -> list[dict[str, Any]]:
+        """Everything the Collector exported so far (one OTLP/JSON request object per line)."""
+        return [json.loads(line) for line in self.tap_text()]
 
 
 def validate_collector_config(configs: Sequence[Path], env: Optional[Mapping[str, str]] = None,

@@ -136,7 +136,10 @@ struct og_net_mmsghdr {             // struct mmsghdr
 BPF_HASH(og_net_args_map, u64, struct og_net_args, 10240);
 // Sockets connect()ed to a DNS port: (tgid, fd). socket()/accept() returning the fd and a
 // connect elsewhere clear the entry, so a reused fd stops being treated as DNS.
-BPF_TABLE("lru_hash", struct og_net_fdkey, u8, og_net_dns_socks, 4096);
+// The value is the connected destination, so queries on the socket carry their peer from the
+// kernel (a /proc lookup at decode time fails once a short-lived resolver has exited).
+struct og_net_dns_dest { u8 sa[OG_NET_SA_LEN]; };
+BPF_TABLE("lru_hash", struct og_net_fdkey, struct og_net_dns_dest, og_net_dns_socks, 4096);
 // Scratch for assembling an og_net_args (too big for the 512-byte stack beside the records).
 BPF_PERCPU_ARRAY(og_net_scratch, struct og_net_args, 1);
 
@@ -219,7 +222,10 @@ static __always_inline void og_net_emit_dns(s64 ret, s32 fd, u8 via, u8 index, u
     r->len = (u32)len;
     r->via = via;
     r->msg_index = index;
+    struct og_net_fdkey k = {.tgid = bpf_get_current_pid_tgid() >> 32, .fd = fd};
+    struct og_net_dns_dest *d = sa ? 0 : og_net_dns_socks.lookup(&k);
     if (sa) { __builtin_memcpy(r->sa, sa, OG_NET_SA_LEN); }
+    else if (d) { __builtin_memcpy(r->sa, d->sa, OG_NET_SA_LEN); }
     else { __builtin_memset(r->sa, 0, OG_NET_SA_LEN); }
     u32 n = len > OG_NET_DNS_CAP ? OG_NET_DNS_CAP : (u32)len;
     asm volatile("" : "+r"(n));     // keep clang from bounding a copy instead of n itself
@@ -295,8 +301,9 @@ TRACEPOINT_PROBE(syscalls, sys_exit_connect) {
     og_net_emit_addr(OG_T_NET_CONNECT, ret, a);
     struct og_net_fdkey k = {.tgid = id >> 32, .fd = a->fd};
     if (og_net_sa_is_dns(a->sa) && (ret == 0 || ret == -OG_NET_EINPROGRESS)) {
-        u8 one = 1;
-        og_net_dns_socks.update(&k, &one);
+        struct og_net_dns_dest dest = {};
+        __builtin_memcpy(dest.sa, a->sa, OG_NET_SA_LEN);
+        og_net_dns_socks.update(&k, &dest);
     } else {
         og_net_dns_socks.delete(&k);
     }
