@@ -29,7 +29,6 @@ import argparse
 import cProfile
 import ctypes
 import io
-import os
 import pstats
 import queue
 import sys
@@ -41,8 +40,8 @@ from types import FrameType
 from typing import Any, Callable, Optional
 
 from bench.common import (
-    CONSUMERS, AgentUnderTest, BenchError, kernel_drop_counts, machine_line, run_loop,
-    summary_line,
+    CONSUMERS, AgentUnderTest, BenchError, kernel_drop_counts, machine_line, open_record,
+    run_loop, summary_line,
 )
 
 AIM_PER_CORE = 250_000
@@ -265,18 +264,6 @@ def profile_at(rate: float, path: str, seconds: float, consumer: str,
 
 # --- stage costs without a profiler -------------------------------------------------------------
 
-def _own_cgroup_id() -> int:
-    """The cgroup v2 inode of this process (what bpf_get_current_cgroup_id() reports)."""
-    with open("/proc/self/cgroup") as fh:
-        rel = next((ln.split(":", 2)[2].strip() for ln in fh if ln.startswith("0::")), "/")
-    for root in ("/sys/fs/cgroup/unified", "/sys/fs/cgroup"):
-        try:
-            return os.stat(root + rel).st_ino
-        except OSError:
-            continue
-    return 0
-
-
 def _per_event_us(fn: Callable[[], int]) -> float:
     """Best of 3 of ``fn`` (which returns how many events it handled), in µs per event."""
     best = float("inf")
@@ -292,26 +279,13 @@ def stage_costs(agent: AgentUnderTest, path: str, n: int) -> dict[str, float]:
     records shaped exactly like the generator's (an openat O_WRONLY of ``path`` by this
     process, decoded with the stopped sensor's own EventContext: process table, cgroup cache,
     clock). The BCC C->Python callback trampoline is not included."""
-    from otelguard.ebpf.file import SYSCALLS, FileProbe, FileRecord
+    from otelguard.ebpf.file import FileProbe
     from otelguard.ebpf.probe import Header
     from otelguard.exporter.builder import OtlpBuilder
     from otelguard import semconv, telemetry
 
     ctx = agent.sensor.ctx
-    rec = FileRecord()
-    rec.h.ktime_ns = time.monotonic_ns()
-    rec.h.cgroup_id = _own_cgroup_id()
-    rec.h.ret = 3
-    rec.h.type = 20
-    rec.h.pid = rec.h.tid = os.getpid()
-    rec.h.size = ctypes.sizeof(FileRecord)
-    rec.h.comm = b"syscall_loop"
-    rec.dfd = -100
-    rec.sc = next(i for i, sc in enumerate(SYSCALLS) if sc.name == "openat")
-    rec.type = 20
-    rec.flags = os.O_WRONLY
-    rec.path = path.encode()
-    raw = bytes(rec)
+    raw = open_record(path)
     buf = ctypes.create_string_buffer(raw, len(raw))
     addr, size = ctypes.addressof(buf), len(raw)
     offset = Header.type.offset
@@ -331,7 +305,7 @@ def stage_costs(agent: AgentUnderTest, path: str, n: int) -> dict[str, float]:
         return n
 
     def make_event() -> int:
-        hdr = rec.h
+        hdr = Header.from_buffer_copy(raw)
         for _ in range(n):
             ctx.make_event(hdr, semconv.EV_FILE_OPEN, "openat", {})
         return n

@@ -331,3 +331,38 @@ def summary_line(bench: str, figures: dict[str, Any]) -> str:
     """``BENCH_SUMMARY {"bench": ..., ...}``: the last line of every agent benchmark."""
     doc = {"bench": bench, **figures, "machine": machine()}
     return SUMMARY_PREFIX + json.dumps(doc, sort_keys=True)
+
+
+def own_cgroup_id() -> int:
+    """The cgroup v2 inode of this process (what bpf_get_current_cgroup_id() reports)."""
+    with open("/proc/self/cgroup") as fh:
+        rel = next((ln.split(":", 2)[2].strip() for ln in fh if ln.startswith("0::")), "/")
+    for root in ("/sys/fs/cgroup/unified", "/sys/fs/cgroup"):
+        try:
+            return os.stat(root + rel).st_ino
+        except OSError:
+            continue
+    return 0
+
+
+def open_record(path: str) -> bytes:
+    """An openat(O_WRONLY) record of this process for ``path``, as the file probe submits it
+    (the generator's shape: what the throughput and hot-path benchmarks decode and encode)."""
+    import ctypes
+
+    from otelguard.ebpf.file import SYSCALLS, FileRecord
+
+    rec = FileRecord()
+    rec.h.ktime_ns = time.monotonic_ns()
+    rec.h.cgroup_id = own_cgroup_id()
+    rec.h.ret = 3
+    rec.h.type = 20
+    rec.h.pid = rec.h.tid = os.getpid()
+    rec.h.size = ctypes.sizeof(FileRecord)
+    rec.h.comm = b"syscall_loop"
+    rec.dfd = -100
+    rec.sc = next(i for i, sc in enumerate(SYSCALLS) if sc.name == "openat")
+    rec.type = 20
+    rec.flags = os.O_WRONLY
+    rec.path = path.encode()
+    return bytes(rec)

@@ -16,16 +16,15 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import ctypes
-import os
 import pstats
 import time
 from typing import Callable
 
+from bench.common import open_record
 from otelguard.ebpf.cgroup import CgroupResolver
 from otelguard.ebpf.clock import KernelClock
 from otelguard.ebpf.events import Event
-from otelguard.ebpf.file import SYSCALLS, FileProbe, FileRecord
+from otelguard.ebpf.file import FileProbe
 from otelguard.ebpf.probe import ProbeConfig
 from otelguard.ebpf.proctable import ProcessTable
 from otelguard.ebpf.sensor import EventContext
@@ -34,31 +33,6 @@ from otelguard.exporter.settings import NodeIdentity
 
 NODE = NodeIdentity("node-1", "host-1", "0123456789abcdef0123456789abcdef")
 BATCH = 512
-
-
-def open_record(path: str) -> bytes:
-    """An openat(O_WRONLY) record of this process, as the file probe submits it."""
-    rec = FileRecord()
-    rec.h.ktime_ns = time.monotonic_ns()
-    rec.h.ret = 3
-    rec.h.type = 20
-    with open("/proc/self/cgroup") as fh:
-        rel = next((ln.split(":", 2)[2].strip() for ln in fh if ln.startswith("0::")), "/")
-    for root in ("/sys/fs/cgroup/unified", "/sys/fs/cgroup"):
-        try:
-            rec.h.cgroup_id = os.stat(root + rel).st_ino
-            break
-        except OSError:
-            continue
-    rec.h.pid = rec.h.tid = os.getpid()
-    rec.h.size = ctypes.sizeof(FileRecord)
-    rec.h.comm = b"syscall_loop"
-    rec.dfd = -100
-    rec.sc = next(i for i, sc in enumerate(SYSCALLS) if sc.name == "openat")
-    rec.type = 20
-    rec.flags = os.O_WRONLY
-    rec.path = path.encode()
-    return bytes(rec)
 
 
 def best_cpu_us(fn: Callable[[], int], repeat: int) -> float:
