@@ -26,7 +26,7 @@ from typing import Optional
 from otelguard import semconv
 from otelguard.ebpf.events import AttrValue, Event
 from otelguard.ebpf.probe import (
-    DecodeContext, Header, ProbeConfig, group_defines, group_tracepoints, probe_source
+    DecodeContext, Header, ProbeConfig, group_defines, group_tracepoints, probe_source, read_record
 )
 
 T_URING_SUBMIT, T_URING_SETUP = 80, 81
@@ -100,15 +100,15 @@ class EvasionProbe:
         return "\n".join(lines) + "\n" + probe_source(self.source_file)
 
     def decode(self, type_id: int, data: bytes, ctx: DecodeContext) -> Optional[Event]:
-        if type_id == T_URING_SUBMIT and len(data) >= ctypes.sizeof(SubmitRecord):
-            s = SubmitRecord.from_buffer_copy(data[:ctypes.sizeof(SubmitRecord)])
+        s = read_record(SubmitRecord, data) if type_id == T_URING_SUBMIT else None
+        if s is not None:
             op = opcode_name(int(s.opcode))
             ev = ctx.make_event(s.h, semconv.EV_IO_URING, "" if s.sq_thread else "io_uring_enter",
                                 {semconv.IO_URING_OPCODE: op})
             ev.body = f"io_uring first use of {op}" + (" (SQPOLL thread)" if s.sq_thread else "")
             return ev
-        if type_id == T_URING_SETUP and len(data) >= ctypes.sizeof(SetupRecord):
-            r = SetupRecord.from_buffer_copy(data[:ctypes.sizeof(SetupRecord)])
+        r = read_record(SetupRecord, data) if type_id == T_URING_SETUP else None
+        if r is not None:
             ret = int(r.h.ret)
             attrs: dict[str, AttrValue] = {}
             if r.params_ok:

@@ -59,7 +59,7 @@ from otelguard import semconv, telemetry
 from otelguard.ebpf import dns
 from otelguard.ebpf.events import AttrValue, Event
 from otelguard.ebpf.probe import (
-    DecodeContext, Header, ProbeConfig, group_defines, group_tracepoints, probe_source
+    DecodeContext, Header, ProbeConfig, group_defines, group_tracepoints, probe_source, read_record
 )
 
 T_SOCKET, T_CONNECT, T_ACCEPT, T_BIND, T_LISTEN, T_DNS, T_STATE = range(40, 47)
@@ -493,9 +493,9 @@ class NetworkProbe:
 
     def decode(self, type_id: int, data: bytes, ctx: DecodeContext) -> Optional[Event]:
         rec_type = _RECORDS.get(type_id)
-        if rec_type is None or len(data) < ctypes.sizeof(rec_type):
+        rec = None if rec_type is None else read_record(rec_type, data)
+        if rec is None:
             return None
-        rec = rec_type.from_buffer_copy(data[:ctypes.sizeof(rec_type)])
         if type_id == T_SOCKET:
             return self._socket(cast(SocketRecord, rec), ctx)
         if type_id == T_DNS:

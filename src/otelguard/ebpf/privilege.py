@@ -49,8 +49,8 @@ from otelguard.ebpf.events import AttrValue, Event
 from otelguard.ebpf.network import socket_endpoints
 from otelguard.ebpf.proctable import CAP_NAMES
 from otelguard.ebpf.probe import (
-    DecodeContext, Header, ProbeConfig, c_string, group_defines, group_tracepoints,
-    probe_source
+    DecodeContext, Header, ProbeConfig, c_string, group_defines, group_tracepoints, probe_source,
+    read_record
 )
 
 (T_SETUID, T_SETGID, T_CAPSET, T_CAPABLE, T_PTRACE, T_KILL, T_UNSHARE, T_SETNS, T_MOUNT,
@@ -265,9 +265,9 @@ class PrivilegeProbe:
 
     def decode(self, type_id: int, data: bytes, ctx: DecodeContext) -> Optional[Event]:
         rec_type = _RECORDS.get(type_id)
-        if rec_type is None or len(data) < ctypes.sizeof(rec_type):
+        rec = None if rec_type is None else read_record(rec_type, data)
+        if rec is None:
             return None
-        rec = rec_type.from_buffer_copy(data[:ctypes.sizeof(rec_type)])
         if type_id in (T_SETUID, T_SETGID):
             return self._ids(type_id, cast(IdRecord, rec), ctx)
         if type_id == T_CAPSET:

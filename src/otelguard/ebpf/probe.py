@@ -15,9 +15,11 @@ from __future__ import annotations
 import ctypes
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Mapping, Optional, Protocol, Sequence
+from typing import Mapping, Optional, Protocol, Sequence, TypeVar
 
 from otelguard.ebpf.events import AttrValue, Event
+
+RecordT = TypeVar("RecordT", bound=ctypes.Structure)
 
 COMM_LEN = 16
 PATH_LEN = 256
@@ -129,3 +131,12 @@ def group_defines(prefix: str, groups: Mapping[str, Sequence[str]],
     tracepoints exist, so a missing one never fails the load."""
     return [f"#define {prefix}_{g} {int(all(tp in available for tp in tps))}"
             for g, tps in groups.items()]
+
+
+def read_record(record_type: type[RecordT], data: bytes) -> Optional[RecordT]:
+    """``data`` as a ``record_type`` copy, or None when it is shorter (decode never raises on
+    short data); bytes past the struct are ignored."""
+    size = ctypes.sizeof(record_type)
+    if len(data) < size:
+        return None
+    return record_type.from_buffer_copy(data[:size])
