@@ -13,11 +13,14 @@ import pytest
 from otelguard import semconv
 from otelguard.ebpf.cgroup import CgroupResolver
 from otelguard.ebpf.clock import KernelClock
-from otelguard.ebpf.file import PROBE as FILE, SYSCALLS, FileRecord, open_flag_names
+from otelguard.ebpf.file import create as create_file_probe, SYSCALLS, FileRecord, open_flag_names
 from otelguard.ebpf.probe import Header, ProbeConfig
-from otelguard.ebpf.process import PROBE as PROCESS, ExecRecord, ExitRecord, ForkRecord, ChdirRecord
+from otelguard.ebpf.process import create as create_process_probe, ExecRecord, ExitRecord, ForkRecord, ChdirRecord
 from otelguard.ebpf.proctable import ProcessTable
 from otelguard.ebpf.sensor import EventContext
+
+FILE = create_file_probe()
+PROCESS = create_process_probe()
 
 GHOST = 4_194_001  # above the default pid_max: never a live process
 

@@ -10,13 +10,13 @@ import struct
 from typing import Optional
 
 from otelguard import semconv, telemetry
-from otelguard.ebpf import network
+from otelguard.ebpf import network, sockets
+from otelguard.ebpf.connections import EINPROGRESS, TCP_CLOSE, TCP_ESTABLISHED, TCP_SYN_RECV, TCP_SYN_SENT
 from otelguard.ebpf.dns import build_query
 from otelguard.ebpf.events import AttrValue, Event
-from otelguard.ebpf.network import (
-    AddrRecord, DnsRecord, NetworkProbe, SocketRecord, StateRecord, decode_sockaddr,
-)
+from otelguard.ebpf.network import AddrRecord, DnsRecord, NetworkProbe, SocketRecord, StateRecord
 from otelguard.ebpf.probe import Header, ProbeConfig
+from otelguard.ebpf.sockets import decode_sockaddr
 
 
 class RecordingContext:
@@ -58,10 +58,13 @@ def addr_record(type_id: int, fd: int, sa: bytes, pid: int = 100, ret: int = 0,
 
 
 def state_record(skaddr: int, old: int, new: int, local: tuple[str, int],
-                 peer: tuple[str, int], pid: int = 0, ktime: int = 2_000) -> bytes:
+                 peer: tuple[str, int], pid: int = 0, ktime: int = 2_000,
+                 owner: tuple[int, int] = (0, -1)) -> bytes:
+    """``owner``: the (tgid, fd) the kernel stamped at SYN_SENT; (0, -1) when it did not."""
     r = StateRecord()
     r.h = header(network.T_STATE, pid, 0, ktime)
     r.skaddr, r.oldstate, r.newstate = skaddr, old, new
+    r.owner_tgid, r.owner_fd = owner
     r.sport, r.dport, r.family, r.protocol = local[1], peer[1], socket.AF_INET, 6
     ctypes.memmove(r.saddr, ipaddress.IPv4Address(local[0]).packed, 4)
     ctypes.memmove(r.daddr, ipaddress.IPv4Address(peer[0]).packed, 4)
@@ -122,7 +125,7 @@ def test_blocking_connect_gets_local_port_from_earlier_state_change() -> None:
     p = NetworkProbe()
     # blocking connect: the socket is ESTABLISHED before connect() returns
     assert decode(p, network.T_STATE, state_record(
-        0xAA, network.TCP_SYN_SENT, network.TCP_ESTABLISHED, ("10.0.0.1", 40000),
+        0xAA, TCP_SYN_SENT, TCP_ESTABLISHED, ("10.0.0.1", 40000),
         ("10.0.0.2", 80), ktime=5_000)) is None
     ev = decode(p, network.T_CONNECT, addr_record(network.T_CONNECT, 9,
                                                   sockaddr_in("10.0.0.2", 80), ktime=5_100))
@@ -131,7 +134,7 @@ def test_blocking_connect_gets_local_port_from_earlier_state_change() -> None:
     assert ev.attrs[semconv.CLIENT_ADDRESS] == "10.0.0.1"
     assert ev.attrs[semconv.NETWORK_TRANSPORT] == "tcp"
     close = decode(p, network.T_STATE, state_record(
-        0xAA, 4, network.TCP_CLOSE, ("10.0.0.1", 40000), ("10.0.0.2", 80), pid=0,
+        0xAA, 4, TCP_CLOSE, ("10.0.0.1", 40000), ("10.0.0.2", 80), pid=0,
         ktime=9_000))
     assert close is not None and close.name == semconv.EV_NETWORK_CLOSE
     assert close.pid == 100  # attributed to the connecting process, not softirq's pid 0
@@ -146,13 +149,13 @@ def test_nonblocking_connect_then_established_then_close() -> None:
     p = NetworkProbe()
     ev = decode(p, network.T_CONNECT, addr_record(network.T_CONNECT, 4,
                                                   sockaddr_in("192.0.2.5", 443), pid=321,
-                                                  ret=-network.EINPROGRESS))
+                                                  ret=-EINPROGRESS))
     assert ev is not None and ev.ret == -115
     assert decode(p, network.T_STATE, state_record(
-        0xBB, network.TCP_SYN_SENT, network.TCP_ESTABLISHED, ("192.0.2.1", 50000),
+        0xBB, TCP_SYN_SENT, TCP_ESTABLISHED, ("192.0.2.1", 50000),
         ("192.0.2.5", 443), pid=77)) is None
     close = decode(p, network.T_STATE, state_record(
-        0xBB, 9, network.TCP_CLOSE, ("192.0.2.1", 50000), ("192.0.2.5", 443), pid=55,
+        0xBB, 9, TCP_CLOSE, ("192.0.2.1", 50000), ("192.0.2.5", 443), pid=55,
         ktime=3_000))
     assert close is not None and close.pid == 321 and close.attrs[semconv.FILE_FD] == 4
 
@@ -160,9 +163,9 @@ def test_nonblocking_connect_then_established_then_close() -> None:
 def test_refused_nonblocking_connect_closes_as_never_established() -> None:
     p = NetworkProbe()
     decode(p, network.T_CONNECT, addr_record(network.T_CONNECT, 4, sockaddr_in("192.0.2.9", 1),
-                                             ret=-network.EINPROGRESS))
+                                             ret=-EINPROGRESS))
     close = decode(p, network.T_STATE, state_record(
-        0xCC, network.TCP_SYN_SENT, network.TCP_CLOSE, ("192.0.2.1", 50001), ("192.0.2.9", 1)))
+        0xCC, TCP_SYN_SENT, TCP_CLOSE, ("192.0.2.1", 50001), ("192.0.2.9", 1)))
     assert close is not None and "never established" in close.body
     assert semconv.NETWORK_CONNECTION_DURATION_NS not in close.attrs
 
@@ -170,7 +173,7 @@ def test_refused_nonblocking_connect_closes_as_never_established() -> None:
 def test_accept_pairs_with_passive_establishment() -> None:
     p = NetworkProbe()
     decode(p, network.T_STATE, state_record(
-        0xDD, network.TCP_SYN_RECV, network.TCP_ESTABLISHED, ("127.0.0.1", 8080),
+        0xDD, TCP_SYN_RECV, TCP_ESTABLISHED, ("127.0.0.1", 8080),
         ("127.0.0.1", 45678)))
     ev = decode(p, network.T_ACCEPT, addr_record(network.T_ACCEPT, 3,
                                                  sockaddr_in("127.0.0.1", 45678), ret=6,
@@ -179,7 +182,7 @@ def test_accept_pairs_with_passive_establishment() -> None:
     assert ev.attrs[semconv.CLIENT_PORT] == 45678 and ev.attrs[semconv.SERVER_PORT] == 8080
     assert ev.attrs[semconv.NETWORK_LOCAL_PORT] == 8080 and ev.attrs[semconv.FILE_FD] == 6
     close = decode(p, network.T_STATE, state_record(
-        0xDD, 8, network.TCP_CLOSE, ("127.0.0.1", 8080), ("127.0.0.1", 45678)))
+        0xDD, 8, TCP_CLOSE, ("127.0.0.1", 8080), ("127.0.0.1", 45678)))
     assert close is not None and close.pid == 200 and close.attrs[semconv.FILE_FD] == 6
     assert close.attrs[semconv.SERVER_PORT] == 8080 and close.attrs[semconv.CLIENT_PORT] == 45678
 
@@ -189,7 +192,7 @@ def test_accept_without_peer_buffer_uses_the_bound_port() -> None:
     decode(p, network.T_BIND, addr_record(network.T_BIND, 3, sockaddr_in("0.0.0.0", 9000),
                                           pid=300))
     decode(p, network.T_STATE, state_record(
-        0xEE, network.TCP_SYN_RECV, network.TCP_ESTABLISHED, ("10.0.0.1", 9000),
+        0xEE, TCP_SYN_RECV, TCP_ESTABLISHED, ("10.0.0.1", 9000),
         ("10.0.0.9", 33333)))
     ev = decode(p, network.T_ACCEPT, addr_record(network.T_ACCEPT, 3, b"", ret=5, pid=300))
     assert ev is not None and ev.attrs[semconv.NETWORK_PEER_PORT] == 33333
@@ -200,9 +203,9 @@ def test_close_without_owner_is_counted_not_emitted() -> None:
     before = telemetry.counter_values(telemetry.dropped).get(
         ("decode", "connection_owner_unknown"), 0.0)
     decode(p, network.T_STATE, state_record(
-        0xF0, network.TCP_SYN_SENT, network.TCP_ESTABLISHED, ("10.0.0.1", 1), ("10.0.0.2", 2)))
+        0xF0, TCP_SYN_SENT, TCP_ESTABLISHED, ("10.0.0.1", 1), ("10.0.0.2", 2)))
     assert decode(p, network.T_STATE, state_record(
-        0xF0, 4, network.TCP_CLOSE, ("10.0.0.1", 1), ("10.0.0.2", 2))) is None
+        0xF0, 4, TCP_CLOSE, ("10.0.0.1", 1), ("10.0.0.2", 2))) is None
     after = telemetry.counter_values(telemetry.dropped)[("decode", "connection_owner_unknown")]
     assert after == before + 1
 
@@ -211,10 +214,15 @@ def test_tracker_tables_stay_bounded() -> None:
     p = NetworkProbe()
     p.tracker.max_pending = 50
     for i in range(500):
-        decode(p, network.T_CONNECT, addr_record(network.T_CONNECT, 3,
+        decode(p, network.T_CONNECT, addr_record(network.T_CONNECT, 3 + i,
                                                  sockaddr_in("10.9.0.1", 1000 + i),
-                                                 ret=-network.EINPROGRESS))
+                                                 ret=-EINPROGRESS))
     assert len(p.tracker.pending) == 50
+    # a connect on a reused fd replaces that fd's pending entry (the old socket is gone)
+    decode(p, network.T_CONNECT, addr_record(network.T_CONNECT, 3 + 499,
+                                             sockaddr_in("10.9.0.2", 1), ret=-EINPROGRESS))
+    assert len(p.tracker.pending) == 50
+    assert p.tracker.pending[(100, 502)].peer.address == "10.9.0.2"
 
 
 def test_bind_and_listen() -> None:
@@ -285,11 +293,11 @@ def test_socket_local_endpoint_from_proc() -> None:
         s4.listen(1)
         s6.bind(("::1", 0))
         s6.listen(1)
-        got4 = network.socket_local_endpoint(os.getpid(), s4.fileno())
-        got6 = network.socket_local_endpoint(os.getpid(), s6.fileno())
-        assert got4 == network.SockAddr(socket.AF_INET, "127.0.0.1", s4.getsockname()[1])
-        assert got6 == network.SockAddr(socket.AF_INET6, "::1", s6.getsockname()[1])
-    assert network.socket_local_endpoint(os.getpid(), 10**6) is None
+        got4 = sockets.socket_local_endpoint(os.getpid(), s4.fileno())
+        got6 = sockets.socket_local_endpoint(os.getpid(), s6.fileno())
+        assert got4 == sockets.SockAddr(socket.AF_INET, "127.0.0.1", s4.getsockname()[1])
+        assert got6 == sockets.SockAddr(socket.AF_INET6, "::1", s6.getsockname()[1])
+    assert sockets.socket_local_endpoint(os.getpid(), 10**6) is None
 
 
 def test_socket_endpoints_of_a_connected_pair_and_non_sockets() -> None:
@@ -298,40 +306,26 @@ def test_socket_endpoints_of_a_connected_pair_and_non_sockets() -> None:
         srv.bind(("127.0.0.1", 0))
         srv.listen(1)
         with socket.create_connection(srv.getsockname()) as cli:
-            got = network.socket_endpoints(os.getpid(), cli.fileno())
+            got = sockets.socket_endpoints(os.getpid(), cli.fileno())
             assert got is not None
             transport, local, remote = got
             assert transport == "tcp" and local.port == cli.getsockname()[1]
-            assert remote == network.SockAddr(socket.AF_INET, "127.0.0.1", srv.getsockname()[1])
+            assert remote == sockets.SockAddr(socket.AF_INET, "127.0.0.1", srv.getsockname()[1])
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
         u.bind(("127.0.0.1", 0))
-        got = network.socket_endpoints(os.getpid(), u.fileno())
+        got = sockets.socket_endpoints(os.getpid(), u.fileno())
         assert got is not None and got[0] == "udp" and got[2] is None
     r, w = os.pipe()
     try:
-        assert network.socket_endpoints(os.getpid(), r) is None
+        assert sockets.socket_endpoints(os.getpid(), r) is None
     finally:
         os.close(r)
         os.close(w)
 
 
-def test_agents_own_connection_is_not_counted_as_unknown() -> None:
-    import os
-    p = NetworkProbe()
-    key = ("decode", "connection_owner_unknown")
-    before = telemetry.counter_values(telemetry.dropped).get(key, 0.0)
-    decode(p, network.T_STATE, state_record(
-        0xF1, network.TCP_SYN_SENT, network.TCP_ESTABLISHED, ("10.0.0.1", 5), ("10.0.0.2", 4317),
-        pid=os.getpid()))
-    assert decode(p, network.T_STATE, state_record(
-        0xF1, 4, network.TCP_CLOSE, ("10.0.0.1", 5), ("10.0.0.2", 4317))) is None
-    assert telemetry.counter_values(telemetry.dropped).get(key, 0.0) == before
-    assert not p.tracker.own and not p.tracker.established
-
-
 def test_scoped_sensor_does_not_count_out_of_scope_owners_as_lost() -> None:
-    """inet_sock_set_state is not scoped (softirq context): with cgroup_scope, the owner of a
-    closing connection was usually filtered out in the kernel; that is not a loss."""
+    """With cgroup_scope, a close whose owner the kernel never stamped is a connection older
+    than the agent, most likely of a task out of scope: not a loss."""
     from otelguard.ebpf.probe import ProbeConfig
 
     p = NetworkProbe()
@@ -339,13 +333,78 @@ def test_scoped_sensor_does_not_count_out_of_scope_owners_as_lost() -> None:
     key = ("decode", "connection_owner_unknown")
     before = telemetry.counter_values(telemetry.dropped).get(key, 0.0)
     decode(p, network.T_STATE, state_record(
-        0xF2, network.TCP_SYN_SENT, network.TCP_ESTABLISHED, ("10.0.0.1", 7), ("10.0.0.2", 8)))
+        0xF2, TCP_SYN_SENT, TCP_ESTABLISHED, ("10.0.0.1", 7), ("10.0.0.2", 8)))
     assert decode(p, network.T_STATE, state_record(
-        0xF2, 4, network.TCP_CLOSE, ("10.0.0.1", 7), ("10.0.0.2", 8))) is None
+        0xF2, 4, TCP_CLOSE, ("10.0.0.1", 7), ("10.0.0.2", 8))) is None
     assert telemetry.counter_values(telemetry.dropped).get(key, 0.0) == before
     p.render(ProbeConfig(), frozenset())                 # unscoped again: counted
     decode(p, network.T_STATE, state_record(
-        0xF3, network.TCP_SYN_SENT, network.TCP_ESTABLISHED, ("10.0.0.1", 9), ("10.0.0.2", 8)))
+        0xF3, TCP_SYN_SENT, TCP_ESTABLISHED, ("10.0.0.1", 9), ("10.0.0.2", 8)))
     decode(p, network.T_STATE, state_record(
-        0xF3, 4, network.TCP_CLOSE, ("10.0.0.1", 9), ("10.0.0.2", 8)))
+        0xF3, 4, TCP_CLOSE, ("10.0.0.1", 9), ("10.0.0.2", 8)))
     assert telemetry.counter_values(telemetry.dropped).get(key, 0.0) == before + 1
+
+
+def test_owner_stamped_by_the_kernel_pairs_exactly_in_both_orders() -> None:
+    """Two processes connect to the same peer at once; softirq runs in a third's context. The
+    kernel's (tgid, fd) stamp attributes each close to its own connector, whichever of the
+    connect and ESTABLISHED records comes first (peer-address pairing would swap them)."""
+    p = NetworkProbe()
+    peer = ("10.96.0.1", 443)
+    # process 501 (fd 7): blocking connect, ESTABLISHED first
+    decode(p, network.T_STATE, state_record(0x501, TCP_SYN_SENT, TCP_ESTABLISHED,
+                                            ("10.0.0.5", 41000), peer, pid=999,
+                                            ktime=1_000, owner=(501, 7)))
+    # process 502 (fd 3): non-blocking, its connect record first, ESTABLISHED after
+    c2 = decode(p, network.T_CONNECT, addr_record(network.T_CONNECT, 3, sockaddr_in(*peer),
+                                                  pid=502, ret=-EINPROGRESS, ktime=1_100))
+    assert c2 is not None and semconv.NETWORK_LOCAL_PORT not in c2.attrs
+    c1 = decode(p, network.T_CONNECT, addr_record(network.T_CONNECT, 7, sockaddr_in(*peer),
+                                                  pid=501, ktime=1_200))
+    assert c1 is not None and c1.attrs[semconv.NETWORK_LOCAL_PORT] == 41000
+    decode(p, network.T_STATE, state_record(0x502, TCP_SYN_SENT, TCP_ESTABLISHED,
+                                            ("10.0.0.5", 42000), peer, pid=999,
+                                            ktime=1_300, owner=(502, 3)))
+    closes = {}
+    for sk, port in ((0x502, 42000), (0x501, 41000)):
+        ev = decode(p, network.T_STATE, state_record(sk, 4, TCP_CLOSE, ("10.0.0.5", port),
+                                                     peer, pid=999, ktime=5_000))
+        assert ev is not None
+        closes[ev.pid] = ev
+    assert closes[501].attrs[semconv.NETWORK_LOCAL_PORT] == 41000
+    assert closes[501].attrs[semconv.FILE_FD] == 7
+    assert closes[502].attrs[semconv.NETWORK_LOCAL_PORT] == 42000
+    assert closes[502].attrs[semconv.FILE_FD] == 3
+    assert not p.tracker.pending and not p.tracker.unclaimed_owned and not p.tracker.established
+
+
+def test_owner_stamped_refused_nonblocking_connect_closes_for_its_owner() -> None:
+    p = NetworkProbe()
+    decode(p, network.T_CONNECT, addr_record(network.T_CONNECT, 5, sockaddr_in("192.0.2.9", 1),
+                                             pid=601, ret=-EINPROGRESS))
+    decode(p, network.T_CONNECT, addr_record(network.T_CONNECT, 6, sockaddr_in("192.0.2.9", 1),
+                                             pid=602, ret=-EINPROGRESS))
+    close = decode(p, network.T_STATE, state_record(
+        0xC1, TCP_SYN_SENT, TCP_CLOSE, ("192.0.2.1", 50001), ("192.0.2.9", 1), owner=(602, 6)))
+    assert close is not None and close.pid == 602 and "never established" in close.body
+    assert list(p.tracker.pending) == [(601, 5)]
+
+
+def test_accept_before_its_established_record_still_pairs() -> None:
+    """accept() can return on another CPU before the softirq that set ESTABLISHED reserved its
+    record: the accept waits for it."""
+    p = NetworkProbe()
+    decode(p, network.T_BIND, addr_record(network.T_BIND, 3, sockaddr_in("127.0.0.1", 8080),
+                                          pid=200))
+    ev = decode(p, network.T_ACCEPT, addr_record(network.T_ACCEPT, 3,
+                                                 sockaddr_in("127.0.0.1", 45678), ret=6,
+                                                 pid=200))
+    assert ev is not None and ev.attrs[semconv.SERVER_PORT] == 8080
+    decode(p, network.T_STATE, state_record(
+        0xDE, TCP_SYN_RECV, TCP_ESTABLISHED, ("127.0.0.1", 8080), ("127.0.0.1", 45678),
+        ktime=1_000))
+    close = decode(p, network.T_STATE, state_record(
+        0xDE, 8, TCP_CLOSE, ("127.0.0.1", 8080), ("127.0.0.1", 45678), ktime=4_000))
+    assert close is not None and close.pid == 200 and close.attrs[semconv.FILE_FD] == 6
+    assert close.attrs[semconv.NETWORK_CONNECTION_DURATION_NS] == 3_000
+    assert not p.tracker.pending_accepts and not p.tracker.unclaimed_passive

@@ -8,9 +8,12 @@ from pathlib import Path
 import pytest
 
 from otelguard.ebpf import loader
-from otelguard.ebpf.file import PROBE as FILE, render_prefix_match
+from otelguard.ebpf.file import create as create_file_probe, render_prefix_match
 from otelguard.ebpf.probe import ProbeConfig
-from otelguard.ebpf.process import PROBE as PROCESS
+from otelguard.ebpf.process import create as create_process_probe
+
+FILE = create_file_probe()
+PROCESS = create_process_probe()
 
 ALL_PROCESS = frozenset(PROCESS.tracepoints())
 ALL_FILE = frozenset(FILE.tracepoints())

@@ -11,10 +11,10 @@ import pytest
 
 from otelguard import telemetry
 from otelguard.ebpf.errors import SensorError
-from otelguard.ebpf.file import PROBE as FILE_PROBE
+from otelguard.ebpf.file import create as create_file_probe
 from otelguard.ebpf.loader import load
 from otelguard.ebpf.probe import ProbeConfig
-from otelguard.ebpf.process import PROBE as PROCESS_PROBE
+from otelguard.ebpf.process import create as create_process_probe
 from otelguard.ebpf.sensor import Sensor
 from otelguard.ebpf.settings import SensorConfig
 from tests.ebpf.containers import container
@@ -23,6 +23,9 @@ pytestmark = pytest.mark.kernel
 
 BURST = """
 import os
+
+FILE_PROBE = create_file_probe()
+PROCESS_PROBE = create_process_probe()
 p = "/tmp/og-burst-%d" % os.getpid()
 for _ in range(10000):
     os.close(os.open(p, os.O_WRONLY | os.O_CREAT, 0o600))

@@ -123,4 +123,6 @@ class EvasionProbe:
         return None
 
 
-PROBE = EvasionProbe()
+def create() -> EvasionProbe:
+    """A new probe instance (one per sensor)."""
+    return EvasionProbe()

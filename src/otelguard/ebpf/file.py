@@ -326,4 +326,6 @@ class FileProbe:
         return event
 
 
-PROBE = FileProbe()
+def create() -> FileProbe:
+    """A new probe instance (one per sensor)."""
+    return FileProbe()

@@ -15,16 +15,19 @@ Records (``probes/network.bpf.c``, type ids 40-46):
   a DNS query is still reported (``otelguard.dns.query`` without ``dns.question.name``): non-DNS
   traffic to port 53 is itself a signal.
 - inet_sock_set_state, TCP only: ESTABLISHED and CLOSE. It fires in softirq for most packets,
-  so its pid/cgroup are whoever was running. :class:`ConnectionTracker` pairs it by 4-tuple
-  with the connect/accept of the owning process (both arrival orders happen: a blocking
-  connect is established before its exit record; a non-blocking one after) and emits
-  ``otelguard.network.close`` on behalf of the owner, with both endpoints, so the exporter can
-  close the connection span (exporter/spans.py matches on peer address/port + local port).
-  Closes of connections whose owner was never seen (older than the agent; the agent's own
-  when the handshake completed outside its context) are counted in
-  ``otelguard_dropped_total{stage="decode",reason="connection_owner_unknown"}``, unless the
-  sensor is scoped (``cgroup_scope``): the tracepoint is not scoped (softirq context), so its
-  unknown owners are then mostly tasks out of scope, filtered by design.
+  so its pid/cgroup are whoever was running. The kernel learns each active socket's owner at
+  CLOSE -> SYN_SENT (inside connect(), the owner's own context) and stamps later records with
+  the owner's tgid and fd; sockets of unwatched tasks (out of ``cgroup_scope``, or the agent
+  itself) and connections accepted on ports where only unwatched tasks listen never leave the
+  kernel, so a busy host's connection churn cannot crowd the ring buffer.
+  :class:`~otelguard.ebpf.connections.ConnectionTracker` pairs the records with the owner's
+  connect/accept and the decoder emits ``otelguard.network.close`` on behalf of the owner, with
+  both endpoints, so the exporter can close the connection span (exporter/spans.py matches on
+  peer address/port + local port). Closes of connections whose owner was never seen (older
+  than the agent) are counted in
+  ``otelguard_dropped_total{stage="decode",reason="connection_owner_unknown"}`` unless the
+  sensor is scoped (there, unknown owners are mostly tasks out of scope whose connections
+  predate the agent).
 
 Limits: a socket counts as DNS-connected per (tgid, fd) from its connect(), so sockets connected
 before the agent started, or inherited by a forked child, are not followed on write/send without
@@ -40,7 +43,8 @@ Overhead, measured on this shared 2-core VM under load average ~8 (so noisy: min
 alternating rounds, probes loaded with a no-op ring consumer, C loops): a loopback
 connect+accept+close loop went from 70 µs to 116 µs per iteration with this probe (each
 iteration sends 7 records: socket, connect, accept, 2 ESTABLISHED, 2 CLOSE; record delivery
-dominates). ``sys_enter_write``/``sys_exit_write`` run for every write(2) on the host (a hash
+dominates). Every TCP state change on the host costs one or two hash operations in the kernel
+(owner and listener maps), whether or not a record is sent. ``sys_enter_write``/``sys_exit_write`` run for every write(2) on the host (a hash
 lookup each, to see writes on DNS-connected sockets): a 1-byte write loop and a getppid loop
 showed no difference beyond the noise (write: 577 ns with the process probe alone, 836 ns with
 this one, 843 ns with no probe at all). Full decode in Python is ~5-15 µs per record.
@@ -51,15 +55,20 @@ from __future__ import annotations
 import ctypes
 import ipaddress
 import os
-from collections import OrderedDict
-from dataclasses import dataclass, field
-from typing import Optional, TypeVar, cast
+from typing import Optional, cast
 
 from otelguard import semconv, telemetry
 from otelguard.ebpf import dns
+from otelguard.ebpf.connections import (
+    TCP_CLOSE, TCP_ESTABLISHED, TCP_SYN_RECV, TCP_SYN_SENT, ConnectionTracker, StateChange,
+    copy_header,
+)
 from otelguard.ebpf.events import AttrValue, Event
 from otelguard.ebpf.probe import (
     DecodeContext, Header, ProbeConfig, group_defines, group_tracepoints, probe_source, read_record
+)
+from otelguard.ebpf.sockets import (
+    AF_INET, AF_INET6, AF_PACKET, SockAddr, decode_sockaddr, socket_local_endpoint, transport_of,
 )
 
 T_SOCKET, T_CONNECT, T_ACCEPT, T_BIND, T_LISTEN, T_DNS, T_STATE = range(40, 47)
@@ -67,19 +76,15 @@ T_SOCKET, T_CONNECT, T_ACCEPT, T_BIND, T_LISTEN, T_DNS, T_STATE = range(40, 47)
 SA_LEN = 28
 DNS_CAP = 512
 
-AF_UNSPEC, AF_UNIX, AF_INET, AF_INET6, AF_NETLINK, AF_PACKET = 0, 1, 2, 10, 16, 17
 FAMILY_NAMES = {
     0: "AF_UNSPEC", 1: "AF_UNIX", 2: "AF_INET", 3: "AF_AX25", 4: "AF_IPX", 5: "AF_APPLETALK",
     9: "AF_X25", 10: "AF_INET6", 16: "AF_NETLINK", 17: "AF_PACKET", 29: "AF_CAN",
     30: "AF_TIPC", 31: "AF_BLUETOOTH", 38: "AF_ALG", 40: "AF_VSOCK", 44: "AF_XDP",
 }
-SOCK_STREAM, SOCK_DGRAM, SOCK_RAW = 1, 2, 3
 TYPE_NAMES = {1: "SOCK_STREAM", 2: "SOCK_DGRAM", 3: "SOCK_RAW", 4: "SOCK_RDM",
               5: "SOCK_SEQPACKET", 6: "SOCK_DCCP", 10: "SOCK_PACKET"}
 IPPROTO_TCP, IPPROTO_UDP = 6, 17
 
-TCP_SYN_SENT, TCP_SYN_RECV, TCP_ESTABLISHED, TCP_CLOSE = 2, 3, 1, 7
-EINPROGRESS = 115
 
 VIA_SYSCALL = {0: "sendto", 1: "sendmsg", 2: "sendmmsg", 3: "write"}
 
@@ -121,102 +126,14 @@ class StateRecord(ctypes.Structure):
                 ("newstate", ctypes.c_int32), ("sport", ctypes.c_uint16),
                 ("dport", ctypes.c_uint16), ("family", ctypes.c_uint16),
                 ("protocol", ctypes.c_uint16), ("saddr", ctypes.c_uint8 * 16),
-                ("daddr", ctypes.c_uint8 * 16)]
+                ("daddr", ctypes.c_uint8 * 16), ("owner_tgid", ctypes.c_uint32),
+                ("owner_fd", ctypes.c_int32)]
 
 
 _RECORDS: dict[int, type[ctypes.Structure]] = {
     T_SOCKET: SocketRecord, T_CONNECT: AddrRecord, T_ACCEPT: AddrRecord, T_BIND: AddrRecord,
     T_LISTEN: AddrRecord, T_DNS: DnsRecord, T_STATE: StateRecord,
 }
-
-
-@dataclass(frozen=True)
-class SockAddr:
-    family: int
-    address: str
-    port: int
-
-    @property
-    def network_type(self) -> str:
-        return "ipv6" if self.family == AF_INET6 else "ipv4"
-
-
-def decode_sockaddr(raw: bytes) -> Optional[SockAddr]:
-    """A ``struct sockaddr_in``/``sockaddr_in6`` (as raw bytes) to address text and port; None
-    for other families or short buffers. IPv4-mapped IPv6 addresses stay IPv6 text."""
-    if len(raw) < 2:
-        return None
-    family = int.from_bytes(raw[0:2], "little")  # sa_family_t is host order (x86_64/arm64: LE)
-    if family == AF_INET and len(raw) >= 8:
-        return SockAddr(AF_INET, str(ipaddress.IPv4Address(bytes(raw[4:8]))),
-                        int.from_bytes(raw[2:4], "big"))
-    if family == AF_INET6 and len(raw) >= 24:
-        return SockAddr(AF_INET6, str(ipaddress.IPv6Address(bytes(raw[8:24]))),
-                        int.from_bytes(raw[2:4], "big"))
-    return None
-
-
-def socket_endpoints(pid: int, fd: int) -> Optional[tuple[str, SockAddr, Optional[SockAddr]]]:
-    """(transport, local, remote) of inet socket ``fd`` of ``pid``, found by socket inode in
-    ``/proc/<pid>/net/{tcp,tcp6,udp,udp6}``; remote is None when unconnected. For rare events
-    (listen, dup of a socket onto stdio): it reads the netns's whole socket tables, ~1 ms per
-    thousand sockets."""
-    try:
-        link = os.readlink(f"/proc/{pid}/fd/{fd}")
-    except OSError:
-        return None
-    if not link.startswith("socket:["):
-        return None
-    inode = link[8:-1]
-    for name, family in (("tcp", AF_INET), ("tcp6", AF_INET6), ("udp", AF_INET),
-                         ("udp6", AF_INET6)):
-        try:
-            with open(f"/proc/{pid}/net/{name}", encoding="ascii") as f:
-                next(f, None)
-                for line in f:
-                    cols = line.split()
-                    if len(cols) > 9 and cols[9] == inode:
-                        local = _proc_net_endpoint(cols[1], family)
-                        remote = _proc_net_endpoint(cols[2], family)
-                        if local is None:
-                            return None
-                        if remote is not None and remote.port == 0:
-                            remote = None
-                        return name.rstrip("6"), local, remote
-        except (OSError, ValueError, UnicodeDecodeError):
-            continue
-    return None
-
-
-def socket_local_endpoint(pid: int, fd: int) -> Optional[SockAddr]:
-    """The local address of socket ``fd`` of ``pid`` (see :func:`socket_endpoints`)."""
-    found = socket_endpoints(pid, fd)
-    return found[1] if found is not None else None
-
-
-def _proc_net_endpoint(text: str, family: int) -> Optional[SockAddr]:
-    """``0100007F:1F90`` (address words in host byte order, as /proc/net/tcp prints them)."""
-    addr_hex, _, port_hex = text.partition(":")
-    raw = bytes.fromhex(addr_hex)
-    if family == AF_INET and len(raw) == 4:
-        return SockAddr(AF_INET, str(ipaddress.IPv4Address(raw[::-1])), int(port_hex, 16))
-    if family == AF_INET6 and len(raw) == 16:
-        words = b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4))
-        return SockAddr(AF_INET6, str(ipaddress.IPv6Address(words)), int(port_hex, 16))
-    return None
-
-
-def transport_of(family: int, sock_type: int) -> str:
-    kind = sock_type & 0xF
-    if family == AF_PACKET:
-        return "packet"
-    if kind == SOCK_RAW:
-        return "raw"
-    if family in (AF_INET, AF_INET6):
-        return {SOCK_STREAM: "tcp", SOCK_DGRAM: "udp"}.get(kind, "unknown")
-    if family == AF_UNIX:
-        return "unix"
-    return "unknown"
 
 
 def _peer_attrs(attrs: dict[str, AttrValue], peer: Optional[SockAddr],
@@ -240,222 +157,6 @@ def _peer_attrs(attrs: dict[str, AttrValue], peer: Optional[SockAddr],
 
 def _errno_suffix(ret: int) -> str:
     return f" failed: {os.strerror(-ret)}" if ret < 0 else ""
-
-
-def _copy_header(h: Header) -> Header:
-    return Header.from_buffer_copy(bytes(h))
-
-
-@dataclass
-class Connection:
-    """An established TCP connection seen by inet_sock_set_state (endpoints from the socket)."""
-
-    skaddr: int
-    local: SockAddr
-    peer: SockAddr
-    established_ktime: int
-    owner: Optional[Header] = None  # header of the owner's connect/accept record
-    fd: int = -1
-    role: str = ""  # "client" | "server"
-
-
-@dataclass
-class _Pending:
-    """A connect() whose socket has not been established yet (non-blocking, or UDP)."""
-
-    owner: Header
-    fd: int
-    peer: SockAddr
-    ret: int
-
-
-K = TypeVar("K")
-V = TypeVar("V")
-
-
-def _lru_put(d: "OrderedDict[K, V]", key: K, value: V, cap: int) -> int:
-    """Insert as most recent; evict the oldest beyond ``cap``; returns how many were evicted."""
-    d[key] = value
-    d.move_to_end(key)
-    evicted = 0
-    while len(d) > cap:
-        d.popitem(last=False)
-        evicted += 1
-    return evicted
-
-
-@dataclass
-class ConnectionTracker:
-    """User-space pairing of socket state changes with the syscalls of the owning process.
-
-    Every table is bounded (LRU). Memory: ~300 bytes per open connection; cost per record: a
-    few dict operations.
-    """
-
-    max_connections: int = 65536
-    max_pending: int = 8192
-    max_sockets: int = 16384
-    established: "OrderedDict[int, Connection]" = field(default_factory=OrderedDict)
-    unclaimed_active: "OrderedDict[tuple[str, int], list[int]]" = field(
-        default_factory=OrderedDict)
-    unclaimed_passive: "OrderedDict[tuple[str, int], int]" = field(default_factory=OrderedDict)
-    pending: "OrderedDict[int, _Pending]" = field(default_factory=OrderedDict)
-    sockets: "OrderedDict[tuple[int, int], tuple[int, int]]" = field(default_factory=OrderedDict)
-    bound: "OrderedDict[tuple[int, int], SockAddr]" = field(default_factory=OrderedDict)
-    peers: "OrderedDict[tuple[int, int], SockAddr]" = field(default_factory=OrderedDict)
-    # the agent's own connections (its connect() is filtered in the kernel): not "unknown"
-    self_pid: int = field(default_factory=os.getpid)
-    own: "OrderedDict[int, None]" = field(default_factory=OrderedDict)
-    _seq: int = 0
-
-    # -- bookkeeping from syscalls ---------------------------------------------------------
-    def on_socket(self, pid: int, fd: int, family: int, sock_type: int) -> None:
-        _lru_put(self.sockets, (pid, fd), (family, sock_type), self.max_sockets)
-        self.bound.pop((pid, fd), None)
-        self.peers.pop((pid, fd), None)
-
-    def transport(self, pid: int, fd: int) -> Optional[str]:
-        known = self.sockets.get((pid, fd))
-        return transport_of(*known) if known is not None else None
-
-    def on_bind(self, pid: int, fd: int, addr: SockAddr) -> None:
-        _lru_put(self.bound, (pid, fd), addr, self.max_sockets)
-
-    def on_connect(self, owner: Header, fd: int, peer: SockAddr, ret: int) -> Optional[SockAddr]:
-        """Record a connect; returns the local endpoint when the connection is already known
-        to be established (blocking connect: the state change came first)."""
-        pid = int(owner.pid)
-        _lru_put(self.peers, (pid, fd), peer, self.max_sockets)
-        if ret < 0 and ret != -EINPROGRESS:
-            return None
-        if self.transport(pid, fd) not in (None, "tcp"):
-            return None  # UDP/raw: no TCP state changes will follow
-        sk = self._claim_active(peer, pid)
-        if sk is not None:
-            conn = self.established[sk]
-            conn.owner, conn.fd, conn.role = _copy_header(owner), fd, "client"
-            return conn.local
-        self._seq += 1
-        _lru_put(self.pending, self._seq,
-                 _Pending(_copy_header(owner), fd, peer, ret), self.max_pending)
-        return None
-
-    def on_accept(self, owner: Header, listen_fd: int, new_fd: int,
-                  peer: Optional[SockAddr]) -> tuple[Optional[SockAddr], Optional[SockAddr]]:
-        """Attach an accepted connection to its owner; returns (local, peer) when known."""
-        pid = int(owner.pid)
-        self.on_socket(pid, new_fd, peer.family if peer else AF_INET, SOCK_STREAM)
-        sk: Optional[int] = None
-        if peer is not None:
-            sk = self.unclaimed_passive.pop((peer.address, peer.port), None)
-        else:
-            # accept(fd, NULL, NULL): the oldest unclaimed connection on the listener's port
-            bound = self.bound.get((pid, listen_fd))
-            if bound is not None:
-                for key, cand in self.unclaimed_passive.items():
-                    conn = self.established.get(cand)
-                    if conn is not None and conn.local.port == bound.port:
-                        sk = cand
-                        del self.unclaimed_passive[key]
-                        break
-        if sk is None or sk not in self.established:
-            if peer is not None:
-                _lru_put(self.peers, (pid, new_fd), peer, self.max_sockets)
-            return None, peer
-        conn = self.established[sk]
-        conn.owner, conn.fd, conn.role = _copy_header(owner), new_fd, "server"
-        _lru_put(self.peers, (pid, new_fd), conn.peer, self.max_sockets)
-        return conn.local, conn.peer
-
-    def peer_of(self, pid: int, fd: int) -> Optional[SockAddr]:
-        return self.peers.get((pid, fd))
-
-    # -- socket state changes ----------------------------------------------------------------
-    def on_established(self, r: StateRecord) -> None:
-        local, peer = _state_endpoints(r)
-        conn = Connection(int(r.skaddr), local, peer, int(r.h.ktime_ns))
-        if _lru_put(self.established, conn.skaddr, conn, self.max_connections):
-            telemetry.dropped.labels(stage="decode", reason="connection_table_full").inc()
-        if r.oldstate == TCP_SYN_RECV:
-            _lru_put(self.unclaimed_passive, (peer.address, peer.port), conn.skaddr,
-                     self.max_pending)
-            return
-        pend = self._take_pending(peer, int(r.h.pid))
-        if pend is not None:
-            conn.owner, conn.fd, conn.role = pend.owner, pend.fd, "client"
-            return
-        if int(r.h.pid) == self.self_pid:  # established in the agent's own connect()
-            del self.established[conn.skaddr]
-            _lru_put(self.own, conn.skaddr, None, self.max_pending)
-            return
-        lst = self.unclaimed_active.setdefault((peer.address, peer.port), [])
-        lst.append(conn.skaddr)
-        self.unclaimed_active.move_to_end((peer.address, peer.port))
-        while len(self.unclaimed_active) > self.max_pending:
-            self.unclaimed_active.popitem(last=False)
-
-    def is_own(self, skaddr: int) -> bool:
-        """True once for a connection of the agent itself (forgotten on that call)."""
-        return self.own.pop(skaddr, 0) is None
-
-    def on_close(self, r: StateRecord) -> Optional[tuple[Connection, bool]]:
-        """The closed connection with its owner, or None (owner unknown / not tracked).
-        The flag is True for a connection that was never established (refused / timed out
-        after a non-blocking connect)."""
-        sk = int(r.skaddr)
-        conn = self.established.pop(sk, None)
-        local, peer = _state_endpoints(r)
-        if conn is None:
-            if r.oldstate == TCP_SYN_SENT:
-                pend = self._take_pending(peer, int(r.h.pid), only_in_progress=True)
-                if pend is not None:
-                    return Connection(sk, local, peer, int(r.h.ktime_ns), pend.owner,
-                                      pend.fd, "client"), True
-            return None
-        key = (conn.peer.address, conn.peer.port)
-        if conn.owner is None:
-            if self.unclaimed_passive.get(key) == sk:
-                del self.unclaimed_passive[key]
-            lst = self.unclaimed_active.get(key)
-            if lst and sk in lst:
-                lst.remove(sk)
-                if not lst:
-                    del self.unclaimed_active[key]
-            return None
-        return conn, False
-
-    # -- internals -----------------------------------------------------------------------------
-    def _claim_active(self, peer: SockAddr, pid: int) -> Optional[int]:
-        key = (peer.address, peer.port)
-        lst = self.unclaimed_active.get(key)
-        if not lst:
-            return None
-        pick = next((sk for sk in lst if (c := self.established.get(sk)) is not None
-                     and c.owner is None), None)
-        if pick is None:
-            del self.unclaimed_active[key]
-            return None
-        lst.remove(pick)
-        if not lst:
-            del self.unclaimed_active[key]
-        return pick
-
-    def _take_pending(self, peer: SockAddr, pid: int,
-                      only_in_progress: bool = False) -> Optional[_Pending]:
-        best: Optional[int] = None
-        for seq, p in self.pending.items():  # oldest first; prefer the same pid if present
-            if p.peer.port != peer.port or p.peer.address != peer.address:
-                continue
-            if only_in_progress and p.ret != -EINPROGRESS:
-                continue
-            if best is None:
-                best = seq
-            if int(p.owner.pid) == pid:
-                best = seq
-                break
-        if best is None:
-            return None
-        return self.pending.pop(best)
 
 
 def _state_endpoints(r: StateRecord) -> tuple[SockAddr, SockAddr]:
@@ -602,23 +303,25 @@ class NetworkProbe:
         return ev
 
     def _state(self, r: StateRecord, ctx: DecodeContext) -> Optional[Event]:
-        if r.newstate == TCP_ESTABLISHED:
-            self.tracker.on_established(r)
+        if r.newstate not in (TCP_ESTABLISHED, TCP_CLOSE):
             return None
-        if r.newstate != TCP_CLOSE:
+        local, peer = _state_endpoints(r)
+        ch = StateChange(int(r.skaddr), int(r.oldstate), int(r.newstate), local, peer,
+                         int(r.h.ktime_ns), int(r.owner_tgid), int(r.owner_fd))
+        if ch.newstate == TCP_ESTABLISHED:
+            self.tracker.on_established(ch)
             return None
-        found = self.tracker.on_close(r)
+        found = self.tracker.on_close(ch)
         if found is None:
-            if self.tracker.is_own(int(r.skaddr)):
-                return None
-            # scoped: the state tracepoint sees every host socket, but the kernel dropped the
-            # connect/accept of owners out of scope, so their closes are filtered, not lost
-            if r.oldstate not in (TCP_SYN_SENT, TCP_SYN_RECV) and not self.scoped:
+            # scoped: the kernel drops the state changes of sockets it knows to be out of
+            # scope, but not of connections older than the agent: their owners are unknown
+            # by design there, so only an unscoped sensor counts them as lost
+            if ch.oldstate not in (TCP_SYN_SENT, TCP_SYN_RECV) and not self.scoped:
                 telemetry.dropped.labels(stage="decode", reason="connection_owner_unknown").inc()
             return None
         conn, never_established = found
         assert conn.owner is not None
-        hdr = _copy_header(conn.owner)
+        hdr = copy_header(conn.owner)
         hdr.ktime_ns = r.h.ktime_ns
         hdr.ret = 0
         attrs: dict[str, AttrValue] = {semconv.NETWORK_TRANSPORT: "tcp",
@@ -641,4 +344,6 @@ def _endpoint(sa: Optional[SockAddr]) -> str:
     return f"[{sa.address}]:{sa.port}" if sa.family == AF_INET6 else f"{sa.address}:{sa.port}"
 
 
-PROBE = NetworkProbe()
+def create() -> NetworkProbe:
+    """A new probe with its own connection tracker (one per sensor)."""
+    return NetworkProbe()

@@ -46,7 +46,7 @@ from typing import Optional, cast
 
 from otelguard import semconv
 from otelguard.ebpf.events import AttrValue, Event
-from otelguard.ebpf.network import socket_endpoints
+from otelguard.ebpf.sockets import socket_endpoints
 from otelguard.ebpf.proctable import CAP_NAMES
 from otelguard.ebpf.probe import (
     DecodeContext, Header, ProbeConfig, c_string, group_defines, group_tracepoints, probe_source,
@@ -437,4 +437,6 @@ class PrivilegeProbe:
         return None
 
 
-PROBE = PrivilegeProbe()
+def create() -> PrivilegeProbe:
+    """A new probe instance (one per sensor)."""
+    return PrivilegeProbe()

@@ -179,4 +179,6 @@ class ProcessProbe:
         return ev
 
 
-PROBE = ProcessProbe()
+def create() -> ProcessProbe:
+    """A new probe instance (one per sensor)."""
+    return ProcessProbe()

@@ -1,7 +1,8 @@
 """The explicit probe registry: which capture areas exist and which of them import.
 
-Each area is ``otelguard.ebpf.<area>:PROBE``. An area whose module is absent, fails to import,
-or whose PROBE breaks the contract (``ebpf/probe.py``) is skipped with the reason, so one broken
+Each area is a module ``otelguard.ebpf.<area>`` whose ``create()`` makes a new probe, so every
+sensor owns its probes' state (the network probe's connection tracker). An area whose module
+is absent, fails to import, or whose probe breaks the contract (``ebpf/probe.py``) is skipped with the reason, so one broken
 area never stops the others. Type id ranges must not overlap (one ring buffer carries all).
 """
 
@@ -24,7 +25,7 @@ class Registry:
 
 
 def discover(areas: Optional[Iterable[str]] = None) -> Registry:
-    """Import the PROBE of each area (all by default), in registry order."""
+    """Import each area (all by default) and create its probe, in registry order."""
     out = Registry()
     taken: dict[int, str] = {}
     wanted = tuple(areas) if areas is not None else AREAS
@@ -41,10 +42,18 @@ def discover(areas: Optional[Iterable[str]] = None) -> Registry:
         except Exception as exc:  # a broken area must not stop the others
             out.skipped[area] = f"import failed: {type(exc).__name__}: {exc}"
             continue
-        probe = getattr(module, "PROBE", None)
-        missing = [a for a in _REQUIRED if probe is None or not hasattr(probe, a)]
+        create = getattr(module, "create", None)
+        if not callable(create):
+            out.skipped[area] = f"{module_name} has no create()"
+            continue
+        try:
+            probe = create()
+        except Exception as exc:  # a broken area must not stop the others
+            out.skipped[area] = f"create() failed: {type(exc).__name__}: {exc}"
+            continue
+        missing = [a for a in _REQUIRED if not hasattr(probe, a)]
         if missing:
-            out.skipped[area] = f"{module_name}.PROBE missing {', '.join(missing)}"
+            out.skipped[area] = f"{module_name}: probe missing {', '.join(missing)}"
             continue
         assert probe is not None
         clash = sorted({taken[t] for t in probe.type_ids if t in taken})

@@ -87,6 +87,8 @@ struct og_net_state_rec {           // OG_T_NET_STATE (may run in softirq: pid i
     u16 protocol;
     u8 saddr[16];
     u8 daddr[16];
+    u32 owner_tgid;                 // the connect()ing process, 0 when not seen (passive side)
+    s32 owner_fd;                   // its socket fd, -1 when not known
 };
 
 // Arguments saved at syscall entry for the exit handler (one syscall at a time per thread).
@@ -140,6 +142,29 @@ BPF_HASH(og_net_args_map, u64, struct og_net_args, 10240);
 // kernel (a /proc lookup at decode time fails once a short-lived resolver has exited).
 struct og_net_dns_dest { u8 sa[OG_NET_SA_LEN]; };
 BPF_TABLE("lru_hash", struct og_net_fdkey, struct og_net_dns_dest, og_net_dns_socks, 4096);
+// Owners of TCP sockets, learnt where the kernel runs in the owner's own context: the
+// CLOSE -> SYN_SENT change happens inside connect(). Later changes of the same socket run in
+// softirq (whoever is current there is not the owner), so ESTABLISHED/CLOSE records carry the
+// owner from here, and sockets of tasks the sensor does not watch (out of scope, or ourselves)
+// never reach the ring buffer: a busy host's connection churn cannot crowd out watched records.
+struct og_net_conn {
+    u32 tgid;
+    s32 fd;
+    u8 skip;                        // the owner is not watched: no record for this socket
+    u8 passive;                     // accepted (owner learnt in user space, from accept)
+};
+BPF_TABLE("lru_hash", u64, struct og_net_conn, og_net_conns, 65536);
+// Listening ports and whether a watched task listens there (CLOSE -> LISTEN runs in listen()).
+// A connection accepted on a port where only unwatched tasks listen is not sent. Keyed by port
+// alone (tracepoints name no network namespace): one watched listener on a port in any
+// namespace keeps that port's connections, so the filter can only keep too much.
+struct og_net_listen_count { u32 watched; u32 unwatched; };
+struct og_net_listener { u16 port; u8 watched; };
+BPF_HASH(og_net_listen_ports, u16, struct og_net_listen_count, 4096);
+BPF_TABLE("lru_hash", u64, struct og_net_listener, og_net_listeners, 8192);
+// Ports whose listener predates the agent (no LISTEN change seen): learnt from who closes an
+// accepted connection there (close()/shutdown() run in the owner's context), 1 = watched.
+BPF_TABLE("lru_hash", u16, u8, og_net_port_learnt, 4096);
 // Scratch for assembling an og_net_args (too big for the 512-byte stack beside the records).
 BPF_PERCPU_ARRAY(og_net_scratch, struct og_net_args, 1);
 
@@ -570,25 +595,111 @@ TRACEPOINT_PROBE(syscalls, sys_exit_write) {
 #endif
 
 #if OG_NET_HAVE_STATE
-// TCP only; ESTABLISHED (from any state) and CLOSE (except a listener closing). Other
-// transitions stay in the kernel. Runs in softirq for most packets: pid/cgroup are whoever
-// was current, so user space attributes the record through connect/accept by 4-tuple.
+#define OG_NET_TCP_SYN_SENT 2
+#define OG_NET_TCP_SYN_RECV 3
+#define OG_NET_TCP_FIN_WAIT1 4
+#define OG_NET_TCP_LAST_ACK 9
+
+// Process context (listen()): count the listener as watched or not for its port.
+static __always_inline void og_net_on_listen(u64 sk, u16 port) {
+    struct og_net_listener l = {.port = port, .watched = !og_is_self()};
+    og_net_listeners.update(&sk, &l);
+    struct og_net_listen_count zero = {};
+    struct og_net_listen_count *c = og_net_listen_ports.lookup_or_try_init(&port, &zero);
+    if (!c) { return; }
+    if (l.watched) { __sync_fetch_and_add(&c->watched, 1); }
+    else { __sync_fetch_and_add(&c->unwatched, 1); }
+}
+
+static __always_inline void og_net_on_unlisten(u64 sk) {
+    struct og_net_listener *l = og_net_listeners.lookup(&sk);
+    if (!l) { return; }
+    u16 port = l->port;
+    struct og_net_listen_count *c = og_net_listen_ports.lookup(&port);
+    if (c) {
+        if (l->watched) { __sync_fetch_and_add(&c->watched, -1); }
+        else { __sync_fetch_and_add(&c->unwatched, -1); }
+        if (c->watched == 0 && c->unwatched == 0) { og_net_listen_ports.delete(&port); }
+    }
+    og_net_listeners.delete(&sk);
+}
+
+// A passive socket on `port` (our local port): sent unless only unwatched tasks listen there
+// (as seen at listen(), else as learnt from earlier closes on the port).
+static __always_inline int og_net_port_unwatched(u16 port) {
+    struct og_net_listen_count *c = og_net_listen_ports.lookup(&port);
+    if (c) { return c->watched == 0 && c->unwatched > 0; }
+    u8 *learnt = og_net_port_learnt.lookup(&port);
+    return learnt && *learnt == 0;
+}
+
+// Process context (close()/shutdown(): the new state is FIN_WAIT1 or LAST_ACK) of an accepted
+// connection: its closer tells whether the port is served by a watched task.
+static __always_inline void og_net_on_passive_close(struct og_net_conn *conn, u16 port) {
+    u8 watched = !og_is_self();
+    og_net_port_learnt.update(&port, &watched);
+    if (!watched) { conn->skip = 1; }
+}
+
+// Process context (connect(), or sendto() with MSG_FASTOPEN): remember the socket's owner.
+static __always_inline void og_net_on_syn_sent(u64 sk) {
+    struct og_net_conn conn = {.fd = -1};
+    if (og_is_self()) {
+        conn.skip = 1;
+    } else {
+        u64 id = bpf_get_current_pid_tgid();
+        conn.tgid = id >> 32;
+        struct og_net_args *a = og_net_args_map.lookup(&id);
+        if (a && a->nr == OG_NET_NR_CONNECT) { conn.fd = a->fd; }
+    }
+    og_net_conns.update(&sk, &conn);
+}
+
+// TCP only; ESTABLISHED (from any state) and CLOSE (except a listener closing) are sent; the
+// other transitions only feed the owner and listener maps above.
 TRACEPOINT_PROBE(sock, inet_sock_set_state) {
     if (args->protocol != OG_NET_IPPROTO_TCP) { return 0; }
     s32 ns = args->newstate;
     s32 os = args->oldstate;
-    if (ns != OG_NET_TCP_ESTABLISHED && !(ns == OG_NET_TCP_CLOSE && os != OG_NET_TCP_LISTEN)) {
+    u64 sk = (u64)args->skaddr;
+    if (ns == OG_NET_TCP_SYN_SENT) { og_net_on_syn_sent(sk); return 0; }
+    if (ns == OG_NET_TCP_LISTEN) { og_net_on_listen(sk, args->sport); return 0; }
+    if (os == OG_NET_TCP_LISTEN) { og_net_on_unlisten(sk); return 0; }
+    struct og_net_conn *conn = og_net_conns.lookup(&sk);
+    if (ns == OG_NET_TCP_FIN_WAIT1 || ns == OG_NET_TCP_LAST_ACK) {
+        if (conn && conn->passive && !conn->skip) { og_net_on_passive_close(conn, args->sport); }
         return 0;
+    }
+    if (ns != OG_NET_TCP_ESTABLISHED && ns != OG_NET_TCP_CLOSE) { return 0; }
+    u32 owner = 0;
+    s32 owner_fd = -1;
+    if (conn) {
+        u8 skip = conn->skip;
+        owner = conn->tgid;
+        owner_fd = conn->fd;
+        if (ns == OG_NET_TCP_CLOSE) { og_net_conns.delete(&sk); }
+        if (skip) { return 0; }
+    } else if (os == OG_NET_TCP_SYN_RECV) {
+        // accepted: remembered, so its close can teach the port's verdict, and not sent at
+        // all when only unwatched tasks listen there (its CLOSE is then not sent either)
+        u8 skip = og_net_port_unwatched(args->sport);
+        if (ns == OG_NET_TCP_ESTABLISHED) {
+            struct og_net_conn accepted = {.fd = -1, .skip = skip, .passive = 1};
+            og_net_conns.update(&sk, &accepted);
+        }
+        if (skip) { return 0; }
     }
     struct og_net_state_rec *r = og_reserve(sizeof(*r), OG_T_NET_STATE, 0);
     if (!r) { return 0; }
-    r->skaddr = (u64)args->skaddr;
+    r->skaddr = sk;
     r->oldstate = os;
     r->newstate = ns;
     r->sport = args->sport;
     r->dport = args->dport;
     r->family = args->family;
     r->protocol = args->protocol;
+    r->owner_tgid = owner;
+    r->owner_fd = owner_fd;
     if (args->family == OG_NET_AF_INET6) {
         __builtin_memcpy(r->saddr, args->saddr_v6, 16);
         __builtin_memcpy(r->daddr, args->daddr_v6, 16);
