@@ -13,10 +13,10 @@ setup:
 run: setup
 	$(OG) run $(RUN_ARGS)
 
-# Whole suite: unit, real-kernel (root) and end-to-end against the Go-built stack.
-test: setup stack-build
-	$(PY) -m mypy
-	$(PY) -m pytest $(PYTEST_ARGS)
+# Whole suite: unit, real-kernel (root) and end-to-end against the Go-built stack; ends with
+# one timing line per phase (setup, stack builds, mypy, pytest).
+test:
+	@PYTEST_ARGS="$(PYTEST_ARGS)" bash scripts/test.sh
 
 # Without the Go-built stack: unit and real-kernel tests only.
 test-fast: setup

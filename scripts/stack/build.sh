@@ -10,6 +10,11 @@ source "$HERE/versions.env"
 export OTELGUARD_CACHE="${OTELGUARD_CACHE:-$HOME/.cache/otelguard}"
 export GOFLAGS="${GOFLAGS:--buildvcs=false}"
 components=(otelcol jaeger loki kube-apiserver)
+# One build at a time per cache (two `make test` runs at once would share and remove the same
+# .tmp directories): the second waits, then finds the components cached.
+mkdir -p "$OTELGUARD_CACHE"
+exec 9>"$OTELGUARD_CACHE/.build.lock"
+flock 9
 [ "${1:-all}" = all ] || components=("$@")
 for c in "${components[@]}"; do
   script="$HERE/components/$c.sh"

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# `make test`: every phase timed, and one summary line per phase printed at the end (also when a
+# phase fails), so the cold and warm costs of the suite stay visible in every CI log.
+# Phases: setup (Debian packages, venv), stack builds (Go parts, cached), mypy, pytest.
+set -uo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+PY=.venv/bin/python
+names=()
+secs=()
+results=()
+summary() {
+  local total=0
+  echo
+  echo "[make test] timing summary"
+  for i in "${!names[@]}"; do
+    printf '[make test]   %-12s %6ss  %s\n' "${names[$i]}" "${secs[$i]}" "${results[$i]}"
+    total=$((total + secs[$i]))
+  done
+  printf '[make test]   %-12s %6ss\n' "total" "$total"
+}
+phase() {
+  local name=$1
+  shift
+  local start=$SECONDS
+  "$@"
+  local rc=$?
+  names+=("$name")
+  secs+=($((SECONDS - start)))
+  if ((rc == 0)); then results+=("ok"); else results+=("FAILED (exit $rc)"); fi
+  if ((rc != 0)); then summary; exit "$rc"; fi
+}
+phase setup bash scripts/setup.sh
+phase stack-build bash scripts/stack/build.sh all
+phase mypy "$PY" -m mypy
+# pytest's closing line scrolls above the summary, so its counts are repeated as the last line
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+start=$SECONDS
+# shellcheck disable=SC2086
+"$PY" -m pytest ${PYTEST_ARGS:-} 2>&1 | tee "$log"
+rc=${PIPESTATUS[0]}
+names+=("pytest")
+secs+=($((SECONDS - start)))
+if ((rc == 0)); then results+=("ok"); else results+=("FAILED (exit $rc)"); fi
+summary
+last=$(grep -E '[0-9]+ (passed|failed|errors?|skipped|deselected).* in [0-9.]+s' "$log" | tail -n1)
+count() { local n; n=$(grep -Eo "[0-9]+ $1" <<<"$last" | tail -n1 | cut -d' ' -f1); echo "${n:-0}"; }
+failed=$(( $(count failed) + $(count errors?) ))
+echo "pytest: $(count passed) passed, $failed failed, $(count skipped) skipped"
+exit "$rc"
