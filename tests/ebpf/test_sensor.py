@@ -21,11 +21,11 @@ from tests.ebpf.containers import container
 
 pytestmark = pytest.mark.kernel
 
-BURST = """
-import os
-
 FILE_PROBE = create_file_probe()
 PROCESS_PROBE = create_process_probe()
+
+BURST = """
+import os
 p = "/tmp/og-burst-%d" % os.getpid()
 for _ in range(10000):
     os.close(os.open(p, os.O_WRONLY | os.O_CREAT, 0o600))
