@@ -24,8 +24,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional, Union
 
-from otelguard.processors.detection import fieldmap
-from otelguard.processors.detection.fieldmap import EventView, FieldSpec, FieldType
+from otelguard.processors.detection.fields import (
+    AttrField, EventView, FieldSpec, FieldType, ResourceField, event_type, resolve,
+)
 from otelguard.processors.detection.parser import (
     And, Check, FieldRef, FieldValue, ListValue, Literal, MacroRef, Node, Not, Or, Value,
 )
@@ -121,7 +122,7 @@ class Compiler:
     # -- checks ----------------------------------------------------------------------------
     def field_getter(self, ref: FieldRef, fields: set[tuple[str, Optional[str]]]
                      ) -> tuple[Callable[[EventView], Any], FieldType]:
-        spec, arg, reason = fieldmap.resolve(ref.name, ref.arg)
+        spec, arg, reason = resolve(ref.name, ref.arg)
         if spec is None:
             raise UnsupportedField(str(ref), reason or f"unknown field {ref}")
         fields.add((spec.name, arg))
@@ -174,11 +175,11 @@ class Compiler:
 def _getter(spec: FieldSpec, arg: Optional[str]) -> Callable[[EventView], Any]:
     """The field's value for a record, computed once per record (cached in the view)."""
     if spec.name in _TYPE_FIELDS:
-        return fieldmap.event_type
+        return event_type
     extract = spec.extract
-    if isinstance(extract, fieldmap.AttrField):  # one attribute: EventView.attr caches it
+    if isinstance(extract, AttrField):  # one attribute: EventView.attr caches it
         return operator.methodcaller("attr", extract.key)
-    if isinstance(extract, fieldmap.ResourceField):
+    if isinstance(extract, ResourceField):
         rkey = extract.key
         return lambda ev: ev.res.get(rkey)
     key = spec.name if arg is None else f"{spec.name}[{arg}]"

@@ -25,7 +25,7 @@ from otelguard.processors.detection import mitre
 from otelguard.processors.detection.compiler import (
     CompileError, Compiled, Compiler, UnsupportedField,
 )
-from otelguard.processors.detection.fieldmap import FIELDS, EventView
+from otelguard.processors.detection.fields import FIELDS, EventView
 from otelguard.processors.detection.output import OutputTemplate, parse_output
 from otelguard.processors.detection.prefilter import Guard, GuardDeriver
 from otelguard.processors.detection.parser import (

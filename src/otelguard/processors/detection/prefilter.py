@@ -35,7 +35,7 @@ from typing import Any, Callable, Optional
 from otelguard.processors.detection.compiler import (
     Compiler, CompileError, IPNet, _as_int, _as_text,
 )
-from otelguard.processors.detection.fieldmap import EventView, FieldType
+from otelguard.processors.detection.fields import EventView, FieldType
 from otelguard.processors.detection.parser import (
     And, Check, FieldRef, ListValue, Literal, MacroRef, Node, Not, Or,
 )

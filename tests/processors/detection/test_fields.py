@@ -1,4 +1,4 @@
-"""Conformance over the field map (STYLE.md rule 15): every available Falco field is exercised
+"""Conformance over the field registry (STYLE.md rule 15): every available Falco field is exercised
 on a real OTLP record with a value we know, and every unavailable one makes a rule skip with
 the field named."""
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from otelguard.processors.detection.fieldmap import FIELDS
+from otelguard.processors.detection.fields import FIELDS
 from otelguard.processors.detection.loader import load_rules_text
 
 from .casefile import BASE_TIME, merge
