@@ -22,10 +22,9 @@ from typing import Any, Callable, Optional, Sequence, Union
 
 from otelguard.processors.config import LocatedDict, LocatedList, load_yaml
 from otelguard.processors.detection import mitre
-from otelguard.processors.detection.compiler import (
-    CompileError, Compiled, Compiler, UnsupportedField,
-)
+from otelguard.processors.detection.compiler import Compiler, UnsupportedField
 from otelguard.processors.detection.fields import FIELDS, EventView
+from otelguard.processors.detection.operators import CompileError, Compiled
 from otelguard.processors.detection.output import OutputTemplate, parse_output
 from otelguard.processors.detection.prefilter import Guard, GuardDeriver
 from otelguard.processors.detection.parser import (
