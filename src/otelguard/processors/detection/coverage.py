@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import TextIO
 
 from otelguard.processors.detection.fields import FIELDS
-from otelguard.processors.detection.loader import ENGINE_VERSION, load_rules
+from otelguard.processors.detection.loader import load_rules
+from otelguard.processors.detection.ruleset import ENGINE_VERSION
 
 DEFAULT_FALCO_DIR = "/work/shared/falco"
 FILES = ("falco_rules.yaml", "falco-incubating_rules.yaml", "falco-sandbox_rules.yaml")

@@ -31,10 +31,9 @@ from otelguard import semconv as S
 from otelguard import telemetry
 from otelguard.processors.detection.compiler import Compiler
 from otelguard.processors.detection.fields import AttrLayouts, EventView, event_type
-from otelguard.processors.detection.loader import (
-    Priority, Rule, RuleSet, load_rules, load_rules_text,
-)
+from otelguard.processors.detection.loader import load_rules, load_rules_text
 from otelguard.processors.detection.prefilter import Member, TypePlan, plan
+from otelguard.processors.detection.ruleset import Priority, Rule, RuleSet
 from otelguard.processors.detection.state import DetectionState, StateLimits
 from otelguard.processors.otlp import attrs_dict, set_attr, set_attrs
 

@@ -294,7 +294,7 @@ class GuardDeriver:
             return ValueSet(kind, suffixes={values[0]})
         if op == "contains":
             return ValueSet(kind, subs={values[0]})
-        if op == "pmatch":  # as compiler._str_matcher: v == p or v under p/
+        if op == "pmatch":  # as operators._str_matcher: v == p or v under p/
             vs = ValueSet(kind)
             for v in values:
                 p = v.rstrip("/")
