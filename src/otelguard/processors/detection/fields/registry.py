@@ -98,6 +98,7 @@ class ResourceField:
 
 
 def as_int(v: Any) -> Optional[int]:
+    """A numeric attribute as an int (the agent may send numbers as strings); else None."""
     if isinstance(v, bool):
         return int(v)
     if isinstance(v, int):
