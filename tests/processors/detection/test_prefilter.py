@@ -17,7 +17,7 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 
 from otelguard import semconv as S
 from otelguard.processors.detection.engine import DEFAULT_RULE_FILES, RuleEngine
-from otelguard.processors.detection.fieldmap import AttrLayouts, EventView, FieldType, event_type
+from otelguard.processors.detection.fields import AttrLayouts, EventView, FieldType, event_type
 from otelguard.processors.detection.loader import load_rules, load_rules_text
 from otelguard.processors.detection.prefilter import ValueSet
 from otelguard.processors.otlp import attrs_dict, set_attrs

@@ -16,8 +16,8 @@ from otelguard.processors.config import from_mapping, load_yaml
 from otelguard.processors.detection import cli
 from otelguard.processors.detection.config import Config
 from otelguard.processors.detection.engine import RuleEngine
-from otelguard.processors.detection.loader import Priority
 from otelguard.processors.detection.processor import FalcoRulesProcessor, create
+from otelguard.processors.detection.ruleset import Priority
 from otelguard.processors.errors import ConfigError
 from otelguard.processors.otlp import attrs_dict, count_records
 from otelguard.processors.stage import Stage

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from otelguard.processors.detection.engine import DEFAULT_RULE_FILES, RuleEngine
-from otelguard.processors.detection.loader import RuleSet, load_rules
+from otelguard.processors.detection.loader import load_rules
+from otelguard.processors.detection.ruleset import RuleSet
 
 from .casefile import batch_of, load_cases, merge, near_miss_of
 

@@ -12,7 +12,8 @@ import sys
 from typing import TextIO
 
 from otelguard.processors.detection.engine import DEFAULT_RULE_FILES
-from otelguard.processors.detection.loader import ENGINE_VERSION, RuleSet, load_rules
+from otelguard.processors.detection.loader import load_rules
+from otelguard.processors.detection.ruleset import ENGINE_VERSION, RuleSet
 
 
 def _where(file: str, line: object) -> str:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from otelguard.processors.detection.loader import Priority
+from otelguard.processors.detection.ruleset import Priority
 from otelguard.processors.detection.state import StateLimits
 
 

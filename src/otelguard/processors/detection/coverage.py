@@ -14,8 +14,9 @@ from collections import Counter
 from pathlib import Path
 from typing import TextIO
 
-from otelguard.processors.detection.fieldmap import FIELDS
-from otelguard.processors.detection.loader import ENGINE_VERSION, load_rules
+from otelguard.processors.detection.fields import FIELDS
+from otelguard.processors.detection.loader import load_rules
+from otelguard.processors.detection.ruleset import ENGINE_VERSION
 
 DEFAULT_FALCO_DIR = "/work/shared/falco"
 FILES = ("falco_rules.yaml", "falco-incubating_rules.yaml", "falco-sandbox_rules.yaml")
@@ -60,7 +61,7 @@ def write(falco_dir: Path, out: TextIO) -> int:
     out.write("| field | rules using it |\n|---|---|\n")
     for f, n in sorted(na_fields.items()):
         out.write(f"| `%{f}` | {n} |\n")
-    out.write("\n## Field map\n\nOne table, `otelguard/processors/detection/fieldmap.py`. "
+    out.write("\n## Field map\n\nOne registry, `otelguard/processors/detection/fields/` (one module per field class). "
               "Unavailable fields make any rule whose condition uses them skip.\n\n")
     out.write("| Falco field | type | source |\n|---|---|---|\n")
     for spec in FIELDS.values():

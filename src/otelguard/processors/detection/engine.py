@@ -10,7 +10,7 @@ Cost per record: one EventView, one ``evt.type`` lookup, then the type's guard g
 :mod:`~otelguard.processors.detection.prefilter`): one read and one set/prefix test per group of
 rules sharing a guard field, and full predicates only where a guard passes. With the default
 rules a record reads 4-10 of its ~35 attributes, each by remembered position (see
-:class:`~otelguard.processors.detection.fieldmap.EventView`); docs/benchmarks.md has the
+:class:`~otelguard.processors.detection.fields.EventView`); docs/benchmarks.md has the
 figures. Building a detection record (~30 attributes) is ~30 µs, paid only on a match.
 """
 
@@ -30,11 +30,10 @@ import otelguard
 from otelguard import semconv as S
 from otelguard import telemetry
 from otelguard.processors.detection.compiler import Compiler
-from otelguard.processors.detection.fieldmap import AttrLayouts, EventView, event_type
-from otelguard.processors.detection.loader import (
-    Priority, Rule, RuleSet, load_rules, load_rules_text,
-)
+from otelguard.processors.detection.fields import AttrLayouts, EventView, event_type
+from otelguard.processors.detection.loader import load_rules, load_rules_text
 from otelguard.processors.detection.prefilter import Member, TypePlan, plan
+from otelguard.processors.detection.ruleset import Priority, Rule, RuleSet
 from otelguard.processors.detection.state import DetectionState, StateLimits
 from otelguard.processors.otlp import attrs_dict, set_attr, set_attrs
 

@@ -12,8 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Optional, Union
 
-from otelguard.processors.detection import fieldmap
-from otelguard.processors.detection.fieldmap import EventView, FieldSpec
+from otelguard.processors.detection.fields import EventView, FieldSpec, resolve
 
 NA = "<NA>"
 _FIELD = re.compile(r"%(?:\((?P<paren>[A-Za-z_][\w.]*(?:\[[^\]]*\])?)\)|"
@@ -108,5 +107,5 @@ def _slot(raw: str) -> Slot:
     if raw.endswith("]") and "[" in raw:
         name, _, rest = raw.partition("[")
         arg = rest[:-1]
-    spec, rarg, reason = fieldmap.resolve(name, arg)
+    spec, rarg, reason = resolve(name, arg)
     return Slot(raw, spec, rarg, reason)

@@ -32,10 +32,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-from otelguard.processors.detection.compiler import (
-    Compiler, CompileError, IPNet, _as_int, _as_text,
-)
-from otelguard.processors.detection.fieldmap import EventView, FieldType
+from otelguard.processors.detection.compiler import Compiler
+from otelguard.processors.detection.fields import EventView, FieldType
+from otelguard.processors.detection.operators import CompileError, IPNet, as_text, coerce_int
 from otelguard.processors.detection.parser import (
     And, Check, FieldRef, ListValue, Literal, MacroRef, Node, Not, Or,
 )
@@ -85,7 +84,7 @@ class ValueSet:
         if self.kind == FieldType.NUM:
             def num_test(v: Any) -> bool:
                 if not isinstance(v, int):
-                    v = _as_int(v)
+                    v = coerce_int(v)
                 return v in eq
             return num_test
         if self.kind == FieldType.BOOL:
@@ -110,11 +109,11 @@ class ValueSet:
         rx = re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in self.patterns),
                         re.DOTALL) if self.patterns else None
         if not (prefixes or suffixes or subs or rx):
-            return lambda v: (v if isinstance(v, str) else _as_text(v)) in eq
+            return lambda v: (v if isinstance(v, str) else as_text(v)) in eq
 
         def str_test(v: Any) -> bool:
             if not isinstance(v, str):
-                v = _as_text(v)
+                v = as_text(v)
             if v in eq or (prefixes and v.startswith(prefixes)) or \
                     (suffixes and v.endswith(suffixes)):
                 return True
@@ -295,7 +294,7 @@ class GuardDeriver:
             return ValueSet(kind, suffixes={values[0]})
         if op == "contains":
             return ValueSet(kind, subs={values[0]})
-        if op == "pmatch":  # as compiler._str_matcher: v == p or v under p/
+        if op == "pmatch":  # as operators._str_matcher: v == p or v under p/
             vs = ValueSet(kind)
             for v in values:
                 p = v.rstrip("/")

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from otelguard.processors.detection.config import Config, StateConfig
 from otelguard.processors.detection.engine import DEFAULT_RULE_FILES, RuleEngine
-from otelguard.processors.detection.loader import Priority, load_rules
+from otelguard.processors.detection.loader import load_rules
+from otelguard.processors.detection.ruleset import Priority
 from otelguard.processors.detection.state import DetectionState
 from otelguard.processors.stage import Batch
 

@@ -1,8 +1,8 @@
 """Bounded per-process and per-container memory for rules that need more than one record.
 
 Falco sees one event at a time plus the kernel's fd table; we see records. Two facts need
-history, so the stage keeps them here and exposes them as fields (see fieldmap's otelguard
-extensions):
+history, so the stage keeps them here and exposes them as fields (the otelguard
+extensions in fields/extensions.py):
 
 * ``proc.stdin_is_socket`` / ``proc.stdout_is_socket``: a ``otelguard.process.dup`` record put a
   socket on fd 0 (or 1/2) of (container, pid). Inherited across a fork record, checked against
@@ -32,7 +32,7 @@ from typing import Any, Optional
 
 from otelguard import semconv as S
 from otelguard import telemetry
-from otelguard.processors.detection.fieldmap import EventView, as_int
+from otelguard.processors.detection.fields import EventView, as_int
 
 _WRITE_FLAGS = frozenset({"O_WRONLY", "O_RDWR", "O_CREAT", "O_TRUNC"})
 _SOCKET_EVENTS = frozenset({S.EV_NETWORK_SOCKET, S.EV_NETWORK_CONNECT, S.EV_NETWORK_ACCEPT,
@@ -180,7 +180,7 @@ class DetectionState:
             paths.popitem(last=False)
             _evicted()
 
-    # -- reads (fieldmap extension fields) ---------------------------------------------------------
+    # -- reads (fields/extensions.py) -------------------------------------------------------------
     def field(self, name: str, ev: EventView) -> Optional[bool]:
         if name == "exe_written_recently":
             return self._exe_written(ev)

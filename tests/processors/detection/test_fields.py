@@ -1,14 +1,17 @@
-"""Conformance over the field map (STYLE.md rule 15): every available Falco field is exercised
+"""Conformance over the field registry (STYLE.md rule 15): every available Falco field is exercised
 on a real OTLP record with a value we know, and every unavailable one makes a rule skip with
 the field named."""
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from typing import Any
 
 import pytest
 
-from otelguard.processors.detection.fieldmap import FIELDS
+from otelguard.processors.detection import fields
+from otelguard.processors.detection.fields import FIELDS
 from otelguard.processors.detection.loader import load_rules_text
 
 from .casefile import BASE_TIME, merge
@@ -150,7 +153,19 @@ CASES: dict[str, tuple[dict[str, Any], str]] = {
 
 def test_every_field_has_a_case() -> None:
     available = {n for n, s in FIELDS.items() if s.available}
-    assert set(CASES) == available
+    assert sorted(available - set(CASES)) == [], "registered fields without a case"
+    assert sorted(set(CASES) - available) == [], "cases for fields not registered"
+
+
+def test_the_package_registers_every_field_class_module() -> None:
+    """A field class module the package forgets to import would register its fields only when
+    something happens to import it directly: importing every module must add nothing."""
+    before = set(FIELDS)
+    modules = [m.name for m in pkgutil.iter_modules(fields.__path__)]
+    assert {"evt", "proc", "user", "fd", "container", "k8s"} <= set(modules)
+    for name in modules:
+        importlib.import_module(f"{fields.__name__}.{name}")
+    assert sorted(set(FIELDS) - before) == [], "fields registered only on a direct import"
 
 
 @pytest.mark.parametrize("field", sorted(CASES))

@@ -1,0 +1,89 @@
+"""container.*: the container of the record's process, from its Resource (per-Resource values,
+read once per ResourceLogs by the engine)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from otelguard import semconv as S
+from otelguard.processors.detection.fields.registry import FieldType as T, define, unavailable
+from otelguard.processors.detection.fields.view import EventView
+
+# Falco's container.id / container.name are spelled like OTel attribute keys; they are
+# rule-language names, not keys, so they are built from the class prefix and never confused
+# with the semconv constants they are mapped to.
+_CONTAINER = "container."
+
+
+def _container_id(ev: EventView, _arg: Optional[str]) -> str:
+    if ev.res.get(S.HOST_PROCESS) is True:
+        return "host"
+    cid = ev.res.get(S.CONTAINER_ID)
+    return cid[:12] if isinstance(cid, str) and cid else "host"
+
+
+def _container_full_id(ev: EventView, _arg: Optional[str]) -> str:
+    if ev.res.get(S.HOST_PROCESS) is True:
+        return "host"
+    cid = ev.res.get(S.CONTAINER_ID)
+    return cid if isinstance(cid, str) and cid else "host"
+
+
+def _split_image(ref: str) -> tuple[str, Optional[str]]:
+    ref = ref.split("@", 1)[0]
+    slash = ref.rfind("/")
+    colon = ref.rfind(":")
+    if colon > slash:
+        return ref[:colon], ref[colon + 1:]
+    return ref, None
+
+
+def _image_repo(ev: EventView, _arg: Optional[str]) -> Optional[str]:
+    v = ev.res.get(S.CONTAINER_IMAGE_NAME)
+    return _split_image(v)[0] if isinstance(v, str) and v else None
+
+
+def _image_tag(ev: EventView, _arg: Optional[str]) -> Optional[str]:
+    tags = ev.res.get(S.CONTAINER_IMAGE_TAGS)
+    if isinstance(tags, list) and tags:
+        return str(tags[0])
+    v = ev.res.get(S.CONTAINER_IMAGE_NAME)
+    return _split_image(v)[1] if isinstance(v, str) and v else None
+
+
+def _image(ev: EventView, _arg: Optional[str]) -> Optional[str]:
+    repo = _image_repo(ev, None)
+    if repo is None:
+        return None
+    tag = _image_tag(ev, None)
+    return f"{repo}:{tag}" if tag else repo
+
+
+def _container_name(ev: EventView, _arg: Optional[str]) -> Optional[str]:
+    if _container_id(ev, None) == "host":
+        return "host"
+    v = ev.res.get(S.CONTAINER_NAME) or ev.res.get(S.K8S_CONTAINER_NAME)
+    return v if isinstance(v, str) else None
+
+
+def _privileged(ev: EventView, _arg: Optional[str]) -> Optional[bool]:
+    v = ev.res.get(S.K8S_POD_PRIVILEGED)
+    return v if isinstance(v, bool) else None
+
+
+define(_CONTAINER + "id", T.STR, f"{S.CONTAINER_ID} (12 chars); 'host' for host processes",
+       _container_id)
+define("container.full_id", T.STR, f"{S.CONTAINER_ID}; 'host' for host processes",
+       _container_full_id)
+define(_CONTAINER + "name", T.STR, f"{S.CONTAINER_NAME}, else {S.K8S_CONTAINER_NAME}",
+       _container_name)
+define("container.image.repository", T.STR, f"{S.CONTAINER_IMAGE_NAME} without tag", _image_repo)
+define("container.image.tag", T.STR, f"{S.CONTAINER_IMAGE_TAGS}[0], else the name's tag",
+       _image_tag)
+define("container.image", T.STR, "repository:tag", _image)
+define("container.privileged", T.BOOL, S.K8S_POD_PRIVILEGED, _privileged)
+unavailable("container.start_ts", T.NUM, "container start time is not known to the processor")
+unavailable("container.mounts", T.STR, "container mounts are not known to the processor")
+unavailable("container.mount.dest", T.STR, "container mounts are not known to the processor",
+            arg="required")
+unavailable("container.image.id", T.STR, "image digests are not known to the processor")

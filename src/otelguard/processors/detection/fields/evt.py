@@ -1,0 +1,249 @@
+"""evt.* (and syscall.type): what happened, when, and with which syscall arguments.
+
+``evt.type`` is the syscall name the agent recorded, or a stand-in derived from the event name
+for records that are not one syscall; ``evt.arg.<name>`` maps each Falco argument name to the
+attribute that holds it for that syscall family. The fd class uses :func:`event_type`,
+:func:`syscall_ret` and :data:`OPEN_TYPES` too.
+"""
+
+from __future__ import annotations
+
+import errno
+import time
+from typing import Any, Optional
+
+from otelguard import semconv as S
+from otelguard.processors.detection.fields.registry import (
+    FieldType as T, ResourceField, as_int, define,
+)
+from otelguard.processors.detection.fields.view import MISSING, EventView
+
+
+_EVENT_TYPE_BY_NAME = {
+    S.EV_PROCESS_EXIT: "procexit",
+    S.EV_PROCESS_FORK: "clone",
+    S.EV_PROCESS_EXEC: "execve",
+    S.EV_FILE_OPEN: "openat",
+    S.EV_NETWORK_CONNECT: "connect",
+    S.EV_NETWORK_ACCEPT: "accept",
+    S.EV_NETWORK_CLOSE: "close",
+    S.EV_DNS_QUERY: "sendto",
+    S.EV_IO_URING: "io_uring_enter",  # SQPOLL submissions carry no syscall name
+    S.EV_IO_URING_SETUP: "io_uring_setup",
+    S.EV_PRIV_CAPABLE: "capable",
+}
+
+
+def event_type(ev: EventView) -> Optional[str]:
+    """Falco's evt.type: the syscall name, or a stand-in for records that are not syscalls."""
+    v = ev.cache.get("evt.type", MISSING)
+    if v is MISSING:
+        name = ev.attr(S.SYSCALL_NAME)
+        v = ev.cache["evt.type"] = name if isinstance(name, str) and name else \
+            _EVENT_TYPE_BY_NAME.get(ev.event_name)
+    return v  # type: ignore[no-any-return]
+
+
+def syscall_ret(ev: EventView) -> Optional[int]:
+    """The syscall's return value, or None when the record carries none."""
+    return as_int(ev.attr(S.SYSCALL_RET))
+
+
+def _res(ev: EventView, _arg: Optional[str]) -> Optional[str]:
+    ret = syscall_ret(ev)
+    err = ev.attr(S.ERROR_TYPE)
+    if ret is None:
+        return err if isinstance(err, str) and err else None
+    if ret >= 0:
+        return "SUCCESS"
+    if isinstance(err, str) and err:
+        return err
+    return errno.errorcode.get(-ret, str(ret))
+
+
+OPEN_TYPES = frozenset({"open", "openat", "openat2", "creat", "open_by_handle_at"})
+
+
+def _flags_str(ev: EventView) -> str:
+    v = ev.attr(S.FILE_OPEN_FLAGS)
+    return v if isinstance(v, str) else ""
+
+
+def _flagset(ev: EventView) -> Optional[set[str]]:
+    if event_type(ev) not in OPEN_TYPES:
+        return None
+    return set(_flags_str(ev).split("|"))
+
+
+def _is_open_read(ev: EventView, _arg: Optional[str]) -> Optional[bool]:
+    f = _flagset(ev)
+    return None if f is None else ("O_RDWR" in f or "O_WRONLY" not in f)
+
+
+def _is_open_write(ev: EventView, _arg: Optional[str]) -> Optional[bool]:
+    f = _flagset(ev)
+    return None if f is None else bool(f & {"O_WRONLY", "O_RDWR"})
+
+
+def _is_open_create(ev: EventView, _arg: Optional[str]) -> Optional[bool]:
+    f = _flagset(ev)
+    return None if f is None else "O_CREAT" in f or "O_TMPFILE" in f
+
+
+def _is_open_exec(ev: EventView, _arg: Optional[str]) -> Optional[bool]:
+    f = _flagset(ev)
+    if f is None:
+        return None
+    raw = ev.attr(S.FILE_MODE)
+    try:
+        mode = raw if isinstance(raw, int) else int(str(raw), 8) if raw is not None else 0
+    except ValueError:
+        mode = 0
+    return "O_CREAT" in f and bool(mode & 0o111)
+
+
+def _exe_flags(ev: EventView) -> Optional[str]:
+    flags = []
+    for key, word in ((S.PROCESS_EXE_FROM_MEMFD, "EXE_FROM_MEMFD"),
+                      (S.PROCESS_EXE_UPPER_LAYER, "EXE_UPPER_LAYER")):
+        if ev.attr(key) is True:
+            flags.append(word)
+    return "|".join(flags) if flags else "0"
+
+
+# evt.arg.<name>: which attribute holds that syscall argument, by event type family.
+_ARGS: dict[str, tuple[tuple[frozenset[str], str], ...]] = {}
+
+
+def _arg_map(name: str, *pairs: tuple[frozenset[str], str]) -> None:
+    _ARGS[name] = pairs
+
+
+_ANY: frozenset[str] = frozenset()
+_LINKS = frozenset({"link", "linkat"})
+_SYMLINKS = frozenset({"symlink", "symlinkat"})
+_RENAMES = frozenset({"rename", "renameat", "renameat2"})
+_DUPS = frozenset({"dup", "dup2", "dup3"})
+_EXECS = frozenset({"execve", "execveat"})
+_arg_map("flags", (OPEN_TYPES, S.FILE_OPEN_FLAGS), (frozenset({"mount"}), S.MOUNT_FLAGS),
+         (frozenset({"unshare", "clone", "clone3", "setns"}), S.NAMESPACE_FLAGS))
+_arg_map("request", (frozenset({"ptrace"}), S.PTRACE_REQUEST))
+_arg_map("domain", (frozenset({"socket", "socketpair"}), S.SOCKET_FAMILY))
+_arg_map("type", (frozenset({"socket", "socketpair"}), S.SOCKET_TYPE),
+         (frozenset({"mount"}), S.MOUNT_FSTYPE))
+_arg_map("proto", (frozenset({"socket"}), S.SOCKET_PROTOCOL))
+_arg_map("target", (_SYMLINKS, S.FILE_SYMLINK_TARGET))
+_arg_map("linkpath", (_SYMLINKS, S.FILE_PATH))
+_arg_map("oldpath", (_LINKS | _RENAMES, S.FILE_PATH))
+_arg_map("newpath", (_LINKS | _RENAMES, S.FILE_TARGET_PATH))
+_arg_map("name", (frozenset({"init_module", "finit_module", "delete_module"}), S.MODULE_NAME),
+         (frozenset({"memfd_create"}), S.MEMFD_NAME), (_ANY, S.FILE_PATH))
+_arg_map("path", (_ANY, S.FILE_PATH))
+_arg_map("filename", (_EXECS, S.PROCESS_EXECUTABLE_PATH), (_ANY, S.FILE_PATH))
+_arg_map("pathname", (_ANY, S.FILE_PATH))
+_arg_map("mode", (_ANY, S.FILE_MODE))
+_arg_map("uid", (_ANY, S.NEW_UID))
+_arg_map("gid", (_ANY, S.NEW_GID))
+_arg_map("cmd", (frozenset({"bpf"}), S.BPF_COMMAND))
+_arg_map("pid", (_ANY, S.TARGET_PID))
+_arg_map("sig", (_ANY, S.SIGNAL))
+_arg_map("oldfd", (_DUPS, S.DUP_OLD_FD))
+_arg_map("newfd", (_DUPS, S.DUP_NEW_FD))
+_arg_map("fd", (_DUPS, S.DUP_OLD_FD), (_ANY, S.FILE_FD))
+_arg_map("res", (_ANY, S.SYSCALL_RET))
+_arg_map("res_or_fd", (_ANY, S.SYSCALL_RET))
+_arg_map("dev", (frozenset({"mount"}), S.MOUNT_SOURCE))
+_arg_map("dir", (frozenset({"mount", "umount", "umount2"}), S.MOUNT_TARGET))
+_arg_map("opcode", (_ANY, S.IO_URING_OPCODE))
+
+
+def _evt_arg(ev: EventView, arg: Optional[str]) -> Any:
+    if arg is None:
+        return None
+    if arg == "flags" and event_type(ev) in _EXECS:
+        return _exe_flags(ev)
+    etype = event_type(ev) or ""
+    for types, key in _ARGS.get(arg, ()):
+        if not types or etype in types:
+            return ev.attr(key)
+    return None
+
+
+def _evt_arg_ok(arg: Optional[str]) -> Optional[str]:
+    if arg is None:
+        return "needs an argument name (evt.arg.flags or evt.arg[flags])"
+    if arg not in _ARGS:
+        return "this syscall argument is not provided by the otelguard agent"
+    return None
+
+
+_ARG_KEYS = tuple(sorted({key for pairs in _ARGS.values() for _t, key in pairs}))
+
+
+def _evt_args(ev: EventView, _arg: Optional[str]) -> Optional[str]:
+    parts = []
+    for name in ("domain", "type", "flags", "request", "target", "linkpath", "oldpath",
+                 "newpath", "cmd", "pid", "uid", "mode"):
+        v = _evt_arg(ev, name)
+        if v not in (None, "", "0") or (name == "flags" and v not in (None, "", "0")):
+            parts.append(f"{name}={v}")
+    return " ".join(parts) if parts else None
+
+
+def _time_ns(ev: EventView) -> int:
+    return int(ev.record.time_unix_nano or ev.record.observed_time_unix_nano or 0)
+
+
+def _evt_time(ev: EventView, _arg: Optional[str]) -> Optional[str]:
+    ns = _time_ns(ev)
+    if not ns:
+        return None
+    return time.strftime("%H:%M:%S", time.gmtime(ns // 1_000_000_000)) + f".{ns % 1_000_000_000:09d}"
+
+
+def _evt_iso(ev: EventView, _arg: Optional[str]) -> Optional[str]:
+    ns = _time_ns(ev)
+    if not ns:
+        return None
+    return (time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // 1_000_000_000))
+            + f".{ns % 1_000_000_000:09d}Z")
+
+
+def _evt_datetime(ev: EventView, _arg: Optional[str]) -> Optional[str]:
+    ns = _time_ns(ev)
+    if not ns:
+        return None
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ns // 1_000_000_000))
+
+
+define("evt.type", T.STR, f"{S.SYSCALL_NAME}, else derived from event_name",
+       lambda ev, _a: event_type(ev), (S.SYSCALL_NAME,))
+define("syscall.type", T.STR, "alias of evt.type", lambda ev, _a: event_type(ev), (S.SYSCALL_NAME,))
+define("evt.dir", T.STR, "'<': every record describes the syscall's exit", lambda ev, _a: "<")
+define("evt.res", T.STR, f"'SUCCESS' or {S.ERROR_TYPE} / errno name of {S.SYSCALL_RET}", _res,
+       (S.SYSCALL_RET, S.ERROR_TYPE))
+define("evt.rawres", T.NUM, S.SYSCALL_RET, lambda ev, _a: syscall_ret(ev), (S.SYSCALL_RET,))
+define("evt.failed", T.BOOL, f"{S.SYSCALL_RET} < 0",
+       lambda ev, _a: None if syscall_ret(ev) is None else (syscall_ret(ev) or 0) < 0,
+       (S.SYSCALL_RET,))
+define("evt.is_open_read", T.BOOL, f"{S.FILE_OPEN_FLAGS} has O_RDONLY/O_RDWR", _is_open_read,
+       (S.FILE_OPEN_FLAGS,))
+define("evt.is_open_write", T.BOOL, f"{S.FILE_OPEN_FLAGS} has O_WRONLY/O_RDWR", _is_open_write,
+       (S.FILE_OPEN_FLAGS,))
+define("evt.is_open_create", T.BOOL, f"{S.FILE_OPEN_FLAGS} has O_CREAT/O_TMPFILE", _is_open_create,
+       (S.FILE_OPEN_FLAGS,))
+define("evt.is_open_exec", T.BOOL, f"O_CREAT with an executable {S.FILE_MODE}", _is_open_exec,
+       (S.FILE_OPEN_FLAGS, S.FILE_MODE))
+define("evt.arg", T.STR, "syscall argument by name, from the attribute of that event type",
+       _evt_arg, _ARG_KEYS, arg="required", arg_ok=_evt_arg_ok)
+define("evt.rawarg", T.STR, "as evt.arg", _evt_arg, _ARG_KEYS, arg="required", arg_ok=_evt_arg_ok)
+define("evt.args", T.STR, "the syscall arguments the record carries, rendered", _evt_args,
+       _ARG_KEYS)
+define("evt.time", T.STR, "time_unix_nano as HH:MM:SS.ns (UTC)", _evt_time)
+define("evt.time.iso8601", T.STR, "time_unix_nano, ISO 8601 UTC", _evt_iso)
+define("evt.datetime", T.STR, "time_unix_nano as YYYY-MM-DD HH:MM:SS (UTC)", _evt_datetime)
+define("evt.rawtime", T.NUM, "time_unix_nano", lambda ev, _a: _time_ns(ev) or None)
+define("evt.num", T.NUM, "record sequence number in this engine (starts at 1)",
+       lambda ev, _a: ev.num)
+define("evt.hostname", T.STR, S.HOST_NAME, ResourceField(S.HOST_NAME))
+define("evt.source", T.STR, "'syscall'", lambda ev, _a: "syscall")

@@ -1,0 +1,136 @@
+"""Rules files -> their rule, macro and list documents, each with file and line (Falco's reader).
+
+The reader knows the file format only: a YAML list whose items are ``rule``/``macro``/``list``
+documents or the ``required_engine_version`` / ``required_plugin_versions`` headers. It records
+the headers, warns about keys a document kind does not have, and yields every well-formed
+document as an :class:`Item` for the collector, lazily, so the diagnostics of reading and
+collecting stay in file order. What an item means (append, override, exceptions) is the
+collector's business.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Optional, Union
+
+from otelguard.processors.config import LocatedDict, LocatedList, load_yaml
+from otelguard.processors.detection.ruleset import ENGINE_VERSION, RuleSet
+from otelguard.processors.errors import ConfigError
+
+RULE_KEYS = {"rule", "condition", "output", "desc", "priority", "tags", "enabled", "exceptions",
+             "source", "append", "override", "warn_evttypes", "skip-if-unknown-filter",
+             "capture", "capture_duration"}
+MACRO_KEYS = {"macro", "condition", "append", "override"}
+LIST_KEYS = {"list", "items", "append", "override"}
+
+
+@dataclass(frozen=True)
+class Item:
+    """One rule, macro or list document as written, and where it was written."""
+
+    kind: str  # "rule" | "macro" | "list"
+    name: str
+    body: dict[str, Any]  # the YAML mapping; a LocatedDict knows the line of each key
+    file: str
+    line: Optional[int]
+    ruleset: str  # the file's stem
+
+    @property
+    def label(self) -> str:
+        """How diagnostics name the item: ``rule 'X'``."""
+        return f"{self.kind} {self.name!r}"
+
+
+class RulesReader:
+    """Reads rules files for one load, reporting problems into ``out``."""
+
+    def __init__(self, out: RuleSet) -> None:
+        self.out = out
+
+    def read_file(self, path: Union[str, Path]) -> Iterator[Item]:
+        p = Path(path)
+        file = str(path)
+        try:
+            text = p.read_text()
+        except OSError as exc:
+            self.out.report_error(file, None, "", f"cannot read rules file: {exc.strerror or exc}")
+            return
+        yield from self.read_text(text, file, p.stem)
+
+    def read_text(self, text: str, file: str, ruleset: str) -> Iterator[Item]:
+        try:
+            doc = load_yaml(text, file)
+        except ConfigError as exc:
+            for issue in exc.issues:
+                self.out.report_error(file, issue.line, "", issue.message)
+            return
+        if doc is None:
+            return
+        if not isinstance(doc, list):
+            self.out.report_error(file, getattr(doc, "line", None), "",
+                                  "a rules file is a YAML list of rule/macro/list items")
+            return
+        lines = doc.item_lines if isinstance(doc, LocatedList) else []
+        for i, item in enumerate(doc):
+            line = lines[i] if i < len(lines) else None
+            if not isinstance(item, dict):
+                self.out.report_error(file, line, "", f"item {i} is not a mapping")
+                continue
+            read = self._item(item, file, line, ruleset)
+            if read is not None:
+                yield read
+
+    def _item(self, item: dict[str, Any], file: str, line: Optional[int], ruleset: str
+              ) -> Optional[Item]:
+        if "required_engine_version" in item:
+            ver = str(item["required_engine_version"])
+            self.out.required_engine_versions.append((file, ver))
+            if _version_tuple(ver) > ENGINE_VERSION:
+                self.out.report_warning(
+                    file, line, "", f"required_engine_version {ver} is newer than the "
+                    f"implemented {'.'.join(map(str, ENGINE_VERSION))}; newer features "
+                    "may be reported as unsupported")
+            return None
+        if "required_plugin_versions" in item:
+            plugins = item["required_plugin_versions"]
+            for p in plugins if isinstance(plugins, list) else []:
+                if isinstance(p, dict):
+                    self.out.required_plugins.append(
+                        (file, str(p.get("name", "")), str(p.get("version", ""))))
+            return None
+        for kind, keys in (("rule", RULE_KEYS), ("macro", MACRO_KEYS), ("list", LIST_KEYS)):
+            if kind in item:
+                name = item[kind]
+                label = f"{kind} {name!r}"
+                if not isinstance(name, str) or not name.strip():
+                    self.out.report_error(file, line, label, f"{kind} needs a non-empty name")
+                    return None
+                for key in item:
+                    if key not in keys:
+                        self.out.report_warning(file, key_line(item, key, line), label,
+                                                f"unknown key {key!r} ignored")
+                return Item(kind, name, item, file, line, ruleset)
+        self.out.report_error(file, line, "", "unknown item: expected rule, macro, list, "
+                              "required_engine_version or required_plugin_versions, got keys "
+                              + ", ".join(sorted(map(str, item))))
+        return None
+
+
+def key_line(container: Any, key: str, default: Optional[int]) -> Optional[int]:
+    """The line of ``key`` in a YAML mapping read with positions, else ``default``."""
+    if isinstance(container, LocatedDict):
+        return container.key_lines.get(key, default)
+    return default
+
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    parts = []
+    for p in text.strip().split("."):
+        try:
+            parts.append(int(p))
+        except ValueError:
+            parts.append(0)
+    if len(parts) == 1:  # old integer engine versions (e.g. 26) predate 0.x.y numbering
+        return (0, parts[0], 0)
+    return tuple(parts)
