@@ -34,6 +34,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs
 
 from otelguard import semconv, telemetry
+from otelguard.config import Checks
 from otelguard.processors.otlp import PyValue, attrs_dict, get_attr, set_attrs
 from otelguard.processors.stage import Batch
 
@@ -62,12 +63,14 @@ class Config:
     max_buckets: int = 10_000
 
     def __post_init__(self) -> None:
-        if self.window_seconds <= 0:
-            raise ValueError("window_seconds must be > 0")
-        if self.rate_per_second <= 0 or self.burst < 1:
-            raise ValueError("rate_per_second must be > 0 and burst >= 1")
-        if self.max_keys < 1 or self.max_buckets < 1:
-            raise ValueError("max_keys and max_buckets must be >= 1")
+        checks = Checks()
+        for name in ("window_seconds", "rate_per_second"):
+            if getattr(self, name) <= 0:
+                checks.add(name, f"must be > 0, got {getattr(self, name)}")
+        for name in ("burst", "max_keys", "max_buckets"):
+            if getattr(self, name) < 1:
+                checks.add(name, f"must be >= 1, got {getattr(self, name)}")
+        checks.done()
 
 
 _Key = tuple[str, str, tuple[PyValue, ...]]

@@ -1,7 +1,7 @@
 """The ``falco_rules`` stage's config: frozen dataclasses whose defaults are the default config.
 
-Loaded with the processors' generic loader (unknown keys are errors, every problem reported with
-its dotted path and file:line)::
+Loaded with the one config loader, :mod:`otelguard.config` (unknown keys are errors, every problem
+reported with its dotted path and file:line)::
 
     processors:
       - type: falco_rules
@@ -15,6 +15,8 @@ its dotted path and file:line)::
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from otelguard.config import Checks
 
 from otelguard.processors.detection.loader import Priority
 from otelguard.processors.detection.state import StateLimits
@@ -34,9 +36,10 @@ class Config:
     state: StateConfig = field(default_factory=StateConfig)
 
     def __post_init__(self) -> None:
+        checks = Checks()
         try:
             Priority.parse(self.min_priority)
         except KeyError:
-            raise ValueError(
-                f"unknown priority {self.min_priority!r} (one of "
-                + ", ".join(p.name.lower() for p in Priority) + ")") from None
+            checks.add("min_priority", f"unknown priority {self.min_priority!r} (one of "
+                       + ", ".join(p.name.lower() for p in Priority) + ")")
+        checks.done()

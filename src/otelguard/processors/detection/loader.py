@@ -20,7 +20,7 @@ from enum import IntEnum
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, Union
 
-from otelguard.processors.config import LocatedDict, LocatedList, load_yaml
+from otelguard.config import LocatedDict, LocatedList, load_yaml
 from otelguard.processors.detection import mitre
 from otelguard.processors.detection.compiler import (
     CompileError, Compiled, Compiler, UnsupportedField,
