@@ -47,8 +47,9 @@ class Issues:
         self.items.append(ConfigIssue(path, message, self.source, line))
 
     def raise_if_any(self) -> None:
+        """Raise every issue, in the order of the file (issues without a line first)."""
         if self.items:
-            raise ConfigError(self.items)
+            raise ConfigError(sorted(self.items, key=lambda i: i.line or 0))
 
 
 @dataclass(frozen=True)
