@@ -132,3 +132,17 @@ def test_the_config_package_is_a_bottom_layer() -> None:
                                                                              "otelguard")):
                     offenders.setdefault(path.name, []).append(name)
     assert offenders == {}
+
+
+def test_field_comments_become_descriptions() -> None:
+    from otelguard.config import schema_of
+    from otelguard.exporter.config import ExporterConfig
+    from otelguard.processors.k8s.config import Config as K8sConfig
+
+    exporter = schema_of(ExporterConfig)["properties"]
+    assert exporter["max_batch"] == {"description": "records per request; also the drain size",
+                                     "type": "integer", "default": 512}
+    k8s = schema_of(K8sConfig)["properties"]
+    assert k8s["max_held_batches"]["description"].startswith(  # two comment lines, joined
+        "At most this many held Resources (one Resource's records from one batch each); beyond")
+    assert "description" not in k8s["node_name"]

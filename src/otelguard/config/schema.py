@@ -13,6 +13,7 @@ import dataclasses
 import enum
 import inspect
 import json
+import re
 import types
 import typing
 from collections.abc import Mapping as AbcMapping
@@ -69,10 +70,13 @@ def schema_of(tp: Any) -> dict[str, Any]:
 
 def _dataclass_schema(cls: type[Any]) -> dict[str, Any]:
     hints = typing.get_type_hints(cls, include_extras=True)
+    comments = _field_comments(cls)
     properties: dict[str, Any] = {}
     required: list[str] = []
     for f in config_fields(cls):
         prop = schema_of(hints[f.name])
+        if f.name in comments and "description" not in prop:
+            prop = {"description": comments[f.name], **prop}
         if f.default is not dataclasses.MISSING:
             default = _json_value(f.default)
             if default is not _NO_JSON:
@@ -92,6 +96,42 @@ def _dataclass_schema(cls: type[Any]) -> dict[str, Any]:
     return out
 
 
+def _field_comments(cls: type[Any]) -> dict[str, str]:
+    """Field -> the comment lines above it and its trailing comment, as written in the class.
+
+    The comments beside a config field are its documentation; the schema carries them so an
+    editor shows them on hover.
+    """
+    try:
+        lines, _ = inspect.getsourcelines(cls)
+    except (OSError, TypeError):
+        return {}
+    start = next(i for i, line in enumerate(lines) if line.lstrip().startswith("class "))
+    body = [line for line in lines[start + 1:] if line.strip()]
+    if not body:
+        return {}
+    indent = body[0][: len(body[0]) - len(body[0].lstrip())]
+    out: dict[str, str] = {}
+    pending: list[str] = []
+    for line in body:
+        if not line.startswith(indent) or line[len(indent)].isspace():
+            continue  # continuation lines and method bodies
+        stripped = line.strip()
+        if stripped.startswith("#"):
+            pending.append(stripped.lstrip("#").strip())
+            continue
+        match = _FIELD.match(stripped)
+        if match:
+            trailing = stripped.partition("  # ")[2].strip()
+            if trailing and not trailing.startswith(("noqa", "type:")):
+                pending.append(trailing)
+            if pending:
+                out[match.group(1)] = " ".join(pending)
+        pending = []
+    return out
+
+
+_FIELD = re.compile(r"(\w+)\s*:\s*[^=]")
 _NO_JSON = object()
 
 

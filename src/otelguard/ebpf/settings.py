@@ -60,13 +60,14 @@ def default_node_name() -> str:
 class SensorConfig:
     """The eBPF sensor: which probes load, kernel-side filters, queue and table bounds."""
 
-    probes: tuple[ProbeName, ...] = ALL_PROBES
+    probes: tuple[ProbeName, ...] = ALL_PROBES  # probe areas to load
     probe: ProbeConfig = field(default_factory=ProbeConfig)
-    queue_size: int = 65536
-    poll_timeout_ms: int = 100
+    queue_size: int = 65536  # user-space event queue; full = counted drop (user_queue)
+    poll_timeout_ms: int = 100  # how long one ring-buffer poll waits for records
+    # Kubernetes node name on every record; default: OTELGUARD_NODE_NAME, else the host name
     node_name: str = field(default_factory=default_node_name)
-    process_table_max: int = 32768
-    long_lived_s: float = 30.0
+    process_table_max: int = 32768  # live processes tracked at once (ancestry, trace roots)
+    long_lived_s: float = 30.0  # a child of a parent running longer than this starts a trace
     # cgroup v2 paths; when set, only tasks under them are observed (in-kernel), e.g.
     # ["/kubepods.slice", "/kubepods"] for containers only. Empty: the whole host.
     cgroup_scope: tuple[str, ...] = ()

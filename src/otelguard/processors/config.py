@@ -44,13 +44,13 @@ from otelguard.processors.errors import RegistryError
 class ServiceSection:
     """Where the service listens and how much it holds in memory at once."""
 
-    listen: str = "127.0.0.1:4317"
-    listen_http: Optional[str] = None
-    metrics: Optional[str] = "127.0.0.1:9466"
-    max_request_bytes: int = 16 * 1024 * 1024
-    max_inflight_requests: int = 64
-    max_inflight_bytes: int = 128 * 1024 * 1024
-    flush_interval_seconds: float = 1.0
+    listen: str = "127.0.0.1:4317"  # OTLP/gRPC, HOST:PORT
+    listen_http: Optional[str] = None  # OTLP/HTTP (protobuf and JSON), HOST:PORT; null: off
+    metrics: Optional[str] = "127.0.0.1:9466"  # Prometheus /metrics, HOST:PORT; null: off
+    max_request_bytes: int = 16 * 1024 * 1024  # larger requests are refused (413)
+    max_inflight_requests: int = 64  # more in flight: "retry later" (429 / RESOURCE_EXHAUSTED)
+    max_inflight_bytes: int = 128 * 1024 * 1024  # the same bound on the bytes in flight
+    flush_interval_seconds: float = 1.0  # how often held records (collapsed repeats) are released
     # Snapshot each batch before each stage so a failing stage cannot leave it half-changed
     # (costs about one parse per stage per batch; see bench/processor_throughput.py).
     restore_on_failure: bool = True
@@ -68,11 +68,11 @@ class ServiceSection:
 class ForwardSection:
     """Retries to the next hop, and how long it is considered down after retries ran out."""
 
-    timeout_seconds: float = 5.0
+    timeout_seconds: float = 5.0  # all tries of one batch to one exporter end within this
     max_attempts: int = 4
-    initial_backoff_seconds: float = 0.1
+    initial_backoff_seconds: float = 0.1  # doubled after each retryable failure
     max_backoff_seconds: float = 2.0
-    down_seconds: float = 5.0
+    down_seconds: float = 5.0  # a hop out of retries fails fast (503) this long
 
     def __post_init__(self) -> None:
         checks = Checks()
@@ -182,8 +182,8 @@ class PipelineConfig:
 
     service: ServiceSection = ServiceSection()
     forward: ForwardSection = ForwardSection()
-    exporters: tuple[str, ...] = ()
-    processors: ProcessorList = ()
+    exporters: tuple[str, ...] = ()  # otlp:HOST:PORT | otlphttp:URL | jsonl:PATH
+    processors: ProcessorList = ()  # the stages, in order
 
 
 def build_pipeline_config(data: Any, source: Optional[str] = None) -> PipelineConfig:

@@ -52,15 +52,16 @@ _WORKLOAD_KEYS = (
 class Config:
     """Defaults: one summary per key per minute; 1 new detection/s per rule+workload, burst 20."""
 
-    window_seconds: float = 60.0
+    window_seconds: float = 60.0  # repeats within this of the first are held as one summary
+    # Record attributes that, with the rule and workload, make detections "the same".
     key_fields: tuple[str, ...] = (
         semconv.PROCESS_EXECUTABLE_PATH, semconv.PROCESS_COMMAND_LINE, semconv.FILE_PATH,
         semconv.NETWORK_PEER_ADDRESS, semconv.NETWORK_PEER_PORT, semconv.DNS_QUESTION_NAME,
     )
-    rate_per_second: float = 1.0
-    burst: int = 20
-    max_keys: int = 10_000
-    max_buckets: int = 10_000
+    rate_per_second: float = 1.0  # token refill per rule+workload
+    burst: int = 20  # token bucket capacity
+    max_keys: int = 10_000  # open windows; the oldest is closed early when full
+    max_buckets: int = 10_000  # rate-limit buckets; the least recently used is forgotten
 
     def __post_init__(self) -> None:
         checks = Checks()

@@ -30,9 +30,9 @@ StateConfig = StateLimits
 class Config:
     """``rules`` empty = the packaged default: Falco's stable rules + otelguard's own."""
 
-    rules: tuple[str, ...] = ()
-    disabled_rules: tuple[str, ...] = ()
-    min_priority: str = "debug"
+    rules: tuple[str, ...] = ()  # rule files, loaded in order (later ones may append/override)
+    disabled_rules: tuple[str, ...] = ()  # rule names
+    min_priority: str = "debug"  # rules less severe than this are not loaded
     state: StateConfig = field(default_factory=StateConfig)
 
     def __post_init__(self) -> None:
