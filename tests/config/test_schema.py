@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import sys
 import textwrap
 from pathlib import Path
@@ -29,7 +30,7 @@ def test_published_schemas_match_the_dataclasses() -> None:
 
 
 def _validator(kind: str) -> jsonschema.protocols.Validator:
-    schema = yaml.safe_load((PUBLISHED / f"{kind}.schema.json").read_text(encoding="utf-8"))
+    schema = json.loads((PUBLISHED / f"{kind}.schema.json").read_text(encoding="utf-8"))
     cls = jsonschema.validators.validator_for(schema)
     cls.check_schema(schema)
     validator: jsonschema.protocols.Validator = cls(schema)

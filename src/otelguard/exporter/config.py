@@ -25,13 +25,13 @@ class ExporterConfig:
         for f in fields(self):
             if getattr(self, f.name) <= 0:
                 checks.add(f.name, f"must be > 0, got {getattr(self, f.name)!r}")
-        if checks.problems:
-            checks.done()
-        if not 0.05 <= self.flush_interval_s <= 10:
-            checks.add("flush_interval_s", f"must be within 0.05-10 s, got {self.flush_interval_s}")
-        if self.max_batch > 8192:
-            checks.add("max_batch", "at most 8192 (one request must stay under the receiver's "
-                       f"16 MiB limit), got {self.max_batch}")
-        if self.max_open_spans < 2:
-            checks.add("max_open_spans", "must be >= 2")
+        if not checks.problems:  # the ranges, once every value is positive
+            if not 0.05 <= self.flush_interval_s <= 10:
+                checks.add("flush_interval_s",
+                           f"must be within 0.05-10 s, got {self.flush_interval_s}")
+            if self.max_batch > 8192:
+                checks.add("max_batch", "at most 8192 (one request must stay under the "
+                           f"receiver's 16 MiB limit), got {self.max_batch}")
+            if self.max_open_spans < 2:
+                checks.add("max_open_spans", "must be >= 2")
         checks.done()
