@@ -194,7 +194,7 @@ class AgentUnderTest:
         if self.consumer == "run":
             from otelguard.runner import PipelineSink, build_pipeline
 
-            self.pipeline = build_pipeline({}, None, None)
+            self.pipeline = build_pipeline(None, None)
             self.pipeline.start()
             delivery = PipelineSink(self.pipeline, [delivery])
         self.exporter = BatchExporter(self.sensor.drain, delivery, cfg,

@@ -2,9 +2,10 @@
 
 Runs until SIGINT/SIGTERM (or ``--duration``), then stops cleanly: the exporter drains what the
 sensor queued, ends open spans, flushes, and the process exits 0. The YAML ``--config`` holds
-a ``sensor:`` section (ebpf/settings.py) and an ``exporter:`` section (exporter/config.py);
-both are validated before anything loads, all problems reported at once. ``/metrics`` serves
-otelguard's telemetry (events, drops by stage/reason, export latency).
+a ``sensor:`` section (ebpf/settings.py) and an ``exporter:`` section (exporter/config.py); the
+file is read once and validated before anything loads, all problems reported at once with
+file:line (:class:`AgentConfig`, published as ``docs/config/agent.schema.json``). ``/metrics``
+serves otelguard's telemetry (events, drops by stage/reason, export latency).
 """
 
 from __future__ import annotations
@@ -12,14 +13,15 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from typing import Any, Optional
-
-import yaml
+from dataclasses import dataclass, field
+from typing import Optional
 
 from otelguard import telemetry
+from otelguard.config import ConfigError, load_file
+from otelguard.ebpf.settings import SensorConfig
 from otelguard.exporter.batch import BatchExporter, run_until_stopped
 from otelguard.exporter.builder import OtlpBuilder
-from otelguard.exporter.config import ExporterConfig, ExporterConfigError
+from otelguard.exporter.config import ExporterConfig
 from otelguard.exporter.settings import node_identity
 from otelguard.exporter.spans import SpanTracker
 from otelguard.transport.contract import TransportError
@@ -36,44 +38,35 @@ def _host_port(value: str, what: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def exporter_config(config_file: Optional[str]) -> ExporterConfig:
-    if not config_file:
-        return ExporterConfig()
-    try:
-        with open(config_file) as fh:
-            doc: Any = yaml.safe_load(fh)
-    except (OSError, yaml.YAMLError) as exc:
-        raise ExporterConfigError([f"{config_file}: {exc}"]) from exc
-    if not isinstance(doc, dict):
-        return ExporterConfig()
-    try:
-        return ExporterConfig.from_mapping(doc.get("exporter"))
-    except ExporterConfigError as exc:
-        raise ExporterConfigError([f"{config_file}: {p}" for p in exc.problems]) from exc
+@dataclass(frozen=True)
+class AgentConfig:
+    """The node agent's file: the eBPF sensor and the batching exporter."""
+
+    sensor: SensorConfig = field(default_factory=SensorConfig)
+    exporter: ExporterConfig = ExporterConfig()
+
+
+def load_agent_config(config_file: Optional[str]) -> AgentConfig:
+    """The agent's ``--config`` file, read once; no file means the defaults."""
+    return load_file(AgentConfig, config_file) if config_file else AgentConfig()
 
 
 def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from otelguard.ebpf.errors import EbpfError
-    from otelguard.ebpf.settings import load_sensor_config
 
     problems: list[str] = []
-    sensor_cfg = None
-    exp_cfg = ExporterConfig()
+    cfg = None
     try:
-        sensor_cfg = load_sensor_config(args.config)
-    except EbpfError as exc:
-        problems += getattr(exc, "problems", [str(exc)])
-    try:
-        exp_cfg = exporter_config(args.config)
-    except ExporterConfigError as exc:
-        problems += exc.problems
+        cfg = load_agent_config(args.config)
+    except ConfigError as exc:
+        problems += exc.messages
     try:
         metrics_host, metrics_port = _host_port(args.metrics, "--metrics")
         _host_port(args.otlp_endpoint, "--otlp-endpoint")
     except ValueError as exc:
         problems.append(str(exc))
-    if problems or sensor_cfg is None:
+    if problems or cfg is None:
         print("otelguard agent: invalid configuration:\n  " + "\n  ".join(problems), file=sys.stderr)
         return 2
 
@@ -90,6 +83,7 @@ def main(args: argparse.Namespace) -> int:
 
     from otelguard.ebpf.sensor import Sensor
 
+    sensor_cfg, exp_cfg = cfg.sensor, cfg.exporter
     sensor = Sensor(sensor_cfg)
     try:
         status = sensor.start()

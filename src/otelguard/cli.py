@@ -20,6 +20,7 @@ _TARGETS = {
     "processor": "otelguard.processors.service:main",
     "rules.validate": "otelguard.processors.detection.cli:validate_main",
     "rules.list": "otelguard.processors.detection.cli:list_main",
+    "config.schema": "otelguard.schemas:main",
 }
 
 
@@ -85,6 +86,14 @@ def build_parser() -> argparse.ArgumentParser:
     lst = rules_sub.add_parser("list", help="show the active rules")
     lst.add_argument("--rules", action="append", default=None, metavar="FILE")
     lst.set_defaults(target="rules.list")
+
+    config = sub.add_parser("config", help="config files")
+    config_sub = config.add_subparsers(dest="config_command", required=True)
+    schema = config_sub.add_parser("schema", help="JSON Schema of a config file kind")
+    schema.add_argument("kind", nargs="?", choices=("agent", "run", "pipeline"))
+    schema.add_argument("--write", default=None, metavar="DIR",
+                        help="write every kind's <kind>.schema.json into DIR (docs/config)")
+    schema.set_defaults(target="config.schema")
     return p
 
 

@@ -7,9 +7,10 @@ printed by the console output like any record; ``/metrics`` serves otelguard's t
 Ctrl-C (or ``--duration``) stops cleanly and prints a summary: events by type, detections by
 rule, drops by stage and reason, probes that did not load.
 
-The ``--config`` YAML has three sections, each validated by the package that owns it, with
-every problem reported at once: ``sensor:`` (ebpf/settings.py), ``exporter:``
-(exporter/config.py) and ``processors:`` (the processor pipeline, processors/config.py).
+The ``--config`` YAML has three sections, each defined by the package that owns it:
+``sensor:`` (ebpf/settings.py), ``exporter:`` (exporter/config.py) and ``processors:`` (the
+processor pipeline, processors/config.py). The file is read once into :class:`RunConfig`, every
+problem reported at once with file:line (published as ``docs/config/run.schema.json``).
 """
 
 from __future__ import annotations
@@ -18,16 +19,38 @@ import argparse
 import dataclasses
 import logging
 import sys
+from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
 from otelguard import telemetry
+from otelguard.config import ConfigError, load_file
+from otelguard.ebpf.settings import SensorConfig
+from otelguard.exporter.config import ExporterConfig
+from otelguard.processors.config import ProcessorList, ProcessorSpec
 from otelguard.transport.contract import LogsPayload, TracesPayload, as_logs, as_traces
 from otelguard.transport.delivery import Delivery, DeliveryStats
 
 log = logging.getLogger("otelguard.run")
 
 DEFAULT_OUTPUTS = ("console", "jsonl:otelguard-out.jsonl")
-_TOP_KEYS = ("sensor", "exporter", "processors")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """``otelguard run``: the sensor, the exporter and the processor stages, in one process.
+
+    ``processors`` absent means the default pipeline (detection with the default rules, then
+    noise control).
+    """
+
+    sensor: SensorConfig = field(default_factory=SensorConfig)
+    exporter: ExporterConfig = ExporterConfig()
+    processors: Optional[ProcessorList] = None
+
+
+def load_run_config(path: Optional[str]) -> RunConfig:
+    """The ``--config`` file, read once; no file means the defaults."""
+    return load_file(RunConfig, path) if path else RunConfig()
 
 
 class PipelineSink:
@@ -81,24 +104,6 @@ class PipelineSink:
             out.shutdown()
 
 
-def _load_config(path: Optional[str]) -> dict[str, Any]:
-    if not path:
-        return {}
-    from otelguard.processors.config import load_yaml
-
-    with open(path, encoding="utf-8") as fh:
-        doc = load_yaml(fh.read(), path)
-    if doc is None:
-        return {}
-    if not isinstance(doc, dict):
-        raise ValueError(f"{path}: top level must be a mapping with {', '.join(_TOP_KEYS)}")
-    unknown = [k for k in doc if k not in _TOP_KEYS]
-    if unknown:
-        raise ValueError(f"{path}: unknown section(s) {', '.join(map(str, unknown))} "
-                         f"(known: {', '.join(_TOP_KEYS)})")
-    return doc
-
-
 def _split_hostport(value: str) -> tuple[str, int]:
     host, _, port = value.rpartition(":")
     if not host or not port.isdigit():
@@ -106,16 +111,13 @@ def _split_hostport(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def build_pipeline(doc: dict[str, Any], rules: Optional[Sequence[str]], source: Optional[str]) -> Any:
+def build_pipeline(specs: Optional[Sequence[ProcessorSpec]], rules: Optional[Sequence[str]]) -> Any:
     """The processor pipeline of ``otelguard run``: the config's ``processors:`` or the default
     (detection with the default rules, then noise control)."""
-    from otelguard.processors.config import build_pipeline_config
     from otelguard.processors.pipeline import Pipeline
     from otelguard.processors.service import apply_rules, default_specs
 
-    if doc.get("processors") is not None:
-        specs = build_pipeline_config({"processors": doc["processors"]}, source).processors
-    else:
+    if specs is None:
         specs = default_specs(rules)
     return Pipeline.from_specs(apply_rules(specs, rules))
 
@@ -148,33 +150,24 @@ def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from otelguard.ebpf.errors import EbpfError
-    from otelguard.ebpf.settings import sensor_config_from_mapping
-    from otelguard.exporter.config import ExporterConfig, ExporterConfigError
     from otelguard.processors.errors import ProcessorsError
     from otelguard.transport.contract import TransportError
     from otelguard.transport.spec import parse_spec
 
     problems: list[str] = []
-    doc: dict[str, Any] = {}
-    try:
-        doc = _load_config(args.config)
-    except (OSError, ValueError, ProcessorsError) as exc:
-        problems.append(str(exc))
-    sensor_cfg = None
-    exp_cfg = ExporterConfig()
+    cfg = None
     pipeline = None
     try:
-        sensor_cfg = sensor_config_from_mapping(doc.get("sensor"))
-    except EbpfError as exc:
-        problems += list(getattr(exc, "problems", [str(exc)]))
-    try:
-        exp_cfg = ExporterConfig.from_mapping(doc.get("exporter"))
-    except ExporterConfigError as exc:
-        problems += exc.problems
-    try:
-        pipeline = build_pipeline(doc, args.rules, args.config)
-    except ProcessorsError as exc:
-        problems.append(str(exc))
+        cfg = load_run_config(args.config)
+    except ConfigError as exc:
+        problems += exc.messages
+    if cfg is not None:
+        try:
+            pipeline = build_pipeline(cfg.processors, args.rules)
+        except ConfigError as exc:
+            problems += exc.messages
+        except ProcessorsError as exc:
+            problems.append(str(exc))
     outputs: list[Delivery] = []
     for spec in args.output or DEFAULT_OUTPUTS:
         try:
@@ -185,7 +178,7 @@ def main(args: argparse.Namespace) -> int:
         metrics_host, metrics_port = _split_hostport(args.metrics)
     except ValueError as exc:
         problems.append(str(exc))
-    if problems or sensor_cfg is None or pipeline is None:
+    if problems or cfg is None or pipeline is None:
         print("otelguard run: invalid configuration:\n  " + "\n  ".join(problems), file=sys.stderr)
         return 2
 
@@ -195,6 +188,7 @@ def main(args: argparse.Namespace) -> int:
     from otelguard.exporter.settings import node_identity
     from otelguard.exporter.spans import SpanTracker
 
+    sensor_cfg, exp_cfg = cfg.sensor, cfg.exporter
     bound = telemetry.serve(metrics_host, metrics_port)
     sensor = Sensor(sensor_cfg)
     try:

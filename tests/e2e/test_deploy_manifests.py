@@ -97,7 +97,8 @@ def test_agent_is_not_privileged_and_explains_nothing_extra() -> None:
 
 def test_processor_pipeline_configmap_loads() -> None:
     """The processor's ConfigMap is a valid pipeline for the service's own loader."""
-    from otelguard.processors.config import build_pipeline_config, load_yaml
+    from otelguard.config import load_yaml
+    from otelguard.processors.config import build_pipeline_config
 
     (cm,) = [d for _, d in manifest_documents()
              if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "otelguard-processor"]

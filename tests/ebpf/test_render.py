@@ -25,8 +25,12 @@ def test_process_render_fills_placeholders() -> None:
     assert "#define OG_ARGV_MAX 7" in text and "#define OG_ARG_LEN 64" in text
     assert "#define OG_TP_sys_enter_execve 1" in text
     assert "#define OG_TP_sys_enter_execveat 0" in text  # compiled out, not a load failure
-    with pytest.raises(ValueError):
-        PROCESS.render(ProbeConfig(argv_max=0), ALL_PROCESS)
+    with pytest.raises(ValueError, match="argv_max: must be 1..64"):
+        ProbeConfig(argv_max=0)
+    unchecked = ProbeConfig()
+    object.__setattr__(unchecked, "argv_max", 0)  # render() refuses what skipped the checks
+    with pytest.raises(ValueError, match="argv_max must be 1..64"):
+        PROCESS.render(unchecked, ALL_PROCESS)
 
 
 def test_file_render_prefixes_and_missing_tracepoints() -> None:

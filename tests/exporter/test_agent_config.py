@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,3 +33,23 @@ def test_unusable_spool_dir_is_a_clear_error(tmp_path: Path, capsys: pytest.Capt
         "--metrics", "127.0.0.1:0"])
     assert main(args) == 2
     assert "spool: cannot create" in capsys.readouterr().err
+
+
+def test_the_config_file_is_read_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from otelguard.config import builder
+
+    reads: list[str] = []
+    real = builder.read_yaml_file
+
+    def counting(path: str | Path) -> Any:
+        reads.append(str(path))
+        return real(path)
+
+    monkeypatch.setattr(builder, "read_yaml_file", counting)
+    cfg = tmp_path / "agent.yaml"
+    cfg.write_text("sensor:\n  queue_size: 10\nexporter:\n  max_batch: 10\n")
+    args = build_parser().parse_args([  # a valid file; the bad endpoint stops the agent
+        "agent", "--otlp-endpoint", "nohostport", "--config", str(cfg),
+        "--spool-dir", str(tmp_path / "spool"), "--metrics", "127.0.0.1:0"])
+    assert main(args) == 2
+    assert reads == [str(cfg)]

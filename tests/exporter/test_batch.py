@@ -13,7 +13,8 @@ from otelguard import semconv as sc
 from otelguard.ebpf.events import Event
 from otelguard.exporter.batch import BatchExporter
 from otelguard.exporter.builder import OtlpBuilder
-from otelguard.exporter.config import ExporterConfig, ExporterConfigError
+from otelguard.config import ConfigError, from_mapping
+from otelguard.exporter.config import ExporterConfig
 from otelguard.exporter.settings import NodeIdentity
 from otelguard.processors.otlp import get_attr, iter_log_records, iter_spans
 from otelguard.transport import Delivery, InMemoryTransport, RetryPolicy, Spool
@@ -107,14 +108,22 @@ def test_endpoint_down_at_stop_leaves_records_in_the_spool(tmp_path: Path) -> No
 
 
 def test_config_from_mapping_collects_all_problems() -> None:
-    assert ExporterConfig.from_mapping({"max_batch": 64}).max_batch == 64
-    with pytest.raises(ExporterConfigError) as err:
-        ExporterConfig.from_mapping({"max_batch": "x", "flush_interval_s": -1, "bogus": 1})
-    assert len(err.value.problems) == 3
-    assert any(p.startswith("exporter.bogus: unknown key") for p in err.value.problems)
-    assert any(p.startswith("exporter.max_batch: expected int") for p in err.value.problems)
-    with pytest.raises(ExporterConfigError, match="exporter.flush_interval_s: must be within"):
-        ExporterConfig.from_mapping({"flush_interval_s": 60})
+    assert from_mapping(ExporterConfig, {"max_batch": 64}, path="exporter").max_batch == 64
+    with pytest.raises(ConfigError) as err:
+        from_mapping(ExporterConfig, {"max_batch": "x", "flush_interval_s": -1, "bogus": 1},
+                     path="exporter")
+    problems = err.value.messages
+    assert len(problems) == 3
+    assert "exporter.flush_interval_s: must be > 0, got -1.0" in problems
+    assert any(p.startswith("exporter.bogus: unknown key") for p in problems)
+    assert any(p.startswith("exporter.max_batch: expected an integer, got str") for p in problems)
+    with pytest.raises(ConfigError) as err:
+        from_mapping(ExporterConfig, {"flush_interval_s": -1, "max_open_spans": 0},
+                     path="exporter")
+    assert err.value.messages == ["exporter.flush_interval_s: must be > 0, got -1.0",
+                                  "exporter.max_open_spans: must be > 0, got 0"]
+    with pytest.raises(ConfigError, match="exporter.flush_interval_s: must be within"):
+        from_mapping(ExporterConfig, {"flush_interval_s": 60}, path="exporter")
 
 
 def test_a_failing_source_is_logged_and_the_thread_lives_on() -> None:

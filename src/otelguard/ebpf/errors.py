@@ -1,19 +1,12 @@
 """The ebpf package's exception tree. Foreign errors (BCC, OSError from /proc) are wrapped at
-the boundary where they happen, so callers catch one family."""
+the boundary where they happen, so callers catch one family. An invalid ``sensor:`` section is
+the one config error of every config kind, :class:`otelguard.config.ConfigError`."""
 
 from __future__ import annotations
 
 
 class EbpfError(Exception):
     """Base of every error this package raises on purpose."""
-
-
-class ConfigError(EbpfError):
-    """The ``sensor:`` config section is invalid; ``problems`` are all of them, dotted paths."""
-
-    def __init__(self, problems: list[str]) -> None:
-        self.problems = list(problems)
-        super().__init__("invalid sensor config:\n  " + "\n  ".join(self.problems))
 
 
 class LoadError(EbpfError):

@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
 from otelguard import telemetry
-from otelguard.ebpf.errors import ConfigError, LoadError
+from otelguard.config import ConfigError
+from otelguard.ebpf.errors import LoadError
 from otelguard.ebpf.probe import Probe, ProbeConfig, probe_source
 from otelguard.ebpf.registry import discover
 from otelguard.ebpf.settings import load_sensor_config, tracefs_root

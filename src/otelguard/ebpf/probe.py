@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Mapping, Optional, Protocol, Sequence, TypeVar
 
+from otelguard.config import INTERNAL, Checks
 from otelguard.ebpf.events import AttrValue, Event
 
 RecordT = TypeVar("RecordT", bound=ctypes.Structure)
@@ -44,17 +45,18 @@ class Header(ctypes.Structure):
 
 @dataclass(frozen=True)
 class ProbeConfig:
-    """What render() may use. Defaults are the default configuration."""
+    """Kernel-side buffers and filters of the probes (what render() may use); defaults are the
+    default configuration."""
 
     # 8 MiB, one ring for all CPUs: ~13k file records (~630 B each), i.e. ~0.5 s of a 25k/s
     # burst while the Python consumer waits for a core; 1 MiB dropped at 12k/s on a loaded
     # 2-CPU node where 8 MiB did not (bench/agent_throughput.py, docs/benchmarks.md)
     ringbuf_pages: int = 2048
-    self_tgid: int = 0
+    self_tgid: int = field(default=0, metadata=INTERNAL)  # the agent's own pid, not a YAML key
     # Set by the sensor when SensorConfig.cgroup_scope is given (like self_tgid, not a YAML key):
     # probes whose records fire outside the task's context (TCP state changes in softirq) then
     # know that an owner they never saw was filtered out of scope in the kernel, not lost.
-    scoped: bool = False
+    scoped: bool = field(default=False, metadata=INTERNAL)
     # file opens without write intent are sent only under these prefixes (kernel-side filter)
     read_path_prefixes: tuple[str, ...] = (
         "/etc/", "/root/", "/boot/", "/proc/sys/", "/sys/fs/cgroup", "/dev/", "/var/run/secrets",
@@ -63,6 +65,24 @@ class ProbeConfig:
     dns_ports: tuple[int, ...] = (53,)
     argv_max: int = 20
     arg_len: int = 128
+
+    def __post_init__(self) -> None:
+        """The limits the BPF programs are built for (render() refuses others too)."""
+        checks = Checks()
+        pages = self.ringbuf_pages
+        if pages < 1 or pages & (pages - 1):
+            checks.add("ringbuf_pages", f"must be a power of two >= 1, got {pages}")
+        if not 1 <= self.argv_max <= 64:
+            checks.add("argv_max", f"must be 1..64, got {self.argv_max}")
+        if not 16 <= self.arg_len <= 1024:
+            checks.add("arg_len", f"must be 16..1024, got {self.arg_len}")
+        for i, prefix in enumerate(self.read_path_prefixes):
+            if not prefix.startswith("/") or not prefix.isascii() or len(prefix) > 64:
+                checks.add(f"read_path_prefixes[{i}]", "must be an absolute ASCII path of at "
+                           f"most 64 bytes, got {prefix!r}")
+        if len(self.read_path_prefixes) > 32:
+            checks.add("read_path_prefixes", "at most 32 entries")
+        checks.done()
 
 
 class DecodeContext(Protocol):

@@ -1,49 +1,24 @@
 """The processors' exception tree (STYLE.md rule 8): one root, foreign errors wrapped at the boundary.
 
-Config and registry problems stop startup (:class:`ConfigError` carries every issue at once);
+Config and registry problems stop startup: config problems are the one
+:class:`otelguard.config.ConfigError` of every config kind (re-exported here; it carries every
+issue at once), registry problems a :class:`RegistryError`;
 request problems become an OTLP status for the caller (:class:`RequestError` carries the gRPC code
 and the HTTP status that belong together); stage failures never escape the pipeline.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Optional
 
 import grpc
+
+from otelguard.config import ConfigError as ConfigError
+from otelguard.config import ConfigIssue as ConfigIssue
 
 
 class ProcessorsError(Exception):
     """Root of every error raised by otelguard.processors."""
-
-
-@dataclass(frozen=True)
-class ConfigIssue:
-    """One config problem: dotted path (``processors[1].config.hold_seconds``) and where it is."""
-
-    path: str
-    message: str
-    file: Optional[str] = None
-    line: Optional[int] = None
-
-    def __str__(self) -> str:
-        where = ""
-        if self.file is not None and self.line is not None:
-            where = f"{self.file}:{self.line}: "
-        elif self.file is not None:
-            where = f"{self.file}: "
-        elif self.line is not None:
-            where = f"line {self.line}: "
-        return f"{where}{self.path or '<root>'}: {self.message}"
-
-
-class ConfigError(ProcessorsError):
-    """All problems found in a config, reported together so one edit fixes them all."""
-
-    def __init__(self, issues: Sequence[ConfigIssue]) -> None:
-        self.issues = tuple(issues)
-        lines = "\n".join(f"  {issue}" for issue in self.issues)
-        super().__init__(f"{len(self.issues)} config error(s):\n{lines}")
 
 
 class RegistryError(ProcessorsError):

@@ -34,6 +34,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs
 
 from otelguard import semconv, telemetry
+from otelguard.config import Checks
 from otelguard.processors.otlp import PyValue, attrs_dict, get_attr, set_attrs
 from otelguard.processors.stage import Batch
 
@@ -51,23 +52,26 @@ _WORKLOAD_KEYS = (
 class Config:
     """Defaults: one summary per key per minute; 1 new detection/s per rule+workload, burst 20."""
 
-    window_seconds: float = 60.0
+    window_seconds: float = 60.0  # repeats within this of the first are held as one summary
+    # Record attributes that, with the rule and workload, make detections "the same".
     key_fields: tuple[str, ...] = (
         semconv.PROCESS_EXECUTABLE_PATH, semconv.PROCESS_COMMAND_LINE, semconv.FILE_PATH,
         semconv.NETWORK_PEER_ADDRESS, semconv.NETWORK_PEER_PORT, semconv.DNS_QUESTION_NAME,
     )
-    rate_per_second: float = 1.0
-    burst: int = 20
-    max_keys: int = 10_000
-    max_buckets: int = 10_000
+    rate_per_second: float = 1.0  # token refill per rule+workload
+    burst: int = 20  # token bucket capacity
+    max_keys: int = 10_000  # open windows; the oldest is closed early when full
+    max_buckets: int = 10_000  # rate-limit buckets; the least recently used is forgotten
 
     def __post_init__(self) -> None:
-        if self.window_seconds <= 0:
-            raise ValueError("window_seconds must be > 0")
-        if self.rate_per_second <= 0 or self.burst < 1:
-            raise ValueError("rate_per_second must be > 0 and burst >= 1")
-        if self.max_keys < 1 or self.max_buckets < 1:
-            raise ValueError("max_keys and max_buckets must be >= 1")
+        checks = Checks()
+        for name in ("window_seconds", "rate_per_second"):
+            if getattr(self, name) <= 0:
+                checks.add(name, f"must be > 0, got {getattr(self, name)}")
+        for name in ("burst", "max_keys", "max_buckets"):
+            if getattr(self, name) < 1:
+                checks.add(name, f"must be >= 1, got {getattr(self, name)}")
+        checks.done()
 
 
 _Key = tuple[str, str, tuple[PyValue, ...]]

@@ -595,7 +595,7 @@ def main(args: argparse.Namespace) -> int:
             raise ConfigError([errors.ConfigIssue(
                 "exporters", "no exporter: give --export SPEC or exporters: in the config")])
         service = build_service(cfg, st)
-    except ProcessorsError as exc:
+    except (ConfigError, ProcessorsError) as exc:
         print(f"otelguard processor: {exc}")
         return 2
     if cfg.service.metrics:

@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Mapping, Optional
+from typing import Callable, Mapping, Optional, TypeVar
 
 from otelguard.processors.errors import ConfigError, ConfigIssue
 
 # The command-line defaults (cli.py); a flag overrides the config file only when it differs.
 DEFAULT_LISTEN = "127.0.0.1:4317"
 DEFAULT_METRICS = "127.0.0.1:9466"
+
+T = TypeVar("T", int, float)
 
 
 @dataclass(frozen=True)
@@ -30,30 +32,29 @@ class Settings:
     grace_seconds: float = 5.0
 
 
+def _number(env: Mapping[str, str], name: str, convert: Callable[[str], T], minimum: T,
+            expected: str, issues: list[ConfigIssue]) -> Optional[T]:
+    """The variable as a number >= ``minimum``; None when unset, an issue when malformed."""
+    raw = env.get(name)
+    if not raw:
+        return None
+    try:
+        value = convert(raw)
+        if value >= minimum:
+            return value
+    except ValueError:
+        pass
+    issues.append(ConfigIssue(name, f"expected {expected}, got {raw!r}"))
+    return None
+
+
 def read(environ: Optional[Mapping[str, str]] = None) -> Settings:
     env = os.environ if environ is None else environ
     issues: list[ConfigIssue] = []
     allow = env.get("OTELGUARD_ALLOW_PURE_PYTHON_PROTOBUF", "") == "1"
-    threads: Optional[int] = None
-    raw_threads = env.get("OTELGUARD_PROCESSOR_FORWARD_THREADS")
-    if raw_threads:
-        try:
-            threads = int(raw_threads)
-            if threads < 1:
-                raise ValueError
-        except ValueError:
-            issues.append(ConfigIssue("OTELGUARD_PROCESSOR_FORWARD_THREADS",
-                                      f"expected a positive integer, got {raw_threads!r}"))
-    grace = 5.0
-    raw_grace = env.get("OTELGUARD_PROCESSOR_GRACE_SECONDS")
-    if raw_grace:
-        try:
-            grace = float(raw_grace)
-            if grace < 0:
-                raise ValueError
-        except ValueError:
-            issues.append(ConfigIssue("OTELGUARD_PROCESSOR_GRACE_SECONDS",
-                                      f"expected a number >= 0, got {raw_grace!r}"))
+    threads = _number(env, "OTELGUARD_PROCESSOR_FORWARD_THREADS", int, 1,
+                      "a positive integer", issues)
+    grace = _number(env, "OTELGUARD_PROCESSOR_GRACE_SECONDS", float, 0.0, "a number >= 0", issues)
     if issues:
         raise ConfigError(issues)
-    return Settings(allow, threads, grace)
+    return Settings(allow, threads, 5.0 if grace is None else grace)

@@ -12,7 +12,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from otelguard import semconv as S
 from otelguard import telemetry
 from otelguard.processors import registry
-from otelguard.processors.config import from_mapping, load_yaml
+from otelguard.config import from_mapping, load_yaml
 from otelguard.processors.detection import cli
 from otelguard.processors.detection.config import Config
 from otelguard.processors.detection.engine import RuleEngine

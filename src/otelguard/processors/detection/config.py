@@ -1,7 +1,7 @@
 """The ``falco_rules`` stage's config: frozen dataclasses whose defaults are the default config.
 
-Loaded with the processors' generic loader (unknown keys are errors, every problem reported with
-its dotted path and file:line)::
+Loaded with the one config loader, :mod:`otelguard.config` (unknown keys are errors, every problem
+reported with its dotted path and file:line)::
 
     processors:
       - type: falco_rules
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from otelguard.config import Checks
 from otelguard.processors.detection.ruleset import Priority
 from otelguard.processors.detection.state import StateLimits
 
@@ -28,15 +29,16 @@ StateConfig = StateLimits
 class Config:
     """``rules`` empty = the packaged default: Falco's stable rules + otelguard's own."""
 
-    rules: tuple[str, ...] = ()
-    disabled_rules: tuple[str, ...] = ()
-    min_priority: str = "debug"
+    rules: tuple[str, ...] = ()  # rule files, loaded in order (later ones may append/override)
+    disabled_rules: tuple[str, ...] = ()  # rule names
+    min_priority: str = "debug"  # rules less severe than this are not loaded
     state: StateConfig = field(default_factory=StateConfig)
 
     def __post_init__(self) -> None:
+        checks = Checks()
         try:
             Priority.parse(self.min_priority)
         except KeyError:
-            raise ValueError(
-                f"unknown priority {self.min_priority!r} (one of "
-                + ", ".join(p.name.lower() for p in Priority) + ")") from None
+            checks.add("min_priority", f"unknown priority {self.min_priority!r} (one of "
+                       + ", ".join(p.name.lower() for p in Priority) + ")")
+        checks.done()

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Optional, Union
 
-from otelguard.processors.config import LocatedDict, LocatedList, load_yaml
+from otelguard.config import LocatedDict, LocatedList, load_yaml
 from otelguard.processors.detection.ruleset import ENGINE_VERSION, RuleSet
 from otelguard.processors.errors import ConfigError
 

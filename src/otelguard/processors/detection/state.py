@@ -32,6 +32,7 @@ from typing import Any, Optional
 
 from otelguard import semconv as S
 from otelguard import telemetry
+from otelguard.config import Checks
 from otelguard.processors.detection.fields import EventView, as_int
 
 _WRITE_FLAGS = frozenset({"O_WRONLY", "O_RDWR", "O_CREAT", "O_TRUNC"})
@@ -58,13 +59,15 @@ class StateLimits:
     max_sockets: int = 65536
 
     def __post_init__(self) -> None:
+        checks = Checks()
         for name in ("socket_window_seconds", "written_window_seconds"):
             if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be > 0")
+                checks.add(name, f"must be > 0, got {getattr(self, name)}")
         for name in ("max_processes", "max_containers", "max_paths_per_container",
                      "max_sockets"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1")
+                checks.add(name, f"must be >= 1, got {getattr(self, name)}")
+        checks.done()
 
 
 class DetectionState:

@@ -1,14 +1,16 @@
 """Config of the ``k8s_attributes`` stage: a frozen dataclass whose defaults are the default config.
 
-Built from YAML by the processors' generic loader (:func:`otelguard.processors.config.from_mapping`):
-unknown keys are errors, every problem is reported with its dotted path. Cross-field checks live in
-``__post_init__`` so they are reported at the same path.
+Built from YAML by the one config loader (:func:`otelguard.config.from_mapping`): unknown keys are
+errors, every problem is reported with its dotted path and file:line. Value checks live in
+``__post_init__`` and name the field they are about.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Literal, Optional
+
+from otelguard.config import Checks, from_mapping
 
 # Labels most teams use to say what a workload is and who owns it (Kubernetes recommended labels
 # plus the two older conventions). A "*" at the end matches any suffix.
@@ -53,28 +55,27 @@ class Config:
     list_page_size: int = 500
 
     def __post_init__(self) -> None:
+        checks = Checks()
         if self.mode == "node" and self.node_name == "":
             from otelguard.processors.k8s import settings
 
             if not settings.node_name():
-                raise ValueError(
-                    "mode 'node' needs node_name (or OTELGUARD_K8S_NODE_NAME from the downward API)"
-                )
-        for name in ("hold_seconds", "deleted_grace_seconds", "wait_for_sync_seconds"):
+                checks.add("node_name", "mode 'node' needs node_name (or OTELGUARD_K8S_NODE_NAME "
+                           "from the downward API)")
+        for name in ("hold_seconds", "deleted_grace_seconds", "wait_for_sync_seconds",
+                     "max_held_batches"):
             if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0")
-        if self.max_held_batches < 0:
-            raise ValueError("max_held_batches must be >= 0")
-        if self.watch_timeout_seconds < 1:
-            raise ValueError("watch_timeout_seconds must be >= 1")
+                checks.add(name, f"must be >= 0, got {getattr(self, name)}")
+        for name in ("watch_timeout_seconds", "list_page_size"):
+            if getattr(self, name) < 1:
+                checks.add(name, f"must be >= 1, got {getattr(self, name)}")
         if self.max_backoff_seconds <= 0:
-            raise ValueError("max_backoff_seconds must be > 0")
-        if self.list_page_size < 1:
-            raise ValueError("list_page_size must be >= 1")
+            checks.add("max_backoff_seconds", f"must be > 0, got {self.max_backoff_seconds}")
         for name in ("pod_labels", "pod_annotations", "namespace_labels"):
-            for pattern in getattr(self, name):
+            for i, pattern in enumerate(getattr(self, name)):
                 if not pattern or "*" in pattern[:-1]:
-                    raise ValueError(f"{name}: {pattern!r}: use an exact key or 'prefix*'")
+                    checks.add(f"{name}[{i}]", f"{pattern!r}: use an exact key or 'prefix*'")
+        checks.done()
 
     @property
     def effective_node_name(self) -> Optional[str]:
@@ -90,8 +91,6 @@ class Config:
 
 def load(data: Any, path: str = "", source: Optional[str] = None) -> Config:
     """A Config from plain (YAML) data; raises ConfigError listing every problem."""
-    from otelguard.processors.config import from_mapping
-
     return from_mapping(Config, data, path=path, source=source)
 
 

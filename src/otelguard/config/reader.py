@@ -1,0 +1,95 @@
+"""YAML into plain data that remembers where each mapping key and list item sits in the file.
+
+The builder reports a problem at the line of the key that holds the bad value; the rule loader
+reports rule problems the same way. Plain ``dict``/``list`` subclasses, so code that only reads
+values needs nothing special.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import yaml
+
+from otelguard.config.errors import ConfigError, ConfigIssue
+
+
+class LocatedDict(dict[str, Any]):
+    """A YAML mapping that remembers the 1-based line of each key (and of itself)."""
+
+    line: Optional[int] = None
+    key_lines: dict[str, int]
+
+
+class LocatedList(list[Any]):
+    """A YAML sequence that remembers the 1-based line of each item."""
+
+    line: Optional[int] = None
+    item_lines: list[int]
+
+
+class _LineLoader(yaml.SafeLoader):
+    """SafeLoader whose mappings and sequences carry line numbers for error messages."""
+
+
+def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> LocatedDict:
+    loader.flatten_mapping(node)
+    out = LocatedDict()
+    out.line = node.start_mark.line + 1
+    out.key_lines = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if not isinstance(key, str):
+            key = str(key)
+        out[key] = loader.construct_object(value_node, deep=True)
+        out.key_lines[key] = key_node.start_mark.line + 1
+    return out
+
+
+def _construct_sequence(loader: _LineLoader, node: yaml.SequenceNode) -> LocatedList:
+    out = LocatedList(loader.construct_object(child, deep=True) for child in node.value)
+    out.line = node.start_mark.line + 1
+    out.item_lines = [child.start_mark.line + 1 for child in node.value]
+    return out
+
+
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence)
+
+
+def load_yaml(text: str, source: str = "<string>") -> Any:
+    """Parse YAML keeping line numbers; a syntax error becomes a :class:`ConfigError`."""
+    try:
+        return yaml.load(text, Loader=_LineLoader)  # noqa: S506  # SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        raise ConfigError([ConfigIssue("", f"invalid YAML: {exc}", source, line)]) from exc
+
+
+def read_yaml_file(path: Union[str, Path]) -> Any:
+    """Read and parse a config file once; unreadable or malformed is a :class:`ConfigError`."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([ConfigIssue("", f"cannot read config: {exc}", str(p))]) from exc
+    return load_yaml(text, str(p))
+
+
+def line_of(container: Any, key: Union[str, int]) -> Optional[int]:
+    """The line of ``container[key]`` (its key's line for a mapping), else the container's."""
+    if isinstance(container, LocatedDict) and isinstance(key, str):
+        return container.key_lines.get(key, container.line)
+    if isinstance(container, LocatedList) and isinstance(key, int):
+        if 0 <= key < len(container.item_lines):
+            return container.item_lines[key]
+        return container.line
+    return None
+
+
+def own_line(value: Any) -> Optional[int]:
+    """Where a located mapping or list starts; None for scalars and plain data."""
+    line = getattr(value, "line", None)
+    return line if isinstance(line, int) else None
