@@ -111,7 +111,7 @@ def build_pipeline(doc: dict[str, Any], rules: Optional[Sequence[str]], source: 
     (detection with the default rules, then noise control)."""
     from otelguard.processors.config import build_pipeline_config
     from otelguard.processors.pipeline import Pipeline
-    from otelguard.processors.service import apply_rules, default_specs
+    from otelguard.processors.default_pipeline import apply_rules, default_specs
 
     if doc.get("processors") is not None:
         specs = build_pipeline_config({"processors": doc["processors"]}, source).processors

@@ -2,7 +2,7 @@
 
 The service answers its caller only after every next hop accepted the batch, so a caller's OK
 means "delivered" and nothing is held in this process between requests (memory stays bounded by
-the in-flight limits in service.py). Per exporter:
+the in-flight limits in receiver/admission.py). Per exporter:
 
 * retryable failures are retried with exponential backoff (``forward.initial_backoff_seconds``
   doubling up to ``max_backoff_seconds``, at most ``max_attempts`` tries within
