@@ -14,6 +14,7 @@ from otelguard.transport.retry import (
     grpc_retryable,
     http_retryable,
 )
+from tests.support.fake_time import FakeTime
 
 DOWN = ExportResult.failure("down", "unavailable", True)
 BAD = ExportResult.failure("bad data", "invalid_argument", False)
@@ -21,19 +22,6 @@ BAD = ExportResult.failure("bad data", "invalid_argument", False)
 
 def _hinted(seconds: float) -> ExportResult:
     return ExportResult.failure("slow down", "resource_exhausted", True, retry_after_s=seconds)
-
-
-class FakeTime:
-    def __init__(self) -> None:
-        self.now = 100.0
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 def test_backoff_doubles_from_initial_and_stops_at_the_cap() -> None:
