@@ -50,6 +50,9 @@ def http_retryable(status: int) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
+    """The schedule of the module doc. Holds no state: one policy serves any number of senders
+    (the per-endpoint state is a :class:`DownWindow`)."""
+
     max_attempts: int = 3
     initial_backoff_s: float = 0.1
     max_backoff_s: float = 2.0
