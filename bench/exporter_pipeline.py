@@ -104,10 +104,10 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             down = free_port()
             spool = Spool(tmp, 1 << 30)
-            policy = RetryPolicy(attempts=1, down_max_s=60.0)
+            policy = RetryPolicy(max_attempts=1, down_max_s=60.0)
             spool_rate = run_exporter(events, Delivery(OtlpGrpcTransport(f"127.0.0.1:{down}"), spool, policy))
             size = spool.bytes_used
-            d = Delivery(OtlpGrpcTransport(f"127.0.0.1:{port}"), spool, RetryPolicy(replay_budget_s=600))
+            d = Delivery(OtlpGrpcTransport(f"127.0.0.1:{port}"), spool, replay_budget_s=600)
             t = time.process_time()
             replayed = d.replay()
             replay_rate = replayed / (time.process_time() - t)

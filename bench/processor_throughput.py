@@ -105,7 +105,7 @@ async def _service(variant: str, sink_port: int) -> None:
     from otelguard.processors.noise import Config as NoiseConfig
     from otelguard.processors.noise import NoiseControl
     from otelguard.processors.pipeline import Pipeline
-    from otelguard.processors.service import ProcessorService
+    from otelguard.processors.receiver import ProcessorService
     from otelguard.processors.settings import Settings
     from otelguard.transport.otlp_grpc import OtlpGrpcTransport
 

@@ -17,7 +17,7 @@ _TARGETS = {
     "agent": "otelguard.agent:main",
     "doctor": "otelguard.ebpf.doctor:main",
     "ebpf.render": "otelguard.ebpf.loader:render_main",
-    "processor": "otelguard.processors.service:main",
+    "processor": "otelguard.processors.cli:main",
     "rules.validate": "otelguard.processors.detection.cli:validate_main",
     "rules.list": "otelguard.processors.detection.cli:list_main",
     "config.schema": "otelguard.schemas:main",

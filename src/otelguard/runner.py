@@ -115,7 +115,7 @@ def build_pipeline(specs: Optional[Sequence[ProcessorSpec]], rules: Optional[Seq
     """The processor pipeline of ``otelguard run``: the config's ``processors:`` or the default
     (detection with the default rules, then noise control)."""
     from otelguard.processors.pipeline import Pipeline
-    from otelguard.processors.service import apply_rules, default_specs
+    from otelguard.processors.default_pipeline import apply_rules, default_specs
 
     if specs is None:
         specs = default_specs(rules)

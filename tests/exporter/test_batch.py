@@ -96,7 +96,7 @@ def test_endpoint_down_at_stop_leaves_records_in_the_spool(tmp_path: Path) -> No
     src = QueueSource()
     t = InMemoryTransport()
     t.fail()
-    policy = RetryPolicy(attempts=1, initial_backoff_s=0.01, down_max_s=0.05)
+    policy = RetryPolicy(max_attempts=1, initial_backoff_s=0.01, down_max_s=0.05)
     spool = Spool(str(tmp_path), 10**7)
     exp = BatchExporter(src, Delivery(t, spool, policy), ExporterConfig(flush_interval_s=0.1),
                         OtlpBuilder(NODE))

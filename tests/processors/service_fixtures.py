@@ -10,7 +10,7 @@ from typing import Callable, Iterator, Optional, Sequence
 from otelguard.processors.config import ForwardSection, ProcessorSpec, ServiceSection
 from otelguard.processors.forward import ExportTarget, Forwarder
 from otelguard.processors.pipeline import Pipeline
-from otelguard.processors.service import ProcessorService, ServiceThread
+from otelguard.processors.receiver import ProcessorService, ServiceThread
 from otelguard.processors.settings import Settings
 from otelguard.processors.stage import Stage
 from otelguard.transport.memory import InMemoryTransport

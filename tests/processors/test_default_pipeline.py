@@ -7,7 +7,7 @@ import grpc
 
 from otelguard import semconv
 from otelguard.processors.otlp import attrs_dict, iter_log_records
-from otelguard.processors.service import apply_rules, default_specs
+from otelguard.processors.default_pipeline import apply_rules, default_specs
 
 from .detection.casefile import batch_of, load_cases
 from .service_fixtures import running_service, wait_for

@@ -13,23 +13,11 @@ from otelguard.processors.errors import RequestError
 from otelguard.processors.forward import Forwarder
 from otelguard.transport.contract import ExportResult
 from otelguard.transport.memory import InMemoryTransport
+from tests.support.fake_time import FakeTime
 
 from . import samples
 from .service_fixtures import running_service
 from .test_service_errors import _grpc_call
-
-
-class FakeTime:
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 SETTINGS = ForwardSection(timeout_seconds=10, max_attempts=4, initial_backoff_seconds=0.1,

@@ -14,7 +14,8 @@ from otelguard.transport.otlp_grpc import OtlpGrpcTransport
 from tests.exporter.scenario import shell_session
 from tests.transport.receivers import GrpcReceiver
 
-FAST = RetryPolicy(attempts=3, initial_backoff_s=0.01, max_backoff_s=0.05, down_max_s=0.05)
+FAST = RetryPolicy(max_attempts=3, initial_backoff_s=0.01, max_backoff_s=0.05, max_hint_s=0.05,
+                   down_max_s=0.05)
 NODE = NodeIdentity("n", "h", "i")
 
 

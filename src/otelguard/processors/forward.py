@@ -2,10 +2,12 @@
 
 The service answers its caller only after every next hop accepted the batch, so a caller's OK
 means "delivered" and nothing is held in this process between requests (memory stays bounded by
-the in-flight limits in service.py). Per exporter:
+the in-flight limits in receiver/admission.py). Per exporter:
 
-* retryable failures are retried with exponential backoff (``forward.initial_backoff_seconds``
-  doubling up to ``max_backoff_seconds``, at most ``max_attempts`` tries within
+* retryable failures are retried by the transport package's
+  :class:`~otelguard.transport.retry.RetryPolicy` built from the ``forward:`` section (backoff
+  from ``initial_backoff_seconds`` doubling up to ``max_backoff_seconds``, jittered by up to half,
+  at least the next hop's RetryInfo/Retry-After, at most ``max_attempts`` tries within
   ``timeout_seconds``); each retry counts in ``otelguard_processor_forward_retries_total``;
 * when the retries run out the hop is marked down for ``down_seconds`` and the caller gets
   UNAVAILABLE (HTTP 503, with Retry-After): the caller keeps the data and retries. While a hop is
@@ -24,7 +26,6 @@ result); calls block, so the service runs :meth:`Forwarder.forward` on a worker 
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ from otelguard.processors.config import ForwardSection
 from otelguard.processors.otlp import count_records
 from otelguard.processors.stage import Batch
 from otelguard.transport.contract import ExportResult, Transport
+from otelguard.transport.retry import DownWindow, RetryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -53,11 +55,26 @@ class ForwardReport:
     message: str = ""
 
 
+def retry_policy(settings: ForwardSection) -> RetryPolicy:
+    """The ``forward:`` section as a retry policy: the down window is fixed at ``down_seconds``;
+    jitter spreads the many callers that share one hop."""
+    return RetryPolicy(
+        max_attempts=settings.max_attempts,
+        initial_backoff_s=settings.initial_backoff_seconds,
+        max_backoff_s=settings.max_backoff_seconds,
+        jitter=0.5,
+        max_elapsed_s=settings.timeout_seconds,
+        down_min_s=settings.down_seconds,
+        down_max_s=settings.down_seconds,
+    )
+
+
 class _Hop:
-    def __init__(self, name: str, target: ExportTarget) -> None:
+    def __init__(self, name: str, target: ExportTarget, policy: RetryPolicy,
+                 clock: Callable[[], float]) -> None:
         self.name = name
         self.target = target
-        self.down_until = 0.0
+        self.down = DownWindow(policy, clock)
         # Transports are used from one thread at a time (transport/contract.py).
         self.lock = threading.Lock()
         self.retries = metrics.forward_retries.labels(name)
@@ -73,8 +90,9 @@ class Forwarder:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self._hops = [_Hop(name, target) for name, target in exporters]
         self._settings = settings
+        self._policy = retry_policy(settings)
+        self._hops = [_Hop(name, target, self._policy, clock) for name, target in exporters]
         self._clock = clock
         self._sleep = sleep
 
@@ -91,15 +109,17 @@ class Forwarder:
         signal = "logs" if isinstance(batch, ExportLogsServiceRequest) else "traces"
         for hop in self._hops:
             with hop.lock:
-                now = self._clock()
-                if now < hop.down_until:
+                remaining = hop.down.remaining()
+                if remaining > 0:
                     metrics.forward_failures.labels(hop.name, "down").inc()
                     raise errors.unavailable(
-                        f"next hop {hop.name} is down; retry later", hop.down_until - now
+                        f"next hop {hop.name} is down; retry later", remaining
                     )
                 outcome = self._send(hop, batch, signal)
-                if not outcome.ok and outcome.retryable:
-                    hop.down_until = self._clock() + self._settings.down_seconds
+                if outcome.ok:
+                    hop.down.mark_up()
+                elif outcome.retryable:
+                    hop.down.mark_down(outcome.retry_after_s)
             if outcome.ok:
                 accepted = n - outcome.rejected
                 metrics.records_forwarded.labels(signal, hop.name).inc(accepted)
@@ -125,33 +145,16 @@ class Forwarder:
 
     def _send(self, hop: _Hop, batch: Batch, signal: str) -> ExportResult:
         """Try, retrying retryable failures; called with ``hop.lock`` held."""
-        s = self._settings
-        deadline = self._clock() + s.timeout_seconds
-        backoff = s.initial_backoff_seconds
-        attempt = 0
-        while True:
-            attempt += 1
+
+        def once() -> ExportResult:
             try:
                 if signal == "logs":
-                    result = hop.target.export_logs(batch)
-                else:
-                    result = hop.target.export_traces(batch)
-                outcome = result
+                    return hop.target.export_logs(batch)
+                return hop.target.export_traces(batch)
             except Exception as exc:  # transports should not raise; treat a bug as transient
-                outcome = ExportResult.failure(f"{type(exc).__name__}: {exc}", "exception", True)
-            if outcome.ok or not outcome.retryable:
-                if outcome.ok:
-                    hop.down_until = 0.0
-                return outcome
-            wait = min(backoff, s.max_backoff_seconds)
-            if outcome.retry_after_s is not None:
-                wait = max(wait, outcome.retry_after_s)
-            wait *= 0.5 + random.random() / 2  # jitter: callers retrying together spread out
-            if attempt >= s.max_attempts or self._clock() + wait >= deadline:
-                return outcome
-            hop.retries.inc()
-            self._sleep(wait)
-            backoff *= 2
+                return ExportResult.failure(f"{type(exc).__name__}: {exc}", "exception", True)
+
+        return self._policy.run(once, self._sleep, self._clock, on_retry=hop.retries.inc)
 
     def shutdown(self) -> None:
         for hop in self._hops:

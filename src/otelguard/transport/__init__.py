@@ -6,7 +6,8 @@ Neutral ground: imported by exporter/ (agent) and processors/ (forwarding); impo
 from otelguard.transport.contract import (
     ExportResult, LogsPayload, SpecError, TracesPayload, Transport, TransportError,
 )
-from otelguard.transport.delivery import Delivery, RetryPolicy
+from otelguard.transport.delivery import Delivery
+from otelguard.transport.retry import RetryPolicy
 from otelguard.transport.memory import InMemoryTransport
 from otelguard.transport.spec import SPEC_HELP, parse_spec
 from otelguard.transport.spool import Spool

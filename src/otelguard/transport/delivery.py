@@ -1,15 +1,17 @@
 """Delivery: retry with backoff, spool while the next hop is down, replay oldest first.
 
-The one place that turns transport results into retries, spooling and drop counts
-(``telemetry.dropped{stage, reason}``), used by the agent's exporter and by forwarding stages.
-Not locked: one Delivery per sending thread.
+Turns transport results into spooling and drop counts (``telemetry.dropped{stage, reason}``)
+for the agent's exporter and ``otelguard run``'s outputs; when to retry and for how long is the
+shared :class:`~otelguard.transport.retry.RetryPolicy` (the processor service's forwarder uses it
+too, answering UNAVAILABLE where this spools). Not locked: one Delivery per sending thread.
 
 Behaviour, per send:
 - while a backlog exists or the endpoint is in its down window, new requests go behind the
   backlog (spool), so order is kept and the caller's thread is not blocked by retries;
-- otherwise up to ``attempts`` tries with exponential backoff (honouring the receiver's
-  RetryInfo/Retry-After up to ``max_backoff_s``); a retryable failure after that spools and
-  opens a down window that grows (x2, up to ``down_max_s``) while the endpoint stays down;
+- otherwise the tries of its :class:`~otelguard.transport.retry.RetryPolicy` (exponential
+  backoff; a receiver's RetryInfo/Retry-After over ``max_hint_s`` spools at once instead of
+  blocking the sender); a retryable failure after that spools and opens the policy's down
+  window, which grows (x2, up to ``down_max_s``) while the endpoint stays down;
 - non-retryable failures and OTLP partial-success rejections are dropped and counted.
 Without a spool, what would have been spooled is dropped with reason ``unavailable``.
 """
@@ -25,6 +27,7 @@ from otelguard import telemetry
 from otelguard.transport.contract import (
     ExportResult, LogsPayload, TracesPayload, Transport, as_bytes,
 )
+from otelguard.transport.retry import DownWindow, RetryPolicy
 from otelguard.transport.spool import Spool
 
 log = logging.getLogger(__name__)
@@ -32,13 +35,10 @@ LOGS = "logs"
 TRACES = "traces"
 
 
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    attempts: int = 3
-    initial_backoff_s: float = 0.1
-    max_backoff_s: float = 2.0
-    down_max_s: float = 30.0
-    replay_budget_s: float = 1.0  # longest a replay may hold the sending thread
+# The agent's schedule as it always was, without jitter (the forwarder's hops, shared by many
+# callers, are jittered).
+DELIVERY_RETRY = RetryPolicy(max_attempts=3, initial_backoff_s=0.1, max_backoff_s=2.0,
+                             max_hint_s=2.0, down_max_s=30.0)
 
 
 @dataclass(slots=True)
@@ -52,18 +52,19 @@ class DeliveryStats:
 
 class Delivery:
     def __init__(self, transport: Transport, spool: Optional[Spool] = None,
-                 policy: RetryPolicy = RetryPolicy(), stage: str = "export",
+                 policy: RetryPolicy = DELIVERY_RETRY, stage: str = "export",
                  sleep: Callable[[float], None] = time.sleep,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 replay_budget_s: float = 1.0) -> None:
         self.transport = transport
         self.spool = spool
         self.policy = policy
         self.stage = stage
         self.stats = DeliveryStats()
+        self.replay_budget_s = replay_budget_s  # longest a replay may hold the sending thread
         self._sleep = sleep
         self._clock = clock
-        self._down_until = 0.0
-        self._down_failures = 0
+        self._down = DownWindow(policy, clock)
 
     @property
     def backlog(self) -> int:
@@ -79,10 +80,10 @@ class Delivery:
         """Deliver or spool; False when the records were dropped (and counted)."""
         if records <= 0:
             return True
-        if self.backlog or self._clock() < self._down_until:
-            if self._clock() >= self._down_until:
+        if self.backlog or self._down.is_down():
+            if not self._down.is_down():
                 self.replay()
-            if self.backlog or self._clock() < self._down_until:
+            if self.backlog or self._down.is_down():
                 return self._spool_or_drop(kind, payload, records, "unavailable")
         result = self._attempt(kind, payload)
         if result.ok:
@@ -91,7 +92,7 @@ class Delivery:
             return True
         self.stats.last_error = result.error
         if result.retryable:
-            self._mark_down(result)
+            self._down.mark_down(result.retry_after_s)
             return self._spool_or_drop(kind, payload, records, result.reason or "unavailable")
         self._drop(records, result.reason or "rejected", result.error)
         return False
@@ -99,9 +100,9 @@ class Delivery:
     def replay(self) -> int:
         """Send spooled requests oldest first until the spool is empty, the endpoint fails again
         or the time budget is spent. Returns the records delivered."""
-        if self.spool is None or self._clock() < self._down_until:
+        if self.spool is None or self._down.is_down():
             return 0
-        deadline = self._clock() + self.policy.replay_budget_s
+        deadline = self._clock() + self.replay_budget_s
         delivered = 0
         while self._clock() < deadline:
             entry = self.spool.oldest()
@@ -119,7 +120,7 @@ class Delivery:
                 delivered += entry.records
             elif result.retryable:
                 self.stats.last_error = result.error
-                self._mark_down(result)
+                self._down.mark_down(result.retry_after_s)
                 break
             else:
                 self._drop(entry.records, result.reason or "rejected", result.error)
@@ -141,30 +142,10 @@ class Delivery:
             return ExportResult.failure(f"{self.transport.name}: {exc!r}", "transport_error", False)
 
     def _attempt(self, kind: str, payload: Union[LogsPayload, TracesPayload]) -> ExportResult:
-        backoff = self.policy.initial_backoff_s
-        result = self._export(kind, payload)
-        for _ in range(self.policy.attempts - 1):
-            if result.ok or not result.retryable:
-                break
-            wait = result.retry_after_s if result.retry_after_s is not None else backoff
-            if wait > self.policy.max_backoff_s:
-                break  # the receiver asked for a long pause: spool and come back later
-            self._sleep(wait)
-            backoff = min(backoff * 2, self.policy.max_backoff_s)
-            result = self._export(kind, payload)
-        return result
-
-    def _mark_down(self, result: ExportResult) -> None:
-        self._down_failures += 1
-        window = min(self.policy.down_max_s,
-                     self.policy.initial_backoff_s * (2 ** min(self._down_failures, 20)))
-        if result.retry_after_s is not None:
-            window = min(self.policy.down_max_s, max(window, result.retry_after_s))
-        self._down_until = self._clock() + window
+        return self.policy.run(lambda: self._export(kind, payload), self._sleep, self._clock)
 
     def _ok(self, result: ExportResult, records: int) -> None:
-        self._down_failures = 0
-        self._down_until = 0.0
+        self._down.mark_up()
         if result.rejected:
             self._drop(min(result.rejected, records), "rejected",
                        f"{self.transport.name}: partial success: {result.error}")

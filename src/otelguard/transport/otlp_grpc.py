@@ -1,9 +1,8 @@
 """OTLP/gRPC client transport (LogsService/Export, TraceService/Export).
 
 Sends bytes as they are (a pass-through serializer), so the agent's hand-encoded requests cost
-no re-encoding. Retryable outcomes follow the OTLP spec's gRPC table: CANCELLED,
-DEADLINE_EXCEEDED, ABORTED, OUT_OF_RANGE, UNAVAILABLE, DATA_LOSS; RESOURCE_EXHAUSTED only when
-the server sent RetryInfo (otherwise it means "too big, don't resend"). A RetryInfo delay in
+no re-encoding. Which status codes are retryable is the OTLP spec's gRPC table, kept in
+:func:`otelguard.transport.retry.grpc_retryable`. A RetryInfo delay in
 ``grpc-status-details-bin`` becomes ``ExportResult.retry_after_s``.
 """
 
@@ -16,14 +15,10 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from otelguard.transport.contract import ExportResult, LogsPayload, TracesPayload, as_bytes
+from otelguard.transport.retry import grpc_retryable
 
 LOGS_METHOD = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
 TRACES_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
-
-RETRYABLE_CODES = frozenset({
-    grpc.StatusCode.CANCELLED, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.ABORTED,
-    grpc.StatusCode.OUT_OF_RANGE, grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DATA_LOSS,
-})
 
 
 def _serialize(req: Union[LogsPayload, TracesPayload]) -> bytes:
@@ -79,8 +74,7 @@ class OtlpGrpcTransport:
             code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
             details = exc.details() if hasattr(exc, "details") else str(exc)
             delay = retry_delay(exc.trailing_metadata() if hasattr(exc, "trailing_metadata") else None)
-            retryable = code in RETRYABLE_CODES or (
-                code == grpc.StatusCode.RESOURCE_EXHAUSTED and delay is not None)
+            retryable = grpc_retryable(code.name, delay is not None)
             return ExportResult.failure(
                 f"{self.name}: {code.name}: {details}", code.name.lower(), retryable, delay)
         partial = resp.partial_success

@@ -1,7 +1,8 @@
 """OTLP/HTTP client transport: POST application/x-protobuf to ``<url>/v1/logs`` and ``/v1/traces``.
 
-Per the OTLP/HTTP spec: 429, 502, 503 and 504 are retryable and may carry Retry-After (seconds
-or an HTTP date); other 4xx/5xx are not. Connection errors are retryable. One persistent
+Per the OTLP/HTTP spec: 429, 502, 503 and 504 are retryable
+(:func:`otelguard.transport.retry.http_retryable`) and may carry Retry-After (seconds or an HTTP
+date); other 4xx/5xx are not. Connection errors are retryable. One persistent
 connection (stdlib http.client), re-opened after an error.
 """
 
@@ -19,8 +20,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from otelguard.transport.contract import (
     ExportResult, LogsPayload, SpecError, TracesPayload, as_bytes,
 )
-
-RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
+from otelguard.transport.retry import http_retryable
 
 
 def parse_retry_after(value: Optional[str], now: Optional[float] = None) -> Optional[float]:
@@ -87,7 +87,7 @@ class OtlpHttpTransport:
                     pass
             return ExportResult.success(rejected=rejected, error=message)
         snippet = data[:200].decode("utf-8", "replace")
-        retryable = resp.status in RETRYABLE_STATUS
+        retryable = http_retryable(resp.status)
         return ExportResult.failure(
             f"{self.name}{path}: HTTP {resp.status}: {snippet}", f"http_{resp.status}", retryable,
             parse_retry_after(resp.getheader("Retry-After")) if retryable else None)

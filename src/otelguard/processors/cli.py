@@ -1,0 +1,112 @@
+"""``otelguard processor``: build the pipeline, the forwarder and the receivers from the config
+file and flags, run until SIGINT/SIGTERM, then drain and flush.
+
+Config errors exit 2 listing every issue. The receiver itself (status mapping, limits) is
+:mod:`otelguard.processors.receiver`; the default pipeline and ``--rules`` come from
+:mod:`otelguard.processors.default_pipeline`, shared with ``otelguard run``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import signal as signal_module
+from typing import Any, Optional, Sequence
+
+from otelguard import telemetry
+from otelguard.processors import errors
+from otelguard.processors import settings as settings_module
+from otelguard.processors.config import PipelineConfig, load_pipeline_config
+from otelguard.processors.default_pipeline import apply_rules, default_specs
+from otelguard.processors.errors import ConfigError, ProcessorsError
+from otelguard.processors.forward import ExportTarget, Forwarder
+from otelguard.processors.pipeline import Pipeline
+from otelguard.processors.receiver import ProcessorService
+from otelguard.processors.receiver.protocol import require_upb, split_hostport
+from otelguard.processors.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def build_exporters(specs: Sequence[str]) -> list[tuple[str, ExportTarget]]:
+    """Export specs (``otlp:HOST:PORT``, ``otlphttp:URL``, ``jsonl:PATH``) into transports."""
+    from otelguard.transport.spec import parse_spec
+
+    out: list[tuple[str, ExportTarget]] = []
+    issues: list[errors.ConfigIssue] = []
+    for i, spec in enumerate(specs):
+        try:
+            target = parse_spec(spec)
+        except Exception as exc:
+            issues.append(errors.ConfigIssue(f"exporters[{i}]", f"{spec!r}: {exc}"))
+            continue
+        out.append((f"{spec.partition(':')[0]}#{i}", target))
+    if issues:
+        raise ConfigError(issues)
+    return out
+
+
+def build_service(cfg: PipelineConfig, settings: Optional[Settings] = None,
+                  exporters: Optional[Sequence[tuple[str, ExportTarget]]] = None,
+                  ) -> ProcessorService:
+    """The service for a validated config (exporters built from ``cfg.exporters`` if not given)."""
+    st = settings or settings_module.read()
+    pipeline = Pipeline.from_specs(cfg.processors, cfg.service.restore_on_failure)
+    hops = list(exporters) if exporters is not None else build_exporters(cfg.exporters)
+    return ProcessorService(pipeline, Forwarder(hops, cfg.forward), cfg.service, st)
+
+
+def main(args: argparse.Namespace) -> int:
+    """``otelguard processor``: run until SIGINT/SIGTERM; config errors exit 2 with every issue."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
+                        "%(message)s")
+    try:
+        st = settings_module.read()
+        require_upb(st)
+        cfg = load_pipeline_config(args.config) if args.config else PipelineConfig(
+            processors=default_specs(args.rules))
+        overrides: dict[str, Any] = {}
+        if not args.config or args.listen != settings_module.DEFAULT_LISTEN:
+            overrides["listen"] = args.listen
+        if args.listen_http:
+            overrides["listen_http"] = args.listen_http
+        if not args.config or args.metrics != settings_module.DEFAULT_METRICS:
+            overrides["metrics"] = args.metrics
+        cfg = dataclasses.replace(
+            cfg,
+            service=dataclasses.replace(cfg.service, **overrides),
+            exporters=tuple(cfg.exporters) + tuple(args.export or ()),
+            processors=apply_rules(cfg.processors, args.rules),
+        )
+        if not cfg.exporters:
+            raise ConfigError([errors.ConfigIssue(
+                "exporters", "no exporter: give --export SPEC or exporters: in the config")])
+        service = build_service(cfg, st)
+    except (ConfigError, ProcessorsError) as exc:
+        print(f"otelguard processor: {exc}")
+        return 2
+    if cfg.service.metrics:
+        host, port = split_hostport(cfg.service.metrics)
+        bound = telemetry.serve(host, port)
+        log.info("metrics on http://%s:%d/metrics", host, bound)
+    return asyncio.run(_serve(service))
+
+
+async def _serve(service: ProcessorService) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal_module.SIGINT, signal_module.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await service.start()
+    log.info("OTLP/gRPC on %s (port %d)%s; stages: %s; exporters: %s", service.cfg.listen,
+             service.grpc_port,
+             f", OTLP/HTTP on port {service.http_port}" if service.http_port else "",
+             ", ".join(service.pipeline.stage_names) or "none",
+             ", ".join(service.forwarder.exporter_names))
+    await stop.wait()
+    log.info("stopping: draining requests and flushing held records")
+    await service.stop()
+    return 0
+

@@ -1,0 +1,22 @@
+"""The processor service's receiver: OTLP/gRPC and OTLP/HTTP in, the pipeline, OTLP out.
+
+Where it sits (docs/architecture.md): behind the Collector's load-balancing exporter, in front of
+the Collector that fans out to Loki/Jaeger/Prometheus. ``protocol`` holds what both protocols
+share, ``grpc_server`` and ``http_server`` decode requests into the one request path of
+``service.ProcessorService``, ``admission`` holds the in-flight limits. The command that builds
+and runs a service is :mod:`otelguard.processors.cli`.
+
+Status mapping (gRPC / HTTP), every outcome counted in ``otelguard_processor_requests_total``:
+
+- malformed protobuf or JSON, invalid UTF-8 in a string: INVALID_ARGUMENT / 400 (no retry);
+- body over ``max_request_bytes`` (also after gunzip): RESOURCE_EXHAUSTED without RetryInfo / 413;
+- in-flight request or byte limit reached: RESOURCE_EXHAUSTED with RetryInfo / 429 + Retry-After;
+- next hop down: UNAVAILABLE with RetryInfo / 503 + Retry-After (the caller keeps the data);
+- unknown Content-Type or Content-Encoding (HTTP only): 415;
+- a stage dropped records for good (e.g. rate limited): OK with ``partial_success``; records a
+  stage holds or collapses are not rejected (they leave later) and get a plain OK.
+"""
+
+from otelguard.processors.receiver.service import ProcessorService, ServiceThread
+
+__all__ = ["ProcessorService", "ServiceThread"]

@@ -1,0 +1,247 @@
+"""ProcessorService: the receivers, the pipeline and the forwarder on one asyncio loop.
+
+Requests from either protocol take one path: the body is size-checked, admitted against the
+in-flight limits, parsed (upb, ~1 µs/record), run through the pipeline inline (it does no I/O),
+then forwarded on a worker thread; the caller is answered only after the next hops took the
+batch, so an OK means delivered. A stage that dropped records for good (e.g. rate limited) turns
+into an OK with ``partial_success``; records a stage holds or collapses leave later (the flush
+timer) and are not rejected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import threading
+import time
+from typing import Any, Callable, Optional
+
+import grpc
+from aiohttp import web
+from google.protobuf.message import DecodeError, Message
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
+from otelguard import otlpjson, telemetry
+from otelguard.processors import errors, metrics
+from otelguard.processors.config import ServiceSection
+from otelguard.processors.detection.spans import detection_spans
+from otelguard.processors.errors import RequestError
+from otelguard.processors.forward import Forwarder
+from otelguard.processors.otlp import count_records
+from otelguard.processors.pipeline import Pipeline
+from otelguard.processors.receiver.admission import Admission
+from otelguard.processors.receiver.grpc_server import start_grpc_server
+from otelguard.processors.receiver.http_server import start_http_server
+from otelguard.processors.receiver.protocol import LOGS, Signal, require_upb
+from otelguard.processors.settings import Settings
+from otelguard.processors.stage import Batch
+
+log = logging.getLogger(__name__)
+
+_PENDING_FLUSH_LIMIT = 64
+
+
+class ProcessorService:
+    """gRPC + HTTP receivers around a :class:`Pipeline` and a :class:`Forwarder`.
+
+    ``await start()`` binds (port 0 picks free ports: see ``grpc_port``/``http_port``), starts
+    the pipeline and the flush timer; ``await stop()`` drains in-flight requests, flushes held
+    records to the next hops and shuts everything down. For synchronous callers (tests, the CLI)
+    :class:`ServiceThread` runs it on its own loop.
+    """
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        forwarder: Forwarder,
+        service: ServiceSection = ServiceSection(),
+        settings: Settings = Settings(),
+    ) -> None:
+        self.pipeline = pipeline
+        self.forwarder = forwarder
+        self.cfg = service
+        self.settings = settings
+        self.grpc_port = 0
+        self.http_port: Optional[int] = None
+        self._admission = Admission(service)
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=settings.forward_threads or service.max_inflight_requests,
+            thread_name_prefix="otelguard-forward",
+        )
+        self._grpc: Optional[grpc.aio.Server] = None
+        self._http: Optional[web.AppRunner] = None
+        self._flush_task: Optional[asyncio.Task[None]] = None
+        self._pending: list[Batch] = []
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        require_upb(self.settings)
+        self.pipeline.start()
+        try:
+            self._grpc, self.grpc_port = await start_grpc_server(
+                self.cfg.listen, self.cfg.max_request_bytes, self.handle)
+            if self.cfg.listen_http:
+                self._http, self.http_port = await start_http_server(
+                    self.cfg.listen_http, self.cfg.max_request_bytes, self.handle)
+        except BaseException:
+            await self._close_listeners()
+            self.pipeline.shutdown()
+            raise
+        self._flush_task = asyncio.get_running_loop().create_task(self._flush_loop())
+
+    async def stop(self) -> None:
+        if self._flush_task is not None:
+            self._flush_task.cancel()
+            try:
+                await self._flush_task
+            except asyncio.CancelledError:
+                pass
+            self._flush_task = None
+        await self._close_listeners()
+        flushed = self._pending + self.pipeline.shutdown()
+        self._pending = []
+        for batch in flushed:
+            try:
+                await self._forward(batch)
+            except RequestError as exc:
+                telemetry.dropped.labels("forward", "shutdown_" + exc.reason).inc(
+                    count_records(batch))
+        self._executor.shutdown(wait=True)
+        self.forwarder.shutdown()
+
+    async def _close_listeners(self) -> None:
+        if self._grpc is not None:
+            await self._grpc.stop(self.settings.grace_seconds)
+            self._grpc = None
+        if self._http is not None:
+            await self._http.cleanup()
+            self._http = None
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.flush_interval_seconds)
+            try:
+                await self.flush_once()
+            except Exception:
+                log.exception("flush failed")
+
+    async def flush_once(self) -> None:
+        """Forward records the stages released (and earlier flushes that could not go out)."""
+        batches = self._pending + self.pipeline.flush()
+        self._pending = []
+        for batch in batches:
+            try:
+                await self._forward(batch)
+            except RequestError as exc:
+                if len(self._pending) < _PENDING_FLUSH_LIMIT:
+                    self._pending.append(batch)
+                else:
+                    telemetry.dropped.labels("forward", "flush_" + exc.reason).inc(
+                        count_records(batch))
+
+    async def _forward(self, batch: Batch) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self.forwarder.forward, batch)
+
+    # --- the request path, shared by both protocols -------------------------------------------
+
+    async def handle(self, sig: Signal, protocol: str, body: bytes,
+                     decode: Callable[[bytes], Batch]) -> Message:
+        """Admit, parse, process, forward; returns the Export response or raises RequestError."""
+        t0 = time.perf_counter()
+        size = len(body)
+        self._admission.enter(size)
+        try:
+            try:
+                batch = decode(body)
+            except DecodeError as exc:
+                text = str(exc)
+                reason = "invalid_utf8" if "UTF-8" in text else "malformed"
+                raise errors.invalid_argument(reason, f"cannot parse {sig.name} request: {text}")
+            except otlpjson.OtlpJsonError as exc:
+                raise errors.invalid_argument("malformed", f"invalid OTLP JSON: {exc}")
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise errors.invalid_argument("malformed", f"invalid OTLP JSON: {exc}")
+            n = count_records(batch)
+            metrics.records_received.labels(sig.name, protocol).inc(n)
+            response = sig.response()
+            if n == 0:
+                return response  # OTLP: an empty request is a success, nothing to forward
+            result = self.pipeline.process(batch)
+            rejected = 0
+            message = ""
+            if result.records_dropped:
+                rejected += result.records_dropped
+                message = f"{result.records_dropped} record(s) dropped by the pipeline " \
+                          "(see otelguard_dropped_total)"
+            if result.records_out:
+                report = await self._forward(result.batch)
+                if report.rejected:
+                    rejected += report.rejected
+                    message = "; ".join(m for m in (message, report.message) if m)
+                if sig is LOGS:
+                    await self._forward_detection_spans(result.batch)
+            if rejected:
+                partial = response.partial_success
+                setattr(partial, sig.rejected_field, min(rejected, n))
+                partial.error_message = message
+            return response
+        finally:
+            self._admission.leave(size)
+            metrics.request_latency.labels(sig.name).observe(time.perf_counter() - t0)
+
+    async def _forward_detection_spans(self, batch: Batch) -> None:
+        """The detections' spans (detection/spans.py), after their logs were delivered: a hop
+        that fails now loses only the Jaeger view of them (counted), never the detections."""
+        assert isinstance(batch, ExportLogsServiceRequest)
+        spans = detection_spans(batch)
+        if spans is None:
+            return
+        try:
+            await self._forward(spans)
+        except RequestError as exc:
+            telemetry.dropped.labels("detection_spans", exc.reason).inc(count_records(spans))
+
+
+class ServiceThread:
+    """Runs a :class:`ProcessorService` on its own event loop thread (tests, the CLI)."""
+
+    def __init__(self, service: ProcessorService) -> None:
+        self.service = service
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever,
+                                        name="otelguard-processor", daemon=True)
+        self._started = False
+
+    def start(self, timeout: float = 30.0) -> ServiceThread:
+        self._thread.start()
+        future = asyncio.run_coroutine_threadsafe(self.service.start(), self._loop)
+        try:
+            future.result(timeout)
+        except BaseException:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout)
+            raise
+        self._started = True
+        return self
+
+    def call(self, coro: Any, timeout: float = 30.0) -> Any:
+        """Run a coroutine on the service's loop and wait for it."""
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    def stop(self, timeout: float = 60.0) -> None:
+        if self._started:
+            self._started = False
+            self.call(self.service.stop(), timeout)
+        if self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout)
+        self._loop.close()
+
+    def __enter__(self) -> ServiceThread:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
