@@ -1,4 +1,4 @@
-"""Architecture rules that code review alone would miss (STYLE.md rules 4, 6; DESIGN.md §1, §4)."""
+"""Architecture rules that code review alone would miss (docs/architecture.md#layers, #attribute-schema)."""
 
 from __future__ import annotations
 

@@ -11,7 +11,8 @@ without container identity and keeps only the events of the started process and 
 descendants.
 Every wait is bounded.
 
-``Attack.detection(rule)`` checks the invariants every detection must keep (DESIGN.md §4):
+``Attack.detection(rule)`` checks the invariants every detection must keep
+(docs/architecture.md#detection-records):
 severity from the rule priority, the trigger's trace/span ids, ``otelguard.trigger.record_uid``
 naming a raw record of the same batch, and the evidence attributes copied unchanged from it.
 """
@@ -47,7 +48,7 @@ SRC = str(Path(__file__).resolve().parents[2] / "src")
 PYTHON = os.path.realpath(sys.executable)  # /usr/bin/python3.X: what /proc/<pid>/exe names
 PYTHON_NAME = os.path.basename(PYTHON)
 
-# Falco priority -> OTel severity number (DESIGN.md §4)
+# Falco priority -> OTel severity number (docs/architecture.md#detection-records)
 SEVERITY = {"EMERGENCY": 24, "ALERT": 23, "CRITICAL": 21, "ERROR": 17, "WARNING": 13,
             "NOTICE": 10, "INFORMATIONAL": 9, "INFO": 9, "DEBUG": 5}
 

@@ -1,4 +1,5 @@
-"""A hand-built attack story in the otelguard schema (DESIGN §4), as OTLP requests.
+"""A hand-built attack story in the otelguard schema (docs/architecture.md#attribute-schema),
+as OTLP requests.
 
 One container of deployment ``web`` in namespace ``shop-<run>``: a shell execs ``curl``, which
 connects to the Kubernetes API; then ``nc`` opens a reverse shell. The agent's raw events
@@ -31,7 +32,7 @@ Value = Union[str, int, bool]
 
 SEVERITY_INFO = 9
 SEVERITY_WARN = 13
-SEVERITY_FATAL = 21  # Falco CRITICAL (DESIGN §4)
+SEVERITY_FATAL = 21  # Falco CRITICAL (docs/architecture.md#detection-records)
 
 KUBE_API_ADDRESS = "10.96.0.1"
 REVERSE_SHELL_PEER = "203.0.113.7"  # TEST-NET-3: never routed, only a value in a record

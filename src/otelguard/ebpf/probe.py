@@ -1,4 +1,4 @@
-"""The contract between a probe module and the loader (STYLE.md rule 4).
+"""The contract between a probe module and the loader.
 
 A probe is one area (process, file, network, privilege, evasion): a ``<area>.bpf.c`` file in
 ``probes/`` beside a Python module holding the ctypes structs that mirror its C records, a pure

@@ -6,7 +6,7 @@ recently used entries are evicted beyond ``max_entries``; exited processes stay 
 graveyard so late records of a dying process still resolve. Costs: a dict hit per event; an exec
 reads five small ``/proc`` files of the new image (caps, exe link, tty, login uid).
 
-Trace roots (DESIGN "bounded traces"): every process has a ``root_pid``/``root_start_ns`` that
+Trace roots (docs/architecture.md#spans): every process has a ``root_pid``/``root_start_ns`` that
 names the trace it belongs to. A process starts its own trace (is its own root) when, at its
 creation (fork) or first exec without a seen fork:
 

@@ -1,4 +1,4 @@
-"""Secrets out of command lines before they leave the node (DESIGN §7).
+"""Secrets out of command lines before they leave the node (docs/architecture.md#redaction).
 
 Pure functions over argv, applied once per exec (cost: a few regex searches per argument, about
 5 µs for a 10-argument command). What counts as a secret:

@@ -1,9 +1,9 @@
 """The event -> OTLP mapping, shared by both encoders (protobuf objects and wire bytes).
 
-DESIGN §4: one Resource per container (``container.id`` + ``k8s.pod.uid``) and one per host for
-host processes, scope ``otelguard.ebpf``, one INFO LogRecord per event whose attributes are the
-event's attrs plus the record basics every record promises (pid, syscall name and return value)
-when the sensor left them out.
+One Resource per container (``container.id`` + ``k8s.pod.uid``) and one per host for host
+processes, scope ``otelguard.ebpf``, one INFO LogRecord per event whose attributes are the event's
+attrs plus the record basics every record promises (pid, syscall name and return value) when the
+sensor left them out. The schema: docs/architecture.md#attribute-schema.
 """
 
 from __future__ import annotations

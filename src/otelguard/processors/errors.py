@@ -1,4 +1,4 @@
-"""The processors' exception tree (STYLE.md rule 8): one root, foreign errors wrapped at the boundary.
+"""The processors' exception tree: one root, foreign errors wrapped at the boundary.
 
 Config and registry problems stop startup: config problems are the one
 :class:`otelguard.config.ConfigError` of every config kind (re-exported here; it carries every

@@ -1,8 +1,8 @@
 """``noise_control``: collapse repeated detections and rate limit them per rule and workload.
 
-Runs after detection (DESIGN.md §5). Only LogRecords whose ``event_name`` is
-``otelguard.security.detection`` are touched; raw events and spans pass untouched (one string
-compare per record, ~0.1 µs).
+Runs after detection (docs/architecture.md#processor-pipeline). Only LogRecords whose
+``event_name`` is ``otelguard.security.detection`` are touched; raw events and spans pass
+untouched (one string compare per record, ~0.1 µs).
 
 * **Collapse.** Detections with the same key (rule name + workload, or container/host when no
   workload is known + the configured ``key_fields``) within ``window_seconds`` of the first one:

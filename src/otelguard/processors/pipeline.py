@@ -1,7 +1,7 @@
 """Runs the configured stages in order on one OTLP batch; the same object serves ``otelguard run``
 (in-process, no serialisation) and the processor service.
 
-Each stage call is wrapped here, not inside the stage (STYLE.md rule 1): timing into
+Each stage call is wrapped here, not inside the stage: timing into
 ``telemetry.pipeline_latency{stage}``, records in/out and failures into processors.metrics, and
 error catching. A stage that raises is logged and counted, and the batch goes on *as it entered
 that stage* (``restore_on_failure``: a ``CopyFrom`` snapshot before each stage, ~0.3 µs per record

@@ -1,4 +1,4 @@
-"""The one explicit registry of processor types (STYLE.md rule 2).
+"""The one explicit registry of processor types.
 
 A processor unit is a type name, a frozen ``Config`` dataclass whose defaults are the default
 config, the processor class, and a ``create(config) -> Stage`` factory. Each unit is registered
@@ -7,7 +7,8 @@ missing or broken package is an error for that type only (:class:`RegistryError`
 whole service. The module must expose ``Config`` and ``create`` (other attribute names can be
 given in the entry). ``rules_field`` names the Config field that ``--rules FILE`` fills.
 
-Order of the default pipeline (DESIGN.md §1): k8s enrichment -> detection -> noise control.
+Pipeline order (docs/architecture.md#processor-pipeline): k8s enrichment -> detection -> noise
+control.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Environment variables read by the processor service; the only place in processors/ that reads
-the environment (STYLE.md rule 9). Each is read when the service starts.
+the environment (one settings module per package). Each is read when the service starts.
 
 * ``OTELGUARD_ALLOW_PURE_PYTHON_PROTOBUF`` (default unset): when ``1``, start even if protobuf is
-  not the upb backend. Without upb, parsing is ~100x slower (reference §8.3), so by default the
+  not the upb backend. Without upb, parsing is ~100x slower, so by default the
   service refuses to start rather than run at a fraction of its capacity.
 * ``OTELGUARD_PROCESSOR_FORWARD_THREADS`` (default: ``service.max_inflight_requests``): worker
   threads that run the blocking transport calls.

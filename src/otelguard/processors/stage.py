@@ -1,4 +1,4 @@
-"""The one stage contract every processor keeps (STYLE.md rule 1).
+"""The one stage contract every processor keeps.
 
 A stage gets an OTLP batch (``ExportLogsServiceRequest`` or ``ExportTraceServiceRequest``), works on
 it in place and returns it (or a replacement). ``process`` is synchronous and does no I/O: caches

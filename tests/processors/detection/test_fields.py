@@ -1,4 +1,4 @@
-"""Conformance over the field registry (STYLE.md rule 15): every available Falco field is exercised
+"""Conformance over the field registry: every available Falco field is exercised
 on a real OTLP record with a value we know, and every unavailable one makes a rule skip with
 the field named."""
 

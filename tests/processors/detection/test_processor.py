@@ -3,6 +3,8 @@ where it lands in the batch, telemetry, config loading, the stage contract and t
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import argparse
 import uuid
 
@@ -132,8 +134,11 @@ def test_stage_contract_and_registry() -> None:
     stage.shutdown()
 
 
+STABLE_RULES = Path(__file__).resolve().parents[3] / "src/otelguard/rules/falco_rules.yaml"
+
+
 def test_cli_validate_and_list(capsys: pytest.CaptureFixture[str], tmp_path: object) -> None:
-    assert cli.validate_main(argparse.Namespace(files=["/work/shared/falco/falco_rules.yaml"])) == 0
+    assert cli.validate_main(argparse.Namespace(files=[str(STABLE_RULES)])) == 0
     out = capsys.readouterr().out
     assert out.count("LOADED") == 25 and "SKIPPED" not in out
     assert "25 loaded, 0 skipped, 0 disabled, 0 error(s)" in out

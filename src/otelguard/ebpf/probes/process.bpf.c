@@ -1,7 +1,8 @@
 // Process lifecycle: exec (with argv from user memory), fork (processes, not threads), exit (with
 // exit_group's code), chdir/fchdir (cwd tracking for relative paths).
 // Placeholders: OG_ARGV_MAX, OG_ARG_LEN, and OG_TP_<tracepoint> (1 when present) from render().
-// sched_process_exec is not used: its filename lives in kernel memory (DESIGN §2).
+// sched_process_exec is not used: its filename lives in kernel memory
+// (docs/architecture.md#kernel-facts).
 
 #define OG_T_EXEC  1
 #define OG_T_FORK  2

@@ -1,4 +1,7 @@
-"""The ``falco_rules`` stage: Falco-language detection on OTLP log batches (DESIGN.md §5).
+"""The ``falco_rules`` stage: Falco-language detection on OTLP log batches.
+
+Where it sits: docs/architecture.md#processor-pipeline; what it emits:
+docs/architecture.md#detection-records.
 
 Runs after k8s enrichment (rules read ``k8s.*`` and ``container.image.*`` from the Resource) and
 before noise control (which collapses repeated detections). Rules load and compile in

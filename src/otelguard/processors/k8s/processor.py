@@ -15,7 +15,7 @@ batch of the same signal (ahead of newer records, so order per container is kept
 :meth:`K8sEnricher.drain`, which the pipeline calls on a timer and at shutdown. ``process()``
 never waits. A Resource released without its pod is passed on unenriched and counted in
 ``otelguard_dropped_total{stage="k8s_enrichment", reason=...}`` -- not dropped, but "enrichment
-missing", as DESIGN.md §4 lists it -- with reason ``pod_not_found`` (no pod at all),
+missing", as docs/architecture.md#metrics lists it -- with reason ``pod_not_found`` (no pod),
 ``container_not_found`` (pod found by uid/IP, container unknown) or ``hold_full`` (released early
 because the hold was full). A container that stayed unknown for a whole hold is not held again
 for ``GIVE_UP_SECONDS``, so a non-Kubernetes container on the node costs one hold, not one per

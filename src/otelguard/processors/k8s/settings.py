@@ -1,4 +1,4 @@
-"""Environment variables the Kubernetes enricher reads (STYLE.md rule 9: one place, documented).
+"""Environment variables the Kubernetes enricher reads (one settings module per package, each variable documented).
 
 ``OTELGUARD_K8S_NODE_NAME``
     The node this instance runs on, for ``mode: node``. Set it from the downward API

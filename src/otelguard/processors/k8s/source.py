@@ -1,4 +1,4 @@
-"""Where the enricher's view of the cluster comes from: the ``K8sSource`` seam (STYLE.md rule 5).
+"""Where the enricher's view of the cluster comes from: the ``K8sSource`` seam.
 
 Two implementations ship in the package:
 

@@ -248,7 +248,7 @@ define("thread.cap_effective", T.STR, f"{S.PROCESS_CAP_EFFECTIVE} joined by spac
 define("thread.cap_permitted", T.STR, f"{S.PROCESS_CAP_PERMITTED} joined by spaces",
        _caps(S.PROCESS_CAP_PERMITTED), (S.PROCESS_CAP_PERMITTED,))
 unavailable("thread.cap_inheritable", T.STR, "inheritable capabilities are not captured")
-unavailable("proc.env", T.STR, "environment variables are never captured (docs/architecture.md)",
+unavailable("proc.env", T.STR, "environment variables are never captured (docs/architecture.md#redaction)",
             arg="optional")
 unavailable("proc.vpgid", T.NUM, "process groups are not tracked")
 unavailable("proc.vpgid.name", T.STR, "process groups are not tracked")

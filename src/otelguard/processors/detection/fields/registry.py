@@ -1,7 +1,7 @@
 """The field registry: every Falco field the engine understands, as one :class:`FieldSpec` each.
 
 Rules are written against Falco's fields (``proc.name``, ``fd.sip``, ``k8s.ns.name``); records
-carry OTel semantic-convention keys (docs/architecture.md). Each field class module of this
+carry OTel semantic-convention keys (docs/architecture.md#attribute-schema). Each field class module of this
 package (``evt``, ``proc``, ``user``, ``fd``, ``container``, ``k8s``, ``extensions``) registers
 its fields here with :func:`define` or :func:`unavailable`; :data:`FIELDS` is complete once the
 package is imported. The compiler refuses (and reports, naming the field) any field that is not
