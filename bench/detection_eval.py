@@ -26,7 +26,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from otelguard import semconv as S
 from otelguard.processors.detection.engine import DEFAULT_RULE_FILES, RuleEngine
 from otelguard.processors.detection.loader import load_rules
-from otelguard.processors.otlp import attrs_dict, set_attrs
+from otelguard.otlp.messages import attrs_dict, set_attrs
 
 PROCS = [("nginx", "/usr/sbin/nginx"), ("python3", "/usr/bin/python3"), ("node", "/usr/bin/node"),
          ("java", "/usr/bin/java"), ("postgres", "/usr/lib/postgresql/16/bin/postgres"),

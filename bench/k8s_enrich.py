@@ -36,7 +36,7 @@ from otelguard import semconv as S
 from otelguard.processors.k8s import Config, K8sEnricher
 from otelguard.processors.k8s.cache import K8sCache
 from otelguard.processors.k8s.source import InMemorySource, Kind
-from otelguard.processors.otlp import set_attrs
+from otelguard.otlp.messages import set_attrs
 
 RESOURCES_PER_BATCH = 50
 RECORDS_PER_RESOURCE = 40

@@ -38,7 +38,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
 )
 
 from otelguard import semconv as sc
-from otelguard.processors.otlp import set_attrs
+from otelguard.otlp.messages import set_attrs
 
 BATCH = 512
 LOGS_METHOD = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"

@@ -70,7 +70,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
 from bench import cluster_objects
 from bench.common import machine_line, median, summary_line
 from otelguard import semconv as S
-from otelguard.processors.otlp import set_attrs
+from otelguard.otlp.messages import set_attrs
 
 ROOT = Path(__file__).resolve().parents[1]
 COLLECTOR_CONFIG = ROOT / "bench" / "configs" / "collector-k8s-transform.yaml"

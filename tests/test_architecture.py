@@ -24,29 +24,88 @@ def _modules(package: str) -> list[Path]:
     return sorted((SRC / package).rglob("*.py"))
 
 
-def test_packages_exist() -> None:
-    for package in ("ebpf", "exporter", "processors"):
+# The layer order (docs/architecture.md#layers): each unit may import itself and the units
+# named for it, nothing else of otelguard. Bottom first.
+BOTTOM = {"otlp", "semconv", "telemetry", "config"}
+ALLOWED: dict[str, set[str]] = {
+    "semconv": set(),
+    "config": set(),
+    "otlp": {"semconv"},
+    "telemetry": {"semconv"},
+    "ebpf": BOTTOM,
+    "transport": BOTTOM,
+    "exporter": BOTTOM | {"ebpf", "transport"},
+    "processors": BOTTOM | {"transport"},
+}
+TOP = {"agent", "runner", "cli", "schemas", "__init__"}  # may import any unit
+
+
+def _unit(path: Path) -> str:
+    rel = path.relative_to(SRC)
+    return rel.parts[0] if len(rel.parts) > 1 else rel.stem
+
+
+def _imported_units(path: Path) -> set[str]:
+    """otelguard units a module imports (``from otelguard import x`` names unit x)."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    units: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = ([f"{node.module}.{a.name}" for a in node.names]
+                     if node.module == "otelguard" else [node.module])
+        else:
+            continue
+        for name in names:
+            parts = name.split(".")
+            if parts[0] == "otelguard" and len(parts) > 1:
+                units.add(parts[1])
+    return units
+
+
+def test_every_unit_has_a_place_in_the_layer_order() -> None:
+    units = {_unit(p) for p in SRC.rglob("*.py")}
+    assert units - set(ALLOWED) - TOP == set()
+    for package in ("otlp", "config", "ebpf", "transport", "exporter", "processors"):
         assert _modules(package), package
 
 
-def test_processors_import_neither_ebpf_nor_exporter() -> None:
-    offenders = {
-        str(p.relative_to(SRC)): sorted(
-            m for m in _imports(p) if m.startswith(("otelguard.ebpf", "otelguard.exporter"))
-        )
-        for p in _modules("processors")
-    }
-    assert {k: v for k, v in offenders.items() if v} == {}
+def test_imports_follow_the_layer_order() -> None:
+    """Nothing imports upward or sideways: e.g. processors never import ebpf or exporter,
+    transport never imports processors (the former cycle through processors.otlp)."""
+    offenders: dict[str, list[str]] = {}
+    for path in sorted(SRC.rglob("*.py")):
+        unit = _unit(path)
+        if unit in TOP:
+            continue
+        bad = sorted(_imported_units(path) - ALLOWED[unit] - {unit})
+        if bad:
+            offenders[str(path.relative_to(SRC))] = bad
+    assert offenders == {}
 
 
-def test_ebpf_imports_neither_exporter_nor_processors() -> None:
-    offenders = {
-        str(p.relative_to(SRC)): sorted(
-            m for m in _imports(p) if m.startswith(("otelguard.exporter", "otelguard.processors"))
-        )
-        for p in _modules("ebpf")
-    }
-    assert {k: v for k, v in offenders.items() if v} == {}
+def test_the_layer_order_has_no_cycle() -> None:
+    """The allowed edges themselves form a DAG (a typo in ALLOWED cannot allow a cycle)."""
+    done: set[str] = set()
+
+    def visit(unit: str, stack: tuple[str, ...]) -> None:
+        assert unit not in stack, " -> ".join(stack + (unit,))
+        if unit in done:
+            return
+        for dep in ALLOWED[unit]:
+            visit(dep, stack + (unit,))
+        done.add(unit)
+
+    for unit in ALLOWED:
+        visit(unit, ())
+
+
+def test_the_layer_check_sees_a_violation(tmp_path: Path) -> None:
+    """The checker itself: a module that imports upward is reported."""
+    mod = tmp_path / "m.py"
+    mod.write_text("from otelguard.processors.otlp import x\nfrom otelguard import ebpf\n")
+    assert _imported_units(mod) == {"processors", "ebpf"}
 
 
 def test_only_the_loader_imports_bcc() -> None:

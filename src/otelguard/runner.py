@@ -80,7 +80,7 @@ class PipelineSink:
 
     def flush(self, final: bool = False) -> None:
         """Release what stages hold (collapsed detection repeats) to the outputs."""
-        from otelguard.processors.otlp import count_records
+        from otelguard.otlp.messages import count_records
 
         released = self.pipeline.shutdown() if final else self.pipeline.flush()
         for batch in released:

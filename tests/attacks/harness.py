@@ -39,7 +39,7 @@ from otelguard.ebpf.events import Event
 from otelguard.ebpf.sensor import Sensor
 from otelguard.exporter.builder import OtlpBuilder
 from otelguard.processors.detection.processor import Config, FalcoRulesProcessor, create
-from otelguard.processors.otlp import PyValue, attrs_dict, body_text
+from otelguard.otlp.messages import PyValue, attrs_dict, body_text
 from otelguard.processors.stage import Stage
 from tests.ebpf.capture import collect, exited, flush, in_container
 from tests.ebpf.containers import Container, cgroup_dir, container

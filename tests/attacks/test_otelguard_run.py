@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from otelguard import otlpjson
+from otelguard.otlp import jsoncodec
 from otelguard import semconv as S
-from otelguard.processors.otlp import attrs_dict
+from otelguard.otlp.messages import attrs_dict
 from tests.attacks.harness import PYTHON, SRC
 from tests.attacks.test_network_attacks import REVERSE_SHELL, PIPE_SHELL
 from tests.ebpf.containers import container
@@ -49,7 +49,7 @@ def _wait_for_line(proc: subprocess.Popen[str], needle: str, timeout_s: float) -
 def _records(path: Path) -> list[tuple[dict[str, Any], Any]]:
     out: list[tuple[dict[str, Any], Any]] = []
     for line in path.read_text().splitlines():
-        req = otlpjson.decode_line(line)
+        req = jsoncodec.decode_line(line)
         for rl in getattr(req, "resource_logs", ()):
             res = attrs_dict(rl.resource.attributes)
             for sl in rl.scope_logs:

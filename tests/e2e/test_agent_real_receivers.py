@@ -24,7 +24,7 @@ import yaml
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
 from otelguard import semconv as sc
-from otelguard.processors.otlp import get_attr, iter_log_records
+from otelguard.otlp.messages import get_attr, iter_log_records
 from tests.ebpf.containers import container
 from tests.support.stack import Agent, Collector, Component, wait_until
 

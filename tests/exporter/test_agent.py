@@ -19,7 +19,7 @@ import pytest
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
 from otelguard import semconv as sc
-from otelguard.processors.otlp import attrs_dict, get_attr, iter_log_records, iter_spans
+from otelguard.otlp.messages import attrs_dict, get_attr, iter_log_records, iter_spans
 from tests.ebpf.containers import container
 from tests.transport.receivers import GrpcReceiver, free_port
 

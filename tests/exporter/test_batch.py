@@ -16,7 +16,7 @@ from otelguard.exporter.builder import OtlpBuilder
 from otelguard.config import ConfigError, from_mapping
 from otelguard.exporter.config import ExporterConfig
 from otelguard.exporter.settings import NodeIdentity
-from otelguard.processors.otlp import get_attr, iter_log_records, iter_spans
+from otelguard.otlp.messages import get_attr, iter_log_records, iter_spans
 from otelguard.transport import Delivery, InMemoryTransport, RetryPolicy, Spool
 from tests.exporter.scenario import shell_session
 

@@ -2,7 +2,7 @@
 
 Our OTLP/gRPC and OTLP/HTTP transports send the agent's requests (hand-encoded bytes) to the
 Collector's otlp receiver; its file exporter ("tap") writes what it exported. We check that
-every record and span arrived intact, and that otlpjson reads the file exporter's JSON and
+every record and span arrived intact, and that otlp.jsoncodec reads the file exporter's JSON and
 writes it back byte-for-byte equivalent (same object).
 """
 
@@ -14,11 +14,11 @@ from typing import Any, Iterator
 
 import pytest
 
-from otelguard import otlpjson
+from otelguard.otlp import jsoncodec
 from otelguard import semconv as sc
 from otelguard.exporter.builder import OtlpBuilder
 from otelguard.exporter.settings import NodeIdentity
-from otelguard.processors.otlp import attrs_dict, iter_log_records, iter_spans
+from otelguard.otlp.messages import attrs_dict, iter_log_records, iter_spans
 from otelguard.transport.otlp_grpc import OtlpGrpcTransport
 from otelguard.transport.otlp_http import OtlpHttpTransport
 from tests.exporter.scenario import shell_session
@@ -47,7 +47,7 @@ def _wait_tap(col: Any, want_logs: int, want_spans: int) -> tuple[list[Any], lis
     def counts() -> tuple[int, int]:
         logs = spans = 0
         for line in _tap_text(col):
-            req = otlpjson.decode_line(line)
+            req = jsoncodec.decode_line(line)
             if hasattr(req, "resource_logs"):
                 logs += sum(1 for _ in iter_log_records(req))
             else:
@@ -56,7 +56,7 @@ def _wait_tap(col: Any, want_logs: int, want_spans: int) -> tuple[list[Any], lis
 
     wait_until(lambda: counts() >= (want_logs, want_spans), timeout=20)
     lines = _tap_text(col)
-    reqs = [otlpjson.decode_line(line) for line in lines]
+    reqs = [jsoncodec.decode_line(line) for line in lines]
     return ([r for r in reqs if hasattr(r, "resource_logs")],
             [r for r in reqs if hasattr(r, "resource_spans")], lines)
 
@@ -129,7 +129,7 @@ def test_otlpjson_matches_the_collector_file_exporter(collector: Any) -> None:
     _, _, lines = _wait_tap(collector, len(shell_session()), 7)
     assert lines
     for line in lines:
-        assert otlpjson.to_dict(otlpjson.decode_line(line)) == json.loads(line)
+        assert jsoncodec.to_dict(jsoncodec.decode_line(line)) == json.loads(line)
     assert any(sc.EV_PROCESS_EXEC in line for line in lines)
 
 

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from otelguard import otlpjson
+from otelguard.otlp import jsoncodec
 from otelguard import semconv as sc
 from otelguard.exporter.builder import OtlpBuilder
 from otelguard.exporter.settings import NodeIdentity, node_identity
 from otelguard.exporter.spans import span_id_of, trace_id_of
-from otelguard.processors.otlp import attrs_dict, get_attr
+from otelguard.otlp.messages import attrs_dict, get_attr
 from tests.exporter.scenario import CID, POD, T0, shell_session
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -38,7 +38,7 @@ def _check_golden(name: str, obj: dict[str, object]) -> None:
 
 
 def test_logs_golden() -> None:
-    _check_golden("shell_session.logs.json", otlpjson.to_dict(_builder().logs(shell_session())))
+    _check_golden("shell_session.logs.json", jsoncodec.to_dict(_builder().logs(shell_session())))
 
 
 def test_traces_golden() -> None:
@@ -46,7 +46,7 @@ def test_traces_golden() -> None:
     b.logs(shell_session())
     traces = b.shutdown_traces()
     assert traces is not None
-    _check_golden("shell_session.traces.json", otlpjson.to_dict(traces))
+    _check_golden("shell_session.traces.json", jsoncodec.to_dict(traces))
 
 
 def _sorted_attrs(req: object) -> object:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from otelguard import semconv as sc
 from otelguard.ebpf.events import AttrValue, Event, ProcessAttrs
 from otelguard.exporter.builder import OtlpBuilder
-from otelguard.processors.otlp import attrs_dict
+from otelguard.otlp.messages import attrs_dict
 from tests.exporter.scenario import T0, shell_session
 from tests.exporter.test_mapping import NODE, OBSERVED, _sorted_attrs
 

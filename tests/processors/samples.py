@@ -8,8 +8,9 @@ from typing import Optional
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from otelguard import otlpjson, semconv
-from otelguard.processors.otlp import PyValue, set_attrs
+from otelguard import semconv
+from otelguard.otlp import jsoncodec
+from otelguard.otlp.messages import PyValue, set_attrs
 
 TESTDATA = Path(__file__).parent / "testdata"
 CONTAINER = "c" * 64
@@ -18,11 +19,11 @@ T0 = 1_763_900_000_000_000_000
 
 def golden_logs() -> ExportLogsServiceRequest:
     """The shared golden batch: raw events and detections from two containers."""
-    return otlpjson.decode_logs((TESTDATA / "golden_logs.json").read_bytes())
+    return jsoncodec.decode_logs((TESTDATA / "golden_logs.json").read_bytes())
 
 
 def golden_traces() -> ExportTraceServiceRequest:
-    return otlpjson.decode_traces((TESTDATA / "golden_traces.json").read_bytes())
+    return jsoncodec.decode_traces((TESTDATA / "golden_traces.json").read_bytes())
 
 
 def logs(
@@ -89,8 +90,8 @@ def write_goldens() -> None:
     other = logs(n_events=2, n_detections=2, resource={
         semconv.HOST_NAME: "node-1", semconv.HOST_PROCESS: True}, rule="Read sensitive file")
     batch.resource_logs.extend(other.resource_logs)
-    (TESTDATA / "golden_logs.json").write_text(otlpjson.encode(batch) + "\n")
-    (TESTDATA / "golden_traces.json").write_text(otlpjson.encode(traces(3)) + "\n")
+    (TESTDATA / "golden_logs.json").write_text(jsoncodec.encode(batch) + "\n")
+    (TESTDATA / "golden_traces.json").write_text(jsoncodec.encode(traces(3)) + "\n")
 
 
 if __name__ == "__main__":

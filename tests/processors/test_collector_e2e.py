@@ -20,10 +20,11 @@ import grpc
 import pytest
 import yaml
 
-from otelguard import otlpjson, semconv
+from otelguard import semconv
+from otelguard.otlp import jsoncodec
 from otelguard.processors.noise import Config as NoiseConfig
 from otelguard.processors.noise import NoiseControl
-from otelguard.processors.otlp import attrs_dict, iter_log_records, iter_spans
+from otelguard.otlp.messages import attrs_dict, iter_log_records, iter_spans
 from otelguard.transport.otlp_grpc import OtlpGrpcTransport
 
 from . import samples
@@ -108,7 +109,7 @@ def test_service_forwards_to_collector_file_exporter(tmp_path: Path) -> None:
                 if not out.exists():
                     return logs, 0
                 for line in out.read_text().splitlines():
-                    req = otlpjson.decode_line(line)
+                    req = jsoncodec.decode_line(line)
                     if hasattr(req, "resource_logs"):
                         logs += [{"event": r.event_name, **attrs_dict(r.attributes)}
                                  for _, _, r in iter_log_records(req)]  # type: ignore[arg-type]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import grpc
 
 from otelguard import semconv
-from otelguard.processors.otlp import attrs_dict, iter_log_records
+from otelguard.otlp.messages import attrs_dict, iter_log_records
 from otelguard.processors.default_pipeline import apply_rules, default_specs
 
 from .detection.casefile import batch_of, load_cases

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from otelguard import semconv, telemetry
 from otelguard.processors.noise import Config, NoiseControl, workload_of
-from otelguard.processors.otlp import attrs_dict, count_records, iter_log_records
+from otelguard.otlp.messages import attrs_dict, count_records, iter_log_records
 
 from . import samples
 

@@ -8,7 +8,7 @@ from otelguard import semconv, telemetry
 from otelguard.processors import metrics
 from otelguard.processors.noise import Config as NoiseConfig
 from otelguard.processors.noise import NoiseControl
-from otelguard.processors.otlp import attrs_dict, count_records, iter_log_records, set_attr
+from otelguard.otlp.messages import attrs_dict, count_records, iter_log_records, set_attr
 from otelguard.processors.pipeline import Pipeline
 from otelguard.processors.stage import Batch
 

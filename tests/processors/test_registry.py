@@ -9,7 +9,7 @@ import pytest
 
 from otelguard.processors import registry
 from otelguard.processors.errors import RegistryError
-from otelguard.processors.otlp import count_records
+from otelguard.otlp.messages import count_records
 from otelguard.processors.pipeline import Pipeline
 from otelguard.processors.stage import Stage
 

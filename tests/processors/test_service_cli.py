@@ -13,8 +13,9 @@ from pathlib import Path
 import grpc
 from prometheus_client.parser import text_string_to_metric_families
 
-from otelguard import otlpjson, semconv
-from otelguard.processors.otlp import attrs_dict, iter_log_records
+from otelguard import semconv
+from otelguard.otlp import jsoncodec
+from otelguard.otlp.messages import attrs_dict, iter_log_records
 
 from . import samples
 from .service_fixtures import wait_for
@@ -72,7 +73,7 @@ def test_processor_command_end_to_end(tmp_path: Path) -> None:
             proc.wait(10)
         log.close()
     records = [rec for line in out.read_text().splitlines()
-               for _, _, rec in iter_log_records(otlpjson.decode_logs(line))]
+               for _, _, rec in iter_log_records(jsoncodec.decode_logs(line))]
     # 2 + 1 events, the first detection, and the held summary flushed at shutdown
     assert len(records) == 5
     counts = sorted(attrs_dict(r.attributes)[semconv.DETECTION_COUNT] for r in records

@@ -19,12 +19,13 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
     ExportLogsServiceResponse,
 )
 
-from otelguard import otlpjson, semconv, telemetry
+from otelguard import semconv, telemetry
+from otelguard.otlp import jsoncodec
 from otelguard.processors import metrics
 from otelguard.processors.config import ServiceSection
 from otelguard.processors.noise import Config as NoiseConfig
 from otelguard.processors.noise import NoiseControl
-from otelguard.processors.otlp import count_records
+from otelguard.otlp.messages import count_records
 from otelguard.processors.stage import Batch
 from otelguard.transport.otlp_grpc import OtlpGrpcTransport
 
@@ -142,7 +143,7 @@ def test_http_bad_input_statuses() -> None:
                                  **{"Content-Encoding": "gzip"})
         assert status == 200 and ExportLogsServiceResponse.FromString(body) == \
             ExportLogsServiceResponse()
-        status, body, headers = _post(port, "/v1/logs", otlpjson.encode(ok).encode(),
+        status, body, headers = _post(port, "/v1/logs", jsoncodec.encode(ok).encode(),
                                       {"Content-Type": "application/json"})
         assert status == 200 and headers["content-type"].startswith("application/json")
         assert run.sink.log_record_count() == 6
@@ -165,7 +166,7 @@ def test_partial_success_when_a_stage_drops_records() -> None:
             before + 4  # type: ignore[attr-defined]
         assert run.sink.log_record_count() == 3
         status, body, _ = _post(run.service.http_port or 0, "/v1/logs",
-                                otlpjson.encode(samples.logs(0, 2, rule="other")).encode(),
+                                jsoncodec.encode(samples.logs(0, 2, rule="other")).encode(),
                                 {"Content-Type": "application/json"})
         assert status == 200
         assert json.loads(body)["partialSuccess"]["rejectedLogRecords"] in ("1", 1)
@@ -244,7 +245,7 @@ def test_next_hop_down_then_back_forwards_exactly_once() -> None:
         status, _, headers = _proto(run.service.http_port or 0, http_batch.SerializeToString())
         assert status == 503 and int(headers["retry-after"]) >= 1
         status, body, headers = _post(run.service.http_port or 0, "/v1/logs",
-                                      otlpjson.encode(http_batch).encode(),
+                                      jsoncodec.encode(http_batch).encode(),
                                       {"Content-Type": "application/json"})
         assert status == 503 and "retry-after" in headers
         error = json.loads(body)

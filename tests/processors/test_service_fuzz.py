@@ -11,7 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from otelguard import otlpjson, telemetry
+from otelguard import telemetry
+from otelguard.otlp import jsoncodec
 from otelguard.processors import metrics
 
 from . import samples
@@ -23,7 +24,7 @@ GRPC_OK = {grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT,
            grpc.StatusCode.RESOURCE_EXHAUSTED}
 HTTP_OK = {200, 400, 413, 415}
 VALID = samples.logs(n_events=3, n_detections=2).SerializeToString()
-VALID_JSON = otlpjson.encode(samples.logs(n_events=2)).encode()
+VALID_JSON = jsoncodec.encode(samples.logs(n_events=2)).encode()
 
 
 @pytest.fixture(scope="module")

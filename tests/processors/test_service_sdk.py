@@ -22,7 +22,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from otelguard import semconv
 from otelguard.processors.noise import Config as NoiseConfig
 from otelguard.processors.noise import NoiseControl
-from otelguard.processors.otlp import attrs_dict, iter_log_records, iter_spans
+from otelguard.otlp.messages import attrs_dict, iter_log_records, iter_spans
 
 from .service_fixtures import Running, running_service, wait_for
 

@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
-from otelguard import otlpjson, telemetry
+from otelguard import telemetry
+from otelguard.otlp import jsoncodec
 from otelguard import semconv as sc
 from otelguard.exporter.builder import OtlpBuilder
 from otelguard.exporter.settings import NodeIdentity
-from otelguard.processors.otlp import set_attrs
+from otelguard.otlp.messages import set_attrs
 from otelguard.transport import SpecError, Transport, parse_spec
 from otelguard.transport.console import ConsoleTransport
 from otelguard.transport.jsonlines import JsonLinesTransport
@@ -44,7 +45,7 @@ def test_jsonl_writes_one_request_per_line_and_flushes_within_a_second(tmp_path:
         time.sleep(0.05)
     lines = path.read_text().splitlines()
     assert len(lines) == 2  # flushed by the timer, before shutdown
-    assert otlpjson.decode_line(lines[0]) == req and otlpjson.decode_line(lines[1]) == traces
+    assert jsoncodec.decode_line(lines[0]) == req and jsoncodec.decode_line(lines[1]) == traces
     t.shutdown()
     assert not t.export_logs(req).ok
 
@@ -108,5 +109,5 @@ def test_spec_parser(tmp_path: Path) -> None:
 
 
 def test_jsonl_output_is_plain_json() -> None:
-    line = otlpjson.encode(_logs())
+    line = jsoncodec.encode(_logs())
     assert json.loads(line)["resourceLogs"][1]["resource"]["attributes"][-1]["key"] == sc.HOST_PROCESS

@@ -21,7 +21,7 @@ from otelguard.ebpf.events import Event
 from otelguard.exporter.builder import OtlpBuilder
 from otelguard.exporter.config import ExporterConfig
 from otelguard.exporter.spans import SpanTracker
-from otelguard.processors.otlp import count_records
+from otelguard.otlp.messages import count_records
 from otelguard.transport.contract import LogsPayload, TracesPayload
 from otelguard.transport.delivery import DeliveryStats
 

@@ -28,7 +28,7 @@ from otelguard.exporter import mapping
 from otelguard.exporter.settings import NodeIdentity, node_identity
 from otelguard.exporter.spans import ResourceKey, SpanData, SpanTracker
 from otelguard.exporter.wire import LogsWireEncoder
-from otelguard.processors.otlp import set_any
+from otelguard.otlp.messages import set_any
 
 
 def _set(target: AnyValue, value: AttrValue) -> None:

@@ -22,6 +22,7 @@ from typing import Mapping, Sequence
 
 from otelguard.ebpf.events import AttrValue, Event
 from otelguard.exporter.mapping import record_body
+from otelguard.otlp.wire import field_len, varint
 from otelguard.semconv import (
     CONTAINER_IMAGE_TAGS, LOG_RECORD_UID, PROCESS_ANCESTOR_PIDS, PROCESS_ANCESTORS,
     PROCESS_CAP_EFFECTIVE, PROCESS_CAP_PERMITTED, PROCESS_COMMAND_ARGS, PROCESS_DURATION_NS,
@@ -32,7 +33,6 @@ from otelguard.semconv import (
 _pack_times = struct.Struct("<BQBQ").pack  # field 1 and 11, fixed64
 _pack_double = struct.Struct("<d").pack
 _SEVERITY = b"\x10\x09\x1a\x04INFO"  # severity_number=9, severity_text="INFO"
-_U64 = 0xFFFFFFFFFFFFFFFF
 # unique per record: caching them would only evict the pairs that do repeat
 UNCACHED_KEYS = frozenset({LOG_RECORD_UID, PROCESS_DURATION_NS})
 # keys whose values are lists (unhashable): encoded apart, see LogsWireEncoder.record
@@ -43,35 +43,6 @@ LIST_KEYS = frozenset({
 })
 _SPECIAL_KEYS = LIST_KEYS | UNCACHED_KEYS
 _SKIP = object()  # stands in for a list value in the C-level pass; its pairs encode to b""
-
-
-def varint(n: int) -> bytes:
-    if n < 0x80:
-        return _SMALL[n] if n >= 0 else varint(n & _U64)
-    if n < 0x4000:
-        return bytes((n & 0x7F | 0x80, n >> 7))
-    if n < 0x200000:
-        return bytes((n & 0x7F | 0x80, n >> 7 & 0x7F | 0x80, n >> 14))
-    if n < 0x10000000:
-        return bytes((n & 0x7F | 0x80, n >> 7 & 0x7F | 0x80, n >> 14 & 0x7F | 0x80, n >> 21))
-    if n <= _U64:  # durations in ns: 28 low bits unrolled, the rest (< 2^36) recursively
-        return bytes((n & 0x7F | 0x80, n >> 7 & 0x7F | 0x80, n >> 14 & 0x7F | 0x80,
-                      n >> 21 & 0x7F | 0x80)) + varint(n >> 28)
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-_SMALL = [bytes((i,)) for i in range(0x80)]
-
-
-def field_len(tag: int, payload: bytes) -> bytes:
-    """A length-delimited field (tag already shifted: (field << 3) | 2)."""
-    n = len(payload)
-    return (bytes((tag, n)) if n < 0x80 else bytes((tag,)) + varint(n)) + payload
 
 
 def any_value(value: AttrValue) -> bytes:

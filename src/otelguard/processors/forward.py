@@ -36,7 +36,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from otelguard import telemetry
 from otelguard.processors import errors, metrics
 from otelguard.processors.config import ForwardSection
-from otelguard.processors.otlp import count_records
+from otelguard.otlp.messages import count_records
 from otelguard.processors.stage import Batch
 from otelguard.transport.contract import ExportResult, Transport
 from otelguard.transport.retry import DownWindow, RetryPolicy

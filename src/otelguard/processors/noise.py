@@ -35,7 +35,7 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeL
 
 from otelguard import semconv, telemetry
 from otelguard.config import Checks
-from otelguard.processors.otlp import PyValue, attrs_dict, get_attr, set_attrs
+from otelguard.otlp.messages import PyValue, attrs_dict, get_attr, set_attrs
 from otelguard.processors.stage import Batch
 
 TYPE_NAME = "noise_control"

@@ -24,7 +24,7 @@ from typing import Iterable, Optional, Protocol, Sequence, runtime_checkable
 from otelguard import semconv, telemetry
 from otelguard.processors import metrics, registry
 from otelguard.processors.config import ProcessorSpec
-from otelguard.processors.otlp import count_records
+from otelguard.otlp.messages import count_records
 from otelguard.processors.stage import Batch, Stage
 
 log = logging.getLogger(__name__)

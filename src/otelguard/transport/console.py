@@ -17,7 +17,7 @@ from typing import IO, Optional
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 
 from otelguard import semconv as sc
-from otelguard.processors.otlp import PyValue, attrs_dict, body_text
+from otelguard.otlp.messages import PyValue, attrs_dict, body_text
 from otelguard.transport.contract import ExportResult, LogsPayload, TracesPayload, as_logs
 
 # what to show after the process, in order, when present

@@ -3,7 +3,7 @@
 Appends to PATH (created with its directory). Lines are buffered and flushed at least once a
 second (a small timer thread) and on shutdown, so a crash loses at most a second. A write that
 fails (disk full, EIO) returns a non-retryable failure with the OS error in clear; the caller
-counts the records as dropped. Encoding costs what :mod:`otelguard.otlpjson` costs (~20-40 µs
+counts the records as dropped. Encoding costs what :mod:`otelguard.otlp.jsoncodec` costs (~20-40 µs
 per record): meant for files people read, not for 100k events/s.
 """
 
@@ -15,8 +15,9 @@ import os
 import threading
 from typing import IO, Optional
 
-from otelguard import otlpjson, telemetry
-from otelguard.processors.otlp import count_records
+from otelguard import telemetry
+from otelguard.otlp import jsoncodec
+from otelguard.otlp.messages import count_records
 from otelguard.transport.contract import (
     ExportResult, LogsPayload, TracesPayload, TransportError, as_logs, as_traces,
 )
@@ -49,8 +50,8 @@ class JsonLinesTransport:
     def export_traces(self, req: TracesPayload) -> ExportResult:
         return self._write(as_traces(req))
 
-    def _write(self, msg: otlpjson.Request) -> ExportResult:
-        line = otlpjson.encode(msg) + "\n"
+    def _write(self, msg: jsoncodec.Request) -> ExportResult:
+        line = jsoncodec.encode(msg) + "\n"
         with self._lock:
             if self._fh is None:
                 return ExportResult.failure(f"{self.name}: closed", "closed", False)

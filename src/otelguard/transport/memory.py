@@ -12,7 +12,7 @@ from typing import Optional
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from otelguard.processors.otlp import count_records
+from otelguard.otlp.messages import count_records
 from otelguard.transport.contract import (
     ExportResult, LogsPayload, TracesPayload, as_logs, as_traces,
 )

@@ -16,7 +16,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 
 from otelguard import semconv as S
-from otelguard.processors.otlp import set_attrs
+from otelguard.otlp.messages import set_attrs
 
 CASES = Path(__file__).parent / "cases"
 CONTAINER_RESOURCE: dict[str, Any] = {

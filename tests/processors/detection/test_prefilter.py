@@ -20,7 +20,7 @@ from otelguard.processors.detection.engine import DEFAULT_RULE_FILES, RuleEngine
 from otelguard.processors.detection.fields import AttrLayouts, EventView, FieldType, event_type
 from otelguard.processors.detection.loader import load_rules, load_rules_text
 from otelguard.processors.detection.prefilter import ValueSet
-from otelguard.processors.otlp import attrs_dict, set_attrs
+from otelguard.otlp.messages import attrs_dict, set_attrs
 
 from .casefile import fill, load_cases, near_miss_of, resource_of
 

@@ -21,7 +21,7 @@ from otelguard.processors.detection.engine import RuleEngine
 from otelguard.processors.detection.processor import FalcoRulesProcessor, create
 from otelguard.processors.detection.ruleset import Priority
 from otelguard.processors.errors import ConfigError
-from otelguard.processors.otlp import attrs_dict, count_records
+from otelguard.otlp.messages import attrs_dict, count_records
 from otelguard.processors.stage import Stage
 
 from .casefile import BASE_TIME, batch_of, load_cases

@@ -9,7 +9,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 
 from otelguard import semconv as S
 from otelguard.processors.detection.spans import detection_spans
-from otelguard.processors.otlp import attrs_dict, iter_log_records, iter_spans, set_attrs
+from otelguard.otlp.messages import attrs_dict, iter_log_records, iter_spans, set_attrs
 from otelguard.processors.default_pipeline import default_specs
 
 from ..service_fixtures import running_service, wait_for

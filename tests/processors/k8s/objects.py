@@ -10,7 +10,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from otelguard import semconv
-from otelguard.processors.otlp import PyValue, set_attrs
+from otelguard.otlp.messages import PyValue, set_attrs
 
 Obj = dict[str, Any]
 

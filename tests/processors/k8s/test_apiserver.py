@@ -22,7 +22,7 @@ from otelguard import semconv, telemetry
 from otelguard.processors.k8s import Config, K8sEnricher
 from otelguard.processors.k8s.processor import DROP_STAGE
 from otelguard.processors.k8s.source import ApiServerSource, Kind
-from otelguard.processors.otlp import attrs_dict
+from otelguard.otlp.messages import attrs_dict
 
 from tests.ebpf.containers import container, new_container_id
 from tests.processors.k8s import objects as o

@@ -13,7 +13,7 @@ import pytest
 
 from otelguard import semconv
 from otelguard.processors.k8s import K8sEnricher
-from otelguard.processors.otlp import attrs_dict
+from otelguard.otlp.messages import attrs_dict
 
 from tests.ebpf.containers import container, new_container_id
 from tests.processors.k8s.test_apiserver import enricher_factory, make_world  # noqa: F401

@@ -15,7 +15,7 @@ from otelguard.processors.k8s import config as k8s_config
 from otelguard.processors.k8s.cache import parse_image, strip_container_id
 from otelguard.processors.k8s.processor import DROP_STAGE, GIVE_UP_SECONDS, enrichment
 from otelguard.processors.k8s.source import InMemorySource, Kind
-from otelguard.processors.otlp import attrs_dict
+from otelguard.otlp.messages import attrs_dict
 from otelguard.processors.stage import Stage
 
 from tests.processors.k8s import objects as o

@@ -35,7 +35,7 @@ from otelguard.processors.detection.loader import load_rules, load_rules_text
 from otelguard.processors.detection.prefilter import Member, TypePlan, plan
 from otelguard.processors.detection.ruleset import Priority, Rule, RuleSet
 from otelguard.processors.detection.state import DetectionState, StateLimits
-from otelguard.processors.otlp import attrs_dict, set_attr, set_attrs
+from otelguard.otlp.messages import attrs_dict, set_attr, set_attrs
 
 RULES_DIR = Path(__file__).resolve().parents[2] / "rules"
 DEFAULT_RULE_FILES = (RULES_DIR / "falco_rules.yaml", RULES_DIR / "otelguard_rules.yaml")

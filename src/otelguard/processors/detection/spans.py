@@ -26,7 +26,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from otelguard import semconv as S
-from otelguard.processors.otlp import get_attr
+from otelguard.otlp.messages import get_attr
 
 
 def span_name(rule: object) -> str:

@@ -33,7 +33,7 @@ from typing import Any, Callable, Optional
 from otelguard import semconv
 from otelguard.processors.k8s.config import Config, KeySelector
 from otelguard.processors.k8s.source import Kind, Obj
-from otelguard.processors.otlp import PyValue
+from otelguard.otlp.messages import PyValue
 
 Attrs = dict[str, PyValue]
 

@@ -8,14 +8,14 @@ cache's memos, whose identity is stable until the pod (or its owners) change.
 
 "Never overwrite" is kept: keys the message already has with a non-empty value are left out of
 the appended bytes; a key present with an empty value falls back to
-:func:`otelguard.processors.otlp.set_attrs`, which fills it in place.
+:func:`otelguard.otlp.messages.set_attrs`, which fills it in place.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from otelguard.processors.otlp import from_any, set_attrs
+from otelguard.otlp.messages import from_any, set_attrs
 
 Attrs = dict[str, Any]
 

@@ -15,7 +15,7 @@ from typing import Any, Callable
 import grpc
 from aiohttp import web
 
-from otelguard import otlpjson
+from otelguard.otlp import jsoncodec
 from otelguard.processors import errors
 from otelguard.processors.errors import RequestError
 from otelguard.processors.receiver.protocol import (
@@ -81,7 +81,7 @@ def _export_handler(sig: Signal, limit: int, handle: Handle) -> Callable[[web.Re
                                                 f"internal error: {exc}"), as_json)
         count_request(sig, "http", sig.outcome(response))
         if as_json:
-            return web.Response(body=otlpjson.encode(response).encode(), content_type=JSON)
+            return web.Response(body=jsoncodec.encode(response).encode(), content_type=JSON)
         return web.Response(body=response.SerializeToString(), content_type=PROTOBUF)
 
     return export
@@ -117,7 +117,7 @@ def _error_response(exc: RequestError, as_json: bool) -> web.Response:
     if exc.retry_after is not None:
         headers["Retry-After"] = str(max(1, int(exc.retry_after + 0.999)))
     if as_json:
-        return web.Response(status=exc.http_status, body=otlpjson.encode(status).encode(),
+        return web.Response(status=exc.http_status, body=jsoncodec.encode(status).encode(),
                             content_type=JSON, headers=headers)
     return web.Response(status=exc.http_status, body=status.SerializeToString(),
                         content_type=PROTOBUF, headers=headers)

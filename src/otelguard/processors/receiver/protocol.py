@@ -19,7 +19,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from otelguard import otlpjson, telemetry
+from otelguard import telemetry
+from otelguard.otlp import jsoncodec
 from otelguard.processors import errors, metrics
 from otelguard.processors.errors import ConfigError, ProcessorsError
 from otelguard.processors.settings import Settings
@@ -50,9 +51,9 @@ class Signal:
 
 
 LOGS = Signal("logs", ExportLogsServiceRequest, ExportLogsServiceResponse,
-              otlpjson.decode_logs, "rejected_log_records")
+              jsoncodec.decode_logs, "rejected_log_records")
 TRACES = Signal("traces", ExportTraceServiceRequest, ExportTraceServiceResponse,
-                otlpjson.decode_traces, "rejected_spans")
+                jsoncodec.decode_traces, "rejected_spans")
 
 # The request path both protocols call: (signal, protocol, body, decoder) -> Export response;
 # raises RequestError for every refusal (see ProcessorService.handle).

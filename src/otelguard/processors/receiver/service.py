@@ -22,13 +22,14 @@ from aiohttp import web
 from google.protobuf.message import DecodeError, Message
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
-from otelguard import otlpjson, telemetry
+from otelguard import telemetry
+from otelguard.otlp import jsoncodec
 from otelguard.processors import errors, metrics
 from otelguard.processors.config import ServiceSection
 from otelguard.processors.detection.spans import detection_spans
 from otelguard.processors.errors import RequestError
 from otelguard.processors.forward import Forwarder
-from otelguard.processors.otlp import count_records
+from otelguard.otlp.messages import count_records
 from otelguard.processors.pipeline import Pipeline
 from otelguard.processors.receiver.admission import Admission
 from otelguard.processors.receiver.grpc_server import start_grpc_server
@@ -160,7 +161,7 @@ class ProcessorService:
                 text = str(exc)
                 reason = "invalid_utf8" if "UTF-8" in text else "malformed"
                 raise errors.invalid_argument(reason, f"cannot parse {sig.name} request: {text}")
-            except otlpjson.OtlpJsonError as exc:
+            except jsoncodec.OtlpJsonError as exc:
                 raise errors.invalid_argument("malformed", f"invalid OTLP JSON: {exc}")
             except (ValueError, UnicodeDecodeError) as exc:
                 raise errors.invalid_argument("malformed", f"invalid OTLP JSON: {exc}")

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Optional
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 
-from otelguard.processors.otlp import from_any
+from otelguard.otlp.messages import from_any
 
 if TYPE_CHECKING:
     from otelguard.processors.detection.fields.registry import FieldSpec

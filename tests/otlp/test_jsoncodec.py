@@ -9,7 +9,7 @@ import pytest
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from otelguard import otlpjson
+from otelguard.otlp import jsoncodec
 
 
 def _logs() -> ExportLogsServiceRequest:
@@ -45,7 +45,7 @@ def _traces() -> ExportTraceServiceRequest:
 
 
 def test_encode_follows_the_otlp_json_spec() -> None:
-    obj = json.loads(otlpjson.encode(_logs()))
+    obj = json.loads(jsoncodec.encode(_logs()))
     rec = obj["resourceLogs"][0]["scopeLogs"][0]["logRecords"][0]
     assert rec["traceId"] == bytes(range(16)).hex()
     assert rec["spanId"] == bytes(range(8, 16)).hex()
@@ -53,17 +53,17 @@ def test_encode_follows_the_otlp_json_spec() -> None:
     assert rec["severityNumber"] == 9  # enums as integers
     assert rec["eventName"] == "otelguard.file.open"
     assert rec["attributes"][0]["value"] == {"intValue": "-13"}
-    span = json.loads(otlpjson.encode(_traces()))["resourceSpans"][0]["scopeSpans"][0]["spans"][0]
+    span = json.loads(jsoncodec.encode(_traces()))["resourceSpans"][0]["scopeSpans"][0]["spans"][0]
     assert span["parentSpanId"] == "eee19b7ec3c1b173"
     assert span["links"][0]["spanId"] == "0000000000000002"
     assert span["kind"] == 3
 
 
 def test_roundtrip_both_signals() -> None:
-    assert otlpjson.decode_logs(otlpjson.encode(_logs())) == _logs()
-    assert otlpjson.decode_traces(otlpjson.encode(_traces())) == _traces()
-    assert otlpjson.decode_line(otlpjson.encode(_traces())) == _traces()
-    assert otlpjson.decode_line(otlpjson.encode(_logs()).encode()) == _logs()
+    assert jsoncodec.decode_logs(jsoncodec.encode(_logs())) == _logs()
+    assert jsoncodec.decode_traces(jsoncodec.encode(_traces())) == _traces()
+    assert jsoncodec.decode_line(jsoncodec.encode(_traces())) == _traces()
+    assert jsoncodec.decode_line(jsoncodec.encode(_logs()).encode()) == _logs()
 
 
 def test_decode_accepts_sdk_variants() -> None:
@@ -73,7 +73,7 @@ def test_decode_accepts_sdk_variants() -> None:
         "trace_id": base64.b64encode(bytes(range(16))).decode(), "spanId": "0001020304050607",
         "attributes": [{"key": "k", "value": {"intValue": 7}}],
     }]}]}]}
-    req = otlpjson.decode_logs(json.dumps(doc))
+    req = jsoncodec.decode_logs(json.dumps(doc))
     rec = req.resource_logs[0].scope_logs[0].log_records[0]
     assert rec.time_unix_nano == 5 and rec.severity_number == 13
     assert rec.trace_id == bytes(range(16)) and rec.span_id == bytes(range(8))
@@ -88,8 +88,8 @@ def test_decode_accepts_sdk_variants() -> None:
     ('{"other": 1}', "neither resourceLogs nor resourceSpans"),
 ])
 def test_bad_input_gets_a_clear_error(text: str, message: str) -> None:
-    with pytest.raises(otlpjson.OtlpJsonError, match=message):
-        otlpjson.decode_line(text)
+    with pytest.raises(jsoncodec.OtlpJsonError, match=message):
+        jsoncodec.decode_line(text)
 
 
 def _rich_traces() -> ExportTraceServiceRequest:
@@ -152,9 +152,9 @@ def _reference(msg: object) -> dict[str, object]:
 def test_same_json_as_protobuf_json_format(msg: object) -> None:
     from google.protobuf import json_format
 
-    assert otlpjson.to_dict(msg) == _reference(msg)  # type: ignore[arg-type]
+    assert jsoncodec.to_dict(msg) == _reference(msg)  # type: ignore[arg-type]
     back = type(msg)()
-    otlpjson.from_dict(json.loads(otlpjson.encode(msg)), back)  # type: ignore[arg-type]
+    jsoncodec.from_dict(json.loads(jsoncodec.encode(msg)), back)  # type: ignore[arg-type]
     ref_back = type(msg)()
     # json_format expects base64 ids: feed it its own output
     json_format.ParseDict(json_format.MessageToDict(msg), ref_back)  # type: ignore[arg-type]
@@ -187,11 +187,11 @@ def test_decoding_arbitrary_json_fails_only_with_otlpjsonerror() -> None:
                            min_size=1, max_size=1))
     def check(doc: dict[str, object]) -> None:
         try:
-            req = otlpjson.decode_line(json.dumps(doc))
-        except otlpjson.OtlpJsonError:
+            req = jsoncodec.decode_line(json.dumps(doc))
+        except jsoncodec.OtlpJsonError:
             return
         back = type(req)()
-        otlpjson.from_dict(json.loads(otlpjson.encode(req)), back)
+        jsoncodec.from_dict(json.loads(jsoncodec.encode(req)), back)
         assert back == req  # what decodes, roundtrips
 
     check()
@@ -201,5 +201,5 @@ def test_decoding_arbitrary_json_fails_only_with_otlpjsonerror() -> None:
 def test_int64_out_of_range_or_malformed_is_rejected(value: object) -> None:
     doc = {"resourceLogs": [{"scopeLogs": [{"logRecords": [
         {"attributes": [{"key": "k", "value": {"intValue": value}}]}]}]}]}
-    with pytest.raises(otlpjson.OtlpJsonError, match="intValue"):
-        otlpjson.decode_line(json.dumps(doc))
+    with pytest.raises(jsoncodec.OtlpJsonError, match="intValue"):
+        jsoncodec.decode_line(json.dumps(doc))

@@ -29,6 +29,8 @@ from google.protobuf.message import DecodeError, Message
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from otelguard.otlp.wire import varint
+
 Request = Union[ExportLogsServiceRequest, ExportTraceServiceRequest]
 
 # JSON names of the id fields, in both spellings accepted on input.
@@ -137,7 +139,7 @@ class _Field:
     def __init__(self, fd: FieldDescriptor) -> None:
         self.fd = fd
         wire = _WIRE_TYPE[fd.type]
-        self.tag = _varint((fd.number << 3) | wire)
+        self.tag = varint((fd.number << 3) | wire)
         self.table: Optional[dict[str, "_Field"]] = None
         self.repeated = fd.is_repeated
         self.is_id = fd.json_name in _ID_KEYS
@@ -180,18 +182,8 @@ def _table(desc: Descriptor) -> dict[str, _Field]:
     return table
 
 
-def _varint(n: int) -> bytes:
-    n &= _U64
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
 def _len_field(tag: bytes, payload: bytes) -> bytes:
-    return tag + _varint(len(payload)) + payload
+    return tag + varint(len(payload)) + payload
 
 
 def _encode_wire(table: dict[str, _Field], obj: dict[str, Any], path: str) -> bytes:
@@ -239,11 +231,11 @@ def _encode_field(f: _Field, value: Any, path: str) -> bytes:
                 ev = f.fd.enum_type.values_by_name.get(value)
                 if ev is None:
                     raise OtlpJsonError(f"{path}: unknown {f.fd.enum_type.name} value {value!r}")
-                return f.tag + _varint(ev.number)
+                return f.tag + varint(ev.number)
             n = _integer(value, path)
             if not _I32_RANGE[0] <= n <= _I32_RANGE[1]:
                 raise OtlpJsonError(f"{path}: {n} out of range for {f.fd.name}")
-            return f.tag + _varint(n)
+            return f.tag + varint(n)
         if t in (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT):
             num = float(value) if isinstance(value, str) else value
             if isinstance(num, bool) or not isinstance(num, (int, float)):
@@ -259,8 +251,8 @@ def _encode_field(f: _Field, value: Any, path: str) -> bytes:
         if t in (FieldDescriptor.TYPE_FIXED32, FieldDescriptor.TYPE_SFIXED32):
             return f.tag + struct.pack("<I", n & 0xFFFFFFFF)
         if t in (FieldDescriptor.TYPE_SINT32, FieldDescriptor.TYPE_SINT64):
-            return f.tag + _varint((n << 1) ^ (n >> 63))
-        return f.tag + _varint(n)
+            return f.tag + varint((n << 1) ^ (n >> 63))
+        return f.tag + varint(n)
     except (ValueError, binascii.Error, struct.error) as exc:
         if isinstance(exc, OtlpJsonError):
             raise
