@@ -139,3 +139,10 @@ def test_attribute_keys_are_declared_once() -> None:
 def test_no_grab_bag_modules() -> None:
     bad = [p for p in SRC.rglob("*.py") if re.fullmatch(r"(utils|helpers|manager|misc)\.py", p.name)]
     assert bad == []
+
+
+def test_no_module_past_the_split_size() -> None:
+    """A module past ~500 lines is split along its domain's seams (BPF C is exempt)."""
+    big = {str(p.relative_to(SRC)): n for p in SRC.rglob("*.py")
+           if (n := len(p.read_text().splitlines())) > 500}
+    assert big == {}

@@ -12,7 +12,7 @@ from otelguard import semconv, telemetry
 from otelguard.processors.errors import ConfigError
 from otelguard.processors.k8s import Config, K8sEnricher, create
 from otelguard.processors.k8s import config as k8s_config
-from otelguard.processors.k8s.cache import parse_image, strip_container_id
+from otelguard.processors.k8s.pods import parse_image, strip_container_id
 from otelguard.processors.k8s.processor import DROP_STAGE, GIVE_UP_SECONDS, enrichment
 from otelguard.processors.k8s.source import InMemorySource, Kind
 from otelguard.otlp.messages import attrs_dict

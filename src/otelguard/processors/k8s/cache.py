@@ -27,17 +27,15 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from dataclasses import dataclass
+from typing import Callable, Optional
 
 from otelguard import semconv
 from otelguard.processors.k8s.config import Config, KeySelector
+from otelguard.processors.k8s.pods import (
+    Attrs, PodInfo, controller_of, nsname, pod_from,
+)
 from otelguard.processors.k8s.source import Kind, Obj
-from otelguard.otlp.messages import PyValue
-
-Attrs = dict[str, PyValue]
-
-_ID_SCHEMES = ("containerd://", "cri-o://", "docker://", "crio://")
 
 # Workload kinds in the order that names a pod's workload best (Deployment over its ReplicaSet).
 WORKLOAD_KEYS = (
@@ -49,78 +47,6 @@ WORKLOAD_KEYS = (
     ("ReplicaSet", semconv.K8S_REPLICASET_NAME),
 )
 _WORKLOAD_KEY = dict(WORKLOAD_KEYS)
-
-
-def strip_container_id(raw: str) -> str:
-    """``containerd://<64hex>`` -> ``<64hex>`` (the form the agent reads from the cgroup path)."""
-    for scheme in _ID_SCHEMES:
-        if raw.startswith(scheme):
-            return raw[len(scheme):]
-    _, sep, rest = raw.partition("://")
-    return rest if sep else raw
-
-
-def parse_image(ref: str) -> tuple[str, tuple[str, ...]]:
-    """An image reference -> (name, tags), as the Collector's k8s_attributes reports them.
-
-    ``reg:5000/team/app:1.2@sha256:..`` -> (``reg:5000/team/app``, (``1.2``,)); no tag and no
-    digest means Docker's implicit ``latest``; a digest without a tag gives no tag.
-    """
-    name, at, _digest = ref.partition("@")
-    slash = name.rfind("/")
-    colon = name.rfind(":")
-    if colon > slash:
-        return name[:colon], (name[colon + 1:],)
-    return name, (() if at else ("latest",))
-
-
-def _capability(name: str) -> str:
-    upper = name.upper()
-    return upper if upper.startswith("CAP_") else "CAP_" + upper
-
-
-@dataclass(frozen=True, slots=True)
-class ContainerInfo:
-    name: str
-    image_name: Optional[str]
-    image_tags: tuple[str, ...]
-    privileged: bool
-    added_capabilities: tuple[str, ...]
-
-
-@dataclass(slots=True)
-class PodInfo:
-    """What the enricher keeps of one pod. Replaced (not mutated) on every update, except for
-    ``deleted_at`` and the memo."""
-
-    uid: str
-    name: str
-    namespace: str
-    node_name: str
-    ips: tuple[str, ...]
-    host_network: bool
-    host_pid: bool
-    service_account: str
-    owner_kind: str
-    owner_name: str
-    app_name: str
-    labels: dict[str, str]
-    annotations: dict[str, str]
-    containers: dict[str, ContainerInfo]
-    container_ids: dict[str, str]  # container id -> container name
-    deleted_at: Optional[float] = None
-    memo: dict[str, tuple[int, Attrs]] = field(default_factory=dict)
-
-    @property
-    def privileged_any(self) -> bool:
-        return any(c.privileged for c in self.containers.values())
-
-    @property
-    def added_capabilities_all(self) -> tuple[str, ...]:
-        caps: set[str] = set()
-        for c in self.containers.values():
-            caps.update(c.added_capabilities)
-        return tuple(sorted(caps))
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +101,7 @@ class K8sCache:
                     if uid not in present and pod.deleted_at is None:
                         self._mark_deleted(pod, now)
             else:
-                keep = {_nsname(o) for o in objects}
+                keep = {nsname(o) for o in objects}
                 for key in list(self._keys_of(kind)):
                     if key not in keep:
                         self._delete_other(kind, key)
@@ -203,13 +129,13 @@ class K8sCache:
                 if pod is not None and pod.deleted_at is None:
                     self._mark_deleted(pod, self._clock())
             else:
-                self._delete_other(kind, _nsname(obj))
+                self._delete_other(kind, nsname(obj))
             self.generation += 1
 
     # --- pods --------------------------------------------------------------------------------
 
     def _upsert_pod(self, obj: Obj) -> None:
-        pod = self._pod_from(obj)
+        pod = pod_from(obj, self._labels, self._annotations)
         if pod is None:
             return
         old = self.pods.get(pod.uid)
@@ -234,61 +160,6 @@ class K8sCache:
                 # A live pod wins an address over a deleted one that used to have it.
                 if holder is None or holder.deleted_at is not None or pod.deleted_at is None:
                     self._by_ip[ip] = pod.uid
-
-    def _pod_from(self, obj: Obj) -> Optional[PodInfo]:
-        meta = obj.get("metadata") or {}
-        uid = meta.get("uid")
-        if not uid:
-            return None
-        spec = obj.get("spec") or {}
-        status = obj.get("status") or {}
-        labels = meta.get("labels") or {}
-        owner_kind = owner_name = ""
-        for ref in meta.get("ownerReferences") or []:
-            if ref.get("controller") or not owner_kind:
-                owner_kind, owner_name = str(ref.get("kind") or ""), str(ref.get("name") or "")
-        containers: dict[str, ContainerInfo] = {}
-        for section in ("initContainers", "containers", "ephemeralContainers"):
-            for c in spec.get(section) or []:
-                name = str(c.get("name") or "")
-                image = c.get("image")
-                image_name, tags = parse_image(image) if image else (None, ())
-                sc = c.get("securityContext") or {}
-                caps = ((sc.get("capabilities") or {}).get("add")) or []
-                containers[name] = ContainerInfo(
-                    name, image_name, tags, bool(sc.get("privileged")),
-                    tuple(sorted({_capability(str(x)) for x in caps})),
-                )
-        ids: dict[str, str] = {}
-        for section in ("initContainerStatuses", "containerStatuses",
-                        "ephemeralContainerStatuses"):
-            for cs in status.get(section) or []:
-                name = str(cs.get("name") or "")
-                previous = ((cs.get("lastState") or {}).get("terminated") or {}).get("containerID")
-                if previous:
-                    ids[strip_container_id(str(previous))] = name
-                if cs.get("containerID"):
-                    ids[strip_container_id(str(cs["containerID"]))] = name
-        ips = tuple(str(p["ip"]) for p in status.get("podIPs") or [] if p.get("ip"))
-        if not ips and status.get("podIP"):
-            ips = (str(status["podIP"]),)
-        return PodInfo(
-            uid=str(uid),
-            name=str(meta.get("name") or ""),
-            namespace=str(meta.get("namespace") or ""),
-            node_name=str(spec.get("nodeName") or ""),
-            ips=ips,
-            host_network=bool(spec.get("hostNetwork")),
-            host_pid=bool(spec.get("hostPID")),
-            service_account=str(spec.get("serviceAccountName") or spec.get("serviceAccount") or ""),
-            owner_kind=owner_kind,
-            owner_name=owner_name,
-            app_name=str(labels.get("app.kubernetes.io/name") or ""),
-            labels=self._labels.select(labels),
-            annotations=self._annotations.select(meta.get("annotations")),
-            containers=containers,
-            container_ids=ids,
-        )
 
     def _mark_deleted(self, pod: PodInfo, now: float) -> None:
         pod.deleted_at = now
@@ -325,11 +196,11 @@ class K8sCache:
         return []
 
     def _upsert_other(self, kind: Kind, obj: Obj) -> None:
-        key = _nsname(obj)
+        key = nsname(obj)
         meta = obj.get("metadata") or {}
         if kind in (Kind.REPLICASET, Kind.JOB):
             table = self._rs_owner if kind is Kind.REPLICASET else self._job_owner
-            owner = _controller(meta)
+            owner = controller_of(meta)
             if table.get(key) != owner:
                 table[key] = owner
                 self.owner_generation += 1
@@ -543,17 +414,3 @@ class K8sCache:
                 "services": len(self._svc_ips),
                 "endpointslices": len(self._slices),
             }
-
-
-def _nsname(obj: Obj) -> tuple[str, str]:
-    meta = obj.get("metadata") or {}
-    return (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
-
-
-def _controller(meta: dict[str, Any]) -> tuple[str, str]:
-    """(kind, name) of the controlling owner, ("", "") if none."""
-    chosen = ("", "")
-    for ref in meta.get("ownerReferences") or []:
-        if ref.get("controller") or chosen == ("", ""):
-            chosen = (str(ref.get("kind") or ""), str(ref.get("name") or ""))
-    return chosen

@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable, Optional
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
 from otelguard import semconv
-from otelguard.processors.k8s.cache import Attrs
+from otelguard.processors.k8s.pods import Attrs
 from otelguard.processors.k8s.writer import AttributeWriter
 
 _PEER = semconv.NETWORK_PEER_ADDRESS
