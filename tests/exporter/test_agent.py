@@ -38,10 +38,13 @@ def _wait(cond: Callable[[], bool], timeout: float) -> bool:
     return False
 
 
-def _agent(endpoint: str, spool: Path, metrics_port: int) -> "subprocess.Popen[bytes]":
+def _agent(endpoint: str, spool: Path, metrics_port: int,
+           config: Path | None = None) -> "subprocess.Popen[bytes]":
+    extra = ["--config", str(config)] if config is not None else []
     return subprocess.Popen(
         [str(OTELGUARD), "agent", "--otlp-endpoint", endpoint, "--spool-dir", str(spool),
-         "--spool-max-bytes", str(64 * 1024 * 1024), "--metrics", f"127.0.0.1:{metrics_port}"],
+         "--spool-max-bytes", str(64 * 1024 * 1024), "--metrics", f"127.0.0.1:{metrics_port}",
+         *extra],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         env={**os.environ, "OTELGUARD_NODE_NAME": "kernel-test-node"},
     )
@@ -141,14 +144,23 @@ def test_agent_exports_container_activity_and_exits_cleanly(tmp_path: Path) -> N
 
 
 def test_agent_spools_while_the_endpoint_is_down_and_replays_after_restart(tmp_path: Path) -> None:
+    """Scoped to the kubepods cgroups (a config file, as a DaemonSet would), so the host's own
+    activity (a build running beside the suite) cannot fill the bounded spool first."""
     port = free_port()
     spool = tmp_path / "spool"
-    proc = _agent(f"127.0.0.1:{port}", spool, free_port())
+    config = tmp_path / "agent.yaml"
+    config.write_text("sensor:\n  cgroup_scope: [/kubepods.slice, /kubepods]\n")
+    proc = _agent(f"127.0.0.1:{port}", spool, free_port(), config)
     try:
-        assert _wait(lambda: any(spool.glob("*.pb")) or proc.poll() is not None, 120)
-        assert proc.poll() is None, proc.communicate()[1].decode()[-3000:]
         with container() as c:
-            c.run(["/bin/true"], check=True)
+            def spooled_after_a_run() -> bool:
+                if proc.poll() is not None:
+                    return True
+                c.run(["/bin/true"], check=True)  # until the probes are attached and flushed
+                return any(spool.glob("*.pb"))
+
+            assert _wait(spooled_after_a_run, 120), "nothing spooled while the endpoint was down"
+            assert proc.poll() is None, proc.communicate()[1].decode()[-3000:]
             time.sleep(1.5)  # a flush interval or two
             code, err = _stop(proc)
         assert code == 0, err[-3000:]
@@ -167,7 +179,7 @@ def test_agent_spools_while_the_endpoint_is_down_and_replays_after_restart(tmp_p
                      if get_attr(rl.resource.attributes, sc.CONTAINER_ID) == c.container_id]
     assert want, "the container's records were not spooled"
     receiver = GrpcReceiver(port).start()
-    proc = _agent(receiver.endpoint, spool, free_port())
+    proc = _agent(receiver.endpoint, spool, free_port(), config)
     try:
         assert _wait(lambda: not any(p.exists() for p in spooled), 120)
         code, err = _stop(proc)
