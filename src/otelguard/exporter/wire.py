@@ -163,10 +163,10 @@ class LogsWireEncoder:
 
     def attribute(self, key: str, value: AttrValue) -> bytes:
         """A LogRecord ``attributes`` field (tag 6) holding one KeyValue, cached by (key, value
-        type, value). A list is cached under the tuple of its (type, item) pairs: ``[True]`` and
-        ``[1]`` are equal too."""
+        type, value). A list is cached by (key, its item types, its items): ``[True] == [1]``
+        too."""
         if type(value) is list:
-            return self._pairs[(key, list, tuple(zip(map(type, value), value)))]
+            return self._pairs[(key, tuple(map(type, value)), tuple(value))]
         return self._pairs[(key, type(value), value)]
 
     def record(self, ev: Event, observed_ns: int, trace_id: bytes, span_id: bytes) -> bytes:
