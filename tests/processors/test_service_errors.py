@@ -150,6 +150,22 @@ def test_http_bad_input_statuses() -> None:
             == 404
 
 
+def test_http_json_with_fields_unknown_to_us_is_accepted() -> None:
+    """OTLP/JSON receivers ignore unknown fields: a newer sender's request is a 200, not a 400."""
+    sent = samples.logs(3)
+    doc = json.loads(otlpjson.encode(sent))
+    doc["futureTopLevel"] = {"x": 1}
+    doc["resourceLogs"][0]["futureResourceField"] = [1, 2]
+    doc["resourceLogs"][0]["scopeLogs"][0]["logRecords"][0]["futureRecordField"] = "new"
+    with running_service() as run:
+        port = run.service.http_port
+        assert port
+        status, body, _ = _post(port, "/v1/logs", json.dumps(doc).encode(),
+                                {"Content-Type": "application/json"})
+        assert (status, json.loads(body)) == (200, {})
+        assert run.sink.logs == [sent]
+
+
 def test_partial_success_when_a_stage_drops_records() -> None:
     noise = NoiseControl(NoiseConfig(rate_per_second=0.001, burst=1,
                                      key_fields=(semconv.TRIGGER_RECORD_UID,)))
