@@ -32,6 +32,7 @@ from otelguard import semconv as sc
 from tests.ebpf.containers import container, new_container_id
 from tests.processors.k8s.test_apiserver import make_world
 from tests.support.kube import KubeCluster, start_cluster
+from tests.support.prerequisites import require_kube_apiserver
 from tests.support.stack import (
     BACKENDS_CONFIG, GATEWAY_CONFIG, Agent, Collector, Component, Jaeger, Loki, ProcessorService, Prometheus,
     backends_env, wait_until,
@@ -49,6 +50,7 @@ def label(key: str) -> str:
 
 @pytest.fixture(scope="module")
 def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeCluster]:
+    require_kube_apiserver()
     cluster = start_cluster(tmp_path_factory.mktemp("kube"))
     try:
         yield cluster

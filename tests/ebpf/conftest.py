@@ -3,7 +3,6 @@ helper that runs a command in a fresh container and returns the events it caused
 
 from __future__ import annotations
 
-import os
 import subprocess
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
@@ -15,14 +14,14 @@ from otelguard.ebpf.sensor import Sensor
 from otelguard.ebpf.settings import SensorConfig
 from tests.ebpf.capture import collect, exited, flush, in_container
 from tests.ebpf.containers import CGROUP2_ROOT, Container, container
+from tests.support.prerequisites import require_root
 
 SCOPE = ("/kubepods.slice", "/kubepods")  # every layout containers.py makes lives under these
 
 
 @pytest.fixture(scope="session")
 def sensor() -> Iterator[Sensor]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root and the real kernel")
+    require_root()
     # Scoped to the kubepods cgroups, in the kernel: the machine is shared and busy (builds of
     # other work), and its noise would fill the ring buffer and make tests miss their records.
     for parent in SCOPE:

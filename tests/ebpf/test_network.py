@@ -17,6 +17,7 @@ from otelguard.ebpf.events import Event
 from otelguard.ebpf.sensor import Sensor
 from tests.ebpf.capture import collect, exited, flush, in_container, named
 from tests.ebpf.containers import container
+from tests.support.prerequisites import missing
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 
@@ -284,7 +285,7 @@ print(p.returncode)
 def test_real_glibc_resolver_queries(sensor: Sensor) -> None:
     """glibc's stub resolver: connect() to :53, sendmmsg of A + AAAA (maybe resent one by one)."""
     if not os.path.exists("/usr/bin/getent"):
-        pytest.skip("getent (glibc) not installed")
+        missing("/usr/bin/getent (glibc's resolver front end) is not installed: apt-get install libc-bin")
     _out, _pid, events = run_workload(sensor, GLIBC_RESOLVER, timeout_s=30)
     queries = named(events, semconv.EV_DNS_QUERY)
     got = {(e.attrs.get(semconv.DNS_QUESTION_NAME), e.attrs.get(semconv.DNS_QUESTION_TYPE))

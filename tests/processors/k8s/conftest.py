@@ -6,14 +6,13 @@ from typing import Any, Iterator
 
 import pytest
 
-from tests.support.kube import KubeCluster, apiserver_binary, start_cluster
+from tests.support.kube import KubeCluster, start_cluster
+from tests.support.prerequisites import require_kube_apiserver
 
 
 @pytest.fixture(scope="session")
 def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeCluster]:
-    if not apiserver_binary().exists():
-        pytest.fail(f"{apiserver_binary()} missing: run `bash scripts/stack/build.sh kube-apiserver`"
-                    " (or `make stack-build`) before the e2e tests")
+    require_kube_apiserver()
     cluster = start_cluster(tmp_path_factory.mktemp("kube"))
     try:
         yield cluster
