@@ -96,7 +96,7 @@ def key_value(key: str, value: AttrValue) -> bytes:
 _KEY_FIELDS: dict[str, bytes] = {}
 
 
-def _unique_attribute(key: str, value: object) -> bytes:
+def _unique_attribute(key: str, value: AttrValue) -> bytes:
     """An attribute field for a value seen once (record uid, duration): short-cut encoding,
     with every length in one byte for the usual sizes (two of these per sensor record)."""
     kf = _KEY_FIELDS.get(key)
@@ -114,7 +114,7 @@ def _unique_attribute(key: str, value: object) -> bytes:
         size = len(kf) + n + 3
         if size < 0x80:
             return bytes((0x32, size)) + kf + bytes((0x12, n + 1, 0x18)) + vb
-    return field_len(0x32, key_value(key, value))  # type: ignore[arg-type]
+    return field_len(0x32, key_value(key, value))
 
 
 # (key, value type, value); a list as (key, its item types, its items as a tuple)
@@ -138,14 +138,15 @@ class _PairCache(dict[_CacheKey, bytes]):
         self.max_entries = max_entries
 
     def __missing__(self, pair: _CacheKey) -> bytes:
-        key, _, value = pair
-        if value is _SKIP:
+        key, _, cached = pair
+        if cached is _SKIP:
             self[pair] = b""
             return b""
+        # the keys are built from AttrValue pairs only, a list as its tuple (any_value takes it)
+        value = cast(AttrValue, cached)
         if key in UNCACHED_KEYS:
             return _unique_attribute(key, value)
-        # the keys are built from AttrValue pairs only, a list as its tuple (any_value takes it)
-        hit = field_len(0x32, key_value(key, cast(AttrValue, value)))
+        hit = field_len(0x32, key_value(key, value))
         if len(self) >= self.max_entries:
             self.clear()
         self[pair] = hit
