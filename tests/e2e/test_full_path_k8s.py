@@ -33,9 +33,10 @@ from tests.ebpf.containers import container, new_container_id
 from tests.processors.k8s.test_apiserver import make_world
 from tests.support.kube import KubeCluster, start_cluster
 from tests.support.prerequisites import require_kube_apiserver
+from tests.support.polling import wait_until
 from tests.support.stack import (
     BACKENDS_CONFIG, GATEWAY_CONFIG, Agent, Collector, Component, Jaeger, Loki, ProcessorService, Prometheus,
-    backends_env, wait_until,
+    backends_env,
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kernel]

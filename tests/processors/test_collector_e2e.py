@@ -27,7 +27,9 @@ from otelguard.processors.otlp import attrs_dict, iter_log_records, iter_spans
 from otelguard.transport.otlp_grpc import OtlpGrpcTransport
 
 from . import samples
-from .service_fixtures import running_service, wait_for
+from tests.support.polling import wait_for
+
+from .service_fixtures import running_service
 from .test_service_errors import _grpc_call
 
 pytestmark = pytest.mark.e2e

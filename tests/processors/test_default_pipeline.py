@@ -10,7 +10,9 @@ from otelguard.processors.otlp import attrs_dict, iter_log_records
 from otelguard.processors.service import apply_rules, default_specs
 
 from .detection.casefile import batch_of, load_cases
-from .service_fixtures import running_service, wait_for
+from tests.support.polling import wait_for
+
+from .service_fixtures import running_service
 from .test_service_errors import _grpc_call
 
 RULE = "Terminal shell in container"

@@ -17,7 +17,7 @@ from otelguard import otlpjson, semconv
 from otelguard.processors.otlp import attrs_dict, iter_log_records
 
 from . import samples
-from .service_fixtures import wait_for
+from tests.support.polling import wait_for
 from .test_collector_e2e import _free_port, _listening
 from .test_service_errors import _grpc_call, _proto
 

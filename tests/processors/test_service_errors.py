@@ -29,7 +29,9 @@ from otelguard.processors.stage import Batch
 from otelguard.transport.otlp_grpc import OtlpGrpcTransport
 
 from . import samples
-from .service_fixtures import running_service, wait_for
+from tests.support.polling import wait_for
+
+from .service_fixtures import running_service
 
 LOGS = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
 TRACES = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"

@@ -12,6 +12,7 @@ from otelguard.exporter.settings import NodeIdentity
 from otelguard.transport import Delivery, ExportResult, InMemoryTransport, RetryPolicy, Spool
 from otelguard.transport.otlp_grpc import OtlpGrpcTransport
 from tests.exporter.scenario import shell_session
+from tests.support.polling import wait_until
 from tests.transport.receivers import GrpcReceiver
 
 FAST = RetryPolicy(attempts=3, initial_backoff_s=0.01, max_backoff_s=0.05, down_max_s=0.05)
@@ -33,13 +34,6 @@ def _batches(n: int) -> list[tuple[bytes, int]]:
     return out
 
 
-def _wait(cond: "object", timeout: float = 10.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():  # type: ignore[operator]
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_retries_then_succeeds_without_spooling(tmp_path: Path) -> None:
@@ -94,7 +88,7 @@ def test_endpoint_down_spools_then_replays_everything_exactly_once(tmp_path: Pat
         time.sleep(0.1)  # past the down window
         for data, n in batches[20:]:
             assert d.send_logs(data, n)
-        assert _wait(lambda: d.replay() >= 0 and len(spool) == 0)
+        assert wait_until(lambda: d.replay() >= 0 and len(spool) == 0, 10.0, interval=0.05)
         assert receiver.log_records() == total - sum(n for _, n in batches[:5])
         # order kept: the spooled batches arrived before the new ones
         pids = [r.log_records[0].attributes[0].value.int_value

@@ -12,7 +12,9 @@ from otelguard.processors.detection.spans import detection_spans
 from otelguard.processors.otlp import attrs_dict, iter_log_records, iter_spans, set_attrs
 from otelguard.processors.service import default_specs
 
-from ..service_fixtures import running_service, wait_for
+from tests.support.polling import wait_for
+
+from ..service_fixtures import running_service
 from ..test_service_errors import _grpc_call
 from .casefile import batch_of, load_cases
 
