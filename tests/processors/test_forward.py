@@ -6,7 +6,6 @@ import grpc
 import pytest
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 
-from otelguard.processors import metrics
 from otelguard.processors.config import ForwardSection
 from otelguard.processors.errors import RequestError
 from otelguard.processors.forward import Forwarder

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Optional
 
 from otelguard import semconv
-from otelguard.processors import metrics
 from otelguard.processors.noise import Config as NoiseConfig
 from otelguard.processors.noise import NoiseControl
 from otelguard.processors.otlp import attrs_dict, count_records, iter_log_records, set_attr

@@ -18,7 +18,6 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
 )
 
 from otelguard import otlpjson, semconv
-from otelguard.processors import metrics
 from otelguard.processors.config import ServiceSection
 from otelguard.processors.noise import Config as NoiseConfig
 from otelguard.processors.noise import NoiseControl

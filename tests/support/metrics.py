@@ -28,18 +28,27 @@ def scrape(url: str, timeout: float = 10.0) -> str:
         return bytes(resp.read()).decode()
 
 
-def sample(name: str, text: str | None = None, **labels: str) -> float:
-    """The value of sample ``name`` with exactly ``labels`` in ``text`` (the registry's exposition
-    by default). A labelled series not yet touched reads 0.0, as Prometheus' ``or vector(0)``
-    would; a name that no metric in ``text`` exposes is an error (a typo must not read 0)."""
+def series(name: str, text: str | None = None) -> list[tuple[dict[str, str], float]]:
+    """(labels, value) of every sample ``name`` in ``text`` (the registry's exposition by
+    default). A name that no metric in ``text`` exposes is an error (a typo must not read 0)."""
     known = False
+    out: list[tuple[dict[str, str], float]] = []
     for family in text_string_to_metric_families(registry_text() if text is None else text):
         if name not in {family.name + s for s in _SUFFIXES}:
             continue
         known = True
-        for s in family.samples:
-            if s.name == name and s.labels == labels:
-                return float(s.value)
+        out.extend((s.labels, float(s.value)) for s in family.samples if s.name == name)
     if not known:
         raise AssertionError(f"no metric exposes a sample named {name!r}")
-    return 0.0
+    return out
+
+
+def sample(name: str, text: str | None = None, **labels: str) -> float:
+    """The value of sample ``name`` with exactly ``labels``; a labelled series not yet touched
+    reads 0.0, as Prometheus' ``or vector(0)`` would."""
+    return next((v for have, v in series(name, text) if have == labels), 0.0)
+
+
+def total(name: str, text: str | None = None, **labels: str) -> float:
+    """The sum of the samples ``name`` whose labels include ``labels`` (``sum by`` in PromQL)."""
+    return sum(v for have, v in series(name, text) if labels.items() <= have.items())

@@ -5,12 +5,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from otelguard import telemetry
 from otelguard.ebpf.events import Event
 from otelguard.exporter.builder import OtlpBuilder
 from otelguard.exporter.settings import NodeIdentity
 from otelguard.transport import Delivery, ExportResult, InMemoryTransport, RetryPolicy, Spool
 from otelguard.transport.otlp_grpc import OtlpGrpcTransport
+from tests.support.metrics import sample
 from tests.exporter.scenario import shell_session
 from tests.support.polling import wait_until
 from tests.transport.receivers import GrpcReceiver
@@ -20,7 +20,7 @@ NODE = NodeIdentity("n", "h", "i")
 
 
 def _dropped(stage: str, reason: str) -> float:
-    return telemetry.counter_values(telemetry.dropped).get((stage, reason), 0.0)
+    return sample("otelguard_dropped_total", stage=stage, reason=reason)
 
 
 def _batches(n: int) -> list[tuple[bytes, int]]:
