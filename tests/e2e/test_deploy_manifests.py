@@ -7,7 +7,6 @@ probe shapes, capabilities, PDB selectors) without persisting anything.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Iterator
 
 import pytest

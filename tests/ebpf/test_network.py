@@ -6,20 +6,15 @@ from __future__ import annotations
 import errno
 import json
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from otelguard import semconv
 from otelguard.ebpf.events import Event
 from otelguard.ebpf.sensor import Sensor
-from tests.ebpf.capture import collect, exited, flush, in_container, named
-from tests.ebpf.containers import container
+from tests.ebpf.capture import named, run_workload
 from tests.support.prerequisites import missing
 
-SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 pytestmark = pytest.mark.kernel
 
@@ -104,19 +99,6 @@ u.close()
 time.sleep(0.2)
 print(json.dumps(out))
 '''
-
-
-def run_workload(sensor: Sensor, code: str, timeout_s: float = 20.0) -> tuple[str, int, list[Event]]:
-    """Run ``python -c code`` in a fresh container; (stdout, pid, that pid's events) once its
-    exit event arrived. Module-scoped callers share one run across several assertions."""
-    flush(sensor)
-    with container() as c:
-        with c.popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
-                     stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": SRC}) as p:
-            out, err = p.communicate(timeout=timeout_s)
-        assert p.returncode == 0, err.decode()
-        events = collect(sensor, in_container(c.container_id), exited(p.pid), timeout_s)
-    return out.decode(), p.pid, events
 
 
 @pytest.fixture(scope="module")
