@@ -19,9 +19,8 @@ from otelguard.processors.k8s import K8sEnricher
 from tests.attacks.harness import PYTHON, run_attack
 from tests.ebpf.containers import new_container_id
 from tests.processors.k8s import objects as o
-from tests.processors.k8s.conftest import admin, kube  # noqa: F401  (session fixtures)
-from tests.processors.k8s.test_apiserver import (  # noqa: F401  (enricher_factory: fixture)
-    IMAGE, create_running_pod, enricher_factory, make_namespace, next_ip,
+from tests.support.kube_world import (  # noqa: F401  (admin, kube, enricher_factory: fixtures)
+    IMAGE, admin, create_running_pod, enricher_factory, kube, make_namespace, next_ip,
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kernel, pytest.mark.timeout(180)]

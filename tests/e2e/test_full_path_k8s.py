@@ -30,8 +30,8 @@ import yaml
 
 from otelguard import semconv as sc
 from tests.ebpf.containers import container, new_container_id
-from tests.processors.k8s.test_apiserver import make_world
 from tests.support.kube import KubeCluster, start_cluster
+from tests.support.kube_world import make_world
 from tests.support.prerequisites import require_kube_apiserver
 from tests.support.polling import wait_until
 from tests.support.stack import (

@@ -16,7 +16,7 @@ from otelguard.processors.otlp import attrs_dict
 
 from tests.ebpf.containers import container, new_container_id
 from tests.support.prerequisites import require_root
-from tests.processors.k8s.test_apiserver import enricher_factory, make_world  # noqa: F401
+from tests.support.kube_world import enricher_factory, make_world  # noqa: F401  (fixture)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kernel]
 
