@@ -13,6 +13,7 @@ from otelguard.processors.detection.parser import ConditionSyntaxError, parse_co
 from .casefile import batch_of
 from .records import CONNECT, EXEC, OPEN, fires
 
+
 @pytest.mark.parametrize("cond,expected", [
     # = != and string operators
     ("proc.name = bash", True), ("proc.name == bash", True), ("proc.name = sh", False),
