@@ -30,9 +30,8 @@ import yaml
 
 from otelguard import semconv as sc
 from tests.ebpf.containers import container, new_container_id
-from tests.support.kube import KubeCluster, start_cluster
-from tests.support.kube_world import make_world
-from tests.support.prerequisites import require_kube_apiserver
+from tests.support.kube import KubeCluster
+from tests.support.kube_world import kube, make_world  # noqa: F401  (kube: session fixture)
 from tests.support.polling import wait_until
 from tests.support.stack import (
     BACKENDS_CONFIG, GATEWAY_CONFIG, Agent, Collector, Component, Jaeger, Loki, ProcessorService, Prometheus,
@@ -47,16 +46,6 @@ RULE = "Netcat Remote Code Execution in Container"
 def label(key: str) -> str:
     """An OTel key as Loki shows it (dots become underscores)."""
     return key.replace(".", "_")
-
-
-@pytest.fixture(scope="module")
-def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeCluster]:
-    require_kube_apiserver()
-    cluster = start_cluster(tmp_path_factory.mktemp("kube"))
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
 
 
 @pytest.fixture(scope="module")
