@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from otelguard import semconv as sc
 from otelguard.processors.otlp import attrs_dict, get_attr, iter_log_records, iter_spans
 from tests.ebpf.containers import container
+from tests.support.metrics import scrape, total
 from tests.support.polling import wait_until
 from tests.transport.receivers import GrpcReceiver, free_port
 
@@ -94,8 +94,8 @@ def test_agent_exports_container_activity_and_exits_cleanly(tmp_path: Path) -> N
             conn_name = f"connect 127.0.0.1:{receiver.port}"
             assert wait_until(lambda: any(span.name == conn_name for req in list(receiver.traces)
                                      for _, span in iter_spans(req)), 30, interval=0.2), "no connection span"
-            body = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read()
-            assert b"otelguard_events_total" in body
+            metrics = scrape(f"http://127.0.0.1:{metrics_port}/metrics")
+            assert total("otelguard_events_total", metrics, event_name=sc.EV_PROCESS_EXEC) > 0
             code, err = _stop(proc)
             assert code == 0, err[-3000:]
             records = _container_records(receiver, c.container_id)
