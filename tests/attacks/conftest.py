@@ -1,4 +1,4 @@
-"""Fixtures for the attack tests: the session Sensor of tests/ebpf (BCC compiles once) and one
+"""Fixtures for the attack tests: the session Sensor (tests/support/sensor.py; BCC compiles once) and one
 detection stage built like the product's (rules compile once)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 
 from otelguard.processors.detection.processor import FalcoRulesProcessor
 from tests.attacks.harness import detection_stage, same_fs_dir, PYTHON
-from tests.ebpf.conftest import sensor  # noqa: F401  (re-exported session fixture)
+from tests.support.sensor import sensor  # noqa: F401  (re-exported session fixture)
 
 
 @pytest.fixture(scope="session")

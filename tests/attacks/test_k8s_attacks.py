@@ -19,9 +19,8 @@ from otelguard.processors.k8s import K8sEnricher
 from tests.attacks.harness import PYTHON, run_attack
 from tests.ebpf.containers import new_container_id
 from tests.processors.k8s import objects as o
-from tests.processors.k8s.conftest import admin, kube  # noqa: F401  (session fixtures)
-from tests.processors.k8s.test_apiserver import (  # noqa: F401  (enricher_factory: fixture)
-    IMAGE, create_running_pod, enricher_factory, make_namespace, next_ip,
+from tests.support.kube_world import (  # noqa: F401  (admin, kube, enricher_factory: fixtures)
+    IMAGE, admin, create_running_pod, enricher_factory, eventually, kube, make_namespace, next_ip,
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kernel, pytest.mark.timeout(180)]
@@ -53,7 +52,13 @@ def test_contact_k8s_api_server_from_container(
     from kubernetes import client
 
     core: Any = client.CoreV1Api(admin)  # the client's stubs do not take plain dict bodies
-    api_ip = str(core.read_namespaced_service("kubernetes", "default").spec.cluster_ip)
+
+    def api_services() -> list[Any]:
+        return list(core.list_namespaced_service(
+            "default", field_selector="metadata.name=kubernetes").items)
+
+    # a fresh API server creates its own Service a moment after it reports ready
+    api_ip = str(eventually(api_services, 30, "the default/kubernetes Service")[0].spec.cluster_ip)
     ns = make_namespace(admin)
     svc = core.create_namespaced_service(ns, o.service(ns, "web-svc", None, "web"))
     other_ip = str(svc.spec.cluster_ip)

@@ -16,16 +16,9 @@ from otelguard import semconv as S
 from otelguard.ebpf.sensor import Sensor
 from otelguard.processors.detection.processor import FalcoRulesProcessor
 from tests.attacks.harness import PYTHON_NAME, Attack, named_binary, python_attack
+from tests.attacks.payloads import CONNECTED, PIPE_SHELL, REVERSE_SHELL
 
 pytestmark = [pytest.mark.kernel, pytest.mark.timeout(90)]
-
-# A listener and a connected client in one process; ``client`` is the attacker's connection.
-CONNECTED = r"""
-import os, socket, subprocess, sys, time
-srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen(1)
-client = socket.create_connection(srv.getsockname())
-peer, _ = srv.accept()
-"""
 
 REDIRECT = CONNECTED + r"""
 os.dup2(client.fileno(), 0)
@@ -67,20 +60,6 @@ def test_pipe_redirected_to_stdin_does_not_fire(sensor: Sensor,
     attack = python_attack(sensor, stage, REDIRECT_PIPE)
     assert [d[S.DUP_OLD_FD_TYPE] for d in _dups(attack)] == ["pipe"]
     assert not attack.fired("Redirect STDOUT/STDIN to Network Connection in Container")
-
-
-REVERSE_SHELL = CONNECTED + r"""
-for fd in (0, 1, 2):
-    os.dup2(client.fileno(), fd)
-os.execv("/bin/sh", ["sh", "-c", "sleep 0.3"])
-"""
-
-PIPE_SHELL = r"""
-import os
-r, w = os.pipe()
-os.dup2(r, 0)
-os.execv("/bin/sh", ["sh", "-c", "sleep 0.3"])
-"""
 
 
 def test_reverse_shell(sensor: Sensor, stage: FalcoRulesProcessor) -> None:

@@ -19,7 +19,7 @@ from otelguard.otlp import jsoncodec
 from otelguard import semconv as S
 from otelguard.otlp.messages import attrs_dict
 from tests.attacks.harness import PYTHON, SRC
-from tests.attacks.test_network_attacks import REVERSE_SHELL, PIPE_SHELL
+from tests.attacks.payloads import PIPE_SHELL, REVERSE_SHELL
 from tests.ebpf.containers import container
 
 pytestmark = [pytest.mark.kernel, pytest.mark.timeout(300)]

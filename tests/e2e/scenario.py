@@ -17,16 +17,23 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Union
+from typing import TYPE_CHECKING, Union
+
+import grpc
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2_grpc import LogsServiceStub
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc import TraceServiceStub
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span
 
 from otelguard import semconv as sc
+
+if TYPE_CHECKING:
+    from tests.support.stack import Collector
 
 Value = Union[str, int, bool]
 
@@ -169,3 +176,10 @@ class Scenario:
                         sc.NETWORK_PEER_PORT: 4444}),
         ])
         return ExportTraceServiceRequest(resource_spans=[rs])
+
+
+def send(collector: "Collector", scenario: Scenario) -> None:
+    """OTLP/gRPC into the Collector, as the processor service sends (logs, then spans)."""
+    with grpc.insecure_channel(collector.otlp_grpc) as channel:
+        LogsServiceStub(channel).Export(scenario.logs(), timeout=10)  # type: ignore[no-untyped-call]
+        TraceServiceStub(channel).Export(scenario.traces(), timeout=10)  # type: ignore[no-untyped-call]

@@ -26,7 +26,8 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from otelguard import semconv as sc
 from otelguard.otlp.messages import get_attr, iter_log_records
 from tests.ebpf.containers import container
-from tests.support.stack import Agent, Collector, Component, wait_until
+from tests.support.polling import wait_until
+from tests.support.stack import Agent, Collector, Component
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kernel]
 

@@ -15,10 +15,10 @@ from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service
 from opentelemetry.proto.logs.v1.logs_pb2 import ResourceLogs
 
 from otelguard import semconv as sc
-from tests.e2e.conftest import send
-from tests.e2e.scenario import Scenario
+from tests.e2e.scenario import Scenario, send
+from tests.support.polling import wait_until
 from tests.support.stack import (
-    BACKENDS_CONFIG, GATEWAY_CONFIG, ROOT, Collector, free_port, validate_collector_config, wait_until,
+    BACKENDS_CONFIG, GATEWAY_CONFIG, ROOT, Collector, free_port, validate_collector_config,
 )
 
 pytestmark = pytest.mark.e2e

@@ -7,12 +7,13 @@ probe shapes, capabilities, PDB selectors) without persisting anything.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 import yaml
 
+from tests.support.kube import start_cluster
+from tests.support.prerequisites import require_kube_apiserver
 from tests.support.stack import ROOT
 
 pytestmark = pytest.mark.e2e
@@ -32,10 +33,10 @@ def manifest_documents() -> list[tuple[str, dict[str, Any]]]:
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    kube = pytest.importorskip("tests.support.kube")
     from kubernetes import config
 
-    cluster = kube.start_cluster(tmp_path_factory.mktemp("kube-deploy"))
+    require_kube_apiserver()
+    cluster = start_cluster(tmp_path_factory.mktemp("kube-deploy"))
     try:
         yield config.new_client_from_config(str(cluster.kubeconfig))  # type: ignore[no-untyped-call]
     finally:

@@ -30,11 +30,12 @@ import yaml
 
 from otelguard import semconv as sc
 from tests.ebpf.containers import container, new_container_id
-from tests.processors.k8s.test_apiserver import make_world
-from tests.support.kube import KubeCluster, start_cluster
+from tests.support.kube import KubeCluster
+from tests.support.kube_world import kube, make_world  # noqa: F401  (kube: session fixture)
+from tests.support.polling import wait_until
 from tests.support.stack import (
     BACKENDS_CONFIG, GATEWAY_CONFIG, Agent, Collector, Component, Jaeger, Loki, ProcessorService, Prometheus,
-    backends_env, wait_until,
+    backends_env,
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kernel]
@@ -45,15 +46,6 @@ RULE = "Netcat Remote Code Execution in Container"
 def label(key: str) -> str:
     """An OTel key as Loki shows it (dots become underscores)."""
     return key.replace(".", "_")
-
-
-@pytest.fixture(scope="module")
-def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeCluster]:
-    cluster = start_cluster(tmp_path_factory.mktemp("kube"))
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
 
 
 @pytest.fixture(scope="module")

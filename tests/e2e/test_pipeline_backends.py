@@ -12,7 +12,8 @@ import pytest
 
 from otelguard import semconv as sc
 from tests.e2e.scenario import REVERSE_SHELL_PEER, Scenario
-from tests.support.stack import Collector, Jaeger, Loki, Prometheus, wait_until
+from tests.support.polling import wait_until
+from tests.support.stack import Collector, Jaeger, Loki, Prometheus
 
 pytestmark = pytest.mark.e2e
 

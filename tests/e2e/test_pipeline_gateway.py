@@ -16,9 +16,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc import TraceS
 
 from otelguard import semconv as sc
 from tests.e2e.scenario import Scenario
+from tests.support.polling import wait_until
 from tests.support.stack import (
     BACKENDS_CONFIG, GATEWAY_CONFIG, Collector, Jaeger, Loki, ProcessorService, Prometheus, backends_env,
-    wait_until,
 )
 
 pytestmark = pytest.mark.e2e

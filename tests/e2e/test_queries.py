@@ -17,7 +17,8 @@ import pytest
 import yaml
 
 from tests.e2e.scenario import KUBE_API_ADDRESS, Scenario
-from tests.support.stack import ROOT, Jaeger, Loki, Prometheus, StackError, wait_until
+from tests.support.polling import wait_until
+from tests.support.stack import ROOT, Jaeger, Loki, Prometheus, StackError
 
 pytestmark = pytest.mark.e2e
 

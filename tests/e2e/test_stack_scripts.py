@@ -16,7 +16,8 @@ import pytest
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2_grpc import LogsServiceStub
 
 from tests.e2e.scenario import Scenario
-from tests.support.stack import ROOT, get_json, http_get, wait_until
+from tests.support.polling import wait_until
+from tests.support.stack import ROOT, get_json, http_get
 
 pytestmark = pytest.mark.e2e
 

@@ -8,12 +8,19 @@ passes. Events of other processes are discarded.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Callable, Iterable, Optional
 
 from otelguard import semconv
 from otelguard.ebpf.events import Event
 from otelguard.ebpf.sensor import Sensor
+from tests.ebpf.containers import container
+
+SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 
 def collect(
@@ -58,3 +65,16 @@ def flush(sensor: Sensor, max_s: float = 2.0) -> None:
     deadline = time.monotonic() + max_s
     while time.monotonic() < deadline and sensor.drain(65536, 0.0):
         pass
+
+
+def run_workload(sensor: Sensor, code: str, timeout_s: float = 20.0) -> tuple[str, int, list[Event]]:
+    """Run ``python -c code`` in a fresh container; (stdout, pid, that pid's events) once its
+    exit event arrived. Module-scoped callers share one run across several assertions."""
+    flush(sensor)
+    with container() as c:
+        with c.popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                     stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": SRC}) as p:
+            out, err = p.communicate(timeout=timeout_s)
+        assert p.returncode == 0, err.decode()
+        events = collect(sensor, in_container(c.container_id), exited(p.pid), timeout_s)
+    return out.decode(), p.pid, events

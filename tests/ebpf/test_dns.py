@@ -7,7 +7,7 @@ import string
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from otelguard.ebpf.dns import build_query, parse_query, qtype_name
+from otelguard.ebpf.dns import HEADER_LEN, DnsQuestion, build_query, parse_query, qtype_name
 
 
 def test_plain_query_name_type_and_id() -> None:
@@ -99,6 +99,47 @@ def test_roundtrip_of_valid_names(labels: list[str], qtype: int, tcp: bool) -> N
     assert q.name == name and q.qtype == qtype
 
 
+def _wire_name(name: str) -> bytes:
+    r"""The wire form of a name in the parser's presentation form (``\.``, ``\\``, ``\DDD``
+    undone), to hold a parsed name against the bytes it was read from."""
+    if name == ".":
+        return b"\x00"
+    out, label, i = bytearray(), bytearray(), 0
+    while i < len(name):
+        c = name[i]
+        if c == "\\" and name[i + 1].isdigit():
+            label.append(int(name[i + 1:i + 4]))
+            i += 4
+            continue
+        if c == "\\":
+            label.append(ord(name[i + 1]))
+            i += 2
+            continue
+        if c == ".":
+            out += bytes([len(label)]) + label
+            label = bytearray()
+        else:
+            label.append(ord(c))
+        i += 1
+    return bytes(out + bytes([len(label)]) + label + b"\x00")
+
+
+def _assert_read_from(data: bytes, q: DnsQuestion) -> None:
+    """``q`` is the first question of ``data``: its name and type are the bytes after the header."""
+    assert all(0x21 <= ord(c) <= 0x7E for c in q.name), q.name  # escaped: safe to log
+    start = (2 if q.tcp_framed else 0) + HEADER_LEN
+    wire = _wire_name(q.name)
+    assert data[start:start + len(wire)] == wire, (q.name, data[start:start + len(wire)])
+    end = start + len(wire)
+    assert (q.qtype, q.qclass) == (int.from_bytes(data[end:end + 2], "big"),
+                                   int.from_bytes(data[end + 2:end + 4], "big"))
+
+
+def test_wire_name_undoes_the_escapes() -> None:
+    assert _wire_name("a\\.b\\\\c\\000\\255.com") == b"\x07a.b\\c\x00\xff\x03com\x00"
+    assert _wire_name(".") == b"\x00"
+
+
 @settings(max_examples=2000, deadline=None)
 @given(st.binary(max_size=600))
 def test_fuzz_never_raises(data: bytes) -> None:
@@ -106,12 +147,20 @@ def test_fuzz_never_raises(data: bytes) -> None:
     if q is not None:
         assert q.name and len(q.name) <= 255 * 4  # escapes can grow the text, never unbounded
         assert 0 <= q.qtype <= 65535
+        _assert_read_from(data, q)
 
 
 @settings(max_examples=500, deadline=None)
 @given(st.binary(min_size=1, max_size=40), st.integers(0, 200))
 def test_fuzz_mutated_real_queries(patch: bytes, at: int) -> None:
-    base = bytearray(build_query("mutated.example.com", tcp=at % 2 == 0))
+    tcp = at % 2 == 0
+    base = bytearray(build_query("mutated.example.com", tcp=tcp))
     at %= len(base)
     base[at:at + len(patch)] = patch
-    parse_query(bytes(base))  # must not raise
+    q = parse_query(bytes(base))
+    if q is not None:
+        _assert_read_from(bytes(base), q)
+    name_end = HEADER_LEN + len(b"\x07mutated\x07example\x03com\x00")
+    if not tcp and (at + len(patch) <= 2 or at >= name_end):
+        # only the query id, or only what follows the name, was overwritten: the name stands
+        assert q is not None and q.name == "mutated.example.com"

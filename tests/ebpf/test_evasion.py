@@ -12,8 +12,7 @@ from otelguard import semconv
 from otelguard.ebpf.evasion import opcode_name
 from otelguard.ebpf.events import Event
 from otelguard.ebpf.sensor import Sensor
-from tests.ebpf.capture import named
-from tests.ebpf.test_network import run_workload
+from tests.ebpf.capture import named, run_workload
 
 pytestmark = pytest.mark.kernel
 

@@ -6,7 +6,7 @@ from otelguard import semconv
 from otelguard.ebpf import evasion
 from otelguard.ebpf.evasion import EvasionProbe, SetupRecord, SubmitRecord, setup_flag_names
 from otelguard.ebpf.probe import ProbeConfig
-from tests.ebpf.test_network_decode import RecordingContext, header
+from tests.support.decoding import RecordingContext, header
 
 P = EvasionProbe()
 

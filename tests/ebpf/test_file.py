@@ -15,7 +15,7 @@ import pytest
 from otelguard import semconv
 from otelguard.ebpf.events import Event
 from tests.ebpf.capture import named
-from tests.ebpf.conftest import RunInContainer
+from tests.support.sensor import RunInContainer
 
 pytestmark = pytest.mark.kernel
 PY = os.path.realpath(sys.executable)

@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -16,10 +15,10 @@ from otelguard import semconv
 from otelguard.ebpf.events import Event
 from otelguard.ebpf.sensor import Sensor
 from otelguard.ebpf.settings import SensorConfig
-from tests.ebpf.capture import collect, exited, flush, in_container, named
+from tests.ebpf.capture import SRC, collect, exited, flush, in_container, named, run_workload
 from tests.ebpf.containers import container
+from tests.support.prerequisites import missing, require_root
 
-SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 pytestmark = pytest.mark.kernel
 
@@ -104,19 +103,6 @@ u.close()
 time.sleep(0.2)
 print(json.dumps(out))
 '''
-
-
-def run_workload(sensor: Sensor, code: str, timeout_s: float = 20.0) -> tuple[str, int, list[Event]]:
-    """Run ``python -c code`` in a fresh container; (stdout, pid, that pid's events) once its
-    exit event arrived. Module-scoped callers share one run across several assertions."""
-    flush(sensor)
-    with container() as c:
-        with c.popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
-                     stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": SRC}) as p:
-            out, err = p.communicate(timeout=timeout_s)
-        assert p.returncode == 0, err.decode()
-        events = collect(sensor, in_container(c.container_id), exited(p.pid), timeout_s)
-    return out.decode(), p.pid, events
 
 
 @pytest.fixture(scope="module")
@@ -285,7 +271,7 @@ print(p.returncode)
 def test_real_glibc_resolver_queries(sensor: Sensor) -> None:
     """glibc's stub resolver: connect() to :53, sendmmsg of A + AAAA (maybe resent one by one)."""
     if not os.path.exists("/usr/bin/getent"):
-        pytest.skip("getent (glibc) not installed")
+        missing("/usr/bin/getent (glibc's resolver front end) is not installed: apt-get install libc-bin")
     _out, _pid, events = run_workload(sensor, GLIBC_RESOLVER, timeout_s=30)
     queries = named(events, semconv.EV_DNS_QUERY)
     got = {(e.attrs.get(semconv.DNS_QUESTION_NAME), e.attrs.get(semconv.DNS_QUESTION_TYPE))
@@ -373,9 +359,9 @@ def test_listener_older_than_the_agent_is_learnt_from_its_closes() -> None:
     """A listener that predates the agent (its LISTEN change was never seen): the first close
     of an accepted connection, run in the owner's context, teaches that the port is
     unwatched; the rest of the churn stays in the kernel."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root and the real kernel")
-    from tests.ebpf.conftest import SCOPE
+    from tests.support.sensor import SCOPE
+
+    require_root()
 
     churn = _churn(CHURN_CONNECTIONS)       # listening before this sensor exists
     with Sensor(SensorConfig(cgroup_scope=SCOPE)) as fresh:

@@ -9,33 +9,16 @@ import socket
 import struct
 from typing import Optional
 
-from otelguard import semconv, telemetry
+from otelguard import semconv
 from otelguard.ebpf import network, sockets
 from otelguard.ebpf.connections import EINPROGRESS, TCP_CLOSE, TCP_ESTABLISHED, TCP_SYN_RECV, TCP_SYN_SENT
 from otelguard.ebpf.dns import build_query
-from otelguard.ebpf.events import AttrValue, Event
+from otelguard.ebpf.events import Event
 from otelguard.ebpf.network import AddrRecord, DnsRecord, NetworkProbe, SocketRecord, StateRecord
 from otelguard.ebpf.probe import Header, ProbeConfig
 from otelguard.ebpf.sockets import decode_sockaddr
-
-
-class RecordingContext:
-    """A DecodeContext for unit tests: header fields straight into the Event, no process table."""
-
-    def make_event(self, hdr: Header, name: str, syscall: str,
-                   attrs: dict[str, AttrValue]) -> Event:
-        return Event(name=name, time_ns=int(hdr.ktime_ns), pid=int(hdr.pid), tid=int(hdr.tid),
-                     syscall=syscall, ret=int(hdr.ret), attrs=attrs)
-
-    def resolve_path(self, pid: int, dirfd: int, path: str) -> str:
-        return path if path.startswith("/") else f"/cwd-of-{pid}/{path}"
-
-
-def header(type_id: int, pid: int = 100, ret: int = 0, ktime: int = 1_000) -> Header:
-    h = Header()
-    h.type, h.pid, h.tid, h.ret, h.ktime_ns = type_id, pid, pid, ret, ktime
-    h.comm = b"test"
-    return h
+from tests.support.decoding import RecordingContext, header
+from tests.support.metrics import sample
 
 
 def sockaddr_in(addr: str, port: int) -> bytes:
@@ -198,16 +181,18 @@ def test_accept_without_peer_buffer_uses_the_bound_port() -> None:
     assert ev is not None and ev.attrs[semconv.NETWORK_PEER_PORT] == 33333
 
 
+def _owner_unknown() -> float:
+    return sample("otelguard_dropped_total", stage="decode", reason="connection_owner_unknown")
+
+
 def test_close_without_owner_is_counted_not_emitted() -> None:
     p = NetworkProbe()
-    before = telemetry.counter_values(telemetry.dropped).get(
-        ("decode", "connection_owner_unknown"), 0.0)
+    before = _owner_unknown()
     decode(p, network.T_STATE, state_record(
         0xF0, TCP_SYN_SENT, TCP_ESTABLISHED, ("10.0.0.1", 1), ("10.0.0.2", 2)))
     assert decode(p, network.T_STATE, state_record(
         0xF0, 4, TCP_CLOSE, ("10.0.0.1", 1), ("10.0.0.2", 2))) is None
-    after = telemetry.counter_values(telemetry.dropped)[("decode", "connection_owner_unknown")]
-    assert after == before + 1
+    assert _owner_unknown() == before + 1
 
 
 def test_tracker_tables_stay_bounded() -> None:
@@ -330,19 +315,18 @@ def test_scoped_sensor_does_not_count_out_of_scope_owners_as_lost() -> None:
 
     p = NetworkProbe()
     p.render(ProbeConfig(scoped=True), frozenset())
-    key = ("decode", "connection_owner_unknown")
-    before = telemetry.counter_values(telemetry.dropped).get(key, 0.0)
+    before = _owner_unknown()
     decode(p, network.T_STATE, state_record(
         0xF2, TCP_SYN_SENT, TCP_ESTABLISHED, ("10.0.0.1", 7), ("10.0.0.2", 8)))
     assert decode(p, network.T_STATE, state_record(
         0xF2, 4, TCP_CLOSE, ("10.0.0.1", 7), ("10.0.0.2", 8))) is None
-    assert telemetry.counter_values(telemetry.dropped).get(key, 0.0) == before
+    assert _owner_unknown() == before
     p.render(ProbeConfig(), frozenset())                 # unscoped again: counted
     decode(p, network.T_STATE, state_record(
         0xF3, TCP_SYN_SENT, TCP_ESTABLISHED, ("10.0.0.1", 9), ("10.0.0.2", 8)))
     decode(p, network.T_STATE, state_record(
         0xF3, 4, TCP_CLOSE, ("10.0.0.1", 9), ("10.0.0.2", 8)))
-    assert telemetry.counter_values(telemetry.dropped).get(key, 0.0) == before + 1
+    assert _owner_unknown() == before + 1
 
 
 def test_owner_stamped_by_the_kernel_pairs_exactly_in_both_orders() -> None:

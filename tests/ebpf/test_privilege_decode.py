@@ -14,7 +14,7 @@ from otelguard.ebpf.privilege import (
     fd_type, flag_names, module_name_from_path, signal_name,
 )
 from otelguard.ebpf.probe import ProbeConfig
-from tests.ebpf.test_network_decode import RecordingContext, header
+from tests.support.decoding import RecordingContext, header
 
 P = PrivilegeProbe()
 CTX = RecordingContext()

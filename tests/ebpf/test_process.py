@@ -13,7 +13,7 @@ import pytest
 from otelguard import semconv
 from otelguard.ebpf.events import Event
 from tests.ebpf.capture import named
-from tests.ebpf.conftest import RunInContainer
+from tests.support.sensor import RunInContainer
 from tests.ebpf.containers import RUNTIMES
 
 pytestmark = pytest.mark.kernel

@@ -9,7 +9,6 @@ from dataclasses import replace
 
 import pytest
 
-from otelguard import telemetry
 from otelguard.ebpf.errors import SensorError
 from otelguard.ebpf.file import create as create_file_probe
 from otelguard.ebpf.loader import load
@@ -18,6 +17,8 @@ from otelguard.ebpf.process import create as create_process_probe
 from otelguard.ebpf.sensor import Sensor
 from otelguard.ebpf.settings import SensorConfig
 from tests.ebpf.containers import container
+from tests.support.metrics import sample
+from tests.support.polling import wait_until
 
 pytestmark = pytest.mark.kernel
 
@@ -34,7 +35,7 @@ os.unlink(p)
 
 
 def _kernel_ring_drops() -> float:
-    return telemetry.counter_values(telemetry.dropped).get(("kernel_ring", "ringbuf_full"), 0.0)
+    return sample("otelguard_dropped_total", stage="kernel_ring", reason="ringbuf_full")
 
 
 def test_tiny_ring_buffer_counts_kernel_drops() -> None:
@@ -52,19 +53,20 @@ def test_tiny_ring_buffer_counts_kernel_drops() -> None:
     assert stats["events_by_name"].get("otelguard.file.open", 0) > 0  # some still got through
 
 
+def _queue_full() -> float:
+    return sample("otelguard_dropped_total", stage="user_queue", reason="queue_full")
+
+
 def test_full_user_queue_drops_and_counts() -> None:
     cfg = SensorConfig(probes=("file",), queue_size=10)
-    before = telemetry.counter_values(telemetry.dropped).get(("user_queue", "queue_full"), 0.0)
+    before = _queue_full()
     with Sensor(cfg) as s, container() as c:
         c.run([sys.executable, "-c", BURST.replace("10000", "300")], timeout=60)
-        deadline = time.monotonic() + 5
-        while s.stats()["queue_drops"] == 0 and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_until(lambda: s.stats()["queue_drops"] > 0, 5, interval=0.1)
         stats = s.stats()
         assert len(s.drain(1000, 0.1)) == 10
     assert stats["queue_drops"] > 0
-    after = telemetry.counter_values(telemetry.dropped)[("user_queue", "queue_full")]
-    assert after - before >= stats["queue_drops"]  # the session sensor may drop too
+    assert _queue_full() - before >= stats["queue_drops"]  # the session sensor may drop too
 
 
 class BrokenProbe:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from otelguard import semconv as sc
 from otelguard.ebpf.events import Event
+from otelguard.exporter.settings import NodeIdentity
 
 CID = "3f" * 32
 POD = "0d6c9a4e-2f6b-4b8e-9a51-8f0c6a1d2e33"
 T0 = 1_763_900_000_000_000_000
+NODE = NodeIdentity("node-a", "host-a", "4f1c0e6c9d1e4a37b3a2a1c6d9e8f7a0")
+OBSERVED = T0 + 10**9  # the builder's clock in golden tests
 
 
 def proc_attrs(pid: int, ppid: int, exe: str, path: str, uid: int = 0) -> dict[str, object]:
@@ -67,3 +70,17 @@ def shell_session() -> list[Event]:
         ev(sc.EV_PROCESS_EXEC, 8000, 300, "execve", 0, cron, start=8000, root=(300, 8000)),
         ev(sc.EV_PROCESS_EXEC, 9000, 301, "execve", 0, job, start=8900, root=(301, 8900)),
     ]
+
+
+def sorted_attrs(req: object) -> object:
+    """Attributes are a map in OTLP: the wire path writes list values last."""
+    for rl in req.resource_logs:  # type: ignore[attr-defined]
+        for sl in rl.scope_logs:
+            for rec in sl.log_records:
+                kvs = sorted(rec.attributes, key=lambda kv: kv.key)
+                copies = [type(kv)() for kv in kvs]
+                for c, kv in zip(copies, kvs):
+                    c.CopyFrom(kv)
+                del rec.attributes[:]
+                rec.attributes.extend(copies)
+    return req

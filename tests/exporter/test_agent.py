@@ -10,9 +10,8 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
@@ -21,6 +20,8 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from otelguard import semconv as sc
 from otelguard.otlp.messages import attrs_dict, get_attr, iter_log_records, iter_spans
 from tests.ebpf.containers import container
+from tests.support.metrics import scrape, total
+from tests.support.polling import wait_until
 from tests.transport.receivers import GrpcReceiver, free_port
 
 pytestmark = pytest.mark.kernel
@@ -29,13 +30,6 @@ OTELGUARD = Path(sys.executable).parent / "otelguard"
 SH = os.path.basename(os.path.realpath("/bin/sh"))  # dash on Debian
 
 
-def _wait(cond: Callable[[], bool], timeout: float) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(0.2)
-    return False
 
 
 def _agent(endpoint: str, spool: Path, metrics_port: int,
@@ -85,7 +79,7 @@ def test_agent_exports_container_activity_and_exits_cleanly(tmp_path: Path) -> N
     metrics_port = free_port()
     proc = _agent(receiver.endpoint, tmp_path / "spool", metrics_port)
     try:
-        assert _wait(lambda: bool(receiver.logs) or proc.poll() is not None, 120), "no records at all"
+        assert wait_until(lambda: bool(receiver.logs) or proc.poll() is not None, 120, interval=0.2), "no records at all"
         assert proc.poll() is None, proc.communicate()[1].decode()[-3000:]
         with container() as c:
             marker = tmp_path / "marker.txt"
@@ -93,18 +87,18 @@ def test_agent_exports_container_activity_and_exits_cleanly(tmp_path: Path) -> N
             # to paths lazily); `exit` keeps the shell from exec'ing its last command
             c.run(["/bin/sh", "-c", f"echo hi > {marker}; /bin/cat {marker}; /bin/sleep 1; exit 0"],
                   check=True)
-            seen = _wait(lambda: any(rec.event_name == sc.EV_PROCESS_EXEC
-                                     for _, rec in _container_records(receiver, c.container_id)), 30)
+            seen = wait_until(lambda: any(rec.event_name == sc.EV_PROCESS_EXEC
+                                     for _, rec in _container_records(receiver, c.container_id)), 30, interval=0.2)
             assert seen, _diagnose(receiver, str(marker), proc)
             # a TCP connection from the container to the receiver's port: a CLIENT child span
             c.run([sys.executable, "-c", "import socket, sys; "
                    f"s = socket.create_connection(('127.0.0.1', {receiver.port})); s.close()"],
                   check=True)
             conn_name = f"connect 127.0.0.1:{receiver.port}"
-            assert _wait(lambda: any(span.name == conn_name for req in list(receiver.traces)
-                                     for _, span in iter_spans(req)), 30), "no connection span"
-            body = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read()
-            assert b"otelguard_events_total" in body
+            assert wait_until(lambda: any(span.name == conn_name for req in list(receiver.traces)
+                                     for _, span in iter_spans(req)), 30, interval=0.2), "no connection span"
+            metrics = scrape(f"http://127.0.0.1:{metrics_port}/metrics")
+            assert total("otelguard_events_total", metrics, event_name=sc.EV_PROCESS_EXEC) > 0
             code, err = _stop(proc)
             assert code == 0, err[-3000:]
             records = _container_records(receiver, c.container_id)
@@ -159,7 +153,7 @@ def test_agent_spools_while_the_endpoint_is_down_and_replays_after_restart(tmp_p
                 c.run(["/bin/true"], check=True)  # until the probes are attached and flushed
                 return any(spool.glob("*.pb"))
 
-            assert _wait(spooled_after_a_run, 120), "nothing spooled while the endpoint was down"
+            assert wait_until(spooled_after_a_run, 120, interval=0.2), "nothing spooled while the endpoint was down"
             assert proc.poll() is None, proc.communicate()[1].decode()[-3000:]
             time.sleep(1.5)  # a flush interval or two
             code, err = _stop(proc)
@@ -181,7 +175,7 @@ def test_agent_spools_while_the_endpoint_is_down_and_replays_after_restart(tmp_p
     receiver = GrpcReceiver(port).start()
     proc = _agent(receiver.endpoint, spool, free_port(), config)
     try:
-        assert _wait(lambda: not any(p.exists() for p in spooled), 120)
+        assert wait_until(lambda: not any(p.exists() for p in spooled), 120, interval=0.2)
         code, err = _stop(proc)
         assert code == 0, err[-3000:]
     finally:

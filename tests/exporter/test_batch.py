@@ -19,6 +19,7 @@ from otelguard.exporter.settings import NodeIdentity
 from otelguard.otlp.messages import get_attr, iter_log_records, iter_spans
 from otelguard.transport import Delivery, InMemoryTransport, RetryPolicy, Spool
 from tests.exporter.scenario import shell_session
+from tests.support.polling import wait_until
 
 NODE = NodeIdentity("n", "h", "i")
 
@@ -40,13 +41,6 @@ class QueueSource:
         return out
 
 
-def _wait(cond: "object", timeout: float = 5.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():  # type: ignore[operator]
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def test_batches_by_size_and_time_and_ships_spans_on_stop() -> None:
@@ -58,14 +52,16 @@ def test_batches_by_size_and_time_and_ships_spans_on_stop() -> None:
     events = shell_session()
     for e in events[:4]:
         src.q.put(e)
-    assert _wait(lambda: t.log_record_count() == 4)  # a full batch goes out at once
+    # a full batch goes out at once
+    assert wait_until(lambda: t.log_record_count() == 4, 5.0, interval=0.02)
     for e in events[4:]:
         src.q.put(e)
     started = time.monotonic()
-    assert _wait(lambda: t.log_record_count() == len(events))  # the partial one after the interval
+    # the partial one after the interval
+    assert wait_until(lambda: t.log_record_count() == len(events), 5.0, interval=0.02)
     assert time.monotonic() - started < 2.0
     # curl exited and its connections closed: those spans are already out
-    assert _wait(lambda: t.span_count() == 3)
+    assert wait_until(lambda: t.span_count() == 3, 5.0, interval=0.02)
     exp.stop()
     assert t.shut_down
     names = sorted(span.name for req in t.traces for _, span in iter_spans(req))
@@ -143,7 +139,7 @@ def test_a_failing_source_is_logged_and_the_thread_lives_on() -> None:
     time.sleep(0.3)
     for e in shell_session():
         src.q.put(e)
-    assert _wait(lambda: t.log_record_count() == len(shell_session()))
+    assert wait_until(lambda: t.log_record_count() == len(shell_session()), 5.0, interval=0.02)
     exp.stop()
     assert calls["n"] > 2
 
@@ -161,7 +157,7 @@ def test_many_open_spans_at_stop_go_out_in_bounded_requests() -> None:
         src.q.put(ev(sc.EV_PROCESS_EXEC, i, 10_000 + i, "execve", 0,
                      proc_attrs(10_000 + i, 1, "sh", "/bin/sh"), start=i, root=(10_000 + i, i)))
     exp.start()
-    assert _wait(lambda: t.log_record_count() == n)
+    assert wait_until(lambda: t.log_record_count() == n, 5.0, interval=0.02)
     exp.stop()
     sizes = [sum(1 for _ in iter_spans(req)) for req in t.traces]
     assert sum(sizes) == n and max(sizes) <= SPANS_PER_REQUEST and len(sizes) == 3

@@ -42,7 +42,7 @@ def collector(tmp_path: Path) -> Iterator[Any]:
 
 
 def _wait_tap(col: Any, want_logs: int, want_spans: int) -> tuple[list[Any], list[Any], list[str]]:
-    from tests.support.stack import wait_until
+    from tests.support.polling import wait_until
 
     def counts() -> tuple[int, int]:
         logs = spans = 0
@@ -136,8 +136,9 @@ def test_otlpjson_matches_the_collector_file_exporter(collector: Any) -> None:
 def test_process_tree_lands_in_jaeger_as_one_trace(tmp_path: Path) -> None:
     """Spans -> Collector (backends.yaml) -> real Jaeger: the shell session is one trace with
     curl under bash and its connection under curl; the cron job is its own trace."""
+    from tests.support.polling import wait_until
     from tests.support.stack import (
-        BACKENDS_CONFIG, Collector, Jaeger, StackError, backends_env, binary, wait_until,
+        BACKENDS_CONFIG, Collector, Jaeger, StackError, backends_env, binary,
     )
 
     try:

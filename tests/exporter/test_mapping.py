@@ -14,14 +14,12 @@ import pytest
 from otelguard.otlp import jsoncodec
 from otelguard import semconv as sc
 from otelguard.exporter.builder import OtlpBuilder
-from otelguard.exporter.settings import NodeIdentity, node_identity
+from otelguard.exporter.settings import node_identity
 from otelguard.exporter.spans import span_id_of, trace_id_of
 from otelguard.otlp.messages import attrs_dict, get_attr
-from tests.exporter.scenario import CID, POD, T0, shell_session
+from tests.exporter.scenario import CID, NODE, OBSERVED, POD, T0, shell_session, sorted_attrs
 
 GOLDEN = Path(__file__).parent / "golden"
-NODE = NodeIdentity("node-a", "host-a", "4f1c0e6c9d1e4a37b3a2a1c6d9e8f7a0")
-OBSERVED = T0 + 10**9
 
 
 def _builder() -> OtlpBuilder:
@@ -49,24 +47,10 @@ def test_traces_golden() -> None:
     _check_golden("shell_session.traces.json", jsoncodec.to_dict(traces))
 
 
-def _sorted_attrs(req: object) -> object:
-    """Attributes are a map in OTLP: the wire path writes list values last."""
-    for rl in req.resource_logs:  # type: ignore[attr-defined]
-        for sl in rl.scope_logs:
-            for rec in sl.log_records:
-                kvs = sorted(rec.attributes, key=lambda kv: kv.key)
-                copies = [type(kv)() for kv in kvs]
-                for c, kv in zip(copies, kvs):
-                    c.CopyFrom(kv)
-                del rec.attributes[:]
-                rec.attributes.extend(copies)
-    return req
-
-
 def test_wire_bytes_equal_field_by_field_message() -> None:
     events = shell_session()
-    wire = _sorted_attrs(_builder().logs(events))
-    fields = _sorted_attrs(_builder().logs_fields(shell_session()))
+    wire = sorted_attrs(_builder().logs(events))
+    fields = sorted_attrs(_builder().logs_fields(shell_session()))
     assert wire == fields
 
 
@@ -145,6 +129,6 @@ def test_wire_special_paths_unique_values_and_lists(key: str, value: object) -> 
         e.attrs = {**e.attrs, key: value}
     wire = _builder().logs(events)
     fields = _builder().logs_fields(events)
-    assert _sorted_attrs(wire) == _sorted_attrs(fields)
+    assert sorted_attrs(wire) == sorted_attrs(fields)
     rec = wire.resource_logs[0].scope_logs[0].log_records[1]
     assert get_attr(rec.attributes, key) == value

@@ -9,8 +9,7 @@ from otelguard import semconv as sc
 from otelguard.ebpf.events import AttrValue, Event, ProcessAttrs
 from otelguard.exporter.builder import OtlpBuilder
 from otelguard.otlp.messages import attrs_dict
-from tests.exporter.scenario import T0, shell_session
-from tests.exporter.test_mapping import NODE, OBSERVED, _sorted_attrs
+from tests.exporter.scenario import NODE, OBSERVED, T0, shell_session, sorted_attrs
 
 # what the sensor keeps per event even though the key says "process" (ebpf/sensor.py)
 _PER_EVENT = {sc.PROCESS_DURATION_NS, sc.PROCESS_COMM, sc.PROCESS_LINUX_CGROUP,
@@ -54,14 +53,14 @@ def test_split_events_merge_to_the_flat_attributes() -> None:
 
 def test_logs_and_traces_equal_with_and_without_process_part() -> None:
     flat_b, split_b = _builder(), _builder()
-    flat = _sorted_attrs(flat_b.logs(shell_session()))
+    flat = sorted_attrs(flat_b.logs(shell_session()))
     split_events = _split(shell_session())
-    split = _sorted_attrs(split_b.logs(split_events))
+    split = sorted_attrs(split_b.logs(split_events))
     assert split == flat
     assert all(e.process is not None and e.process.wire is not None for e in split_events)  # blocks were cached
     assert split_b.shutdown_traces() == flat_b.shutdown_traces()
     # a second batch over the cached blocks: still the same request
-    assert _sorted_attrs(_builder().logs(split_events)) == flat
+    assert sorted_attrs(_builder().logs(split_events)) == flat
 
 
 def test_event_value_wins_over_process_part_and_is_sent_once() -> None:

@@ -83,13 +83,33 @@ def test_decode_accepts_sdk_variants() -> None:
 @pytest.mark.parametrize("text, message", [
     ("not json", "not JSON"),
     ("[1]", "expected a JSON object"),
-    ('{"resourceLogs": [{"bogus": 1}]}', "bogus"),
+    ('{"resourceLogs": [{"scopeLogs": {"logRecords": []}}]}', "scopeLogs: expected a list"),
     ('{"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "zz"}]}]}]}', "neither hex nor base64"),
     ('{"other": 1}', "neither resourceLogs nor resourceSpans"),
 ])
 def test_bad_input_gets_a_clear_error(text: str, message: str) -> None:
     with pytest.raises(jsoncodec.OtlpJsonError, match=message):
         jsoncodec.decode_line(text)
+
+
+def _with_unknown_fields(obj: object, depth: int = 0) -> object:
+    """``obj`` with a field no OTLP message has added to every object in it, holding a value of
+    each JSON kind (what a newer sender's extra fields look like)."""
+    if isinstance(obj, list):
+        return [_with_unknown_fields(v, depth + 1) for v in obj]
+    if not isinstance(obj, dict):
+        return obj
+    extra: object = [{"nested": [1, "x"]}, "s", 7, 1.5, True, None, {}][depth // 2 % 7]
+    return {**{k: _with_unknown_fields(v, depth + 1) for k, v in obj.items()},
+            f"futureField{depth}": extra}
+
+
+@pytest.mark.parametrize("msg", [_logs(), _traces()], ids=["logs", "traces"])
+def test_unknown_fields_are_ignored_at_every_level(msg: ExportLogsServiceRequest) -> None:
+    """OTLP/JSON receivers must ignore fields they do not know (a newer sender may add some)."""
+    doc = _with_unknown_fields(json.loads(jsoncodec.encode(msg)))
+    assert json.dumps(doc).count('"futureField') >= 5  # resource, scope, record/span, value...
+    assert jsoncodec.decode_line(json.dumps(doc)) == msg
 
 
 def _rich_traces() -> ExportTraceServiceRequest:

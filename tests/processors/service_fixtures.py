@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import time
 from dataclasses import dataclass
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 from otelguard.processors.config import ForwardSection, ProcessorSpec, ServiceSection
 from otelguard.processors.forward import ExportTarget, Forwarder
@@ -55,12 +54,3 @@ def running_service(
         yield Running(thread, svc, sink)
     finally:
         thread.stop()
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -28,26 +27,15 @@ from otelguard.otlp.messages import attrs_dict, iter_log_records, iter_spans
 from otelguard.transport.otlp_grpc import OtlpGrpcTransport
 
 from . import samples
-from .service_fixtures import running_service, wait_for
-from .test_service_errors import _grpc_call
+from tests.support.endpoints import free_port, grpc_call, listening
+from tests.support.polling import wait_for
+
+from .service_fixtures import running_service
 
 pytestmark = pytest.mark.e2e
 
 CACHE = Path(os.environ.get("OTELGUARD_CACHE", Path.home() / ".cache" / "otelguard"))
 OTELCOL = CACHE / "otelcol" / "otelcol-otelguard"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _listening(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.2)
-        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 @contextlib.contextmanager
@@ -60,7 +48,7 @@ def collector(config: dict[str, object], tmp: Path, port: int) -> Iterator[subpr
     proc = subprocess.Popen([str(OTELCOL), f"--config={cfg}"], stdout=log, stderr=log)
     try:
         deadline = time.monotonic() + 30
-        while not _listening(port):
+        while not listening(port):
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise AssertionError("collector did not start:\n"
                                      + (tmp / "otelcol.log").read_text()[-3000:])
@@ -85,7 +73,7 @@ def _base(receiver_port: int) -> dict[str, object]:
 
 
 def test_service_forwards_to_collector_file_exporter(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     out = tmp_path / "collector-out.jsonl"
     config = _base(port)
     config["exporters"] = {"file": {"path": str(out), "flush_interval": "100ms"}}
@@ -97,9 +85,9 @@ def test_service_forwards_to_collector_file_exporter(tmp_path: Path) -> None:
         target = OtlpGrpcTransport(f"127.0.0.1:{port}", timeout_s=10)
         noise = NoiseControl(NoiseConfig(window_seconds=0.3))
         with running_service([("noise_control", noise)], exporters=[("otlp#0", target)]) as run:
-            code, _, _ = _grpc_call(run.grpc_endpoint, samples.logs(3, 4).SerializeToString())
+            code, _, _ = grpc_call(run.grpc_endpoint, samples.logs(3, 4).SerializeToString())
             assert code == grpc.StatusCode.OK
-            code, _, _ = _grpc_call(run.grpc_endpoint, samples.traces(2).SerializeToString(),
+            code, _, _ = grpc_call(run.grpc_endpoint, samples.traces(2).SerializeToString(),
                                     "/opentelemetry.proto.collector.trace.v1.TraceService/Export")
             assert code == grpc.StatusCode.OK
 
@@ -127,7 +115,7 @@ def test_service_forwards_to_collector_file_exporter(tmp_path: Path) -> None:
 
 
 def test_collector_exporters_send_to_service(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     with running_service() as run:
         config = _base(port)
         config["exporters"] = {

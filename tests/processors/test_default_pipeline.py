@@ -10,8 +10,10 @@ from otelguard.otlp.messages import attrs_dict, iter_log_records
 from otelguard.processors.default_pipeline import apply_rules, default_specs
 
 from .detection.casefile import batch_of, load_cases
-from .service_fixtures import running_service, wait_for
-from .test_service_errors import _grpc_call
+from tests.support.endpoints import grpc_call
+from tests.support.polling import wait_for
+
+from .service_fixtures import running_service
 
 RULE = "Terminal shell in container"
 
@@ -22,7 +24,7 @@ def test_default_pipeline_detects_and_collapses() -> None:
     case = next(c for c in load_cases("stable_rules.yaml") if c["rule"] == RULE)
     with running_service(specs=specs) as run:
         for _ in range(3):
-            code, _, _ = _grpc_call(run.grpc_endpoint, batch_of(case["match"]).SerializeToString())
+            code, _, _ = grpc_call(run.grpc_endpoint, batch_of(case["match"]).SerializeToString())
             assert code == grpc.StatusCode.OK
         wait_for(lambda: run.sink.log_record_count() >= 4, what="3 events + first detection")
         records = [rec for req in run.sink.logs for _, _, rec in iter_log_records(req)]

@@ -6,8 +6,6 @@ import grpc
 import pytest
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 
-from otelguard import telemetry
-from otelguard.processors import metrics
 from otelguard.processors.config import ForwardSection
 from otelguard.processors.errors import RequestError
 from otelguard.processors.forward import Forwarder
@@ -15,9 +13,10 @@ from otelguard.transport.contract import ExportResult
 from otelguard.transport.memory import InMemoryTransport
 from tests.support.fake_time import FakeTime
 
+from tests.support.endpoints import grpc_call
+from tests.support.metrics import sample
 from . import samples
 from .service_fixtures import running_service
-from .test_service_errors import _grpc_call
 
 
 SETTINGS = ForwardSection(timeout_seconds=10, max_attempts=4, initial_backoff_seconds=0.1,
@@ -28,17 +27,25 @@ def _forwarder(hop: InMemoryTransport, t: FakeTime, name: str = "m#0") -> Forwar
     return Forwarder([(name, hop)], SETTINGS, clock=t.clock, sleep=t.sleep)
 
 
+def _retries(exporter: str) -> float:
+    return sample("otelguard_processor_forward_retries_total", exporter=exporter)
+
+
+def _rejected() -> float:
+    return sample("otelguard_dropped_total", stage="forward", reason="rejected_by_next_hop")
+
+
 def test_transient_failures_are_retried_with_growing_backoff() -> None:
     hop, t = InMemoryTransport(), FakeTime()
     hop.fail(count=3)
-    before = metrics.forward_retries.labels("fw1")._value.get()  # type: ignore[attr-defined]
+    before = _retries("fw1")
     report = _forwarder(hop, t, "fw1").forward(samples.logs(4))
     assert report.rejected == 0 and hop.log_record_count() == 4 and hop.attempts == 4
     assert len(t.sleeps) == 3
     # jittered between half and all of 0.1, 0.2, 0.3 (capped)
     for wait, base in zip(t.sleeps, (0.1, 0.2, 0.3)):
         assert base / 2 <= wait <= base
-    assert metrics.forward_retries.labels("fw1")._value.get() == before + 3  # type: ignore[attr-defined]
+    assert _retries("fw1") == before + 3
 
 
 def test_hop_down_fails_fast_until_the_window_passes() -> None:
@@ -64,18 +71,18 @@ def test_hop_down_fails_fast_until_the_window_passes() -> None:
 def test_permanent_refusal_is_dropped_counted_and_reported() -> None:
     hop, t = InMemoryTransport(), FakeTime()
     hop.fail(ExportResult.failure("bad data", "invalid_argument", retryable=False), count=1)
-    before = telemetry.dropped.labels("forward", "rejected_by_next_hop")._value.get()  # type: ignore[attr-defined]
+    before = _rejected()
     report = _forwarder(hop, t).forward(samples.logs(3))
     assert report.rejected == 3 and "bad data" in report.message
     assert hop.attempts == 1 and t.sleeps == []
-    assert telemetry.dropped.labels("forward", "rejected_by_next_hop")._value.get() == before + 3  # type: ignore[attr-defined]
+    assert _rejected() == before + 3
 
 
 def test_next_hop_partial_success_reaches_the_caller() -> None:
     hop = InMemoryTransport()
     hop.fail(ExportResult.success(rejected=2, error="2 too old"), count=1)
     with running_service(exporters=[("memory#0", hop)]) as run:
-        code, resp, _ = _grpc_call(run.grpc_endpoint, samples.logs(5).SerializeToString())
+        code, resp, _ = grpc_call(run.grpc_endpoint, samples.logs(5).SerializeToString())
         assert code == grpc.StatusCode.OK
         partial = ExportLogsServiceResponse.FromString(resp).partial_success
         assert partial.rejected_log_records == 2 and "2 too old" in partial.error_message

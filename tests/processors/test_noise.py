@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from otelguard import semconv, telemetry
+from otelguard import semconv
 from otelguard.processors.noise import Config, NoiseControl, workload_of
 from otelguard.otlp.messages import attrs_dict, count_records, iter_log_records
 
+from tests.support.metrics import sample
 from . import samples
 
 
@@ -23,7 +24,7 @@ def _detections(batch: object) -> list[dict[str, object]]:
 
 
 def _rate_limited() -> float:
-    return telemetry.dropped.labels("noise_control", "rate_limited")._value.get()  # type: ignore[attr-defined,no-any-return]
+    return sample("otelguard_dropped_total", stage="noise_control", reason="rate_limited")
 
 
 def test_repeats_collapse_into_one_summary_with_count_and_first_last_seen() -> None:

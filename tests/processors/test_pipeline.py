@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Optional
 
-from otelguard import semconv, telemetry
-from otelguard.processors import metrics
+from otelguard import semconv
 from otelguard.processors.noise import Config as NoiseConfig
 from otelguard.processors.noise import NoiseControl
 from otelguard.otlp.messages import attrs_dict, count_records, iter_log_records, set_attr
 from otelguard.processors.pipeline import Pipeline
 from otelguard.processors.stage import Batch
 
+from tests.support.metrics import sample
 from . import samples
 
 
@@ -45,15 +45,16 @@ class Tagger:
         self.events.append("shutdown")
 
 
-def _value(counter: object, *labels: str) -> float:
-    return counter.labels(*labels)._value.get()  # type: ignore[attr-defined,no-any-return]
+def _stage_in(stage: str) -> float:
+    return sample("otelguard_processor_stage_records_in_total", stage=stage)
+
+
+def _stage_failures(stage: str) -> float:
+    return sample("otelguard_processor_stage_failures_total", stage=stage)
 
 
 def _latency_count(stage: str) -> float:
-    for metric in telemetry.pipeline_latency.collect():
-        for sample in metric.samples:
-            if sample.name.endswith("_count") and sample.labels.get("stage") == stage:
-                return sample.value
+    return sample("otelguard_pipeline_latency_seconds_count", stage=stage)
     return 0.0
 
 
@@ -61,12 +62,12 @@ def test_stages_run_in_order_with_metrics() -> None:
     a, b = Tagger("a"), Tagger("b")
     p = Pipeline([("p1_a", a), ("p1_b", b)])
     p.start()
-    before = (_value(metrics.stage_records_in, "p1_a"), _latency_count("p1_b"))
+    before = (_stage_in("p1_a"), _latency_count("p1_b"))
     result = p.process(samples.logs(4))
     assert attrs_dict(result.batch.resource_logs[0].resource.attributes)[semconv.SERVICE_NAME] \
         == "ab"
     assert (result.records_in, result.records_out, result.records_removed) == (4, 4, 0)
-    assert _value(metrics.stage_records_in, "p1_a") == before[0] + 4
+    assert _stage_in("p1_a") == before[0] + 4
     assert _latency_count("p1_b") == before[1] + 1
     assert p.shutdown() == []
     assert a.events == ["start", "shutdown"] and b.events == ["start", "shutdown"]
@@ -76,14 +77,14 @@ def test_failing_stage_lets_the_batch_through_unchanged() -> None:
     p = Pipeline([("p2_a", Tagger("a")), ("p2_bad", Tagger("x", fail_after_touch=True)),
                   ("p2_none", Tagger("n", returns="none")), ("p2_c", Tagger("c"))])
     p.start()
-    failures = _value(metrics.stage_failures, "p2_bad")
+    failures = _stage_failures("p2_bad")
     result = p.process(samples.logs(3))
     assert result.failed_stages == ("p2_bad", "p2_none")
     assert count_records(result.batch) == 3  # the damage was undone
     # p2_none tagged "n" and then broke the contract: restored to the batch as it entered
     assert attrs_dict(result.batch.resource_logs[0].resource.attributes)[semconv.SERVICE_NAME] \
         == "ac"
-    assert _value(metrics.stage_failures, "p2_bad") == failures + 1
+    assert _stage_failures("p2_bad") == failures + 1
     # the pipeline keeps working
     assert p.process(samples.logs(2)).records_out == 2
 

@@ -7,34 +7,24 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import grpc
-from prometheus_client.parser import text_string_to_metric_families
 
 from otelguard import semconv
 from otelguard.otlp import jsoncodec
 from otelguard.otlp.messages import attrs_dict, iter_log_records
 
 from . import samples
-from .service_fixtures import wait_for
-from .test_collector_e2e import _free_port, _listening
-from .test_service_errors import _grpc_call, _proto
+from tests.support.endpoints import free_port, grpc_call, listening, post_proto
+from tests.support.metrics import sample, scrape
+from tests.support.polling import wait_for
 
 OTELGUARD = [sys.executable, "-m", "otelguard.cli"]
 
 
-def _sample(text: str, name: str, **labels: str) -> float:
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and sample.labels == labels:
-                return float(sample.value)
-    raise AssertionError(f"no sample {name}{labels}")
-
-
 def test_processor_command_end_to_end(tmp_path: Path) -> None:
-    grpc_port, http_port, metrics_port = _free_port(), _free_port(), _free_port()
+    grpc_port, http_port, metrics_port = free_port(), free_port(), free_port()
     out = tmp_path / "out.jsonl"
     cfg = tmp_path / "pipeline.yaml"
     cfg.write_text(
@@ -49,22 +39,21 @@ def test_processor_command_end_to_end(tmp_path: Path) -> None:
                      "--metrics", f"127.0.0.1:{metrics_port}"],
         stdout=log, stderr=log, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
-        wait_for(lambda: _listening(grpc_port) and _listening(http_port), timeout=30,
+        wait_for(lambda: listening(grpc_port) and listening(http_port), timeout=30,
                  what="processor listening")
-        code, _, _ = _grpc_call(f"127.0.0.1:{grpc_port}", samples.logs(2, 5).SerializeToString())
+        code, _, _ = grpc_call(f"127.0.0.1:{grpc_port}", samples.logs(2, 5).SerializeToString())
         assert code == grpc.StatusCode.OK
-        assert _proto(http_port, samples.logs(1).SerializeToString())[0] == 200
-        metrics = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics",
-                                         timeout=10).read().decode()
+        assert post_proto(http_port, samples.logs(1).SerializeToString())[0] == 200
+        metrics = scrape(f"http://127.0.0.1:{metrics_port}/metrics")
         # 4 repeated detections held back as one summary: collapsed, not rejected
-        assert _sample(metrics, "otelguard_processor_requests_total",
-                       signal="logs", protocol="grpc", outcome="ok") == 1
-        assert _sample(metrics, "otelguard_processor_requests_total",
-                       signal="logs", protocol="http", outcome="ok") == 1
-        assert _sample(metrics, "otelguard_processor_stage_records_in_total",
-                       stage="noise_control") == 8
-        assert _sample(metrics, "otelguard_pipeline_latency_seconds_count",
-                       stage="noise_control") == 2
+        assert sample("otelguard_processor_requests_total", metrics,
+                      signal="logs", protocol="grpc", outcome="ok") == 1
+        assert sample("otelguard_processor_requests_total", metrics,
+                      signal="logs", protocol="http", outcome="ok") == 1
+        assert sample("otelguard_processor_stage_records_in_total", metrics,
+                      stage="noise_control") == 8
+        assert sample("otelguard_pipeline_latency_seconds_count", metrics,
+                      stage="noise_control") == 2
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
     finally:

@@ -24,7 +24,9 @@ from otelguard.processors.noise import Config as NoiseConfig
 from otelguard.processors.noise import NoiseControl
 from otelguard.otlp.messages import attrs_dict, iter_log_records, iter_spans
 
-from .service_fixtures import Running, running_service, wait_for
+from tests.support.polling import wait_for
+
+from .service_fixtures import Running, running_service
 
 RESOURCE = Resource.create({
     semconv.SERVICE_NAME: "cart", semconv.CONTAINER_ID: "d" * 64,

@@ -35,9 +35,11 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import yaml
+
+from tests.support.polling import wait_until
 
 CACHE = Path(os.environ.get("OTELGUARD_CACHE", Path.home() / ".cache" / "otelguard"))
 ETCD = os.environ.get("OTELGUARD_ETCD", "/usr/bin/etcd")
@@ -213,15 +215,12 @@ def _http_ok(url: str) -> bool:
         return False
 
 
-def _wait(check: object, timeout: float, what: str, cluster: KubeCluster, log: str) -> None:
-    deadline = time.monotonic() + timeout
+def _wait(check: Callable[[], bool], timeout: float, what: str, cluster: KubeCluster,
+          log: str) -> None:
+    """Wait for ``check``, giving up as soon as the process behind ``log`` exits."""
     proc = cluster.etcd_proc if log == "etcd" else cluster.apiserver_proc
-    while time.monotonic() < deadline:
-        if check():  # type: ignore[operator]
-            return
-        if proc is not None and proc.poll() is not None:
-            break
-        time.sleep(0.2)
+    if wait_until(check, timeout, give_up=lambda: proc is not None and proc.poll() is not None):
+        return
     tail = cluster.log_tail(log)
     cluster.stop()
     raise RuntimeError(f"{what} not ready after {timeout:.0f}s; {log}.log tail:\n{tail}")

@@ -32,10 +32,12 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
+from typing import Any, Iterator, Mapping, Optional, Sequence
 
 import pytest
 import yaml
+
+from tests.support.polling import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 OTEL_CONFIG = ROOT / "otel-config"
@@ -88,17 +90,6 @@ def get_json(url: str, timeout: float = 10.0) -> Any:
     if status != 200:
         raise StackError(f"GET {url} -> {status}: {body[:500]!r}")
     return json.loads(body)
-
-
-def wait_until(check: Callable[[], bool], timeout: float, interval: float = 0.2) -> bool:
-    """Poll ``check`` until true or ``timeout`` seconds pass; bounded in time by construction."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if check():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)
 
 
 _PR_SET_PDEATHSIG = 1
@@ -537,5 +528,5 @@ def backends_collector(tmp_path_factory: pytest.TempPathFactory, loki: Loki,
 __all__ = [
     "Agent", "BACKENDS_CONFIG", "GATEWAY_CONFIG", "Collector", "Jaeger", "Loki", "ProcessorService", "Prometheus",
     "StackError", "backends_collector", "backends_env", "jaeger", "loki", "prometheus",
-    "validate_collector_config", "wait_until",
+    "validate_collector_config",
 ]

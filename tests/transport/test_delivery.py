@@ -5,13 +5,14 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from otelguard import telemetry
 from otelguard.ebpf.events import Event
 from otelguard.exporter.builder import OtlpBuilder
 from otelguard.exporter.settings import NodeIdentity
 from otelguard.transport import Delivery, ExportResult, InMemoryTransport, RetryPolicy, Spool
 from otelguard.transport.otlp_grpc import OtlpGrpcTransport
+from tests.support.metrics import sample
 from tests.exporter.scenario import shell_session
+from tests.support.polling import wait_until
 from tests.transport.receivers import GrpcReceiver
 
 FAST = RetryPolicy(max_attempts=3, initial_backoff_s=0.01, max_backoff_s=0.05, max_hint_s=0.05,
@@ -20,7 +21,7 @@ NODE = NodeIdentity("n", "h", "i")
 
 
 def _dropped(stage: str, reason: str) -> float:
-    return telemetry.counter_values(telemetry.dropped).get((stage, reason), 0.0)
+    return sample("otelguard_dropped_total", stage=stage, reason=reason)
 
 
 def _batches(n: int) -> list[tuple[bytes, int]]:
@@ -34,13 +35,6 @@ def _batches(n: int) -> list[tuple[bytes, int]]:
     return out
 
 
-def _wait(cond: "object", timeout: float = 10.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():  # type: ignore[operator]
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_retries_then_succeeds_without_spooling(tmp_path: Path) -> None:
@@ -95,7 +89,7 @@ def test_endpoint_down_spools_then_replays_everything_exactly_once(tmp_path: Pat
         time.sleep(0.1)  # past the down window
         for data, n in batches[20:]:
             assert d.send_logs(data, n)
-        assert _wait(lambda: d.replay() >= 0 and len(spool) == 0)
+        assert wait_until(lambda: d.replay() >= 0 and len(spool) == 0, 10.0, interval=0.05)
         assert receiver.log_records() == total - sum(n for _, n in batches[:5])
         # order kept: the spooled batches arrived before the new ones
         pids = [r.log_records[0].attributes[0].value.int_value

@@ -22,6 +22,7 @@ from otelguard.transport.jsonlines import JsonLinesTransport
 from otelguard.transport.memory import InMemoryTransport
 from otelguard.transport.otlp_grpc import OtlpGrpcTransport
 from otelguard.transport.otlp_http import OtlpHttpTransport
+from tests.support.metrics import sample
 from tests.exporter.scenario import shell_session
 
 NODE = NodeIdentity("n", "h", "i")
@@ -50,8 +51,12 @@ def test_jsonl_writes_one_request_per_line_and_flushes_within_a_second(tmp_path:
     assert not t.export_logs(req).ok
 
 
+def _disk_full() -> float:
+    return sample("otelguard_dropped_total", stage="export", reason="disk_full")
+
+
 def test_jsonl_disk_full_is_a_clear_counted_drop() -> None:
-    before = telemetry.counter_values(telemetry.dropped).get(("export", "disk_full"), 0.0)
+    before = _disk_full()
     t = JsonLinesTransport("/dev/full", flush_interval_s=60)
     req = _logs()
     for _ in range(200):  # more than the 64 KiB buffer: the write itself fails
@@ -62,7 +67,7 @@ def test_jsonl_disk_full_is_a_clear_counted_drop() -> None:
         result = t.flush() or result
     assert not result.ok and result.reason == "disk_full" and "disk full" in result.error
     t.shutdown()
-    after = telemetry.counter_values(telemetry.dropped).get(("export", "disk_full"), 0.0)
+    after = _disk_full()
     assert after > before  # records acknowledged into the buffer and then lost are counted too
 
 

@@ -21,6 +21,7 @@ from typing import Callable, Optional, Sequence
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.logs.v1.logs_pb2 import ScopeLogs
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans
 
 from otelguard.ebpf.events import AttrValue, Event
@@ -84,7 +85,7 @@ class OtlpBuilder:
         """Reference path: the request built field by field with opentelemetry-proto."""
         observed = self._clock()
         req = ExportLogsServiceRequest()
-        scopes: dict[ResourceKey, object] = {}
+        scopes: dict[ResourceKey, ScopeLogs] = {}
         for ev in events:
             trace_id, span_id = self.spans.observe(ev)
             key = mapping.resource_key(ev)
@@ -97,7 +98,7 @@ class OtlpBuilder:
                 sl.scope.name = mapping.SCOPE_NAME
                 sl.scope.version = mapping.SCOPE_VERSION
                 scopes[key] = sl
-            rec = sl.log_records.add()  # type: ignore[attr-defined]
+            rec = sl.log_records.add()
             rec.time_unix_nano = ev.time_ns
             rec.observed_time_unix_nano = observed
             rec.severity_number = mapping.SEVERITY_INFO

@@ -12,7 +12,9 @@ here, which would cap ``otelguard run``'s JSON lines and the service's OTLP/HTTP
 thousand records/s. So both directions are descriptor-driven walkers of our own: encoding reads
 ``ListFields()`` (C) into dicts; decoding turns the JSON object into protobuf wire bytes (the
 field tables are built once per message type) and parses them with upb. Tests check both
-against json_format. Any message type works, so new OTLP fields pass through unchanged.
+against json_format. Any message type works. Decoding ignores fields the installed
+opentelemetry-proto does not know, as the OTLP spec requires of OTLP/JSON receivers (a newer
+sender may add fields); they are dropped, not passed on.
 """
 
 from __future__ import annotations
@@ -67,7 +69,9 @@ def encode(msg: Message) -> str:
 
 
 def from_dict(obj: Any, msg: Message) -> Message:
-    """Fill ``msg`` from an OTLP/JSON object; unknown fields are errors (nothing is lost silently)."""
+    """Fill ``msg`` from an OTLP/JSON object. Fields this opentelemetry-proto does not know are
+    ignored, as the OTLP spec requires of receivers (a newer sender may add fields); a known
+    field of the wrong type is an error."""
     if not isinstance(obj, dict):
         raise OtlpJsonError(f"expected a JSON object for {msg.DESCRIPTOR.name}, got {type(obj).__name__}")
     data = _encode_wire(_table(msg.DESCRIPTOR), obj, "$")
@@ -190,9 +194,7 @@ def _encode_wire(table: dict[str, _Field], obj: dict[str, Any], path: str) -> by
     parts: list[bytes] = []
     for key, value in obj.items():
         f = table.get(key)
-        if f is None:
-            raise OtlpJsonError(f"{path}.{key}: unknown field")
-        if value is None:
+        if f is None or value is None:  # unknown fields are ignored, as OTLP/JSON requires
             continue
         where = f"{path}.{key}"
         if f.repeated:

@@ -8,7 +8,7 @@ they can and per record only what they need.
 
 from __future__ import annotations
 
-from typing import Iterator, Optional, Sequence, Union
+from typing import Iterator, Optional, Protocol, Sequence, Union
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -18,7 +18,15 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span
 
 PyValue = Union[str, int, float, bool, bytes, list["PyValue"], dict[str, "PyValue"], None]
-KeyValues = Sequence[KeyValue]  # a repeated KeyValue field (also supports add())
+KeyValues = Sequence[KeyValue]  # a repeated KeyValue field, read
+
+
+class RepeatedKeyValues(Protocol):
+    """A repeated KeyValue field, written: what protobuf's container offers beyond reading."""
+
+    def __iter__(self) -> Iterator[KeyValue]: ...
+
+    def add(self) -> KeyValue: ...
 
 
 def from_any(value: AnyValue) -> PyValue:
@@ -80,7 +88,7 @@ def get_attr(kvs: KeyValues, key: str) -> PyValue:
     return None
 
 
-def set_attr(kvs: KeyValues, key: str, value: PyValue, overwrite: bool = False) -> bool:
+def set_attr(kvs: RepeatedKeyValues, key: str, value: PyValue, overwrite: bool = False) -> bool:
     """Set ``key``; unless ``overwrite``, an existing non-empty value is kept. True if written."""
     for kv in kvs:
         if kv.key == key:
@@ -90,13 +98,13 @@ def set_attr(kvs: KeyValues, key: str, value: PyValue, overwrite: bool = False) 
             kv.value.Clear()
             set_any(kv.value, value)
             return True
-    kv = kvs.add()  # type: ignore[attr-defined]  # repeated field container
+    kv = kvs.add()
     kv.key = key
     set_any(kv.value, value)
     return True
 
 
-def set_attrs(kvs: KeyValues, values: dict[str, PyValue], overwrite: bool = False) -> int:
+def set_attrs(kvs: RepeatedKeyValues, values: dict[str, PyValue], overwrite: bool = False) -> int:
     """Set many attributes with one scan of the existing list; returns how many were written."""
     existing = {kv.key: kv for kv in kvs}
     written = 0
@@ -109,7 +117,7 @@ def set_attrs(kvs: KeyValues, values: dict[str, PyValue], overwrite: bool = Fals
                 continue
             kv.value.Clear()
         else:
-            kv = kvs.add()  # type: ignore[attr-defined]
+            kv = kvs.add()
             kv.key = key
             existing[key] = kv
         set_any(kv.value, value)

@@ -28,7 +28,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Callable, Optional
+from typing import Callable, Hashable, Optional
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs
@@ -74,7 +74,7 @@ class Config:
         checks.done()
 
 
-_Key = tuple[str, str, tuple[PyValue, ...]]
+_Key = tuple[str, str, tuple[Hashable, ...]]
 
 
 class _Window:
@@ -102,12 +102,17 @@ def _iso(ns: int) -> str:
     return datetime.fromtimestamp(ns / 1e9, tz=timezone.utc).isoformat().replace("+00:00", "Z")
 
 
-def _hashable(value: PyValue) -> PyValue:
+def _hashable(value: PyValue) -> Hashable:
+    """``value`` as a hashable key part: lists and maps become (sorted) tuples."""
     if isinstance(value, list):
-        return tuple(_hashable(v) for v in value)  # type: ignore[return-value]  # hash key only
+        return tuple(_hashable(v) for v in value)
     if isinstance(value, dict):
-        return tuple(sorted((k, _hashable(v)) for k, v in value.items()))  # type: ignore[return-value]
+        return tuple(sorted(((k, _hashable(v)) for k, v in value.items()), key=_first))
     return value
+
+
+def _first(pair: tuple[str, Hashable]) -> str:
+    return pair[0]
 
 
 def workload_of(resource_attrs: dict[str, PyValue]) -> str:

@@ -15,7 +15,7 @@ from otelguard.processors.detection.fields import FIELDS
 from otelguard.processors.detection.loader import load_rules_text
 
 from .casefile import BASE_TIME, merge
-from .test_language import CONNECT, EXEC, OPEN, fires
+from .records import CONNECT, EXEC, OPEN, fires
 
 EXEC_FULL = merge(EXEC, {"attrs": {
     "process.vpid": 7, "process.session_leader.pid": 4000,

@@ -12,7 +12,6 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from otelguard import semconv as S
-from otelguard import telemetry
 from otelguard.processors import registry
 from otelguard.config import from_mapping, load_yaml
 from otelguard.processors.detection import cli
@@ -24,18 +23,23 @@ from otelguard.processors.errors import ConfigError
 from otelguard.otlp.messages import attrs_dict, count_records
 from otelguard.processors.stage import Stage
 
+from tests.support.metrics import sample
 from .casefile import BASE_TIME, batch_of, load_cases
 
 CASES = {c["rule"]: c for c in load_cases("stable_rules.yaml")}
 RULE = "Detect release_agent File Container Escapes"
 
 
+def _detections_counted() -> float:
+    return sample("otelguard_detections_total", rule=RULE, priority="CRITICAL",
+                  tactic="privilege_escalation", k8s_namespace_name="shop", workload="web")
+
+
 def test_detection_record_shape() -> None:
     stage = create(Config())
     batch = batch_of(CASES[RULE]["match"])
     trigger = batch.resource_logs[0].scope_logs[0].log_records[0]
-    before = telemetry.counter_values(telemetry.detections).get(
-        (RULE, "CRITICAL", "privilege_escalation", "shop", "web"), 0.0)
+    before = _detections_counted()
     out = stage.process(batch)
     assert out is batch and len(batch.resource_logs) == 2
     rl = batch.resource_logs[1]
@@ -73,9 +77,7 @@ def test_detection_record_shape() -> None:
     assert a[S.PROCESS_CAP_EFFECTIVE] == ["CAP_SYS_ADMIN", "CAP_DAC_OVERRIDE"]
     assert a[S.FILE_OPEN_FLAGS] == "O_WRONLY|O_CREAT|O_TRUNC"
     assert S.PROCESS_PARENT_PID not in a  # not referenced by the rule
-    after = telemetry.counter_values(telemetry.detections)[
-        (RULE, "CRITICAL", "privilege_escalation", "shop", "web")]
-    assert after == before + 1
+    assert _detections_counted() == before + 1
     # a second pass never re-evaluates the detection records
     n = count_records(batch)
     stage.process(batch)

@@ -12,8 +12,10 @@ from otelguard.processors.detection.spans import detection_spans
 from otelguard.otlp.messages import attrs_dict, iter_log_records, iter_spans, set_attrs
 from otelguard.processors.default_pipeline import default_specs
 
-from ..service_fixtures import running_service, wait_for
-from ..test_service_errors import _grpc_call
+from tests.support.endpoints import grpc_call
+from tests.support.polling import wait_for
+
+from ..service_fixtures import running_service
 from .casefile import batch_of, load_cases
 
 RULE = "Terminal shell in container"
@@ -23,7 +25,7 @@ def test_service_forwards_a_span_per_detection_in_the_trigger_trace() -> None:
     case = next(c for c in load_cases("stable_rules.yaml") if c["rule"] == RULE)
     batch = batch_of({**case["match"], "trace_id": "ab" * 16, "span_id": "cd" * 8})
     with running_service(specs=default_specs(None)) as run:
-        code, _, _ = _grpc_call(run.grpc_endpoint, batch.SerializeToString())
+        code, _, _ = grpc_call(run.grpc_endpoint, batch.SerializeToString())
         assert code == grpc.StatusCode.OK
         wait_for(lambda: bool(run.sink.traces), what="the detection span")
         (det,) = [rec for req in run.sink.logs for _, _, rec in iter_log_records(req)

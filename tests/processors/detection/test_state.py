@@ -6,12 +6,12 @@ from __future__ import annotations
 from typing import Any
 
 from otelguard import semconv as S
-from otelguard import telemetry
 from otelguard.processors.detection.engine import RuleEngine
 from otelguard.processors.detection.loader import load_rules
 from otelguard.processors.detection.engine import DEFAULT_RULE_FILES
 from otelguard.processors.detection.state import DetectionState, StateLimits
 
+from tests.support.metrics import sample
 from .casefile import BASE_TIME, batch_of
 
 RULESET = load_rules(DEFAULT_RULE_FILES)
@@ -87,7 +87,7 @@ def test_drop_and_execute_is_per_container_and_windowed() -> None:
 
 def test_bounds_evict_and_count() -> None:
     def evicted() -> float:
-        return telemetry.counter_values(telemetry.dropped).get(("detection", "state_evicted"), 0.0)
+        return sample("otelguard_dropped_total", stage="detection", reason="state_evicted")
 
     before = evicted()
     limits = StateLimits(max_processes=2, max_paths_per_container=2)

@@ -1,29 +1,3 @@
-"""A real etcd + kube-apiserver for the e2e tests of this package (one per session)."""
+"""The real etcd + kube-apiserver fixtures for this package's e2e tests (one per session)."""
 
-from __future__ import annotations
-
-from typing import Any, Iterator
-
-import pytest
-
-from tests.support.kube import KubeCluster, apiserver_binary, start_cluster
-
-
-@pytest.fixture(scope="session")
-def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeCluster]:
-    if not apiserver_binary().exists():
-        pytest.fail(f"{apiserver_binary()} missing: run `bash scripts/stack/build.sh kube-apiserver`"
-                    " (or `make stack-build`) before the e2e tests")
-    cluster = start_cluster(tmp_path_factory.mktemp("kube"))
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
-
-
-@pytest.fixture(scope="session")
-def admin(kube: KubeCluster) -> Any:
-    """An ApiClient with the admin token (system:masters)."""
-    from kubernetes import config
-
-    return config.new_client_from_config(config_file=str(kube.kubeconfig))
+from tests.support.kube_world import admin, kube  # noqa: F401  (session fixtures)

@@ -8,18 +8,15 @@ in them, read back from /proc/<pid>/cgroup as the agent reads them.
 
 from __future__ import annotations
 
-import itertools
 import time
-import uuid
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable
 
 import pytest
 import yaml
 
-from otelguard import semconv, telemetry
-from otelguard.processors.k8s import Config, K8sEnricher
+from otelguard import semconv
+from otelguard.processors.k8s import K8sEnricher
 from otelguard.processors.k8s.processor import DROP_STAGE
 from otelguard.processors.k8s.source import ApiServerSource, Kind
 from otelguard.otlp.messages import attrs_dict
@@ -28,113 +25,18 @@ from tests.ebpf.containers import container, new_container_id
 from tests.processors.k8s import objects as o
 from tests.processors.k8s.netcut import TcpRelay
 from tests.support.kube import KubeCluster
+from tests.support.kube_world import (  # noqa: F401  (enricher_factory: a fixture)
+    apis, create_running_pod, enricher_factory, eventually, make_namespace, make_world, next_ip,
+)
+from tests.support.metrics import sample
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kernel]
 
 RBAC_YAML = Path(__file__).resolve().parents[3] / "deploy" / "rbac" / "k8s-enricher.yaml"
-IMAGE = "registry.local:5000/shop/web:2.1"
-_ips = itertools.count(1)
 
 
-def next_ip() -> str:
-    n = next(_ips)
-    return f"10.244.{n // 250}.{n % 250 + 1}"
-
-
-def eventually(check: Callable[[], Any], timeout: float = 20.0, what: str = "") -> Any:
-    """Poll ``check`` every 0.1 s until truthy (bounded)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or check}")
-        time.sleep(0.1)
-
-
-@dataclass
-class World:
-    ns: str
-    pod: str
-    uid: str
-    cid: str
-    ip: str
-    service_ip: str
-    db_ip: str
-
-
-def _apis(admin: Any) -> tuple[Any, Any, Any, Any]:
-    from kubernetes import client
-
-    return (client.CoreV1Api(admin), client.AppsV1Api(admin), client.DiscoveryV1Api(admin),
-            client.BatchV1Api(admin))
-
-
-def create_running_pod(admin: Any, ns: str, body: dict[str, Any], ip: str,
-                       ids: dict[str, str]) -> str:
-    """Create the pod, then patch its status as the kubelet would; returns the pod's uid."""
-    core = _apis(admin)[0]
-    created = core.create_namespaced_pod(ns, body)
-    status = o.running(body, ip, ids)["status"]
-    core.patch_namespaced_pod_status(body["metadata"]["name"], ns, {"status": status})
-    return str(created.metadata.uid)
-
-
-def make_namespace(admin: Any, labels: Optional[dict[str, str]] = None) -> str:
-    core = _apis(admin)[0]
-    ns = f"t-{uuid.uuid4().hex[:8]}"
-    core.create_namespace(o.namespace(ns, labels or {"team": "payments"}))
-    for sa in ("default", "web-sa"):
-        core.create_namespaced_service_account(ns, {"metadata": {"name": sa}})
-    return ns
-
-
-def make_world(admin: Any, cid: str) -> World:
-    """Namespace; Deployment web -> ReplicaSet -> running pod (container ``cid``); StatefulSet pod
-    db; Service web-svc (ClusterIP) with an EndpointSlice listing the web pod."""
-    core, apps, disc, _ = _apis(admin)
-    ns = make_namespace(admin)
-    dep = apps.create_namespaced_deployment(ns, o.deployment(ns, "web", "web", IMAGE))
-    apps.create_namespaced_replica_set(ns, o.replicaset(
-        ns, "web-5d4f", "web", IMAGE, o.owner("Deployment", "web", dep.metadata.uid)))
-    rs = apps.read_namespaced_replica_set("web-5d4f", ns)
-    ip = next_ip()
-    body = o.pod(ns, "web-5d4f-x",
-                 labels={"app": "web", "app.kubernetes.io/name": "storefront", "tier": "front"},
-                 annotations={"otelguard.io/profile": "strict"},
-                 owner_ref=o.owner("ReplicaSet", "web-5d4f", rs.metadata.uid),
-                 containers=[{"name": "main", "image": IMAGE, "securityContext": {
-                     "capabilities": {"add": ["NET_RAW"]}}}],
-                 service_account="web-sa")
-    uid = create_running_pod(admin, ns, body, ip, {"main": cid})
-    db_ip = next_ip()
-    create_running_pod(admin, ns, o.pod(ns, "db-0", owner_ref=o.owner("StatefulSet", "db",
-                                                                      str(uuid.uuid4()))),
-                       db_ip, {"main": new_container_id()})
-    svc = core.create_namespaced_service(ns, o.service(ns, "web-svc", None, "web"))
-    disc.create_namespaced_endpoint_slice(ns, o.endpointslice(ns, "web-svc-1", "web-svc", [ip]))
-    return World(ns, "web-5d4f-x", uid, cid, ip, str(svc.spec.cluster_ip), db_ip)
-
-
-@pytest.fixture
-def enricher_factory(kube: KubeCluster) -> Iterator[Callable[..., K8sEnricher]]:
-    made: list[K8sEnricher] = []
-
-    def make(kubeconfig: Optional[Path] = None, **cfg: Any) -> K8sEnricher:
-        cfg.setdefault("wait_for_sync_seconds", 20)
-        cfg.setdefault("pod_annotations", ("otelguard.io/*",))
-        cfg.setdefault("max_backoff_seconds", 0.5)
-        e = K8sEnricher(Config(kubeconfig=str(kubeconfig or kube.kubeconfig), **cfg))
-        e.start()
-        made.append(e)
-        source = e.source
-        assert isinstance(source, ApiServerSource) and source.synced()
-        return e
-
-    yield make
-    for e in made:
-        e.shutdown()
+def _pod_not_found() -> float:
+    return sample("otelguard_dropped_total", stage=DROP_STAGE, reason="pod_not_found")
 
 
 def _resource(batch: Any) -> dict[str, Any]:
@@ -288,17 +190,17 @@ def test_deleted_pod_resolves_for_the_grace_period(
     w = make_world(admin, cid)
     e = enricher_factory(deleted_grace_seconds=3, hold_seconds=0)
     assert e.cache.knows_container(cid)
-    core = _apis(admin)[0]
+    core = apis(admin)[0]
     core.delete_namespaced_pod(w.pod, w.ns, grace_period_seconds=0)  # no kubelet to confirm
     deleted_at = time.monotonic()
     eventually(lambda: e.cache.sizes()["pods_deleted"] >= 1, 10, "delete event")
     assert _resource(e.process(o.logs(({semconv.CONTAINER_ID: cid}, [{}]))))[
         semconv.K8S_POD_NAME] == w.pod
-    before = telemetry.counter_values(telemetry.dropped).get((DROP_STAGE, "pod_not_found"), 0.0)
+    before = _pod_not_found()
     time.sleep(max(0.0, deleted_at + 4.5 - time.monotonic()))
     assert semconv.K8S_POD_NAME not in _resource(
         e.process(o.logs(({semconv.CONTAINER_ID: cid}, [{}, {}]))))
-    after = telemetry.counter_values(telemetry.dropped).get((DROP_STAGE, "pod_not_found"), 0.0)
+    after = _pod_not_found()
     assert after == before + 2
 
 
@@ -379,7 +281,7 @@ def test_410_gone_relists_without_losing_the_cache(
         relay.cut()
         uid2 = create_running_pod(admin2, w.ns, o.pod(w.ns, "during-cut"), next_ip(),
                                   {"main": cid2})
-        core = _apis(admin2)[0]
+        core = apis(admin2)[0]
         core.delete_namespaced_pod("db-0", w.ns, grace_period_seconds=0)
         status = subprocess.run(
             ["etcdctl", "--endpoints", cluster.etcd_url, "endpoint", "status", "-w", "json"],

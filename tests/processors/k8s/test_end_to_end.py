@@ -6,7 +6,6 @@ and the Service the process tried to reach.
 
 from __future__ import annotations
 
-import os
 from typing import Any, Callable, Iterator
 
 import pytest
@@ -16,15 +15,15 @@ from otelguard.processors.k8s import K8sEnricher
 from otelguard.otlp.messages import attrs_dict
 
 from tests.ebpf.containers import container, new_container_id
-from tests.processors.k8s.test_apiserver import enricher_factory, make_world  # noqa: F401
+from tests.support.prerequisites import require_root
+from tests.support.kube_world import enricher_factory, make_world  # noqa: F401  (fixture)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kernel]
 
 
 @pytest.fixture(scope="module")
 def sensor() -> Iterator[Any]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root and the real kernel")
+    require_root()
     from otelguard.ebpf.sensor import Sensor
     from otelguard.ebpf.settings import SensorConfig
 

@@ -8,16 +8,17 @@ from typing import Any
 
 import pytest
 
-from otelguard import semconv, telemetry
+from otelguard import semconv
 from otelguard.processors.errors import ConfigError
 from otelguard.processors.k8s import Config, K8sEnricher, create
 from otelguard.processors.k8s import config as k8s_config
 from otelguard.processors.k8s.pods import parse_image, strip_container_id
-from otelguard.processors.k8s.processor import DROP_STAGE, GIVE_UP_SECONDS, enrichment
+from otelguard.processors.k8s.processor import DROP_STAGE, GIVE_UP_SECONDS
 from otelguard.processors.k8s.source import InMemorySource, Kind
 from otelguard.otlp.messages import attrs_dict
 from otelguard.processors.stage import Stage
 
+from tests.support.metrics import sample
 from tests.processors.k8s import objects as o
 
 NS = "shop"
@@ -34,11 +35,11 @@ class Clock:
 
 
 def _dropped(reason: str) -> float:
-    return telemetry.counter_values(telemetry.dropped).get((DROP_STAGE, reason), 0.0)
+    return sample("otelguard_dropped_total", stage=DROP_STAGE, reason=reason)
 
 
 def _metric(target: str, result: str) -> float:
-    return telemetry.counter_values(enrichment).get((target, result), 0.0)
+    return sample("otelguard_k8s_enrichment_total", target=target, result=result)
 
 
 def _res(batch: Any, i: int = 0) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
-from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs
+from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, SeverityNumber
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 import otelguard
@@ -187,7 +187,7 @@ class RuleEngine:
         rec = LogRecord()
         rec.time_unix_nano = trig.time_unix_nano
         rec.observed_time_unix_nano = time.time_ns()
-        rec.severity_number = rule.priority.otel  # type: ignore[assignment]
+        rec.severity_number = SeverityNumber.ValueType(rule.priority.otel)
         rec.severity_text = rule.priority.name
         rec.event_name = S.EV_DETECTION
         rec.trace_id = trig.trace_id

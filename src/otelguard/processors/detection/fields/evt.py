@@ -41,7 +41,7 @@ def event_type(ev: EventView) -> Optional[str]:
         name = ev.attr(S.SYSCALL_NAME)
         v = ev.cache["evt.type"] = name if isinstance(name, str) and name else \
             _EVENT_TYPE_BY_NAME.get(ev.event_name)
-    return v  # type: ignore[no-any-return]
+    return v  # type: ignore[no-any-return]  # cache is Any: str | None
 
 
 def syscall_ret(ev: EventView) -> Optional[int]:

@@ -39,7 +39,7 @@ def _fd_kind(ev: EventView) -> Optional[str]:
     """'file', 'directory', 'ipv4', 'ipv6', 'unix', 'packet', 'pipe', 'memfd' or None."""
     v = ev.cache.get("fd.kind", MISSING)
     if v is not MISSING:
-        return v  # type: ignore[no-any-return]
+        return v  # type: ignore[no-any-return]  # cache is Any: str | None
     name = ev.event_name
     kind: Optional[str] = None
     if name in _FILE_EVENTS:
@@ -116,14 +116,14 @@ def _ip(v: Any) -> Optional[IPAddr]:
         if len(_IPS) >= 8192:
             _IPS.clear()
         _IPS[v] = ip
-    return ip  # type: ignore[no-any-return]
+    return ip  # type: ignore[no-any-return]  # _MISSING is Any: an IP or None
 
 
 def _endpoints(ev: EventView) -> tuple[Optional[IPAddr], Optional[int], Optional[IPAddr], Optional[int]]:
     """(client ip, client port, server ip, server port) of the record's socket."""
     v = ev.cache.get("fd.endpoints", MISSING)
     if v is not MISSING:
-        return v  # type: ignore[no-any-return]
+        return v  # type: ignore[no-any-return]  # cache is Any: that tuple
     peer, pport = _ip(_net(ev, S.NETWORK_PEER_ADDRESS)), as_int(_net(ev, S.NETWORK_PEER_PORT))
     local, lport = _ip(_net(ev, S.NETWORK_LOCAL_ADDRESS)), as_int(_net(ev, S.NETWORK_LOCAL_PORT))
     if ev.event_name in _SERVER_SIDE:
