@@ -127,10 +127,14 @@ def serve(host: str, port: int) -> int:
         if _server_port is not None:
             return _server_port
 
-        class Server(_Server):
-            address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        # The address family the name resolves to first (as prometheus_client's own server).
+        family, _, _, _, sockaddr = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
 
-        httpd = make_server(host, port, _app(make_wsgi_app(REGISTRY)), Server,
+        class Server(_Server):
+            address_family = family
+
+        httpd = make_server(str(sockaddr[0]), port, _app(make_wsgi_app(REGISTRY)), Server,
                             handler_class=_QuietHandler)
         threading.Thread(target=httpd.serve_forever, name="otelguard-metrics",
                          daemon=True).start()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import os
 import signal
 import subprocess
@@ -9,8 +11,10 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Iterator
 
 import grpc
+from grpc_health.v1 import health_pb2
 from prometheus_client.parser import text_string_to_metric_families
 
 from otelguard import semconv
@@ -21,6 +25,7 @@ from . import samples
 from .service_fixtures import wait_for
 from .test_collector_e2e import _free_port, _listening
 from .test_service_errors import _grpc_call, _proto
+from .test_service_health import NAMES, _get, _health
 
 OTELGUARD = [sys.executable, "-m", "otelguard.cli"]
 
@@ -33,6 +38,23 @@ def _sample(text: str, name: str, **labels: str) -> float:
     raise AssertionError(f"no sample {name}{labels}")
 
 
+@contextlib.contextmanager
+def _processor(args: list[str], log_path: Path) -> Iterator["subprocess.Popen[bytes]"]:
+    """``otelguard processor ARGS`` running; on leaving, SIGTERM must flush and exit 0."""
+    log = log_path.open("wb")
+    proc = subprocess.Popen(OTELGUARD + ["processor", *args], stdout=log, stderr=log,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        yield proc
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0, log_path.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        log.close()
+
+
 def test_processor_command_end_to_end(tmp_path: Path) -> None:
     grpc_port, http_port, metrics_port = _free_port(), _free_port(), _free_port()
     out = tmp_path / "out.jsonl"
@@ -42,13 +64,9 @@ def test_processor_command_end_to_end(tmp_path: Path) -> None:
         "  - type: noise_control\n"
         "    config: {window_seconds: 3600}\n"
     )
-    log = (tmp_path / "log.txt").open("wb")
-    proc = subprocess.Popen(
-        OTELGUARD + ["processor", "--config", str(cfg), "--listen", f"127.0.0.1:{grpc_port}",
+    with _processor(["--config", str(cfg), "--listen", f"127.0.0.1:{grpc_port}",
                      "--listen-http", f"127.0.0.1:{http_port}", "--export", f"jsonl:{out}",
-                     "--metrics", f"127.0.0.1:{metrics_port}"],
-        stdout=log, stderr=log, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    try:
+                     "--metrics", f"127.0.0.1:{metrics_port}"], tmp_path / "log.txt"):
         wait_for(lambda: _listening(grpc_port) and _listening(http_port), timeout=30,
                  what="processor listening")
         code, _, _ = _grpc_call(f"127.0.0.1:{grpc_port}", samples.logs(2, 5).SerializeToString())
@@ -65,13 +83,6 @@ def test_processor_command_end_to_end(tmp_path: Path) -> None:
                        stage="noise_control") == 8
         assert _sample(metrics, "otelguard_pipeline_latency_seconds_count",
                        stage="noise_control") == 2
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-        log.close()
     records = [rec for line in out.read_text().splitlines()
                for _, _, rec in iter_log_records(jsoncodec.decode_logs(line))]
     # 2 + 1 events, the first detection, and the held summary flushed at shutdown
@@ -108,3 +119,27 @@ def test_refuses_pure_python_protobuf(tmp_path: Path) -> None:
     result = subprocess.run(OTELGUARD + ["processor", "--export", f"jsonl:{tmp_path / 'o'}"],
                             capture_output=True, text=True, timeout=60, env=env)
     assert result.returncode == 2 and "not 'upb'" in result.stdout
+
+
+def test_processor_command_serves_readyz_on_the_metrics_port(tmp_path: Path) -> None:
+    """``otelguard processor`` as deploy/processor.yaml runs it: no OTLP/HTTP listener, so the
+    probes ask the metrics port (docs/architecture.md#health); the gRPC port answers
+    grpc.health.v1."""
+    grpc_port, metrics_port = _free_port(), _free_port()
+    with _processor(["--listen", f"127.0.0.1:{grpc_port}", "--export",
+                     f"jsonl:{tmp_path / 'out.jsonl'}", "--metrics", f"127.0.0.1:{metrics_port}"],
+                    tmp_path / "log.txt") as proc:
+        def ready() -> bool:
+            try:
+                return _get(metrics_port, "/readyz")[0] == 200
+            except (OSError, http.client.HTTPException):
+                return proc.poll() is not None
+        wait_for(ready, timeout=30, what="/readyz 200 on the metrics port")
+        assert proc.poll() is None, (tmp_path / "log.txt").read_text()[-3000:]
+        status, body = _get(metrics_port, "/readyz")
+        # the default pipeline (detection, noise control) has no stage that reports readiness
+        assert [c["name"] for c in body["checks"]] == ["pipeline", "next_hop:jsonl#0"], body
+        assert _get(metrics_port, "/healthz") == (200, {"status": "alive"})
+        for name in NAMES:
+            assert _health(f"127.0.0.1:{grpc_port}", name) == \
+                health_pb2.HealthCheckResponse.SERVING

@@ -7,11 +7,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
-import signal
 import socket
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -173,35 +169,3 @@ def test_k8s_stage_readiness_synced_or_given_up_with_a_reason() -> None:
         assert status == 200 and check["ok"], body
         assert check["detail"].startswith("gave up waiting: cache not synced after 1s")
 
-
-def test_processor_command_serves_readyz_on_the_metrics_port(tmp_path: Path) -> None:
-    """``otelguard processor`` as deploy/processor.yaml runs it: no OTLP/HTTP listener, so the
-    probes ask the metrics port; the gRPC port answers grpc.health.v1."""
-    grpc_port, metrics_port = _free_port(), _free_port()
-    log = (tmp_path / "log.txt").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "otelguard.cli", "processor", "--listen",
-         f"127.0.0.1:{grpc_port}", "--export", f"jsonl:{tmp_path / 'out.jsonl'}",
-         "--metrics", f"127.0.0.1:{metrics_port}"], stdout=log, stderr=log)
-    try:
-        def ready() -> bool:
-            try:
-                return _get(metrics_port, "/readyz")[0] == 200
-            except (OSError, http.client.HTTPException):
-                return proc.poll() is not None
-        wait_for(ready, timeout=30, what="/readyz 200 on the metrics port")
-        assert proc.poll() is None, (tmp_path / "log.txt").read_text()[-3000:]
-        status, body = _get(metrics_port, "/readyz")
-        # the default pipeline (detection, noise control) has no stage that reports readiness
-        assert [c["name"] for c in body["checks"]] == ["pipeline", "next_hop:jsonl#0"], body
-        assert _get(metrics_port, "/healthz") == (200, {"status": "alive"})
-        for name in NAMES:
-            assert _health(f"127.0.0.1:{grpc_port}", name) == \
-                health_pb2.HealthCheckResponse.SERVING
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-        log.close()
