@@ -6,8 +6,6 @@ probe and ring-buffer checks need the loaded sensor: tests/exporter/test_agent_h
 from __future__ import annotations
 
 import socket
-import time
-from typing import Callable
 
 from otelguard.ebpf.sensor import Sensor
 from otelguard.ebpf.settings import SensorConfig
@@ -20,21 +18,12 @@ from otelguard.telemetry import Check
 from otelguard.transport import Delivery, RetryPolicy
 from otelguard.transport.otlp_grpc import OtlpGrpcTransport
 from tests.exporter.scenario import shell_session
-from tests.exporter.test_batch import QueueSource
+from tests.exporter.test_batch import QueueSource, _wait
 
 
 def _exporter_check(health: AgentHealth) -> Check:
     (check,) = [c for c in health.checks() if c.name == "exporter"]
     return check
-
-
-def _wait(cond: Callable[[], bool], timeout: float) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_exporter_check_fails_while_a_send_is_stuck_and_recovers() -> None:

@@ -11,7 +11,9 @@ the in-flight limits in receiver/admission.py). Per exporter:
   ``timeout_seconds``); each retry counts in ``otelguard_processor_forward_retries_total``;
 * when the retries run out the hop is marked down for ``down_seconds`` and the caller gets
   UNAVAILABLE (HTTP 503, with Retry-After): the caller keeps the data and retries. While a hop is
-  down, requests fail fast without touching it; the first request after that window probes it;
+  down, requests fail fast without touching it; the first request after that window probes it,
+  and so does the service's flush timer with an empty request (:meth:`Forwarder.probe_down_hops`)
+  so that ``/readyz`` sees the hop back without traffic;
 * a non-retryable refusal (the next hop says the data is invalid) cannot succeed on retry: the
   records are dropped, counted in ``otelguard_dropped_total{stage="forward",
   reason="rejected_by_next_hop"}`` and reported to the caller as rejected (partial success).
