@@ -100,8 +100,8 @@ def test_agent_is_not_privileged_and_explains_nothing_extra() -> None:
 
 
 def test_processor_probes_use_the_health_endpoints() -> None:
-    """The processor's /readyz and /healthz are on its metrics port when the pipeline config
-    has no OTLP/HTTP listener (processors/cli.py)."""
+    """The processor's /readyz and /healthz on its metrics port, the only HTTP port of the
+    pipeline config (no OTLP/HTTP listener; processors/cli.py)."""
     from otelguard.config import load_yaml
     from otelguard.processors.config import build_pipeline_config
 

@@ -132,7 +132,8 @@ def test_readyz_503_while_the_next_hop_is_down_and_200_once_it_is_up() -> None:
 
 
 def test_readyz_on_the_metrics_port_without_an_http_listener() -> None:
-    """``otelguard processor`` without ``listen_http`` serves the checks beside /metrics."""
+    """The checks beside /metrics, as processors/cli.py registers them (the only HTTP port
+    without ``listen_http``)."""
     port = telemetry.serve("127.0.0.1", 0)
     cfg = ServiceSection(listen="127.0.0.1:0", listen_http=None, metrics=None)
     with running_service(service=cfg) as run:

@@ -50,7 +50,7 @@ class ServiceHealth:
 
     The service calls :meth:`serving` once started and :meth:`draining` when ``stop()`` begins;
     the gRPC servicer is registered on the OTLP/gRPC server (:meth:`register_grpc`), the HTTP
-    paths on the OTLP/HTTP app (:meth:`register_http`) or, without one, on the metrics port
+    paths on the OTLP/HTTP app (:meth:`register_http`) and on the metrics port
     (``telemetry.set_readiness(health.checks)``, done by processors/cli.py).
     """
 
