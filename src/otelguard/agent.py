@@ -5,7 +5,8 @@ sensor queued, ends open spans, flushes, and the process exits 0. The YAML ``--c
 a ``sensor:`` section (ebpf/settings.py) and an ``exporter:`` section (exporter/config.py); the
 file is read once and validated before anything loads, all problems reported at once with
 file:line (:class:`AgentConfig`, published as ``docs/config/agent.schema.json``). ``/metrics``
-serves otelguard's telemetry (events, drops by stage/reason, export latency).
+serves otelguard's telemetry (events, drops by stage/reason, export latency); the same port
+answers ``/healthz`` and ``/readyz`` (exporter/health.py).
 """
 
 from __future__ import annotations
@@ -82,9 +83,12 @@ def main(args: argparse.Namespace) -> int:
              metrics_host, port, args.spool_dir, len(spool))
 
     from otelguard.ebpf.sensor import Sensor
+    from otelguard.exporter.health import AgentHealth
 
     sensor_cfg, exp_cfg = cfg.sensor, cfg.exporter
     sensor = Sensor(sensor_cfg)
+    health = AgentHealth(sensor)
+    telemetry.set_readiness(health.checks)
     try:
         status = sensor.start()
     except EbpfError as exc:
@@ -98,6 +102,7 @@ def main(args: argparse.Namespace) -> int:
     delivery = Delivery(OtlpGrpcTransport(args.otlp_endpoint), spool)
     exporter = BatchExporter(sensor.drain, delivery, exp_cfg,
                              OtlpBuilder(node, SpanTracker(max_open=exp_cfg.max_open_spans)))
+    health.exporter = exporter
     run_until_stopped(sensor, exporter, args.duration)
     stats = exporter.stats()
     print("otelguard agent: " + " ".join(f"{k}={v}" for k, v in stats.items()), file=sys.stderr)

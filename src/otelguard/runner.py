@@ -3,7 +3,8 @@
 Sensor -> BatchExporter -> :class:`PipelineSink` (the processor pipeline applied in place to the
 OTLP protobufs, no network hop) -> every ``--output`` through its own Delivery (retry with
 backoff; a dead endpoint's records are counted as dropped, never silently lost). Detections are
-printed by the console output like any record; ``/metrics`` serves otelguard's telemetry.
+printed by the console output like any record; ``/metrics`` serves otelguard's telemetry, and
+the same port ``/healthz`` and ``/readyz`` (exporter/health.py).
 Ctrl-C (or ``--duration``) stops cleanly and prints a summary: events by type, detections by
 rule, drops by stage and reason, probes that did not load.
 
@@ -185,12 +186,15 @@ def main(args: argparse.Namespace) -> int:
     from otelguard.ebpf.sensor import Sensor
     from otelguard.exporter.batch import BatchExporter, run_until_stopped
     from otelguard.exporter.builder import OtlpBuilder
+    from otelguard.exporter.health import AgentHealth
     from otelguard.exporter.settings import node_identity
     from otelguard.exporter.spans import SpanTracker
 
     sensor_cfg, exp_cfg = cfg.sensor, cfg.exporter
     bound = telemetry.serve(metrics_host, metrics_port)
     sensor = Sensor(sensor_cfg)
+    health = AgentHealth(sensor)
+    telemetry.set_readiness(health.checks)
     try:
         status = sensor.start()
     except EbpfError as exc:
@@ -211,6 +215,7 @@ def main(args: argparse.Namespace) -> int:
         node = dataclasses.replace(node, node_name=sensor_cfg.node_name)
     exporter = BatchExporter(sensor.drain, sink, exp_cfg,
                              OtlpBuilder(node, SpanTracker(max_open=exp_cfg.max_open_spans)))
+    health.exporter = exporter
     run_until_stopped(sensor, exporter, args.duration)
     sensor_stats = sensor.stats()
     print(summary(sensor_stats, missing), file=sys.stderr, flush=True)

@@ -1,16 +1,26 @@
-"""otelguard's own metrics, shared by the agent and the processors (Prometheus naming).
+"""otelguard's own metrics, shared by the agent and the processors (Prometheus naming), and the
+health endpoints served beside them.
 
 One registry per process. Stages never create label values from pods, pids, IPs or paths.
 ``dropped`` is the one place every drop is counted, by stage and reason, so nothing is lost
 silently: the exit summary of ``otelguard run`` and ``/metrics`` both read it.
+
+The metrics port also answers ``/healthz`` (the process serves HTTP: a liveness probe that costs
+nothing) and ``/readyz`` (the checks the process registered with :func:`set_readiness`; 503 with
+a JSON body naming each failing check). docs/architecture.md#health says what each role checks.
 """
 
 from __future__ import annotations
 
+import json
+import socket
 import threading
-from typing import Optional
+from dataclasses import dataclass
+from socketserver import ThreadingMixIn
+from typing import Any, Callable, Iterable, Optional, Sequence
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Histogram, make_wsgi_app
 
 from otelguard import semconv
 
@@ -36,18 +46,99 @@ pipeline_latency = Histogram(
     registry=REGISTRY,
 )
 
+
+
+@dataclass(frozen=True)
+class Check:
+    """One readiness condition: ``detail`` says why it fails (or what it saw when it passes)."""
+
+    name: str
+    ok: bool
+    detail: str = ""
+
+
+Readiness = Callable[[], Sequence[Check]]
+
+HEALTHZ_BODY = b'{"status": "alive"}'
+
+
+def readiness_response(checks: Iterable[Check]) -> tuple[int, bytes]:
+    """``/readyz``: 200 when every check passes, else 503; the JSON body lists every check and
+    names the failing ones under ``failing``."""
+    listed = list(checks)
+    failing = [c.name for c in listed if not c.ok]
+    body = {
+        "status": "not ready" if failing else "ready",
+        "failing": failing,
+        "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in listed],
+    }
+    return (503 if failing else 200), json.dumps(body, sort_keys=True).encode()
+
+
 _server_lock = threading.Lock()
 _server_port: Optional[int] = None
+_readiness: Optional[Readiness] = None
+
+
+def set_readiness(checks: Optional[Readiness]) -> None:
+    """What ``/readyz`` on the metrics port answers; until set, it is 503 ("starting")."""
+    global _readiness
+    _readiness = checks
+
+
+def _current_readiness() -> tuple[int, bytes]:
+    checks = _readiness
+    if checks is None:
+        return readiness_response([Check("started", False, "the process is starting")])
+    try:
+        return readiness_response(checks())
+    except Exception as exc:  # a broken check must answer 503, never kill the server thread
+        return readiness_response([Check("checks", False, f"{type(exc).__name__}: {exc}")])
+
+
+class _Server(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base's name
+        """Probes come every few seconds; access logs of them are noise."""
+
+
+def _app(metrics: Callable[..., Any]) -> Callable[..., Any]:
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        path = environ.get("PATH_INFO", "")
+        if path in ("/healthz", "/readyz"):
+            status, body = (200, HEALTHZ_BODY) if path == "/healthz" else _current_readiness()
+            start_response("200 OK" if status == 200 else "503 Service Unavailable",
+                           [("Content-Type", "application/json"),
+                            ("Content-Length", str(len(body)))])
+            return [body]
+        return metrics(environ, start_response)
+
+    return app
 
 
 def serve(host: str, port: int) -> int:
-    """Serve ``/metrics`` on host:port (port 0 picks a free one); returns the bound port."""
+    """Serve ``/metrics``, ``/healthz`` and ``/readyz`` on host:port (port 0 picks a free one)
+    from a daemon thread; returns the bound port."""
     global _server_port
     with _server_lock:
         if _server_port is not None:
             return _server_port
-        server, _thread = start_http_server(port, addr=host, registry=REGISTRY)
-        _server_port = int(server.server_address[1])
+
+        # The address family the name resolves to first (as prometheus_client's own server).
+        family, _, _, _, sockaddr = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+
+        class Server(_Server):
+            address_family = family
+
+        httpd = make_server(str(sockaddr[0]), port, _app(make_wsgi_app(REGISTRY)), Server,
+                            handler_class=_QuietHandler)
+        threading.Thread(target=httpd.serve_forever, name="otelguard-metrics",
+                         daemon=True).start()
+        _server_port = int(httpd.server_address[1])
         return _server_port
 
 

@@ -93,7 +93,29 @@ def test_agent_is_not_privileged_and_explains_nothing_extra() -> None:
     mounts = {m["mountPath"] for m in agent["volumeMounts"]}
     assert {"/lib/modules", "/usr/src", "/sys/kernel/tracing", "/sys/fs/cgroup"} <= mounts
     assert pod["tolerations"] == [{"operator": "Exists"}]
-    assert agent["livenessProbe"]["exec"]["command"][:2] == ["otelguard", "doctor"]
+    # Cheap probes (no BPF compile), on the port the agent serves /metrics on.
+    assert agent["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert agent["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    assert {"name": "metrics", "containerPort": 9465} in agent["ports"]
+    assert "--metrics=0.0.0.0:9465" in agent["args"]
+
+
+def test_processor_probes_use_the_health_endpoints() -> None:
+    """The processor's /readyz and /healthz on its metrics port, the only HTTP port of the
+    pipeline config (no OTLP/HTTP listener; processors/cli.py)."""
+    from otelguard.config import load_yaml
+    from otelguard.processors.config import build_pipeline_config
+
+    (dep,) = [d for _, d in manifest_documents() if d["kind"] == "Deployment"
+              and d["metadata"]["name"] == "otelguard-processor"]
+    (proc,) = dep["spec"]["template"]["spec"]["containers"]
+    assert proc["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    assert proc["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    (cm,) = [d for _, d in manifest_documents()
+             if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "otelguard-processor"]
+    service = build_pipeline_config(load_yaml(cm["data"]["pipeline.yaml"], "processor")).service
+    assert service.listen_http is None and service.metrics == "0.0.0.0:9466"
+    assert {"name": "metrics", "containerPort": 9466} in proc["ports"]
 
 
 def test_processor_pipeline_configmap_loads() -> None:

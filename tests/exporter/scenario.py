@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import queue
+from typing import Sequence
+
 from otelguard import semconv as sc
 from otelguard.ebpf.events import Event
 from otelguard.exporter.settings import NodeIdentity
@@ -84,3 +87,20 @@ def sorted_attrs(req: object) -> object:
                 del rec.attributes[:]
                 rec.attributes.extend(copies)
     return req
+
+
+class QueueSource:
+    """Shaped like Sensor.drain(max_events, timeout_s)."""
+
+    def __init__(self) -> None:
+        self.q: "queue.Queue[Event]" = queue.Queue()
+
+    def __call__(self, max_events: int, timeout_s: float) -> Sequence[Event]:
+        out: list[Event] = []
+        try:
+            out.append(self.q.get(timeout=timeout_s) if timeout_s > 0 else self.q.get_nowait())
+            while len(out) < max_events:
+                out.append(self.q.get_nowait())
+        except queue.Empty:
+            pass
+        return out

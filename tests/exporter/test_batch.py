@@ -18,27 +18,10 @@ from otelguard.exporter.config import ExporterConfig
 from otelguard.exporter.settings import NodeIdentity
 from otelguard.otlp.messages import get_attr, iter_log_records, iter_spans
 from otelguard.transport import Delivery, InMemoryTransport, RetryPolicy, Spool
-from tests.exporter.scenario import shell_session
+from tests.exporter.scenario import QueueSource, shell_session
 from tests.support.polling import wait_until
 
 NODE = NodeIdentity("n", "h", "i")
-
-
-class QueueSource:
-    """Shaped like Sensor.drain(max_events, timeout_s)."""
-
-    def __init__(self) -> None:
-        self.q: "queue.Queue[Event]" = queue.Queue()
-
-    def __call__(self, max_events: int, timeout_s: float) -> Sequence[Event]:
-        out: list[Event] = []
-        try:
-            out.append(self.q.get(timeout=timeout_s) if timeout_s > 0 else self.q.get_nowait())
-            while len(out) < max_events:
-                out.append(self.q.get_nowait())
-        except queue.Empty:
-            pass
-        return out
 
 
 

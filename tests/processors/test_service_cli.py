@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Iterator
 
 import grpc
+from grpc_health.v1 import health_pb2
 
 from otelguard import semconv
 from otelguard.otlp import jsoncodec
@@ -17,10 +21,28 @@ from otelguard.otlp.messages import attrs_dict, iter_log_records
 
 from . import samples
 from tests.support.endpoints import free_port, grpc_call, listening, post_proto
+from tests.support.health import NAMES, grpc_health, http_get_json
 from tests.support.metrics import sample, scrape
 from tests.support.polling import wait_for
 
 OTELGUARD = [sys.executable, "-m", "otelguard.cli"]
+
+
+@contextlib.contextmanager
+def _processor(args: list[str], log_path: Path) -> Iterator["subprocess.Popen[bytes]"]:
+    """``otelguard processor ARGS`` running; on leaving, SIGTERM must flush and exit 0."""
+    log = log_path.open("wb")
+    proc = subprocess.Popen(OTELGUARD + ["processor", *args], stdout=log, stderr=log,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        yield proc
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0, log_path.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        log.close()
 
 
 def test_processor_command_end_to_end(tmp_path: Path) -> None:
@@ -97,3 +119,27 @@ def test_refuses_pure_python_protobuf(tmp_path: Path) -> None:
     result = subprocess.run(OTELGUARD + ["processor", "--export", f"jsonl:{tmp_path / 'o'}"],
                             capture_output=True, text=True, timeout=60, env=env)
     assert result.returncode == 2 and "not 'upb'" in result.stdout
+
+
+def test_processor_command_serves_readyz_on_the_metrics_port(tmp_path: Path) -> None:
+    """``otelguard processor`` as deploy/processor.yaml runs it: no OTLP/HTTP listener, so the
+    probes ask the metrics port (docs/architecture.md#health); the gRPC port answers
+    grpc.health.v1."""
+    grpc_port, metrics_port = free_port(), free_port()
+    with _processor(["--listen", f"127.0.0.1:{grpc_port}", "--export",
+                     f"jsonl:{tmp_path / 'out.jsonl'}", "--metrics", f"127.0.0.1:{metrics_port}"],
+                    tmp_path / "log.txt") as proc:
+        def ready() -> bool:
+            try:
+                return http_get_json(metrics_port, "/readyz")[0] == 200
+            except (OSError, http.client.HTTPException):
+                return proc.poll() is not None
+        wait_for(ready, timeout=30, what="/readyz 200 on the metrics port")
+        assert proc.poll() is None, (tmp_path / "log.txt").read_text()[-3000:]
+        status, body = http_get_json(metrics_port, "/readyz")
+        # the default pipeline (detection, noise control) has no stage that reports readiness
+        assert [c["name"] for c in body["checks"]] == ["pipeline", "next_hop:jsonl#0"], body
+        assert http_get_json(metrics_port, "/healthz") == (200, {"status": "alive"})
+        for name in NAMES:
+            assert grpc_health(f"127.0.0.1:{grpc_port}", name) == \
+                health_pb2.HealthCheckResponse.SERVING

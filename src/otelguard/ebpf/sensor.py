@@ -237,6 +237,8 @@ class Sensor:
         self._decode_errors = 0
         self._records = 0
         self.ctx: Optional[EventContext] = None
+        # time.monotonic() after the last ring-buffer poll returned (0: never); readiness reads it
+        self.last_poll = 0.0
 
     def start(self) -> SensorStatus:
         if self._program is not None:
@@ -284,6 +286,7 @@ class Sensor:
             program.poll(self.config.poll_timeout_ms)
             self._count_events()
             now = time.monotonic()
+            self.last_poll = now
             if now >= next_drops:
                 program.account_kernel_drops()
                 next_drops = now + 1.0
@@ -350,6 +353,12 @@ class Sensor:
             except queue.Empty:
                 break
         return out
+
+    @property
+    def running(self) -> bool:
+        """Probes attached and the poll thread alive."""
+        return self._program is not None and self._thread is not None and \
+            self._thread.is_alive()
 
     def stop(self) -> None:
         self._stop.set()

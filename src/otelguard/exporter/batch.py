@@ -69,10 +69,14 @@ class BatchExporter:
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self._error: Optional[BaseException] = None
+        # time.monotonic() when the export loop last finished a cycle (drain, and the flush
+        # when due): a send stuck on the next hop stops it advancing (0: not started)
+        self.last_cycle = 0.0
 
     def start(self) -> None:
         if self._thread is not None:
             raise RuntimeError("BatchExporter already started")
+        self.last_cycle = time.monotonic()
         self._thread = threading.Thread(target=self._run, name="otelguard-export", daemon=True)
         self._thread.start()
 
@@ -121,6 +125,7 @@ class BatchExporter:
                     telemetry.dropped.labels("export", "internal_error").inc(len(pending))
                 pending = []
                 last_flush = now
+            self.last_cycle = time.monotonic()
         # stopping: take what the source still holds (bounded), then end every span
         deadline = time.monotonic() + 5.0
         while time.monotonic() < deadline:

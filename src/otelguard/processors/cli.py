@@ -90,6 +90,8 @@ def main(args: argparse.Namespace) -> int:
     if cfg.service.metrics:
         host, port = split_hostport(cfg.service.metrics)
         bound = telemetry.serve(host, port)
+        # /readyz beside /metrics (the only HTTP port when there is no OTLP/HTTP listener)
+        telemetry.set_readiness(service.health.checks)
         log.info("metrics on http://%s:%d/metrics", host, bound)
     return asyncio.run(_serve(service))
 

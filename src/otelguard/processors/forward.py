@@ -11,7 +11,9 @@ the in-flight limits in receiver/admission.py). Per exporter:
   ``timeout_seconds``); each retry counts in ``otelguard_processor_forward_retries_total``;
 * when the retries run out the hop is marked down for ``down_seconds`` and the caller gets
   UNAVAILABLE (HTTP 503, with Retry-After): the caller keeps the data and retries. While a hop is
-  down, requests fail fast without touching it; the first request after that window probes it;
+  down, requests fail fast without touching it; the first request after that window probes it,
+  and so does the service's flush timer with an empty request (:meth:`Forwarder.probe_down_hops`)
+  so that ``/readyz`` sees the hop back without traffic;
 * a non-retryable refusal (the next hop says the data is invalid) cannot succeed on retry: the
   records are dropped, counted in ``otelguard_dropped_total{stage="forward",
   reason="rejected_by_next_hop"}`` and reported to the caller as rejected (partial success).
@@ -78,6 +80,7 @@ class _Hop:
         # Transports are used from one thread at a time (transport/contract.py).
         self.lock = threading.Lock()
         self.retries = metrics.forward_retries.labels(name)
+        self.last_error = ""  # why the last failed send failed (readiness detail)
 
 
 class Forwarder:
@@ -100,6 +103,40 @@ class Forwarder:
     def exporter_names(self) -> list[str]:
         return [hop.name for hop in self._hops]
 
+    def hop_states(self) -> dict[str, tuple[bool, str]]:
+        """Per hop: (down, detail). A hop is down from a forward that ran out of retries until a
+        send or :meth:`probe_down_hops` gets through, so readiness (receiver/health.py) follows
+        real reachability, not only the fail-fast window. Unlocked reads of two numbers."""
+        out: dict[str, tuple[bool, str]] = {}
+        for hop in self._hops:
+            failures, remaining = hop.down.failures, hop.down.remaining()
+            if failures:
+                out[hop.name] = (True, f"down after {failures} failed forward(s): {hop.last_error}"
+                                 + (f"; next try in {remaining:.1f}s" if remaining else ""))
+            else:
+                out[hop.name] = (False, "reachable")
+        return out
+
+    def probe_down_hops(self) -> None:
+        """Send an empty logs request (valid OTLP, no records) once to every down hop whose
+        fail-fast window is over, so a hop that came back is seen without waiting for traffic
+        (a not-ready replica gets none). Blocks: the service runs it on a worker thread."""
+        for hop in self._hops:
+            if not hop.down.failures or hop.down.remaining() > 0:
+                continue
+            with hop.lock:
+                try:
+                    outcome = hop.target.export_logs(ExportLogsServiceRequest())
+                except Exception as exc:  # same treatment as in _send
+                    outcome = ExportResult.failure(f"{type(exc).__name__}: {exc}", "exception",
+                                                   True)
+                if outcome.ok or not outcome.retryable:  # an answer, even a refusal: it is up
+                    hop.down.mark_up()
+                    log.info("next hop %s is reachable again", hop.name)
+                else:
+                    hop.last_error = outcome.error
+                    hop.down.mark_down(outcome.retry_after_s)
+
     def forward(self, batch: Batch) -> ForwardReport:
         """Deliver to every hop or raise RequestError(UNAVAILABLE); never loses silently."""
         report = ForwardReport()
@@ -119,6 +156,7 @@ class Forwarder:
                 if outcome.ok:
                     hop.down.mark_up()
                 elif outcome.retryable:
+                    hop.last_error = outcome.error
                     hop.down.mark_down(outcome.retry_after_s)
             if outcome.ok:
                 accepted = n - outcome.rejected

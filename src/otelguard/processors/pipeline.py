@@ -109,6 +109,10 @@ class Pipeline:
     def stage_names(self) -> list[str]:
         return [slot.name for slot in self._slots]
 
+    def stages(self) -> list[tuple[str, Stage]]:
+        """(name, stage) in order, for callers that read a stage's state (receiver/health.py)."""
+        return [(slot.name, slot.stage) for slot in self._slots]
+
     def start(self) -> None:
         """Start stages in order; if one fails, the ones already started are shut down."""
         started: list[_Slot] = []

@@ -129,6 +129,7 @@ class K8sEnricher:
                       for r in ("hit_container_id", "hit_pod_uid", "hit_pod_ip", "held", "miss")}
         self._peer_hit = enrichment.labels("peer", "hit")
         self._peer_miss = enrichment.labels("peer", "miss")
+        self._gave_up_sync = ""  # why start() went on without a synced cache (readiness)
 
     @property
     def source(self) -> Optional[K8sSource]:
@@ -155,9 +156,26 @@ class K8sEnricher:
             )
         self._source.start(self.cache, self.kinds(), self.config.effective_node_name)
         wait = self.config.wait_for_sync_seconds
-        if wait > 0 and not self._source.wait_synced(wait):
+        if wait <= 0:
+            self._gave_up_sync = "wait_for_sync_seconds is 0: enriching what is known while " \
+                                 "the cache lists"
+        elif not self._source.wait_synced(wait):
+            self._gave_up_sync = f"cache not synced after {wait:.0f}s: enriching what is " \
+                                 f"known, holding unknown containers up to " \
+                                 f"{self.config.hold_seconds:.1f}s"
             log.warning("k8s_attributes: cache not synced after %.0fs; enriching what is known, "
                         "holding unknown containers up to %.1fs", wait, self.config.hold_seconds)
+
+    def readiness(self) -> tuple[bool, str]:
+        """Ready once the cache synced, or once ``start()`` gave up waiting (the reason says so);
+        read by the service's ``/readyz`` (receiver/health.py)."""
+        if self._source is None:
+            return False, "not started"
+        if self._source.synced():
+            return True, "cache synced"
+        if self._gave_up_sync:
+            return True, "gave up waiting: " + self._gave_up_sync
+        return False, "cache not synced yet"
 
     def shutdown(self) -> None:
         if self._source is not None:

@@ -3,7 +3,8 @@
 Where it sits (docs/architecture.md): behind the Collector's load-balancing exporter, in front of
 the Collector that fans out to Loki/Jaeger/Prometheus. ``protocol`` holds what both protocols
 share, ``grpc_server`` and ``http_server`` decode requests into the one request path of
-``service.ProcessorService``, ``admission`` holds the in-flight limits. The command that builds
+``service.ProcessorService``, ``admission`` holds the in-flight limits, ``health`` the gRPC
+health service and ``/healthz``/``/readyz``. The command that builds
 and runs a service is :mod:`otelguard.processors.cli`.
 
 Status mapping (gRPC / HTTP), every outcome counted in ``otelguard_processor_requests_total``:

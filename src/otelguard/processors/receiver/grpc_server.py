@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import grpc
 
@@ -31,8 +31,9 @@ from otelguard.processors.receiver.protocol import (
 log = logging.getLogger(__name__)
 
 
-async def start_grpc_server(listen: str, max_request_bytes: int,
-                            handle: Handle) -> tuple[grpc.aio.Server, int]:
+async def start_grpc_server(listen: str, max_request_bytes: int, handle: Handle,
+                            register: Optional[Callable[[grpc.aio.Server], None]] = None,
+                            ) -> tuple[grpc.aio.Server, int]:
     """Bind ``listen`` (port 0 picks a free one) and start serving; returns the server and port."""
     limit = max_request_bytes * 4 + 65536
     server = grpc.aio.server(options=[
@@ -43,6 +44,8 @@ async def start_grpc_server(listen: str, max_request_bytes: int,
         handler = grpc.unary_unary_rpc_method_handler(_export_handler(sig, handle))
         server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler(service_name, {"Export": handler}),))
+    if register is not None:  # more services on the port (receiver/health.py)
+        register(server)
     host, port = split_hostport(listen)
     bound = server.add_insecure_port(f"{host}:{port}")
     if bound == 0:

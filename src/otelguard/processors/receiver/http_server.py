@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import zlib
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import grpc
 from aiohttp import web
@@ -34,12 +34,15 @@ from otelguard.processors.stage import Batch
 log = logging.getLogger(__name__)
 
 
-async def start_http_server(listen: str, max_request_bytes: int,
-                            handle: Handle) -> tuple[web.AppRunner, int]:
+async def start_http_server(listen: str, max_request_bytes: int, handle: Handle,
+                            register: Optional[Callable[[web.Application], None]] = None,
+                            ) -> tuple[web.AppRunner, int]:
     """Bind ``listen`` (port 0 picks a free one) and start serving; returns the runner and port."""
     app = web.Application(client_max_size=max_request_bytes)
     app.router.add_post("/v1/logs", _export_handler(LOGS, max_request_bytes, handle))
     app.router.add_post("/v1/traces", _export_handler(TRACES, max_request_bytes, handle))
+    if register is not None:  # more routes on the port (receiver/health.py)
+        register(app)
     runner = web.AppRunner(app, auto_decompress=False, access_log=None)
     await runner.setup()
     host, port = split_hostport(listen)

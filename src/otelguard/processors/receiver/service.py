@@ -33,6 +33,7 @@ from otelguard.otlp.messages import count_records
 from otelguard.processors.pipeline import Pipeline
 from otelguard.processors.receiver.admission import Admission
 from otelguard.processors.receiver.grpc_server import start_grpc_server
+from otelguard.processors.receiver.health import ServiceHealth
 from otelguard.processors.receiver.http_server import start_http_server
 from otelguard.processors.receiver.protocol import LOGS, Signal, require_upb
 from otelguard.processors.settings import Settings
@@ -74,25 +75,31 @@ class ProcessorService:
         self._http: Optional[web.AppRunner] = None
         self._flush_task: Optional[asyncio.Task[None]] = None
         self._pending: list[Batch] = []
+        self.health = ServiceHealth(pipeline, forwarder)
 
     # --- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
         require_upb(self.settings)
+        await self.health.starting()
         self.pipeline.start()
         try:
             self._grpc, self.grpc_port = await start_grpc_server(
-                self.cfg.listen, self.cfg.max_request_bytes, self.handle)
+                self.cfg.listen, self.cfg.max_request_bytes, self.handle,
+                register=self.health.register_grpc)
             if self.cfg.listen_http:
                 self._http, self.http_port = await start_http_server(
-                    self.cfg.listen_http, self.cfg.max_request_bytes, self.handle)
+                    self.cfg.listen_http, self.cfg.max_request_bytes, self.handle,
+                    register=self.health.register_http)
         except BaseException:
             await self._close_listeners()
             self.pipeline.shutdown()
             raise
         self._flush_task = asyncio.get_running_loop().create_task(self._flush_loop())
+        await self.health.serving()
 
     async def stop(self) -> None:
+        await self.health.draining()
         if self._flush_task is not None:
             self._flush_task.cancel()
             try:
@@ -125,6 +132,8 @@ class ProcessorService:
             await asyncio.sleep(self.cfg.flush_interval_seconds)
             try:
                 await self.flush_once()
+                await asyncio.get_running_loop().run_in_executor(
+                    self._executor, self.forwarder.probe_down_hops)
             except Exception:
                 log.exception("flush failed")
 
