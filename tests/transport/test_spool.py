@@ -30,7 +30,7 @@ def _spooled(directory: Path, count: int) -> tuple[Spool, list[tuple[bytes, int]
     batches = _batches(count)
     for data, n in batches:
         assert d.send_logs(data, n)
-    assert len(spool) == count and all(e.suffix == ".pb" for e in directory.glob("*-logs-*"))
+    assert len(spool) == count and len(list(directory.glob("*-logs-*.pb"))) == count
     return spool, batches
 
 
