@@ -99,7 +99,9 @@ def main(args: argparse.Namespace) -> int:
     node = node_identity()
     if sensor_cfg.node_name:
         node = type(node)(sensor_cfg.node_name, node.host_name, node.host_id)
-    delivery = Delivery(OtlpGrpcTransport(args.otlp_endpoint), spool)
+    timeout = exp_cfg.export_timeout_s
+    delivery = Delivery(OtlpGrpcTransport(args.otlp_endpoint, timeout_s=timeout), spool,
+                        deadline_s=timeout)
     exporter = BatchExporter(sensor.drain, delivery, exp_cfg,
                              OtlpBuilder(node, SpanTracker(max_open=exp_cfg.max_open_spans)))
     health.exporter = exporter

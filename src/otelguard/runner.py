@@ -170,9 +170,11 @@ def main(args: argparse.Namespace) -> int:
         except ProcessorsError as exc:
             problems.append(str(exc))
     outputs: list[Delivery] = []
+    timeout = (cfg or RunConfig()).exporter.export_timeout_s
     for spec in args.output or DEFAULT_OUTPUTS:
         try:
-            outputs.append(Delivery(parse_spec(spec), None, stage="output"))
+            outputs.append(Delivery(parse_spec(spec, timeout), None, stage="output",
+                                    deadline_s=timeout))
         except TransportError as exc:
             problems.append(str(exc))
     try:

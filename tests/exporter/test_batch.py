@@ -103,6 +103,9 @@ def test_config_from_mapping_collects_all_problems() -> None:
                                   "exporter.max_open_spans: must be > 0, got 0"]
     with pytest.raises(ConfigError, match="exporter.flush_interval_s: must be within"):
         from_mapping(ExporterConfig, {"flush_interval_s": 60}, path="exporter")
+    assert from_mapping(ExporterConfig, {"export_timeout_s": 2}, path="exporter").export_timeout_s == 2
+    with pytest.raises(ConfigError, match="exporter.export_timeout_s: must be within 0.1-60 s"):
+        from_mapping(ExporterConfig, {"export_timeout_s": 600}, path="exporter")
 
 
 def test_a_failing_source_is_logged_and_the_thread_lives_on() -> None:

@@ -86,8 +86,8 @@ class GrpcReceiver(logs_service_pb2_grpc.LogsServiceServicer, trace_service_pb2_
 class HttpReceiver:
     """POST /v1/logs and /v1/traces; ``status`` and ``retry_after`` set the next answers."""
 
-    def __init__(self) -> None:
-        self.port = free_port()
+    def __init__(self, port: Optional[int] = None) -> None:
+        self.port = port or free_port()
         self.requests: list[tuple[str, str, bytes]] = []
         self.status = 200
         self.retry_after: Optional[str] = None
@@ -124,3 +124,65 @@ class HttpReceiver:
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+class HungServer:
+    """A TCP server on 127.0.0.1 that accepts connections and never answers (``trickle``: it
+    writes the first bytes of an HTTP response, then one more byte every 0.1 s, forever), the
+    endpoint that must not stall a sender past its deadline. ``stop`` closes every connection."""
+
+    def __init__(self, port: Optional[int] = None, trickle: bool = False) -> None:
+        self._listener = socket.create_server(("127.0.0.1", port or 0))
+        self._listener.settimeout(0.1)  # the accept loop sees stop() within 0.1 s
+        self.port = int(self._listener.getsockname()[1])
+        self.trickle = trickle
+        self.accepted = 0
+        self._conns: list[socket.socket] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._accept, daemon=True)]
+        self._threads[0].start()
+
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            conn.settimeout(None)
+            self.accepted += 1
+            self._conns.append(conn)
+            if self.trickle:
+                t = threading.Thread(target=self._dribble, args=(conn,), daemon=True)
+                self._threads.append(t)
+                t.start()
+
+    def _dribble(self, conn: socket.socket) -> None:
+        try:
+            conn.sendall(b"HTTP/1.1 200 OK\r\n")
+            while not self._stop.wait(0.1):
+                conn.sendall(b"X")  # a header line that never ends
+        except OSError:
+            pass
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._threads[0].join(5)
+        self._listener.close()
+        for conn in self._conns:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            conn.close()
+        for t in self._threads:
+            t.join(5)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 from otelguard.config import Checks
+from otelguard.transport.contract import EXPORT_TIMEOUT_S
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,6 +20,9 @@ class ExporterConfig:
     flush_interval_s: float = 0.5  # a partial batch waits at most this long (200-1000 ms)
     drain_timeout_s: float = 0.1  # how long one drain() may block waiting for events
     max_open_spans: int = 65536  # LRU bound on open process/connection spans
+    # deadline of one export call (0.1-60 s): a hung endpoint holds the export thread this long,
+    # then the request spools (the agent) and the endpoint is left alone for its down window
+    export_timeout_s: float = EXPORT_TIMEOUT_S
 
     def __post_init__(self) -> None:
         checks = Checks()
@@ -32,6 +36,9 @@ class ExporterConfig:
             if self.max_batch > 8192:
                 checks.add("max_batch", "at most 8192 (one request must stay under the "
                            f"receiver's 16 MiB limit), got {self.max_batch}")
+            if not 0.1 <= self.export_timeout_s <= 60:
+                checks.add("export_timeout_s",
+                           f"must be within 0.1-60 s, got {self.export_timeout_s}")
             if self.max_open_spans < 2:
                 checks.add("max_open_spans", "must be >= 2")
         checks.done()

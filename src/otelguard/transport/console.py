@@ -5,6 +5,11 @@ the few attributes that say what happened (path, peer, DNS name, error). Detecti
 (``otelguard.security.detection``) lead with their priority and rule name, coloured when the
 stream is a terminal. Spans are not printed (their records already were). Works on OTLP only,
 so the processor service can use it too. Cost: ~10-20 µs per line; not for bulk output.
+
+Every value taken from a record (process name, paths, bodies, rule names, even the Resource)
+goes through :func:`~otelguard.transport.controls.visible`: a process named or run with a
+newline or an ANSI sequence prints as one line with the characters escaped, never as a forged
+line or a repainted terminal. The only escape sequences written are the detection colours.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from otelguard import semconv as sc
 from otelguard.otlp.messages import PyValue, attrs_dict, body_text
 from otelguard.transport.contract import ExportResult, LogsPayload, TracesPayload, as_logs
+from otelguard.transport.controls import visible
 
 # what to show after the process, in order, when present
 _DETAIL_KEYS = (
@@ -32,7 +38,11 @@ _EVENT_PREFIX = "otelguard."
 
 
 def _short(value: PyValue, n: int) -> str:
-    return str(value)[:n] if value not in (None, "") else "-"
+    return visible(str(value)[:n]) if value not in (None, "") else "-"
+
+
+def _text(value: PyValue) -> str:
+    return visible(", ".join(map(str, value)) if isinstance(value, list) else str(value))
 
 
 def render_record(resource: dict[str, PyValue], rec: LogRecord, colour: bool = False) -> str:
@@ -42,18 +52,19 @@ def render_record(resource: dict[str, PyValue], rec: LogRecord, colour: bool = F
     clock = time.strftime("%H:%M:%S", time.localtime(ts / 1e9)) + f".{ts // 1_000_000 % 1000:03d}"
     where = _where(resource)
     pid = attrs.get(sc.PROCESS_PID)
-    proc = _short(attrs.get(sc.PROCESS_EXECUTABLE_NAME), 24) + (f"[{pid!s}]" if pid not in (None, "") else "")
+    proc = _short(attrs.get(sc.PROCESS_EXECUTABLE_NAME), 24) + (
+        f"[{_text(pid)}]" if pid not in (None, "") else "")
     if rec.event_name == sc.EV_DETECTION:
         priority = str(attrs.get(sc.SECURITY_RULE_PRIORITY) or rec.severity_text or "WARNING").upper()
         rule = _short(attrs.get(sc.SECURITY_RULE_NAME), 80)
         tactic = attrs.get(sc.THREAT_TACTIC_NAME)
-        head = f"!! {priority} {rule}"
+        head = f"!! {visible(priority)} {rule}"
         if colour:
             head = f"\x1b[{_COLOURS.get(priority, '1;33')}m{head}\x1b[0m"
-        tail = f" [{', '.join(map(str, tactic))}]" if isinstance(tactic, list) and tactic else ""
-        return f"{clock} {head} {where} {proc}: {body_text(rec) or ''}{tail}"
-    name = rec.event_name.removeprefix(_EVENT_PREFIX) if rec.event_name else "-"
-    details = " ".join(f"{k.rsplit('.', 1)[-1] if k != sc.FILE_PATH else 'path'}={attrs[k]!s}"
+        tail = f" [{_text(tactic)}]" if isinstance(tactic, list) and tactic else ""
+        return f"{clock} {head} {where} {proc}: {_text(body_text(rec) or '')}{tail}"
+    name = _text(rec.event_name.removeprefix(_EVENT_PREFIX)) if rec.event_name else "-"
+    details = " ".join(f"{k.rsplit('.', 1)[-1] if k != sc.FILE_PATH else 'path'}={_text(attrs[k])}"
                        for k in _DETAIL_KEYS if attrs.get(k) not in (None, ""))
     return f"{clock} {name:<24} {where} {proc} {details}".rstrip()
 
@@ -63,10 +74,10 @@ def _where(resource: dict[str, PyValue]) -> str:
     ns = resource.get(sc.K8S_NAMESPACE_NAME)
     cid = resource.get(sc.CONTAINER_ID)
     if pod_name:
-        return f"{ns!s}/{pod_name!s}" if ns else str(pod_name)
+        return visible(f"{ns!s}/{pod_name!s}" if ns else str(pod_name))
     if cid:
         pod = resource.get(sc.K8S_POD_UID)
-        return f"ctr={str(cid)[:12]}" + (f" pod={str(pod)[:8]}" if pod else "")
+        return visible(f"ctr={str(cid)[:12]}" + (f" pod={str(pod)[:8]}" if pod else ""))
     return "host"
 
 

@@ -15,6 +15,10 @@ from typing import Optional, Protocol, Union, runtime_checkable
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+# How long one export call may take before it ends as a retryable failure (reason
+# ``deadline_exceeded``): the network transports' default and ``exporter.export_timeout_s``'s.
+EXPORT_TIMEOUT_S = 5.0
+
 LogsPayload = Union[ExportLogsServiceRequest, bytes]
 TracesPayload = Union[ExportTraceServiceRequest, bytes]
 

@@ -12,12 +12,19 @@ Behaviour, per send:
   backoff; a receiver's RetryInfo/Retry-After over ``max_hint_s`` spools at once instead of
   blocking the sender); a retryable failure after that spools and opens the policy's down
   window, which grows (x2, up to ``down_max_s``) while the endpoint stays down;
-- non-retryable failures and OTLP partial-success rejections are dropped and counted.
-Without a spool, what would have been spooled is dropped with reason ``unavailable``.
+- non-retryable failures and OTLP partial-success rejections are dropped and counted; what
+  counts as sent or replayed is exactly what the endpoint accepted (records minus rejected);
+- ``deadline_s`` bounds a send: no retry starts after it (the transports bound each call by
+  their own timeout, the same config value), so an endpoint that accepts connections and never
+  answers holds the calling thread for about one deadline, then the request spools and the down
+  window keeps the next ones from waiting at all.
+Without a spool, what would have been spooled is dropped with reason ``unavailable``. A spooled
+file that fails verification is quarantined and counted by the spool (``spool``/``corrupt``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -55,9 +62,12 @@ class Delivery:
                  policy: RetryPolicy = DELIVERY_RETRY, stage: str = "export",
                  sleep: Callable[[float], None] = time.sleep,
                  clock: Callable[[], float] = time.monotonic,
-                 replay_budget_s: float = 1.0) -> None:
+                 replay_budget_s: float = 1.0, deadline_s: Optional[float] = None) -> None:
         self.transport = transport
         self.spool = spool
+        if deadline_s is not None and (policy.max_elapsed_s is None
+                                       or deadline_s < policy.max_elapsed_s):
+            policy = dataclasses.replace(policy, max_elapsed_s=deadline_s)
         self.policy = policy
         self.stage = stage
         self.stats = DeliveryStats()
@@ -87,8 +97,7 @@ class Delivery:
                 return self._spool_or_drop(kind, payload, records, "unavailable")
         result = self._attempt(kind, payload)
         if result.ok:
-            self._ok(result, records)
-            self.stats.sent_records += records
+            self.stats.sent_records += self._ok(result, records)
             return True
         self.stats.last_error = result.error
         if result.retryable:
@@ -99,7 +108,7 @@ class Delivery:
 
     def replay(self) -> int:
         """Send spooled requests oldest first until the spool is empty, the endpoint fails again
-        or the time budget is spent. Returns the records delivered."""
+        or the time budget is spent. Returns the records the endpoint accepted."""
         if self.spool is None or self._down.is_down():
             return 0
         deadline = self._clock() + self.replay_budget_s
@@ -109,15 +118,17 @@ class Delivery:
             if entry is None:
                 break
             try:
-                data = entry.read()
+                data = self.spool.read(entry)
             except OSError as exc:  # removed or unreadable behind our back
                 self._drop(entry.records, "spool_read", f"spool {entry.path}: {exc}")
                 self.spool.remove(entry)
                 continue
+            if data is None:  # quarantined and counted by the spool
+                self.stats.dropped_records += entry.records
+                continue
             result = self._export(entry.kind, data)
             if result.ok:
-                self._ok(result, entry.records)
-                delivered += entry.records
+                delivered += self._ok(result, entry.records)
             elif result.retryable:
                 self.stats.last_error = result.error
                 self._down.mark_down(result.retry_after_s)
@@ -144,11 +155,14 @@ class Delivery:
     def _attempt(self, kind: str, payload: Union[LogsPayload, TracesPayload]) -> ExportResult:
         return self.policy.run(lambda: self._export(kind, payload), self._sleep, self._clock)
 
-    def _ok(self, result: ExportResult, records: int) -> None:
+    def _ok(self, result: ExportResult, records: int) -> int:
+        """Mark the endpoint up, count its partial-success rejections; the records accepted."""
         self._down.mark_up()
-        if result.rejected:
-            self._drop(min(result.rejected, records), "rejected",
+        rejected = min(result.rejected, records)
+        if rejected:
+            self._drop(rejected, "rejected",
                        f"{self.transport.name}: partial success: {result.error}")
+        return records - rejected
 
     def _spool_or_drop(self, kind: str, payload: Union[LogsPayload, TracesPayload],
                        records: int, reason: str) -> bool:

@@ -5,6 +5,10 @@ second (a small timer thread) and on shutdown, so a crash loses at most a second
 fails (disk full, EIO) returns a non-retryable failure with the OS error in clear; the caller
 counts the records as dropped. Encoding costs what :mod:`otelguard.otlp.jsoncodec` costs (~20-40 µs
 per record): meant for files people read, not for 100k events/s.
+
+Each line is one JSON object whatever the records hold: JSON escapes C0 controls (newlines,
+ESC), and :func:`~otelguard.transport.controls.json_safe` escapes what JSON allows raw but line
+splitters and terminals act on (DEL, C1, U+2028/U+2029, bidi controls).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from otelguard.otlp.messages import count_records
 from otelguard.transport.contract import (
     ExportResult, LogsPayload, TracesPayload, TransportError, as_logs, as_traces,
 )
+from otelguard.transport.controls import json_safe
 
 FLUSH_INTERVAL_S = 1.0
 log = logging.getLogger(__name__)
@@ -51,7 +56,7 @@ class JsonLinesTransport:
         return self._write(as_traces(req))
 
     def _write(self, msg: jsoncodec.Request) -> ExportResult:
-        line = jsoncodec.encode(msg) + "\n"
+        line = json_safe(jsoncodec.encode(msg)) + "\n"
         with self._lock:
             if self._fh is None:
                 return ExportResult.failure(f"{self.name}: closed", "closed", False)

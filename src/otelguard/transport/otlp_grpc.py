@@ -3,7 +3,9 @@
 Sends bytes as they are (a pass-through serializer), so the agent's hand-encoded requests cost
 no re-encoding. Which status codes are retryable is the OTLP spec's gRPC table, kept in
 :func:`otelguard.transport.retry.grpc_retryable`. A RetryInfo delay in
-``grpc-status-details-bin`` becomes ``ExportResult.retry_after_s``.
+``grpc-status-details-bin`` becomes ``ExportResult.retry_after_s``. Every call carries a gRPC
+deadline of ``timeout_s`` (connecting included): an endpoint that never answers ends the call
+as a retryable ``deadline_exceeded``.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ import grpc
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
-from otelguard.transport.contract import ExportResult, LogsPayload, TracesPayload, as_bytes
+from otelguard.transport.contract import (
+    EXPORT_TIMEOUT_S, ExportResult, LogsPayload, TracesPayload, as_bytes,
+)
 from otelguard.transport.retry import grpc_retryable
 
 LOGS_METHOD = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
@@ -44,7 +48,8 @@ def retry_delay(metadata: Optional[Sequence[Any]]) -> Optional[float]:
 
 
 class OtlpGrpcTransport:
-    def __init__(self, endpoint: str, timeout_s: float = 10.0, compression: bool = False) -> None:
+    def __init__(self, endpoint: str, timeout_s: float = EXPORT_TIMEOUT_S,
+                 compression: bool = False) -> None:
         self.name = f"otlp:{endpoint}"
         self.endpoint = endpoint
         self.timeout_s = timeout_s

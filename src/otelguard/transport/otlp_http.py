@@ -4,12 +4,19 @@ Per the OTLP/HTTP spec: 429, 502, 503 and 504 are retryable
 (:func:`otelguard.transport.retry.http_retryable`) and may carry Retry-After (seconds or an HTTP
 date); other 4xx/5xx are not. Connection errors are retryable. One persistent
 connection (stdlib http.client), re-opened after an error.
+
+Every call ends within ``timeout_s`` (connect included): a socket timeout alone bounds each
+recv, not the call (a server trickling a byte at a time would hold the sender forever), so a
+timer shuts the socket down when the deadline passes and the call returns a retryable
+``deadline_exceeded``. Cost: one short-lived timer thread per request (~0.1 ms).
 """
 
 from __future__ import annotations
 
 import email.utils
 import http.client
+import socket
+import threading
 import time
 import urllib.parse
 from typing import Optional, Union
@@ -18,7 +25,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from otelguard.transport.contract import (
-    ExportResult, LogsPayload, SpecError, TracesPayload, as_bytes,
+    EXPORT_TIMEOUT_S, ExportResult, LogsPayload, SpecError, TracesPayload, as_bytes,
 )
 from otelguard.transport.retry import http_retryable
 
@@ -36,8 +43,40 @@ def parse_retry_after(value: Optional[str], now: Optional[float] = None) -> Opti
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
+class CallDeadline:
+    """Shuts ``sock`` down (both ways) if :meth:`end` was not called within ``seconds``, so a
+    send or recv blocked on it returns at once. The lock keeps the shutdown from racing the
+    caller closing the socket (whose descriptor could already belong to another socket)."""
+
+    def __init__(self, sock: socket.socket, seconds: float) -> None:
+        self._sock = sock
+        self._lock = threading.Lock()
+        self._ended = False
+        self.expired = False
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _expire(self) -> None:
+        with self._lock:
+            if self._ended:
+                return
+            self.expired = True
+            try:  # the plain socket's shutdown, also under TLS (SSLSocket's would unwrap first)
+                socket.socket.shutdown(self._sock, socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def end(self) -> bool:
+        """Disarm; whether the deadline had passed (the socket is then unusable)."""
+        with self._lock:
+            self._ended = True
+        self._timer.cancel()
+        return self.expired
+
+
 class OtlpHttpTransport:
-    def __init__(self, url: str, timeout_s: float = 10.0) -> None:
+    def __init__(self, url: str, timeout_s: float = EXPORT_TIMEOUT_S) -> None:
         parsed = urllib.parse.urlsplit(url)
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
             raise SpecError(f"otlphttp URL must be http(s)://HOST[:PORT][/path], got {url!r}")
@@ -66,15 +105,30 @@ class OtlpHttpTransport:
     def _post(self, path: str, req: Union[LogsPayload, TracesPayload], response_type: type,
               rejected_field: str) -> ExportResult:
         body = as_bytes(req)
+        start = time.monotonic()
+        expired = False
         try:
             conn = self._connection()
-            conn.request("POST", path, body=body, headers={
-                "Content-Type": "application/x-protobuf", "Content-Length": str(len(body))})
-            resp = conn.getresponse()
-            data = resp.read()
+            if conn.sock is None:
+                conn.connect()  # bounded by the socket timeout, which is timeout_s
+            guard = CallDeadline(conn.sock, self.timeout_s - (time.monotonic() - start))
+            try:
+                conn.request("POST", path, body=body, headers={
+                    "Content-Type": "application/x-protobuf", "Content-Length": str(len(body))})
+                resp = conn.getresponse()
+                data = resp.read()
+            finally:
+                expired = guard.end()
         except (OSError, http.client.HTTPException) as exc:
+            if not (expired or isinstance(exc, TimeoutError)):
+                self._close()
+                return ExportResult.failure(f"{self.name}{path}: {exc}", "unavailable", True)
+            expired = True
+        if expired:  # whatever was read may be cut short by the shutdown: never a success
             self._close()
-            return ExportResult.failure(f"{self.name}{path}: {exc}", "unavailable", True)
+            return ExportResult.failure(
+                f"{self.name}{path}: no complete answer within {self.timeout_s:g} s",
+                "deadline_exceeded", True)
         if 200 <= resp.status < 300:
             rejected, message = 0, ""
             if data and "protobuf" in (resp.getheader("Content-Type") or ""):

@@ -6,12 +6,13 @@ protobuf, URL without the ``/v1/<signal>`` suffix). Network transports import gr
 
 from __future__ import annotations
 
-from otelguard.transport.contract import SpecError, Transport
+from otelguard.transport.contract import EXPORT_TIMEOUT_S, SpecError, Transport
 
 SPEC_HELP = "console | jsonl:PATH | otlp:HOST:PORT | otlphttp:URL"
 
 
-def parse_spec(spec: str) -> Transport:
+def parse_spec(spec: str, timeout_s: float = EXPORT_TIMEOUT_S) -> Transport:
+    """The Transport of one spec; ``timeout_s`` is the network transports' call deadline."""
     kind, sep, rest = spec.strip().partition(":")
     if kind == "console" and not sep:
         from otelguard.transport.console import ConsoleTransport
@@ -29,9 +30,9 @@ def parse_spec(spec: str) -> Transport:
             raise SpecError(f"output {spec!r}: expected otlp:HOST:PORT with a port 1-65535")
         from otelguard.transport.otlp_grpc import OtlpGrpcTransport
 
-        return OtlpGrpcTransport(rest)
+        return OtlpGrpcTransport(rest, timeout_s=timeout_s)
     if kind == "otlphttp":
         from otelguard.transport.otlp_http import OtlpHttpTransport
 
-        return OtlpHttpTransport(rest)
+        return OtlpHttpTransport(rest, timeout_s=timeout_s)
     raise SpecError(f"output {spec!r} not understood; expected {SPEC_HELP}")
