@@ -5,7 +5,9 @@ in-flight limits, parsed (upb, ~1 µs/record), run through the pipeline inline (
 then forwarded on a worker thread; the caller is answered only after the next hops took the
 batch, so an OK means delivered. A stage that dropped records for good (e.g. rate limited) turns
 into an OK with ``partial_success``; records a stage holds or collapses leave later (the flush
-timer) and are not rejected.
+timer) and are not rejected. Records noise_control writes never ride on a caller's request: they are
+forwarded by the flush timer and by ``stop()``, and counted in ``otelguard_dropped_total`` when
+that fails for good.
 """
 
 from __future__ import annotations
@@ -101,6 +103,9 @@ class ProcessorService:
                 pass
             self._flush_task = None
         await self._close_listeners()
+        # Earlier flushes that could not go out (a flush cancelled mid-forward left its batches
+        # here too), then everything the stages still hold: delivered or counted, never dropped
+        # silently.
         flushed = self._pending + self.pipeline.shutdown()
         self._pending = []
         for batch in flushed:
@@ -108,6 +113,10 @@ class ProcessorService:
                 await self._forward(batch)
             except RequestError as exc:
                 telemetry.dropped.labels("forward", "shutdown_" + exc.reason).inc(
+                    count_records(batch))
+            except Exception:
+                log.exception("forwarding held records at shutdown failed")
+                telemetry.dropped.labels("forward", "shutdown_internal_error").inc(
                     count_records(batch))
         self._executor.shutdown(wait=True)
         self.forwarder.shutdown()
@@ -129,18 +138,29 @@ class ProcessorService:
                 log.exception("flush failed")
 
     async def flush_once(self) -> None:
-        """Forward records the stages released (and earlier flushes that could not go out)."""
-        batches = self._pending + self.pipeline.flush()
-        self._pending = []
-        for batch in batches:
+        """Forward records the stages released (and earlier flushes that could not go out).
+
+        A batch leaves ``_pending`` only once forwarded or counted as dropped, so a flush
+        cancelled mid-forward (``stop()``) leaves the rest for ``stop()`` to send. Batches that
+        fail stay for the next tick; past ``_PENDING_FLUSH_LIMIT`` the oldest are dropped and
+        counted in ``otelguard_dropped_total{stage="forward",reason="flush_<reason>"}``.
+        """
+        self._pending.extend(self.pipeline.flush())
+        reason = ""
+        for batch in list(self._pending):
             try:
                 await self._forward(batch)
             except RequestError as exc:
-                if len(self._pending) < _PENDING_FLUSH_LIMIT:
-                    self._pending.append(batch)
-                else:
-                    telemetry.dropped.labels("forward", "flush_" + exc.reason).inc(
-                        count_records(batch))
+                reason = exc.reason
+                continue
+            except Exception:
+                log.exception("forwarding held records failed; kept for the next flush")
+                reason = "internal_error"
+                continue
+            self._pending = [b for b in self._pending if b is not batch]
+        while len(self._pending) > _PENDING_FLUSH_LIMIT:
+            telemetry.dropped.labels("forward", "flush_" + (reason or "backlog")).inc(
+                count_records(self._pending.pop(0)))
 
     async def _forward(self, batch: Batch) -> Any:
         loop = asyncio.get_running_loop()
