@@ -75,7 +75,8 @@ def _setup(sink: InMemoryTransport) -> Iterator[Setup]:
 
 
 def _dropped(reason: str) -> float:
-    return telemetry.dropped.labels("forward", reason)._value.get()  # type: ignore[attr-defined,no-any-return]
+    child = telemetry.dropped.labels("forward", reason)
+    return child._value.get()  # type: ignore[attr-defined,no-any-return]
 
 
 def test_held_records_never_ride_on_a_request_whose_forward_fails() -> None:

@@ -1,4 +1,7 @@
-"""``noise_control`` config; the defaults are the default config (docs/architecture.md#noise-control)."""
+"""``noise_control`` config; its defaults are the default config.
+
+Semantics: docs/architecture.md#noise-control.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ from otelguard.config import Checks
 
 @dataclass(frozen=True)
 class Config:
-    """Defaults: per distinct detection and minute, 3 sightings pass, then one is throttled."""
+    """Defaults: per distinct detection per minute 3 pass one by one, the rest are throttled."""
 
     window_seconds: float = 60.0  # a key's window, from its first sighting
     # Record attributes that, with the rule and workload, make a detection distinct. A detection
