@@ -19,8 +19,9 @@ import argparse
 import dataclasses
 import logging
 import sys
+import time
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from otelguard import telemetry
 from otelguard.config import ConfigError, load_file
@@ -53,6 +54,9 @@ def load_run_config(path: Optional[str]) -> RunConfig:
     return load_file(RunConfig, path) if path else RunConfig()
 
 
+HELD_FLUSH_INTERVAL_S = 1.0  # as the processor service's flush_interval_seconds default
+
+
 class PipelineSink:
     """Where the exporter's batches go in-process: the pipeline, then every output.
 
@@ -61,10 +65,13 @@ class PipelineSink:
     stages, and one send per output.
     """
 
-    def __init__(self, pipeline: Any, outputs: Sequence[Delivery]) -> None:
+    def __init__(self, pipeline: Any, outputs: Sequence[Delivery],
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.pipeline = pipeline
         self.outputs = list(outputs)
         self.stats = DeliveryStats()
+        self._clock = clock
+        self._last_flush = clock()
 
     @property
     def backlog(self) -> int:
@@ -72,11 +79,23 @@ class PipelineSink:
 
     def send_logs(self, payload: LogsPayload, records: int) -> bool:
         result = self.pipeline.process(as_logs(payload))
-        return self._fan_out("logs", result.batch, result.records_out)
+        ok = self._fan_out("logs", result.batch, result.records_out)
+        self._flush_due()
+        return ok
 
     def send_traces(self, payload: TracesPayload, records: int) -> bool:
         result = self.pipeline.process(as_traces(payload))
-        return self._fan_out("traces", result.batch, result.records_out)
+        ok = self._fan_out("traces", result.batch, result.records_out)
+        self._flush_due()
+        return ok
+
+    def _flush_due(self) -> None:
+        """The held-records timer: the export thread calls a send or ``replay()`` at least every
+        ``flush_interval_s`` (0.5 s), so records stages hold leave within ~1 s, on that thread."""
+        now = self._clock()
+        if now - self._last_flush >= HELD_FLUSH_INTERVAL_S:
+            self._last_flush = now
+            self.flush()
 
     def flush(self, final: bool = False) -> None:
         """Release what stages hold (collapsed detection repeats) to the outputs."""
@@ -96,6 +115,7 @@ class PipelineSink:
         return ok
 
     def replay(self) -> int:
+        self._flush_due()
         return sum(o.replay() for o in self.outputs)
 
     def shutdown(self) -> None:

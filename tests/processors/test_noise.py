@@ -146,7 +146,7 @@ def test_key_space_exhaustion_is_a_detection_and_loses_no_count() -> None:
     counted = telemetry.detections.labels(
         rule=KEY_SPACE_EXHAUSTED, priority="ERROR", tactic="", k8s_namespace_name="shop",
         workload="")
-    before = counted._value.get()  # type: ignore[attr-defined]
+    before = counted._value.get()
     assert len(_detections(stage.process(_shm(4, exe="/bin/a")))) == 1  # 3 suppressed
     for exe in ("/bin/b", "/bin/c", "/bin/d", "/bin/e"):  # /bin/d then /bin/e evict a, b
         assert len(_detections(stage.process(_shm(1, exe=exe)))) == 1
@@ -155,7 +155,7 @@ def test_key_space_exhaustion_is_a_detection_and_loses_no_count() -> None:
     (exhausted,) = [d for d in released if d[semconv.SECURITY_RULE_NAME] == KEY_SPACE_EXHAUSTED]
     assert exhausted[semconv.SECURITY_RULE_PRIORITY] == "ERROR" and _count(exhausted) == 1
     assert "/bin/d" in str(exhausted[semconv.NOISE_KEY])
-    assert counted._value.get() == before + 1  # type: ignore[attr-defined]  # once per window
+    assert counted._value.get() == before + 1  # once per window
     (stop,) = _throttle(released, semconv.NOISE_THROTTLE_STOP)  # /bin/a closed early, counted
     assert stop[semconv.PROCESS_EXECUTABLE_PATH] == "/bin/a" and _count(stop) == 3
     # an evicted key is first-seen again: its next sighting passes
@@ -167,7 +167,7 @@ def test_key_space_exhaustion_is_a_detection_and_loses_no_count() -> None:
     stage.process(_shm(1, exe="/bin/i"))
     assert [d[semconv.SECURITY_RULE_NAME] for d in _drained(stage)].count(KEY_SPACE_EXHAUSTED) \
         == 1
-    assert counted._value.get() == before + 2  # type: ignore[attr-defined]
+    assert counted._value.get() == before + 2
 
 
 def test_a_retried_request_passes_its_first_seen_detection_again() -> None:
@@ -187,11 +187,11 @@ def test_a_retried_request_passes_its_first_seen_detection_again() -> None:
 def test_shutdown_without_drain_counts_what_was_held() -> None:
     stage = NoiseControl(Config(burst=1), Clock())
     lost = telemetry.dropped.labels("noise_control", "shutdown_unflushed")
-    before = lost._value.get()  # type: ignore[attr-defined]
+    before = lost._value.get()
     stage.process(samples.logs(0, 4))  # 1 passes, 3 suppressed, 1 start record released
     assert stage.held_detections == 3
     stage.shutdown()
-    assert lost._value.get() == before + 4  # type: ignore[attr-defined]  # 3 + the start record
+    assert lost._value.get() == before + 4  # 3 + the start record
     assert stage.held_detections == 0 and stage.open_windows == 0
 
 

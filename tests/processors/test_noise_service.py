@@ -14,7 +14,7 @@ import grpc
 import pytest
 
 from otelguard import semconv, telemetry
-from otelguard.otlp.messages import attrs_dict, iter_log_records
+from otelguard.otlp.messages import PyValue, attrs_dict, iter_log_records
 from otelguard.processors.config import ServiceSection
 from otelguard.processors.forward import Forwarder
 from otelguard.processors.noise import Config, NoiseControl
@@ -59,7 +59,7 @@ class Setup:
     def flush(self) -> None:
         self.thread.call(self.service.flush_once())
 
-    def detections(self) -> list[dict[str, object]]:
+    def detections(self) -> list[dict[str, PyValue]]:
         return [attrs_dict(rec.attributes) for req in self.sink.logs
                 for _, _, rec in iter_log_records(req) if rec.event_name == semconv.EV_DETECTION]
 
@@ -76,7 +76,7 @@ def _setup(sink: InMemoryTransport) -> Iterator[Setup]:
 
 def _dropped(reason: str) -> float:
     child = telemetry.dropped.labels("forward", reason)
-    return child._value.get()  # type: ignore[attr-defined,no-any-return]
+    return child._value.get()  # type: ignore[no-any-return]
 
 
 def test_held_records_never_ride_on_a_request_whose_forward_fails() -> None:
