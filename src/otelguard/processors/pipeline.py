@@ -8,7 +8,7 @@ that stage* (``restore_on_failure``: a ``CopyFrom`` snapshot before each stage, 
 per stage with upb; turn it off to trade that guarantee for speed). The pipeline never raises from
 :meth:`Pipeline.process`.
 
-Stages that hold records back (noise_control's collapsed repeats) may implement
+Stages that hold records back (noise_control's throttle records) may implement
 :class:`HoldsRecords`; :meth:`Pipeline.flush` (called on a timer by the service) and
 :meth:`Pipeline.shutdown` drain them and run what they release through the stages after them.
 """

@@ -3,8 +3,8 @@
 Requests from either protocol take one path: the body is size-checked, admitted against the
 in-flight limits, parsed (upb, ~1 µs/record), run through the pipeline inline (it does no I/O),
 then forwarded on a worker thread; the caller is answered only after the next hops took the
-batch, so an OK means delivered. A stage that dropped records for good (e.g. rate limited) turns
-into an OK with ``partial_success``; records a stage holds or collapses leave later (the flush
+batch, so an OK means delivered. A stage that dropped records for good turns into an OK with
+``partial_success``; records a stage holds or collapses leave later (the flush
 timer) and are not rejected. Records noise_control writes never ride on a caller's request: they are
 forwarded by the flush timer and by ``stop()``, and counted in ``otelguard_dropped_total`` when
 that fails for good.
