@@ -2,8 +2,9 @@
 
 Runs after detection (docs/architecture.md#noise-control has the full semantics). Only
 LogRecords whose ``event_name`` is ``otelguard.security.detection`` are touched; raw events and
-spans pass untouched (one string compare per record). Per detection: one attribute dict and one
-dict lookup (~3 µs); a throttled one also one ``CopyFrom`` (kept as the stop record's evidence).
+spans pass untouched (one string compare per record). A detection that passes costs ~10 µs (its
+attribute dict, the key lookup, three attributes set), a suppressed one ~6 µs (one ``CopyFrom``
+kept as the stop record's evidence); measured with 1,000-record batches on a loaded 2-core host.
 
 A key is (rule, workload, the ``key_fields`` values); its window opens at its first sighting.
 The first ``burst`` sightings pass one by one (the first always: a first-seen detection is never

@@ -28,10 +28,10 @@ def iso(ns: int) -> str:
 
 def mark_passed(rec: LogRecord, seen_ns: int) -> None:
     """A detection that passes on its own stands for itself."""
+    seen = iso(seen_ns)
     set_attrs(rec.attributes, {
-        semconv.DETECTION_COUNT: 1,
-        semconv.DETECTION_FIRST_SEEN: iso(seen_ns),
-        semconv.DETECTION_LAST_SEEN: iso(seen_ns),
+        semconv.DETECTION_COUNT: 1, semconv.DETECTION_FIRST_SEEN: seen,
+        semconv.DETECTION_LAST_SEEN: seen,
     })
 
 
