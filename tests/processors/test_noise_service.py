@@ -1,6 +1,7 @@
-"""Held noise_control records in the processor service: they leave on the flush timer or at
+"""Held records in the processor service. noise_control's leave on the flush timer or at
 stop(), never on a caller's request; a flush that cannot forward keeps them for the next one,
-and what finally cannot go out is counted. The flush is driven by hand (the timer is set to an
+and what finally cannot go out is counted; a stage that releases held records into a request
+(k8s_attributes) has them counted when that request's forward fails. The flush is driven by hand (the timer is set to an
 hour) and the stage's and forwarder's clocks are injected: no sleeps."""
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from typing import Iterator
 
 import grpc
 import pytest
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.logs.v1.logs_pb2 import ResourceLogs
 
 from otelguard import semconv, telemetry
 from otelguard.otlp.messages import PyValue, attrs_dict, iter_log_records
@@ -22,6 +25,7 @@ from otelguard.processors.pipeline import Pipeline
 from otelguard.processors.receiver import ProcessorService, ServiceThread
 from otelguard.processors.receiver import service as service_module
 from otelguard.processors.settings import Settings
+from otelguard.processors.stage import Batch
 from otelguard.transport.contract import ExportResult, LogsPayload
 from otelguard.transport.memory import InMemoryTransport
 
@@ -178,3 +182,51 @@ def test_a_flush_cancelled_mid_forward_leaves_its_batches_for_stop() -> None:
     assert len(starts) >= 1
     assert [d[semconv.DETECTION_COUNT] for d in setup.detections()
             if d.get(semconv.NOISE_THROTTLE) == semconv.NOISE_THROTTLE_STOP] == [2]
+
+
+class _HoldsIntoNextBatch:
+    """Holds each logs batch's records and puts them into the next batch, as k8s_attributes
+    does with a Resource whose pod has arrived (pipeline.ReleasesRecords)."""
+
+    type_name = "holds_into_next"
+
+    def __init__(self) -> None:
+        self.held: list[ResourceLogs] = []
+        self.released_records = 0
+
+    def start(self) -> None:
+        pass
+
+    def process(self, batch: Batch) -> Batch:
+        assert isinstance(batch, ExportLogsServiceRequest)
+        released, self.held = self.held, [ResourceLogs()]
+        self.held[0].CopyFrom(batch.resource_logs[0])
+        del batch.resource_logs[0]
+        for rl in released:
+            self.released_records += sum(len(sl.log_records) for sl in rl.scope_logs)
+            batch.resource_logs.add().CopyFrom(rl)
+        return batch
+
+    def shutdown(self) -> None:
+        pass
+
+
+def test_held_records_released_into_a_request_whose_forward_fails_are_counted() -> None:
+    sink = InMemoryTransport()
+    forwarder = Forwarder([("memory#0", sink)], FAST_FORWARD, clock=Clock(), sleep=lambda _: None)
+    service = ProcessorService(
+        Pipeline([("holds", _HoldsIntoNextBatch())]), forwarder,
+        ServiceSection(listen="127.0.0.1:0", metrics=None, flush_interval_seconds=3600),
+        Settings(grace_seconds=1.0))
+    with ServiceThread(service):
+        endpoint = f"127.0.0.1:{service.grpc_port}"
+        first = samples.logs(3)
+        first.resource_logs.add().CopyFrom(samples.logs(1).resource_logs[0])
+        assert _grpc_call(endpoint, first.SerializeToString())[0] == grpc.StatusCode.OK
+        sink.fail()
+        before = _dropped("held_next_hop_unavailable")
+        second = samples.logs(2)
+        second.resource_logs.add().CopyFrom(samples.logs(1).resource_logs[0])
+        assert _grpc_call(endpoint, second.SerializeToString())[0] == \
+            grpc.StatusCode.UNAVAILABLE
+        assert _dropped("held_next_hop_unavailable") == before + 3  # first's 3, acknowledged

@@ -129,6 +129,9 @@ class K8sEnricher:
                       for r in ("hit_container_id", "hit_pod_uid", "hit_pod_ip", "held", "miss")}
         self._peer_hit = enrichment.labels("peer", "hit")
         self._peer_miss = enrichment.labels("peer", "miss")
+        # Records released into a later batch (pipeline.ReleasesRecords): their callers were
+        # answered already, so the service counts them if that batch's forward fails.
+        self.released_records = 0
 
     @property
     def source(self) -> Optional[K8sSource]:
@@ -180,6 +183,7 @@ class K8sEnricher:
             if hold:
                 self._hold(items, hold, type(batch), now)
             if released:
+                self.released_records += sum(_record_count(it) for it in released)
                 current = [items[i] for i in keep] if hold else list(items)
                 merged = [*released, *current]
                 copies = []

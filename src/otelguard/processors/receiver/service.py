@@ -198,7 +198,15 @@ class ProcessorService:
                 message = f"{result.records_dropped} record(s) dropped by the pipeline " \
                           "(see otelguard_dropped_total)"
             if result.records_out:
-                report = await self._forward(result.batch)
+                try:
+                    report = await self._forward(result.batch)
+                except RequestError as exc:
+                    # The caller retries its own records; held ones released into this batch
+                    # (pipeline.ReleasesRecords) were acknowledged earlier: count their loss.
+                    if result.records_released:
+                        telemetry.dropped.labels("forward", "held_" + exc.reason).inc(
+                            result.records_released)
+                    raise
                 if report.rejected:
                     rejected += report.rejected
                     message = "; ".join(m for m in (message, report.message) if m)
