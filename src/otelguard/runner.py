@@ -98,7 +98,7 @@ class PipelineSink:
             self.flush()
 
     def flush(self, final: bool = False) -> None:
-        """Release what stages hold (collapsed detection repeats) to the outputs."""
+        """Release what stages hold (noise control's throttle records) to the outputs."""
         from otelguard.otlp.messages import count_records
 
         released = self.pipeline.shutdown() if final else self.pipeline.flush()

@@ -166,7 +166,7 @@ THREAT_TECHNIQUE_ID: Final = "otelguard.threat.technique.id"  # string[] "T1059.
 THREAT_TACTIC_NAME: Final = "otelguard.threat.tactic.name"  # string[] "execution"
 TRIGGER_RECORD_UID: Final = "otelguard.trigger.record_uid"
 TRIGGER_EVENT_NAME: Final = "otelguard.trigger.event_name"
-DETECTION_COUNT: Final = "otelguard.detection.count"  # collapsed repeats
+DETECTION_COUNT: Final = "otelguard.detection.count"  # detections a record stands for
 RESPONSE_ACTION: Final = "otelguard.response.action"  # recommended action
 
 # --- Event names (LogRecord.event_name) -------------------------------------------------------

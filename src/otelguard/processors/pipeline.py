@@ -45,7 +45,7 @@ class HoldsRecords(Protocol):
 class PipelineResult:
     """The processed batch; ``records_dropped`` is what OTLP partial success reports.
 
-    ``records_removed`` is the net decrease per stage (held or collapsed records included);
+    ``records_removed`` is the net decrease per stage (held or throttled records included);
     ``records_dropped`` only counts records stages dropped for good, read from the optional
     cumulative ``dropped_records: int`` attribute a stage may expose (see :class:`ReportsDrops`).
     """

@@ -4,7 +4,7 @@ Requests from either protocol take one path: the body is size-checked, admitted 
 in-flight limits, parsed (upb, ~1 µs/record), run through the pipeline inline (it does no I/O),
 then forwarded on a worker thread; the caller is answered only after the next hops took the
 batch, so an OK means delivered. A stage that dropped records for good turns into an OK with
-``partial_success``; records a stage holds or collapses leave later (the flush
+``partial_success``; records a stage holds or throttles leave later (the flush
 timer) and are not rejected. Records noise_control writes never ride on a caller's request: they are
 forwarded by the flush timer and by ``stop()``, and counted in ``otelguard_dropped_total`` when
 that fails for good.
