@@ -146,3 +146,23 @@ def test_no_module_past_the_split_size() -> None:
     big = {str(p.relative_to(SRC)): n for p in SRC.rglob("*.py")
            if (n := len(p.read_text().splitlines())) > 500}
     assert big == {}
+
+
+def test_no_test_module_imports_another() -> None:
+    """Shared test pieces live in tests/support/ or a package's non-test modules, so running
+    one test file never runs (or depends on) another's module."""
+    tests_dir = SRC.parents[1] / "tests"
+    offenders = []
+    for path in tests_dir.rglob("*.py"):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                mod = ("." * node.level) + (node.module or "")
+                names = [mod.rsplit(".", 1)[-1]] + [a.name for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name.rsplit(".", 1)[-1] for a in node.names]
+            else:
+                continue
+            if any(n.startswith("test_") or n == "conftest" for n in names):
+                offenders.append(f"{path.relative_to(tests_dir)}:{node.lineno}")
+    assert offenders == []

@@ -20,8 +20,9 @@ import argparse
 import dataclasses
 import logging
 import sys
+import time
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from otelguard import telemetry
 from otelguard.config import ConfigError, load_file
@@ -54,6 +55,9 @@ def load_run_config(path: Optional[str]) -> RunConfig:
     return load_file(RunConfig, path) if path else RunConfig()
 
 
+HELD_FLUSH_INTERVAL_S = 1.0  # as the processor service's flush_interval_seconds default
+
+
 class PipelineSink:
     """Where the exporter's batches go in-process: the pipeline, then every output.
 
@@ -62,10 +66,13 @@ class PipelineSink:
     stages, and one send per output.
     """
 
-    def __init__(self, pipeline: Any, outputs: Sequence[Delivery]) -> None:
+    def __init__(self, pipeline: Any, outputs: Sequence[Delivery],
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.pipeline = pipeline
         self.outputs = list(outputs)
         self.stats = DeliveryStats()
+        self._clock = clock
+        self._last_flush = clock()
 
     @property
     def backlog(self) -> int:
@@ -73,14 +80,26 @@ class PipelineSink:
 
     def send_logs(self, payload: LogsPayload, records: int) -> bool:
         result = self.pipeline.process(as_logs(payload))
-        return self._fan_out("logs", result.batch, result.records_out)
+        ok = self._fan_out("logs", result.batch, result.records_out)
+        self._flush_due()
+        return ok
 
     def send_traces(self, payload: TracesPayload, records: int) -> bool:
         result = self.pipeline.process(as_traces(payload))
-        return self._fan_out("traces", result.batch, result.records_out)
+        ok = self._fan_out("traces", result.batch, result.records_out)
+        self._flush_due()
+        return ok
+
+    def _flush_due(self) -> None:
+        """The held-records timer: the export thread calls a send or ``replay()`` at least every
+        ``flush_interval_s`` (0.5 s), so records stages hold leave within ~1 s, on that thread."""
+        now = self._clock()
+        if now - self._last_flush >= HELD_FLUSH_INTERVAL_S:
+            self._last_flush = now
+            self.flush()
 
     def flush(self, final: bool = False) -> None:
-        """Release what stages hold (collapsed detection repeats) to the outputs."""
+        """Release what stages hold (noise control's throttle records) to the outputs."""
         from otelguard.otlp.messages import count_records
 
         released = self.pipeline.shutdown() if final else self.pipeline.flush()
@@ -97,6 +116,7 @@ class PipelineSink:
         return ok
 
     def replay(self) -> int:
+        self._flush_due()
         return sum(o.replay() for o in self.outputs)
 
     def shutdown(self) -> None:

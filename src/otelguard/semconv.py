@@ -166,7 +166,7 @@ THREAT_TECHNIQUE_ID: Final = "otelguard.threat.technique.id"  # string[] "T1059.
 THREAT_TACTIC_NAME: Final = "otelguard.threat.tactic.name"  # string[] "execution"
 TRIGGER_RECORD_UID: Final = "otelguard.trigger.record_uid"
 TRIGGER_EVENT_NAME: Final = "otelguard.trigger.event_name"
-DETECTION_COUNT: Final = "otelguard.detection.count"  # collapsed repeats
+DETECTION_COUNT: Final = "otelguard.detection.count"  # detections a record stands for
 RESPONSE_ACTION: Final = "otelguard.response.action"  # recommended action
 
 # --- Event names (LogRecord.event_name) -------------------------------------------------------
@@ -230,6 +230,11 @@ METRIC_PROC_REQUEST_LATENCY: Final = "otelguard_processor_request_latency_second
 # noise_control: collapsed detections carry the window's first and last occurrence (ISO 8601)
 DETECTION_FIRST_SEEN: Final = "otelguard.detection.first_seen"
 DETECTION_LAST_SEEN: Final = "otelguard.detection.last_seen"
+# noise_control throttle records (docs/architecture.md#noise-control)
+NOISE_THROTTLE: Final = "otelguard.noise.throttle"  # "start" | "stop"
+NOISE_KEY: Final = "otelguard.noise.key"  # the throttled key: rule, workload, key field values
+NOISE_THROTTLE_START: Final = "start"
+NOISE_THROTTLE_STOP: Final = "stop"
 
 # --- k8s enrichment (processors/k8s) ----------------------------------------------------------
 K8S_NAMESPACE_LABEL_PREFIX: Final = "k8s.namespace.label."

@@ -83,7 +83,7 @@ def test_service_forwards_to_collector_file_exporter(tmp_path: Path) -> None:
     }
     with collector(config, tmp_path, port):
         target = OtlpGrpcTransport(f"127.0.0.1:{port}", timeout_s=10)
-        noise = NoiseControl(NoiseConfig(window_seconds=0.3))
+        noise = NoiseControl(NoiseConfig(window_seconds=0.3, burst=1))
         with running_service([("noise_control", noise)], exporters=[("otlp#0", target)]) as run:
             code, _, _ = grpc_call(run.grpc_endpoint, samples.logs(3, 4).SerializeToString())
             assert code == grpc.StatusCode.OK
@@ -105,13 +105,14 @@ def test_service_forwards_to_collector_file_exporter(tmp_path: Path) -> None:
                         spans += sum(1 for _ in iter_spans(req))  # type: ignore[arg-type]
                 return logs, spans
 
-            # 3 events + first detection at once; the summary of 3 repeats after the window
-            wait_for(lambda: len(records()[0]) == 5 and records()[1] == 2, timeout=20,
-                     what="5 log records and 2 spans in the collector's file")
+            # 3 events + first detection at once; the throttle start, and its stop counting the
+            # 3 repeats after the window
+            wait_for(lambda: len(records()[0]) == 6 and records()[1] == 2, timeout=20,
+                     what="6 log records and 2 spans in the collector's file")
             logs, _ = records()
             counts = sorted(r[semconv.DETECTION_COUNT] for r in logs
                             if r["event"] == semconv.EV_DETECTION)  # type: ignore[type-var]
-            assert counts == [1, 3]
+            assert counts == [0, 1, 3]
 
 
 def test_collector_exporters_send_to_service(tmp_path: Path) -> None:

@@ -107,12 +107,16 @@ class Clock:
 
 def test_flush_runs_released_records_through_later_stages() -> None:
     clock = Clock()
-    noise = NoiseControl(NoiseConfig(window_seconds=5), clock)
+    noise = NoiseControl(NoiseConfig(window_seconds=5, burst=1), clock)
     tail = Tagger("t")
     p = Pipeline([("p4_noise", noise), ("p4_tail", tail)])
     p.start()
     result = p.process(samples.logs(2, 4))
     assert result.records_removed == 3 and result.records_out == 3
+    assert result.records_dropped == 0  # suppressed, not lost: the stop record counts them
+    (started,) = p.flush()  # the throttle-start record, due at once
+    ((_, _, rec),) = list(iter_log_records(started))
+    assert attrs_dict(rec.attributes)[semconv.NOISE_THROTTLE] == semconv.NOISE_THROTTLE_START
     assert p.flush() == []
     clock.now = 10
     (released,) = p.flush()
@@ -121,7 +125,7 @@ def test_flush_runs_released_records_through_later_stages() -> None:
     assert attrs_dict(rl.resource.attributes)[semconv.SERVICE_NAME] == "t"  # ran through tail
     p.process(samples.logs(0, 3))
     final = p.shutdown()
-    assert sum(count_records(b) for b in final) == 1  # the open window's summary
+    assert sum(count_records(b) for b in final) == 2  # the open window's start and stop
     assert tail.events[-1] == "shutdown"
 
 

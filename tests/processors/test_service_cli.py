@@ -52,7 +52,7 @@ def test_processor_command_end_to_end(tmp_path: Path) -> None:
     cfg.write_text(
         "processors:\n"
         "  - type: noise_control\n"
-        "    config: {window_seconds: 3600}\n"
+        "    config: {window_seconds: 3600, burst: 1}\n"
     )
     log = (tmp_path / "log.txt").open("wb")
     proc = subprocess.Popen(
@@ -67,7 +67,7 @@ def test_processor_command_end_to_end(tmp_path: Path) -> None:
         assert code == grpc.StatusCode.OK
         assert post_proto(http_port, samples.logs(1).SerializeToString())[0] == 200
         metrics = scrape(f"http://127.0.0.1:{metrics_port}/metrics")
-        # 4 repeated detections held back as one summary: collapsed, not rejected
+        # 4 repeated detections throttled (counted in the stop record), not rejected
         assert sample("otelguard_processor_requests_total", metrics,
                       signal="logs", protocol="grpc", outcome="ok") == 1
         assert sample("otelguard_processor_requests_total", metrics,
@@ -85,11 +85,11 @@ def test_processor_command_end_to_end(tmp_path: Path) -> None:
         log.close()
     records = [rec for line in out.read_text().splitlines()
                for _, _, rec in iter_log_records(jsoncodec.decode_logs(line))]
-    # 2 + 1 events, the first detection, and the held summary flushed at shutdown
-    assert len(records) == 5
+    # 2 + 1 events, the first detection, the throttle start, and its stop flushed at shutdown
+    assert len(records) == 6
     counts = sorted(attrs_dict(r.attributes)[semconv.DETECTION_COUNT] for r in records
                     if r.event_name == semconv.EV_DETECTION)
-    assert counts == [1, 4]
+    assert counts == [0, 1, 4]
 
 
 def test_config_errors_exit_2_listing_all(tmp_path: Path) -> None:

@@ -21,8 +21,6 @@ from otelguard import semconv, telemetry
 from otelguard.otlp import jsoncodec
 from otelguard.processors import metrics
 from otelguard.processors.config import ServiceSection
-from otelguard.processors.noise import Config as NoiseConfig
-from otelguard.processors.noise import NoiseControl
 from otelguard.otlp.messages import count_records
 from otelguard.processors.stage import Batch
 from otelguard.transport.otlp_grpc import OtlpGrpcTransport
@@ -148,21 +146,42 @@ def test_http_json_with_fields_unknown_to_us_is_accepted() -> None:
         assert run.sink.logs == [sent]
 
 
+class _DetectionDropper:
+    """Drops every detection for good and reports it (pipeline.ReportsDrops); noise_control no
+    longer drops anything, so the partial-success path is exercised with this stage."""
+
+    type_name = "detection_dropper"
+
+    def __init__(self) -> None:
+        self.dropped_records = 0
+
+    def start(self) -> None:
+        pass
+
+    def process(self, batch: Batch) -> Batch:
+        assert isinstance(batch, ExportLogsServiceRequest)
+        for sl in (sl for rl in batch.resource_logs for sl in rl.scope_logs):
+            keep = [r for r in sl.log_records if r.event_name != semconv.EV_DETECTION]
+            self.dropped_records += len(sl.log_records) - len(keep)
+            del sl.log_records[:]
+            sl.log_records.extend(keep)
+        return batch
+
+    def shutdown(self) -> None:
+        pass
+
+
 def test_partial_success_when_a_stage_drops_records() -> None:
-    noise = NoiseControl(NoiseConfig(rate_per_second=0.001, burst=1,
-                                     key_fields=(semconv.TRIGGER_RECORD_UID,)))
-    with running_service([("noise_control", noise)]) as run:
-        req = samples.logs(n_events=2, n_detections=5)  # 5 distinct keys, 1 token
-        before = _rate_limited()
+    with running_service([("drop", _DetectionDropper())]) as run:
+        req = samples.logs(n_events=2, n_detections=4)
         code, resp, _ = grpc_call(run.grpc_endpoint, req.SerializeToString())
         assert code == grpc.StatusCode.OK
         partial = ExportLogsServiceResponse.FromString(resp).partial_success
         assert partial.rejected_log_records == 4 and "dropped by the pipeline" in \
             partial.error_message
-        assert _rate_limited() == before + 4
-        assert run.sink.log_record_count() == 3
+        assert run.sink.log_record_count() == 2
         status, body, _ = post(run.service.http_port or 0, "/v1/logs",
-                                jsoncodec.encode(samples.logs(0, 2, rule="other")).encode(),
+                                jsoncodec.encode(samples.logs(0, 1, rule="other")).encode(),
                                 {"Content-Type": "application/json"})
         assert status == 200
         assert json.loads(body)["partialSuccess"]["rejectedLogRecords"] in ("1", 1)

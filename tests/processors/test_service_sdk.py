@@ -50,23 +50,25 @@ def _emit_detections(exporter: LogRecordExporter, n: int, events: int) -> None:
 
 
 def _check_logs(run: Running, detections: int, events: int) -> None:
-    # noise_control lets the first detection through at once and holds the repeats as one summary
-    # that the flush timer releases when the window closes.
-    wait_for(lambda: run.sink.log_record_count() == events + 2, what="events + 2 detections")
+    # noise_control lets the first detection through at once; the repeats are throttled: a
+    # start record, and a stop record counting them that the flush timer releases when the
+    # window closes.
+    wait_for(lambda: run.sink.log_record_count() == events + 3, what="events + 3 detections")
     records = [(attrs_dict(rl.resource.attributes), rec)
                for req in run.sink.logs for rl, _, rec in iter_log_records(req)]
     assert all(res[semconv.CONTAINER_ID] == "d" * 64 for res, _ in records)
     found = [attrs_dict(rec.attributes) for _, rec in records
              if rec.event_name == semconv.EV_DETECTION]
-    assert sorted(a[semconv.DETECTION_COUNT] for a in found) == [1, detections - 1]
-    summary = next(a for a in found if a[semconv.DETECTION_COUNT] == detections - 1)
-    assert summary[semconv.TRIGGER_RECORD_UID] == f"u{detections - 1}"  # the last repeat
-    assert summary[semconv.DETECTION_FIRST_SEEN] <= summary[semconv.DETECTION_LAST_SEEN]
+    assert sorted(a[semconv.DETECTION_COUNT] for a in found) == [0, 1, detections - 1]
+    stop = next(a for a in found if a.get(semconv.NOISE_THROTTLE) == semconv.NOISE_THROTTLE_STOP)
+    assert stop[semconv.DETECTION_COUNT] == detections - 1
+    assert stop[semconv.TRIGGER_RECORD_UID] == f"u{detections - 1}"  # the last repeat
+    assert stop[semconv.DETECTION_FIRST_SEEN] <= stop[semconv.DETECTION_LAST_SEEN]
     assert sum(1 for _, r in records if r.event_name == semconv.EV_PROCESS_EXEC) == events
 
 
 def _noise() -> list[tuple[str, NoiseControl]]:
-    return [("noise_control", NoiseControl(NoiseConfig(window_seconds=0.5)))]
+    return [("noise_control", NoiseControl(NoiseConfig(window_seconds=0.5, burst=1)))]
 
 
 def test_sdk_grpc_logs_arrive_with_pipeline_applied() -> None:

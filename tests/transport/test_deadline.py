@@ -20,7 +20,8 @@ from otelguard.transport.delivery import DELIVERY_RETRY
 from otelguard.transport.otlp_grpc import OtlpGrpcTransport
 from otelguard.transport.otlp_http import OtlpHttpTransport
 from tests.transport.receivers import GrpcReceiver, HttpReceiver, HungServer
-from tests.transport.test_delivery import _batches, _wait
+from tests.support.polling import wait_until
+from tests.transport.batches import batches as _batches
 
 DEADLINE_S = 1.0
 BOUND_S = 30.0  # how long a test waits before it calls the call stuck
@@ -118,7 +119,7 @@ def test_a_hung_endpoint_costs_one_call_then_spools_and_nothing_is_lost(
         assert len(spool) == 4 and spool.records == sum(n for _, n in batches)
         hung.stop()
         receiver = GrpcReceiver(port).start() if kind == "grpc" else HttpReceiver(port)
-        assert _wait(lambda: d.replay() >= 0 and len(spool) == 0, BOUND_S)
+        assert wait_until(lambda: d.replay() >= 0 and len(spool) == 0, BOUND_S)
     finally:
         d.shutdown()
         hung.stop()

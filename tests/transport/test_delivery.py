@@ -13,29 +13,8 @@ from otelguard.transport.otlp_grpc import OtlpGrpcTransport
 from tests.support.metrics import sample
 from tests.exporter.scenario import shell_session
 from tests.support.polling import wait_until
+from tests.transport.batches import FAST, NODE, batches as _batches, dropped as _dropped
 from tests.transport.receivers import GrpcReceiver
-
-FAST = RetryPolicy(max_attempts=3, initial_backoff_s=0.01, max_backoff_s=0.05, max_hint_s=0.05,
-                   down_max_s=0.05)
-NODE = NodeIdentity("n", "h", "i")
-
-
-def _dropped(stage: str, reason: str) -> float:
-    return sample("otelguard_dropped_total", stage=stage, reason=reason)
-
-
-def _batches(n: int) -> list[tuple[bytes, int]]:
-    b = OtlpBuilder(NODE, clock=lambda: 1)
-    out = []
-    for i in range(n):
-        events: list[Event] = shell_session()
-        for e in events:
-            e.pid += 10_000 * i  # distinct records per batch
-        out.append((b.logs_bytes(events), len(events)))
-    return out
-
-
-
 
 def test_retries_then_succeeds_without_spooling(tmp_path: Path) -> None:
     t = InMemoryTransport()

@@ -18,7 +18,7 @@ from otelguard.transport import Delivery, InMemoryTransport, Spool
 from otelguard.transport.otlp_grpc import OtlpGrpcTransport
 from otelguard.transport.spool import QUARANTINE_MAX_FILES, SpoolEntry
 from tests.transport.receivers import GrpcReceiver
-from tests.transport.test_delivery import FAST, _batches, _dropped
+from tests.transport.batches import FAST, batches as _batches, dropped as _dropped
 
 
 def _spooled(directory: Path, count: int) -> tuple[Spool, list[tuple[bytes, int]]]:

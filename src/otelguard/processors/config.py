@@ -16,7 +16,7 @@ A pipeline file (every section optional; ``name`` defaults to ``type`` and label
       - type: falco_rules
         config: {rules: [/etc/otelguard/rules.yaml]}
       - type: noise_control
-        config: {window_seconds: 60, rate_per_second: 1, burst: 20}
+        config: {window_seconds: 60, burst: 3, max_keys: 10000}
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ class ServiceSection:
     max_request_bytes: int = 16 * 1024 * 1024  # larger requests are refused (413)
     max_inflight_requests: int = 64  # more in flight: "retry later" (429 / RESOURCE_EXHAUSTED)
     max_inflight_bytes: int = 128 * 1024 * 1024  # the same bound on the bytes in flight
-    flush_interval_seconds: float = 1.0  # how often held records (collapsed repeats) are released
+    flush_interval_seconds: float = 1.0  # how often held records (throttle records) leave
     # Snapshot each batch before each stage so a failing stage cannot leave it half-changed
     # (costs about one parse per stage per batch; see bench/processor_throughput.py).
     restore_on_failure: bool = True

@@ -8,7 +8,7 @@ that stage* (``restore_on_failure``: a ``CopyFrom`` snapshot before each stage, 
 per stage with upb; turn it off to trade that guarantee for speed). The pipeline never raises from
 :meth:`Pipeline.process`.
 
-Stages that hold records back (noise_control's collapsed repeats) may implement
+Stages that hold records back (noise_control's throttle records) may implement
 :class:`HoldsRecords`; :meth:`Pipeline.flush` (called on a timer by the service) and
 :meth:`Pipeline.shutdown` drain them and run what they release through the stages after them.
 """
@@ -45,7 +45,7 @@ class HoldsRecords(Protocol):
 class PipelineResult:
     """The processed batch; ``records_dropped`` is what OTLP partial success reports.
 
-    ``records_removed`` is the net decrease per stage (held or collapsed records included);
+    ``records_removed`` is the net decrease per stage (held or throttled records included);
     ``records_dropped`` only counts records stages dropped for good, read from the optional
     cumulative ``dropped_records: int`` attribute a stage may expose (see :class:`ReportsDrops`).
     """
@@ -56,6 +56,7 @@ class PipelineResult:
     records_removed: int
     failed_stages: tuple[str, ...] = ()
     records_dropped: int = 0
+    records_released: int = 0  # records held from earlier batches put into this one
 
 
 class ReportsDrops(Protocol):
@@ -63,6 +64,14 @@ class ReportsDrops(Protocol):
     ``telemetry.dropped``); the pipeline turns the per-batch increase into partial success."""
 
     dropped_records: int
+
+
+class ReleasesRecords(Protocol):
+    """A stage that puts records it held from earlier batches (whose callers were answered)
+    into the batch it processes keeps a running total here; the service counts them as dropped
+    when that batch's forward fails, since that batch's caller retries only its own records."""
+
+    released_records: int
 
 
 class _Slot:
@@ -136,9 +145,11 @@ class Pipeline:
         n = first_in
         removed = 0
         dropped = 0
+        released = 0
         failed: list[str] = []
         for slot in slots:
             drops_before = getattr(slot.stage, "dropped_records", 0)
+            released_before = getattr(slot.stage, "released_records", 0)
             snapshot: Optional[Batch] = None
             if self._restore and not slot.additive:
                 snapshot = type(batch)()
@@ -170,12 +181,15 @@ class Pipeline:
             drops_after = getattr(slot.stage, "dropped_records", 0)
             if isinstance(drops_after, int) and isinstance(drops_before, int):
                 dropped += max(0, drops_after - drops_before)
+            released_after = getattr(slot.stage, "released_records", 0)
+            if isinstance(released_after, int) and isinstance(released_before, int):
+                released += max(0, released_after - released_before)
             m = count_records(batch)
             slot.records_out.inc(m)
             if m < n:
                 removed += n - m
             n = m
-        return PipelineResult(batch, first_in, n, removed, tuple(failed), dropped)
+        return PipelineResult(batch, first_in, n, removed, tuple(failed), dropped, released)
 
     def _log_failure(self, slot: _Slot, what: str = "raised") -> None:
         now = time.monotonic()

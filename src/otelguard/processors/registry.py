@@ -72,7 +72,7 @@ register(ProcessorEntry("k8s_attributes", "otelguard.processors.k8s",
 register(ProcessorEntry("falco_rules", "otelguard.processors.detection.processor",
                         rules_field="rules", description="Falco-language rules -> detections"))
 register(ProcessorEntry("noise_control", "otelguard.processors.noise",
-                        description="collapse repeated detections, rate limit per rule+workload"))
+                        description="throttle repeats per distinct detection key"))
 
 
 def type_names() -> list[str]:

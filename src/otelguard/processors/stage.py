@@ -24,6 +24,11 @@ class Stage(Protocol):
     # Optional: ``additive = True`` on a stage that only sets attributes that were absent (the
     # k8s enricher). The pipeline then takes no restore snapshot before it, since a failure midway
     # still leaves a valid batch.
+    # Optional: ``drain(final) -> list[Batch]`` on a stage that holds records between batches
+    # (pipeline.HoldsRecords: noise_control, k8s_attributes). The pipeline calls it on the
+    # service's flush timer and at shutdown and runs what it returns through the later stages;
+    # a stage that holds records must release them only there or in ``process``, and count in
+    # ``shutdown()`` whatever it still holds.
 
     def start(self) -> None: ...
 

@@ -243,6 +243,7 @@ def test_late_pod_is_held_then_enriched_in_order(src: InMemorySource, clock: Clo
     for i in range(3):
         assert _res(third, i)[semconv.K8S_POD_NAME] == "web-5d4f-x"
     assert e.held_count == 0
+    assert e.released_records == 2  # pids 1 and 2 ride on the third batch (pipeline counts)
 
 
 def test_hold_expires_passes_unenriched_counts_and_gives_up(src: InMemorySource,

@@ -4,7 +4,7 @@ Where it sits: docs/architecture.md#processor-pipeline; what it emits:
 docs/architecture.md#detection-records.
 
 Runs after k8s enrichment (rules read ``k8s.*`` and ``container.image.*`` from the Resource) and
-before noise control (which collapses repeated detections). Rules load and compile in
+before noise control (which throttles repeated detections). Rules load and compile in
 :func:`create`, so a broken rules file stops startup with every problem located; ``process`` is
 synchronous, does no I/O and appends detection records to the batch it was given. Span batches
 pass through untouched. Cost: see :mod:`otelguard.processors.detection.engine`.

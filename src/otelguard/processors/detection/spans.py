@@ -12,8 +12,8 @@ Searching Jaeger by ``security_rule.name`` then finds the process-tree trace.
 Where: :meth:`ProcessorService.handle` calls :func:`detection_spans` on the logs batch the
 pipeline produced and forwards the result as a traces request to the same next hops. Cost: one
 resource-attribute lookup per ResourceLogs of the batch; detections only beyond that. Detection
-records without a valid trace id (16 bytes) and span id (8 bytes) get no span. Summaries released
-later by noise_control get none either: the first detection of the window already made one.
+records without a valid trace id (16 bytes) and span id (8 bytes) get no span. Throttle records
+noise_control releases on the flush timer get none either: the detections that passed made theirs.
 """
 
 from __future__ import annotations

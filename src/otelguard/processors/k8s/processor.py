@@ -130,6 +130,9 @@ class K8sEnricher:
         self._peer_hit = enrichment.labels("peer", "hit")
         self._peer_miss = enrichment.labels("peer", "miss")
         self._gave_up_sync = ""  # why start() went on without a synced cache (readiness)
+        # Records released into a later batch (pipeline.ReleasesRecords): their callers were
+        # answered already, so the service counts them if that batch's forward fails.
+        self.released_records = 0
 
     @property
     def source(self) -> Optional[K8sSource]:
@@ -198,6 +201,7 @@ class K8sEnricher:
             if hold:
                 self._hold(items, hold, type(batch), now)
             if released:
+                self.released_records += sum(_record_count(it) for it in released)
                 current = [items[i] for i in keep] if hold else list(items)
                 merged = [*released, *current]
                 copies = []

@@ -3,9 +3,11 @@
 Requests from either protocol take one path: the body is size-checked, admitted against the
 in-flight limits, parsed (upb, ~1 µs/record), run through the pipeline inline (it does no I/O),
 then forwarded on a worker thread; the caller is answered only after the next hops took the
-batch, so an OK means delivered. A stage that dropped records for good (e.g. rate limited) turns
-into an OK with ``partial_success``; records a stage holds or collapses leave later (the flush
-timer) and are not rejected.
+batch, so an OK means delivered. A stage that dropped records for good turns into an OK with
+``partial_success``; records a stage holds or throttles leave later (the flush
+timer) and are not rejected. Records noise_control writes never ride on a caller's request: they are
+forwarded by the flush timer and by ``stop()``, and counted in ``otelguard_dropped_total`` when
+that fails for good.
 """
 
 from __future__ import annotations
@@ -108,6 +110,9 @@ class ProcessorService:
                 pass
             self._flush_task = None
         await self._close_listeners()
+        # Earlier flushes that could not go out (a flush cancelled mid-forward left its batches
+        # here too), then everything the stages still hold: delivered or counted, never dropped
+        # silently.
         flushed = self._pending + self.pipeline.shutdown()
         self._pending = []
         for batch in flushed:
@@ -115,6 +120,10 @@ class ProcessorService:
                 await self._forward(batch)
             except RequestError as exc:
                 telemetry.dropped.labels("forward", "shutdown_" + exc.reason).inc(
+                    count_records(batch))
+            except Exception:
+                log.exception("forwarding held records at shutdown failed")
+                telemetry.dropped.labels("forward", "shutdown_internal_error").inc(
                     count_records(batch))
         self._executor.shutdown(wait=True)
         self.forwarder.shutdown()
@@ -138,18 +147,29 @@ class ProcessorService:
                 log.exception("flush failed")
 
     async def flush_once(self) -> None:
-        """Forward records the stages released (and earlier flushes that could not go out)."""
-        batches = self._pending + self.pipeline.flush()
-        self._pending = []
-        for batch in batches:
+        """Forward records the stages released (and earlier flushes that could not go out).
+
+        A batch leaves ``_pending`` only once forwarded or counted as dropped, so a flush
+        cancelled mid-forward (``stop()``) leaves the rest for ``stop()`` to send. Batches that
+        fail stay for the next tick; past ``_PENDING_FLUSH_LIMIT`` the oldest are dropped and
+        counted in ``otelguard_dropped_total{stage="forward",reason="flush_<reason>"}``.
+        """
+        self._pending.extend(self.pipeline.flush())
+        reason = ""
+        for batch in list(self._pending):
             try:
                 await self._forward(batch)
             except RequestError as exc:
-                if len(self._pending) < _PENDING_FLUSH_LIMIT:
-                    self._pending.append(batch)
-                else:
-                    telemetry.dropped.labels("forward", "flush_" + exc.reason).inc(
-                        count_records(batch))
+                reason = exc.reason
+                continue
+            except Exception:
+                log.exception("forwarding held records failed; kept for the next flush")
+                reason = "internal_error"
+                continue
+            self._pending = [b for b in self._pending if b is not batch]
+        while len(self._pending) > _PENDING_FLUSH_LIMIT:
+            telemetry.dropped.labels("forward", "flush_" + (reason or "backlog")).inc(
+                count_records(self._pending.pop(0)))
 
     async def _forward(self, batch: Batch) -> Any:
         loop = asyncio.get_running_loop()
@@ -187,7 +207,15 @@ class ProcessorService:
                 message = f"{result.records_dropped} record(s) dropped by the pipeline " \
                           "(see otelguard_dropped_total)"
             if result.records_out:
-                report = await self._forward(result.batch)
+                try:
+                    report = await self._forward(result.batch)
+                except RequestError as exc:
+                    # The caller retries its own records; held ones released into this batch
+                    # (pipeline.ReleasesRecords) were acknowledged earlier: count their loss.
+                    if result.records_released:
+                        telemetry.dropped.labels("forward", "held_" + exc.reason).inc(
+                            result.records_released)
+                    raise
                 if report.rejected:
                     rejected += report.rejected
                     message = "; ".join(m for m in (message, report.message) if m)

@@ -1,0 +1,35 @@
+"""``noise_control`` config; its defaults are the default config.
+
+Semantics: docs/architecture.md#noise-control.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from otelguard import semconv
+from otelguard.config import Checks
+
+
+@dataclass(frozen=True)
+class Config:
+    """Defaults: per distinct detection per minute 3 pass one by one, the rest are throttled."""
+
+    window_seconds: float = 60.0  # a key's window, from its first sighting
+    # Record attributes that, with the rule and workload, make a detection distinct. A detection
+    # whose values were not seen in the key's window is first-seen and always passes.
+    key_fields: tuple[str, ...] = (
+        semconv.PROCESS_EXECUTABLE_PATH, semconv.PROCESS_COMMAND_LINE, semconv.FILE_PATH,
+        semconv.NETWORK_PEER_ADDRESS, semconv.NETWORK_PEER_PORT, semconv.DNS_QUESTION_NAME,
+    )
+    burst: int = 3  # sightings of one key per window that pass one by one; the rest are throttled
+    max_keys: int = 10_000  # keys held at once; when full the oldest is closed early (a detection)
+
+    def __post_init__(self) -> None:
+        checks = Checks()
+        if self.window_seconds <= 0:
+            checks.add("window_seconds", f"must be > 0, got {self.window_seconds}")
+        for name in ("burst", "max_keys"):
+            if getattr(self, name) < 1:
+                checks.add(name, f"must be >= 1, got {getattr(self, name)}")
+        checks.done()

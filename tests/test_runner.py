@@ -1,0 +1,50 @@
+"""``otelguard run``'s PipelineSink releases what stages hold on its own timer (driven by the
+export thread's sends and idle replays), not only at shutdown. Clocks injected: no sleeps."""
+
+from __future__ import annotations
+
+from otelguard import semconv
+from otelguard.otlp.messages import attrs_dict, iter_log_records
+from otelguard.processors.noise import Config, NoiseControl
+from otelguard.processors.pipeline import Pipeline
+from otelguard.runner import HELD_FLUSH_INTERVAL_S, PipelineSink
+from otelguard.transport.delivery import Delivery
+from otelguard.transport.memory import InMemoryTransport
+
+from tests.processors import samples
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _throttle_states(sink: InMemoryTransport) -> list[object]:
+    return [attrs_dict(rec.attributes).get(semconv.NOISE_THROTTLE) for req in sink.logs
+            for _, _, rec in iter_log_records(req) if rec.event_name == semconv.EV_DETECTION]
+
+
+def test_held_records_leave_on_the_timer_while_idle_and_at_shutdown() -> None:
+    clock = Clock()
+    pipeline = Pipeline([("noise_control", NoiseControl(Config(window_seconds=5, burst=1),
+                                                        clock))])
+    pipeline.start()
+    out = InMemoryTransport()
+    sink = PipelineSink(pipeline, [Delivery(out, None, stage="output")], clock)
+    batch = samples.logs(0, 4)
+    assert sink.send_logs(batch.SerializeToString(), 4)
+    assert _throttle_states(out) == [None]  # 1 passed; the start record is held until due
+    sink.replay()  # idle, not due yet
+    assert _throttle_states(out) == [None]
+    clock.now += HELD_FLUSH_INTERVAL_S
+    sink.replay()  # idle and due: the start record leaves
+    assert _throttle_states(out) == [None, semconv.NOISE_THROTTLE_START]
+    sink.send_logs(samples.logs(0, 2).SerializeToString(), 2)  # 2 more suppressed
+    sink.shutdown()  # the open window's stop record
+    assert _throttle_states(out) == [None, semconv.NOISE_THROTTLE_START,
+                                     semconv.NOISE_THROTTLE_STOP]
+    stop = [attrs_dict(rec.attributes) for req in out.logs for _, _, rec in iter_log_records(req)]
+    assert stop[-1][semconv.DETECTION_COUNT] == 5
