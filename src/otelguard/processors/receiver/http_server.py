@@ -9,7 +9,7 @@ budget 429, and nothing more is inflated either way.
 
 HTTP-only refusals: an unknown Content-Type or Content-Encoding is 415; a body over
 ``max_request_bytes`` (by Content-Length, while reading, or while inflating) is 413; a slow body
-408. Error bodies are a google.rpc.Status in the request's encoding; retryable ones add
+408; a client gone mid-body is counted as ``client_disconnected``. Error bodies are a google.rpc.Status in the request's encoding; retryable ones add
 Retry-After.
 """
 
@@ -84,6 +84,9 @@ def _export_handler(sig: Signal, cfg: ServiceSection, admission: Admission,
                     raise errors.too_large(
                         f"request exceeds max_request_bytes={limit}"
                     ) from None
+                except ConnectionResetError:  # the client went away mid-body
+                    raise errors.invalid_argument(
+                        "client_disconnected", "connection lost while reading the body") from None
                 except asyncio.TimeoutError:
                     raise errors.body_timeout(
                         f"request body not read within body_read_timeout_seconds="
