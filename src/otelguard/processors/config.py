@@ -47,8 +47,12 @@ class ServiceSection:
     listen: str = "127.0.0.1:4317"  # OTLP/gRPC, HOST:PORT
     listen_http: Optional[str] = None  # OTLP/HTTP (protobuf and JSON), HOST:PORT; null: off
     metrics: Optional[str] = "127.0.0.1:9466"  # Prometheus /metrics, HOST:PORT; null: off
-    max_request_bytes: int = 16 * 1024 * 1024  # larger requests are refused (413)
-    max_inflight_requests: int = 64  # more in flight: "retry later" (429 / RESOURCE_EXHAUSTED)
+    # Larger requests, also once inflated, are refused (413 / RESOURCE_EXHAUSTED). gRPC
+    # messages are held whole before a handler runs: this is grpc's receive limit too.
+    max_request_bytes: int = 16 * 1024 * 1024
+    # More in flight: "retry later" (429 / RESOURCE_EXHAUSTED with RetryInfo). grpc itself
+    # refuses calls past twice this before reading them, which bounds what it buffers.
+    max_inflight_requests: int = 64
     # The same bound on the bytes in flight: bodies as received plus what they inflate to, and
     # an HTTP body's Content-Length (max_request_bytes if unknown) reserved before it is read.
     max_inflight_bytes: int = 128 * 1024 * 1024
@@ -57,12 +61,13 @@ class ServiceSection:
     # protobuf (upb) refuses messages nested past 100 levels, i.e. 32 kvlist levels; the
     # default keeps JSON to what a protobuf request can carry too.
     max_json_depth: int = 32
-    # OpenTelemetry attribute limits, applied on receipt: attributes past the count are dropped
-    # (first ones kept) and counted in the record's dropped_attributes_count; string and bytes
-    # values are cut to the length (characters / bytes). Records are log records, spans, span
-    # events and links; resources and scopes have their own count limit. null: no limit.
+    # OpenTelemetry attribute limits, applied on receipt (receiver/limits.py; null: no limit).
+    # Per log record, span, span event and link: attributes past the count are dropped (the
+    # first ones kept) and added to the record's dropped_attributes_count.
     attribute_count_limit: Optional[int] = 128
+    # The same rule for each resource and instrumentation scope.
     resource_attribute_count_limit: Optional[int] = 128
+    # String values are cut to this many characters, bytes values to this many bytes.
     attribute_value_length_limit: Optional[int] = None
     flush_interval_seconds: float = 1.0  # how often held records (collapsed repeats) are released
     # Snapshot each batch before each stage so a failing stage cannot leave it half-changed
