@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import http.client
 import time
 from dataclasses import dataclass
 from typing import Callable, Iterator, Optional, Sequence
+
+import grpc
 
 from otelguard.processors.config import ForwardSection, ProcessorSpec, ServiceSection
 from otelguard.processors.forward import ExportTarget, Forwarder
@@ -15,6 +18,7 @@ from otelguard.processors.settings import Settings
 from otelguard.processors.stage import Stage
 from otelguard.transport.memory import InMemoryTransport
 
+LOGS_METHOD = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
 FAST_FORWARD = ForwardSection(timeout_seconds=1.0, max_attempts=3, initial_backoff_seconds=0.02,
                               max_backoff_seconds=0.1, down_seconds=0.5)
 
@@ -64,3 +68,27 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "
             return
         time.sleep(0.05)
     raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+
+
+def post(port: int, path: str, body: bytes, headers: dict[str, str], timeout: float = 20.0,
+         ) -> tuple[int, bytes, dict[str, str]]:
+    """One OTLP/HTTP POST: status, body and (lower-cased) headers."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("POST", path, body=body, headers=headers)
+        resp = conn.getresponse()
+        return resp.status, resp.read(), {k.lower(): v for k, v in resp.getheaders()}
+    finally:
+        conn.close()
+
+
+def grpc_code(endpoint: str, body: bytes, method: str = LOGS_METHOD) -> grpc.StatusCode:
+    """The status of one raw-bytes Export call (the client may send up to 64 MiB)."""
+    with grpc.insecure_channel(endpoint, options=[
+            ("grpc.max_send_message_length", 64 << 20)]) as channel:
+        call = channel.unary_unary(method, request_serializer=None, response_deserializer=None)
+        try:
+            call(body, timeout=20)
+            return grpc.StatusCode.OK
+        except grpc.RpcError as exc:
+            return exc.code()  # type: ignore[no-any-return]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import gzip
-import http.client
 import json
 import socket
 import threading
@@ -30,6 +29,7 @@ from otelguard.processors.stage import Batch
 from otelguard.transport.otlp_grpc import OtlpGrpcTransport
 
 from . import samples
+from .service_fixtures import post as _post
 from .service_fixtures import running_service, wait_for
 
 LOGS = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
@@ -45,17 +45,6 @@ def _grpc_call(endpoint: str, body: bytes, method: str = LOGS,
             return grpc.StatusCode.OK, resp, c.trailing_metadata()
         except grpc.RpcError as exc:
             return exc.code(), exc.details().encode(), exc.trailing_metadata()
-
-
-def _post(port: int, path: str, body: bytes, headers: dict[str, str],
-          ) -> tuple[int, bytes, dict[str, str]]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        conn.request("POST", path, body=body, headers=headers)
-        resp = conn.getresponse()
-        return resp.status, resp.read(), {k.lower(): v for k, v in resp.getheaders()}
-    finally:
-        conn.close()
 
 
 def _proto(port: int, body: bytes, **extra: str) -> tuple[int, bytes, dict[str, str]]:

@@ -16,7 +16,7 @@ from otelguard.otlp import jsoncodec
 from otelguard.processors import metrics
 
 from . import samples
-from .service_fixtures import Running, running_service
+from .service_fixtures import Running, grpc_code, running_service
 
 LOGS = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
 TRACES = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
@@ -54,13 +54,7 @@ bodies = st.one_of(st.binary(max_size=2048), mutated())
 
 
 def _grpc(run: Running, method: str, body: bytes) -> grpc.StatusCode:
-    with grpc.insecure_channel(run.grpc_endpoint) as channel:
-        call = channel.unary_unary(method, request_serializer=None, response_deserializer=None)
-        try:
-            call(body, timeout=10)
-            return grpc.StatusCode.OK
-        except grpc.RpcError as exc:
-            return exc.code()  # type: ignore[no-any-return]
+    return grpc_code(run.grpc_endpoint, body, method)
 
 
 def _http(run: Running, path: str, body: bytes, ctype: str) -> int:

@@ -13,7 +13,6 @@ from typing import Iterator
 
 import grpc
 import pytest
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from otelguard import telemetry
@@ -25,9 +24,8 @@ from otelguard.processors.receiver.admission import Admission
 from otelguard.processors.receiver.http_server import decompress
 
 from . import samples
-from .service_fixtures import running_service, wait_for
+from .service_fixtures import grpc_code, post, running_service, wait_for
 
-LOGS = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
 PROTOBUF = {"Content-Type": "application/x-protobuf"}
 GZIP = {"Content-Type": "application/x-protobuf", "Content-Encoding": "gzip"}
 MiB = 1 << 20
@@ -40,24 +38,7 @@ def _service(**kw: object) -> ServiceSection:
 
 def _post(port: int, body: bytes, headers: dict[str, str], path: str = "/v1/logs",
           ) -> tuple[int, bytes, dict[str, str]]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
-    try:
-        conn.request("POST", path, body=body, headers=headers)
-        resp = conn.getresponse()
-        return resp.status, resp.read(), {k.lower(): v for k, v in resp.getheaders()}
-    finally:
-        conn.close()
-
-
-def _grpc_code(endpoint: str, body: bytes, method: str = LOGS) -> grpc.StatusCode:
-    with grpc.insecure_channel(endpoint, options=[
-            ("grpc.max_send_message_length", 64 * MiB)]) as channel:
-        call = channel.unary_unary(method, request_serializer=None, response_deserializer=None)
-        try:
-            call(body, timeout=20)
-            return grpc.StatusCode.OK
-        except grpc.RpcError as exc:
-            return exc.code()  # type: ignore[no-any-return]
+    return post(port, path, body, headers)
 
 
 def _dropped(reason: str) -> float:
@@ -191,11 +172,11 @@ def test_grpc_message_over_max_request_bytes_is_refused_by_grpc() -> None:
     req.resource_logs[0].scope_logs[0].log_records[0].body.string_value = "x" * (3 * MiB)
     with running_service(service=_service(max_request_bytes=2 * MiB)) as run:
         before = metrics.requests.labels("logs", "grpc", "too_large")._value.get()  # type: ignore[attr-defined]
-        assert _grpc_code(run.grpc_endpoint, req.SerializeToString()) == \
+        assert grpc_code(run.grpc_endpoint, req.SerializeToString()) == \
             grpc.StatusCode.RESOURCE_EXHAUSTED
         # never handed to the handler (it would count it): grpc did not buffer it for us
         assert metrics.requests.labels("logs", "grpc", "too_large")._value.get() == before  # type: ignore[attr-defined]
-        assert _grpc_code(run.grpc_endpoint, samples.logs(2).SerializeToString()) == \
+        assert grpc_code(run.grpc_endpoint, samples.logs(2).SerializeToString()) == \
             grpc.StatusCode.OK
 
 
@@ -241,7 +222,7 @@ def test_attribute_limits_drop_count_and_truncate() -> None:
                    attribute_value_length_limit=10)
     with running_service(service=cfg) as run:
         dropped, truncated = _dropped("attribute_limit"), _dropped("attribute_value_truncated")
-        assert _grpc_code(run.grpc_endpoint, logs.SerializeToString()) == grpc.StatusCode.OK
+        assert grpc_code(run.grpc_endpoint, logs.SerializeToString()) == grpc.StatusCode.OK
         assert _post(run.service.http_port or 0, traces.SerializeToString(), PROTOBUF,
                      "/v1/traces")[0] == 200
         wait_for(lambda: bool(run.sink.logs) and bool(run.sink.traces), what="both forwarded")
@@ -275,7 +256,7 @@ def test_default_limits_hold_a_record_with_200k_attributes() -> None:
         kv.key, kv.value.int_value = f"k{i}", i
     total = len(rec.attributes)
     with running_service() as run:
-        assert _grpc_code(run.grpc_endpoint, req.SerializeToString()) == grpc.StatusCode.OK
+        assert grpc_code(run.grpc_endpoint, req.SerializeToString()) == grpc.StatusCode.OK
         got = run.sink.logs[0].resource_logs[0].scope_logs[0].log_records[0]
     assert len(got.attributes) == 128 and got.dropped_attributes_count == total - 128
 
@@ -340,7 +321,7 @@ def test_malformed_bodies_get_4xx_never_500() -> None:
             assert 400 <= status < 500, (name, status)
             if headers.get("Content-Encoding") is None and headers["Content-Type"] == \
                     PROTOBUF["Content-Type"]:
-                code = _grpc_code(run.grpc_endpoint, body)
+                code = grpc_code(run.grpc_endpoint, body)
                 assert code in (grpc.StatusCode.INVALID_ARGUMENT,
                                 grpc.StatusCode.RESOURCE_EXHAUSTED), (name, code)
         assert _post(port, samples.logs(2).SerializeToString(), PROTOBUF)[0] == 200

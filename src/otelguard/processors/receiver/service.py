@@ -243,6 +243,7 @@ class ServiceThread:
         if self._started:
             self._started = False
             self.call(self.service.stop(), timeout)
+            self.call(_cancel_leftovers(), timeout)
         if self._thread.is_alive():
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout)
@@ -253,3 +254,12 @@ class ServiceThread:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+async def _cancel_leftovers() -> None:
+    """Connection tasks aiohttp left behind (it drains a refused request's unread body for up to
+    10 s): cancelled before the loop closes, not destroyed while pending."""
+    tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
