@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import http.client
 import socket
+import threading
 import tracemalloc
 import zlib
 from typing import Iterator
@@ -24,6 +25,7 @@ from otelguard.processors.receiver.admission import Admission
 from otelguard.processors.receiver.http_server import decompress
 
 from . import samples
+from .service_fixtures import LOGS_METHOD as LOGS
 from .service_fixtures import grpc_code, post, running_service, wait_for
 
 PROTOBUF = {"Content-Type": "application/x-protobuf"}
@@ -131,6 +133,27 @@ def test_stalled_body_is_408_after_the_read_timeout() -> None:
         assert _post(port, samples.logs(2).SerializeToString(), PROTOBUF)[0] == 200
 
 
+def test_grpc_message_not_sent_is_deadline_exceeded_after_the_read_timeout() -> None:
+    with running_service(service=_service(body_read_timeout_seconds=0.5)) as run:
+        release = threading.Event()
+
+        def requests() -> Iterator[bytes]:
+            release.wait(20)  # a sender that opened the call and sends nothing
+            yield b""
+
+        with grpc.insecure_channel(run.grpc_endpoint) as channel:
+            call = channel.stream_unary(LOGS, request_serializer=None,
+                                        response_deserializer=None)
+            try:
+                with pytest.raises(grpc.RpcError) as err:
+                    call(requests(), timeout=20)
+            finally:
+                release.set()
+        assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert "body_read_timeout_seconds" in (err.value.details() or "")
+        wait_for(lambda: run.service._admission.requests == 0, what="the slot released")
+
+
 def test_client_gone_mid_body_is_counted_not_an_internal_error() -> None:
     with running_service() as run:
         outcome = metrics.requests.labels("logs", "http", "client_disconnected")
@@ -167,17 +190,26 @@ def test_stalled_uploads_hold_the_inflight_budget_before_their_bodies_arrive() -
 
 # --- gRPC message size --------------------------------------------------------------------------
 
-def test_grpc_message_over_max_request_bytes_is_refused_by_grpc() -> None:
+def test_grpc_message_over_max_request_bytes_is_refused_while_read() -> None:
     req = samples.logs(1)
     req.resource_logs[0].scope_logs[0].log_records[0].body.string_value = "x" * (3 * MiB)
     with running_service(service=_service(max_request_bytes=2 * MiB)) as run:
-        before = metrics.requests.labels("logs", "grpc", "too_large")._value.get()  # type: ignore[attr-defined]
-        assert grpc_code(run.grpc_endpoint, req.SerializeToString()) == \
-            grpc.StatusCode.RESOURCE_EXHAUSTED
-        # never handed to the handler (it would count it): grpc did not buffer it for us
-        assert metrics.requests.labels("logs", "grpc", "too_large")._value.get() == before  # type: ignore[attr-defined]
+        too_large = metrics.requests.labels("logs", "grpc", "too_large")
+        before = too_large._value.get()  # type: ignore[attr-defined]
+        with grpc.insecure_channel(run.grpc_endpoint, options=[
+                ("grpc.max_send_message_length", 64 * MiB)]) as channel:
+            call = channel.unary_unary(LOGS, request_serializer=None, response_deserializer=None)
+            with pytest.raises(grpc.RpcError) as err:
+                call(req.SerializeToString(), timeout=20)
+        # refused by grpc's receive limit (once 4x max_request_bytes) as the message was read,
+        # not by the handler after grpc had buffered all of it; counted all the same
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "larger than max" in (err.value.details() or "")
+        wait_for(lambda: too_large._value.get() == before + 1, what="the refusal counted")  # type: ignore[attr-defined]
+        assert run.service._admission.requests == 0
         assert grpc_code(run.grpc_endpoint, samples.logs(2).SerializeToString()) == \
             grpc.StatusCode.OK
+        assert grpc_code(run.grpc_endpoint, b"") == grpc.StatusCode.OK  # one empty message
 
 
 # --- AnyValue depth -----------------------------------------------------------------------------

@@ -56,7 +56,8 @@ class ServiceSection:
     # The same bound on the bytes in flight: bodies as received plus what they inflate to, and
     # an HTTP body's Content-Length (max_request_bytes if unknown) reserved before it is read.
     max_inflight_bytes: int = 128 * 1024 * 1024
-    body_read_timeout_seconds: float = 10.0  # an HTTP body not read in full by then: 408
+    # An HTTP body or gRPC message not read in full by then: 408 / DEADLINE_EXCEEDED.
+    body_read_timeout_seconds: float = 10.0
     # OTLP/JSON: AnyValue nesting (kvlistValue/arrayValue) deeper than this is refused (400).
     # protobuf (upb) refuses messages nested past 100 levels, i.e. 32 kvlist levels; the
     # default keeps JSON to what a protobuf request can carry too.

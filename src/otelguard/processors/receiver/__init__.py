@@ -8,7 +8,8 @@ OpenTelemetry attribute limits. The command that builds and runs a service is
 :mod:`otelguard.processors.cli`.
 
 Status mapping (gRPC / HTTP), every outcome counted in ``otelguard_processor_requests_total``
-(except what grpc refuses itself, see ``grpc_server``); nothing a client sends yields a 500:
+(except calls grpc refuses before a handler runs, see ``grpc_server``); nothing a client sends
+yields a 500:
 
 - malformed protobuf or JSON, invalid UTF-8 in a string, AnyValue nested past
   ``max_json_depth``: INVALID_ARGUMENT / 400 (no retry);
@@ -16,8 +17,8 @@ Status mapping (gRPC / HTTP), every outcome counted in ``otelguard_processor_req
   RetryInfo / 413;
 - in-flight request or byte limit reached (bytes inflated count too): RESOURCE_EXHAUSTED with
   RetryInfo / 429 + Retry-After;
-- HTTP body not read within ``body_read_timeout_seconds``: 408; client gone mid-body: counted as
-  ``client_disconnected``;
+- body or message not read within ``body_read_timeout_seconds``: DEADLINE_EXCEEDED / 408; an
+  HTTP client gone mid-body: counted as ``client_disconnected``;
 - next hop down: UNAVAILABLE with RetryInfo / 503 + Retry-After (the caller keeps the data);
 - unknown Content-Type or Content-Encoding (HTTP only): 415;
 - attributes over the attribute limits are dropped or truncated, not refused (OK; counted in

@@ -1,25 +1,28 @@
 """The OTLP/gRPC receiver: a ``grpc.aio`` server with generic handlers for LogsService/Export and
 TraceService/Export that hand the raw bytes to the shared request path.
 
-``grpc.aio`` measured ~1.4-2x the sync server. grpc reads a whole message into memory before a
-handler runs, so admission cannot stop it; two grpc limits bound what it buffers instead: a
-message over ``max_request_bytes`` (after grpc-encoding) is refused by grpc itself with
-RESOURCE_EXHAUSTED, and calls past twice ``max_inflight_requests`` are refused by grpc before
-their message is read (RESOURCE_EXHAUSTED without RetryInfo; up to that, admission answers
-overload with RetryInfo, which OTLP clients need to retry). Before this, 12 concurrent 60 MiB
-requests (accepted by grpc, refused by the handler) took the service to 1.3 GiB RSS. Refusals
-from the handler carry ``grpc-status-details-bin`` (a google.rpc.Status with RetryInfo when the
-caller should come back).
+``grpc.aio`` measured ~1.4-2x the sync server. Export is registered as stream-unary (the same
+wire format as a unary call) so that admission takes a request slot *before* grpc reads the
+message: a unary handler only runs once grpc holds the whole message, so refusing then does not
+bound memory (12 concurrent 60 MiB requests, all refused, took the service to 1.3 GiB RSS). A
+message over ``max_request_bytes`` is refused by grpc itself with RESOURCE_EXHAUSTED while it
+is read; calls past twice ``max_inflight_requests`` are refused by grpc before any handler runs
+(a backstop: admission refuses from ``max_inflight_requests`` on, with RetryInfo, which OTLP
+clients need to retry). So grpc buffers at most ``max_inflight_requests`` messages of up to
+``max_request_bytes``. Refusals from the handler carry ``grpc-status-details-bin`` (a
+google.rpc.Status with RetryInfo when the caller should come back). A message not read within
+``body_read_timeout_seconds`` is DEADLINE_EXCEEDED, as HTTP's 408.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Callable
+from typing import Any, AsyncIterator, Callable
 
 import grpc
 
+from otelguard.processors import errors
 from otelguard.processors.config import ServiceSection
 from otelguard.processors.errors import ProcessorsError, RequestError
 from otelguard.processors.receiver.admission import Admission
@@ -49,7 +52,8 @@ async def start_grpc_server(cfg: ServiceSection, admission: Admission,
         maximum_concurrent_rpcs=2 * cfg.max_inflight_requests,
     )
     for service_name, sig in ((LOGS_SERVICE, LOGS), (TRACE_SERVICE, TRACES)):
-        handler = grpc.unary_unary_rpc_method_handler(_export_handler(sig, admission, handle))
+        handler = grpc.stream_unary_rpc_method_handler(
+            _export_handler(sig, admission, cfg.body_read_timeout_seconds, handle))
         server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler(service_name, {"Export": handler}),))
     host, port = split_hostport(cfg.listen)
@@ -61,11 +65,20 @@ async def start_grpc_server(cfg: ServiceSection, admission: Admission,
 
 
 def _export_handler(
-    sig: Signal, admission: Admission, handle: Handle
-) -> Callable[[bytes, grpc.aio.ServicerContext[Any, Any]], Any]:
-    async def export(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+    sig: Signal, admission: Admission, read_timeout: float, handle: Handle
+) -> Callable[[AsyncIterator[bytes], grpc.aio.ServicerContext[Any, Any]], Any]:
+    async def export(requests: AsyncIterator[bytes],
+                     context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
         try:
-            with admission.admit(len(request)):
+            with admission.admit(0) as ticket:  # a request slot before the message is read
+                try:
+                    request = await asyncio.wait_for(_first_message(requests),
+                                                     read_timeout)
+                except asyncio.TimeoutError:
+                    raise errors.body_timeout(
+                        f"request message not read within body_read_timeout_seconds="
+                        f"{read_timeout}") from None
+                ticket.resize(len(request))
                 response = await handle(sig, "grpc", request, sig.request.FromString)
         except RequestError as exc:
             # Refused bad input is lost for good (counted once per request: records unknown).
@@ -86,3 +99,13 @@ def _export_handler(
         return data
 
     return export
+
+
+async def _first_message(requests: AsyncIterator[bytes]) -> bytes:
+    """The Export request: a unary client sends exactly one (an empty request is one empty
+    message). None arrives when grpc refused it as over ``max_request_bytes``; grpc has answered
+    the caller then, the refusal is raised here to be counted."""
+    async for message in requests:
+        return message
+    raise errors.too_large("no request message: over max_request_bytes (refused by grpc while "
+                           "reading it) or none sent")
