@@ -223,3 +223,48 @@ def test_int64_out_of_range_or_malformed_is_rejected(value: object) -> None:
         {"attributes": [{"key": "k", "value": {"intValue": value}}]}]}]}]}
     with pytest.raises(jsoncodec.OtlpJsonError, match="intValue"):
         jsoncodec.decode_line(json.dumps(doc))
+
+
+def _nested_body(levels: int, kind: str = "kvlist") -> str:
+    """A logs document whose record body is ``levels`` AnyValues deep (the body is level 1)."""
+    wrap = ('{"kvlistValue":{"values":[{"key":"k","value":', "}]}}") if kind == "kvlist" \
+        else ('{"arrayValue":{"values":[', "]}}")
+    inner = wrap[0] * (levels - 1) + '{"stringValue":"x"}' + wrap[1] * (levels - 1)
+    return '{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"body":' + inner + "}]}]}]}"
+
+
+@pytest.mark.parametrize("kind", ["kvlist", "array"])
+def test_anyvalue_depth_limit(kind: str) -> None:
+    req = jsoncodec.decode_logs(_nested_body(5, kind), max_depth=5)
+    value = req.resource_logs[0].scope_logs[0].log_records[0].body
+    for _ in range(4):
+        value = value.kvlist_value.values[0].value if kind == "kvlist" \
+            else value.array_value.values[0]
+    assert value.string_value == "x"
+    with pytest.raises(jsoncodec.OtlpJsonError, match="nested deeper than the limit of 5"):
+        jsoncodec.decode_logs(_nested_body(6, kind), max_depth=5)
+
+
+def test_default_depth_is_what_protobuf_can_parse() -> None:
+    """The default limit keeps JSON within upb's own nesting limit (100 messages)."""
+    deepest = jsoncodec.decode_logs(_nested_body(jsoncodec.DEFAULT_MAX_DEPTH))
+    assert ExportLogsServiceRequest.FromString(deepest.SerializeToString()) == deepest
+    with pytest.raises(jsoncodec.OtlpJsonError, match="nested deeper"):
+        jsoncodec.decode_logs(_nested_body(jsoncodec.DEFAULT_MAX_DEPTH + 1))
+
+
+@pytest.mark.parametrize("text", [
+    _nested_body(300),  # once a 500 with a RecursionError traceback
+    "[" * 100_000 + "]" * 100_000,
+    '{"resourceLogs":' + "[" * 50_000,
+])
+def test_deep_documents_are_otlp_json_errors(text: str) -> None:
+    with pytest.raises(jsoncodec.OtlpJsonError):
+        jsoncodec.decode_logs(text)
+
+
+def test_double_out_of_range_is_an_otlp_json_error() -> None:
+    body = '{"doubleValue":1' + "0" * 400 + "}"
+    with pytest.raises(jsoncodec.OtlpJsonError, match="doubleValue"):
+        jsoncodec.decode_logs('{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"body":'
+                              + body + "}]}]}]}")

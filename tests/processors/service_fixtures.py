@@ -6,6 +6,8 @@ import contextlib
 from dataclasses import dataclass
 from typing import Iterator, Optional, Sequence
 
+import grpc
+
 from otelguard.processors.config import ForwardSection, ProcessorSpec, ServiceSection
 from otelguard.processors.forward import ExportTarget, Forwarder
 from otelguard.processors.pipeline import Pipeline
@@ -14,6 +16,7 @@ from otelguard.processors.settings import Settings
 from otelguard.processors.stage import Stage
 from otelguard.transport.memory import InMemoryTransport
 
+LOGS_METHOD = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
 FAST_FORWARD = ForwardSection(timeout_seconds=1.0, max_attempts=3, initial_backoff_seconds=0.02,
                               max_backoff_seconds=0.1, down_seconds=0.5)
 

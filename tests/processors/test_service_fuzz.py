@@ -17,6 +17,8 @@ from otelguard.processors import metrics
 
 from tests.support.metrics import total
 from . import samples
+from tests.support.endpoints import grpc_code
+
 from .service_fixtures import Running, running_service
 
 LOGS = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
@@ -55,13 +57,7 @@ bodies = st.one_of(st.binary(max_size=2048), mutated())
 
 
 def _grpc(run: Running, method: str, body: bytes) -> grpc.StatusCode:
-    with grpc.insecure_channel(run.grpc_endpoint) as channel:
-        call = channel.unary_unary(method, request_serializer=None, response_deserializer=None)
-        try:
-            call(body, timeout=10)
-            return grpc.StatusCode.OK
-        except grpc.RpcError as exc:
-            return exc.code()  # type: ignore[no-any-return]
+    return grpc_code(run.grpc_endpoint, body, method)
 
 
 def _http(run: Running, path: str, body: bytes, ctype: str) -> int:

@@ -42,10 +42,23 @@ def grpc_call(endpoint: str, body: bytes, method: str = LOGS,
             return exc.code(), exc.details().encode(), exc.trailing_metadata()
 
 
-def post(port: int, path: str, body: bytes, headers: dict[str, str],
+def grpc_code(endpoint: str, body: bytes, method: str = LOGS) -> grpc.StatusCode:
+    """The status of one raw-bytes Export call (the client may send up to 64 MiB)."""
+    with grpc.insecure_channel(endpoint, options=[
+            ("grpc.max_send_message_length", 64 << 20)]) as channel:
+        call = channel.unary_unary(method, request_serializer=None, response_deserializer=None)
+        try:
+            call(body, timeout=20)
+            return grpc.StatusCode.OK
+        except grpc.RpcError as exc:
+            code: grpc.StatusCode = exc.code()
+            return code
+
+
+def post(port: int, path: str, body: bytes, headers: dict[str, str], timeout: float = 20.0,
          ) -> tuple[int, bytes, dict[str, str]]:
     """(status, body, lower-cased headers) of one HTTP POST."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         conn.request("POST", path, body=body, headers=headers)
         resp = conn.getresponse()

@@ -15,6 +15,12 @@ field tables are built once per message type) and parses them with upb. Tests ch
 against json_format. Any message type works. Decoding ignores fields the installed
 opentelemetry-proto does not know, as the OTLP spec requires of OTLP/JSON receivers (a newer
 sender may add fields); they are dropped, not passed on.
+
+Decoding refuses AnyValue nesting (``kvlistValue``/``arrayValue`` inside each other) deeper than
+``max_depth`` (default :data:`DEFAULT_MAX_DEPTH`) with an :class:`OtlpJsonError`, before the
+walker's recursion could exhaust the stack: protobuf (upb) itself refuses messages nested past
+100 levels, which is 32 kvlist or 48 array levels, so the default keeps JSON to what a protobuf
+request can carry.
 """
 
 from __future__ import annotations
@@ -37,10 +43,16 @@ Request = Union[ExportLogsServiceRequest, ExportTraceServiceRequest]
 
 # JSON names of the id fields, in both spellings accepted on input.
 _ID_KEYS = frozenset({"traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id"})
+_ANY_VALUE = "opentelemetry.proto.common.v1.AnyValue"
+DEFAULT_MAX_DEPTH = 32  # AnyValue nesting levels accepted on decode
 
 
 class OtlpJsonError(ValueError):
     """A JSON document that is not valid OTLP (the message says where)."""
+
+
+class _TooDeep(OtlpJsonError):
+    """AnyValue nesting past ``max_depth`` (from_dict adds the limit to the message)."""
 
 
 def to_dict(msg: Message) -> dict[str, Any]:
@@ -68,13 +80,16 @@ def encode(msg: Message) -> str:
     return json.dumps(to_dict(msg), separators=(",", ":"), ensure_ascii=False)
 
 
-def from_dict(obj: Any, msg: Message) -> Message:
+def from_dict(obj: Any, msg: Message, max_depth: int = DEFAULT_MAX_DEPTH) -> Message:
     """Fill ``msg`` from an OTLP/JSON object. Fields this opentelemetry-proto does not know are
     ignored, as the OTLP spec requires of receivers (a newer sender may add fields); a known
-    field of the wrong type is an error."""
+    field of the wrong type is an error, so is AnyValue nesting deeper than ``max_depth``."""
     if not isinstance(obj, dict):
         raise OtlpJsonError(f"expected a JSON object for {msg.DESCRIPTOR.name}, got {type(obj).__name__}")
-    data = _encode_wire(_table(msg.DESCRIPTOR), obj, "$")
+    try:
+        data = _encode_wire(_table(msg.DESCRIPTOR), obj, "$", max_depth)
+    except _TooDeep as exc:
+        raise OtlpJsonError(f"{exc} of {max_depth} levels") from None
     try:
         msg.ParseFromString(data)
     except DecodeError as exc:  # not expected: we wrote the bytes
@@ -138,7 +153,7 @@ _U64 = 0xFFFFFFFFFFFFFFFF
 
 
 class _Field:
-    __slots__ = ("fd", "tag", "table", "repeated", "is_id")
+    __slots__ = ("fd", "tag", "table", "repeated", "is_id", "is_any")
 
     def __init__(self, fd: FieldDescriptor) -> None:
         self.fd = fd
@@ -147,6 +162,7 @@ class _Field:
         self.table: Optional[dict[str, "_Field"]] = None
         self.repeated = fd.is_repeated
         self.is_id = fd.json_name in _ID_KEYS
+        self.is_any = fd.type == _MESSAGE and fd.message_type.full_name == _ANY_VALUE
 
 
 _WIRE_TYPE = {
@@ -190,7 +206,8 @@ def _len_field(tag: bytes, payload: bytes) -> bytes:
     return tag + varint(len(payload)) + payload
 
 
-def _encode_wire(table: dict[str, _Field], obj: dict[str, Any], path: str) -> bytes:
+def _encode_wire(table: dict[str, _Field], obj: dict[str, Any], path: str, depth: int) -> bytes:
+    """Wire bytes of one message; ``depth`` is how many more AnyValue levels may nest."""
     parts: list[bytes] = []
     for key, value in obj.items():
         f = table.get(key)
@@ -201,20 +218,24 @@ def _encode_wire(table: dict[str, _Field], obj: dict[str, Any], path: str) -> by
             if not isinstance(value, list):
                 raise OtlpJsonError(f"{where}: expected a list, got {type(value).__name__}")
             for i, item in enumerate(value):
-                parts.append(_encode_field(f, item, f"{where}[{i}]"))
+                parts.append(_encode_field(f, item, f"{where}[{i}]", depth))
         else:
-            parts.append(_encode_field(f, value, where))
+            parts.append(_encode_field(f, value, where, depth))
     return b"".join(parts)
 
 
-def _encode_field(f: _Field, value: Any, path: str) -> bytes:
+def _encode_field(f: _Field, value: Any, path: str, depth: int) -> bytes:
     t = f.fd.type
     try:
         if t == _MESSAGE:
             if not isinstance(value, dict):
                 raise OtlpJsonError(f"{path}: expected an object, got {type(value).__name__}")
             assert f.table is not None
-            return _len_field(f.tag, _encode_wire(f.table, value, path))
+            if f.is_any:
+                if depth <= 0:
+                    raise _TooDeep(f"{path}: AnyValue nested deeper than the limit")
+                depth -= 1
+            return _len_field(f.tag, _encode_wire(f.table, value, path, depth))
         if t == FieldDescriptor.TYPE_STRING:
             if not isinstance(value, str):
                 raise OtlpJsonError(f"{path}: expected a string, got {type(value).__name__}")
@@ -255,7 +276,7 @@ def _encode_field(f: _Field, value: Any, path: str) -> bytes:
         if t in (FieldDescriptor.TYPE_SINT32, FieldDescriptor.TYPE_SINT64):
             return f.tag + varint((n << 1) ^ (n >> 63))
         return f.tag + varint(n)
-    except (ValueError, binascii.Error, struct.error) as exc:
+    except (ValueError, OverflowError, binascii.Error, struct.error) as exc:
         if isinstance(exc, OtlpJsonError):
             raise
         raise OtlpJsonError(f"{path}: {exc}") from exc
@@ -273,15 +294,17 @@ def _integer(value: Any, path: str) -> int:
     raise OtlpJsonError(f"{path}: expected an integer, got {value!r}")
 
 
-def decode_logs(text: Union[str, bytes]) -> ExportLogsServiceRequest:
+def decode_logs(text: Union[str, bytes],
+                max_depth: int = DEFAULT_MAX_DEPTH) -> ExportLogsServiceRequest:
     req = ExportLogsServiceRequest()
-    from_dict(_loads(text), req)
+    from_dict(_loads(text), req, max_depth)
     return req
 
 
-def decode_traces(text: Union[str, bytes]) -> ExportTraceServiceRequest:
+def decode_traces(text: Union[str, bytes],
+                  max_depth: int = DEFAULT_MAX_DEPTH) -> ExportTraceServiceRequest:
     req = ExportTraceServiceRequest()
-    from_dict(_loads(text), req)
+    from_dict(_loads(text), req, max_depth)
     return req
 
 
@@ -304,6 +327,8 @@ def _loads(text: Union[str, bytes]) -> dict[str, Any]:
         obj = json.loads(text)
     except (ValueError, UnicodeDecodeError) as exc:
         raise OtlpJsonError(f"not JSON: {exc}") from exc
+    except RecursionError:  # arrays/objects nested past the interpreter's limit
+        raise OtlpJsonError("not JSON this service accepts: nested too deeply") from None
     if not isinstance(obj, dict):
         raise OtlpJsonError(f"expected a JSON object, got {type(obj).__name__}")
     return obj

@@ -47,9 +47,29 @@ class ServiceSection:
     listen: str = "127.0.0.1:4317"  # OTLP/gRPC, HOST:PORT
     listen_http: Optional[str] = None  # OTLP/HTTP (protobuf and JSON), HOST:PORT; null: off
     metrics: Optional[str] = "127.0.0.1:9466"  # Prometheus /metrics, HOST:PORT; null: off
-    max_request_bytes: int = 16 * 1024 * 1024  # larger requests are refused (413)
-    max_inflight_requests: int = 64  # more in flight: "retry later" (429 / RESOURCE_EXHAUSTED)
-    max_inflight_bytes: int = 128 * 1024 * 1024  # the same bound on the bytes in flight
+    # Larger requests, also once inflated, are refused (413 / RESOURCE_EXHAUSTED). gRPC
+    # messages are held whole before a handler runs: this is grpc's receive limit too.
+    max_request_bytes: int = 16 * 1024 * 1024
+    # More in flight: "retry later" (429 / RESOURCE_EXHAUSTED with RetryInfo). grpc itself
+    # refuses calls past twice this before reading them, which bounds what it buffers.
+    max_inflight_requests: int = 64
+    # The same bound on the bytes in flight: bodies as received plus what they inflate to, and
+    # an HTTP body's Content-Length (max_request_bytes if unknown) reserved before it is read.
+    max_inflight_bytes: int = 128 * 1024 * 1024
+    # An HTTP body or gRPC message not read in full by then: 408 / DEADLINE_EXCEEDED.
+    body_read_timeout_seconds: float = 10.0
+    # OTLP/JSON: AnyValue nesting (kvlistValue/arrayValue) deeper than this is refused (400).
+    # protobuf (upb) refuses messages nested past 100 levels, i.e. 32 kvlist levels; the
+    # default keeps JSON to what a protobuf request can carry too.
+    max_json_depth: int = 32
+    # OpenTelemetry attribute limits, applied on receipt (receiver/limits.py; null: no limit).
+    # Per log record, span, span event and link: attributes past the count are dropped (the
+    # first ones kept) and added to the record's dropped_attributes_count.
+    attribute_count_limit: Optional[int] = 128
+    # The same rule for each resource and instrumentation scope.
+    resource_attribute_count_limit: Optional[int] = 128
+    # String values are cut to this many characters, bytes values to this many bytes.
+    attribute_value_length_limit: Optional[int] = None
     flush_interval_seconds: float = 1.0  # how often held records (throttle records) leave
     # Snapshot each batch before each stage so a failing stage cannot leave it half-changed
     # (costs about one parse per stage per batch; see bench/processor_throughput.py).
@@ -58,9 +78,14 @@ class ServiceSection:
     def __post_init__(self) -> None:
         checks = Checks()
         for name in ("max_request_bytes", "max_inflight_requests", "max_inflight_bytes",
-                     "flush_interval_seconds"):
+                     "flush_interval_seconds", "body_read_timeout_seconds", "max_json_depth"):
             if getattr(self, name) <= 0:
                 checks.add(name, f"must be > 0, got {getattr(self, name)}")
+        for name in ("attribute_count_limit", "resource_attribute_count_limit",
+                     "attribute_value_length_limit"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                checks.add(name, f"must be >= 0 or null, got {value}")
         checks.done()
 
 

@@ -60,6 +60,10 @@ def too_large(message: str) -> RequestError:
     return RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED, 413, "too_large", message)
 
 
+def body_timeout(message: str) -> RequestError:
+    return RequestError(grpc.StatusCode.DEADLINE_EXCEEDED, 408, "body_timeout", message)
+
+
 def unsupported_media_type(message: str) -> RequestError:
     return RequestError(grpc.StatusCode.INVALID_ARGUMENT, 415, "unsupported_media_type", message)
 

@@ -1,13 +1,21 @@
 """The OTLP/HTTP receiver: an aiohttp app serving POST ``/v1/logs`` and ``/v1/traces`` in
 binary protobuf or JSON, gzip/deflate or plain, into the shared request path.
 
+A request is admitted before its body is read, by Content-Length (``max_request_bytes`` when
+unknown), so stalled uploads cannot hold more than ``max_inflight_bytes``; a body not read in
+full within ``body_read_timeout_seconds`` is 408. Inflating (gzip, every member; deflate) grows
+the request's admitted bytes as it goes: past ``max_request_bytes`` it is 413, past the in-flight
+budget 429, and nothing more is inflated either way.
+
 HTTP-only refusals: an unknown Content-Type or Content-Encoding is 415; a body over
-``max_request_bytes`` (by Content-Length, while reading, or after inflating) is 413. Error bodies
-are a google.rpc.Status in the request's encoding; retryable ones add Retry-After.
+``max_request_bytes`` (by Content-Length, while reading, or while inflating) is 413; a slow body
+408; a client gone mid-body is counted as ``client_disconnected``. Error bodies are a google.rpc.Status in the request's encoding; retryable ones add
+Retry-After.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import zlib
 from typing import Any, Callable, Optional
@@ -17,7 +25,9 @@ from aiohttp import web
 
 from otelguard.otlp import jsoncodec
 from otelguard.processors import errors
+from otelguard.processors.config import ServiceSection
 from otelguard.processors.errors import RequestError
+from otelguard.processors.receiver.admission import Admission, Ticket
 from otelguard.processors.receiver.protocol import (
     JSON,
     LOGS,
@@ -34,25 +44,34 @@ from otelguard.processors.stage import Batch
 log = logging.getLogger(__name__)
 
 
-async def start_http_server(listen: str, max_request_bytes: int, handle: Handle,
+async def start_http_server(cfg: ServiceSection, admission: Admission, handle: Handle,
                             register: Optional[Callable[[web.Application], None]] = None,
                             ) -> tuple[web.AppRunner, int]:
-    """Bind ``listen`` (port 0 picks a free one) and start serving; returns the runner and port."""
-    app = web.Application(client_max_size=max_request_bytes)
-    app.router.add_post("/v1/logs", _export_handler(LOGS, max_request_bytes, handle))
-    app.router.add_post("/v1/traces", _export_handler(TRACES, max_request_bytes, handle))
+    """Bind ``cfg.listen_http`` (port 0 picks a free one) and start serving; returns the runner
+    and port."""
+    assert cfg.listen_http
+    app = web.Application(client_max_size=cfg.max_request_bytes)
+    app.router.add_post("/v1/logs", _export_handler(LOGS, cfg, admission, handle))
+    app.router.add_post("/v1/traces", _export_handler(TRACES, cfg, admission, handle))
     if register is not None:  # more routes on the port (receiver/health.py)
         register(app)
     runner = web.AppRunner(app, auto_decompress=False, access_log=None)
     await runner.setup()
-    host, port = split_hostport(listen)
+    host, port = split_hostport(cfg.listen_http)
     site = web.TCPSite(runner, host, port)
     await site.start()
     addresses = runner.addresses  # (host, port, ...) per bound socket
     return runner, int(addresses[0][1]) if addresses else port
 
 
-def _export_handler(sig: Signal, limit: int, handle: Handle) -> Callable[[web.Request], Any]:
+def _export_handler(sig: Signal, cfg: ServiceSection, admission: Admission,
+                    handle: Handle) -> Callable[[web.Request], Any]:
+    limit = cfg.max_request_bytes
+    decode: Callable[[bytes], Batch] = sig.request.FromString
+
+    def decode_json(body: bytes) -> Batch:
+        return sig.json_decode(body, cfg.max_json_depth)
+
     async def export(request: web.Request) -> web.Response:
         ctype = request.content_type
         as_json = ctype == JSON
@@ -61,19 +80,25 @@ def _export_handler(sig: Signal, limit: int, handle: Handle) -> Callable[[web.Re
                 raise errors.unsupported_media_type(
                     f"unsupported Content-Type {ctype!r}; use {PROTOBUF} or {JSON}")
             length = request.content_length
-            if length is not None and length > limit:
-                raise errors.too_large(f"request of {length} bytes exceeds "
-                                       f"max_request_bytes={limit}")
-            try:
-                body = await request.read()
-            except web.HTTPRequestEntityTooLarge:
-                raise errors.too_large(
-                    f"request exceeds max_request_bytes={limit}"
-                ) from None
-            body = decompress(body, request.headers.get("Content-Encoding", ""), limit)
-            decode: Callable[[bytes], Batch] = sig.json_decode if as_json \
-                else sig.request.FromString
-            response = await handle(sig, "http", body, decode)
+            with admission.admit(limit if length is None else length) as ticket:
+                try:
+                    body = await asyncio.wait_for(request.read(), cfg.body_read_timeout_seconds)
+                except web.HTTPRequestEntityTooLarge:
+                    raise errors.too_large(
+                        f"request exceeds max_request_bytes={limit}"
+                    ) from None
+                except ConnectionResetError:  # the client went away mid-body
+                    raise errors.invalid_argument(
+                        "client_disconnected", "connection lost while reading the body") from None
+                except asyncio.TimeoutError:
+                    raise errors.body_timeout(
+                        f"request body not read within body_read_timeout_seconds="
+                        f"{cfg.body_read_timeout_seconds}") from None
+                ticket.resize(len(body))
+                body = decompress(body, request.headers.get("Content-Encoding", ""), limit,
+                                  ticket)
+                ticket.resize(len(body))
+                response = await handle(sig, "http", body, decode_json if as_json else decode)
         except RequestError as exc:
             count_request(sig, "http", exc.reason, 0 if exc.retryable else 1)
             return _error_response(exc, as_json)
@@ -90,8 +115,12 @@ def _export_handler(sig: Signal, limit: int, handle: Handle) -> Callable[[web.Re
     return export
 
 
-def decompress(body: bytes, encoding: str, limit: int) -> bytes:
-    """Inflate a gzip/deflate body, refusing to produce more than ``limit`` bytes."""
+_INFLATE_CHUNK = 1 << 20  # admission is checked after each inflated MiB
+
+
+def decompress(body: bytes, encoding: str, limit: int, ticket: Ticket) -> bytes:
+    """Inflate a gzip (every member, as RFC 1952 allows) or deflate body, refusing to produce
+    more than ``limit`` bytes (413) or to grow ``ticket`` past the in-flight budget (429)."""
     encoding = encoding.strip().lower()
     if encoding in ("", "identity"):
         return body
@@ -99,16 +128,31 @@ def decompress(body: bytes, encoding: str, limit: int) -> bytes:
         raise errors.unsupported_media_type(
             f"unsupported Content-Encoding {encoding!r}; use gzip or none")
     wbits = 16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS
-    inflater = zlib.decompressobj(wbits)
-    try:
-        out = inflater.decompress(body, limit + 1)
-    except zlib.error as exc:
-        raise errors.invalid_argument("malformed", f"cannot decompress body: {exc}") from None
-    if len(out) > limit or inflater.unconsumed_tail:
-        raise errors.too_large(f"decompressed body exceeds max_request_bytes={limit}")
-    if not inflater.eof:
-        raise errors.invalid_argument("malformed", "truncated compressed body")
-    return out
+    held = len(body)
+    pieces: list[bytes] = []
+    size = 0
+    data = body
+    while True:  # one gzip member per round
+        inflater = zlib.decompressobj(wbits)
+        while not inflater.eof:
+            try:
+                piece = inflater.decompress(data, _INFLATE_CHUNK)
+            except zlib.error as exc:
+                raise errors.invalid_argument("malformed",
+                                              f"cannot decompress body: {exc}") from None
+            if not piece and len(inflater.unconsumed_tail) == len(data) and not inflater.eof:
+                raise errors.invalid_argument("malformed", "truncated compressed body")
+            data = inflater.unconsumed_tail
+            size += len(piece)
+            if size > limit:
+                raise errors.too_large(f"decompressed body exceeds max_request_bytes={limit}")
+            ticket.resize(held + size)
+            pieces.append(piece)
+        data = inflater.unused_data
+        if not data.strip(b"\0"):  # gzip allows zero padding after the last member
+            return b"".join(pieces)
+        if encoding == "deflate":
+            raise errors.invalid_argument("malformed", "data after the end of the deflate body")
 
 
 def _error_response(exc: RequestError, as_json: bool) -> web.Response:

@@ -39,7 +39,7 @@ class Signal:
     name: str
     request: type[Any]
     response: type[Any]
-    json_decode: Callable[[bytes], Batch]
+    json_decode: Callable[[bytes, int], Batch]  # (body, max AnyValue depth)
     rejected_field: str
 
     def outcome(self, response: Message) -> str:

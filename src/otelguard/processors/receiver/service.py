@@ -1,7 +1,8 @@
 """ProcessorService: the receivers, the pipeline and the forwarder on one asyncio loop.
 
-Requests from either protocol take one path: the body is size-checked, admitted against the
-in-flight limits, parsed (upb, ~1 µs/record), run through the pipeline inline (it does no I/O),
+Requests from either protocol take one path: the receiver admits the body against the size and
+in-flight limits (``admission``), then it is parsed (upb, ~1 µs/record), held to the attribute
+limits (``limits``), run through the pipeline inline (it does no I/O),
 then forwarded on a worker thread; the caller is answered only after the next hops took the
 batch, so an OK means delivered. A stage that dropped records for good turns into an OK with
 ``partial_success``; records a stage holds or throttles leave later (the flush
@@ -37,6 +38,7 @@ from otelguard.processors.receiver.admission import Admission
 from otelguard.processors.receiver.grpc_server import start_grpc_server
 from otelguard.processors.receiver.health import ServiceHealth
 from otelguard.processors.receiver.http_server import start_http_server
+from otelguard.processors.receiver.limits import AttributeLimits
 from otelguard.processors.receiver.protocol import LOGS, Signal, require_upb
 from otelguard.processors.settings import Settings
 from otelguard.processors.stage import Batch
@@ -69,6 +71,7 @@ class ProcessorService:
         self.grpc_port = 0
         self.http_port: Optional[int] = None
         self._admission = Admission(service)
+        self._limits = AttributeLimits.of(service)
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=settings.forward_threads or service.max_inflight_requests,
             thread_name_prefix="otelguard-forward",
@@ -87,12 +90,10 @@ class ProcessorService:
         self.pipeline.start()
         try:
             self._grpc, self.grpc_port = await start_grpc_server(
-                self.cfg.listen, self.cfg.max_request_bytes, self.handle,
-                register=self.health.register_grpc)
+                self.cfg, self._admission, self.handle, register=self.health.register_grpc)
             if self.cfg.listen_http:
                 self._http, self.http_port = await start_http_server(
-                    self.cfg.listen_http, self.cfg.max_request_bytes, self.handle,
-                    register=self.health.register_http)
+                    self.cfg, self._admission, self.handle, register=self.health.register_http)
         except BaseException:
             await self._close_listeners()
             self.pipeline.shutdown()
@@ -179,10 +180,9 @@ class ProcessorService:
 
     async def handle(self, sig: Signal, protocol: str, body: bytes,
                      decode: Callable[[bytes], Batch]) -> Message:
-        """Admit, parse, process, forward; returns the Export response or raises RequestError."""
+        """Parse, limit, process, forward an admitted body (the receivers hold its admission
+        ticket); returns the Export response or raises RequestError."""
         t0 = time.perf_counter()
-        size = len(body)
-        self._admission.enter(size)
         try:
             try:
                 batch = decode(body)
@@ -194,6 +194,12 @@ class ProcessorService:
                 raise errors.invalid_argument("malformed", f"invalid OTLP JSON: {exc}")
             except (ValueError, UnicodeDecodeError) as exc:
                 raise errors.invalid_argument("malformed", f"invalid OTLP JSON: {exc}")
+            limited = self._limits.apply(batch)
+            if limited.dropped:
+                telemetry.dropped.labels("receive", "attribute_limit").inc(limited.dropped)
+            if limited.truncated:
+                telemetry.dropped.labels("receive", "attribute_value_truncated").inc(
+                    limited.truncated)
             n = count_records(batch)
             metrics.records_received.labels(sig.name, protocol).inc(n)
             response = sig.response()
@@ -227,7 +233,6 @@ class ProcessorService:
                 partial.error_message = message
             return response
         finally:
-            self._admission.leave(size)
             metrics.request_latency.labels(sig.name).observe(time.perf_counter() - t0)
 
     async def _forward_detection_spans(self, batch: Batch) -> None:
@@ -273,6 +278,7 @@ class ServiceThread:
         if self._started:
             self._started = False
             self.call(self.service.stop(), timeout)
+            self.call(_cancel_leftovers(), timeout)
         if self._thread.is_alive():
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout)
@@ -283,3 +289,12 @@ class ServiceThread:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+async def _cancel_leftovers() -> None:
+    """Connection tasks aiohttp left behind (it drains a refused request's unread body for up to
+    10 s): cancelled before the loop closes, not destroyed while pending."""
+    tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
