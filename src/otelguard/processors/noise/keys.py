@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Hashable, Optional
 
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 
@@ -21,7 +21,7 @@ _SEVERITY_CRITICAL = 21
 _CRITICAL_PRIORITIES = frozenset({"CRITICAL", "ALERT", "EMERGENCY"})
 
 # (rule name, workload, the key fields' values in config order)
-Key = tuple[str, str, tuple[PyValue, ...]]
+Key = tuple[str, str, tuple[Hashable, ...]]  # (rule, workload, the distinct values)
 
 
 def workload_of(resource_attrs: dict[str, PyValue]) -> str:
@@ -38,11 +38,12 @@ def workload_of(resource_attrs: dict[str, PyValue]) -> str:
     return ""
 
 
-def _hashable(value: PyValue) -> PyValue:
+def _hashable(value: PyValue) -> Hashable:
+    """A hashable stand-in for an attribute value (lists and maps as tuples): key material only."""
     if isinstance(value, list):
-        return tuple(_hashable(v) for v in value)  # type: ignore[return-value]  # hash key only
+        return tuple(_hashable(v) for v in value)
     if isinstance(value, dict):
-        return tuple(sorted((k, _hashable(v)) for k, v in value.items()))  # type: ignore[return-value]
+        return tuple(sorted((k, _hashable(v)) for k, v in value.items()))
     return value
 
 

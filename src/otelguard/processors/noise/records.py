@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from datetime import datetime, timezone
 
-from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs
+from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs, SeverityNumber
 
 from otelguard import semconv, telemetry
 from otelguard.otlp.messages import PyValue, attrs_dict, set_attr, set_attrs
@@ -85,7 +85,7 @@ def exhausted_record(rl: ResourceLogs, sl: ScopeLogs, key: str, max_keys: int,
              overwrite=True)
     now_ns = time.time_ns()
     rec = LogRecord(time_unix_nano=now_ns, observed_time_unix_nano=now_ns,
-                    severity_number=_EXHAUSTED_SEVERITY,  # type: ignore[arg-type]
+                    severity_number=SeverityNumber.ValueType(_EXHAUSTED_SEVERITY),
                     severity_text=_EXHAUSTED_PRIORITY, event_name=semconv.EV_DETECTION)
     rec.body.string_value = (
         f"{KEY_SPACE_EXHAUSTED}: {max_keys} keys held, the oldest closed early to admit "
