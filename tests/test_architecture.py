@@ -166,3 +166,10 @@ def test_no_test_module_imports_another() -> None:
             if any(n.startswith("test_") or n == "conftest" for n in names):
                 offenders.append(f"{path.relative_to(tests_dir)}:{node.lineno}")
     assert offenders == []
+
+
+def test_every_type_ignore_names_its_code_and_says_why() -> None:
+    bare = [f"{p.relative_to(SRC)}:{n}" for p in SRC.rglob("*.py")
+            for n, line in enumerate(p.read_text().splitlines(), 1)
+            if "type: ignore" in line and not re.search(r"type: ignore\[[a-z,-]+\]  # \S", line)]
+    assert bare == []
