@@ -24,6 +24,7 @@ import queue
 import random
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections import Counter, defaultdict
@@ -37,12 +38,12 @@ from otelguard import semconv
 from otelguard.otlp.messages import PyValue, attrs_dict, iter_log_records, set_attrs
 
 from . import samples
-from .test_service_cli import OTELGUARD
 from tests.support.endpoints import LOGS, free_port, listening
 from tests.support.metrics import scrape, series
 from tests.support.polling import wait_for
 from tests.transport.receivers import GrpcReceiver
 
+OTELGUARD = [sys.executable, "-m", "otelguard.cli"]  # as tests/processors/test_service_cli.py
 SEED = 11
 REQUESTS = 2400
 SENDERS = 4
