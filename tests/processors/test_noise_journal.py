@@ -1,22 +1,34 @@
 """noise_control's journal: held state survives a crash (the object is dropped without shutdown,
 as a SIGKILL would), a torn tail is ignored and counted, the journal is compacted, retried
 detections are remembered by uid across a restart, settled records are not re-emitted, and only
-batches that changed held state ask for a persist. Clock injected; no sleeps."""
+batches that changed held state ask for a persist. In the service: only those requests pay the
+fsync, a journal that cannot be written is not acknowledged, and SIGTERM with the next hop down
+keeps held records for the next start. Clock injected; no sleeps."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import grpc
+import pytest
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
 from otelguard import semconv
 from otelguard.otlp.messages import PyValue, attrs_dict, iter_log_records, set_attrs
+from otelguard.processors.config import ServiceSection
+from otelguard.processors.forward import Forwarder
+from otelguard.processors.journal import Journal
 from otelguard.processors.noise import Config, NoiseControl
 from otelguard.processors.pipeline import Pipeline
+from otelguard.processors.receiver import ProcessorService, ServiceThread
+from otelguard.processors.settings import Settings
+from otelguard.transport.memory import InMemoryTransport
 
+from tests.support.endpoints import grpc_call
 from tests.support.metrics import sample
 
 from . import samples
+from .service_fixtures import FAST_FORWARD
 
 COMPACT = 1 << 20
 
@@ -138,3 +150,68 @@ def test_the_journal_is_compacted_and_stays_exact(tmp_path: Path) -> None:
     # 400 sightings of one key, burst 1: 399 counted in one stop record
     assert _states(_held(again)) == [(semconv.NOISE_THROTTLE_START, 0),
                                      (semconv.NOISE_THROTTLE_STOP, 399)]
+
+
+# --- in the service -----------------------------------------------------------------------------
+
+
+def _service(state: Path, sink: InMemoryTransport) -> ProcessorService:
+    forwarder = Forwarder([("memory#0", sink)], FAST_FORWARD, sleep=lambda _: None)
+    return ProcessorService(
+        Pipeline([("noise_control", NoiseControl(Config(window_seconds=3600, burst=1)))]),
+        forwarder,
+        ServiceSection(listen="127.0.0.1:0", metrics=None, flush_interval_seconds=3600,
+                       state_dir=str(state)),
+        Settings(grace_seconds=1.0))
+
+
+def test_only_requests_that_change_held_state_pay_the_fsync(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    appends: list[int] = []
+    real = Journal.append
+    monkeypatch.setattr(Journal, "append",
+                        lambda self, payloads: (appends.append(1), real(self, payloads))[1])
+    service = _service(tmp_path, InMemoryTransport())
+    with ServiceThread(service):
+        endpoint = f"127.0.0.1:{service.grpc_port}"
+        assert grpc_call(endpoint, samples.logs(5).SerializeToString())[0] == grpc.StatusCode.OK
+        assert appends == []  # raw events only: nothing held changed
+        body = _with_uids(samples.logs(1, 3), "h").SerializeToString()
+        assert grpc_call(endpoint, body)[0] == grpc.StatusCode.OK
+        assert appends == [1]  # on disk before the answer
+
+
+def test_a_journal_that_cannot_be_written_answers_unavailable(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def fail(self: Journal, payloads: list[bytes]) -> None:
+        raise OSError(28, "No space left on device")
+
+    service = _service(tmp_path, InMemoryTransport())
+    with ServiceThread(service):
+        monkeypatch.setattr(Journal, "append", fail)
+        body = _with_uids(samples.logs(1, 3), "i").SerializeToString()
+        code, _, _ = grpc_call(f"127.0.0.1:{service.grpc_port}", body)
+        assert code == grpc.StatusCode.UNAVAILABLE  # not acknowledged: the caller retries
+        monkeypatch.undo()
+
+
+def test_sigterm_with_the_next_hop_down_keeps_held_records_for_the_next_start(
+        tmp_path: Path) -> None:
+    down = InMemoryTransport()
+    service = _service(tmp_path, down)
+    thread = ServiceThread(service).start()
+    body = _with_uids(samples.logs(0, 4), "j").SerializeToString()
+    assert grpc_call(f"127.0.0.1:{service.grpc_port}", body)[0] == grpc.StatusCode.OK
+    down.fail()
+    before = sample("otelguard_dropped_total", stage="forward",
+                    reason="shutdown_next_hop_unavailable")
+    thread.stop()  # cannot forward the start and stop records: they stay in the journal
+    assert sample("otelguard_dropped_total", stage="forward",
+                  reason="shutdown_next_hop_unavailable") == before
+    up = InMemoryTransport()
+    service = _service(tmp_path, up)
+    with ServiceThread(service) as running:
+        running.call(service.flush_once())  # the first flush re-emits them
+        assert len(up.logs) == 1
+    held = [attrs_dict(rec.attributes) for req in up.logs for _, _, rec in iter_log_records(req)]
+    assert _states(held) == [(semconv.NOISE_THROTTLE_START, 0), (semconv.NOISE_THROTTLE_STOP, 3)]
