@@ -162,15 +162,18 @@ class ProcessorService:
         if not await self._persist() and not last:
             return  # write-ahead: nothing leaves that the journal could not take; next tick
         reason = ""
+        failed: list[tuple[str, Batch]] = []
         for item in list(self._pending):
             try:
                 await self._forward(item[1])
             except RequestError as exc:
                 reason = exc.reason
+                failed.append((reason, item[1]))
                 continue
             except Exception:
                 log.exception("forwarding held records failed; kept for the next flush")
                 reason = "internal_error"
+                failed.append((reason, item[1]))
                 continue
             self._pending = [p for p in self._pending if p is not item]
         if last and self._pending:
@@ -179,8 +182,8 @@ class ProcessorService:
                             "for the next start", sum(count_records(b) for _, b in self._pending),
                             reason)
             else:
-                for _, batch in self._pending:
-                    telemetry.dropped.labels("forward", "shutdown_" + reason).inc(
+                for why, batch in failed:
+                    telemetry.dropped.labels("forward", "shutdown_" + why).inc(
                         count_records(batch))
                 self._pending = []
         while len(self._pending) > _PENDING_FLUSH_LIMIT:
