@@ -71,6 +71,12 @@ class ServiceSection:
     # String values are cut to this many characters, bytes values to this many bytes.
     attribute_value_length_limit: Optional[int] = None
     flush_interval_seconds: float = 1.0  # how often held records (throttle records) leave
+    # Where stages keep held state across restarts (noise_control's journal,
+    # <state_dir>/<stage name>.journal); null: held state lives in memory only and a crash loses
+    # it uncounted (docs/architecture.md#failure-handling).
+    state_dir: Optional[str] = None
+    # A journal past this size is rewritten from the live state it stands for.
+    journal_compact_bytes: int = 8 * 1024 * 1024
     # Snapshot each batch before each stage so a failing stage cannot leave it half-changed
     # (costs about one parse per stage per batch; see bench/processor_throughput.py).
     restore_on_failure: bool = True
@@ -78,7 +84,8 @@ class ServiceSection:
     def __post_init__(self) -> None:
         checks = Checks()
         for name in ("max_request_bytes", "max_inflight_requests", "max_inflight_bytes",
-                     "flush_interval_seconds", "body_read_timeout_seconds", "max_json_depth"):
+                     "flush_interval_seconds", "body_read_timeout_seconds", "max_json_depth",
+                     "journal_compact_bytes"):
             if getattr(self, name) <= 0:
                 checks.add(name, f"must be > 0, got {getattr(self, name)}")
         for name in ("attribute_count_limit", "resource_attribute_count_limit",

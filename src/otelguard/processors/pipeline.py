@@ -11,6 +11,9 @@ per stage with upb; turn it off to trade that guarantee for speed). The pipeline
 Stages that hold records back (noise_control's throttle records) may implement
 :class:`HoldsRecords`; :meth:`Pipeline.flush` (called on a timer by the service) and
 :meth:`Pipeline.shutdown` drain them and run what they release through the stages after them.
+Stages whose held state must survive a crash implement :class:`PersistsState`: the service opens
+their journals in its state directory and calls :meth:`Pipeline.persist` before it acknowledges
+a request that changed held state or forwards what a flush released.
 """
 
 from __future__ import annotations
@@ -19,11 +22,13 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterable, Optional, Protocol, Sequence, runtime_checkable
 
 from otelguard import semconv, telemetry
 from otelguard.processors import metrics, registry
 from otelguard.processors.config import ProcessorSpec
+from otelguard.processors.journal import JournalWrite
 from otelguard.otlp.messages import count_records
 from otelguard.processors.stage import Batch, Stage
 
@@ -39,6 +44,22 @@ class HoldsRecords(Protocol):
     def drain(self, final: bool) -> list[Batch]:
         """Records due now (all of them when ``final``), as new batches."""
         ...
+
+
+@runtime_checkable
+class PersistsState(Protocol):
+    """A stage that keeps held state in a journal (noise_control). ``state_version`` grows with
+    every change a request must not be acknowledged before; ``journal_write`` hands over the
+    changes since the last call; ``settle(n)`` says the records of its first ``n`` drains were
+    forwarded or counted (each :meth:`Pipeline.flush` drains every stage once)."""
+
+    state_version: int
+
+    def open_state(self, path: Path, compact_bytes: int) -> None: ...
+
+    def journal_write(self) -> Optional[JournalWrite]: ...
+
+    def settle(self, drains: int) -> None: ...
 
 
 @dataclass
@@ -57,6 +78,7 @@ class PipelineResult:
     failed_stages: tuple[str, ...] = ()
     records_dropped: int = 0
     records_released: int = 0  # records held from earlier batches put into this one
+    state_changed: bool = False  # a journaled stage's held state changed: persist() before OK
 
 
 class ReportsDrops(Protocol):
@@ -102,7 +124,10 @@ class Pipeline:
         self._slots = [_Slot(name, stage) for name, stage in stages]
         self._restore = restore_on_failure
         self._lock = threading.Lock()
+        self._io_lock = threading.Lock()  # journal writes in the order they were handed over
         self._started = False
+        self._journaled: list[PersistsState] = []
+        self.flushes = 0  # flush() calls so far: what settle() is given
 
     @classmethod
     def from_specs(
@@ -146,8 +171,10 @@ class Pipeline:
         removed = 0
         dropped = 0
         released = 0
+        changed = False
         failed: list[str] = []
         for slot in slots:
+            version = getattr(slot.stage, "state_version", 0)
             drops_before = getattr(slot.stage, "dropped_records", 0)
             released_before = getattr(slot.stage, "released_records", 0)
             snapshot: Optional[Batch] = None
@@ -178,6 +205,7 @@ class Pipeline:
                 slot.records_out.inc(n)
                 continue
             batch = out
+            changed = changed or getattr(slot.stage, "state_version", 0) != version
             drops_after = getattr(slot.stage, "dropped_records", 0)
             if isinstance(drops_after, int) and isinstance(drops_before, int):
                 dropped += max(0, drops_after - drops_before)
@@ -189,7 +217,8 @@ class Pipeline:
             if m < n:
                 removed += n - m
             n = m
-        return PipelineResult(batch, first_in, n, removed, tuple(failed), dropped, released)
+        return PipelineResult(batch, first_in, n, removed, tuple(failed), dropped, released,
+                              changed)
 
     def _log_failure(self, slot: _Slot, what: str = "raised") -> None:
         now = time.monotonic()
@@ -203,6 +232,7 @@ class Pipeline:
         """Records held by stages that are due (all when ``final``), run through later stages."""
         out: list[Batch] = []
         with self._lock:
+            self.flushes += 1
             for i, slot in enumerate(self._slots):
                 stage = slot.stage
                 if not isinstance(stage, HoldsRecords):
@@ -220,6 +250,36 @@ class Pipeline:
                     if result.records_out:
                         out.append(result.batch)
         return out
+
+    def open_state(self, state_dir: Path, compact_bytes: int) -> None:
+        """Open a journal per :class:`PersistsState` stage (``<state_dir>/<stage name>.journal``)
+        and let it take over what the previous process left there. Before ``start()``."""
+        for slot in self._slots:
+            if isinstance(slot.stage, PersistsState):
+                slot.stage.open_state(state_dir / f"{slot.name}.journal", compact_bytes)
+                self._journaled.append(slot.stage)
+
+    @property
+    def journaled(self) -> bool:
+        return bool(self._journaled)
+
+    def persist(self) -> None:
+        """Make every journaled change so far durable (blocks on fsync: call it on a worker
+        thread). Concurrent callers share the writes: a caller returns only once the changes
+        handed over before it are on disk."""
+        if not self._journaled:
+            return
+        with self._io_lock:
+            with self._lock:
+                writes = [w for w in (s.journal_write() for s in self._journaled) if w]
+            for write in writes:
+                write.run()
+
+    def settle(self, flushes: int) -> None:
+        """What the first ``flushes`` flushes released was forwarded or counted."""
+        with self._lock:
+            for stage in self._journaled:
+                stage.settle(flushes)
 
     def shutdown(self) -> list[Batch]:
         """Drain held records (returned for forwarding), then shut stages down in reverse."""

@@ -24,12 +24,15 @@ class Config:
     )
     burst: int = 3  # sightings of one key per window that pass one by one; the rest are throttled
     max_keys: int = 10_000  # keys held at once; when full the oldest is closed early (a detection)
+    # log.record.uid of the latest detections that passed or were counted, so a retried one
+    # passes again or is not counted twice (kept in the service's journal across restarts)
+    remembered_uids: int = 65_536
 
     def __post_init__(self) -> None:
         checks = Checks()
         if self.window_seconds <= 0:
             checks.add("window_seconds", f"must be > 0, got {self.window_seconds}")
-        for name in ("burst", "max_keys"):
+        for name in ("burst", "max_keys", "remembered_uids"):
             if getattr(self, name) < 1:
                 checks.add(name, f"must be >= 1, got {getattr(self, name)}")
         checks.done()

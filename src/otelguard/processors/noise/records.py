@@ -10,6 +10,7 @@ suppressed on a stop record, 1 on an exhaustion record (it stands for itself).
 from __future__ import annotations
 
 import time
+import uuid
 from datetime import datetime, timezone
 
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs, SeverityNumber
@@ -36,14 +37,17 @@ def mark_passed(rec: LogRecord, seen_ns: int) -> None:
 
 
 class Released:
-    """One record the stage wrote, with the Resource and scope it goes out under."""
+    """One record the stage wrote, with the Resource and scope it goes out under; ``rid`` names
+    it in the journal until it is settled (forwarded or counted)."""
 
-    __slots__ = ("resource", "scope", "record")
+    __slots__ = ("resource", "scope", "record", "rid")
 
-    def __init__(self, resource: ResourceLogs, scope: ScopeLogs, record: LogRecord) -> None:
+    def __init__(self, resource: ResourceLogs, scope: ScopeLogs, record: LogRecord,
+                 rid: int = 0) -> None:
         self.resource = resource
         self.scope = scope
         self.record = record
+        self.rid = rid
 
     @property
     def count(self) -> int:
@@ -63,11 +67,14 @@ def shell(rl: ResourceLogs, sl: ScopeLogs) -> tuple[ResourceLogs, ScopeLogs]:
 
 def throttle_record(evidence: LogRecord, state: str, key: str, count: int, first_ns: int,
                     last_ns: int) -> LogRecord:
-    """A copy of ``evidence`` (a throttled detection) marked as the throttle's start or stop."""
+    """A copy of ``evidence`` (a throttled detection) marked as the throttle's start or stop,
+    with a uid of its own (a record re-emitted from the journal keeps it: duplicates are
+    recognisable by ``log.record.uid``)."""
     rec = LogRecord()
     rec.CopyFrom(evidence)
     rec.observed_time_unix_nano = time.time_ns()
     set_attrs(rec.attributes, {
+        semconv.LOG_RECORD_UID: str(uuid.uuid4()),
         semconv.DETECTION_COUNT: count,
         semconv.DETECTION_FIRST_SEEN: iso(first_ns),
         semconv.DETECTION_LAST_SEEN: iso(last_ns),
@@ -97,6 +104,7 @@ def exhausted_record(rl: ResourceLogs, sl: ScopeLogs, key: str, max_keys: int,
         semconv.DETECTION_FIRST_SEEN: iso(now_ns),
         semconv.DETECTION_LAST_SEEN: iso(now_ns),
         semconv.NOISE_KEY: key,
+        semconv.LOG_RECORD_UID: str(uuid.uuid4()),
     }
     set_attrs(rec.attributes, attrs)
     res = attrs_dict(rl.resource.attributes)

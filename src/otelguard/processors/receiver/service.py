@@ -9,6 +9,11 @@ batch, so an OK means delivered. A stage that dropped records for good turns int
 timer) and are not rejected. Records noise_control writes never ride on a caller's request: they are
 forwarded by the flush timer and by ``stop()``, and counted in ``otelguard_dropped_total`` when
 that fails for good.
+
+With ``service.state_dir`` set, held state is journaled (processors/journal.py): a request whose
+records changed it is answered only after the journal is fsynced (requests that changed nothing
+pay nothing), a flush persists before it forwards, and a restart re-emits what was held
+(docs/architecture.md#failure-handling).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import concurrent.futures
 import logging
 import threading
 import time
+from pathlib import Path
 from typing import Any, Callable, Optional
 
 import grpc
@@ -79,7 +85,7 @@ class ProcessorService:
         self._grpc: Optional[grpc.aio.Server] = None
         self._http: Optional[web.AppRunner] = None
         self._flush_task: Optional[asyncio.Task[None]] = None
-        self._pending: list[Batch] = []
+        self._pending: list[tuple[int, Batch]] = []  # (the flush that released it, batch)
         self.health = ServiceHealth(pipeline, forwarder)
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -87,6 +93,8 @@ class ProcessorService:
     async def start(self) -> None:
         require_upb(self.settings)
         await self.health.starting()
+        if self.cfg.state_dir:
+            self.pipeline.open_state(Path(self.cfg.state_dir), self.cfg.journal_compact_bytes)
         self.pipeline.start()
         try:
             self._grpc, self.grpc_port = await start_grpc_server(
@@ -112,20 +120,11 @@ class ProcessorService:
             self._flush_task = None
         await self._close_listeners()
         # Earlier flushes that could not go out (a flush cancelled mid-forward left its batches
-        # here too), then everything the stages still hold: delivered or counted, never dropped
-        # silently.
-        flushed = self._pending + self.pipeline.shutdown()
-        self._pending = []
-        for batch in flushed:
-            try:
-                await self._forward(batch)
-            except RequestError as exc:
-                telemetry.dropped.labels("forward", "shutdown_" + exc.reason).inc(
-                    count_records(batch))
-            except Exception:
-                log.exception("forwarding held records at shutdown failed")
-                telemetry.dropped.labels("forward", "shutdown_internal_error").inc(
-                    count_records(batch))
+        # here too), then everything the stages still hold: delivered, kept in the journal or
+        # counted, never dropped silently.
+        await self.flush_once(final=True, last=True)
+        for batch in self.pipeline.shutdown():  # nothing is left to drain; a stage may differ
+            await self._forward_or_count(batch, "shutdown_")
         self._executor.shutdown(wait=True)
         self.forwarder.shutdown()
 
@@ -147,30 +146,75 @@ class ProcessorService:
             except Exception:
                 log.exception("flush failed")
 
-    async def flush_once(self) -> None:
+    async def flush_once(self, final: bool = False, last: bool = False) -> None:
         """Forward records the stages released (and earlier flushes that could not go out).
 
         A batch leaves ``_pending`` only once forwarded or counted as dropped, so a flush
         cancelled mid-forward (``stop()``) leaves the rest for ``stop()`` to send. Batches that
         fail stay for the next tick; past ``_PENDING_FLUSH_LIMIT`` the oldest are dropped and
-        counted in ``otelguard_dropped_total{stage="forward",reason="flush_<reason>"}``.
+        counted in ``otelguard_dropped_total{stage="forward",reason="flush_<reason>"}``. ``last``
+        (``stop()``, with ``final``: every window closes): what cannot go out is counted as
+        ``shutdown_<reason>``, or, with a journal, left there for the next start. With a
+        journal the stages settle what left, and the journal is persisted before anything does.
         """
-        self._pending.extend(self.pipeline.flush())
+        batches = self.pipeline.flush(final)
+        self._pending.extend((self.pipeline.flushes, b) for b in batches)
+        if not await self._persist() and not last:
+            return  # write-ahead: nothing leaves that the journal could not take; next tick
         reason = ""
-        for batch in list(self._pending):
+        failed: list[tuple[str, Batch]] = []
+        for item in list(self._pending):
             try:
-                await self._forward(batch)
+                await self._forward(item[1])
             except RequestError as exc:
                 reason = exc.reason
+                failed.append((reason, item[1]))
                 continue
             except Exception:
                 log.exception("forwarding held records failed; kept for the next flush")
                 reason = "internal_error"
+                failed.append((reason, item[1]))
                 continue
-            self._pending = [b for b in self._pending if b is not batch]
+            self._pending = [p for p in self._pending if p is not item]
+        if last and self._pending:
+            if self.pipeline.journaled:
+                log.warning("%d held record(s) could not be forwarded (%s); kept in the journal "
+                            "for the next start", sum(count_records(b) for _, b in self._pending),
+                            reason)
+            else:
+                for why, batch in failed:
+                    telemetry.dropped.labels("forward", "shutdown_" + why).inc(
+                        count_records(batch))
+                self._pending = []
         while len(self._pending) > _PENDING_FLUSH_LIMIT:
             telemetry.dropped.labels("forward", "flush_" + (reason or "backlog")).inc(
-                count_records(self._pending.pop(0)))
+                count_records(self._pending.pop(0)[1]))
+        if self.pipeline.journaled:
+            self.pipeline.settle(min(n for n, _ in self._pending) - 1 if self._pending
+                                 else self.pipeline.flushes)
+            if last:
+                await self._persist()
+
+    async def _persist(self) -> bool:
+        """Journaled held state on disk (a no-op without ``state_dir``); False if it failed."""
+        if not self.pipeline.journaled:
+            return True
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._executor, self.pipeline.persist)
+        except OSError:
+            log.exception("writing the held-state journal failed")
+            return False
+        return True
+
+    async def _forward_or_count(self, batch: Batch, prefix: str) -> None:
+        try:
+            await self._forward(batch)
+        except RequestError as exc:
+            telemetry.dropped.labels("forward", prefix + exc.reason).inc(count_records(batch))
+        except Exception:
+            log.exception("forwarding held records failed")
+            telemetry.dropped.labels("forward", prefix + "internal_error").inc(
+                count_records(batch))
 
     async def _forward(self, batch: Batch) -> Any:
         loop = asyncio.get_running_loop()
@@ -206,6 +250,14 @@ class ProcessorService:
             if n == 0:
                 return response  # OTLP: an empty request is a success, nothing to forward
             result = self.pipeline.process(batch)
+            if result.state_changed and not await self._persist():
+                # Not acknowledged: the caller retries; what this request already counted is
+                # remembered by uid and not counted twice (noise_control).
+                if result.records_released:
+                    telemetry.dropped.labels("forward", "held_journal_io_error").inc(
+                        result.records_released)
+                raise RequestError(grpc.StatusCode.UNAVAILABLE, 503, "journal_io_error",
+                                   "cannot persist held state; retry later", retry_after=1.0)
             rejected = 0
             message = ""
             if result.records_dropped:
