@@ -217,8 +217,12 @@ class Collector(Component):
             "OTELGUARD_LOKI_OTLP_URL": f"http://127.0.0.1:{free_port()}/otlp",
             "OTELGUARD_JAEGER_OTLP_GRPC": f"127.0.0.1:{free_port()}",
             "OTELGUARD_PROCESSOR_ENDPOINT": f"127.0.0.1:{free_port()}",
+            # Its own persistent queues (never the shared default under /var/lib), kept across
+            # restarts of this object: start() after a kill finds what the queues held.
+            "OTELGUARD_COLLECTOR_QUEUE_DIR": str(workdir / "queues"),
             **(env or {}),
         }
+        self.queue_dir = Path(self.env["OTELGUARD_COLLECTOR_QUEUE_DIR"])
         self.config_path = workdir / "collector.yaml"
 
     def command(self) -> list[str]:
