@@ -149,6 +149,13 @@ class Component:
             proc.kill()
             proc.wait(10)
 
+    def kill(self) -> None:
+        """SIGKILL, as the OOM killer would: nothing gets to flush. ``start()`` runs it again."""
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
     def log_tail(self, lines: int = 40) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
