@@ -172,11 +172,18 @@ def pass_through(tmp_path: Path) -> Path:
     return path
 
 
+def pipeline_a(workdir: Path, loki: Loki, pass_through: Path) -> tuple[Collector, ProcessorService]:
+    """The gateway Collector and the pass-through processor service wired to each other and to
+    ``loki``; neither started."""
+    col = Collector(workdir / "otelcol", [BACKENDS_CONFIG, GATEWAY_CONFIG], backends_env(loki), tap=False)
+    proc = ProcessorService(workdir / "processor", export=col.otlp_grpc, extra_args=["--config", str(pass_through)])
+    col.env["OTELGUARD_PROCESSOR_ENDPOINT"] = proc.endpoint
+    return col, proc
+
+
 @pytest.fixture
 def gateway(tmp_path: Path, loki: Loki, pass_through: Path) -> Iterator[tuple[Collector, ProcessorService]]:
-    col = Collector(tmp_path / "otelcol", [BACKENDS_CONFIG, GATEWAY_CONFIG], backends_env(loki), tap=False)
-    proc = ProcessorService(tmp_path / "processor", export=col.otlp_grpc, extra_args=["--config", str(pass_through)])
-    col.env["OTELGUARD_PROCESSOR_ENDPOINT"] = proc.endpoint
+    col, proc = pipeline_a(tmp_path, loki, pass_through)
     try:
         yield col, proc
     finally:
@@ -226,9 +233,7 @@ def test_queue_on_disk_survives_a_kill_while_the_next_hop_is_down(
     wait in that exporter's persistent queue; the Collector is SIGKILLed and started again while
     the hop is still down, finds them on disk, and delivers them once the hop is back."""
     target = Loki(tmp_path / "loki") if down == "loki" else loki
-    col = Collector(tmp_path / "otelcol", [BACKENDS_CONFIG, GATEWAY_CONFIG], backends_env(target), tap=False)
-    proc = ProcessorService(tmp_path / "processor", export=col.otlp_grpc, extra_args=["--config", str(pass_through)])
-    col.env["OTELGUARD_PROCESSOR_ENDPOINT"] = proc.endpoint
+    col, proc = pipeline_a(tmp_path, target, pass_through)
     exporter = GATEWAY_EXPORTER if down == "processor" else LOKI_EXPORTER
     stream = DetectionStream(requests=40)
     n = stream.requests * PER_REQUEST
