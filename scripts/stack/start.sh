@@ -49,6 +49,8 @@ export LOKI_DATA_DIR="$RUN/loki-data"
 start loki "$CACHE/loki/loki" -config.file="$ROOT/otel-config/loki.yaml" -config.expand-env=true
 start jaeger "$CACHE/jaeger/jaeger" --config "$ROOT/otel-config/jaeger.yaml"
 
+# The Collector's persistent sending queues live with the rest of the run's data.
+export OTELGUARD_COLLECTOR_QUEUE_DIR="${OTELGUARD_COLLECTOR_QUEUE_DIR:-$RUN/otelcol-queues}"
 configs=(--config "$ROOT/otel-config/collector/backends.yaml")
 [ "$MODE" = gateway ] && configs+=(--config "$ROOT/otel-config/collector/gateway.yaml")
 start otelcol "$CACHE/otelcol/otelcol-otelguard" "${configs[@]}"

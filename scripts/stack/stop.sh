@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Stops what scripts/stack/start.sh started (by the pids it recorded; nothing else), keeps logs.
-# OTELGUARD_STACK_CLEAN=1 also deletes the run directory's data (Loki, Prometheus, kube).
+# OTELGUARD_STACK_CLEAN=1 also deletes the run directory's data (Loki, Prometheus, kube, the
+# Collector's queues).
 set -euo pipefail
 RUN="${OTELGUARD_STACK_RUN:-${OTELGUARD_CACHE:-$HOME/.cache/otelguard}/run}"
 [ -d "$RUN" ] || { echo "[stack] nothing to stop"; exit 0; }
@@ -17,5 +18,5 @@ for pidfile in "$RUN"/*.pid; do
   rm -f "$pidfile"
 done
 if [ "${OTELGUARD_STACK_CLEAN:-0}" = 1 ]; then
-  rm -rf "$RUN/loki-data" "$RUN/prometheus-data" "$RUN/kube" && echo "[stack] data removed"
+  rm -rf "$RUN/loki-data" "$RUN/prometheus-data" "$RUN/kube" "$RUN/otelcol-queues" && echo "[stack] data removed"
 fi

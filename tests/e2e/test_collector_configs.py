@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 import threading
 import time
 from concurrent import futures
@@ -18,7 +21,7 @@ from otelguard import semconv as sc
 from tests.e2e.scenario import Scenario, send
 from tests.support.polling import wait_until
 from tests.support.stack import (
-    BACKENDS_CONFIG, GATEWAY_CONFIG, ROOT, Collector, free_port, validate_collector_config,
+    BACKENDS_CONFIG, GATEWAY_CONFIG, ROOT, Collector, collector_binary, free_port, validate_collector_config,
 )
 
 pytestmark = pytest.mark.e2e
@@ -70,6 +73,120 @@ def test_validate_rejects_a_broken_config(tmp_path: Path) -> None:
     res = validate_collector_config([bad])
     assert res.returncode != 0
     assert "event_nam" in res.stderr
+
+
+GATEWAY_K8S_CONFIG = ROOT / "deploy" / "collector" / "gateway-k8s.yaml"
+QUEUE_STORAGE = "file_storage/queues"
+# The exporters that carry detections (or the events they come from), by config.
+PERSISTENT_EXPORTERS = {
+    "local": ["otlp_grpc/processor", "otlp_http/loki_detections", "otlp_grpc/jaeger"],
+    "k8s": ["load_balancing/processor", "otlp_http/loki_detections", "otlp_grpc/jaeger"],
+}
+
+
+def resolved_config(configs: list[Path], env: dict[str, str] | None = None) -> dict[str, Any]:
+    """The configuration the Collector would run, every default filled in and ${env:...}
+    resolved (``print-config``, which validates too)."""
+    args = [str(collector_binary()), "print-config", "--mode", "unredacted", "--format", "json"]
+    for c in configs:
+        args += ["--config", str(c)]
+    res = subprocess.run(args, capture_output=True, text=True, timeout=60, env={**os.environ, **(env or {})})
+    assert res.returncode == 0, res.stderr
+    return dict(json.loads(res.stdout))
+
+
+def mib(quantity: str) -> int:
+    """A Kubernetes memory quantity in MiB (the suffixes deploy/ uses)."""
+    for suffix, factor in (("Gi", 1024), ("Mi", 1)):
+        if quantity.endswith(suffix):
+            return int(quantity[: -len(suffix)]) * factor
+    raise ValueError(quantity)
+
+
+@pytest.mark.parametrize("topology", ["local", "k8s"])
+def test_detection_hops_queue_on_disk_and_never_give_up(tmp_path: Path, topology: str) -> None:
+    """Every exporter that carries detections keeps its queue in file_storage (in the directory
+    the env names) and retries until the next hop takes the data; no pipeline feeding one of
+    them holds records in the in-memory batch processor, which answers OK before they are
+    queued. The k8s load balancer's per-replica exporters have no queue and no retry of their
+    own (a record leaves the disk only once a replica took it)."""
+    queue_dir = tmp_path / "queues"
+    gateway = GATEWAY_CONFIG if topology == "local" else GATEWAY_K8S_CONFIG
+    cfg = resolved_config([BACKENDS_CONFIG, gateway], {"OTELGUARD_COLLECTOR_QUEUE_DIR": str(queue_dir)})
+    storage = cfg["extensions"][QUEUE_STORAGE]
+    assert QUEUE_STORAGE in cfg["service"]["extensions"]
+    assert storage["directory"] == storage["compaction"]["directory"] == str(queue_dir)
+    assert storage["create_directory"] is True and storage.get("fsync", False) is False   # omitted when false
+    assert storage["max_size"] > 0
+    for name in PERSISTENT_EXPORTERS[topology]:
+        exp = cfg["exporters"][name]
+        assert exp["sending_queue"]["storage"] == QUEUE_STORAGE, name
+        assert exp["sending_queue"]["batch"]["min_size"] >= 1024, name   # batching moved into the queue
+        retry = exp["retry_on_failure"]
+        assert retry["enabled"] is True and retry["max_elapsed_time"] == 0, (name, retry)
+        assert 0 < retry["max_interval"] <= 10e9, (name, retry)
+    for name, pipeline in cfg["service"]["pipelines"].items():
+        if set(pipeline.get("exporters", [])) & set(PERSISTENT_EXPORTERS[topology]):
+            assert "batch" not in pipeline.get("processors", []), name
+    if topology == "k8s":
+        otlp = cfg["exporters"]["load_balancing/processor"]["protocol"]["otlp"]
+        assert otlp["sending_queue"] is None and otlp["retry_on_failure"]["enabled"] is False
+
+
+def test_memory_limiter_is_sized_from_the_environment() -> None:
+    """limit_mib/spike_limit_mib come from the env (no percentage of the host's memory); the
+    defaults are deploy/collector.yaml's values."""
+    cfg = resolved_config([BACKENDS_CONFIG], {"OTELGUARD_COLLECTOR_MEMORY_LIMIT_MIB": "800",
+                                              "OTELGUARD_COLLECTOR_MEMORY_SPIKE_MIB": "200"})
+    limiter = cfg["processors"]["memory_limiter"]
+    assert (limiter["limit_mib"], limiter["spike_limit_mib"]) == (800, 200)
+    assert limiter["limit_percentage"] == limiter["spike_limit_percentage"] == 0
+    defaults = resolved_config([BACKENDS_CONFIG], {})["processors"]["memory_limiter"]
+    (deployment,) = [d for d in deploy_documents() if d["kind"] == "Deployment"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert str(defaults["limit_mib"]) == env["OTELGUARD_COLLECTOR_MEMORY_LIMIT_MIB"]
+    assert str(defaults["spike_limit_mib"]) == env["OTELGUARD_COLLECTOR_MEMORY_SPIKE_MIB"]
+    for cfg_pipeline in resolved_config([BACKENDS_CONFIG, GATEWAY_CONFIG])["service"]["pipelines"].values():
+        if "otlp" in cfg_pipeline["receivers"] or "otlp/agents" in cfg_pipeline["receivers"]:
+            assert cfg_pipeline["processors"][0] == "memory_limiter"
+
+
+def test_deploy_sizes_memory_and_queue_volume_from_the_container() -> None:
+    """The sizing rule (docs/stack.md#persistent-queues): limit_mib = 80% and spike_limit_mib = 20%
+    of limits.memory, GOMEMLIMIT = limit_mib; the queue directory is a volume big enough for
+    every queue file at max_size plus one compaction copy."""
+    docs = deploy_documents()
+    (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    limit = mib(container["resources"]["limits"]["memory"])
+    assert int(env["OTELGUARD_COLLECTOR_MEMORY_LIMIT_MIB"]) == int(limit * 0.8)
+    assert int(env["OTELGUARD_COLLECTOR_MEMORY_SPIKE_MIB"]) == round(limit * 0.2)
+    assert env["GOMEMLIMIT"] == f'{env["OTELGUARD_COLLECTOR_MEMORY_LIMIT_MIB"]}MiB'
+
+    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == env["OTELGUARD_COLLECTOR_QUEUE_DIR"]]
+    assert not mount.get("readOnly")
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    cfg = resolved_config([BACKENDS_CONFIG, GATEWAY_K8S_CONFIG])
+    files = {(name, kind.split("/")[0]) for kind, p in cfg["service"]["pipelines"].items()
+             for name in p["exporters"] if name in PERSISTENT_EXPORTERS["k8s"]}
+    max_size_mib = cfg["extensions"][QUEUE_STORAGE]["max_size"] // (1 << 20)
+    assert len(files) == 4
+    assert mib(volume["emptyDir"]["sizeLimit"]) >= (len(files) + 1) * max_size_mib
+
+
+@pytest.mark.parametrize(("env", "error"), [
+    ({"OTELGUARD_COLLECTOR_MEMORY_LIMIT_MIB": "400", "OTELGUARD_COLLECTOR_MEMORY_SPIKE_MIB": "400"},
+     "'spike_limit_mib' must be smaller than 'limit_mib'"),
+    ({"OTELGUARD_COLLECTOR_QUEUE_FSYNC": "sometimes"}, "'fsync' expected type 'bool'"),
+], ids=["spike-not-below-limit", "fsync-not-a-bool"])
+def test_validate_rejects_bad_sizing_values(env: dict[str, str], error: str) -> None:
+    """The env-derived keys are checked by the Collector itself, not only substituted."""
+    res = validate_collector_config([BACKENDS_CONFIG], env)
+    assert res.returncode != 0
+    assert error in res.stderr, res.stderr
 
 
 class RecordingLogsService(logs_service_pb2_grpc.LogsServiceServicer):

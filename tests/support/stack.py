@@ -149,6 +149,13 @@ class Component:
             proc.kill()
             proc.wait(10)
 
+    def kill(self) -> None:
+        """SIGKILL, as the OOM killer would: nothing gets to flush. ``start()`` runs it again."""
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
     def log_tail(self, lines: int = 40) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
@@ -217,8 +224,12 @@ class Collector(Component):
             "OTELGUARD_LOKI_OTLP_URL": f"http://127.0.0.1:{free_port()}/otlp",
             "OTELGUARD_JAEGER_OTLP_GRPC": f"127.0.0.1:{free_port()}",
             "OTELGUARD_PROCESSOR_ENDPOINT": f"127.0.0.1:{free_port()}",
+            # Its own persistent queues (never the shared default under /var/lib), kept across
+            # restarts of this object: start() after a kill finds what the queues held.
+            "OTELGUARD_COLLECTOR_QUEUE_DIR": str(workdir / "queues"),
             **(env or {}),
         }
+        self.queue_dir = Path(self.env["OTELGUARD_COLLECTOR_QUEUE_DIR"])
         self.config_path = workdir / "collector.yaml"
 
     def command(self) -> list[str]:
