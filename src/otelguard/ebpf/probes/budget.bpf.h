@@ -9,9 +9,10 @@
 //   og_budget_class(type) 0 for ordinary records, 1..OG_BUDGET_CLASSES-1 for high-value classes
 //
 // Kernel facts only: bpf_get_current_cgroup_id() (the cgroup v2 directory inode, what the record
-// header carries) and bpf_ktime_get_ns() (CLOCK_MONOTONIC) as the bucket clock. Each bucket is a
-// GCRA (the token bucket kept as one "theoretical arrival time" per bucket, no division at run
-// time). Cost per record: two helper calls, one hash lookup and a few compares. Updates from two
+// header carries) and bpf_ktime_get_ns() (CLOCK_MONOTONIC) as the bucket clock, both the values
+// the record header gets (the callers read them once for both). Each bucket is a GCRA (the token
+// bucket kept as one "theoretical arrival time" per bucket, no division at run time). Cost per
+// record: one hash lookup and a few compares. Updates from two
 // CPUs at once may race on a bucket (no lock): at worst a record more or less is let through.
 
 #ifndef OG_BUDGET_NS
@@ -40,10 +41,9 @@ static __always_inline int og_gcra(u64 *tat, u64 now, u64 interval, u64 burst) {
     return 1;
 }
 
-// 1: send the record; 0: over budget (counted for the cgroup and in total).
-static __always_inline int og_budget_allow(u32 type) {
-    u64 cg = bpf_get_current_cgroup_id();
-    u64 now = bpf_ktime_get_ns();
+// 1: send the record; 0: over budget (counted for the cgroup and in total). `cg` and `now`: the
+// record's bpf_get_current_cgroup_id() and bpf_ktime_get_ns().
+static __always_inline int og_budget_allow(u32 type, u64 cg, u64 now) {
     struct og_budget *b = og_budget.lookup(&cg);
     if (!b) {
         struct og_budget fresh = {};
@@ -68,5 +68,5 @@ static __always_inline int og_budget_allow(u32 type) {
     return 0;
 }
 #else
-static __always_inline int og_budget_allow(u32 type) { return 1; }
+static __always_inline int og_budget_allow(u32 type, u64 cg, u64 now) { return 1; }
 #endif
