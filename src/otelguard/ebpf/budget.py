@@ -59,12 +59,14 @@ _NS_PER_S = 1_000_000_000
 
 @dataclass(frozen=True)
 class BudgetConfig:
-    """The ``sensor.budget`` section; defaults are the default configuration."""
+    """Per-cgroup record budget, enforced in the kernel before every record (a token bucket per
+    cgroup id); records over it are dropped and counted (``kernel_budget``). Defaults are the
+    default configuration."""
 
     records_per_s: int = 10000  # sustained records per second per cgroup; 0 turns the budget off
     burst: int = 100000  # records a cgroup may send at once after being quiet
     reserve_per_s: int = 200  # per high-value class, once the cgroup's own bucket is empty
-    reserve_burst: int = 1000
+    reserve_burst: int = 1000  # high-value records a class reserve lets through at once
     max_cgroups: int = 10240  # cgroups tracked at once (LRU: the least recently active go)
     report_top: int = 5  # offenders named in the log line and the exit summary
 
