@@ -90,14 +90,14 @@ def _flood_with_victim(budget: BudgetConfig) -> FloodRun:
                 stop.touch()
                 out, _ = fp.communicate(timeout=60)
             seconds = time.monotonic() - started
-            # everything both containers sent, until both are quiet (bounded)
-            deadline = time.monotonic() + 30
-            quiet_since = time.monotonic()
+            # everything both containers sent: until the sensor took no record for 2 s (bounded)
+            deadline = time.monotonic() + 60
+            quiet_since, records = time.monotonic(), -1
             while time.monotonic() < deadline and time.monotonic() - quiet_since < 2.0:
-                got = [e for e in sensor.drain(65536, 0.1) if e.container_id in ids]
-                if got:
-                    events += got
-                    quiet_since = time.monotonic()
+                events += [e for e in sensor.drain(65536, 0.1) if e.container_id in ids]
+                now_records = sensor.stats()["records"]
+                if now_records != records or sensor.stats()["queued"]:
+                    quiet_since, records = time.monotonic(), now_records
             flood_cgroup, victim_cgroup = flood.cgroup_id, victim.cgroup_id
             kernel_drops = int(sensor.stats()["kernel_drops"])
             sensor.stop()  # its last accounting names the cgroups while they still exist
