@@ -95,7 +95,7 @@ class Samples:
 
 
 def measure(reps: int, quick: bool, consumer: str, only: Optional[list[str]],
-            bpf_stats: bool) -> dict[str, Samples]:
+            bpf_stats: bool, budget_off: bool = False) -> dict[str, Samples]:
     workloads = [w for w in WORKLOADS if not only or w.name in only]
     samples = {w.name: Samples() for w in workloads}
     with tempfile.NamedTemporaryFile(prefix="og-bench-", dir="/tmp") as tmp:
@@ -112,7 +112,7 @@ def measure(reps: int, quick: bool, consumer: str, only: Optional[list[str]],
                 samples[w.name].base.append(r)
                 print(f"  rep {rep + 1}/{reps} baseline {w.name:<14} {r.per_s:>12,.0f}/s "
                       f"cpu {r.cpu_s:6.3f} s", flush=True)
-            agent = AgentUnderTest(consumer).start()
+            agent = AgentUnderTest(consumer, budget_off=budget_off).start()
             try:
                 print(f"  rep {rep + 1}/{reps} agent loaded in {agent.load_s:.1f} s", flush=True)
                 agent.wait_drained(10.0)
@@ -131,16 +131,16 @@ def measure(reps: int, quick: bool, consumer: str, only: Optional[list[str]],
             finally:
                 agent.stop()
         if bpf_stats:
-            kernel_costs(workloads, count, path, consumer, samples)
+            kernel_costs(workloads, count, path, consumer, samples, budget_off)
     return samples
 
 
 def kernel_costs(workloads: list[Workload], count: Callable[[Workload], int], path: str,
-                 consumer: str, samples: dict[str, Samples]) -> None:
+                 consumer: str, samples: dict[str, Samples], budget_off: bool = False) -> None:
     """One more agent pass with kernel BPF statistics on: the time the probes' BPF programs
     ran per workload iteration, independent of how loaded the machine is (it excludes the
     tracing slow path of syscalls and the ring buffer's consumer side)."""
-    agent = AgentUnderTest(consumer).start()
+    agent = AgentUnderTest(consumer, budget_off=budget_off).start()
     try:
         agent.wait_drained(10.0)
         with BpfRunStats():
@@ -172,12 +172,16 @@ def main(argv: Optional[list[str]] = None) -> int:
                     help="run only these workloads")
     ap.add_argument("--no-bpf-stats", action="store_true",
                     help="skip the extra pass with kernel.bpf_stats_enabled=1")
+    ap.add_argument("--no-budget", action="store_true",
+                    help="turn the per-cgroup budget off (compare with the default to see its cost)")
     args = ap.parse_args(argv)
     reps = args.reps if args.reps is not None else (1 if args.quick else 5)
     print(machine_line())
-    print(f"agent overhead: consumer={args.consumer}, {reps} A/B repetition(s), pid {os.getpid()}")
+    print(f"agent overhead: consumer={args.consumer}, {reps} A/B repetition(s), "
+          f"budget {'off' if args.no_budget else 'on (default)'}, pid {os.getpid()}")
     try:
-        samples = measure(reps, args.quick, args.consumer, args.only, not args.no_bpf_stats)
+        samples = measure(reps, args.quick, args.consumer, args.only, not args.no_bpf_stats,
+                          args.no_budget)
     except BenchError as exc:
         print(f"agent_overhead: {exc}", file=sys.stderr)
         return 1
@@ -204,6 +208,7 @@ def main(argv: Optional[list[str]] = None) -> int:
               f"wall {flt['wall_ratio']}x, cpu {flt['cpu_ratio']}x -> "
               f"{'met' if ok else 'NOT met'} (wall)")
     print(summary_line("agent_overhead", {"consumer": args.consumer, "reps": reps,
+                                          "budget": not args.no_budget,
                                           "quick": args.quick, "workloads": results}))
     return 0
 

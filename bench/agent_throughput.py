@@ -2,7 +2,8 @@
 
 A rate-controlled generator (bench/syscall_loop.c ``rate``: open(O_WRONLY)+close of a temp file,
 each one a shipped ``otelguard.file.open`` event) runs at increasing rates against the real
-agent in this process: Sensor (all probes, default config) -> queue -> BatchExporter ->
+agent in this process: Sensor (all probes, default config but the per-cgroup budget off: one
+process drives every rate, so the budget would cap it) -> queue -> BatchExporter ->
 OtlpBuilder.logs_bytes -> a counting sink (``--consumer run`` adds the ``otelguard run``
 pipeline). For each step: the generator's achieved rate, events consumed per second, the
 agent's CPU (whole process, and the poll + export threads by their CPU clocks), the drops by
@@ -233,7 +234,7 @@ def profile_at(rate: float, path: str, seconds: float, consumer: str,
     hooks = ThreadProfiles()
     hooks.install()
     try:
-        agent = AgentUnderTest(consumer, ringbuf_pages).start()
+        agent = AgentUnderTest(consumer, ringbuf_pages, budget_off=True).start()
     finally:
         hooks.uninstall()
     try:
@@ -363,7 +364,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             base = run_loop(["rate", tmp.name, f"{args.max_rate:.0f}", f"{min(seconds, 2.0)}"])
             print(f"baseline (no agent): the generator reaches {base.per_s:,.0f} opens/s "
                   f"(asked {args.max_rate:,.0f}/s)")
-            with AgentUnderTest(args.consumer, args.ringbuf_pages) as agent:
+            # budget off: one process drives every rate here, the per-cgroup budget would cap it
+            with AgentUnderTest(args.consumer, args.ringbuf_pages, budget_off=True) as agent:
                 print(f"agent loaded in {agent.load_s:.1f} s")
                 steps = sweep(agent, tmp.name, start, args.max_rate, seconds, not args.quick)
             costs = stage_costs(agent, tmp.name, 5_000 if args.quick else 20_000)

@@ -19,6 +19,18 @@ Variants (enter = sys_enter_openat, exit = sys_exit_openat):
 - ``exit-lru-miss``    : exit side, a per-thread LRU hash lookup that misses (a filtered open);
 - ``exit-array``       : exit side, an array lookup instead (a cheaper "anything stashed?").
 
+And the per-cgroup budget every record asks first (``otelguard.ebpf.budget``), against the
+ring-buffer work of a record, on sys_exit_openat:
+
+- ``ringbuf-discard``  : reserve a 64-byte ring-buffer record and discard it (a record's floor);
+- ``hdr-helpers``      : the cgroup id and clock helpers the record header calls anyway (the
+                         budget uses the same two values);
+- ``budget-pass``      : those plus ``og_budget_allow()`` with a budget that is never exceeded
+                         (LRU hash hit, one GCRA step): above ``hdr-helpers``, what the budget
+                         adds to every record;
+- ``budget-over``      : the same over budget (1 record/s): the class reserve tried too, the
+                         drop counted for the cgroup and in total; what a flood's record costs.
+
 Run: ``.venv/bin/python -m bench.bpf_program_cost`` (``--quick``). Needs root. Ends with a
 ``BENCH_SUMMARY {json}`` line.
 """
@@ -68,11 +80,32 @@ VARIANTS: tuple[tuple[str, str, str], ...] = (
 )
 
 
-def measure(body: str, tracepoint: str, path: str, count: int, reps: int) -> float:
+def _budget_variants() -> tuple[tuple[str, str, str, str], ...]:
+    """(name, tracepoint, body, extra prelude) of the budget variants."""
+    from otelguard.ebpf.budget import BudgetConfig, render
+
+    never = render(BudgetConfig(records_per_s=1_000_000_000, burst=10_000_000))
+    always = render(BudgetConfig(records_per_s=1, burst=1, reserve_per_s=1, reserve_burst=1))
+    # a file open: high-value, so over budget the reserve is tried too
+    ask = "return og_budget_allow(20, bpf_get_current_cgroup_id(), bpf_ktime_get_ns());"
+    return (
+        ("ringbuf-discard", "sys_exit_openat",
+         "u64 *r = og_bench_ring.ringbuf_reserve(64);\n    if (!r) { return 1; }\n"
+         "    og_bench_ring.ringbuf_discard(r, 0);\n    return 0;",
+         "BPF_RINGBUF_OUTPUT(og_bench_ring, 1);"),
+        ("hdr-helpers", "sys_exit_openat",
+         "return (bpf_get_current_cgroup_id() ^ bpf_ktime_get_ns()) == 1;", ""),
+        ("budget-pass", "sys_exit_openat", ask, never),
+        ("budget-over", "sys_exit_openat", ask, always),
+    )
+
+
+def measure(body: str, tracepoint: str, path: str, count: int, reps: int,
+            prelude: str = "") -> float:
     """Best-of-``reps`` ns per run of one program (compiled, attached alone, then removed)."""
     from bcc import BPF  # benchmarks may import bcc; the package keeps it to ebpf/loader.py
 
-    text = f"{_PRELUDE}\nTRACEPOINT_PROBE(syscalls, {tracepoint}) {{\n    {body}\n}}\n"
+    text = f"{_PRELUDE}\n{prelude}\nTRACEPOINT_PROBE(syscalls, {tracepoint}) {{\n    {body}\n}}\n"
     bpf = BPF(text=text.encode(), cflags=["-Wno-unused-function"])
     try:
         fn = bpf.funcs[f"tracepoint__syscalls__{tracepoint}".encode()]
@@ -105,8 +138,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         with tempfile.NamedTemporaryFile(prefix="og-bench-", dir="/tmp") as tmp, BpfRunStats():
             run_loop(["open", tmp.name, str(count // 10), "r"])  # warm-up
-            for name, tracepoint, body in VARIANTS:
-                results[name] = measure(body, tracepoint, tmp.name, count, reps)
+            for name, tracepoint, body, prelude in (
+                    *((n, t, b, "") for n, t, b in VARIANTS), *_budget_variants()):
+                results[name] = measure(body, tracepoint, tmp.name, count, reps, prelude)
                 print(f"  {name:<15} {tracepoint:<18} {results[name]:7.1f} ns/run", flush=True)
     except BenchError as exc:
         print(f"bpf_program_cost: {exc}", file=sys.stderr)
@@ -122,6 +156,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     print(f"one user-memory read costs ~{read_cost:.0f} ns here whatever its size (8 bytes vs a "
           f"256-byte string: {results['read-user-8']:.0f} vs "
           f"{results['read-user-str'] - results['scratch'] + base:.0f} ns)")
+    helpers = results["hdr-helpers"]
+    print(f"budget per record, above the header's helpers: "
+          f"+{results['budget-pass'] - helpers:.0f} ns within budget, "
+          f"+{results['budget-over'] - helpers:.0f} ns over it; a ring-buffer reserve+discard "
+          f"alone: +{results['ringbuf-discard'] - base:.0f} ns")
     print(summary_line("bpf_program_cost", {"quick": args.quick, "count": count,
                                             "ns_per_run": {k: round(v, 1) for k, v in results.items()}}))
     return 0

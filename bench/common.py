@@ -158,11 +158,13 @@ CONSUMERS = ("agent", "run")
 class AgentUnderTest:
     """See the module docstring. ``start()`` compiles and loads the probes (seconds)."""
 
-    def __init__(self, consumer: str = "agent", ringbuf_pages: Optional[int] = None) -> None:
+    def __init__(self, consumer: str = "agent", ringbuf_pages: Optional[int] = None,
+                 budget_off: bool = False) -> None:
         if consumer not in CONSUMERS:
             raise ValueError(f"consumer must be one of {CONSUMERS}, got {consumer!r}")
         self.consumer = consumer
         self.ringbuf_pages = ringbuf_pages  # None: the default config
+        self.budget_off = budget_off  # the per-cgroup budget (default on) turned off
         self.sink = CountingSink()
         self.sensor: Any = None
         self.exporter: Any = None
@@ -186,6 +188,8 @@ class AgentUnderTest:
         config = SensorConfig()
         if self.ringbuf_pages is not None:
             config = replace(config, probe=replace(config.probe, ringbuf_pages=self.ringbuf_pages))
+        if self.budget_off:
+            config = replace(config, budget=replace(config.budget, records_per_s=0))
         self.sensor = Sensor(config)
         self.sensor.start()
         self.load_s = time.monotonic() - t0

@@ -48,3 +48,18 @@ def test_held_records_leave_on_the_timer_while_idle_and_at_shutdown() -> None:
                                      semconv.NOISE_THROTTLE_STOP]
     stop = [attrs_dict(rec.attributes) for req in out.logs for _, _, rec in iter_log_records(req)]
     assert stop[-1][semconv.DETECTION_COUNT] == 5
+
+
+def test_exit_summary_names_the_cgroups_over_budget() -> None:
+    from otelguard.runner import summary
+
+    cid = "ab" * 32
+    text = summary({"budget_offenders": [
+        {"workload": cid, "cgroup_id": 7, "dropped": 1234, "high_value": 5},
+        {"workload": "/system.slice/cron.service", "cgroup_id": 8, "dropped": 10,
+         "high_value": 0}]}, [])
+    lines = text.splitlines()
+    at = lines.index("  over budget, by container (top):")
+    assert lines[at + 1].split() == [cid, "1234", "(high-value", "5)"]
+    assert lines[at + 2].split()[0] == "/system.slice/cron.service"
+    assert "over budget" not in summary({"budget_offenders": []}, [])

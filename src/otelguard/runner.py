@@ -162,6 +162,11 @@ def summary(sensor_stats: dict[str, Any], missing: Sequence[str]) -> str:
     lines.append(f"  dropped: {int(sum(drops.values()))}")
     for (stage, reason), n in sorted(drops.items()):
         lines.append(f"    {stage}/{reason:<30} {int(n)}")
+    offenders = sensor_stats.get("budget_offenders") or []
+    if offenders:  # the cgroups the kernel budget cut most (ebpf/budget.py)
+        lines.append("  over budget, by container (top):")
+        for o in offenders:
+            lines.append(f"    {o['workload']:<64} {o['dropped']} (high-value {o['high_value']})")
     if missing:
         lines.append("  not loaded: " + "; ".join(missing))
     return "\n".join(lines)

@@ -42,7 +42,7 @@ def test_all_problems_reported_with_dotted_paths() -> None:
     problems = [str(i) for i in info.value.issues]
     assert "sensor.probes[1]: expected one of 'process', 'file', 'network', 'privilege', " \
            "'evasion', got str 'kprobe'" in problems
-    assert any(p.startswith("sensor.queue_sise: unknown key (known: cgroup_scope,") for p in problems)
+    assert any(p.startswith("sensor.queue_sise: unknown key (known: budget, cgroup_scope,") for p in problems)
     assert "sensor.queue_size: expected an integer, got str 'big'" in problems
     # self_tgid is set by the sensor, never by the file
     assert any(p.startswith("sensor.probe.self_tgid: unknown key (known: arg_len, argv_max, "

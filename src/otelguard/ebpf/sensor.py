@@ -5,7 +5,9 @@ Threads: ``start()`` compiles and loads (seconds), then one poll thread calls
 ``decode`` with :class:`EventContext`) and enqueues into a bounded queue, nothing more. A full
 queue drops the event and counts it (``otelguard_dropped_total{stage="user_queue"}``); records
 the kernel could not put in the ring buffer are counted from ``og_drops`` once a second
-(``stage="kernel_ring"``). Consumers call ``drain()`` from their own thread.
+(``stage="kernel_ring"``), and those a flooding cgroup had over its budget from the budget's
+maps (``stage="kernel_budget"``, budget.py), whose top offenders are logged at most every
+``BUDGET_LOG_S`` while drops go on. Consumers call ``drain()`` from their own thread.
 
 Our own process is filtered in the kernel (``OG_SELF_TGID``), so the sensor's ``/proc`` reads
 never feed back into the ring buffer.
@@ -16,6 +18,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import itertools
+import logging
 import os
 import queue
 import secrets
@@ -25,6 +28,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Optional
 
 from otelguard import semconv, telemetry
+from otelguard.ebpf.budget import BudgetLedger, Offender
 from otelguard.ebpf.cgroup import CgroupResolver
 from otelguard.ebpf.clock import KernelClock, iso8601
 from otelguard.ebpf.errors import LoadError, SensorError
@@ -37,6 +41,8 @@ from otelguard.ebpf.settings import SensorConfig
 
 AT_FDCWD = -100
 ATTRS_TTL_S = 2.0
+BUDGET_LOG_S = 10.0  # at most one "over budget" log line per this many seconds
+log = logging.getLogger(__name__)
 _TYPE_OFFSET = Header.type.offset
 
 
@@ -236,6 +242,9 @@ class Sensor:
         self._queue_drops = 0
         self._decode_errors = 0
         self._records = 0
+        self.budget = BudgetLedger()
+        self._budget_logged = 0.0
+        self._offenders: list[dict[str, Any]] = []  # top budget offenders, named on poll thread
         self.ctx: Optional[EventContext] = None
         # time.monotonic() after the last ring-buffer poll returned (0: never); readiness reads it
         self.last_poll = 0.0
@@ -259,7 +268,8 @@ class Sensor:
         self.status.processes_seeded = table.seed()
         self.ctx = EventContext(table, CgroupResolver(), clock, probe_config)
         try:
-            program = load(probes, probe_config, scope=self.config.cgroup_scope)
+            program = load(probes, probe_config, scope=self.config.cgroup_scope,
+                           budget=self.config.budget)
         except LoadError as exc:
             raise SensorError(f"no probe could be loaded: {exc}") from exc
         except ImportError as exc:
@@ -289,10 +299,35 @@ class Sensor:
             self.last_poll = now
             if now >= next_drops:
                 program.account_kernel_drops()
+                self._account_budget(program, now)
                 next_drops = now + 1.0
         program.poll(0)  # what is already in the ring when stopping
         self._count_events()
         program.account_kernel_drops()
+        self._account_budget(program, time.monotonic())
+
+    def _account_budget(self, program: LoadedProgram, now: float) -> None:
+        """Budget drops since the last call into telemetry; the top offenders named (on this
+        thread: the cgroup resolver is the poll thread's) and logged."""
+        if not self.budget.update(program.budget_drops(), program.budget_entries()):
+            return
+        self._offenders = [self._offender(o)
+                           for o in self.budget.top(self.config.budget.report_top)]
+        if now - self._budget_logged >= BUDGET_LOG_S and self._offenders:
+            self._budget_logged = now
+            log.warning("kernel budget: %d records over their cgroup's budget so far; top: %s",
+                        self.budget.total, "; ".join(
+                            f"{o['workload']} dropped={o['dropped']} high_value={o['high_value']}"
+                            for o in self._offenders))
+
+    def _offender(self, o: Offender) -> dict[str, Any]:
+        """A budget offender named by container id (the cgroup path for the host, the cgroup id
+        when the cgroup is gone)."""
+        path, ident = self.ctx.cgroups.resolve(o.cgroup_id) if self.ctx else ("", None)
+        workload = (ident.container_id if ident is not None and ident.container_id
+                    else path or f"cgroup:{o.cgroup_id}")
+        return {"workload": workload, "cgroup_id": o.cgroup_id, "dropped": o.dropped,
+                "high_value": o.dropped_high}
 
     def _count_events(self) -> None:
         """Add the events enqueued since the last call to ``otelguard_events_total``: once per
@@ -375,6 +410,8 @@ class Sensor:
         return {
             "records": self._records,
             "kernel_drops": kernel,
+            "budget_drops": self.budget.total,
+            "budget_offenders": list(self._offenders),
             "queue_drops": self._queue_drops,
             "decode_errors": self._decode_errors,
             "queued": self._queue.qsize(),

@@ -18,6 +18,13 @@ are errors, every problem reported at once with its dotted path and file:line)::
       process_table_max: 32768
       long_lived_s: 30           # trace-root rule, see proctable.py
       cgroup_scope: []           # e.g. [/kubepods.slice]: observe only tasks under these
+      budget:                    # BudgetConfig: per-cgroup record budget in the kernel
+        records_per_s: 10000     # per cgroup, sustained; 0 turns the budget off
+        burst: 100000
+        reserve_per_s: 200       # per high-value class (exec, privilege, file) once empty
+        reserve_burst: 1000
+        max_cgroups: 10240
+        report_top: 5            # offenders named in the log and the exit summary
       probe:                     # ProbeConfig
         ringbuf_pages: 2048      # power of two (8 MiB)
         read_path_prefixes: [/etc/, /root/]
@@ -36,6 +43,7 @@ from pathlib import Path
 from typing import Literal, Optional
 
 from otelguard.config import Checks, load_section
+from otelguard.ebpf.budget import BudgetConfig
 from otelguard.ebpf.probe import ProbeConfig
 
 ProbeName = Literal["process", "file", "network", "privilege", "evasion"]
@@ -71,6 +79,8 @@ class SensorConfig:
     # cgroup v2 paths; when set, only tasks under them are observed (in-kernel), e.g.
     # ["/kubepods.slice", "/kubepods"] for containers only. Empty: the whole host.
     cgroup_scope: tuple[str, ...] = ()
+    # records per second and burst per cgroup, checked in the kernel before every record
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
 
     def __post_init__(self) -> None:
         checks = Checks()

@@ -1,6 +1,7 @@
 // Shared by every probe: the record header, the one ring buffer, in-kernel drop counting and
-// the self-filter. The loader puts this first, then each enabled probe's rendered C, and
-// compiles them as one BPF program. Placeholders (OG_*) are filled by render().
+// the self-filter. The loader puts this after budget.bpf.h (the per-cgroup budget asked before
+// every record), then each enabled probe's rendered C, and compiles them as one BPF program.
+// Placeholders (OG_*) are filled by render().
 //
 // Rules for probe C (lockdown=confidentiality): only tracepoint fields (args->...), helpers and
 // bpf_probe_read_user*(); never dereference a kernel struct, never bpf_probe_read_kernel.
@@ -70,11 +71,12 @@ static __always_inline void og_count_drop(void) {
 }
 
 // Fill a record header in place (ring buffer memory or a stashed map value).
-static __always_inline void og_fill_hdr(struct og_hdr *h, u32 size, u32 type, s64 ret) {
+static __always_inline void og_fill_hdr_at(struct og_hdr *h, u32 size, u32 type, s64 ret,
+                                           u64 now, u64 cgroup_id) {
     u64 pt = bpf_get_current_pid_tgid();
     u64 ug = bpf_get_current_uid_gid();
-    h->ktime_ns = bpf_ktime_get_ns();
-    h->cgroup_id = bpf_get_current_cgroup_id();
+    h->ktime_ns = now;
+    h->cgroup_id = cgroup_id;
     h->ret = ret;
     h->type = type;
     h->pid = pt >> 32;
@@ -85,16 +87,26 @@ static __always_inline void og_fill_hdr(struct og_hdr *h, u32 size, u32 type, s6
     bpf_get_current_comm(&h->comm, sizeof(h->comm));
 }
 
-// Reserve a record of `size` bytes and fill its header; NULL (and a counted drop) when full.
+static __always_inline void og_fill_hdr(struct og_hdr *h, u32 size, u32 type, s64 ret) {
+    og_fill_hdr_at(h, size, type, ret, bpf_ktime_get_ns(), bpf_get_current_cgroup_id());
+}
+
+// Reserve a record of `size` bytes and fill its header; NULL when the cgroup is over its budget
+// (counted by og_budget_allow) or the ring buffer is full (a counted drop).
 static __always_inline void *og_reserve(u32 size, u32 type, s64 ret) {
+    u64 now = bpf_ktime_get_ns();
+    u64 cgroup_id = bpf_get_current_cgroup_id();
+    if (!og_budget_allow(type, cgroup_id, now)) { return 0; }
     struct og_hdr *h = og_events.ringbuf_reserve(size);
     if (!h) { og_count_drop(); return 0; }
-    og_fill_hdr(h, size, type, ret);
+    og_fill_hdr_at(h, size, type, ret, now, cgroup_id);
     return h;
 }
 
 // Copy a finished record (e.g. a map value stashed at syscall entry, header filled with
-// og_fill_hdr at exit) into the ring buffer; a full ring buffer is a counted drop.
+// og_fill_hdr at exit) into the ring buffer; over budget or a full ring buffer is a counted drop.
 static __always_inline void og_output(void *rec, u32 size) {
+    struct og_hdr *h = (struct og_hdr *)rec;
+    if (!og_budget_allow(h->type, h->cgroup_id, h->ktime_ns)) { return; }
     if (og_events.ringbuf_output(rec, size, 0) != 0) { og_count_drop(); }
 }
