@@ -116,3 +116,20 @@ def test_spec_parser(tmp_path: Path) -> None:
 def test_jsonl_output_is_plain_json() -> None:
     line = jsoncodec.encode(_logs())
     assert json.loads(line)["resourceLogs"][1]["resource"]["attributes"][-1]["key"] == sc.HOST_PROCESS
+
+
+def test_jsonl_file_is_readable_by_its_owner_only(tmp_path: Path) -> None:
+    """The output names processes, paths and users of the whole host: not for other local users,
+    whatever the umask (docs/security.md)."""
+    import os
+    import stat
+
+    from otelguard.transport.jsonlines import JsonLinesTransport
+
+    old = os.umask(0o022)
+    try:
+        t = JsonLinesTransport(str(tmp_path / "out.jsonl"))
+        t.shutdown()
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "out.jsonl").stat().st_mode) == 0o600

@@ -38,7 +38,9 @@ class JsonLinesTransport:
         directory = os.path.dirname(os.path.abspath(path))
         try:
             os.makedirs(directory, exist_ok=True)
-            self._fh: Optional[IO[str]] = open(path, "a", encoding="utf-8", buffering=1 << 16)
+            # owner-only: the records name processes, paths and users of the whole host
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            self._fh: Optional[IO[str]] = os.fdopen(fd, "a", encoding="utf-8", buffering=1 << 16)
         except OSError as exc:
             raise TransportError(f"jsonl: cannot open {path!r} for appending: {exc}") from exc
         self._lock = threading.Lock()
