@@ -15,7 +15,7 @@ from typing import Callable, Optional, Sequence
 _TARGETS = {
     "run": "otelguard.runner:main",
     "agent": "otelguard.agent:main",
-    "doctor": "otelguard.ebpf.doctor:main",
+    "doctor": "otelguard.agent:doctor_main",
     "ebpf.render": "otelguard.ebpf.loader:render_main",
     "processor": "otelguard.processors.cli:main",
     "rules.validate": "otelguard.processors.detection.cli:validate_main",
@@ -49,6 +49,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     agent = sub.add_parser("agent", help="node agent: capture and export OTLP/gRPC")
     agent.add_argument("--otlp-endpoint", required=True, metavar="HOST:PORT")
+    agent.add_argument("--otlp-ca", default=None, metavar="FILE", help="exporter.tls.ca_file")
+    agent.add_argument("--otlp-cert", default=None, metavar="FILE",
+                       help="exporter.tls.cert_file (mTLS)")
+    agent.add_argument("--otlp-key", default=None, metavar="FILE", help="exporter.tls.key_file")
+    agent.add_argument("--otlp-token-file", default=None, metavar="FILE",
+                       help="exporter.tls.bearer_token_file")
+    agent.add_argument("--otlp-insecure", action="store_true",
+                       help="exporter.tls.insecure: plaintext to the endpoint")
     agent.add_argument("--config", default=None)
     agent.add_argument("--spool-dir", default="/var/lib/otelguard/spool")
     agent.add_argument("--spool-max-bytes", type=int, default=256 * 1024 * 1024)
@@ -57,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     agent.set_defaults(target="agent")
 
     doctor = sub.add_parser("doctor", help="check and explain what the agent needs")
+    doctor.add_argument("--config", default=None,
+                        help="the agent's config file: also report plaintext hops")
     doctor.set_defaults(target="doctor")
 
     ebpf = sub.add_parser("ebpf", help="eBPF tools")
@@ -76,6 +86,21 @@ def build_parser() -> argparse.ArgumentParser:
     proc.add_argument("--config", default=None)
     proc.add_argument("--rules", action="append", default=None, metavar="FILE")
     proc.add_argument("--metrics", default="127.0.0.1:9466", metavar="HOST:PORT")
+    proc.add_argument("--tls-cert", default=None, metavar="FILE", help="service.tls.cert_file")
+    proc.add_argument("--tls-key", default=None, metavar="FILE", help="service.tls.key_file")
+    proc.add_argument("--tls-client-ca", default=None, metavar="FILE",
+                      help="service.tls.client_ca_file: require client certificates (mTLS)")
+    proc.add_argument("--token-file", default=None, metavar="FILE",
+                      help="service.tls.bearer_token_file: accepted tokens, one per line")
+    proc.add_argument("--insecure", action="store_true",
+                      help="service.tls.insecure: plaintext listeners")
+    proc.add_argument("--export-ca", default=None, metavar="FILE", help="forward.tls.ca_file")
+    proc.add_argument("--export-cert", default=None, metavar="FILE", help="forward.tls.cert_file")
+    proc.add_argument("--export-key", default=None, metavar="FILE", help="forward.tls.key_file")
+    proc.add_argument("--export-token-file", default=None, metavar="FILE",
+                      help="forward.tls.bearer_token_file")
+    proc.add_argument("--export-insecure", action="store_true",
+                      help="forward.tls.insecure: plaintext to the next hops")
     proc.set_defaults(target="processor")
 
     rules = sub.add_parser("rules", help="Falco-style rules")
