@@ -189,3 +189,28 @@ def test_plaintext_listener_with_token_still_requires_the_token(pki: Pki) -> Non
         finally:
             for t in (grpc_client, http_client, anonymous):
                 t.shutdown()
+
+
+def test_agent_to_processor_over_mtls_with_a_token(service: Running, pki: Pki,
+                                                   tmp_path: Path) -> None:
+    """The agent's path as agent.py builds it: Delivery with its spool over OtlpGrpcTransport;
+    refused while the token is wrong (UNAUTHENTICATED is not retryable: counted as dropped),
+    delivered once the token file holds the right one."""
+    from otelguard.transport.delivery import Delivery
+    from otelguard.transport.retry import RetryPolicy
+    from otelguard.transport.spool import Spool
+
+    write(pki.root / "agent-token", b"not-yet\n")
+    transport = OtlpGrpcTransport(service.grpc_endpoint, timeout_s=10,
+                                  tls=pki.client_tls(token_file="agent-token"))
+    delivery = Delivery(transport, Spool(str(tmp_path / "spool"), 1 << 20),
+                        RetryPolicy(max_attempts=1), deadline_s=10)
+    try:
+        batch = samples.logs(3)
+        assert not delivery.send_logs(batch.SerializeToString(), 3)
+        assert service.sink.logs == [] and delivery.backlog == 0
+        write(pki.root / "agent-token", b"s3cret-token\n")  # the token is rotated in
+        assert delivery.send_logs(batch.SerializeToString(), 3)
+        assert len(service.sink.logs) == 1
+    finally:
+        delivery.shutdown()

@@ -428,7 +428,7 @@ class ProcessorService(Component):
     def command(self) -> list[str]:
         exe = Path(sys.executable).parent / "otelguard"
         return [str(exe), "processor", "--listen", self.endpoint, "--export", f"otlp:{self.export}",
-                "--metrics", self.metrics, *self.extra_args]
+                "--metrics", self.metrics, "--insecure", "--export-insecure", *self.extra_args]
 
     def ready(self) -> bool:
         if http_get(f"http://{self.metrics}/metrics", 2.0)[0] != 200:
@@ -459,7 +459,8 @@ class Agent(Component):
 
     def command(self) -> list[str]:
         return [str(Path(sys.executable).parent / "otelguard"), "agent", "--config",
-                str(self.config), "--otlp-endpoint", self.endpoint, "--metrics", self.metrics,
+                str(self.config), "--otlp-endpoint", self.endpoint, "--otlp-insecure",
+                "--metrics", self.metrics,
                 "--spool-dir", str(self.spool), "--spool-max-bytes", str(64 << 20)]
 
     def ready(self) -> bool:
