@@ -86,7 +86,8 @@ def main(args: argparse.Namespace) -> int:
 
         try:
             tls = exporter_tls(cfg.exporter.tls, args)
-            transport = OtlpGrpcTransport(args.otlp_endpoint, timeout_s=cfg.exporter.export_timeout_s,
+            transport = OtlpGrpcTransport(args.otlp_endpoint,
+                                          timeout_s=cfg.exporter.export_timeout_s,
                                           tls=tls, where="exporter")
         except (SpecError, ValueError) as exc:
             problems.append(str(exc))

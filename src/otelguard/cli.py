@@ -95,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     proc.add_argument("--insecure", action="store_true",
                       help="service.tls.insecure: plaintext listeners")
     proc.add_argument("--export-ca", default=None, metavar="FILE", help="forward.tls.ca_file")
-    proc.add_argument("--export-cert", default=None, metavar="FILE", help="forward.tls.cert_file")
+    proc.add_argument("--export-cert", default=None, metavar="FILE",
+                      help="forward.tls.cert_file")
     proc.add_argument("--export-key", default=None, metavar="FILE", help="forward.tls.key_file")
     proc.add_argument("--export-token-file", default=None, metavar="FILE",
                       help="forward.tls.bearer_token_file")

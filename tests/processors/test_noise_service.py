@@ -56,7 +56,8 @@ class Setup:
                               sleep=lambda _: None)
         self.service = ProcessorService(
             Pipeline([("noise_control", self.noise)]), forwarder,
-            ServiceSection(listen="127.0.0.1:0", metrics=None, flush_interval_seconds=3600, tls=INSECURE_SERVER),
+            ServiceSection(listen="127.0.0.1:0", metrics=None, flush_interval_seconds=3600,
+                           tls=INSECURE_SERVER),
             Settings(grace_seconds=1.0))
         self.thread = ServiceThread(self.service)
 
@@ -220,7 +221,8 @@ def test_held_records_released_into_a_request_whose_forward_fails_are_counted() 
     forwarder = Forwarder([("memory#0", sink)], FAST_FORWARD, clock=Clock(), sleep=lambda _: None)
     service = ProcessorService(
         Pipeline([("holds", _HoldsIntoNextBatch())]), forwarder,
-        ServiceSection(listen="127.0.0.1:0", metrics=None, flush_interval_seconds=3600, tls=INSECURE_SERVER),
+        ServiceSection(listen="127.0.0.1:0", metrics=None, flush_interval_seconds=3600,
+                       tls=INSECURE_SERVER),
         Settings(grace_seconds=1.0))
     with ServiceThread(service):
         endpoint = f"127.0.0.1:{service.grpc_port}"

@@ -40,7 +40,8 @@ LOGS = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
 
 def test_grpc_health_serving_after_start_not_serving_once_stop_begins() -> None:
     pipeline = Pipeline([])
-    cfg = ServiceSection(listen="127.0.0.1:0", listen_http="127.0.0.1:0", metrics=None, tls=INSECURE_SERVER)
+    cfg = ServiceSection(listen="127.0.0.1:0", listen_http="127.0.0.1:0", metrics=None,
+                         tls=INSECURE_SERVER)
     svc = ProcessorService(pipeline, Forwarder([("memory#0", InMemoryTransport())]), cfg,
                            Settings(grace_seconds=5.0))
     thread = ServiceThread(svc).start()

@@ -78,7 +78,8 @@ def test_bomb_is_413_without_inflating_the_rest(encoding: str) -> None:
     limit = 2 * MiB
     wbits = 16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS
     bomb = _zeros_gzip(48 * MiB, wbits)  # ~48 KiB that would inflate to 48 MiB
-    admission = Admission(ServiceSection(max_request_bytes=limit, max_inflight_bytes=64 * MiB, tls=INSECURE_SERVER))
+    admission = Admission(ServiceSection(max_request_bytes=limit, max_inflight_bytes=64 * MiB,
+                                         tls=INSECURE_SERVER))
     tracemalloc.start()
     try:
         with admission.admit(len(bomb)) as ticket:

@@ -69,8 +69,10 @@ def hung() -> Iterator[HungServer]:
 
 def _transport(kind: str, server: Union[HungServer, GrpcReceiver, HttpReceiver]) -> Transport:
     if kind == "grpc":
-        return OtlpGrpcTransport(f"127.0.0.1:{server.port}", timeout_s=DEADLINE_S, tls=INSECURE_CLIENT)
-    return OtlpHttpTransport(f"http://127.0.0.1:{server.port}", timeout_s=DEADLINE_S, tls=INSECURE_CLIENT)
+        return OtlpGrpcTransport(f"127.0.0.1:{server.port}", timeout_s=DEADLINE_S,
+                                 tls=INSECURE_CLIENT)
+    return OtlpHttpTransport(f"http://127.0.0.1:{server.port}", timeout_s=DEADLINE_S,
+                             tls=INSECURE_CLIENT)
 
 
 @pytest.mark.parametrize("kind", ["grpc", "http"])

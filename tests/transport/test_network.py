@@ -72,7 +72,8 @@ def test_grpc_resource_exhausted_with_retry_info_is_retryable(receiver: GrpcRece
 
 
 def test_grpc_endpoint_down_is_retryable() -> None:
-    result = OtlpGrpcTransport(f"127.0.0.1:{free_port()}", timeout_s=2, tls=INSECURE_CLIENT).export_logs(_batch()[0])
+    result = OtlpGrpcTransport(f"127.0.0.1:{free_port()}", timeout_s=2,
+                               tls=INSECURE_CLIENT).export_logs(_batch()[0])
     assert not result.ok and result.retryable and result.reason == "unavailable"
 
 
@@ -94,7 +95,8 @@ def test_http_posts_protobuf() -> None:
         t.shutdown()
     finally:
         r.stop()
-    down = OtlpHttpTransport(f"http://127.0.0.1:{free_port()}", tls=INSECURE_CLIENT).export_logs(b"")
+    down = OtlpHttpTransport(f"http://127.0.0.1:{free_port()}",
+                             tls=INSECURE_CLIENT).export_logs(b"")
     assert not down.ok and down.retryable
 
 

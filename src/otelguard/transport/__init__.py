@@ -14,6 +14,7 @@ from otelguard.transport.spec import SPEC_HELP, parse_spec
 from otelguard.transport.spool import Spool
 
 __all__ = [
-    "INSECURE_CLIENT", "INSECURE_SERVER", "ClientTls", "ServerTls", "Delivery", "ExportResult", "InMemoryTransport", "LogsPayload", "RetryPolicy", "SPEC_HELP",
+    "INSECURE_CLIENT", "INSECURE_SERVER", "ClientTls", "ServerTls", "Delivery", "ExportResult",
+    "InMemoryTransport", "LogsPayload", "RetryPolicy", "SPEC_HELP",
     "SpecError", "Spool", "TracesPayload", "Transport", "TransportError", "parse_spec",
 ]

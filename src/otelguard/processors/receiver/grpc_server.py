@@ -51,8 +51,8 @@ from otelguard.processors.receiver.protocol import (
 log = logging.getLogger(__name__)
 
 
-async def start_grpc_server(cfg: ServiceSection, security: ListenerSecurity, admission: Admission,
-                            handle: Handle,
+async def start_grpc_server(cfg: ServiceSection, security: ListenerSecurity,
+                            admission: Admission, handle: Handle,
                             register: Optional[Callable[[grpc.aio.Server], None]] = None,
                             ) -> tuple[grpc.aio.Server, int]:
     """Bind ``cfg.listen`` (port 0 picks a free one) and start serving; returns server and port."""

@@ -50,8 +50,9 @@ from otelguard.processors.stage import Batch
 log = logging.getLogger(__name__)
 
 
-async def start_http_server(cfg: ServiceSection, security: ListenerSecurity, admission: Admission,
-                            handle: Handle, register: Optional[Callable[[web.Application], None]] = None,
+async def start_http_server(cfg: ServiceSection, security: ListenerSecurity,
+                            admission: Admission, handle: Handle,
+                            register: Optional[Callable[[web.Application], None]] = None,
                             ) -> tuple[web.AppRunner, int]:
     """Bind ``cfg.listen_http`` (port 0 picks a free one) and start serving; returns the runner
     and port."""
