@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -126,3 +127,44 @@ class Pki:
                          cert_file=self.path("client.crt") if cert else None,
                          key_file=self.path("client.key") if cert else None,
                          bearer_token_file=self.path(token_file) if token_file else None)
+
+
+@dataclass
+class GatewayTls:
+    """The files of pipeline (a)'s authenticated hops (otel-config/collector/gateway.yaml):
+    agents -> the Collector's agents receiver (TLS, agents' bearer token), the Collector ->
+    the processor service (TLS checked against the CA, the processor's bearer token)."""
+
+    pki: Pki
+
+    @classmethod
+    def create(cls, root: Path) -> GatewayTls:
+        pki = Pki.create(root, tokens=("processor-token",))
+        write(root / "agent-tokens", b"agent-token-1\nagent-token-2\n")
+        write(root / "agent-token", b"agent-token-2\n")
+        return cls(pki)
+
+    def collector_env(self) -> dict[str, str]:
+        """The gateway Collector's variables: its certificate (the server one: 127.0.0.1)."""
+        p = self.pki.path
+        return {"OTELGUARD_COLLECTOR_TLS_CERT": p("server.crt"),
+                "OTELGUARD_COLLECTOR_TLS_KEY": p("server.key"),
+                "OTELGUARD_AGENT_TOKENS_FILE": p("agent-tokens"),
+                "OTELGUARD_PROCESSOR_CA_FILE": p("ca.crt"),
+                "OTELGUARD_PROCESSOR_TOKEN_FILE": p("tokens")}
+
+    def processor_args(self) -> list[str]:
+        """``otelguard processor`` flags: TLS with the same certificate, the processor's token."""
+        p = self.pki.path
+        return ["--tls-cert", p("server.crt"), "--tls-key", p("server.key"),
+                "--token-file", p("tokens")]
+
+    def agent_args(self) -> list[str]:
+        return ["--otlp-ca", self.pki.path("ca.crt"),
+                "--otlp-token-file", self.pki.path("agent-token")]
+
+    def agent_channel(self, endpoint: str) -> tuple[grpc.Channel, tuple[tuple[str, str], ...]]:
+        """A gRPC channel to the agents receiver as an agent opens it, and the call metadata."""
+        creds = grpc.ssl_channel_credentials((self.pki.root / "ca.crt").read_bytes())
+        return (grpc.secure_channel(endpoint, creds),
+                (("authorization", "Bearer agent-token-2"),))
