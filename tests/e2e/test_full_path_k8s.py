@@ -64,7 +64,7 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory, kube: KubeCluster, loki: 
     tls = GatewayTls.create(tmp / "pki")
     col = Collector(tmp / "otelcol", [BACKENDS_CONFIG, GATEWAY_CONFIG], backends_env(loki, jaeger), tls=tls)
     proc = ProcessorService(tmp / "processor", export=col.otlp_grpc, extra_args=["--config", str(config)],
-                            listen_tls=tls.processor_args())
+                            listen_tls=tls.processor_args(), export_tls=tls.processor_export_args())
     col.env["OTELGUARD_PROCESSOR_ENDPOINT"] = proc.endpoint
     started: list[Component] = []
     try:

@@ -34,7 +34,8 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, loki: Loki, jaeger: Jaeger
     tls = GatewayTls.create(tmp / "pki")
     col = Collector(tmp / "otelcol", [BACKENDS_CONFIG, GATEWAY_CONFIG], backends_env(loki, jaeger),
                     tls=tls)
-    proc = ProcessorService(tmp / "processor", export=col.otlp_grpc, listen_tls=tls.processor_args())
+    proc = ProcessorService(tmp / "processor", export=col.otlp_grpc, listen_tls=tls.processor_args(),
+                            export_tls=tls.processor_export_args())
     col.env["OTELGUARD_PROCESSOR_ENDPOINT"] = proc.endpoint
     proc.start()
     try:

@@ -154,10 +154,16 @@ class GatewayTls:
                 "OTELGUARD_PROCESSOR_TOKEN_FILE": p("tokens")}
 
     def processor_args(self) -> list[str]:
-        """``otelguard processor`` flags: TLS with the same certificate, the processor's token."""
+        """``otelguard processor`` listener flags: TLS with the same certificate, the processor
+        hop's token."""
         p = self.pki.path
         return ["--tls-cert", p("server.crt"), "--tls-key", p("server.key"),
                 "--token-file", p("tokens")]
+
+    def processor_export_args(self) -> list[str]:
+        """``otelguard processor`` flags for its output to the gateway's backends receiver."""
+        return ["--export-ca", self.pki.path("ca.crt"),
+                "--export-token-file", self.pki.path("tokens")]
 
     def agent_args(self) -> list[str]:
         return ["--otlp-ca", self.pki.path("ca.crt"),

@@ -422,9 +422,11 @@ class ProcessorService(Component):
     ready_timeout = 60.0
 
     def __init__(self, workdir: Path, export: str, extra_args: Sequence[str] = (),
-                 listen_tls: Sequence[str] = ("--insecure",)) -> None:
+                 listen_tls: Sequence[str] = ("--insecure",),
+                 export_tls: Sequence[str] = ("--export-insecure",)) -> None:
         super().__init__(workdir)
         self.listen_tls = list(listen_tls)  # --insecure, or --tls-cert/--tls-key/--token-file
+        self.export_tls = list(export_tls)  # --export-insecure, or --export-ca/...
         self.grpc_port, self.metrics_port = free_port(), free_port()
         self.endpoint = f"127.0.0.1:{self.grpc_port}"
         self.metrics = f"127.0.0.1:{self.metrics_port}"
@@ -434,7 +436,8 @@ class ProcessorService(Component):
     def command(self) -> list[str]:
         exe = Path(sys.executable).parent / "otelguard"
         return [str(exe), "processor", "--listen", self.endpoint, "--export", f"otlp:{self.export}",
-                "--metrics", self.metrics, *self.listen_tls, "--export-insecure", *self.extra_args]
+                "--metrics", self.metrics, *self.listen_tls, *self.export_tls,
+                *self.extra_args]
 
     def ready(self) -> bool:
         if http_get(f"http://{self.metrics}/metrics", 2.0)[0] != 200:
