@@ -214,3 +214,45 @@ def test_agent_to_processor_over_mtls_with_a_token(service: Running, pki: Pki,
         assert len(service.sink.logs) == 1
     finally:
         delivery.shutdown()
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_the_server_name_is_checked_and_can_be_overridden(
+        service: Running, pki: Pki, protocol: str) -> None:
+    """The certificate names localhost and 127.0.0.1: another expected name is refused."""
+    wrong = dataclasses.replace(pki.client_tls(), server_name="processor.example")
+    refused = send(service, protocol, wrong)
+    assert not refused.ok and refused.reason == "unavailable", refused.error
+    right = dataclasses.replace(pki.client_tls(), server_name="localhost")
+    assert send(service, protocol, right).ok
+
+
+def test_clients_reread_their_ca_when_it_rotates(pki: Pki) -> None:
+    """One long-lived transport per protocol: the server comes back with a certificate from a new
+    CA, the client's CA file is rewritten, and the same transport trusts it (rebuilt channel,
+    new HTTPS context) without being recreated."""
+    from tests.support.endpoints import free_port
+
+    grpc_port, http_port = free_port(), free_port()
+    cfg = ServiceSection(listen=f"127.0.0.1:{grpc_port}", listen_http=f"127.0.0.1:{http_port}",
+                         metrics=None, tls=pki.server_tls(mtls=True, tokens=True))
+    pki.write_ca(pki.ca, "client-ca.crt")
+    tls = pki.client_tls(ca="client-ca.crt")
+    clients: dict[str, Client] = {
+        "grpc": OtlpGrpcTransport(f"127.0.0.1:{grpc_port}", timeout_s=10, tls=tls),
+        "http": OtlpHttpTransport(f"https://127.0.0.1:{http_port}", timeout_s=10, tls=tls)}
+    try:
+        with running_service(service=cfg):
+            for protocol, transport in clients.items():
+                assert transport.export_logs(samples.logs()).ok, protocol
+        new_ca = Ca.create("otelguard rotated CA")
+        pki.issue_server(new_ca)
+        pki.write_ca(new_ca, "client-ca.crt")
+        with running_service(service=cfg) as running:
+            for protocol, transport in clients.items():
+                result = transport.export_logs(samples.logs())
+                assert result.ok, (protocol, result.error)
+            assert len(running.sink.logs) == 2
+    finally:
+        for transport in clients.values():
+            transport.shutdown()
