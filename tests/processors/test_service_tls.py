@@ -57,7 +57,7 @@ def send(running: Running, protocol: str, tls: ClientTls) -> ExportResult:
 
 
 def unauthenticated(protocol: str) -> float:
-    return metrics.requests.labels("logs", protocol, "unauthenticated")._value.get()
+    return float(metrics.requests.labels("logs", protocol, "unauthenticated")._value.get())
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
