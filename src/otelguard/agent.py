@@ -12,11 +12,10 @@ answers ``/healthz`` and ``/readyz`` (exporter/health.py).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Optional
 
 from otelguard import telemetry
 from otelguard.config import ConfigError, load_file
@@ -27,7 +26,7 @@ from otelguard.exporter.config import ExporterConfig
 from otelguard.exporter.settings import node_identity
 from otelguard.exporter.spans import SpanTracker
 from otelguard.transport.contract import SpecError, TransportError
-from otelguard.transport.security import ClientTls, warn_insecure
+from otelguard.transport.security import client_tls_flags, warn_insecure
 from otelguard.transport.delivery import Delivery
 from otelguard.transport.spool import Spool
 
@@ -54,17 +53,6 @@ def load_agent_config(config_file: Optional[str]) -> AgentConfig:
     return load_file(AgentConfig, config_file) if config_file else AgentConfig()
 
 
-def exporter_tls(tls: ClientTls, args: argparse.Namespace) -> ClientTls:
-    """``exporter.tls`` with the ``--otlp-*`` flags laid over it."""
-    changes: dict[str, Any] = {key: value for key, value in (
-        ("ca_file", args.otlp_ca), ("cert_file", args.otlp_cert), ("key_file", args.otlp_key),
-        ("bearer_token_file", args.otlp_token_file),
-    ) if value}
-    if args.otlp_insecure:
-        changes["insecure"] = True
-    return dataclasses.replace(tls, **changes) if changes else tls
-
-
 def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from otelguard.ebpf.errors import EbpfError
@@ -85,7 +73,7 @@ def main(args: argparse.Namespace) -> int:
         from otelguard.transport.otlp_grpc import OtlpGrpcTransport
 
         try:
-            tls = exporter_tls(cfg.exporter.tls, args)
+            tls = client_tls_flags(cfg.exporter.tls, args, "otlp")  # --otlp-* over exporter.tls
             transport = OtlpGrpcTransport(args.otlp_endpoint,
                                           timeout_s=cfg.exporter.export_timeout_s,
                                           tls=tls, where="exporter")

@@ -30,6 +30,18 @@ def _target(key: str) -> Callable[[argparse.Namespace], int]:
     return fn
 
 
+def _client_tls_flags(parser: argparse.ArgumentParser, prefix: str, section: str,
+                      where: str) -> None:
+    """``--PREFIX-ca/-cert/-key/-token-file/-insecure``, laid over ``SECTION.tls``
+    (:func:`otelguard.transport.security.client_tls_flags`)."""
+    for flag, key in (("ca", "ca_file"), ("cert", "cert_file (mTLS)"), ("key", "key_file"),
+                      ("token-file", "bearer_token_file")):
+        parser.add_argument(f"--{prefix}-{flag}", default=None, metavar="FILE",
+                            help=f"{section}.tls.{key}")
+    parser.add_argument(f"--{prefix}-insecure", action="store_true",
+                        help=f"{section}.tls.insecure: plaintext {where}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="otelguard", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -49,14 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     agent = sub.add_parser("agent", help="node agent: capture and export OTLP/gRPC")
     agent.add_argument("--otlp-endpoint", required=True, metavar="HOST:PORT")
-    agent.add_argument("--otlp-ca", default=None, metavar="FILE", help="exporter.tls.ca_file")
-    agent.add_argument("--otlp-cert", default=None, metavar="FILE",
-                       help="exporter.tls.cert_file (mTLS)")
-    agent.add_argument("--otlp-key", default=None, metavar="FILE", help="exporter.tls.key_file")
-    agent.add_argument("--otlp-token-file", default=None, metavar="FILE",
-                       help="exporter.tls.bearer_token_file")
-    agent.add_argument("--otlp-insecure", action="store_true",
-                       help="exporter.tls.insecure: plaintext to the endpoint")
+    _client_tls_flags(agent, "otlp", "exporter", "to the endpoint")
     agent.add_argument("--config", default=None)
     agent.add_argument("--spool-dir", default="/var/lib/otelguard/spool")
     agent.add_argument("--spool-max-bytes", type=int, default=256 * 1024 * 1024)
@@ -94,14 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="service.tls.bearer_token_file: accepted tokens, one per line")
     proc.add_argument("--insecure", action="store_true",
                       help="service.tls.insecure: plaintext listeners")
-    proc.add_argument("--export-ca", default=None, metavar="FILE", help="forward.tls.ca_file")
-    proc.add_argument("--export-cert", default=None, metavar="FILE",
-                      help="forward.tls.cert_file")
-    proc.add_argument("--export-key", default=None, metavar="FILE", help="forward.tls.key_file")
-    proc.add_argument("--export-token-file", default=None, metavar="FILE",
-                      help="forward.tls.bearer_token_file")
-    proc.add_argument("--export-insecure", action="store_true",
-                      help="forward.tls.insecure: plaintext to the next hops")
+    _client_tls_flags(proc, "export", "forward", "to the next hops")
     proc.set_defaults(target="processor")
 
     rules = sub.add_parser("rules", help="Falco-style rules")

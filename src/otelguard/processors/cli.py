@@ -26,7 +26,9 @@ from otelguard.processors.pipeline import Pipeline
 from otelguard.processors.receiver import ProcessorService
 from otelguard.processors.receiver.protocol import require_upb, split_hostport
 from otelguard.processors.settings import Settings
-from otelguard.transport.security import ClientTls, ServerTls, warn_insecure
+from otelguard.transport.security import (
+    ClientTls, client_tls_flags, overridden, warn_insecure,
+)
 
 log = logging.getLogger(__name__)
 
@@ -78,11 +80,15 @@ def main(args: argparse.Namespace) -> int:
             overrides["listen_http"] = args.listen_http
         if not args.config or args.metrics != settings_module.DEFAULT_METRICS:
             overrides["metrics"] = args.metrics
-        overrides["tls"] = _listener_tls(cfg.service.tls, args)
+        overrides["tls"] = overridden(  # the listener flags over service.tls
+            cfg.service.tls, cert_file=args.tls_cert, key_file=args.tls_key,
+            client_ca_file=args.tls_client_ca, bearer_token_file=args.token_file,
+            insecure=args.insecure)
         cfg = dataclasses.replace(
             cfg,
             service=dataclasses.replace(cfg.service, **overrides),
-            forward=dataclasses.replace(cfg.forward, tls=_export_tls(cfg.forward.tls, args)),
+            forward=dataclasses.replace(
+                cfg.forward, tls=client_tls_flags(cfg.forward.tls, args, "export")),
             exporters=tuple(cfg.exporters) + tuple(args.export or ()),
             processors=apply_rules(cfg.processors, args.rules),
         )
@@ -102,28 +108,6 @@ def main(args: argparse.Namespace) -> int:
         telemetry.set_readiness(service.health.checks)
         log.info("metrics on http://%s:%d/metrics", host, bound)
     return asyncio.run(_serve(service))
-
-
-def _listener_tls(tls: ServerTls, args: argparse.Namespace) -> ServerTls:
-    """``service.tls`` with the command-line flags laid over it."""
-    changes: dict[str, Any] = {key: value for key, value in (
-        ("cert_file", args.tls_cert), ("key_file", args.tls_key),
-        ("client_ca_file", args.tls_client_ca), ("bearer_token_file", args.token_file),
-    ) if value}
-    if args.insecure:
-        changes["insecure"] = True
-    return dataclasses.replace(tls, **changes) if changes else tls
-
-
-def _export_tls(tls: ClientTls, args: argparse.Namespace) -> ClientTls:
-    """``forward.tls`` with the command-line flags laid over it."""
-    changes: dict[str, Any] = {key: value for key, value in (
-        ("ca_file", args.export_ca), ("cert_file", args.export_cert),
-        ("key_file", args.export_key), ("bearer_token_file", args.export_token_file),
-    ) if value}
-    if args.export_insecure:
-        changes["insecure"] = True
-    return dataclasses.replace(tls, **changes) if changes else tls
 
 
 async def _serve(service: ProcessorService) -> int:

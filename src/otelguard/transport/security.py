@@ -13,13 +13,14 @@ file per check, ~2 µs -- so callers check on every new connection or request.
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import logging
 import os
 import ssl
 import threading
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence, TypeVar
 
 from otelguard.config import Checks
 from otelguard.transport.contract import SpecError
@@ -85,6 +86,23 @@ class ServerTls:
 
 INSECURE_CLIENT = ClientTls(insecure=True)
 INSECURE_SERVER = ServerTls(insecure=True)
+
+TlsT = TypeVar("TlsT", ClientTls, ServerTls)
+
+
+def overridden(tls: TlsT, **values: Any) -> TlsT:
+    """``tls`` with the command line's values laid over it (None or False leave a key as is)."""
+    changes = {key: value for key, value in values.items() if value}
+    return dataclasses.replace(tls, **changes) if changes else tls
+
+
+def client_tls_flags(tls: ClientTls, args: Any, prefix: str) -> ClientTls:
+    """``tls`` with the ``--PREFIX-ca/-cert/-key/-token-file/-insecure`` flags laid over it."""
+    def flag(name: str) -> Any:
+        return getattr(args, f"{prefix}_{name}", None)
+
+    return overridden(tls, ca_file=flag("ca"), cert_file=flag("cert"), key_file=flag("key"),
+                      bearer_token_file=flag("token_file"), insecure=flag("insecure"))
 
 
 def insecure_notes(hops: Sequence[tuple[str, bool]]) -> list[str]:
