@@ -199,6 +199,11 @@ def main(args: argparse.Namespace) -> int:
                                     deadline_s=timeout))
         except TransportError as exc:
             problems.append(str(exc))
+        else:
+            if tls.insecure and spec.startswith(("otlp:", "otlphttp:")):
+                from otelguard.transport.security import warn_insecure
+
+                warn_insecure("exporter", tls)
     try:
         metrics_host, metrics_port = _split_hostport(args.metrics)
     except ValueError as exc:
