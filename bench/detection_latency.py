@@ -90,7 +90,8 @@ class LokiPoller(threading.Thread):
             self.stop_event.wait(self.period_s)
 
 
-def scoped_agent(stack: Any, workdir: Path, endpoint: str, flush_s: Optional[float]) -> Any:
+def scoped_agent(stack: Any, workdir: Path, endpoint: str, flush_s: Optional[float],
+                 tls_args: list[str]) -> Any:
     """``otelguard agent`` scoped to /kubepods.slice, ready once its probes are attached;
     ``flush_s`` overrides the exporter's flush_interval_s (default config otherwise)."""
 
@@ -109,7 +110,7 @@ def scoped_agent(stack: Any, workdir: Path, endpoint: str, flush_s: Optional[flo
 
         def command(self) -> list[str]:
             return [str(Path(sys.executable).parent / "otelguard"), "agent", "--config", str(self.config),
-                    "--otlp-endpoint", endpoint, "--metrics", self.metrics,
+                    "--otlp-endpoint", endpoint, *tls_args, "--metrics", self.metrics,
                     "--spool-dir", str(workdir / "spool"), "--spool-max-bytes", str(64 << 20)]
 
         def ready(self) -> bool:
@@ -132,11 +133,17 @@ def measure(n: int, interval_s: float, poll_s: float, timeout_s: float, workdir:
         for comp in (loki, jaeger):
             comp.start()
             started.append(comp)
+        from tests.support.certs import GatewayTls
+
+        tls = GatewayTls.create(workdir / "pki")  # gateway.yaml's hops are TLS with tokens
         col = stack.Collector(workdir / "otelcol", [stack.BACKENDS_CONFIG, stack.GATEWAY_CONFIG],
-                              stack.backends_env(loki, jaeger), tap=False)
-        proc = stack.ProcessorService(workdir / "processor", export=col.otlp_grpc)
+                              stack.backends_env(loki, jaeger), tap=False, tls=tls)
+        proc = stack.ProcessorService(workdir / "processor", export=col.otlp_grpc,
+                                      listen_tls=tls.processor_args(),
+                                      export_tls=tls.processor_export_args())
         col.env["OTELGUARD_PROCESSOR_ENDPOINT"] = proc.endpoint
-        agent = scoped_agent(stack, workdir / "agent", col.agents_grpc, agent_flush_s)
+        agent = scoped_agent(stack, workdir / "agent", col.agents_grpc, agent_flush_s,
+                             tls.agent_args())
         for later in (proc, col, agent):
             t = time.monotonic()
             later.start()

@@ -25,6 +25,7 @@ from otelguard.exporter.builder import OtlpBuilder
 from otelguard.exporter.config import ExporterConfig
 from otelguard.transport import Delivery, RetryPolicy, Spool
 from otelguard.transport.otlp_grpc import LOGS_METHOD, TRACES_METHOD, OtlpGrpcTransport
+from otelguard.transport.security import INSECURE_CLIENT
 
 
 def _null_receiver(port: int, ready: "multiprocessing.synchronize.Event") -> None:
@@ -100,14 +101,17 @@ def main() -> None:
     proc.start()
     ready.wait(30)
     try:
-        grpc_rate = run_exporter(events, Delivery(OtlpGrpcTransport(f"127.0.0.1:{port}")))
+        grpc_rate = run_exporter(events, Delivery(OtlpGrpcTransport(f"127.0.0.1:{port}",
+                                                                    tls=INSECURE_CLIENT)))
         with tempfile.TemporaryDirectory() as tmp:
             down = free_port()
             spool = Spool(tmp, 1 << 30)
             policy = RetryPolicy(max_attempts=1, down_max_s=60.0)
-            spool_rate = run_exporter(events, Delivery(OtlpGrpcTransport(f"127.0.0.1:{down}"), spool, policy))
+            spool_rate = run_exporter(events, Delivery(OtlpGrpcTransport(f"127.0.0.1:{down}",
+                                                                         tls=INSECURE_CLIENT), spool, policy))
             size = spool.bytes_used
-            d = Delivery(OtlpGrpcTransport(f"127.0.0.1:{port}"), spool, replay_budget_s=600)
+            d = Delivery(OtlpGrpcTransport(f"127.0.0.1:{port}",
+                                           tls=INSECURE_CLIENT), spool, replay_budget_s=600)
             t = time.process_time()
             replayed = d.replay()
             replay_rate = replayed / (time.process_time() - t)

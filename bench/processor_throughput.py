@@ -39,6 +39,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
 
 from otelguard import semconv as sc
 from otelguard.otlp.messages import set_attrs
+from otelguard.transport.security import INSECURE_CLIENT, INSECURE_SERVER
 
 BATCH = 512
 LOGS_METHOD = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
@@ -117,9 +118,11 @@ async def _service(variant: str, sink_port: int) -> None:
     if variant != "svc-empty":
         stages.append(("noise_control", NoiseControl(NoiseConfig())))
     pipeline = Pipeline(stages, restore_on_failure=variant != "svc-noise-nocopy")
-    forwarder = Forwarder([("otlp#0", OtlpGrpcTransport(f"127.0.0.1:{sink_port}"))])
+    forwarder = Forwarder([("otlp#0", OtlpGrpcTransport(f"127.0.0.1:{sink_port}",
+                                                        tls=INSECURE_CLIENT))])
     svc = ProcessorService(pipeline, forwarder, ServiceSection(
-        listen="127.0.0.1:0", listen_http="127.0.0.1:0", metrics=None), Settings())
+        listen="127.0.0.1:0", listen_http="127.0.0.1:0", metrics=None, tls=INSECURE_SERVER),
+        Settings())
     await svc.start()
     print(svc.http_port if variant == "svc-http" else svc.grpc_port, flush=True)
     await asyncio.Event().wait()

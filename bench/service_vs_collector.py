@@ -277,7 +277,8 @@ def start_ours(workdir: Path, kubeconfig: Path, sink_port: int, tag: str,
     cfg = workdir / f"{name}-{tag}.yaml"
     cfg.write_text(yaml.safe_dump({
         "service": {"listen": f"127.0.0.1:{port}", "metrics": None,
-                    "restore_on_failure": restore_on_failure},
+                    "restore_on_failure": restore_on_failure, "tls": {"insecure": True}},
+        "forward": {"tls": {"insecure": True}},
         "exporters": [f"otlp:127.0.0.1:{sink_port}"],
         "processors": stages,
     }))

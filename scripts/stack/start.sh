@@ -51,8 +51,33 @@ start jaeger "$CACHE/jaeger/jaeger" --config "$ROOT/otel-config/jaeger.yaml"
 
 # The Collector's persistent sending queues live with the rest of the run's data.
 export OTELGUARD_COLLECTOR_QUEUE_DIR="${OTELGUARD_COLLECTOR_QUEUE_DIR:-$RUN/otelcol-queues}"
+# gateway.yaml's hops are TLS with bearer tokens: unless the variables point elsewhere, a local CA,
+# a 127.0.0.1/localhost certificate and two tokens, made once in $RUN/tls.
+dev_tls() {
+  local d="$RUN/tls"
+  mkdir -p "$d"
+  if [ ! -f "$d/server.crt" ]; then
+    local ec=(-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes)
+    openssl req -x509 "${ec[@]}" -days 30 -subj "/CN=otelguard local CA" \
+      -keyout "$d/ca.key" -out "$d/ca.crt" 2>/dev/null
+    openssl req "${ec[@]}" -subj "/CN=otelguard local" -keyout "$d/server.key" -out "$d/server.csr" 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n' > "$d/ext.cnf"
+    openssl x509 -req -in "$d/server.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" -CAcreateserial \
+      -days 30 -extfile "$d/ext.cnf" -out "$d/server.crt" 2>/dev/null
+    for t in agent-token processor-token; do head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$d/$t"; done
+  fi
+  export OTELGUARD_COLLECTOR_TLS_CERT="${OTELGUARD_COLLECTOR_TLS_CERT:-$d/server.crt}"
+  export OTELGUARD_COLLECTOR_TLS_KEY="${OTELGUARD_COLLECTOR_TLS_KEY:-$d/server.key}"
+  export OTELGUARD_AGENT_TOKENS_FILE="${OTELGUARD_AGENT_TOKENS_FILE:-$d/agent-token}"
+  export OTELGUARD_PROCESSOR_CA_FILE="${OTELGUARD_PROCESSOR_CA_FILE:-$d/ca.crt}"
+  export OTELGUARD_PROCESSOR_TOKEN_FILE="${OTELGUARD_PROCESSOR_TOKEN_FILE:-$d/processor-token}"
+}
+
 configs=(--config "$ROOT/otel-config/collector/backends.yaml")
-[ "$MODE" = gateway ] && configs+=(--config "$ROOT/otel-config/collector/gateway.yaml")
+if [ "$MODE" = gateway ]; then
+  configs+=(--config "$ROOT/otel-config/collector/gateway.yaml")
+  dev_tls
+fi
 start otelcol "$CACHE/otelcol/otelcol-otelguard" "${configs[@]}"
 
 # Prometheus: the checked-in config, with file_sd targets for the Collector's ports.
@@ -89,5 +114,6 @@ cat <<TXT
   Jaeger UI/API       http://${JAEGER_QUERY_HTTP:-127.0.0.1:16686}
   Prometheus          http://127.0.0.1:${PROM_PORT}   (alerts: /alerts)
   Collector metrics   http://${OTELGUARD_COLLECTOR_PROMETHEUS:-127.0.0.1:8889}/metrics (detections)  http://127.0.0.1:${OTELGUARD_COLLECTOR_TELEMETRY_PORT:-8888}/metrics (self)
+$( [ "$MODE" = gateway ] && echo "  TLS and tokens      $RUN/tls: otelguard processor --tls-cert $OTELGUARD_COLLECTOR_TLS_CERT --tls-key $OTELGUARD_COLLECTOR_TLS_KEY --token-file $OTELGUARD_PROCESSOR_TOKEN_FILE --export-ca $OTELGUARD_PROCESSOR_CA_FILE --export-token-file $OTELGUARD_PROCESSOR_TOKEN_FILE; otelguard agent --otlp-ca $OTELGUARD_PROCESSOR_CA_FILE --otlp-token-file $OTELGUARD_AGENT_TOKENS_FILE")
   Stop with: make stack-stop
 TXT

@@ -25,7 +25,8 @@ from otelguard.exporter.builder import OtlpBuilder
 from otelguard.exporter.config import ExporterConfig
 from otelguard.exporter.settings import node_identity
 from otelguard.exporter.spans import SpanTracker
-from otelguard.transport.contract import TransportError
+from otelguard.transport.contract import SpecError, TransportError
+from otelguard.transport.security import client_tls_flags, warn_insecure
 from otelguard.transport.delivery import Delivery
 from otelguard.transport.spool import Spool
 
@@ -67,11 +68,23 @@ def main(args: argparse.Namespace) -> int:
         _host_port(args.otlp_endpoint, "--otlp-endpoint")
     except ValueError as exc:
         problems.append(str(exc))
-    if problems or cfg is None:
+    transport = None
+    if cfg is not None and not problems:
+        from otelguard.transport.otlp_grpc import OtlpGrpcTransport
+
+        try:
+            tls = client_tls_flags(cfg.exporter.tls, args, "otlp")  # --otlp-* over exporter.tls
+            transport = OtlpGrpcTransport(args.otlp_endpoint,
+                                          timeout_s=cfg.exporter.export_timeout_s,
+                                          tls=tls, where="exporter")
+        except (SpecError, ValueError) as exc:
+            problems.append(str(exc))
+        else:
+            if tls.insecure:
+                warn_insecure("exporter", tls)
+    if problems or cfg is None or transport is None:
         print("otelguard agent: invalid configuration:\n  " + "\n  ".join(problems), file=sys.stderr)
         return 2
-
-    from otelguard.transport.otlp_grpc import OtlpGrpcTransport
 
     try:
         spool = Spool(args.spool_dir, args.spool_max_bytes)
@@ -100,8 +113,7 @@ def main(args: argparse.Namespace) -> int:
     if sensor_cfg.node_name:
         node = type(node)(sensor_cfg.node_name, node.host_name, node.host_id)
     timeout = exp_cfg.export_timeout_s
-    delivery = Delivery(OtlpGrpcTransport(args.otlp_endpoint, timeout_s=timeout), spool,
-                        deadline_s=timeout)
+    delivery = Delivery(transport, spool, deadline_s=timeout)
     exporter = BatchExporter(sensor.drain, delivery, exp_cfg,
                              OtlpBuilder(node, SpanTracker(max_open=exp_cfg.max_open_spans)))
     health.exporter = exporter
@@ -109,3 +121,31 @@ def main(args: argparse.Namespace) -> int:
     stats = exporter.stats()
     print("otelguard agent: " + " ".join(f"{k}={v}" for k, v in stats.items()), file=sys.stderr)
     return 0
+
+
+def doctor_main(args: argparse.Namespace) -> int:
+    """``otelguard doctor``: the kernel checks, plus the agent config's hop when ``--config`` is
+    given (a plaintext hop is a loud WARN, a hop with neither TLS nor ``insecure`` a FAIL)."""
+    from otelguard.ebpf import doctor
+
+    extra: list[doctor.Check] = []
+    if args.config:
+        try:
+            tls = load_agent_config(args.config).exporter.tls
+        except ConfigError as exc:
+            extra.append(doctor.Check("agent config", doctor.FAIL, "; ".join(exc.messages),
+                                      f"fix {args.config}"))
+        else:
+            if tls.insecure:
+                extra.append(doctor.Check(
+                    "exporter.tls", doctor.WARN, "INSECURE: plaintext to the processor, no "
+                    "server authentication" + ("" if tls.bearer_token_file else ", no token"),
+                    "set exporter.tls.ca_file (and bearer_token_file)"))
+            elif not tls.ca_file:
+                extra.append(doctor.Check("exporter.tls", doctor.FAIL, "no TLS configured",
+                                          "set exporter.tls.ca_file or exporter.tls.insecure"))
+            else:
+                extra.append(doctor.Check("exporter.tls", doctor.OK, "TLS to the processor" + (
+                    ", mTLS" if tls.cert_file else "") + (
+                    ", bearer token" if tls.bearer_token_file else "")))
+    return doctor.main(args, extra)

@@ -15,7 +15,7 @@ from typing import Callable, Optional, Sequence
 _TARGETS = {
     "run": "otelguard.runner:main",
     "agent": "otelguard.agent:main",
-    "doctor": "otelguard.ebpf.doctor:main",
+    "doctor": "otelguard.agent:doctor_main",
     "ebpf.render": "otelguard.ebpf.loader:render_main",
     "processor": "otelguard.processors.cli:main",
     "rules.validate": "otelguard.processors.detection.cli:validate_main",
@@ -28,6 +28,18 @@ def _target(key: str) -> Callable[[argparse.Namespace], int]:
     module, _, func = _TARGETS[key].partition(":")
     fn: Callable[[argparse.Namespace], int] = getattr(importlib.import_module(module), func)
     return fn
+
+
+def _client_tls_flags(parser: argparse.ArgumentParser, prefix: str, section: str,
+                      where: str) -> None:
+    """``--PREFIX-ca/-cert/-key/-token-file/-insecure``, laid over ``SECTION.tls``
+    (:func:`otelguard.transport.security.client_tls_flags`)."""
+    for flag, key in (("ca", "ca_file"), ("cert", "cert_file (mTLS)"), ("key", "key_file"),
+                      ("token-file", "bearer_token_file")):
+        parser.add_argument(f"--{prefix}-{flag}", default=None, metavar="FILE",
+                            help=f"{section}.tls.{key}")
+    parser.add_argument(f"--{prefix}-insecure", action="store_true",
+                        help=f"{section}.tls.insecure: plaintext {where}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     agent = sub.add_parser("agent", help="node agent: capture and export OTLP/gRPC")
     agent.add_argument("--otlp-endpoint", required=True, metavar="HOST:PORT")
+    _client_tls_flags(agent, "otlp", "exporter", "to the endpoint")
     agent.add_argument("--config", default=None)
     agent.add_argument("--spool-dir", default="/var/lib/otelguard/spool")
     agent.add_argument("--spool-max-bytes", type=int, default=256 * 1024 * 1024)
@@ -57,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     agent.set_defaults(target="agent")
 
     doctor = sub.add_parser("doctor", help="check and explain what the agent needs")
+    doctor.add_argument("--config", default=None,
+                        help="the agent's config file: also report plaintext hops")
     doctor.set_defaults(target="doctor")
 
     ebpf = sub.add_parser("ebpf", help="eBPF tools")
@@ -76,6 +91,15 @@ def build_parser() -> argparse.ArgumentParser:
     proc.add_argument("--config", default=None)
     proc.add_argument("--rules", action="append", default=None, metavar="FILE")
     proc.add_argument("--metrics", default="127.0.0.1:9466", metavar="HOST:PORT")
+    proc.add_argument("--tls-cert", default=None, metavar="FILE", help="service.tls.cert_file")
+    proc.add_argument("--tls-key", default=None, metavar="FILE", help="service.tls.key_file")
+    proc.add_argument("--tls-client-ca", default=None, metavar="FILE",
+                      help="service.tls.client_ca_file: require client certificates (mTLS)")
+    proc.add_argument("--token-file", default=None, metavar="FILE",
+                      help="service.tls.bearer_token_file: accepted tokens, one per line")
+    proc.add_argument("--insecure", action="store_true",
+                      help="service.tls.insecure: plaintext listeners")
+    _client_tls_flags(proc, "export", "forward", "to the next hops")
     proc.set_defaults(target="processor")
 
     rules = sub.add_parser("rules", help="Falco-style rules")

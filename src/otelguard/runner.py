@@ -196,12 +196,19 @@ def main(args: argparse.Namespace) -> int:
             problems.append(str(exc))
     outputs: list[Delivery] = []
     timeout = (cfg or RunConfig()).exporter.export_timeout_s
+    tls = (cfg or RunConfig()).exporter.tls  # the otlp/otlphttp outputs' TLS
     for spec in args.output or DEFAULT_OUTPUTS:
         try:
-            outputs.append(Delivery(parse_spec(spec, timeout), None, stage="output",
+            outputs.append(Delivery(parse_spec(spec, timeout, tls, "exporter"), None,
+                                    stage="output",
                                     deadline_s=timeout))
         except TransportError as exc:
             problems.append(str(exc))
+        else:
+            if tls.insecure and spec.startswith(("otlp:", "otlphttp:")):
+                from otelguard.transport.security import warn_insecure
+
+                warn_insecure("exporter", tls)
     try:
         metrics_host, metrics_port = _split_hostport(args.metrics)
     except ValueError as exc:

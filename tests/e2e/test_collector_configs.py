@@ -19,6 +19,7 @@ from opentelemetry.proto.logs.v1.logs_pb2 import ResourceLogs
 
 from otelguard import semconv as sc
 from tests.e2e.scenario import Scenario, send
+from tests.support.certs import GatewayTls, write
 from tests.support.polling import wait_until
 from tests.support.stack import (
     BACKENDS_CONFIG, GATEWAY_CONFIG, ROOT, Collector, collector_binary, free_port, validate_collector_config,
@@ -190,10 +191,12 @@ def test_validate_rejects_bad_sizing_values(env: dict[str, str], error: str) -> 
 
 
 class RecordingLogsService(logs_service_pb2_grpc.LogsServiceServicer):
-    """Stands where the otelguard processor service sits in pipeline (a); records batch sizes."""
+    """Stands where the otelguard processor service sits in pipeline (a); records batch sizes
+    and the ``authorization`` each call carried."""
 
     def __init__(self) -> None:
         self.sizes: list[int] = []
+        self.authorization: set[str] = set()
         self.lock = threading.Lock()
 
     def Export(self, request: logs_service_pb2.ExportLogsServiceRequest,
@@ -201,16 +204,25 @@ class RecordingLogsService(logs_service_pb2_grpc.LogsServiceServicer):
         n = sum(len(sl.log_records) for rl in request.resource_logs for sl in rl.scope_logs)
         with self.lock:
             self.sizes.append(n)
+            self.authorization.update(str(v) for k, v in context.invocation_metadata()
+                                      if k == "authorization")
         return logs_service_pb2.ExportLogsServiceResponse()
 
 
 @pytest.fixture
-def processor_double() -> Iterator[tuple[str, RecordingLogsService]]:
+def gateway_tls(tmp_path: Path) -> GatewayTls:
+    return GatewayTls.create(tmp_path / "pki")
+
+
+@pytest.fixture
+def processor_double(gateway_tls: GatewayTls) -> Iterator[tuple[str, RecordingLogsService]]:
     service = RecordingLogsService()
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
     logs_service_pb2_grpc.add_LogsServiceServicer_to_server(service, server)  # type: ignore[no-untyped-call]
     port = free_port()
-    server.add_insecure_port(f"127.0.0.1:{port}")
+    root = gateway_tls.pki.root
+    server.add_secure_port(f"127.0.0.1:{port}", grpc.ssl_server_credentials(
+        [((root / "server.key").read_bytes(), (root / "server.crt").read_bytes())]))
     server.start()
     yield f"127.0.0.1:{port}", service
     server.stop(grace=None)
@@ -228,26 +240,70 @@ def small_request(i: int, records: int) -> logs_service_pb2.ExportLogsServiceReq
 
 
 def test_gateway_batches_before_the_processor_service(
-        tmp_path: Path, processor_double: tuple[str, RecordingLogsService]) -> None:
+        tmp_path: Path, processor_double: tuple[str, RecordingLogsService],
+        gateway_tls: GatewayTls) -> None:
     """Pipeline (a): 300 agent calls of 10 records reach the processor service as a few large
     batches (sending_queue batch min_size 1024), which is what makes Python's per-call cost
     affordable. Measures and prints the ratio."""
     endpoint, service = processor_double
-    col = Collector(tmp_path, [BACKENDS_CONFIG, GATEWAY_CONFIG], {"OTELGUARD_PROCESSOR_ENDPOINT": endpoint})
+    col = Collector(tmp_path, [BACKENDS_CONFIG, GATEWAY_CONFIG], {"OTELGUARD_PROCESSOR_ENDPOINT": endpoint},
+                    tls=gateway_tls)
     col.start()
     try:
         calls, per_call = 300, 10
-        with grpc.insecure_channel(col.agents_grpc) as ch:
+        channel, metadata = gateway_tls.agent_channel(col.agents_grpc)
+        with channel as ch:
             stub = logs_service_pb2_grpc.LogsServiceStub(ch)  # type: ignore[no-untyped-call]
             for i in range(calls):
-                stub.Export(small_request(i, per_call), timeout=10)
+                stub.Export(small_request(i, per_call), timeout=10, metadata=metadata)
         assert wait_until(lambda: sum(service.sizes) == calls * per_call, 20), service.sizes
     finally:
         col.stop()
     print(f"\n{calls} agent calls x {per_call} records -> {len(service.sizes)} processor calls "
           f"(sizes {service.sizes}); {calls / len(service.sizes):.0f}x fewer calls")
+    assert service.authorization == {"Bearer processor-token"}  # the processor's token, over TLS
     assert len(service.sizes) <= calls // 20
     assert max(service.sizes) >= 1024
+
+
+def test_gateway_refuses_agents_without_tls_or_a_good_token(
+        tmp_path: Path, processor_double: tuple[str, RecordingLogsService],
+        gateway_tls: GatewayTls) -> None:
+    """The agents receiver: no token or a wrong one is UNAUTHENTICATED, a plaintext client never
+    gets through; a token added to the tokens file is accepted without a restart."""
+    endpoint, service = processor_double
+    col = Collector(tmp_path, [BACKENDS_CONFIG, GATEWAY_CONFIG], {"OTELGUARD_PROCESSOR_ENDPOINT": endpoint},
+                    tls=gateway_tls)
+    col.start()
+    try:
+        channel, good = gateway_tls.agent_channel(col.agents_grpc)
+        with channel as ch:
+            stub = logs_service_pb2_grpc.LogsServiceStub(ch)  # type: ignore[no-untyped-call]
+            for metadata in ((), (("authorization", "Bearer not-a-token"),)):
+                with pytest.raises(grpc.RpcError) as refused:
+                    stub.Export(small_request(0, 1), timeout=10, metadata=metadata)
+                assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            write(gateway_tls.pki.root / "agent-tokens", b"agent-token-2\nnew-agent-token\n")
+            rotated = (("authorization", "Bearer new-agent-token"),)
+            assert wait_until(lambda: _accepted(stub, rotated), 30)
+            stub.Export(small_request(1, 1), timeout=10, metadata=good)
+        with grpc.insecure_channel(col.agents_grpc) as ch:
+            stub = logs_service_pb2_grpc.LogsServiceStub(ch)  # type: ignore[no-untyped-call]
+            with pytest.raises(grpc.RpcError) as refused:
+                stub.Export(small_request(2, 1), timeout=10, metadata=good)
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert wait_until(lambda: sum(service.sizes) == 2, 20), service.sizes
+    finally:
+        col.stop()
+
+
+def _accepted(stub: Any, metadata: tuple[tuple[str, str], ...]) -> bool:
+    try:
+        stub.Export(small_request(3, 1), timeout=10, metadata=metadata)
+    except grpc.RpcError as exc:
+        assert exc.code() == grpc.StatusCode.UNAUTHENTICATED
+        return False
+    return True
 
 
 def test_severity_valve_drops_events_but_never_detections(tmp_path: Path) -> None:

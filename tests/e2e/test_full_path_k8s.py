@@ -30,6 +30,7 @@ import yaml
 
 from otelguard import semconv as sc
 from tests.ebpf.containers import container, new_container_id
+from tests.support.certs import GatewayTls
 from tests.support.kube import KubeCluster
 from tests.support.kube_world import kube, make_world  # noqa: F401  (kube: session fixture)
 from tests.support.polling import wait_until
@@ -60,8 +61,10 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory, kube: KubeCluster, loki: 
         {"type": "falco_rules", "config": {}},
         {"type": "noise_control", "config": {}},
     ]}))
-    col = Collector(tmp / "otelcol", [BACKENDS_CONFIG, GATEWAY_CONFIG], backends_env(loki, jaeger))
-    proc = ProcessorService(tmp / "processor", export=col.otlp_grpc, extra_args=["--config", str(config)])
+    tls = GatewayTls.create(tmp / "pki")
+    col = Collector(tmp / "otelcol", [BACKENDS_CONFIG, GATEWAY_CONFIG], backends_env(loki, jaeger), tls=tls)
+    proc = ProcessorService(tmp / "processor", export=col.otlp_grpc, extra_args=["--config", str(config)],
+                            listen_tls=tls.processor_args(), export_tls=tls.processor_export_args())
     col.env["OTELGUARD_PROCESSOR_ENDPOINT"] = proc.endpoint
     started: list[Component] = []
     try:
@@ -90,7 +93,9 @@ def test_netcat_in_a_pod_is_found_in_loki_jaeger_and_prometheus(
     nc = tmp_path / "nc"            # /bin/true under nc's name: the exec is what the rule sees
     shutil.copy("/bin/true", nc)
     with container(pod_uid=world.uid, container_id=cid) as c:
-        agent = Agent(tmp_path / "agent", col.agents_grpc, scope=c.rel_path.rsplit("/", 1)[0])
+        assert col.tls is not None
+        agent = Agent(tmp_path / "agent", col.agents_grpc, scope=c.rel_path.rsplit("/", 1)[0],
+                      tls=col.tls.agent_args())
         agent.start()
         prometheus.add_targets("otelguard", [agent.metrics])
         try:

@@ -17,6 +17,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc import TraceS
 from otelguard import semconv as sc
 from tests.e2e.scenario import Scenario
 from tests.support.polling import wait_until
+from tests.support.certs import GatewayTls
 from tests.support.stack import (
     BACKENDS_CONFIG, GATEWAY_CONFIG, Collector, Jaeger, Loki, ProcessorService, Prometheus, backends_env,
 )
@@ -30,8 +31,11 @@ NETCAT_RULE = "Netcat Remote Code Execution in Container"   # Falco stable rules
 def gateway(tmp_path_factory: pytest.TempPathFactory, loki: Loki, jaeger: Jaeger,
             prometheus: Prometheus) -> Iterator[tuple[Collector, ProcessorService]]:
     tmp = tmp_path_factory.mktemp("gateway")
-    col = Collector(tmp / "otelcol", [BACKENDS_CONFIG, GATEWAY_CONFIG], backends_env(loki, jaeger))
-    proc = ProcessorService(tmp / "processor", export=col.otlp_grpc)
+    tls = GatewayTls.create(tmp / "pki")
+    col = Collector(tmp / "otelcol", [BACKENDS_CONFIG, GATEWAY_CONFIG], backends_env(loki, jaeger),
+                    tls=tls)
+    proc = ProcessorService(tmp / "processor", export=col.otlp_grpc, listen_tls=tls.processor_args(),
+                            export_tls=tls.processor_export_args())
     col.env["OTELGUARD_PROCESSOR_ENDPOINT"] = proc.endpoint
     proc.start()
     try:
@@ -53,9 +57,11 @@ def agent_events(gateway: tuple[Collector, ProcessorService]) -> Scenario:
     col, _ = gateway
     scenario = Scenario()
     events = ExportLogsServiceRequest(resource_logs=[scenario.logs().resource_logs[0]])
-    with grpc.insecure_channel(col.agents_grpc) as ch:
-        LogsServiceStub(ch).Export(events, timeout=10)  # type: ignore[no-untyped-call]
-        TraceServiceStub(ch).Export(scenario.traces(), timeout=10)  # type: ignore[no-untyped-call]
+    assert col.tls is not None
+    ch, metadata = col.tls.agent_channel(col.agents_grpc)  # TLS and an agent's token
+    with ch:
+        LogsServiceStub(ch).Export(events, timeout=10, metadata=metadata)  # type: ignore[no-untyped-call]
+        TraceServiceStub(ch).Export(scenario.traces(), timeout=10, metadata=metadata)  # type: ignore[no-untyped-call]
     return scenario
 
 

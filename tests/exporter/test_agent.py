@@ -36,7 +36,8 @@ def _agent(endpoint: str, spool: Path, metrics_port: int,
            config: Path | None = None) -> "subprocess.Popen[bytes]":
     extra = ["--config", str(config)] if config is not None else []
     return subprocess.Popen(
-        [str(OTELGUARD), "agent", "--otlp-endpoint", endpoint, "--spool-dir", str(spool),
+        [str(OTELGUARD), "agent", "--otlp-endpoint", endpoint, "--otlp-insecure",
+         "--spool-dir", str(spool),
          "--spool-max-bytes", str(64 * 1024 * 1024), "--metrics", f"127.0.0.1:{metrics_port}",
          *extra],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,

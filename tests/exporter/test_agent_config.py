@@ -29,7 +29,8 @@ def test_unusable_spool_dir_is_a_clear_error(tmp_path: Path, capsys: pytest.Capt
     blocker = tmp_path / "file"
     blocker.write_text("x")
     args = build_parser().parse_args([
-        "agent", "--otlp-endpoint", "127.0.0.1:4317", "--spool-dir", str(blocker / "spool"),
+        "agent", "--otlp-endpoint", "127.0.0.1:4317", "--otlp-insecure",
+        "--spool-dir", str(blocker / "spool"),
         "--metrics", "127.0.0.1:0"])
     assert main(args) == 2
     assert "spool: cannot create" in capsys.readouterr().err
@@ -53,3 +54,33 @@ def test_the_config_file_is_read_once(tmp_path: Path, monkeypatch: pytest.Monkey
         "--spool-dir", str(tmp_path / "spool"), "--metrics", "127.0.0.1:0"])
     assert main(args) == 2
     assert reads == [str(cfg)]
+
+
+def test_the_agent_refuses_a_plaintext_hop_not_said_insecure(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = build_parser().parse_args([
+        "agent", "--otlp-endpoint", "127.0.0.1:4317", "--spool-dir", str(tmp_path / "spool"),
+        "--metrics", "127.0.0.1:0"])
+    assert main(args) == 2
+    assert ("exporter: no TLS configured: set exporter.tls.ca_file (or exporter.tls.insecure: "
+            "true for plaintext)") in capsys.readouterr().err
+    assert not (tmp_path / "spool").exists()
+
+
+@pytest.mark.parametrize("tls, expected", [
+    ("{insecure: true}", "WARN exporter.tls: INSECURE: plaintext to the processor"),
+    ("{ca_file: /etc/ca.crt, bearer_token_file: /etc/token}",
+     "ok exporter.tls: TLS to the processor, bearer token"),
+    ("{}", "FAIL exporter.tls: no TLS configured"),
+])
+def test_doctor_reports_the_agent_hop(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                      tls: str, expected: str) -> None:
+    from otelguard.agent import doctor_main
+
+    cfg = tmp_path / "agent.yaml"
+    cfg.write_text(f"exporter:\n  tls: {tls}\n")
+    code = doctor_main(build_parser().parse_args(["doctor", "--config", str(cfg)]))
+    out = capsys.readouterr().out
+    assert expected in out, out
+    if expected.startswith("FAIL"):
+        assert code == 1

@@ -41,7 +41,8 @@ def test_agent_readyz_turns_200_and_healthz_answers(tmp_path: Path) -> None:
     config = tmp_path / "agent.yaml"
     config.write_text("sensor:\n  probes: [process]\n")
     proc = subprocess.Popen(
-        [str(OTELGUARD), "agent", "--otlp-endpoint", receiver.endpoint, "--config", str(config),
+        [str(OTELGUARD), "agent", "--otlp-endpoint", receiver.endpoint, "--otlp-insecure",
+         "--config", str(config),
          "--spool-dir", str(tmp_path / "spool"), "--metrics", f"127.0.0.1:{port}"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     base = f"http://127.0.0.1:{port}"

@@ -21,6 +21,7 @@ from otelguard.exporter.settings import NodeIdentity
 from otelguard.otlp.messages import attrs_dict, iter_log_records, iter_spans
 from otelguard.transport.otlp_grpc import OtlpGrpcTransport
 from otelguard.transport.otlp_http import OtlpHttpTransport
+from otelguard.transport.security import INSECURE_CLIENT
 from tests.exporter.scenario import shell_session
 
 pytestmark = pytest.mark.e2e
@@ -103,7 +104,7 @@ def _check_arrived(sent_logs: bytes, sent_traces: Any, logs: list[Any], traces: 
 
 def test_grpc_to_the_real_collector(collector: Any) -> None:
     logs, traces, _ = _build()
-    t = OtlpGrpcTransport(collector.otlp_grpc, timeout_s=10)
+    t = OtlpGrpcTransport(collector.otlp_grpc, timeout_s=10, tls=INSECURE_CLIENT)
     assert t.export_logs(logs).ok
     assert t.export_traces(traces).ok
     t.shutdown()
@@ -113,7 +114,7 @@ def test_grpc_to_the_real_collector(collector: Any) -> None:
 
 def test_http_to_the_real_collector(collector: Any) -> None:
     logs, traces, _ = _build()
-    t = OtlpHttpTransport(collector.otlp_http, timeout_s=10)
+    t = OtlpHttpTransport(collector.otlp_http, timeout_s=10, tls=INSECURE_CLIENT)
     r1, r2 = t.export_logs(logs), t.export_traces(traces)
     assert r1.ok and r2.ok, (r1, r2)
     t.shutdown()
@@ -123,7 +124,7 @@ def test_http_to_the_real_collector(collector: Any) -> None:
 
 def test_otlpjson_matches_the_collector_file_exporter(collector: Any) -> None:
     logs, traces, _ = _build()
-    t = OtlpGrpcTransport(collector.otlp_grpc, timeout_s=10)
+    t = OtlpGrpcTransport(collector.otlp_grpc, timeout_s=10, tls=INSECURE_CLIENT)
     assert t.export_logs(logs).ok and t.export_traces(traces).ok
     t.shutdown()
     _, _, lines = _wait_tap(collector, len(shell_session()), 7)
@@ -149,7 +150,7 @@ def test_process_tree_lands_in_jaeger_as_one_trace(tmp_path: Path) -> None:
     col = Collector(tmp_path / "col", [BACKENDS_CONFIG], backends_env(jaeger=jaeger)).start()
     try:
         _, traces, _ = _build()
-        t = OtlpGrpcTransport(col.otlp_grpc, timeout_s=10)
+        t = OtlpGrpcTransport(col.otlp_grpc, timeout_s=10, tls=INSECURE_CLIENT)
         assert t.export_traces(traces).ok
         t.shutdown()
         sent = {s.name: s for _, s in iter_spans(traces)}

@@ -17,6 +17,7 @@ from otelguard.exporter.settings import NodeIdentity
 from otelguard.telemetry import Check
 from otelguard.transport import Delivery, RetryPolicy
 from otelguard.transport.otlp_grpc import OtlpGrpcTransport
+from otelguard.transport.security import INSECURE_CLIENT
 from tests.exporter.scenario import shell_session
 from tests.exporter.scenario import QueueSource
 from tests.support.polling import wait_until
@@ -31,7 +32,8 @@ def test_exporter_check_fails_while_a_send_is_stuck_and_recovers() -> None:
     with socket.socket() as blackhole:  # the kernel completes the handshake; nobody answers
         blackhole.bind(("127.0.0.1", 0))
         blackhole.listen(8)
-        transport = OtlpGrpcTransport(f"127.0.0.1:{blackhole.getsockname()[1]}", timeout_s=5)
+        transport = OtlpGrpcTransport(f"127.0.0.1:{blackhole.getsockname()[1]}", timeout_s=5,
+                                      tls=INSECURE_CLIENT)
         delivery = Delivery(transport, None, RetryPolicy(max_attempts=1, down_min_s=60,
                                                          down_max_s=60))
         src = QueueSource()

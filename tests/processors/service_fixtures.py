@@ -15,6 +15,7 @@ from otelguard.processors.receiver import ProcessorService, ServiceThread
 from otelguard.processors.settings import Settings
 from otelguard.processors.stage import Stage
 from otelguard.transport.memory import InMemoryTransport
+from otelguard.transport.security import INSECURE_SERVER
 
 LOGS_METHOD = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
 FAST_FORWARD = ForwardSection(timeout_seconds=1.0, max_attempts=3, initial_backoff_seconds=0.02,
@@ -49,7 +50,8 @@ def running_service(
     sink = InMemoryTransport()
     pipeline = Pipeline(list(stages)) if stages else Pipeline.from_specs(specs)
     cfg = service or ServiceSection(listen=f"127.0.0.1:{grpc_port}", listen_http="127.0.0.1:0",
-                                    metrics=None, flush_interval_seconds=0.2)
+                                    metrics=None, flush_interval_seconds=0.2,
+                                    tls=INSECURE_SERVER)
     hops = list(exporters) if exporters is not None else [("memory#0", sink)]
     svc = ProcessorService(pipeline, Forwarder(hops, forward), cfg, Settings(grace_seconds=1.0))
     thread = ServiceThread(svc).start()

@@ -25,6 +25,7 @@ from otelguard.processors.noise import Config as NoiseConfig
 from otelguard.processors.noise import NoiseControl
 from otelguard.otlp.messages import attrs_dict, iter_log_records, iter_spans
 from otelguard.transport.otlp_grpc import OtlpGrpcTransport
+from otelguard.transport.security import INSECURE_CLIENT
 
 from . import samples
 from tests.support.endpoints import free_port, grpc_call, listening
@@ -82,7 +83,7 @@ def test_service_forwards_to_collector_file_exporter(tmp_path: Path) -> None:
         "traces": {"receivers": ["otlp"], "exporters": ["file"]},
     }
     with collector(config, tmp_path, port):
-        target = OtlpGrpcTransport(f"127.0.0.1:{port}", timeout_s=10)
+        target = OtlpGrpcTransport(f"127.0.0.1:{port}", timeout_s=10, tls=INSECURE_CLIENT)
         noise = NoiseControl(NoiseConfig(window_seconds=0.3, burst=1))
         with running_service([("noise_control", noise)], exporters=[("otlp#0", target)]) as run:
             code, _, _ = grpc_call(run.grpc_endpoint, samples.logs(3, 4).SerializeToString())
@@ -128,7 +129,7 @@ def test_collector_exporters_send_to_service(tmp_path: Path) -> None:
             "traces": {"receivers": ["otlp"], "exporters": ["otlp_http"]},
         }
         with collector(config, tmp_path, port):
-            client = OtlpGrpcTransport(f"127.0.0.1:{port}", timeout_s=10)
+            client = OtlpGrpcTransport(f"127.0.0.1:{port}", timeout_s=10, tls=INSECURE_CLIENT)
             try:
                 assert client.export_logs(samples.logs(6)).ok
                 assert client.export_traces(samples.traces(4)).ok

@@ -81,7 +81,9 @@ class Service:
         self.port, self.metrics = free_port(), free_port()
         self.config = tmp / "pipeline.yaml"
         self.config.write_text(
-            f"service: {{state_dir: {tmp / 'state'}, flush_interval_seconds: 0.2}}\n"
+            f"service: {{state_dir: {tmp / 'state'}, flush_interval_seconds: 0.2,"
+            " tls: {insecure: true}}\n"
+            "forward: {tls: {insecure: true}}\n"
             f"exporters: ['otlp:{downstream}']\n"
             "processors:\n"
             "  - type: noise_control\n"

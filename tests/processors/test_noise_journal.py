@@ -23,6 +23,7 @@ from otelguard.processors.pipeline import Pipeline
 from otelguard.processors.receiver import ProcessorService, ServiceThread
 from otelguard.processors.settings import Settings
 from otelguard.transport.memory import InMemoryTransport
+from otelguard.transport.security import INSECURE_SERVER
 
 from tests.support.endpoints import grpc_call
 from tests.support.metrics import sample
@@ -161,7 +162,7 @@ def _service(state: Path, sink: InMemoryTransport) -> ProcessorService:
         Pipeline([("noise_control", NoiseControl(Config(window_seconds=3600, burst=1)))]),
         forwarder,
         ServiceSection(listen="127.0.0.1:0", metrics=None, flush_interval_seconds=3600,
-                       state_dir=str(state)),
+                       state_dir=str(state), tls=INSECURE_SERVER),
         Settings(grace_seconds=1.0))
 
 

@@ -30,6 +30,7 @@ from otelguard.transport.contract import ExportResult, LogsPayload
 from tests.support.endpoints import grpc_call
 from tests.support.metrics import sample
 from otelguard.transport.memory import InMemoryTransport
+from otelguard.transport.security import INSECURE_SERVER
 
 from tests.support.endpoints import grpc_call
 from tests.support.metrics import sample
@@ -55,7 +56,8 @@ class Setup:
                               sleep=lambda _: None)
         self.service = ProcessorService(
             Pipeline([("noise_control", self.noise)]), forwarder,
-            ServiceSection(listen="127.0.0.1:0", metrics=None, flush_interval_seconds=3600),
+            ServiceSection(listen="127.0.0.1:0", metrics=None, flush_interval_seconds=3600,
+                           tls=INSECURE_SERVER),
             Settings(grace_seconds=1.0))
         self.thread = ServiceThread(self.service)
 
@@ -219,7 +221,8 @@ def test_held_records_released_into_a_request_whose_forward_fails_are_counted() 
     forwarder = Forwarder([("memory#0", sink)], FAST_FORWARD, clock=Clock(), sleep=lambda _: None)
     service = ProcessorService(
         Pipeline([("holds", _HoldsIntoNextBatch())]), forwarder,
-        ServiceSection(listen="127.0.0.1:0", metrics=None, flush_interval_seconds=3600),
+        ServiceSection(listen="127.0.0.1:0", metrics=None, flush_interval_seconds=3600,
+                       tls=INSECURE_SERVER),
         Settings(grace_seconds=1.0))
     with ServiceThread(service):
         endpoint = f"127.0.0.1:{service.grpc_port}"

@@ -32,8 +32,8 @@ OTELGUARD = [sys.executable, "-m", "otelguard.cli"]
 def _processor(args: list[str], log_path: Path) -> Iterator["subprocess.Popen[bytes]"]:
     """``otelguard processor ARGS`` running; on leaving, SIGTERM must flush and exit 0."""
     log = log_path.open("wb")
-    proc = subprocess.Popen(OTELGUARD + ["processor", *args], stdout=log, stderr=log,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = subprocess.Popen(OTELGUARD + ["processor", "--insecure", *args], stdout=log,
+                            stderr=log, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
         yield proc
         proc.send_signal(signal.SIGTERM)
@@ -56,7 +56,8 @@ def test_processor_command_end_to_end(tmp_path: Path) -> None:
     )
     log = (tmp_path / "log.txt").open("wb")
     proc = subprocess.Popen(
-        OTELGUARD + ["processor", "--config", str(cfg), "--listen", f"127.0.0.1:{grpc_port}",
+        OTELGUARD + ["processor", "--insecure", "--config", str(cfg), "--listen",
+                     f"127.0.0.1:{grpc_port}",
                      "--listen-http", f"127.0.0.1:{http_port}", "--export", f"jsonl:{out}",
                      "--metrics", f"127.0.0.1:{metrics_port}"],
         stdout=log, stderr=log, env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -112,6 +113,28 @@ def test_no_exporter_is_an_error(tmp_path: Path) -> None:
     result = subprocess.run(OTELGUARD + ["processor", "--listen", "127.0.0.1:0"],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "no exporter" in result.stdout
+
+
+def test_plaintext_listeners_need_insecure_said_explicitly(tmp_path: Path) -> None:
+    args = ["processor", "--listen", "127.0.0.1:0", "--metrics", "127.0.0.1:0",
+            "--export", f"jsonl:{tmp_path / 'o'}"]
+    result = subprocess.run(OTELGUARD + args, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stdout.strip().splitlines()[-1] == (
+        "otelguard processor: service.tls: no TLS configured: set service.tls.cert_file and "
+        "key_file (or service.tls.insecure: true for plaintext)")
+    for flag in ("--export-ca", "--export-token-file"):
+        assert flag in subprocess.run(OTELGUARD + ["processor", "--help"], capture_output=True,
+                                      text=True, timeout=60).stdout
+
+
+def test_an_insecure_listener_is_announced_loudly(tmp_path: Path) -> None:
+    log_path = tmp_path / "log.txt"
+    grpc_port = free_port()
+    with _processor(["--listen", f"127.0.0.1:{grpc_port}", "--metrics", "127.0.0.1:0",
+                     "--export", f"jsonl:{tmp_path / 'o'}"], log_path):
+        wait_for(lambda: listening(grpc_port), timeout=30, what="processor listening")
+    assert "WARNING otelguard.security: INSECURE service: plaintext" in log_path.read_text()
 
 
 def test_refuses_pure_python_protobuf(tmp_path: Path) -> None:

@@ -24,6 +24,8 @@ from otelguard.processors.config import ServiceSection
 from otelguard.otlp.messages import count_records
 from otelguard.processors.stage import Batch
 from otelguard.transport.otlp_grpc import OtlpGrpcTransport
+from otelguard.transport.security import INSECURE_CLIENT
+from otelguard.transport.security import INSECURE_SERVER
 
 from . import samples
 from tests.support.endpoints import LOGS, TRACES, free_port, grpc_call, post, post_proto
@@ -57,7 +59,7 @@ def _retry_delay(trailing: Any) -> Optional[float]:
 
 def test_grpc_bad_input_statuses_and_counts() -> None:
     small = ServiceSection(listen="127.0.0.1:0", listen_http="127.0.0.1:0", metrics=None,
-                           max_request_bytes=4096)
+                           max_request_bytes=4096, tls=INSECURE_SERVER)
     with running_service(service=small) as run:
         ep = run.grpc_endpoint
         before = {o: _requests(o, "grpc") for o in ("malformed", "invalid_utf8", "too_large", "ok")}
@@ -96,7 +98,7 @@ def _retries() -> float:
 
 def test_http_bad_input_statuses() -> None:
     small = ServiceSection(listen="127.0.0.1:0", listen_http="127.0.0.1:0", metrics=None,
-                           max_request_bytes=4096)
+                           max_request_bytes=4096, tls=INSECURE_SERVER)
     with running_service(service=small) as run:
         port = run.service.http_port
         assert port
@@ -214,8 +216,8 @@ def test_inflight_limit_answers_resource_exhausted_and_429(limit: str) -> None:
         limits = {"max_inflight_requests": 1} if limit == "requests" else \
             {"max_inflight_bytes": len(body) + 10}
         limited = ServiceSection(listen="127.0.0.1:0", listen_http="127.0.0.1:0", metrics=None,
-                                 **limits)  # type: ignore[arg-type]
-        target = OtlpGrpcTransport(hop.grpc_endpoint, timeout_s=10)
+                                 **limits, tls=INSECURE_SERVER)  # type: ignore[arg-type]
+        target = OtlpGrpcTransport(hop.grpc_endpoint, timeout_s=10, tls=INSECURE_CLIENT)
         with running_service(exporters=[("otlp#0", target)], service=limited) as run:
             with concurrent.futures.ThreadPoolExecutor(1) as pool:
                 first = pool.submit(grpc_call, run.grpc_endpoint, body)
@@ -239,7 +241,7 @@ def _retry_until_ok(send: Callable[[], Any], ok: Callable[[Any], bool], timeout:
 
 def test_next_hop_down_then_back_forwards_exactly_once() -> None:
     hop_port = free_port()
-    target = OtlpGrpcTransport(f"127.0.0.1:{hop_port}", timeout_s=2)
+    target = OtlpGrpcTransport(f"127.0.0.1:{hop_port}", timeout_s=2, tls=INSECURE_CLIENT)
     with running_service(exporters=[("otlp#0", target)]) as run:
         grpc_batch = samples.logs(5)
         http_batch = samples.logs(7)

@@ -25,6 +25,8 @@ from otelguard.processors.receiver import ProcessorService, ServiceThread
 from otelguard.processors.settings import Settings
 from otelguard.transport.memory import InMemoryTransport
 from otelguard.transport.otlp_grpc import OtlpGrpcTransport
+from otelguard.transport.security import INSECURE_CLIENT
+from otelguard.transport.security import INSECURE_SERVER
 
 from . import samples
 from tests.support.endpoints import free_port
@@ -38,7 +40,8 @@ LOGS = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
 
 def test_grpc_health_serving_after_start_not_serving_once_stop_begins() -> None:
     pipeline = Pipeline([])
-    cfg = ServiceSection(listen="127.0.0.1:0", listen_http="127.0.0.1:0", metrics=None)
+    cfg = ServiceSection(listen="127.0.0.1:0", listen_http="127.0.0.1:0", metrics=None,
+                         tls=INSECURE_SERVER)
     svc = ProcessorService(pipeline, Forwarder([("memory#0", InMemoryTransport())]), cfg,
                            Settings(grace_seconds=5.0))
     thread = ServiceThread(svc).start()
@@ -62,7 +65,8 @@ def test_grpc_health_serving_after_start_not_serving_once_stop_begins() -> None:
 
 def test_grpc_health_not_serving_before_the_pipeline_started() -> None:
     """The servicer registered before start() flips it: never the library's default SERVING."""
-    svc = ProcessorService(Pipeline([]), Forwarder([("memory#0", InMemoryTransport())]))
+    svc = ProcessorService(Pipeline([]), Forwarder([("memory#0", InMemoryTransport())]),
+                           ServiceSection(tls=INSECURE_SERVER))
 
     async def fresh() -> list[int]:
         await svc.health.starting()
@@ -75,7 +79,7 @@ def test_grpc_health_not_serving_before_the_pipeline_started() -> None:
 
 def test_readyz_503_while_the_next_hop_is_down_and_200_once_it_is_up() -> None:
     hop_port = free_port()  # closed: nothing listens there yet
-    target = OtlpGrpcTransport(f"127.0.0.1:{hop_port}", timeout_s=2)
+    target = OtlpGrpcTransport(f"127.0.0.1:{hop_port}", timeout_s=2, tls=INSECURE_CLIENT)
     forward = ForwardSection(timeout_seconds=1.0, max_attempts=1, down_seconds=0.5)
     with running_service(exporters=[("otlp#0", target)], forward=forward) as run:
         port = run.service.http_port or 0
@@ -105,7 +109,7 @@ def test_readyz_on_the_metrics_port_without_an_http_listener() -> None:
     """The checks beside /metrics, as processors/cli.py registers them (the only HTTP port
     without ``listen_http``)."""
     port = telemetry.serve("127.0.0.1", 0)
-    cfg = ServiceSection(listen="127.0.0.1:0", listen_http=None, metrics=None)
+    cfg = ServiceSection(listen="127.0.0.1:0", listen_http=None, metrics=None, tls=INSECURE_SERVER)
     with running_service(service=cfg) as run:
         telemetry.set_readiness(run.service.health.checks)
         try:

@@ -23,6 +23,7 @@ from otelguard.processors.config import ServiceSection
 from otelguard.processors.errors import RequestError
 from otelguard.processors.receiver.admission import Admission
 from otelguard.processors.receiver.http_server import decompress
+from otelguard.transport.security import INSECURE_SERVER
 
 from . import samples
 from tests.support.endpoints import LOGS, grpc_code, post
@@ -38,7 +39,7 @@ MiB = 1 << 20
 
 def _service(**kw: object) -> ServiceSection:
     return ServiceSection(listen="127.0.0.1:0", listen_http="127.0.0.1:0", metrics=None,
-                          flush_interval_seconds=0.2, **kw)  # type: ignore[arg-type]
+                          flush_interval_seconds=0.2, **kw, tls=INSECURE_SERVER)  # type: ignore[arg-type]
 
 
 def _post(port: int, body: bytes, headers: dict[str, str], path: str = "/v1/logs",
@@ -77,7 +78,8 @@ def test_bomb_is_413_without_inflating_the_rest(encoding: str) -> None:
     limit = 2 * MiB
     wbits = 16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS
     bomb = _zeros_gzip(48 * MiB, wbits)  # ~48 KiB that would inflate to 48 MiB
-    admission = Admission(ServiceSection(max_request_bytes=limit, max_inflight_bytes=64 * MiB))
+    admission = Admission(ServiceSection(max_request_bytes=limit, max_inflight_bytes=64 * MiB,
+                                         tls=INSECURE_SERVER))
     tracemalloc.start()
     try:
         with admission.admit(len(bomb)) as ticket:

@@ -37,6 +37,7 @@ from typing import Any, Iterator, Mapping, Optional, Sequence
 import pytest
 import yaml
 
+from tests.support.certs import GatewayTls
 from tests.support.polling import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -201,9 +202,11 @@ class Collector(Component):
     ready_timeout = 30.0
 
     def __init__(self, workdir: Path, configs: Sequence[Path] = (BACKENDS_CONFIG,),
-                 env: Optional[Mapping[str, str]] = None, tap: bool = True) -> None:
+                 env: Optional[Mapping[str, str]] = None, tap: bool = True,
+                 tls: Optional[GatewayTls] = None) -> None:
         super().__init__(workdir)
         self.configs = list(configs)
+        self.tls = tls  # gateway.yaml's certificates and tokens (required with that file)
         self.tap_path: Optional[Path] = workdir / "tap.jsonl" if tap else None
         self.ports = {k: free_port() for k in ("grpc", "http", "prom", "telemetry", "health", "agents")}
         self.otlp_grpc = f"127.0.0.1:{self.ports['grpc']}"
@@ -227,6 +230,7 @@ class Collector(Component):
             # Its own persistent queues (never the shared default under /var/lib), kept across
             # restarts of this object: start() after a kill finds what the queues held.
             "OTELGUARD_COLLECTOR_QUEUE_DIR": str(workdir / "queues"),
+            **(tls.collector_env() if tls is not None else {}),
             **(env or {}),
         }
         self.queue_dir = Path(self.env["OTELGUARD_COLLECTOR_QUEUE_DIR"])
@@ -428,8 +432,12 @@ class ProcessorService(Component):
     name = "otelguard-processor"
     ready_timeout = 60.0
 
-    def __init__(self, workdir: Path, export: str, extra_args: Sequence[str] = ()) -> None:
+    def __init__(self, workdir: Path, export: str, extra_args: Sequence[str] = (),
+                 listen_tls: Sequence[str] = ("--insecure",),
+                 export_tls: Sequence[str] = ("--export-insecure",)) -> None:
         super().__init__(workdir)
+        self.listen_tls = list(listen_tls)  # --insecure, or --tls-cert/--tls-key/--token-file
+        self.export_tls = list(export_tls)  # --export-insecure, or --export-ca/...
         self.grpc_port, self.metrics_port = free_port(), free_port()
         self.endpoint = f"127.0.0.1:{self.grpc_port}"
         self.metrics = f"127.0.0.1:{self.metrics_port}"
@@ -439,7 +447,8 @@ class ProcessorService(Component):
     def command(self) -> list[str]:
         exe = Path(sys.executable).parent / "otelguard"
         return [str(exe), "processor", "--listen", self.endpoint, "--export", f"otlp:{self.export}",
-                "--metrics", self.metrics, *self.extra_args]
+                "--metrics", self.metrics, *self.listen_tls, *self.export_tls,
+                *self.extra_args]
 
     def ready(self) -> bool:
         if http_get(f"http://{self.metrics}/metrics", 2.0)[0] != 200:
@@ -459,9 +468,10 @@ class Agent(Component):
     ready_timeout = 180.0
 
     def __init__(self, workdir: Path, endpoint: str, scope: str = "/kubepods.slice",
-                 node_name: str = "e2e-node") -> None:
+                 node_name: str = "e2e-node", tls: Sequence[str] = ("--otlp-insecure",)) -> None:
         super().__init__(workdir)
         self.endpoint = endpoint
+        self.tls = list(tls)  # --otlp-insecure, or --otlp-ca/--otlp-token-file
         self.metrics = f"127.0.0.1:{free_port()}"
         self.spool = workdir / "spool"
         self.config = workdir / "agent.yaml"
@@ -470,7 +480,8 @@ class Agent(Component):
 
     def command(self) -> list[str]:
         return [str(Path(sys.executable).parent / "otelguard"), "agent", "--config",
-                str(self.config), "--otlp-endpoint", self.endpoint, "--metrics", self.metrics,
+                str(self.config), "--otlp-endpoint", self.endpoint, *self.tls,
+                "--metrics", self.metrics,
                 "--spool-dir", str(self.spool), "--spool-max-bytes", str(64 << 20)]
 
     def ready(self) -> bool:

@@ -19,6 +19,7 @@ from otelguard.transport.contract import LogsPayload, TracesPayload, Transport
 from otelguard.transport.delivery import DELIVERY_RETRY
 from otelguard.transport.otlp_grpc import OtlpGrpcTransport
 from otelguard.transport.otlp_http import OtlpHttpTransport
+from otelguard.transport.security import INSECURE_CLIENT
 from tests.transport.receivers import GrpcReceiver, HttpReceiver, HungServer
 from tests.support.polling import wait_until
 from tests.transport.batches import batches as _batches
@@ -68,8 +69,10 @@ def hung() -> Iterator[HungServer]:
 
 def _transport(kind: str, server: Union[HungServer, GrpcReceiver, HttpReceiver]) -> Transport:
     if kind == "grpc":
-        return OtlpGrpcTransport(f"127.0.0.1:{server.port}", timeout_s=DEADLINE_S)
-    return OtlpHttpTransport(f"http://127.0.0.1:{server.port}", timeout_s=DEADLINE_S)
+        return OtlpGrpcTransport(f"127.0.0.1:{server.port}", timeout_s=DEADLINE_S,
+                                 tls=INSECURE_CLIENT)
+    return OtlpHttpTransport(f"http://127.0.0.1:{server.port}", timeout_s=DEADLINE_S,
+                             tls=INSECURE_CLIENT)
 
 
 @pytest.mark.parametrize("kind", ["grpc", "http"])
@@ -90,7 +93,7 @@ def test_an_export_to_a_hung_endpoint_fails_retryably_at_its_deadline(
 def test_an_http_server_that_trickles_its_answer_is_cut_at_the_deadline() -> None:
     """A socket timeout bounds each recv, not the call: a byte every 0.1 s would hold it forever."""
     server = HungServer(trickle=True)
-    t = OtlpHttpTransport(server.url, timeout_s=DEADLINE_S)
+    t = OtlpHttpTransport(server.url, timeout_s=DEADLINE_S, tls=INSECURE_CLIENT)
     try:
         result, _ = _bounded(lambda: t.export_logs(_batches(1)[0][0]))
     finally:

@@ -10,6 +10,7 @@ from otelguard.exporter.builder import OtlpBuilder
 from otelguard.exporter.settings import NodeIdentity
 from otelguard.transport import Delivery, ExportResult, InMemoryTransport, RetryPolicy, Spool
 from otelguard.transport.otlp_grpc import OtlpGrpcTransport
+from otelguard.transport.security import INSECURE_CLIENT
 from tests.support.metrics import sample
 from tests.exporter.scenario import shell_session
 from tests.support.polling import wait_until
@@ -53,7 +54,8 @@ def test_endpoint_down_spools_then_replays_everything_exactly_once(tmp_path: Pat
     """A real gRPC receiver goes away and comes back on the same port."""
     receiver = GrpcReceiver().start()
     spool = Spool(str(tmp_path / "spool"), 50 * 1024 * 1024)
-    d = Delivery(OtlpGrpcTransport(receiver.endpoint, timeout_s=2), spool, FAST, sleep=time.sleep)
+    d = Delivery(OtlpGrpcTransport(receiver.endpoint, timeout_s=2,
+                                   tls=INSECURE_CLIENT), spool, FAST, sleep=time.sleep)
     batches = _batches(30)
     total = sum(n for _, n in batches)
     for data, n in batches[:5]:

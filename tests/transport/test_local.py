@@ -22,6 +22,7 @@ from otelguard.transport.jsonlines import JsonLinesTransport
 from otelguard.transport.memory import InMemoryTransport
 from otelguard.transport.otlp_grpc import OtlpGrpcTransport
 from otelguard.transport.otlp_http import OtlpHttpTransport
+from otelguard.transport.security import INSECURE_CLIENT
 from tests.support.metrics import sample
 from tests.exporter.scenario import shell_session
 
@@ -104,12 +105,16 @@ def test_spec_parser(tmp_path: Path) -> None:
     j = parse_spec(f"jsonl:{tmp_path}/x.jsonl")
     assert isinstance(j, JsonLinesTransport)
     j.shutdown()
-    assert isinstance(parse_spec("otlp:127.0.0.1:4317"), OtlpGrpcTransport)
-    assert isinstance(parse_spec("otlphttp:http://127.0.0.1:4318"), OtlpHttpTransport)
+    assert isinstance(parse_spec("otlp:127.0.0.1:4317", tls=INSECURE_CLIENT), OtlpGrpcTransport)
+    assert isinstance(parse_spec("otlphttp:http://127.0.0.1:4318", tls=INSECURE_CLIENT),
+                      OtlpHttpTransport)
+    with pytest.raises(SpecError, match=r"exporter\.tls\.ca_file"):  # plaintext only if said
+        parse_spec("otlp:127.0.0.1:4317")
     for bad in ["", "jsonl:", "otlp:host", "otlp:host:99999", "otlphttp:ftp://x", "kafka:x", "console:x"]:
         with pytest.raises(SpecError):
             parse_spec(bad)
-    for t in (InMemoryTransport(), ConsoleTransport(), OtlpGrpcTransport("127.0.0.1:1")):
+    for t in (InMemoryTransport(), ConsoleTransport(),
+              OtlpGrpcTransport("127.0.0.1:1", tls=INSECURE_CLIENT)):
         assert isinstance(t, Transport)  # structural conformance to the protocol
 
 

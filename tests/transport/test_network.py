@@ -12,6 +12,7 @@ from otelguard.exporter.builder import OtlpBuilder
 from otelguard.exporter.settings import NodeIdentity
 from otelguard.transport.otlp_grpc import OtlpGrpcTransport
 from otelguard.transport.otlp_http import OtlpHttpTransport, parse_retry_after
+from otelguard.transport.security import INSECURE_CLIENT
 from tests.exporter.scenario import shell_session
 from tests.transport.receivers import GrpcReceiver, HttpReceiver, free_port
 
@@ -33,7 +34,7 @@ def receiver() -> Iterator[GrpcReceiver]:
 
 def test_grpc_sends_bytes_and_messages(receiver: GrpcReceiver) -> None:
     data, msg = _batch()
-    t = OtlpGrpcTransport(receiver.endpoint, timeout_s=5)
+    t = OtlpGrpcTransport(receiver.endpoint, timeout_s=5, tls=INSECURE_CLIENT)
     assert t.export_logs(data).ok
     assert t.export_logs(msg).ok
     b = OtlpBuilder(NODE, clock=lambda: 1)
@@ -47,7 +48,7 @@ def test_grpc_sends_bytes_and_messages(receiver: GrpcReceiver) -> None:
 
 def test_grpc_partial_success_is_reported(receiver: GrpcReceiver) -> None:
     receiver.reject = 3
-    result = OtlpGrpcTransport(receiver.endpoint).export_logs(_batch()[0])
+    result = OtlpGrpcTransport(receiver.endpoint, tls=INSECURE_CLIENT).export_logs(_batch()[0])
     assert result.ok and result.rejected == 3 and result.error == "too old"
 
 
@@ -58,7 +59,7 @@ def test_grpc_partial_success_is_reported(receiver: GrpcReceiver) -> None:
 ])
 def test_grpc_retryable_codes(receiver: GrpcReceiver, code: grpc.StatusCode, retryable: bool) -> None:
     receiver.fail_code = code
-    result = OtlpGrpcTransport(receiver.endpoint).export_logs(_batch()[0])
+    result = OtlpGrpcTransport(receiver.endpoint, tls=INSECURE_CLIENT).export_logs(_batch()[0])
     assert not result.ok and result.retryable is retryable
     assert result.reason == code.name.lower() and code.name in result.error
 
@@ -66,12 +67,13 @@ def test_grpc_retryable_codes(receiver: GrpcReceiver, code: grpc.StatusCode, ret
 def test_grpc_resource_exhausted_with_retry_info_is_retryable(receiver: GrpcReceiver) -> None:
     receiver.fail_code = grpc.StatusCode.RESOURCE_EXHAUSTED
     receiver.retry_delay_s = 1.5
-    result = OtlpGrpcTransport(receiver.endpoint).export_logs(_batch()[0])
+    result = OtlpGrpcTransport(receiver.endpoint, tls=INSECURE_CLIENT).export_logs(_batch()[0])
     assert not result.ok and result.retryable and result.retry_after_s == pytest.approx(1.5)
 
 
 def test_grpc_endpoint_down_is_retryable() -> None:
-    result = OtlpGrpcTransport(f"127.0.0.1:{free_port()}", timeout_s=2).export_logs(_batch()[0])
+    result = OtlpGrpcTransport(f"127.0.0.1:{free_port()}", timeout_s=2,
+                               tls=INSECURE_CLIENT).export_logs(_batch()[0])
     assert not result.ok and result.retryable and result.reason == "unavailable"
 
 
@@ -79,7 +81,7 @@ def test_http_posts_protobuf() -> None:
     r = HttpReceiver()
     try:
         data, msg = _batch()
-        t = OtlpHttpTransport(r.url + "/")
+        t = OtlpHttpTransport(r.url + "/", tls=INSECURE_CLIENT)
         assert t.export_logs(data).ok and t.export_logs(msg).ok
         path, ctype, body = r.requests[0]
         assert (path, ctype) == ("/v1/logs", "application/x-protobuf")
@@ -93,7 +95,8 @@ def test_http_posts_protobuf() -> None:
         t.shutdown()
     finally:
         r.stop()
-    down = OtlpHttpTransport(f"http://127.0.0.1:{free_port()}").export_logs(b"")
+    down = OtlpHttpTransport(f"http://127.0.0.1:{free_port()}",
+                             tls=INSECURE_CLIENT).export_logs(b"")
     assert not down.ok and down.retryable
 
 

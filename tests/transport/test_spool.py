@@ -17,6 +17,7 @@ from otelguard import telemetry
 from otelguard.transport import Delivery, InMemoryTransport, Spool
 from otelguard.transport.otlp_grpc import OtlpGrpcTransport
 from otelguard.transport.spool import QUARANTINE_MAX_FILES, SpoolEntry
+from otelguard.transport.security import INSECURE_CLIENT
 from tests.transport.receivers import GrpcReceiver
 from tests.transport.batches import FAST, batches as _batches, dropped as _dropped
 
@@ -172,7 +173,8 @@ def test_replay_counts_what_a_real_receiver_got_when_files_are_damaged(tmp_path:
     before = _dropped("spool", "corrupt")
     spool = Spool(str(tmp_path), 10**7)  # the agent restarts
     receiver = GrpcReceiver().start()
-    d = Delivery(OtlpGrpcTransport(receiver.endpoint, timeout_s=10), spool, FAST)
+    d = Delivery(OtlpGrpcTransport(receiver.endpoint, timeout_s=10,
+                                   tls=INSECURE_CLIENT), spool, FAST)
     try:
         delivered = d.replay()
     finally:
@@ -188,7 +190,8 @@ def test_replay_subtracts_partial_success_rejections_and_counts_them(tmp_path: P
     receiver = GrpcReceiver().start()
     receiver.reject = 2
     before = _dropped("export", "rejected")
-    d = Delivery(OtlpGrpcTransport(receiver.endpoint, timeout_s=10), spool, FAST)
+    d = Delivery(OtlpGrpcTransport(receiver.endpoint, timeout_s=10,
+                                   tls=INSECURE_CLIENT), spool, FAST)
     try:
         delivered = d.replay()
         sent = d.send_logs(*_batches(1)[0])  # a live send after the replay counts the same way

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -173,8 +174,9 @@ def run_checks() -> list[Check]:
     return checks
 
 
-def main(args: argparse.Namespace) -> int:
-    checks = run_checks()
+def main(args: argparse.Namespace, extra: Sequence[Check] = ()) -> int:
+    """Print every check (``extra``: the agent config's, from ``otelguard.agent``)."""
+    checks = run_checks() + list(extra)
     for c in checks:
         print(c.line())
     failed = [c for c in checks if c.status == FAIL]

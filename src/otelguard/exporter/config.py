@@ -10,6 +10,7 @@ from dataclasses import dataclass, fields
 
 from otelguard.config import Checks
 from otelguard.transport.contract import EXPORT_TIMEOUT_S
+from otelguard.transport.security import ClientTls
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,11 +24,14 @@ class ExporterConfig:
     # deadline of one export call (0.1-60 s): a hung endpoint holds the export thread this long,
     # then the request spools (the agent) and the endpoint is left alone for its down window
     export_timeout_s: float = EXPORT_TIMEOUT_S
+    # the hop to the processor: CA, client certificate (mTLS), server name, bearer token file;
+    # or insecure: true (plaintext, reported by startup and ``otelguard doctor``)
+    tls: ClientTls = ClientTls()
 
     def __post_init__(self) -> None:
         checks = Checks()
         for f in fields(self):
-            if getattr(self, f.name) <= 0:
+            if f.name != "tls" and getattr(self, f.name) <= 0:
                 checks.add(f.name, f"must be > 0, got {getattr(self, f.name)!r}")
         if not checks.problems:  # the ranges, once every value is positive
             if not 0.05 <= self.flush_interval_s <= 10:

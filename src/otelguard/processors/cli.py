@@ -26,19 +26,24 @@ from otelguard.processors.pipeline import Pipeline
 from otelguard.processors.receiver import ProcessorService
 from otelguard.processors.receiver.protocol import require_upb, split_hostport
 from otelguard.processors.settings import Settings
+from otelguard.transport.security import (
+    ClientTls, client_tls_flags, overridden, warn_insecure,
+)
 
 log = logging.getLogger(__name__)
 
 
-def build_exporters(specs: Sequence[str]) -> list[tuple[str, ExportTarget]]:
-    """Export specs (``otlp:HOST:PORT``, ``otlphttp:URL``, ``jsonl:PATH``) into transports."""
+def build_exporters(specs: Sequence[str], tls: ClientTls = ClientTls(),
+                    ) -> list[tuple[str, ExportTarget]]:
+    """Export specs (``otlp:HOST:PORT``, ``otlphttp:URL``, ``jsonl:PATH``) into transports;
+    the network ones use ``forward.tls``."""
     from otelguard.transport.spec import parse_spec
 
     out: list[tuple[str, ExportTarget]] = []
     issues: list[errors.ConfigIssue] = []
     for i, spec in enumerate(specs):
         try:
-            target = parse_spec(spec)
+            target = parse_spec(spec, tls=tls, where="forward")
         except Exception as exc:
             issues.append(errors.ConfigIssue(f"exporters[{i}]", f"{spec!r}: {exc}"))
             continue
@@ -54,7 +59,8 @@ def build_service(cfg: PipelineConfig, settings: Optional[Settings] = None,
     """The service for a validated config (exporters built from ``cfg.exporters`` if not given)."""
     st = settings or settings_module.read()
     pipeline = Pipeline.from_specs(cfg.processors, cfg.service.restore_on_failure)
-    hops = list(exporters) if exporters is not None else build_exporters(cfg.exporters)
+    hops = list(exporters) if exporters is not None else build_exporters(cfg.exporters,
+                                                                         cfg.forward.tls)
     return ProcessorService(pipeline, Forwarder(hops, cfg.forward), cfg.service, st)
 
 
@@ -74,9 +80,15 @@ def main(args: argparse.Namespace) -> int:
             overrides["listen_http"] = args.listen_http
         if not args.config or args.metrics != settings_module.DEFAULT_METRICS:
             overrides["metrics"] = args.metrics
+        overrides["tls"] = overridden(  # the listener flags over service.tls
+            cfg.service.tls, cert_file=args.tls_cert, key_file=args.tls_key,
+            client_ca_file=args.tls_client_ca, bearer_token_file=args.token_file,
+            insecure=args.insecure)
         cfg = dataclasses.replace(
             cfg,
             service=dataclasses.replace(cfg.service, **overrides),
+            forward=dataclasses.replace(
+                cfg.forward, tls=client_tls_flags(cfg.forward.tls, args, "export")),
             exporters=tuple(cfg.exporters) + tuple(args.export or ()),
             processors=apply_rules(cfg.processors, args.rules),
         )
@@ -84,7 +96,9 @@ def main(args: argparse.Namespace) -> int:
             raise ConfigError([errors.ConfigIssue(
                 "exporters", "no exporter: give --export SPEC or exporters: in the config")])
         service = build_service(cfg, st)
-    except (ConfigError, ProcessorsError) as exc:
+        if cfg.forward.tls.insecure:
+            warn_insecure("forward", cfg.forward.tls)
+    except (ConfigError, ProcessorsError, ValueError) as exc:
         print(f"otelguard processor: {exc}")
         return 2
     if cfg.service.metrics:
@@ -101,7 +115,11 @@ async def _serve(service: ProcessorService) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal_module.SIGINT, signal_module.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await service.start()
+    try:
+        await service.start()
+    except ProcessorsError as exc:
+        print(f"otelguard processor: {exc}")
+        return 2
     log.info("OTLP/gRPC on %s (port %d)%s; stages: %s; exporters: %s", service.cfg.listen,
              service.grpc_port,
              f", OTLP/HTTP on port {service.http_port}" if service.http_port else "",

@@ -7,8 +7,14 @@ error for that entry only. Published as ``docs/config/pipeline.schema.json``.
 
 A pipeline file (every section optional; ``name`` defaults to ``type`` and labels the metrics)::
 
-    service:  {listen: 0.0.0.0:4317, listen_http: 0.0.0.0:4318, max_inflight_requests: 64}
-    forward:  {max_attempts: 4, down_seconds: 5}
+    service:
+      listen: 0.0.0.0:4317
+      listen_http: 0.0.0.0:4318
+      tls: {cert_file: /tls/tls.crt, key_file: /tls/tls.key, client_ca_file: /tls/ca.crt,
+            bearer_token_file: /auth/tokens}
+    forward:
+      max_attempts: 4
+      tls: {ca_file: /gw-tls/ca.crt, bearer_token_file: /gw-auth/token}
     exporters: [otlp:otel-gateway:4317]
     processors:
       - type: k8s_attributes
@@ -38,6 +44,7 @@ from otelguard.config import (
 )
 from otelguard.processors import registry
 from otelguard.processors.errors import RegistryError
+from otelguard.transport.security import ClientTls, ServerTls
 
 
 @dataclass(frozen=True)
@@ -46,6 +53,8 @@ class ServiceSection:
 
     listen: str = "127.0.0.1:4317"  # OTLP/gRPC, HOST:PORT
     listen_http: Optional[str] = None  # OTLP/HTTP (protobuf and JSON), HOST:PORT; null: off
+    # Both listeners: certificate, key, client CA (mTLS), bearer token file; or insecure: true.
+    tls: ServerTls = ServerTls()
     metrics: Optional[str] = "127.0.0.1:9466"  # Prometheus /metrics, HOST:PORT; null: off
     # Larger requests, also once inflated, are refused (413 / RESOURCE_EXHAUSTED). gRPC
     # messages are held whole before a handler runs: this is grpc's receive limit too.
@@ -105,6 +114,9 @@ class ForwardSection:
     initial_backoff_seconds: float = 0.1  # doubled after each retryable failure
     max_backoff_seconds: float = 2.0
     down_seconds: float = 5.0  # a hop out of retries fails fast (503) this long
+    # Every otlp/otlphttp exporter: CA, client certificate (mTLS), server name, bearer token
+    # file; or insecure: true.
+    tls: ClientTls = ClientTls()
 
     def __post_init__(self) -> None:
         checks = Checks()

@@ -8,11 +8,13 @@ from otelguard.transport.contract import (
 )
 from otelguard.transport.delivery import Delivery
 from otelguard.transport.retry import RetryPolicy
+from otelguard.transport.security import INSECURE_CLIENT, INSECURE_SERVER, ClientTls, ServerTls
 from otelguard.transport.memory import InMemoryTransport
 from otelguard.transport.spec import SPEC_HELP, parse_spec
 from otelguard.transport.spool import Spool
 
 __all__ = [
-    "Delivery", "ExportResult", "InMemoryTransport", "LogsPayload", "RetryPolicy", "SPEC_HELP",
+    "INSECURE_CLIENT", "INSECURE_SERVER", "ClientTls", "ServerTls", "Delivery", "ExportResult",
+    "InMemoryTransport", "LogsPayload", "RetryPolicy", "SPEC_HELP",
     "SpecError", "Spool", "TracesPayload", "Transport", "TransportError", "parse_spec",
 ]

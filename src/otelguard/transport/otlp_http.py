@@ -9,6 +9,11 @@ Every call ends within ``timeout_s`` (connect included): a socket timeout alone 
 recv, not the call (a server trickling a byte at a time would hold the sender forever), so a
 timer shuts the socket down when the deadline passes and the call returns a retryable
 ``deadline_exceeded``. Cost: one short-lived timer thread per request (~0.1 ms).
+
+Security (:class:`~otelguard.transport.security.ClientTls`): an ``https://`` URL verifies the
+server against ``ca_file`` (optionally presenting a client certificate, optionally checking
+``server_name`` instead of the URL's host); ``http://`` needs ``insecure: true``. Rotated files
+are picked up on the next connection; the bearer token file is re-read when it changes.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import email.utils
 import http.client
 import socket
+import ssl
 import threading
 import time
 import urllib.parse
@@ -28,6 +34,7 @@ from otelguard.transport.contract import (
     EXPORT_TIMEOUT_S, ExportResult, LogsPayload, SpecError, TracesPayload, as_bytes,
 )
 from otelguard.transport.retry import http_retryable
+from otelguard.transport.security import ClientTls, TokenFile, WatchedFiles, client_ssl_context
 
 
 def parse_retry_after(value: Optional[str], now: Optional[float] = None) -> Optional[float]:
@@ -75,11 +82,40 @@ class CallDeadline:
         return self.expired
 
 
+class _NamedHTTPSConnection(http.client.HTTPSConnection):
+    """An HTTPS connection that checks the certificate against ``server_name``, not the host."""
+
+    def __init__(self, host: str, port: int, timeout: float, context: ssl.SSLContext,
+                 server_name: str) -> None:
+        super().__init__(host, port, timeout=timeout, context=context)
+        self._ssl_context = context
+        self._server_name = server_name
+
+    def connect(self) -> None:
+        http.client.HTTPConnection.connect(self)
+        self.sock = self._ssl_context.wrap_socket(self.sock, server_hostname=self._server_name)
+
+
 class OtlpHttpTransport:
-    def __init__(self, url: str, timeout_s: float = EXPORT_TIMEOUT_S) -> None:
+    def __init__(self, url: str, timeout_s: float = EXPORT_TIMEOUT_S, *, tls: ClientTls,
+                 where: str = "exporter") -> None:
         parsed = urllib.parse.urlsplit(url)
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
             raise SpecError(f"otlphttp URL must be http(s)://HOST[:PORT][/path], got {url!r}")
+        if parsed.scheme == "http" and not tls.insecure:
+            raise SpecError(f"{where}: {url} is plaintext: use https:// with {where}.tls.ca_file "
+                            f"(or {where}.tls.insecure: true)")
+        if parsed.scheme == "https":
+            tls.require(where)
+        self.tls = tls
+        self._files = WatchedFiles([tls.ca_file, tls.cert_file, tls.key_file])
+        self._token = TokenFile(tls.bearer_token_file) if tls.bearer_token_file else None
+        self._ssl: Optional[ssl.SSLContext] = None
+        if parsed.scheme == "https":
+            try:
+                self._ssl = self._context()
+            except (OSError, ssl.SSLError) as exc:
+                raise SpecError(f"{where}.tls: {exc}") from None
         self.name = f"otlphttp:{url}"
         self._https = parsed.scheme == "https"
         self._host = parsed.hostname
@@ -96,11 +132,36 @@ class OtlpHttpTransport:
     def export_traces(self, req: TracesPayload) -> ExportResult:
         return self._post(self._traces_path, req, ExportTraceServiceResponse, "rejected_spans")
 
+    def _context(self) -> ssl.SSLContext:
+        self._files.changed()
+        return client_ssl_context(self.tls)
+
     def _connection(self) -> http.client.HTTPConnection:
+        if self._https and self._files.changed():
+            self._close()  # rotated files: the next connection uses them
+            self._ssl = None
         if self._conn is None:
-            cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
-            self._conn = cls(self._host, self._port, timeout=self.timeout_s)
+            if not self._https:
+                self._conn = http.client.HTTPConnection(self._host, self._port,
+                                                        timeout=self.timeout_s)
+            else:
+                if self._ssl is None:
+                    try:
+                        self._ssl = self._context()
+                    except OSError:
+                        self._files.forget()  # retried on the next call
+                        raise
+                self._conn = _NamedHTTPSConnection(
+                    self._host, self._port, self.timeout_s, self._ssl,
+                    self.tls.server_name or self._host)
         return self._conn
+
+    def _headers(self, length: int) -> dict[str, str]:
+        headers = {"Content-Type": "application/x-protobuf", "Content-Length": str(length)}
+        token = self._token.first() if self._token is not None else None
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        return headers
 
     def _post(self, path: str, req: Union[LogsPayload, TracesPayload], response_type: type,
               rejected_field: str) -> ExportResult:
@@ -113,8 +174,7 @@ class OtlpHttpTransport:
                 conn.connect()  # bounded by the socket timeout, which is timeout_s
             guard = CallDeadline(conn.sock, self.timeout_s - (time.monotonic() - start))
             try:
-                conn.request("POST", path, body=body, headers={
-                    "Content-Type": "application/x-protobuf", "Content-Length": str(len(body))})
+                conn.request("POST", path, body=body, headers=self._headers(len(body)))
                 resp = conn.getresponse()
                 data = resp.read()
             finally:

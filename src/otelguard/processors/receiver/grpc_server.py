@@ -12,6 +12,10 @@ clients need to retry). So grpc buffers at most ``max_inflight_requests`` messag
 ``max_request_bytes``. Refusals from the handler carry ``grpc-status-details-bin`` (a
 google.rpc.Status with RetryInfo when the caller should come back). A message not read within
 ``body_read_timeout_seconds`` is DEADLINE_EXCEEDED, as HTTP's 408.
+
+TLS and the bearer token (``service.tls``) come from :mod:`.security`: the port is secure unless
+the config says ``insecure: true``, and a call without an accepted token is UNAUTHENTICATED
+before its message is read.
 """
 
 from __future__ import annotations
@@ -26,6 +30,12 @@ from otelguard.processors import errors
 from otelguard.processors.config import ServiceSection
 from otelguard.processors.errors import ProcessorsError, RequestError
 from otelguard.processors.receiver.admission import Admission
+from otelguard.processors.receiver.security import (
+    UNAUTHENTICATED_MESSAGE,
+    BearerAuth,
+    ListenerSecurity,
+    grpc_authorization,
+)
 from otelguard.processors.receiver.protocol import (
     LOGS,
     LOGS_SERVICE,
@@ -41,7 +51,8 @@ from otelguard.processors.receiver.protocol import (
 log = logging.getLogger(__name__)
 
 
-async def start_grpc_server(cfg: ServiceSection, admission: Admission, handle: Handle,
+async def start_grpc_server(cfg: ServiceSection, security: ListenerSecurity,
+                            admission: Admission, handle: Handle,
                             register: Optional[Callable[[grpc.aio.Server], None]] = None,
                             ) -> tuple[grpc.aio.Server, int]:
     """Bind ``cfg.listen`` (port 0 picks a free one) and start serving; returns server and port."""
@@ -54,13 +65,17 @@ async def start_grpc_server(cfg: ServiceSection, admission: Admission, handle: H
     )
     for service_name, sig in ((LOGS_SERVICE, LOGS), (TRACE_SERVICE, TRACES)):
         handler = grpc.stream_unary_rpc_method_handler(
-            _export_handler(sig, admission, cfg.body_read_timeout_seconds, handle))
+            _export_handler(sig, admission, cfg.body_read_timeout_seconds, handle,
+                            security.auth))
         server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler(service_name, {"Export": handler}),))
     if register is not None:  # more services on the port (receiver/health.py)
         register(server)
     host, port = split_hostport(cfg.listen)
-    bound = server.add_insecure_port(f"{host}:{port}")
+    if security.certs is None:
+        bound = server.add_insecure_port(f"{host}:{port}")
+    else:
+        bound = server.add_secure_port(f"{host}:{port}", security.certs.grpc_credentials())
     if bound == 0:
         raise ProcessorsError(f"cannot listen for OTLP/gRPC on {cfg.listen}")
     await server.start()
@@ -68,10 +83,15 @@ async def start_grpc_server(cfg: ServiceSection, admission: Admission, handle: H
 
 
 def _export_handler(
-    sig: Signal, admission: Admission, read_timeout: float, handle: Handle
+    sig: Signal, admission: Admission, read_timeout: float, handle: Handle,
+    auth: Optional[BearerAuth],
 ) -> Callable[[AsyncIterator[bytes], grpc.aio.ServicerContext[Any, Any]], Any]:
     async def export(requests: AsyncIterator[bytes],
                      context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+        if auth is not None and not auth.accepts(grpc_authorization(context)):
+            count_request(sig, "grpc", "unauthenticated")
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, UNAUTHENTICATED_MESSAGE)
+            raise AssertionError("unreachable: abort raises")
         try:
             with admission.admit(0) as ticket:  # a request slot before the message is read
                 try:

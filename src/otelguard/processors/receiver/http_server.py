@@ -10,7 +10,8 @@ budget 429, and nothing more is inflated either way.
 HTTP-only refusals: an unknown Content-Type or Content-Encoding is 415; a body over
 ``max_request_bytes`` (by Content-Length, while reading, or while inflating) is 413; a slow body
 408; a client gone mid-body is counted as ``client_disconnected``. Error bodies are a google.rpc.Status in the request's encoding; retryable ones add
-Retry-After.
+Retry-After. TLS and the bearer token (``service.tls``) come from :mod:`.security`; a request
+without an accepted ``Authorization: Bearer`` token is 401 before its body is read.
 """
 
 from __future__ import annotations
@@ -28,6 +29,11 @@ from otelguard.processors import errors
 from otelguard.processors.config import ServiceSection
 from otelguard.processors.errors import RequestError
 from otelguard.processors.receiver.admission import Admission, Ticket
+from otelguard.processors.receiver.security import (
+    UNAUTHENTICATED_MESSAGE,
+    BearerAuth,
+    ListenerSecurity,
+)
 from otelguard.processors.receiver.protocol import (
     JSON,
     LOGS,
@@ -44,28 +50,30 @@ from otelguard.processors.stage import Batch
 log = logging.getLogger(__name__)
 
 
-async def start_http_server(cfg: ServiceSection, admission: Admission, handle: Handle,
+async def start_http_server(cfg: ServiceSection, security: ListenerSecurity,
+                            admission: Admission, handle: Handle,
                             register: Optional[Callable[[web.Application], None]] = None,
                             ) -> tuple[web.AppRunner, int]:
     """Bind ``cfg.listen_http`` (port 0 picks a free one) and start serving; returns the runner
     and port."""
     assert cfg.listen_http
     app = web.Application(client_max_size=cfg.max_request_bytes)
-    app.router.add_post("/v1/logs", _export_handler(LOGS, cfg, admission, handle))
-    app.router.add_post("/v1/traces", _export_handler(TRACES, cfg, admission, handle))
+    for path, sig in (("/v1/logs", LOGS), ("/v1/traces", TRACES)):
+        app.router.add_post(path, _export_handler(sig, cfg, admission, handle, security.auth))
     if register is not None:  # more routes on the port (receiver/health.py)
         register(app)
     runner = web.AppRunner(app, auto_decompress=False, access_log=None)
     await runner.setup()
     host, port = split_hostport(cfg.listen_http)
-    site = web.TCPSite(runner, host, port)
+    site = web.TCPSite(runner, host, port, ssl_context=(
+        security.certs.http_context() if security.certs is not None else None))
     await site.start()
     addresses = runner.addresses  # (host, port, ...) per bound socket
     return runner, int(addresses[0][1]) if addresses else port
 
 
 def _export_handler(sig: Signal, cfg: ServiceSection, admission: Admission,
-                    handle: Handle) -> Callable[[web.Request], Any]:
+                    handle: Handle, auth: Optional[BearerAuth]) -> Callable[[web.Request], Any]:
     limit = cfg.max_request_bytes
     decode: Callable[[bytes], Batch] = sig.request.FromString
 
@@ -75,6 +83,11 @@ def _export_handler(sig: Signal, cfg: ServiceSection, admission: Admission,
     async def export(request: web.Request) -> web.Response:
         ctype = request.content_type
         as_json = ctype == JSON
+        if auth is not None and not auth.accepts(request.headers.get("Authorization")):
+            count_request(sig, "http", "unauthenticated")
+            return _error_response(RequestError(grpc.StatusCode.UNAUTHENTICATED, 401,
+                                                "unauthenticated", UNAUTHENTICATED_MESSAGE),
+                                   as_json, {"WWW-Authenticate": "Bearer"})
         try:
             if ctype not in (PROTOBUF, JSON):
                 raise errors.unsupported_media_type(
@@ -155,12 +168,13 @@ def decompress(body: bytes, encoding: str, limit: int, ticket: Ticket) -> bytes:
             raise errors.invalid_argument("malformed", "data after the end of the deflate body")
 
 
-def _error_response(exc: RequestError, as_json: bool) -> web.Response:
+def _error_response(exc: RequestError, as_json: bool,
+                    headers: Optional[dict[str, str]] = None) -> web.Response:
     from google.rpc import status_pb2
 
     status = status_pb2.Status()
     status.ParseFromString(status_details(exc.code, exc.message, exc.retry_after))
-    headers = {}
+    headers = dict(headers or {})
     if exc.retry_after is not None:
         headers["Retry-After"] = str(max(1, int(exc.retry_after + 0.999)))
     if as_json:

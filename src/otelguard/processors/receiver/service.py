@@ -46,6 +46,7 @@ from otelguard.processors.receiver.health import ServiceHealth
 from otelguard.processors.receiver.http_server import start_http_server
 from otelguard.processors.receiver.limits import AttributeLimits
 from otelguard.processors.receiver.protocol import LOGS, Signal, require_upb
+from otelguard.processors.receiver.security import ListenerSecurity
 from otelguard.processors.settings import Settings
 from otelguard.processors.stage import Batch
 
@@ -93,15 +94,18 @@ class ProcessorService:
     async def start(self) -> None:
         require_upb(self.settings)
         await self.health.starting()
+        security = ListenerSecurity(self.cfg.tls)  # before anything starts: config errors
         if self.cfg.state_dir:
             self.pipeline.open_state(Path(self.cfg.state_dir), self.cfg.journal_compact_bytes)
         self.pipeline.start()
         try:
             self._grpc, self.grpc_port = await start_grpc_server(
-                self.cfg, self._admission, self.handle, register=self.health.register_grpc)
+                self.cfg, security, self._admission, self.handle,
+                register=self.health.register_grpc)
             if self.cfg.listen_http:
                 self._http, self.http_port = await start_http_server(
-                    self.cfg, self._admission, self.handle, register=self.health.register_http)
+                    self.cfg, security, self._admission, self.handle,
+                    register=self.health.register_http)
         except BaseException:
             await self._close_listeners()
             self.pipeline.shutdown()
