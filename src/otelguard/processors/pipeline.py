@@ -13,7 +13,10 @@ Stages that hold records back (noise_control's throttle records) may implement
 :meth:`Pipeline.shutdown` drain them and run what they release through the stages after them.
 Stages whose held state must survive a crash implement :class:`PersistsState`: the service opens
 their journals in its state directory and calls :meth:`Pipeline.persist` before it acknowledges
-a request that changed held state or forwards what a flush released.
+a request that changed held state or forwards what a flush released; a journaled stage that
+also releases held records into a caller's batch (k8s_attributes) implements
+:class:`ReleasesIntoRequests`, and the service calls :meth:`Pipeline.settle_request` once that
+batch was forwarded or its loss counted.
 """
 
 from __future__ import annotations
@@ -62,6 +65,17 @@ class PersistsState(Protocol):
     def settle(self, drains: int) -> None: ...
 
 
+@runtime_checkable
+class ReleasesIntoRequests(Protocol):
+    """A journaled stage that puts held records into the batch of a later request. Right after
+    its ``process()`` the pipeline takes the ids of the held records it put there; they stay in
+    its journal until ``settle_request_releases(ids)`` (that request's forward finished)."""
+
+    def take_request_releases(self) -> list[int]: ...
+
+    def settle_request_releases(self, rids: list[int]) -> None: ...
+
+
 @dataclass
 class PipelineResult:
     """The processed batch; ``records_dropped`` is what OTLP partial success reports.
@@ -79,6 +93,9 @@ class PipelineResult:
     records_dropped: int = 0
     records_released: int = 0  # records held from earlier batches put into this one
     state_changed: bool = False  # a journaled stage's held state changed: persist() before OK
+    # (stage, ids) of held records released into this batch: Pipeline.settle_request() after
+    # the forward finished (delivered or counted)
+    request_releases: tuple[tuple[ReleasesIntoRequests, list[int]], ...] = ()
 
 
 class ReportsDrops(Protocol):
@@ -110,6 +127,7 @@ class _Slot:
         # An additive stage only sets attributes that were absent: whatever it did before an
         # exception leaves a valid batch, so no snapshot is taken (~1.5 us/record saved).
         self.additive = bool(getattr(stage, "additive", False))
+        self.releases: Optional[ReleasesIntoRequests] = None  # set once its journal is open
 
 
 class Pipeline:
@@ -128,6 +146,8 @@ class Pipeline:
         self._started = False
         self._journaled: list[PersistsState] = []
         self.flushes = 0  # flush() calls so far: what settle() is given
+        # held records a later stage released into a flushed batch: settled with that flush
+        self._flush_releases: list[tuple[int, PipelineResult]] = []
 
     @classmethod
     def from_specs(
@@ -173,6 +193,7 @@ class Pipeline:
         released = 0
         changed = False
         failed: list[str] = []
+        releases: list[tuple[ReleasesIntoRequests, list[int]]] = []
         for slot in slots:
             version = getattr(slot.stage, "state_version", 0)
             drops_before = getattr(slot.stage, "dropped_records", 0)
@@ -186,6 +207,7 @@ class Pipeline:
             try:
                 out = slot.stage.process(batch)
             except Exception:
+                self._take_releases(slot, releases)
                 slot.latency.observe(time.perf_counter() - t0)
                 slot.failures.inc()
                 failed.append(slot.name)
@@ -195,6 +217,7 @@ class Pipeline:
                 slot.records_out.inc(n)
                 continue
             slot.latency.observe(time.perf_counter() - t0)
+            self._take_releases(slot, releases)
             if out is None or type(out) is not type(batch):
                 # A stage broke the contract; treat as a failure, keep the batch flowing.
                 slot.failures.inc()
@@ -218,7 +241,15 @@ class Pipeline:
                 removed += n - m
             n = m
         return PipelineResult(batch, first_in, n, removed, tuple(failed), dropped, released,
-                              changed)
+                              changed, tuple(releases))
+
+    @staticmethod
+    def _take_releases(slot: _Slot,
+                       into: list[tuple[ReleasesIntoRequests, list[int]]]) -> None:
+        if slot.releases is not None:
+            rids = slot.releases.take_request_releases()
+            if rids:
+                into.append((slot.releases, rids))
 
     def _log_failure(self, slot: _Slot, what: str = "raised") -> None:
         now = time.monotonic()
@@ -247,6 +278,8 @@ class Pipeline:
                     if count_records(batch) == 0:
                         continue
                     result = self._run(batch, self._slots[i + 1:])
+                    if result.request_releases:
+                        self._flush_releases.append((self.flushes, result))
                     if result.records_out:
                         out.append(result.batch)
         return out
@@ -258,6 +291,8 @@ class Pipeline:
             if isinstance(slot.stage, PersistsState):
                 slot.stage.open_state(state_dir / f"{slot.name}.journal", compact_bytes)
                 self._journaled.append(slot.stage)
+                if isinstance(slot.stage, ReleasesIntoRequests):
+                    slot.releases = slot.stage
 
     @property
     def journaled(self) -> bool:
@@ -280,6 +315,22 @@ class Pipeline:
         with self._lock:
             for stage in self._journaled:
                 stage.settle(flushes)
+            for n, result in self._flush_releases:
+                if n <= flushes:
+                    self._settle_releases(result)
+            self._flush_releases = [(n, r) for n, r in self._flush_releases if n > flushes]
+
+    def settle_request(self, result: PipelineResult) -> None:
+        """The held records released into ``result``'s batch were forwarded, or their loss was
+        counted: their journals may forget them (written with the next persist)."""
+        if result.request_releases:
+            with self._lock:
+                self._settle_releases(result)
+
+    @staticmethod
+    def _settle_releases(result: PipelineResult) -> None:
+        for stage, rids in result.request_releases:
+            stage.settle_request_releases(rids)
 
     def shutdown(self) -> list[Batch]:
         """Drain held records (returned for forwarding), then shut stages down in reverse."""

@@ -20,6 +20,15 @@ missing", as docs/architecture.md#metrics lists it -- with reason ``pod_not_foun
 because the hold was full). A container that stayed unknown for a whole hold is not held again
 for ``GIVE_UP_SECONDS``, so a non-Kubernetes container on the node costs one hold, not one per
 batch.
+
+A held Resource's caller was answered OK. With a journal (:meth:`K8sEnricher.open_state`, the
+service's ``state_dir``) each held Resource and its due time are written ahead (k8s/journal.py):
+holding bumps ``state_version``, so the service fsyncs before it answers that request; the entry
+is settled once the Resource left in a batch that was forwarded or whose loss was counted (by
+flush number for :meth:`drain`, per request for one released into a caller's batch:
+pipeline.ReleasesIntoRequests). A start re-holds what was live, due at most ``hold_seconds``
+later, so it leaves enriched if its pod is known by then, else unenriched and counted as today.
+Without a journal a SIGKILL loses what is held, uncounted (docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
@@ -40,9 +50,11 @@ from prometheus_client import Counter
 from otelguard import semconv, telemetry
 from otelguard.processors.k8s.cache import K8sCache
 from otelguard.processors.k8s.config import Config
+from otelguard.processors.k8s.journal import HoldJournal
 from otelguard.processors.k8s.peers import PeerResolver, may_have_peer
 from otelguard.processors.k8s.source import ApiServerSource, K8sSource, Kind, api_client_from
 from otelguard.processors.k8s.writer import AttributeWriter
+from otelguard.processors.journal import JournalWrite
 from otelguard.processors.stage import Batch
 
 log = logging.getLogger(__name__)
@@ -97,6 +109,7 @@ class _Held:
     container_id: str
     item: ResourceItem
     batch_type: type[Batch]
+    rid: int = 0  # its id in the journal (0 without one)
 
 
 class K8sEnricher:
@@ -115,6 +128,7 @@ class K8sEnricher:
         config: Config,
         source: Optional[K8sSource] = None,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
         self.cache = K8sCache(config, clock)
@@ -133,6 +147,14 @@ class K8sEnricher:
         # Records released into a later batch (pipeline.ReleasesRecords): their callers were
         # answered already, so the service counts them if that batch's forward fails.
         self.released_records = 0
+        # The journal (pipeline.PersistsState): None without service.state_dir.
+        self._wall = wall_clock
+        self._journal: Optional[HoldJournal] = None
+        self._next_rid = 1
+        self._drains = 0
+        self._emitted: list[tuple[int, list[int]]] = []  # (drain number, ids) not settled
+        self._request_released: list[int] = []  # released into the batch being processed
+        self.state_version = 0  # bumped by a hold: the request is answered after the fsync
 
     @property
     def source(self) -> Optional[K8sSource]:
@@ -183,6 +205,10 @@ class K8sEnricher:
     def shutdown(self) -> None:
         if self._source is not None:
             self._source.stop()
+        if self._journal is not None:  # what is still live stays there for the next start
+            with self._lock:
+                self._journal.close()
+                self._journal = None
 
     # --- per batch -------------------------------------------------------------------------
 
@@ -201,9 +227,9 @@ class K8sEnricher:
             if hold:
                 self._hold(items, hold, type(batch), now)
             if released:
-                self.released_records += sum(_record_count(it) for it in released)
+                self.released_records += sum(_record_count(h.item) for h in released)
                 current = [items[i] for i in keep] if hold else list(items)
-                merged = [*released, *current]
+                merged = [*(h.item for h in released), *current]
                 copies = []
                 for it in merged:
                     c = type(it)()
@@ -211,6 +237,8 @@ class K8sEnricher:
                     copies.append(c)
                 del items[:]
                 items.extend(copies)
+                if self._journal is not None:
+                    self._request_released.extend(h.rid for h in released)
             elif hold:
                 for i in reversed(hold):
                     del items[i]
@@ -224,13 +252,16 @@ class K8sEnricher:
         now = self._clock()
         out: list[Batch] = []
         with self._lock:
+            self._drains += 1
             for batch_type in (ExportLogsServiceRequest, ExportTraceServiceRequest):
                 released = self._take_due(batch_type, now, final)
                 if not released:
                     continue
+                if self._journal is not None:
+                    self._emitted.append((self._drains, [h.rid for h in released]))
                 batch = batch_type()
                 items = _items(batch)
-                items.extend(released)
+                items.extend(h.item for h in released)
                 if self.config.peers:
                     self._peers(items)
                 out.append(batch)
@@ -301,7 +332,13 @@ class K8sEnricher:
             copy = type(item)()
             copy.CopyFrom(item)
             cid = self._keys(copy)[0]
-            self._held.append(_Held(now + self.config.hold_seconds, cid, copy, batch_type))
+            held = _Held(now + self.config.hold_seconds, cid, copy, batch_type)
+            if self._journal is not None:
+                held.rid = self._next_rid
+                self._next_rid += 1
+                self._journal.hold(held.rid, self._wall() + self.config.hold_seconds, copy)
+                self.state_version += 1
+            self._held.append(held)
             self._held_ids.add(cid)
         # Over the limit: the oldest go on unenriched now rather than grow without bound.
         excess = len(self._held) - self.config.max_held_batches
@@ -309,12 +346,12 @@ class K8sEnricher:
             for h in self._held[:excess]:
                 h.deadline = float("-inf")
 
-    def _take_due(self, batch_type: type[Batch], now: float, final: bool) -> list[ResourceItem]:
+    def _take_due(self, batch_type: type[Batch], now: float, final: bool) -> list[_Held]:
         """Remove and return held Resources of ``batch_type`` that are due, enriched if their pod
         is known now, else passed on unenriched and counted."""
         if not self._held:
             return []
-        due: list[ResourceItem] = []
+        due: list[_Held] = []
         rest: list[_Held] = []
         expired_ids: set[str] = set()
         for h in self._held:
@@ -336,12 +373,63 @@ class K8sEnricher:
                     self._enrich_resource(h.item, now, may_hold=False)
                 else:
                     self._enrich_resource(h.item, now, may_hold=False)
-                due.append(h.item)
+                due.append(h)
             else:
                 rest.append(h)
         self._held = rest
         self._held_ids = {h.container_id for h in rest}
         return due
+
+    # --- the journal (pipeline.PersistsState, pipeline.ReleasesIntoRequests) ----------------
+
+    def open_state(self, path: Path, compact_bytes: int) -> None:
+        """Open the journal at ``path`` and hold again what a previous process held or released
+        without settling, each due when it was due but at most ``hold_seconds`` from now (the
+        first drain after ``start()`` releases it enriched if the pod is known by then)."""
+        journal = HoldJournal(path, compact_bytes)
+        recovered = journal.recover(TYPE_NAME)
+        now, wall = self._clock(), self._wall()
+        with self._lock:
+            self._journal = journal
+            for rid, due, item in recovered:
+                batch_type: type[Batch] = (ExportLogsServiceRequest
+                                           if isinstance(item, ResourceLogs)
+                                           else ExportTraceServiceRequest)
+                wait = min(max(due - wall, 0.0), self.config.hold_seconds)
+                cid = self._keys(item)[0]
+                self._held.append(_Held(now + wait, cid, item, batch_type, rid))
+                self._held_ids.add(cid)
+                self._next_rid = max(self._next_rid, rid + 1)
+        if recovered:
+            log.info("%s: re-releasing %d held Resource(s) (%d records) a previous process "
+                     "acknowledged", path, len(recovered),
+                     sum(_record_count(item) for _, _, item in recovered))
+
+    def journal_write(self) -> Optional[JournalWrite]:
+        with self._lock:
+            return self._journal.write() if self._journal is not None else None
+
+    def settle(self, drains: int) -> None:
+        """What drains up to ``drains`` released was forwarded or counted."""
+        with self._lock:
+            if self._journal is None:
+                return
+            for n, rids in self._emitted:
+                if n <= drains:
+                    self._journal.settle(rids)
+            self._emitted = [(n, rids) for n, rids in self._emitted if n > drains]
+
+    def take_request_releases(self) -> list[int]:
+        """Ids of held Resources the last ``process()`` put into its batch (the pipeline hands
+        them to the service with the result)."""
+        taken, self._request_released = self._request_released, []
+        return taken
+
+    def settle_request_releases(self, rids: list[int]) -> None:
+        """The batch they rode in was forwarded, or their loss counted (``held_<reason>``)."""
+        with self._lock:
+            if self._journal is not None:
+                self._journal.settle(rids)
 
     def _give_up(self, cid: str, now: float) -> None:
         self._given_up[cid] = now + GIVE_UP_SECONDS

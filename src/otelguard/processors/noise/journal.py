@@ -8,13 +8,11 @@ released records settled (``s``: forwarded, or counted as dropped), uids of dete
 passed (``p``) or were suppressed and counted (``x``). A compaction snapshot is one entry of the
 same shape holding the whole live state. Encoding: ``u32 header length | JSON header |
 ExportLogsServiceRequest`` whose ``resource_logs[i]`` carries the record a header item names by
-index. docs/architecture.md#noise-control.
+index (processors/journal.py's ``pack``). docs/architecture.md#noise-control.
 """
 
 from __future__ import annotations
 
-import json
-import struct
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +20,7 @@ from typing import Any
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs
 
-_LEN = struct.Struct("<I")
+from otelguard.processors.journal import pack, unpack
 
 
 @dataclass
@@ -87,9 +85,7 @@ def encode(changes: ChangeSet) -> bytes:
         "r": [[rid, _pack(req, item)] for rid, item in changes.released],
         "s": changes.settled, "p": changes.passed, "x": changes.suppressed,
     }
-    head = json.dumps(header, separators=(",", ":")).encode()
-    body: bytes = req.SerializeToString()
-    return _LEN.pack(len(head)) + head + body
+    return pack(header, req.SerializeToString())
 
 
 class Recovered:
@@ -100,30 +96,25 @@ class Recovered:
         self.released: dict[int, tuple[ResourceLogs, ScopeLogs, LogRecord]] = {}
         self.uids: OrderedDict[str, bool] = OrderedDict()
         self.max_id = 0
-        self.bad_entries = 0
 
     def apply(self, payload: bytes) -> None:
-        """Replay one entry; an entry that passed its CRC but does not decode is counted."""
-        try:
-            (n,) = _LEN.unpack_from(payload)
-            header = json.loads(payload[_LEN.size:_LEN.size + n])
-            req = ExportLogsServiceRequest.FromString(payload[_LEN.size + n:])
-            rls = req.resource_logs
-            for tid, key, count, first, last, idx in header["t"]:
-                self.throttles[tid] = Throttle(tid, key, count, first, last, _unpack(rls[idx]))
-                self.max_id = max(self.max_id, tid)
-            for tid in header["c"]:
-                self.throttles.pop(tid, None)
-            for rid, idx in header["r"]:
-                self.released[rid] = _unpack(rls[idx])
-                self.max_id = max(self.max_id, rid)
-            for rid in header["s"]:
-                self.released.pop(rid, None)
-            for uid in header["p"]:
-                self.uids[uid] = True
-                self.uids.move_to_end(uid)
-            for uid in header["x"]:
-                self.uids[uid] = False
-                self.uids.move_to_end(uid)
-        except Exception:  # noqa: BLE001 - a foreign or damaged entry never stops a start
-            self.bad_entries += 1
+        """Replay one entry; raises on one that passed its CRC but does not decode (counted by
+        processors/journal.py's ``replay``)."""
+        header, body = unpack(payload)
+        rls = ExportLogsServiceRequest.FromString(body).resource_logs
+        for tid, key, count, first, last, idx in header["t"]:
+            self.throttles[tid] = Throttle(tid, key, count, first, last, _unpack(rls[idx]))
+            self.max_id = max(self.max_id, tid)
+        for tid in header["c"]:
+            self.throttles.pop(tid, None)
+        for rid, idx in header["r"]:
+            self.released[rid] = _unpack(rls[idx])
+            self.max_id = max(self.max_id, rid)
+        for rid in header["s"]:
+            self.released.pop(rid, None)
+        for uid in header["p"]:
+            self.uids[uid] = True
+            self.uids.move_to_end(uid)
+        for uid in header["x"]:
+            self.uids[uid] = False
+            self.uids.move_to_end(uid)

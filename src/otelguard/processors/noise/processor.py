@@ -37,7 +37,7 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeL
 from otelguard import semconv, telemetry
 from otelguard.otlp.messages import attrs_dict
 from otelguard.processors.noise.config import Config
-from otelguard.processors.journal import Journal, JournalWrite
+from otelguard.processors.journal import Journal, JournalWrite, replay
 from otelguard.processors.noise.journal import ChangeSet, Recovered, Throttle, encode
 from otelguard.processors.noise.keys import Key, describe, is_critical, key_of, workload_of
 from otelguard.processors.noise.records import (
@@ -267,14 +267,7 @@ class NoiseControl:
         next drain; its remembered uids. Rewrites the journal from that state."""
         journal = Journal(path, compact_bytes)
         recovered = Recovered()
-        for payload in journal.open():
-            recovered.apply(payload)
-        torn = (1 if journal.torn_bytes else 0) + recovered.bad_entries
-        if torn:
-            telemetry.dropped.labels(TYPE_NAME, "journal_torn").inc(torn)
-            log.warning("%s: ignored %d damaged journal entr(ies) (%d bytes torn at the tail): "
-                        "a write a crash cut short, never acknowledged", path, torn,
-                        journal.torn_bytes)
+        replay(journal, TYPE_NAME, recovered.apply)
         self._journal = journal
         self._next_id = recovered.max_id + 1
         counted = 0
@@ -301,9 +294,7 @@ class NoiseControl:
         if self._journal is None or not self._changes:
             return None
         changes, self._changes = self._changes, ChangeSet()
-        if self._journal.wants_compaction():
-            return JournalWrite(self._journal, [self._snapshot()], rewrite=True)
-        return JournalWrite(self._journal, [encode(changes)], rewrite=False)
+        return self._journal.write_for(lambda: encode(changes), self._snapshot)
 
     def settle(self, drains: int) -> None:
         """Records of drains up to ``drains`` were forwarded or counted: the journal forgets

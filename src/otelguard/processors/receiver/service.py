@@ -12,8 +12,9 @@ that fails for good.
 
 With ``service.state_dir`` set, held state is journaled (processors/journal.py): a request whose
 records changed it is answered only after the journal is fsynced (requests that changed nothing
-pay nothing), a flush persists before it forwards, and a restart re-emits what was held
-(docs/architecture.md#failure-handling).
+pay nothing), a flush persists before it forwards, held records released into a caller's batch
+(k8s_attributes) are settled once that batch was forwarded or their loss counted, and a restart
+re-emits what was held (docs/architecture.md#failure-handling).
 """
 
 from __future__ import annotations
@@ -260,6 +261,7 @@ class ProcessorService:
                 if result.records_released:
                     telemetry.dropped.labels("forward", "held_journal_io_error").inc(
                         result.records_released)
+                self.pipeline.settle_request(result)
                 raise RequestError(grpc.StatusCode.UNAVAILABLE, 503, "journal_io_error",
                                    "cannot persist held state; retry later", retry_after=1.0)
             rejected = 0
@@ -277,12 +279,16 @@ class ProcessorService:
                     if result.records_released:
                         telemetry.dropped.labels("forward", "held_" + exc.reason).inc(
                             result.records_released)
+                    self.pipeline.settle_request(result)
                     raise
+                self.pipeline.settle_request(result)
                 if report.rejected:
                     rejected += report.rejected
                     message = "; ".join(m for m in (message, report.message) if m)
                 if sig is LOGS:
                     await self._forward_detection_spans(result.batch)
+            else:
+                self.pipeline.settle_request(result)  # later stages consumed them all
             if rejected:
                 partial = response.partial_success
                 setattr(partial, sig.rejected_field, min(rejected, n))
