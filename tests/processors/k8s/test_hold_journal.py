@@ -13,15 +13,27 @@ import uuid
 from pathlib import Path
 from typing import Any, Optional
 
+import grpc
+import pytest
+
 from otelguard import semconv
 from otelguard.otlp.messages import PyValue, attrs_dict
+from otelguard.processors.config import ServiceSection
+from otelguard.processors.forward import Forwarder
+from otelguard.processors.journal import Journal
 from otelguard.processors.k8s import Config, K8sEnricher
 from otelguard.processors.k8s.processor import DROP_STAGE, TYPE_NAME
 from otelguard.processors.k8s.source import InMemorySource, Kind
 from otelguard.processors.pipeline import Pipeline, PipelineResult
+from otelguard.processors.receiver import ProcessorService, ServiceThread
+from otelguard.processors.settings import Settings
 from otelguard.processors.stage import Batch
+from otelguard.transport.memory import InMemoryTransport
+from otelguard.transport.security import INSECURE_SERVER
 
 from tests.processors.k8s import objects as o
+from tests.processors.service_fixtures import FAST_FORWARD
+from tests.support.endpoints import grpc_call
 from tests.support.metrics import sample
 
 NS = "shop"
@@ -251,3 +263,47 @@ def test_without_a_journal_nothing_changes(tmp_path: Path) -> None:
     result = pipeline.process(_batch({semconv.HOST_PROCESS: True}, ["h1"]))
     assert result.request_releases == () and result.records_released == 1
     assert list(tmp_path.iterdir()) == []
+
+
+# --- in the service -----------------------------------------------------------------------------
+
+
+def test_in_the_service_a_hold_is_on_disk_before_the_ok_and_a_lost_release_is_settled(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    appends: list[int] = []
+    real = Journal.append
+    monkeypatch.setattr(Journal, "append",
+                        lambda self, payloads: (appends.append(1), real(self, payloads))[1])
+    src, clocks = InMemorySource(), Clocks()
+    _pod(src, "known", "a" * 64)
+    sink = InMemoryTransport()
+    e = K8sEnricher(Config(wait_for_sync_seconds=0, hold_seconds=60, peers=False), src,
+                    lambda: clocks.mono, lambda: clocks.wall)
+    service = ProcessorService(
+        Pipeline([(TYPE_NAME, e)]),
+        Forwarder([("memory#0", sink)], FAST_FORWARD, sleep=lambda _: None),
+        ServiceSection(listen="127.0.0.1:0", metrics=None, flush_interval_seconds=3600,
+                       state_dir=str(tmp_path), tls=INSECURE_SERVER),
+        Settings(grace_seconds=1.0))
+    with ServiceThread(service) as running:
+        endpoint = f"127.0.0.1:{service.grpc_port}"
+        known = _batch({semconv.CONTAINER_ID: "a" * 64}, ["k1"]).SerializeToString()
+        assert grpc_call(endpoint, known)[0] == grpc.StatusCode.OK
+        assert appends == []  # nothing held: no fsync
+        late = _batch({semconv.CONTAINER_ID: LATE}, ["l1", "l2"]).SerializeToString()
+        assert grpc_call(endpoint, late)[0] == grpc.StatusCode.OK
+        assert appends == [1] and e.held_count == 1  # on disk before the answer
+        # The pod arrives; the next request carries the held Resource and its forward fails:
+        # the caller retries its own record, the held ones are counted and settled.
+        _pod(src, "late", LATE)
+        sink.fail()
+        before = sample("otelguard_dropped_total", stage="forward",
+                        reason="held_next_hop_unavailable")
+        code = grpc_call(endpoint, known)[0]
+        assert code == grpc.StatusCode.UNAVAILABLE
+        assert sample("otelguard_dropped_total", stage="forward",
+                      reason="held_next_hop_unavailable") == before + 2
+        sink.recover()
+        running.call(service.flush_once())  # writes the settlement
+    again, e2 = _stage(tmp_path, src, clocks)
+    assert e2.held_count == 0 and again.flush() == []
