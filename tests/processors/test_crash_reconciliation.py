@@ -48,6 +48,8 @@ SEED = 11
 REQUESTS = 2400
 SENDERS = 4
 EXES = [f"/dev/shm/x{i}" for i in range(6)]  # the throttle keys: one rule, one workload, 6 paths
+NOISE = ("  - type: noise_control\n"
+         "    config: {window_seconds: 2, burst: 2}\n")
 KILLS = [signal.SIGKILL, signal.SIGKILL, signal.SIGKILL, signal.SIGTERM, signal.SIGTERM,
          signal.SIGTERM]
 
@@ -75,9 +77,10 @@ def _request(i: int, rng: random.Random) -> tuple[bytes, list[str], list[tuple[s
 
 
 class Service:
-    """``otelguard processor`` restarted on the same config, ports and state directory."""
+    """``otelguard processor`` restarted on the same config, ports and state directory
+    (``processors``: the YAML list of stages; tests/processors/k8s/test_hold_crash.py too)."""
 
-    def __init__(self, tmp: Path, downstream: str) -> None:
+    def __init__(self, tmp: Path, downstream: str, processors: str = NOISE) -> None:
         self.port, self.metrics = free_port(), free_port()
         self.config = tmp / "pipeline.yaml"
         self.config.write_text(
@@ -85,9 +88,7 @@ class Service:
             " tls: {insecure: true}}\n"
             "forward: {tls: {insecure: true}}\n"
             f"exporters: ['otlp:{downstream}']\n"
-            "processors:\n"
-            "  - type: noise_control\n"
-            "    config: {window_seconds: 2, burst: 2}\n")
+            "processors:\n" + processors)
         self.tmp = tmp
         self.runs = 0
         self.proc: Optional[subprocess.Popen[bytes]] = None
