@@ -80,9 +80,9 @@ class ServiceSection:
     # String values are cut to this many characters, bytes values to this many bytes.
     attribute_value_length_limit: Optional[int] = None
     flush_interval_seconds: float = 1.0  # how often held records (throttle records) leave
-    # Where stages keep held state across restarts (noise_control's journal,
-    # <state_dir>/<stage name>.journal); null: held state lives in memory only and a crash loses
-    # it uncounted (docs/architecture.md#failure-handling).
+    # Where stages keep held state across restarts (the journals of noise_control and
+    # k8s_attributes, <state_dir>/<stage name>.journal); null: held state lives in memory only
+    # and a crash loses it uncounted (docs/architecture.md#failure-handling).
     state_dir: Optional[str] = None
     # A journal past this size is rewritten from the live state it stands for.
     journal_compact_bytes: int = 8 * 1024 * 1024
