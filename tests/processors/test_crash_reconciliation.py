@@ -29,7 +29,7 @@ import threading
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import grpc
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
@@ -143,6 +143,39 @@ def _sender(endpoint: str, work: "queue.Queue[Optional[bytes]]", acked: list[int
             acked[0] += 1
 
 
+def drive(service: Service, receiver: GrpcReceiver, bodies: list[bytes], senders: int,
+          steps: list[tuple[int, Callable[[], None]]]) -> int:
+    """Send ``bodies`` to the started ``service`` from ``senders`` threads, each request
+    retried until OK; run each step once ``point`` requests were acknowledged (in order); end
+    with SIGTERM (the last stop drains everything held). The process is killed and
+    ``receiver`` stopped whatever happens. Returns the number of requests acknowledged."""
+    work: queue.Queue[Optional[bytes]] = queue.Queue()
+    for body in bodies:
+        work.put(body)
+    for _ in range(senders):
+        work.put(None)
+    acked, lock = [0], threading.Lock()
+    threads = [threading.Thread(target=_sender, args=(f"127.0.0.1:{service.port}", work, acked,
+                                                      lock), daemon=True)
+               for _ in range(senders)]
+    try:
+        for t in threads:
+            t.start()
+        for point, step in steps:
+            wait_for(lambda: acked[0] >= point, timeout=180, what=f"{point} requests acked")
+            step()
+        for t in threads:
+            t.join(300)
+            assert not t.is_alive(), "a sender never got its request acknowledged"
+        service.stop(signal.SIGTERM)
+    finally:
+        if service.proc is not None and service.proc.poll() is None:
+            service.proc.kill()
+            service.proc.wait(10)
+        receiver.stop()
+    return acked[0]
+
+
 def _received(receiver: GrpcReceiver) -> list[dict[str, PyValue]]:
     with receiver._lock:
         requests = list(receiver.logs)
@@ -160,33 +193,14 @@ def test_sigkill_and_sigterm_under_load_reconcile_exactly(tmp_path: Path) -> Non
     receiver = GrpcReceiver().start()
     service = Service(tmp_path, receiver.endpoint)
     service.start()
-    work: queue.Queue[Optional[bytes]] = queue.Queue()
-    for body, _, _ in requests:
-        work.put(body)
-    for _ in range(SENDERS):
-        work.put(None)
-    acked, lock = [0], threading.Lock()
-    senders = [threading.Thread(target=_sender, args=(f"127.0.0.1:{service.port}", work, acked,
-                                                      lock), daemon=True)
-               for _ in range(SENDERS)]
-    try:
-        for t in senders:
-            t.start()
-        for point, how in zip(kill_points, kinds):
-            wait_for(lambda: acked[0] >= point, timeout=120, what=f"{point} requests acked")
-            service.stop(how)
-            service.start()
-        for t in senders:
-            t.join(180)
-            assert not t.is_alive(), "a sender never got its request acknowledged"
-        service.stop(signal.SIGTERM)  # the last stop flushes every open window
-    finally:
-        if service.proc is not None and service.proc.poll() is None:
-            service.proc.kill()
-            service.proc.wait(10)
-        receiver.stop()
 
-    assert acked[0] == REQUESTS
+    def kill(how: signal.Signals) -> None:
+        service.stop(how)
+        service.start()
+
+    acked = drive(service, receiver, [body for body, _, _ in requests], SENDERS,
+                  [(point, lambda how=how: kill(how)) for point, how in zip(kill_points, kinds)])
+    assert acked == REQUESTS
     received = _received(receiver)
     sent_events = {uid for _, events, _ in requests for uid in events}
     event_copies = Counter(d[semconv.LOG_RECORD_UID] for d in received

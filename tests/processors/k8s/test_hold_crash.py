@@ -35,10 +35,9 @@ from otelguard import semconv
 from otelguard.otlp.messages import attrs_dict
 from tests.ebpf.containers import new_container_id
 from tests.processors.k8s import objects as o
-from tests.processors.test_crash_reconciliation import Service, _sender
+from tests.processors.test_crash_reconciliation import Service, _sender, drive
 from tests.support.kube import KubeCluster
 from tests.support.kube_world import create_running_pod, make_namespace, next_ip
-from tests.support.polling import wait_for
 from tests.transport.receivers import GrpcReceiver
 
 pytestmark = [pytest.mark.e2e]
@@ -109,43 +108,24 @@ def test_sigkill_while_resources_are_held_loses_no_acknowledged_record(
     receiver = GrpcReceiver().start()
     service = Service(tmp_path, receiver.endpoint, _processors(kube.kubeconfig))
     service.start()
-    work: queue.Queue[Optional[bytes]] = queue.Queue()
-    for body in bodies:
-        work.put(body)
-    for _ in range(SENDERS):
-        work.put(None)
-    acked, lock = [0], threading.Lock()
-    endpoint = f"127.0.0.1:{service.port}"
-    senders = [threading.Thread(target=_sender, args=(endpoint, work, acked, lock), daemon=True)
-               for _ in range(SENDERS)]
-    killed_runs = []
-    try:
-        for t in senders:
-            t.start()
-        for point, what, i in steps:
-            wait_for(lambda: acked[0] >= point, timeout=180, what=f"{point} requests acked")
-            if what == "late":
-                _pod(admin, ns, f"late-{i}", late[i])
-                continue
-            probe = o.logs(({semconv.CONTAINER_ID: probes[i]},
-                            [{semconv.LOG_RECORD_UID: f"probe-{i}"}]))
-            expect[f"probe-{i}"] = probes[i]
-            _send_one(endpoint, probe.SerializeToString())  # answered OK: held, journaled
-            service.stop(signal.SIGKILL)
-            _pod(admin, ns, f"probe-{i}", probes[i])  # appears while the service is down
-            service.start()
-            killed_runs.append(service.runs)
-        for t in senders:
-            t.join(300)
-            assert not t.is_alive(), "a sender never got its request acknowledged"
-        service.stop(signal.SIGTERM)  # the final drain releases what is still held
-    finally:
-        if service.proc is not None and service.proc.poll() is None:
-            service.proc.kill()
-            service.proc.wait(10)
-        receiver.stop()
+    killed_runs: list[int] = []
 
-    assert acked[0] == REQUESTS
+    def step(what: str, i: int) -> None:
+        if what == "late":
+            _pod(admin, ns, f"late-{i}", late[i])
+            return
+        probe = o.logs(({semconv.CONTAINER_ID: probes[i]},
+                        [{semconv.LOG_RECORD_UID: f"probe-{i}"}]))
+        expect[f"probe-{i}"] = probes[i]
+        _send_one(f"127.0.0.1:{service.port}", probe.SerializeToString())  # OK: held, on disk
+        service.stop(signal.SIGKILL)
+        _pod(admin, ns, f"probe-{i}", probes[i])  # appears while the service is down
+        service.start()
+        killed_runs.append(service.runs)
+
+    acked = drive(service, receiver, bodies, SENDERS,
+                  [(point, lambda what=what, i=i: step(what, i)) for point, what, i in steps])
+    assert acked == REQUESTS
     with receiver._lock:
         requests = list(receiver.logs)
     copies: Counter[str] = Counter()

@@ -163,21 +163,6 @@ def test_a_resource_released_into_a_request_stays_until_that_forward_finished(
     assert e3.held_count == 0 and third.flush() == []
 
 
-def test_a_failed_forward_counts_and_settles(tmp_path: Path) -> None:
-    """The service counts held records of a batch it could not forward (``held_<reason>``)
-    and settles them: the journal does not send what was counted lost."""
-    src, clocks = InMemorySource(), Clocks()
-    pipeline, _ = _stage(tmp_path, src, clocks)
-    pipeline.process(_batch({semconv.CONTAINER_ID: LATE}, ["l1"]))
-    pipeline.persist()
-    _pod(src, "late", LATE)
-    result = pipeline.process(_batch({semconv.HOST_PROCESS: True}, ["h1"]))
-    assert result.records_released == 1
-    _forwarded(pipeline, result)  # settle_request is called on the failure path too
-    again, _ = _stage(tmp_path, src, clocks)
-    assert again.flush() == []
-
-
 def test_recovered_holds_wait_at_most_their_remaining_time(tmp_path: Path) -> None:
     src, clocks = InMemorySource(), Clocks()
     pipeline, _ = _stage(tmp_path, src, clocks, hold=10.0)
