@@ -35,7 +35,7 @@ from otelguard import semconv
 from otelguard.otlp.messages import attrs_dict
 from tests.ebpf.containers import new_container_id
 from tests.processors.k8s import objects as o
-from tests.processors.test_crash_reconciliation import Service, _sender, drive
+from tests.processors.crash_load import Service, drive, send_until_ok
 from tests.support.kube import KubeCluster
 from tests.support.kube_world import create_running_pod, make_namespace, next_ip
 from tests.transport.receivers import GrpcReceiver
@@ -79,7 +79,7 @@ def _send_one(endpoint: str, body: bytes) -> None:
     work: queue.Queue[Optional[bytes]] = queue.Queue()
     work.put(body)
     work.put(None)
-    _sender(endpoint, work, [0], threading.Lock())
+    send_until_ok(endpoint, work, [0], threading.Lock())
 
 
 def test_sigkill_while_resources_are_held_loses_no_acknowledged_record(
