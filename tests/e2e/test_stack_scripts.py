@@ -18,19 +18,11 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2_grpc import LogsServ
 from tests.e2e.scenario import Scenario
 from tests.support.polling import wait_until
 from tests.support.stack import ROOT, get_json, http_get
+from tests.support.endpoints import free_ports
 
 pytestmark = pytest.mark.e2e
 
 
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def alive(pid: int) -> bool:

@@ -7,7 +7,9 @@ back the status, body and trailing metadata exactly as a real client would see t
 from __future__ import annotations
 
 import http.client
+import random
 import socket
+import threading
 from typing import Any
 
 import grpc
@@ -16,11 +18,49 @@ LOGS = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
 TRACES = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as f:
+            lo, hi = (int(x) for x in f.read().split())
+            return lo, hi
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
+_EPHEMERAL = _ephemeral_range()
+_handed_out: set[int] = set()
+_lock = threading.Lock()
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (the usual race applies)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A TCP port on 127.0.0.1 that was free a moment ago, for a server a test starts next.
+
+    Not from the kernel's ephemeral range: ``bind(0)`` would pick from the pool every outgoing
+    connection on the host draws its local port from, so between this call and the server's own
+    bind any client (a Collector exporting, a kubelet probe, another suite) could take it; that
+    raced once in a full run ("address already in use"). Ports below the range are handed out
+    only by explicit binds like this one, each at most once per test process.
+    """
+    lo, hi = _EPHEMERAL
+    ranges = [(10000, lo - 1)] if lo > 11000 else [(hi + 1, 65535)]
+    with _lock:
+        for _ in range(1000):
+            a, b = random.choice(ranges)
+            port = random.randint(a, b)
+            if port in _handed_out:
+                continue
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            _handed_out.add(port)
+            return port
+    raise RuntimeError("no free port outside the ephemeral range")
+
+
+def free_ports(n: int) -> list[int]:
+    return [free_port() for _ in range(n)]
 
 
 def listening(port: int) -> bool:

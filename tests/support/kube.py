@@ -40,6 +40,7 @@ from typing import Callable, Optional, Sequence
 import yaml
 
 from tests.support.polling import wait_until
+from tests.support.endpoints import free_port
 
 CACHE = Path(os.environ.get("OTELGUARD_CACHE", Path.home() / ".cache" / "otelguard"))
 ETCD = os.environ.get("OTELGUARD_ETCD", "/usr/bin/etcd")
@@ -50,10 +51,6 @@ def apiserver_binary() -> Path:
     return Path(os.environ.get("OTELGUARD_KUBE_APISERVER", CACHE / "kube-apiserver" / "kube-apiserver"))
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _openssl(*args: str, cwd: Path) -> None:

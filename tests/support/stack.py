@@ -39,6 +39,7 @@ import yaml
 
 from tests.support.certs import GatewayTls
 from tests.support.polling import wait_until
+from tests.support.endpoints import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 OTEL_CONFIG = ROOT / "otel-config"
@@ -69,10 +70,6 @@ def collector_binary() -> Path:
     return binary("otelcol", "otelcol-otelguard")
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
