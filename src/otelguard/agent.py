@@ -21,7 +21,7 @@ from otelguard import telemetry
 from otelguard.config import ConfigError, load_file
 from otelguard.ebpf.settings import SensorConfig
 from otelguard.exporter.batch import BatchExporter, run_until_stopped
-from otelguard.exporter.builder import OtlpBuilder
+from otelguard.exporter.builder import OtlpBuilder, signer_for
 from otelguard.exporter.config import ExporterConfig
 from otelguard.exporter.settings import node_identity
 from otelguard.exporter.spans import SpanTracker
@@ -115,7 +115,8 @@ def main(args: argparse.Namespace) -> int:
     timeout = exp_cfg.export_timeout_s
     delivery = Delivery(transport, spool, deadline_s=timeout)
     exporter = BatchExporter(sensor.drain, delivery, exp_cfg,
-                             OtlpBuilder(node, SpanTracker(max_open=exp_cfg.max_open_spans)))
+                             OtlpBuilder(node, SpanTracker(max_open=exp_cfg.max_open_spans),
+                                         signer=signer_for(exp_cfg.identity, node)))
     health.exporter = exporter
     run_until_stopped(sensor, exporter, args.duration)
     stats = exporter.stats()
