@@ -25,7 +25,6 @@ from typing import Any, Callable, Optional
 
 import grpc
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import ResourceLogs
 
 from otelguard import semconv
@@ -93,11 +92,14 @@ class SenderCheck:
             values[semconv.SENDER_NODE], values[semconv.CONTAINER_ID],
             values[semconv.K8S_POD_UID], values[semconv.HOST_NAME],
             values[semconv.SENDER_NONCE], values[semconv.SENDER_MAC])
-        for i in reversed(strip):
-            del attrs[i]
-        mark = KeyValue(key=semconv.SENDER_VERIFIED)
+        if strip:  # the first stripped attribute becomes the mark, in place (no copy)
+            for i in reversed(strip[1:]):
+                del attrs[i]
+            mark = attrs[strip[0]]
+            mark.key = semconv.SENDER_VERIFIED
+        else:
+            mark = attrs.add(key=semconv.SENDER_VERIFIED)
         mark.value.bool_value = ok
-        attrs.append(mark)
         return ok
 
 
