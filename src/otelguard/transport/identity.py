@@ -17,8 +17,8 @@ distinct; it is not checked for reuse (a Collector retry or a spool replay resen
 stamp legitimately).
 
 Cost: one HMAC per Resource per request on each side (~2.5 µs), never per record; the
-receiver's whole check ~14 µs per Resource, +4-10% over parsing the request, and the agent's
-build +4-5% (bench/sender_identity.py, docs/benchmarks.md).
+receiver's whole check ~14 µs per Resource, +9-10% over parsing the request, and the agent's
+build +2-6% (bench/sender_identity.py, docs/benchmarks.md).
 """
 
 from __future__ import annotations
