@@ -38,6 +38,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span
 from prometheus_client import Counter
 
 from otelguard import semconv, telemetry
+from otelguard.otlp.messages import count_item_records
 from otelguard.processors.k8s.cache import K8sCache
 from otelguard.processors.k8s.config import Config
 from otelguard.processors.k8s.identity import drop_claims, mismatch_detection, sender_node
@@ -84,12 +85,6 @@ def _peer_candidates(item: ResourceItem) -> Any:
             for span in ss.spans:
                 if span.kind != _SPAN_INTERNAL:
                     yield span
-
-
-def _record_count(item: ResourceItem) -> int:
-    if isinstance(item, ResourceLogs):
-        return sum(len(sl.log_records) for sl in item.scope_logs)
-    return sum(len(ss.spans) for ss in item.scope_spans)
 
 
 @dataclass
@@ -207,7 +202,7 @@ class K8sEnricher:
             if hold:
                 self._hold(items, hold, type(batch), now)
             if released:
-                self.released_records += sum(_record_count(it) for it in released)
+                self.released_records += sum(count_item_records(it) for it in released)
                 current = [items[i] for i in keep] if hold else list(items)
                 merged = [*released, *current]
                 copies = []
@@ -321,7 +316,7 @@ class K8sEnricher:
         return True
 
     def _count_missing(self, item: ResourceItem, reason: str) -> None:
-        n = _record_count(item)
+        n = count_item_records(item)
         if n:
             telemetry.dropped.labels(DROP_STAGE, reason).inc(n)
 

@@ -25,9 +25,9 @@ from typing import Any, Callable, Optional
 
 import grpc
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
-from opentelemetry.proto.logs.v1.logs_pb2 import ResourceLogs
 
 from otelguard import semconv
+from otelguard.otlp.messages import count_item_records
 from otelguard.processors.config import IdentitySection
 from otelguard.processors.errors import RequestError
 from otelguard.processors.stage import Batch
@@ -45,12 +45,6 @@ class Checked:
     verified: int = 0
     refused_resources: int = 0
     refused_records: int = 0
-
-
-def _records(item: Any) -> int:
-    if isinstance(item, ResourceLogs):
-        return sum(len(sl.log_records) for sl in item.scope_logs)
-    return sum(len(ss.spans) for ss in item.scope_spans)
 
 
 class SenderCheck:
@@ -72,7 +66,7 @@ class SenderCheck:
                 out.verified += 1
             elif self.cfg.require:
                 refused.append(i)
-                out.refused_records += _records(item)
+                out.refused_records += count_item_records(item)
         for i in reversed(refused):
             del items[i]
         out.refused_resources = len(refused)
