@@ -95,6 +95,7 @@ def test_verified_claim_of_another_nodes_pod_is_kept_and_detected() -> None:
     e = _enricher(src)
     before = sample("otelguard_detections_total", rule=RULE, priority=PRIORITY,
                     tactic="defense_evasion", k8s_namespace_name="payments", workload="")
+    seen: set[str] = set()
     for claim in ({semconv.CONTAINER_ID: CID_B}, {semconv.K8S_POD_UID: uids["b"]}):
         res = _resource({**claim, **FORGED_CLAIMS}, "node-a", verified=True)
         batch = e.process(o.logs((res, [{semconv.PROCESS_PID: 1,
@@ -112,6 +113,8 @@ def test_verified_claim_of_another_nodes_pod_is_kept_and_detected() -> None:
         assert rec[semconv.THREAT_TACTIC_NAME] == ["defense_evasion"]
         assert rec[semconv.SENDER_NODE] == "node-a"
         assert rec[semconv.TRIGGER_RECORD_UID] == "u-1"
+        seen.add(rec[semconv.LOG_RECORD_UID])
+    assert len(seen) == 1  # same trigger uid, same sender: the same detection (a retry)
     assert sample("otelguard_detections_total", rule=RULE, priority=PRIORITY,
                   tactic="defense_evasion", k8s_namespace_name="payments",
                   workload="") == before + 2

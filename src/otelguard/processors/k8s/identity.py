@@ -100,13 +100,17 @@ def mismatch_detection(item: ResourceLogs | ResourceSpans, sender: str,
         semconv.THREAT_TECHNIQUE_ID: [TECHNIQUE],
         semconv.THREAT_TACTIC_NAME: [TACTIC],
         semconv.SENDER_NODE: sender,
-        semconv.LOG_RECORD_UID: str(uuid.uuid4()),
     }
+    uid = ""
     if trigger is not None:
         attrs[semconv.TRIGGER_EVENT_NAME] = getattr(trigger, "event_name", "") or None
         uid = next((kv.value.string_value for kv in trigger.attributes
                     if kv.key == semconv.LOG_RECORD_UID), "")
         attrs[semconv.TRIGGER_RECORD_UID] = uid or None
+    # Deterministic when the trigger has a uid (a retried request makes the same detection,
+    # recognisable downstream and by noise control), as rule detections are.
+    attrs[semconv.LOG_RECORD_UID] = str(uuid.uuid5(uuid.NAMESPACE_OID, f"{_UUID}/{sender}/{uid}")
+                                        if uid else uuid.uuid4())
     set_attrs(rec.attributes, {k: v for k, v in attrs.items() if v is not None})
     sl.log_records.append(rec)
     namespace = res.get(semconv.K8S_NAMESPACE_NAME, "")
