@@ -12,6 +12,7 @@ answers ``/healthz`` and ``/readyz`` (exporter/health.py).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from otelguard import telemetry
 from otelguard.config import ConfigError, load_file
 from otelguard.ebpf.settings import SensorConfig
 from otelguard.exporter.batch import BatchExporter, run_until_stopped
-from otelguard.exporter.builder import OtlpBuilder
+from otelguard.exporter.builder import OtlpBuilder, signer_for
 from otelguard.exporter.config import ExporterConfig
 from otelguard.exporter.settings import node_identity
 from otelguard.exporter.spans import SpanTracker
@@ -112,10 +113,14 @@ def main(args: argparse.Namespace) -> int:
     node = node_identity()
     if sensor_cfg.node_name:
         node = type(node)(sensor_cfg.node_name, node.host_name, node.host_id)
+    token_flag = getattr(args, "node_token_file", None)  # --node-token-file over the file's
+    identity = (dataclasses.replace(exp_cfg.identity, node_token_file=token_flag)
+                if token_flag else exp_cfg.identity)
     timeout = exp_cfg.export_timeout_s
     delivery = Delivery(transport, spool, deadline_s=timeout)
     exporter = BatchExporter(sensor.drain, delivery, exp_cfg,
-                             OtlpBuilder(node, SpanTracker(max_open=exp_cfg.max_open_spans)))
+                             OtlpBuilder(node, SpanTracker(max_open=exp_cfg.max_open_spans),
+                                         signer=signer_for(identity, node)))
     health.exporter = exporter
     run_until_stopped(sensor, exporter, args.duration)
     stats = exporter.stats()

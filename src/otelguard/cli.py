@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     agent = sub.add_parser("agent", help="node agent: capture and export OTLP/gRPC")
     agent.add_argument("--otlp-endpoint", required=True, metavar="HOST:PORT")
     _client_tls_flags(agent, "otlp", "exporter", "to the endpoint")
+    agent.add_argument("--node-token-file", default=None, metavar="FILE",
+                       help="exporter.identity.node_token_file: this node's token ({node}: the "
+                       "node name), signs every Resource")
     agent.add_argument("--config", default=None)
     agent.add_argument("--spool-dir", default="/var/lib/otelguard/spool")
     agent.add_argument("--spool-max-bytes", type=int, default=256 * 1024 * 1024)

@@ -219,7 +219,7 @@ def main(args: argparse.Namespace) -> int:
 
     from otelguard.ebpf.sensor import Sensor
     from otelguard.exporter.batch import BatchExporter, run_until_stopped
-    from otelguard.exporter.builder import OtlpBuilder
+    from otelguard.exporter.builder import OtlpBuilder, signer_for
     from otelguard.exporter.health import AgentHealth
     from otelguard.exporter.settings import node_identity
     from otelguard.exporter.spans import SpanTracker
@@ -248,7 +248,8 @@ def main(args: argparse.Namespace) -> int:
     if sensor_cfg.node_name:
         node = dataclasses.replace(node, node_name=sensor_cfg.node_name)
     exporter = BatchExporter(sensor.drain, sink, exp_cfg,
-                             OtlpBuilder(node, SpanTracker(max_open=exp_cfg.max_open_spans)))
+                             OtlpBuilder(node, SpanTracker(max_open=exp_cfg.max_open_spans),
+                                         signer=signer_for(exp_cfg.identity, node)))
     health.exporter = exporter
     run_until_stopped(sensor, exporter, args.duration)
     sensor_stats = sensor.stats()

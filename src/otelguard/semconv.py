@@ -50,6 +50,11 @@ K8S_POD_HOST_PID: Final = "otelguard.k8s.pod.host_pid"
 K8S_POD_HOST_NETWORK: Final = "otelguard.k8s.pod.host_network"
 K8S_POD_ADDED_CAPABILITIES: Final = "otelguard.k8s.pod.added_capabilities"
 K8S_POD_SERVICE_ACCOUNT: Final = "otelguard.k8s.pod.service_account"
+# Sender identity (transport/identity.py): stamped by the agent, checked by the processor
+SENDER_NODE: Final = "otelguard.sender.node"  # the node whose token signed the Resource
+SENDER_NONCE: Final = "otelguard.sender.nonce"  # "<unix minute>.<agent request counter>"
+SENDER_MAC: Final = "otelguard.sender.mac"  # hex HMAC-SHA256; stripped by the processor
+SENDER_VERIFIED: Final = "otelguard.sender.verified"  # bool, set by the processor only
 
 # --- Process (every event record carries the acting process) ----------------------------------
 PROCESS_PID: Final = "process.pid"

@@ -99,6 +99,9 @@ def test_agent_is_not_privileged_and_explains_nothing_extra() -> None:
     assert agent["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
     assert {"name": "metrics", "containerPort": 9465} in agent["ports"]
     assert "--metrics=0.0.0.0:9465" in agent["args"]
+    # Sender identity: the node's key of the node-token Secret, the processor reads the same.
+    assert "--node-token-file=/etc/otelguard/node-tokens/{node}" in agent["args"]
+    assert "/etc/otelguard/node-tokens" in mounts
 
 
 def test_processor_probes_use_the_health_endpoints() -> None:
@@ -129,3 +132,4 @@ def test_processor_pipeline_configmap_loads() -> None:
     pipeline = build_pipeline_config(load_yaml(cm["data"]["pipeline.yaml"], "deploy/processor.yaml"))
     assert [p.type for p in pipeline.processors] == ["k8s_attributes", "falco_rules", "noise_control"]
     assert pipeline.exporters == ("otlp:otelguard-collector.otelguard.svc:4317",)
+    assert pipeline.service.identity.node_token_file == "/etc/otelguard/node-tokens"

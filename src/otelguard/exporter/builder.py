@@ -10,6 +10,9 @@ benchmark compare against.
 
 Every event passes through the :class:`~otelguard.exporter.spans.SpanTracker` first (ids for
 the record, span bookkeeping); finished spans are collected with :meth:`OtlpBuilder.traces`.
+With a :class:`~otelguard.transport.identity.ResourceSigner` every Resource of a request is
+stamped with the node's MAC (one nonce per request, one HMAC per Resource: the Resource is then
+encoded per request instead of taken from the cache, a few µs per Resource).
 One builder per exporter thread: nothing here is locked.
 """
 
@@ -30,6 +33,7 @@ from otelguard.exporter.settings import NodeIdentity, node_identity
 from otelguard.exporter.spans import ResourceKey, SpanData, SpanTracker
 from otelguard.exporter.wire import LogsWireEncoder
 from otelguard.otlp.messages import set_any
+from otelguard.transport.identity import ResourceSigner, SenderIdentity
 
 
 def _set(target: AnyValue, value: AttrValue) -> None:
@@ -47,10 +51,18 @@ def _kv(key: str, value: AttrValue) -> KeyValue:
     return kv
 
 
+def signer_for(identity: SenderIdentity, node: NodeIdentity) -> Optional[ResourceSigner]:
+    """The signer ``exporter.identity`` configures for this node (None: Resources unsigned)."""
+    path = identity.token_path(node.node_name)
+    return ResourceSigner(node.node_name, path) if path else None
+
+
 class OtlpBuilder:
     def __init__(self, node: Optional[NodeIdentity] = None, spans: Optional[SpanTracker] = None,
-                 clock: Callable[[], int] = time.time_ns) -> None:
+                 clock: Callable[[], int] = time.time_ns,
+                 signer: Optional[ResourceSigner] = None) -> None:
         self.node = node or node_identity()
+        self.signer = signer
         self.spans = spans if spans is not None else SpanTracker()
         self._clock = clock
         self._wire = LogsWireEncoder(mapping.SCOPE_NAME, mapping.SCOPE_VERSION)
@@ -72,8 +84,18 @@ class OtlpBuilder:
                 out = pieces[key] = []
                 sizes[key] = 0
             sizes[key] += record_into(out, ev, observed, trace_id, span_id)
+        if self.signer is not None:
+            nonce = self.signer.next_nonce()
+            return self._wire.request([(self._wire.resource(self._signed_attrs(key, nonce)), out,
+                                        sizes[key]) for key, out in pieces.items()])
         return self._wire.request([(self._resource(key), out, sizes[key])
                                    for key, out in pieces.items()])
+
+    def _signed_attrs(self, key: ResourceKey, nonce: str) -> list[tuple[str, AttrValue]]:
+        attrs = mapping.resource_attrs(key, self.node)
+        if self.signer is not None:
+            attrs += self.signer.stamp(dict(attrs), nonce)
+        return attrs
 
     def logs(self, events: Sequence[Event]) -> ExportLogsServiceRequest:
         """The same request as protobuf objects, for processors that work in place."""
@@ -131,12 +153,13 @@ class OtlpBuilder:
             return None
         req = ExportTraceServiceRequest()
         by_resource: dict[ResourceKey, ResourceSpans] = {}
+        nonce = self.signer.next_nonce() if self.signer is not None else ""
         for sd in spans:
             rs = by_resource.get(sd.resource)
             if rs is None:
                 rs = by_resource[sd.resource] = req.resource_spans.add()
                 rs.resource.attributes.extend(
-                    _kv(k, v) for k, v in mapping.resource_attrs(sd.resource, self.node))
+                    _kv(k, v) for k, v in self._signed_attrs(sd.resource, nonce))
                 ss = rs.scope_spans.add()
                 ss.scope.name = mapping.SCOPE_NAME
                 ss.scope.version = mapping.SCOPE_VERSION

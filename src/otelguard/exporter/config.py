@@ -10,6 +10,7 @@ from dataclasses import dataclass, fields
 
 from otelguard.config import Checks
 from otelguard.transport.contract import EXPORT_TIMEOUT_S
+from otelguard.transport.identity import SenderIdentity
 from otelguard.transport.security import ClientTls
 
 
@@ -27,11 +28,14 @@ class ExporterConfig:
     # the hop to the processor: CA, client certificate (mTLS), server name, bearer token file;
     # or insecure: true (plaintext, reported by startup and ``otelguard doctor``)
     tls: ClientTls = ClientTls()
+    # the node token every Resource is signed with (otelguard.sender.*), so the processor knows
+    # which node sent it through any Collector between (docs/architecture.md#security)
+    identity: SenderIdentity = SenderIdentity()
 
     def __post_init__(self) -> None:
         checks = Checks()
         for f in fields(self):
-            if f.name != "tls" and getattr(self, f.name) <= 0:
+            if f.name not in ("tls", "identity") and getattr(self, f.name) <= 0:
                 checks.add(f.name, f"must be > 0, got {getattr(self, f.name)!r}")
         if not checks.problems:  # the ranges, once every value is positive
             if not 0.05 <= self.flush_interval_s <= 10:

@@ -146,6 +146,13 @@ def iter_spans(req: ExportTraceServiceRequest) -> Iterator[tuple[ResourceSpans, 
                 yield rs, span
 
 
+def count_item_records(item: Union[ResourceLogs, ResourceSpans]) -> int:
+    """Log records or spans under one Resource."""
+    if isinstance(item, ResourceLogs):
+        return sum(len(sl.log_records) for sl in item.scope_logs)
+    return sum(len(ss.spans) for ss in item.scope_spans)
+
+
 def count_records(req: Union[ExportLogsServiceRequest, ExportTraceServiceRequest]) -> int:
     if isinstance(req, ExportLogsServiceRequest):
         return sum(len(sl.log_records) for rl in req.resource_logs for sl in rl.scope_logs)

@@ -48,6 +48,32 @@ from otelguard.transport.security import ClientTls, ServerTls
 
 
 @dataclass(frozen=True)
+class IdentitySection:
+    """``service.identity``: which node sent each Resource, from its node-token MAC
+    (transport/identity.py; docs/architecture.md#security)."""
+
+    # ``NODE TOKEN`` per line, or a directory with one file per node (a Secret mounted whole);
+    # re-read when it changes. null: no MAC is checked and every Resource is unverified.
+    node_token_file: Optional[str] = None
+    # Refuse Resources without a valid MAC: dropped from the request and counted
+    # (receive/unverified_sender, partial_success); a request with none valid is
+    # UNAUTHENTICATED / 401. Off by default: senders without node tokens (older agents, SDKs,
+    # otelguard run) keep working, their Resources marked otelguard.sender.verified=false.
+    require: bool = False
+    # A stamp whose minute is further than this from now is not valid (replay window; covers
+    # spool replay and Collector queues of about this long).
+    max_age_seconds: float = 3600.0
+
+    def __post_init__(self) -> None:
+        checks = Checks()
+        if self.max_age_seconds < 60:
+            checks.add("max_age_seconds", f"must be >= 60, got {self.max_age_seconds}")
+        if self.require and not self.node_token_file:
+            checks.add("require", "require: true needs node_token_file")
+        checks.done()
+
+
+@dataclass(frozen=True)
 class ServiceSection:
     """Where the service listens and how much it holds in memory at once."""
 
@@ -55,6 +81,8 @@ class ServiceSection:
     listen_http: Optional[str] = None  # OTLP/HTTP (protobuf and JSON), HOST:PORT; null: off
     # Both listeners: certificate, key, client CA (mTLS), bearer token file; or insecure: true.
     tls: ServerTls = ServerTls()
+    # The sending node of each Resource, from its node-token MAC (agents' exporter.identity).
+    identity: IdentitySection = IdentitySection()
     metrics: Optional[str] = "127.0.0.1:9466"  # Prometheus /metrics, HOST:PORT; null: off
     # Larger requests, also once inflated, are refused (413 / RESOURCE_EXHAUSTED). gRPC
     # messages are held whole before a handler runs: this is grpc's receive limit too.

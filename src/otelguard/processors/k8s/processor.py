@@ -48,8 +48,10 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span
 from prometheus_client import Counter
 
 from otelguard import semconv, telemetry
+from otelguard.otlp.messages import count_item_records
 from otelguard.processors.k8s.cache import K8sCache
 from otelguard.processors.k8s.config import Config
+from otelguard.processors.k8s.identity import drop_claims, mismatch_detection, sender_node
 from otelguard.processors.k8s.journal import HoldJournal
 from otelguard.processors.k8s.peers import PeerResolver, may_have_peer
 from otelguard.processors.k8s.source import ApiServerSource, K8sSource, Kind, api_client_from
@@ -97,12 +99,6 @@ def _peer_candidates(item: ResourceItem) -> Any:
                     yield span
 
 
-def _record_count(item: ResourceItem) -> int:
-    if isinstance(item, ResourceLogs):
-        return sum(len(sl.log_records) for sl in item.scope_logs)
-    return sum(len(ss.spans) for ss in item.scope_spans)
-
-
 @dataclass
 class _Held:
     deadline: float
@@ -118,7 +114,8 @@ class K8sEnricher:
     released by the pipeline's final ``drain``)."""
 
     type_name = TYPE_NAME
-    # Only sets absent attributes; held Resources are moved into the hold store before they
+    # Only sets absent attributes (for verified senders it replaces k8s.*/container.* claims
+    # in place: still a valid Resource, see identity.py); held Resources are moved into the hold store before they
     # leave the batch. A failure midway leaves a valid batch and loses nothing, so the pipeline
     # needs no restore snapshot (bench/service_vs_collector.py: the snapshot cost ~1.5 us/record).
     additive = True
@@ -144,6 +141,9 @@ class K8sEnricher:
         self._peer_hit = enrichment.labels("peer", "hit")
         self._peer_miss = enrichment.labels("peer", "miss")
         self._gave_up_sync = ""  # why start() went on without a synced cache (readiness)
+        # Node-mismatch detections (identity.py) not yet in a logs batch: a spans batch, or a
+        # Resource released by drain(); they leave with the next logs batch or drain().
+        self._detections: list[ResourceLogs] = []
         # Records released into a later batch (pipeline.ReleasesRecords): their callers were
         # answered already, so the service counts them if that batch's forward fails.
         self.released_records = 0
@@ -216,6 +216,7 @@ class K8sEnricher:
         now = self._clock()
         items = _items(batch)
         with self._lock:
+            earlier = len(self._detections)
             released = self._take_due(type(batch), now, final=False)
             keep: list[int] = []
             hold: list[int] = []
@@ -227,7 +228,7 @@ class K8sEnricher:
             if hold:
                 self._hold(items, hold, type(batch), now)
             if released:
-                self.released_records += sum(_record_count(h.item) for h in released)
+                self.released_records += sum(count_item_records(h.item) for h in released)
                 current = [items[i] for i in keep] if hold else list(items)
                 merged = [*(h.item for h in released), *current]
                 copies = []
@@ -244,6 +245,11 @@ class K8sEnricher:
                     del items[i]
             if self.config.peers:
                 self._peers(items)
+            if self._detections and isinstance(batch, ExportLogsServiceRequest):
+                # Those of earlier requests were acknowledged already: released records.
+                self.released_records += earlier
+                items.extend(self._detections)
+                self._detections = []
         return batch
 
     def drain(self, final: bool) -> list[Batch]:
@@ -264,6 +270,11 @@ class K8sEnricher:
                 items.extend(h.item for h in released)
                 if self.config.peers:
                     self._peers(items)
+                out.append(batch)
+            if self._detections:
+                batch = ExportLogsServiceRequest()
+                batch.resource_logs.extend(self._detections)
+                self._detections = []
                 out.append(batch)
         return out
 
@@ -303,12 +314,26 @@ class K8sEnricher:
             self._count_missing(item, "pod_not_found")
             return True
         self._hits["hit_" + res.via].inc()
-        self._writer.write(item.resource, res.attrs)
+        sender = sender_node(item.resource.attributes)
+        if sender is None:
+            self._writer.write(item.resource, res.attrs)
+        else:
+            self._override(item, res.attrs, sender, res.via)
         if not res.container_found:
             self._count_missing(item, "container_not_found")
         elif cid:
             self._given_up.pop(cid, None)
         return True
+
+    def _override(self, item: ResourceItem, attrs: dict[str, Any], sender: str,
+                  via: str) -> None:
+        """A verified sender: the pod's attributes replace its claims; a pod on another node
+        than the sender's is a detection (identity.py)."""
+        drop_claims(item.resource.attributes)
+        self._writer.write(item.resource, attrs)
+        pod_node = attrs.get(semconv.K8S_NODE_NAME)
+        if via != "pod_ip" and isinstance(pod_node, str) and pod_node and pod_node != sender:
+            self._detections.append(mismatch_detection(item, sender, pod_node, via))
 
     def _should_hold(self, cid: str, now: float) -> bool:
         cfg = self.config
@@ -322,7 +347,7 @@ class K8sEnricher:
         return True
 
     def _count_missing(self, item: ResourceItem, reason: str) -> None:
-        n = _record_count(item)
+        n = count_item_records(item)
         if n:
             telemetry.dropped.labels(DROP_STAGE, reason).inc(n)
 
@@ -403,7 +428,7 @@ class K8sEnricher:
         if recovered:
             log.info("%s: re-releasing %d held Resource(s) (%d records) a previous process "
                      "acknowledged", path, len(recovered),
-                     sum(_record_count(item) for _, _, item in recovered))
+                     sum(count_item_records(item) for _, _, item in recovered))
 
     def journal_write(self) -> Optional[JournalWrite]:
         with self._lock:

@@ -44,6 +44,7 @@ from otelguard.processors.pipeline import Pipeline
 from otelguard.processors.receiver.admission import Admission
 from otelguard.processors.receiver.grpc_server import start_grpc_server
 from otelguard.processors.receiver.health import ServiceHealth
+from otelguard.processors.receiver.identity import REASON as UNVERIFIED, SenderCheck, unverified
 from otelguard.processors.receiver.http_server import start_http_server
 from otelguard.processors.receiver.limits import AttributeLimits
 from otelguard.processors.receiver.protocol import LOGS, Signal, require_upb
@@ -80,6 +81,7 @@ class ProcessorService:
         self.http_port: Optional[int] = None
         self._admission = Admission(service)
         self._limits = AttributeLimits.of(service)
+        self._senders = SenderCheck(service.identity)
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=settings.forward_threads or service.max_inflight_requests,
             thread_name_prefix="otelguard-forward",
@@ -254,6 +256,11 @@ class ProcessorService:
             response = sig.response()
             if n == 0:
                 return response  # OTLP: an empty request is a success, nothing to forward
+            checked = self._senders.apply(batch)  # receiver/identity.py: before any stage
+            if checked.refused_records:
+                if checked.refused_records == n:
+                    raise unverified(checked)
+                telemetry.dropped.labels("receive", UNVERIFIED).inc(checked.refused_records)
             result = self.pipeline.process(batch)
             if result.state_changed and not await self._persist():
                 # Not acknowledged: the caller retries; what this request already counted is
@@ -264,12 +271,12 @@ class ProcessorService:
                 self.pipeline.settle_request(result)
                 raise RequestError(grpc.StatusCode.UNAVAILABLE, 503, "journal_io_error",
                                    "cannot persist held state; retry later", retry_after=1.0)
-            rejected = 0
-            message = ""
+            rejected = checked.refused_records
+            message = unverified(checked).message if rejected else ""
             if result.records_dropped:
                 rejected += result.records_dropped
-                message = f"{result.records_dropped} record(s) dropped by the pipeline " \
-                          "(see otelguard_dropped_total)"
+                message = "; ".join(m for m in (message, f"{result.records_dropped} record(s) "
+                                    "dropped by the pipeline (see otelguard_dropped_total)") if m)
             if result.records_out:
                 try:
                     report = await self._forward(result.batch)
