@@ -29,6 +29,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2_grpc import LogsServ
 from opentelemetry.proto.logs.v1.logs_pb2 import ResourceLogs
 
 from otelguard import semconv as sc
+from tests.support.certs import GatewayTls
 from tests.support.metrics import scrape, series, total
 from tests.support.polling import wait_until
 from tests.support.stack import (
@@ -81,10 +82,10 @@ class Sender(threading.Thread):
     ``deadline_s`` has passed. ``after_ack(i)`` runs in this thread right after request i's OK,
     so a kill it triggers lands while that request is surely still in the Collector's queue."""
 
-    def __init__(self, endpoint: str, stream: DetectionStream, pace_s: float = 0.0,
+    def __init__(self, collector: Collector, stream: DetectionStream, pace_s: float = 0.0,
                  after_ack: Optional[Callable[[int], None]] = None, deadline_s: float = 90.0) -> None:
         super().__init__(daemon=True)
-        self.endpoint, self.stream, self.pace_s = endpoint, stream, pace_s
+        self.collector, self.stream, self.pace_s = collector, stream, pace_s
         self.after_ack = after_ack or (lambda i: None)
         self.deadline = time.monotonic() + deadline_s
         self.acked: list[str] = []
@@ -92,13 +93,16 @@ class Sender(threading.Thread):
         self.errors: Counter[str] = Counter()
 
     def run(self) -> None:
-        with grpc.insecure_channel(self.endpoint) as ch:
+        assert self.collector.tls is not None
+        # as an agent connects: TLS and an agent token (gateway.yaml's agents receiver)
+        ch, metadata = self.collector.tls.agent_channel(self.collector.agents_grpc)
+        with ch:
             stub = LogsServiceStub(ch)  # type: ignore[no-untyped-call]
             for i in range(self.stream.requests):
                 req = self.stream.request(i)
                 while time.monotonic() < self.deadline:
                     try:
-                        stub.Export(req, timeout=5)
+                        stub.Export(req, timeout=5, metadata=metadata)
                     except grpc.RpcError as exc:
                         self.failed_attempts += 1
                         self.errors[str(exc.code())] += 1
@@ -175,8 +179,11 @@ def pass_through(tmp_path: Path) -> Path:
 def pipeline_a(workdir: Path, loki: Loki, pass_through: Path) -> tuple[Collector, ProcessorService]:
     """The gateway Collector and the pass-through processor service wired to each other and to
     ``loki``; neither started."""
-    col = Collector(workdir / "otelcol", [BACKENDS_CONFIG, GATEWAY_CONFIG], backends_env(loki), tap=False)
-    proc = ProcessorService(workdir / "processor", export=col.otlp_grpc, extra_args=["--config", str(pass_through)])
+    tls = GatewayTls.create(workdir / "pki")
+    col = Collector(workdir / "otelcol", [BACKENDS_CONFIG, GATEWAY_CONFIG], backends_env(loki), tap=False,
+                    tls=tls)
+    proc = ProcessorService(workdir / "processor", export=col.otlp_grpc, extra_args=["--config", str(pass_through)],
+                            listen_tls=tls.processor_args(), export_tls=tls.processor_export_args())
     col.env["OTELGUARD_PROCESSOR_ENDPOINT"] = proc.endpoint
     return col, proc
 
@@ -205,7 +212,7 @@ def test_sigkill_mid_stream_loses_nothing_acknowledged(loki: Loki,
         if i == 20:
             col.kill()
             killed.set()
-    sender = Sender(col.agents_grpc, stream, pace_s=0.05, after_ack=kill_after)
+    sender = Sender(col, stream, pace_s=0.05, after_ack=kill_after)
     sender.start()
     assert killed.wait(60), "the sender never got 21 acknowledgements"
     offset = restart(col)
@@ -241,7 +248,7 @@ def test_queue_on_disk_survives_a_kill_while_the_next_hop_is_down(
         if down == "loki":
             proc.start()
         col.start()
-        sender = Sender(col.agents_grpc, stream)
+        sender = Sender(col, stream)
         sender.start()
         sender.join(120)
         assert len(sender.acked) == n, (len(sender.acked), sender.errors)
