@@ -142,7 +142,7 @@ def test_agent_runs_with_exactly_the_documented_set(tmp_path: Path, rw: Path) ->
     with open(log, "wb") as err:
         agent = subprocess.Popen(
             [*_setpriv(caps), str(OTELGUARD), "agent", "--config", str(config),
-             "--otlp-endpoint", receiver.endpoint, "--spool-dir", str(tmp_path / "spool"),
+             "--otlp-endpoint", receiver.endpoint, "--otlp-insecure", "--spool-dir", str(tmp_path / "spool"),
              "--metrics", f"127.0.0.1:{free_port()}", "--duration", "600"],
             stdout=subprocess.DEVNULL, stderr=err)
     try:
