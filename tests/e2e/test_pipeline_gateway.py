@@ -5,10 +5,8 @@ is the processor's, from the stable Falco ruleset."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Iterator
 
-import grpc
 import pytest
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2_grpc import LogsServiceStub

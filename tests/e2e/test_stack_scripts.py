@@ -6,7 +6,6 @@ none of its processes behind."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import urllib.parse
 from pathlib import Path

@@ -3,7 +3,6 @@ fd types from /proc, and render() compiling out missing tracepoints."""
 
 from __future__ import annotations
 
-import ctypes
 import os
 import socket
 

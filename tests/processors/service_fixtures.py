@@ -6,7 +6,6 @@ import contextlib
 from dataclasses import dataclass
 from typing import Iterator, Optional, Sequence
 
-import grpc
 
 from otelguard.processors.config import ForwardSection, ProcessorSpec, ServiceSection
 from otelguard.processors.forward import ExportTarget, Forwarder

@@ -16,7 +16,7 @@ import pytest
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.logs.v1.logs_pb2 import ResourceLogs
 
-from otelguard import semconv, telemetry
+from otelguard import semconv
 from otelguard.otlp.messages import PyValue, attrs_dict, iter_log_records
 from otelguard.processors.config import ServiceSection
 from otelguard.processors.forward import Forwarder

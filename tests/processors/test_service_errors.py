@@ -17,9 +17,8 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
     ExportLogsServiceResponse,
 )
 
-from otelguard import semconv, telemetry
+from otelguard import semconv
 from otelguard.otlp import jsoncodec
-from otelguard.processors import metrics
 from otelguard.processors.config import ServiceSection
 from otelguard.otlp.messages import count_records
 from otelguard.processors.stage import Batch

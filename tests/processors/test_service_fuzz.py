@@ -11,9 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from otelguard import telemetry
 from otelguard.otlp import jsoncodec
-from otelguard.processors import metrics
 
 from tests.support.metrics import total
 from . import samples

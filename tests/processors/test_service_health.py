@@ -5,14 +5,10 @@ client, ``/healthz`` and ``/readyz`` on the OTLP/HTTP port and on the metrics po
 from __future__ import annotations
 
 import asyncio
-import http.client
-import json
-import socket
-from typing import Any
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
 from otelguard import telemetry
 from otelguard.processors.config import ForwardSection, ServiceSection

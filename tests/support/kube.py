@@ -26,7 +26,6 @@ import contextlib
 import os
 import secrets
 import signal
-import socket
 import ssl
 import subprocess
 import sys

@@ -5,16 +5,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from otelguard.ebpf.events import Event
-from otelguard.exporter.builder import OtlpBuilder
-from otelguard.exporter.settings import NodeIdentity
-from otelguard.transport import Delivery, ExportResult, InMemoryTransport, RetryPolicy, Spool
+from otelguard.transport import Delivery, ExportResult, InMemoryTransport, Spool
 from otelguard.transport.otlp_grpc import OtlpGrpcTransport
 from otelguard.transport.security import INSECURE_CLIENT
-from tests.support.metrics import sample
-from tests.exporter.scenario import shell_session
 from tests.support.polling import wait_until
-from tests.transport.batches import FAST, NODE, batches as _batches, dropped as _dropped
+from tests.transport.batches import FAST, batches as _batches, dropped as _dropped
 from tests.transport.receivers import GrpcReceiver
 
 def test_retries_then_succeeds_without_spooling(tmp_path: Path) -> None:

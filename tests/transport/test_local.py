@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
-from otelguard import telemetry
 from otelguard.otlp import jsoncodec
 from otelguard import semconv as sc
 from otelguard.exporter.builder import OtlpBuilder

@@ -13,7 +13,6 @@ from typing import Callable
 import pytest
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
-from otelguard import telemetry
 from otelguard.transport import Delivery, InMemoryTransport, Spool
 from otelguard.transport.otlp_grpc import OtlpGrpcTransport
 from otelguard.transport.spool import QUARANTINE_MAX_FILES, SpoolEntry

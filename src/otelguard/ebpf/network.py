@@ -68,7 +68,7 @@ from otelguard.ebpf.probe import (
     DecodeContext, Header, ProbeConfig, group_defines, group_tracepoints, probe_source, read_record
 )
 from otelguard.ebpf.sockets import (
-    AF_INET, AF_INET6, AF_PACKET, SockAddr, decode_sockaddr, socket_local_endpoint, transport_of,
+    AF_INET, AF_INET6, SockAddr, decode_sockaddr, socket_local_endpoint, transport_of,
 )
 
 T_SOCKET, T_CONNECT, T_ACCEPT, T_BIND, T_LISTEN, T_DNS, T_STATE = range(40, 47)

@@ -34,7 +34,7 @@ from otelguard.processors.detection.fields import AttrLayouts, EventView, event_
 from otelguard.processors.detection.loader import load_rules, load_rules_text
 from otelguard.processors.detection.prefilter import Member, TypePlan, plan
 from otelguard.processors.detection.ruleset import Priority, Rule, RuleSet
-from otelguard.processors.detection.state import DetectionState, StateLimits
+from otelguard.processors.detection.state import DetectionState
 from otelguard.otlp.messages import attrs_dict, set_attr, set_attrs
 
 RULES_DIR = Path(__file__).resolve().parents[2] / "rules"

@@ -36,7 +36,7 @@ from otelguard.processors.detection.compiler import Compiler
 from otelguard.processors.detection.fields import EventView, FieldType
 from otelguard.processors.detection.operators import CompileError, IPNet, as_text, coerce_int
 from otelguard.processors.detection.parser import (
-    And, Check, FieldRef, ListValue, Literal, MacroRef, Node, Not, Or,
+    And, Check, FieldRef, ListValue, Literal, MacroRef, Node, Or,
 )
 
 # fields whose values sort records into a few classes: a guard on them rarely skips anything
