@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ from otelguard import telemetry
 from otelguard.config import ConfigError, load_file
 from otelguard.ebpf.settings import SensorConfig
 from otelguard.exporter.config import ExporterConfig
-from otelguard.processors.config import ProcessorList, ProcessorSpec
+from otelguard.processors.config import ProcessorList, ProcessorSpec, ReloadConfig
 from otelguard.transport.contract import LogsPayload, TracesPayload, as_logs, as_traces
 from otelguard.transport.delivery import Delivery, DeliveryStats
 
@@ -48,6 +49,8 @@ class RunConfig:
     sensor: SensorConfig = field(default_factory=SensorConfig)
     exporter: ExporterConfig = ExporterConfig()
     processors: Optional[ProcessorList] = None
+    # Rules and the processors section re-read without a restart (processors/reload.py).
+    reload: ReloadConfig = ReloadConfig()
 
 
 def load_run_config(path: Optional[str]) -> RunConfig:
@@ -132,15 +135,30 @@ def _split_hostport(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def build_pipeline(specs: Optional[Sequence[ProcessorSpec]], rules: Optional[Sequence[str]]) -> Any:
-    """The processor pipeline of ``otelguard run``: the config's ``processors:`` or the default
-    (detection with the default rules, then noise control)."""
-    from otelguard.processors.pipeline import Pipeline
+def run_specs(specs: Optional[Sequence[ProcessorSpec]],
+              rules: Optional[Sequence[str]]) -> tuple[ProcessorSpec, ...]:
+    """The stages of ``otelguard run``: the config's ``processors:`` or the default (detection
+    with the default rules, then noise control), ``--rules`` applied."""
     from otelguard.processors.default_pipeline import apply_rules, default_specs
 
-    if specs is None:
-        specs = default_specs(rules)
-    return Pipeline.from_specs(apply_rules(specs, rules))
+    return apply_rules(default_specs(rules) if specs is None else specs, rules)
+
+
+def build_pipeline(specs: Optional[Sequence[ProcessorSpec]], rules: Optional[Sequence[str]]) -> Any:
+    """The processor pipeline of ``otelguard run`` (:func:`run_specs`)."""
+    from otelguard.processors.pipeline import Pipeline
+
+    return Pipeline.from_specs(run_specs(specs, rules))
+
+
+def build_reloader(pipeline: Any, cfg: RunConfig, args: argparse.Namespace) -> Any:
+    """Live reload of the rules and the ``processors:``/``reload:`` sections of ``--config``
+    (processors/reload.py); the sensor and exporter sections need a restart."""
+    from otelguard.processors.reload import ConfigReloader
+
+    return ConfigReloader(pipeline, cfg, lambda: load_run_config(args.config),
+                          specs_of=lambda c: run_specs(c.processors, args.rules),
+                          reload_of=lambda c: c.reload, config_file=args.config)
 
 
 def summary(sensor_stats: dict[str, Any], missing: Sequence[str]) -> str:
@@ -228,7 +246,9 @@ def main(args: argparse.Namespace) -> int:
     bound = telemetry.serve(metrics_host, metrics_port)
     sensor = Sensor(sensor_cfg)
     health = AgentHealth(sensor)
-    telemetry.set_readiness(health.checks)
+    reloader = build_reloader(pipeline, cfg, args)
+    telemetry.set_readiness(lambda: [*health.checks(), reloader.check()])
+    signal.signal(signal.SIGHUP, lambda _sig, _frame: reloader.request())
     try:
         status = sensor.start()
     except EbpfError as exc:
@@ -241,7 +261,9 @@ def main(args: argparse.Namespace) -> int:
     print(f"otelguard run: probes {', '.join(status.loaded)} loaded"
           + (f"; NOT loaded: {'; '.join(missing)}" if missing else "")
           + f"; stages: {', '.join(pipeline.stage_names) or 'none'}"
-          + f"; metrics on http://{metrics_host}:{bound}/metrics", file=sys.stderr, flush=True)
+          + f"; metrics on http://{metrics_host}:{bound}/metrics"
+          + f"; reload: SIGHUP, watching {len(reloader.watched())} path(s)",
+          file=sys.stderr, flush=True)
     pipeline.start()
     sink = PipelineSink(pipeline, outputs)
     node = node_identity()
@@ -251,7 +273,9 @@ def main(args: argparse.Namespace) -> int:
                              OtlpBuilder(node, SpanTracker(max_open=exp_cfg.max_open_spans),
                                          signer=signer_for(exp_cfg.identity, node)))
     health.exporter = exporter
+    reloader.start()
     run_until_stopped(sensor, exporter, args.duration)
+    reloader.stop()
     sensor_stats = sensor.stats()
     print(summary(sensor_stats, missing), file=sys.stderr, flush=True)
     return 0

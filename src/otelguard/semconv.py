@@ -232,6 +232,11 @@ METRIC_PROC_STAGE_FAILURES: Final = "otelguard_processor_stage_failures"  # {sta
 METRIC_PROC_INFLIGHT_REQUESTS: Final = "otelguard_processor_inflight_requests"
 METRIC_PROC_INFLIGHT_BYTES: Final = "otelguard_processor_inflight_bytes"
 METRIC_PROC_REQUEST_LATENCY: Final = "otelguard_processor_request_latency_seconds"  # {signal}
+# live reload of rules and config (processors/reload.py; docs/architecture.md#live-reload)
+METRIC_CONFIG_RELOADS: Final = "otelguard_config_reloads"  # {component, result}
+METRIC_CONFIG_LAST_RELOAD_SUCCESS: Final = (  # {component}
+    "otelguard_config_last_reload_success_timestamp_seconds")
+METRIC_RULES_LOADED: Final = "otelguard_rules_loaded"  # {stage, revision}: rules in effect
 # noise_control: collapsed detections carry the window's first and last occurrence (ISO 8601)
 DETECTION_FIRST_SEEN: Final = "otelguard.detection.first_seen"
 DETECTION_LAST_SEEN: Final = "otelguard.detection.last_seen"

@@ -50,11 +50,13 @@ pipeline_latency = Histogram(
 
 @dataclass(frozen=True)
 class Check:
-    """One readiness condition: ``detail`` says why it fails (or what it saw when it passes)."""
+    """One readiness condition: ``detail`` says why it fails (or what it saw when it passes).
+    ``warn``: passing, but worth an operator's look (a failed reload while the old rules run)."""
 
     name: str
     ok: bool
     detail: str = ""
+    warn: bool = False
 
 
 Readiness = Callable[[], Sequence[Check]]
@@ -64,12 +66,17 @@ HEALTHZ_BODY = b'{"status": "alive"}'
 
 def readiness_response(checks: Iterable[Check]) -> tuple[int, bytes]:
     """``/readyz``: 200 when every check passes, else 503; the JSON body lists every check and
-    names the failing ones under ``failing``."""
+    names the failing ones under ``failing`` and passing ones that warn under ``warnings``."""
     listed = list(checks)
     failing = [c.name for c in listed if not c.ok]
+    warnings = [c.name for c in listed if c.ok and c.warn]
+    status = "not ready" if failing else "ready"
+    if warnings:
+        status += " (warnings: " + ", ".join(warnings) + ")"
     body = {
-        "status": "not ready" if failing else "ready",
+        "status": status,
         "failing": failing,
+        "warnings": warnings,
         "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in listed],
     }
     return (503 if failing else 200), json.dumps(body, sort_keys=True).encode()

@@ -25,6 +25,7 @@ from otelguard.processors.forward import ExportTarget, Forwarder
 from otelguard.processors.pipeline import Pipeline
 from otelguard.processors.receiver import ProcessorService
 from otelguard.processors.receiver.protocol import require_upb, split_hostport
+from otelguard.processors.reload import ConfigReloader
 from otelguard.processors.settings import Settings
 from otelguard.transport.security import (
     ClientTls, client_tls_flags, overridden, warn_insecure,
@@ -64,34 +65,41 @@ def build_service(cfg: PipelineConfig, settings: Optional[Settings] = None,
     return ProcessorService(pipeline, Forwarder(hops, cfg.forward), cfg.service, st)
 
 
+def resolve_config(args: argparse.Namespace) -> PipelineConfig:
+    """The config file (or the default pipeline) with the command line's flags over it; the
+    same at start-up and at every reload (processors/reload.py)."""
+    cfg = load_pipeline_config(args.config) if args.config else PipelineConfig(
+        processors=default_specs(args.rules))
+    overrides: dict[str, Any] = {}
+    if not args.config or args.listen != settings_module.DEFAULT_LISTEN:
+        overrides["listen"] = args.listen
+    if args.listen_http:
+        overrides["listen_http"] = args.listen_http
+    if not args.config or args.metrics != settings_module.DEFAULT_METRICS:
+        overrides["metrics"] = args.metrics
+    overrides["tls"] = overridden(  # the listener flags over service.tls
+        cfg.service.tls, cert_file=args.tls_cert, key_file=args.tls_key,
+        client_ca_file=args.tls_client_ca, bearer_token_file=args.token_file,
+        insecure=args.insecure)
+    return dataclasses.replace(
+        cfg,
+        service=dataclasses.replace(cfg.service, **overrides),
+        forward=dataclasses.replace(
+            cfg.forward, tls=client_tls_flags(cfg.forward.tls, args, "export")),
+        exporters=tuple(cfg.exporters) + tuple(args.export or ()),
+        processors=apply_rules(cfg.processors, args.rules),
+    )
+
+
 def main(args: argparse.Namespace) -> int:
-    """``otelguard processor``: run until SIGINT/SIGTERM; config errors exit 2 with every issue."""
+    """``otelguard processor``: run until SIGINT/SIGTERM; config errors exit 2 with every issue.
+    SIGHUP (and a change of the config or rules files) reloads them (processors/reload.py)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
                         "%(message)s")
     try:
         st = settings_module.read()
         require_upb(st)
-        cfg = load_pipeline_config(args.config) if args.config else PipelineConfig(
-            processors=default_specs(args.rules))
-        overrides: dict[str, Any] = {}
-        if not args.config or args.listen != settings_module.DEFAULT_LISTEN:
-            overrides["listen"] = args.listen
-        if args.listen_http:
-            overrides["listen_http"] = args.listen_http
-        if not args.config or args.metrics != settings_module.DEFAULT_METRICS:
-            overrides["metrics"] = args.metrics
-        overrides["tls"] = overridden(  # the listener flags over service.tls
-            cfg.service.tls, cert_file=args.tls_cert, key_file=args.tls_key,
-            client_ca_file=args.tls_client_ca, bearer_token_file=args.token_file,
-            insecure=args.insecure)
-        cfg = dataclasses.replace(
-            cfg,
-            service=dataclasses.replace(cfg.service, **overrides),
-            forward=dataclasses.replace(
-                cfg.forward, tls=client_tls_flags(cfg.forward.tls, args, "export")),
-            exporters=tuple(cfg.exporters) + tuple(args.export or ()),
-            processors=apply_rules(cfg.processors, args.rules),
-        )
+        cfg = resolve_config(args)
         if not cfg.exporters:
             raise ConfigError([errors.ConfigIssue(
                 "exporters", "no exporter: give --export SPEC or exporters: in the config")])
@@ -101,32 +109,39 @@ def main(args: argparse.Namespace) -> int:
     except (ConfigError, ProcessorsError, ValueError) as exc:
         print(f"otelguard processor: {exc}")
         return 2
+    reloader = ConfigReloader(service.pipeline, cfg, lambda: resolve_config(args),
+                              specs_of=lambda c: c.processors, reload_of=lambda c: c.reload,
+                              config_file=args.config)
+    service.health.extra_checks.append(reloader.check)
     if cfg.service.metrics:
         host, port = split_hostport(cfg.service.metrics)
         bound = telemetry.serve(host, port)
         # /readyz beside /metrics (the only HTTP port when there is no OTLP/HTTP listener)
         telemetry.set_readiness(service.health.checks)
         log.info("metrics on http://%s:%d/metrics", host, bound)
-    return asyncio.run(_serve(service))
+    return asyncio.run(_serve(service, reloader))
 
 
-async def _serve(service: ProcessorService) -> int:
+async def _serve(service: ProcessorService, reloader: ConfigReloader) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal_module.SIGINT, signal_module.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal_module.SIGHUP, reloader.request)
     try:
         await service.start()
     except ProcessorsError as exc:
         print(f"otelguard processor: {exc}")
         return 2
-    log.info("OTLP/gRPC on %s (port %d)%s; stages: %s; exporters: %s", service.cfg.listen,
-             service.grpc_port,
+    reloader.start()
+    log.info("OTLP/gRPC on %s (port %d)%s; stages: %s; exporters: %s; reload: SIGHUP%s",
+             service.cfg.listen, service.grpc_port,
              f", OTLP/HTTP on port {service.http_port}" if service.http_port else "",
              ", ".join(service.pipeline.stage_names) or "none",
-             ", ".join(service.forwarder.exporter_names))
+             ", ".join(service.forwarder.exporter_names),
+             f", watching {len(reloader.watched())} path(s)" if reloader.watched() else "")
     await stop.wait()
     log.info("stopping: draining requests and flushing held records")
+    reloader.stop()
     await service.stop()
     return 0
-

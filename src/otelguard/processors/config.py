@@ -16,6 +16,7 @@ A pipeline file (every section optional; ``name`` defaults to ``type`` and label
       max_attempts: 4
       tls: {ca_file: /gw-tls/ca.crt, bearer_token_file: /gw-auth/token}
     exporters: [otlp:otel-gateway:4317]
+    reload: {watch_interval_seconds: 5}
     processors:
       - type: k8s_attributes
         config: {mode: gateway}
@@ -159,6 +160,22 @@ class ForwardSection:
 
 
 @dataclass(frozen=True)
+class ReloadConfig:
+    """``reload:``: how rules and config changes are picked up without a restart."""
+
+    # Check the config file and every rules file or directory for changes this often (seconds);
+    # 0: only on SIGHUP. ConfigMap updates reach the pod's volume ~1 min after the API change.
+    watch_interval_seconds: float = 5.0
+
+    def __post_init__(self) -> None:
+        checks = Checks()
+        if self.watch_interval_seconds < 0:
+            checks.add("watch_interval_seconds",
+                       f"must be >= 0 (0: SIGHUP only), got {self.watch_interval_seconds}")
+        checks.done()
+
+
+@dataclass(frozen=True)
 class ProcessorSpec:
     """One pipeline entry: registry type, metric label ``name`` and the built Config object."""
 
@@ -256,6 +273,8 @@ class PipelineConfig:
     forward: ForwardSection = ForwardSection()
     exporters: tuple[str, ...] = ()  # otlp:HOST:PORT | otlphttp:URL | jsonl:PATH
     processors: ProcessorList = ()  # the stages, in order
+    # Rules and this file re-read without a restart (docs/architecture.md#live-reload).
+    reload: ReloadConfig = ReloadConfig()
 
 
 def build_pipeline_config(data: Any, source: Optional[str] = None) -> PipelineConfig:

@@ -61,3 +61,18 @@ request_latency = Histogram(
     buckets=(0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0),
     registry=REGISTRY,
 )
+config_reloads = Counter(
+    semconv.METRIC_CONFIG_RELOADS,
+    "Reloads of rules or config, by component (rules|config) and result (success|failure).",
+    ["component", "result"], registry=REGISTRY,
+)
+config_last_reload_success = Gauge(
+    semconv.METRIC_CONFIG_LAST_RELOAD_SUCCESS,
+    "Unix time of the last successful load (the start-up load included), by component.",
+    ["component"], registry=REGISTRY,
+)
+rules_loaded = Gauge(
+    semconv.METRIC_RULES_LOADED,
+    "Rules in effect per rules stage; revision is the loaded files' content hash.",
+    ["stage", "revision"], registry=REGISTRY,
+)

@@ -26,7 +26,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Optional, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Iterable, Optional, Protocol, Sequence, runtime_checkable
 
 from otelguard import semconv, telemetry
 from otelguard.processors import metrics, registry
@@ -74,6 +74,25 @@ class ReleasesIntoRequests(Protocol):
     def take_request_releases(self) -> list[int]: ...
 
     def settle_request_releases(self, rids: list[int]) -> None: ...
+
+
+@runtime_checkable
+class Reconfigurable(Protocol):
+    """A stage whose config can change while it runs (falco_rules). ``prepare(config)`` does the
+    whole load off to the side, raising on any problem with nothing changed; the function it
+    returns makes the new config live and must not fail (the pipeline calls it between
+    batches). Stages without it keep their config until a restart."""
+
+    def prepare(self, config: Any) -> Callable[[], None]: ...
+
+
+@dataclass
+class Reconfiguration:
+    """What :meth:`Pipeline.reconfigure` did: stages given their new config, and the changes
+    it could not make live (they keep the running value until a restart)."""
+
+    applied: list[str]
+    needs_restart: list[str]
 
 
 @dataclass
@@ -128,6 +147,7 @@ class _Slot:
         # exception leaves a valid batch, so no snapshot is taken (~1.5 us/record saved).
         self.additive = bool(getattr(stage, "additive", False))
         self.releases: Optional[ReleasesIntoRequests] = None  # set once its journal is open
+        self.config: Any = None  # the config it was created with (from_specs), or last given
 
 
 class Pipeline:
@@ -154,10 +174,45 @@ class Pipeline:
         cls, specs: Iterable[ProcessorSpec], restore_on_failure: bool = True
     ) -> Pipeline:
         """Create each configured stage through the registry (RegistryError names the bad one)."""
-        return cls(
+        specs = list(specs)
+        pipeline = cls(
             [(spec.name, registry.create(spec.type, spec.config)) for spec in specs],
             restore_on_failure,
         )
+        for slot, spec in zip(pipeline._slots, specs):
+            slot.config = spec.config
+        return pipeline
+
+    def reconfigure(self, specs: Sequence[ProcessorSpec]) -> Reconfiguration:
+        """Give running stages their config from ``specs`` (docs/architecture.md#live-reload).
+
+        Every :class:`Reconfigurable` stage named in ``specs`` with the same type is prepared
+        (rules re-read even when its config is unchanged: their files may have changed); any
+        exception leaves every stage as it was and propagates. Then all of them commit at once
+        under the batch lock, so no batch sees half the change. Stages added, removed,
+        reordered or retyped, and changed configs of other stages, are reported as needing a
+        restart and keep running as they are."""
+        slots = {slot.name: slot for slot in self._slots}
+        running = [(slot.name, slot.stage.type_name) for slot in self._slots]
+        wanted = [(spec.name, spec.type) for spec in specs]
+        restart: list[str] = []
+        if wanted != running:
+            restart.append("processors: stages " + ", ".join(f"{n} ({t})" for n, t in wanted)
+                           + " instead of " + ", ".join(f"{n} ({t})" for n, t in running))
+        commits: list[tuple[_Slot, Any, Callable[[], None]]] = []
+        for spec in specs:
+            slot = slots.get(spec.name)
+            if slot is None or slot.stage.type_name != spec.type:
+                continue
+            if isinstance(slot.stage, Reconfigurable):
+                commits.append((slot, spec.config, slot.stage.prepare(spec.config)))
+            elif slot.config is not None and spec.config != slot.config:
+                restart.append(f"processors.{spec.name}.config")
+        with self._lock:
+            for slot, config, commit in commits:
+                commit()
+                slot.config = config
+        return Reconfiguration([slot.name for slot, _, _ in commits], restart)
 
     @property
     def stage_names(self) -> list[str]:

@@ -30,7 +30,7 @@ from otelguard.processors.detection.parser import (
     parse_field, split_list_item, LIST_OPS,
 )
 from otelguard.processors.detection.prefilter import Guard, GuardDeriver
-from otelguard.processors.detection.reader import RulesReader
+from otelguard.processors.detection.reader import RulesReader, expand_rule_paths
 from otelguard.processors.detection.ruleset import Priority, Rule, RuleSet, RuleStatus
 
 UUID_NAMESPACE = uuid.UUID("6f1e0c2a-5b8e-4f55-9d0e-0a7c4e9b2f11")
@@ -219,10 +219,11 @@ def _excerpt(text: str, offset: int) -> str:
 
 
 def load_rules(paths: Sequence[Union[str, Path]]) -> RuleSet:
-    """Read ``paths`` in order and compile; inspect ``.errors`` (or call raise_if_errors)."""
+    """Read ``paths`` in order (a directory: its rules files in name order) and compile;
+    inspect ``.errors`` (or call raise_if_errors)."""
     out = RuleSet()
     reader, collected = RulesReader(out), Collector(out)
-    for p in paths:
+    for p in expand_rule_paths(paths):
         for item in reader.read_file(p):
             collected.add(item)
     return compile_collected(collected)
@@ -233,6 +234,7 @@ def load_rules_text(texts: Sequence[tuple[str, str]]) -> RuleSet:
     out = RuleSet()
     reader, collected = RulesReader(out), Collector(out)
     for name, text in texts:
+        out.sources.append((name, hashlib.sha256(text.encode()).hexdigest()))
         for item in reader.read_text(text, name, Path(name).stem):
             collected.add(item)
     return compile_collected(collected)

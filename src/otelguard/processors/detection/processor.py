@@ -8,9 +8,17 @@ before noise control (which throttles repeated detections). Rules load and compi
 :func:`create`, so a broken rules file stops startup with every problem located; ``process`` is
 synchronous, does no I/O and appends detection records to the batch it was given. Span batches
 pass through untouched. Cost: see :mod:`otelguard.processors.detection.engine`.
+
+Live reload (docs/architecture.md#live-reload): :meth:`FalcoRulesProcessor.prepare` loads and
+compiles a new config's rules off to the side (raising :class:`RulesError` with file:line, the
+running engine untouched) and returns the commit that swaps the engine in; the pipeline commits
+between batches. The per-process state (:class:`DetectionState`) carries over when its limits
+did not change.
 """
 
 from __future__ import annotations
+
+from typing import Callable, Optional
 
 from otelguard.processors.detection.config import Config, StateConfig
 from otelguard.processors.detection.engine import DEFAULT_RULE_FILES, RuleEngine
@@ -30,13 +38,26 @@ class FalcoRulesProcessor:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        files = config.rules or tuple(str(p) for p in DEFAULT_RULE_FILES)
-        ruleset = load_rules(files)
-        self.engine = RuleEngine(
-            ruleset, state=DetectionState(config.state),
-            min_priority=Priority.parse(config.min_priority),
-            disabled_rules=config.disabled_rules,
-        )
+        self.engine = _engine(config, None)
+
+    def watched_files(self) -> tuple[str, ...]:
+        """The rules files and directories this stage reads (the reloader polls them)."""
+        return rule_paths(self.config)
+
+    def rules_info(self) -> tuple[str, int]:
+        """(revision: the loaded files' content hash, rules in effect), for metrics and logs."""
+        return self.engine.ruleset.revision, len(self.engine.rules)
+
+    def prepare(self, config: Config) -> Callable[[], None]:
+        """Load ``config``'s rules now (raises RulesError, nothing changed); the returned commit
+        makes them the ones :meth:`process` uses (called between batches)."""
+        keep = self.engine.state if config.state == self.config.state else None
+        engine = _engine(config, keep)
+
+        def commit() -> None:
+            self.config = config
+            self.engine = engine
+        return commit
 
     def start(self) -> None:
         pass
@@ -48,6 +69,19 @@ class FalcoRulesProcessor:
 
     def shutdown(self) -> None:
         pass
+
+
+def rule_paths(config: Config) -> tuple[str, ...]:
+    return config.rules or tuple(str(p) for p in DEFAULT_RULE_FILES)
+
+
+def _engine(config: Config, state: Optional[DetectionState]) -> RuleEngine:
+    return RuleEngine(
+        load_rules(rule_paths(config)),
+        state=state if state is not None else DetectionState(config.state),
+        min_priority=Priority.parse(config.min_priority),
+        disabled_rules=config.disabled_rules,
+    )
 
 
 def create(config: Config) -> FalcoRulesProcessor:

@@ -10,14 +10,16 @@ collector's business.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional, Union
+from typing import Any, Iterator, Optional, Sequence, Union
 
 from otelguard.config import LocatedDict, LocatedList, load_yaml
 from otelguard.processors.detection.ruleset import ENGINE_VERSION, RuleSet
 from otelguard.processors.errors import ConfigError
 
+RULE_SUFFIXES = (".yaml", ".yml")
 RULE_KEYS = {"rule", "condition", "output", "desc", "priority", "tags", "enabled", "exceptions",
              "source", "append", "override", "warn_evttypes", "skip-if-unknown-filter",
              "capture", "capture_duration"}
@@ -52,10 +54,13 @@ class RulesReader:
         p = Path(path)
         file = str(path)
         try:
-            text = p.read_text()
-        except OSError as exc:
-            self.out.report_error(file, None, "", f"cannot read rules file: {exc.strerror or exc}")
+            data = p.read_bytes()
+            text = data.decode()
+        except (OSError, UnicodeDecodeError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) else None
+            self.out.report_error(file, None, "", f"cannot read rules file: {why or exc}")
             return
+        self.out.sources.append((file, hashlib.sha256(data).hexdigest()))
         yield from self.read_text(text, file, p.stem)
 
     def read_text(self, text: str, file: str, ruleset: str) -> Iterator[Item]:
@@ -115,6 +120,23 @@ class RulesReader:
                               "required_engine_version or required_plugin_versions, got keys "
                               + ", ".join(sorted(map(str, item))))
         return None
+
+
+def expand_rule_paths(paths: Sequence[Union[str, Path]]) -> list[Path]:
+    """Files to read, in order: a directory stands for its ``*.yaml``/``*.yml`` files in name
+    order (Falco's ``rules_files`` does the same). Hidden entries are skipped, which is what a
+    Kubernetes ConfigMap volume needs: its ``..data`` and ``..<timestamp>`` entries are the
+    kubelet's, the visible names are symlinks through ``..data``. A path that does not exist
+    stays in the list, so reading it reports the error."""
+    out: list[Path] = []
+    for path in paths:
+        p = Path(path)
+        if p.is_dir():
+            out.extend(sorted(f for f in p.iterdir() if not f.name.startswith(".")
+                              and f.suffix in RULE_SUFFIXES and f.is_file()))
+        else:
+            out.append(p)
+    return out
 
 
 def key_line(container: Any, key: str, default: Optional[int]) -> Optional[int]:

@@ -7,6 +7,7 @@ compile step); read by the engine, the stage config and ``otelguard rules``.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Callable, Optional, Sequence
@@ -107,6 +108,16 @@ class RuleSet:
     warnings: list[Diagnostic] = field(default_factory=list)
     required_engine_versions: list[tuple[str, str]] = field(default_factory=list)  # (file, ver)
     required_plugins: list[tuple[str, str, str]] = field(default_factory=list)  # (file, name, ver)
+    sources: list[tuple[str, str]] = field(default_factory=list)  # (file, sha256), in read order
+
+    @property
+    def revision(self) -> str:
+        """The loaded files' content hash (12 hex): names the rule set in metrics and logs, and
+        changes with any edit of any file read (docs/architecture.md#live-reload)."""
+        h = hashlib.sha256()
+        for file, digest in self.sources:
+            h.update(f"{file}\0{digest}\n".encode())
+        return h.hexdigest()[:12]
 
     @property
     def ok(self) -> bool:

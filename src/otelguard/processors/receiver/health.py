@@ -19,7 +19,7 @@ Forwarder.hop_states). Each check reads state the request path keeps anyway: no 
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import Callable, Protocol, runtime_checkable
 
 import grpc
 from aiohttp import web
@@ -59,6 +59,8 @@ class ServiceHealth:
         self.forwarder = forwarder
         self.servicer = HealthServicer()
         self._state = "starting"
+        # more checks from outside the service (the reloader's ``reload``: always passing)
+        self.extra_checks: list[Callable[[], Check]] = []
 
     @property
     def state(self) -> str:
@@ -117,5 +119,6 @@ class ServiceHealth:
                 out.append(Check(f"stage:{name}", ok, detail))
         for hop, (down, detail) in self.forwarder.hop_states().items():
             out.append(Check(f"next_hop:{hop}", not down, detail))
+        out += [extra() for extra in self.extra_checks]
         return out
 
