@@ -4,14 +4,16 @@ Sensor -> BatchExporter -> :class:`PipelineSink` (the processor pipeline applied
 OTLP protobufs, no network hop) -> every ``--output`` through its own Delivery (retry with
 backoff; a dead endpoint's records are counted as dropped, never silently lost). Detections are
 printed by the console output like any record; ``/metrics`` serves otelguard's telemetry, and
-the same port ``/healthz`` and ``/readyz`` (exporter/health.py).
-Ctrl-C (or ``--duration``) stops cleanly and prints a summary: events by type, detections by
-rule, drops by stage and reason, probes that did not load.
+the same port ``/healthz`` and ``/readyz`` (exporter/health.py). SIGHUP, or a change of
+``--config`` or of a rules file, reloads the rules and the ``processors:`` section live
+(processors/reload.py). Ctrl-C (or ``--duration``) stops cleanly and prints a summary: events
+by type, detections by rule, drops by stage and reason, probes that did not load.
 
-The ``--config`` YAML has three sections, each defined by the package that owns it:
-``sensor:`` (ebpf/settings.py), ``exporter:`` (exporter/config.py) and ``processors:`` (the
-processor pipeline, processors/config.py). The file is read once into :class:`RunConfig`, every
-problem reported at once with file:line (published as ``docs/config/run.schema.json``).
+The ``--config`` YAML has four sections, each defined by the package that owns it:
+``sensor:`` (ebpf/settings.py), ``exporter:`` (exporter/config.py), ``processors:`` (the
+processor pipeline, processors/config.py) and ``reload:`` (processors/config.py). The file is
+read into :class:`RunConfig` at start and at each reload, every problem reported at once with
+file:line (published as ``docs/config/run.schema.json``).
 """
 
 from __future__ import annotations

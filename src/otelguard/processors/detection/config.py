@@ -29,7 +29,9 @@ StateConfig = StateLimits
 class Config:
     """``rules`` empty = the packaged default: Falco's stable rules + otelguard's own."""
 
-    rules: tuple[str, ...] = ()  # rule files, loaded in order (later ones may append/override)
+    # Rule files, loaded in order (later ones may append/override); a directory stands for its
+    # *.yaml/*.yml files in name order (a ConfigMap volume). Re-read live on change or SIGHUP.
+    rules: tuple[str, ...] = ()
     disabled_rules: tuple[str, ...] = ()  # rule names
     min_priority: str = "debug"  # rules less severe than this are not loaded
     state: StateConfig = field(default_factory=StateConfig)
