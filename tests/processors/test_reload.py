@@ -168,6 +168,18 @@ def processor(tmp: Path, config: Path) -> Iterator[Processor]:
         p.kill()
 
 
+def _rules_dir_config(tmp: Path, name: str, interval: float) -> tuple[ConfigMapDir, Path]:
+    """A ConfigMap-shaped rules directory holding RULE_A and a config file whose falco_rules
+    stage reads it, polled every ``interval`` seconds (the same file shape for both commands)."""
+    rules = ConfigMapDir(tmp / "rules", {"rules.yaml": RULE_A})
+    config = tmp / name
+    config.write_text(f"reload: {{watch_interval_seconds: {interval}}}\n"
+                      "processors:\n"
+                      "  - type: falco_rules\n"
+                      f"    config: {{rules: [{rules.path}]}}\n")
+    return rules, config
+
+
 def _readyz_reload(port: int) -> tuple[int, dict[str, object], str]:
     status, body = http_get_json(port, "/readyz")
     detail = {c["name"]: c["detail"] for c in body["checks"]}["reload"]
@@ -175,12 +187,7 @@ def _readyz_reload(port: int) -> tuple[int, dict[str, object], str]:
 
 
 def test_configmap_rules_swap_under_load_broken_then_fixed(tmp_path: Path) -> None:
-    rules = ConfigMapDir(tmp_path / "rules", {"rules.yaml": RULE_A})
-    config = tmp_path / "pipeline.yaml"
-    config.write_text("reload: {watch_interval_seconds: 0.2}\n"
-                      "processors:\n"
-                      "  - type: falco_rules\n"
-                      f"    config: {{rules: [{rules.path}]}}\n")
+    rules, config = _rules_dir_config(tmp_path, "pipeline.yaml", 0.2)
     with processor(tmp_path, config) as p:
         p.send(5)
         assert p.detections("Reload A") == 5 * PER_REQUEST
@@ -257,16 +264,25 @@ def test_sighup_reloads_rules_and_config_and_names_what_needs_a_restart(tmp_path
         assert status == 200 and ready["warnings"] == ["reload"], ready
         assert "needs restart for: service.max_json_depth" in detail, detail
         assert "service.max_json_depth" in p.log_path.read_text()
+        # an unknown key: the whole file is refused, the running pipeline stays as it was
+        config.write_text("bogus: 1\n" + config.read_text())
+        p.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: p.reloads("config", "failure") == 1, timeout=30, what="refused file")
+        p.send(3)
+        assert p.detections("Reload A") == a_before
+        status, ready, detail = _readyz_reload(p.metrics_port)
+        assert status == 200 and "LAST RELOAD FAILED" in detail, ready
+        assert f"{config}:1: bogus: unknown key" in detail, detail
         p.proc.send_signal(signal.SIGTERM)
         assert p.proc.wait(30) == 0
     batches = _read_jsonl(p.out)
     rules = [str(attrs_dict(rec.attributes)[S.SECURITY_RULE_NAME]) for b in batches
              for _r, _s, rec in iter_log_records(b) if rec.event_name == S.EV_DETECTION]
-    # 6 requests under A, 3 under A+B, 3 under B only; every event exactly once
-    assert Counter(rules) == {"Reload A": 9 * PER_REQUEST, "Reload B": 6 * PER_REQUEST}
+    # 6 requests under A, 3 under A+B, 6 under B only; every event exactly once
+    assert Counter(rules) == {"Reload A": 9 * PER_REQUEST, "Reload B": 9 * PER_REQUEST}
     uids = Counter(str(attrs_dict(rec.attributes)[S.LOG_RECORD_UID]) for b in batches
                    for _r, _s, rec in iter_log_records(b) if rec.event_name != S.EV_DETECTION)
-    assert len(uids) == 12 * PER_REQUEST and set(uids.values()) == {1}
+    assert len(uids) == 15 * PER_REQUEST and set(uids.values()) == {1}
 
 
 def test_otelguard_run_pipeline_reloads_rules_while_the_export_thread_sends(
@@ -277,12 +293,7 @@ def test_otelguard_run_pipeline_reloads_rules_while_the_export_thread_sends(
     from otelguard.transport.delivery import Delivery
     from otelguard.transport.memory import InMemoryTransport
 
-    rules = ConfigMapDir(tmp_path / "rules", {"rules.yaml": RULE_A})
-    config = tmp_path / "run.yaml"
-    config.write_text("reload: {watch_interval_seconds: 0.1}\n"
-                      "processors:\n"
-                      "  - type: falco_rules\n"
-                      f"    config: {{rules: [{rules.path}]}}\n")
+    rules, config = _rules_dir_config(tmp_path, "run.yaml", 0.1)
     args = argparse.Namespace(config=str(config), rules=None)
     cfg = load_run_config(args.config)
     pipeline = build_pipeline(cfg.processors, args.rules)
