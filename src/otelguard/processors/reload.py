@@ -17,7 +17,8 @@ was, logs one error listing every problem with file:line, and counts
 check says the last reload failed. Changes that only a restart can apply (listen addresses, TLS
 paths, exporters, sensor settings, stages added or removed) keep the running value and are
 named in a warning and in that check. Cost: one stat and one read+hash of each watched file per
-poll (Falco's default rules, ~0.2 MB: about a millisecond).
+poll (the packaged rules, 71 KB: 0.33 ms); compiling them for a reload, ~0.4 s on the watcher
+thread.
 """
 
 from __future__ import annotations
