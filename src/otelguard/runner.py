@@ -47,7 +47,7 @@ class RunConfig:
 
     sensor: SensorConfig = field(default_factory=SensorConfig)
     exporter: ExporterConfig = ExporterConfig()
-    processors: Optional[ProcessorList] = None
+    processors: Optional[ProcessorList] = None  # the stages; absent: falco_rules, noise_control
 
 
 def load_run_config(path: Optional[str]) -> RunConfig:
