@@ -1,8 +1,8 @@
 """Every environment variable: the ones otelguard's Python code reads, and the ones the
 Collector and Jaeger configs expand.
 
-* Python: each package's settings module declares ``ENVIRONMENT`` (:class:`otelguard.config.EnvVar`);
-  every ``settings.py`` under the package is imported and its declarations are merged by name
+* Python: each package's settings module declares ``ENVIRONMENT``
+  (:class:`otelguard.config.EnvVar`); every ``settings.py`` under the package is imported and its declarations are merged by name
   (``OTELGUARD_NODE_NAME`` is read by two packages). ``tests/config/test_reference.py`` scans the
   source for reads and fails on one no settings module declares.
 * Collector configs: every ``${env:NAME:-default}`` in ``otel-config/`` and ``deploy/`` YAML. The
