@@ -34,7 +34,8 @@ from otelguard.config.reader import (
 from otelguard.config.schema import document_schema, render, schema_of
 
 __all__ = [
-    "INTERNAL", "Checks", "ConfigError", "ConfigIssue", "Custom", "EnvVar", "InvalidFields", "Issues",
+    "INTERNAL", "Checks", "ConfigError", "ConfigIssue", "Custom", "EnvVar", "InvalidFields",
+    "Issues",
     "LocatedDict", "LocatedList", "build", "describe", "document_schema", "from_mapping", "join",
     "line_of", "load_file", "load_section", "load_yaml", "own_line", "read_yaml_file", "render",
     "schema_of",

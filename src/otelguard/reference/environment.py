@@ -2,9 +2,10 @@
 Collector and Jaeger configs expand.
 
 * Python: each package's settings module declares ``ENVIRONMENT``
-  (:class:`otelguard.config.EnvVar`); every ``settings.py`` under the package is imported and its declarations are merged by name
-  (``OTELGUARD_NODE_NAME`` is read by two packages). ``tests/config/test_reference.py`` scans the
-  source for reads and fails on one no settings module declares.
+  (:class:`otelguard.config.EnvVar`); every ``settings.py`` under the package is imported and
+  its declarations are merged by name (``OTELGUARD_NODE_NAME`` is read by two packages).
+  ``tests/config/test_reference.py`` scans the source for reads and fails on one no settings
+  module declares.
 * Collector configs: every ``${env:NAME:-default}`` in ``otel-config/`` and ``deploy/`` YAML. The
   description is the file's own comment table, a comment line ``#   NAME   what it does``
   (continued on more-indented comment lines); ``NAME/_SUFFIX`` and ``NAME / _SUFFIX`` describe
