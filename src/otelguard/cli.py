@@ -21,6 +21,7 @@ _TARGETS = {
     "rules.validate": "otelguard.processors.detection.cli:validate_main",
     "rules.list": "otelguard.processors.detection.cli:list_main",
     "config.schema": "otelguard.schemas:main",
+    "config.reference": "otelguard.reference:main",
 }
 
 
@@ -47,33 +48,44 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="single host: agent + processors in one process")
-    run.add_argument("--duration", type=float, default=None, help="stop cleanly after SECONDS")
+    run.add_argument("--duration", type=float, default=None, metavar="SECONDS",
+                     help="stop cleanly after SECONDS")
     run.add_argument(
         "--output", action="append", default=None, metavar="SPEC",
         help="console | jsonl:PATH | otlp:HOST:PORT | otlphttp:URL (repeatable; default: "
         "console and jsonl:otelguard-out.jsonl)",
     )
-    run.add_argument("--config", default=None, help="YAML config file")
+    run.add_argument("--config", default=None, metavar="FILE",
+                     help="YAML config file (sensor:, exporter:, processors:)")
     run.add_argument("--rules", action="append", default=None, metavar="FILE",
                      help="Falco-style rules file (repeatable; default: stable ruleset + ours)")
-    run.add_argument("--metrics", default="127.0.0.1:9464", help="HOST:PORT for /metrics")
+    run.add_argument("--metrics", default="127.0.0.1:9464", metavar="HOST:PORT",
+                     help="HOST:PORT for /metrics")
     run.set_defaults(target="run")
 
     agent = sub.add_parser("agent", help="node agent: capture and export OTLP/gRPC")
-    agent.add_argument("--otlp-endpoint", required=True, metavar="HOST:PORT")
+    agent.add_argument("--otlp-endpoint", required=True, metavar="HOST:PORT",
+                       help="the next hop's OTLP/gRPC address (the gateway Collector)")
     _client_tls_flags(agent, "otlp", "exporter", "to the endpoint")
     agent.add_argument("--node-token-file", default=None, metavar="FILE",
                        help="exporter.identity.node_token_file: this node's token ({node}: the "
                        "node name), signs every Resource")
-    agent.add_argument("--config", default=None)
-    agent.add_argument("--spool-dir", default="/var/lib/otelguard/spool")
-    agent.add_argument("--spool-max-bytes", type=int, default=256 * 1024 * 1024)
-    agent.add_argument("--metrics", default="127.0.0.1:9465", help="HOST:PORT for /metrics")
-    agent.add_argument("--duration", type=float, default=None)
+    agent.add_argument("--config", default=None, metavar="FILE",
+                       help="YAML config file (sensor:, exporter:)")
+    agent.add_argument("--spool-dir", default="/var/lib/otelguard/spool", metavar="DIR",
+                       help="requests wait here while the endpoint is down; kept across "
+                       "restarts")
+    agent.add_argument("--spool-max-bytes", type=int, default=256 * 1024 * 1024,
+                       metavar="BYTES", help="spool bound; beyond it requests are dropped and "
+                       "counted")
+    agent.add_argument("--metrics", default="127.0.0.1:9465", metavar="HOST:PORT",
+                       help="HOST:PORT for /metrics, /healthz and /readyz")
+    agent.add_argument("--duration", type=float, default=None, metavar="SECONDS",
+                       help="stop cleanly after SECONDS")
     agent.set_defaults(target="agent")
 
     doctor = sub.add_parser("doctor", help="check and explain what the agent needs")
-    doctor.add_argument("--config", default=None,
+    doctor.add_argument("--config", default=None, metavar="FILE",
                         help="the agent's config file: also report plaintext hops")
     doctor.set_defaults(target="doctor")
 
@@ -81,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     ebpf_sub = ebpf.add_subparsers(dest="ebpf_command", required=True)
     render = ebpf_sub.add_parser("render", help="print the generated BPF C of a probe")
     render.add_argument("probe", help="process | file | network | privilege | evasion | all")
-    render.add_argument("--config", default=None)
+    render.add_argument("--config", default=None, metavar="FILE",
+                        help="agent or run config file whose sensor: section fills the program")
     render.set_defaults(target="ebpf.render")
 
     proc = sub.add_parser("processor", help="the OTLP processor service")
@@ -91,9 +104,13 @@ def build_parser() -> argparse.ArgumentParser:
                       help="OTLP/HTTP listen address (protobuf and JSON)")
     proc.add_argument("--export", action="append", default=None, metavar="SPEC",
                       help="otlp:HOST:PORT | otlphttp:URL | jsonl:PATH (repeatable)")
-    proc.add_argument("--config", default=None)
-    proc.add_argument("--rules", action="append", default=None, metavar="FILE")
-    proc.add_argument("--metrics", default="127.0.0.1:9466", metavar="HOST:PORT")
+    proc.add_argument("--config", default=None, metavar="FILE",
+                      help="YAML pipeline file (service:, forward:, exporters:, processors:)")
+    proc.add_argument("--rules", action="append", default=None, metavar="FILE",
+                      help="Falco-style rules file for falco_rules (repeatable; default: "
+                      "stable ruleset + ours)")
+    proc.add_argument("--metrics", default="127.0.0.1:9466", metavar="HOST:PORT",
+                      help="HOST:PORT for /metrics and /readyz")
     proc.add_argument("--tls-cert", default=None, metavar="FILE", help="service.tls.cert_file")
     proc.add_argument("--tls-key", default=None, metavar="FILE", help="service.tls.key_file")
     proc.add_argument("--tls-client-ca", default=None, metavar="FILE",
@@ -108,19 +125,29 @@ def build_parser() -> argparse.ArgumentParser:
     rules = sub.add_parser("rules", help="Falco-style rules")
     rules_sub = rules.add_subparsers(dest="rules_command", required=True)
     validate = rules_sub.add_parser("validate", help="load rules files and report each rule")
-    validate.add_argument("files", nargs="+")
+    validate.add_argument("files", nargs="+", metavar="FILE", help="Falco-style rules files")
     validate.set_defaults(target="rules.validate")
     lst = rules_sub.add_parser("list", help="show the active rules")
-    lst.add_argument("--rules", action="append", default=None, metavar="FILE")
+    lst.add_argument("--rules", action="append", default=None, metavar="FILE",
+                     help="rules file (repeatable; default: stable ruleset + ours)")
     lst.set_defaults(target="rules.list")
 
     config = sub.add_parser("config", help="config files")
     config_sub = config.add_subparsers(dest="config_command", required=True)
     schema = config_sub.add_parser("schema", help="JSON Schema of a config file kind")
-    schema.add_argument("kind", nargs="?", choices=("agent", "run", "pipeline"))
+    schema.add_argument("kind", nargs="?", choices=("agent", "run", "pipeline"),
+                        help="print this kind's schema to stdout")
     schema.add_argument("--write", default=None, metavar="DIR",
                         help="write every kind's <kind>.schema.json into DIR (docs/config)")
     schema.set_defaults(target="config.schema")
+    ref = config_sub.add_parser(
+        "reference", help="every flag, environment variable and config key, as Markdown")
+    ref.add_argument("--write", default=None, metavar="FILE",
+                     help="write it to FILE (docs/configuration.md) instead of stdout")
+    ref.add_argument("--repo", default=".", metavar="DIR",
+                     help="repository root whose otel-config/ and deploy/ are searched for "
+                     "${env:...}")
+    ref.set_defaults(target="config.reference")
     return p
 
 

@@ -50,7 +50,7 @@ class RunConfig:
 
     sensor: SensorConfig = field(default_factory=SensorConfig)
     exporter: ExporterConfig = ExporterConfig()
-    processors: Optional[ProcessorList] = None
+    processors: Optional[ProcessorList] = None  # the stages; absent: falco_rules, noise_control
     # Rules and the processors section re-read without a restart (processors/reload.py).
     reload: ReloadConfig = ReloadConfig()
 

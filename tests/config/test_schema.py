@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
+from dataclasses import dataclass
 import sys
 import textwrap
 from pathlib import Path
@@ -146,4 +147,9 @@ def test_field_comments_become_descriptions() -> None:
     k8s = schema_of(K8sConfig)["properties"]
     assert k8s["max_held_batches"]["description"].startswith(  # two comment lines, joined
         "At most this many held Resources (one Resource's records from one batch each); beyond")
-    assert "description" not in k8s["node_name"]
+    assert schema_of(Uncommented)["properties"]["bare"] == {"type": "integer", "default": 1}
+
+
+@dataclass(frozen=True)
+class Uncommented:
+    bare: int = 1

@@ -21,6 +21,7 @@ from otelguard.config.builder import (
     load_file,
     load_section,
 )
+from otelguard.config.environment import EnvVar
 from otelguard.config.errors import Checks, ConfigError, ConfigIssue, InvalidFields
 from otelguard.config.reader import (
     LocatedDict,
@@ -33,7 +34,8 @@ from otelguard.config.reader import (
 from otelguard.config.schema import document_schema, render, schema_of
 
 __all__ = [
-    "INTERNAL", "Checks", "ConfigError", "ConfigIssue", "Custom", "InvalidFields", "Issues",
+    "INTERNAL", "Checks", "ConfigError", "ConfigIssue", "Custom", "EnvVar", "InvalidFields",
+    "Issues",
     "LocatedDict", "LocatedList", "build", "describe", "document_schema", "from_mapping", "join",
     "line_of", "load_file", "load_section", "load_yaml", "own_line", "read_yaml_file", "render",
     "schema_of",

@@ -62,9 +62,9 @@ class ProbeConfig:
         "/etc/", "/root/", "/boot/", "/proc/sys/", "/sys/fs/cgroup", "/dev/", "/var/run/secrets",
         "/run/secrets", "/home/", "/usr/bin/", "/usr/sbin/", "/bin/", "/sbin/", "/var/log/",
     )
-    dns_ports: tuple[int, ...] = (53,)
-    argv_max: int = 20
-    arg_len: int = 128
+    dns_ports: tuple[int, ...] = (53,)  # UDP/TCP peer ports whose payload is decoded as DNS
+    argv_max: int = 20  # arguments captured per exec (1..64)
+    arg_len: int = 128  # bytes captured per argument (16..1024)
 
     def __post_init__(self) -> None:
         """The limits the BPF programs are built for (render() refuses others too)."""

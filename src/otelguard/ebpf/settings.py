@@ -1,11 +1,7 @@
 """Sensor settings: the ``sensor:`` section of the YAML config and the package's environment.
 
-Environment variables (read here only):
-
-* ``OTELGUARD_TRACEFS``: tracefs mount (default ``/sys/kernel/tracing``, then
-  ``/sys/kernel/debug/tracing``); where tracepoint availability is checked.
-* ``OTELGUARD_NODE_NAME``: the Kubernetes node name (set from the downward API in the
-  DaemonSet); default: the host name.
+Environment variables: read here only, declared in :data:`ENVIRONMENT` (published in
+docs/configuration.md).
 
 YAML (every key optional; built by the one config loader, :mod:`otelguard.config`: unknown keys
 are errors, every problem reported at once with its dotted path and file:line)::
@@ -42,12 +38,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Optional
 
-from otelguard.config import Checks, load_section
+from otelguard.config import Checks, EnvVar, load_section
 from otelguard.ebpf.budget import BudgetConfig
 from otelguard.ebpf.probe import ProbeConfig
 
 ProbeName = Literal["process", "file", "network", "privilege", "evasion"]
 ALL_PROBES: tuple[ProbeName, ...] = typing.get_args(ProbeName)
+
+ENVIRONMENT = (
+    EnvVar("OTELGUARD_TRACEFS", "/sys/kernel/tracing, else /sys/kernel/debug/tracing (the first "
+           "with an events/ directory)",
+           "tracefs mount point where tracepoint availability is checked (agent, run, doctor); "
+           "set it when tracefs is mounted elsewhere"),
+    EnvVar("OTELGUARD_NODE_NAME", "the host name",
+           "Kubernetes node name on every record (the default of sensor.node_name); the "
+           "DaemonSet sets it from the downward API (spec.nodeName)"),
+)
 
 
 def tracefs_root() -> Path:

@@ -1,10 +1,7 @@
 """Environment settings of the exporter and the node identity it stamps on every Resource.
 
-Read once per process (the node does not change under a running agent):
-
-- ``OTELGUARD_NODE_NAME``: ``k8s.node.name``; set from the downward API (``spec.nodeName``) in
-  the DaemonSet. Falls back to the hostname.
-- ``OTELGUARD_HOST_ID``: overrides ``host.id``; otherwise ``/etc/machine-id`` (empty if absent).
+Read once per process (the node does not change under a running agent); the variables are
+declared in :data:`ENVIRONMENT` (published in docs/configuration.md).
 """
 
 from __future__ import annotations
@@ -14,7 +11,16 @@ import socket
 from dataclasses import dataclass
 from typing import Mapping, Optional
 
+from otelguard.config import EnvVar
+
 MACHINE_ID_PATH = "/etc/machine-id"
+
+ENVIRONMENT = (
+    EnvVar("OTELGUARD_NODE_NAME", "the host name",
+           "k8s.node.name of the node identity stamped on every Resource"),
+    EnvVar("OTELGUARD_HOST_ID", "the content of /etc/machine-id (empty if absent)",
+           "host.id on every Resource"),
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -139,9 +139,9 @@ class ForwardSection:
     """Retries to the next hop, and how long it is considered down after retries ran out."""
 
     timeout_seconds: float = 5.0  # all tries of one batch to one exporter end within this
-    max_attempts: int = 4
+    max_attempts: int = 4  # tries of one batch to one exporter, the first included
     initial_backoff_seconds: float = 0.1  # doubled after each retryable failure
-    max_backoff_seconds: float = 2.0
+    max_backoff_seconds: float = 2.0  # the backoff stops doubling here
     down_seconds: float = 5.0  # a hop out of retries fails fast (503) this long
     # Every otlp/otlphttp exporter: CA, client certificate (mTLS), server name, bearer token
     # file; or insecure: true.
@@ -249,10 +249,12 @@ def _processors_schema(schema_of: Callable[[Any], dict[str, Any]]) -> dict[str, 
     item = {
         "type": "object",
         "properties": {
-            "type": {"enum": registry.type_names()},
+            "type": {"enum": registry.type_names(),
+                     "description": "The registered stage type; config follows its Config."},
             "name": {"type": "string", "minLength": 1,
                      "description": "Stage name in metrics and logs; defaults to type."},
-            "config": {},
+            "config": {"description": "The stage's settings (below, per type); absent: its "
+                                      "defaults."},
         },
         "required": ["type"],
         "additionalProperties": False,

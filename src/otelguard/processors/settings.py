@@ -1,13 +1,6 @@
 """Environment variables read by the processor service; the only place in processors/ that reads
-the environment (one settings module per package). Each is read when the service starts.
-
-* ``OTELGUARD_ALLOW_PURE_PYTHON_PROTOBUF`` (default unset): when ``1``, start even if protobuf is
-  not the upb backend. Without upb, parsing is ~100x slower, so by default the
-  service refuses to start rather than run at a fraction of its capacity.
-* ``OTELGUARD_PROCESSOR_FORWARD_THREADS`` (default: ``service.max_inflight_requests``): worker
-  threads that run the blocking transport calls.
-* ``OTELGUARD_PROCESSOR_GRACE_SECONDS`` (default 5): how long shutdown waits for requests in
-  flight before closing the listeners.
+the environment (one settings module per package). Each is read when the service starts and is
+declared in :data:`ENVIRONMENT` (published in docs/configuration.md).
 """
 
 from __future__ import annotations
@@ -16,7 +9,21 @@ import os
 from dataclasses import dataclass
 from typing import Callable, Mapping, Optional, TypeVar
 
+from otelguard.config import EnvVar
 from otelguard.processors.errors import ConfigError, ConfigIssue
+
+ENVIRONMENT = (
+    EnvVar("OTELGUARD_ALLOW_PURE_PYTHON_PROTOBUF", "refuse to start without protobuf's upb "
+           "backend",
+           "1: start even if protobuf is not the upb backend; parsing is then ~100x slower, so "
+           "by default the service refuses to start rather than run at a fraction of its "
+           "capacity"),
+    EnvVar("OTELGUARD_PROCESSOR_FORWARD_THREADS", "service.max_inflight_requests",
+           "worker threads that run the blocking transport calls (a positive integer)"),
+    EnvVar("OTELGUARD_PROCESSOR_GRACE_SECONDS", "5",
+           "how long shutdown waits for requests in flight before closing the listeners "
+           "(seconds, >= 0)"),
+)
 
 # The command-line defaults (cli.py); a flag overrides the config file only when it differs.
 DEFAULT_LISTEN = "127.0.0.1:4317"

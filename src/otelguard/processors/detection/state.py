@@ -51,12 +51,13 @@ class StateLimits:
     """Bounds of the stage's per-process / per-container memory; also the ``state:`` section of
     the falco_rules stage config (detection/config.py)."""
 
-    socket_window_seconds: float = 600.0
+    socket_window_seconds: float = 600.0  # a socket dup'ed onto stdio is remembered this long
+    # a path written in a container makes its exec "written recently" for this long
     written_window_seconds: float = 600.0
-    max_processes: int = 65536
-    max_containers: int = 4096
-    max_paths_per_container: int = 1024
-    max_sockets: int = 65536
+    max_processes: int = 65536  # process entries held (LRU, evictions counted)
+    max_containers: int = 4096  # containers whose written paths are held
+    max_paths_per_container: int = 1024  # written paths held per container
+    max_sockets: int = 65536  # sockets held for dup'ed fds (fd.type, fd.sip of a dup record)
 
     def __post_init__(self) -> None:
         checks = Checks()

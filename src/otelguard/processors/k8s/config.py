@@ -28,10 +28,12 @@ class Config:
     ``kubeconfig`` empty means: in-cluster service account if present, else ``~/.kube/config``.
     """
 
+    # node: only the pods of node_name (cheap, per node); gateway: every pod of the cluster
     mode: Literal["node", "gateway"] = "gateway"
-    node_name: str = ""
+    node_name: str = ""  # for mode node; empty: OTELGUARD_K8S_NODE_NAME
+    # empty: the in-cluster service account if present, else ~/.kube/config
     kubeconfig: str = ""
-    context: str = ""
+    context: str = ""  # kubeconfig context; empty: its current context
     # A Resource whose container.id the cache does not know yet is held this long, then passed.
     hold_seconds: float = 2.0
     # At most this many held Resources (one Resource's records from one batch each); beyond it
@@ -41,10 +43,10 @@ class Config:
     deleted_grace_seconds: float = 120.0
     # start() waits this long for the first list of every kind (0: do not wait).
     wait_for_sync_seconds: float = 10.0
-    # Selected pod labels/annotations and namespace labels (exact keys or "prefix*").
+    # Pod labels copied onto the Resource (exact keys or "prefix*").
     pod_labels: tuple[str, ...] = DEFAULT_POD_LABELS
-    pod_annotations: tuple[str, ...] = ()
-    namespace_labels: tuple[str, ...] = DEFAULT_NAMESPACE_LABELS
+    pod_annotations: tuple[str, ...] = ()  # pod annotations copied (exact keys or "prefix*")
+    namespace_labels: tuple[str, ...] = DEFAULT_NAMESPACE_LABELS  # namespace labels copied
     # Resolve network.peer.address of each record to a pod or Service.
     peers: bool = True
     # Server-side watch timeout; the watch is re-opened from the last resourceVersion after it.
