@@ -132,15 +132,17 @@ def _split_hostport(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def build_pipeline(specs: Optional[Sequence[ProcessorSpec]], rules: Optional[Sequence[str]]) -> Any:
+def build_pipeline(specs: Optional[Sequence[ProcessorSpec]], rules: Optional[Sequence[str]],
+                   profiles: Optional[str] = None, learn_for: Optional[str] = None) -> Any:
     """The processor pipeline of ``otelguard run``: the config's ``processors:`` or the default
-    (detection with the default rules, then noise control)."""
+    (detection with the default rules, then noise control); ``--profiles DIR`` adds the
+    profiles stage before noise control."""
     from otelguard.processors.pipeline import Pipeline
-    from otelguard.processors.default_pipeline import apply_rules, default_specs
+    from otelguard.processors.default_pipeline import apply_profiles, apply_rules, default_specs
 
     if specs is None:
         specs = default_specs(rules)
-    return Pipeline.from_specs(apply_rules(specs, rules))
+    return Pipeline.from_specs(apply_profiles(apply_rules(specs, rules), profiles, learn_for))
 
 
 def summary(sensor_stats: dict[str, Any], missing: Sequence[str]) -> str:
@@ -189,7 +191,9 @@ def main(args: argparse.Namespace) -> int:
         problems += exc.messages
     if cfg is not None:
         try:
-            pipeline = build_pipeline(cfg.processors, args.rules)
+            pipeline = build_pipeline(cfg.processors, args.rules,
+                                      getattr(args, "profiles", None),
+                                      getattr(args, "learn_for", None))
         except ConfigError as exc:
             problems += exc.messages
         except ProcessorsError as exc:
