@@ -36,7 +36,7 @@ from otelguard.processors.profiles.document import (
     content_hash, dump, file_name, from_document, spec_of, to_document,
 )
 from otelguard.processors.profiles.model import APPROVED, LEARNING, STATES, Profile
-from otelguard.processors.profiles.observe import READ_EVENTS, fields, networks, observe
+from otelguard.processors.profiles.observe import READ_EVENTS, FieldReader, networks, observe
 from otelguard.processors.profiles.store import ProfileStore
 from otelguard.processors.profiles.workload import Origin, of_host_record, of_resource
 from otelguard.processors.stage import Batch
@@ -62,6 +62,7 @@ class ProfilesStage:
         self._lock = threading.Lock()  # process() and drain() against the sync thread
         self._released: list[ResourceLogs] = []
         self._flagged: OrderedDict[tuple[str, int], None] = OrderedDict()
+        self._reader = FieldReader()
         self._directory = Path(config.directory) if config.directory else None
         self._store: Optional[ProfileStore] = None
         self._stop = threading.Event()
@@ -237,7 +238,7 @@ class ProfilesStage:
                 name = rec.event_name
                 if name not in READ_EVENTS and not (triggers and origin.workload is None):
                     continue
-                f = fields(rec)
+                f = self._reader.read(rec)
                 workload = origin.workload or of_host_record(
                     origin.host, f.get(S.PROCESS_LINUX_CGROUP) or "",
                     f.get(S.PROCESS_EXECUTABLE_PATH) or "")
