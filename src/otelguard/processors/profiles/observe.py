@@ -144,11 +144,11 @@ class FieldReader:
         layout = self._layouts.get(key)
         if layout is not None:
             out: dict[str, Any] = {}
-            for i, name, get in layout:
+            for i, name, getter in layout:
                 kv = attrs[i]
                 if kv.key != name:
                     break
-                out[name] = get(kv)
+                out[name] = getter(kv)
             else:
                 return out
         out = {}
