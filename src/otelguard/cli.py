@@ -22,6 +22,12 @@ _TARGETS = {
     "rules.list": "otelguard.processors.detection.cli:list_main",
     "config.schema": "otelguard.schemas:main",
     "config.reference": "otelguard.reference:main",
+    "profile.list": "otelguard.processors.profiles.cli:list_main",
+    "profile.show": "otelguard.processors.profiles.cli:show_main",
+    "profile.diff": "otelguard.processors.profiles.cli:diff_main",
+    "profile.approve": "otelguard.processors.profiles.cli:approve_main",
+    "profile.export": "otelguard.processors.profiles.cli:export_main",
+    "profile.import": "otelguard.processors.profiles.cli:import_main",
 }
 
 
@@ -61,6 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="Falco-style rules file (repeatable; default: stable ruleset + ours)")
     run.add_argument("--metrics", default="127.0.0.1:9464", metavar="HOST:PORT",
                      help="HOST:PORT for /metrics")
+    run.add_argument("--profiles", default=None, metavar="DIR",
+                     help="behaviour profiles: learn workloads without an approved profile, "
+                     "write them under DIR, enforce the approved ones (docs/profiles.md)")
+    run.add_argument("--learn-for", default=None, metavar="DURATION",
+                     help="with --profiles: learning window (e.g. 24h, 90m, 300s; default 24h)")
     run.set_defaults(target="run")
 
     agent = sub.add_parser("agent", help="node agent: capture and export OTLP/gRPC")
@@ -132,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="rules file (repeatable; default: stable ruleset + ours)")
     lst.set_defaults(target="rules.list")
 
+    _profile_parser(sub)
+
     config = sub.add_parser("config", help="config files")
     config_sub = config.add_subparsers(dest="config_command", required=True)
     schema = config_sub.add_parser("schema", help="JSON Schema of a config file kind")
@@ -149,6 +162,36 @@ def build_parser() -> argparse.ArgumentParser:
                      "${env:...}")
     ref.set_defaults(target="config.reference")
     return p
+
+
+def _profile_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    profile = sub.add_parser("profile", help="behaviour profiles as code (docs/profiles.md)")
+    verbs = profile.add_subparsers(dest="profile_command", required=True)
+    lst = verbs.add_parser("list", help="workload, state, entries, quarantined, tainted")
+    lst.add_argument("directory", metavar="DIR", help="a profiles directory (the stage's `directory`)")
+    lst.set_defaults(target="profile.list")
+    show = verbs.add_parser("show", help="one profile, readable")
+    show.add_argument("file", metavar="FILE", help="a WorkloadProfile YAML file")
+    show.set_defaults(target="profile.show")
+    diff = verbs.add_parser("diff", help="entries added and removed (for PR review)")
+    diff.add_argument("old", metavar="OLD", help="the profile file before")
+    diff.add_argument("new", metavar="NEW", help="the profile file after")
+    diff.set_defaults(target="profile.diff")
+    approve = verbs.add_parser("approve", help="approve this exact content (records its hash)")
+    approve.add_argument("file", metavar="FILE", help="the profile file to approve, rewritten in place")
+    approve.add_argument("--by", default=None, help="approver (default: the user)")
+    approve.add_argument("--accept-taint", action="store_true",
+                         help="approve a profile whose learning a rule detection tainted")
+    approve.set_defaults(target="profile.approve")
+    export = verbs.add_parser("export", help="copy a directory's profiles to OUT for review")
+    export.add_argument("directory", metavar="DIR", help="the profiles directory to copy from")
+    export.add_argument("out", metavar="OUT", help="the directory to copy the profiles into")
+    export.set_defaults(target="profile.export")
+    imp = verbs.add_parser("import", help="validate files and place them in a directory")
+    imp.add_argument("files", nargs="+", metavar="FILE", help="WorkloadProfile YAML files")
+    imp.add_argument("--into", required=True, metavar="DIR",
+                     help="the profiles directory the running stage reads")
+    imp.set_defaults(target="profile.import")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

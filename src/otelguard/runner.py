@@ -137,20 +137,24 @@ def _split_hostport(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def run_specs(specs: Optional[Sequence[ProcessorSpec]],
-              rules: Optional[Sequence[str]]) -> tuple[ProcessorSpec, ...]:
+def run_specs(specs: Optional[Sequence[ProcessorSpec]], rules: Optional[Sequence[str]],
+              profiles: Optional[str] = None,
+              learn_for: Optional[str] = None) -> tuple[ProcessorSpec, ...]:
     """The stages of ``otelguard run``: the config's ``processors:`` or the default (detection
-    with the default rules, then noise control), ``--rules`` applied."""
-    from otelguard.processors.default_pipeline import apply_rules, default_specs
+    with the default rules, then noise control), ``--rules`` applied; ``--profiles DIR`` adds
+    the profiles stage before noise control."""
+    from otelguard.processors.default_pipeline import apply_profiles, apply_rules, default_specs
 
-    return apply_rules(default_specs(rules) if specs is None else specs, rules)
+    base = default_specs(rules) if specs is None else specs
+    return tuple(apply_profiles(apply_rules(base, rules), profiles, learn_for))
 
 
-def build_pipeline(specs: Optional[Sequence[ProcessorSpec]], rules: Optional[Sequence[str]]) -> Any:
+def build_pipeline(specs: Optional[Sequence[ProcessorSpec]], rules: Optional[Sequence[str]],
+                   profiles: Optional[str] = None, learn_for: Optional[str] = None) -> Any:
     """The processor pipeline of ``otelguard run`` (:func:`run_specs`)."""
     from otelguard.processors.pipeline import Pipeline
 
-    return Pipeline.from_specs(run_specs(specs, rules))
+    return Pipeline.from_specs(run_specs(specs, rules, profiles, learn_for))
 
 
 def build_reloader(pipeline: Any, cfg: RunConfig, args: argparse.Namespace) -> Any:
@@ -158,8 +162,9 @@ def build_reloader(pipeline: Any, cfg: RunConfig, args: argparse.Namespace) -> A
     (processors/reload.py); the sensor and exporter sections need a restart."""
     from otelguard.processors.reload import ConfigReloader
 
+    profiles, learn_for = getattr(args, "profiles", None), getattr(args, "learn_for", None)
     return ConfigReloader(pipeline, cfg, lambda: load_run_config(args.config),
-                          specs_of=lambda c: run_specs(c.processors, args.rules),
+                          specs_of=lambda c: run_specs(c.processors, args.rules, profiles, learn_for),
                           reload_of=lambda c: c.reload, config_file=args.config)
 
 
@@ -209,7 +214,9 @@ def main(args: argparse.Namespace) -> int:
         problems += exc.messages
     if cfg is not None:
         try:
-            pipeline = build_pipeline(cfg.processors, args.rules)
+            pipeline = build_pipeline(cfg.processors, args.rules,
+                                      getattr(args, "profiles", None),
+                                      getattr(args, "learn_for", None))
         except ConfigError as exc:
             problems += exc.messages
         except ProcessorsError as exc:

@@ -262,3 +262,21 @@ EV_IO_URING_SETUP: Final = "otelguard.io_uring.setup"
 # process was exec'ed under (a symlink's name for busybox-style applets), which is Falco's
 # proc.name; process.executable.name stays the basename of /proc/<pid>/exe as semconv says.
 PROCESS_COMM: Final = "otelguard.process.comm"
+
+# --- Behaviour profiles (processors/profiles; docs/profiles.md) ---------------------------------
+ANOMALY_KIND: Final = "otelguard.anomaly.kind"  # process, untrusted_exec, file_write, ...
+ANOMALY_VALUE: Final = "otelguard.anomaly.value"  # the observed value the profile lacks
+ANOMALY_NEAREST: Final = "otelguard.anomaly.nearest"  # string[]: closest allowed entries
+PROFILE_WORKLOAD: Final = "otelguard.profile.workload"  # the profile's workload key
+PROFILE_STATE: Final = "otelguard.profile.state"  # learning | learned | tainted | approved
+PROFILE_REVISION: Final = "otelguard.profile.revision"  # int
+PROFILE_CONTENT_HASH: Final = "otelguard.profile.content_hash"  # "sha256:<hex>" of its spec
+PROFILE_LEARNING_ENDED: Final = "otelguard.profile.learning_ended"  # ISO 8601
+PROFILE_OBSERVATIONS: Final = "otelguard.profile.observations"  # int, seen while learning
+PROFILE_ENTRIES: Final = "otelguard.profile.entries"  # int, allowed entries of the kind
+PROFILE_APPROVED_BY: Final = "otelguard.profile.approved_by"
+METRIC_PROFILES: Final = "otelguard_profiles"  # gauge {state}
+METRIC_PROFILE_ENTRIES: Final = "otelguard_profile_entries"  # gauge {list: allowed|quarantined}
+METRIC_PROFILE_OVERFLOW: Final = "otelguard_profile_overflow"  # counter {reason}
+METRIC_PROFILE_ANOMALIES: Final = "otelguard_profile_anomalies"  # counter {kind}
+METRIC_PROFILE_FILE_ERRORS: Final = "otelguard_profile_file_errors"  # counter {op}

@@ -51,3 +51,51 @@ def apply_rules(specs: Sequence[ProcessorSpec],
         raise ConfigError([errors.ConfigIssue(
             "--rules", "no stage in the pipeline takes rules files")])
     return tuple(out)
+
+
+def parse_duration(text: str) -> float:
+    """``24h``, ``90m``, ``300s``, ``2d`` or plain seconds, as seconds (ValueError if not)."""
+    units = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+    value = text.strip()
+    scale = units.get(value[-1:].lower(), 0.0)
+    number = float(value[:-1] if scale else value)
+    seconds = number * (scale or 1.0)
+    if seconds <= 0:
+        raise ValueError(f"expected a positive duration, got {text!r}")
+    return seconds
+
+
+def apply_profiles(specs: Sequence[ProcessorSpec], directory: Optional[str],
+                   learn_for: Optional[str]) -> tuple[ProcessorSpec, ...]:
+    """``--profiles DIR [--learn-for DURATION]``: the pipeline's profiles stage gets that
+    directory (and window), or one is added before noise_control (else last)."""
+    if directory is None:
+        if learn_for is not None:
+            raise ConfigError([errors.ConfigIssue("--learn-for", "needs --profiles DIR")])
+        return tuple(specs)
+    changes: dict[str, object] = {"directory": directory}
+    if learn_for is not None:
+        try:
+            changes["learn_seconds"] = parse_duration(learn_for)
+        except ValueError as exc:
+            raise ConfigError([errors.ConfigIssue("--learn-for", str(exc))]) from None
+    unit = registry.unit("profiles")
+    out = list(specs)
+    for i, spec in enumerate(out):
+        if spec.type == "profiles":
+            out[i] = dataclasses.replace(spec, config=_profiles_config(spec.config, changes))
+            return tuple(out)
+    stage = ProcessorSpec("profiles", "profiles",
+                          _profiles_config(unit.default_config(), changes))
+    at = next((i for i, s in enumerate(out) if s.type == "noise_control"), len(out))
+    out.insert(at, stage)
+    return tuple(out)
+
+
+def _profiles_config(config: object, changes: dict[str, object]) -> object:
+    fields = {f.name for f in dataclasses.fields(config)}  # type: ignore[arg-type]  # a registry Config is a dataclass
+    kept = {k: v for k, v in changes.items() if k in fields}
+    learn = kept.get("learn_seconds")
+    if isinstance(learn, float):  # a short window gets proportionally short buckets
+        kept["bucket_seconds"] = min(getattr(config, "bucket_seconds"), learn / 8)
+    return dataclasses.replace(config, **kept)  # type: ignore[type-var]  # as above

@@ -7,8 +7,8 @@ missing or broken package is an error for that type only (:class:`RegistryError`
 whole service. The module must expose ``Config`` and ``create`` (other attribute names can be
 given in the entry). ``rules_field`` names the Config field that ``--rules FILE`` fills.
 
-Pipeline order (docs/architecture.md#processor-pipeline): k8s enrichment -> detection -> noise
-control.
+Pipeline order (docs/architecture.md#processor-pipeline): k8s enrichment -> detection ->
+profiles -> noise control.
 """
 
 from __future__ import annotations
@@ -71,6 +71,8 @@ register(ProcessorEntry("k8s_attributes", "otelguard.processors.k8s",
                         description="Kubernetes metadata on Resources and network peers"))
 register(ProcessorEntry("falco_rules", "otelguard.processors.detection.processor",
                         rules_field="rules", description="Falco-language rules -> detections"))
+register(ProcessorEntry("profiles", "otelguard.processors.profiles",
+                        description="per-workload behaviour profiles -> unexpected behaviour"))
 register(ProcessorEntry("noise_control", "otelguard.processors.noise",
                         description="throttle repeats per distinct detection key"))
 

@@ -21,6 +21,7 @@ class Config:
     key_fields: tuple[str, ...] = (
         semconv.PROCESS_EXECUTABLE_PATH, semconv.PROCESS_COMMAND_LINE, semconv.FILE_PATH,
         semconv.NETWORK_PEER_ADDRESS, semconv.NETWORK_PEER_PORT, semconv.DNS_QUESTION_NAME,
+        semconv.ANOMALY_VALUE,  # profile deviations: one key per deviating value
     )
     burst: int = 3  # sightings of one key per window that pass one by one; the rest are throttled
     max_keys: int = 10_000  # keys held at once; when full the oldest is closed early (a detection)

@@ -1,0 +1,309 @@
+"""What one event record says a workload did, as profile observations (kind, value), and
+which of them must never be learned without a human (docs/profiles.md#never-auto-learned).
+
+Kinds and values:
+
+- ``process``: ``EXE|PARENT EXE|ARGV SHAPE`` of a successful exec; the argv shape keeps flags
+  and replaces values by their class (``python3 <path> --port <num>``);
+- ``untrusted_exec``: an exec from the container's writable layer, a memfd or a deleted file;
+- ``file_write``: the path written, created, renamed to, linked, chmod'ed, truncated, made;
+- ``file_read``: a sensitive path opened for reading (credentials, keys, the SA token);
+- ``egress``: ``PEER PORT/PROTO`` of a connect; the peer is ``workload:NS/KIND/NAME``,
+  ``service:NS/NAME`` or ``pod:NS/NAME`` when the enricher resolved it, else the address;
+- ``dns``: the question name, lower case, without the final dot;
+- ``listen``: ``PORT/PROTO``;
+- ``capability``: the capability name of a capability check.
+
+Cost: event names the stage does not read cost one dict lookup; the others one pass over the
+record's attributes picking ~15 keys, then a few string operations.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+from otelguard import semconv as S
+
+PROCESS = "process"
+UNTRUSTED_EXEC = "untrusted_exec"
+FILE_WRITE = "file_write"
+FILE_READ = "file_read"
+EGRESS = "egress"
+DNS = "dns"
+LISTEN = "listen"
+CAPABILITY = "capability"
+KINDS = (PROCESS, UNTRUSTED_EXEC, FILE_WRITE, FILE_READ, EGRESS, DNS, LISTEN, CAPABILITY)
+
+SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ash", "ksh", "mksh", "csh", "tcsh", "fish",
+                    "busybox"})
+INTERPRETERS = ("python", "perl", "ruby", "node", "php", "lua", "java", "pwsh")
+NETWORK_TOOLS = frozenset({"nc", "ncat", "netcat", "curl", "wget", "socat", "telnet", "nmap",
+                           "ssh", "scp", "sftp", "ftp", "tftp"})
+PACKAGE_MANAGERS = frozenset({"apt", "apt-get", "dpkg", "yum", "dnf", "rpm", "apk", "zypper",
+                              "pip", "pip3", "npm", "yarn", "gem", "cargo", "conda"})
+LAUNCHERS = frozenset({"", "containerd-shim", "containerd-shim-runc-v2", "runc", "crun",
+                       "conmon", "tini", "dumb-init", "docker-init", "systemd", "init",
+                       "kubelet", "pause", "s6-svscan", "supervisord", "cron", "crond"})
+SYSTEM_DIRS = ("/etc/", "/usr/", "/bin/", "/sbin/", "/lib/", "/lib64/", "/boot/",
+               "/root/.ssh/")
+SA_TOKEN_DIRS = ("/var/run/secrets/kubernetes.io/serviceaccount/",
+                 "/run/secrets/kubernetes.io/serviceaccount/")
+SENSITIVE_READS = SA_TOKEN_DIRS + ("/etc/shadow", "/etc/gshadow", "/etc/sudoers",
+                                   "/root/.ssh/", "/etc/kubernetes/", "/etc/ssl/private/",
+                                   "/etc/pki/", "/root/.aws/", "/root/.kube/", "/root/.docker/")
+RISKY_CAPABILITIES = frozenset({"CAP_SYS_ADMIN", "CAP_NET_RAW", "CAP_SYS_PTRACE",
+                                "CAP_SYS_MODULE"})
+METADATA_ADDRESSES = frozenset({"169.254.169.254", "fd00:ec2::254", "100.100.100.200"})
+_WRITE_FLAGS = ("O_WRONLY", "O_RDWR", "O_CREAT", "O_TRUNC", "O_APPEND", "O_TMPFILE")
+_NOT_FILES = ("/proc/", "/sys/", "/dev/")
+_EINPROGRESS = -115
+_MAX_SHAPE = 8
+
+
+@dataclass(frozen=True)
+class Observation:
+    kind: str
+    value: str
+    risky: str = ""  # why it never auto-learns ('' when it may)
+
+
+def _str(kv: Any) -> Any:
+    return kv.value.string_value
+
+
+def _int(kv: Any) -> Any:
+    return kv.value.int_value
+
+
+def _bool(kv: Any) -> Any:
+    return kv.value.bool_value
+
+
+def _strs(kv: Any) -> Any:
+    return [v.string_value for v in kv.value.array_value.values]
+
+
+_GETTERS: dict[str, Callable[[Any], Any]] = {
+    S.PROCESS_EXECUTABLE_PATH: _str, S.PROCESS_EXECUTABLE_NAME: _str,
+    S.PROCESS_PARENT_EXECUTABLE_PATH: _str, S.PROCESS_PARENT_EXECUTABLE_NAME: _str,
+    S.PROCESS_COMMAND_ARGS: _strs, S.PROCESS_EXE_UPPER_LAYER: _bool,
+    S.PROCESS_EXE_FROM_MEMFD: _bool, S.PROCESS_EXE_DELETED: _bool, S.SYSCALL_RET: _int,
+    S.FILE_PATH: _str, S.FILE_TARGET_PATH: _str, S.FILE_OPEN_FLAGS: _str,
+    S.NETWORK_PEER_ADDRESS: _str, S.NETWORK_PEER_PORT: _int, S.NETWORK_TRANSPORT: _str,
+    S.NETWORK_LOCAL_PORT: _int, S.DNS_QUESTION_NAME: _str, S.CAPABILITY: _str,
+    S.PEER_K8S_NAMESPACE_NAME: _str, S.PEER_K8S_WORKLOAD_NAME: _str,
+    S.PEER_K8S_WORKLOAD_KIND: _str, S.PEER_K8S_SERVICE_NAME: _str, S.PEER_K8S_POD_NAME: _str,
+    S.PROCESS_LINUX_CGROUP: _str, S.LOG_RECORD_UID: _str, S.PROCESS_PID: _int,
+    S.PROCESS_PARENT_PID: _int,
+}
+_FILE_WRITES = frozenset({S.EV_FILE_UNLINK, S.EV_FILE_CHMOD, S.EV_FILE_CHOWN, S.EV_FILE_MKDIR,
+                          S.EV_FILE_TRUNCATE, S.EV_FILE_SYMLINK})
+_TARGET_WRITES = frozenset({S.EV_FILE_RENAME, S.EV_FILE_LINK})
+READ_EVENTS = frozenset({S.EV_PROCESS_EXEC, S.EV_FILE_OPEN, S.EV_NETWORK_CONNECT, S.EV_DNS_QUERY,
+                         S.EV_NETWORK_LISTEN, S.EV_PRIV_CAPABLE}) | _FILE_WRITES | _TARGET_WRITES
+_COMMON = (S.LOG_RECORD_UID, S.PROCESS_PID, S.PROCESS_PARENT_PID, S.SYSCALL_RET,
+           S.PROCESS_LINUX_CGROUP, S.PROCESS_EXECUTABLE_PATH)
+_FILE_KEYS = (S.FILE_PATH, S.FILE_OPEN_FLAGS, S.FILE_TARGET_PATH)
+_EVENT_KEYS = {
+    S.EV_PROCESS_EXEC: (S.PROCESS_EXECUTABLE_NAME, S.PROCESS_PARENT_EXECUTABLE_PATH,
+                        S.PROCESS_PARENT_EXECUTABLE_NAME, S.PROCESS_COMMAND_ARGS,
+                        S.PROCESS_EXE_UPPER_LAYER, S.PROCESS_EXE_FROM_MEMFD,
+                        S.PROCESS_EXE_DELETED),
+    S.EV_NETWORK_CONNECT: (S.NETWORK_PEER_ADDRESS, S.NETWORK_PEER_PORT, S.NETWORK_TRANSPORT,
+                           S.PEER_K8S_NAMESPACE_NAME, S.PEER_K8S_WORKLOAD_NAME,
+                           S.PEER_K8S_WORKLOAD_KIND, S.PEER_K8S_SERVICE_NAME,
+                           S.PEER_K8S_POD_NAME),
+    S.EV_DNS_QUERY: (S.DNS_QUESTION_NAME,),
+    S.EV_NETWORK_LISTEN: (S.NETWORK_LOCAL_PORT, S.NETWORK_TRANSPORT),
+    S.EV_PRIV_CAPABLE: (S.CAPABILITY,),
+}
+# event name -> key -> getter: only what that event's observations read
+_READ: dict[str, dict[str, Callable[[Any], Any]]] = {
+    name: {k: _GETTERS[k] for k in (*_COMMON, *_EVENT_KEYS.get(name, _FILE_KEYS))}
+    for name in READ_EVENTS
+}
+_HOST_ONLY = {k: _GETTERS[k] for k in _COMMON}  # other events: their uid (host taint) only
+
+
+class FieldReader:
+    """The attributes this module reads, by remembered position: a producer writes one event type with the same
+    keys in the same order, so per (event name, attribute count) the positions of the keys a
+    full pass found are read directly (one element access and one key check each; upb builds a
+    Python object per element touched). Any key not where it was means a full pass that
+    relearns the layout. Bounded to ``max_layouts`` layouts (then full passes only)."""
+
+    def __init__(self, max_layouts: int = 1024) -> None:
+        self.max_layouts = max_layouts
+        self._layouts: dict[tuple[str, int], tuple[tuple[int, str, Callable[[Any], Any]], ...]] = {}
+
+    def read(self, record: Any) -> dict[str, Any]:
+        attrs = record.attributes
+        key = (record.event_name, len(attrs))
+        layout = self._layouts.get(key)
+        if layout is not None:
+            out: dict[str, Any] = {}
+            for i, name, getter in layout:
+                kv = attrs[i]
+                if kv.key != name:
+                    break
+                out[name] = getter(kv)
+            else:
+                return out
+        out = {}
+        found = []
+        getters = _READ.get(record.event_name, _HOST_ONLY)
+        for i, kv in enumerate(attrs):
+            get = getters.get(kv.key)
+            if get is not None:
+                out[kv.key] = get(kv)
+                found.append((i, kv.key, get))
+        if layout is not None or len(self._layouts) < self.max_layouts:
+            self._layouts[key] = tuple(found)
+        return out
+
+
+def base(path: str) -> str:
+    return path.rpartition("/")[2]
+
+
+def _is_interpreter(name: str) -> bool:
+    return name in SHELLS or name.startswith(INTERPRETERS)
+
+
+def argv_shape(args: list[str], exe: str) -> str:
+    """Flags kept, values classed: ``python3 <path> --port <num>`` (at most 8 arguments)."""
+    parts = [base(args[0]) if args else base(exe)]
+    for arg in args[1:_MAX_SHAPE + 1]:
+        if arg.startswith("-"):
+            flag, eq, _ = arg.partition("=")
+            parts.append(f"{flag[:32]}=<v>" if eq else flag[:32])
+        elif arg.isdigit():
+            parts.append("<num>")
+        elif arg.startswith(("/", "./", "../", "~")):
+            parts.append("<path>")
+        else:
+            parts.append("<arg>")
+    if len(args) > _MAX_SHAPE + 1:
+        parts.append("...")
+    return " ".join(parts)
+
+
+def _exec(f: dict[str, Any]) -> list[Observation]:
+    if f.get(S.SYSCALL_RET, 0) < 0:
+        return []
+    exe = f.get(S.PROCESS_EXECUTABLE_PATH) or f.get(S.PROCESS_EXECUTABLE_NAME) or ""
+    if not exe:
+        return []
+    if f.get(S.PROCESS_EXE_UPPER_LAYER) or f.get(S.PROCESS_EXE_FROM_MEMFD) or \
+            f.get(S.PROCESS_EXE_DELETED):
+        return [Observation(UNTRUSTED_EXEC, exe, "exec from the writable layer or memory")]
+    parent = f.get(S.PROCESS_PARENT_EXECUTABLE_PATH) or f.get(
+        S.PROCESS_PARENT_EXECUTABLE_NAME) or ""
+    name, parent_name = base(exe), base(parent)
+    risky = ""
+    if name in NETWORK_TOOLS:
+        risky = "network tool"
+    elif name in PACKAGE_MANAGERS:
+        risky = "package manager"
+    elif _is_interpreter(name) and parent_name not in SHELLS and parent_name not in LAUNCHERS:
+        risky = "shell or interpreter spawned by a non-shell service"
+    shape = argv_shape(f.get(S.PROCESS_COMMAND_ARGS) or [], exe)
+    return [Observation(PROCESS, f"{exe}|{parent}|{shape}", risky)]
+
+
+def _write(path: str) -> list[Observation]:
+    if not path or path.startswith(_NOT_FILES) and not path.startswith("/dev/shm/"):
+        return []
+    risky = "write under a system directory" if path.startswith(SYSTEM_DIRS) else ""
+    return [Observation(FILE_WRITE, path, risky)]
+
+
+def _open(f: dict[str, Any]) -> list[Observation]:
+    if f.get(S.SYSCALL_RET, 0) < 0:
+        return []
+    path = f.get(S.FILE_PATH) or ""
+    flags = f.get(S.FILE_OPEN_FLAGS) or ""
+    if any(flag in flags for flag in _WRITE_FLAGS):
+        return _write(path)
+    if path.startswith(SENSITIVE_READS) or "/.ssh/" in path:
+        risky = "service-account token read" if path.startswith(SA_TOKEN_DIRS) else ""
+        return [Observation(FILE_READ, path, risky)]
+    return []
+
+
+def peer_of(f: dict[str, Any]) -> str:
+    """The peer as the enricher named it, else its address."""
+    ns = f.get(S.PEER_K8S_NAMESPACE_NAME) or ""
+    if f.get(S.PEER_K8S_WORKLOAD_NAME):
+        return f"workload:{ns}/{f.get(S.PEER_K8S_WORKLOAD_KIND) or ''}/" \
+               f"{f[S.PEER_K8S_WORKLOAD_NAME]}"
+    if f.get(S.PEER_K8S_SERVICE_NAME):
+        return f"service:{ns}/{f[S.PEER_K8S_SERVICE_NAME]}"
+    if f.get(S.PEER_K8S_POD_NAME):
+        return f"pod:{ns}/{f[S.PEER_K8S_POD_NAME]}"
+    return str(f.get(S.NETWORK_PEER_ADDRESS) or "")
+
+
+def _connect(f: dict[str, Any], internal: tuple[Any, ...]) -> list[Observation]:
+    ret = f.get(S.SYSCALL_RET, 0)
+    if ret < 0 and ret != _EINPROGRESS:
+        return []
+    peer = peer_of(f)
+    port = f.get(S.NETWORK_PEER_PORT) or 0
+    if not peer or not port:
+        return []
+    risky = ""
+    if ":" not in peer or peer.count(":") > 1:  # an address, not workload:/service:/pod:
+        address = peer
+        if address in METADATA_ADDRESSES:
+            risky = "cloud metadata address"
+        else:
+            try:
+                ip = ipaddress.ip_address(address)
+            except ValueError:
+                return []
+            if not any(ip in net for net in internal):
+                risky = "egress outside the cluster"
+    proto = f.get(S.NETWORK_TRANSPORT) or "tcp"
+    return [Observation(EGRESS, f"{peer} {port}/{proto}", risky)]
+
+
+def observe(event_name: str, f: dict[str, Any], internal: tuple[Any, ...]) -> list[Observation]:
+    """The observations of one record (``f`` from :func:`fields`)."""
+    if event_name == S.EV_PROCESS_EXEC:
+        return _exec(f)
+    if event_name == S.EV_FILE_OPEN:
+        return _open(f)
+    if event_name == S.EV_NETWORK_CONNECT:
+        return _connect(f, internal)
+    if event_name == S.EV_DNS_QUERY:
+        name = (f.get(S.DNS_QUESTION_NAME) or "").lower().rstrip(".")
+        return [Observation(DNS, name)] if name else []
+    if event_name == S.EV_NETWORK_LISTEN:
+        port = f.get(S.NETWORK_LOCAL_PORT) or 0
+        return [Observation(LISTEN, f"{port}/{f.get(S.NETWORK_TRANSPORT) or 'tcp'}")] \
+            if port else []
+    if event_name == S.EV_PRIV_CAPABLE:
+        cap = f.get(S.CAPABILITY) or ""
+        if not cap:
+            return []
+        risky = "privileged capability" if cap in RISKY_CAPABILITIES else ""
+        return [Observation(CAPABILITY, cap, risky)]
+    if f.get(S.SYSCALL_RET, 0) < 0:
+        return []
+    if event_name in _TARGET_WRITES:
+        return _write(f.get(S.FILE_TARGET_PATH) or "")
+    if event_name in _FILE_WRITES:
+        return _write(f.get(S.FILE_PATH) or "")
+    return []
+
+
+def networks(cidrs: tuple[str, ...]) -> tuple[Any, ...]:
+    return tuple(ipaddress.ip_network(c, strict=False) for c in cidrs)
+
+
+def parent_pid(f: dict[str, Any]) -> Optional[int]:
+    value = f.get(S.PROCESS_PARENT_PID)
+    return value if isinstance(value, int) and value > 0 else None

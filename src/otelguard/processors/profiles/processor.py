@@ -1,0 +1,361 @@
+"""The ``profiles`` stage: learns per-workload behaviour profiles and reports deviations from
+the approved ones as detections (docs/profiles.md; docs/architecture.md#behaviour-profiles).
+
+Runs after ``falco_rules`` (its WARNING-or-above detections taint a learning workload, and their
+trigger processes are not learned from) and before ``noise_control`` (which throttles repeated
+deviations per rule, workload and value, ``otelguard.anomaly.value`` being one of its key
+fields, so a decoy deviation never silences a different one). ``process`` does no I/O: a sync
+thread started in ``start()`` reads the profile files people changed and writes the profiles
+learning changed, every ``save_interval_seconds`` and at shutdown. Reports about profiles
+themselves (tampered, partial) leave through :meth:`ProfilesStage.drain` (the flush timer).
+
+Cost per record: an event name the stage does not read costs one set lookup; the others one
+pass over their attributes and a dict lookup per observation (docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+
+import otelguard
+from otelguard import semconv as S
+from otelguard.otlp.messages import set_attr
+from otelguard.processors.journal import JournalWrite
+from otelguard.processors.profiles import metrics, records
+from otelguard.processors.profiles.config import Config
+from otelguard.processors.profiles.document import (
+    content_hash, dump, file_name, from_document, spec_of, to_document,
+)
+from otelguard.processors.profiles.model import APPROVED, LEARNING, STATES, Profile
+from otelguard.processors.profiles.observe import READ_EVENTS, FieldReader, networks, observe
+from otelguard.processors.profiles.store import ProfileStore
+from otelguard.processors.profiles.workload import Origin, of_host_record, of_resource
+from otelguard.processors.stage import Batch
+
+TYPE_NAME = "profiles"
+MAX_FLAGGED = 4096  # (instance, pid) of processes a rule flagged: never learned from
+
+log = logging.getLogger(__name__)
+
+
+class ProfilesStage:
+    """The stage; ``clock`` (wall-clock seconds: learning windows outlive restarts) is
+    injectable for tests."""
+
+    type_name = TYPE_NAME
+    state_version = 0  # learning never makes a request wait for a disk write
+
+    def __init__(self, config: Config, clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self._clock = clock
+        self._internal = networks(config.internal_cidrs)
+        self._profiles: dict[str, Profile] = {}
+        self._lock = threading.Lock()  # process() and drain() against the sync thread
+        self._released: list[ResourceLogs] = []
+        self._flagged: OrderedDict[tuple[str, int], None] = OrderedDict()
+        self._reader = FieldReader()
+        self._directory = Path(config.directory) if config.directory else None
+        self._store: Optional[ProfileStore] = None
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        self.anomalies = 0
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def open_state(self, path: Path, compact_bytes: int) -> None:
+        """The service's state_dir: profiles go to ``<state_dir>/<stage name>/`` when no
+        ``directory`` is configured. Persistence is the profile files themselves (written
+        atomically by the sync thread), not the journal: the stage holds no records."""
+        if self._directory is None:
+            self._directory = path.parent / path.stem
+
+    def journal_write(self) -> Optional[JournalWrite]:
+        return None
+
+    def settle(self, drains: int) -> None:
+        pass
+
+    def start(self) -> None:
+        """Load every profile file (approved ones enforce from the first batch), then start
+        the sync thread."""
+        if self._directory is None:
+            return
+        self._store = ProfileStore(self._directory)
+        self._directory.mkdir(parents=True, exist_ok=True)
+        self.sync()
+        self._thread = threading.Thread(target=self._run, name="profiles-sync", daemon=True)
+        self._thread.start()
+
+    def shutdown(self) -> None:
+        """Stop the sync thread and write what learning changed since its last pass."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+        if self._store is not None:
+            self._save()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.config.save_interval_seconds):
+            try:
+                self.sync()
+            except Exception:  # noqa: BLE001 - the thread must outlive a bad pass
+                log.exception("profiles: sync failed; retrying next interval")
+
+    def sync(self) -> None:
+        """One pass of the sync thread: read changed files, end due learning windows, write
+        changed profiles, update the gauges."""
+        if self._store is not None:
+            docs = self._store.scan()
+            loaded = [from_document(d, self.config) for d in docs]
+            with self._lock:
+                for p in loaded:
+                    self._adopt(p)
+        with self._lock:
+            now = self._clock()
+            for p in self._profiles.values():
+                if p.due(now, self.config):
+                    p.finish(now, self.config)
+        if self._store is not None:
+            self._save()
+        self._gauges()
+
+    def _adopt(self, p: Profile) -> None:
+        """A profile read from its file replaces the live one: what a human wrote wins."""
+        self._profiles[p.workload] = p
+        if p.tampered:
+            self._report(p, tampered=True, detail=(
+                "its spec does not match the content hash of its approval "
+                f"({p.approval[2] if p.approval else 'no approval recorded'}); not enforced"))
+            log.warning("profiles: %s is approved but its spec does not match its hash: "
+                        "not enforced", p.workload)
+
+    def _save(self) -> None:
+        with self._lock:
+            dirty = [(p.workload, to_document(p)) for p in self._profiles.values() if p.dirty]
+            for p in self._profiles.values():
+                p.dirty = False
+        assert self._store is not None
+        for workload, doc in dirty:
+            if not self._store.save(workload, file_name(workload), dump(doc)):
+                log.info("profiles: %s changed on disk; reading it instead of writing", workload)
+
+    def _gauges(self) -> None:
+        with self._lock:
+            states = {s: 0 for s in (*STATES, "tampered")}
+            allowed = quarantined = 0
+            for p in self._profiles.values():
+                states["tampered" if p.tampered else p.state] += 1
+                allowed += p.entries()
+                quarantined += p.quarantined()
+        for state, n in states.items():
+            metrics.profiles.labels(state).set(n)
+        metrics.entries.labels("allowed").set(allowed)
+        metrics.entries.labels("quarantined").set(quarantined)
+
+    # --- the batch ---------------------------------------------------------------------------
+
+    def process(self, batch: Batch) -> Batch:
+        if not isinstance(batch, ExportLogsServiceRequest):
+            return batch
+        with self._lock:
+            now = self._clock()
+            triggers = self._read_detections(batch, now)
+            added: list[ResourceLogs] = []
+            for rl in batch.resource_logs:
+                origin = of_resource(rl.resource.attributes)
+                if origin.detection:
+                    continue
+                found = self._observe(rl, origin, triggers, now)
+                if found:
+                    out = ResourceLogs(schema_url=S.SEMCONV_SCHEMA_URL)
+                    out.resource.CopyFrom(rl.resource)
+                    _as_detection(out, found)
+                    added.append(out)
+            batch.resource_logs.extend(added)
+        return batch
+
+    def _read_detections(self, batch: ExportLogsServiceRequest, now: float) -> dict[str, str]:
+        """Rule detections at or above ``taint_severity``: taint their learning workload and
+        flag their trigger process. Returns trigger uid -> rule for triggers on host Resources
+        (their workload is known per record only)."""
+        host_triggers: dict[str, str] = {}
+        for rl in batch.resource_logs:
+            origin: Optional[Origin] = None
+            for sl in rl.scope_logs:
+                for rec in sl.log_records:
+                    if rec.event_name != S.EV_DETECTION or \
+                            rec.severity_number < self.config.taint_severity:
+                        continue
+                    rule, uid, pid = "", "", 0
+                    for kv in rec.attributes:
+                        if kv.key == S.SECURITY_RULE_NAME:
+                            rule = kv.value.string_value
+                        elif kv.key == S.TRIGGER_RECORD_UID:
+                            uid = kv.value.string_value
+                        elif kv.key == S.PROCESS_PID:
+                            pid = kv.value.int_value
+                        elif kv.key == S.SECURITY_RULE_RULESET_NAME and \
+                                kv.value.string_value == records.RULESET:
+                            rule = ""
+                            break
+                    if not rule:
+                        continue  # a profile deviation or report is no rule hit
+                    if origin is None:
+                        origin = of_resource(rl.resource.attributes)
+                    if pid:
+                        self._flag(origin.instance, pid)
+                    if origin.workload is None:
+                        if uid:
+                            host_triggers[uid] = rule
+                        continue
+                    p = self._profiles.get(origin.workload)
+                    if p is not None:
+                        p.taint(rule, now, origin.instance)
+        return host_triggers
+
+    def _flag(self, instance: str, pid: int) -> None:
+        self._flagged[(instance, pid)] = None
+        self._flagged.move_to_end((instance, pid))
+        while len(self._flagged) > MAX_FLAGGED:
+            self._flagged.popitem(last=False)
+
+    def _observe(self, rl: ResourceLogs, origin: Origin, triggers: dict[str, str],
+                 now: float) -> list[LogRecord]:
+        found: list[LogRecord] = []
+        namespace = ""
+        for sl in rl.scope_logs:
+            for rec in sl.log_records:
+                name = rec.event_name
+                if name not in READ_EVENTS and not (triggers and origin.workload is None):
+                    continue
+                f = self._reader.read(rec)
+                workload = origin.workload or of_host_record(
+                    origin.host, f.get(S.PROCESS_LINUX_CGROUP) or "",
+                    f.get(S.PROCESS_EXECUTABLE_PATH) or "")
+                uid = f.get(S.LOG_RECORD_UID) or ""
+                pid = f.get(S.PROCESS_PID) or 0
+                if triggers and uid in triggers:
+                    self._flag(origin.instance, pid)
+                    p = self._profiles.get(workload)
+                    if p is not None:
+                        p.taint(triggers[uid], now, origin.instance)
+                if name not in READ_EVENTS:
+                    continue
+                obs = observe(name, f, self._internal)
+                if not obs:
+                    continue
+                p = self._profile(workload, now)
+                if p is None:
+                    continue
+                if p.state == LEARNING:
+                    if p.due(now, self.config):
+                        p.finish(now, self.config)
+                    else:
+                        self._learn(p, obs, origin, f, pid, rl)
+                    continue
+                if not p.enforcing:
+                    continue
+                for o in obs:
+                    allowed = p.allowed(o.kind)
+                    if allowed.matches(o.value):
+                        continue
+                    if not namespace:
+                        namespace = workload.split("/")[1] if workload.startswith("k8s/") \
+                            else ""
+                    self.anomalies += 1
+                    metrics.anomalies.labels(o.kind).inc()
+                    found.append(records.deviation(
+                        o.kind, o.value, rec, uid, self._facts(p), allowed.nearest(o.value),
+                        len(allowed.values), namespace))
+        return found
+
+    def _learn(self, p: Profile, obs: list[Any], origin: Origin, f: dict[str, Any], pid: int,
+               rl: ResourceLogs) -> None:
+        flagged = self._flagged
+        if flagged and ((origin.instance, pid) in flagged or
+                        (origin.instance, f.get(S.PROCESS_PARENT_PID) or 0) in flagged):
+            self._flag(origin.instance, pid)  # its children are not learned from either
+            return
+        for o in obs:
+            overflow = p.learn(o, origin.instance, self._clock(), self.config)
+            if overflow:
+                metrics.overflow.labels(overflow).inc()
+                if not p.partial_reported:
+                    p.partial_reported = True
+                    self._report(p, tampered=False, resource=rl.resource, detail=(
+                        f"{overflow} bound reached while learning ({o.kind} {o.value} and "
+                        "what follows is not learned; counted in status.overflow)"))
+
+    def _profile(self, workload: str, now: float) -> Optional[Profile]:
+        p = self._profiles.get(workload)
+        if p is None:
+            if len(self._profiles) >= self.config.max_profiles:
+                metrics.overflow.labels("profiles").inc()
+                return None
+            p = self._profiles[workload] = Profile(workload, now, self.config)
+        return p
+
+    def _facts(self, p: Profile) -> records.ProfileFacts:
+        digest = p.approval[2] if p.approval else content_hash(spec_of(p.spec))
+        return records.ProfileFacts(p.workload, p.state, p.revision, digest, p.ended,
+                                    p.observations, p.approval[0] if p.approval else "")
+
+    def _report(self, p: Profile, tampered: bool, detail: str,
+                resource: Optional[Resource] = None) -> None:
+        rl = ResourceLogs(schema_url=S.SEMCONV_SCHEMA_URL)
+        if resource is not None:
+            rl.resource.CopyFrom(resource)
+        namespace = p.workload.split("/")[1] if p.workload.startswith("k8s/") else ""
+        _as_detection(rl, [records.about_profile(tampered, self._facts(p), detail, namespace,
+                                                 int(self._clock() * 1e9))])
+        self._released.append(rl)
+
+    def drain(self, final: bool) -> list[Batch]:
+        """Reports about profiles (tampered, partial) written since the last drain."""
+        with self._lock:
+            if not self._released:
+                return []
+            batch = ExportLogsServiceRequest()
+            batch.resource_logs.extend(self._released)
+            self._released = []
+        return [batch]
+
+    # --- for the CLI and tests ---------------------------------------------------------------
+
+    def profile(self, workload: str) -> Optional[Profile]:
+        with self._lock:
+            return self._profiles.get(workload)
+
+    def workloads(self) -> list[str]:
+        with self._lock:
+            return sorted(self._profiles)
+
+    def approve(self, workload: str, by: str) -> None:
+        """Approve the live profile's current spec (tests; people use ``otelguard profile
+        approve`` on the file)."""
+        with self._lock:
+            p = self._profiles[workload]
+            p.approval = (by, self._clock(), content_hash(spec_of(p.spec)))
+            p.state, p.tampered, p.dirty = APPROVED, False, True
+
+
+def _as_detection(rl: ResourceLogs, recs: list[LogRecord]) -> None:
+    set_attr(rl.resource.attributes, S.STREAM, S.STREAM_DETECTION, overwrite=True)
+    sl = rl.scope_logs.add()
+    sl.scope.name = S.SCOPE_PROCESSORS
+    sl.scope.version = otelguard.__version__
+    sl.log_records.extend(recs)
+
+
+def create(config: Config) -> ProfilesStage:
+    return ProfilesStage(config)
