@@ -6,6 +6,9 @@ Environment variables (read here only):
   ``/sys/kernel/debug/tracing``); where tracepoint availability is checked.
 * ``OTELGUARD_NODE_NAME``: the Kubernetes node name (set from the downward API in the
   DaemonSet); default: the host name.
+* ``OTELGUARD_KERNEL_HEADERS``: a merged kernel header tree to compile with when the host has
+  none for the running kernel (the agent image sets it; see :mod:`otelguard.ebpf.headers`).
+* ``BCC_KERNEL_SOURCE``: BCC's own header override; when set it wins (read here to report it).
 
 YAML (every key optional; built by the one config loader, :mod:`otelguard.config`: unknown keys
 are errors, every problem reported at once with its dotted path and file:line)::
@@ -58,6 +61,12 @@ def tracefs_root() -> Path:
         if os.path.isdir(os.path.join(candidate, "events")):
             return Path(candidate)
     return Path("/sys/kernel/tracing")
+
+
+def kernel_header_env() -> tuple[Optional[str], Optional[str]]:
+    """(``BCC_KERNEL_SOURCE``, ``OTELGUARD_KERNEL_HEADERS``), each None when unset or empty."""
+    return (os.environ.get("BCC_KERNEL_SOURCE") or None,
+            os.environ.get("OTELGUARD_KERNEL_HEADERS") or None)
 
 
 def default_node_name() -> str:
