@@ -46,6 +46,8 @@ if ((${#need[@]})); then
   apt-get install -y -q "${need[@]}" >/dev/null
 fi
 bah() { buildah --root "$STORE/root" --runroot "$STORE/run" --storage-driver overlay "$@"; }
+# working containers an interrupted build left behind (the store is ours alone, under the lock)
+bah rm --all >/dev/null 2>&1 || true
 
 # ---- base: mmdebstrap from the mirror apt uses here (first deb.debian.org-style URI)
 uris=$(cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources 2>/dev/null \
@@ -59,10 +61,13 @@ MM=(mmdebstrap --variant=minbase --mode=root --format=tar
   --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/info/*'
   --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright'
   --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-include=/usr/share/locale/locale.alias'
+  --customize-hook="upload $ROOT/scripts/images/apt-clean.conf /etc/apt/apt.conf.d/docker-clean"
+  --customize-hook='rm -f "$1"/var/cache/apt/archives/*.deb "$1"/var/cache/apt/*.bin'
   bookworm)
 SOURCES=("deb $mirror bookworm main" "deb $mirror bookworm-updates main" "deb $security bookworm-security main")
-base_key=$(printf '%s\n' "${MM[@]}" "${SOURCES[@]}" | sha256sum | cut -c1-12)
+base_key=$( { printf '%s\n' "${MM[@]/$ROOT/}" "${SOURCES[@]}"; cat "$ROOT/scripts/images/apt-clean.conf"; } | sha256sum | cut -c1-12)
 base_tar="$OUT/base-debian12-$base_key.tar"
+rm -f "$OUT"/base-*.tar.tmp
 if [ ! -f "$base_tar" ]; then
   log "base: mmdebstrap Debian 12 minbase from $mirror (first time; minutes)"
   start=$SECONDS
@@ -91,22 +96,34 @@ if [ -z "$isolation" ]; then
 fi
 
 # ---- images
+# apt/dpkg progress lines (one per package) are dropped from the log; errors stay
+APT_NOISE='^(Get:|Selecting previously|Preparing to unpack|Unpacking|Setting up|Processing triggers|\(Reading database|debconf: )'
+# The agent and the processor share one context (the project's sources, and the wheels built
+# once for both on a miss), so they share the Containerfile's build-stage layers too.
+ctxs=()
+trap 'rm -rf "${ctxs[@]}"' EXIT
+og_ctx=""
+wheels=0
 for n in "${names[@]}"; do
   ref=$(image_ref "$n")
   name=${ref#*/otelguard/}; name=${name%%:*}
-  ctx=$(mktemp -d "$OUT/.ctx-$n.XXXXXX")
-  trap 'rm -rf "$ctx"' EXIT
   if [ "$n" = collector ]; then
     bin="$OTELGUARD_CACHE/otelcol/otelcol-otelguard"
     if [ ! -x "$bin" ]; then
       log "$n: no Collector binary in the stack cache; building it (scripts/stack/build.sh otelcol)"
       bash "$ROOT/scripts/stack/build.sh" otelcol
     fi
+    ctx=$(mktemp -d "$OUT/.ctx-$n.XXXXXX") && ctxs+=("$ctx")
     cp "$bin" "$ctx/otelcol-otelguard"
     file="$ROOT/deploy/images/collector.Containerfile"
     target=()
   else
-    (cd "$ROOT" && tar -c --exclude=__pycache__ --exclude='*.pyc' pyproject.toml README.md src) | tar -x -C "$ctx"
+    if [ -z "$og_ctx" ]; then
+      og_ctx=$(mktemp -d "$OUT/.ctx-otelguard.XXXXXX") && ctxs+=("$og_ctx")
+      (cd "$ROOT" && tar -c --exclude=__pycache__ --exclude='*.pyc' pyproject.toml README.md src \
+        deploy/images/wheels/README.md) | tar -x -C "$og_ctx"
+    fi
+    ctx=$og_ctx
     file="$ROOT/deploy/images/otelguard.Containerfile"
     target=(--target "$n")
   fi
@@ -117,15 +134,19 @@ for n in "${names[@]}"; do
   else
     log "$n: building $ref (isolation $isolation)"
     start=$SECONDS
+    if [ "$n" != collector ] && ((wheels == 0)); then
+      # RUN steps reach Debian's mirror but not PyPI here (its TLS proxy's CA is the host's), so
+      # the host's pip builds the wheels into the context; the Containerfile installs only those.
+      python3 -m pip wheel -q --wheel-dir "$ctx/deploy/images/wheels" "$ctx" 2>&1 | sed -u "s/^/[images] $n: pip: /"
+      wheels=1
+    fi
     BUILDAH_ISOLATION=$isolation bah bud --pull=never --layers --format oci -f "$file" \
       "${target[@]}" --build-arg "VERSION=$VERSION" --network host \
-      -t "$ref" "$ctx" 2>&1 | sed -u "s/^/[images] $n: /"
+      -t "$ref" "$ctx" 2>&1 | grep --line-buffered -vE "$APT_NOISE" | sed -u "s/^/[images] $n: /"
     rm -f "$archive.tmp"
     bah push --quiet "$ref" "oci-archive:$archive.tmp:$ref"
     mv "$archive.tmp" "$archive"
     log "$n: built in $((SECONDS - start))s: $archive ($(du -m "$archive" | cut -f1) MiB)"
   fi
   ln -sfn "$(basename "$archive")" "$OUT/$name.oci.tar"
-  rm -rf "$ctx"
-  trap - EXIT
 done

@@ -13,7 +13,8 @@ image_ref() {
 
 # image_key CONTAINERFILE BASE_KEY NAME CONTEXT_DIR: 16 hex digits over the Containerfile, the
 # base image's key, the image name, the build scripts and every file of the build context
-# (path and content), e.g. the project sources or the Collector binary.
+# (path and content), e.g. the project sources or the Collector binary. Wheels (*.whl) are left
+# out: build.sh makes them from those sources only when the key misses.
 image_key() {
   local file=$1 base=$2 name=$3 ctx=$4 here
   here=$(dirname "${BASH_SOURCE[0]}")
@@ -21,6 +22,6 @@ image_key() {
     echo "$name $base"
     sha256sum < "$file"
     cat "$here/build.sh" "$here/keys.sh" | sha256sum
-    (cd "$ctx" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum)
+    (cd "$ctx" && find . -type f ! -name '*.whl' -print0 | LC_ALL=C sort -z | xargs -0 sha256sum)
   } | sha256sum | cut -c1-16
 }
