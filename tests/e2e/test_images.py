@@ -129,7 +129,9 @@ def test_processor_runs_non_root_on_a_read_only_root(node: containerd.Containerd
 
 def _doctor(node: containerd.Containerd, mounts: list[str]) -> str:
     sys_mounts = ["/sys/kernel/tracing", "/sys/fs/cgroup", "/sys/kernel/security"]
-    options = ["--privileged", "--net-host"]
+    # the host's PID namespace, as the DaemonSet's hostPID: BPF reports host pids, and the
+    # sensor (and doctor's ring-buffer self-test) recognise their own process by its pid
+    options = ["--privileged", "--net-host", "--with-ns", f"pid:/proc/{os.getpid()}/ns/pid"]
     for m in sys_mounts + mounts:
         if os.path.isdir(m):
             options += ["--mount", f"type=bind,src={m},dst={m},options=rbind:ro"]

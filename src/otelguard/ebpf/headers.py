@@ -65,7 +65,8 @@ def resolve(release: Optional[str] = None, modules_dir: Path = MODULES_DIR,
     build = kdir / "build"
     if build.exists() and (_is_tree(build) or _is_tree(kdir / "source")):
         target = os.path.realpath(build)
-        mounted = str(modules_dir) in _mount_points()
+        # in a merged-/usr image /lib is a link, so the mount shows up as /usr/lib/modules
+        mounted = bool({str(modules_dir), os.path.realpath(modules_dir)} & _mount_points())
         where = f"host-mounted {modules_dir}" if mounted else "host"
         if release in target:
             return KernelHeaders("host", build, f"{where}: {build} -> {target} (matching headers)")
