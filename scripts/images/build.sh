@@ -86,14 +86,16 @@ if [ "$(bah inspect --type image --format '{{index .ImageAnnotations "org.otelgu
   log "base: imported as $BASE_REF in $((SECONDS - start))s"
 fi
 
-# ---- isolation: runc (oci) when a RUN works with it here, else chroot
+# ---- isolation: runc (oci) when a RUN works with it here, else chroot; probed on the first miss
 isolation=${OTELGUARD_IMAGE_ISOLATION:-}
-if [ -z "$isolation" ]; then
+pick_isolation() {
+  [ -z "$isolation" ] || return 0
   isolation=chroot
+  local c
   c=$(bah from --pull=never "$BASE_REF")
   if bah run --isolation oci "$c" -- true >/dev/null 2>&1; then isolation=oci; fi
   bah rm "$c" >/dev/null
-fi
+}
 
 # ---- images
 # apt/dpkg progress lines (one per package) are dropped from the log; errors stay
@@ -132,12 +134,16 @@ for n in "${names[@]}"; do
   if [ -f "$archive" ]; then
     log "$n: cached at $archive"
   else
+    pick_isolation
     log "$n: building $ref (isolation $isolation)"
     start=$SECONDS
     if [ "$n" != collector ] && ((wheels == 0)); then
       # RUN steps reach Debian's mirror but not PyPI here (its TLS proxy's CA is the host's), so
       # the host's pip builds the wheels into the context; the Containerfile installs only those.
-      python3 -m pip wheel -q --wheel-dir "$ctx/deploy/images/wheels" "$ctx" 2>&1 | sed -u "s/^/[images] $n: pip: /"
+      # (from a copy: pip builds in the tree it is given, and the context must stay as keyed)
+      src=$(mktemp -d "$OUT/.src.XXXXXX") && ctxs+=("$src")
+      cp -a "$ctx/." "$src/"
+      python3 -m pip wheel -q --wheel-dir "$ctx/deploy/images/wheels" "$src" 2>&1 | sed -u "s/^/[images] $n: pip: /"
       wheels=1
     fi
     BUILDAH_ISOLATION=$isolation bah bud --pull=never --layers --format oci -f "$file" \
@@ -146,6 +152,7 @@ for n in "${names[@]}"; do
     rm -f "$archive.tmp"
     bah push --quiet "$ref" "oci-archive:$archive.tmp:$ref"
     mv "$archive.tmp" "$archive"
+    find "$OUT" -maxdepth 1 -name "$name-*.oci.tar" ! -name "$(basename "$archive")" -delete
     log "$n: built in $((SECONDS - start))s: $archive ($(du -m "$archive" | cut -f1) MiB)"
   fi
   ln -sfn "$(basename "$archive")" "$OUT/$name.oci.tar"

@@ -107,7 +107,8 @@ def test_processor_runs_non_root_on_a_read_only_root(node: containerd.Containerd
     state.mkdir()
     os.chown(state, 65532, 65532)
     config = tmp_path / "pipeline.yaml"
-    config.write_text("service:\n  state_dir: /var/lib/otelguard/state\n")
+    config.write_text("service:\n  state_dir: /var/lib/otelguard/state\n"
+                      "processors:\n  - type: falco_rules\n  - type: noise_control\n    name: noise\n")
     script = ("id -u; id -g; touch /opt/probe 2>/dev/null && echo root-writable; "
               "otelguard processor --insecure --listen 127.0.0.1:4317 --metrics 127.0.0.1:9466 "
               "--config /etc/otelguard/pipeline.yaml --export jsonl:/var/lib/otelguard/state/o "
@@ -123,7 +124,7 @@ def test_processor_runs_non_root_on_a_read_only_root(node: containerd.Containerd
     assert "root-writable" not in out
     assert "exit=0" in done.stdout, out
     journals = sorted(p.name for p in state.iterdir())
-    assert any(p.endswith(".journal") for p in journals), (journals, out)
+    assert "noise.journal" in journals, (journals, out)
     assert all(p.stat().st_uid == 65532 for p in state.iterdir())
 
 
