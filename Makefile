@@ -5,7 +5,7 @@ OG := $(VENV)/bin/otelguard
 PY := $(VENV)/bin/python
 RUN_ARGS ?=
 
-.PHONY: setup run test test-fast stack stack-build stack-stop bench lint
+.PHONY: setup run test test-fast stack stack-build stack-stop images bench lint
 
 setup:
 	@bash scripts/setup.sh
@@ -30,6 +30,11 @@ stack: stack-build
 
 stack-stop:
 	@bash scripts/stack/stop.sh
+
+# Container images (agent, processor, Collector) as OCI archives under
+# $$OTELGUARD_CACHE/images (default ~/.cache/otelguard/images); no registry needed.
+images: stack-build
+	@bash scripts/images/build.sh all
 
 bench: setup
 	$(PY) -m bench.run_all $(BENCH_ARGS)

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # `make test`: every phase timed, and one summary line per phase printed at the end (also when a
 # phase fails), so the cold and warm costs of the suite stay visible in every CI log.
-# Phases: setup (Debian packages, venv), stack builds (Go parts, cached), mypy, pytest.
+# Phases: setup (Debian packages, venv), stack builds (Go parts, cached), images (OCI archives for
+# tests/e2e/test_images.py, cached by content; skipped when PYTEST_ARGS deselects e2e), mypy,
+# pytest.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -32,6 +34,9 @@ phase() {
 }
 phase setup bash scripts/setup.sh
 phase stack-build bash scripts/stack/build.sh all
+if [[ "${PYTEST_ARGS:-}" != *"not e2e"* ]]; then
+  phase images bash scripts/images/build.sh all
+fi
 phase mypy "$PY" -m mypy
 # pytest's closing line scrolls above the summary, so its counts are repeated as the last line
 log=$(mktemp)

@@ -14,6 +14,7 @@ from typing import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from otelguard.ebpf import headers
 from otelguard.ebpf.cgroup import cgroup2_mount
 from otelguard.ebpf.registry import discover
 from otelguard.ebpf.settings import tracefs_root
@@ -122,18 +123,19 @@ def lockdown_mode(text: str) -> str:
 
 
 def check_headers() -> Check:
-    release = os.uname().release
-    build = Path(f"/lib/modules/{release}/build")
-    if not build.exists():
-        return Check("kernel-headers", FAIL, f"{build} missing",
-                     "install linux-headers for this kernel, or run scripts/setup.sh to link "
-                     "Debian's newest headers as a fallback")
-    target = os.path.realpath(build)
-    if release in target:
-        return Check("kernel-headers", OK, f"{build} -> {target} (matching headers)")
-    return Check("kernel-headers", WARN, f"{build} -> {target}: fallback headers (not {release}); "
-                 "safe for otelguard: probes use tracepoint layouts from tracefs, no struct "
-                 "offsets", "install matching headers to silence this")
+    """Which headers BCC compiles with: host (matching or setup.sh's fallback link), the image's
+    fallback tree, or an operator's ``BCC_KERNEL_SOURCE``; see :mod:`otelguard.ebpf.headers`."""
+    found = headers.resolve()
+    if found.source == "none":
+        return Check("kernel-headers", FAIL, found.detail,
+                     "mount the host's /lib/modules and /usr/src, install linux-headers for this "
+                     "kernel, or run scripts/setup.sh to link Debian's newest headers as a "
+                     "fallback")
+    if found.source in ("host", "env"):
+        return Check("kernel-headers", OK, found.detail)
+    return Check("kernel-headers", WARN, f"{found.detail}; safe for otelguard: probes use "
+                 "tracepoint layouts from tracefs, no struct offsets",
+                 "mount the host's matching headers to silence this")
 
 
 def check_bcc() -> Check:

@@ -25,6 +25,7 @@ from typing import Any, Callable, Iterable, Iterator, Optional
 
 from otelguard import telemetry
 from otelguard.config import ConfigError
+from otelguard.ebpf import headers
 from otelguard.ebpf.budget import BudgetConfig, render as render_budget
 from otelguard.ebpf.errors import LoadError
 from otelguard.ebpf.probe import Probe, ProbeConfig, probe_source
@@ -72,6 +73,7 @@ def _compile(text: str) -> Any:
     """BPF(text) with the compiler/verifier chatter (printed by libbcc on fd 2) captured."""
     from bcc import BPF  # the one lazy bcc import
 
+    headers.apply(headers.resolve())  # the agent image's fallback tree when the host has none
     with _fd2_lock, tempfile.TemporaryFile() as capture:
         sys.stderr.flush()
         saved = os.dup(2)

@@ -53,6 +53,12 @@ ENVIRONMENT = (
     EnvVar("OTELGUARD_NODE_NAME", "the host name",
            "Kubernetes node name on every record (the default of sensor.node_name); the "
            "DaemonSet sets it from the downward API (spec.nodeName)"),
+    EnvVar("OTELGUARD_KERNEL_HEADERS", "unset: only the host's /lib/modules/<release>/build",
+           "a merged kernel header tree BCC compiles with when the host has none for the "
+           "running kernel (the agent image sets it to its Debian fallback; ebpf/headers.py)"),
+    EnvVar("BCC_KERNEL_SOURCE", "unset",
+           "BCC's own header override; when set it wins over the host's and the image's headers "
+           "(read to report it in doctor; set by the loader when it picks the image's tree)"),
 )
 
 
@@ -64,6 +70,12 @@ def tracefs_root() -> Path:
         if os.path.isdir(os.path.join(candidate, "events")):
             return Path(candidate)
     return Path("/sys/kernel/tracing")
+
+
+def kernel_header_env() -> tuple[Optional[str], Optional[str]]:
+    """(``BCC_KERNEL_SOURCE``, ``OTELGUARD_KERNEL_HEADERS``), each None when unset or empty."""
+    return (os.environ.get("BCC_KERNEL_SOURCE") or None,
+            os.environ.get("OTELGUARD_KERNEL_HEADERS") or None)
 
 
 def default_node_name() -> str:
