@@ -35,4 +35,4 @@ start=$(date +%s)
 go build -trimpath -ldflags "-s -w -X github.com/coredns/coredns/coremain.GitCommit=v$COREDNS_VERSION" -o "$OUT/coredns" .
 log "compiled in $(( $(date +%s) - start ))s"
 "$OUT/coredns" -version
-"$OUT/coredns" -plugins | grep -q 'dns.kubernetes' || { log "kubernetes plugin missing from the build" >&2; exit 1; }
+"$OUT/coredns" -plugins | grep -qx 'kubernetes' || { log "kubernetes plugin missing from the build" >&2; exit 1; }
