@@ -83,13 +83,6 @@ class Node:
                                f"{proc.stdout}{proc.stderr}")
         return proc
 
-    def log_tail(self, name: str, lines: int = 40) -> str:
-        try:
-            text = (self.log_dir / f"{name}.log").read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
-
     def stop(self) -> None:
         if self.owned:
             _script(DOWN, self.state_dir, 300.0)
