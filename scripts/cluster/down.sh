@@ -63,6 +63,20 @@ done
 if [ -x "$K8S_BIN/kube-proxy" ]; then
   "$K8S_BIN/kube-proxy" --cleanup --v=0 >>"$LOGS/kube-proxy.log" 2>&1 || log "warning: kube-proxy --cleanup failed (see $LOGS/kube-proxy.log)"
 fi
+# What is left of KUBE-* after that is the kubelet's (KUBE-FIREWALL, KUBE-KUBELET-CANARY): one
+# cluster per host, so every KUBE-* chain is ours. Jumps to them first, then the chains.
+for ipt in iptables ip6tables; do
+  for t in filter nat mangle; do
+    chains=$("$ipt" -t "$t" -S 2>/dev/null | awk '$1 == "-N" && $2 ~ /^KUBE-/ {print $2}')
+    [ -n "$chains" ] || continue
+    "$ipt" -t "$t" -S | awk '$1 == "-A" && $NF ~ /^KUBE-/ && $(NF-1) == "-j"' | while read -r rule; do
+      # iptables -S quotes comments ("..."): eval keeps them one word each
+      eval "$ipt -t $t ${rule/-A/-D}" 2>/dev/null || true
+    done
+    for c in $chains; do "$ipt" -t "$t" -F "$c" 2>/dev/null || true; done
+    for c in $chains; do "$ipt" -t "$t" -X "$c" 2>/dev/null || true; done
+  done
+done
 while iptables -D FORWARD -j "$FWD_CHAIN" 2>/dev/null; do :; done
 iptables -F "$FWD_CHAIN" 2>/dev/null && iptables -X "$FWD_CHAIN" 2>/dev/null || true
 # The portmap plugin's chains, when no other user of CNI's portmap left rules in them.

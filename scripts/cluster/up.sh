@@ -52,7 +52,7 @@ NODE=$(hostname | tr '[:upper:]_' '[:lower:]-')
 start() {
   local name=$1; shift
   if running "$name"; then return 0; fi
-  setsid "$@" >>"$LOGS/$name.log" 2>&1 </dev/null &
+  setsid "$@" >>"$LOGS/$name.log" 2>&1 </dev/null 8>&- &
   echo $! >"$PIDS/$name.pid"
   log "started $name (pid $!, log $LOGS/$name.log)"
 }

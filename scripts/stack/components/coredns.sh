@@ -3,8 +3,8 @@
 # version): the one-node cluster's DNS server (scripts/cluster/up.sh runs it on the host).
 #
 # A small main module imports coremain plus only the plugins the cluster's Corefile uses
-# (kubernetes, cache, errors, log, health, ready, reload, loadbalance; coremain itself brings bind,
-# forward and whoami). The stock command links every plugin, with the cloud providers' SDKs;
+# (bind, kubernetes, cache, errors, log, health, ready, reload, loadbalance). The stock command
+# links every plugin, with the cloud providers' SDKs;
 # leaving those out saves most of the compile time.
 # build-vars: COREDNS_VERSION
 set -euo pipefail
@@ -14,7 +14,7 @@ set -euo pipefail
 : "${COREDNS_VERSION:?COREDNS_VERSION comes from versions.env}"
 export GOTOOLCHAIN="${GOTOOLCHAIN:-local}"
 export GOFLAGS="${GOFLAGS:--buildvcs=false} -mod=mod"
-plugins=(kubernetes cache errors log health ready reload loadbalance)
+plugins=(bind kubernetes cache errors log health ready reload loadbalance)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cd "$work"
