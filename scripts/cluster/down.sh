@@ -44,7 +44,7 @@ fi
 stop containerd
 # Shims of our containerd (their command line names our socket) that outlived it.
 for p in /proc/[0-9]*; do
-  cmd=$(tr '\0' ' ' <"$p/cmdline" 2>/dev/null || true)
+  cmd=$( { tr '\0' ' ' <"$p/cmdline"; } 2>/dev/null || true)
   case "$cmd" in *containerd-shim*"-address $CONTAINERD_SOCK "*) kill -KILL "${p#/proc/}" 2>/dev/null || true ;; esac
 done
 
@@ -113,6 +113,11 @@ for h in /sys/fs/cgroup/*/kubepods; do
 done
 find /sys/fs/cgroup/unified/kubepods -depth -mindepth 1 -maxdepth 2 -type d -name 'pod*' \
   -exec rmdir {} + 2>/dev/null || true
+
+# Directories up.sh found missing (the shims' /run/containerd/s, /var/log/containers), if empty.
+while read -r d; do
+  [ -d "$d" ] && find "$d" -depth -type d -empty -delete 2>/dev/null || true
+done <"$DIR/made-dirs" 2>/dev/null || true
 
 # 5. Kernel settings back as they were; state removed, logs kept.
 for f in "$DIR"/sysctl.*; do

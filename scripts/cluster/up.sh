@@ -250,6 +250,10 @@ cat >"$DIR/cni/net.d/10-otelguard.conflist" <<EOF
   {"type": "portmap", "capabilities": {"portMappings": true}}
 ]}
 EOF
+# Host directories the shims and the kubelet create if missing; down.sh removes them when empty.
+for d in /run/containerd /var/log/containers; do
+  [ -e "$d" ] || grep -qx "$d" "$DIR/made-dirs" 2>/dev/null || echo "$d" >>"$DIR/made-dirs"
+done
 start containerd /usr/bin/containerd --config "$DIR/containerd/config.toml"
 wait_for containerd containerd ctr --address "$CONTAINERD_SOCK" version
 
