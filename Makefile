@@ -5,7 +5,7 @@ OG := $(VENV)/bin/otelguard
 PY := $(VENV)/bin/python
 RUN_ARGS ?=
 
-.PHONY: setup run test test-fast stack stack-build stack-stop images bench lint
+.PHONY: setup run test test-fast stack stack-build stack-stop images cluster cluster-stop bench lint
 
 setup:
 	@bash scripts/setup.sh
@@ -35,6 +35,15 @@ stack-stop:
 # $$OTELGUARD_CACHE/images (default ~/.cache/otelguard/images); no registry needed.
 images: stack-build
 	@bash scripts/images/build.sh all
+
+# A real one-node Kubernetes cluster on this host (docs/stack.md#real-one-node-cluster); prints
+# its KUBECONFIG. State in $$OTELGUARD_CLUSTER_DIR (default /var/lib/otelguard-cluster).
+cluster: setup
+	@bash scripts/stack/build.sh kubernetes coredns
+	@bash scripts/cluster/up.sh
+
+cluster-stop:
+	@bash scripts/cluster/down.sh
 
 bench: setup
 	$(PY) -m bench.run_all $(BENCH_ARGS)

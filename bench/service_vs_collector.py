@@ -37,7 +37,7 @@ cost. If creating those pods takes more than 5 minutes the 10,000-pod figure com
 in-memory source instead (``bench.k8s_enrich``, tracemalloc of the cache), and says so.
 
 Run: ``.venv/bin/python -m bench.service_vs_collector`` (``--quick``: 1 round, fewer batches, no
-10,000-pod step; under 2 minutes). Needs ``bash scripts/stack/build.sh otelcol kube-apiserver``.
+10,000-pod step; under 2 minutes). Needs ``bash scripts/stack/build.sh otelcol kubernetes``.
 """
 
 from __future__ import annotations

@@ -38,19 +38,33 @@ if [[ "${PYTEST_ARGS:-}" != *"not e2e"* ]]; then
   phase images bash scripts/images/build.sh all
 fi
 phase mypy "$PY" -m mypy
-# pytest's closing line scrolls above the summary, so its counts are repeated as the last line
+# pytest in two groups, each with its own timing line: everything but the real one-node cluster,
+# then the cluster group (tests marked `cluster`: scripts/cluster/up.sh starts the node once, or
+# the tests attach to a running `make cluster`). PYTEST_ARGS given: one run with exactly those.
+# pytest's closing lines scroll above the summary, so their counts are repeated as the last line.
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-start=$SECONDS
-# shellcheck disable=SC2086
-"$PY" -m pytest ${PYTEST_ARGS:-} 2>&1 | tee "$log"
-rc=${PIPESTATUS[0]}
-names+=("pytest")
-secs+=($((SECONDS - start)))
-if ((rc == 0)); then results+=("ok"); else results+=("FAILED (exit $rc)"); fi
+rc=0
+run_pytest() {
+  local name=$1 start=$SECONDS r
+  shift
+  "$PY" -m pytest "$@" 2>&1 | tee -a "$log"
+  r=${PIPESTATUS[0]}
+  names+=("$name")
+  secs+=($((SECONDS - start)))
+  if ((r == 0)); then results+=("ok"); else results+=("FAILED (exit $r)"); rc=$r; fi
+}
+if [ -n "${PYTEST_ARGS:-}" ]; then
+  # shellcheck disable=SC2086
+  run_pytest pytest ${PYTEST_ARGS}
+else
+  run_pytest pytest -m "not cluster"
+  run_pytest pytest-cluster -m cluster
+fi
 summary
-last=$(grep -E '[0-9]+ (passed|failed|errors?|skipped|deselected).* in [0-9.]+s' "$log" | tail -n1)
-count() { local n; n=$(grep -Eo "[0-9]+ $1" <<<"$last" | tail -n1 | cut -d' ' -f1); echo "${n:-0}"; }
-failed=$(( $(count failed) + $(count errors?) ))
+# one closing line per run; each count summed over the runs
+count() { grep -E '[0-9]+ (passed|failed|errors?|skipped|deselected).* in [0-9.]+s' "$log" \
+  | grep -Eo "[0-9]+ $1" | awk '{s += $1} END {print s + 0}'; }
+failed=$(( $(count failed) + $(count 'errors?') ))
 echo "pytest: $(count passed) passed, $failed failed, $(count skipped) skipped"
 exit "$rc"

@@ -92,7 +92,7 @@ echo "[{\"targets\": [\"127.0.0.1:${OTELGUARD_COLLECTOR_TELEMETRY_PORT:-8888}\"]
 start prometheus /usr/bin/prometheus --config.file="$RUN/prometheus/prometheus.yml" \
   --storage.tsdb.path="$RUN/prometheus-data" --web.listen-address="127.0.0.1:${PROM_PORT}" --log.level=warn
 
-if [ "${OTELGUARD_STACK_KUBE:-1}" = 1 ] && [ -f "$ROOT/tests/support/kube.py" ] && [ -x "$CACHE/kube-apiserver/kube-apiserver" ]; then
+if [ "${OTELGUARD_STACK_KUBE:-1}" = 1 ] && [ -f "$ROOT/tests/support/kube.py" ] && [ -x "$CACHE/kubernetes/kube-apiserver" ]; then
   mkdir -p "$RUN/kube"
   PY="$ROOT/.venv/bin/python"; [ -x "$PY" ] || PY=python3
   (cd "$ROOT" && start kube "$PY" -m tests.support.kube "$RUN/kube")

@@ -46,8 +46,8 @@ ETCD = os.environ.get("OTELGUARD_ETCD", "/usr/bin/etcd")
 
 
 def apiserver_binary() -> Path:
-    """The kube-apiserver built by ``scripts/stack/build.sh kube-apiserver``."""
-    return Path(os.environ.get("OTELGUARD_KUBE_APISERVER", CACHE / "kube-apiserver" / "kube-apiserver"))
+    """The kube-apiserver built by ``scripts/stack/build.sh kubernetes``."""
+    return Path(os.environ.get("OTELGUARD_KUBE_APISERVER", CACHE / "kubernetes" / "kube-apiserver"))
 
 
 
@@ -245,7 +245,7 @@ def start_cluster(
     binary = apiserver_bin or apiserver_binary()
     if not binary.exists():
         raise FileNotFoundError(
-            f"{binary} is missing: build it with `bash scripts/stack/build.sh kube-apiserver`")
+            f"{binary} is missing: build it with `bash scripts/stack/build.sh kubernetes`")
     workdir.mkdir(parents=True, exist_ok=True)
     make_certs(workdir / "pki")
     token = secrets.token_hex(16)

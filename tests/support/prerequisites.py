@@ -43,6 +43,6 @@ def require_file(path: Path, how: str) -> None:
 
 def require_kube_apiserver() -> None:
     """The kube-apiserver from the stack build and Debian's etcd, for a real control plane."""
-    require_file(apiserver_binary(), "run `bash scripts/stack/build.sh kube-apiserver` "
+    require_file(apiserver_binary(), "run `bash scripts/stack/build.sh kubernetes` "
                                      "(or `make stack-build`)")
     require_file(Path(ETCD), "`make setup` installs it (Debian package etcd-server)")
