@@ -6,6 +6,8 @@ and the two generated artefacts kept current (deploy/ and the README's values ta
 from __future__ import annotations
 
 import base64
+import json
+import os
 import shutil
 import subprocess
 import sys
@@ -20,7 +22,7 @@ from tests.support.helm import CHART, NAMESPACE, find, require_helm, run_helm, s
 from tests.support.kube import KubeCluster, start_cluster
 from tests.support.polling import wait_until
 from tests.support.prerequisites import require_kube_apiserver
-from tests.support.stack import ROOT
+from tests.support.stack import ROOT, collector_binary, validate_collector_config
 
 pytestmark = pytest.mark.e2e
 
@@ -31,7 +33,8 @@ NON_DEFAULT: dict[str, Any] = {
               "hostKernelHeaders": {"enabled": True}, "priorityClassName": ""},
     "processor": {"replicas": 3, "pdb": {"minAvailable": 2},
                   "image": {"repository": "registry.example/processor", "pullPolicy": "Never"}},
-    "collector": {"image": {"pullPolicy": "Never"}, "resources": {"limits": {"memory": "1Gi"}}},
+    "collector": {"image": {"pullPolicy": "Never"}, "resources": {"limits": {"memory": "1Gi"}},
+                  "config": {"processors": {"batch": {"timeout": "1s"}}}},
     "backends": {"loki": {"otlpUrl": "http://198.51.100.1:3100/otlp"},
                  "jaeger": {"otlpGrpcEndpoint": "198.51.100.1:14317",
                             "tls": {"insecure": False, "caSecret": "jaeger-ca"}}},
@@ -202,6 +205,35 @@ def test_non_default_values() -> None:
         svc = find(docs, "Service", sm["metadata"]["name"])
         assert selects(sm["spec"]["selector"], svc["metadata"]["labels"])
         assert {e["port"] for e in sm["spec"]["endpoints"]} <= {p["name"] for p in svc["spec"]["ports"]}
+
+
+def test_non_default_collector_config_validates(tmp_path: Path) -> None:
+    """The Collector config the non-default values produce (backend TLS, collector.config
+    merged last) is what the built Collector accepts, and says what the values said."""
+    from tests.support.prerequisites import require_file
+
+    require_file(collector_binary(), "run `bash scripts/stack/build.sh otelcol`")
+    docs = template(NON_DEFAULT)
+    cm = find(docs, "ConfigMap", "otelguard-collector")
+    (container,) = pod_spec(find(docs, "Deployment", "otelguard-collector"))["containers"]
+    paths = []
+    for arg in container["args"]:
+        name = Path(arg.removeprefix("--config=")).name
+        (tmp_path / name).write_text(cm["data"][name])
+        paths.append(tmp_path / name)
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    res = validate_collector_config(paths, env)
+    assert res.returncode == 0, res.stderr
+    res = subprocess.run([str(collector_binary()), "print-config", "--mode", "unredacted", "--format", "json",
+                          *[f"--config={p}" for p in paths]], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, **env})
+    assert res.returncode == 0, res.stderr
+    cfg = json.loads(res.stdout)
+    assert cfg["processors"]["batch"]["timeout"] == 1e9
+    jaeger = cfg["exporters"]["otlp_grpc/jaeger"]
+    assert jaeger["endpoint"] == "198.51.100.1:14317"
+    assert jaeger["tls"].get("insecure", False) is False and jaeger["tls"]["ca_file"] == "/etc/otelguard/backends/jaeger/ca.crt"
+    assert cfg["processors"]["resource/cluster"]["attributes"][0]["value"] == "lab-1"
 
 
 def test_agent_api_access_is_opt_in() -> None:
