@@ -60,8 +60,11 @@ def workloads(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [d for d in docs if d["kind"] in ("DaemonSet", "Deployment")]
 
 
-def test_lint_is_clean() -> None:
-    for args in (["lint", str(CHART)], ["lint", "--strict", str(CHART)]):
+def test_lint_is_clean(tmp_path: Path) -> None:
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump(NON_DEFAULT))
+    for args in (["lint", str(CHART)], ["lint", "--strict", str(CHART)],
+                 ["lint", "--strict", str(CHART), "--values", str(values)]):
         res = run_helm(*args)
         assert res.returncode == 0 and "[WARNING]" not in res.stdout, res.stdout + res.stderr
 
