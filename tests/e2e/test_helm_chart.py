@@ -325,7 +325,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[KubeClus
             return all(any(c.type == "Established" and c.status == "True"
                            for c in (ext.read_custom_resource_definition(f"{p}.monitoring.coreos.com").status.conditions or []))
                        for p in MONITORING.values())
-        wait_until(established, timeout=30, message="the monitoring CRDs never became Established")
+        assert wait_until(established, timeout=30), "the monitoring CRDs never became Established within 30 s"
         yield kc, api
     finally:
         kc.stop()
