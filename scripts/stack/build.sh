@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the Go parts of the stack once into the cache, keyed by version; prints progress.
-# Usage: build.sh all | otelcol | jaeger | loki | kubernetes | coredns
+# Usage: build.sh all | otelcol | jaeger | loki | kubernetes | coredns | helm
 # Each component is built by scripts/stack/components/<name>.sh, which receives
 # OUT (the directory to put its binary into) and the versions from versions.env.
 set -euo pipefail
@@ -9,7 +9,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 source "$HERE/versions.env"
 export OTELGUARD_CACHE="${OTELGUARD_CACHE:-$HOME/.cache/otelguard}"
 export GOFLAGS="${GOFLAGS:--buildvcs=false}"
-components=(otelcol jaeger loki kubernetes coredns)
+components=(otelcol jaeger loki kubernetes coredns helm)
 # One build at a time per cache (two `make test` runs at once would share and remove the same
 # .tmp directories): the second waits, then finds the components cached.
 mkdir -p "$OTELGUARD_CACHE"

@@ -42,13 +42,14 @@ def test_config_validates(configs: list[Path]) -> None:
 
 
 def test_deploy_collector_config_validates(tmp_path: Path) -> None:
-    """The Kubernetes gateway: its ConfigMap files, in the order the Deployment passes them."""
+    """The Kubernetes gateway: its ConfigMap files (the chart's overrides.yaml from its values
+    last), in the order the Deployment passes them."""
     docs = deploy_documents()
     (cm,) = [d for d in docs if d["kind"] == "ConfigMap"]
     (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     files = [a.split("=", 1)[1] for a in container["args"] if a.startswith("--config=")]
-    assert len(files) == 2
+    assert files == ["/etc/otelcol/backends.yaml", "/etc/otelcol/gateway-k8s.yaml", "/etc/otelcol/overrides.yaml"]
     paths = []
     for f in files:
         path = tmp_path / Path(f).name
@@ -63,7 +64,7 @@ def test_deploy_collector_config_matches_otel_config() -> None:
     """deploy/collector.yaml embeds the checked-in configs verbatim (no drift)."""
     (cm,) = [d for d in deploy_documents() if d["kind"] == "ConfigMap"]
     assert cm["data"]["backends.yaml"] == BACKENDS_CONFIG.read_text(), \
-        "copy otel-config/collector/backends.yaml into deploy/collector.yaml's ConfigMap"
+        "run python3 scripts/render_deploy.py (copies backends.yaml into the chart, renders deploy/)"
     assert cm["data"]["gateway-k8s.yaml"] == (ROOT / "deploy" / "collector" / "gateway-k8s.yaml").read_text()
 
 

@@ -1,5 +1,8 @@
 """deploy/ applied to a real kube-apiserver with server-side dry run (schema, defaults, validation).
 
+deploy/ is the Helm chart deploy/helm/otelguard rendered (scripts/render_deploy.py;
+tests/e2e/test_helm_chart.py checks it is current); these tests read it as kubectl would.
+
 The namespace is created for real (a dry-run object cannot hold others); every other object is
 sent with dryRun=All, so the API server validates it fully (field names, types, enum values,
 probe shapes, capabilities, PDB selectors) without persisting anything.
@@ -46,7 +49,8 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 def test_every_kustomization_resource_exists() -> None:
     kinds = {d["kind"] for _, d in manifest_documents()}
     assert {"Namespace", "DaemonSet", "Deployment", "Service", "PodDisruptionBudget", "ConfigMap",
-            "ServiceAccount", "ClusterRole", "ClusterRoleBinding"} <= kinds
+            "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "NetworkPolicy"} <= kinds
+    assert "Secret" not in kinds   # named, never carried (deploy/helm/render-values.yaml)
 
 
 def test_manifests_pass_server_side_dry_run(api: Any) -> None:
@@ -92,8 +96,12 @@ def test_agent_is_not_privileged_and_explains_nothing_extra() -> None:
     # the set measured in docs/security.md#agent-capabilities
     assert set(sc["capabilities"]["add"]) == {"BPF", "PERFMON", "SYS_PTRACE", "DAC_READ_SEARCH"}
     mounts = {m["mountPath"] for m in agent["volumeMounts"]}
-    assert {"/lib/modules", "/usr/src", "/sys/kernel/tracing", "/sys/fs/cgroup"} <= mounts
+    assert {"/sys/kernel/tracing", "/sys/fs/cgroup"} <= mounts
+    # the host's kernel headers are opt-in (agent.hostKernelHeaders): the image carries Debian's
+    assert "/lib/modules" not in mounts
     assert pod["tolerations"] == [{"operator": "Exists"}]
+    # no API token: nothing in the agent calls the API
+    assert pod["automountServiceAccountToken"] is False
     # Cheap probes (no BPF compile), on the port the agent serves /metrics on.
     assert agent["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
     assert agent["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}

@@ -40,7 +40,8 @@ _CHILD = ("import os, sys; d = os.open(sys.argv[1], os.O_RDONLY); "
 
 def manifest_capabilities() -> list[str]:
     """The capabilities deploy/agent-daemonset.yaml adds (names as Kubernetes spells them)."""
-    ds = yaml.safe_load((ROOT / "deploy" / "agent-daemonset.yaml").read_text())
+    (ds,) = [d for d in yaml.safe_load_all((ROOT / "deploy" / "agent-daemonset.yaml").read_text())
+             if d and d["kind"] == "DaemonSet"]
     (agent,) = ds["spec"]["template"]["spec"]["containers"]
     ctx = agent["securityContext"]
     assert ctx["privileged"] is False and ctx["capabilities"]["drop"] == ["ALL"]

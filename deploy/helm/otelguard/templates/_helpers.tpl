@@ -1,0 +1,63 @@
+{{/* Name prefix of every object: the release name when it contains "otelguard". */}}
+{{- define "otelguard.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 40 | trimSuffix "-" -}}
+{{- else if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 40 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 40 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Selector labels of one component: (dict "ctx" $ "component" "agent"). */}}
+{{- define "otelguard.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "otelguard.fullname" .ctx }}-{{ .component }}
+app.kubernetes.io/instance: {{ .ctx.Release.Name }}
+{{- end -}}
+
+{{/* Labels of every object of one component: (dict "ctx" $ "component" "agent"). */}}
+{{- define "otelguard.labels" -}}
+{{ include "otelguard.selectorLabels" . }}
+app.kubernetes.io/part-of: otelguard
+app.kubernetes.io/component: {{ .component }}
+app.kubernetes.io/version: {{ .ctx.Chart.AppVersion | quote }}
+helm.sh/chart: {{ printf "%s-%s" .ctx.Chart.Name .ctx.Chart.Version }}
+{{- with .ctx.Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* image reference of a component's values: (dict "ctx" $ "image" .Values.agent.image) */}}
+{{- define "otelguard.image" -}}
+{{ .image.repository }}:{{ .image.tag | default .ctx.Chart.AppVersion }}
+{{- end -}}
+
+{{/* DNS name of a component's Service: <fullname>-<component>.<namespace>.svc */}}
+{{- define "otelguard.svc" -}}
+{{ include "otelguard.fullname" .ctx }}-{{ .component }}.{{ .ctx.Release.Namespace }}.svc
+{{- end -}}
+
+{{/* Secret names: the existing one named in values, else the one the chart generates. */}}
+{{- define "otelguard.collectorTlsSecret" -}}
+{{ .Values.tls.collector.existingSecret | default (printf "%s-collector-tls" (include "otelguard.fullname" .)) }}
+{{- end -}}
+{{- define "otelguard.processorTlsSecret" -}}
+{{ .Values.tls.processor.existingSecret | default (printf "%s-processor-tls" (include "otelguard.fullname" .)) }}
+{{- end -}}
+{{- define "otelguard.agentTokenSecret" -}}
+{{ .Values.tokens.agent.existingSecret | default (printf "%s-agent-token" (include "otelguard.fullname" .)) }}
+{{- end -}}
+{{- define "otelguard.processorTokenSecret" -}}
+{{ .Values.tokens.processor.existingSecret | default (printf "%s-processor-token" (include "otelguard.fullname" .)) }}
+{{- end -}}
+{{- define "otelguard.nodeTokensSecret" -}}
+{{ .Values.tokens.nodeTokens.existingSecret | default (printf "%s-node-tokens" (include "otelguard.fullname" .)) }}
+{{- end -}}
+
+{{/* A memory quantity (Mi or Gi) in MiB. */}}
+{{- define "otelguard.mib" -}}
+{{- if hasSuffix "Gi" . -}}{{ mul (trimSuffix "Gi" . | atoi) 1024 }}
+{{- else if hasSuffix "Mi" . -}}{{ trimSuffix "Mi" . | atoi }}
+{{- else -}}{{ fail (printf "collector.resources.limits.memory %q: give it in Mi or Gi" .) }}
+{{- end -}}
+{{- end -}}

@@ -1,0 +1,401 @@
+"""The Helm chart deploy/helm/otelguard with the real helm: lint, template with default and
+non-default values, server-side dry run of every object on a real kube-apiserver (the
+prometheus-operator kinds through minimal CRDs made here), lookups that reuse generated Secrets,
+and the two generated artefacts kept current (deploy/ and the README's values table)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import yaml
+from cryptography import x509
+
+from tests.support.helm import CHART, NAMESPACE, find, require_helm, run_helm, selects, template
+from tests.support.kube import KubeCluster, start_cluster
+from tests.support.polling import wait_until
+from tests.support.prerequisites import require_kube_apiserver
+from tests.support.stack import ROOT, collector_binary, validate_collector_config
+
+pytestmark = pytest.mark.e2e
+
+NON_DEFAULT: dict[str, Any] = {
+    "clusterName": "lab-1",
+    "agent": {"image": {"repository": "registry.example/agent", "tag": "dev", "pullPolicy": "Never"},
+              "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "sec", "effect": "NoSchedule"}],
+              "hostKernelHeaders": {"enabled": True}, "priorityClassName": ""},
+    "processor": {"replicas": 3, "pdb": {"minAvailable": 2},
+                  "image": {"repository": "registry.example/processor", "pullPolicy": "Never"}},
+    "collector": {"image": {"pullPolicy": "Never"}, "resources": {"limits": {"memory": "1Gi"}},
+                  "config": {"processors": {"batch": {"timeout": "1s"}}}},
+    "backends": {"loki": {"otlpUrl": "http://198.51.100.1:3100/otlp"},
+                 "jaeger": {"otlpGrpcEndpoint": "198.51.100.1:14317",
+                            "tls": {"insecure": False, "caSecret": "jaeger-ca"}}},
+    "tls": {"collector": {"existingSecret": "my-collector-tls"}, "processor": {"existingSecret": "my-processor-tls"}},
+    "tokens": {"agent": {"existingSecret": "my-agent-token"}, "processor": {"existingSecret": "my-processor-token"},
+               "nodeTokens": {"existingSecret": "my-node-tokens"}},
+    "networkPolicy": {"enabled": False},
+    "monitoring": {"serviceMonitor": {"enabled": True}, "podMonitor": {"enabled": True},
+                   "prometheusRule": {"enabled": True}, "labels": {"release": "prom"}},
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _helm() -> None:
+    require_helm()
+
+
+def pod_spec(obj: dict[str, Any]) -> dict[str, Any]:
+    return dict(obj["spec"]["template"]["spec"])
+
+
+def workloads(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] in ("DaemonSet", "Deployment")]
+
+
+def test_lint_is_clean(tmp_path: Path) -> None:
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump(NON_DEFAULT))
+    for args in (["lint", str(CHART)], ["lint", "--strict", str(CHART)],
+                 ["lint", "--strict", str(CHART), "--values", str(values)]):
+        res = run_helm(*args)
+        assert res.returncode == 0 and "[WARNING]" not in res.stdout, res.stdout + res.stderr
+
+
+def test_lint_refuses_a_broken_chart(tmp_path: Path) -> None:
+    """The lint above can fail: an unclosed action in a template."""
+    chart = tmp_path / "otelguard"
+    shutil.copytree(CHART, chart)
+    agent = chart / "templates" / "agent.yaml"
+    agent.write_text(agent.read_text().replace("{{ $a.metricsPort }}", "{{ $a.metricsPort ", 1))
+    assert run_helm("lint", "--strict", str(chart)).returncode != 0
+
+
+def test_default_values() -> None:
+    docs = template()
+    ds = find(docs, "DaemonSet", "otelguard-agent")
+    proc = find(docs, "Deployment", "otelguard-processor")
+    coll = find(docs, "Deployment", "otelguard-collector")
+    images = {c["image"]: c["imagePullPolicy"] for w in workloads(docs) for c in pod_spec(w)["containers"]}
+    assert images == {"ghcr.io/otelguard/otelguard-agent:0.1.0": "IfNotPresent",
+                      "ghcr.io/otelguard/otelguard-processor:0.1.0": "IfNotPresent",
+                      "ghcr.io/otelguard/otelcol-otelguard:0.1.0": "IfNotPresent"}
+    # no API token in the agent, on the pod and on its own ServiceAccount
+    agent_pod = pod_spec(ds)
+    assert agent_pod["automountServiceAccountToken"] is False
+    assert find(docs, "ServiceAccount", agent_pod["serviceAccountName"])["automountServiceAccountToken"] is False
+    assert agent_pod["tolerations"] == [{"operator": "Exists"}]
+    assert agent_pod["priorityClassName"] == "system-node-critical"
+    assert ds["spec"]["updateStrategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "10%"}}
+    mounts = {m["mountPath"] for m in agent_pod["containers"][0]["volumeMounts"]}
+    assert {"/sys/kernel/tracing", "/sys/fs/cgroup"} <= mounts and "/lib/modules" not in mounts
+    # no subPath anywhere: ConfigMaps and Secrets are updated in place by the kubelet
+    for w in workloads(docs):
+        for c in pod_spec(w)["containers"]:
+            assert all("subPath" not in m for m in c["volumeMounts"]), (w["metadata"]["name"], c["volumeMounts"])
+    proc_pod = pod_spec(proc)
+    assert proc["spec"]["replicas"] == 2
+    assert proc_pod["securityContext"]["runAsUser"] == 65532 and proc_pod["securityContext"]["runAsNonRoot"]
+    (pc,) = proc_pod["containers"]
+    assert pc["securityContext"]["readOnlyRootFilesystem"] is True
+    assert pc["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    assert pc["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    by_mount = {m["mountPath"]: m["name"] for m in pc["volumeMounts"]}
+    volumes = {v["name"]: v for v in proc_pod["volumes"]}
+    assert "--config=/etc/otelguard/pipeline/pipeline.yaml" in pc["args"]
+    assert volumes[by_mount["/etc/otelguard/pipeline"]]["configMap"]["name"] == "otelguard-processor"
+    assert volumes[by_mount["/etc/otelguard/rules"]]["configMap"]["name"] == "otelguard-rules"
+    assert "emptyDir" in volumes[by_mount["/var/lib/otelguard/state"]]
+    # PDBs select their Deployment's pods
+    for dep in (proc, coll):
+        pdb = find(docs, "PodDisruptionBudget", dep["metadata"]["name"])
+        assert selects(pdb["spec"]["selector"], dep["spec"]["template"]["metadata"]["labels"])
+        assert selects(dep["spec"]["selector"], dep["spec"]["template"]["metadata"]["labels"])
+    assert not [d for d in docs if d["kind"] in ("Namespace", "ServiceMonitor", "PodMonitor", "PrometheusRule")]
+
+
+def test_network_policies_select_the_pods_they_mean() -> None:
+    docs = template()
+    labels = {name: w["spec"]["template"]["metadata"]["labels"] for w in workloads(docs)
+              for name in [w["metadata"]["name"]]}
+    policies = {d["metadata"]["name"]: d["spec"] for d in docs if d["kind"] == "NetworkPolicy"}
+    assert set(policies) == set(labels)
+
+    def allowed(target: str, port: int) -> list[str]:
+        """Which of our workloads may reach ``port`` of ``target`` (by pod selectors)."""
+        pol = policies[target]
+        assert selects(pol["podSelector"], labels[target]) and pol["policyTypes"] == ["Ingress"]
+        assert not any(selects(pol["podSelector"], labels[o]) for o in labels if o != target)
+        who = set()
+        for rule in pol["ingress"]:
+            if port in {p["port"] for p in rule["ports"]}:
+                for peer in rule["from"]:
+                    who |= {o for o in labels if "namespaceSelector" not in peer
+                            and selects(peer["podSelector"], labels[o])}
+        return sorted(who)
+
+    assert allowed("otelguard-processor", 4317) == ["otelguard-collector"]
+    assert allowed("otelguard-collector", 4319) == ["otelguard-agent"]
+    assert allowed("otelguard-collector", 4317) == ["otelguard-processor"]
+    assert allowed("otelguard-agent", 9465) == []
+    # metrics ports from the configured scrapers (namespaceSelector + podSelector)
+    for target, port in (("otelguard-processor", 9466), ("otelguard-collector", 8888), ("otelguard-agent", 9465)):
+        (rule,) = [r for r in policies[target]["ingress"] if port in {p["port"] for p in r["ports"]}]
+        assert rule["from"] == [{"namespaceSelector": {}, "podSelector": {
+            "matchLabels": {"app.kubernetes.io/name": "prometheus"}}}]
+
+
+def test_generated_tls_and_tokens() -> None:
+    docs = template()
+    secrets = {d["metadata"]["name"]: {k: base64.b64decode(v) for k, v in (d.get("data") or {}).items()}
+               for d in docs if d["kind"] == "Secret"}
+    assert set(secrets) == {"otelguard-collector-tls", "otelguard-processor-tls", "otelguard-agent-token",
+                            "otelguard-processor-token", "otelguard-node-tokens"}
+    for component in ("collector", "processor"):
+        s = secrets[f"otelguard-{component}-tls"]
+        cert = x509.load_pem_x509_certificate(s["tls.crt"])
+        ca = x509.load_pem_x509_certificate(s["ca.crt"])
+        cert.verify_directly_issued_by(ca)
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
+        assert f"otelguard-{component}.{NAMESPACE}.svc" in names
+    assert len(secrets["otelguard-agent-token"]["token"]) == 48
+    assert secrets["otelguard-agent-token"]["token"] != secrets["otelguard-processor-token"]["token"]
+    assert secrets["otelguard-node-tokens"] == {}   # no cluster to list nodes in
+    with_nodes = template({"tokens": {"nodeTokens": {"nodes": ["node-a", "node-b"]}}})
+    assert set(find(with_nodes, "Secret", "otelguard-node-tokens")["data"]) == {"node-a", "node-b"}
+
+
+def test_non_default_values() -> None:
+    docs = template(NON_DEFAULT)
+    images = {c["image"]: c["imagePullPolicy"] for w in workloads(docs) for c in pod_spec(w)["containers"]}
+    assert images == {"registry.example/agent:dev": "Never", "registry.example/processor:0.1.0": "Never",
+                      "ghcr.io/otelguard/otelcol-otelguard:0.1.0": "Never"}
+    assert not [d for d in docs if d["kind"] in ("Secret", "NetworkPolicy")]
+    proc = find(docs, "Deployment", "otelguard-processor")
+    assert proc["spec"]["replicas"] == 3
+    assert find(docs, "PodDisruptionBudget", "otelguard-processor")["spec"]["minAvailable"] == 2
+    secret_names = {v["secret"]["secretName"] for w in workloads(docs) for v in pod_spec(w)["volumes"] if "secret" in v}
+    assert secret_names == {"my-collector-tls", "my-processor-tls", "my-agent-token", "my-processor-token",
+                            "my-node-tokens", "jaeger-ca"}
+    agent = pod_spec(find(docs, "DaemonSet", "otelguard-agent"))
+    assert agent["tolerations"] == NON_DEFAULT["agent"]["tolerations"] and "priorityClassName" not in agent
+    host = {v["hostPath"]["path"] for v in agent["volumes"] if "hostPath" in v}
+    assert {"/lib/modules", "/usr/src"} <= host
+    (coll,) = pod_spec(find(docs, "Deployment", "otelguard-collector"))["containers"]
+    env = {e["name"]: e.get("value") for e in coll["env"]}
+    assert env["OTELGUARD_LOKI_OTLP_URL"] == "http://198.51.100.1:3100/otlp"
+    assert env["OTELGUARD_JAEGER_OTLP_GRPC"] == "198.51.100.1:14317"
+    assert env["OTELGUARD_CLUSTER_NAME"] == "lab-1"
+    assert (env["OTELGUARD_COLLECTOR_MEMORY_LIMIT_MIB"], env["OTELGUARD_COLLECTOR_MEMORY_SPIKE_MIB"]) == ("819", "205")
+    overrides = yaml.safe_load(find(docs, "ConfigMap", "otelguard-collector")["data"]["overrides.yaml"])
+    assert overrides["exporters"]["otlp_grpc/jaeger"]["tls"] == {
+        "insecure": False, "insecure_skip_verify": False, "ca_file": "/etc/otelguard/backends/jaeger/ca.crt"}
+    assert "/etc/otelguard/backends/jaeger" in {m["mountPath"] for m in coll["volumeMounts"]}
+    monitors = {(d["kind"], d["metadata"]["name"]) for d in docs if d["metadata"].get("labels", {}).get("release") == "prom"}
+    assert monitors == {("ServiceMonitor", "otelguard-collector"), ("ServiceMonitor", "otelguard-processor"),
+                        ("PodMonitor", "otelguard-agent"), ("PrometheusRule", "otelguard")}
+    rules = yaml.safe_load((ROOT / "otel-config" / "prometheus" / "rules" / "otelguard.rules.yml").read_text())
+    assert find(docs, "PrometheusRule", "otelguard")["spec"] == rules
+    # every ServiceMonitor endpoint names a port its Service has
+    for sm in (d for d in docs if d["kind"] == "ServiceMonitor"):
+        svc = find(docs, "Service", sm["metadata"]["name"])
+        assert selects(sm["spec"]["selector"], svc["metadata"]["labels"])
+        assert {e["port"] for e in sm["spec"]["endpoints"]} <= {p["name"] for p in svc["spec"]["ports"]}
+
+
+def test_non_default_collector_config_validates(tmp_path: Path) -> None:
+    """The Collector config the non-default values produce (backend TLS, collector.config
+    merged last) is what the built Collector accepts, and says what the values said."""
+    from tests.support.prerequisites import require_file
+
+    require_file(collector_binary(), "run `bash scripts/stack/build.sh otelcol`")
+    docs = template(NON_DEFAULT)
+    cm = find(docs, "ConfigMap", "otelguard-collector")
+    (container,) = pod_spec(find(docs, "Deployment", "otelguard-collector"))["containers"]
+    paths = []
+    for arg in container["args"]:
+        name = Path(arg.removeprefix("--config=")).name
+        (tmp_path / name).write_text(cm["data"][name])
+        paths.append(tmp_path / name)
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    res = validate_collector_config(paths, env)
+    assert res.returncode == 0, res.stderr
+    res = subprocess.run([str(collector_binary()), "print-config", "--mode", "unredacted", "--format", "json",
+                          *[f"--config={p}" for p in paths]], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, **env})
+    assert res.returncode == 0, res.stderr
+    cfg = json.loads(res.stdout)
+    assert cfg["processors"]["batch"]["timeout"] == 1e9
+    jaeger = cfg["exporters"]["otlp_grpc/jaeger"]
+    assert jaeger["endpoint"] == "198.51.100.1:14317"
+    assert jaeger["tls"].get("insecure", False) is False and jaeger["tls"]["ca_file"] == "/etc/otelguard/backends/jaeger/ca.crt"
+    assert cfg["processors"]["resource/cluster"]["attributes"][0]["value"] == "lab-1"
+
+
+def test_agent_api_access_is_opt_in() -> None:
+    agent = pod_spec(find(template({"agent": {"kubernetesApiAccess": True}}), "DaemonSet", "otelguard-agent"))
+    assert agent["automountServiceAccountToken"] is True
+    assert agent["serviceAccountName"] == "otelguard-k8s-enricher"
+
+
+def test_deploy_is_the_rendered_chart() -> None:
+    res = subprocess.run([sys.executable, str(ROOT / "scripts" / "render_deploy.py"), "--check"],
+                         capture_output=True, text=True, timeout=180)
+    assert res.returncode == 0, f"deploy/ is stale; run python3 scripts/render_deploy.py\n{res.stdout}{res.stderr}"
+
+
+def _repo_copy(tmp_path: Path) -> Path:
+    """The parts of the repository the two generators read, copied."""
+    for part in ("scripts", "deploy", "otel-config"):
+        shutil.copytree(ROOT / part, tmp_path / part)
+    return tmp_path
+
+
+def test_render_check_catches_drift(tmp_path: Path) -> None:
+    """The check above can fail: a chart edit not rendered, and a source not copied."""
+    root = _repo_copy(tmp_path)
+    proc = root / "deploy" / "helm" / "otelguard" / "templates" / "processor.yaml"
+    proc.write_text(proc.read_text().replace("periodSeconds: 5", "periodSeconds: 7"))
+    res = subprocess.run([sys.executable, str(root / "scripts" / "render_deploy.py"), "--check"],
+                         capture_output=True, text=True, timeout=180)
+    assert res.returncode == 1 and res.stdout.strip() == "stale: deploy/processor.yaml", res.stdout + res.stderr
+    backends = root / "otel-config" / "collector" / "backends.yaml"
+    backends.write_text(backends.read_text() + "# edited\n")
+    res = subprocess.run([sys.executable, str(root / "scripts" / "render_deploy.py"), "--check"],
+                         capture_output=True, text=True, timeout=180)
+    assert res.returncode == 1 and "stale: deploy/helm/otelguard/files/collector/backends.yaml" in res.stdout
+
+
+def test_values_table_is_current(tmp_path: Path) -> None:
+    script = str(ROOT / "scripts" / "helm_values_doc.py")
+    res = subprocess.run([sys.executable, script, "--check"], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stdout + res.stderr
+    # ... and can fail: a changed default, an undocumented value
+    chart = tmp_path / "otelguard"
+    shutil.copytree(CHART, chart)
+    values = chart / "values.yaml"
+    values.write_text(values.read_text().replace("replicas: 2", "replicas: 5", 1))
+    res = subprocess.run([sys.executable, script, "--check", "--chart", str(chart)], capture_output=True, text=True)
+    assert res.returncode == 1 and "stale" in res.stdout
+    values.write_text(values.read_text() + "surprise: 1\n")
+    res = subprocess.run([sys.executable, script, "--check", "--chart", str(chart)], capture_output=True, text=True)
+    assert res.returncode == 1 and "surprise" in res.stdout
+
+
+# --- against a real kube-apiserver ---------------------------------------------------------
+
+def _crd(kind: str, plural: str) -> dict[str, Any]:
+    """A minimal CRD for a prometheus-operator kind: the real group/version/names, spec left
+    open (the operator's full schema is not vendored here)."""
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.monitoring.coreos.com"},
+        "spec": {"group": "monitoring.coreos.com", "scope": "Namespaced",
+                 "names": {"kind": kind, "plural": plural, "singular": kind.lower(), "listKind": f"{kind}List"},
+                 "versions": [{"name": "v1", "served": True, "storage": True, "schema": {"openAPIV3Schema": {
+                     "type": "object", "properties": {"spec": {
+                         "type": "object", "x-kubernetes-preserve-unknown-fields": True}}}}}]},
+    }
+
+
+MONITORING = {"ServiceMonitor": "servicemonitors", "PodMonitor": "podmonitors", "PrometheusRule": "prometheusrules"}
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[KubeCluster, Any]]:
+    from kubernetes import client, config
+
+    require_kube_apiserver()
+    kc = start_cluster(tmp_path_factory.mktemp("kube-helm"))
+    try:
+        api = config.new_client_from_config(str(kc.kubeconfig))  # type: ignore[no-untyped-call]
+        client.CoreV1Api(api).create_namespace({"metadata": {"name": NAMESPACE}})  # type: ignore[arg-type]
+        ext = client.ApiextensionsV1Api(api)
+        for kind, plural in MONITORING.items():
+            ext.create_custom_resource_definition(_crd(kind, plural))  # type: ignore[arg-type]
+
+        def established() -> bool:
+            return all(any(c.type == "Established" and c.status == "True"
+                           for c in (ext.read_custom_resource_definition(f"{p}.monitoring.coreos.com").status.conditions or []))
+                       for p in MONITORING.values())
+        assert wait_until(established, timeout=30), "the monitoring CRDs never became Established within 30 s"
+        yield kc, api
+    finally:
+        kc.stop()
+
+
+def _dry_run(api: Any, doc: dict[str, Any]) -> None:
+    from kubernetes import client, utils
+
+    if doc["kind"] in MONITORING:
+        client.CustomObjectsApi(api).create_namespaced_custom_object(
+            "monitoring.coreos.com", "v1", doc["metadata"]["namespace"], MONITORING[doc["kind"]], doc, dry_run="All")
+    else:
+        utils.create_from_dict(api, doc, dry_run="All")  # type: ignore[no-untyped-call]
+
+
+@pytest.mark.parametrize("values", [{}, NON_DEFAULT], ids=["default", "non-default"])
+def test_every_object_passes_server_side_dry_run(cluster: tuple[KubeCluster, Any], values: dict[str, Any]) -> None:
+    from kubernetes import utils
+    from kubernetes.client.exceptions import ApiException
+
+    _, api = cluster
+    docs = template(values)
+    failures = []
+    for doc in docs:
+        try:
+            _dry_run(api, doc)
+        except (ApiException, utils.FailToCreateError) as e:
+            failures.append(f"{doc['kind']}/{doc['metadata']['name']}: {e}")
+    assert not failures, "\n".join(failures)
+    kinds = {d["kind"] for d in docs}
+    assert {"DaemonSet", "Deployment", "Service", "ConfigMap", "ClusterRole"} <= kinds
+    if values:
+        assert set(MONITORING) <= kinds
+
+
+def test_dry_run_refuses_a_bad_object(cluster: tuple[KubeCluster, Any]) -> None:
+    """The dry run can fail, for a CRD-backed kind too (its spec must be an object)."""
+    from kubernetes.client.exceptions import ApiException
+
+    _, api = cluster
+    docs = template(NON_DEFAULT)
+    rule = find(docs, "PrometheusRule", "otelguard")
+    rule["spec"] = "groups"
+    with pytest.raises(ApiException):
+        _dry_run(api, rule)
+
+
+def test_install_reuses_existing_secrets_and_tokens_each_node(cluster: tuple[KubeCluster, Any]) -> None:
+    """``lookup`` against the real API server: Secrets that exist are reused as they are (an
+    upgrade keeps certificates and tokens), a node gets a token, an existing key is kept."""
+    from kubernetes import client
+
+    kc, api = cluster
+    core = client.CoreV1Api(api)
+    core.create_node({"metadata": {"name": "node-helm-1"}})  # type: ignore[arg-type]
+    core.create_node({"metadata": {"name": "node-helm-2"}})  # type: ignore[arg-type]
+    first = [d for d in template() if d["kind"] == "Secret"]
+    keep = find(first, "Secret", "otelguard-collector-tls")
+    keep_token = find(first, "Secret", "otelguard-agent-token")
+    node_tokens = {"metadata": {"name": "otelguard-node-tokens"}, "data": {"node-helm-1": base64.b64encode(b"kept").decode()}}
+    for obj in (keep, keep_token, node_tokens):
+        core.create_namespaced_secret(NAMESPACE, obj)  # type: ignore[arg-type]
+    try:
+        again = [d for d in template({}, "--dry-run=server", "--kubeconfig", str(kc.kubeconfig)) if d["kind"] == "Secret"]
+    finally:
+        for name in ("otelguard-collector-tls", "otelguard-agent-token", "otelguard-node-tokens"):
+            core.delete_namespaced_secret(name, NAMESPACE)
+    assert find(again, "Secret", "otelguard-collector-tls")["data"] == keep["data"]
+    assert find(again, "Secret", "otelguard-agent-token")["data"] == keep_token["data"]
+    assert find(again, "Secret", "otelguard-processor-tls")["data"] != find(first, "Secret", "otelguard-processor-tls")["data"]
+    nodes = find(again, "Secret", "otelguard-node-tokens")["data"]
+    assert set(nodes) == {"node-helm-1", "node-helm-2"}
+    assert base64.b64decode(nodes["node-helm-1"]) == b"kept" and len(base64.b64decode(nodes["node-helm-2"])) == 48
