@@ -276,14 +276,15 @@ class Jaeger(Component):
     name = "jaeger"
     ready_timeout = 60.0
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, host: str = "127.0.0.1") -> None:
+        """``host``: where the OTLP receivers listen (the query API stays on loopback)."""
         super().__init__(workdir)
         ports = {k: free_port() for k in ("grpc", "http", "qhttp", "qgrpc", "tel")}
-        self.otlp_grpc = f"127.0.0.1:{ports['grpc']}"
+        self.otlp_grpc = f"{host}:{ports['grpc']}"
         self.query_url = f"http://127.0.0.1:{ports['qhttp']}"
         self.env = {
             "JAEGER_OTLP_GRPC": self.otlp_grpc,
-            "JAEGER_OTLP_HTTP": f"127.0.0.1:{ports['http']}",
+            "JAEGER_OTLP_HTTP": f"{host}:{ports['http']}",
             "JAEGER_QUERY_HTTP": f"127.0.0.1:{ports['qhttp']}",
             "JAEGER_QUERY_GRPC": f"127.0.0.1:{ports['qgrpc']}",
             "JAEGER_TELEMETRY_PORT": str(ports["tel"]),
@@ -324,17 +325,20 @@ class Loki(Component):
     name = "loki"
     ready_timeout = 90.0
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, host: str = "127.0.0.1") -> None:
+        """``host``: where the HTTP API and OTLP listen (pods of the test cluster need 198.51.100.1)."""
         super().__init__(workdir)
+        self.host = host
         self.http_port, self.grpc_port = free_port(), free_port()
-        self.url = f"http://127.0.0.1:{self.http_port}"
+        self.url = f"http://{host}:{self.http_port}"
         self.otlp_url = f"{self.url}/otlp"
 
     def command(self) -> list[str]:
         return [str(binary("loki", "loki")), f"-config.file={LOKI_CONFIG}", "-config.expand-env=true"]
 
     def environment(self) -> dict[str, str]:
-        return {"LOKI_HTTP_PORT": str(self.http_port), "LOKI_GRPC_PORT": str(self.grpc_port),
+        return {"LOKI_HTTP_ADDRESS": self.host,
+                "LOKI_HTTP_PORT": str(self.http_port), "LOKI_GRPC_PORT": str(self.grpc_port),
                 "LOKI_DATA_DIR": str(self.workdir / "data")}
 
     def ready(self) -> bool:
