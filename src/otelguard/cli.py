@@ -72,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
                      "write them under DIR, enforce the approved ones (docs/profiles.md)")
     run.add_argument("--learn-for", default=None, metavar="DURATION",
                      help="with --profiles: learning window (e.g. 24h, 90m, 300s; default 24h)")
+    run.add_argument("--no-incidents", action="store_true",
+                     help="do not add the incidents stage (detections grouped into incidents "
+                     "told as stories, docs/incidents.md) when the pipeline has none")
     run.set_defaults(target="run")
 
     agent = sub.add_parser("agent", help="node agent: capture and export OTLP/gRPC")
