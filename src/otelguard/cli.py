@@ -28,6 +28,7 @@ _TARGETS = {
     "profile.approve": "otelguard.processors.profiles.cli:approve_main",
     "profile.export": "otelguard.processors.profiles.cli:export_main",
     "profile.import": "otelguard.processors.profiles.cli:import_main",
+    "incidents": "otelguard.processors.incidents.cli:main",
 }
 
 
@@ -147,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     lst.set_defaults(target="rules.list")
 
     _profile_parser(sub)
+    _incidents_parser(sub)
 
     config = sub.add_parser("config", help="config files")
     config_sub = config.add_subparsers(dest="config_command", required=True)
@@ -195,6 +197,17 @@ def _profile_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     imp.add_argument("--into", required=True, metavar="DIR",
                      help="the profiles directory the running stage reads")
     imp.set_defaults(target="profile.import")
+
+
+def _incidents_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("incidents", help="list and show incidents from Loki (docs/incidents.md)")
+    p.add_argument("--loki", required=True, metavar="URL",
+                   help="Loki's HTTP base URL, e.g. http://127.0.0.1:3100")
+    p.add_argument("--since", default="1h", metavar="DURATION",
+                   help="how far back to look (e.g. 1h, 30m, 2d; default 1h)")
+    p.add_argument("--id", default=None, metavar="ID",
+                   help="show this incident (an id prefix is enough): story and evidence table")
+    p.set_defaults(target="incidents")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import time
 from typing import Any, Optional
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
@@ -13,7 +14,7 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs
 from otelguard import semconv as S
 from otelguard.otlp.messages import PyValue, attrs_dict, iter_log_records, set_attrs
 
-T0_NS = 1_763_900_000 * 10**9
+T0_NS = int(time.time()) * 10**9  # now: Loki keeps and finds recent records only
 _seq = itertools.count(1)
 
 
