@@ -18,8 +18,16 @@ from otelguard import semconv as S
 from otelguard.processors.incidents import references as R
 from otelguard.processors.incidents.evidence import Place, Step
 from otelguard.processors.incidents.incident import Incident
+from otelguard.transport.controls import visible
 
 _WRITE_FLAGS = ("O_WRONLY", "O_RDWR", "O_CREAT", "O_TRUNC", "O_APPEND")
+MAX_COMMAND = 160  # characters of a command line told (the evidence record has all of it)
+
+
+def command(value: object) -> str:
+    """A command line as one line (control characters escaped), at most MAX_COMMAND long."""
+    text = visible(str(value))
+    return text if len(text) <= MAX_COMMAND else text[:MAX_COMMAND - 1] + "…"
 
 
 @dataclass(frozen=True)
@@ -60,11 +68,13 @@ def where(place: Place, workload: str) -> str:
 def actor(f: dict[str, Any]) -> str:
     """The process, its command line and its parent's."""
     cmd, exe = f.get("cmdline"), f.get("exe") or f.get("exe_name")
+    cmd = command(cmd) if cmd else None
     who = f"`{cmd}`" if cmd else f"`{exe or 'process'}`"
     extra = [str(exe)] if cmd and exe else []
     extra += [f"pid {f['pid']}"] if f.get("pid") else []
     extra += [f"user {f['user']}"] if f.get("user") else ([f"uid {f['uid']}"] if "uid" in f else [])
     pcmd, pexe = f.get("parent_cmdline"), f.get("parent_exe")
+    pcmd = command(pcmd) if pcmd else None
     if pcmd or pexe:
         extra.append(f"parent `{pcmd or pexe}`" + (f" {pexe}" if pcmd and pexe else ""))
     return who + (f" ({', '.join(extra)})" if extra else "")
@@ -125,8 +135,8 @@ def sentence(s: Step) -> str:
     if s.anomaly_kind:
         flagged += f", since the approved profile of {s.profile} lacks {s.anomaly_value}"
     times = f"; {s.count} times until {clock(s.last_ns)}" if s.count > 1 else ""
-    return (f"{clock(s.time_ns)} {actor(s.facts)} {action(s)}; {flagged} flagged it"
-            f"{times} {cite([s])}.")
+    return visible(f"{clock(s.time_ns)} {actor(s.facts)} {action(s)}; {flagged} flagged it"
+                   f"{times} {cite([s])}.")
 
 
 def title(inc: Incident) -> str:
@@ -222,4 +232,5 @@ def story(inc: Incident) -> Story:
     lines += ["", "Evidence:"] + [f"  {e}" for e in evidence_table(inc)]
     lines.append(f"Folded: {inc.events} events and {inc.detections} detections into "
                  f"{len(inc.steps)} steps.")
-    return Story(head, "\n".join(lines))
+    # one line per line: a path or name with a newline or an escape sequence cannot forge one
+    return Story(visible(head), "\n".join(visible(line) for line in lines))
