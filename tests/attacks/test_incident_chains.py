@@ -20,34 +20,12 @@ from otelguard.processors.detection.processor import FalcoRulesProcessor
 from otelguard.processors.pipeline import Pipeline
 from otelguard.processors.stage import Batch
 from tests.attacks.harness import PYTHON, Attack, python_attack, run_attack
-from tests.attacks.payloads import REVERSE_SHELL
+from tests.attacks.payloads import MEMFD_EXEC, PTRACE_ATTACH, REVERSE_SHELL
 from tests.support.incidents import latest
 
 pytestmark = [pytest.mark.kernel, pytest.mark.timeout(180)]
 
 SHADOW_THEN_OUT = "open('/etc/shadow', 'rb').read(1)\n" + REVERSE_SHELL
-MEMFD_EXEC = r"""
-import os
-fd = os.memfd_create("payload", os.MFD_CLOEXEC)
-with open("/bin/sleep", "rb") as f:
-    os.write(fd, f.read())
-pid = os.fork()
-if pid == 0:
-    os.execve(fd, ["payload", "0.3"], {})
-os.waitpid(pid, 0)
-"""
-PTRACE_ATTACH = r"""
-import ctypes, os, signal, time
-libc = ctypes.CDLL(None, use_errno=True)
-victim = os.fork()
-if victim == 0:
-    time.sleep(30); os._exit(0)
-assert libc.ptrace(16, victim, 0, 0) == 0
-os.waitpid(victim, os.WUNTRACED)
-libc.ptrace(17, victim, 0, 0)
-os.kill(victim, signal.SIGKILL); os.waitpid(victim, 0)
-print(victim)
-"""
 
 
 def told(*attacks: Attack) -> tuple[dict[str, tuple[dict[str, PyValue], Any]], list[Batch]]:
