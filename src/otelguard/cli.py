@@ -28,6 +28,7 @@ _TARGETS = {
     "profile.approve": "otelguard.processors.profiles.cli:approve_main",
     "profile.export": "otelguard.processors.profiles.cli:export_main",
     "profile.import": "otelguard.processors.profiles.cli:import_main",
+    "incidents": "otelguard.processors.incidents.cli:main",
 }
 
 
@@ -72,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
                      "write them under DIR, enforce the approved ones (docs/profiles.md)")
     run.add_argument("--learn-for", default=None, metavar="DURATION",
                      help="with --profiles: learning window (e.g. 24h, 90m, 300s; default 24h)")
+    run.add_argument("--no-incidents", action="store_true",
+                     help="do not add the incidents stage (detections grouped into incidents "
+                     "told as stories, docs/incidents.md) when the pipeline has none")
     run.set_defaults(target="run")
 
     agent = sub.add_parser("agent", help="node agent: capture and export OTLP/gRPC")
@@ -144,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     lst.set_defaults(target="rules.list")
 
     _profile_parser(sub)
+    _incidents_parser(sub)
 
     config = sub.add_parser("config", help="config files")
     config_sub = config.add_subparsers(dest="config_command", required=True)
@@ -192,6 +197,17 @@ def _profile_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     imp.add_argument("--into", required=True, metavar="DIR",
                      help="the profiles directory the running stage reads")
     imp.set_defaults(target="profile.import")
+
+
+def _incidents_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("incidents", help="list and show incidents from Loki (docs/incidents.md)")
+    p.add_argument("--loki", required=True, metavar="URL",
+                   help="Loki's HTTP base URL, e.g. http://127.0.0.1:3100")
+    p.add_argument("--since", default="1h", metavar="DURATION",
+                   help="how far back to look (e.g. 1h, 30m, 2d; default 1h)")
+    p.add_argument("--id", default=None, metavar="ID",
+                   help="show this incident (an id prefix is enough): story and evidence table")
+    p.set_defaults(target="incidents")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

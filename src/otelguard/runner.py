@@ -7,7 +7,9 @@ printed by the console output like any record; ``/metrics`` serves otelguard's t
 the same port ``/healthz`` and ``/readyz`` (exporter/health.py). SIGHUP, or a change of
 ``--config`` or of a rules file, reloads the rules and the ``processors:`` section live
 (processors/reload.py). Ctrl-C (or ``--duration``) stops cleanly and prints a summary: events
-by type, detections by rule, drops by stage and reason, probes that did not load.
+by type, detections by rule, incidents (their last version), drops by stage and reason,
+probes that did not load. Incidents print on the console as boxed stories
+(transport/console.py, docs/incidents.md) each time one opens or changes.
 
 The ``--config`` YAML has four sections, each defined by the package that owns it:
 ``sensor:`` (ebpf/settings.py), ``exporter:`` (exporter/config.py), ``processors:`` (the
@@ -138,23 +140,28 @@ def _split_hostport(value: str) -> tuple[str, int]:
 
 
 def run_specs(specs: Optional[Sequence[ProcessorSpec]], rules: Optional[Sequence[str]],
-              profiles: Optional[str] = None,
-              learn_for: Optional[str] = None) -> tuple[ProcessorSpec, ...]:
+              profiles: Optional[str] = None, learn_for: Optional[str] = None,
+              incidents: bool = True) -> tuple[ProcessorSpec, ...]:
     """The stages of ``otelguard run``: the config's ``processors:`` or the default (detection
     with the default rules, then noise control), ``--rules`` applied; ``--profiles DIR`` adds
-    the profiles stage before noise control."""
-    from otelguard.processors.default_pipeline import apply_profiles, apply_rules, default_specs
+    the profiles stage before noise control; the incidents stage is added last when the
+    pipeline has none (``--no-incidents``: not added)."""
+    from otelguard.processors.default_pipeline import (
+        apply_incidents, apply_profiles, apply_rules, default_specs,
+    )
 
     base = default_specs(rules) if specs is None else specs
-    return tuple(apply_profiles(apply_rules(base, rules), profiles, learn_for))
+    return apply_incidents(apply_profiles(apply_rules(base, rules), profiles, learn_for),
+                           incidents)
 
 
 def build_pipeline(specs: Optional[Sequence[ProcessorSpec]], rules: Optional[Sequence[str]],
-                   profiles: Optional[str] = None, learn_for: Optional[str] = None) -> Any:
+                   profiles: Optional[str] = None, learn_for: Optional[str] = None,
+                   incidents: bool = True) -> Any:
     """The processor pipeline of ``otelguard run`` (:func:`run_specs`)."""
     from otelguard.processors.pipeline import Pipeline
 
-    return Pipeline.from_specs(run_specs(specs, rules, profiles, learn_for))
+    return Pipeline.from_specs(run_specs(specs, rules, profiles, learn_for, incidents))
 
 
 def build_reloader(pipeline: Any, cfg: RunConfig, args: argparse.Namespace) -> Any:
@@ -163,13 +170,33 @@ def build_reloader(pipeline: Any, cfg: RunConfig, args: argparse.Namespace) -> A
     from otelguard.processors.reload import ConfigReloader
 
     profiles, learn_for = getattr(args, "profiles", None), getattr(args, "learn_for", None)
+    incidents = not getattr(args, "no_incidents", False)
     return ConfigReloader(pipeline, cfg, lambda: load_run_config(args.config),
-                          specs_of=lambda c: run_specs(c.processors, args.rules, profiles, learn_for),
+                          specs_of=lambda c: run_specs(c.processors, args.rules, profiles,
+                                                       learn_for, incidents),
                           reload_of=lambda c: c.reload, config_file=args.config)
 
 
-def summary(sensor_stats: dict[str, Any], missing: Sequence[str]) -> str:
-    """The exit summary: events by type, detections by rule, drops by stage and reason."""
+def incident_lines(pipeline: Any) -> list[str]:
+    """The summary's incidents: the last version each incident stage wrote, worst first."""
+    latest: dict[str, tuple[str, int, str, str, str]] = {}
+    for _, stage in pipeline.stages():
+        for item in getattr(stage, "emitted", []):
+            latest[item[0]] = item
+    if not latest and not any(s.type_name == "incidents" for _, s in pipeline.stages()):
+        return []
+    order = {"CRITICAL": 0, "ERROR": 1, "WARNING": 2, "NOTICE": 3}
+    lines = [f"  incidents: {len(latest)}"]
+    for iid, version, status, severity, title in sorted(
+            latest.values(), key=lambda i: (order.get(i[3], 9), i[0])):
+        lines.append(f"    {severity:<9} {status:<6} v{version:<3} {iid[:8]} {title[:90]}")
+    return lines
+
+
+def summary(sensor_stats: dict[str, Any], missing: Sequence[str],
+            incidents: Sequence[str] = ()) -> str:
+    """The exit summary: events by type, detections by rule, incidents, drops by stage and
+    reason."""
     lines = ["otelguard run summary"]
     events = telemetry.counter_values(telemetry.events)
     lines.append(f"  events: {int(sum(events.values()))}")
@@ -183,6 +210,7 @@ def summary(sensor_stats: dict[str, Any], missing: Sequence[str]) -> str:
         per_rule[key] = per_rule.get(key, 0) + n
     for (rule, prio), n in sorted(per_rule.items(), key=lambda kv: -kv[1]):
         lines.append(f"    {prio:<9} {rule:<60} {int(n)}")
+    lines += incidents
     drops = telemetry.counter_values(telemetry.dropped)
     lines.append(f"  dropped: {int(sum(drops.values()))}")
     for (stage, reason), n in sorted(drops.items()):
@@ -216,7 +244,8 @@ def main(args: argparse.Namespace) -> int:
         try:
             pipeline = build_pipeline(cfg.processors, args.rules,
                                       getattr(args, "profiles", None),
-                                      getattr(args, "learn_for", None))
+                                      getattr(args, "learn_for", None),
+                                      not getattr(args, "no_incidents", False))
         except ConfigError as exc:
             problems += exc.messages
         except ProcessorsError as exc:
@@ -286,5 +315,6 @@ def main(args: argparse.Namespace) -> int:
     run_until_stopped(sensor, exporter, args.duration)
     reloader.stop()
     sensor_stats = sensor.stats()
-    print(summary(sensor_stats, missing), file=sys.stderr, flush=True)
+    print(summary(sensor_stats, missing, incident_lines(pipeline)), file=sys.stderr,
+          flush=True)
     return 0

@@ -20,3 +20,30 @@ r, w = os.pipe()
 os.dup2(r, 0)
 os.execv("/bin/sh", ["sh", "-c", "sleep 0.3"])
 """
+
+PTRACE_ATTACH = r"""
+import ctypes, os, signal, time
+libc = ctypes.CDLL(None, use_errno=True)
+victim = os.fork()
+if victim == 0:
+    time.sleep(30); os._exit(0)
+assert libc.ptrace(16, victim, 0, 0) == 0          # PTRACE_ATTACH
+os.waitpid(victim, os.WUNTRACED)
+libc.ptrace(17, victim, 0, 0)                      # PTRACE_DETACH
+os.kill(victim, signal.SIGKILL); os.waitpid(victim, 0)
+print(victim)
+"""
+
+# The payload lives a moment, as implants do: the agent reads /proc/<pid>/exe after the exec
+# record arrives, and a process that is already gone leaves exe-derived flags unknown (docs).
+MEMFD_EXEC = r"""
+import os
+fd = os.memfd_create("payload", os.MFD_CLOEXEC)
+with open("/bin/sleep", "rb") as f:
+    os.write(fd, f.read())
+pid = os.fork()
+if pid == 0:
+    os.execve(fd, ["payload", "0.3"], {})    # fexecve: execveat(fd, "", AT_EMPTY_PATH)
+_, status = os.waitpid(pid, 0)
+assert os.waitstatus_to_exitcode(status) == 0
+"""

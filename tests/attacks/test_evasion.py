@@ -14,21 +14,10 @@ from otelguard import semconv as S
 from otelguard.ebpf.sensor import Sensor
 from otelguard.processors.detection.processor import FalcoRulesProcessor
 from tests.attacks.harness import PYTHON_NAME, named_binary, python_attack, run_attack
+from tests.attacks.payloads import MEMFD_EXEC, PTRACE_ATTACH
 
 pytestmark = [pytest.mark.kernel, pytest.mark.timeout(90)]
 
-PTRACE_ATTACH = r"""
-import ctypes, os, signal, time
-libc = ctypes.CDLL(None, use_errno=True)
-victim = os.fork()
-if victim == 0:
-    time.sleep(30); os._exit(0)
-assert libc.ptrace(16, victim, 0, 0) == 0          # PTRACE_ATTACH
-os.waitpid(victim, os.WUNTRACED)
-libc.ptrace(17, victim, 0, 0)                      # PTRACE_DETACH
-os.kill(victim, signal.SIGKILL); os.waitpid(victim, 0)
-print(victim)
-"""
 
 PTRACE_TRACEME = r"""
 import ctypes
@@ -94,19 +83,7 @@ def test_execution_of_the_same_binary_elsewhere_does_not_fire(
     assert not attack.fired("Execution from /dev/shm")
 
 
-# The payload lives a moment, as implants do: the agent reads /proc/<pid>/exe after the exec
-# record arrives, and a process that is already gone leaves exe-derived flags unknown (docs).
-MEMFD_EXEC = r"""
-import os
-fd = os.memfd_create("payload", os.MFD_CLOEXEC)
-with open("/bin/sleep", "rb") as f:
-    os.write(fd, f.read())
-pid = os.fork()
-if pid == 0:
-    os.execve(fd, ["payload", "0.3"], {})    # fexecve: execveat(fd, "", AT_EMPTY_PATH)
-_, status = os.waitpid(pid, 0)
-assert os.waitstatus_to_exitcode(status) == 0
-"""
+
 
 
 def test_fileless_execution_from_memfd(sensor: Sensor, stage: FalcoRulesProcessor) -> None:

@@ -73,6 +73,8 @@ def _reconcile(batches: list[ExportLogsServiceRequest], sent: int) -> list[str]:
     for batch in batches:
         for _res, _scope, rec in iter_log_records(batch):
             a = attrs_dict(rec.attributes)
+            if rec.event_name == S.EV_INCIDENT:
+                continue  # otelguard run's incidents stage tells the detections' stories
             if rec.event_name == S.EV_DETECTION:
                 rule_of.setdefault(str(a[S.TRIGGER_RECORD_UID]), []).append(
                     str(a[S.SECURITY_RULE_NAME]))

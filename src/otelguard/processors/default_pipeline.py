@@ -99,3 +99,12 @@ def _profiles_config(config: object, changes: dict[str, object]) -> object:
     if isinstance(learn, float):  # a short window gets proportionally short buckets
         kept["bucket_seconds"] = min(getattr(config, "bucket_seconds"), learn / 8)
     return dataclasses.replace(config, **kept)  # type: ignore[type-var]  # as above
+
+
+def apply_incidents(specs: Sequence[ProcessorSpec], enabled: bool) -> tuple[ProcessorSpec, ...]:
+    """``otelguard run``: an incidents stage last (after noise_control, so every detection it
+    cites left the pipeline) unless the pipeline has one or ``--no-incidents`` was given."""
+    if not enabled or any(spec.type == "incidents" for spec in specs):
+        return tuple(specs)
+    return (*specs, ProcessorSpec("incidents", "incidents",
+                                  registry.unit("incidents").default_config()))

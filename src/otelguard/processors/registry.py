@@ -8,7 +8,7 @@ whole service. The module must expose ``Config`` and ``create`` (other attribute
 given in the entry). ``rules_field`` names the Config field that ``--rules FILE`` fills.
 
 Pipeline order (docs/architecture.md#processor-pipeline): k8s enrichment -> detection ->
-profiles -> noise control.
+profiles -> noise control -> incidents.
 """
 
 from __future__ import annotations
@@ -75,6 +75,8 @@ register(ProcessorEntry("profiles", "otelguard.processors.profiles",
                         description="per-workload behaviour profiles -> unexpected behaviour"))
 register(ProcessorEntry("noise_control", "otelguard.processors.noise",
                         description="throttle repeats per distinct detection key"))
+register(ProcessorEntry("incidents", "otelguard.processors.incidents",
+                        description="detections grouped into incidents told as cited stories"))
 
 
 def type_names() -> list[str]:

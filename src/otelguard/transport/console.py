@@ -3,7 +3,8 @@
 For people watching ``otelguard run``: time, event name, container/pod (short), process, and
 the few attributes that say what happened (path, peer, DNS name, error). Detections
 (``otelguard.security.detection``) lead with their priority and rule name, coloured when the
-stream is a terminal. Spans are not printed (their records already were). Works on OTLP only,
+stream is a terminal. Incidents (``otelguard.incident``, docs/incidents.md) print as a box
+around their story, each version (opened, changed, closed), the border coloured by severity. Spans are not printed (their records already were). Works on OTLP only,
 so the processor service can use it too. Cost: ~10-20 µs per line; not for bulk output.
 
 Every value taken from a record (process name, paths, bodies, rule names, even the Resource)
@@ -35,6 +36,7 @@ _DETAIL_KEYS = (
 _COLOURS = {"EMERGENCY": "1;41", "ALERT": "1;41", "CRITICAL": "1;31", "ERROR": "31",
             "WARNING": "33", "NOTICE": "36", "INFORMATIONAL": "32", "DEBUG": "2"}
 _EVENT_PREFIX = "otelguard."
+_ALERTS = frozenset({sc.EV_DETECTION, sc.EV_INCIDENT})
 
 
 def _short(value: PyValue, n: int) -> str:
@@ -54,6 +56,8 @@ def render_record(resource: dict[str, PyValue], rec: LogRecord, colour: bool = F
     pid = attrs.get(sc.PROCESS_PID)
     proc = _short(attrs.get(sc.PROCESS_EXECUTABLE_NAME), 24) + (
         f"[{_text(pid)}]" if pid not in (None, "") else "")
+    if rec.event_name == sc.EV_INCIDENT:
+        return render_incident(attrs, body_text(rec) or "", colour)
     if rec.event_name == sc.EV_DETECTION:
         priority = str(attrs.get(sc.SECURITY_RULE_PRIORITY) or rec.severity_text or "WARNING").upper()
         rule = _short(attrs.get(sc.SECURITY_RULE_NAME), 80)
@@ -67,6 +71,37 @@ def render_record(resource: dict[str, PyValue], rec: LogRecord, colour: bool = F
     details = " ".join(f"{k.rsplit('.', 1)[-1] if k != sc.FILE_PATH else 'path'}={_text(attrs[k])}"
                        for k in _DETAIL_KEYS if attrs.get(k) not in (None, ""))
     return f"{clock} {name:<24} {where} {proc} {details}".rstrip()
+
+
+BOX_WIDTH = 100
+
+
+def render_incident(attrs: dict[str, PyValue], story: str, colour: bool = False) -> str:
+    """An incident version as a box around its story (pure; ``otelguard incidents`` uses it
+    too). Lines longer than the box wrap; every line goes through ``visible``."""
+    severity = visible(str(attrs.get(sc.INCIDENT_SEVERITY) or "WARNING"))
+    head = (f" INCIDENT {severity} v{_text(attrs.get(sc.INCIDENT_VERSION) or 0)} "
+            f"{_text(attrs.get(sc.INCIDENT_STATUS) or 'open')} "
+            f"({_text(attrs.get(sc.INCIDENT_NARRATOR) or 'template')}) ")
+    inner = BOX_WIDTH - 4
+    rows: list[str] = []
+    for raw in story.splitlines() or [""]:
+        line = visible(raw)
+        hang = " " * min(inner // 2, len(line) - len(line.lstrip(" ")) + 2)  # continuation
+        while len(line) > inner:
+            cut = line.rfind(" ", len(hang) + 1, inner)
+            cut = cut if cut > len(hang) else inner
+            rows.append(line[:cut])
+            line = hang + line[cut:].lstrip(" ")
+        rows.append(line)
+    top = "┌─" + head + "─" * max(0, BOX_WIDTH - 3 - len(head)) + "┐"
+    bottom = "└" + "─" * (BOX_WIDTH - 2) + "┘"
+    edge = "│"
+    if colour:
+        code = _COLOURS.get(severity.upper(), "1;33")
+        top, bottom, edge = (f"\x1b[{code}m{x}\x1b[0m" for x in (top, bottom, edge))
+    body = [f"{edge} {r:<{inner}} {edge}" for r in rows]
+    return "\n".join([top, *body, bottom])
 
 
 def _where(resource: dict[str, PyValue]) -> str:
@@ -97,7 +132,7 @@ class ConsoleTransport:
             res = attrs_dict(rl.resource.attributes)
             for sl in rl.scope_logs:
                 for rec in sl.log_records:
-                    if self._detections_only and rec.event_name != sc.EV_DETECTION:
+                    if self._detections_only and rec.event_name not in _ALERTS:
                         continue
                     lines.append(render_record(res, rec, self._colour))
         if lines:
