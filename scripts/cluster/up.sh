@@ -49,6 +49,14 @@ done
 NODE=$(hostname | tr '[:upper:]_' '[:lower:]-')
 
 # start NAME CMD...: a background process in its own session; pid and log under $DIR.
+# put FILE: stdin into FILE, only when the content differs (kube-proxy exits when its config
+# file is written, even with the same content; a second up.sh must not stop what runs).
+put() {
+  local tmp
+  tmp=$(mktemp "$1.XXXXXX")
+  cat >"$tmp"
+  if cmp -s "$tmp" "$1"; then rm -f "$tmp"; else mv -f "$tmp" "$1"; fi
+}
 start() {
   local name=$1; shift
   if running "$name"; then return 0; fi
@@ -146,7 +154,7 @@ cert coredns "/CN=system:coredns"
 
 # kubeconfig NAME: for the client certificate NAME (all point at the API server on the bridge).
 kubeconfig() {
-  cat >"$DIR/$1.kubeconfig" <<EOF
+  put "$DIR/$1.kubeconfig" <<EOF
 apiVersion: v1
 kind: Config
 clusters:
@@ -222,7 +230,7 @@ start kube-scheduler "$K8S_BIN/kube-scheduler" --kubeconfig "$DIR/scheduler.kube
 
 # --- containerd (Debian's binary, our own instance) and the bridge CNI network ---
 mkdir -p "$DIR/containerd" "$DIR/cni/net.d"
-cat >"$DIR/containerd/config.toml" <<EOF
+put "$DIR/containerd/config.toml" <<EOF
 version = 2
 root = "$DIR/containerd/root"
 state = "$RUNDIR/containerd"
@@ -259,7 +267,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
     bin_dir = "/usr/lib/cni"
     conf_dir = "$DIR/cni/net.d"
 EOF
-cat >"$DIR/cni/net.d/10-otelguard.conflist" <<EOF
+put "$DIR/cni/net.d/10-otelguard.conflist" <<EOF
 {"cniVersion": "1.0.0", "name": "otelguard", "plugins": [
   {"type": "bridge", "bridge": "$BRIDGE", "isGateway": true, "ipMasq": false, "hairpinMode": true,
    "ipam": {"type": "host-local", "dataDir": "$DIR/cni/ipam",
@@ -282,7 +290,7 @@ wait_for containerd containerd ctr --address "$CONTAINERD_SOCK" version
 # --- kubelet ---
 mkdir -p "$DIR/kubelet/root" "$DIR/kubelet/pki" "$DIR/pod-logs"
 : >"$DIR/kubelet/resolv.conf"
-cat >"$DIR/kubelet/config.yaml" <<EOF
+put "$DIR/kubelet/config.yaml" <<EOF
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 address: "$HOST_IP"
@@ -320,7 +328,7 @@ start kubelet "$K8S_BIN/kubelet" --config "$DIR/kubelet/config.yaml" \
   --cert-dir "$DIR/kubelet/pki" --hostname-override "$NODE" --node-ip "$HOST_IP" --v=1
 
 # --- kube-proxy (iptables) ---
-cat >"$DIR/kube-proxy.yaml" <<EOF
+put "$DIR/kube-proxy.yaml" <<EOF
 apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
 clientConnection: {kubeconfig: "$DIR/kube-proxy.kubeconfig"}
@@ -337,7 +345,7 @@ EOF
 start kube-proxy "$K8S_BIN/kube-proxy" --config "$DIR/kube-proxy.yaml" --v=1
 
 # --- CoreDNS on the bridge address, answering for cluster.local from the API ---
-cat >"$DIR/Corefile" <<EOF
+put "$DIR/Corefile" <<EOF
 $CLUSTER_DOMAIN in-addr.arpa ip6.arpa {
     bind $DNS_IP
     errors
@@ -362,8 +370,14 @@ dns_answers() { busybox nslookup "kubernetes.default.svc.$CLUSTER_DOMAIN" "$DNS_
 wait_for "CoreDNS: kubernetes.default.svc.$CLUSTER_DOMAIN -> $API_SERVICE_IP" coredns dns_answers
 proxy_rules() { iptables -t nat -S KUBE-SERVICES | grep -q -- "-d $API_SERVICE_IP/32"; }
 wait_for "kube-proxy: the kubernetes Service's rules" kube-proxy proxy_rules
+# the rules outlive kube-proxy: a last check that every process still runs (a second up.sh that
+# disturbed one would otherwise report a cluster that no longer follows the API)
+sleep 1
+for p in etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet kube-proxy coredns; do
+  running "$p" || { tail -n 20 "$LOGS/$p.log" >&2; die "$p is not running (log: $LOGS/$p.log)"; }
+done
 
-cat >"$DIR/cluster.env" <<EOF
+put "$DIR/cluster.env" <<EOF
 KUBECONFIG=$DIR/admin.kubeconfig
 OTELGUARD_CLUSTER_NODE=$NODE
 OTELGUARD_CLUSTER_HOST_IP=$HOST_IP

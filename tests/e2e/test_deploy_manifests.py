@@ -138,6 +138,15 @@ def test_processor_pipeline_configmap_loads() -> None:
     (cm,) = [d for _, d in manifest_documents()
              if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "otelguard-processor"]
     pipeline = build_pipeline_config(load_yaml(cm["data"]["pipeline.yaml"], "deploy/processor.yaml"))
-    assert [p.type for p in pipeline.processors] == ["k8s_attributes", "falco_rules", "noise_control"]
+    assert [p.type for p in pipeline.processors] == ["k8s_attributes", "falco_rules", "noise_control",
+                                                    "incidents"]
+    # the site rules come after the packaged ones: the stable set is loaded, not replaced
+    from otelguard.processors.detection.loader import load_rules
+    from otelguard.processors.detection.processor import rule_paths
+
+    (detection,) = [p for p in pipeline.processors if p.type == "falco_rules"]
+    assert detection.config.local_rules == ("/etc/otelguard/rules",)
+    packaged = [p for p in rule_paths(detection.config) if not p.startswith("/etc/otelguard")]
+    assert len(load_rules(packaged).rules) >= 20  # Falco's stable set alone has more
     assert pipeline.exporters == ("otlp:otelguard-collector.otelguard.svc:4317",)
     assert pipeline.service.identity.node_token_file == "/etc/otelguard/node-tokens"

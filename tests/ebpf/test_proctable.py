@@ -122,6 +122,22 @@ def test_exec_of_a_process_already_gone_keeps_no_flag_of_the_old_image() -> None
     assert (child.exe_upper_layer, child.exe_deleted, child.exe_from_memfd) == (False, False, False)
 
 
+def test_exec_of_proc_self_exe_keeps_the_image_it_re_executes() -> None:
+    # busybox's sh runs an applet as execve("/proc/self/exe", ["cat", ...]); the process is gone
+    # before /proc can be read: the executable is the one the caller already ran, with its flags
+    t = ProcessTable()
+    shell = t.on_exec(G + 40, "/bin/busybox", ["sh"], 0, 0, 5 * S, "sh")
+    shell.exe_upper_layer = True  # as read from /proc for that image
+    t.on_fork(G + 40, G + 41, 6 * S)
+    cat = t.on_exec(G + 41, "/proc/self/exe", ["cat", "/etc/shadow"], 0, 0, 7 * S, "cat")
+    assert (cat.exe_path, cat.exe_name, cat.exe_upper_layer) == ("/bin/busybox", "busybox", True)
+    t.on_fork(G + 41, G + 42, 8 * S)
+    own = t.on_exec(G + 42, f"/proc/{G + 42}/exe", ["cat"], 0, 0, 9 * S, "cat")
+    assert own.exe_path == "/bin/busybox"
+    other = t.on_exec(G + 43, "/proc/1/exe", ["x"], 0, 0, 9 * S, "x")  # another process's image
+    assert other.exe_path == "/proc/1/exe"
+
+
 def test_fd_exec_of_a_memfd_already_gone_is_fileless() -> None:
     t = ProcessTable()
     fileless = t.on_exec(G + 30, "", ["payload"], 0, 0, 5 * S, "memfd:payload")

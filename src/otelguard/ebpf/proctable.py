@@ -174,6 +174,12 @@ def read_proc(pid: int, with_args: bool = True, with_cwd: bool = True) -> Option
     )
 
 
+def _is_self_exe(path: str, pid: int) -> bool:
+    """``path`` names the caller's own executable through procfs (``/proc/self/exe``,
+    ``/proc/thread-self/exe``, ``/proc/<pid>/exe`` of the caller)."""
+    return path in ("/proc/self/exe", "/proc/thread-self/exe", f"/proc/{pid}/exe")
+
+
 def _exe_flags(link: Optional[str]) -> tuple[str, bool, bool]:
     """(path, deleted, from_memfd) from a ``/proc/<pid>/exe`` link."""
     if not link:
@@ -293,12 +299,18 @@ class ProcessTable:
                 info = ProcessInfo(pid=pid, start_ns=wall_ns)
                 self._assign_root(info)
                 self._put(info)
+        # execve("/proc/self/exe"): the new image is the old one (busybox runs its applets this
+        # way); the path must not stay a procfs alias when /proc is gone before the read below
+        same_image = _is_self_exe(path, pid) and bool(info.exe_path)
+        if same_image:
+            path = info.exe_path
         info.exe_path, info.comm = path, comm
-        # flags of the old image (copied at fork) must not describe the new one when /proc is
-        # gone before the read below; an fd exec (execveat AT_EMPTY_PATH, path unknown) whose
-        # comm the kernel took from a memfd's name ("memfd:<name>") is fileless all the same
-        info.exe_deleted = info.exe_upper_layer = False
-        info.exe_from_memfd = not path and comm.startswith("memfd:")
+        if not same_image:
+            # flags of the old image (copied at fork) must not describe the new one when /proc
+            # is gone before the read below; an fd exec (execveat AT_EMPTY_PATH, path unknown)
+            # whose comm the kernel took from a memfd's name ("memfd:<name>") is fileless too
+            info.exe_deleted = info.exe_upper_layer = False
+            info.exe_from_memfd = not path and comm.startswith("memfd:")
         info.args = redact_args(argv)
         info.command_line = " ".join(info.args)
         info.uid, info.gid, info.real_uid = uid, gid, uid

@@ -32,6 +32,9 @@ class Config:
     # Rule files, loaded in order (later ones may append/override); a directory stands for its
     # *.yaml/*.yml files in name order (a ConfigMap volume). Re-read live on change or SIGHUP.
     rules: tuple[str, ...] = ()
+    # Site rule files or directories loaded after ``rules`` (after the packaged default when
+    # ``rules`` is empty), so they can append to and override it; reloaded like ``rules``.
+    local_rules: tuple[str, ...] = ()
     disabled_rules: tuple[str, ...] = ()  # rule names
     min_priority: str = "debug"  # rules less severe than this are not loaded
     state: StateConfig = field(default_factory=StateConfig)

@@ -72,7 +72,8 @@ class FalcoRulesProcessor:
 
 
 def rule_paths(config: Config) -> tuple[str, ...]:
-    return config.rules or tuple(str(p) for p in DEFAULT_RULE_FILES)
+    """``rules`` (the packaged default when empty), then ``local_rules``."""
+    return (config.rules or tuple(str(p) for p in DEFAULT_RULE_FILES)) + config.local_rules
 
 
 def _engine(config: Config, state: Optional[DetectionState]) -> RuleEngine:
