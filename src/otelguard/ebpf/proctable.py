@@ -335,7 +335,10 @@ class ProcessTable:
                 info.uid = snap.uid
             if snap.gid is not None:
                 info.gid = snap.gid
-            info.exe_upper_layer = self._on_upper_layer(pid, info.exe_path)
+        if not same_image:
+            # the parent shares the container's root: it answers for a process already gone
+            # (a dropped binary that ran for a moment is the case that matters)
+            info.exe_upper_layer = self._on_upper_layer((pid, info.ppid), info.exe_path)
         self._procs.move_to_end(pid)
         return info
 
@@ -395,15 +398,20 @@ class ProcessTable:
             self._passwd[key] = names
         return names.get(uid, "")
 
-    def _on_upper_layer(self, pid: int, exe_path: str) -> bool:
-        """Best effort: the process's root is overlayfs and the executable exists in its upper
-        dir (written after the container started). False when unknown."""
+    def _on_upper_layer(self, pids: tuple[int, ...], exe_path: str) -> bool:
+        """Best effort: the root of the first readable of ``pids`` is overlayfs and the
+        executable exists in its upper dir (written after the container started). False when
+        unknown."""
         if not exe_path.startswith("/"):
             return False
-        try:
-            st = os.stat(f"/proc/{pid}/root")
-            key = (st.st_dev, st.st_ino)
-        except OSError:
+        for pid in pids:
+            try:
+                st = os.stat(f"/proc/{pid}/root")
+                key = (st.st_dev, st.st_ino)
+                break
+            except OSError:
+                continue
+        else:
             return False
         if key not in self._upper:
             upper: Optional[str] = None
@@ -421,10 +429,17 @@ class ProcessTable:
         upper_dir = self._upper[key]
         if not upper_dir:
             return False
-        try:
-            return stat.S_ISREG(os.lstat(upper_dir + exe_path).st_mode)
-        except OSError:
-            return False
+        # upperdir is a path of the host's mount namespace: in the agent's pod (hostPID, its own
+        # root) it is reached through the root of the agent's parent, containerd's shim, a host
+        # process; on the host itself that root is "/" and the plain path is the same file
+        for root in (f"/proc/{os.getppid()}/root", ""):
+            try:
+                return stat.S_ISREG(os.lstat(root + upper_dir + exe_path).st_mode)
+            except FileNotFoundError:
+                return False
+            except OSError:
+                continue  # the parent's root is not readable (not ours to ptrace): plain path
+        return False
 
 
 def _or(v: Optional[int]) -> int:
