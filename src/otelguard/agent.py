@@ -92,6 +92,7 @@ def main(args: argparse.Namespace) -> int:
     except TransportError as exc:
         print(f"otelguard agent: {exc}", file=sys.stderr)
         return 2
+    telemetry.watch_spool(lambda: len(spool), lambda: spool.bytes_used)
     port = telemetry.serve(metrics_host, metrics_port)
     log.info("metrics on http://%s:%d/metrics; spool %s (%d requests waiting)",
              metrics_host, port, args.spool_dir, len(spool))

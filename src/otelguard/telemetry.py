@@ -20,7 +20,7 @@ from socketserver import ThreadingMixIn
 from typing import Any, Callable, Iterable, Optional, Sequence
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, make_wsgi_app
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 
 from otelguard import semconv
 
@@ -46,6 +46,16 @@ pipeline_latency = Histogram(
     registry=REGISTRY,
 )
 
+
+
+def watch_spool(requests: Callable[[], int], size: Callable[[], int]) -> None:
+    """The agent's disk spool as gauges read at scrape time: requests the next hop has not taken
+    yet are not lost, but an operator must see them pile up (call once per process)."""
+    Gauge(semconv.METRIC_SPOOL_REQUESTS, "OTLP requests waiting in the agent's disk spool for "
+          "the next hop to take them.", registry=REGISTRY).set_function(lambda: float(requests()))
+    Gauge(semconv.METRIC_SPOOL_BYTES, "Bytes of the OTLP requests waiting in the agent's disk "
+          "spool (bounded by --spool-max-bytes).", registry=REGISTRY).set_function(
+              lambda: float(size()))
 
 
 @dataclass(frozen=True)

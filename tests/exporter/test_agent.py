@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -145,7 +146,8 @@ def test_agent_spools_while_the_endpoint_is_down_and_replays_after_restart(tmp_p
     spool = tmp_path / "spool"
     config = tmp_path / "agent.yaml"
     config.write_text("sensor:\n  cgroup_scope: [/kubepods.slice, /kubepods]\n")
-    proc = _agent(f"127.0.0.1:{port}", spool, free_port(), config)
+    metrics = free_port()
+    proc = _agent(f"127.0.0.1:{port}", spool, metrics, config)
     try:
         with container() as c:
             def spooled_after_a_run() -> bool:
@@ -156,6 +158,11 @@ def test_agent_spools_while_the_endpoint_is_down_and_replays_after_restart(tmp_p
 
             assert wait_until(spooled_after_a_run, 120, interval=0.2), "nothing spooled while the endpoint was down"
             assert proc.poll() is None, proc.communicate()[1].decode()[-3000:]
+            # the pile-up is visible: the spool's gauges count what waits on disk
+            text = urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=5).read().decode()
+            gauges = {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
+                      if line.startswith(("otelguard_spool_requests ", "otelguard_spool_bytes "))}
+            assert gauges["otelguard_spool_requests"] >= 1 and gauges["otelguard_spool_bytes"] > 0, gauges
             time.sleep(1.5)  # a flush interval or two
             code, err = _stop(proc)
         assert code == 0, err[-3000:]
