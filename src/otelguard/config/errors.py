@@ -63,8 +63,7 @@ class Checks:
 
         def __post_init__(self) -> None:
             checks = Checks()
-            if self.max_batch < 1:
-                checks.add("max_batch", f"must be > 0, got {self.max_batch}")
+            checks.above(self, 0, "max_batch")
             checks.done()
     """
 
@@ -73,6 +72,20 @@ class Checks:
 
     def add(self, name: str, message: str) -> None:
         self.problems.append((name, message))
+
+    def above(self, owner: object, bound: float, *names: str) -> None:
+        """Each named field of ``owner`` must be greater than ``bound``."""
+        for name in names:
+            value = getattr(owner, name)
+            if value <= bound:
+                self.add(name, f"must be > {bound}, got {value}")
+
+    def at_least(self, owner: object, bound: float, *names: str) -> None:
+        """Each named field of ``owner`` must be ``bound`` or more."""
+        for name in names:
+            value = getattr(owner, name)
+            if value < bound:
+                self.add(name, f"must be >= {bound}, got {value}")
 
     def done(self) -> None:
         if self.problems:

@@ -102,9 +102,7 @@ class SensorConfig:
 
     def __post_init__(self) -> None:
         checks = Checks()
-        for name in ("queue_size", "poll_timeout_ms", "process_table_max"):
-            if getattr(self, name) < 1:
-                checks.add(name, f"must be >= 1, got {getattr(self, name)}")
+        checks.at_least(self, 1, "queue_size", "poll_timeout_ms", "process_table_max")
         for i, path in enumerate(self.cgroup_scope):
             if not path.startswith("/"):
                 checks.add(f"cgroup_scope[{i}]", f"expected an absolute cgroup path, got {path!r}")

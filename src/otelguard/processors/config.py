@@ -121,11 +121,9 @@ class ServiceSection:
 
     def __post_init__(self) -> None:
         checks = Checks()
-        for name in ("max_request_bytes", "max_inflight_requests", "max_inflight_bytes",
+        checks.above(self, 0, "max_request_bytes", "max_inflight_requests", "max_inflight_bytes",
                      "flush_interval_seconds", "body_read_timeout_seconds", "max_json_depth",
-                     "journal_compact_bytes"):
-            if getattr(self, name) <= 0:
-                checks.add(name, f"must be > 0, got {getattr(self, name)}")
+                     "journal_compact_bytes")
         for name in ("attribute_count_limit", "resource_attribute_count_limit",
                      "attribute_value_length_limit"):
             value = getattr(self, name)
@@ -149,13 +147,9 @@ class ForwardSection:
 
     def __post_init__(self) -> None:
         checks = Checks()
-        if self.max_attempts < 1:
-            checks.add("max_attempts", f"must be >= 1, got {self.max_attempts}")
-        for name in ("timeout_seconds", "initial_backoff_seconds", "max_backoff_seconds"):
-            if getattr(self, name) <= 0:
-                checks.add(name, f"must be > 0, got {getattr(self, name)}")
-        if self.down_seconds < 0:
-            checks.add("down_seconds", f"must be >= 0, got {self.down_seconds}")
+        checks.at_least(self, 1, "max_attempts")
+        checks.above(self, 0, "timeout_seconds", "initial_backoff_seconds", "max_backoff_seconds")
+        checks.at_least(self, 0, "down_seconds")
         checks.done()
 
 

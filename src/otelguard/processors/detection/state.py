@@ -61,13 +61,9 @@ class StateLimits:
 
     def __post_init__(self) -> None:
         checks = Checks()
-        for name in ("socket_window_seconds", "written_window_seconds"):
-            if getattr(self, name) <= 0:
-                checks.add(name, f"must be > 0, got {getattr(self, name)}")
-        for name in ("max_processes", "max_containers", "max_paths_per_container",
-                     "max_sockets"):
-            if getattr(self, name) < 1:
-                checks.add(name, f"must be >= 1, got {getattr(self, name)}")
+        checks.above(self, 0, "socket_window_seconds", "written_window_seconds")
+        checks.at_least(self, 1, "max_processes", "max_containers", "max_paths_per_container",
+                        "max_sockets")
         checks.done()
 
 

@@ -35,10 +35,8 @@ class LlmConfig:
             checks.add("base_url", f"must be an http:// or https:// URL, got {self.base_url!r}")
         if not self.model:
             checks.add("model", "must not be empty")
-        if self.timeout_s <= 0:
-            checks.add("timeout_s", f"must be > 0, got {self.timeout_s}")
-        if self.max_queue < 1:
-            checks.add("max_queue", f"must be >= 1, got {self.max_queue}")
+        checks.above(self, 0, "timeout_s")
+        checks.at_least(self, 1, "max_queue")
         checks.done()
 
 
@@ -79,9 +77,6 @@ class Config:
 
     def __post_init__(self) -> None:
         checks = Checks()
-        if self.idle_seconds <= 0:
-            checks.add("idle_seconds", f"must be > 0, got {self.idle_seconds}")
-        for name in ("max_open", "max_steps", "max_traces"):
-            if getattr(self, name) < 1:
-                checks.add(name, f"must be >= 1, got {getattr(self, name)}")
+        checks.above(self, 0, "idle_seconds")
+        checks.at_least(self, 1, "max_open", "max_steps", "max_traces")
         checks.done()

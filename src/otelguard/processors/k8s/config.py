@@ -64,15 +64,10 @@ class Config:
             if not settings.node_name():
                 checks.add("node_name", "mode 'node' needs node_name (or OTELGUARD_K8S_NODE_NAME "
                            "from the downward API)")
-        for name in ("hold_seconds", "deleted_grace_seconds", "wait_for_sync_seconds",
-                     "max_held_batches"):
-            if getattr(self, name) < 0:
-                checks.add(name, f"must be >= 0, got {getattr(self, name)}")
-        for name in ("watch_timeout_seconds", "list_page_size"):
-            if getattr(self, name) < 1:
-                checks.add(name, f"must be >= 1, got {getattr(self, name)}")
-        if self.max_backoff_seconds <= 0:
-            checks.add("max_backoff_seconds", f"must be > 0, got {self.max_backoff_seconds}")
+        checks.at_least(self, 0, "hold_seconds", "deleted_grace_seconds", "wait_for_sync_seconds",
+                        "max_held_batches")
+        checks.at_least(self, 1, "watch_timeout_seconds", "list_page_size")
+        checks.above(self, 0, "max_backoff_seconds")
         for name in ("pod_labels", "pod_annotations", "namespace_labels"):
             for i, pattern in enumerate(getattr(self, name)):
                 if not pattern or "*" in pattern[:-1]:

@@ -31,9 +31,6 @@ class Config:
 
     def __post_init__(self) -> None:
         checks = Checks()
-        if self.window_seconds <= 0:
-            checks.add("window_seconds", f"must be > 0, got {self.window_seconds}")
-        for name in ("burst", "max_keys", "remembered_uids"):
-            if getattr(self, name) < 1:
-                checks.add(name, f"must be >= 1, got {getattr(self, name)}")
+        checks.above(self, 0, "window_seconds")
+        checks.at_least(self, 1, "burst", "max_keys", "remembered_uids")
         checks.done()

@@ -45,13 +45,9 @@ class Config:
 
     def __post_init__(self) -> None:
         checks = Checks()
-        for name in ("learn_seconds", "bucket_seconds", "save_interval_seconds"):
-            if getattr(self, name) <= 0:
-                checks.add(name, f"must be > 0, got {getattr(self, name)}")
-        for name in ("min_buckets", "min_replicas", "max_entries", "max_new_per_bucket",
-                     "glob_siblings", "max_profiles", "taint_severity"):
-            if getattr(self, name) < 1:
-                checks.add(name, f"must be >= 1, got {getattr(self, name)}")
+        checks.above(self, 0, "learn_seconds", "bucket_seconds", "save_interval_seconds")
+        checks.at_least(self, 1, "min_buckets", "min_replicas", "max_entries", "max_new_per_bucket",
+                        "glob_siblings", "max_profiles", "taint_severity")
         if self.bucket_seconds * self.min_buckets > self.learn_seconds:
             checks.add("min_buckets", f"{self.min_buckets} buckets of {self.bucket_seconds}s do "
                        f"not fit in learn_seconds {self.learn_seconds}: nothing could be learned")
