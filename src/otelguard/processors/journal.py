@@ -170,7 +170,10 @@ class Journal:
             return JournalWrite(self, [snapshot()], rewrite=True)
         return JournalWrite(self, [changes()], rewrite=False)
 
-    def close(self) -> None:
+    def close(self, last: Optional["JournalWrite"] = None) -> None:
+        """Close the file; ``last``, a stage's pending write at shutdown, is written first."""
+        if last is not None:
+            last.run()
         if self._file is not None:
             os.close(self._file)
             self._file = None

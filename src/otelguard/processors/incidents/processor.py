@@ -82,10 +82,7 @@ class IncidentsStage:
         if self._narrator is not None:
             self._narrator.stop()
         if self._journal is not None:
-            write = self.journal_write()
-            if write is not None:
-                write.run()
-            self._journal.close()
+            self._journal.close(self.journal_write())
             self._journal = None
 
     def open_state(self, path: Path, compact_bytes: int) -> None:

@@ -102,7 +102,4 @@ class HoldJournal:
         return _encode(sorted(self._live.items()), [])
 
     def close(self) -> None:
-        write = self.write()
-        if write is not None:
-            write.run()
-        self.journal.close()
+        self.journal.close(self.write())

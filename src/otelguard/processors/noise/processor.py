@@ -98,10 +98,7 @@ class NoiseControl:
         """Forget held state; whatever was not drained first is counted as lost, unless it is
         in the journal (written now), from which the next start re-emits it."""
         if self._journal is not None:
-            write = self.journal_write()
-            if write is not None:
-                write.run()
-            self._journal.close()
+            self._journal.close(self.journal_write())
             self._journal = None
         else:
             held = self.held_detections + sum(1 for r in self._released if r.count == 0)
