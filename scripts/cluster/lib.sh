@@ -37,16 +37,7 @@ running() { [ -f "$PIDS/$1.pid" ] && kill -0 "$(cat "$PIDS/$1.pid")" 2>/dev/null
 kubectl_admin() { "$K8S_BIN/kubectl" --kubeconfig "$DIR/admin.kubeconfig" "$@"; }
 ctr_k8s() { ctr --address "$CONTAINERD_SOCK" -n k8s.io "$@"; }
 
-# stop NAME: SIGTERM to the process group recorded in $PIDS/NAME.pid, SIGKILL after 15 s.
-stop() {
-  local name=$1 pid
-  [ -f "$PIDS/$name.pid" ] || return 0
-  pid=$(cat "$PIDS/$name.pid")
-  if kill -0 "$pid" 2>/dev/null; then
-    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
-    kill -0 "$pid" 2>/dev/null && { kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true; }
-    log "stopped $name (pid $pid)"
-  fi
-  rm -f "$PIDS/$name.pid"
-}
+# stop NAME: the process group recorded in $PIDS/NAME.pid, SIGKILL after 15 s.
+# shellcheck disable=SC1091
+source "$ROOT/scripts/stack/pidfile.sh"
+stop() { stop_pidfile "$PIDS/$1.pid" cluster 15; }
