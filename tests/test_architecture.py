@@ -35,7 +35,9 @@ ALLOWED: dict[str, set[str]] = {
     "ebpf": BOTTOM,
     "transport": BOTTOM,
     "exporter": BOTTOM | {"ebpf", "transport"},
-    "processors": BOTTOM | {"transport"},
+    "kube": BOTTOM,
+    "response": BOTTOM | {"kube"},
+    "processors": BOTTOM | {"transport", "kube", "response"},
 }
 TOP = {"agent", "runner", "cli", "schemas", "reference", "__init__"}  # may import any unit
 

@@ -1,0 +1,1 @@
+"""Kubernetes API access shared by the enricher, profiles and response (docs/architecture.md#layers)."""
