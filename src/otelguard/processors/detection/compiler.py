@@ -134,8 +134,7 @@ class Compiler:
         parts: list[Callable[[EventView], Any]] = []
         for p in join.parts:
             if isinstance(p, Literal):
-                text = p.text
-                parts.append(lambda _ev, text=text: text)
+                parts.append(_constant(p.text))
             else:
                 get, _t = self.field_getter(p, fields)
                 parts.append(get)
@@ -215,6 +214,10 @@ def _getter(spec: FieldSpec, arg: Optional[str]) -> Callable[[EventView], Any]:
 
 
 _MISSING: Any = object()
+
+
+def _constant(text: str) -> Callable[[EventView], Any]:
+    return lambda _ev: text
 
 
 # --- folding -----------------------------------------------------------------------------------

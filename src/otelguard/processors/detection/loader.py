@@ -89,7 +89,7 @@ def _rule_status(out: RuleSet, d: RuleDef) -> Callable[[str, str], None]:
 def compile_collected(collected: Collector) -> RuleSet:
     """Every collected rule compiled (or its outcome recorded) into the collector's RuleSet.
 
-    Outcomes (docs/falco-rules.md#loading): a rule that loads is kept (in ``rules`` when
+    Outcomes (docs/architecture.md#falco-rule-semantics): a rule that loads is kept (in ``rules`` when
     enabled, in ``disabled`` otherwise, so a selection can enable it); a field that is not a
     Falco field, a malformed one, or an unknown output field is an error at the rule's
     file:line, unless the rule says ``skip-if-unknown-filter: true`` (then ``skipped``); a

@@ -418,13 +418,6 @@ def parse_condition(text: str) -> Node:
     return _Parser(text).parse()
 
 
-def split_list_item(text: str) -> str:
-    """A YAML ``list`` item as a value: Falco lets items carry their own quotes ('"a b"')."""
-    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
-        return _Parser(text).quoted()
-    return text
-
-
 def macro_refs(node: Node) -> list[MacroRef]:
     """Every macro reference in the tree, in order."""
     out: list[MacroRef] = []
@@ -445,15 +438,3 @@ def parse_field_at(text: str, start: int) -> tuple[FieldRef, int]:
     p = _Parser(text)
     p.i = start
     return p.field(), p.i
-
-
-def parse_field(text: str) -> FieldRef:
-    """One field reference on its own (exception ``fields:`` entries)."""
-    p = _Parser(text.strip())
-    if not p.s or not _is_name_start(p.s[0]):
-        raise ConditionSyntaxError(f"expected a field name, got {text!r}", 0)
-    ref = p.field()
-    p.ws()
-    if p.i < p.n:
-        raise ConditionSyntaxError(f"unexpected text after field {text!r}", p.i)
-    return ref

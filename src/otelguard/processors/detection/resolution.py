@@ -18,7 +18,7 @@ Falco works on condition *text* here, and rules depend on it (libs/Falco
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Sequence, TypeGuard
 
 from otelguard.processors.detection.parser import LIST_OPS, WORD_OPS, SYMBOL_OPS
 
@@ -89,7 +89,7 @@ def substitute_lists(text: str, lists: Sequence[tuple[str, tuple[str, ...]]]) ->
     return text
 
 
-def _is_list(v: Any) -> bool:
+def _is_list(v: Any) -> TypeGuard[list[Any]]:
     return isinstance(v, list)
 
 
@@ -123,7 +123,7 @@ def exception_condition(condition: str, exceptions: Sequence[Mapping[str, Any]])
                 icond += quote_item(_text(val))
             icond += "))" if icond else ""
         else:
-            comp_list = ["="] * len(fields) if comps is None else comps
+            comp_list: Any = ["="] * len(fields) if comps is None else comps
             if not _is_list(comp_list) or len(comp_list) != len(fields):
                 raise ExceptionError(f"exception {name!r}: fields and comps lists must have "
                                      "equal length")
