@@ -147,6 +147,31 @@ def test_exceptions_as_documented_load_and_apply() -> None:
     assert RuleEngine.from_text(("e.yaml", preload)).evaluate(batch_of(OPEN)) == []
 
 
+def test_exception_shapes_from_falcos_exceptions_announcement() -> None:
+    # comps [=, contains]; an appended exception whose `in` value names a list or is a list
+    text = EXCEPTIONS + """
+- list: cp_files
+  items: [/etc/ld.so.preload, /etc/passwd]
+- rule: Write below binary dir
+  exceptions:
+    - name: known_bin_writers
+      fields: [proc.name, fd.name]
+      comps: [=, contains]
+      values:
+        - [nginx, /usr/bin/nginx]
+    - name: proc_filenames
+      values:
+        - [cp, cp_files]
+        - [rpm, [/bin/cp, /bin/pwd]]
+  append: true
+"""
+    rs = load_rules_text([("e.yaml", text)])
+    assert rs.ok, rs.errors
+    assert RuleEngine(rs).evaluate(batch_of(OPEN)) == []  # [cp, cp_files] excepts it
+    no_list = text.replace("[cp, cp_files]", "[cp, [/etc/passwd]]")
+    assert len(RuleEngine.from_text(("e.yaml", no_list)).evaluate(batch_of(OPEN))) == 1
+
+
 # -- overrides, engine version, selection -------------------------------------------------------
 
 def test_override_warn_evttypes_and_skip_if_unknown_filter() -> None:
@@ -242,3 +267,14 @@ def test_process_exit_is_procexit_enter_event() -> None:
     assert fires("evt.type = procexit and evt.dir = >", EXIT)
     assert not fires("evt.type = exit_group", EXIT)
     assert fires("evt.type = execve and evt.dir = <")
+
+
+def test_rules_yaml_scalars_are_read_as_yaml_cpp_does() -> None:
+    # YAML 1.1 would read 0644 as octal 420, 10:30 as 630 and no as false
+    cwd = {**EXEC, "attrs": {**EXEC["attrs"], "process.working_directory": "/srv/10:30"}}
+    extra = "- list: odd\n  items: [0644, 10:30, no]\n"
+    assert fires("proc.name in (odd) or proc.cwd endswith 10:30/", cwd, extra=extra)
+    named = {**EXEC, "attrs": {**EXEC["attrs"], "process.executable.name": "0644"}}
+    assert fires("proc.name in (odd)", named, extra=extra)
+    off = _rule().replace("  tags:", "  enabled: no\n  tags:")
+    assert [s.state for s in load_rules_text([("b.yaml", off)]).statuses] == ["disabled"]
