@@ -130,7 +130,7 @@ def _apid(ev: EventView, arg: Optional[str]) -> Any:
         ppid = as_int(ev.attr(S.PROCESS_PARENT_PID))
         pids = [ppid] if ppid is not None else []
     if arg is None:
-        return tuple(str(p) for p in pids) or None
+        return tuple(pids) or None
     n = int(arg)
     if n == 0:
         return as_int(ev.attr(S.PROCESS_PID))
