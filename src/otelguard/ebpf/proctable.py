@@ -4,7 +4,24 @@ Seeded from ``/proc`` at start, then kept by the process probe's fork/exec/exit/
 a pid seen for the first time is read from ``/proc`` once ("first sight"). Bounded: least
 recently used entries are evicted beyond ``max_entries``; exited processes stay in a small
 graveyard so late records of a dying process still resolve. Costs: a dict hit per event; an exec
-reads five small ``/proc`` files of the new image (caps, exe link, tty, login uid).
+reads five small ``/proc`` files of the new image (caps, exe link, tty, login uid); a fork
+stats the parent's root (one ``stat``; a root not seen before also reads its ``mountinfo``).
+
+Facts about an executable are decided from what the sensor saw up to the exec, so a payload
+that exits before its record is decoded is still judged (docs/architecture.md#kernel-facts):
+
+* **from a memfd**: the process (or the parent it was forked from) created a memfd with that
+  fd number (the privilege probe's ``memfd_create`` record, ``on_memfd``) and the exec went
+  through that fd: ``execveat(fd, "", AT_EMPTY_PATH)`` (fexecve) or ``/proc/self/fd/N``,
+  ``/dev/fd/N``. The ``/proc/<pid>/exe`` link wins while it is readable.
+* **in the overlay upper layer**: the root the process had at its fork (stat of the forking
+  parent's ``/proc/<pid>/root``, kept per process) names the overlay mount whose upper
+  directory is learnt from the mount table of a process with that root, once per root; the
+  executable is upper-layer when ``upperdir + path`` exists.
+
+pid namespaces, sessions, process groups (``NSpid``/``NSpgid`` of ``/proc/<pid>/status``,
+``session``/``pgrp`` of ``stat``) and the permitted capabilities (``CapPrm``) are read with
+the files the exec already reads; a forked child keeps its parent's until its own exec.
 
 Trace roots (docs/architecture.md#spans): every process has a ``root_pid``/``root_start_ns`` that
 names the trace it belongs to. A process starts its own trace (is its own root) when, at its
@@ -81,6 +98,13 @@ class ProcessInfo:
     tty: int = 0
     start_ns: int = 0  # wall clock
     caps: list[str] = field(default_factory=list)
+    cap_permitted: Optional[list[str]] = None  # CapPrm; None = unknown
+    vpid: int = 0  # pid in the process's own pid namespace (0 = unknown)
+    vpgid: int = 0  # process group id in that namespace (0 = unknown)
+    sid: int = 0  # session id (host pid namespace; 0 = unknown)
+    # memfds created by this process or inherited at fork: fd -> (memfd name, close-on-exec)
+    memfds: dict[int, tuple[str, bool]] = field(default_factory=dict)
+    root_key: Optional[tuple[int, int]] = None  # (st_dev, st_ino) of its root, seen at fork
     exe_deleted: bool = False
     exe_from_memfd: bool = False
     exe_upper_layer: bool = False
@@ -90,6 +114,7 @@ class ProcessInfo:
     exit_code: Optional[int] = None
     exec_seen: bool = False
     user_name: Optional[str] = None  # resolved lazily, reset when the uid changes
+    group_name: Optional[str] = None  # resolved lazily, reset when the gid changes
     # the event attributes derived from this entry, built by the sensor's EventContext and
     # shared by every event of the process until it changes (exec, chdir) or ages out
     attrs_cache: Optional[ProcessAttrs] = None
@@ -133,6 +158,10 @@ class ProcSnapshot:
     tty: Optional[int] = None
     start_ticks: Optional[int] = None
     login_uid: Optional[int] = None
+    cap_permitted: Optional[list[str]] = None
+    vpid: Optional[int] = None  # innermost NSpid
+    vpgid: Optional[int] = None  # innermost NSpgid
+    sid: Optional[int] = None  # session (stat), host pid namespace
 
 
 def read_proc(pid: int, with_args: bool = True, with_cwd: bool = True) -> Optional[ProcSnapshot]:
@@ -148,12 +177,14 @@ def read_proc(pid: int, with_args: bool = True, with_cwd: bool = True) -> Option
     uids = fields.get("Uid", "").split()
     gids = fields.get("Gid", "").split()
     caps = cap_names(int(fields["CapEff"], 16)) if "CapEff" in fields else None
-    tty = start = None
+    permitted = cap_names(int(fields["CapPrm"], 16)) if "CapPrm" in fields else None
+    tty = start = sid = None
     st = _read(f"/proc/{pid}/stat")
     if st:
         rest = st[st.rfind(")") + 2:].split()
         # fields after "pid (comm) ": state(3) ppid(4) pgrp(5) session(6) tty_nr(7) ... starttime(22)
         if len(rest) > 19:
+            sid = int(rest[3])
             tty = int(rest[4])
             start = int(rest[19])
     args = None
@@ -171,7 +202,15 @@ def read_proc(pid: int, with_args: bool = True, with_cwd: bool = True) -> Option
         cwd=_readlink(f"/proc/{pid}/cwd") if with_cwd else None,
         tty=tty, start_ticks=start,
         login_uid=int(login) if login and login.strip().isdigit() else None,
+        cap_permitted=permitted, vpid=_innermost(fields.get("NSpid")),
+        vpgid=_innermost(fields.get("NSpgid")), sid=sid,
     )
+
+
+def _innermost(ids: Optional[str]) -> Optional[int]:
+    """The last id of an ``NSpid:``-style line (the process's own namespace's view)."""
+    last = ids.split()[-1:] if ids else []
+    return int(last[0]) if last and last[0].isdigit() else None
 
 
 def _is_self_exe(path: str, pid: int) -> bool:
@@ -200,7 +239,7 @@ class ProcessTable:
         self.long_lived_ns = int(long_lived_s * 1e9)
         self._procs: OrderedDict[int, ProcessInfo] = OrderedDict()
         self._dead: OrderedDict[int, ProcessInfo] = OrderedDict()
-        self._passwd: dict[tuple[int, int], dict[int, str]] = {}
+        self._passwd: dict[tuple[int, int, str], dict[int, str]] = {}
         self._upper: dict[tuple[int, int], Optional[str]] = {}
         self.first_sight_reads = 0
 
@@ -238,6 +277,8 @@ class ProcessTable:
             command_line=" ".join(args), uid=_or(snap.uid), gid=_or(snap.gid),
             real_uid=_or(snap.real_uid), login_uid=_login(snap.login_uid), cwd=snap.cwd or "",
             tty=snap.tty or 0, caps=snap.caps or [], exe_deleted=deleted, exe_from_memfd=memfd,
+            cap_permitted=snap.cap_permitted, vpid=snap.vpid or 0, vpgid=snap.vpgid or 0,
+            sid=snap.sid or 0,
             start_ns=self.clock.boottime_ticks_to_wall_ns(snap.start_ticks)
             if snap.start_ticks is not None else 0,
         )
@@ -280,15 +321,28 @@ class ProcessTable:
             child.args, child.command_line = parent.args, parent.command_line
             child.uid, child.gid, child.real_uid = parent.uid, parent.gid, parent.real_uid
             child.login_uid, child.cwd, child.tty = parent.login_uid, parent.cwd, parent.tty
-            child.caps = parent.caps
+            child.caps, child.cap_permitted = parent.caps, parent.cap_permitted
             child.exe_deleted, child.exe_from_memfd = parent.exe_deleted, parent.exe_from_memfd
             child.exe_upper_layer = parent.exe_upper_layer
+            child.sid, child.memfds = parent.sid, dict(parent.memfds)
+            # the root the child starts with: the parent's now (it may have pivoted since its
+            # own fork); kept for an exec decoded after the child is gone
+            child.root_key = parent.root_key = self._root_key(parent_pid) or parent.root_key
         self._assign_root(child)
         return self._put(child)
 
+    def on_memfd(self, pid: int, fd: int, name: str, cloexec: bool) -> None:
+        """A memfd_create that returned ``fd`` (exec through it is fileless, see above)."""
+        info = self.get(pid)
+        if info is not None and fd >= 0:
+            if len(info.memfds) >= 64:
+                info.memfds.clear()
+            info.memfds[fd] = (name, cloexec)
+
     def on_exec(self, pid: int, path: str, argv: list[str], uid: int, gid: int, wall_ns: int,
-                comm: str) -> ProcessInfo:
-        """A successful exec: new image, same pid. ``path`` is already absolute."""
+                comm: str, exec_fd: int = -1) -> ProcessInfo:
+        """A successful exec: new image, same pid. ``path`` is already absolute; ``exec_fd`` is
+        the descriptor the exec went through (fexecve, ``/proc/self/fd/N``), else -1."""
         info = self._procs.get(pid)
         if info is None:
             snap_first = read_proc(pid, with_args=False)
@@ -310,11 +364,16 @@ class ProcessTable:
             # is gone before the read below; an fd exec (execveat AT_EMPTY_PATH, path unknown)
             # whose comm the kernel took from a memfd's name ("memfd:<name>") is fileless too
             info.exe_deleted = info.exe_upper_layer = False
-            info.exe_from_memfd = not path and comm.startswith("memfd:")
+            memfd = info.memfds.get(exec_fd)
+            info.exe_from_memfd = memfd is not None or (not path and comm.startswith("memfd:"))
+            if memfd is not None:  # as the exe link reads: "/memfd:<name> (deleted)"
+                info.exe_path, info.exe_deleted = f"/memfd:{memfd[0]}", True
+        # close-on-exec descriptors are gone in the new image
+        info.memfds = {fd: m for fd, m in info.memfds.items() if not m[1]}
         info.args = redact_args(argv)
         info.command_line = " ".join(info.args)
         info.uid, info.gid, info.real_uid = uid, gid, uid
-        info.user_name = None
+        info.user_name = info.group_name = None
         info.attrs_cache = None
         info.exec_seen = True
         snap = read_proc(pid, with_args=False, with_cwd=False)
@@ -327,6 +386,10 @@ class ProcessTable:
             elif info.exe_from_memfd:
                 info.exe_path = link_path
             info.caps = snap.caps if snap.caps is not None else info.caps
+            if snap.cap_permitted is not None:
+                info.cap_permitted = snap.cap_permitted
+            info.vpid, info.vpgid = snap.vpid or info.vpid, snap.vpgid or info.vpgid
+            info.sid = snap.sid or info.sid
             info.tty = snap.tty if snap.tty is not None else info.tty
             info.login_uid = _login(snap.login_uid)
             if snap.real_uid is not None:
@@ -338,7 +401,7 @@ class ProcessTable:
         if not same_image:
             # the parent shares the container's root: it answers for a process already gone
             # (a dropped binary that ran for a moment is the case that matters)
-            info.exe_upper_layer = self._on_upper_layer((pid, info.ppid), info.exe_path)
+            info.exe_upper_layer = self._on_upper_layer(info, info.exe_path)
         self._procs.move_to_end(pid)
         return info
 
@@ -376,19 +439,26 @@ class ProcessTable:
     def user_name(self, pid: int, uid: int) -> str:
         """The name of ``uid`` in the process's own root (``/proc/<pid>/root/etc/passwd``),
         cached per root directory; empty when unknown."""
-        if uid < 0:
+        return self._id_name(pid, uid, "passwd")
+
+    def group_name(self, pid: int, gid: int) -> str:
+        """The name of ``gid`` in the process's own root's ``/etc/group``, as ``user_name``."""
+        return self._id_name(pid, gid, "group")
+
+    def _id_name(self, pid: int, num: int, database: str) -> str:
+        if num < 0:
             return ""
         root = f"/proc/{pid}/root"
         try:
             st = os.stat(root)
-            key = (st.st_dev, st.st_ino)
+            key = (st.st_dev, st.st_ino, database)
         except OSError:
-            key = (0, 0)
+            key = (0, 0, database)
             root = ""
         names = self._passwd.get(key)
         if names is None:
             names = {}
-            text = _read(f"{root}/etc/passwd")
+            text = _read(f"{root}/etc/{database}")
             for line in (text or "").splitlines():
                 parts = line.split(":")
                 if len(parts) > 2 and parts[2].isdigit():
@@ -396,23 +466,16 @@ class ProcessTable:
             if len(self._passwd) > 256:
                 self._passwd.clear()
             self._passwd[key] = names
-        return names.get(uid, "")
+        return names.get(num, "")
 
-    def _on_upper_layer(self, pids: tuple[int, ...], exe_path: str) -> bool:
-        """Best effort: the root of the first readable of ``pids`` is overlayfs and the
-        executable exists in its upper dir (written after the container started). False when
-        unknown."""
-        if not exe_path.startswith("/"):
-            return False
-        for pid in pids:
-            try:
-                st = os.stat(f"/proc/{pid}/root")
-                key = (st.st_dev, st.st_ino)
-                break
-            except OSError:
-                continue
-        else:
-            return False
+    def _root_key(self, pid: int) -> Optional[tuple[int, int]]:
+        """(st_dev, st_ino) of ``/proc/<pid>/root``; a root not seen before has its overlay
+        upper directory looked up in that process's mount table now, while it is alive."""
+        try:
+            st = os.stat(f"/proc/{pid}/root")
+        except OSError:
+            return None
+        key = (st.st_dev, st.st_ino)
         if key not in self._upper:
             upper: Optional[str] = None
             text = _read(f"/proc/{pid}/mountinfo") or ""
@@ -426,7 +489,17 @@ class ProcessTable:
             if len(self._upper) > 256:
                 self._upper.clear()
             self._upper[key] = upper
-        upper_dir = self._upper[key]
+        return key
+
+    def _on_upper_layer(self, info: ProcessInfo, exe_path: str) -> bool:
+        """The process's root is overlayfs and the executable exists in its upper dir (written
+        after the container started). The root is the live process's, else the one it had at
+        its fork, else its parent's (a shell that ran a dropped binary for a moment). False
+        when unknown."""
+        if not exe_path.startswith("/"):
+            return False
+        key = self._root_key(info.pid) or info.root_key or self._root_key(info.ppid)
+        upper_dir = self._upper.get(key) if key is not None else None
         if not upper_dir:
             return False
         # upperdir is a path of the host's mount namespace: in the agent's pod (hostPID, its own
