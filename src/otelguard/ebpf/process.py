@@ -23,7 +23,9 @@ Overhead (measured roughly on the 2-core VM under load, /bin/true spawned 300 ti
 vs untraced in the same run): 0.95-0.97x the exec rate, i.e. 40-90 µs per exec, mostly the
 user-space side (five small ``/proc`` reads for caps/exe/tty/login uid, redaction); the kernel
 side copies at most ``argv_max`` x ``arg_len`` bytes (2.5 KiB by default). Forks cost one
-record; thread creation one map update and no record.
+record, plus one ``stat`` of the parent's ``/proc/<pid>/root`` in user space (a root not seen
+before: one ``mountinfo`` read), kept so an exec decoded after the process is gone is still
+judged; thread creation one map update and no record.
 """
 
 from __future__ import annotations
