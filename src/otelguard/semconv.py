@@ -58,7 +58,8 @@ SENDER_VERIFIED: Final = "otelguard.sender.verified"  # bool, set by the process
 
 # --- Process (every event record carries the acting process) ----------------------------------
 PROCESS_PID: Final = "process.pid"
-PROCESS_VPID: Final = "process.vpid"
+PROCESS_VPID: Final = "process.vpid"  # pid in the process's own pid namespace
+PROCESS_VPGID: Final = "otelguard.process.vpgid"  # process group id in that namespace
 PROCESS_PARENT_PID: Final = "process.parent_pid"
 PROCESS_EXECUTABLE_NAME: Final = "process.executable.name"
 PROCESS_EXECUTABLE_PATH: Final = "process.executable.path"

@@ -16,6 +16,7 @@ from typing import TextIO
 
 from otelguard.processors.detection.engine import DEFAULT_RULE_FILES
 from otelguard.processors.detection.loader import load_rules
+from otelguard.processors.detection.readfilter import read_filter
 from otelguard.processors.detection.ruleset import ENGINE_VERSION, RuleSet
 
 
@@ -52,6 +53,10 @@ def validate_main(args: argparse.Namespace) -> int:
     report(rs, sys.stdout)
     if not rs.ok:
         return EXIT_ERRORS
+    # what the sensor's kernel filter sends for these rules (sensor.read_rules), besides the
+    # configured read_path_prefixes; unbounded reads are named, they do not change the exit code
+    for line in read_filter(rs.rules).lines():
+        sys.stdout.write(line + "\n")
     return EXIT_NOT_ALL_RUN if rs.count("cannot-run") or rs.count("skipped") else EXIT_OK
 
 
