@@ -37,3 +37,15 @@ def api_client_from(kubeconfig: str = "", context: str = "") -> Any:
             f"cannot configure Kubernetes API access from {tried}"
             f"{f' (context {context!r})' if context else ''}: {type(exc).__name__}: {exc}"
         ) from exc
+
+
+SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+
+def own_namespace(default: str = "") -> str:
+    """The namespace of the pod we run in (its service account's mount), else ``default``."""
+    try:
+        with open(SERVICE_ACCOUNT_NAMESPACE) as f:
+            return f.read().strip() or default
+    except OSError:
+        return default
