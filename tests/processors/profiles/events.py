@@ -11,6 +11,7 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 
 from otelguard import semconv as S
 from otelguard.otlp.messages import PyValue, attrs_dict, iter_log_records, set_attrs
+from otelguard.processors.stage import Stage
 
 T0 = 1_763_900_000.0  # wall-clock seconds the tests' FakeTime starts at
 _uids = itertools.count(1)
@@ -112,3 +113,11 @@ def detections(req: ExportLogsServiceRequest) -> list[tuple[dict[str, PyValue], 
             if rec.event_name == S.EV_DETECTION
             and attrs_dict(rec.attributes).get(S.SECURITY_RULE_RULESET_NAME)
             == "otelguard_profiles"]
+
+
+def benign_traffic(stage: Stage, *extra: Event) -> None:
+    """One time bucket of the benign workload k8s/shop/Deployment/cart/web: three pods, each
+    resolving its database, listening on 8080 and writing a file of its own."""
+    for uid in ("a", "b", "c"):
+        stage.process(batch(pod(uid), dns("db.shop.svc.cluster.local"), listen(8080),
+                            open_(f"/tmp/up-{uid}"), *extra))
