@@ -45,11 +45,7 @@ def _fields(cls: Any) -> set[str]:
 def _learned_document() -> ProfileDocument:
     clock = FakeTime(ev.T0)
     stage = ProfilesStage(Config(learn_seconds=800, bucket_seconds=100), clock.clock)
-    for _ in range(2):
-        ev.benign_traffic(stage, ev.execve("/bin/sh", "/usr/bin/python3", "sh", "-c", "id"))
-        clock.now += 100
-    clock.now = ev.T0 + 801
-    stage.sync()
+    ev.learn_to_the_end(stage, clock, ev.execve("/bin/sh", "/usr/bin/python3", "sh", "-c", "id"))
     p = stage.profile(WORKLOAD)
     assert p is not None and p.state == "learned" and p.quarantine
     stage.approve(WORKLOAD, "alice")

@@ -38,11 +38,7 @@ def _config(directory: Path) -> Config:
 def _learn(tmp_path: Path, clock: FakeTime) -> ProfilesStage:
     stage = ProfilesStage(_config(tmp_path), clock.clock)
     stage.start()
-    for _ in range(2):
-        ev.benign_traffic(stage)
-        clock.now += 100
-    clock.now = ev.T0 + 801
-    stage.sync()
+    ev.learn_to_the_end(stage, clock)
     return stage
 
 

@@ -77,11 +77,7 @@ def _kube_args(kube: KubeCluster, ns: str, kubeconfig: Path | None = None) -> li
 
 def _learned(stages: Callable[..., ProfilesStage], clock: FakeTime) -> ProfilesStage:
     stage = stages(clock)
-    for _ in range(2):
-        ev.benign_traffic(stage)
-        clock.now += 100
-    clock.now = ev.T0 + 801
-    stage.sync()
+    ev.learn_to_the_end(stage, clock)
     return stage
 
 
@@ -131,7 +127,7 @@ def test_learning_writes_an_object_and_survives_restarts(
     assert "unsaved.example" not in p.candidates["dns"]
     third.shutdown()
     stored = objects.get(NAME, ns)
-    assert stored["status"]["state"] == LEARNED and stored["status"]["allowed"] == 4
+    assert stored["status"]["state"] == LEARNED and stored["status"]["allowed"] == 2
     assert stored["spec"]["dns"] == ["db.shop.svc.cluster.local"]
 
 
@@ -155,7 +151,7 @@ def test_approve_with_the_cli_then_the_stage_enforces(
     assert found[S.PROFILE_APPROVED_BY] == "alice"
 
     assert otelguard_main(["profile", "list", *args]) == 0
-    assert f"{WORKLOAD} approved 4" in " ".join(capsys.readouterr().out.split())
+    assert f"{WORKLOAD} approved 2" in " ".join(capsys.readouterr().out.split())
     assert otelguard_main(["profile", "show", WORKLOAD, *args]) == 0  # by workload key
     assert "approved  by alice" in capsys.readouterr().out
     assert otelguard_main(["profile", "approve", f"{ns}/nope", "--by", "x", *args]) == 1
@@ -311,11 +307,7 @@ def test_the_charts_role_suffices_and_a_reviewer_cannot_approve(
     processor = _identity(kube, admin, ns, rbac["binding"]["subjects"][0]["name"])
     clock = FakeTime(ev.T0)
     stage = stages(clock, processor)
-    for _ in range(2):
-        ev.benign_traffic(stage)
-        clock.now += 100
-    clock.now = ev.T0 + 801
-    stage.sync()
+    ev.learn_to_the_end(stage, clock)
     stage.shutdown()
     own = CustomResources(api_client_from(str(processor)), PLURAL)
     assert own.get(NAME, ns)["status"]["state"] == LEARNED  # written as the processor
