@@ -1,7 +1,7 @@
 """The Kubernetes API as the cluster actions use it: one client, JSON in and out, clear errors.
 
-This is the one place response builds a client (:func:`api_client`); it is meant to move to
-``otelguard.kube`` with the enricher's. Calls go through the official client's generated
+The actions take an ApiClient; :func:`api_client` builds one from a kubeconfig (tests, the
+bench, ``otelguard respond --kubeconfig``); in-cluster construction is ``otelguard.kube``'s. Calls go through the official client's generated
 methods (auth, TLS and paths from its configuration) with ``_preload_content=False``: objects
 stay plain JSON data, exactly what the diff renders and what a revert writes back. An API error
 becomes an :class:`ActionError` saying which action, which call and why; a 403 names the verb
@@ -23,24 +23,17 @@ class NotFound(ActionError):
     """The object is not there (a revert takes it as already undone)."""
 
 
-def api_client(kubeconfig: str = "", context: str = "") -> Any:
-    """A ``kubernetes.client.ApiClient`` from ``kubeconfig``, else in-cluster, else the default
-    kubeconfig; the client's global default configuration is never touched."""
-    from kubernetes import client, config
+def api_client(kubeconfig: str, context: str = "") -> Any:
+    """A ``kubernetes.client.ApiClient`` from a kubeconfig file, never touching the client's
+    global default configuration. In-cluster construction belongs to ``otelguard.kube`` (the
+    enricher's ``api_client_from`` moves there); pass its client to the actions."""
+    from kubernetes import config
 
     from_file: Callable[..., Any] = config.new_client_from_config
-    incluster: Callable[..., None] = config.load_incluster_config
     try:
-        if kubeconfig:
-            return from_file(config_file=kubeconfig, context=context or None)
-        try:
-            cfg = client.Configuration()
-            incluster(client_configuration=cfg)
-            return client.ApiClient(configuration=cfg)
-        except config.ConfigException:
-            return from_file(context=context or None)
+        return from_file(config_file=kubeconfig, context=context or None)
     except (config.ConfigException, OSError, ValueError, TypeError) as exc:
-        raise ActionError(f"cannot reach the Kubernetes API: {type(exc).__name__}: {exc}") from exc
+        raise ActionError(f"cannot use kubeconfig {kubeconfig!r}: {type(exc).__name__}: {exc}") from exc
 
 
 class Kube:
