@@ -123,6 +123,7 @@ def test_kill_hits_the_named_process_only(box: Container) -> None:
                         process_start_ticks=start_ticks(target_proc.pid))
         change = action.plan(target, {})
         assert "NOT reversible" in change.summary and "+state: killed by SIGKILL" in change.diff
+        assert change.params == {"signal": "SIGKILL", "wait_seconds": 5.0}  # defaults filled in
         assert target_proc.poll() is None  # plan has no side effect
         outcome = action.apply(change)
         assert outcome.ok and "exited" in outcome.message

@@ -101,6 +101,16 @@ class Action(Protocol):
     def revert(self, change: Change, outcome: Outcome) -> Outcome: ...
 
 
+def params_json(params: Any) -> dict[str, Any]:
+    """A ``Params`` instance as the JSON mapping ``Change.params`` stores (every default filled
+    in, tuples as lists): a request replayed later applies exactly what was approved."""
+    import dataclasses
+    import json
+
+    data: dict[str, Any] = json.loads(json.dumps(dataclasses.asdict(params)))
+    return data
+
+
 def build_params(cls: type[P], raw: Mapping[str, Any], action: str) -> P:
     """``raw`` built into an action's frozen ``Params`` (registry.py does the same for a policy,
     with the policy's path); a bad key or value is an ActionError naming every problem."""

@@ -21,7 +21,9 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Mapping, Optional
 
 from otelguard.config import Checks
-from otelguard.response.actions.base import ActionError, Change, Outcome, Target, build_params
+from otelguard.response.actions.base import (
+    ActionError, Change, Outcome, Target, build_params, params_json,
+)
 from otelguard.response.actions.diff import object_diff, readable
 from otelguard.response.actions.kubeapi import Kube, NotFound, controller_of
 
@@ -164,7 +166,7 @@ class LabelPod(KubeAction):
         after = _MetadataEdit.edited(pod, state["set"])
         n = sum(len(kv) for kv in state["set"].values())
         return Change(
-            self.name, target, want,
+            self.name, target, params_json(p),
             summary=(f"set {n} label/annotation value(s) on pod {target.namespace}/{target.pod}"
                      if n else f"pod {target.namespace}/{target.pod} already has them: no change"),
             diff=object_diff(readable(pod), readable(after), f"pods/{target.namespace}/{target.pod}"),
@@ -255,8 +257,7 @@ class IsolatePod(KubeAction):
                 + object_diff(None, policy, f"networkpolicies/{ns}/{np_name}"))
         allowed = len(p.allow_ingress) + len(p.allow_egress)
         return Change(
-            self.name, target, {"allow_ingress": [vars(x) for x in p.allow_ingress],
-                                "allow_egress": [vars(x) for x in p.allow_egress]},
+            self.name, target, params_json(p),
             summary=(f"isolate pod {ns}/{target.pod} with NetworkPolicy {np_name} (deny all"
                      f"{f', {allowed} allow rule(s)' if allowed else ''})"),
             diff=diff, planned_state={**state, "policy": policy})

@@ -26,7 +26,9 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal, Mapping, Optional
 
 from otelguard.config import Checks
-from otelguard.response.actions.base import ActionError, Change, Outcome, Target, build_params
+from otelguard.response.actions.base import (
+    ActionError, Change, Outcome, Target, build_params, params_json,
+)
 from otelguard.response.actions.diff import object_diff, unified
 from otelguard.response.actions.host import (
     Host, ProcStat, cgroup_pids, container_netns, find_cgroup, netns_inode, nft_in_netns,
@@ -99,7 +101,7 @@ class FreezeContainer:
         view = self._view(mode, path, state)
         after = {**view, "state": frozen}
         return Change(
-            self.name, target, {"timeout_seconds": p.timeout_seconds},
+            self.name, target, params_json(p),
             summary=(f"freeze container {target.container_id} ({len(view['processes'])} "
                      f"processes, cgroup {mode})" if state != frozen
                      else f"container {target.container_id} is already frozen: no change"),
@@ -199,7 +201,7 @@ class KillProcess:
                 "cmdline": proc_cmdline(self.host, st.pid), "container": target.container_id,
                 "state": "running"}
         return Change(
-            self.name, target, {"signal": p.signal, "wait_seconds": p.wait_seconds},
+            self.name, target, params_json(p),
             summary=(f"send {p.signal} to pid {st.pid} ({st.comm}); NOT reversible"),
             diff=object_diff(view, {**view, "state": f"killed by {p.signal}"},
                              f"node/process/{st.pid}"),
@@ -307,8 +309,7 @@ class BlockPeer:
         script = self.script(table, address, port, p.mode)
         where = f"{address}:{port}" if port is not None else address
         return Change(
-            self.name, target, {"mode": p.mode, "all_ports": p.all_ports,
-                                "allow_host_netns": p.allow_host_netns},
+            self.name, target, params_json(p),
             summary=f"{p.mode} traffic with {where} in netns {inode} (nft table inet {table})",
             diff=unified([], script.splitlines(), f"node/netns/{inode}/nft/inet/{table}",
                          created=True),

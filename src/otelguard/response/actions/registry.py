@@ -13,12 +13,11 @@ filled in, as JSON) so a request replayed later applies exactly what was approve
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from typing import Any, Mapping, Optional
 
 from otelguard.config import ConfigError, ConfigIssue, from_mapping
 from otelguard.response.actions import kube, node, workload
+from otelguard.response.actions.base import params_json as as_json
 
 ACTIONS: Mapping[str, type[Any]] = {cls.name: cls for cls in (
     kube.LabelPod, kube.IsolatePod, kube.CordonNode, workload.DeletePod,
@@ -43,9 +42,3 @@ def params(name: str, raw: Optional[Mapping[str, Any]], *, path: str = "",
     cls = action_class(name, path)
     data = raw if raw is None or isinstance(raw, dict) else dict(raw)  # keeps a LocatedDict's lines
     return from_mapping(cls.Params, data, path=path, source=source, line=line)
-
-
-def as_json(p: Any) -> dict[str, Any]:
-    """A ``Params`` instance as the JSON mapping ``Change.params`` stores (tuples as lists)."""
-    data: dict[str, Any] = json.loads(json.dumps(dataclasses.asdict(p)))
-    return data

@@ -19,7 +19,9 @@ from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Mapping, Optional
 
 from otelguard.config import Checks
-from otelguard.response.actions.base import ActionError, Change, Outcome, Target, build_params
+from otelguard.response.actions.base import (
+    ActionError, Change, Outcome, Target, build_params, params_json,
+)
 from otelguard.response.actions.diff import object_diff, readable
 from otelguard.response.actions.kube import NoParams, Rule, KubeAction
 from otelguard.response.actions.kubeapi import Kube, NotFound, controller_of, strip_hash
@@ -173,7 +175,7 @@ class RollbackDeployment(KubeAction):
         after = copy.deepcopy(dep)
         after["spec"]["template"] = template
         return Change(
-            self.name, target, {"to_revision": p.to_revision},
+            self.name, target, params_json(p),
             summary=f"roll Deployment {ns}/{name} back from revision {current} to {to}",
             diff=object_diff(readable(dep), readable(after), f"deployments/{ns}/{name}"),
             planned_state={"name": name, "namespace": ns, "uid": dep["metadata"]["uid"],
@@ -298,8 +300,7 @@ class DeletePod(KubeAction):
         pod = self.kube.pod(self.name, target)
         keeps = self._check(pod, p.min_healthy_replicas)
         return Change(
-            self.name, target, {"min_healthy_replicas": p.min_healthy_replicas,
-                                "grace_period_seconds": p.grace_period_seconds},
+            self.name, target, params_json(p),
             summary=f"delete pod {target.namespace}/{target.pod} ({keeps}); NOT reversible",
             diff=object_diff(readable(pod), None, f"pods/{target.namespace}/{target.pod}"),
             planned_state={"uid": pod["metadata"]["uid"]})
