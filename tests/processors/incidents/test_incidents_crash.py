@@ -113,7 +113,7 @@ def test_an_incident_continues_across_sigkill_with_every_detection_cited(tmp_pat
     for attrs, rec in versions:
         said = _content(attrs, rec)
         assert by_uid.setdefault(attrs[S.LOG_RECORD_UID], said) == said, (
-            f"version {attrs[S.INCIDENT_VERSION]} was sent twice with different content")
+            f"version {attrs[S.INCIDENT_VERSION]!r} was sent twice with different content")
     numbers = [int(a[S.INCIDENT_VERSION]) for a, _ in versions]  # type: ignore[arg-type]  # an int attribute
     assert numbers == sorted(numbers), numbers
     last, rec = max(versions, key=lambda v: int(v[0][S.INCIDENT_VERSION]))  # type: ignore[arg-type]  # an int attribute
