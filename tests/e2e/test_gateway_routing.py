@@ -176,6 +176,7 @@ class Load:
 class Replica:
     def __init__(self, tmp: Path, ip: str, port: int, tls: GatewayTls) -> None:
         self.receiver = GrpcReceiver().start()
+        tmp.mkdir(parents=True, exist_ok=True)
         config = tmp / "pipeline.yaml"
         config.write_text(f"service: {{state_dir: {tmp / 'state'}, flush_interval_seconds: 0.5}}\n"
                           + STAGES)
