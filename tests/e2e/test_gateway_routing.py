@@ -39,7 +39,9 @@ from tests.processors.k8s import objects as o
 from tests.support.certs import GatewayTls
 from tests.support.endpoints import free_port
 from tests.support.kube import KubeCluster
-from tests.support.kube_world import admin, create_running_pod, kube, next_ip  # noqa: F401
+from tests.support.kube_world import (  # noqa: F401
+    admin, create_running_pod, kube, make_namespace, next_ip,
+)
 from tests.support.polling import wait_until
 from tests.support.stack import BACKENDS_CONFIG, ROOT, Collector, ProcessorService
 from tests.transport.receivers import GrpcReceiver
@@ -107,10 +109,7 @@ def router_kubeconfig(kube: KubeCluster, admin: Any) -> Path:  # noqa: F811
 def make_pods(admin: Any) -> tuple[str, dict[int, list[str]]]:  # noqa: F811
     """WORKLOADS Deployments (ReplicaSet owner + pod-template-hash, as the controller makes
     them), two pods each, one per node; their uids by workload."""
-    from kubernetes import client
-
-    ns = f"shop-{uuid.uuid4().hex[:6]}"
-    client.CoreV1Api(admin).create_namespace({"metadata": {"name": ns}})
+    ns = make_namespace(admin)
     uids: dict[int, list[str]] = {}
     for w in range(WORKLOADS):
         rs = f"web{w}-6d4b9c7f5"
