@@ -55,6 +55,9 @@ SENDER_NODE: Final = "otelguard.sender.node"  # the node whose token signed the 
 SENDER_NONCE: Final = "otelguard.sender.nonce"  # "<unix minute>.<agent request counter>"
 SENDER_MAC: Final = "otelguard.sender.mac"  # hex HMAC-SHA256; stripped by the processor
 SENDER_VERIFIED: Final = "otelguard.sender.verified"  # bool, set by the processor only
+# The gateway Collector's routing key (deploy/collector/gateway-k8s.yaml): which processor
+# replica a Resource's records go to; k8s/<ns>/<Kind>/<name>, pod/<uid>, container/<id>, host/<name>
+ROUTING_KEY: Final = "otelguard.routing.key"
 
 # --- Process (every event record carries the acting process) ----------------------------------
 PROCESS_PID: Final = "process.pid"
