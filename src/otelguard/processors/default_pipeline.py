@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional, Sequence
 
+from otelguard.config import parse_duration
 from otelguard.processors import errors, registry
 from otelguard.processors.config import ProcessorSpec
 from otelguard.processors.errors import ConfigError, ProcessorsError
@@ -51,18 +52,6 @@ def apply_rules(specs: Sequence[ProcessorSpec],
         raise ConfigError([errors.ConfigIssue(
             "--rules", "no stage in the pipeline takes rules files")])
     return tuple(out)
-
-
-def parse_duration(text: str) -> float:
-    """``24h``, ``90m``, ``300s``, ``2d`` or plain seconds, as seconds (ValueError if not)."""
-    units = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-    value = text.strip()
-    scale = units.get(value[-1:].lower(), 0.0)
-    number = float(value[:-1] if scale else value)
-    seconds = number * (scale or 1.0)
-    if seconds <= 0:
-        raise ValueError(f"expected a positive duration, got {text!r}")
-    return seconds
 
 
 def apply_profiles(specs: Sequence[ProcessorSpec], directory: Optional[str],
