@@ -189,11 +189,12 @@ class Verification:
         return not self.problems
 
 
-def verify(records: Iterable[AuditRecord]) -> Verification:
+def verify(records: Iterable[AuditRecord], complete: bool = True) -> Verification:
     """Check every chain in ``records`` (any order; identical duplicates, as a backend may
     deliver twice, count once): each record hashes to its ``hash``, seqs follow one another
-    without a gap, and each ``prev_hash`` is the previous record's hash. A chain whose first
-    record is not seq 1 is checked from there (a time range may start mid-chain): a note."""
+    without a gap, and each ``prev_hash`` is the previous record's hash. ``complete``: the
+    records are the whole chain (a local file), so it must start at seq 1; otherwise (a time
+    range read from Loki) a chain is checked from its first record, with a note."""
     out = Verification()
     by_chain: dict[str, dict[int, AuditRecord]] = {}
     for r in records:
@@ -209,7 +210,10 @@ def verify(records: Iterable[AuditRecord]) -> Verification:
     for chain, seqs in sorted(by_chain.items()):
         order = sorted(seqs)
         out.chains[chain] = (order[0], order[-1])
-        if order[0] != 1:
+        if order[0] != 1 and complete:
+            out.problems.append(f"chain {chain}: seqs 1..{order[0] - 1} missing (before seq "
+                                f"{order[0]}{_at(seqs[order[0]], ' ')})")
+        elif order[0] != 1:
             out.notes.append(f"chain {chain} starts at seq {order[0]} (earlier records are "
                              f"outside what was read, or missing)")
         prev: Optional[AuditRecord] = None

@@ -106,6 +106,8 @@ class LocalStore:
             if not chain_file.exists():
                 write_atomic(chain_file, secrets.token_hex(8).encode())
             self.chain = chain_file.read_text().strip()
+            if not self.audit_path.exists():
+                write_atomic(self.audit_path, b"")
             self._recover()
 
     # --- the lock ----------------------------------------------------------------------------

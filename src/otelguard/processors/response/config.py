@@ -1,0 +1,32 @@
+"""``response`` config; its defaults are the default config (docs/response.md)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+from otelguard.config import Checks
+
+
+@dataclass(frozen=True)
+class Config:
+    """Defaults: no policies (the stage proposes nothing); requests in
+    ``<service.state_dir>/<stage name>/``; this process executes every approved request."""
+
+    # ResponsePolicy files or directories (*.yaml read in name order), evaluated in order
+    policies: tuple[str, ...] = ()
+    # Directory of the local request store and its audit chain (shared with `otelguard
+    # respond --store`); null: <service.state_dir>/<stage name>/
+    store: Optional[str] = None
+    # Which approved requests this process carries out: all (otelguard run, one host),
+    # cluster (requests without node actions: a cluster's processor), none (propose and audit)
+    execute: Literal["all", "cluster", "none"] = "all"
+    tick_seconds: float = 1.0  # how often approvals, expiries and ttl reverts are looked for
+    # Detections and incidents waiting for the worker; beyond it they are dropped and counted
+    max_queue: int = 4096
+
+    def __post_init__(self) -> None:
+        checks = Checks()
+        checks.above(self, 0, "tick_seconds")
+        checks.at_least(self, 1, "max_queue")
+        checks.done()
