@@ -107,9 +107,9 @@ def findings(batch: ExportLogsServiceRequest, detections: bool, incidents: bool
                           techniques=_strs(attrs.get(S.INCIDENT_TECHNIQUES)),
                           namespace=str(res.get(S.K8S_NAMESPACE_NAME, "")),
                           pod_labels=_labels(res))
-            evidence = [e for e in _strs(attrs.get(S.INCIDENT_EVIDENCE)) if len(e) != 32]
+            cited = [e for e in _strs(attrs.get(S.INCIDENT_EVIDENCE)) if len(e) != 32]
             trigger = Trigger("incident", iid, str(attrs.get(S.INCIDENT_TITLE, "")),
-                              facts.incident_severity, iid, tuple(evidence),
+                              facts.incident_severity, iid, tuple(cited),
                               (trace,) if trace else ())
             yield facts, trigger, target_of(res, {})
             continue
