@@ -215,17 +215,17 @@ def from_document(doc: ProfileDocument, config: Config) -> Profile:
     return p
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
     """Dataclass dict -> YAML-friendly data: tuples as lists, empty optional parts left out."""
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items() if v not in ((), None, "")}
+        return {k: plain(v) for k, v in value.items() if v not in ((), None, "")}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     return value
 
 
 def dump(doc: ProfileDocument) -> str:
-    data = _plain(asdict(doc))
+    data = plain(asdict(doc))
     data.setdefault("spec", {})
     return yaml.dump(data, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper),
                      sort_keys=False, default_flow_style=False, width=100)
