@@ -266,6 +266,10 @@ def _respond_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                            help="why (recorded in the request and the audit chain)")
             v.add_argument("--by", default=None, metavar="NAME",
                            help="who decides (default: the user; SUDO_USER through sudo)")
+        if verb == "revert":
+            v.add_argument("--kubeconfig", default=None, metavar="FILE",
+                           help="API access for reverting cluster actions (default: in-cluster, "
+                           "else ~/.kube/config); the revert runs with this identity")
         if verb == "approve":
             v.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
                            help="wait up to SECONDS for the running stage to execute it")

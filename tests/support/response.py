@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Mapping
 
@@ -14,9 +15,16 @@ from otelguard.response.actions.base import ActionError, Change, Outcome, Target
 from otelguard.response.request import ResponseRequest, Step, Trigger, new_request
 
 
+@dataclass(frozen=True)
+class MarkParams:
+    text: str = "marked"
+
+
 class MarkerAction:
     name: ClassVar[str] = "mark"
     where: ClassVar[Where] = "cluster"
+    Params: ClassVar[type[Any]] = MarkParams
+    reversible: ClassVar[bool] = True
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory

@@ -26,6 +26,7 @@ from otelguard.config import (
     Checks, ConfigError, ConfigIssue, LocatedDict, from_mapping, line_of, load_yaml_documents,
 )
 from otelguard.config import parse_duration
+from otelguard.response.actions import registry
 
 API_VERSION: Literal["otelguard.dev/v1alpha1"] = "otelguard.dev/v1alpha1"
 KIND: Literal["ResponsePolicy"] = "ResponsePolicy"
@@ -43,9 +44,9 @@ OWN_NAMESPACE_DEFAULT = "otelguard"
 
 
 def own_namespace() -> str:
-    """The namespace otelguard runs in (``OTELGUARD_NAMESPACE``, see response/settings.py)."""
-    from otelguard.response.settings import namespace  # late: settings reads the environment
-    return namespace() or OWN_NAMESPACE_DEFAULT
+    """The namespace otelguard runs in (its pod's service account), else ``otelguard``."""
+    from otelguard.kube import own_namespace as of_pod
+    return of_pod(OWN_NAMESPACE_DEFAULT)
 
 
 @dataclass(frozen=True)
@@ -288,8 +289,8 @@ def _parse(text: str, source: str, known_actions: Optional[Collection[str]],
     for i, raw in enumerate(docs):
         path = f"[{i}]" if len(docs) > 1 else ""
         line = getattr(raw, "line", None)
-        if known_actions is not None:
-            issues += _unknown_actions(raw, path, source, known_actions)
+        known = known_actions if known_actions is not None else registry.ACTIONS
+        issues += _action_issues(raw, path, source, known)
         try:
             doc = from_mapping(PolicyDocument, _rename_continue(raw), path=path, source=source,
                                line=line)
@@ -300,10 +301,10 @@ def _parse(text: str, source: str, known_actions: Optional[Collection[str]],
     return out
 
 
-def _unknown_actions(raw: Any, path: str, source: str,
-                     known: Collection[str]) -> list[ConfigIssue]:
-    """Action names not in ``known``, read from the raw document (reported even when other
-    problems keep the document from building)."""
+def _action_issues(raw: Any, path: str, source: str,
+                   known: Collection[str]) -> list[ConfigIssue]:
+    """Action names not in ``known`` and bad parameters of registered actions, read from the
+    raw document (reported even when other problems keep the document from building)."""
     spec = raw.get("spec") if isinstance(raw, dict) else None
     steps = spec.get("actions") if isinstance(spec, dict) else None
     out = []
@@ -314,12 +315,22 @@ def _unknown_actions(raw: Any, path: str, source: str,
                 f"{path}.spec.actions[{j}].action".lstrip("."),
                 f"unknown action {name!r} (known: {', '.join(sorted(known)) or 'none'})",
                 source, line_of(step, "action")))
+        elif isinstance(name, str) and name in registry.ACTIONS:
+            raw_params = step.get("params")
+            try:
+                registry.params(name, raw_params if isinstance(raw_params, dict) else None,
+                                path=f"{path}.spec.actions[{j}].params".lstrip("."),
+                                source=source, line=line_of(step, "params"))
+            except ConfigError as exc:
+                out += exc.issues
     return out
 
 
 def load_policies(paths: Sequence[Union[str, Path]],
                   known_actions: Optional[Collection[str]] = None) -> PolicySet:
-    """Every policy of ``paths`` in order, or one :class:`ConfigError` listing every problem."""
+    """Every policy of ``paths`` in order, or one :class:`ConfigError` listing every problem.
+    ``known_actions``: the action names a policy may use (default: the registry's); the
+    parameters of registered actions are checked by their ``Params`` dataclass."""
     issues: list[ConfigIssue] = []
     policies: list[Policy] = []
     for f in policy_files(paths):
@@ -328,7 +339,9 @@ def load_policies(paths: Sequence[Union[str, Path]],
         except (OSError, UnicodeDecodeError) as exc:
             issues.append(ConfigIssue("", f"cannot read policies: {exc}", str(f)))
             continue
-        policies += _parse(text, str(f), known_actions, issues)
+        found: list[ConfigIssue] = []
+        policies += _parse(text, str(f), known_actions, found)
+        issues += sorted(found, key=lambda i: i.line or 0)  # in the order of the file
     seen: dict[str, Policy] = {}
     for p in policies:
         if p.name in seen:

@@ -16,6 +16,7 @@ state it planned against still holds.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections import deque
@@ -247,9 +248,10 @@ class Responder:
 
 
 def _takes(action: Action, param: str) -> bool:
-    """Whether an action declares ``param`` (``params: ClassVar`` names, when it has them)."""
-    declared = getattr(action, "params", None)
-    return isinstance(declared, (tuple, list, frozenset, set, dict)) and param in declared
+    """Whether an action's ``Params`` has a field ``param`` (the policy's
+    ``min_healthy_replicas`` is its default there)."""
+    cls = getattr(action, "Params", None)
+    return dataclasses.is_dataclass(cls) and param in {f.name for f in dataclasses.fields(cls)}
 
 
 def approve(store: RequestStore, rid: str, *, by: str, reason: str = "",

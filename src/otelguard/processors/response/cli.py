@@ -98,7 +98,8 @@ def respond_main(args: argparse.Namespace) -> int:
             return 0
         from otelguard.processors.response.processor import available_actions
         from otelguard.response.policy import PolicySet
-        responder = Responder(PolicySet(), store, available_actions())
+        cluster = any(s.change.where == "cluster" for s in req.steps)
+        responder = Responder(PolicySet(), store, available_actions(args.kubeconfig, cluster))
         req = responder.revert(req.id, by=by, reason=args.reason or "manual revert")
         print(f"reverted {req.id} by {by}")
         return 0

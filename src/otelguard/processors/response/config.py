@@ -21,6 +21,9 @@ class Config:
     # Which approved requests this process carries out: all (otelguard run, one host),
     # cluster (requests without node actions: a cluster's processor), none (propose and audit)
     execute: Literal["all", "cluster", "none"] = "all"
+    # Kubernetes API access for cluster actions; null: the in-cluster service account, else
+    # ~/.kube/config (a policy with a cluster action fails the start when neither works)
+    kubeconfig: Optional[str] = None
     tick_seconds: float = 1.0  # how often approvals, expiries and ttl reverts are looked for
     # Detections and incidents waiting for the worker; beyond it they are dropped and counted
     max_queue: int = 4096

@@ -43,10 +43,29 @@ TYPE_NAME = "response"
 log = logging.getLogger(__name__)
 
 
-def available_actions() -> dict[str, Action]:
-    """Every action of the registry (docs/response.md#actions)."""
-    from otelguard.response.actions import registry  # late: actions import cluster clients
-    return dict(registry.REGISTRY)
+def available_actions(kubeconfig: Optional[str], need_cluster: bool = True
+                      ) -> dict[str, Action]:
+    """The registry's actions, ready to run here (docs/response.md#actions): node actions
+    always; cluster actions with an API client (``kubeconfig``, else in-cluster, else the
+    default kubeconfig), when ``need_cluster`` and one can be built."""
+    from otelguard.kube import KubeAccessError, api_client_from
+    from otelguard.response.actions.registry import ACTIONS
+
+    client = None
+    if need_cluster:
+        try:
+            client = api_client_from(kubeconfig or "")
+        except KubeAccessError as exc:
+            if kubeconfig:
+                raise
+            log.info("response: no Kubernetes API (%s): cluster actions unavailable", exc)
+    out: dict[str, Action] = {}
+    for name, cls in ACTIONS.items():
+        if cls.where == "node":
+            out[name] = cls()
+        elif client is not None:
+            out[name] = cls(client)
+    return out
 
 
 class ResponseStage:
@@ -101,7 +120,16 @@ class ResponseStage:
         if self._directory is None:
             raise ValueError("response: no store directory: set `store` or the service's "
                              "state_dir")
-        actions = self._actions if self._actions is not None else available_actions()
+        actions = self._actions
+        if actions is None:
+            wanted = {s.action for p in self.policies.policies for s in p.spec.actions}
+            from otelguard.response.actions.registry import ACTIONS
+            actions = available_actions(self.config.kubeconfig, any(
+                ACTIONS[a].where == "cluster" for a in wanted if a in ACTIONS))
+            missing = sorted(wanted - set(actions))
+            if missing:
+                raise ValueError(f"response: policies use {', '.join(missing)}, which need a "
+                                 f"Kubernetes API: set `kubeconfig` or run in a cluster")
         self.store = LocalStore(self._directory, self._clock)
         try:
             self._offset = int((self._directory / "shipped").read_text())
