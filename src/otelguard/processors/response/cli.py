@@ -121,8 +121,10 @@ def _wait(store: LocalStore, rid: str, seconds: float) -> int:
             return 0 if req.state == State.DONE else 1
         time.sleep(0.05)
     if seconds > 0:
-        print(f"still {store.get(rid).state.value} after {seconds:g} s "  # type: ignore[union-attr]
-              f"(is the response stage running on this store?)", file=sys.stderr)
+        req = store.get(rid)
+        state = req.state.value if req is not None and req.state else "?"
+        print(f"still {state} after {seconds:g} s (is the response stage running on this "
+              f"store?)", file=sys.stderr)
         return 1
     return 0
 
