@@ -92,8 +92,10 @@ def _profiles_config(config: object, changes: dict[str, object]) -> object:
 
 def apply_incidents(specs: Sequence[ProcessorSpec], enabled: bool) -> tuple[ProcessorSpec, ...]:
     """``otelguard run``: an incidents stage last (after noise_control, so every detection it
-    cites left the pipeline) unless the pipeline has one or ``--no-incidents`` was given."""
+    cites left the pipeline; before a response stage, which responds to incidents too) unless
+    the pipeline has one or ``--no-incidents`` was given."""
     if not enabled or any(spec.type == "incidents" for spec in specs):
         return tuple(specs)
-    return (*specs, ProcessorSpec("incidents", "incidents",
-                                  registry.unit("incidents").default_config()))
+    at = next((i for i, spec in enumerate(specs) if spec.type == "response"), len(specs))
+    incidents = ProcessorSpec("incidents", "incidents", registry.unit("incidents").default_config())
+    return (*specs[:at], incidents, *specs[at:])

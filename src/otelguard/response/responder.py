@@ -58,10 +58,12 @@ class Refused(Exception):
 
 
 def target_key(t: Target) -> str:
-    """What "the same target" means for de-duplication: the pod, else the process, else the
-    workload or node."""
-    return "/".join(str(x) for x in (t.namespace, t.pod or t.workload_name, t.node,
-                                     t.pid if not t.pod else None, t.peer_address) if x)
+    """What "the same target" means for de-duplication: the pod (uid, else namespace/name),
+    else the container, else the workload, else the process on its node; and the peer."""
+    who = t.pod_uid or (f"{t.namespace}/{t.pod}" if t.pod else "") or t.container_id or (
+        f"{t.namespace}/{t.workload_kind}/{t.workload_name}" if t.workload_name else "") or (
+        f"{t.node}/{t.pid}" if t.pid else f"{t.node}")
+    return f"{who}|{t.peer_address or ''}"
 
 
 @dataclass
