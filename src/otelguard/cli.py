@@ -265,7 +265,7 @@ def _respond_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             v.add_argument("--reason", default=None, metavar="TEXT",
                            help="why (recorded in the request and the audit chain)")
             v.add_argument("--by", default=None, metavar="NAME",
-                           help="who decides (default: the user; SUDO_USER through sudo)")
+                           help="who decides (default: the user)")
         if verb == "revert":
             v.add_argument("--kubeconfig", default=None, metavar="FILE",
                            help="API access for reverting cluster actions (default: in-cluster, "

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import os
 import sys
 import time
 from pathlib import Path
@@ -32,8 +31,8 @@ def _when(seconds: float | None) -> str:
 
 
 def actor(args: argparse.Namespace) -> str:
-    """``--by``, else the invoking user (``SUDO_USER`` through sudo)."""
-    return args.by or os.environ.get("SUDO_USER") or getpass.getuser()
+    """``--by``, else the invoking user (as ``otelguard profile approve``)."""
+    return str(args.by or getpass.getuser())
 
 
 def show(req: ResponseRequest) -> str:
