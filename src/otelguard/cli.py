@@ -31,6 +31,7 @@ _TARGETS = {
     "profile.install-crd": "otelguard.processors.profiles.cluster_cli:install_crd_main",
     "incidents": "otelguard.processors.incidents.cli:main",
     "respond": "otelguard.processors.response.cli:respond_main",
+    "respond.install_crd": "otelguard.processors.response.cli:install_crd_main",
     "audit.verify": "otelguard.processors.response.cli:verify_main",
 }
 
@@ -256,9 +257,17 @@ def _respond_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                        ("reject", "reject a proposed request"),
                        ("revert", "undo what a done or failed request changed")):
         v = verbs.add_parser(verb, help=text)
-        v.add_argument("--store", required=True, metavar="DIR",
+        v.add_argument("--store", default=None, metavar="DIR",
                        help="the response stage's store directory (its `store`, else "
                        "<service.state_dir>/<stage name>)")
+        v.add_argument("--kube", action="store_true",
+                       help="the ResponseRequest objects of a cluster instead (decisions are "
+                       "patched into spec.decision; RBAC decides who may)")
+        v.add_argument("--kubeconfig", default=None, metavar="FILE",
+                       help="API access (default: in-cluster, else ~/.kube/config); with "
+                       "revert on a local store: the identity cluster actions are undone with")
+        v.add_argument("--namespace", default=None, metavar="NS",
+                       help="with --kube: the requests' namespace (default: otelguard's own)")
         if verb != "list":
             v.add_argument("id", metavar="ID", help="request id (a unique prefix is enough)")
         if verb in ("approve", "reject", "revert"):
@@ -266,14 +275,15 @@ def _respond_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                            help="why (recorded in the request and the audit chain)")
             v.add_argument("--by", default=None, metavar="NAME",
                            help="who decides (default: the user)")
-        if verb == "revert":
-            v.add_argument("--kubeconfig", default=None, metavar="FILE",
-                           help="API access for reverting cluster actions (default: in-cluster, "
-                           "else ~/.kube/config); the revert runs with this identity")
-        if verb == "approve":
+        if verb in ("approve", "reject", "revert"):
             v.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
-                           help="wait up to SECONDS for the running stage to execute it")
+                           help="wait up to SECONDS for the outcome (approve: the running "
+                           "stage executed it; --kube: the responder handled the decision)")
         v.set_defaults(target="respond")
+    crd = verbs.add_parser("install-crd", help="install the ResponseRequest CRD (without Helm)")
+    crd.add_argument("--kubeconfig", default=None, metavar="FILE",
+                     help="API access (default: in-cluster, else ~/.kube/config)")
+    crd.set_defaults(target="respond.install_crd")
     audit = sub.add_parser("audit", help="the response audit chain (docs/response.md#audit)")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
     verify = audit_sub.add_parser("verify", help="check the hash chain; report the first break")

@@ -34,6 +34,7 @@ from otelguard.response.request import (
 
 log = logging.getLogger(__name__)
 SYSTEM = "otelguard"  # the actor of transitions no person made (expiry, execution, ttl revert)
+UNNAMED = "unnamed (see the API server's audit log)"  # a decision patched without ``by``
 
 
 class RequestStore(Protocol):
@@ -149,7 +150,9 @@ class Responder:
     # --- the worker's periodic pass ----------------------------------------------------------
 
     def tick(self) -> None:
-        """Expire overdue proposals, execute approved requests, revert at ttl."""
+        """Take decisions made on the objects (cluster store), expire overdue proposals,
+        execute approved requests, revert at ttl."""
+        self.take_decisions()
         now = self.clock()
         for req in self.store.requests():
             try:
@@ -162,6 +165,31 @@ class Responder:
                     self.revert(req.id, by=SYSTEM, reason="ttl")
             except (IllegalTransition, Refused):
                 continue  # moved on by someone else since it was listed
+
+    def take_decisions(self) -> None:
+        """A store whose requests people decide on elsewhere (kube_store.KubeStore: a patched
+        ``spec.decision``): each new decision becomes a transition, or is refused; either way
+        it is marked handled with what became of it."""
+        pending = getattr(self.store, "decisions", None)
+        handled = getattr(self.store, "mark_handled", None)
+        if pending is None or handled is None:
+            return
+        for rid, generation, d in pending():
+            by, reason = d.get("by") or UNNAMED, d.get("reason", "")
+            try:
+                if d["action"] == "approve":
+                    approve(self.store, rid, by=by, reason=reason, now=self.clock())
+                elif d["action"] == "reject":
+                    reject(self.store, rid, by=by, reason=reason)
+                else:
+                    req = self.store.get(rid)
+                    if req is not None and not self.executes(req):
+                        continue  # for the responder that executes it
+                    self.revert(rid, by=by, reason=reason or "revert")
+                result = f"done: {d['action']} by {by}"
+            except (IllegalTransition, Refused) as exc:
+                result = f"refused: {exc}"
+            handled(rid, generation, result)
 
     def recover(self) -> None:
         """At start: a request left Executing by a crash is Failed (its steps with an outcome

@@ -83,8 +83,10 @@ def _last_line(path: Path) -> Optional[bytes]:
         return None
 
 
-class LocalStore:
-    """Requests and their audit chain in one directory (see the module docstring).
+class ChainedStore:
+    """Requests kept somewhere (:meth:`_read`, :meth:`_write`, :meth:`_ids`: files here, custom
+    resources in kube_store.py) and their audit chain in ``directory`` (see the module
+    docstring: the intent makes a transition and its record one step across a crash).
 
     The stage ships the chain to the pipeline by reading it with :meth:`audit_since`, so
     transitions made by ``otelguard respond`` in another process reach Loki the same way.
@@ -92,14 +94,13 @@ class LocalStore:
 
     def __init__(self, directory: Path, clock: Callable[[], float] = time.time) -> None:
         self.directory = Path(directory)
-        self.requests_dir = self.directory / "requests"
+        self.directory.mkdir(parents=True, exist_ok=True)
         self.audit_path = self.directory / "audit.jsonl"
         self._intent = self.directory / "intent.json"
         self._clock = clock
         self._thread_lock = threading.RLock()
         self._depth = 0
         self._lock_fd: Optional[int] = None
-        self.requests_dir.mkdir(parents=True, exist_ok=True)
         chain_file = self.directory / "chain"
         self.chain = ""  # unknown until read: no recovery before
         with self.locked():
@@ -151,29 +152,27 @@ class LocalStore:
         self._intent.unlink()
         _fsync_dir(self.directory)
 
-    # --- requests ------------------------------------------------------------------------------
-
-    def _path(self, rid: str) -> Path:
-        if not rid or "/" in rid or rid.startswith("."):
-            raise StoreError(f"not a request id: {rid!r}")
-        return self.requests_dir / f"{rid}.json"
+    # --- where requests are kept (subclasses) -------------------------------------------------
 
     def _read(self, rid: str) -> Optional[ResponseRequest]:
-        try:
-            data = json.loads(self._path(rid).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError) as exc:
-            raise StoreError(f"{self._path(rid)}: {exc}") from exc
-        return ResponseRequest.from_json(data)
+        raise NotImplementedError
+
+    def _write(self, req: ResponseRequest) -> None:
+        """Persist ``req`` (created when new); durable when this returns."""
+        raise NotImplementedError
+
+    def _ids(self) -> list[str]:
+        raise NotImplementedError
+
+    # --- requests ------------------------------------------------------------------------------
 
     def get(self, rid: str) -> Optional[ResponseRequest]:
         """The request ``rid``; a unique prefix of an id is enough."""
         with self.locked():
-            req = self._read(rid) if self._path(rid).exists() else None
+            req = self._read(rid)
             if req is not None:
                 return req
-            found = [p.stem for p in self.requests_dir.glob(f"{rid}*.json")]
+            found = [i for i in self._ids() if i.startswith(rid)]
             if len(found) > 1:
                 raise StoreError(f"{rid!r} names {len(found)} requests: "
                                  f"{', '.join(sorted(found)[:5])}")
@@ -181,12 +180,8 @@ class LocalStore:
 
     def requests(self) -> list[ResponseRequest]:
         with self.locked():
-            out = [self._read(p.stem) for p in self.requests_dir.glob("*.json")]
+            out = [self._read(i) for i in self._ids()]
         return sorted((r for r in out if r is not None), key=lambda r: r.created)
-
-    def _write(self, req: ResponseRequest) -> None:
-        write_atomic(self._path(req.id), json.dumps(req.to_json(), sort_keys=True,
-                                                    indent=1).encode())
 
     def save(self, req: ResponseRequest) -> None:
         """Persist a change that is not a transition (a step's outcome while Executing)."""
@@ -282,3 +277,33 @@ class LocalStore:
                 d = json.loads(line)
                 out.append(AuditRecord(d["attributes"], d["body"], d.get("trace_id", "")))
         return out, offset + end
+
+
+class LocalStore(ChainedStore):
+    """Requests as ``requests/<id>.json`` beside the chain (``otelguard run``)."""
+
+    def __init__(self, directory: Path, clock: Callable[[], float] = time.time) -> None:
+        self.requests_dir = Path(directory) / "requests"
+        self.requests_dir.mkdir(parents=True, exist_ok=True)
+        super().__init__(directory, clock)
+
+    def _path(self, rid: str) -> Path:
+        if not rid or "/" in rid or rid.startswith("."):
+            raise StoreError(f"not a request id: {rid!r}")
+        return self.requests_dir / f"{rid}.json"
+
+    def _read(self, rid: str) -> Optional[ResponseRequest]:
+        try:
+            data = json.loads(self._path(rid).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise StoreError(f"{self._path(rid)}: {exc}") from exc
+        return ResponseRequest.from_json(data)
+
+    def _ids(self) -> list[str]:
+        return [p.stem for p in self.requests_dir.glob("*.json")]
+
+    def _write(self, req: ResponseRequest) -> None:
+        write_atomic(self._path(req.id), json.dumps(req.to_json(), sort_keys=True,
+                                                    indent=1).encode())

@@ -68,16 +68,26 @@ def show(req: ResponseRequest) -> str:
     return "\n".join(visible(line) for line in lines)
 
 
+def _rows(reqs: list[ResponseRequest]) -> list[list[str]]:
+    return [[r.id, r.state.value if r.state else "?", r.mode, r.policy,
+             r.steps[0].change.summary[:60] if r.steps else "", _when(r.created),
+             _when(r.expires_at) if r.state == State.PROPOSED else ""] for r in reqs]
+
+
+_HEAD = ["ID", "STATE", "MODE", "POLICY", "CHANGE", "CREATED (UTC)", "EXPIRES (UTC)"]
+
+
 def respond_main(args: argparse.Namespace) -> int:
+    if getattr(args, "kube", False):
+        return _kube_main(args)
+    if not args.store:
+        print("otelguard respond: give --store DIR (the stage's store) or --kube",
+              file=sys.stderr)
+        return 2
     try:
         store = LocalStore(Path(args.store))
         if args.verb == "list":
-            rows = [[r.id, r.state.value if r.state else "?", r.mode, r.policy,
-                     r.steps[0].change.summary[:60] if r.steps else "", _when(r.created),
-                     _when(r.expires_at) if r.state == State.PROPOSED else ""]
-                    for r in store.requests()]
-            print(table(rows, ["ID", "STATE", "MODE", "POLICY", "CHANGE", "CREATED (UTC)",
-                               "EXPIRES (UTC)"]))
+            print(table(_rows(store.requests()), _HEAD))
             return 0
         req = store.get(args.id)
         if req is None:
@@ -125,6 +135,66 @@ def _wait(store: LocalStore, rid: str, seconds: float) -> int:
         print(f"still {state} after {seconds:g} s (is the response stage running on this "
               f"store?)", file=sys.stderr)
         return 1
+    return 0
+
+
+def _kube_main(args: argparse.Namespace) -> int:
+    """``--kube``: read the ResponseRequest objects; decide by patching ``spec.decision`` (the
+    responder carries it out at its next tick; RBAC decides who may)."""
+    from otelguard.kube import CustomResources, KubeError, NotFound, api_client_from, own_namespace
+    from otelguard.kube.custom import meta
+    from otelguard.response.kube_store import PLURAL, request_of
+
+    try:
+        res = CustomResources(api_client_from(args.kubeconfig or ""), PLURAL)
+        ns = args.namespace or own_namespace("otelguard")
+        objs = res.list(ns).items
+        reqs = [r for r in (request_of(o) for o in objs) if r is not None]
+        if args.verb == "list":
+            print(table(_rows(sorted(reqs, key=lambda r: r.created)), _HEAD))
+            return 0
+        found = [o for o in objs if str(meta(o).get("name", "")).startswith(args.id)]
+        if len(found) != 1:
+            print(f"otelguard respond: {args.id!r} names {len(found)} requests in namespace "
+                  f"{ns}", file=sys.stderr)
+            return 1
+        name = str(meta(found[0])["name"])
+        req = request_of(found[0])
+        if args.verb == "show":
+            print(show(req) if req else f"{name}: not written by a responder yet")
+            return 0
+        by = actor(args)
+        res.patch(name, {"spec": {"decision": {"action": args.verb, "by": by,
+                                               "reason": args.reason or ""}}}, ns)
+        print(f"{args.verb} of {name} by {by} recorded; the responder carries it out")
+        deadline = time.monotonic() + (getattr(args, "wait", 0.0) or 0.0)
+        while time.monotonic() < deadline:
+            obj = res.get(name, ns)
+            status = obj.get("status") or {}
+            if int(status.get("observedGeneration") or 0) >= int(meta(obj).get("generation") or 0):
+                print(f"{status.get('state')}: {status.get('decisionResult', '')}")
+                return 0 if str(status.get("decisionResult", "")).startswith("done") else 1
+            time.sleep(0.1)
+        return 0
+    except NotFound as exc:
+        print(f"otelguard respond: {exc} (is the ResponseRequest CRD installed?)",
+              file=sys.stderr)
+        return 2
+    except KubeError as exc:
+        print(f"otelguard respond: {exc}", file=sys.stderr)
+        return 2
+
+
+def install_crd_main(args: argparse.Namespace) -> int:
+    from otelguard.kube import KubeError, api_client_from, install_crd
+    from otelguard.response.kube_store import CRD_PATH
+
+    try:
+        install_crd(api_client_from(args.kubeconfig or ""), CRD_PATH)
+    except KubeError as exc:
+        print(f"otelguard respond install-crd: {exc}", file=sys.stderr)
+        return 2
+    print("responserequests.otelguard.dev established")
     return 0
 
 

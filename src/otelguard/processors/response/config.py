@@ -15,9 +15,15 @@ class Config:
 
     # ResponsePolicy files or directories (*.yaml read in name order), evaluated in order
     policies: tuple[str, ...] = ()
-    # Directory of the local request store and its audit chain (shared with `otelguard
-    # respond --store`); null: <service.state_dir>/<stage name>/
+    # Where requests live: local (files in `store`, shared with `otelguard respond --store`)
+    # or kube (ResponseRequest objects in `namespace`; decided with `otelguard respond --kube`
+    # or by patching spec.decision, so RBAC governs approval)
+    requests: Literal["local", "kube"] = "local"
+    # Directory of the local request store and the audit chain (with kube: the chain only);
+    # null: <service.state_dir>/<stage name>/
     store: Optional[str] = None
+    # kube: the namespace of the ResponseRequest objects; null: otelguard's own namespace
+    namespace: Optional[str] = None
     # Which approved requests this process carries out: all (otelguard run, one host),
     # cluster (requests without node actions: a cluster's processor), none (propose and audit)
     execute: Literal["all", "cluster", "none"] = "all"

@@ -37,7 +37,7 @@ from otelguard.response.audit import to_resource_logs
 from otelguard.response.policy import Facts, PolicySet, load_policies
 from otelguard.response.request import ResponseRequest, State, Trigger
 from otelguard.response.responder import Responder
-from otelguard.response.store import LocalStore, write_atomic
+from otelguard.response.store import ChainedStore, LocalStore, write_atomic
 
 TYPE_NAME = "response"
 log = logging.getLogger(__name__)
@@ -89,7 +89,7 @@ class ResponseStage:
         self._queue: queue.Queue[tuple[Facts, Trigger, Target]] = queue.Queue(config.max_queue)
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
-        self.store: Optional[LocalStore] = None
+        self.store: Optional[ChainedStore] = None
         self.responder: Optional[Responder] = None
         self._lock = threading.Lock()
         self._offset = 0  # chain bytes handed to drain()
@@ -130,7 +130,7 @@ class ResponseStage:
             if missing:
                 raise ValueError(f"response: policies use {', '.join(missing)}, which need a "
                                  f"Kubernetes API: set `kubeconfig` or run in a cluster")
-        self.store = LocalStore(self._directory, self._clock)
+        self.store = self._open_store(self._directory)
         try:
             self._offset = int((self._directory / "shipped").read_text())
         except (FileNotFoundError, ValueError):
@@ -140,6 +140,15 @@ class ResponseStage:
         self.responder.recover()
         self._thread = threading.Thread(target=self._run, name="response", daemon=True)
         self._thread.start()
+
+    def _open_store(self, directory: Path) -> ChainedStore:
+        if self.config.requests == "local":
+            return LocalStore(directory, self._clock)
+        from otelguard.kube import CustomResources, api_client_from, own_namespace
+        from otelguard.response.kube_store import PLURAL, KubeStore
+        resources = CustomResources(api_client_from(self.config.kubeconfig or ""), PLURAL)
+        return KubeStore(resources, self.config.namespace or own_namespace("otelguard"),
+                         directory, self._clock)
 
     def _executes(self, req: ResponseRequest) -> bool:
         if self.config.execute == "all":
