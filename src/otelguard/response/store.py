@@ -32,35 +32,14 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
 from otelguard import semconv as S
+from otelguard.config import fsync_dir as _fsync_dir
+from otelguard.config import write_atomic
 from otelguard.response.audit import GENESIS, AuditRecord, record_for
 from otelguard.response.request import ResponseRequest, State, advance
 
 
 class StoreError(Exception):
     """The store cannot do what was asked (no such request, a file it cannot read)."""
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` so that a crash leaves the old or the new content."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _last_line(path: Path) -> Optional[bytes]:

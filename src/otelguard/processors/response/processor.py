@@ -37,7 +37,8 @@ from otelguard.response.audit import to_resource_logs
 from otelguard.response.policy import Facts, PolicySet, load_policies
 from otelguard.response.request import ResponseRequest, State, Trigger
 from otelguard.response.responder import Responder
-from otelguard.response.store import ChainedStore, LocalStore, write_atomic
+from otelguard.config import write_atomic
+from otelguard.response.store import ChainedStore, LocalStore
 
 TYPE_NAME = "response"
 log = logging.getLogger(__name__)

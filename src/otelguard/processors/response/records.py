@@ -14,6 +14,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 
 from otelguard import semconv as S
 from otelguard.otlp.messages import attrs_dict
+from otelguard.processors.incidents.processor import trigger_records
 from otelguard.response.actions.base import Target
 from otelguard.response.policy import Facts
 from otelguard.response.request import Trigger
@@ -58,19 +59,6 @@ def _labels(res: Mapping[str, Any]) -> dict[str, str]:
     return {k[n:]: str(v) for k, v in res.items() if k.startswith(S.K8S_POD_LABEL_PREFIX)}
 
 
-def _triggers(batch: ExportLogsServiceRequest, wanted: set[str]) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
-    for rl in batch.resource_logs:
-        for sl in rl.scope_logs:
-            for rec in sl.log_records:
-                for kv in rec.attributes:
-                    if kv.key == S.LOG_RECORD_UID:
-                        if kv.value.string_value in wanted:
-                            out[kv.value.string_value] = attrs_dict(rec.attributes)
-                        break
-    return out
-
-
 def findings(batch: ExportLogsServiceRequest, detections: bool, incidents: bool
              ) -> Iterator[tuple[Facts, Trigger, Target]]:
     """One (facts, trigger, target) per detection record (throttle records left out: they
@@ -98,7 +86,7 @@ def findings(batch: ExportLogsServiceRequest, detections: bool, incidents: bool
                 if isinstance(trig, str) and trig and S.PROCESS_PID not in attrs:
                     wanted.add(trig)
                 found.append((res, rec, attrs))
-    triggers = _triggers(batch, wanted) if wanted else {}
+    triggers = trigger_records(batch, wanted) if wanted else {}
     for res, rec, attrs in found:
         trace = rec.trace_id.hex() if rec.trace_id else ""
         if rec.event_name == S.EV_INCIDENT:
