@@ -149,22 +149,31 @@ class Responder:
 
     # --- the worker's periodic pass ----------------------------------------------------------
 
-    def tick(self) -> None:
+    def tick(self) -> float:
         """Take decisions made on the objects (cluster store), expire overdue proposals,
-        execute approved requests, revert at ttl."""
+        execute approved requests, revert at ttl. Returns when the next expiry or ttl revert
+        falls due (wall clock; inf: none), so a caller may skip ticks until then unless the
+        store changed."""
         self.take_decisions()
         now = self.clock()
+        due = float("inf")
         for req in self.store.requests():
             try:
                 if req.state == State.PROPOSED and now >= req.expires_at:
                     self._move(req, State.EXPIRED, SYSTEM, "not approved in time")
+                elif req.state == State.PROPOSED:
+                    due = min(due, req.expires_at)
                 elif req.state == State.APPROVED and self.executes(req):
-                    self.execute(req.id)
-                elif req.state == State.DONE and req.revert_at is not None and \
-                        now >= req.revert_at and self.executes(req):
-                    self.revert(req.id, by=SYSTEM, reason="ttl")
+                    req = self.execute(req.id)
+                if req.state == State.DONE and req.revert_at is not None and \
+                        self.executes(req):
+                    if now >= req.revert_at:
+                        self.revert(req.id, by=SYSTEM, reason="ttl")
+                    else:
+                        due = min(due, req.revert_at)
             except (IllegalTransition, Refused):
                 continue  # moved on by someone else since it was listed
+        return due
 
     def take_decisions(self) -> None:
         """A store whose requests people decide on elsewhere (kube_store.KubeStore: a patched

@@ -30,7 +30,9 @@ class Config:
     # Kubernetes API access for cluster actions; null: the in-cluster service account, else
     # ~/.kube/config (a policy with a cluster action fails the start when neither works)
     kubeconfig: Optional[str] = None
-    tick_seconds: float = 1.0  # how often approvals, expiries and ttl reverts are looked for
+    # How often approvals, expiries and ttl reverts are looked for (locally a stat of the
+    # chain file unless something changed or fell due)
+    tick_seconds: float = 0.25
     # Detections and incidents waiting for the worker; beyond it they are dropped and counted
     max_queue: int = 4096
 

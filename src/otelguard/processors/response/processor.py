@@ -95,6 +95,8 @@ class ResponseStage:
         self._lock = threading.Lock()
         self._offset = 0  # chain bytes handed to drain()
         self._drained: list[int] = []  # the offset after each drain, for settle()
+        self._seen_size = -2  # the chain file's size at the last full tick
+        self._due = 0.0  # when the next expiry or ttl revert falls due
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -212,12 +214,24 @@ class ResponseStage:
             if time.monotonic() >= next_tick:
                 next_tick = time.monotonic() + self.config.tick_seconds
                 try:
-                    self.responder.tick()
-                    if self.store is not None:
-                        metrics.pending.set(sum(1 for r in self.store.requests()
-                                                if r.state == State.PROPOSED))
+                    self._tick()
                 except Exception:  # noqa: BLE001 - retried at the next tick
                     log.exception("response: tick failed")
+
+    def _tick(self) -> None:
+        """A full pass when something may be due: the local chain grew (a proposal, or a
+        decision by ``otelguard respond`` in another process: every transition appends to it),
+        an expiry or ttl revert fell due, or the store is the cluster's (decisions arrive on
+        the objects). Otherwise a stat of the chain file is the whole cost."""
+        assert self.responder is not None and self.store is not None
+        local = isinstance(self.store, LocalStore)
+        size = self.store.audit_path.stat().st_size if local else -1
+        if local and size == self._seen_size and self._clock() < self._due:
+            return
+        self._due = self.responder.tick()
+        self._seen_size = self.store.audit_path.stat().st_size if local else -1
+        metrics.pending.set(sum(1 for r in self.store.requests()
+                                if r.state == State.PROPOSED))
 
     def wait_idle(self, timeout: float = 10.0) -> bool:
         """True once the queue is empty (tests)."""
