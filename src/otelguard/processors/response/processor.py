@@ -94,7 +94,8 @@ class ResponseStage:
         self.responder: Optional[Responder] = None
         self._lock = threading.Lock()
         self._offset = 0  # chain bytes handed to drain()
-        self._drained: list[int] = []  # the offset after each drain, for settle()
+        self._drains = 0  # drain() calls so far (what settle() counts)
+        self._drained: list[tuple[int, int]] = []  # (drain number, chain offset after it)
         self._seen_size = -2  # the chain file's size at the last full tick
         self._due = 0.0  # when the next expiry or ttl revert falls due
 
@@ -110,12 +111,13 @@ class ResponseStage:
         return None
 
     def settle(self, drains: int) -> None:
+        """The records of this stage's first ``drains`` drains were forwarded: a restart ships
+        from after them."""
         with self._lock:
-            if drains <= 0 or not self._drained or self.store is None:
-                return
-            done = self._drained[min(drains, len(self._drained)) - 1]
-            self._drained = self._drained[drains:]
-        write_atomic(self.store.directory / "shipped", str(done).encode())
+            done = [offset for n, offset in self._drained if n <= drains]
+            self._drained = [(n, offset) for n, offset in self._drained if n > drains]
+        if done and self.store is not None:
+            write_atomic(self.store.directory / "shipped", str(max(done)).encode())
 
     def start(self) -> None:
         if not self.policies.policies:
@@ -186,7 +188,8 @@ class ResponseStage:
             return []
         with self._lock:
             records, self._offset = self.store.audit_since(self._offset)
-            self._drained.append(self._offset)
+            self._drains += 1
+            self._drained.append((self._drains, self._offset))
         if not records:
             return []
         metrics.audit_seq.labels(self.store.chain).set(records[-1].seq)
