@@ -215,5 +215,5 @@ def verify_main(args: argparse.Namespace) -> int:
         print(f"otelguard audit verify: {exc}", file=sys.stderr)
         return 2
     result = audit.verify(records, complete=args.file is not None)
-    print(visible(audit.report(result)))
+    print("\n".join(visible(line) for line in audit.report(result).splitlines()))
     return 0 if result.ok else 1
