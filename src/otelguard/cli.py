@@ -101,6 +101,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="HOST:PORT for /metrics, /healthz and /readyz")
     agent.add_argument("--duration", type=float, default=None, metavar="SECONDS",
                        help="stop cleanly after SECONDS")
+    agent.add_argument("--respond", action="store_true",
+                       help="carry out approved response requests whose node actions target "
+                       "this node (ResponseRequest objects; docs/response.md#on-a-cluster)")
+    agent.add_argument("--respond-namespace", default=None, metavar="NS",
+                       help="with --respond: the requests' namespace (default: the agent's own)")
+    agent.add_argument("--respond-state-dir", default="/var/lib/otelguard/response",
+                       metavar="DIR", help="with --respond: this node's audit chain (keep it "
+                       "across restarts)")
     agent.set_defaults(target="agent")
 
     doctor = sub.add_parser("doctor", help="check and explain what the agent needs")

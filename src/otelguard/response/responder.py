@@ -71,13 +71,16 @@ def target_key(t: Target) -> str:
 class Responder:
     """``actions`` by name; ``executes(req)`` says whether this process runs a request's
     changes (``otelguard run``: all; a cluster's processor: those without node actions; an
-    agent: those for its node)."""
+    agent: those for its node). ``administers``: this process also expires proposals and takes
+    approvals and rejections (every responder but an agent's node executor, so one process
+    decides what several execute)."""
 
     policies: PolicySet
     store: RequestStore
     actions: Mapping[str, Action]
     clock: Callable[[], float] = time.time
     executes: Callable[[ResponseRequest], bool] = lambda req: True
+    administers: bool = True
     _created: dict[str, deque[float]] = field(default_factory=dict)
 
     # --- proposals ---------------------------------------------------------------------------
@@ -159,7 +162,9 @@ class Responder:
         due = float("inf")
         for req in self.store.requests():
             try:
-                if req.state == State.PROPOSED and now >= req.expires_at:
+                if req.state == State.PROPOSED and not self.administers:
+                    pass
+                elif req.state == State.PROPOSED and now >= req.expires_at:
                     self._move(req, State.EXPIRED, SYSTEM, "not approved in time")
                 elif req.state == State.PROPOSED:
                     due = min(due, req.expires_at)
@@ -185,6 +190,8 @@ class Responder:
             return
         for rid, generation, d in pending():
             by, reason = d.get("by") or UNNAMED, d.get("reason", "")
+            if d["action"] != "revert" and not self.administers:
+                continue  # for the responder that administers
             try:
                 if d["action"] == "approve":
                     approve(self.store, rid, by=by, reason=reason, now=self.clock())
