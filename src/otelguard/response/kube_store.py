@@ -23,7 +23,7 @@ from typing import Any, Callable, Optional
 from otelguard.kube import AlreadyExists, CustomResources, NotFound
 from otelguard.kube.custom import meta
 from otelguard.response.request import ResponseRequest
-from otelguard.response.store import ChainedStore, StoreError
+from otelguard.response.store import ChainedStore
 
 PLURAL = "responserequests"
 CRD_PATH = Path(__file__).with_name("crd.yaml")
@@ -109,9 +109,3 @@ class KubeStore(ChainedStore):
                 out.append((str(meta(o).get("name")), int(meta(o).get("generation") or 0), d))
         return out
 
-    def decide(self, rid: str, action: str, by: str, reason: str) -> Obj:
-        """A person's decision (the CLI): a merge patch of ``spec.decision``."""
-        if action not in ("approve", "reject", "revert"):
-            raise StoreError(f"not a decision: {action!r}")
-        return self.resources.patch(rid, {"spec": {"decision": {
-            "action": action, "by": by, "reason": reason}}}, self.namespace)

@@ -164,8 +164,9 @@ def _kube_main(args: argparse.Namespace) -> int:
             print(show(req) if req else f"{name}: not written by a responder yet")
             return 0
         by = actor(args)
+        at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()) + f".{time.time_ns() % 10**9:09d}"
         res.patch(name, {"spec": {"decision": {"action": args.verb, "by": by,
-                                               "reason": args.reason or ""}}}, ns)
+                                               "reason": args.reason or "", "at": at}}}, ns)
         print(f"{args.verb} of {name} by {by} recorded; the responder carries it out")
         deadline = time.monotonic() + (getattr(args, "wait", 0.0) or 0.0)
         while time.monotonic() < deadline:
