@@ -218,11 +218,19 @@ def test_delete_pod_respects_min_healthy_replicas(admin: Any) -> None:
         r.pods[1], ns, {"status": {"conditions": [{"type": "Ready", "status": "False"}]}})
     with pytest.raises(ActionError, match="fewer than min_healthy_replicas=2"):
         action.apply(change)
-    ok = action.plan(pod_target(admin, ns, r.pods[2]), {"min_healthy_replicas": 1})
+    # graceful (the default): the pod is terminating, the kubelet would finish it
+    graceful = action.plan(pod_target(admin, ns, r.pods[2]), {"min_healthy_replicas": 1})
+    assert action.apply(graceful).ok
+    assert get(admin, "pod", ns, r.pods[2])["metadata"]["deletionTimestamp"]
+    # a terminating pod is not ready: deleting the last ready one is refused with min 1
+    with pytest.raises(ActionError, match="leave Deployment .*/web 0 ready"):
+        action.plan(pod_target(admin, ns, r.pods[0]), {"min_healthy_replicas": 1})
+    ok = action.plan(pod_target(admin, ns, r.pods[1]),
+                     {"min_healthy_replicas": 1, "grace_period_seconds": 0})
     outcome = action.apply(ok)
     assert outcome.ok
     names = [p.metadata.name for p in client.CoreV1Api(admin).list_namespaced_pod(ns).items]
-    assert r.pods[2] not in names and r.pods[0] in names
+    assert r.pods[1] not in names and r.pods[0] in names
     assert not action.revert(ok, outcome).ok
     add_pod(admin, ns, "lonely", None, {"app": "other"}, True)
     with pytest.raises(ActionError, match="no controller"):
