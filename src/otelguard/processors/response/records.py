@@ -13,7 +13,7 @@ from typing import Any, Iterator, Mapping, Optional
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
 from otelguard import semconv as S
-from otelguard.otlp.messages import attrs_dict
+from otelguard.otlp.messages import attrs_dict, get_attr
 from otelguard.processors.incidents.processor import trigger_records
 from otelguard.response.actions.base import Target
 from otelguard.response.policy import Facts
@@ -66,11 +66,7 @@ def findings(batch: ExportLogsServiceRequest, detections: bool, incidents: bool
     found = []
     wanted: set[str] = set()
     for rl in batch.resource_logs:
-        stream = ""
-        for kv in rl.resource.attributes:
-            if kv.key == S.STREAM:
-                stream = kv.value.string_value
-                break
+        stream = get_attr(rl.resource.attributes, S.STREAM)
         if not ((stream == S.STREAM_DETECTION and detections)
                 or (stream == S.STREAM_INCIDENT and incidents)):
             continue
