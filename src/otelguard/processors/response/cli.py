@@ -48,8 +48,11 @@ def show(req: ResponseRequest) -> str:
     lines += [f"target    {', '.join(f'{k}={v}' for k, v in req.target.as_dict().items())}",
               f"created   {_when(req.created)} UTC, expires {_when(req.expires_at)} UTC",
               f"changes   {req.changes_hash}"]
-    if req.approved_by or req.decided_reason:
-        lines.append(f"decided   by {req.approved_by or '?'}: {req.decided_reason}")
+    decision = next((t for t in req.history if t.to in (State.APPROVED.value,
+                                                          State.REJECTED.value)), None)
+    if decision is not None:
+        lines.append(f"decided   {decision.to.lower()} by {decision.by}"
+                     f"{': ' + decision.reason if decision.reason else ''}")
     if req.revert_at:
         lines.append(f"reverts   {_when(req.revert_at)} UTC (ttl)")
     for i, s in enumerate(req.steps, 1):
