@@ -39,6 +39,7 @@ EMBEDDED = {
     "files/prometheus/otelguard.rules.yml": "otel-config/prometheus/rules/otelguard.rules.yml",
     # Helm installs crds/ before the templates (and never upgrades or deletes them)
     "crds/workloadprofiles.otelguard.dev.yaml": "src/otelguard/processors/profiles/crd.yaml",
+    "crds/responserequests.otelguard.dev.yaml": "src/otelguard/response/crd.yaml",
 }
 # chart template -> file under deploy/, in kustomization order
 LAYOUT = {

@@ -30,6 +30,9 @@ _TARGETS = {
     "profile.import": "otelguard.processors.profiles.cli:import_main",
     "profile.install-crd": "otelguard.processors.profiles.cluster_cli:install_crd_main",
     "incidents": "otelguard.processors.incidents.cli:main",
+    "respond": "otelguard.processors.response.cli:respond_main",
+    "respond.install_crd": "otelguard.processors.response.cli:install_crd_main",
+    "audit.verify": "otelguard.processors.response.cli:verify_main",
 }
 
 
@@ -98,6 +101,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="HOST:PORT for /metrics, /healthz and /readyz")
     agent.add_argument("--duration", type=float, default=None, metavar="SECONDS",
                        help="stop cleanly after SECONDS")
+    agent.add_argument("--respond", action="store_true",
+                       help="carry out approved response requests whose node actions target "
+                       "this node (ResponseRequest objects; docs/response.md#on-a-cluster)")
+    agent.add_argument("--respond-namespace", default=None, metavar="NS",
+                       help="with --respond: the requests' namespace (default: the agent's own)")
+    agent.add_argument("--respond-state-dir", default="/var/lib/otelguard/response",
+                       metavar="DIR", help="with --respond: this node's audit chain (keep it "
+                       "across restarts)")
     agent.set_defaults(target="agent")
 
     doctor = sub.add_parser("doctor", help="check and explain what the agent needs")
@@ -155,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _profile_parser(sub)
     _incidents_parser(sub)
+    _respond_parser(sub)
 
     config = sub.add_parser("config", help="config files")
     config_sub = config.add_subparsers(dest="config_command", required=True)
@@ -246,6 +258,58 @@ def _incidents_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("--id", default=None, metavar="ID",
                    help="show this incident (an id prefix is enough): story and evidence table")
     p.set_defaults(target="incidents")
+
+
+def _respond_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("respond", help="response requests: list, show, approve, reject, revert "
+                       "(docs/response.md)")
+    verbs = p.add_subparsers(dest="verb", required=True)
+    for verb, text in (("list", "every request, oldest first"),
+                       ("show", "one request: trigger, target, the diff of each change, history"),
+                       ("approve", "approve a proposed request (the running stage executes it)"),
+                       ("reject", "reject a proposed request"),
+                       ("revert", "undo what a done or failed request changed")):
+        v = verbs.add_parser(verb, help=text)
+        v.add_argument("--store", default=None, metavar="DIR",
+                       help="the response stage's store directory (its `store`, else "
+                       "<service.state_dir>/<stage name>)")
+        v.add_argument("--kube", action="store_true",
+                       help="the ResponseRequest objects of a cluster instead (decisions are "
+                       "patched into spec.decision; RBAC decides who may)")
+        v.add_argument("--kubeconfig", default=None, metavar="FILE",
+                       help="API access (default: in-cluster, else ~/.kube/config); with "
+                       "revert on a local store: the identity cluster actions are undone with")
+        v.add_argument("--namespace", default=None, metavar="NS",
+                       help="with --kube: the requests' namespace (default: otelguard's own)")
+        if verb != "list":
+            v.add_argument("id", metavar="ID", help="request id (a unique prefix is enough)")
+        if verb in ("approve", "reject", "revert"):
+            v.add_argument("--reason", default=None, metavar="TEXT",
+                           help="why (recorded in the request and the audit chain)")
+            v.add_argument("--by", default=None, metavar="NAME",
+                           help="who decides (default: the user)")
+        if verb in ("approve", "reject", "revert"):
+            v.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                           help="wait up to SECONDS for the outcome (approve: the running "
+                           "stage executed it; --kube: the responder handled the decision)")
+        v.set_defaults(target="respond")
+    crd = verbs.add_parser("install-crd", help="install the ResponseRequest CRD (without Helm)")
+    crd.add_argument("--kubeconfig", default=None, metavar="FILE",
+                     help="API access (default: in-cluster, else ~/.kube/config)")
+    crd.set_defaults(target="respond.install_crd")
+    audit = sub.add_parser("audit", help="the response audit chain (docs/response.md#audit)")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
+    verify = audit_sub.add_parser("verify", help="check the hash chain; report the first break")
+    verify.add_argument("file", nargs="?", default=None, metavar="FILE",
+                        help="a local audit file (<store>/audit.jsonl)")
+    verify.add_argument("--loki", default=None, metavar="URL",
+                        help="read the audit stream from Loki instead, e.g. "
+                        "http://127.0.0.1:3100")
+    verify.add_argument("--since", default="24h", metavar="DURATION",
+                        help="with --loki: how far back (default 24h)")
+    verify.add_argument("--limit", type=int, default=5000, metavar="N",
+                        help="with --loki: at most N records")
+    verify.set_defaults(target="audit.verify")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -280,7 +280,8 @@ def test_profiles_are_opt_in_after_falco_rules_with_a_minimal_role() -> None:
         template({"processor": {"profiles": {"enabled": True},
                                 "stages": [{"type": "noise_control", "name": "noise"}]}})
     crds = [d for d in template({}, "--include-crds") if d["kind"] == "CustomResourceDefinition"]
-    assert [c["metadata"]["name"] for c in crds] == ["workloadprofiles.otelguard.dev"]
+    assert sorted(c["metadata"]["name"] for c in crds) == [
+        "responserequests.otelguard.dev", "workloadprofiles.otelguard.dev"]
 
 
 def test_agent_api_access_is_opt_in() -> None:
@@ -299,9 +300,10 @@ def _repo_copy(tmp_path: Path) -> Path:
     """The parts of the repository the two generators read, copied."""
     for part in ("scripts", "deploy", "otel-config"):
         shutil.copytree(ROOT / part, tmp_path / part)
-    crd = Path("src/otelguard/processors/profiles/crd.yaml")  # the chart's crds/ copy
-    (tmp_path / crd).parent.mkdir(parents=True)
-    shutil.copy(ROOT / crd, tmp_path / crd)
+    for crd in (Path("src/otelguard/processors/profiles/crd.yaml"),  # the chart's crds/ copies
+                Path("src/otelguard/response/crd.yaml")):
+        (tmp_path / crd).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / crd, tmp_path / crd)
     return tmp_path
 
 

@@ -183,7 +183,7 @@ class IncidentsStage:
                     if isinstance(trigger, str) and trigger:
                         wanted.add(trigger)
                     found.append((res, origin, rec, attrs))
-        triggers = self._triggers(batch, wanted) if wanted else {}
+        triggers = trigger_records(batch, wanted) if wanted else {}
         for res, origin, rec, attrs in sorted(found, key=lambda f: f[2].time_unix_nano):
             trig = triggers.get(str(attrs.get(S.TRIGGER_RECORD_UID) or ""))
             facts = trig or attrs
@@ -202,22 +202,6 @@ class IncidentsStage:
             if inc is not None:
                 self._changed[inc.id] = inc
                 self.state_version += 1
-
-    @staticmethod
-    def _triggers(batch: ExportLogsServiceRequest, wanted: set[str]) -> dict[str, dict[str, Any]]:
-        """The raw records (by uid) that the batch's detections name as their triggers."""
-        out: dict[str, dict[str, Any]] = {}
-        for rl in batch.resource_logs:
-            for sl in rl.scope_logs:
-                for rec in sl.log_records:
-                    if rec.event_name == S.EV_DETECTION or rec.event_name == S.EV_INCIDENT:
-                        continue
-                    for kv in rec.attributes:
-                        if kv.key == S.LOG_RECORD_UID:
-                            if kv.value.string_value in wanted:
-                                out[kv.value.string_value] = attrs_dict(rec.attributes)
-                            break
-        return out
 
     # --- releasing versions ----------------------------------------------------------------------
 
@@ -275,6 +259,24 @@ class IncidentsStage:
     def open_incidents(self) -> list[Incident]:
         with self._lock:
             return list(self.grouper.incidents.values())
+
+
+def trigger_records(batch: ExportLogsServiceRequest, wanted: set[str]
+                    ) -> dict[str, dict[str, Any]]:
+    """The raw records (by uid) that the batch's detections name as their triggers (the
+    response stage reads their pid and peer the same way)."""
+    out: dict[str, dict[str, Any]] = {}
+    for rl in batch.resource_logs:
+        for sl in rl.scope_logs:
+            for rec in sl.log_records:
+                if rec.event_name == S.EV_DETECTION or rec.event_name == S.EV_INCIDENT:
+                    continue
+                for kv in rec.attributes:
+                    if kv.key == S.LOG_RECORD_UID:
+                        if kv.value.string_value in wanted:
+                            out[kv.value.string_value] = attrs_dict(rec.attributes)
+                        break
+    return out
 
 
 def create(config: Config) -> IncidentsStage:
