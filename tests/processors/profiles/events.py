@@ -66,8 +66,13 @@ def listen(port: int, pid: int = 100) -> Event:
     return S.EV_NETWORK_LISTEN, {**_proc(pid), S.NETWORK_LOCAL_PORT: port, S.SYSCALL_RET: 0}
 
 
-def capability(name: str, pid: int = 100) -> Event:
-    return S.EV_PRIV_CAPABLE, {**_proc(pid), S.CAPABILITY: name, S.SYSCALL_RET: 0}
+def capability(name: str, pid: int = 100, ret: int = 0) -> Event:
+    """A capability check (``ret`` -1: denied), as the cap_capable tracepoint reports it."""
+    return S.EV_PRIV_CAPABLE, {**_proc(pid), S.CAPABILITY: name, S.SYSCALL_RET: ret}
+
+
+def unshare(flags: str, pid: int = 100, ret: int = 0) -> Event:
+    return S.EV_UNSHARE, {**_proc(pid), S.NAMESPACE_FLAGS: flags, S.SYSCALL_RET: ret}
 
 
 def fork(pid: int = 100) -> Event:

@@ -9,7 +9,9 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from otelguard import semconv as S
 from otelguard.otlp.messages import attrs_dict, iter_log_records
 from otelguard.processors.profiles import Config, ProfilesStage
-from otelguard.processors.profiles.model import APPROVED, LEARNED, LEARNING, TAINTED
+from otelguard.processors.profiles.model import (
+    APPROVED, LEARNED, LEARNING, TAINTED, TAINTED_REASON,
+)
 
 from tests.support.fake_time import FakeTime
 from tests.support.metrics import sample
@@ -189,7 +191,8 @@ def test_risky_behaviour_never_auto_learns_even_everywhere_and_always() -> None:
     risky = [ev.execve("/bin/sh", "/usr/bin/python3", "sh", "-c", "date"),
              ev.execve("/usr/bin/curl", "/usr/bin/python3", "curl", "http://x"),
              ev.execve("/usr/bin/apt-get", "/usr/bin/tini", "apt-get", "install"),
-             ev.open_("/etc/resolv.conf"), ev.capability("CAP_SYS_ADMIN"),
+             ev.open_("/etc/resolv.conf"), ev.capability("CAP_NET_RAW"),
+             ev.unshare("CLONE_NEWUTS"),
              ev.open_("/var/run/secrets/kubernetes.io/serviceaccount/token", "O_RDONLY"),
              ev.connect("169.254.169.254", 80), ev.connect("8.8.8.8", 443),
              ev.execve("/tmp/x", "/usr/bin/python3", upper=True)]
@@ -215,6 +218,24 @@ def test_risky_behaviour_never_auto_learns_even_everywhere_and_always() -> None:
     assert len(found) == len(risky)
 
 
+def test_capability_use_is_a_granted_check_and_sys_admin_comes_from_the_syscalls() -> None:
+    # The kernel checks CAP_SYS_ADMIN (noaudit) in the memory accounting of every root
+    # process, and non-root processes fail checks all the time: neither is a use. Seen on the
+    # real kernel (tests/profiles_kernel): every root process of every workload "used" it.
+    clock = FakeTime(ev.T0)
+    stage = learned_stage(clock)
+    stage.approve(WORKLOAD, "alice")
+    quiet = ev.batch(ev.pod("a"), ev.capability("CAP_SYS_ADMIN"),
+                     ev.capability("CAP_NET_RAW", ret=-1), ev.unshare("CLONE_NEWUSER"),
+                     ev.unshare("CLONE_NEWNET", ret=-1))
+    assert dets(stage, quiet) == []
+    found = dets(stage, ev.batch(ev.pod("a"), ev.unshare("CLONE_NEWNS|CLONE_NEWUSER"),
+                                 ev.capability("CAP_NET_RAW")))
+    assert [(d[S.ANOMALY_KIND], d[S.ANOMALY_VALUE], d[S.SECURITY_RULE_NAME]) for d in found] == [
+        ("capability", "CAP_SYS_ADMIN", "Unexpected capability used"),
+        ("capability", "CAP_NET_RAW", "Unexpected capability used")]
+
+
 def test_a_rule_hit_while_learning_taints_the_window() -> None:
     clock = FakeTime(ev.T0)
     stage = ProfilesStage(CONFIG, clock.clock)
@@ -231,6 +252,10 @@ def test_a_rule_hit_while_learning_taints_the_window() -> None:
     assert p is not None and p.state == TAINTED
     assert [t[0] for t in p.taints] == ["Terminal shell in container"]
     assert all(not v for v in p.spec.values())  # nothing allowed without a human
+    # ... but what passed the bar is listed for the reviewer to promote
+    promotable = {(k, v) for k, v, _, why in p.quarantine if why == TAINTED_REASON}
+    assert ("egress", "service:shop/db 5432/tcp") in promotable
+    assert ("dns", "db.shop.svc.cluster.local") in promotable
 
 
 def test_a_rule_hit_below_warning_does_not_taint() -> None:

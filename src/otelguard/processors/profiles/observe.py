@@ -12,7 +12,11 @@ Kinds and values:
   ``service:NS/NAME`` or ``pod:NS/NAME`` when the enricher resolved it, else the address;
 - ``dns``: the question name, lower case, without the final dot;
 - ``listen``: ``PORT/PROTO``;
-- ``capability``: the capability name of a capability check.
+- ``capability``: the capability name of a granted capability check, except CAP_SYS_ADMIN:
+  the kernel checks that one (without audit, so the check looks like any other) in the memory
+  accounting of every root process, so a check says nothing; its uses are read from the
+  syscalls that need it instead (unshare of a namespace, setns, mount, when they succeed).
+  A denied check is no use (non-root processes fail such checks all the time).
 
 Cost: event names the stage does not read cost one dict lookup; the others one pass over the
 record's attributes picking ~15 keys, then a few string operations.
@@ -55,6 +59,10 @@ SENSITIVE_READS = SA_TOKEN_DIRS + ("/etc/shadow", "/etc/gshadow", "/etc/sudoers"
                                    "/etc/pki/", "/root/.aws/", "/root/.kube/", "/root/.docker/")
 RISKY_CAPABILITIES = frozenset({"CAP_SYS_ADMIN", "CAP_NET_RAW", "CAP_SYS_PTRACE",
                                 "CAP_SYS_MODULE"})
+SYS_ADMIN = "CAP_SYS_ADMIN"
+# unshare flags that need CAP_SYS_ADMIN (CLONE_NEWUSER alone needs none)
+_SYS_ADMIN_NAMESPACES = frozenset({"CLONE_NEWNS", "CLONE_NEWUTS", "CLONE_NEWIPC", "CLONE_NEWPID",
+                                   "CLONE_NEWNET", "CLONE_NEWCGROUP", "CLONE_NEWTIME"})
 METADATA_ADDRESSES = frozenset({"169.254.169.254", "fd00:ec2::254", "100.100.100.200"})
 _WRITE_FLAGS = ("O_WRONLY", "O_RDWR", "O_CREAT", "O_TRUNC", "O_APPEND", "O_TMPFILE")
 _NOT_FILES = ("/proc/", "/sys/", "/dev/")
@@ -96,13 +104,15 @@ _GETTERS: dict[str, Callable[[Any], Any]] = {
     S.PEER_K8S_NAMESPACE_NAME: _str, S.PEER_K8S_WORKLOAD_NAME: _str,
     S.PEER_K8S_WORKLOAD_KIND: _str, S.PEER_K8S_SERVICE_NAME: _str, S.PEER_K8S_POD_NAME: _str,
     S.PROCESS_LINUX_CGROUP: _str, S.LOG_RECORD_UID: _str, S.PROCESS_PID: _int,
-    S.PROCESS_PARENT_PID: _int,
+    S.PROCESS_PARENT_PID: _int, S.NAMESPACE_FLAGS: _str,
 }
 _FILE_WRITES = frozenset({S.EV_FILE_UNLINK, S.EV_FILE_CHMOD, S.EV_FILE_CHOWN, S.EV_FILE_MKDIR,
                           S.EV_FILE_TRUNCATE, S.EV_FILE_SYMLINK})
 _TARGET_WRITES = frozenset({S.EV_FILE_RENAME, S.EV_FILE_LINK})
+_SYS_ADMIN_EVENTS = frozenset({S.EV_UNSHARE, S.EV_SETNS, S.EV_MOUNT})
 READ_EVENTS = frozenset({S.EV_PROCESS_EXEC, S.EV_FILE_OPEN, S.EV_NETWORK_CONNECT, S.EV_DNS_QUERY,
-                         S.EV_NETWORK_LISTEN, S.EV_PRIV_CAPABLE}) | _FILE_WRITES | _TARGET_WRITES
+                         S.EV_NETWORK_LISTEN, S.EV_PRIV_CAPABLE}) | _FILE_WRITES | _TARGET_WRITES \
+    | _SYS_ADMIN_EVENTS
 _COMMON = (S.LOG_RECORD_UID, S.PROCESS_PID, S.PROCESS_PARENT_PID, S.SYSCALL_RET,
            S.PROCESS_LINUX_CGROUP, S.PROCESS_EXECUTABLE_PATH)
 _FILE_KEYS = (S.FILE_PATH, S.FILE_OPEN_FLAGS, S.FILE_TARGET_PATH)
@@ -118,6 +128,7 @@ _EVENT_KEYS = {
     S.EV_DNS_QUERY: (S.DNS_QUESTION_NAME,),
     S.EV_NETWORK_LISTEN: (S.NETWORK_LOCAL_PORT, S.NETWORK_TRANSPORT),
     S.EV_PRIV_CAPABLE: (S.CAPABILITY,),
+    S.EV_UNSHARE: (S.NAMESPACE_FLAGS,), S.EV_SETNS: (), S.EV_MOUNT: (),
 }
 # event name -> key -> getter: only what that event's observations read
 _READ: dict[str, dict[str, Callable[[Any], Any]]] = {
@@ -287,12 +298,17 @@ def observe(event_name: str, f: dict[str, Any], internal: tuple[Any, ...]) -> li
             if port else []
     if event_name == S.EV_PRIV_CAPABLE:
         cap = f.get(S.CAPABILITY) or ""
-        if not cap:
+        if not cap or cap == SYS_ADMIN or f.get(S.SYSCALL_RET, 0) != 0:
             return []
         risky = "privileged capability" if cap in RISKY_CAPABILITIES else ""
         return [Observation(CAPABILITY, cap, risky)]
     if f.get(S.SYSCALL_RET, 0) < 0:
         return []
+    if event_name in _SYS_ADMIN_EVENTS:
+        if event_name == S.EV_UNSHARE and _SYS_ADMIN_NAMESPACES.isdisjoint(
+                (f.get(S.NAMESPACE_FLAGS) or "").split("|")):
+            return []
+        return [Observation(CAPABILITY, SYS_ADMIN, "privileged capability")]
     if event_name in _TARGET_WRITES:
         return _write(f.get(S.FILE_TARGET_PATH) or "")
     if event_name in _FILE_WRITES:
