@@ -65,6 +65,10 @@ def learn_and_approve(shop: Shop) -> None:
             values: dict[str, list[str]] = {}
             for q in passed:
                 values.setdefault(q.kind, []).append(q.value)
+            try:
+                shop.approve(w)
+            except ValueError as exc:
+                shop.refused[w] = str(exc)
             path.write_text(dump(dataclasses.replace(doc, spec=spec_of(values))))
             shop.approve(w, accept_taint=True)
         else:

@@ -19,8 +19,7 @@ from otelguard.processors.profiles.model import APPROVED
 from otelguard.processors.profiles.observe import (
     CAPABILITY, DNS, EGRESS, FILE_READ, FILE_WRITE, LISTEN, PROCESS, UNTRUSTED_EXEC,
 )
-from otelguard.processors.profiles.records import RULES
-from tests.profiles_kernel.workloads import TOKEN, Left, Run, Shop
+from tests.profiles_kernel.workloads import Shop
 
 pytestmark = [pytest.mark.kernel, pytest.mark.timeout(900)]
 
@@ -93,11 +92,6 @@ DEVIATIONS = [
 ]
 
 
-def deviations_of(run: Run, kind: str, match: Callable[[str], bool]) -> list[Left]:
-    return [d for d in run.deviations() if d.attrs[S.ANOMALY_KIND] == kind
-            and match(str(d.attrs[S.ANOMALY_VALUE]))]
-
-
 def test_learning_saw_everything_and_the_benign_profiles_were_approved_clean(
         shop: Shop) -> None:
     assert shop.learning_losses == 0, "the sensor lost records while the shop learned"
@@ -144,19 +138,9 @@ def test_near_misses_stay_quiet(shop: Shop) -> None:
 
 @pytest.mark.parametrize("case", DEVIATIONS, ids=str)
 def test_deviation_is_detected_within_2s(shop: Shop, case: Deviation) -> None:
-    replica = shop.replicas[case.workload][0]
-    run = shop.run(replica, case.steps, case.launch, case.shell)
-    assert run.returncode == 0, run.stderr
-    match = case.value(shop)
-    shop.wait_detections(run, lambda r: deviations_of(r, case.kind, match), 3.0)
-    found = deviations_of(run, case.kind, match)
-    assert found, (case.name, [(d.attrs[S.ANOMALY_KIND], d.attrs[S.ANOMALY_VALUE])
-                               for d in run.deviations()])
-    d = found[0]
-    assert d.attrs[S.SECURITY_RULE_NAME] == RULES[case.kind].name
-    assert d.attrs[S.PROFILE_WORKLOAD] == replica.workload
-    acted = run.steps[case.steps[0]] if case.steps else run.started
-    latency = d.at - acted
+    run, d, latency = shop.expect_deviation(shop.replicas[case.workload][0], case.kind,
+                                            case.value(shop), case.steps, case.launch,
+                                            case.shell)
     assert 0 < latency <= LATENCY_S, latency
     falco = sorted({str(h.attrs[S.SECURITY_RULE_NAME]) for h in run.rule_hits()})
     print(f"\nDEVIATION {case.name!r}: {case.kind} {d.attrs[S.ANOMALY_VALUE]!r} in "

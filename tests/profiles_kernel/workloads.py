@@ -36,7 +36,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 from otelguard import semconv as S
 from otelguard.ebpf.sensor import Sensor
@@ -48,7 +48,7 @@ from otelguard.processors.pipeline import Pipeline
 from otelguard.processors.profiles import ProfilesStage
 from otelguard.processors.profiles.cli import approve
 from otelguard.processors.profiles.document import file_name, load
-from otelguard.processors.profiles.records import RULESET
+from otelguard.processors.profiles.records import RULES, RULESET
 from otelguard.runner import run_specs
 from tests.attacks.harness import PYTHON
 from tests.attacks.payloads import OVERLAY_CONTAINER
@@ -147,6 +147,7 @@ class Shop:
         self.replicas: dict[str, list[Replica]] = {}
         self.learning_runs: list[Run] = []
         self.learning_losses = 0  # records the sensor lost while the shop learned
+        self.refused: dict[str, str] = {}  # workload -> why `profile approve` refused it
         self.source = InMemorySource()
         self._world()
         self.profiles, self.pipeline = self._pipeline()
@@ -294,6 +295,34 @@ class Shop:
                               if d.resource.get(S.CONTAINER_ID) == run.replica.container_id]
             return bool(predicate(run))
         self.live.wait(check, timeout_s)
+
+    def expect_deviation(self, r: Replica, kind: str, match: Callable[[str], bool],
+                         steps: Sequence[str] = (), launch: Sequence[str] = (),
+                         shell: str = "", timed: str = "") -> tuple[Run, Left, float]:
+        """Run, then the first deviation of ``kind`` whose value ``match``es and its latency:
+        from the action (the mark of step ``timed``, else of the first step, else the launch)
+        to leaving the pipeline."""
+        run = self.run(r, steps, launch, shell)
+        assert run.returncode == 0, run.stderr
+
+        def found(rn: Run) -> list[Left]:
+            return [d for d in rn.deviations() if d.attrs[S.ANOMALY_KIND] == kind
+                    and match(str(d.attrs[S.ANOMALY_VALUE]))]
+        self.wait_detections(run, found, 3.0)
+        hits = found(run)
+        assert hits, (kind, [(d.attrs[S.ANOMALY_KIND], d.attrs[S.ANOMALY_VALUE])
+                             for d in run.deviations()])
+        d = hits[0]
+        assert d.attrs[S.SECURITY_RULE_NAME] == RULES[kind].name
+        assert d.attrs[S.PROFILE_WORKLOAD] == r.workload
+        acted = run.steps[timed or steps[0]] if steps else run.started
+        return run, d, d.at - acted
+
+    def reports(self, rule: str, workload: str, since: float = 0.0) -> list[Left]:
+        """Reports about a profile itself (tampered, partial) that left the pipeline."""
+        return [d for d in self.live.detections(since)
+                if d.attrs.get(S.SECURITY_RULE_NAME) == rule
+                and d.attrs.get(S.PROFILE_WORKLOAD) == workload]
 
     # --- learning and approval ---------------------------------------------------------------
 

@@ -21,6 +21,7 @@ is one trace, and each command a long-lived shell or server runs is its own trac
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from collections import OrderedDict
@@ -180,6 +181,50 @@ def _is_self_exe(path: str, pid: int) -> bool:
     return path in ("/proc/self/exe", "/proc/thread-self/exe", f"/proc/{pid}/exe")
 
 
+def resolve_in_root(pids: tuple[int, ...], path: str, max_links: int = 40) -> str:
+    """``path`` with its symbolic links resolved inside the root of the first of ``pids`` whose
+    ``/proc/<pid>/root`` is readable (a container's filesystem), as the kernel's exe link names
+    a file; ``path`` unchanged when no root is readable, a component is missing or links loop.
+
+    For a process gone before its exe link was read: its exec's own path (``/bin/sh``) would
+    otherwise name the executable differently from a run that lived longer (``/usr/bin/dash``),
+    and whoever compares executables across runs (behaviour profiles) would see two. Cost: one
+    readlink per path component, only for such processes."""
+    if not path.startswith("/"):
+        return path
+    for pid in pids:
+        root = f"/proc/{pid}/root"
+        if pid > 0 and os.path.isdir(root):
+            break
+    else:
+        return path
+    todo = [p for p in path.split("/") if p][::-1]
+    out: list[str] = []
+    links = 0
+    while todo:
+        part = todo.pop()
+        if part == ".":
+            continue
+        if part == "..":
+            if out:
+                out.pop()
+            continue
+        try:
+            target = os.readlink(root + "/" + "/".join([*out, part]))
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:  # EINVAL: not a link
+                return path
+            out.append(part)
+            continue
+        links += 1
+        if links > max_links:
+            return path
+        if target.startswith("/"):
+            out = []
+        todo.extend([p for p in target.split("/") if p][::-1])
+    return "/" + "/".join(out)
+
+
 def _exe_flags(link: Optional[str]) -> tuple[str, bool, bool]:
     """(path, deleted, from_memfd) from a ``/proc/<pid>/exe`` link."""
     if not link:
@@ -318,8 +363,8 @@ class ProcessTable:
         info.attrs_cache = None
         info.exec_seen = True
         snap = read_proc(pid, with_args=False, with_cwd=False)
+        link_path = ""
         if snap is not None:
-            link_path = ""
             if snap.exe_link:  # an exiting process still has status but no exe link
                 link_path, info.exe_deleted, info.exe_from_memfd = _exe_flags(snap.exe_link)
             if link_path and not info.exe_from_memfd:
@@ -335,6 +380,9 @@ class ProcessTable:
                 info.uid = snap.uid
             if snap.gid is not None:
                 info.gid = snap.gid
+        if not link_path and not same_image and not info.exe_from_memfd:
+            # gone before its exe link was read: name the file as the link would have
+            info.exe_path = resolve_in_root((pid, info.ppid), info.exe_path)
         if not same_image:
             # the parent shares the container's root: it answers for a process already gone
             # (a dropped binary that ran for a moment is the case that matters)

@@ -94,9 +94,11 @@ def batch(resource: dict[str, PyValue], *events: Event) -> ExportLogsServiceRequ
     return req
 
 
-def rule_detection(req: ExportLogsServiceRequest, rule: str, severity: int = 13) -> None:
+def rule_detection(req: ExportLogsServiceRequest, rule: str, severity: int = 13,
+                   with_pid: bool = True) -> None:
     """A falco_rules-shaped detection of the batch's first record, appended as that stage does
-    (its own Resource, a copy of the trigger's, marked otelguard.stream=detection)."""
+    (its own Resource, a copy of the trigger's, marked otelguard.stream=detection); without
+    ``process.pid`` when the rule's output does not name it (``with_pid=False``)."""
     trigger_rl = req.resource_logs[0]
     trigger = trigger_rl.scope_logs[0].log_records[0]
     rl = req.resource_logs.add()
@@ -108,7 +110,7 @@ def rule_detection(req: ExportLogsServiceRequest, rule: str, severity: int = 13)
     t = attrs_dict(trigger.attributes)
     set_attrs(rec.attributes, {S.SECURITY_RULE_NAME: rule, S.SECURITY_RULE_RULESET_NAME:
                                "falco_rules", S.TRIGGER_RECORD_UID: t[S.LOG_RECORD_UID],
-                               S.PROCESS_PID: t[S.PROCESS_PID]})
+                               S.PROCESS_PID: t[S.PROCESS_PID] if with_pid else None})
 
 
 def detections(req: ExportLogsServiceRequest) -> list[tuple[dict[str, PyValue], LogRecord]]:

@@ -258,6 +258,29 @@ def test_a_rule_hit_while_learning_taints_the_window() -> None:
     assert ("dns", "db.shop.svc.cluster.local") in promotable
 
 
+def test_the_trigger_process_is_not_learned_from_when_the_detection_has_no_pid() -> None:
+    # Falco rules copy only the fields their output names: "Read sensitive file untrusted"
+    # carries no process.pid, so the stage reads it from the trigger record (seen on the real
+    # kernel: the attacker's C2 call after the read passed the bar in the tainted window).
+    clock = FakeTime(ev.T0)
+    stage = ProfilesStage(CONFIG, clock.clock)
+    for bucket in range(2):
+        for uid in PODS:
+            stage.process(benign(uid, bucket))
+            req = ev.batch(ev.pod(uid), ev.open_("/etc/shadow", "O_RDONLY", pid=200),
+                           ev.connect("10.9.9.9", 4444, pid=200))
+            ev.rule_detection(req, "Read sensitive file untrusted", with_pid=False)
+            stage.process(req)
+        clock.now += CONFIG.bucket_seconds
+    clock.now = ev.T0 + CONFIG.learn_seconds
+    stage.sync()
+    p = stage.profile(WORKLOAD)
+    assert p is not None and p.state == TAINTED
+    seen = {v for k, v, _, _ in p.quarantine} | {v for vs in p.spec.values() for v in vs}
+    assert "service:shop/db 5432/tcp" in seen  # the benign part is there for the reviewer
+    assert not {"10.9.9.9 4444/tcp", "/etc/shadow"} & seen
+
+
 def test_a_rule_hit_below_warning_does_not_taint() -> None:
     clock = FakeTime(ev.T0)
     stage = ProfilesStage(CONFIG, clock.clock)

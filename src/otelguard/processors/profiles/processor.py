@@ -184,11 +184,14 @@ class ProfilesStage:
             batch.resource_logs.extend(added)
         return batch
 
-    def _read_detections(self, batch: ExportLogsServiceRequest, now: float) -> dict[str, str]:
+    def _read_detections(self, batch: ExportLogsServiceRequest,
+                         now: float) -> dict[str, tuple[str, bool]]:
         """Rule detections at or above ``taint_severity``: taint their learning workload and
-        flag their trigger process. Returns trigger uid -> rule for triggers on host Resources
-        (their workload is known per record only)."""
-        host_triggers: dict[str, str] = {}
+        flag their trigger process. Returns trigger uid -> (rule, taint) for the triggers read
+        while observing: those on host Resources (their workload is known per record only, so
+        they taint there) and those whose detection does not carry the process id (a rule's
+        evidence is the fields its output names; the pid is read from the trigger record)."""
+        triggers: dict[str, tuple[str, bool]] = {}
         for rl in batch.resource_logs:
             origin: Optional[Origin] = None
             for sl in rl.scope_logs:
@@ -216,12 +219,14 @@ class ProfilesStage:
                         self._flag(origin.instance, pid)
                     if origin.workload is None:
                         if uid:
-                            host_triggers[uid] = rule
+                            triggers[uid] = (rule, True)
                         continue
+                    if uid and not pid:
+                        triggers[uid] = (rule, False)
                     p = self._profiles.get(origin.workload)
                     if p is not None:
                         p.taint(rule, now, origin.instance)
-        return host_triggers
+        return triggers
 
     def _flag(self, instance: str, pid: int) -> None:
         self._flagged[(instance, pid)] = None
@@ -229,14 +234,14 @@ class ProfilesStage:
         while len(self._flagged) > MAX_FLAGGED:
             self._flagged.popitem(last=False)
 
-    def _observe(self, rl: ResourceLogs, origin: Origin, triggers: dict[str, str],
+    def _observe(self, rl: ResourceLogs, origin: Origin, triggers: dict[str, tuple[str, bool]],
                  now: float) -> list[LogRecord]:
         found: list[LogRecord] = []
         namespace = ""
         for sl in rl.scope_logs:
             for rec in sl.log_records:
                 name = rec.event_name
-                if name not in READ_EVENTS and not (triggers and origin.workload is None):
+                if name not in READ_EVENTS and not triggers:
                     continue
                 f = self._reader.read(rec)
                 workload = origin.workload or of_host_record(
@@ -246,9 +251,10 @@ class ProfilesStage:
                 pid = f.get(S.PROCESS_PID) or 0
                 if triggers and uid in triggers:
                     self._flag(origin.instance, pid)
-                    p = self._profiles.get(workload)
+                    rule, taint = triggers[uid]
+                    p = self._profiles.get(workload) if taint else None
                     if p is not None:
-                        p.taint(triggers[uid], now, origin.instance)
+                        p.taint(rule, now, origin.instance)
                 if name not in READ_EVENTS:
                     continue
                 obs = observe(name, f, self._internal)
