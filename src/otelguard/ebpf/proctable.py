@@ -182,14 +182,11 @@ def _is_self_exe(path: str, pid: int) -> bool:
 
 
 def resolve_in_root(pids: tuple[int, ...], path: str, max_links: int = 40) -> str:
-    """``path`` with its symbolic links resolved inside the root of the first of ``pids`` whose
-    ``/proc/<pid>/root`` is readable (a container's filesystem), as the kernel's exe link names
-    a file; ``path`` unchanged when no root is readable, a component is missing or links loop.
-
-    For a process gone before its exe link was read: its exec's own path (``/bin/sh``) would
-    otherwise name the executable differently from a run that lived longer (``/usr/bin/dash``),
-    and whoever compares executables across runs (behaviour profiles) would see two. Cost: one
-    readlink per path component, only for such processes."""
+    """``path`` with its symlinks resolved in the root of the first of ``pids`` whose
+    ``/proc/<pid>/root`` is readable, as the exe link names a file (else ``path`` unchanged).
+    For a process gone before its exe link was read: ``/bin/sh`` would otherwise name what a
+    longer run names ``/usr/bin/dash``, and behaviour profiles would see two executables.
+    Cost: one readlink per path component, only for such processes."""
     if not path.startswith("/"):
         return path
     for pid in pids:
