@@ -4,6 +4,8 @@ agent-shaped records, deterministic time (tests/support/fake_time.py)."""
 
 from __future__ import annotations
 
+from typing import Callable, Optional
+
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
 from otelguard import semconv as S
@@ -51,6 +53,24 @@ def learned_stage(clock: FakeTime, config: Config = CONFIG) -> ProfilesStage:
                 stage.process(benign(uid, i))
         clock.now += config.bucket_seconds
     clock.now = ev.T0 + config.learn_seconds + 1
+    stage.sync()
+    return stage
+
+
+def learned_with(extra: Callable[[str, int], Optional[ExportLogsServiceRequest]],
+                 buckets: int = 2) -> ProfilesStage:
+    """A stage that learned the benign workload from 3 pods over ``buckets`` buckets, each pod
+    also sending ``extra(pod, bucket)`` (when not None) after its benign pass."""
+    clock = FakeTime(ev.T0)
+    stage = ProfilesStage(CONFIG, clock.clock)
+    for bucket in range(buckets):
+        for uid in PODS:
+            stage.process(benign(uid, bucket))
+            req = extra(uid, bucket)
+            if req is not None:
+                stage.process(req)
+        clock.now += CONFIG.bucket_seconds
+    clock.now = ev.T0 + CONFIG.learn_seconds
     stage.sync()
     return stage
 
@@ -146,18 +166,11 @@ def test_deviation_record_has_the_rule_detection_shape_and_the_profile_evidence(
 
 
 def test_one_pod_doing_something_during_learning_is_quarantined_and_still_alerts() -> None:
-    clock = FakeTime(ev.T0)
-    stage = ProfilesStage(CONFIG, clock.clock)
-    for bucket in range(3):
-        for uid in PODS:
-            stage.process(benign(uid, bucket))
-        # the compromised replica does its thing in every bucket, the others never do
-        stage.process(ev.batch(ev.pod("b"), ev.connect("10.9.9.9", 4444),
-                               ev.execve("/usr/bin/python3", "/usr/bin/python3", "python3",
-                                         "/tmp/stage2.py")))
-        clock.now += CONFIG.bucket_seconds
-    clock.now = ev.T0 + CONFIG.learn_seconds
-    stage.sync()
+    # the compromised replica does its thing in every bucket, the others never do
+    stage = learned_with(lambda uid, _: ev.batch(
+        ev.pod("b"), ev.connect("10.9.9.9", 4444),
+        ev.execve("/usr/bin/python3", "/usr/bin/python3", "python3", "/tmp/stage2.py"))
+        if uid == "b" else None, buckets=3)
     p = stage.profile(WORKLOAD)
     assert p is not None and p.state == LEARNED
     quarantined = {(k, v): why for k, v, _, why in p.quarantine}
@@ -262,18 +275,12 @@ def test_the_trigger_process_is_not_learned_from_when_the_detection_has_no_pid()
     # Falco rules copy only the fields their output names: "Read sensitive file untrusted"
     # carries no process.pid, so the stage reads it from the trigger record (seen on the real
     # kernel: the attacker's C2 call after the read passed the bar in the tainted window).
-    clock = FakeTime(ev.T0)
-    stage = ProfilesStage(CONFIG, clock.clock)
-    for bucket in range(2):
-        for uid in PODS:
-            stage.process(benign(uid, bucket))
-            req = ev.batch(ev.pod(uid), ev.open_("/etc/shadow", "O_RDONLY", pid=200),
-                           ev.connect("10.9.9.9", 4444, pid=200))
-            ev.rule_detection(req, "Read sensitive file untrusted", with_pid=False)
-            stage.process(req)
-        clock.now += CONFIG.bucket_seconds
-    clock.now = ev.T0 + CONFIG.learn_seconds
-    stage.sync()
+    def attack(uid: str, _: int) -> ExportLogsServiceRequest:
+        req = ev.batch(ev.pod(uid), ev.open_("/etc/shadow", "O_RDONLY", pid=200),
+                       ev.connect("10.9.9.9", 4444, pid=200))
+        ev.rule_detection(req, "Read sensitive file untrusted", with_pid=False)
+        return req
+    stage = learned_with(attack)
     p = stage.profile(WORKLOAD)
     assert p is not None and p.state == TAINTED
     seen = {v for k, v, _, _ in p.quarantine} | {v for vs in p.spec.values() for v in vs}
