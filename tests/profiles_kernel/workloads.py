@@ -24,6 +24,7 @@ window ends when the offset passes it; detection latency is measured on the wall
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -131,19 +132,95 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class Shop:
-    """The workloads, the pipeline and the profiles directory of one test session."""
+class Premises:
+    """What the workloads run with, under ``base``: app.py and the ``tini`` launcher, their data
+    directories, the service-account token file (made when missing, removed after), the
+    loopback peers; and how a run of one container is started."""
 
-    def __init__(self, sensor: Sensor, base: Path) -> None:
-        self.sensor = sensor
+    def __init__(self, base: Path) -> None:
         self.base = base
         self.data = base / "data"
-        self.profiles_dir = base / "profiles"
-        self.clock = Clock()
+        self.tini = str(base / "tini")
         self._stop = threading.Event()
         self._token_made: list[Path] = []
         self.config = {"data": str(self.data), "web_port": _free_port(), "db_port": _free_port(),
                        "alt_port": _free_port(), "token": TOKEN, "junk": JUNK}
+
+    def open(self) -> None:
+        for d in ("web/uploads", "web/drop", "report"):
+            (self.data / d).mkdir(parents=True, exist_ok=True)
+        for i in range(JUNK):
+            (self.data / "junk" / str(i)).mkdir(parents=True, exist_ok=True)
+        (self.data / "overlay.py").write_text(OVERLAY_CONTAINER)
+        try:
+            os.link(PYTHON, self.tini)
+        except OSError:
+            shutil.copy2(PYTHON, self.tini)
+        shutil.copy(HERE / "tini.py", self.base / "tini.py")
+        shutil.copy(HERE / "app.py", self.base / "app.py")
+        token = Path(TOKEN)
+        if not token.exists():
+            for parent in reversed(token.resolve().parents):
+                if not parent.exists():
+                    parent.mkdir()
+                    self._token_made.append(parent)
+            token.write_text("eyJhbGciOiJSUzI1NiJ9.test.token")
+            self._token_made.append(token.resolve())
+        for host, port in (("127.0.0.1", self.config["db_port"]),
+                           ("127.0.0.9", self.config["db_port"]),
+                           ("127.0.0.1", self.config["alt_port"]),
+                           *((f"127.0.0.{n}", self.config["db_port"]) for n in (66, 67, 68, 77))):
+            _listener(host, port, self._stop)
+
+    def close(self) -> None:
+        self._stop.set()
+        for p in reversed(self._token_made):
+            if p.is_dir():
+                p.rmdir()
+            else:
+                p.unlink()
+
+    def argv(self, role: str, launch: Sequence[str] = ()) -> list[str]:
+        if launch:
+            return [self.tini, str(self.base / "tini.py"), *launch]
+        if role == "report":
+            stamp, out = self.data / "report" / "stamp", self.data / "report" / "stamp.gz"
+            return [self.tini, str(self.base / "tini.py"), "/bin/sh", "-c",
+                    f"date > {stamp}; gzip -c {stamp} > {out}"]
+        return [self.tini, str(self.base / "tini.py"), PYTHON, str(self.base / "app.py"), role]
+
+    @contextlib.contextmanager
+    def launched(self, r: Replica, steps: Sequence[str] = (), launch: Sequence[str] = (),
+                 shell: str = "", timeout_s: float = 30.0
+                 ) -> Iterator[tuple[subprocess.Popen[bytes], float, dict[str, float], str]]:
+        """Run the replica's workload (with ``steps``, or another command ``launch`` through its
+        launcher, or ``shell`` appended to the report job's script) in its container, to its
+        end; yields (process, start time, step marks, stderr) while the container exists."""
+        argv = self.argv(r.role, launch)
+        if shell:
+            argv[-1] += f"; {shell}"
+        env = {"PATH": "/usr/bin:/bin", "PYTHONDONTWRITEBYTECODE": "1",
+               "OGP": json.dumps(self.config), "OGP_STEPS": ",".join(steps)}
+        with container(pod_uid=r.pod_uid, container_id=r.container_id) as c:
+            started = time.time()
+            with c.popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env) as p:
+                out, err = p.communicate(timeout=timeout_s)
+            marks = {}
+            for line in out.decode(errors="replace").splitlines():
+                if line.startswith("{"):
+                    m = json.loads(line)
+                    marks[m["step"]] = float(m["at"])
+            yield p, started, marks, err.decode(errors="replace")
+
+
+class Shop(Premises):
+    """The workloads, the pipeline and the profiles directory of one test session."""
+
+    def __init__(self, sensor: Sensor, base: Path) -> None:
+        super().__init__(base)
+        self.sensor = sensor
+        self.profiles_dir = base / "profiles"
+        self.clock = Clock()
         self.replicas: dict[str, list[Replica]] = {}
         self.learning_runs: list[Run] = []
         self.learning_losses = 0  # records the sensor lost while the shop learned
@@ -214,76 +291,23 @@ class Shop:
         return profiles, Pipeline(stages)
 
     def start(self) -> None:
-        for d in ("web/uploads", "web/drop", "report"):
-            (self.data / d).mkdir(parents=True, exist_ok=True)
-        for i in range(JUNK):
-            (self.data / "junk" / str(i)).mkdir(parents=True, exist_ok=True)
-        (self.data / "overlay.py").write_text(OVERLAY_CONTAINER)
-        self.tini = str(self.base / "tini")
-        try:
-            os.link(PYTHON, self.tini)
-        except OSError:
-            shutil.copy2(PYTHON, self.tini)
-        shutil.copy(HERE / "tini.py", self.base / "tini.py")
-        shutil.copy(HERE / "app.py", self.base / "app.py")
-        token = Path(TOKEN)
-        if not token.exists():
-            for parent in reversed(token.resolve().parents):
-                if not parent.exists():
-                    parent.mkdir()
-                    self._token_made.append(parent)
-            token.write_text("eyJhbGciOiJSUzI1NiJ9.test.token")
-            self._token_made.append(token.resolve())
-        for host, port in (("127.0.0.1", self.config["db_port"]),
-                           ("127.0.0.9", self.config["db_port"]),
-                           ("127.0.0.1", self.config["alt_port"]),
-                           *((f"127.0.0.{n}", self.config["db_port"]) for n in (66, 67, 68, 77))):
-            _listener(host, port, self._stop)
+        self.open()
         self.pipeline.start()
         self.live.start()
 
     def stop(self) -> None:
-        self._stop.set()
+        self.close()
         self.live.stop()
         self.pipeline.shutdown()
-        for p in reversed(self._token_made):
-            if p.is_dir():
-                p.rmdir()
-            else:
-                p.unlink()
 
     # --- runs ------------------------------------------------------------------------------
 
-    def argv(self, r: Replica, launch: Sequence[str] = ()) -> list[str]:
-        if launch:
-            return [self.tini, str(self.base / "tini.py"), *launch]
-        if r.role == "report":
-            stamp, out = self.data / "report" / "stamp", self.data / "report" / "stamp.gz"
-            return [self.tini, str(self.base / "tini.py"), "/bin/sh", "-c",
-                    f"date > {stamp}; gzip -c {stamp} > {out}"]
-        return [self.tini, str(self.base / "tini.py"), PYTHON, str(self.base / "app.py"), r.role]
-
     def run(self, r: Replica, steps: Sequence[str] = (), launch: Sequence[str] = (),
-            shell: str = "", timeout_s: float = 30.0) -> Run:
-        """Run the replica's workload (with ``steps``, or another command ``launch`` through its
-        launcher, or ``shell`` appended to the report job's script) and wait until its exit
-        record left the pipeline."""
-        argv = self.argv(r, launch)
-        if shell:
-            argv[-1] += f"; {shell}"
-        env = {"PATH": "/usr/bin:/bin", "PYTHONDONTWRITEBYTECODE": "1",
-               "OGP": json.dumps(self.config), "OGP_STEPS": ",".join(steps)}
-        with container(pod_uid=r.pod_uid, container_id=r.container_id) as c:
-            started = time.time()
-            with c.popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env) as p:
-                out, err = p.communicate(timeout=timeout_s)
-            assert self.live.exited(p.pid, 15), f"no exit record of {argv} left the pipeline"
-        marks = {}
-        for line in out.decode(errors="replace").splitlines():
-            if line.startswith("{"):
-                m = json.loads(line)
-                marks[m["step"]] = float(m["at"])
-        run = Run(r, marks, started, p.pid, p.returncode, err.decode(errors="replace"))
+            shell: str = "") -> Run:
+        """:meth:`Premises.launched`, then wait until its exit record left the pipeline."""
+        with self.launched(r, steps, launch, shell) as (p, started, marks, err):
+            assert self.live.exited(p.pid, 15), f"no exit record of {p.args} left the pipeline"
+        run = Run(r, marks, started, p.pid, p.returncode, err)
         run.detections = [d for d in self.live.detections(started)
                           if d.resource.get(S.CONTAINER_ID) == r.container_id]
         return run
