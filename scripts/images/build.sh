@@ -13,7 +13,9 @@
 #     hashes the Containerfile, the base's key and the image's inputs (project sources, or the
 #     Collector binary), so an unchanged image is a cache hit in well under a second.
 # Environment: OTELGUARD_CACHE (default ~/.cache/otelguard); OTELGUARD_IMAGE_ISOLATION (buildah
-# --isolation; default: oci (runc) when a probe RUN works, else chroot).
+# --isolation; default: oci (runc) when a probe RUN works, else chroot); OTELGUARD_IMAGE_STORE_MAX_MB
+# (default 6144): past this size the store drops the layers no tagged image uses (the next build
+# of a changed image then redoes its package layers: about a minute more).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 export OTELGUARD_CACHE="${OTELGUARD_CACHE:-$HOME/.cache/otelguard}"
@@ -157,3 +159,11 @@ for n in "${names[@]}"; do
   fi
   ln -sfn "$(basename "$archive")" "$OUT/$name.oci.tar"
 done
+
+# Every rebuild leaves the previous image's layers behind (tags move to the new one): without a
+# bound the store grows by a few hundred MiB per source change.
+store_mb=$(du -sm "$STORE" 2>/dev/null | cut -f1)
+if [ "${store_mb:-0}" -gt "${OTELGUARD_IMAGE_STORE_MAX_MB:-6144}" ]; then
+  bah rmi --prune >/dev/null 2>&1 || true
+  log "store was ${store_mb} MiB (> ${OTELGUARD_IMAGE_STORE_MAX_MB:-6144}): pruned unused layers, now $(du -sm "$STORE" | cut -f1) MiB"
+fi

@@ -54,6 +54,18 @@ def load_agent_config(config_file: Optional[str]) -> AgentConfig:
     return load_file(AgentConfig, config_file) if config_file else AgentConfig()
 
 
+def with_rules_read_filter(sensor: SensorConfig) -> SensorConfig:
+    """``sensor`` with the kernel read prefixes the rules of ``sensor.read_rules`` need added
+    (read once at start; raises ConfigError when the rules do not load)."""
+    from otelguard.processors.detection.readfilter import rules_read_filter
+
+    rf = rules_read_filter(sensor.read_rules, sensor.probe.read_path_prefixes)
+    for line in rf.lines():
+        log.info("%s", line)
+    return dataclasses.replace(sensor, probe=dataclasses.replace(
+        sensor.probe, read_path_prefixes=rf.prefixes))
+
+
 def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from otelguard.ebpf.errors import EbpfError
@@ -83,6 +95,11 @@ def main(args: argparse.Namespace) -> int:
         else:
             if tls.insecure:
                 warn_insecure("exporter", tls)
+    if cfg is not None and cfg.sensor.read_rules:
+        try:
+            cfg = dataclasses.replace(cfg, sensor=with_rules_read_filter(cfg.sensor))
+        except ConfigError as exc:
+            problems += exc.messages
     if problems or cfg is None or transport is None:
         print("otelguard agent: invalid configuration:\n  " + "\n  ".join(problems), file=sys.stderr)
         return 2

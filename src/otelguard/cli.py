@@ -139,8 +139,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     rules = sub.add_parser("rules", help="Falco-style rules")
     rules_sub = rules.add_subparsers(dest="rules_command", required=True)
-    validate = rules_sub.add_parser("validate", help="load rules files and report each rule")
+    validate = rules_sub.add_parser(
+        "validate", help="load rules files and report each rule; exit 0: every rule loads and "
+        "can run, 1: load errors (the processor would not start), 3: loads, but some rules "
+        "cannot run on this sensor or were skipped")
     validate.add_argument("files", nargs="+", metavar="FILE", help="Falco-style rules files")
+    validate.add_argument("-p", "--append-output", default="", metavar="FORMAT",
+                          help="text with %%fields appended to every rule's output (Falco's -p)")
     validate.set_defaults(target="rules.validate")
     lst = rules_sub.add_parser("list", help="show the active rules")
     lst.add_argument("--rules", action="append", default=None, metavar="FILE",

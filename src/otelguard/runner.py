@@ -193,6 +193,25 @@ def incident_lines(pipeline: Any) -> list[str]:
     return lines
 
 
+def with_rules_read_filter(sensor: SensorConfig, pipeline: Any) -> SensorConfig:
+    """``sensor`` with the kernel read prefixes its rules need added (``sensor.read_rules``,
+    else the rules the pipeline's falco_rules stages run); fixed at start: a rule reloaded
+    live that needs a new prefix waits for a restart (docs/architecture.md#kernel-facts)."""
+    from otelguard.processors.detection.readfilter import read_filter, rules_read_filter
+
+    configured = sensor.probe.read_path_prefixes
+    if sensor.read_rules:
+        rf = rules_read_filter(sensor.read_rules, configured)
+    else:
+        rules = [r for _n, stage in pipeline.stages() if stage.type_name == "falco_rules"
+                 for r in stage.engine.rules]
+        rf = read_filter(rules, configured)
+    for line in rf.lines()[1:]:
+        log.warning("%s", line)
+    return dataclasses.replace(sensor, probe=dataclasses.replace(
+        sensor.probe, read_path_prefixes=rf.prefixes))
+
+
 def summary(sensor_stats: dict[str, Any], missing: Sequence[str],
             incidents: Sequence[str] = ()) -> str:
     """The exit summary: events by type, detections by rule, incidents, drops by stage and
@@ -280,7 +299,13 @@ def main(args: argparse.Namespace) -> int:
     from otelguard.exporter.settings import node_identity
     from otelguard.exporter.spans import SpanTracker
 
-    sensor_cfg, exp_cfg = cfg.sensor, cfg.exporter
+    try:
+        sensor_cfg = with_rules_read_filter(cfg.sensor, pipeline)
+    except ConfigError as exc:
+        print("otelguard run: invalid configuration:\n  " + "\n  ".join(exc.messages),
+              file=sys.stderr)
+        return 2
+    exp_cfg = cfg.exporter
     bound = telemetry.serve(metrics_host, metrics_port)
     sensor = Sensor(sensor_cfg)
     health = AgentHealth(sensor)

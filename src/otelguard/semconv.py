@@ -58,7 +58,8 @@ SENDER_VERIFIED: Final = "otelguard.sender.verified"  # bool, set by the process
 
 # --- Process (every event record carries the acting process) ----------------------------------
 PROCESS_PID: Final = "process.pid"
-PROCESS_VPID: Final = "process.vpid"
+PROCESS_VPID: Final = "process.vpid"  # pid in the process's own pid namespace
+PROCESS_VPGID: Final = "otelguard.process.vpgid"  # process group id in that namespace
 PROCESS_PARENT_PID: Final = "process.parent_pid"
 PROCESS_EXECUTABLE_NAME: Final = "process.executable.name"
 PROCESS_EXECUTABLE_PATH: Final = "process.executable.path"
@@ -215,6 +216,7 @@ EV_RESPONSE: Final = "otelguard.security.response"
 METRIC_EVENTS: Final = "otelguard_events"  # prometheus_client appends _total
 METRIC_DETECTIONS: Final = "otelguard_detections"
 METRIC_DROPPED: Final = "otelguard_dropped"
+METRIC_EXPORT_FAILURES: Final = "otelguard_export_failures"  # {stage, reason}: failed sends
 METRIC_PIPELINE_LATENCY: Final = "otelguard_pipeline_latency_seconds"
 METRIC_SPOOL_REQUESTS: Final = "otelguard_spool_requests"  # agent: OTLP requests waiting on disk
 METRIC_SPOOL_BYTES: Final = "otelguard_spool_bytes"  # agent: their size

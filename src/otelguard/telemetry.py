@@ -40,6 +40,12 @@ dropped = Counter(
     "receive, forward, pipeline) and reason.",
     ["stage", "reason"], registry=REGISTRY,
 )
+export_failures = Counter(
+    semconv.METRIC_EXPORT_FAILURES,
+    "Sends to the next hop that failed after their retries, by stage (export, output) and reason; "
+    "what they carried was spooled or, if the reason is final, dropped (see otelguard_dropped).",
+    ["stage", "reason"], registry=REGISTRY,
+)
 pipeline_latency = Histogram(
     semconv.METRIC_PIPELINE_LATENCY, "Time a batch spends in a pipeline stage.", ["stage"],
     buckets=(0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0),

@@ -117,8 +117,11 @@ class Attack:
         assert rec.severity_text == priority, (rec.severity_text, priority)
         assert rec.severity_number == SEVERITY[priority]
         assert a[S.SECURITY_RULE_PRIORITY] == priority
+        tags = a.get(S.SECURITY_RULE_TAGS, [])
         assert a[S.SECURITY_RULE_RULESET_NAME] == (
-            "otelguard_rules" if "otelguard" in a.get(S.SECURITY_RULE_TAGS, []) else "falco_rules")
+            "otelguard_rules" if "otelguard" in tags else "falco-incubating_rules"
+            if "maturity_incubating" in tags else "falco-sandbox_rules"
+            if "maturity_sandbox" in tags else "falco_rules")
         assert uuid.UUID(str(a[S.SECURITY_RULE_UUID])) and a[S.SECURITY_RULE_DESCRIPTION]
         assert a[S.LOG_RECORD_UID] != d.trigger_attrs[S.LOG_RECORD_UID]
         assert d.resource.get(S.STREAM) == S.STREAM_DETECTION

@@ -82,3 +82,32 @@ shutil.copy("/usr/bin/dash", "/payload-sh")                         # a dropped 
 os.chmod("/payload-sh", 0o755)
 subprocess.run(["/payload-sh", "-c", "/usr/bin/true; /usr/bin/sleep 0.3"], check=True)
 """                                                                 # ... runs image binaries
+
+# Python source defining TINY_ELF: a complete x86-64 executable (ELF header, one PT_LOAD, three
+# instructions: exit_group(0)) that exits before the agent can read anything of it in /proc,
+# as a dropped implant that runs for a moment does. Smaller and quicker than /bin/true.
+TINY_ELF = r"""
+import struct
+_code = bytes.fromhex("31ffb8e70000000f05")                 # xor edi,edi; mov eax,231; syscall
+_base, _hdr = 0x400000, 64 + 56
+TINY_ELF = (struct.pack("<4s5B7xHHIQQQIHHHHHH", b"\x7fELF", 2, 1, 1, 0, 0, 2, 62, 1,
+                        _base + _hdr, 64, 0, 0, 64, 56, 1, 0, 0, 0)
+            + struct.pack("<IIQQQQQQ", 1, 5, 0, _base, _base, _hdr + len(_code),
+                          _hdr + len(_code), 0x1000)
+            + _code)
+"""
+
+# Fileless execution through /proc/self/fd/N (not fexecve): the kernel names the process after
+# the path's last component ("3"), and the payload is gone before its record is decoded, so
+# only the memfd_create record seen before the exec can tell.
+MEMFD_PROC_FD_EXEC = TINY_ELF + r"""
+import os
+fd = os.memfd_create("payload", 0)
+os.write(fd, TINY_ELF)
+for _ in range(3):
+    pid = os.fork()
+    if pid == 0:
+        os.execv(f"/proc/self/fd/{fd}", ["payload"])
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+"""

@@ -15,7 +15,7 @@ from otelguard import semconv as S
 from otelguard.ebpf.sensor import Sensor
 from otelguard.processors.detection.processor import FalcoRulesProcessor
 from tests.attacks.harness import PYTHON, PYTHON_NAME, python_attack, run_attack
-from tests.attacks.payloads import OVERLAY_CONTAINER
+from tests.attacks.payloads import OVERLAY_CONTAINER, TINY_ELF
 from tests.ebpf.containers import new_container_id, new_pod_uid
 
 pytestmark = [pytest.mark.kernel, pytest.mark.timeout(90)]
@@ -149,6 +149,40 @@ def test_drop_and_execute_in_overlay_upper_layer(sensor: Sensor, stage: FalcoRul
     fired = attack.fired("Drop and execute new binary in container")
     assert sorted(h.trigger_attrs[S.PROCESS_EXECUTABLE_PATH] for h in fired) == [
         "/payload", "/payload-sh"]
+
+
+# The same container root; the dropped binary exits at once and the shell-like process that
+# ran it is gone before its exec is decoded, so no process that ran it is left to ask: the
+# root the runner had at its fork (the container's, seen while its parent lived) decides.
+OVERLAY_DROP_QUICK = TINY_ELF + OVERLAY_CONTAINER.split("shutil.copy(", 1)[0] + r"""
+import time
+with open("/payload", "wb") as f:
+    f.write(TINY_ELF)
+os.chmod("/payload", 0o755)
+for _ in range(3):
+    runner = os.fork()
+    if runner == 0:                                 # a shell: forks the payload and exits
+        if os.fork() == 0:
+            time.sleep(0.05)                        # the shell is gone by now
+            os.execv("/payload", ["payload"])
+        os._exit(0)
+    os.waitpid(runner, 0)
+time.sleep(0.3)                                     # the payloads ran (orphans: not ours)
+"""
+
+
+def test_drop_and_execute_of_a_binary_that_exits_at_once(
+        sensor: Sensor, stage: FalcoRulesProcessor, tmp_path: Path) -> None:
+    attack = run_attack(sensor, stage, [PYTHON, "-c", OVERLAY_DROP_QUICK, str(tmp_path)])
+    assert attack.returncode == 0, attack.stderr.decode()
+    execs = [a for a in attack.records(S.EV_PROCESS_EXEC)
+             if a.get(S.PROCESS_EXECUTABLE_PATH) == "/payload"]
+    assert len(execs) == 3 and [a[S.PROCESS_EXE_UPPER_LAYER] for a in execs] == [True] * 3
+    fired = attack.fired("Drop and execute new binary in container")
+    assert len(fired) == 3
+    attack.detection("Drop and execute new binary in container", "CRITICAL", S.EV_PROCESS_EXEC,
+                     body=["proc_exe=payload", "exe_flags=EXE_UPPER_LAYER"],
+                     evidence={S.PROCESS_EXE_UPPER_LAYER: True})
 
 
 @pytest.mark.skipif(not Path("/sys/kernel/tracing/events/syscalls/sys_enter_finit_module").is_dir(),

@@ -14,7 +14,7 @@ from otelguard import semconv as S
 from otelguard.ebpf.sensor import Sensor
 from otelguard.processors.detection.processor import FalcoRulesProcessor
 from tests.attacks.harness import PYTHON_NAME, named_binary, python_attack, run_attack
-from tests.attacks.payloads import MEMFD_EXEC, PTRACE_ATTACH
+from tests.attacks.payloads import MEMFD_EXEC, MEMFD_PROC_FD_EXEC, PTRACE_ATTACH
 
 pytestmark = [pytest.mark.kernel, pytest.mark.timeout(90)]
 
@@ -106,6 +106,25 @@ def test_fileless_payload_that_exits_at_once(sensor: Sensor, stage: FalcoRulesPr
                          body=["exe_flags=EXE_FROM_MEMFD"],
                          evidence={S.PROCESS_EXE_FROM_MEMFD: True})
     assert d.trigger_attrs[S.PROCESS_COMM] == "memfd:payload"
+
+
+def test_fileless_payload_run_through_proc_self_fd(sensor: Sensor,
+                                                  stage: FalcoRulesProcessor) -> None:
+    # execve("/proc/self/fd/N") of a memfd: comm "3", /proc/<pid>/exe gone by decode time; the
+    # memfd_create record (fd N, inherited at fork) decides it, as Falco decides at exec
+    attack = python_attack(sensor, stage, MEMFD_PROC_FD_EXEC)
+    (memfd,) = attack.records(S.EV_MEMFD_CREATE)
+    fd = memfd[S.FILE_FD]
+    execs = [a for a in attack.records(S.EV_PROCESS_EXEC)
+             if a.get(S.PROCESS_COMM) == str(fd) and a.get(S.SYSCALL_RET) == 0]
+    assert len(execs) == 3, [a.get(S.PROCESS_COMM) for a in attack.records(S.EV_PROCESS_EXEC)]
+    assert [a[S.PROCESS_EXE_FROM_MEMFD] for a in execs] == [True] * 3
+    assert {a[S.PROCESS_EXECUTABLE_PATH] for a in execs} == {"/memfd:payload"}
+    fired = [d for d in attack.fired("Fileless execution via memfd_create")
+             if d.trigger_attrs.get(S.PROCESS_COMM) == str(fd)]
+    assert len(fired) == 3
+    attack.detection("Fileless execution via memfd_create", "CRITICAL", S.EV_PROCESS_EXEC,
+                     body=["exe_flags=EXE_FROM_MEMFD"], evidence={S.PROCESS_EXE_FROM_MEMFD: True})
 
 
 def test_execution_from_a_file_is_not_fileless(sensor: Sensor, stage: FalcoRulesProcessor,

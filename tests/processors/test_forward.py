@@ -78,6 +78,26 @@ def test_permanent_refusal_is_dropped_counted_and_reported() -> None:
     assert _rejected() == before + 3
 
 
+def test_refused_credentials_answer_unavailable_so_the_caller_keeps_the_data() -> None:
+    """The next hop refuses this service's token: not retried (it cannot help as is), not
+    dropped (a rotated token fixes it): the caller hears UNAVAILABLE and keeps the records."""
+    hop, t = InMemoryTransport(), FakeTime()
+    hop.fail(ExportResult.failure("bad token", "unauthenticated", False, hold=True), count=1)
+    before_rejected = _rejected()
+    before = sample("otelguard_processor_forward_failures_total", exporter="m#0",
+                    reason="credentials")
+    forwarder = _forwarder(hop, t)
+    with pytest.raises(RequestError) as refused:
+        forwarder.forward(samples.logs(3))
+    assert refused.value.code == grpc.StatusCode.UNAVAILABLE and "bad token" in str(refused.value)
+    assert hop.attempts == 1 and _rejected() == before_rejected
+    assert sample("otelguard_processor_forward_failures_total", exporter="m#0",
+                  reason="credentials") == before + 1
+    t.sleep(SETTINGS.down_seconds + 1)
+    assert forwarder.forward(samples.logs(3)).rejected == 0  # the token was rotated meanwhile
+    assert hop.log_record_count() == 3
+
+
 def test_next_hop_partial_success_reaches_the_caller() -> None:
     hop = InMemoryTransport()
     hop.fail(ExportResult.success(rejected=2, error="2 too old"), count=1)

@@ -194,8 +194,10 @@ def test_plaintext_listener_with_token_still_requires_the_token(pki: Pki) -> Non
 def test_agent_to_processor_over_mtls_with_a_token(service: Running, pki: Pki,
                                                    tmp_path: Path) -> None:
     """The agent's path as agent.py builds it: Delivery with its spool over OtlpGrpcTransport;
-    refused while the token is wrong (UNAUTHENTICATED is not retryable: counted as dropped),
-    delivered once the token file holds the right one."""
+    refused while the token is wrong (UNAUTHENTICATED: not retried, but held in the spool and
+    counted as an export failure, never dropped), and all delivered once the token file holds
+    the right one."""
+    from otelguard import telemetry
     from otelguard.transport.delivery import Delivery
     from otelguard.transport.retry import RetryPolicy
     from otelguard.transport.spool import Spool
@@ -204,14 +206,20 @@ def test_agent_to_processor_over_mtls_with_a_token(service: Running, pki: Pki,
     transport = OtlpGrpcTransport(service.grpc_endpoint, timeout_s=10,
                                   tls=pki.client_tls(token_file="agent-token"))
     delivery = Delivery(transport, Spool(str(tmp_path / "spool"), 1 << 20),
-                        RetryPolicy(max_attempts=1), deadline_s=10)
+                        RetryPolicy(max_attempts=1, down_max_s=0.0),  # no down window: the
+                        deadline_s=10)                                 # next send replays at once
     try:
+        failures = telemetry.export_failures.labels("export", "unauthenticated")
+        before = failures._value.get()
         batch = samples.logs(3)
-        assert not delivery.send_logs(batch.SerializeToString(), 3)
-        assert service.sink.logs == [] and delivery.backlog == 0
+        assert delivery.send_logs(batch.SerializeToString(), 3)  # spooled, not dropped
+        assert service.sink.logs == [] and delivery.backlog == 1
+        assert delivery.stats.dropped_records == 0 and delivery.stats.spooled_records == 3
+        assert failures._value.get() == before + 1
         write(pki.root / "agent-token", b"s3cret-token\n")  # the token is rotated in
         assert delivery.send_logs(batch.SerializeToString(), 3)
-        assert len(service.sink.logs) == 1
+        assert delivery.backlog == 0 and len(service.sink.logs) == 2
+        assert delivery.stats.replayed_records == 3 and delivery.stats.sent_records == 3
     finally:
         delivery.shutdown()
 

@@ -33,6 +33,26 @@ def test_non_retryable_failure_is_dropped_and_counted(tmp_path: Path) -> None:
     assert t.attempts == 1 and _dropped("export", "invalid_argument") == before + n
 
 
+def test_refused_credentials_spool_and_count_a_failure_then_replay(tmp_path: Path) -> None:
+    """UNAUTHENTICATED is final for the request as sent, but a rotated token fixes it: the
+    records wait in the spool (no retry, no drop) and go out once the endpoint takes them."""
+    from otelguard import telemetry
+
+    t = InMemoryTransport()
+    t.fail(ExportResult.failure("no token", "unauthenticated", False, hold=True), count=1)
+    d = Delivery(t, Spool(str(tmp_path), 10**6), FAST, sleep=lambda s: None)
+    failures = telemetry.export_failures.labels("export", "unauthenticated")
+    before_failures = failures._value.get()
+    before_drops = _dropped("export", "unauthenticated")
+    data, n = _batches(1)[0]
+    assert d.send_logs(data, n)
+    assert t.attempts == 1 and d.backlog == 1 and t.log_record_count() == 0
+    assert failures._value.get() == before_failures + 1
+    assert _dropped("export", "unauthenticated") == before_drops
+    assert wait_until(lambda: d.replay() == n, timeout=5)  # after the down window
+    assert t.log_record_count() == n and d.backlog == 0
+
+
 def test_partial_success_rejections_are_counted(tmp_path: Path) -> None:
     class Rejecting(InMemoryTransport):
         def export_logs(self, req):  # type: ignore[no-untyped-def]

@@ -143,6 +143,14 @@ def test_otlp_retryable_tables() -> None:
         429, 502, 503, 504]
 
 
+def test_refused_credentials_are_held_not_retried() -> None:
+    from otelguard.transport.retry import grpc_hold, http_hold
+
+    assert [c for c in ("UNAUTHENTICATED", "PERMISSION_DENIED", "INVALID_ARGUMENT", "UNAVAILABLE")
+            if grpc_hold(c)] == ["UNAUTHENTICATED", "PERMISSION_DENIED"]
+    assert [s for s in (400, 401, 403, 404, 503) if http_hold(s)] == [401, 403]
+
+
 @pytest.mark.parametrize("kwargs", [
     {"max_attempts": 0}, {"initial_backoff_s": 0.0}, {"jitter": 1.5}, {"jitter": -0.1},
     {"max_elapsed_s": 0.0}, {"down_min_s": 2.0, "down_max_s": 1.0},

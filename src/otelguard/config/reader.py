@@ -7,6 +7,7 @@ values needs nothing special.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -58,10 +59,25 @@ _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _con
 _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence)
 
 
-def load_yaml(text: str, source: str = "<string>") -> Any:
-    """Parse YAML keeping line numbers; a syntax error becomes a :class:`ConfigError`."""
+class _TextScalarLoader(_LineLoader):
+    """:class:`_LineLoader` that leaves every plain scalar as its text, except the YAML 1.2 core
+    nulls (empty, ``~``, ``null``): how yaml-cpp hands Falco its rules files. PyYAML's YAML 1.1
+    resolvers would read a bare ``=`` as the ``value`` tag (and fail), ``0644`` as octal,
+    ``10:30`` as sexagesimal and ``on``/``no`` as booleans; the reader of such a document
+    converts the keys that are booleans itself."""
+
+
+_TextScalarLoader.yaml_implicit_resolvers = {}
+_TextScalarLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:null", re.compile(r"^(?:~|null|Null|NULL|)$"), ["~", "n", "N", ""])
+
+
+def load_yaml(text: str, source: str = "<string>", text_scalars: bool = False) -> Any:
+    """Parse YAML keeping line numbers; a syntax error becomes a :class:`ConfigError`.
+    ``text_scalars``: plain scalars stay strings (see :class:`_TextScalarLoader`)."""
+    loader = _TextScalarLoader if text_scalars else _LineLoader
     try:
-        return yaml.load(text, Loader=_LineLoader)  # noqa: S506  # SafeLoader subclass
+        return yaml.load(text, Loader=loader)  # noqa: S506  # SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None

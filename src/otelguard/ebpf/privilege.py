@@ -42,7 +42,7 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
-from typing import Optional, cast
+from typing import Optional, Protocol, cast, runtime_checkable
 
 from otelguard import semconv
 from otelguard.ebpf.events import AttrValue, Event
@@ -178,6 +178,16 @@ def fd_type(link: Optional[str]) -> str:
     if link.startswith("/"):
         return "file"
     return "unknown"
+
+
+MFD_CLOEXEC = 1
+
+
+@runtime_checkable
+class MemfdTracker(Protocol):
+    """What the sensor's DecodeContext offers to remember memfds (the process table)."""
+
+    def on_memfd(self, hdr: Header, fd: int, name: str, cloexec: bool) -> None: ...
 
 
 def _readlink(path: str) -> Optional[str]:
@@ -342,6 +352,8 @@ class PrivilegeProbe:
             attrs[semconv.MEMFD_FLAGS] = flag_names(int(r.a[1]) & 0xFFFFFFFF, MEMFD_FLAG_NAMES)
             if ret >= 0:
                 attrs[semconv.FILE_FD] = ret
+                if isinstance(ctx, MemfdTracker):  # an exec through this fd is fileless
+                    ctx.on_memfd(r.h, ret, name, bool(int(r.a[1]) & MFD_CLOEXEC))
             ev = ctx.make_event(r.h, semconv.EV_MEMFD_CREATE, "memfd_create", attrs)
             ev.body = f"memfd_create {name!r}" + _failed(ret)
             return ev

@@ -23,13 +23,16 @@ Overhead (measured roughly on the 2-core VM under load, /bin/true spawned 300 ti
 vs untraced in the same run): 0.95-0.97x the exec rate, i.e. 40-90 µs per exec, mostly the
 user-space side (five small ``/proc`` reads for caps/exe/tty/login uid, redaction); the kernel
 side copies at most ``argv_max`` x ``arg_len`` bytes (2.5 KiB by default). Forks cost one
-record; thread creation one map update and no record.
+record, plus one ``stat`` of the parent's ``/proc/<pid>/root`` in user space (a root not seen
+before: one ``mountinfo`` read), kept so an exec decoded after the process is gone is still
+judged; thread creation one map update and no record.
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
+import re
 from typing import Optional, Protocol, runtime_checkable
 
 from otelguard import semconv
@@ -37,6 +40,7 @@ from otelguard.ebpf.events import AttrValue, Event
 from otelguard.ebpf.probe import PATH_LEN, DecodeContext, Header, ProbeConfig, c_string, probe_source
 
 T_EXEC, T_FORK, T_EXIT, T_CHDIR = 1, 2, 3, 4
+AT_EMPTY_PATH = 0x1000
 SC_NAMES = ("execve", "execveat", "chdir", "fchdir")
 
 TRACEPOINTS = (
@@ -83,13 +87,28 @@ class ChdirRecord(ctypes.Structure):
 class ProcessLifecycle(Protocol):
     """What the sensor's DecodeContext offers the process probe to keep the process table."""
 
-    def on_exec(self, hdr: Header, path: str, argv: list[str]) -> None: ...
+    def on_exec(self, hdr: Header, path: str, argv: list[str], exec_fd: int = -1) -> None: ...
 
     def on_fork(self, hdr: Header, parent_pid: int, child_pid: int) -> None: ...
 
     def on_exit(self, hdr: Header, code: Optional[int]) -> None: ...
 
     def on_chdir(self, hdr: Header, fd: int, path: str) -> None: ...
+
+
+_FD_PATH = re.compile(r"^/(?:proc/(?:self|thread-self|(\d+))|dev)/fd/(\d+)$")
+
+
+def exec_fd(rec: ExecRecord, raw: str) -> int:
+    """The descriptor an exec went through, or -1: ``execveat(fd, "", AT_EMPTY_PATH)``
+    (fexecve) or a path naming one of the caller's own descriptors (``/proc/self/fd/N``,
+    ``/proc/<own pid>/fd/N``, ``/dev/fd/N``). The process table knows which are memfds."""
+    if rec.sc == 1 and rec.flags & AT_EMPTY_PATH and not raw:
+        return int(rec.dirfd)
+    m = _FD_PATH.match(raw)
+    if m is None or (m.group(1) is not None and int(m.group(1)) != rec.h.pid):
+        return -1
+    return int(m.group(2))
 
 
 def exec_args(data: bytes, rec: ExecRecord) -> list[str]:
@@ -156,7 +175,7 @@ class ProcessProbe:
         argv = exec_args(data, rec)
         raw = c_string(rec.filename)
         dirfd = rec.dirfd
-        if rec.sc == 1 and rec.flags & 0x1000 and not raw:  # execveat AT_EMPTY_PATH: the fd
+        if rec.sc == 1 and rec.flags & AT_EMPTY_PATH and not raw:  # execveat: the fd itself
             path = ctx.resolve_path(rec.h.pid, dirfd, "")
         else:
             path = ctx.resolve_path(rec.h.pid, dirfd, raw)
@@ -164,7 +183,7 @@ class ProcessProbe:
         attrs: dict[str, AttrValue] = {}
         if rec.h.ret == 0:
             if life is not None:
-                life.on_exec(rec.h, path, argv)
+                life.on_exec(rec.h, path, argv, exec_fd(rec, raw))
         else:
             attrs[semconv.FILE_PATH] = path
         if raw != path:

@@ -4,7 +4,24 @@ Seeded from ``/proc`` at start, then kept by the process probe's fork/exec/exit/
 a pid seen for the first time is read from ``/proc`` once ("first sight"). Bounded: least
 recently used entries are evicted beyond ``max_entries``; exited processes stay in a small
 graveyard so late records of a dying process still resolve. Costs: a dict hit per event; an exec
-reads five small ``/proc`` files of the new image (caps, exe link, tty, login uid).
+reads five small ``/proc`` files of the new image (caps, exe link, tty, login uid); a fork
+stats the parent's root (one ``stat``; a root not seen before also reads its ``mountinfo``).
+
+Facts about an executable are decided from what the sensor saw up to the exec, so a payload
+that exits before its record is decoded is still judged (docs/architecture.md#kernel-facts):
+
+* **from a memfd**: the process (or the parent it was forked from) created a memfd with that
+  fd number (the privilege probe's ``memfd_create`` record, ``on_memfd``) and the exec went
+  through that fd: ``execveat(fd, "", AT_EMPTY_PATH)`` (fexecve) or ``/proc/self/fd/N``,
+  ``/dev/fd/N``. The ``/proc/<pid>/exe`` link wins while it is readable.
+* **in the overlay upper layer**: the root the process had at its fork (stat of the forking
+  parent's ``/proc/<pid>/root``, kept per process) names the overlay mount whose upper
+  directory is learnt from the mount table of a process with that root, once per root; the
+  executable is upper-layer when ``upperdir + path`` exists.
+
+pid namespaces, sessions, process groups (``NSpid``/``NSpgid`` of ``/proc/<pid>/status``,
+``session``/``pgrp`` of ``stat``) and the permitted capabilities (``CapPrm``) are read with
+the files the exec already reads; a forked child keeps its parent's until its own exec.
 
 Trace roots (docs/architecture.md#spans): every process has a ``root_pid``/``root_start_ns`` that
 names the trace it belongs to. A process starts its own trace (is its own root) when, at its
@@ -21,7 +38,6 @@ is one trace, and each command a long-lived shell or server runs is its own trac
 
 from __future__ import annotations
 
-import errno
 import os
 import stat
 from collections import OrderedDict
@@ -30,6 +46,10 @@ from typing import Iterator, Optional
 
 from otelguard.ebpf.clock import KernelClock
 from otelguard.ebpf.events import ProcessAttrs
+from otelguard.ebpf.procfs import (
+    CAP_NAMES, NO_LOGIN_UID, ProcSnapshot, cap_names, exe_flags, is_self_exe, read_proc, read_text,
+    resolve_in_root,
+)
 from otelguard.ebpf.redact import command_line, redact_args
 
 ANCESTOR_DEPTH = 16
@@ -38,30 +58,6 @@ ROOT_BREAKERS = frozenset({
     "runc", "crun", "conmon", "tini", "dumb-init", "sshd", "kubelet", "cron", "crond",
     "supervisord", "s6-supervise", "runsv",
 })
-
-CAP_NAMES = (
-    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID",
-    "CAP_KILL", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE",
-    "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_IPC_LOCK",
-    "CAP_IPC_OWNER", "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT", "CAP_SYS_PTRACE",
-    "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE", "CAP_SYS_RESOURCE",
-    "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE", "CAP_AUDIT_WRITE",
-    "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN", "CAP_SYSLOG",
-    "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ", "CAP_PERFMON", "CAP_BPF",
-    "CAP_CHECKPOINT_RESTORE",
-)
-_NO_LOGIN_UID = 4294967295
-
-
-def cap_names(mask: int) -> list[str]:
-    """``CapEff`` bit mask to ``CAP_*`` names (unknown bits as ``CAP_<n>``)."""
-    out = []
-    bit = 0
-    while mask >> bit:
-        if (mask >> bit) & 1:
-            out.append(CAP_NAMES[bit] if bit < len(CAP_NAMES) else f"CAP_{bit}")
-        bit += 1
-    return out
 
 
 @dataclass(slots=True)
@@ -82,6 +78,13 @@ class ProcessInfo:
     tty: int = 0
     start_ns: int = 0  # wall clock
     caps: list[str] = field(default_factory=list)
+    cap_permitted: Optional[list[str]] = None  # CapPrm; None = unknown
+    vpid: int = 0  # pid in the process's own pid namespace (0 = unknown)
+    vpgid: int = 0  # process group id in that namespace (0 = unknown)
+    sid: int = 0  # session id (host pid namespace; 0 = unknown)
+    # memfds created by this process or inherited at fork: fd -> (memfd name, close-on-exec)
+    memfds: dict[int, tuple[str, bool]] = field(default_factory=dict)
+    root_key: Optional[tuple[int, int]] = None  # (st_dev, st_ino) of its root, seen at fork
     exe_deleted: bool = False
     exe_from_memfd: bool = False
     exe_upper_layer: bool = False
@@ -91,6 +94,7 @@ class ProcessInfo:
     exit_code: Optional[int] = None
     exec_seen: bool = False
     user_name: Optional[str] = None  # resolved lazily, reset when the uid changes
+    group_name: Optional[str] = None  # resolved lazily, reset when the gid changes
     # the event attributes derived from this entry, built by the sensor's EventContext and
     # shared by every event of the process until it changes (exec, chdir) or ages out
     attrs_cache: Optional[ProcessAttrs] = None
@@ -101,134 +105,6 @@ class ProcessInfo:
         if self.exe_path:
             return self.exe_path.rsplit("/", 1)[-1]
         return self.comm
-
-
-def _read(path: str) -> Optional[str]:
-    try:
-        with open(path, "rb") as f:
-            return f.read().decode("utf-8", "backslashreplace")
-    except OSError:
-        return None
-
-
-def _readlink(path: str) -> Optional[str]:
-    try:
-        return os.readlink(path)
-    except OSError:
-        return None
-
-
-@dataclass(frozen=True, slots=True)
-class ProcSnapshot:
-    """What ``/proc/<pid>`` says right now (None fields: unreadable or gone)."""
-
-    ppid: Optional[int] = None
-    comm: Optional[str] = None
-    uid: Optional[int] = None
-    real_uid: Optional[int] = None
-    gid: Optional[int] = None
-    caps: Optional[list[str]] = None
-    exe_link: Optional[str] = None
-    args: Optional[list[str]] = None
-    cwd: Optional[str] = None
-    tty: Optional[int] = None
-    start_ticks: Optional[int] = None
-    login_uid: Optional[int] = None
-
-
-def read_proc(pid: int, with_args: bool = True, with_cwd: bool = True) -> Optional[ProcSnapshot]:
-    """Read the ``/proc/<pid>`` files the table uses; None when the process is gone."""
-    status = _read(f"/proc/{pid}/status")
-    if status is None:
-        return None
-    fields: dict[str, str] = {}
-    for line in status.splitlines():
-        k, _, v = line.partition(":")
-        fields[k] = v.strip()
-    ppid = int(fields["PPid"]) if "PPid" in fields else None
-    uids = fields.get("Uid", "").split()
-    gids = fields.get("Gid", "").split()
-    caps = cap_names(int(fields["CapEff"], 16)) if "CapEff" in fields else None
-    tty = start = None
-    st = _read(f"/proc/{pid}/stat")
-    if st:
-        rest = st[st.rfind(")") + 2:].split()
-        # fields after "pid (comm) ": state(3) ppid(4) pgrp(5) session(6) tty_nr(7) ... starttime(22)
-        if len(rest) > 19:
-            tty = int(rest[4])
-            start = int(rest[19])
-    args = None
-    if with_args:
-        raw = _read(f"/proc/{pid}/cmdline")
-        if raw is not None:
-            args = [a for a in raw.split("\x00")][:-1] if raw.endswith("\x00") else raw.split("\x00")
-    login = _read(f"/proc/{pid}/loginuid")
-    return ProcSnapshot(
-        ppid=ppid, comm=fields.get("Name"),
-        uid=int(uids[1]) if len(uids) > 1 else None,
-        real_uid=int(uids[0]) if uids else None,
-        gid=int(gids[1]) if len(gids) > 1 else None,
-        caps=caps, exe_link=_readlink(f"/proc/{pid}/exe"), args=args,
-        cwd=_readlink(f"/proc/{pid}/cwd") if with_cwd else None,
-        tty=tty, start_ticks=start,
-        login_uid=int(login) if login and login.strip().isdigit() else None,
-    )
-
-
-def _is_self_exe(path: str, pid: int) -> bool:
-    """``path`` names the caller's own executable through procfs (``/proc/self/exe``,
-    ``/proc/thread-self/exe``, ``/proc/<pid>/exe`` of the caller)."""
-    return path in ("/proc/self/exe", "/proc/thread-self/exe", f"/proc/{pid}/exe")
-
-
-def resolve_in_root(pids: tuple[int, ...], path: str, max_links: int = 40) -> str:
-    """``path`` with its symlinks resolved in the root of the first of ``pids`` whose
-    ``/proc/<pid>/root`` is readable, as the exe link names a file (else ``path`` unchanged).
-    For a process gone before its exe link was read: ``/bin/sh`` would otherwise name what a
-    longer run names ``/usr/bin/dash``, and behaviour profiles would see two executables.
-    Cost: one readlink per path component, only for such processes."""
-    if not path.startswith("/"):
-        return path
-    for pid in pids:
-        root = f"/proc/{pid}/root"
-        if pid > 0 and os.path.isdir(root):
-            break
-    else:
-        return path
-    todo = [p for p in path.split("/") if p][::-1]
-    out: list[str] = []
-    links = 0
-    while todo:
-        part = todo.pop()
-        if part == ".":
-            continue
-        if part == "..":
-            if out:
-                out.pop()
-            continue
-        try:
-            target = os.readlink(root + "/" + "/".join([*out, part]))
-        except OSError as exc:
-            if exc.errno != errno.EINVAL:  # EINVAL: not a link
-                return path
-            out.append(part)
-            continue
-        links += 1
-        if links > max_links:
-            return path
-        if target.startswith("/"):
-            out = []
-        todo.extend([p for p in target.split("/") if p][::-1])
-    return "/" + "/".join(out)
-
-
-def _exe_flags(link: Optional[str]) -> tuple[str, bool, bool]:
-    """(path, deleted, from_memfd) from a ``/proc/<pid>/exe`` link."""
-    if not link:
-        return "", False, False
-    deleted = link.endswith(" (deleted)")
-    path = link[: -len(" (deleted)")] if deleted else link
-    return path, deleted, path.startswith("/memfd:")
 
 
 class ProcessTable:
@@ -242,7 +118,7 @@ class ProcessTable:
         self.long_lived_ns = int(long_lived_s * 1e9)
         self._procs: OrderedDict[int, ProcessInfo] = OrderedDict()
         self._dead: OrderedDict[int, ProcessInfo] = OrderedDict()
-        self._passwd: dict[tuple[int, int], dict[int, str]] = {}
+        self._passwd: dict[tuple[int, int, str], dict[int, str]] = {}
         self._upper: dict[tuple[int, int], Optional[str]] = {}
         self.first_sight_reads = 0
 
@@ -273,13 +149,15 @@ class ProcessTable:
         return info
 
     def _from_snapshot(self, pid: int, snap: ProcSnapshot) -> ProcessInfo:
-        path, deleted, memfd = _exe_flags(snap.exe_link)
+        path, deleted, memfd = exe_flags(snap.exe_link)
         args = redact_args(snap.args) if snap.args else []
         info = ProcessInfo(
             pid=pid, ppid=snap.ppid or 0, comm=snap.comm or "", exe_path=path, args=args,
             command_line=" ".join(args), uid=_or(snap.uid), gid=_or(snap.gid),
             real_uid=_or(snap.real_uid), login_uid=_login(snap.login_uid), cwd=snap.cwd or "",
             tty=snap.tty or 0, caps=snap.caps or [], exe_deleted=deleted, exe_from_memfd=memfd,
+            cap_permitted=snap.cap_permitted, vpid=snap.vpid or 0, vpgid=snap.vpgid or 0,
+            sid=snap.sid or 0,
             start_ns=self.clock.boottime_ticks_to_wall_ns(snap.start_ticks)
             if snap.start_ticks is not None else 0,
         )
@@ -322,15 +200,28 @@ class ProcessTable:
             child.args, child.command_line = parent.args, parent.command_line
             child.uid, child.gid, child.real_uid = parent.uid, parent.gid, parent.real_uid
             child.login_uid, child.cwd, child.tty = parent.login_uid, parent.cwd, parent.tty
-            child.caps = parent.caps
+            child.caps, child.cap_permitted = parent.caps, parent.cap_permitted
             child.exe_deleted, child.exe_from_memfd = parent.exe_deleted, parent.exe_from_memfd
             child.exe_upper_layer = parent.exe_upper_layer
+            child.sid, child.memfds = parent.sid, dict(parent.memfds)
+            # the root the child starts with: the parent's now (it may have pivoted since its
+            # own fork); kept for an exec decoded after the child is gone
+            child.root_key = parent.root_key = self._root_key(parent_pid) or parent.root_key
         self._assign_root(child)
         return self._put(child)
 
+    def on_memfd(self, pid: int, fd: int, name: str, cloexec: bool) -> None:
+        """A memfd_create that returned ``fd`` (exec through it is fileless, see above)."""
+        info = self.get(pid)
+        if info is not None and fd >= 0:
+            if len(info.memfds) >= 64:
+                info.memfds.clear()
+            info.memfds[fd] = (name, cloexec)
+
     def on_exec(self, pid: int, path: str, argv: list[str], uid: int, gid: int, wall_ns: int,
-                comm: str) -> ProcessInfo:
-        """A successful exec: new image, same pid. ``path`` is already absolute."""
+                comm: str, exec_fd: int = -1) -> ProcessInfo:
+        """A successful exec: new image, same pid. ``path`` is already absolute; ``exec_fd`` is
+        the descriptor the exec went through (fexecve, ``/proc/self/fd/N``), else -1."""
         info = self._procs.get(pid)
         if info is None:
             snap_first = read_proc(pid, with_args=False)
@@ -343,7 +234,7 @@ class ProcessTable:
                 self._put(info)
         # execve("/proc/self/exe"): the new image is the old one (busybox runs its applets this
         # way); the path must not stay a procfs alias when /proc is gone before the read below
-        same_image = _is_self_exe(path, pid) and bool(info.exe_path)
+        same_image = is_self_exe(path, pid) and bool(info.exe_path)
         if same_image:
             path = info.exe_path
         info.exe_path, info.comm = path, comm
@@ -352,23 +243,32 @@ class ProcessTable:
             # is gone before the read below; an fd exec (execveat AT_EMPTY_PATH, path unknown)
             # whose comm the kernel took from a memfd's name ("memfd:<name>") is fileless too
             info.exe_deleted = info.exe_upper_layer = False
-            info.exe_from_memfd = not path and comm.startswith("memfd:")
+            memfd = info.memfds.get(exec_fd)
+            info.exe_from_memfd = memfd is not None or (not path and comm.startswith("memfd:"))
+            if memfd is not None:  # as the exe link reads: "/memfd:<name> (deleted)"
+                info.exe_path, info.exe_deleted = f"/memfd:{memfd[0]}", True
+        # close-on-exec descriptors are gone in the new image
+        info.memfds = {fd: m for fd, m in info.memfds.items() if not m[1]}
         info.args = redact_args(argv)
         info.command_line = " ".join(info.args)
         info.uid, info.gid, info.real_uid = uid, gid, uid
-        info.user_name = None
+        info.user_name = info.group_name = None
         info.attrs_cache = None
         info.exec_seen = True
         snap = read_proc(pid, with_args=False, with_cwd=False)
         link_path = ""
         if snap is not None:
             if snap.exe_link:  # an exiting process still has status but no exe link
-                link_path, info.exe_deleted, info.exe_from_memfd = _exe_flags(snap.exe_link)
+                link_path, info.exe_deleted, info.exe_from_memfd = exe_flags(snap.exe_link)
             if link_path and not info.exe_from_memfd:
                 info.exe_path = link_path  # symlinks resolved by the kernel
             elif info.exe_from_memfd:
                 info.exe_path = link_path
             info.caps = snap.caps if snap.caps is not None else info.caps
+            if snap.cap_permitted is not None:
+                info.cap_permitted = snap.cap_permitted
+            info.vpid, info.vpgid = snap.vpid or info.vpid, snap.vpgid or info.vpgid
+            info.sid = snap.sid or info.sid
             info.tty = snap.tty if snap.tty is not None else info.tty
             info.login_uid = _login(snap.login_uid)
             if snap.real_uid is not None:
@@ -383,7 +283,7 @@ class ProcessTable:
         if not same_image:
             # the parent shares the container's root: it answers for a process already gone
             # (a dropped binary that ran for a moment is the case that matters)
-            info.exe_upper_layer = self._on_upper_layer((pid, info.ppid), info.exe_path)
+            info.exe_upper_layer = self._on_upper_layer(info, info.exe_path)
         self._procs.move_to_end(pid)
         return info
 
@@ -421,19 +321,26 @@ class ProcessTable:
     def user_name(self, pid: int, uid: int) -> str:
         """The name of ``uid`` in the process's own root (``/proc/<pid>/root/etc/passwd``),
         cached per root directory; empty when unknown."""
-        if uid < 0:
+        return self._id_name(pid, uid, "passwd")
+
+    def group_name(self, pid: int, gid: int) -> str:
+        """The name of ``gid`` in the process's own root's ``/etc/group``, as ``user_name``."""
+        return self._id_name(pid, gid, "group")
+
+    def _id_name(self, pid: int, num: int, database: str) -> str:
+        if num < 0:
             return ""
         root = f"/proc/{pid}/root"
         try:
             st = os.stat(root)
-            key = (st.st_dev, st.st_ino)
+            key = (st.st_dev, st.st_ino, database)
         except OSError:
-            key = (0, 0)
+            key = (0, 0, database)
             root = ""
         names = self._passwd.get(key)
         if names is None:
             names = {}
-            text = _read(f"{root}/etc/passwd")
+            text = read_text(f"{root}/etc/{database}")
             for line in (text or "").splitlines():
                 parts = line.split(":")
                 if len(parts) > 2 and parts[2].isdigit():
@@ -441,26 +348,19 @@ class ProcessTable:
             if len(self._passwd) > 256:
                 self._passwd.clear()
             self._passwd[key] = names
-        return names.get(uid, "")
+        return names.get(num, "")
 
-    def _on_upper_layer(self, pids: tuple[int, ...], exe_path: str) -> bool:
-        """Best effort: the root of the first readable of ``pids`` is overlayfs and the
-        executable exists in its upper dir (written after the container started). False when
-        unknown."""
-        if not exe_path.startswith("/"):
-            return False
-        for pid in pids:
-            try:
-                st = os.stat(f"/proc/{pid}/root")
-                key = (st.st_dev, st.st_ino)
-                break
-            except OSError:
-                continue
-        else:
-            return False
+    def _root_key(self, pid: int) -> Optional[tuple[int, int]]:
+        """(st_dev, st_ino) of ``/proc/<pid>/root``; a root not seen before has its overlay
+        upper directory looked up in that process's mount table now, while it is alive."""
+        try:
+            st = os.stat(f"/proc/{pid}/root")
+        except OSError:
+            return None
+        key = (st.st_dev, st.st_ino)
         if key not in self._upper:
             upper: Optional[str] = None
-            text = _read(f"/proc/{pid}/mountinfo") or ""
+            text = read_text(f"/proc/{pid}/mountinfo") or ""
             for line in text.splitlines():
                 left, _, right = line.partition(" - ")
                 lf, rf = left.split(), right.split()
@@ -471,7 +371,17 @@ class ProcessTable:
             if len(self._upper) > 256:
                 self._upper.clear()
             self._upper[key] = upper
-        upper_dir = self._upper[key]
+        return key
+
+    def _on_upper_layer(self, info: ProcessInfo, exe_path: str) -> bool:
+        """The process's root is overlayfs and the executable exists in its upper dir (written
+        after the container started). The root is the live process's, else the one it had at
+        its fork, else its parent's (a shell that ran a dropped binary for a moment). False
+        when unknown."""
+        if not exe_path.startswith("/"):
+            return False
+        key = self._root_key(info.pid) or info.root_key or self._root_key(info.ppid)
+        upper_dir = self._upper.get(key) if key is not None else None
         if not upper_dir:
             return False
         # upperdir is a path of the host's mount namespace: in the agent's pod (hostPID, its own
@@ -492,7 +402,7 @@ def _or(v: Optional[int]) -> int:
 
 
 def _login(v: Optional[int]) -> int:
-    return -1 if v is None or v == _NO_LOGIN_UID else v
+    return -1 if v is None or v == NO_LOGIN_UID else v
 
 
-__all__ = ["ProcessTable", "ProcessInfo", "read_proc", "cap_names", "command_line"]
+__all__ = ["ProcessTable", "ProcessInfo", "read_proc", "cap_names", "command_line", "CAP_NAMES"]

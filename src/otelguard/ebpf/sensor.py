@@ -138,6 +138,14 @@ class EventContext:
                 a[semconv.PROCESS_USER_NAME] = info.user_name
         if info.gid >= 0:
             a[semconv.PROCESS_GROUP_ID] = info.gid
+            if info.group_name is None:
+                info.group_name = self.table.group_name(info.pid, info.gid)
+            if info.group_name:
+                a[semconv.PROCESS_GROUP_NAME] = info.group_name
+        if info.vpid:
+            a[semconv.PROCESS_VPID] = info.vpid
+        if info.vpgid:
+            a[semconv.PROCESS_VPGID] = info.vpgid
         if info.cwd:
             a[semconv.PROCESS_WORKING_DIRECTORY] = info.cwd
         if info.start_ns:
@@ -148,6 +156,8 @@ class EventContext:
             a[semconv.PROCESS_LOGIN_UID] = info.login_uid
         if info.caps:
             a[semconv.PROCESS_CAP_EFFECTIVE] = list(info.caps)
+        if info.cap_permitted is not None:  # an empty set too: "holds none" is a fact rules test
+            a[semconv.PROCESS_CAP_PERMITTED] = list(info.cap_permitted)
         a[semconv.PROCESS_EXE_FROM_MEMFD] = info.exe_from_memfd
         a[semconv.PROCESS_EXE_DELETED] = info.exe_deleted
         a[semconv.PROCESS_EXE_UPPER_LAYER] = info.exe_upper_layer
@@ -162,6 +172,11 @@ class EventContext:
             # comms (the names exec'ed: an applet link's, not busybox), as Falco's proc.aname
             a[semconv.PROCESS_ANCESTORS] = [p.comm or p.exe_name for p in ancestors]
             a[semconv.PROCESS_ANCESTOR_PIDS] = [p.pid for p in ancestors]
+        if info.sid:
+            a[semconv.PROCESS_SESSION_LEADER_PID] = info.sid
+            leader = session_leader(info, ancestors)
+            if leader is not None:
+                a[semconv.PROCESS_SID_EXE_NAME] = leader.comm or leader.exe_name
         process = ProcessAttrs(a)
         info.attrs_cache, info.attrs_cache_at = process, now
         return process
@@ -181,9 +196,13 @@ class EventContext:
         return normalize(f"{base}/{path}")
 
     # --- ProcessLifecycle ----------------------------------------------------------------------
-    def on_exec(self, hdr: Header, path: str, argv: list[str]) -> None:
+    def on_exec(self, hdr: Header, path: str, argv: list[str], exec_fd: int = -1) -> None:
         self.table.on_exec(int(hdr.pid), path, argv, int(hdr.uid), int(hdr.gid),
-                           self.clock.to_wall_ns(int(hdr.ktime_ns)), c_string(hdr.comm))
+                           self.clock.to_wall_ns(int(hdr.ktime_ns)), c_string(hdr.comm),
+                           exec_fd)
+
+    def on_memfd(self, hdr: Header, fd: int, name: str, cloexec: bool) -> None:
+        self.table.on_memfd(int(hdr.pid), fd, name, cloexec)
 
     def on_fork(self, hdr: Header, parent_pid: int, child_pid: int) -> None:
         self.table.on_fork(parent_pid, child_pid, self.clock.to_wall_ns(int(hdr.ktime_ns)))
@@ -199,6 +218,17 @@ class EventContext:
                 self.table.on_chdir(pid, new)
             return
         self.table.on_chdir(pid, self.resolve_path(pid, AT_FDCWD, path))
+
+
+def session_leader(info: ProcessInfo, ancestors: list[ProcessInfo]) -> Optional[ProcessInfo]:
+    """Falco's ``proc.sname`` process: the one whose pid is the session id, else the eldest
+    ancestor in the same session (the leader itself may be outside the table or gone)."""
+    chain = [info, *ancestors]
+    for p in chain:
+        if p.pid == info.sid:
+            return p
+    same = [p for p in chain if p.sid == info.sid]
+    return same[-1] if same else None
 
 
 def _readlink(path: str) -> str:

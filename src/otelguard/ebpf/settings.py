@@ -14,6 +14,7 @@ are errors, every problem reported at once with its dotted path and file:line)::
       process_table_max: 32768
       long_lived_s: 30           # trace-root rule, see proctable.py
       cgroup_scope: []           # e.g. [/kubepods.slice]: observe only tasks under these
+      read_rules: []             # Falco rules whose reads widen the kernel read filter
       budget:                    # BudgetConfig: per-cgroup record budget in the kernel
         records_per_s: 10000     # per cgroup, sustained; 0 turns the budget off
         burst: 100000
@@ -99,6 +100,11 @@ class SensorConfig:
     cgroup_scope: tuple[str, ...] = ()
     # records per second and burst per cgroup, checked in the kernel before every record
     budget: BudgetConfig = field(default_factory=BudgetConfig)
+    # Falco rules files or directories (the processor's: mount the same ConfigMap) whose
+    # read-only opens the kernel must send: the prefixes their conditions need are added to
+    # probe.read_path_prefixes (set that to [] to watch only what the rules need). Read at
+    # start. `otelguard run` uses its own falco_rules stages' rules when this is empty.
+    read_rules: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         checks = Checks()

@@ -11,7 +11,10 @@ way ``otelguard doctor`` does):
 - ``exporter``: the export loop finished a cycle within ``EXPORT_MAX_AGE_S``. The loop cycles
   every ``drain_timeout_s`` even when there is nothing to export, so only a send stuck on the
   next hop (or a dead thread) stops it; the bound is above the Delivery's worst bounded send
-  (3 attempts of a 10 s gRPC deadline, for logs and then spans).
+  (3 attempts of a 10 s gRPC deadline, for logs and then spans). While requests wait in the
+  spool the check passes with a warning naming the backlog and the next hop's last error: the
+  agent loses nothing and must not be restarted for it, but an operator should look (the
+  records are late, and a refused token needs rotating).
 
 docs/architecture.md#health lists the processor's checks beside these.
 """
@@ -85,7 +88,13 @@ class AgentHealth:
             return Check("exporter", False, "not started yet")
         age = now - exporter.last_cycle
         if age <= self.export_max_age_s:
-            return Check("exporter", True, f"last export cycle {age:.1f}s ago")
+            detail = f"last export cycle {age:.1f}s ago"
+            backlog = exporter.delivery.backlog
+            if backlog:
+                return Check("exporter", True, f"{detail}; {backlog} requests wait in the spool "
+                             f"(next hop: {exporter.delivery.stats.last_error or 'down'})",
+                             warn=True)
+            return Check("exporter", True, detail)
         return Check("exporter", False,
                      f"no export cycle for {age:.0f}s (limit {self.export_max_age_s:.0f}s): "
                      "a send to the next hop is stuck or the export thread died")

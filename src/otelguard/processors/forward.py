@@ -14,7 +14,11 @@ the in-flight limits in receiver/admission.py). Per exporter:
   down, requests fail fast without touching it; the first request after that window probes it,
   and so does the service's flush timer with an empty request (:meth:`Forwarder.probe_down_hops`)
   so that ``/readyz`` sees the hop back without traffic;
-* a non-retryable refusal (the next hop says the data is invalid) cannot succeed on retry: the
+* a refusal of this service's credentials (UNAUTHENTICATED, PERMISSION_DENIED, HTTP 401/403)
+  is treated like the retries running out (hop down, caller answered UNAVAILABLE, counted under
+  reason ``credentials``): rotating the token fixes it, and the caller's queue holds the data
+  meanwhile (docs/architecture.md#failure-handling);
+* any other non-retryable refusal (the next hop says the data is invalid) cannot succeed on retry: the
   records are dropped, counted in ``otelguard_dropped_total{stage="forward",
   reason="rejected_by_next_hop"}`` and reported to the caller as rejected (partial success).
 
@@ -130,7 +134,7 @@ class Forwarder:
                 except Exception as exc:  # same treatment as in _send
                     outcome = ExportResult.failure(f"{type(exc).__name__}: {exc}", "exception",
                                                    True)
-                if outcome.ok or not outcome.retryable:  # an answer, even a refusal: it is up
+                if outcome.ok or not outcome.keep:  # an answer, even a refusal: it is up
                     hop.down.mark_up()
                     log.info("next hop %s is reachable again", hop.name)
                 else:
@@ -155,7 +159,7 @@ class Forwarder:
                 outcome = self._send(hop, batch, signal)
                 if outcome.ok:
                     hop.down.mark_up()
-                elif outcome.retryable:
+                elif outcome.keep:
                     hop.last_error = outcome.error
                     hop.down.mark_down(outcome.retry_after_s)
             if outcome.ok:
@@ -167,8 +171,9 @@ class Forwarder:
                     report.rejected = max(report.rejected, outcome.rejected)
                     report.message = f"{hop.name}: {outcome.error}"
                 continue
-            if outcome.retryable:
-                metrics.forward_failures.labels(hop.name, "unavailable").inc()
+            if outcome.keep:  # retryable, or our credentials refused: the caller keeps the data
+                metrics.forward_failures.labels(
+                    hop.name, "credentials" if outcome.hold else "unavailable").inc()
                 retry_after = outcome.retry_after_s or max(self._settings.down_seconds, 1.0)
                 raise errors.unavailable(
                     f"next hop {hop.name} unavailable: {outcome.error}", retry_after

@@ -41,6 +41,9 @@ class ExportResult:
     reason: str = ""
     rejected: int = 0  # OTLP partial success: records the receiver refused
     retry_after_s: Optional[float] = None  # the receiver's RetryInfo / Retry-After hint
+    # not retryable as is, but worth keeping: the receiver refused the credentials, which an
+    # operator fixes by rotating them (transport/retry.py HOLD_*); senders spool instead of drop
+    hold: bool = False
 
     @staticmethod
     def success(rejected: int = 0, error: str = "") -> "ExportResult":
@@ -49,9 +52,14 @@ class ExportResult:
 
     @staticmethod
     def failure(error: str, reason: str, retryable: bool,
-                retry_after_s: Optional[float] = None) -> "ExportResult":
+                retry_after_s: Optional[float] = None, hold: bool = False) -> "ExportResult":
         return ExportResult(ok=False, retryable=retryable, error=error, reason=reason,
-                            retry_after_s=retry_after_s)
+                            retry_after_s=retry_after_s, hold=hold)
+
+    @property
+    def keep(self) -> bool:
+        """A failure whose records the sender keeps (spool, queue) rather than drops."""
+        return not self.ok and (self.retryable or self.hold)
 
 
 @runtime_checkable

@@ -12,7 +12,12 @@ Behaviour, per send:
   backoff; a receiver's RetryInfo/Retry-After over ``max_hint_s`` spools at once instead of
   blocking the sender); a retryable failure after that spools and opens the policy's down
   window, which grows (x2, up to ``down_max_s``) while the endpoint stays down;
-- non-retryable failures and OTLP partial-success rejections are dropped and counted; what
+- a refusal of the credentials (UNAUTHENTICATED, PERMISSION_DENIED, HTTP 401/403) is final for
+  these bytes as sent but not for the data: a rotated token or certificate fixes it and the
+  transports re-read both, so it spools and opens the down window like a retryable failure;
+- every failed send or replay (after its retries) counts in ``telemetry.export_failures{stage,
+  reason}``, so an agent that only spools is visible before its spool fills;
+- other non-retryable failures and OTLP partial-success rejections are dropped and counted; what
   counts as sent or replayed is exactly what the endpoint accepted (records minus rejected);
 - ``deadline_s`` bounds a send: no retry starts after it (the transports bound each call by
   their own timeout, the same config value), so an endpoint that accepts connections and never
@@ -100,7 +105,8 @@ class Delivery:
             self.stats.sent_records += self._ok(result, records)
             return True
         self.stats.last_error = result.error
-        if result.retryable:
+        self._failed(result)
+        if result.keep:
             self._down.mark_down(result.retry_after_s)
             return self._spool_or_drop(kind, payload, records, result.reason or "unavailable")
         self._drop(records, result.reason or "rejected", result.error)
@@ -129,11 +135,13 @@ class Delivery:
             result = self._export(entry.kind, data)
             if result.ok:
                 delivered += self._ok(result, entry.records)
-            elif result.retryable:
+            elif result.keep:
+                self._failed(result)
                 self.stats.last_error = result.error
                 self._down.mark_down(result.retry_after_s)
                 break
             else:
+                self._failed(result)
                 self._drop(entry.records, result.reason or "rejected", result.error)
             self.spool.remove(entry)
         self.stats.replayed_records += delivered
@@ -174,6 +182,9 @@ class Delivery:
             return True
         self.stats.dropped_records += records  # counted by the spool itself
         return False
+
+    def _failed(self, result: ExportResult) -> None:
+        telemetry.export_failures.labels(self.stage, result.reason or "unknown").inc()
 
     def _drop(self, records: int, reason: str, error: str) -> None:
         telemetry.dropped.labels(self.stage, reason).inc(records)

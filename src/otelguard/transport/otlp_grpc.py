@@ -25,7 +25,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from otelguard.transport.contract import (
     EXPORT_TIMEOUT_S, ExportResult, LogsPayload, SpecError, TracesPayload, as_bytes,
 )
-from otelguard.transport.retry import grpc_retryable
+from otelguard.transport.retry import grpc_hold, grpc_retryable
 from otelguard.transport.security import ClientTls, TokenFile, WatchedFiles, read_bytes
 
 LOGS_METHOD = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
@@ -124,7 +124,8 @@ class OtlpGrpcTransport:
             delay = retry_delay(exc.trailing_metadata() if hasattr(exc, "trailing_metadata") else None)
             retryable = grpc_retryable(code.name, delay is not None)
             return ExportResult.failure(
-                f"{self.name}: {code.name}: {details}", code.name.lower(), retryable, delay)
+                f"{self.name}: {code.name}: {details}", code.name.lower(), retryable, delay,
+                hold=grpc_hold(code.name))
         partial = resp.partial_success
         rejected = int(getattr(partial, rejected_field))
         return ExportResult.success(rejected=rejected, error=partial.error_message)

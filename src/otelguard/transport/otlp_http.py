@@ -33,7 +33,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from otelguard.transport.contract import (
     EXPORT_TIMEOUT_S, ExportResult, LogsPayload, SpecError, TracesPayload, as_bytes,
 )
-from otelguard.transport.retry import http_retryable
+from otelguard.transport.retry import http_hold, http_retryable
 from otelguard.transport.security import ClientTls, TokenFile, WatchedFiles, client_ssl_context
 
 
@@ -204,7 +204,8 @@ class OtlpHttpTransport:
         retryable = http_retryable(resp.status)
         return ExportResult.failure(
             f"{self.name}{path}: HTTP {resp.status}: {snippet}", f"http_{resp.status}", retryable,
-            parse_retry_after(resp.getheader("Retry-After")) if retryable else None)
+            parse_retry_after(resp.getheader("Retry-After")) if retryable else None,
+            hold=http_hold(resp.status))
 
     def _close(self) -> None:
         if self._conn is not None:

@@ -35,12 +35,28 @@ RETRYABLE_GRPC_CODES = frozenset({
 })
 # OTLP/HTTP: statuses a retry can fix; every other 4xx/5xx is final.
 RETRYABLE_HTTP_STATUSES = frozenset({429, 502, 503, 504})
+# Credentials refused. The OTLP spec makes these final (resending as is cannot help), but the
+# fix is the operator's: a rotated token or certificate, which the transports re-read without a
+# restart. So a sender that can keep the data (the agent's spool, the Collector's queue behind
+# the processor service) holds it instead of dropping it (docs/architecture.md#failure-handling).
+HOLD_GRPC_CODES = frozenset({"UNAUTHENTICATED", "PERMISSION_DENIED"})
+HOLD_HTTP_STATUSES = frozenset({401, 403})
 
 
 def grpc_retryable(code_name: str, has_retry_info: bool) -> bool:
     """Whether a gRPC status (by ``grpc.StatusCode`` name) is worth resending."""
     return code_name in RETRYABLE_GRPC_CODES or (
         code_name == "RESOURCE_EXHAUSTED" and has_retry_info)
+
+
+def grpc_hold(code_name: str) -> bool:
+    """Whether a gRPC status says the credentials were refused (see ``HOLD_GRPC_CODES``)."""
+    return code_name in HOLD_GRPC_CODES
+
+
+def http_hold(status: int) -> bool:
+    """Whether an OTLP/HTTP status says the credentials were refused."""
+    return status in HOLD_HTTP_STATUSES
 
 
 def http_retryable(status: int) -> bool:

@@ -1,6 +1,6 @@
 """Conformance over the field registry: every available Falco field is exercised
-on a real OTLP record with a value we know, and every unavailable one makes a rule skip with
-the field named."""
+on a real OTLP record with a value we know, and every unavailable one makes a rule "cannot run
+on this sensor" with the field named."""
 
 from __future__ import annotations
 
@@ -79,6 +79,9 @@ CASES: dict[str, tuple[dict[str, Any], str]] = {
     "proc.pid": (EXEC, "proc.pid = 4242"),
     "proc.ppid": (EXEC, "proc.ppid = 4200"),
     "proc.vpid": (EXEC_FULL, "proc.vpid = 7"),
+    "proc.vpgid": (merge(EXEC_FULL, {"attrs": {"otelguard.process.vpgid": 5}}), "proc.vpgid = 5"),
+    "proc.is_vpgid_leader": (merge(EXEC_FULL, {"attrs": {"otelguard.process.vpgid": 7}}),
+                             "proc.is_vpgid_leader = true"),
     "thread.tid": (EXEC, "thread.tid = 4242"),
     "proc.cwd": (EXEC, "proc.cwd = /dev/shm/"),
     "proc.tty": (EXEC, "proc.tty = 0"),
@@ -176,7 +179,7 @@ def test_field(field: str) -> None:
 
 
 @pytest.mark.parametrize("field", sorted(n for n, s in FIELDS.items() if not s.available))
-def test_unavailable_field_skips_rule(field: str) -> None:
+def test_unavailable_field_makes_rule_cannot_run(field: str) -> None:
     arg = "[x]" if FIELDS[field].arg == "required" else ""
     text = f"""
 - rule: r
@@ -186,5 +189,5 @@ def test_unavailable_field_skips_rule(field: str) -> None:
   priority: INFO
 """
     rs = load_rules_text([("t.yaml", text)])
-    assert rs.ok and [s.state for s in rs.statuses] == ["skipped"]
-    assert field in rs.statuses[0].reason
+    assert rs.ok and [s.state for s in rs.statuses] == ["cannot-run"]
+    assert field in rs.statuses[0].reason and not rs.rules

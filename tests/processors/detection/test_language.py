@@ -232,26 +232,25 @@ def test_yaml_error_is_located() -> None:
     assert not rs.ok and rs.errors[0].file == "broken.yaml" and rs.errors[0].line
 
 
-def test_unsupported_field_skips_rule_with_named_field_never_matches() -> None:
+def test_unavailable_field_cannot_run_and_unknown_field_is_an_error() -> None:
     text = """
 - rule: needs env
   desc: d
   condition: not proc.env contains SECRET
   output: o
   priority: INFO
-- rule: unknown field
-  desc: d
-  condition: not proc.flux_capacitor = 1
-  output: o
-  priority: INFO
 """
     rs = load_rules_text([("t.yaml", text)])
     assert rs.ok
-    skipped = {s.name: s.reason for s in rs.statuses if s.state == "skipped"}
-    assert "proc.env" in skipped["needs env"]
-    assert "proc.flux_capacitor" in skipped["unknown field"]
+    cannot = {s.name: s.reason for s in rs.statuses if s.state == "cannot-run"}
+    assert "proc.env" in cannot["needs env"]
     assert any("proc.env" in str(w) for w in rs.warnings)
     assert RuleEngine(rs).evaluate(batch_of(EXEC)) == []
+    unknown = text.replace("needs env", "unknown field").replace("proc.env contains SECRET",
+                                                                 "proc.flux_capacitor = 1")
+    rs = load_rules_text([("t.yaml", unknown)])
+    assert not rs.ok and "proc.flux_capacitor" in rs.errors[0].message
+    assert rs.errors[0].line == 2
 
 
 def test_parser_errors_have_offsets() -> None:
@@ -259,7 +258,7 @@ def test_parser_errors_have_offsets() -> None:
         parse_condition("proc.name = bash and (")
     assert info.value.offset == 22
     with pytest.raises(ConditionSyntaxError):
-        parse_condition("proc.name in bash")
+        parse_condition("proc.name in /bin/bash")  # libs: a list, an identifier or a field
     with pytest.raises(ConditionSyntaxError):
         parse_condition("proc.name = 'unterminated")
 

@@ -113,8 +113,8 @@ def test_guard_derivation() -> None:
     assert _guard("evt.type=openat and fd.name != /etc/shadow") is None
     assert _guard("evt.type=openat and fd.name exists") is None
     assert _guard("evt.type=openat and fd.name startswith ''") is None
-    g = _guard("evt.type=openat and fd.name pmatch (/etc)")
-    assert g is not None and g["fd.name"].eq == {"/etc"} and g["fd.name"].prefixes == {"/etc/"}
+    # pmatch normalises "//" and reads glob components: it implies no cheaper guard
+    assert _guard("evt.type=openat and fd.name pmatch (/etc)") is None
     g = _guard("evt.type=openat and fd.name glob '/home/*/.ssh/*'")
     assert g is not None and g["fd.name"].prefixes == {"/home/"}
 

@@ -143,7 +143,7 @@ def test_cli_validate_and_list(capsys: pytest.CaptureFixture[str], tmp_path: obj
     assert cli.validate_main(argparse.Namespace(files=[str(STABLE_RULES)])) == 0
     out = capsys.readouterr().out
     assert out.count("LOADED") == 25 and "SKIPPED" not in out
-    assert "25 loaded, 0 skipped, 0 disabled, 0 error(s)" in out
+    assert "25 loaded, 0 cannot run on this sensor, 0 skipped, 0 disabled, 0 error(s)" in out
     import pathlib
 
     bad = pathlib.Path(str(tmp_path)) / "bad.yaml"
@@ -152,7 +152,7 @@ def test_cli_validate_and_list(capsys: pytest.CaptureFixture[str], tmp_path: obj
                    "  priority: INFO\n")
     assert cli.validate_main(argparse.Namespace(files=[str(bad)])) == 1
     out = capsys.readouterr().out
-    assert "SKIPPED   a" in out and "proc.env" in out
+    assert "CANNOT-RUN a" in out and "cannot run on this sensor: field proc.env" in out
     assert f"{bad}:6: error: rule 'b': undefined macro 'nope'" in out
     assert cli.list_main(argparse.Namespace(rules=None)) == 0
     out = capsys.readouterr().out

@@ -12,8 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from otelguard.processors.detection.parser import split_list_item
-from otelguard.processors.detection.reader import Item, key_line
+from otelguard.processors.detection.reader import Item, key_line, yaml_bool
 from otelguard.processors.detection.ruleset import RuleSet
 
 
@@ -25,11 +24,15 @@ class Definition:
     file: str
     line: Optional[int]
     ruleset: str
+    # Falco's visibility: index = when first defined, visibility = when last defined or
+    # appended to (one counter over lists, macros and rules); see resolution.py
+    index: int = 0
+    visibility: int = 0
 
 
 @dataclass
 class ListDef(Definition):
-    items: list[str] = field(default_factory=list)
+    items: list[str] = field(default_factory=list)  # as written (quotes kept)
 
 
 @dataclass
@@ -48,6 +51,8 @@ class RuleDef(Definition):
     exceptions: list[dict[str, Any]] = field(default_factory=list)
     source: str = "syscall"
     order: int = 0
+    skip_if_unknown_filter: bool = False
+    warn_evttypes: bool = True
 
 
 _OVERRIDABLE = {
@@ -55,7 +60,8 @@ _OVERRIDABLE = {
              "desc": {"append", "replace"}, "priority": {"replace"},
              "tags": {"append", "replace"}, "exceptions": {"append", "replace"},
              "enabled": {"replace"}, "source": {"replace"}, "capture": {"replace"},
-             "capture_duration": {"replace"}},
+             "capture_duration": {"replace"}, "warn_evttypes": {"replace"},
+             "skip-if-unknown-filter": {"replace"}},
     "macro": {"condition": {"append", "replace"}},
     "list": {"items": {"append", "replace"}},
 }
@@ -64,12 +70,19 @@ _OVERRIDABLE = {
 class Collector:
     """The definitions of one load, in the order rules were first defined."""
 
-    def __init__(self, out: RuleSet) -> None:
+    def __init__(self, out: RuleSet, append_output: str = "") -> None:
         self.out = out
+        self.append_output = append_output.strip()  # Falco's append_output / -p
         self.lists: dict[str, ListDef] = {}
         self.macros: dict[str, MacroDef] = {}
         self.rules: dict[str, RuleDef] = {}
         self._order = 0
+        self._counter = 0  # Falco's m_cur_index: bumped by every define, append and override
+
+    def _tick(self) -> int:
+        n = self._counter
+        self._counter += 1
+        return n
 
     def add(self, item: Item) -> None:
         """Define, append to or override what ``item`` names."""
@@ -98,7 +111,7 @@ class Collector:
                                           f"override of {key!r} but no {key!r} given")
                     return None
                 modes[key] = mode
-        if item.get("append") is True:
+        if yaml_bool(item.get("append")) is True:
             if override is not None:
                 self.out.report_error(file, line, label, "use either append or override, not both")
                 return None
@@ -122,7 +135,7 @@ class Collector:
         if not isinstance(raw, list):
             self.out.report_error(file, line, label, "items must be a list")
             return
-        items = [split_list_item(str(x)) if isinstance(x, str) else str(x) for x in raw]
+        items = ["" if x is None else str(x) for x in raw]
         existing = self.lists.get(name)
         if modes:
             if existing is None:
@@ -133,11 +146,14 @@ class Collector:
                 existing.items.extend(items)
             else:
                 existing.items = items
+            existing.visibility = self._tick()
             return
         if "items" not in item:
             self.out.report_error(file, line, label, "list needs items")
             return
-        self.lists[name] = ListDef(name, file, line, ruleset, items)
+        tick = self._tick()
+        index = existing.index if existing is not None else tick
+        self.lists[name] = ListDef(name, file, line, ruleset, index, tick, items)
 
     def _macro(self, item: dict[str, Any], name: str, file: str, line: Optional[int],
                ruleset: str, label: str) -> None:
@@ -159,8 +175,11 @@ class Collector:
             else:
                 existing.condition = cond
             existing.file, existing.line = file, line
+            existing.visibility = self._tick()
             return
-        self.macros[name] = MacroDef(name, file, line, ruleset, cond)
+        tick = self._tick()
+        index = existing.index if existing is not None else tick
+        self.macros[name] = MacroDef(name, file, line, ruleset, index, tick, cond)
 
     def _rule(self, item: dict[str, Any], name: str, file: str, line: Optional[int],
               ruleset: str, label: str) -> None:
@@ -168,20 +187,27 @@ class Collector:
         if modes is None:
             return
         existing = self.rules.get(name)
-        if not modes and existing is not None and set(item) <= {"rule", "enabled"}:
-            modes = {"enabled": "replace"}  # legacy toggle: `- rule: X / enabled: false`
+        if not modes and set(item) <= {"rule", "enabled"}:
+            if existing is None:  # legacy toggle: `- rule: X / enabled: false`
+                self.out.report_error(file, line, label, "rule has 'enabled' key but no rule "
+                                      "by that name already exists")
+                return
+            self._apply(existing, item, {"enabled": "replace"}, file, line, label)
+            return
         if modes:
             if existing is None:
                 self.out.report_error(file, line, label,
                                       "append/override of a rule that is not defined")
                 return
             self._apply(existing, item, modes, file, line, label)
+            self._tick()
             return
         missing = [k for k in ("condition", "output", "desc", "priority") if k not in item]
         if missing:
             self.out.report_error(file, line, label, "rule needs " + ", ".join(missing))
             return
         d = RuleDef(name, file, line, ruleset)
+        self._tick()
         self._order += 1
         d.order = self._order
         self._apply(d, item, {k: "replace" for k in item if k not in ("rule", "append")},
@@ -214,19 +240,25 @@ class Collector:
                     continue
                 tags = [str(t) for t in value]
                 d.tags = d.tags + tags if mode == "append" else tags
-            elif key == "enabled":
-                if not isinstance(value, bool):
+            elif key in ("enabled", "skip-if-unknown-filter", "warn_evttypes"):
+                flag = yaml_bool(value)
+                if flag is None:
                     self.out.report_error(file, key_line(item, key, line), label,
-                                          "enabled must be a bool")
+                                          f"{key} must be a bool")
                     continue
-                d.enabled = value
+                if key == "enabled":
+                    d.enabled = flag
+                elif key == "warn_evttypes":
+                    d.warn_evttypes = flag
+                else:
+                    d.skip_if_unknown_filter = flag
             elif key == "exceptions":
                 if not isinstance(value, list):
                     self.out.report_error(file, key_line(item, key, line), label,
                                           "exceptions must be a list")
                     continue
                 self._exceptions(d, value, mode, file, line, label)
-            # capture, capture_duration, warn_evttypes, skip-if-unknown-filter: accepted, unused
+            # capture, capture_duration: accepted, unused (the sensor takes no captures)
 
     def _exceptions(self, d: RuleDef, items: list[Any], mode: str, file: str,
                     line: Optional[int], label: str) -> None:

@@ -24,22 +24,25 @@ from otelguard.processors.detection.fields import (
     AttrField, EventView, FieldSpec, FieldType, ResourceField, event_type, resolve,
 )
 from otelguard.processors.detection.operators import (
-    CompileError, Compiled, compile_op, field_vs_field, transform,
+    CompileError, Compiled, as_text, compile_op, field_vs_field, transform,
 )
 from otelguard.processors.detection.parser import (
-    And, Check, FieldRef, FieldValue, ListValue, Literal, MacroRef, Node, Not, Or, Value,
+    And, Check, FieldRef, FieldValue, Join, ListValue, Literal, MacroRef, Node, Not, Or, Value,
 )
 
 _TYPE_FIELDS = frozenset({"evt.type", "syscall.type"})
 
 
 class UnsupportedField(CompileError):
-    """The condition needs a field we cannot provide; ``field`` names it."""
+    """The condition needs a field we cannot evaluate; ``field`` names it, ``kind`` says why
+    (fields.UNKNOWN: not a Falco field; INVALID: used wrongly; UNAVAILABLE: a Falco field this
+    sensor does not provide)."""
 
-    def __init__(self, field_text: str, reason: str) -> None:
+    def __init__(self, field_text: str, reason: str, kind: str) -> None:
         super().__init__(reason)
         self.field = field_text
         self.reason = reason
+        self.kind = kind
 
 
 @dataclass
@@ -50,13 +53,12 @@ class CompileResult:
 
 
 class Compiler:
-    """Compiles conditions against one set of macros (parsed) and lists (flattened strings)."""
+    """Compiles conditions against one set of macros (parsed; lists were substituted into the
+    condition text before parsing, see :mod:`.resolution`)."""
 
-    def __init__(self, macros: Mapping[str, Node], lists: Mapping[str, tuple[str, ...]],
-                 known_type: Optional[str] = None) -> None:
+    def __init__(self, macros: Mapping[str, Node], known_type: Optional[str] = None) -> None:
         """``known_type``: compile for records of that evt.type only (checks on it fold away)."""
         self.macros = macros
-        self.lists = lists
         self.known_type = known_type
         self._macro_cache: dict[str, tuple[Compiled, Optional[frozenset[str]],
                                            set[tuple[str, Optional[str]]]]] = {}
@@ -96,8 +98,6 @@ class Compiler:
             return cached[0], cached[1]
         body = self.macros.get(ref.name)
         if body is None:
-            if ref.name in self.lists:
-                raise CompileError(f"{ref.name!r} is a list, used where a condition is expected")
             raise CompileError(f"undefined macro {ref.name!r}")
         if ref.name in self._stack:
             raise CompileError(f"macro loop: {' -> '.join(self._stack + [ref.name])}")
@@ -114,15 +114,44 @@ class Compiler:
     # -- checks ----------------------------------------------------------------------------
     def field_getter(self, ref: FieldRef, fields: set[tuple[str, Optional[str]]]
                      ) -> tuple[Callable[[EventView], Any], FieldType]:
-        spec, arg, reason = resolve(ref.name, ref.arg)
-        if spec is None:
-            raise UnsupportedField(str(ref), reason or f"unknown field {ref}")
-        fields.add((spec.name, arg))
-        ftype = spec.type_for(arg)
-        getter = _getter(spec, arg)
+        if ref.join is not None:
+            getter, ftype = self._join(ref.join, fields)
+        else:
+            spec, arg, problem = resolve(ref.name, ref.arg)
+            if spec is None:
+                assert problem is not None
+                raise UnsupportedField(str(ref), problem.reason, problem.kind)
+            fields.add((spec.name, arg))
+            ftype = spec.type_for(arg)
+            getter = _getter(spec, arg)
         for t in ref.transformers:
             getter, ftype = transform(t, getter, ftype, ref)
         return getter, ftype
+
+    def _join(self, join: Join, fields: set[tuple[str, Optional[str]]]
+              ) -> tuple[Callable[[EventView], Any], FieldType]:
+        """``join(sep, (parts))``: a missing part makes the join missing."""
+        parts: list[Callable[[EventView], Any]] = []
+        for p in join.parts:
+            if isinstance(p, Literal):
+                parts.append(_constant(p.text))
+            else:
+                get, _t = self.field_getter(p, fields)
+                parts.append(get)
+        sep = join.sep
+
+        def joined(ev: EventView) -> Optional[str]:
+            out: list[str] = []
+            for get in parts:
+                v = get(ev)
+                if v is None:
+                    return None
+                if isinstance(v, (tuple, list)):
+                    out.extend(as_text(x) for x in v)
+                else:
+                    out.append(as_text(v))
+            return sep.join(out)
+        return joined, FieldType.STR
 
     def _check(self, node: Check, fields: set[tuple[str, Optional[str]]]) -> Compiled:
         get, ftype = self.field_getter(node.field, fields)
@@ -143,13 +172,13 @@ class Compiler:
             return False  # Falco's never_true: record numbers start at 1
         if isinstance(node.value, FieldValue):
             rget, _rtype = self.field_getter(node.value.field, fields)
-            return field_vs_field(get, rget, op, node)
+            return field_vs_field(get, ftype, rget, op, node)
         if node.value is None:
             raise CompileError(f"operator {op!r} needs a value")
         return compile_op(get, ftype, op, self._values(node.value), node)
 
     def _values(self, value: Value) -> list[str]:
-        """The right-hand side as strings, list names expanded (quoted items never are)."""
+        """The right-hand side as strings (nested lists flattened)."""
         if isinstance(value, Literal):
             return [value.text]
         out: list[str] = []
@@ -157,8 +186,6 @@ class Compiler:
             for item in value.items:
                 if isinstance(item, ListValue):
                     out.extend(self._values(item))
-                elif not item.quoted and item.text in self.lists:
-                    out.extend(self.lists[item.text])
                 else:
                     out.append(item.text)
         return out
@@ -187,6 +214,10 @@ def _getter(spec: FieldSpec, arg: Optional[str]) -> Callable[[EventView], Any]:
 
 
 _MISSING: Any = object()
+
+
+def _constant(text: str) -> Callable[[EventView], Any]:
+    return lambda _ev: text
 
 
 # --- folding -----------------------------------------------------------------------------------

@@ -7,7 +7,9 @@ reported with its dotted path and file:line)::
       - type: falco_rules
         config:
           rules: [/etc/otelguard/falco_rules.yaml, /etc/otelguard/local_rules.yaml]
-          disabled_rules: ["Terminal shell in container"]
+          disabled_rules: ["Terminal shell in container", "Read sensitive file *"]
+          disabled_tags: [mitre_discovery]
+          append_output: "pod=%k8s.pod.name"
           min_priority: notice
           state: {socket_window_seconds: 300, max_processes: 20000}
 """
@@ -35,7 +37,16 @@ class Config:
     # Site rule files or directories loaded after ``rules`` (after the packaged default when
     # ``rules`` is empty), so they can append to and override it; reloaded like ``rules``.
     local_rules: tuple[str, ...] = ()
-    disabled_rules: tuple[str, ...] = ()  # rule names
+    # Rule names (``*`` wildcards) not to run, as Falco's ``-D`` / ``rules: [disable: {rule}]``;
+    # an entry that matches no loaded rule is an error.
+    disabled_rules: tuple[str, ...] = ()
+    disabled_tags: tuple[str, ...] = ()  # rules with any of these tags do not run (Falco's -T)
+    # Rule names (``*`` wildcards) to run even when disabled above or ``enabled: false`` in
+    # their file (Falco's ``rules: [enable: {rule}]``); applied after the disables.
+    enabled_rules: tuple[str, ...] = ()
+    enabled_tags: tuple[str, ...] = ()  # rules with any of these tags run (after the disables)
+    # Text with %fields appended to every rule's output (Falco's append_output / -p).
+    append_output: str = ""
     min_priority: str = "debug"  # rules less severe than this are not loaded
     state: StateConfig = field(default_factory=StateConfig)
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
@@ -33,7 +33,9 @@ from otelguard.processors.detection.compiler import Compiler
 from otelguard.processors.detection.fields import AttrLayouts, EventView, event_type
 from otelguard.processors.detection.loader import load_rules, load_rules_text
 from otelguard.processors.detection.prefilter import Member, TypePlan, plan
-from otelguard.processors.detection.ruleset import Priority, Rule, RuleSet
+from otelguard.processors.detection.ruleset import (
+    Diagnostic, Priority, Rule, RuleSelection, RuleSet, RulesError,
+)
 from otelguard.processors.detection.state import DetectionState
 from otelguard.otlp.messages import attrs_dict, set_attr, set_attrs
 
@@ -54,13 +56,22 @@ class RuleEngine:
 
     def __init__(self, ruleset: RuleSet, *, state: Optional[DetectionState] = None,
                  min_priority: Priority = Priority.DEBUG,
-                 disabled_rules: Iterable[str] = ()) -> None:
+                 disabled_rules: Iterable[str] = (),
+                 selection: Optional[RuleSelection] = None) -> None:
+        """``disabled_rules``: shorthand for ``selection.disabled_rules``. A selection entry
+        that selects no rule raises :class:`RulesError` (a misspelled name is never silently
+        ignored)."""
         ruleset.raise_if_errors()
         self.ruleset = ruleset
         self.state = state if state is not None else DetectionState()
-        off = set(disabled_rules)
-        self.rules = [r for r in ruleset.rules
-                      if r.name not in off and r.priority <= min_priority]
+        sel = selection or RuleSelection()
+        if disabled_rules:
+            sel = replace(sel, disabled_rules=tuple(disabled_rules) + sel.disabled_rules)
+        selected, unmatched = sel.apply(ruleset.compiled or ruleset.rules)
+        if unmatched:
+            raise RulesError([Diagnostic("error", "processors[].config", None, "", u)
+                              for u in unmatched])
+        self.rules = [r for r in selected if r.priority <= min_priority]
         self._any: tuple[tuple[Rule, Callable[[EventView], bool]], ...] = tuple(
             (r, r.pred) for r in self.rules if r.event_types is None)
         types = {t for r in self.rules if r.event_types for t in r.event_types}
@@ -71,7 +82,7 @@ class RuleEngine:
             for t in types
         }
         # evt.type -> the same rules, grouped behind their guards (see prefilter)
-        getters = Compiler({}, {})
+        getters = Compiler({})
         self._plans: dict[Optional[str], TypePlan] = {
             t: plan([(i, r, pred, r.guards[t] if t in r.guards else r.guards.get(None, ()))
                      for i, (r, pred) in enumerate(rules)], getters)

@@ -5,9 +5,11 @@ documents with positions; the :mod:`.collector` merges them into one namespace (
 override, exceptions); this module, once every file is collected, resolves lists and macros
 and compiles each rule (:mod:`.compiler`) into a :class:`~.ruleset.Rule` with its per-type
 predicates, prefilter guards, evidence keys and MITRE tags. Outcome per rule: ``loaded``,
-``disabled`` or ``skipped`` (a field we cannot provide, or a non-syscall ``source``), never a
-silent half-load. Errors (YAML, grammar, undefined macro, bad value) carry file, line and item
-name and make the set unusable (``RuleSet.ok`` is False); warnings do not.
+``disabled``, ``cannot-run`` (a Falco field this sensor does not provide) or ``skipped``
+(``skip-if-unknown-filter``, or a non-syscall ``source``), never a silent half-load. Errors
+(YAML, grammar, unknown field, undefined macro, bad value) carry file, line and item name and
+make the set unusable (``RuleSet.ok`` is False), as they make Falco refuse to start; warnings
+do not. Lists, exceptions and macro visibility follow Falco (:mod:`.resolution`).
 
 Cost: loading Falco's three rule files (~100 rules) takes well under a second; it happens once.
 """
@@ -17,86 +19,25 @@ from __future__ import annotations
 import hashlib
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Callable, Optional, Sequence, Union
 
 from otelguard.processors.detection import mitre
-from otelguard.processors.detection.collector import Collector
+from otelguard.processors.detection.collector import Collector, RuleDef
 from otelguard.processors.detection.compiler import Compiler, UnsupportedField
-from otelguard.processors.detection.fields import FIELDS, EventView
+from otelguard.processors.detection.fields import FIELDS, UNAVAILABLE, UNKNOWN, EventView
 from otelguard.processors.detection.operators import CompileError, Compiled
 from otelguard.processors.detection.output import parse_output
 from otelguard.processors.detection.parser import (
-    And, Check, ConditionSyntaxError, ListValue, Literal, Node, Not, Or, parse_condition,
-    parse_field, split_list_item, LIST_OPS,
+    ConditionSyntaxError, Node, macro_refs, parse_condition,
 )
 from otelguard.processors.detection.prefilter import Guard, GuardDeriver
 from otelguard.processors.detection.reader import RulesReader, expand_rule_paths
+from otelguard.processors.detection.resolution import (
+    ExceptionError, exception_condition, expand_lists, substitute_lists,
+)
 from otelguard.processors.detection.ruleset import Priority, Rule, RuleSet, RuleStatus
 
 UUID_NAMESPACE = uuid.UUID("6f1e0c2a-5b8e-4f55-9d0e-0a7c4e9b2f11")
-
-
-def _flatten_lists(collected: Collector) -> dict[str, tuple[str, ...]]:
-    out: dict[str, tuple[str, ...]] = {}
-
-    def expand(name: str, stack: tuple[str, ...]) -> tuple[str, ...]:
-        if name in out:
-            return out[name]
-        d = collected.lists[name]
-        items: list[str] = []
-        for it in d.items:
-            if it in collected.lists and it not in stack:
-                items.extend(expand(it, stack + (it,)))
-            else:
-                items.append(it)
-        out[name] = tuple(items)
-        return out[name]
-
-    for name in collected.lists:
-        expand(name, (name,))
-    return out
-
-
-def _exception_node(exc: dict[str, Any]) -> Optional[Node]:
-    """An exception as a condition tree (None when it has no values yet)."""
-    fields = exc.get("fields")
-    comps = exc.get("comps")
-    values = exc.get("values") or []
-    if not values:
-        return None
-    if isinstance(fields, str):
-        ref = parse_field(fields)
-        comp = comps if isinstance(comps, str) else "in"
-        if comp in LIST_OPS:
-            return Check(ref, comp, _list_value(values), 0)
-        return Or(tuple(Check(ref, comp, Literal(str(v), True), 0) for v in values))
-    if not isinstance(fields, list) or not fields:
-        raise CompileError(f"exception {exc['name']!r}: fields must be a field or a list")
-    refs = [parse_field(str(f)) for f in fields]
-    comp_list = list(comps) if isinstance(comps, list) else ["="] * len(refs)
-    if len(comp_list) != len(refs):
-        raise CompileError(f"exception {exc['name']!r}: {len(refs)} fields but "
-                           f"{len(comp_list)} comps")
-    alts: list[Node] = []
-    for tup in values:
-        if not isinstance(tup, list) or len(tup) != len(refs):
-            raise CompileError(f"exception {exc['name']!r}: each value must be a list of "
-                               f"{len(refs)} items, got {tup!r}")
-        checks: list[Node] = []
-        for ref, comp, v in zip(refs, comp_list, tup):
-            comp = str(comp)
-            if comp in LIST_OPS:
-                items = v if isinstance(v, list) else [v]
-                checks.append(Check(ref, comp, _list_value(items), 0))
-            else:
-                checks.append(Check(ref, comp, Literal(str(v), True), 0))
-        alts.append(And(tuple(checks)) if len(checks) > 1 else checks[0])
-    return Or(tuple(alts)) if len(alts) > 1 else alts[0]
-
-
-def _list_value(items: list[Any]) -> ListValue:
-    # bare strings may name a list (expanded by the compiler), as in a condition
-    return ListValue(tuple(Literal(split_list_item(str(v)), False) for v in items))
 
 
 def _category(tags: tuple[str, ...]) -> str:
@@ -108,48 +49,65 @@ def _category(tags: tuple[str, ...]) -> str:
     return "process"
 
 
-def compile_collected(collected: Collector) -> RuleSet:
-    """Every collected rule compiled (or its outcome recorded) into the collector's RuleSet."""
+def _lists(collected: Collector) -> list[tuple[str, tuple[str, ...]]]:
+    defs = sorted(collected.lists.values(), key=lambda d: d.index)
+    return expand_lists([(d.name, d.items, d.index, d.visibility) for d in defs])
+
+
+def _macros(collected: Collector, lists: list[tuple[str, tuple[str, ...]]]) -> dict[str, Node]:
+    """Every macro parsed (lists substituted), each checked to use only the macros visible to
+    it; problems reported on the macro, used or not (Falco compiles every macro)."""
     out = collected.out
-    lists = _flatten_lists(collected)
     macros: dict[str, Node] = {}
-    for m in collected.macros.values():
+    for m in sorted(collected.macros.values(), key=lambda d: d.index):
+        text = substitute_lists(m.condition, lists)
         try:
-            macros[m.name] = parse_condition(m.condition)
+            node = macros[m.name] = parse_condition(text)
         except ConditionSyntaxError as exc:
             out.report_error(m.file, m.line, f"macro {m.name!r}",
                              f"condition syntax: {exc.reason} at offset {exc.offset}: "
-                             f"{_excerpt(m.condition, exc.offset)}")
-    comp = Compiler(macros, lists)
+                             f"{_excerpt(text, exc.offset)}")
+            continue
+        for ref in macro_refs(node):
+            other = collected.macros.get(ref.name)
+            if other is not None and other.index < m.visibility:
+                continue
+            later = "" if other is None else (
+                f" (it is defined at {other.file}:{other.line}, after this macro: a macro can "
+                "use only the macros defined before it)")
+            out.report_error(m.file, m.line, f"macro {m.name!r}",
+                             f"undefined macro {ref.name!r} used in condition{later}")
+    return macros
+
+
+def _rule_status(out: RuleSet, d: RuleDef) -> Callable[[str, str], None]:
+    def status(state: str, reason: str = "") -> None:
+        out.statuses.append(RuleStatus(d.name, state, reason, d.file, d.line, d.ruleset))
+    return status
+
+
+def compile_collected(collected: Collector) -> RuleSet:
+    """Every collected rule compiled (or its outcome recorded) into the collector's RuleSet.
+
+    Outcomes (docs/architecture.md#falco-rule-semantics): a rule that loads is kept (in ``rules`` when
+    enabled, in ``disabled`` otherwise, so a selection can enable it); a field that is not a
+    Falco field, a malformed one, or an unknown output field is an error at the rule's
+    file:line, unless the rule says ``skip-if-unknown-filter: true`` (then ``skipped``); a
+    Falco field this sensor does not provide makes the rule ``cannot-run`` with the reason."""
+    out = collected.out
+    lists = _lists(collected)
+    macros = _macros(collected, lists)
+    comp = Compiler(macros)
     typed: dict[str, Compiler] = {}  # one compiler (and macro cache) per known evt.type
     derivers: dict[Optional[str], GuardDeriver] = {None: GuardDeriver(comp)}
     for d in sorted(collected.rules.values(), key=lambda r: r.order):
         label = f"rule {d.name!r}"
-
-        def status(state: str, reason: str = "") -> None:
-            out.statuses.append(RuleStatus(d.name, state, reason, d.file, d.line, d.ruleset))
-
+        status = _rule_status(out, d)
         try:
             priority = Priority.parse(d.priority)
         except KeyError:
             out.report_error(d.file, d.line, label, f"unknown priority {d.priority!r}")
             status("error", f"unknown priority {d.priority!r}")
-            continue
-        try:
-            node = parse_condition(d.condition)
-        except ConditionSyntaxError as exc:
-            out.report_error(d.file, d.line, label, f"condition syntax: {exc.reason} at offset "
-                             f"{exc.offset}: {_excerpt(d.condition, exc.offset)}")
-            status("error", "condition syntax error")
-            continue
-        if not d.enabled:
-            try:  # say whether it would run if enabled
-                comp.compile(node)
-                status("disabled", "enabled: false (would load if enabled)")
-            except UnsupportedField as exc:
-                status("disabled", f"enabled: false (would skip: {exc.reason})")
-            except CompileError as exc:
-                status("disabled", f"enabled: false (would not compile: {exc})")
             continue
         if d.source != "syscall":
             out.report_warning(d.file, d.line, label, f"source {d.source!r} is not supported "
@@ -157,28 +115,52 @@ def compile_collected(collected: Collector) -> RuleSet:
             status("skipped", f"source {d.source!r} not supported")
             continue
         try:
-            exc_nodes = [n for n in (_exception_node(e) for e in d.exceptions) if n is not None]
-            if exc_nodes:
-                node = And((node, Not(Or(tuple(exc_nodes)) if len(exc_nodes) > 1
-                                     else exc_nodes[0])))
+            text = substitute_lists(exception_condition(d.condition, d.exceptions), lists)
+        except ExceptionError as exc:
+            out.report_error(d.file, d.line, label, str(exc))
+            status("error", str(exc))
+            continue
+        try:
+            node = parse_condition(text)
+        except ConditionSyntaxError as exc:
+            out.report_error(d.file, d.line, label, f"condition syntax: {exc.reason} at offset "
+                             f"{exc.offset}: {_excerpt(text, exc.offset)}")
+            status("error", "condition syntax error")
+            continue
+        output = d.output.strip()
+        if collected.append_output:
+            output = f"{output} {collected.append_output}"
+        try:
             result = comp.compile(node)
+            template = parse_output(output)
+            problem = template.problem()
+            if problem is not None:
+                raise UnsupportedField(problem.text, problem.reason, problem.kind)
         except UnsupportedField as exc:
-            out.report_warning(d.file, d.line, label, f"skipped: {exc.reason}")
-            status("skipped", exc.reason)
+            if exc.kind == UNAVAILABLE:
+                out.report_warning(d.file, d.line, label, f"cannot run on this sensor: "
+                                   f"{exc.reason}")
+                status("cannot-run", exc.reason)
+            elif exc.kind == UNKNOWN and d.skip_if_unknown_filter:
+                out.report_warning(d.file, d.line, label, f"skipped (skip-if-unknown-filter): "
+                                   f"{exc.reason}")
+                status("skipped", f"{exc.reason} (skip-if-unknown-filter: true)")
+            else:
+                out.report_error(d.file, d.line, label, exc.reason)
+                status("error", exc.reason)
             continue
         except (CompileError, ConditionSyntaxError) as exc:
             out.report_error(d.file, d.line, label, str(exc))
             status("error", str(exc))
             continue
-        template = parse_output(d.output.strip())
-        for problem in template.problems():
-            out.report_warning(d.file, d.line, label, f"{problem}; renders <NA>")
+        for problem_text in template.problems():
+            out.report_warning(d.file, d.line, label, f"{problem_text}; renders <NA>")
         pred = _as_pred(result.pred)
         preds: dict[str, Callable[[EventView], bool]] = {}
         for t in sorted(result.event_types or ()):
             tc = typed.get(t)
             if tc is None:
-                tc = typed[t] = Compiler(macros, lists, known_type=t)
+                tc = typed[t] = Compiler(macros, known_type=t)
             preds[t] = _as_pred(tc.compile(node).pred)
         guards: dict[Optional[str], tuple[Guard, ...]] = {None: derivers[None].candidates(node)}
         for t in sorted(result.event_types or ()):
@@ -191,16 +173,25 @@ def compile_collected(collected: Collector) -> RuleSet:
         tags = tuple(d.tags)
         tag_info = mitre.from_tags(tags)
         digest = hashlib.sha256(f"{d.condition}\n{d.output}\n{d.priority}".encode()).hexdigest()
-        out.rules.append(Rule(
+        rule = Rule(
             name=d.name, desc=" ".join(d.desc.split()), condition=d.condition, output=template,
             priority=priority, tags=tags, ruleset=d.ruleset, file=d.file, line=d.line,
             pred=pred, event_types=result.event_types, preds=preds,
             evidence_keys=tuple(evidence),
             uuid=str(uuid.uuid5(UUID_NAMESPACE, f"{d.ruleset}/{d.name}")), version=digest[:12],
-            mitre=tag_info, category=_category(tags), guards=guards,
-        ))
+            mitre=tag_info, category=_category(tags), guards=guards, enabled=d.enabled,
+        )
         if result.pred is False:
             out.report_warning(d.file, d.line, label, "condition can never be true")
+        if result.event_types is None and d.warn_evttypes:
+            out.report_warning(d.file, d.line, label, "condition does not restrict evt.type: "
+                               "the rule runs on every record (warn_evttypes: false silences "
+                               "this)")
+        out.compiled.append(rule)
+        if not d.enabled:
+            status("disabled", "enabled: false (loads when enabled)")
+            continue
+        out.rules.append(rule)
         status("loaded", "")
     return out
 
@@ -218,21 +209,22 @@ def _excerpt(text: str, offset: int) -> str:
     return f"...{flat[lo:offset]}>>>{flat[offset:offset + 25]}..."
 
 
-def load_rules(paths: Sequence[Union[str, Path]]) -> RuleSet:
+def load_rules(paths: Sequence[Union[str, Path]], append_output: str = "") -> RuleSet:
     """Read ``paths`` in order (a directory: its rules files in name order) and compile;
-    inspect ``.errors`` (or call raise_if_errors)."""
+    inspect ``.errors`` (or call raise_if_errors). ``append_output``: text (with %fields)
+    appended to every rule's output, as Falco's ``append_output`` / ``-p``."""
     out = RuleSet()
-    reader, collected = RulesReader(out), Collector(out)
+    reader, collected = RulesReader(out), Collector(out, append_output)
     for p in expand_rule_paths(paths):
         for item in reader.read_file(p):
             collected.add(item)
     return compile_collected(collected)
 
 
-def load_rules_text(texts: Sequence[tuple[str, str]]) -> RuleSet:
+def load_rules_text(texts: Sequence[tuple[str, str]], append_output: str = "") -> RuleSet:
     """Like :func:`load_rules` for in-memory (name, yaml text) pairs (tests, API callers)."""
     out = RuleSet()
-    reader, collected = RulesReader(out), Collector(out)
+    reader, collected = RulesReader(out), Collector(out, append_output)
     for name, text in texts:
         out.sources.append((name, hashlib.sha256(text.encode()).hexdigest()))
         for item in reader.read_text(text, name, Path(name).stem):

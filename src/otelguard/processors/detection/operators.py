@@ -11,18 +11,23 @@ derivation in :mod:`.prefilter`, which shares the value coercions).
 from __future__ import annotations
 
 import base64
-import fnmatch
 import ipaddress
+import operator
 import os
 import re
 from typing import Any, Callable, Optional, Union
 
 from otelguard.processors.detection.fields import EventView, FieldType
 from otelguard.processors.detection.parser import Check, FieldRef
+from otelguard.processors.detection.patterns import glob_matcher, path_prefix_matcher
 
 Pred = Callable[[EventView], bool]
 Compiled = Union[Pred, bool]  # a closure, or a constant after folding
 IPNet = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+
+
+_ORDER: dict[str, Callable[[Any, Any], bool]] = {
+    "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
 
 
 class CompileError(ValueError):
@@ -116,14 +121,7 @@ def _str_matcher(op: str, values: list[str], node: Check) -> Callable[[str], boo
         s = frozenset(values)
         return s.__contains__
     if op == "pmatch":
-        prefixes = tuple(v.rstrip("/") for v in values)
-
-        def pmatch(v: str) -> bool:
-            for p in prefixes:
-                if v == p or v.startswith(p + "/") or (p == "" and v.startswith("/")):
-                    return True
-            return False
-        return pmatch
+        return path_prefix_matcher(values)
     if len(values) != 1:
         raise CompileError(f"operator {op!r} takes one value")
     rhs = values[0]
@@ -141,8 +139,10 @@ def _str_matcher(op: str, values: list[str], node: Check) -> Callable[[str], boo
     if op == "endswith":
         return lambda v: v.endswith(rhs)
     if op in ("glob", "iglob"):
-        rx = re.compile(fnmatch.translate(rhs), re.DOTALL | (re.IGNORECASE if op == "iglob" else 0))
-        return lambda v: rx.match(v) is not None
+        return glob_matcher(rhs, casefold=op == "iglob")
+    if op in _ORDER:  # strcmp order: UTF-8 byte order is code point order
+        cmp = _ORDER[op]
+        return lambda v: cmp(v, rhs)
     if op == "regex":
         try:
             rx = re.compile(rhs)
@@ -223,8 +223,8 @@ def compile_op(get: Callable[[EventView], Any], ftype: FieldType, op: str, value
         if op == "intersects":
             return lambda ev: (v := get(ev)) is not None and any(x in s for x in v)
         raise CompileError(f"operator {op!r} does not apply to list field {node.field}")
-    if op in ("<", "<=", ">", ">="):
-        raise CompileError(f"operator {op!r} needs a numeric field, {node.field} is a string")
+    if ftype == FieldType.MULTI:
+        return _any_of(get, op, values, node)
     m = _str_matcher(op, values, node)
     if ftype == FieldType.STR and op in ("=", "in", "startswith", "contains"):
         # the hot shapes, inlined: one call per check instead of two
@@ -241,17 +241,6 @@ def compile_op(get: Callable[[EventView], Any], ftype: FieldType, op: str, value
                 (v if isinstance(v, str) else as_text(v)).startswith(rhs)
         return lambda ev: (v := get(ev)) is not None and \
             rhs in (v if isinstance(v, str) else as_text(v))
-    if ftype == FieldType.MULTI:
-        def any_check(ev: EventView) -> bool:
-            v = get(ev)
-            if v is None:
-                return False
-            for x in v:
-                if m(x):
-                    return True
-            return False
-        return any_check
-
     def str_check(ev: EventView) -> bool:
         v = get(ev)
         if v is None:
@@ -262,34 +251,67 @@ def compile_op(get: Callable[[EventView], Any], ftype: FieldType, op: str, value
     return str_check
 
 
+def _any_of(get: Callable[[EventView], Any], op: str, values: list[str], node: Check
+            ) -> Compiled:
+    """A multi-valued field (``proc.aname``, ``proc.apid`` without index, ``fd.port``): true
+    when any value passes; numbers compare as numbers, strings as strings."""
+    try:
+        sm: Optional[Callable[[str], bool]] = _str_matcher(op, values, node)
+    except CompileError:
+        sm = None
+    try:
+        nm: Optional[Callable[[int], bool]] = _num_matcher(op, values, node)
+    except CompileError:
+        nm = None
+    if sm is None and nm is None:
+        raise CompileError(f"operator {op!r} does not apply to {node.field} with {values!r}")
+
+    def any_check(ev: EventView) -> bool:
+        v = get(ev)
+        if v is None:
+            return False
+        for x in v:
+            if isinstance(x, int) and not isinstance(x, bool):
+                if nm is not None and nm(x):
+                    return True
+            elif sm is not None and sm(x if isinstance(x, str) else as_text(x)):
+                return True
+        return False
+    return any_check
+
+
 def as_text(v: Any) -> str:
     """A non-string field value compared as a string, spelled as Falco prints it."""
     return "true" if v is True else "false" if v is False else str(v)
 
 
-_RUNTIME_OPS: dict[str, Callable[[Any, Any], bool]] = {
-    "=": lambda a, b: a == b, "!=": lambda a, b: a != b,
-    "<": lambda a, b: a < b, "<=": lambda a, b: a <= b,
-    ">": lambda a, b: a > b, ">=": lambda a, b: a >= b,
-    "contains": lambda a, b: str(b) in str(a),
-    "startswith": lambda a, b: str(a).startswith(str(b)),
-    "endswith": lambda a, b: str(a).endswith(str(b)),
-}
-
-
-def field_vs_field(get: Callable[[EventView], Any], rget: Callable[[EventView], Any], op: str,
-                   node: Check) -> Compiled:
-    """``field op other_field`` (Falco's ``val()``), compared at run time."""
-    fn = _RUNTIME_OPS.get(op)
-    if fn is None:
-        raise CompileError(f"operator {op!r} cannot compare two fields")
+def field_vs_field(get: Callable[[EventView], Any], ftype: FieldType,
+                   rget: Callable[[EventView], Any], op: str, node: Check) -> Compiled:
+    """``field op val(other)`` / ``field op tolower(other)``: the right-hand side is read per
+    record and compared with the operator's usual meaning for the left field's type (every
+    operator ``compile_op`` has). A right-hand side seen before reuses its matcher (bounded
+    cache), so ``glob val(...)`` compiles a pattern once per distinct value."""
+    if op == "exists":
+        raise CompileError("exists takes no value")
+    cache: dict[tuple[str, ...], Compiled] = {}
 
     def check(ev: EventView) -> bool:
-        a, b = get(ev), rget(ev)
-        if a is None or b is None:
+        b = rget(ev)
+        if b is None:
             return False
-        try:
-            return fn(a, b)
-        except TypeError:
+        if isinstance(b, (tuple, list)):
+            key = tuple(as_text(x) for x in b)
+        else:
+            key = (as_text(b),)
+        if not key:
             return False
+        c = cache.get(key)
+        if c is None:
+            try:
+                c = compile_op(get, ftype, op, list(key), node)
+            except CompileError:
+                c = False
+            if len(cache) < 1024:
+                cache[key] = c
+        return c if isinstance(c, bool) else c(ev)
     return check

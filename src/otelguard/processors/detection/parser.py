@@ -6,16 +6,22 @@ Grammar (precedence low to high)::
     and    := not ('and' not)*
     not    := 'not' not | atom
     atom   := '(' expr ')' | field UNARY | field BINARY value | macro-name
-    field  := [transformer '('] name ['[' arg ']'] [')']
-    value  := quoted | bare | 'val(' field ')' | '(' item (',' item)* ')'
+    field  := transformer '(' field ')' | 'join(' quoted ',' (field | '(' part (',' part)* ')') ')'
+              | name ['[' arg ']']
+    part   := field | quoted | number
+    value  := quoted | bare | 'val(' name ['[' arg ']'] ')' | field-with-transformer
+              | '(' item (',' item)* ')'
 
-Bare list items that name a ``list`` are expanded later by the compiler; quoted items never
-are. Parsing is done once per rule at load time, so it favours clear errors (with the
-character offset) over speed.
+As in libs' parser, the ordering operators (``< <= > >=``) take a number, ``val()`` or a
+transformed field, and the list operators take a list, ``val()``/a transformed field or a bare
+identifier. Lists are substituted into the condition text before parsing (see
+:mod:`~otelguard.processors.detection.resolution`), as Falco does. Parsing is done
+once per rule at load time, so it favours clear errors (with the character offset) over speed.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Optional, Union
 
@@ -26,10 +32,14 @@ WORD_OPS = frozenset({
     "iglob", "regex", "in", "intersects", "pmatch", "exists",
 })
 SYMBOL_OPS = ("==", "!=", "<=", ">=", "=", "<", ">")
-TRANSFORMERS = frozenset({"tolower", "toupper", "b64", "basename", "len"})
+ORDER_OPS = frozenset({"<", "<=", ">", ">="})
+TRANSFORMERS = frozenset({"tolower", "toupper", "b64", "basename", "len", "join"})
 _KEYWORDS = frozenset({"and", "or", "not"})
-_BARE_STOP = set(" \t\r\n(),\"'")
-_LIST_ITEM_STOP = set(" \t\r\n(),\"'")
+_IDENTIFIER = re.compile(r"[a-zA-Z]+[a-zA-Z0-9_]*")
+# libs' number token: hex, or decimal with optional fraction and exponent
+_NUMBER = re.compile(r"0[xX][0-9a-zA-Z]+|[+\-]?[0-9]+\.?[0-9]*(?:[eE][+\-][0-9]+)?")
+_BARE_STOP = set(" \t\r\n\b(),\"'=")
+_LIST_ITEM_STOP = _BARE_STOP
 
 
 class ConditionSyntaxError(ValueError):
@@ -42,22 +52,38 @@ class ConditionSyntaxError(ValueError):
 
 
 @dataclass(frozen=True)
-class FieldRef:
-    name: str
-    arg: Optional[str]
-    transformers: tuple[str, ...]  # innermost first
-
-    def __str__(self) -> str:
-        text = self.name + (f"[{self.arg}]" if self.arg is not None else "")
-        for t in self.transformers:
-            text = f"{t}({text})"
-        return text
-
-
-@dataclass(frozen=True)
 class Literal:
     text: str
     quoted: bool
+
+
+@dataclass(frozen=True)
+class Join:
+    """``join(sep, (a, b, ...))``: the parts' values (fields, transformed fields or literals)
+    joined by ``sep``; ``join(sep, field)`` joins a list-valued field's items."""
+
+    sep: str
+    parts: tuple[Union["FieldRef", Literal], ...]
+    listed: bool  # written as a list '(...)'
+
+    def __str__(self) -> str:
+        inner = ", ".join(repr(p.text) if isinstance(p, Literal) else str(p) for p in self.parts)
+        return f"join({self.sep!r}, {'(' + inner + ')' if self.listed else inner})"
+
+
+@dataclass(frozen=True)
+class FieldRef:
+    name: str  # "join" when ``join`` is set
+    arg: Optional[str]
+    transformers: tuple[str, ...]  # innermost first
+    join: Optional[Join] = None
+
+    def __str__(self) -> str:
+        text = str(self.join) if self.join is not None else \
+            self.name + (f"[{self.arg}]" if self.arg is not None else "")
+        for t in self.transformers:
+            text = f"{t}({text})"
+        return text
 
 
 @dataclass(frozen=True)
@@ -67,7 +93,8 @@ class ListValue:
 
 @dataclass(frozen=True)
 class FieldValue:
-    """``val(other.field)``: compare against another field of the same event."""
+    """``val(other.field)`` or a transformed field (``tolower(other.field)``) on the right-hand
+    side: compare against another field of the same event."""
 
     field: FieldRef
 
@@ -192,7 +219,8 @@ class _Parser:
         field = self.field()
         op = self.operator()
         if op is None:
-            if field.arg is not None or field.transformers or field.name in _KEYWORDS:
+            if field.arg is not None or field.transformers or field.join is not None \
+                    or field.name in _KEYWORDS:
                 raise ConditionSyntaxError(f"{field} needs an operator", self.i)
             return MacroRef(field.name, start)
         if op in UNARY_OPS:
@@ -202,13 +230,14 @@ class _Parser:
     def field(self) -> FieldRef:
         start = self.i
         name = self.name()
-        self.ws()
         if name in TRANSFORMERS and self.i < self.n and self.s[self.i] == "(":
             self.i += 1
             self.ws()
+            if name == "join":
+                return FieldRef("join", None, (), self.join_args())
             inner = self.field()
             self.expect(")")
-            return FieldRef(inner.name, inner.arg, inner.transformers + (name,))
+            return FieldRef(inner.name, inner.arg, inner.transformers + (name,), inner.join)
         arg: Optional[str] = None
         if self.i < self.n and self.s[self.i] == "[" and self.i == start + len(name):
             depth, j = 0, self.i
@@ -225,6 +254,58 @@ class _Parser:
             arg = self.s[self.i + 1:j]
             self.i = j + 1
         return FieldRef(name, arg, ())
+
+    def join_args(self) -> Join:
+        """After ``join(``: the quoted separator, then a field or a list of parts, then ')'."""
+        if self.i >= self.n or self.s[self.i] not in "\"'":
+            raise ConditionSyntaxError("join() needs a quoted separator first", self.i)
+        sep = self.quoted()
+        self.expect(",")
+        self.ws()
+        if self.i < self.n and self.s[self.i] == "(":
+            self.i += 1
+            parts: list[Union[FieldRef, Literal]] = []
+            while True:
+                self.ws()
+                if self.i < self.n and self.s[self.i] in "\"'":
+                    parts.append(Literal(self.quoted(), True))
+                elif self.i < self.n and (self.s[self.i].isdigit() or self.s[self.i] in "+-"):
+                    parts.append(Literal(self.bare(_BARE_STOP, "join"), True))
+                else:
+                    parts.append(self.operand("join"))
+                self.ws()
+                if self.i < self.n and self.s[self.i] == ",":
+                    self.i += 1
+                    continue
+                self.expect(")")
+                break
+            self.expect(")")
+            return Join(sep, tuple(parts), True)
+        part = self.operand("join")
+        self.expect(")")
+        return Join(sep, (part,), False)
+
+    def operand(self, what: str) -> FieldRef:
+        """A field or transformed field where one is required."""
+        self.ws()
+        if self.i >= self.n or not _is_name_start(self.s[self.i]):
+            raise ConditionSyntaxError(f"{what} needs a field", self.i)
+        return self.field()
+
+    def transformed(self) -> Optional[FieldValue]:
+        """``val(field)`` or ``transformer(...)`` at the cursor, else None (nothing consumed)."""
+        if self.s.startswith("val(", self.i):
+            self.i += 4
+            self.ws()
+            ref = self.operand("val()")
+            if ref.transformers or ref.join is not None:
+                raise ConditionSyntaxError("val() takes a field, not a transformer", self.i)
+            self.expect(")")
+            return FieldValue(ref)
+        word = self.peek_word()
+        if word in TRANSFORMERS and self.s.startswith("(", self.i + len(word)):
+            return FieldValue(self.field())
+        return None
 
     def name(self) -> str:
         j = self.i
@@ -253,18 +334,27 @@ class _Parser:
         if self.i >= self.n:
             raise ConditionSyntaxError(f"operator {op!r} needs a value", self.i)
         c = self.s[self.i]
-        if op in LIST_OPS:
-            if c != "(":
-                raise ConditionSyntaxError(f"operator {op!r} needs a list '(...)'", self.i)
+        if op in LIST_OPS and c == "(":
             return self.list_value()
+        other = self.transformed()
+        if other is not None:
+            return other
+        if op in LIST_OPS:
+            m = _IDENTIFIER.match(self.s, self.i)
+            if m is None:
+                raise ConditionSyntaxError(f"operator {op!r} needs a list '(...)', an "
+                                           "identifier or a transformed field", self.i)
+            self.i = m.end()
+            return ListValue((Literal(m.group(0), False),))
+        if op in ORDER_OPS:
+            m = _NUMBER.match(self.s, self.i)
+            if m is None:
+                raise ConditionSyntaxError(f"operator {op!r} needs a number value or a field "
+                                           "with a transformer (val(), tolower(), ...)", self.i)
+            self.i = m.end()
+            return Literal(m.group(0), False)
         if c in "\"'":
             return Literal(self.quoted(), True)
-        if self.s.startswith("val(", self.i):
-            self.i += 4
-            self.ws()
-            ref = self.field()
-            self.expect(")")
-            return FieldValue(ref)
         return Literal(self.bare(_BARE_STOP, op), False)
 
     def list_value(self) -> ListValue:
@@ -311,16 +401,10 @@ class _Parser:
         raise ConditionSyntaxError("unterminated quoted string", start)
 
     def bare(self, stop: set[str], op: str) -> str:
+        """A bare value: up to a blank, parenthesis, quote, ``=`` or ``,`` (libs' bare
+        string)."""
         j = self.i
-        depth = 0
-        while j < self.n:
-            c = self.s[j]
-            if c == "[":
-                depth += 1
-            elif c == "]" and depth:
-                depth -= 1
-            elif c in stop and not depth:
-                break
+        while j < self.n and self.s[j] not in stop:
             j += 1
         if j == self.i:
             raise ConditionSyntaxError(f"operator {op!r} needs a value", self.i)
@@ -332,13 +416,6 @@ class _Parser:
 def parse_condition(text: str) -> Node:
     """Parse one condition; raises :class:`ConditionSyntaxError` with the offset."""
     return _Parser(text).parse()
-
-
-def split_list_item(text: str) -> str:
-    """A YAML ``list`` item as a value: Falco lets items carry their own quotes ('"a b"')."""
-    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
-        return _Parser(text).quoted()
-    return text
 
 
 def macro_refs(node: Node) -> list[MacroRef]:
@@ -356,13 +433,8 @@ def macro_refs(node: Node) -> list[MacroRef]:
     return out
 
 
-def parse_field(text: str) -> FieldRef:
-    """One field reference on its own (exception ``fields:`` entries)."""
-    p = _Parser(text.strip())
-    if not p.s or not _is_name_start(p.s[0]):
-        raise ConditionSyntaxError(f"expected a field name, got {text!r}", 0)
-    ref = p.field()
-    p.ws()
-    if p.i < p.n:
-        raise ConditionSyntaxError(f"unexpected text after field {text!r}", p.i)
-    return ref
+def parse_field_at(text: str, start: int) -> tuple[FieldRef, int]:
+    """The field (or transformed field) written at ``text[start:]``, and where it ends."""
+    p = _Parser(text)
+    p.i = start
+    return p.field(), p.i

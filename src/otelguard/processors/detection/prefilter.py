@@ -26,7 +26,6 @@ one on every rule case and thousands of mutations of them.
 
 from __future__ import annotations
 
-import fnmatch
 import ipaddress
 import re
 from dataclasses import dataclass, field
@@ -38,6 +37,7 @@ from otelguard.processors.detection.operators import CompileError, IPNet, as_tex
 from otelguard.processors.detection.parser import (
     And, Check, FieldRef, ListValue, Literal, MacroRef, Node, Or,
 )
+from otelguard.processors.detection.patterns import fnmatch_regex
 
 # fields whose values sort records into a few classes: a guard on them rarely skips anything
 _CLASSIFIERS = frozenset({"evt.dir", "fd.typechar", "fd.type", "fd.l4proto", "fd.sockfamily",
@@ -106,8 +106,8 @@ class ValueSet:
             return ip_test
         prefixes, suffixes = tuple(self.prefixes), tuple(self.suffixes)
         subs = tuple(self.subs)
-        rx = re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in self.patterns),
-                        re.DOTALL) if self.patterns else None
+        rx = re.compile("|".join(f"(?:{fnmatch_regex(p).pattern})" for p in self.patterns)
+                        ) if self.patterns else None
         if not (prefixes or suffixes or subs or rx):
             return lambda v: (v if isinstance(v, str) else as_text(v)) in eq
 
@@ -294,13 +294,8 @@ class GuardDeriver:
             return ValueSet(kind, suffixes={values[0]})
         if op == "contains":
             return ValueSet(kind, subs={values[0]})
-        if op == "pmatch":  # as operators._str_matcher: v == p or v under p/
-            vs = ValueSet(kind)
-            for v in values:
-                p = v.rstrip("/")
-                vs.eq.add(p)
-                vs.prefixes.add(p + "/")
-            return vs
+        if op == "pmatch":  # implies nothing cheaper: "//" and glob components (patterns.py)
+            return None
         pattern = values[0]  # glob: its literal head is a necessary prefix
         head = _GLOB_META.split(pattern, 1)[0]
         if head and head != pattern:

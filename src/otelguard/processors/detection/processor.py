@@ -23,7 +23,7 @@ from typing import Callable, Optional
 from otelguard.processors.detection.config import Config, StateConfig
 from otelguard.processors.detection.engine import DEFAULT_RULE_FILES, RuleEngine
 from otelguard.processors.detection.loader import load_rules
-from otelguard.processors.detection.ruleset import Priority
+from otelguard.processors.detection.ruleset import Priority, RuleSelection
 from otelguard.processors.detection.state import DetectionState
 from otelguard.processors.stage import Batch
 
@@ -78,10 +78,11 @@ def rule_paths(config: Config) -> tuple[str, ...]:
 
 def _engine(config: Config, state: Optional[DetectionState]) -> RuleEngine:
     return RuleEngine(
-        load_rules(rule_paths(config)),
+        load_rules(rule_paths(config), append_output=config.append_output),
         state=state if state is not None else DetectionState(config.state),
         min_priority=Priority.parse(config.min_priority),
-        disabled_rules=config.disabled_rules,
+        selection=RuleSelection(config.disabled_rules, config.disabled_tags,
+                                config.enabled_rules, config.enabled_tags),
     )
 
 

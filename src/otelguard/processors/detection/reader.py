@@ -65,7 +65,7 @@ class RulesReader:
 
     def read_text(self, text: str, file: str, ruleset: str) -> Iterator[Item]:
         try:
-            doc = load_yaml(text, file)
+            doc = load_yaml(text, file, text_scalars=True)
         except ConfigError as exc:
             for issue in exc.issues:
                 self.out.report_error(file, issue.line, "", issue.message)
@@ -91,11 +91,13 @@ class RulesReader:
         if "required_engine_version" in item:
             ver = str(item["required_engine_version"])
             self.out.required_engine_versions.append((file, ver))
-            if _version_tuple(ver) > ENGINE_VERSION:
-                self.out.report_warning(
-                    file, line, "", f"required_engine_version {ver} is newer than the "
-                    f"implemented {'.'.join(map(str, ENGINE_VERSION))}; newer features "
-                    "may be reported as unsupported")
+            need = _version_tuple(ver)
+            if need[:1] != ENGINE_VERSION[:1] or need > ENGINE_VERSION:
+                # Falco refuses the file: its rules may use what this engine does not know
+                self.out.report_error(
+                    file, key_line(item, "required_engine_version", line), "",
+                    f"rules require engine version {ver}, but the engine version is "
+                    f"{'.'.join(map(str, ENGINE_VERSION))}")
             return None
         if "required_plugin_versions" in item:
             plugins = item["required_plugin_versions"]
@@ -137,6 +139,22 @@ def expand_rule_paths(paths: Sequence[Union[str, Path]]) -> list[Path]:
         else:
             out.append(p)
     return out
+
+
+_TRUE = frozenset({"y", "Y", "yes", "Yes", "YES", "true", "True", "TRUE", "on", "On", "ON"})
+_FALSE = frozenset({"n", "N", "no", "No", "NO", "false", "False", "FALSE", "off", "Off", "OFF"})
+
+
+def yaml_bool(value: Any) -> Optional[bool]:
+    """A boolean key's value as yaml-cpp converts it (rules files are read with plain scalars
+    as text, :func:`~otelguard.config.load_yaml`); None when it is not a boolean."""
+    if isinstance(value, bool):
+        return value
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    return None
 
 
 def key_line(container: Any, key: str, default: Optional[int]) -> Optional[int]:

@@ -8,6 +8,7 @@ compile step); read by the engine, the stage config and ``otelguard rules``.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Callable, Optional, Sequence
@@ -68,7 +69,7 @@ class Diagnostic:
 @dataclass(frozen=True)
 class RuleStatus:
     name: str
-    state: str  # "loaded" | "skipped" | "disabled" | "error"
+    state: str  # "loaded" | "disabled" | "cannot-run" | "skipped" | "error"
     reason: str
     file: str
     line: Optional[int]
@@ -98,11 +99,13 @@ class Rule:
     category: str
     # evt.type (None: the rule's generic predicate) -> necessary checks, best first (prefilter)
     guards: dict[Optional[str], tuple[Guard, ...]] = field(default_factory=dict)
+    enabled: bool = True  # False: ``enabled: false`` in its file (a selection may enable it)
 
 
 @dataclass
 class RuleSet:
-    rules: list[Rule] = field(default_factory=list)
+    rules: list[Rule] = field(default_factory=list)  # loaded and enabled
+    compiled: list[Rule] = field(default_factory=list)  # loaded, enabled or not, in rule order
     statuses: list[RuleStatus] = field(default_factory=list)
     errors: list[Diagnostic] = field(default_factory=list)
     warnings: list[Diagnostic] = field(default_factory=list)
@@ -135,6 +138,53 @@ class RuleSet:
 
     def report_warning(self, file: str, line: Optional[int], item: str, msg: str) -> None:
         self.warnings.append(Diagnostic("warning", file, line, item, msg))
+
+
+@dataclass(frozen=True)
+class RuleSelection:
+    """Which loaded rules run, as Falco's ``rules:`` selection in falco.yaml and ``-D``/``-T``/
+    ``-t`` do: rule names may hold ``*`` wildcards; tags match exactly. Applied in this order:
+    disable by name, disable by tag, enable by name, enable by tag (an enable wins, so "disable
+    ``*``, enable tag ``network``" runs only the network rules; an enable also turns on a rule
+    that is ``enabled: false`` in its file). An entry that selects no rule is an error, so a
+    misspelled name never leaves the rule running unnoticed."""
+
+    disabled_rules: tuple[str, ...] = ()
+    disabled_tags: tuple[str, ...] = ()
+    enabled_rules: tuple[str, ...] = ()
+    enabled_tags: tuple[str, ...] = ()
+
+    def apply(self, compiled: Sequence[Rule]) -> tuple[list[Rule], list[str]]:
+        """(the rules that run, in rule order; the entries that selected no rule)."""
+        everything = list(compiled)
+        on = {r.name: r.enabled for r in everything}
+        unmatched: list[str] = []
+
+        def select(entries: tuple[str, ...], what: str, hit: Callable[[Rule, str], bool],
+                   value: bool) -> None:
+            for entry in entries:
+                names = [r.name for r in everything if hit(r, entry)]
+                if not names:
+                    unmatched.append(f"{what} {entry!r} matches no loaded rule")
+                for n in names:
+                    on[n] = value
+
+        select(self.disabled_rules, "disabled_rules", _name_matches, False)
+        select(self.disabled_tags, "disabled_tags", _has_tag, False)
+        select(self.enabled_rules, "enabled_rules", _name_matches, True)
+        select(self.enabled_tags, "enabled_tags", _has_tag, True)
+        return [r for r in everything if on[r.name]], unmatched
+
+
+def _name_matches(rule: Rule, pattern: str) -> bool:
+    if "*" not in pattern:
+        return rule.name == pattern
+    rx = re.compile(".*".join(re.escape(p) for p in pattern.split("*")) + r"\Z", re.DOTALL)
+    return rx.match(rule.name) is not None
+
+
+def _has_tag(rule: Rule, tag: str) -> bool:
+    return tag in rule.tags
 
 
 class RulesError(ConfigError):

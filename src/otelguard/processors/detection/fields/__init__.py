@@ -9,7 +9,8 @@ read through :class:`EventView` (:mod:`.view`).
 """
 
 from otelguard.processors.detection.fields.registry import (
-    FIELDS, AttrField, Extractor, FieldSpec, FieldType, ResourceField, as_int, resolve,
+    FIELDS, INVALID, UNAVAILABLE, UNKNOWN, AttrField, Extractor, FieldProblem, FieldSpec,
+    FieldType, ResourceField, as_int, resolve,
 )
 from otelguard.processors.detection.fields.view import AttrLayouts, EventView
 from otelguard.processors.detection.fields import evt, proc, user, fd, container, k8s  # noqa: F401
@@ -18,6 +19,7 @@ from otelguard.processors.detection.fields.evt import event_type
 from otelguard.processors.detection.fields.extensions import EXTENSION_FIELDS
 
 __all__ = [
-    "EXTENSION_FIELDS", "FIELDS", "AttrField", "AttrLayouts", "EventView", "Extractor",
-    "FieldSpec", "FieldType", "ResourceField", "as_int", "event_type", "resolve",
+    "EXTENSION_FIELDS", "FIELDS", "INVALID", "UNAVAILABLE", "UNKNOWN", "AttrField",
+    "AttrLayouts", "EventView", "Extractor", "FieldProblem", "FieldSpec", "FieldType",
+    "ResourceField", "as_int", "event_type", "resolve",
 ]

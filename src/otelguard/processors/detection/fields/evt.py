@@ -14,7 +14,7 @@ from typing import Any, Optional
 
 from otelguard import semconv as S
 from otelguard.processors.detection.fields.registry import (
-    FieldType as T, ResourceField, as_int, define,
+    FieldType as T, ResourceField, as_int, define, unavailable,
 )
 from otelguard.processors.detection.fields.view import MISSING, EventView
 
@@ -38,10 +38,25 @@ def event_type(ev: EventView) -> Optional[str]:
     """Falco's evt.type: the syscall name, or a stand-in for records that are not syscalls."""
     v = ev.cache.get("evt.type", MISSING)
     if v is MISSING:
-        name = ev.attr(S.SYSCALL_NAME)
-        v = ev.cache["evt.type"] = name if isinstance(name, str) and name else \
-            _EVENT_TYPE_BY_NAME.get(ev.event_name)
+        if ev.event_name in _NOT_SYSCALLS:  # a process exit is Falco's procexit, whichever
+            v = _NOT_SYSCALLS[ev.event_name]  # syscall (exit_group, exit) ended the process
+        else:
+            name = ev.attr(S.SYSCALL_NAME)
+            v = name if isinstance(name, str) and name else \
+                _EVENT_TYPE_BY_NAME.get(ev.event_name)
+        ev.cache["evt.type"] = v
     return v  # type: ignore[no-any-return]  # cache is Any: str | None
+
+
+# events Falco names by themselves, not by the syscall the record carries
+_NOT_SYSCALLS = {S.EV_PROCESS_EXIT: "procexit"}
+# Falco's event direction: procexit is an enter-only event (">"); every other record describes
+# a syscall's exit ("<"), as Falco 0.41+ sees syscalls (enter events are no longer emitted)
+_ENTER_ONLY = frozenset({"procexit"})
+
+
+def _evt_dir(ev: EventView, _arg: Optional[str]) -> str:
+    return ">" if event_type(ev) in _ENTER_ONLY else "<"
 
 
 def syscall_ret(ev: EventView) -> Optional[int]:
@@ -219,7 +234,8 @@ def _evt_datetime(ev: EventView, _arg: Optional[str]) -> Optional[str]:
 define("evt.type", T.STR, f"{S.SYSCALL_NAME}, else derived from event_name",
        lambda ev, _a: event_type(ev), (S.SYSCALL_NAME,))
 define("syscall.type", T.STR, "alias of evt.type", lambda ev, _a: event_type(ev), (S.SYSCALL_NAME,))
-define("evt.dir", T.STR, "'<': every record describes the syscall's exit", lambda ev, _a: "<")
+define("evt.dir", T.STR, "'>' for procexit (an enter-only event), else '<' (syscall exits)",
+       _evt_dir)
 define("evt.res", T.STR, f"'SUCCESS' or {S.ERROR_TYPE} / errno name of {S.SYSCALL_RET}", _res,
        (S.SYSCALL_RET, S.ERROR_TYPE))
 define("evt.rawres", T.NUM, S.SYSCALL_RET, lambda ev, _a: syscall_ret(ev), (S.SYSCALL_RET,))
@@ -247,3 +263,4 @@ define("evt.num", T.NUM, "record sequence number in this engine (starts at 1)",
        lambda ev, _a: ev.num)
 define("evt.hostname", T.STR, S.HOST_NAME, ResourceField(S.HOST_NAME))
 define("evt.source", T.STR, "'syscall'", lambda ev, _a: "syscall")
+unavailable("evt.buffer", T.STR, "I/O buffers are not captured (the sensor records no payloads)")

@@ -130,7 +130,7 @@ def _apid(ev: EventView, arg: Optional[str]) -> Any:
         ppid = as_int(ev.attr(S.PROCESS_PARENT_PID))
         pids = [ppid] if ppid is not None else []
     if arg is None:
-        return tuple(str(p) for p in pids) or None
+        return tuple(pids) or None
     n = int(arg)
     if n == 0:
         return as_int(ev.attr(S.PROCESS_PID))
@@ -184,6 +184,11 @@ def _duration(ev: EventView, _arg: Optional[str]) -> Optional[int]:
             return None
         return max(0, ev.record.time_unix_nano - int(start * 1e9))
     return None
+
+
+def _vpgid_leader(ev: EventView, _arg: Optional[str]) -> Optional[bool]:
+    vpid, vpgid = as_int(ev.attr(S.PROCESS_VPID)), as_int(ev.attr(S.PROCESS_VPGID))
+    return None if vpid is None or vpgid is None else vpid == vpgid
 
 
 def _caps(key: str) -> Extractor:
@@ -250,10 +255,11 @@ define("thread.cap_permitted", T.STR, f"{S.PROCESS_CAP_PERMITTED} joined by spac
 unavailable("thread.cap_inheritable", T.STR, "inheritable capabilities are not captured")
 unavailable("proc.env", T.STR, "environment variables are never captured (docs/architecture.md#redaction)",
             arg="optional")
-unavailable("proc.vpgid", T.NUM, "process groups are not tracked")
-unavailable("proc.vpgid.name", T.STR, "process groups are not tracked")
-unavailable("proc.vpgid.exe", T.STR, "process groups are not tracked")
-unavailable("proc.is_vpgid_leader", T.BOOL, "process groups are not tracked")
+define("proc.vpgid", T.NUM, S.PROCESS_VPGID, AttrField(S.PROCESS_VPGID), (S.PROCESS_VPGID,))
+define("proc.is_vpgid_leader", T.BOOL, f"{S.PROCESS_VPID} = {S.PROCESS_VPGID}", _vpgid_leader,
+       (S.PROCESS_VPID, S.PROCESS_VPGID))
+unavailable("proc.vpgid.name", T.STR, "the process group leader's name is not captured")
+unavailable("proc.vpgid.exe", T.STR, "the process group leader's name is not captured")
 unavailable("proc.ppid.duration", T.NUM, "the parent's start time is not captured")
 unavailable("proc.exe_ino", T.NUM, "executable inodes are not captured")
 unavailable("proc.exe_ino.ctime", T.NUM, "executable inode times are not captured")

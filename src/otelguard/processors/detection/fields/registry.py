@@ -54,22 +54,38 @@ class FieldSpec:
             return FieldType.MULTI
         return self.type
 
-    def unsupported_reason(self, arg: Optional[str]) -> Optional[str]:
-        """None when ``name[arg]`` can be evaluated, else why not (named in warnings)."""
-        if not self.available:
-            return f"field {self.name} is not provided by the otelguard agent ({self.source})"
+    def problem(self, arg: Optional[str]) -> Optional["FieldProblem"]:
+        """None when ``name[arg]`` can be evaluated, else why not: a malformed use (a load
+        error, as in Falco) or a Falco field this sensor does not provide (the rule cannot run
+        here)."""
         if self.arg == "none" and arg is not None:
-            return f"field {self.name} takes no argument"
+            return FieldProblem(f"field {self.name} takes no argument", INVALID)
         if self.arg == "required" and arg is None:
-            return f"field {self.name} needs an argument"
+            return FieldProblem(f"field {self.name} needs an argument", INVALID)
         if self.arg == "index" and arg is not None and not arg.isdigit():
-            return f"field {self.name} needs a numeric index, got [{arg}]"
+            return FieldProblem(f"field {self.name} needs a numeric index, got [{arg}]", INVALID)
+        if not self.available:
+            return FieldProblem(f"field {self.name} is not provided by the otelguard agent "
+                                f"({self.source})", UNAVAILABLE)
         if self.arg_ok is not None:
             reason = self.arg_ok(arg)
             if reason is not None:
-                return f"field {self.name}[{arg}]: {reason}" if arg is not None else \
-                    f"field {self.name}: {reason}"
+                return FieldProblem(f"field {self.name}[{arg}]: {reason}" if arg is not None
+                                    else f"field {self.name}: {reason}", UNAVAILABLE)
         return None
+
+
+UNKNOWN = "unknown"  # not a Falco field (misspelled): a load error unless skip-if-unknown-filter
+INVALID = "invalid"  # a Falco field used wrongly (argument missing or malformed): a load error
+UNAVAILABLE = "unavailable"  # a Falco field this sensor does not provide: the rule cannot run
+
+
+@dataclass(frozen=True)
+class FieldProblem:
+    """Why a field reference cannot be evaluated, and which kind of why (see the constants)."""
+
+    reason: str
+    kind: str
 
 
 class AttrField:
@@ -132,8 +148,9 @@ def unavailable(name: str, ftype: FieldType, reason: str, arg: str = "none") -> 
     FIELDS[name] = FieldSpec(name, ftype, reason, _na(reason), (), arg, False)
 
 
-def resolve(name: str, arg: Optional[str]) -> tuple[Optional[FieldSpec], Optional[str], Optional[str]]:
-    """(spec, arg, None) or (None, None, reason). Accepts Falco's ``evt.arg.flags`` spelling."""
+def resolve(name: str, arg: Optional[str]
+            ) -> tuple[Optional[FieldSpec], Optional[str], Optional[FieldProblem]]:
+    """(spec, arg, None) or (None, None, problem). Accepts Falco's ``evt.arg.flags`` spelling."""
     spec = FIELDS.get(name)
     if spec is None:
         # dotted argument forms: evt.arg.flags, evt.rawarg.res, k8s.pod.label.app
@@ -143,8 +160,8 @@ def resolve(name: str, arg: Optional[str]) -> tuple[Optional[FieldSpec], Optiona
                 arg = name[len(prefix):]
                 break
     if spec is None:
-        return None, None, f"unknown field {name}"
-    reason = spec.unsupported_reason(arg)
-    if reason is not None:
-        return None, None, reason
+        return None, None, FieldProblem(f"unknown field {name}", UNKNOWN)
+    problem = spec.problem(arg)
+    if problem is not None:
+        return None, None, problem
     return spec, arg, None
