@@ -133,7 +133,7 @@ STEP_ACTIONS = {
     "egress_new_port": lambda: call("127.0.0.1", C["alt_port"]),
     "egress_outside": lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM).connect(
         ("203.0.113.7", 443)),  # UDP connect: no packet leaves
-    "listen_new_port": lambda: listen_on(C["web_port"] + 1),
+    "listen_new_port": lambda: listen_on(C["new_port"]),
     "cap_net_raw": lambda: socket.socket(socket.AF_INET, socket.SOCK_RAW,
                                          socket.IPPROTO_ICMP).close(),
     "cap_sys_admin": unshare_uts,

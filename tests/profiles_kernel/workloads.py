@@ -127,9 +127,17 @@ def _listener(host: str, port: int, stop: threading.Event) -> threading.Thread:
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free port below the ephemeral range (32768-): the workloads bind theirs again in every
+    run, and a port the kernel hands out to some connection in between would be taken."""
+    for _ in range(200):
+        port = 20000 + secrets.randbelow(12000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 20000-32000")
 
 
 class Premises:
@@ -143,8 +151,12 @@ class Premises:
         self.tini = str(base / "tini")
         self._stop = threading.Event()
         self._token_made: list[Path] = []
-        self.config = {"data": str(self.data), "web_port": _free_port(), "db_port": _free_port(),
-                       "alt_port": _free_port(), "token": TOKEN, "junk": JUNK}
+        ports: set[int] = set()
+        while len(ports) < 4:
+            ports.add(_free_port())
+        web, db, alt, new = sorted(ports)
+        self.config = {"data": str(self.data), "web_port": web, "db_port": db, "alt_port": alt,
+                       "new_port": new, "token": TOKEN, "junk": JUNK}
 
     def open(self) -> None:
         for d in ("web/uploads", "web/drop", "report"):
