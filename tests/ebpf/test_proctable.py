@@ -175,5 +175,11 @@ def test_fd_exec_decoded_while_the_process_is_a_zombie_is_fileless() -> None:
             os.readlink(f"/proc/{proc.pid}/exe")
         info = ProcessTable().on_exec(proc.pid, "", ["payload"], 0, 0, 5 * S, "memfd:payload")
         assert info.exe_from_memfd
+        # a memfd remembered from memfd_create names the executable; the missing link must not
+        # erase that name (tests/attacks/test_evasion.py's /proc/self/fd exec lost it)
+        t = ProcessTable()
+        t.on_memfd(proc.pid, 3, "payload", False)
+        named = t.on_exec(proc.pid, "/proc/self/fd/3", ["payload"], 0, 0, 6 * S, "3", exec_fd=3)
+        assert named.exe_from_memfd and named.exe_path == "/memfd:payload"
     finally:
         proc.wait()

@@ -262,7 +262,7 @@ class ProcessTable:
                 link_path, info.exe_deleted, info.exe_from_memfd = exe_flags(snap.exe_link)
             if link_path and not info.exe_from_memfd:
                 info.exe_path = link_path  # symlinks resolved by the kernel
-            elif info.exe_from_memfd:
+            elif info.exe_from_memfd and link_path:  # not when the link is already gone
                 info.exe_path = link_path
             info.caps = snap.caps if snap.caps is not None else info.caps
             if snap.cap_permitted is not None:
