@@ -48,6 +48,41 @@ _, status = os.waitpid(pid, 0)
 assert os.waitstatus_to_exitcode(status) == 0
 """
 
+# A container root the way runtimes build one: overlayfs (image layer read-only below, the
+# container's writable layer above), pivot_root into it in a private mount namespace. The
+# image layer gets /bin/sleep; the attacker then writes /payload into the writable layer.
+OVERLAY_CONTAINER = r"""
+import ctypes, os, shutil, subprocess, sys
+base = sys.argv[1]
+libc = ctypes.CDLL(None, use_errno=True)
+def ok(rc):
+    assert rc == 0, os.strerror(ctypes.get_errno())
+lower, upper, work, merged = (os.path.join(base, d) for d in ("lower", "upper", "work", "merged"))
+for d in (lower, upper, work, merged):
+    os.makedirs(d, exist_ok=True)
+for d in ("usr", "proc", "old", "tmp"):
+    os.makedirs(os.path.join(lower, d), exist_ok=True)
+for d in ("bin", "sbin", "lib", "lib64"):                           # merged-/usr image
+    if not os.path.lexists(os.path.join(lower, d)):
+        os.symlink("usr/" + d, os.path.join(lower, d))
+ok(libc.unshare(0x00020000))                                        # CLONE_NEWNS
+ok(libc.mount(b"none", b"/", None, (1 << 14) | (1 << 18), None))    # MS_REC|MS_PRIVATE
+opts = f"lowerdir={lower},upperdir={upper},workdir={work}".encode()
+ok(libc.mount(b"overlay", merged.encode(), b"overlay", 0, opts))
+ok(libc.mount(b"/usr", os.path.join(merged, "usr").encode(), None, 4096 | 16384, None))  # MS_BIND|MS_REC
+ok(libc.syscall(155, merged.encode(), os.path.join(merged, "old").encode()))  # pivot_root
+os.chdir("/")
+ok(libc.umount2(b"/old", 2))                                        # MNT_DETACH
+ok(libc.mount(b"proc", b"/proc", b"proc", 0, None))
+shutil.copy("/usr/bin/sleep", "/payload")                           # the drop
+os.chmod("/payload", 0o755)
+subprocess.run(["/payload", "0.3"], check=True)                     # ... and execute
+subprocess.run(["/usr/bin/sleep", "0.3"], check=True)               # near miss: image binary
+shutil.copy("/usr/bin/dash", "/payload-sh")                         # a dropped shell ...
+os.chmod("/payload-sh", 0o755)
+subprocess.run(["/payload-sh", "-c", "/usr/bin/true; /usr/bin/sleep 0.3"], check=True)
+"""                                                                 # ... runs image binaries
+
 # Python source defining TINY_ELF: a complete x86-64 executable (ELF header, one PT_LOAD, three
 # instructions: exit_group(0)) that exits before the agent can read anything of it in /proc,
 # as a dropped implant that runs for a moment does. Smaller and quicker than /bin/true.

@@ -15,7 +15,7 @@ from otelguard import semconv as S
 from otelguard.ebpf.sensor import Sensor
 from otelguard.processors.detection.processor import FalcoRulesProcessor
 from tests.attacks.harness import PYTHON, PYTHON_NAME, python_attack, run_attack
-from tests.attacks.payloads import TINY_ELF
+from tests.attacks.payloads import OVERLAY_CONTAINER, TINY_ELF
 from tests.ebpf.containers import new_container_id, new_pod_uid
 
 pytestmark = [pytest.mark.kernel, pytest.mark.timeout(90)]
@@ -127,42 +127,6 @@ def test_file_written_by_another_container_does_not_fire(
     assert [a for a in runner.records(S.EV_PROCESS_EXEC)
             if a.get(S.PROCESS_EXECUTABLE_PATH) == str(dropped)]
     assert not runner.fired("Execution of file written in the same container")
-
-
-# A container root the way runtimes build one: overlayfs (image layer read-only below, the
-# container's writable layer above), pivot_root into it in a private mount namespace. The
-# image layer gets /bin/sleep; the attacker then writes /payload into the writable layer.
-OVERLAY_CONTAINER = r"""
-import ctypes, os, shutil, subprocess, sys
-base = sys.argv[1]
-libc = ctypes.CDLL(None, use_errno=True)
-def ok(rc):
-    assert rc == 0, os.strerror(ctypes.get_errno())
-lower, upper, work, merged = (os.path.join(base, d) for d in ("lower", "upper", "work", "merged"))
-for d in (lower, upper, work, merged):
-    os.makedirs(d, exist_ok=True)
-for d in ("usr", "proc", "old", "tmp"):
-    os.makedirs(os.path.join(lower, d), exist_ok=True)
-for d in ("bin", "sbin", "lib", "lib64"):                           # merged-/usr image
-    if not os.path.lexists(os.path.join(lower, d)):
-        os.symlink("usr/" + d, os.path.join(lower, d))
-ok(libc.unshare(0x00020000))                                        # CLONE_NEWNS
-ok(libc.mount(b"none", b"/", None, (1 << 14) | (1 << 18), None))    # MS_REC|MS_PRIVATE
-opts = f"lowerdir={lower},upperdir={upper},workdir={work}".encode()
-ok(libc.mount(b"overlay", merged.encode(), b"overlay", 0, opts))
-ok(libc.mount(b"/usr", os.path.join(merged, "usr").encode(), None, 4096 | 16384, None))  # MS_BIND|MS_REC
-ok(libc.syscall(155, merged.encode(), os.path.join(merged, "old").encode()))  # pivot_root
-os.chdir("/")
-ok(libc.umount2(b"/old", 2))                                        # MNT_DETACH
-ok(libc.mount(b"proc", b"/proc", b"proc", 0, None))
-shutil.copy("/usr/bin/sleep", "/payload")                           # the drop
-os.chmod("/payload", 0o755)
-subprocess.run(["/payload", "0.3"], check=True)                     # ... and execute
-subprocess.run(["/usr/bin/sleep", "0.3"], check=True)               # near miss: image binary
-shutil.copy("/usr/bin/dash", "/payload-sh")                         # a dropped shell ...
-os.chmod("/payload-sh", 0o755)
-subprocess.run(["/payload-sh", "-c", "/usr/bin/true; /usr/bin/sleep 0.3"], check=True)
-"""                                                                 # ... runs image binaries
 
 
 def test_drop_and_execute_in_overlay_upper_layer(sensor: Sensor, stage: FalcoRulesProcessor,

@@ -5,56 +5,23 @@ detection, linked to the raw exec record and its trace, and counts it in its exi
 from __future__ import annotations
 
 import os
-import selectors
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from otelguard.otlp import jsoncodec
 from otelguard import semconv as S
 from otelguard.otlp.messages import attrs_dict
 from tests.attacks.harness import PYTHON, SRC
 from tests.attacks.payloads import PIPE_SHELL, REVERSE_SHELL
 from tests.ebpf.containers import container
+from tests.support.otelguard_run import OTELGUARD, output_records, wait_for_line
 
 pytestmark = [pytest.mark.kernel, pytest.mark.timeout(300)]
 
-OTELGUARD = str(Path(sys.executable).parent / "otelguard")  # the installed console script
 RULE = "Reverse shell (socket on stdio then shell exec)"
-
-
-def _wait_for_line(proc: subprocess.Popen[str], needle: str, timeout_s: float) -> str:
-    """Read ``proc``'s stderr until a line contains ``needle`` (bounded); returns that line."""
-    assert proc.stderr is not None
-    sel = selectors.DefaultSelector()
-    sel.register(proc.stderr, selectors.EVENT_READ)
-    deadline = time.monotonic() + timeout_s
-    seen: list[str] = []
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            break
-        if sel.select(timeout=0.5):
-            line = proc.stderr.readline()
-            seen.append(line)
-            if needle in line:
-                return line
-    raise AssertionError(f"no {needle!r} from otelguard run within {timeout_s}s: {''.join(seen)}")
-
-
-def _records(path: Path) -> list[tuple[dict[str, Any], Any]]:
-    out: list[tuple[dict[str, Any], Any]] = []
-    for line in path.read_text().splitlines():
-        req = jsoncodec.decode_line(line)
-        for rl in getattr(req, "resource_logs", ()):
-            res = attrs_dict(rl.resource.attributes)
-            for sl in rl.scope_logs:
-                out.extend((res, rec) for rec in sl.log_records)
-    return out
 
 
 def test_otelguard_run_detects_a_reverse_shell(tmp_path: Path) -> None:
@@ -68,7 +35,7 @@ def test_otelguard_run_detects_a_reverse_shell(tmp_path: Path) -> None:
     with subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                           env={**os.environ, "PYTHONPATH": SRC}) as run:
         try:
-            loaded = _wait_for_line(run, "loaded", 180)
+            loaded = wait_for_line(run, "loaded", 180)
             assert "falco_rules" in loaded, loaded
             with container() as attacked, container() as control:
                 for c, code in ((attacked, REVERSE_SHELL), (control, PIPE_SHELL)):
@@ -81,7 +48,7 @@ def test_otelguard_run_detects_a_reverse_shell(tmp_path: Path) -> None:
             run.send_signal(signal.SIGINT)
             _, err = run.communicate(timeout=60)
     assert run.returncode == 0, err
-    records = _records(out)
+    records = output_records(out)
     detections = [(res, rec) for res, rec in records if rec.event_name == S.EV_DETECTION
                   and attrs_dict(rec.attributes).get(S.SECURITY_RULE_NAME) == RULE]
     assert [res[S.CONTAINER_ID] for res, _ in detections] == [attacked.container_id]

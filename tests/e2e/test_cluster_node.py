@@ -15,7 +15,6 @@ import secrets
 import signal
 import socket
 import subprocess
-import sys
 import threading
 from pathlib import Path
 from typing import Any, Iterator
@@ -23,15 +22,14 @@ from typing import Any, Iterator
 import pytest
 
 from otelguard import semconv as S
-from otelguard.otlp import jsoncodec
 from otelguard.otlp.messages import attrs_dict
 from tests.support.node import Node, node  # noqa: F401  (node: session fixture)
 from tests.support.oci_images import TESTBOX_REF
+from tests.support.otelguard_run import OTELGUARD, output_records
 from tests.support.polling import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster, pytest.mark.kernel, pytest.mark.timeout(900)]
 
-OTELGUARD = str(Path(sys.executable).parent / "otelguard")
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 UNIFIED = Path("/sys/fs/cgroup/unified")
 
@@ -151,18 +149,6 @@ def test_pod_reaches_a_listener_on_the_host(node: Node, workload: str) -> None: 
     assert received and received[0].strip() == token.encode()
 
 
-def _records(path: Path) -> list[tuple[dict[str, Any], Any]]:
-    out: list[tuple[dict[str, Any], Any]] = []
-    if not path.exists():
-        return out
-    for line in path.read_text().splitlines():
-        req = jsoncodec.decode_line(line)
-        for rl in getattr(req, "resource_logs", ()):
-            res = attrs_dict(rl.resource.attributes)
-            out.extend((res, rec) for sl in rl.scope_logs for rec in sl.log_records)
-    return out
-
-
 def test_sensor_and_enricher_attribute_a_pod_read_of_shadow(
         node: Node, workload: str, tmp_path: Path) -> None:  # noqa: F811
     client = json.loads(node.kubectl("-n", workload, "get", "pod", "client", "-o", "json").stdout)
@@ -186,7 +172,7 @@ def test_sensor_and_enricher_attribute_a_pod_read_of_shadow(
             assert "root:" in _exec(node, workload, "cat", "/etc/shadow")
 
             def shadow() -> list[tuple[dict[str, Any], Any]]:
-                return [(res, rec) for res, rec in _records(out)
+                return [(res, rec) for res, rec in output_records(out)
                         if rec.event_name == S.EV_FILE_OPEN
                         and attrs_dict(rec.attributes).get(S.FILE_PATH) == "/etc/shadow"
                         and res.get(S.CONTAINER_ID) == cid]

@@ -122,6 +122,22 @@ def test_exec_of_a_process_already_gone_keeps_no_flag_of_the_old_image() -> None
     assert (child.exe_upper_layer, child.exe_deleted, child.exe_from_memfd) == (False, False, False)
 
 
+def test_exec_of_a_process_already_gone_names_the_file_as_its_exe_link_would() -> None:
+    # `sh -c true` can exit before its exec is decoded: the exec's path (/bin/sh) is resolved
+    # in the parent's root (here: ours) as /proc/<pid>/exe would have named it (seen on the
+    # real kernel: profiles learned /usr/bin/dash and alerted on /bin/sh, or the other way)
+    link = "/bin/sh" if os.path.islink("/bin/sh") else "/proc/self/cwd"
+    t = ProcessTable()
+    t.on_fork(os.getpid(), G + 50, 5 * S)
+    gone = t.on_exec(G + 50, link, ["sh", "-c", "true"], 0, 0, 6 * S, "sh")
+    assert gone.exe_path == os.path.realpath(link) != link
+    t.on_fork(os.getpid(), G + 51, 5 * S)
+    missing = t.on_exec(G + 51, "/usr/bin/../no/such/og-x", ["x"], 0, 0, 6 * S, "x")
+    assert missing.exe_path == "/usr/bin/../no/such/og-x"  # unchanged when not resolvable
+    orphan = t.on_exec(G + 52, link, ["sh"], 0, 0, 6 * S, "sh")  # no readable root
+    assert orphan.exe_path == link
+
+
 def test_exec_of_proc_self_exe_keeps_the_image_it_re_executes() -> None:
     # busybox's sh runs an applet as execve("/proc/self/exe", ["cat", ...]); the process is gone
     # before /proc can be read: the executable is the one the caller already ran, with its flags
@@ -159,5 +175,11 @@ def test_fd_exec_decoded_while_the_process_is_a_zombie_is_fileless() -> None:
             os.readlink(f"/proc/{proc.pid}/exe")
         info = ProcessTable().on_exec(proc.pid, "", ["payload"], 0, 0, 5 * S, "memfd:payload")
         assert info.exe_from_memfd
+        # a memfd remembered from memfd_create names the executable; the missing link must not
+        # erase that name (tests/attacks/test_evasion.py's /proc/self/fd exec lost it)
+        t = ProcessTable()
+        t.on_memfd(proc.pid, 3, "payload", False)
+        named = t.on_exec(proc.pid, "/proc/self/fd/3", ["payload"], 0, 0, 6 * S, "3", exec_fd=3)
+        assert named.exe_from_memfd and named.exe_path == "/memfd:payload"
     finally:
         proc.wait()

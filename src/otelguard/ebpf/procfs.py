@@ -7,6 +7,7 @@ unreadable (the process is gone or not ours to read). Pure readers, no caching.
 
 from __future__ import annotations
 
+import errno
 import os
 from dataclasses import dataclass
 from typing import Optional
@@ -135,3 +136,44 @@ def exe_flags(link: Optional[str]) -> tuple[str, bool, bool]:
     deleted = link.endswith(" (deleted)")
     path = link[: -len(" (deleted)")] if deleted else link
     return path, deleted, path.startswith("/memfd:")
+
+
+def resolve_in_root(pids: tuple[int, ...], path: str, max_links: int = 40) -> str:
+    """``path`` with its symlinks resolved in the root of the first of ``pids`` whose
+    ``/proc/<pid>/root`` is readable, as the exe link names a file (else ``path`` unchanged).
+    For a process gone before its exe link was read: ``/bin/sh`` would otherwise name what a
+    longer run names ``/usr/bin/dash``, and behaviour profiles would see two executables.
+    Cost: one readlink per path component, only for such processes."""
+    if not path.startswith("/"):
+        return path
+    for pid in pids:
+        root = f"/proc/{pid}/root"
+        if pid > 0 and os.path.isdir(root):
+            break
+    else:
+        return path
+    todo = [p for p in path.split("/") if p][::-1]
+    out: list[str] = []
+    links = 0
+    while todo:
+        part = todo.pop()
+        if part == ".":
+            continue
+        if part == "..":
+            if out:
+                out.pop()
+            continue
+        try:
+            target = os.readlink(root + "/" + "/".join([*out, part]))
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:  # EINVAL: not a link
+                return path
+            out.append(part)
+            continue
+        links += 1
+        if links > max_links:
+            return path
+        if target.startswith("/"):
+            out = []
+        todo.extend([p for p in target.split("/") if p][::-1])
+    return "/" + "/".join(out)

@@ -48,6 +48,7 @@ from otelguard.ebpf.clock import KernelClock
 from otelguard.ebpf.events import ProcessAttrs
 from otelguard.ebpf.procfs import (
     CAP_NAMES, NO_LOGIN_UID, ProcSnapshot, cap_names, exe_flags, is_self_exe, read_proc, read_text,
+    resolve_in_root,
 )
 from otelguard.ebpf.redact import command_line, redact_args
 
@@ -255,13 +256,13 @@ class ProcessTable:
         info.attrs_cache = None
         info.exec_seen = True
         snap = read_proc(pid, with_args=False, with_cwd=False)
+        link_path = ""
         if snap is not None:
-            link_path = ""
             if snap.exe_link:  # an exiting process still has status but no exe link
                 link_path, info.exe_deleted, info.exe_from_memfd = exe_flags(snap.exe_link)
             if link_path and not info.exe_from_memfd:
                 info.exe_path = link_path  # symlinks resolved by the kernel
-            elif info.exe_from_memfd:
+            elif info.exe_from_memfd and link_path:  # not when the link is already gone
                 info.exe_path = link_path
             info.caps = snap.caps if snap.caps is not None else info.caps
             if snap.cap_permitted is not None:
@@ -276,6 +277,9 @@ class ProcessTable:
                 info.uid = snap.uid
             if snap.gid is not None:
                 info.gid = snap.gid
+        if not link_path and not same_image and not info.exe_from_memfd:
+            # gone before its exe link was read: name the file as the link would have
+            info.exe_path = resolve_in_root((pid, info.ppid), info.exe_path)
         if not same_image:
             # the parent shares the container's root: it answers for a process already gone
             # (a dropped binary that ran for a moment is the case that matters)

@@ -69,8 +69,13 @@ def listen(port: int, pid: int = 100) -> Event:
     return S.EV_NETWORK_LISTEN, {**_proc(pid), S.NETWORK_LOCAL_PORT: port, S.SYSCALL_RET: 0}
 
 
-def capability(name: str, pid: int = 100) -> Event:
-    return S.EV_PRIV_CAPABLE, {**_proc(pid), S.CAPABILITY: name, S.SYSCALL_RET: 0}
+def capability(name: str, pid: int = 100, ret: int = 0) -> Event:
+    """A capability check (``ret`` -1: denied), as the cap_capable tracepoint reports it."""
+    return S.EV_PRIV_CAPABLE, {**_proc(pid), S.CAPABILITY: name, S.SYSCALL_RET: ret}
+
+
+def unshare(flags: str, pid: int = 100, ret: int = 0) -> Event:
+    return S.EV_UNSHARE, {**_proc(pid), S.NAMESPACE_FLAGS: flags, S.SYSCALL_RET: ret}
 
 
 def fork(pid: int = 100) -> Event:
@@ -92,9 +97,11 @@ def batch(resource: dict[str, PyValue], *events: Event) -> ExportLogsServiceRequ
     return req
 
 
-def rule_detection(req: ExportLogsServiceRequest, rule: str, severity: int = 13) -> None:
+def rule_detection(req: ExportLogsServiceRequest, rule: str, severity: int = 13,
+                   with_pid: bool = True) -> None:
     """A falco_rules-shaped detection of the batch's first record, appended as that stage does
-    (its own Resource, a copy of the trigger's, marked otelguard.stream=detection)."""
+    (its own Resource, a copy of the trigger's, marked otelguard.stream=detection); without
+    ``process.pid`` when the rule's output does not name it (``with_pid=False``)."""
     trigger_rl = req.resource_logs[0]
     trigger = trigger_rl.scope_logs[0].log_records[0]
     rl = req.resource_logs.add()
@@ -106,7 +113,7 @@ def rule_detection(req: ExportLogsServiceRequest, rule: str, severity: int = 13)
     t = attrs_dict(trigger.attributes)
     set_attrs(rec.attributes, {S.SECURITY_RULE_NAME: rule, S.SECURITY_RULE_RULESET_NAME:
                                "falco_rules", S.TRIGGER_RECORD_UID: t[S.LOG_RECORD_UID],
-                               S.PROCESS_PID: t[S.PROCESS_PID]})
+                               S.PROCESS_PID: t[S.PROCESS_PID] if with_pid else None})
 
 
 def detections(req: ExportLogsServiceRequest) -> list[tuple[dict[str, PyValue], LogRecord]]:

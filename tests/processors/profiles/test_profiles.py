@@ -4,12 +4,16 @@ agent-shaped records, deterministic time (tests/support/fake_time.py)."""
 
 from __future__ import annotations
 
+from typing import Callable, Optional
+
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
 from otelguard import semconv as S
 from otelguard.otlp.messages import attrs_dict, iter_log_records
 from otelguard.processors.profiles import Config, ProfilesStage
-from otelguard.processors.profiles.model import APPROVED, LEARNED, LEARNING, TAINTED
+from otelguard.processors.profiles.model import (
+    APPROVED, LEARNED, LEARNING, TAINTED, TAINTED_REASON,
+)
 
 from tests.support.fake_time import FakeTime
 from tests.support.metrics import sample
@@ -49,6 +53,24 @@ def learned_stage(clock: FakeTime, config: Config = CONFIG) -> ProfilesStage:
                 stage.process(benign(uid, i))
         clock.now += config.bucket_seconds
     clock.now = ev.T0 + config.learn_seconds + 1
+    stage.sync()
+    return stage
+
+
+def learned_with(extra: Callable[[str, int], Optional[ExportLogsServiceRequest]],
+                 buckets: int = 2) -> ProfilesStage:
+    """A stage that learned the benign workload from 3 pods over ``buckets`` buckets, each pod
+    also sending ``extra(pod, bucket)`` (when not None) after its benign pass."""
+    clock = FakeTime(ev.T0)
+    stage = ProfilesStage(CONFIG, clock.clock)
+    for bucket in range(buckets):
+        for uid in PODS:
+            stage.process(benign(uid, bucket))
+            req = extra(uid, bucket)
+            if req is not None:
+                stage.process(req)
+        clock.now += CONFIG.bucket_seconds
+    clock.now = ev.T0 + CONFIG.learn_seconds
     stage.sync()
     return stage
 
@@ -144,18 +166,11 @@ def test_deviation_record_has_the_rule_detection_shape_and_the_profile_evidence(
 
 
 def test_one_pod_doing_something_during_learning_is_quarantined_and_still_alerts() -> None:
-    clock = FakeTime(ev.T0)
-    stage = ProfilesStage(CONFIG, clock.clock)
-    for bucket in range(3):
-        for uid in PODS:
-            stage.process(benign(uid, bucket))
-        # the compromised replica does its thing in every bucket, the others never do
-        stage.process(ev.batch(ev.pod("b"), ev.connect("10.9.9.9", 4444),
-                               ev.execve("/usr/bin/python3", "/usr/bin/python3", "python3",
-                                         "/tmp/stage2.py")))
-        clock.now += CONFIG.bucket_seconds
-    clock.now = ev.T0 + CONFIG.learn_seconds
-    stage.sync()
+    # the compromised replica does its thing in every bucket, the others never do
+    stage = learned_with(lambda uid, _: ev.batch(
+        ev.pod("b"), ev.connect("10.9.9.9", 4444),
+        ev.execve("/usr/bin/python3", "/usr/bin/python3", "python3", "/tmp/stage2.py"))
+        if uid == "b" else None, buckets=3)
     p = stage.profile(WORKLOAD)
     assert p is not None and p.state == LEARNED
     quarantined = {(k, v): why for k, v, _, why in p.quarantine}
@@ -189,7 +204,8 @@ def test_risky_behaviour_never_auto_learns_even_everywhere_and_always() -> None:
     risky = [ev.execve("/bin/sh", "/usr/bin/python3", "sh", "-c", "date"),
              ev.execve("/usr/bin/curl", "/usr/bin/python3", "curl", "http://x"),
              ev.execve("/usr/bin/apt-get", "/usr/bin/tini", "apt-get", "install"),
-             ev.open_("/etc/resolv.conf"), ev.capability("CAP_SYS_ADMIN"),
+             ev.open_("/etc/resolv.conf"), ev.capability("CAP_NET_RAW"),
+             ev.unshare("CLONE_NEWUTS"),
              ev.open_("/var/run/secrets/kubernetes.io/serviceaccount/token", "O_RDONLY"),
              ev.connect("169.254.169.254", 80), ev.connect("8.8.8.8", 443),
              ev.execve("/tmp/x", "/usr/bin/python3", upper=True)]
@@ -215,6 +231,24 @@ def test_risky_behaviour_never_auto_learns_even_everywhere_and_always() -> None:
     assert len(found) == len(risky)
 
 
+def test_capability_use_is_a_granted_check_and_sys_admin_comes_from_the_syscalls() -> None:
+    # The kernel checks CAP_SYS_ADMIN (noaudit) in the memory accounting of every root
+    # process, and non-root processes fail checks all the time: neither is a use. Seen on the
+    # real kernel (tests/profiles_kernel): every root process of every workload "used" it.
+    clock = FakeTime(ev.T0)
+    stage = learned_stage(clock)
+    stage.approve(WORKLOAD, "alice")
+    quiet = ev.batch(ev.pod("a"), ev.capability("CAP_SYS_ADMIN"),
+                     ev.capability("CAP_NET_RAW", ret=-1), ev.unshare("CLONE_NEWUSER"),
+                     ev.unshare("CLONE_NEWNET", ret=-1))
+    assert dets(stage, quiet) == []
+    found = dets(stage, ev.batch(ev.pod("a"), ev.unshare("CLONE_NEWNS|CLONE_NEWUSER"),
+                                 ev.capability("CAP_NET_RAW")))
+    assert [(d[S.ANOMALY_KIND], d[S.ANOMALY_VALUE], d[S.SECURITY_RULE_NAME]) for d in found] == [
+        ("capability", "CAP_SYS_ADMIN", "Unexpected capability used"),
+        ("capability", "CAP_NET_RAW", "Unexpected capability used")]
+
+
 def test_a_rule_hit_while_learning_taints_the_window() -> None:
     clock = FakeTime(ev.T0)
     stage = ProfilesStage(CONFIG, clock.clock)
@@ -231,6 +265,27 @@ def test_a_rule_hit_while_learning_taints_the_window() -> None:
     assert p is not None and p.state == TAINTED
     assert [t[0] for t in p.taints] == ["Terminal shell in container"]
     assert all(not v for v in p.spec.values())  # nothing allowed without a human
+    # ... but what passed the bar is listed for the reviewer to promote
+    promotable = {(k, v) for k, v, _, why in p.quarantine if why == TAINTED_REASON}
+    assert ("egress", "service:shop/db 5432/tcp") in promotable
+    assert ("dns", "db.shop.svc.cluster.local") in promotable
+
+
+def test_the_trigger_process_is_not_learned_from_when_the_detection_has_no_pid() -> None:
+    # Falco rules copy only the fields their output names: "Read sensitive file untrusted"
+    # carries no process.pid, so the stage reads it from the trigger record (seen on the real
+    # kernel: the attacker's C2 call after the read passed the bar in the tainted window).
+    def attack(uid: str, _: int) -> ExportLogsServiceRequest:
+        req = ev.batch(ev.pod(uid), ev.open_("/etc/shadow", "O_RDONLY", pid=200),
+                       ev.connect("10.9.9.9", 4444, pid=200))
+        ev.rule_detection(req, "Read sensitive file untrusted", with_pid=False)
+        return req
+    stage = learned_with(attack)
+    p = stage.profile(WORKLOAD)
+    assert p is not None and p.state == TAINTED
+    seen = {v for k, v, _, _ in p.quarantine} | {v for vs in p.spec.values() for v in vs}
+    assert "service:shop/db 5432/tcp" in seen  # the benign part is there for the reviewer
+    assert not {"10.9.9.9 4444/tcp", "/etc/shadow"} & seen
 
 
 def test_a_rule_hit_below_warning_does_not_taint() -> None:

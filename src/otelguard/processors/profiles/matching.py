@@ -17,6 +17,7 @@ from typing import Any, Optional
 from otelguard.processors.profiles.observe import DNS, EGRESS, FILE_READ, FILE_WRITE, PROCESS
 
 _GLOB_CHARS = ("*", "?", "[")
+_MEMO = 4096  # values remembered per Allowed with their pattern match
 
 
 def is_pattern(value: str) -> bool:
@@ -50,7 +51,7 @@ def _split_egress(value: str) -> tuple[str, str]:
 class Allowed:
     """The allowed entries of one kind of one profile, compiled for matching."""
 
-    __slots__ = ("kind", "values", "exact", "patterns", "networks")
+    __slots__ = ("kind", "values", "exact", "patterns", "networks", "_memo")
 
     def __init__(self, kind: str, values: list[str]) -> None:
         self.kind = kind
@@ -58,6 +59,7 @@ class Allowed:
         self.exact = frozenset(v for v in self.values if not is_pattern(v))
         self.patterns = [v for v in self.values if is_pattern(v)]
         self.networks: list[tuple[Any, str]] = []
+        self._memo: dict[str, bool] = {}
         if kind == EGRESS:
             for v in self.values:
                 peer, port = _split_egress(v)
@@ -67,8 +69,18 @@ class Allowed:
                     continue
 
     def matches(self, value: str) -> bool:
+        """A set lookup; else the patterns, their answer remembered per value (bounded)."""
         if value in self.exact:
             return True
+        hit = self._memo.get(value)
+        if hit is None:
+            hit = self._match(value)
+            if len(self._memo) >= _MEMO:
+                self._memo.clear()
+            self._memo[value] = hit
+        return hit
+
+    def _match(self, value: str) -> bool:
         if self.kind == EGRESS:
             return self._egress(value)
         if self.kind == PROCESS:

@@ -26,6 +26,9 @@ LEARNING, LEARNED, TAINTED, APPROVED = "learning", "learned", "tainted", "approv
 STATES = (LEARNING, LEARNED, TAINTED, APPROVED)
 MAX_INSTANCES = 64  # instances remembered per profile (only their count matters beyond k)
 MAX_TAINTS = 16
+# The quarantine reason of entries that passed the evidence bar in a tainted window: listed so
+# a reviewer has the candidates to promote (docs/profiles.md#states), never allowed by itself.
+TAINTED_REASON = "passed the bar in a tainted window: a human decides"
 
 
 class Entry:
@@ -192,7 +195,10 @@ class Profile:
             self.spec[kind] = allowed
         if self.taints:
             self.state = TAINTED
-            self.spec = {k: [] for k in KINDS}  # a human decides what of it is normal
+            for kind, values in self.spec.items():  # a human decides what of it is normal
+                cands = self.candidates[kind]
+                self.quarantine.extend((kind, v, cands[v], TAINTED_REASON) for v in values)
+            self.spec = {k: [] for k in KINDS}
         else:
             self.state = LEARNED
         self.ended = now

@@ -12,17 +12,22 @@ Kinds and values:
   ``service:NS/NAME`` or ``pod:NS/NAME`` when the enricher resolved it, else the address;
 - ``dns``: the question name, lower case, without the final dot;
 - ``listen``: ``PORT/PROTO``;
-- ``capability``: the capability name of a capability check.
+- ``capability``: the capability name of a granted capability check, except CAP_SYS_ADMIN:
+  the kernel checks that one (without audit, so the check looks like any other) in the memory
+  accounting of every root process, so a check says nothing; its uses are read from the
+  syscalls that need it instead (unshare of a namespace, setns, mount, when they succeed).
+  A denied check is no use (non-root processes fail such checks all the time).
 
-Cost: event names the stage does not read cost one dict lookup; the others one pass over the
-record's attributes picking ~15 keys, then a few string operations.
+Cost: event names the stage does not read cost one dict lookup; the others the reads of the
+keys their observations need (:class:`FieldReader`), then one dict hit (:class:`Observer`)
+for values seen before; string work only for new ones.
 """
 
 from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 from otelguard import semconv as S
 
@@ -55,6 +60,10 @@ SENSITIVE_READS = SA_TOKEN_DIRS + ("/etc/shadow", "/etc/gshadow", "/etc/sudoers"
                                    "/etc/pki/", "/root/.aws/", "/root/.kube/", "/root/.docker/")
 RISKY_CAPABILITIES = frozenset({"CAP_SYS_ADMIN", "CAP_NET_RAW", "CAP_SYS_PTRACE",
                                 "CAP_SYS_MODULE"})
+SYS_ADMIN = "CAP_SYS_ADMIN"
+# unshare flags that need CAP_SYS_ADMIN (CLONE_NEWUSER alone needs none)
+_SYS_ADMIN_NAMESPACES = frozenset({"CLONE_NEWNS", "CLONE_NEWUTS", "CLONE_NEWIPC", "CLONE_NEWPID",
+                                   "CLONE_NEWNET", "CLONE_NEWCGROUP", "CLONE_NEWTIME"})
 METADATA_ADDRESSES = frozenset({"169.254.169.254", "fd00:ec2::254", "100.100.100.200"})
 _WRITE_FLAGS = ("O_WRONLY", "O_RDWR", "O_CREAT", "O_TRUNC", "O_APPEND", "O_TMPFILE")
 _NOT_FILES = ("/proc/", "/sys/", "/dev/")
@@ -82,9 +91,11 @@ def _bool(kv: Any) -> Any:
 
 
 def _strs(kv: Any) -> Any:
-    return [v.string_value for v in kv.value.array_value.values]
+    return tuple(v.string_value for v in kv.value.array_value.values)  # hashable: Observer
 
 
+_S, _I, _B, _A = range(4)  # a getter's value kind, as FieldReader's layouts hold it
+_KIND_OF: dict[Callable[[Any], Any], int] = {_str: _S, _int: _I, _bool: _B, _strs: _A}
 _GETTERS: dict[str, Callable[[Any], Any]] = {
     S.PROCESS_EXECUTABLE_PATH: _str, S.PROCESS_EXECUTABLE_NAME: _str,
     S.PROCESS_PARENT_EXECUTABLE_PATH: _str, S.PROCESS_PARENT_EXECUTABLE_NAME: _str,
@@ -96,72 +107,106 @@ _GETTERS: dict[str, Callable[[Any], Any]] = {
     S.PEER_K8S_NAMESPACE_NAME: _str, S.PEER_K8S_WORKLOAD_NAME: _str,
     S.PEER_K8S_WORKLOAD_KIND: _str, S.PEER_K8S_SERVICE_NAME: _str, S.PEER_K8S_POD_NAME: _str,
     S.PROCESS_LINUX_CGROUP: _str, S.LOG_RECORD_UID: _str, S.PROCESS_PID: _int,
-    S.PROCESS_PARENT_PID: _int,
+    S.PROCESS_PARENT_PID: _int, S.NAMESPACE_FLAGS: _str,
 }
 _FILE_WRITES = frozenset({S.EV_FILE_UNLINK, S.EV_FILE_CHMOD, S.EV_FILE_CHOWN, S.EV_FILE_MKDIR,
                           S.EV_FILE_TRUNCATE, S.EV_FILE_SYMLINK})
 _TARGET_WRITES = frozenset({S.EV_FILE_RENAME, S.EV_FILE_LINK})
+_SYS_ADMIN_EVENTS = frozenset({S.EV_UNSHARE, S.EV_SETNS, S.EV_MOUNT})
 READ_EVENTS = frozenset({S.EV_PROCESS_EXEC, S.EV_FILE_OPEN, S.EV_NETWORK_CONNECT, S.EV_DNS_QUERY,
-                         S.EV_NETWORK_LISTEN, S.EV_PRIV_CAPABLE}) | _FILE_WRITES | _TARGET_WRITES
-_COMMON = (S.LOG_RECORD_UID, S.PROCESS_PID, S.PROCESS_PARENT_PID, S.SYSCALL_RET,
-           S.PROCESS_LINUX_CGROUP, S.PROCESS_EXECUTABLE_PATH)
-_FILE_KEYS = (S.FILE_PATH, S.FILE_OPEN_FLAGS, S.FILE_TARGET_PATH)
+                         S.EV_NETWORK_LISTEN, S.EV_PRIV_CAPABLE}) | _FILE_WRITES | _TARGET_WRITES \
+    | _SYS_ADMIN_EVENTS
+# The process context of a record: read only when something needs it (a trigger to find, a
+# flagged process to skip, a host record's workload, a deviation's trigger uid)
+CONTEXT = (S.LOG_RECORD_UID, S.PROCESS_PID, S.PROCESS_PARENT_PID, S.PROCESS_LINUX_CGROUP,
+           S.PROCESS_EXECUTABLE_PATH)
+_FILE_KEYS = (S.SYSCALL_RET, S.FILE_PATH, S.FILE_OPEN_FLAGS, S.FILE_TARGET_PATH)
 _EVENT_KEYS = {
-    S.EV_PROCESS_EXEC: (S.PROCESS_EXECUTABLE_NAME, S.PROCESS_PARENT_EXECUTABLE_PATH,
-                        S.PROCESS_PARENT_EXECUTABLE_NAME, S.PROCESS_COMMAND_ARGS,
-                        S.PROCESS_EXE_UPPER_LAYER, S.PROCESS_EXE_FROM_MEMFD,
-                        S.PROCESS_EXE_DELETED),
-    S.EV_NETWORK_CONNECT: (S.NETWORK_PEER_ADDRESS, S.NETWORK_PEER_PORT, S.NETWORK_TRANSPORT,
-                           S.PEER_K8S_NAMESPACE_NAME, S.PEER_K8S_WORKLOAD_NAME,
-                           S.PEER_K8S_WORKLOAD_KIND, S.PEER_K8S_SERVICE_NAME,
-                           S.PEER_K8S_POD_NAME),
+    S.EV_PROCESS_EXEC: (S.SYSCALL_RET, S.PROCESS_EXECUTABLE_PATH, S.PROCESS_EXECUTABLE_NAME,
+                        S.PROCESS_PARENT_EXECUTABLE_PATH, S.PROCESS_PARENT_EXECUTABLE_NAME,
+                        S.PROCESS_COMMAND_ARGS, S.PROCESS_EXE_UPPER_LAYER,
+                        S.PROCESS_EXE_FROM_MEMFD, S.PROCESS_EXE_DELETED),
+    S.EV_NETWORK_CONNECT: (S.SYSCALL_RET, S.NETWORK_PEER_ADDRESS, S.NETWORK_PEER_PORT,
+                           S.NETWORK_TRANSPORT, S.PEER_K8S_NAMESPACE_NAME,
+                           S.PEER_K8S_WORKLOAD_NAME, S.PEER_K8S_WORKLOAD_KIND,
+                           S.PEER_K8S_SERVICE_NAME, S.PEER_K8S_POD_NAME),
     S.EV_DNS_QUERY: (S.DNS_QUESTION_NAME,),
     S.EV_NETWORK_LISTEN: (S.NETWORK_LOCAL_PORT, S.NETWORK_TRANSPORT),
-    S.EV_PRIV_CAPABLE: (S.CAPABILITY,),
+    S.EV_PRIV_CAPABLE: (S.SYSCALL_RET, S.CAPABILITY),
+    S.EV_UNSHARE: (S.SYSCALL_RET, S.NAMESPACE_FLAGS), S.EV_SETNS: (S.SYSCALL_RET,),
+    S.EV_MOUNT: (S.SYSCALL_RET,),
 }
+Getters = dict[str, Callable[[Any], Any]]
 # event name -> key -> getter: only what that event's observations read
-_READ: dict[str, dict[str, Callable[[Any], Any]]] = {
-    name: {k: _GETTERS[k] for k in (*_COMMON, *_EVENT_KEYS.get(name, _FILE_KEYS))}
-    for name in READ_EVENTS
+OBSERVED: dict[str, Getters] = {
+    name: {k: _GETTERS[k] for k in _EVENT_KEYS.get(name, _FILE_KEYS)} for name in READ_EVENTS
 }
-_HOST_ONLY = {k: _GETTERS[k] for k in _COMMON}  # other events: their uid (host taint) only
+CONTEXT_READ: Getters = {k: _GETTERS[k] for k in CONTEXT}
 
 
 class FieldReader:
-    """The attributes this module reads, by remembered position: a producer writes one event type with the same
-    keys in the same order, so per (event name, attribute count) the positions of the keys a
-    full pass found are read directly (one element access and one key check each; upb builds a
-    Python object per element touched). Any key not where it was means a full pass that
-    relearns the layout. Bounded to ``max_layouts`` layouts (then full passes only)."""
+    """Reads the attributes ``table`` names for a record's event (``default`` for the others)
+    by remembered position: a producer writes one event type with the same keys in the same
+    order, so per (event name, attribute count) the positions of the keys a full pass found are
+    read directly (one element access and one key check each; upb builds a Python object per
+    element touched). Any key not where it was means a full pass that relearns the layout.
+    Bounded to ``max_layouts`` layouts (then full passes only)."""
 
-    def __init__(self, max_layouts: int = 1024) -> None:
+    def __init__(self, table: dict[str, Getters], default: Getters,
+                 max_layouts: int = 1024) -> None:
+        self.table = table
+        self.default = default
         self.max_layouts = max_layouts
-        self._layouts: dict[tuple[str, int], tuple[tuple[int, str, Callable[[Any], Any]], ...]] = {}
+        self._layouts: dict[tuple[str, int], tuple[tuple[int, str, int], ...]] = {}
 
-    def read(self, record: Any) -> dict[str, Any]:
+    def read(self, record: Any, event_name: str) -> dict[str, Any]:
+        """``event_name``: the record's (the caller read it already; each access costs)."""
         attrs = record.attributes
-        key = (record.event_name, len(attrs))
+        key = (event_name, len(attrs))
         layout = self._layouts.get(key)
         if layout is not None:
             out: dict[str, Any] = {}
-            for i, name, getter in layout:
+            for i, name, kind in layout:
                 kv = attrs[i]
                 if kv.key != name:
                     break
-                out[name] = getter(kv)
+                v = kv.value  # the getters inlined: a call per key costs as much as a read
+                out[name] = v.string_value if kind == _S else v.int_value if kind == _I else \
+                    v.bool_value if kind == _B else _strs(kv)
             else:
                 return out
         out = {}
         found = []
-        getters = _READ.get(record.event_name, _HOST_ONLY)
+        getters = self.table.get(event_name, self.default)
         for i, kv in enumerate(attrs):
             get = getters.get(kv.key)
             if get is not None:
                 out[kv.key] = get(kv)
-                found.append((i, kv.key, get))
+                found.append((i, kv.key, _KIND_OF[get]))
         if layout is not None or len(self._layouts) < self.max_layouts:
             self._layouts[key] = tuple(found)
         return out
+
+
+class Observer:
+    """:func:`observe` remembered per (event name, fields read): a workload repeats itself, so
+    nearly every record's observations were computed before (a dict hit instead of string
+    work and new objects). Bounded to ``max_entries`` (then forgotten at once and refilled)."""
+
+    def __init__(self, internal: tuple[Any, ...], max_entries: int = 8192) -> None:
+        self.internal = internal
+        self.max_entries = max_entries
+        self._memo: dict[tuple[Any, ...], tuple[Observation, ...]] = {}
+
+    def __call__(self, event_name: str, f: dict[str, Any]) -> tuple[Observation, ...]:
+        key = (event_name, *f.items())
+        obs = self._memo.get(key)
+        if obs is None:
+            obs = tuple(observe(event_name, f, self.internal))
+            if len(self._memo) >= self.max_entries:
+                self._memo.clear()
+            self._memo[key] = obs
+        return obs
 
 
 def base(path: str) -> str:
@@ -172,7 +217,7 @@ def _is_interpreter(name: str) -> bool:
     return name in SHELLS or name.startswith(INTERPRETERS)
 
 
-def argv_shape(args: list[str], exe: str) -> str:
+def argv_shape(args: Sequence[str], exe: str) -> str:
     """Flags kept, values classed: ``python3 <path> --port <num>`` (at most 8 arguments)."""
     parts = [base(args[0]) if args else base(exe)]
     for arg in args[1:_MAX_SHAPE + 1]:
@@ -209,7 +254,7 @@ def _exec(f: dict[str, Any]) -> list[Observation]:
         risky = "package manager"
     elif _is_interpreter(name) and parent_name not in SHELLS and parent_name not in LAUNCHERS:
         risky = "shell or interpreter spawned by a non-shell service"
-    shape = argv_shape(f.get(S.PROCESS_COMMAND_ARGS) or [], exe)
+    shape = argv_shape(f.get(S.PROCESS_COMMAND_ARGS) or (), exe)
     return [Observation(PROCESS, f"{exe}|{parent}|{shape}", risky)]
 
 
@@ -287,12 +332,17 @@ def observe(event_name: str, f: dict[str, Any], internal: tuple[Any, ...]) -> li
             if port else []
     if event_name == S.EV_PRIV_CAPABLE:
         cap = f.get(S.CAPABILITY) or ""
-        if not cap:
+        if not cap or cap == SYS_ADMIN or f.get(S.SYSCALL_RET, 0) != 0:
             return []
         risky = "privileged capability" if cap in RISKY_CAPABILITIES else ""
         return [Observation(CAPABILITY, cap, risky)]
     if f.get(S.SYSCALL_RET, 0) < 0:
         return []
+    if event_name in _SYS_ADMIN_EVENTS:
+        if event_name == S.EV_UNSHARE and _SYS_ADMIN_NAMESPACES.isdisjoint(
+                (f.get(S.NAMESPACE_FLAGS) or "").split("|")):
+            return []
+        return [Observation(CAPABILITY, SYS_ADMIN, "privileged capability")]
     if event_name in _TARGET_WRITES:
         return _write(f.get(S.FILE_TARGET_PATH) or "")
     if event_name in _FILE_WRITES:

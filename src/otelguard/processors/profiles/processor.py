@@ -10,8 +10,11 @@ objects with ``store.kind: kube``) and writes the profiles learning changed, eve
 ``save_interval_seconds`` and at shutdown. Reports about profiles
 themselves (tampered, partial) leave through :meth:`ProfilesStage.drain` (the flush timer).
 
-Cost per record: an event name the stage does not read costs one set lookup; the others one
-pass over their attributes and a dict lookup per observation (docs/benchmarks.md).
+Cost per record: an event name the stage does not read costs one set lookup; the others the
+reads of the 1-9 attributes their observations need (by remembered position; the process
+context only when a trigger, a flagged process, a host record or a deviation needs it), then
+dict hits: the observations remembered per values read, the allowed entries (~7 µs/record on
+the agent-shaped stream, x1.1-1.7 the request's parse: docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import threading
 import time
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Mapping, Optional
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs
@@ -40,14 +43,17 @@ from otelguard.processors.profiles.document import (
     content_hash, from_document, spec_of, to_document,
 )
 from otelguard.processors.profiles.model import APPROVED, LEARNING, STATES, Profile
-from otelguard.processors.profiles.observe import READ_EVENTS, FieldReader, networks, observe
 from otelguard.processors.profiles.objects import PLURAL
+from otelguard.processors.profiles.observe import (
+    CONTEXT_READ, OBSERVED, READ_EVENTS, FieldReader, Observation, Observer, networks,
+)
 from otelguard.processors.profiles.store import DirectoryStore, ProfileStore
 from otelguard.processors.profiles.workload import Origin, of_host_record, of_resource
 from otelguard.processors.stage import Batch
 
 TYPE_NAME = "profiles"
 MAX_FLAGGED = 4096  # (instance, pid) of processes a rule flagged: never learned from
+_NONE: Mapping[str, Any] = {}  # a record's context not read (never written to)
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +73,9 @@ class ProfilesStage:
         self._lock = threading.Lock()  # process() and drain() against the sync thread
         self._released: list[ResourceLogs] = []
         self._flagged: OrderedDict[tuple[str, int], None] = OrderedDict()
-        self._reader = FieldReader()
+        self._fields = FieldReader(OBSERVED, {})
+        self._context = FieldReader({}, CONTEXT_READ)
+        self._observer = Observer(self._internal)
         self._directory = Path(config.directory) if config.directory else None
         self._store: Optional[ProfileStore] = None
         self._stop = threading.Event()
@@ -210,11 +218,14 @@ class ProfilesStage:
             batch.resource_logs.extend(added)
         return batch
 
-    def _read_detections(self, batch: ExportLogsServiceRequest, now: float) -> dict[str, str]:
+    def _read_detections(self, batch: ExportLogsServiceRequest,
+                         now: float) -> dict[str, tuple[str, bool]]:
         """Rule detections at or above ``taint_severity``: taint their learning workload and
-        flag their trigger process. Returns trigger uid -> rule for triggers on host Resources
-        (their workload is known per record only)."""
-        host_triggers: dict[str, str] = {}
+        flag their trigger process. Returns trigger uid -> (rule, taint) for the triggers read
+        while observing: those on host Resources (their workload is known per record only, so
+        they taint there) and those whose detection does not carry the process id (a rule's
+        evidence is the fields its output names; the pid is read from the trigger record)."""
+        triggers: dict[str, tuple[str, bool]] = {}
         for rl in batch.resource_logs:
             origin: Optional[Origin] = None
             for sl in rl.scope_logs:
@@ -242,12 +253,14 @@ class ProfilesStage:
                         self._flag(origin.instance, pid)
                     if origin.workload is None:
                         if uid:
-                            host_triggers[uid] = rule
+                            triggers[uid] = (rule, True)
                         continue
+                    if uid and not pid:
+                        triggers[uid] = (rule, False)
                     p = self._profiles.get(origin.workload)
                     if p is not None:
                         p.taint(rule, now, origin.instance)
-        return host_triggers
+        return triggers
 
     def _flag(self, instance: str, pid: int) -> None:
         self._flagged[(instance, pid)] = None
@@ -255,39 +268,45 @@ class ProfilesStage:
         while len(self._flagged) > MAX_FLAGGED:
             self._flagged.popitem(last=False)
 
-    def _observe(self, rl: ResourceLogs, origin: Origin, triggers: dict[str, str],
+    def _observe(self, rl: ResourceLogs, origin: Origin, triggers: dict[str, tuple[str, bool]],
                  now: float) -> list[LogRecord]:
         found: list[LogRecord] = []
         namespace = ""
+        host = origin.workload is None
+        context, fields, observer = self._context, self._fields, self._observer
+        p: Optional[Profile] = None
         for sl in rl.scope_logs:
             for rec in sl.log_records:
                 name = rec.event_name
-                if name not in READ_EVENTS and not (triggers and origin.workload is None):
+                observed = name in READ_EVENTS
+                if not observed and not triggers:
                     continue
-                f = self._reader.read(rec)
+                # the process context only when something needs it (see observe.CONTEXT)
+                ctx = context.read(rec, name) if triggers or host or self._flagged else _NONE
                 workload = origin.workload or of_host_record(
-                    origin.host, f.get(S.PROCESS_LINUX_CGROUP) or "",
-                    f.get(S.PROCESS_EXECUTABLE_PATH) or "")
-                uid = f.get(S.LOG_RECORD_UID) or ""
-                pid = f.get(S.PROCESS_PID) or 0
-                if triggers and uid in triggers:
-                    self._flag(origin.instance, pid)
-                    p = self._profiles.get(workload)
-                    if p is not None:
-                        p.taint(triggers[uid], now, origin.instance)
-                if name not in READ_EVENTS:
+                    origin.host, ctx.get(S.PROCESS_LINUX_CGROUP) or "",
+                    ctx.get(S.PROCESS_EXECUTABLE_PATH) or "")
+                if triggers:
+                    trigger = triggers.get(ctx.get(S.LOG_RECORD_UID) or "")
+                    if trigger is not None:
+                        self._flag(origin.instance, ctx.get(S.PROCESS_PID) or 0)
+                        tainted = self._profiles.get(workload) if trigger[1] else None
+                        if tainted is not None:
+                            tainted.taint(trigger[0], now, origin.instance)
+                if not observed:
                     continue
-                obs = observe(name, f, self._internal)
+                obs = observer(name, fields.read(rec, name))
                 if not obs:
                     continue
-                p = self._profile(workload, now)
-                if p is None:
-                    continue
+                if p is None or p.workload != workload:
+                    p = self._profile(workload, now)
+                    if p is None:
+                        continue
                 if p.state == LEARNING:
                     if p.due(now, self.config):
                         p.finish(now, self.config)
                     else:
-                        self._learn(p, obs, origin, f, pid, rl)
+                        self._learn(p, obs, origin, ctx, rl)
                     continue
                 if not p.enforcing:
                     continue
@@ -295,23 +314,27 @@ class ProfilesStage:
                     allowed = p.allowed(o.kind)
                     if allowed.matches(o.value):
                         continue
+                    if ctx is _NONE:
+                        ctx = context.read(rec, name)
                     if not namespace:
                         namespace = workload.split("/")[1] if workload.startswith("k8s/") \
                             else ""
                     self.anomalies += 1
                     metrics.anomalies.labels(o.kind).inc()
                     found.append(records.deviation(
-                        o.kind, o.value, rec, uid, self._facts(p), allowed.nearest(o.value),
-                        len(allowed.values), namespace))
+                        o.kind, o.value, rec, ctx.get(S.LOG_RECORD_UID) or "", self._facts(p),
+                        allowed.nearest(o.value), len(allowed.values), namespace))
         return found
 
-    def _learn(self, p: Profile, obs: list[Any], origin: Origin, f: dict[str, Any], pid: int,
-               rl: ResourceLogs) -> None:
+    def _learn(self, p: Profile, obs: tuple[Observation, ...], origin: Origin,
+               ctx: Mapping[str, Any], rl: ResourceLogs) -> None:
         flagged = self._flagged
-        if flagged and ((origin.instance, pid) in flagged or
-                        (origin.instance, f.get(S.PROCESS_PARENT_PID) or 0) in flagged):
-            self._flag(origin.instance, pid)  # its children are not learned from either
-            return
+        if flagged:  # then ctx was read
+            pid = ctx.get(S.PROCESS_PID) or 0
+            if (origin.instance, pid) in flagged or \
+                    (origin.instance, ctx.get(S.PROCESS_PARENT_PID) or 0) in flagged:
+                self._flag(origin.instance, pid)  # its children are not learned from either
+                return
         for o in obs:
             overflow = p.learn(o, origin.instance, self._clock(), self.config)
             if overflow:

@@ -1,0 +1,27 @@
+"""The session's shop (workloads.py): learned over two buckets with the attacker's steps of
+test_poisoning.py inside the windows, then approved as a reviewer would, once for all tests."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from otelguard.ebpf.sensor import Sensor
+from tests.profiles_kernel.learning import learn_and_approve
+from tests.profiles_kernel.workloads import Shop
+from tests.support.sensor import sensor  # noqa: F401  (re-exported session fixture)
+
+
+@pytest.fixture(scope="session")
+def shop(sensor: Sensor) -> Iterator[Shop]:  # noqa: F811
+    with tempfile.TemporaryDirectory(prefix="og-profiles-", dir="/var/tmp") as base:
+        s = Shop(sensor, Path(base))
+        s.start()
+        try:
+            learn_and_approve(s)
+            yield s
+        finally:
+            s.stop()
