@@ -67,7 +67,8 @@ def with_rules_read_filter(sensor: SensorConfig) -> SensorConfig:
 
 
 def main(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    telemetry.configure_logging("otelguard-agent", getattr(args, "log_level", "info"),
+                                getattr(args, "log_format", "text"))
     from otelguard.ebpf.errors import EbpfError
 
     problems: list[str] = []
@@ -109,8 +110,18 @@ def main(args: argparse.Namespace) -> int:
     except TransportError as exc:
         print(f"otelguard agent: {exc}", file=sys.stderr)
         return 2
+    from otelguard.ebpf.doctor import preflight
+
+    blocker = preflight()
+    if blocker is not None:
+        print(f"otelguard agent: {blocker.operator_line()}", file=sys.stderr)
+        return 2
     telemetry.watch_spool(lambda: len(spool), lambda: spool.bytes_used)
-    port = telemetry.serve(metrics_host, metrics_port)
+    try:
+        port = telemetry.serve(metrics_host, metrics_port)
+    except OSError as exc:
+        print(f"otelguard agent: {telemetry.metrics_unavailable(args.metrics, exc)}", file=sys.stderr)
+        return 2
     log.info("metrics on http://%s:%d/metrics; spool %s (%d requests waiting)",
              metrics_host, port, args.spool_dir, len(spool))
 

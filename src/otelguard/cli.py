@@ -11,6 +11,9 @@ import importlib
 import sys
 from typing import Callable, Optional, Sequence
 
+from otelguard import __version__
+from otelguard.telemetry import LOG_FORMATS, LOG_LEVELS
+
 # subcommand -> "module:function"; the function takes the parsed Namespace, returns an exit code
 _TARGETS = {
     "run": "otelguard.runner:main",
@@ -50,8 +53,23 @@ def _client_tls_flags(parser: argparse.ArgumentParser, prefix: str, section: str
                         help=f"{section}.tls.insecure: plaintext {where}")
 
 
+def _logging_flags(parser: argparse.ArgumentParser, level: str) -> None:
+    """``--log-level``/``--log-format`` of the long-running commands (telemetry.configure_logging)."""
+    parser.add_argument("--log-level", default=level, choices=LOG_LEVELS,
+                        help=f"least severe log lines written to stderr (default: {level})")
+    parser.add_argument("--log-format", default="text", choices=LOG_FORMATS,
+                        help="text: one readable line each; json: one JSON object each with "
+                        "time, level, logger, message, service, pid (default: text)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="otelguard", description=__doc__)
+    p = argparse.ArgumentParser(prog="otelguard", description=__doc__,
+                                epilog="exit codes: 0 ok; 1 failure at run time (or a check "
+                                "failed); 2 operator mistake (bad flag, config, missing "
+                                "privilege or dependency, port in use); 3 rules validate: "
+                                "some rules cannot run here (docs/configuration.md#exit-codes)")
+    p.add_argument("--version", action="version", version=f"otelguard {__version__}",
+                   help="print otelguard's version and exit (BCC and kernel: `otelguard doctor`)")
     sub = p.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="single host: agent + processors in one process")
@@ -59,8 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="stop cleanly after SECONDS")
     run.add_argument(
         "--output", action="append", default=None, metavar="SPEC",
-        help="console | jsonl:PATH | otlp:HOST:PORT | otlphttp:URL (repeatable; default: "
-        "console and jsonl:otelguard-out.jsonl)",
+        help="console | jsonl:PATH | otlp:HOST:PORT | otlphttp:URL | falco-json:PATH|- | "
+        "falcosidekick:URL, each optionally ?min_priority=P&tags=A,B&exclude_tags=C "
+        "(repeatable; default: console and jsonl:otelguard-out.jsonl; docs/falco.md)",
     )
     run.add_argument("--config", default=None, metavar="FILE",
                      help="YAML config file (sensor:, exporter:, processors:)")
@@ -76,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-incidents", action="store_true",
                      help="do not add the incidents stage (detections grouped into incidents "
                      "told as stories, docs/incidents.md) when the pipeline has none")
+    _logging_flags(run, "warning")
     run.set_defaults(target="run")
 
     agent = sub.add_parser("agent", help="node agent: capture and export OTLP/gRPC")
@@ -97,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="HOST:PORT for /metrics, /healthz and /readyz")
     agent.add_argument("--duration", type=float, default=None, metavar="SECONDS",
                        help="stop cleanly after SECONDS")
+    _logging_flags(agent, "info")
     agent.set_defaults(target="agent")
 
     doctor = sub.add_parser("doctor", help="check and explain what the agent needs")
@@ -118,7 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     proc.add_argument("--listen-http", default=None, metavar="HOST:PORT",
                       help="OTLP/HTTP listen address (protobuf and JSON)")
     proc.add_argument("--export", action="append", default=None, metavar="SPEC",
-                      help="otlp:HOST:PORT | otlphttp:URL | jsonl:PATH (repeatable)")
+                      help="otlp:HOST:PORT | otlphttp:URL | jsonl:PATH | falco-json:PATH|- | "
+                      "falcosidekick:URL, each optionally ?min_priority=P&tags=A,B "
+                      "(repeatable; docs/falco.md)")
     proc.add_argument("--config", default=None, metavar="FILE",
                       help="YAML pipeline file (service:, forward:, exporters:, processors:)")
     proc.add_argument("--rules", action="append", default=None, metavar="FILE",
@@ -135,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     proc.add_argument("--insecure", action="store_true",
                       help="service.tls.insecure: plaintext listeners")
     _client_tls_flags(proc, "export", "forward", "to the next hops")
+    _logging_flags(proc, "info")
     proc.set_defaults(target="processor")
 
     rules = sub.add_parser("rules", help="Falco-style rules")

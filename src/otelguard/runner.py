@@ -245,8 +245,8 @@ def summary(sensor_stats: dict[str, Any], missing: Sequence[str],
 
 
 def main(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    telemetry.configure_logging("otelguard-run", getattr(args, "log_level", "warning"),
+                                getattr(args, "log_format", "text"))
     from otelguard.ebpf.errors import EbpfError
     from otelguard.processors.errors import ProcessorsError
     from otelguard.transport.contract import TransportError
@@ -271,7 +271,7 @@ def main(args: argparse.Namespace) -> int:
             problems.append(str(exc))
     outputs: list[Delivery] = []
     timeout = (cfg or RunConfig()).exporter.export_timeout_s
-    tls = (cfg or RunConfig()).exporter.tls  # the otlp/otlphttp outputs' TLS
+    tls = (cfg or RunConfig()).exporter.tls  # the network outputs' TLS
     for spec in args.output or DEFAULT_OUTPUTS:
         try:
             outputs.append(Delivery(parse_spec(spec, timeout, tls, "exporter"), None,
@@ -280,16 +280,23 @@ def main(args: argparse.Namespace) -> int:
         except TransportError as exc:
             problems.append(str(exc))
         else:
-            if tls.insecure and spec.startswith(("otlp:", "otlphttp:")):
+            if spec.startswith(("otlp:", "otlphttp:", "falcosidekick:")) and (
+                    tls.insecure or "insecure=true" in spec):
                 from otelguard.transport.security import warn_insecure
 
-                warn_insecure("exporter", tls)
+                warn_insecure("exporter", dataclasses.replace(tls, insecure=True))
     try:
         metrics_host, metrics_port = _split_hostport(args.metrics)
     except ValueError as exc:
         problems.append(str(exc))
     if problems or cfg is None or pipeline is None:
         print("otelguard run: invalid configuration:\n  " + "\n  ".join(problems), file=sys.stderr)
+        return 2
+    from otelguard.ebpf.doctor import preflight
+
+    blocker = preflight()  # not root, no BCC: one line and exit 2, before anything loads
+    if blocker is not None:
+        print(f"otelguard run: {blocker.operator_line()}", file=sys.stderr)
         return 2
 
     from otelguard.ebpf.sensor import Sensor
@@ -306,7 +313,11 @@ def main(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     exp_cfg = cfg.exporter
-    bound = telemetry.serve(metrics_host, metrics_port)
+    try:
+        bound = telemetry.serve(metrics_host, metrics_port)
+    except OSError as exc:
+        print(f"otelguard run: {telemetry.metrics_unavailable(args.metrics, exc)}", file=sys.stderr)
+        return 2
     sensor = Sensor(sensor_cfg)
     health = AgentHealth(sensor)
     reloader = build_reloader(pipeline, cfg, args)
