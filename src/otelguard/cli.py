@@ -99,8 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(target="run")
 
     agent = sub.add_parser("agent", help="node agent: capture and export OTLP/gRPC")
-    agent.add_argument("--otlp-endpoint", required=True, metavar="HOST:PORT",
-                       help="the next hop's OTLP/gRPC address (the gateway Collector)")
+    agent.add_argument("--otlp-endpoint", default=None, metavar="HOST:PORT",
+                       help="the next hop's OTLP/gRPC address (the gateway Collector); "
+                       "default: OTEL_EXPORTER_OTLP_ENDPOINT")
     _client_tls_flags(agent, "otlp", "exporter", "to the endpoint")
     agent.add_argument("--node-token-file", default=None, metavar="FILE",
                        help="exporter.identity.node_token_file: this node's token ({node}: the "

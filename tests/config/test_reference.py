@@ -135,7 +135,7 @@ def test_every_flag_variable_and_key_has_a_description() -> None:
 
 def test_the_reference_lists_what_it_walks() -> None:
     text = render(ROOT)
-    for needle in ("### `otelguard agent`", "`--otlp-endpoint HOST:PORT` | required",
+    for needle in ("### `otelguard agent`", "`--otlp-endpoint HOST:PORT` |  | the next hop",
                    "`--spool-max-bytes BYTES` | `268435456`", "`OTELGUARD_TRACEFS`",
                    "`OTELGUARD_LOKI_OTLP_URL`", "`sensor.probe.ringbuf_pages` | integer | `2048`",
                    "#### `processors[] with type: noise_control`",
