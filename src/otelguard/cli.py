@@ -9,8 +9,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import textwrap
 from typing import Callable, Optional, Sequence
 
+import otelguard
 from otelguard import __version__
 from otelguard.telemetry import LOG_FORMATS, LOG_LEVELS
 
@@ -33,6 +35,19 @@ _TARGETS = {
     "profile.import": "otelguard.processors.profiles.cli:import_main",
     "incidents": "otelguard.processors.incidents.cli:main",
 }
+
+
+# The exit codes of every command (docs/configuration.md#exit-codes is generated from this).
+EXIT_CODES = (
+    ("0", "success (a long-running command stopped cleanly: SIGINT/SIGTERM or --duration)"),
+    ("1", "a failure at run time (the sensor could not load on this kernel, a check of "
+          "`doctor` failed, `rules validate` found load errors, `incidents --id` found none)"),
+    ("2", "an operator mistake, reported in one line naming the cause and the fix: a bad flag "
+          "or config (every problem listed), a config that cannot be read, not root (no "
+          "CAP_BPF/CAP_PERFMON), BCC missing, a port already in use"),
+    ("3", "`rules validate`: the rules load, but some cannot run on this sensor or were "
+          "skipped"),
+)
 
 
 def _target(key: str) -> Callable[[argparse.Namespace], int]:
@@ -63,11 +78,11 @@ def _logging_flags(parser: argparse.ArgumentParser, level: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="otelguard", description=__doc__,
-                                epilog="exit codes: 0 ok; 1 failure at run time (or a check "
-                                "failed); 2 operator mistake (bad flag, config, missing "
-                                "privilege or dependency, port in use); 3 rules validate: "
-                                "some rules cannot run here (docs/configuration.md#exit-codes)")
+    p = argparse.ArgumentParser(
+        prog="otelguard", description=otelguard.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="exit codes:\n" + "\n".join(
+            textwrap.fill(text, 90, initial_indent=f"  {code}  ", subsequent_indent="     ")
+            for code, text in EXIT_CODES))
     p.add_argument("--version", action="version", version=f"otelguard {__version__}",
                    help="print otelguard's version and exit (BCC and kernel: `otelguard doctor`)")
     sub = p.add_subparsers(dest="command", required=True)
@@ -82,7 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
         "(repeatable; default: console and jsonl:otelguard-out.jsonl; docs/falco.md)",
     )
     run.add_argument("--config", default=None, metavar="FILE",
-                     help="YAML config file (sensor:, exporter:, processors:)")
+                     help="YAML config file (sensor:, exporter:, processors:, reload:); "
+                     "default: /etc/otelguard/otelguard.yaml when it exists")
+    run.add_argument("--events", action="store_true",
+                     help="console: print every captured event too, not only detections and "
+                     "incidents")
     run.add_argument("--rules", action="append", default=None, metavar="FILE",
                      help="Falco-style rules file (repeatable; default: stable ruleset + ours)")
     run.add_argument("--metrics", default="127.0.0.1:9464", metavar="HOST:PORT",

@@ -23,7 +23,8 @@ PUBLISHED = ROOT / "docs" / "configuration.md"
 SRC = ROOT / "src" / "otelguard"
 # A literal with this shape names an otelguard variable wherever it is passed (settings modules
 # read through a Mapping parameter, ``env.get("OTELGUARD_HOST_ID")``, not os.environ itself).
-OUR_NAME = re.compile(r"^OTELGUARD_[A-Z0-9_]+$")
+# The OTel SDK's own OTEL_* names (exporter/settings.py) are read the same way.
+OUR_NAME = re.compile(r"^(OTELGUARD|OTEL)_[A-Z0-9_]+$")
 
 
 def test_the_published_reference_is_current() -> None:
@@ -35,7 +36,7 @@ def test_the_published_reference_is_current() -> None:
 
 def environment_reads(source: str) -> set[str]:
     """Names read through ``os.environ.get/[...]``, ``os.getenv`` (constants resolved through
-    module-level assignments), and every ``OTELGUARD_*`` string literal."""
+    module-level assignments), and every ``OTELGUARD_*``/``OTEL_*`` string literal."""
     tree = ast.parse(source)
     constants = {t.id: node.value.value for node in tree.body if isinstance(node, ast.Assign)
                  and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
