@@ -75,6 +75,21 @@ def test_processor_whose_metrics_port_is_taken(tmp_path: Path) -> None:
     one_line_exit_2(result, "already in use", "--metrics")
 
 
+@pytest.mark.parametrize("flag", ["--listen", "--listen-http"])
+def test_processor_whose_otlp_port_is_taken(tmp_path: Path, flag: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        ports = {"--listen": f"127.0.0.1:{free_port()}",
+                 "--listen-http": f"127.0.0.1:{free_port()}"}
+        ports[flag] = f"127.0.0.1:{port}"
+        result = otelguard_cli("processor", "--insecure", *[x for kv in ports.items() for x in kv],
+                               "--metrics", "127.0.0.1:0",
+                               "--export", f"jsonl:{tmp_path / 'out.jsonl'}", tmp=tmp_path)
+    one_line_exit_2(result, f"{flag} 127.0.0.1:{port}", "fix:")
+
+
 @root_only
 def test_run_without_root() -> None:
     with tempfile.TemporaryDirectory(dir="/tmp") as scratch:  # reachable by nobody

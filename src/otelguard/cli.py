@@ -69,7 +69,8 @@ def _client_tls_flags(parser: argparse.ArgumentParser, prefix: str, section: str
 
 
 def _logging_flags(parser: argparse.ArgumentParser, level: str) -> None:
-    """``--log-level``/``--log-format`` of the long-running commands (telemetry.configure_logging)."""
+    """``--log-level``/``--log-format`` of the long-running commands
+    (:func:`otelguard.telemetry.configure_logging`)."""
     parser.add_argument("--log-level", default=level, choices=LOG_LEVELS,
                         help=f"least severe log lines written to stderr (default: {level})")
     parser.add_argument("--log-format", default="text", choices=LOG_FORMATS,
@@ -79,7 +80,8 @@ def _logging_flags(parser: argparse.ArgumentParser, level: str) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="otelguard", description=otelguard.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog="otelguard", description=otelguard.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="exit codes:\n" + "\n".join(
             textwrap.fill(text, 90, initial_indent=f"  {code}  ", subsequent_indent="     ")
             for code, text in EXIT_CODES))

@@ -140,6 +140,14 @@ async def _serve(service: ProcessorService, reloader: ConfigReloader) -> int:
     except ProcessorsError as exc:
         print(f"otelguard processor: {exc}")
         return 2
+    except (OSError, RuntimeError) as exc:  # a listener's port taken (grpc raises RuntimeError)
+        ports = f"--listen {service.cfg.listen}" + (
+            f", --listen-http {service.cfg.listen_http}" if service.cfg.listen_http else "")
+        print(f"otelguard processor: cannot listen ({ports}): {exc}; fix: another process (a "
+              "second processor?) has the port: pass free HOST:PORTs or stop it",
+              file=sys.stderr)
+        await service.stop()
+        return 2
     reloader.start()
     log.info("OTLP/gRPC on %s (port %d)%s; stages: %s; exporters: %s; reload: SIGHUP%s",
              service.cfg.listen, service.grpc_port,
