@@ -3,6 +3,10 @@ export thread's sends and idle replays), not only at shutdown. Clocks injected: 
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+
 from otelguard import semconv
 from otelguard.otlp.messages import attrs_dict, iter_log_records
 from otelguard.processors.noise import Config, NoiseControl
@@ -65,7 +69,8 @@ def test_exit_summary_names_the_cgroups_over_budget() -> None:
     assert "over budget" not in summary({"budget_offenders": []}, [])
 
 
-def test_default_config_is_read_when_present(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_default_config_is_read_when_present(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
     from otelguard import runner
 
     default = tmp_path / "otelguard.yaml"
