@@ -37,6 +37,9 @@ EMBEDDED = {
     "files/collector/backends.yaml": "otel-config/collector/backends.yaml",
     "files/collector/gateway-k8s.yaml": "deploy/collector/gateway-k8s.yaml",
     "files/prometheus/otelguard.rules.yml": "otel-config/prometheus/rules/otelguard.rules.yml",
+    # Helm installs crds/ before the templates (and never upgrades or deletes them)
+    "crds/workloadprofiles.otelguard.dev.yaml": "src/otelguard/processors/profiles/crd.yaml",
+    "crds/responserequests.otelguard.dev.yaml": "src/otelguard/response/crd.yaml",
 }
 # chart template -> file under deploy/, in kustomization order
 LAYOUT = {

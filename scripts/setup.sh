@@ -15,7 +15,7 @@ VENV="$ROOT/.venv"
 PY=/usr/bin/python3
 log() { printf '[setup] %s\n' "$*"; }
 
-pkgs=(python3-bpfcc bpfcc-tools python3-venv python3-pip linux-headers-amd64 prometheus etcd-server etcd-client iproute2 procps)
+pkgs=(python3-bpfcc bpfcc-tools python3-venv python3-pip linux-headers-amd64 prometheus etcd-server etcd-client iproute2 procps nftables)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

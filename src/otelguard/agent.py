@@ -16,7 +16,8 @@ import dataclasses
 import logging
 import sys
 from dataclasses import dataclass, field
-from typing import Optional
+from pathlib import Path
+from typing import Any, Optional
 
 from otelguard import telemetry
 from otelguard.config import ConfigError, load_file
@@ -156,10 +157,41 @@ def main(args: argparse.Namespace) -> int:
                              OtlpBuilder(node, SpanTracker(max_open=exp_cfg.max_open_spans),
                                          signer=signer_for(identity, node)))
     health.exporter = exporter
+    executor = _node_executor(args, transport, node.node_name)
     run_until_stopped(sensor, exporter, args.duration)
+    if executor is not None:
+        executor.stop()
     stats = exporter.stats()
     print("otelguard agent: " + " ".join(f"{k}={v}" for k, v in stats.items()), file=sys.stderr)
     return 0
+
+
+def _node_executor(args: argparse.Namespace, transport: Any, node: str) -> Any:
+    """``--respond``: carry out the approved response requests for this node
+    (response/executor.py); its audit records leave over their own Delivery."""
+    if not getattr(args, "respond", False):
+        return None
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
+    from otelguard.kube import CustomResources, api_client_from, own_namespace
+    from otelguard.response.audit import AuditRecord, to_resource_logs
+    from otelguard.response.executor import NodeExecutor
+    from otelguard.response.kube_store import PLURAL, KubeStore
+
+    delivery = Delivery(transport, None)  # one Delivery per sending thread
+
+    def ship(records: list[AuditRecord]) -> bool:
+        req = ExportLogsServiceRequest()
+        req.resource_logs.append(to_resource_logs(records))
+        return delivery.send_logs(req, len(records))
+
+    store = KubeStore(CustomResources(api_client_from(), PLURAL),
+                      args.respond_namespace or own_namespace("otelguard"),
+                      Path(args.respond_state_dir))
+    executor = NodeExecutor(store, node, ship)
+    executor.start()
+    log.info("response: executing approved node actions for node %s", node)
+    return executor
 
 
 def doctor_main(args: argparse.Namespace) -> int:

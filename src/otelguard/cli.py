@@ -33,7 +33,11 @@ _TARGETS = {
     "profile.approve": "otelguard.processors.profiles.cli:approve_main",
     "profile.export": "otelguard.processors.profiles.cli:export_main",
     "profile.import": "otelguard.processors.profiles.cli:import_main",
+    "profile.install-crd": "otelguard.processors.profiles.cluster_cli:install_crd_main",
     "incidents": "otelguard.processors.incidents.cli:main",
+    "respond": "otelguard.processors.response.cli:respond_main",
+    "respond.install_crd": "otelguard.processors.response.cli:install_crd_main",
+    "audit.verify": "otelguard.processors.response.cli:verify_main",
 }
 
 
@@ -139,6 +143,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="HOST:PORT for /metrics, /healthz and /readyz")
     agent.add_argument("--duration", type=float, default=None, metavar="SECONDS",
                        help="stop cleanly after SECONDS")
+    agent.add_argument("--respond", action="store_true",
+                       help="carry out approved response requests whose node actions target "
+                       "this node (ResponseRequest objects; docs/response.md#on-a-cluster)")
+    agent.add_argument("--respond-namespace", default=None, metavar="NS",
+                       help="with --respond: the requests' namespace (default: the agent's own)")
+    agent.add_argument("--respond-state-dir", default="/var/lib/otelguard/response",
+                       metavar="DIR", help="with --respond: this node's audit chain (keep it "
+                       "across restarts)")
     _logging_flags(agent, "info")
     agent.set_defaults(target="agent")
 
@@ -200,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _profile_parser(sub)
     _incidents_parser(sub)
+    _respond_parser(sub)
 
     config = sub.add_parser("config", help="config files")
     config_sub = config.add_subparsers(dest="config_command", required=True)
@@ -220,34 +233,66 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _kube_flags(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--kube`` and how to reach the cluster (docs/profiles.md#profiles-in-a-cluster)."""
+    parser.add_argument("--kube", action="store_true",
+                        help=f"{what} WorkloadProfile objects on the cluster instead of files")
+    parser.add_argument("--kubeconfig", default=None, metavar="FILE",
+                        help="with --kube: kubeconfig file (default: in-cluster service account, "
+                        "else ~/.kube/config)")
+    parser.add_argument("--context", default=None, metavar="NAME",
+                        help="with --kube: kubeconfig context (default: its current one)")
+    parser.add_argument("--namespace", "-n", default="otelguard", metavar="NS",
+                        help="with --kube: namespace of the objects (default: otelguard)")
+
+
 def _profile_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     profile = sub.add_parser("profile", help="behaviour profiles as code (docs/profiles.md)")
     verbs = profile.add_subparsers(dest="profile_command", required=True)
+    obj = "[NS/]NAME or a workload key"
     lst = verbs.add_parser("list", help="workload, state, entries, quarantined, tainted")
-    lst.add_argument("directory", metavar="DIR", help="a profiles directory (the stage's `directory`)")
+    lst.add_argument("directory", metavar="DIR", nargs="?", default=None,
+                     help="a profiles directory (the stage's `directory`); not with --kube")
+    _kube_flags(lst, "list")
     lst.set_defaults(target="profile.list")
     show = verbs.add_parser("show", help="one profile, readable")
-    show.add_argument("file", metavar="FILE", help="a WorkloadProfile YAML file")
+    show.add_argument("file", metavar="FILE", help=f"a WorkloadProfile YAML file; with --kube {obj}")
+    _kube_flags(show, "show")
     show.set_defaults(target="profile.show")
     diff = verbs.add_parser("diff", help="entries added and removed (for PR review)")
-    diff.add_argument("old", metavar="OLD", help="the profile file before")
-    diff.add_argument("new", metavar="NEW", help="the profile file after")
+    diff.add_argument("old", metavar="OLD", help=f"the profile file before; with --kube a file or {obj}")
+    diff.add_argument("new", metavar="NEW", help=f"the profile file after; with --kube a file or {obj}")
+    _kube_flags(diff, "compare with")
     diff.set_defaults(target="profile.diff")
     approve = verbs.add_parser("approve", help="approve this exact content (records its hash)")
-    approve.add_argument("file", metavar="FILE", help="the profile file to approve, rewritten in place")
+    approve.add_argument("file", metavar="FILE",
+                         help=f"the profile file to approve, rewritten in place; with --kube {obj}")
     approve.add_argument("--by", default=None, help="approver (default: the user)")
     approve.add_argument("--accept-taint", action="store_true",
                          help="approve a profile whose learning a rule detection tainted")
+    _kube_flags(approve, "approve")
     approve.set_defaults(target="profile.approve")
-    export = verbs.add_parser("export", help="copy a directory's profiles to OUT for review")
-    export.add_argument("directory", metavar="DIR", help="the profiles directory to copy from")
-    export.add_argument("out", metavar="OUT", help="the directory to copy the profiles into")
+    export = verbs.add_parser("export", help="copy a directory's (or the cluster's) profiles to "
+                              "OUT for review")
+    export.add_argument("directory", metavar="DIR",
+                        help="the profiles directory to copy from; with --kube: OUT")
+    export.add_argument("out", metavar="OUT", nargs="?", default=None,
+                        help="the directory to copy the profiles into")
+    _kube_flags(export, "export")
     export.set_defaults(target="profile.export")
-    imp = verbs.add_parser("import", help="validate files and place them in a directory")
+    imp = verbs.add_parser("import", help="validate files and place them in a directory (or on "
+                           "the cluster)")
     imp.add_argument("files", nargs="+", metavar="FILE", help="WorkloadProfile YAML files")
-    imp.add_argument("--into", required=True, metavar="DIR",
-                     help="the profiles directory the running stage reads")
+    imp.add_argument("--into", default=None, metavar="DIR",
+                     help="the profiles directory the running stage reads (not with --kube)")
+    _kube_flags(imp, "create or update")
     imp.set_defaults(target="profile.import")
+    crd = verbs.add_parser("install-crd", help="create or update the WorkloadProfile CRD and "
+                           "wait until it is served (the Helm chart installs it too)")
+    _kube_flags(crd, "(implied) install for")
+    crd.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
+                     help="how long to wait for the CRD to become Established (default: 60)")
+    crd.set_defaults(target="profile.install-crd")
 
 
 def _incidents_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -259,6 +304,58 @@ def _incidents_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("--id", default=None, metavar="ID",
                    help="show this incident (an id prefix is enough): story and evidence table")
     p.set_defaults(target="incidents")
+
+
+def _respond_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("respond", help="response requests: list, show, approve, reject, revert "
+                       "(docs/response.md)")
+    verbs = p.add_subparsers(dest="verb", required=True)
+    for verb, text in (("list", "every request, oldest first"),
+                       ("show", "one request: trigger, target, the diff of each change, history"),
+                       ("approve", "approve a proposed request (the running stage executes it)"),
+                       ("reject", "reject a proposed request"),
+                       ("revert", "undo what a done or failed request changed")):
+        v = verbs.add_parser(verb, help=text)
+        v.add_argument("--store", default=None, metavar="DIR",
+                       help="the response stage's store directory (its `store`, else "
+                       "<service.state_dir>/<stage name>)")
+        v.add_argument("--kube", action="store_true",
+                       help="the ResponseRequest objects of a cluster instead (decisions are "
+                       "patched into spec.decision; RBAC decides who may)")
+        v.add_argument("--kubeconfig", default=None, metavar="FILE",
+                       help="API access (default: in-cluster, else ~/.kube/config); with "
+                       "revert on a local store: the identity cluster actions are undone with")
+        v.add_argument("--namespace", default=None, metavar="NS",
+                       help="with --kube: the requests' namespace (default: otelguard's own)")
+        if verb != "list":
+            v.add_argument("id", metavar="ID", help="request id (a unique prefix is enough)")
+        if verb in ("approve", "reject", "revert"):
+            v.add_argument("--reason", default=None, metavar="TEXT",
+                           help="why (recorded in the request and the audit chain)")
+            v.add_argument("--by", default=None, metavar="NAME",
+                           help="who decides (default: the user)")
+        if verb in ("approve", "reject", "revert"):
+            v.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                           help="wait up to SECONDS for the outcome (approve: the running "
+                           "stage executed it; --kube: the responder handled the decision)")
+        v.set_defaults(target="respond")
+    crd = verbs.add_parser("install-crd", help="install the ResponseRequest CRD (without Helm)")
+    crd.add_argument("--kubeconfig", default=None, metavar="FILE",
+                     help="API access (default: in-cluster, else ~/.kube/config)")
+    crd.set_defaults(target="respond.install_crd")
+    audit = sub.add_parser("audit", help="the response audit chain (docs/response.md#audit)")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
+    verify = audit_sub.add_parser("verify", help="check the hash chain; report the first break")
+    verify.add_argument("file", nargs="?", default=None, metavar="FILE",
+                        help="a local audit file (<store>/audit.jsonl)")
+    verify.add_argument("--loki", default=None, metavar="URL",
+                        help="read the audit stream from Loki instead, e.g. "
+                        "http://127.0.0.1:3100")
+    verify.add_argument("--since", default="24h", metavar="DURATION",
+                        help="with --loki: how far back (default 24h)")
+    verify.add_argument("--limit", type=int, default=5000, metavar="N",
+                        help="with --loki: at most N records")
+    verify.set_defaults(target="audit.verify")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -55,6 +55,9 @@ SENDER_NODE: Final = "otelguard.sender.node"  # the node whose token signed the 
 SENDER_NONCE: Final = "otelguard.sender.nonce"  # "<unix minute>.<agent request counter>"
 SENDER_MAC: Final = "otelguard.sender.mac"  # hex HMAC-SHA256; stripped by the processor
 SENDER_VERIFIED: Final = "otelguard.sender.verified"  # bool, set by the processor only
+# The gateway Collector's routing key (deploy/collector/gateway-k8s.yaml): which processor
+# replica a Resource's records go to; k8s/<ns>/<Kind>/<name>, pod/<uid>, container/<id>, host/<name>
+ROUTING_KEY: Final = "otelguard.routing.key"
 
 # --- Process (every event record carries the acting process) ----------------------------------
 PROCESS_PID: Final = "process.pid"
@@ -314,3 +317,30 @@ INCIDENT_LINK_TRACE: Final = "otelguard.incident.link.trace"  # Jaeger URL of it
 METRIC_INCIDENT_RECORDS: Final = "otelguard_incident_records"  # counter {reason}
 METRIC_INCIDENTS_OPEN: Final = "otelguard_incidents_open"  # gauge
 METRIC_INCIDENT_NARRATIONS: Final = "otelguard_incident_narrations"  # counter {result}
+
+# --- Response and its audit chain (response/; docs/response.md) -------------------------------
+EV_RESPONSE_AUDIT: Final = "otelguard.response.audit"  # one record per request transition
+STREAM_AUDIT: Final = "audit"  # otelguard.stream of audit Resources (own Loki stream)
+AUDIT_CHAIN: Final = "otelguard.audit.chain"  # the chain's id (one per store)
+AUDIT_SEQ: Final = "otelguard.audit.seq"  # int: position in the chain, from 1
+AUDIT_PREV_HASH: Final = "otelguard.audit.prev_hash"  # the previous record's hash (64 hex)
+AUDIT_HASH: Final = "otelguard.audit.hash"  # SHA-256 of this record's canonical form
+AUDIT_TIME: Final = "otelguard.audit.time"  # ISO 8601 of the transition (hashed)
+RESPONSE_REQUEST_ID: Final = "otelguard.response.request.id"
+RESPONSE_STATE_FROM: Final = "otelguard.response.state.from"  # "New" for the creation
+RESPONSE_STATE_TO: Final = "otelguard.response.state.to"
+RESPONSE_ACTOR: Final = "otelguard.response.actor"  # who: a person, or policy:<name>, system
+RESPONSE_REASON: Final = "otelguard.response.reason"
+RESPONSE_POLICY_NAME: Final = "otelguard.response.policy.name"
+RESPONSE_POLICY_REVISION: Final = "otelguard.response.policy.revision"
+RESPONSE_MODE: Final = "otelguard.response.mode"  # advise | approve | auto
+RESPONSE_DRY_RUN: Final = "otelguard.response.dry_run"  # bool
+RESPONSE_ACTIONS: Final = "otelguard.response.actions"  # "isolate_pod,label_pod" in order
+RESPONSE_CHANGES_HASH: Final = "otelguard.response.changes_hash"  # sha256: of the planned diff
+RESPONSE_TARGET: Final = "otelguard.response.target"  # the first change's summary line
+RESPONSE_TRIGGER_UID: Final = "otelguard.response.trigger.uid"  # detection uid or incident id
+RESPONSE_OUTCOME: Final = "otelguard.response.outcome"  # what apply/revert said, per step
+METRIC_RESPONSE_TRANSITIONS: Final = "otelguard_response_transitions"  # counter {policy, to}
+METRIC_RESPONSE_SUPPRESSED: Final = "otelguard_response_suppressed"  # counter {policy, reason}
+METRIC_RESPONSE_AUDIT_SEQ: Final = "otelguard_response_audit_seq"  # gauge: the chain's head
+METRIC_RESPONSE_PENDING: Final = "otelguard_response_pending"  # gauge: requests awaiting approval

@@ -32,7 +32,8 @@ NON_DEFAULT: dict[str, Any] = {
               "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "sec", "effect": "NoSchedule"}],
               "hostKernelHeaders": {"enabled": True}, "priorityClassName": ""},
     "processor": {"replicas": 3, "pdb": {"minAvailable": 2},
-                  "image": {"repository": "registry.example/processor", "pullPolicy": "Never"}},
+                  "image": {"repository": "registry.example/processor", "pullPolicy": "Never"},
+                  "profiles": {"enabled": True, "config": {"learn_seconds": 7200}}},
     "collector": {"image": {"pullPolicy": "Never"}, "resources": {"limits": {"memory": "1Gi"}},
                   "config": {"processors": {"batch": {"timeout": "1s"}}}},
     "backends": {"loki": {"otlpUrl": "http://198.51.100.1:3100/otlp"},
@@ -239,6 +240,50 @@ def test_non_default_collector_config_validates(tmp_path: Path) -> None:
     assert cfg["processors"]["resource/cluster"]["attributes"][0]["value"] == "lab-1"
 
 
+def _stages(docs: list[dict[str, Any]]) -> list[Any]:
+    from otelguard.config import load_yaml
+    from otelguard.processors.config import build_pipeline_config
+
+    text = find(docs, "ConfigMap", "otelguard-processor")["data"]["pipeline.yaml"]
+    return list(build_pipeline_config(load_yaml(text, "pipeline.yaml")).processors)
+
+
+def test_profiles_are_opt_in_after_falco_rules_with_a_minimal_role() -> None:
+    """processor.profiles: off by default (no stage, no Role); on, the stage follows falco_rules
+    with the kube store in the release namespace, and the Role grants only the store's verbs."""
+    default = template()
+    assert [p.type for p in _stages(default)] == ["k8s_attributes", "falco_rules",
+                                                   "noise_control", "incidents"]
+    assert not [d for d in default if d["kind"] in ("Role", "RoleBinding")]
+    docs = template(NON_DEFAULT)
+    stages = _stages(docs)
+    assert [p.type for p in stages] == ["k8s_attributes", "falco_rules", "profiles",
+                                        "noise_control", "incidents"]
+    (profiles,) = [p for p in stages if p.type == "profiles"]
+    assert profiles.config.store.kind == "kube" and profiles.config.store.namespace == NAMESPACE
+    assert profiles.config.learn_seconds == 7200
+    role = find(docs, "Role", "otelguard-profiles")
+    assert {(tuple(r["resources"]), tuple(r["verbs"])) for r in role["rules"]} == {
+        (("workloadprofiles",), ("get", "list", "watch", "create", "patch")),
+        (("workloadprofiles/status",), ("patch",))}
+    binding = find(docs, "RoleBinding", "otelguard-profiles")
+    proc = find(docs, "Deployment", "otelguard-processor")
+    assert binding["subjects"][0]["name"] == pod_spec(proc)["serviceAccountName"]
+    approver = find(docs, "ClusterRole", "otelguard-profile-approver")
+    assert {"workloadprofiles/status"} == {r for rule in approver["rules"]
+                                           for r in rule["resources"]
+                                           if set(rule["verbs"]) & {"update", "patch"}}
+    on_disk = template({"processor": {"profiles": {"enabled": True, "store": "dir"}}})
+    assert [p.config.store.kind for p in _stages(on_disk) if p.type == "profiles"] == ["dir"]
+    assert not [d for d in on_disk if d["kind"] == "Role"]
+    with pytest.raises(AssertionError, match="no falco_rules stage"):
+        template({"processor": {"profiles": {"enabled": True},
+                                "stages": [{"type": "noise_control", "name": "noise"}]}})
+    crds = [d for d in template({}, "--include-crds") if d["kind"] == "CustomResourceDefinition"]
+    assert sorted(c["metadata"]["name"] for c in crds) == [
+        "responserequests.otelguard.dev", "workloadprofiles.otelguard.dev"]
+
+
 def test_agent_api_access_is_opt_in() -> None:
     agent = pod_spec(find(template({"agent": {"kubernetesApiAccess": True}}), "DaemonSet", "otelguard-agent"))
     assert agent["automountServiceAccountToken"] is True
@@ -255,6 +300,10 @@ def _repo_copy(tmp_path: Path) -> Path:
     """The parts of the repository the two generators read, copied."""
     for part in ("scripts", "deploy", "otel-config"):
         shutil.copytree(ROOT / part, tmp_path / part)
+    for crd in (Path("src/otelguard/processors/profiles/crd.yaml"),  # the chart's crds/ copies
+                Path("src/otelguard/response/crd.yaml")):
+        (tmp_path / crd).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / crd, tmp_path / crd)
     return tmp_path
 
 

@@ -13,38 +13,17 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2_grpc import LogsServ
 
 from otelguard import semconv as S
 from otelguard.cli import main
-from otelguard.processors import registry
-from otelguard.processors.pipeline import Pipeline
-from otelguard.processors.stage import Batch
-from tests.support.incidents import batch, detection, event, latest, pod, trace
+from tests.support.incidents import attack, latest, trace
 from tests.support.polling import wait_until
 from tests.support.stack import Collector, Loki
 
 pytestmark = pytest.mark.e2e
 
 
-def _attack(ns: str) -> list[Batch]:
-    """A shell reads /etc/shadow, then nc connects out, through noise_control and incidents."""
-    pipeline = Pipeline([(n, registry.create(n)) for n in ("noise_control", "incidents")])
-    pipeline.start()
-    res, tr = pod(name="web-7d9f-abcde", ns=ns), trace(ns)
-    cat = event(S.EV_FILE_OPEN, 201, tr, ppid=200, attrs={
-        S.PROCESS_EXECUTABLE_PATH: "/bin/cat", S.PROCESS_COMMAND_LINE: "cat /etc/shadow",
-        S.FILE_PATH: "/etc/shadow", S.FILE_OPEN_FLAGS: "O_RDONLY"})
-    nc = event(S.EV_NETWORK_CONNECT, 202, tr, ppid=200, t=10**9, attrs={
-        S.PROCESS_EXECUTABLE_PATH: "/usr/bin/nc", S.NETWORK_PEER_ADDRESS: "203.0.113.9",
-        S.NETWORK_PEER_PORT: 4444})
-    out = [pipeline.process(batch(res, [cat], [detection(
-        cat, "Read sensitive file untrusted", 13, "credential_access", "T1555")])).batch,
-           pipeline.process(batch(res, [nc], [detection(
-               nc, "Outbound connection to C2", 17, "command_and_control", "T1071")])).batch]
-    return out + pipeline.shutdown()
-
-
 def test_incidents_are_listed_and_shown_from_loki_with_their_evidence(
         loki: Loki, backends_collector: Collector, capsys: pytest.CaptureFixture[str]) -> None:
     ns = f"inc-{secrets.token_hex(4)}"
-    batches = _attack(ns)
+    batches = attack(ns)
     (iid, _), = latest(batches).items()
     with grpc.insecure_channel(backends_collector.otlp_grpc) as channel:
         for b in batches:

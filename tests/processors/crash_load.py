@@ -29,11 +29,12 @@ class Service:
     """``otelguard processor`` restarted on the same config, ports and state directory
     (``processors``: the YAML list of its stages)."""
 
-    def __init__(self, tmp: Path, downstream: str, processors: str) -> None:
+    def __init__(self, tmp: Path, downstream: str, processors: str,
+                 flush_interval: float = 0.2) -> None:
         self.port, self.metrics = free_port(), free_port()
         self.config = tmp / "pipeline.yaml"
         self.config.write_text(
-            f"service: {{state_dir: {tmp / 'state'}, flush_interval_seconds: 0.2,"
+            f"service: {{state_dir: {tmp / 'state'}, flush_interval_seconds: {flush_interval},"
             " tls: {insecure: true}}\n"
             "forward: {tls: {insecure: true}}\n"
             f"exporters: ['otlp:{downstream}']\n"

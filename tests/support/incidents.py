@@ -99,3 +99,34 @@ def latest(batches: list[Any]) -> dict[str, tuple[dict[str, PyValue], LogRecord]
 
 def resource_of(rl: ResourceLogs) -> dict[str, PyValue]:
     return attrs_dict(rl.resource.attributes)
+
+
+def attack(ns: str, close: bool = False) -> list[Any]:
+    """A shell reads /etc/shadow, then nc connects out (one process tree, trace ``trace(ns)``),
+    through the real noise_control and incidents stages: what a processor would send on,
+    the incident's version included (shut down at the end: the pending version leaves). With
+    ``close`` the incident is also closed (idle for its 0.2 s window): a last, closed version."""
+    from otelguard.processors import registry
+    from otelguard.processors.incidents import Config
+    from otelguard.processors.pipeline import Pipeline
+
+    incidents = registry.create("incidents", Config(idle_seconds=0.2) if close else None)
+    pipeline = Pipeline([("noise_control", registry.create("noise_control")),
+                         ("incidents", incidents)])
+    pipeline.start()
+    res, tr = pod(name="web-7d9f-abcde", ns=ns), trace(ns)
+    cat = event(S.EV_FILE_OPEN, 201, tr, ppid=200, attrs={
+        S.PROCESS_EXECUTABLE_PATH: "/bin/cat", S.PROCESS_COMMAND_LINE: "cat /etc/shadow",
+        S.FILE_PATH: "/etc/shadow", S.FILE_OPEN_FLAGS: "O_RDONLY"})
+    nc = event(S.EV_NETWORK_CONNECT, 202, tr, ppid=200, t=10**9, attrs={
+        S.PROCESS_EXECUTABLE_PATH: "/usr/bin/nc", S.NETWORK_PEER_ADDRESS: "203.0.113.9",
+        S.NETWORK_PEER_PORT: 4444})
+    out = [pipeline.process(batch(res, [cat], [detection(
+        cat, "Read sensitive file untrusted", 13, "credential_access", "T1555")])).batch,
+           pipeline.process(batch(res, [nc], [detection(
+               nc, "Outbound connection to C2", 17, "command_and_control", "T1071")])).batch]
+    if close:
+        out += pipeline.flush()  # version 1, open
+        time.sleep(0.3)
+        out += pipeline.flush()  # idle past the window: version 2, closed
+    return out + pipeline.shutdown()

@@ -356,6 +356,14 @@ class Loki(Component):
             raise StackError(f"loki query {logql!r}: {body}")
         return dict(body["data"])
 
+    def query(self, logql: str) -> dict[str, Any]:
+        """``/loki/api/v1/query`` (an instant query, as a Grafana table runs one) now."""
+        q = urllib.parse.urlencode({"query": logql, "time": str(time.time_ns())})
+        body = get_json(f"{self.url}/loki/api/v1/query?{q}", timeout=30.0)
+        if body.get("status") != "success":
+            raise StackError(f"loki query {logql!r}: {body}")
+        return dict(body["data"])
+
     def series(self, selector: str, since_s: float = 3600.0) -> list[dict[str, str]]:
         """Index label sets of the streams matching ``selector`` (no structured metadata)."""
         now_ns = time.time_ns()
@@ -435,12 +443,14 @@ class ProcessorService(Component):
 
     def __init__(self, workdir: Path, export: str, extra_args: Sequence[str] = (),
                  listen_tls: Sequence[str] = ("--insecure",),
-                 export_tls: Sequence[str] = ("--export-insecure",)) -> None:
+                 export_tls: Sequence[str] = ("--export-insecure",),
+                 host: str = "127.0.0.1", grpc_port: Optional[int] = None) -> None:
         super().__init__(workdir)
         self.listen_tls = list(listen_tls)  # --insecure, or --tls-cert/--tls-key/--token-file
         self.export_tls = list(export_tls)  # --export-insecure, or --export-ca/...
-        self.grpc_port, self.metrics_port = free_port(), free_port()
-        self.endpoint = f"127.0.0.1:{self.grpc_port}"
+        self.host = host  # another loopback address (127.0.0.2, ...) stands for another pod
+        self.grpc_port, self.metrics_port = grpc_port or free_port(), free_port()
+        self.endpoint = f"{host}:{self.grpc_port}"
         self.metrics = f"127.0.0.1:{self.metrics_port}"
         self.export = export
         self.extra_args = list(extra_args)
@@ -455,7 +465,7 @@ class ProcessorService(Component):
         if http_get(f"http://{self.metrics}/metrics", 2.0)[0] != 200:
             return False
         with socket.socket() as s:
-            return s.connect_ex(("127.0.0.1", self.grpc_port)) == 0
+            return s.connect_ex((self.host, self.grpc_port)) == 0
 
 
 class Agent(Component):

@@ -21,13 +21,16 @@ from otelguard.config.builder import (
     load_file,
     load_section,
 )
+from otelguard.config.duration import parse_duration
 from otelguard.config.environment import EnvVar
+from otelguard.config.files import fsync_dir, write_atomic
 from otelguard.config.errors import Checks, ConfigError, ConfigIssue, InvalidFields
 from otelguard.config.reader import (
     LocatedDict,
     LocatedList,
     line_of,
     load_yaml,
+    load_yaml_documents,
     own_line,
     read_yaml_file,
 )
@@ -35,8 +38,8 @@ from otelguard.config.schema import document_schema, render, schema_of
 
 __all__ = [
     "INTERNAL", "Checks", "ConfigError", "ConfigIssue", "Custom", "EnvVar", "InvalidFields",
-    "Issues",
+    "Issues", "fsync_dir", "parse_duration", "write_atomic",
     "LocatedDict", "LocatedList", "build", "describe", "document_schema", "from_mapping", "join",
-    "line_of", "load_file", "load_section", "load_yaml", "own_line", "read_yaml_file", "render",
+    "line_of", "load_file", "load_section", "load_yaml", "load_yaml_documents", "own_line", "read_yaml_file", "render",
     "schema_of",
 ]

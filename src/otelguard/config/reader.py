@@ -84,6 +84,18 @@ def load_yaml(text: str, source: str = "<string>", text_scalars: bool = False) -
         raise ConfigError([ConfigIssue("", f"invalid YAML: {exc}", source, line)]) from exc
 
 
+def load_yaml_documents(text: str, source: str = "<string>") -> list[Any]:
+    """Every document of a ``---``-separated YAML stream, keeping line numbers (policy files
+    hold several ``kind:`` documents, as Kubernetes manifests do); empty documents are left out."""
+    try:
+        docs = list(yaml.load_all(text, Loader=_LineLoader))  # noqa: S506  # SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        raise ConfigError([ConfigIssue("", f"invalid YAML: {exc}", source, line)]) from exc
+    return [d for d in docs if d is not None]
+
+
 def read_yaml_file(path: Union[str, Path]) -> Any:
     """Read and parse a config file once; unreadable or malformed is a :class:`ConfigError`."""
     p = Path(path)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional, Sequence
 
+from otelguard.config import parse_duration
 from otelguard.processors import errors, registry
 from otelguard.processors.config import ProcessorSpec
 from otelguard.processors.errors import ConfigError, ProcessorsError
@@ -53,18 +54,6 @@ def apply_rules(specs: Sequence[ProcessorSpec],
     return tuple(out)
 
 
-def parse_duration(text: str) -> float:
-    """``24h``, ``90m``, ``300s``, ``2d`` or plain seconds, as seconds (ValueError if not)."""
-    units = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-    value = text.strip()
-    scale = units.get(value[-1:].lower(), 0.0)
-    number = float(value[:-1] if scale else value)
-    seconds = number * (scale or 1.0)
-    if seconds <= 0:
-        raise ValueError(f"expected a positive duration, got {text!r}")
-    return seconds
-
-
 def apply_profiles(specs: Sequence[ProcessorSpec], directory: Optional[str],
                    learn_for: Optional[str]) -> tuple[ProcessorSpec, ...]:
     """``--profiles DIR [--learn-for DURATION]``: the pipeline's profiles stage gets that
@@ -103,8 +92,10 @@ def _profiles_config(config: object, changes: dict[str, object]) -> object:
 
 def apply_incidents(specs: Sequence[ProcessorSpec], enabled: bool) -> tuple[ProcessorSpec, ...]:
     """``otelguard run``: an incidents stage last (after noise_control, so every detection it
-    cites left the pipeline) unless the pipeline has one or ``--no-incidents`` was given."""
+    cites left the pipeline; before a response stage, which responds to incidents too) unless
+    the pipeline has one or ``--no-incidents`` was given."""
     if not enabled or any(spec.type == "incidents" for spec in specs):
         return tuple(specs)
-    return (*specs, ProcessorSpec("incidents", "incidents",
-                                  registry.unit("incidents").default_config()))
+    at = next((i for i, spec in enumerate(specs) if spec.type == "response"), len(specs))
+    incidents = ProcessorSpec("incidents", "incidents", registry.unit("incidents").default_config())
+    return (*specs[:at], incidents, *specs[at:])

@@ -8,7 +8,7 @@ whole service. The module must expose ``Config`` and ``create`` (other attribute
 given in the entry). ``rules_field`` names the Config field that ``--rules FILE`` fills.
 
 Pipeline order (docs/architecture.md#processor-pipeline): k8s enrichment -> detection ->
-profiles -> noise control -> incidents.
+profiles -> noise control -> incidents -> response.
 """
 
 from __future__ import annotations
@@ -77,6 +77,9 @@ register(ProcessorEntry("noise_control", "otelguard.processors.noise",
                         description="throttle repeats per distinct detection key"))
 register(ProcessorEntry("incidents", "otelguard.processors.incidents",
                         description="detections grouped into incidents told as cited stories"))
+register(ProcessorEntry("response", "otelguard.processors.response",
+                        description="response policies -> requests a human approves, actions, "
+                        "audit chain"))
 
 
 def type_names() -> list[str]:

@@ -194,3 +194,30 @@ def test_a_restart_reads_open_incidents_back_from_the_journal(tmp_path: Path) ->
     assert attrs[S.INCIDENT_VERSION] == 2 and attrs[S.INCIDENT_STEPS] == 2
     again.shutdown()
     stage.shutdown()
+
+
+def test_a_restart_never_re_emits_a_version_uid_with_other_content(tmp_path: Path) -> None:
+    """Journaled after an acknowledged detection, killed before the drain that would tell it:
+    the restart tells it as version 2 (version 1's uid keeps version 1's words)."""
+    clock = Clock()
+    stage = IncidentsStage(Config(), clock=clock)
+    stage.open_state(tmp_path / "incidents.journal", 1 << 20)
+    b1, b2 = chain(trace("k"), pod())
+    stage.process(b1)
+    (iid, (v1, rec1)), = latest(stage.drain(False)).items()
+    stage.journal_write().run()  # type: ignore[union-attr]  # the drain changed it: a write
+    stage.process(b2)  # acknowledged: journaled before the answer
+    stage.journal_write().run()  # type: ignore[union-attr]
+    again = IncidentsStage(Config(), clock=clock)  # SIGKILL here: no drain, no shutdown
+    again.open_state(tmp_path / "incidents.journal", 1 << 20)
+    attrs, rec = latest(again.drain(False))[iid]
+    assert attrs[S.INCIDENT_VERSION] == 2 and attrs[S.INCIDENT_STEPS] == 2
+    assert attrs[S.LOG_RECORD_UID] != v1[S.LOG_RECORD_UID]
+    # a second restart with nothing new re-emits version 2 word for word
+    again.journal_write().run()  # type: ignore[union-attr]
+    third = IncidentsStage(Config(), clock=clock)
+    third.open_state(tmp_path / "incidents.journal", 1 << 20)
+    attrs3, rec3 = latest(third.drain(False))[iid]
+    assert attrs3 == attrs and rec3.body.string_value == rec.body.string_value
+    for s in (stage, again, third):
+        s.shutdown()

@@ -562,9 +562,11 @@ def test_malformed_input_passes_through_untouched(src: InMemorySource, clock: Cl
 
 
 def test_unreachable_configuration_is_a_clear_error(tmp_path: Any) -> None:
-    from otelguard.processors.k8s.source import K8sAccessError
+    from otelguard.kube import KubeAccessError
+    from otelguard.processors.errors import ProcessorsError
 
     missing = tmp_path / "nope.kubeconfig"
     e = K8sEnricher(Config(kubeconfig=str(missing), wait_for_sync_seconds=0))
-    with pytest.raises(K8sAccessError, match="nope.kubeconfig"):
+    with pytest.raises(ProcessorsError, match="k8s_attributes: .*nope.kubeconfig") as info:
         e.start()
+    assert isinstance(info.value.__cause__, KubeAccessError)

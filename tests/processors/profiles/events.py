@@ -11,6 +11,9 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 
 from otelguard import semconv as S
 from otelguard.otlp.messages import PyValue, attrs_dict, iter_log_records, set_attrs
+from otelguard.processors.profiles import ProfilesStage
+from otelguard.processors.stage import Stage
+from tests.support.fake_time import FakeTime
 
 T0 = 1_763_900_000.0  # wall-clock seconds the tests' FakeTime starts at
 _uids = itertools.count(1)
@@ -112,3 +115,21 @@ def detections(req: ExportLogsServiceRequest) -> list[tuple[dict[str, PyValue], 
             if rec.event_name == S.EV_DETECTION
             and attrs_dict(rec.attributes).get(S.SECURITY_RULE_RULESET_NAME)
             == "otelguard_profiles"]
+
+
+def benign_traffic(stage: Stage, *extra: Event) -> None:
+    """One time bucket of the benign workload k8s/shop/Deployment/cart/web: three pods, each
+    resolving its database, listening on 8080 and writing a file of its own."""
+    for uid in ("a", "b", "c"):
+        stage.process(batch(pod(uid), dns("db.shop.svc.cluster.local"), listen(8080),
+                            open_(f"/tmp/up-{uid}"), *extra))
+
+
+def learn_to_the_end(stage: ProfilesStage, clock: FakeTime, *extra: Event) -> None:
+    """Two buckets of :func:`benign_traffic` (the stage configured with learn_seconds=800,
+    bucket_seconds=100), then past the window and one sync: the profile is learned."""
+    for _ in range(2):
+        benign_traffic(stage, *extra)
+        clock.now += 100
+    clock.now = T0 + 801
+    stage.sync()

@@ -35,20 +35,10 @@ def _config(directory: Path) -> Config:
                   save_interval_seconds=3600)  # the sync is driven by hand
 
 
-def _traffic(stage: ProfilesStage, *extra: ev.Event) -> None:
-    for uid in ("a", "b", "c"):
-        stage.process(ev.batch(ev.pod(uid), ev.dns("db.shop.svc.cluster.local"),
-                               ev.listen(8080), ev.open_(f"/tmp/up-{uid}"), *extra))
-
-
 def _learn(tmp_path: Path, clock: FakeTime) -> ProfilesStage:
     stage = ProfilesStage(_config(tmp_path), clock.clock)
     stage.start()
-    for _ in range(2):
-        _traffic(stage)
-        clock.now += 100
-    clock.now = ev.T0 + 801
-    stage.sync()
+    ev.learn_to_the_end(stage, clock)
     return stage
 
 
@@ -57,16 +47,16 @@ def test_learning_state_survives_a_restart_and_a_crash_loses_at_most_one_save_in
     clock = FakeTime(ev.T0)
     first = ProfilesStage(_config(tmp_path), clock.clock)
     first.start()
-    _traffic(first)  # bucket 0
+    ev.benign_traffic(first)  # bucket 0
     first.shutdown()
     doc = yaml.safe_load((tmp_path / file_name(WORKLOAD)).read_text())
     assert doc["kind"] == "WorkloadProfile" and doc["status"]["state"] == LEARNING
     clock.now += 100
     second = ProfilesStage(_config(tmp_path), clock.clock)
     second.start()
-    _traffic(second)  # bucket 1: only with bucket 0's evidence from the file is it learned
+    ev.benign_traffic(second)  # bucket 1: only with bucket 0's evidence from the file is it learned
     second.sync()  # the periodic save
-    _traffic(second, ev.dns("unsaved.example"), ev.dns("unsaved.example"))
+    ev.benign_traffic(second, ev.dns("unsaved.example"), ev.dns("unsaved.example"))
     # a crash now (no shutdown): the next start reads what the last save wrote
     clock.now = ev.T0 + 801
     third = ProfilesStage(_config(tmp_path), clock.clock)

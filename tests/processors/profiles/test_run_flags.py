@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from otelguard.config import ConfigError
-from otelguard.processors.default_pipeline import apply_profiles, default_specs, parse_duration
+from otelguard.config import parse_duration
+from otelguard.processors.default_pipeline import apply_profiles, default_specs
 
 
 def test_profiles_flag_adds_the_stage_before_noise_control() -> None:

@@ -61,3 +61,30 @@ helm.sh/chart: {{ printf "%s-%s" .ctx.Chart.Name .ctx.Chart.Version }}
 {{- else -}}{{ fail (printf "collector.resources.limits.memory %q: give it in Mi or Gi" .) }}
 {{- end -}}
 {{- end -}}
+
+{{/* The processor's stages: processor.stages, with the profiles stage right after falco_rules
+when processor.profiles.enabled (docs/profiles.md#profiles-in-a-cluster). */}}
+{{- define "otelguard.processorStages" -}}
+{{- $p := .Values.processor }}
+{{- $stages := list }}
+{{- $placed := false }}
+{{- range $p.stages }}
+{{- $stages = append $stages . }}
+{{- if and $p.profiles.enabled (eq .type "falco_rules") (not $placed) }}
+{{- if not (has $p.profiles.store (list "kube" "dir")) }}
+{{- fail (printf "processor.profiles.store: %q is neither kube nor dir" $p.profiles.store) }}
+{{- end }}
+{{- $store := dict "kind" $p.profiles.store }}
+{{- if eq $p.profiles.store "kube" }}
+{{- $_ := set $store "namespace" $.Release.Namespace }}
+{{- end }}
+{{- $config := mergeOverwrite (dict "store" $store) (deepCopy $p.profiles.config) }}
+{{- $stages = append $stages (dict "type" "profiles" "name" "profiles" "config" $config) }}
+{{- $placed = true }}
+{{- end }}
+{{- end }}
+{{- if and $p.profiles.enabled (not $placed) }}
+{{- fail "processor.profiles.enabled: processor.stages has no falco_rules stage to follow" }}
+{{- end }}
+{{- toYaml $stages }}
+{{- end -}}

@@ -23,7 +23,7 @@ import urllib.request
 from typing import Any, Optional
 
 from otelguard import semconv as S
-from otelguard.processors.default_pipeline import parse_duration
+from otelguard.config import parse_duration
 from otelguard.transport.console import render_incident
 from otelguard.transport.controls import visible
 

@@ -64,10 +64,13 @@ class Incident:
     detections: int = 0  # detection records folded in (counts of throttle stops included)
     untold: int = 0  # distinct detections past max_steps: counted, not told
     version: int = 0  # the last version emitted
+    told: str = ""  # fingerprint of that version's record (records.fingerprint)
     status: str = "open"
     narration: Optional[Narration] = None
     dirty: bool = True  # changed since the last version emitted
-    reemit: bool = False  # restored from the journal: emit the last version again
+    # restored from the journal: emit the last version again if the restored state still tells
+    # it word for word (same fingerprint), else a new version
+    reemit: bool = False
 
     def step_for(self, key: tuple[Any, ...]) -> Optional[Step]:
         for s in self.steps:

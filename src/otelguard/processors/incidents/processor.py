@@ -14,7 +14,9 @@ Crash safety, as noise_control's (processors/journal.py): with the service's ``s
 change of an open incident is written to ``<state_dir>/<stage name>.journal``; a request whose
 detections changed an incident is answered only after that is fsynced, and a flush persists the
 new versions before it forwards them. A restart reads the open incidents back and re-emits their
-last version (same uid). What a SIGKILL loses: raw-event counts and child-process links learnt
+last version (same uid, word for word: the journal keeps each version's fingerprint); an incident
+whose journaled state says more than its last version (a detection acknowledged before the flush
+that would have told it) gets a new version instead. What a SIGKILL loses: raw-event counts and child-process links learnt
 since the last persist (at most one flush interval), and the memory of which folded detection
 uids (beyond each step's first) were already counted, so a caller's retry of such a request
 after the crash counts them again. Without ``state_dir`` a crash loses every open incident: the
@@ -41,7 +43,7 @@ from otelguard.processors.incidents.config import Config
 from otelguard.processors.incidents.grouping import Grouper
 from otelguard.processors.incidents.incident import Incident, Narration
 from otelguard.processors.incidents.narrator import Narrator
-from otelguard.processors.incidents.records import incident_record
+from otelguard.processors.incidents.records import fingerprint, incident_record
 from otelguard.processors.incidents.templates import story
 from otelguard.processors.journal import Journal, JournalWrite, pack, replay, unpack
 from otelguard.processors.profiles.workload import of_host_record, of_resource
@@ -181,7 +183,7 @@ class IncidentsStage:
                     if isinstance(trigger, str) and trigger:
                         wanted.add(trigger)
                     found.append((res, origin, rec, attrs))
-        triggers = self._triggers(batch, wanted) if wanted else {}
+        triggers = trigger_records(batch, wanted) if wanted else {}
         for res, origin, rec, attrs in sorted(found, key=lambda f: f[2].time_unix_nano):
             trig = triggers.get(str(attrs.get(S.TRIGGER_RECORD_UID) or ""))
             facts = trig or attrs
@@ -201,22 +203,6 @@ class IncidentsStage:
                 self._changed[inc.id] = inc
                 self.state_version += 1
 
-    @staticmethod
-    def _triggers(batch: ExportLogsServiceRequest, wanted: set[str]) -> dict[str, dict[str, Any]]:
-        """The raw records (by uid) that the batch's detections name as their triggers."""
-        out: dict[str, dict[str, Any]] = {}
-        for rl in batch.resource_logs:
-            for sl in rl.scope_logs:
-                for rec in sl.log_records:
-                    if rec.event_name == S.EV_DETECTION or rec.event_name == S.EV_INCIDENT:
-                        continue
-                    for kv in rec.attributes:
-                        if kv.key == S.LOG_RECORD_UID:
-                            if kv.value.string_value in wanted:
-                                out[kv.value.string_value] = attrs_dict(rec.attributes)
-                            break
-        return out
-
     # --- releasing versions ----------------------------------------------------------------------
 
     def drain(self, final: bool) -> list[Batch]:
@@ -234,15 +220,23 @@ class IncidentsStage:
                 if not (inc.dirty or inc.reemit):
                     continue
                 reason = "reemitted"
+                if not inc.dirty:
+                    told = story(inc)
+                    record = incident_record(inc, told, self.config.links)
+                    # the journal may hold more than that version said (a detection
+                    # acknowledged, or events and child links persisted, before the crash)
+                    inc.dirty = fingerprint(record) != inc.told
                 if inc.dirty:
                     inc.version += 1
                     reason = "opened" if inc.version == 1 else (
                         "closed" if inc.status == "closed" else "changed")
+                    told = story(inc)
+                    record = incident_record(inc, told, self.config.links)
+                    inc.told = fingerprint(record)
                     if inc.status == "open":
                         self._changed[inc.id] = inc
                 inc.dirty = inc.reemit = False
-                told = story(inc)
-                out.resource_logs.append(incident_record(inc, told, self.config.links))
+                out.resource_logs.append(record)
                 metrics.records.labels(reason).inc()
                 self.emitted.append((inc.id, inc.version, inc.status, inc.severity()[1],
                                      told.title))
@@ -265,6 +259,24 @@ class IncidentsStage:
     def open_incidents(self) -> list[Incident]:
         with self._lock:
             return list(self.grouper.incidents.values())
+
+
+def trigger_records(batch: ExportLogsServiceRequest, wanted: set[str]
+                    ) -> dict[str, dict[str, Any]]:
+    """The raw records (by uid) that the batch's detections name as their triggers (the
+    response stage reads their pid and peer the same way)."""
+    out: dict[str, dict[str, Any]] = {}
+    for rl in batch.resource_logs:
+        for sl in rl.scope_logs:
+            for rec in sl.log_records:
+                if rec.event_name == S.EV_DETECTION or rec.event_name == S.EV_INCIDENT:
+                    continue
+                for kv in rec.attributes:
+                    if kv.key == S.LOG_RECORD_UID:
+                        if kv.value.string_value in wanted:
+                            out[kv.value.string_value] = attrs_dict(rec.attributes)
+                        break
+    return out
 
 
 def create(config: Config) -> IncidentsStage:

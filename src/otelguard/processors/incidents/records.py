@@ -4,11 +4,13 @@
 ``otelguard.stream=incident`` (its own Loki stream and Collector route), scope
 ``otelguard.processors``; severity after chaining; the body is the story; ``trace_id`` is the
 first step's. Attributes: docs/architecture.md#incident-records. ``log.record.uid`` derives from
-the incident id and version, so a version re-emitted after a restart is recognisably the same.
+the incident id and version, so a version re-emitted after a restart is recognisably the same;
+:func:`fingerprint` makes sure it is also word for word the same (one uid, one content).
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 from typing import Any
 
@@ -71,3 +73,14 @@ def incident_record(inc: Incident, story: Story, config: LinksConfig) -> Resourc
     attrs.update(links(inc, config))
     set_attrs(rec.attributes, attrs)
     return rl
+
+
+def fingerprint(rl: ResourceLogs) -> str:
+    """A digest of what an incident record says (everything but its observed time): a version
+    is re-emitted under its uid only while the incident still tells it the same."""
+    rec = rl.scope_logs[0].log_records[0]
+    observed = rec.observed_time_unix_nano
+    rec.observed_time_unix_nano = 0
+    digest = hashlib.blake2b(rl.SerializeToString(deterministic=True), digest_size=16).hexdigest()
+    rec.observed_time_unix_nano = observed
+    return digest

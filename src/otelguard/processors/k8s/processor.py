@@ -48,13 +48,15 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span
 from prometheus_client import Counter
 
 from otelguard import semconv, telemetry
+from otelguard.kube import KubeAccessError, api_client_from
 from otelguard.otlp.messages import count_item_records
 from otelguard.processors.k8s.cache import K8sCache
 from otelguard.processors.k8s.config import Config
 from otelguard.processors.k8s.identity import drop_claims, mismatch_detection, sender_node
 from otelguard.processors.k8s.journal import HoldJournal
 from otelguard.processors.k8s.peers import PeerResolver, may_have_peer
-from otelguard.processors.k8s.source import ApiServerSource, K8sSource, Kind, api_client_from
+from otelguard.processors.k8s.source import ApiServerSource, K8sSource, Kind
+from otelguard.processors.errors import ProcessorsError
 from otelguard.processors.k8s.writer import AttributeWriter
 from otelguard.processors.journal import JournalWrite
 from otelguard.processors.stage import Batch
@@ -173,8 +175,12 @@ class K8sEnricher:
     def start(self) -> None:
         if self._source is None:
             cfg = self.config
+            try:
+                api_client = api_client_from(cfg.kubeconfig, cfg.context)
+            except KubeAccessError as exc:  # stops startup with the reason
+                raise ProcessorsError(f"k8s_attributes: {exc}") from exc
             self._source = ApiServerSource(
-                api_client_from(cfg.kubeconfig, cfg.context),
+                api_client,
                 watch_timeout_seconds=cfg.watch_timeout_seconds,
                 max_backoff_seconds=cfg.max_backoff_seconds,
                 page_size=cfg.list_page_size,

@@ -23,13 +23,13 @@ import random
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Optional, Protocol
+from typing import Any, Iterator, Optional, Protocol
 
-from otelguard.processors.errors import ProcessorsError
+from otelguard.kube.errors import Expired, http_status
+from otelguard.kube.stream import Obj as Obj  # re-exported: the k8s modules import it here
+from otelguard.kube.stream import events, shutdown_response
 
 log = logging.getLogger(__name__)
-
-Obj = dict[str, Any]
 
 
 class Kind(enum.Enum):
@@ -150,10 +150,6 @@ class InMemorySource:
 # --- Real API server ------------------------------------------------------------------------
 
 
-class WatchExpired(Exception):
-    """The resourceVersion we watch from is older than the server keeps (410 Gone): relist."""
-
-
 @dataclass
 class ReflectorStats:
     """Per-kind counters for tests and logs (not exported as metrics: debugging aid)."""
@@ -169,8 +165,8 @@ class ReflectorStats:
 class ApiServerSource:
     """Lists and watches the API server through the official client (``kubernetes`` package).
 
-    ``api_client`` is a ``kubernetes.client.ApiClient``; :func:`api_client_from` builds one from a
-    kubeconfig or the in-cluster service account. Each kind has its own thread and HTTP
+    ``api_client`` is a ``kubernetes.client.ApiClient``; :func:`otelguard.kube.api_client_from`
+    builds one from a kubeconfig or the in-cluster service account. Each kind has its own thread and HTTP
     connection. ``stop`` shuts the open watch responses down, so it returns within a second.
     """
 
@@ -222,7 +218,7 @@ class ApiServerSource:
         with self._resp_lock:
             responses = list(self._responses.values())
         for resp in responses:
-            _shutdown_response(resp)
+            shutdown_response(resp)
         for t in self._threads:
             t.join(timeout=5.0)
         self._threads.clear()
@@ -257,7 +253,7 @@ class ApiServerSource:
                         sink.delete(kind, obj)
                     backoff = 0.2
                 # The server ended the watch (timeout_seconds): re-watch from rv at once.
-            except WatchExpired:
+            except Expired:
                 stats.expired += 1
                 log.info("k8s %s: resourceVersion %s expired; relisting", kind.plural, rv)
                 rv = None
@@ -266,7 +262,7 @@ class ApiServerSource:
                     break
                 stats.errors += 1
                 stats.last_error = f"{type(exc).__name__}: {exc}"[:300]
-                if _http_status(exc) == 410:
+                if http_status(exc) == 410:
                     stats.expired += 1
                     rv = None
                 log.warning("k8s %s: %s; retrying in %.1fs", kind.plural, stats.last_error,
@@ -308,21 +304,14 @@ class ApiServerSource:
         try:
             if self._stop.is_set():
                 return
-            for line in _lines(resp):
-                event = json.loads(line)
-                event_type = event.get("type")
-                obj = event.get("object") or {}
-                if event_type == "ERROR":
-                    if obj.get("code") == 410:
-                        raise WatchExpired(obj.get("message", "410 Gone"))
-                    raise RuntimeError(f"watch error: {obj.get('message', obj)}")
-                yield str(event_type), obj
+            for event_type, obj in events(resp):  # an ERROR event raises (410: Expired)
+                yield event_type, obj
                 if self._stop.is_set():
                     return
         finally:
             with self._resp_lock:
                 self._responses.pop(kind, None)
-            _shutdown_response(resp)
+            shutdown_response(resp)
 
     def _call(self, kind: Kind, kwargs: dict[str, Any], stream: bool) -> Any:
         """One list or watch through the client's generated API (auth and TLS from its
@@ -346,66 +335,3 @@ _LISTERS = {
     Kind.JOB: ("BatchV1Api", "list_job_for_all_namespaces"),
     Kind.ENDPOINTSLICE: ("DiscoveryV1Api", "list_endpoint_slice_for_all_namespaces"),
 }
-
-
-def _lines(resp: Any) -> Iterator[bytes]:
-    """Newline-delimited JSON events of a watch response, as they arrive."""
-    pending = b""
-    for chunk in resp.stream(amt=None, decode_content=False):
-        pending += chunk
-        while True:
-            nl = pending.find(b"\n")
-            if nl < 0:
-                break
-            line, pending = pending[:nl], pending[nl + 1:]
-            if line.strip():
-                yield line
-    if pending.strip():
-        yield pending
-
-
-def _shutdown_response(resp: Any) -> None:
-    """Unblock a thread reading ``resp`` and free the connection (urllib3 >= 2.3 has shutdown)."""
-    for method in ("shutdown", "close"):
-        fn: Optional[Callable[[], None]] = getattr(resp, method, None)
-        if fn is not None:
-            try:
-                fn()
-            except Exception:  # already closed: nothing left to free
-                pass
-
-
-def _http_status(exc: BaseException) -> Optional[int]:
-    status = getattr(exc, "status", None)
-    return status if isinstance(status, int) else None
-
-
-class K8sAccessError(ProcessorsError):
-    """No way to reach the API server was configured (stops startup with the reason)."""
-
-
-def api_client_from(kubeconfig: str = "", context: str = "") -> Any:
-    """A ``kubernetes.client.ApiClient``: from ``kubeconfig`` if given, else in-cluster if we run in
-    a pod, else the default kubeconfig. Never touches the client's global default configuration.
-    Raises :class:`K8sAccessError` naming what was tried."""
-    from kubernetes import client, config
-
-    # The loaders are untyped in the client; name their types once here.
-    from_file: Callable[..., Any] = config.new_client_from_config
-    incluster: Callable[..., None] = config.load_incluster_config
-    try:
-        if kubeconfig:
-            return from_file(config_file=kubeconfig, context=context or None)
-        try:
-            cfg = client.Configuration()
-            incluster(client_configuration=cfg)
-            return client.ApiClient(configuration=cfg)
-        except config.ConfigException:
-            return from_file(context=context or None)
-    except (config.ConfigException, OSError, ValueError, TypeError) as exc:
-        tried = f"kubeconfig {kubeconfig!r}" if kubeconfig else (
-            "the in-cluster service account and the default kubeconfig")
-        raise K8sAccessError(
-            f"k8s_attributes: cannot configure Kubernetes API access from {tried}"
-            f"{f' (context {context!r})' if context else ''}: {type(exc).__name__}: {exc}"
-        ) from exc

@@ -42,23 +42,36 @@ def _entries(spec: Spec) -> int:
     return sum(len(getattr(spec, key)) for key in SPEC_KEYS)
 
 
+HEADER = (f"{'WORKLOAD':60} {'STATE':9} {'ENTRIES':>7} {'QUARANTINED':>11} {'TAINTED':>7} "
+          f"{'PARTIAL':>7}\n")
+
+
+def row(doc: ProfileDocument) -> str:
+    """One ``list`` line; an approved profile whose spec lost its hash shows as TAMPERED."""
+    st = doc.status
+    state: str = st.state
+    if state == "approved" and (st.approval is None
+                                or st.approval.content_hash != content_hash(doc.spec)):
+        state = "TAMPERED"
+    return (f"{doc.metadata.workload:60} {state:9} {_entries(doc.spec):>7} "
+            f"{len(st.quarantine):>11} {len(st.tainted):>7} {'yes' if st.partial else 'no':>7}\n")
+
+
 def list_main(args: argparse.Namespace) -> int:
+    if args.kube:
+        from otelguard.processors.profiles import cluster_cli
+        return cluster_cli.list_main(args)
+    if not args.directory:
+        sys.stderr.write("otelguard profile list: give DIR (or --kube)\n")
+        return 2
     bad = 0
-    sys.stdout.write(f"{'WORKLOAD':60} {'STATE':9} {'ENTRIES':>7} {'QUARANTINED':>11} "
-                     f"{'TAINTED':>7} {'PARTIAL':>7}\n")
+    sys.stdout.write(HEADER)
     for path in _files(args.directory):
         doc = _load(path, sys.stderr)
         if doc is None:
             bad += 1
             continue
-        st = doc.status
-        state: str = st.state
-        if state == "approved" and (st.approval is None
-                                    or st.approval.content_hash != content_hash(doc.spec)):
-            state = "TAMPERED"
-        sys.stdout.write(f"{doc.metadata.workload:60} {state:9} {_entries(doc.spec):>7} "
-                         f"{len(st.quarantine):>11} {len(st.tainted):>7} "
-                         f"{'yes' if st.partial else 'no':>7}\n")
+        sys.stdout.write(row(doc))
     return 1 if bad else 0
 
 
@@ -74,11 +87,18 @@ def _spec_lines(spec: Spec) -> list[str]:
 
 
 def show_main(args: argparse.Namespace) -> int:
+    if args.kube:
+        from otelguard.processors.profiles import cluster_cli
+        return cluster_cli.show_main(args)
     doc = _load(Path(args.file), sys.stderr)
     if doc is None:
         return 1
+    show(doc, sys.stdout)
+    return 0
+
+
+def show(doc: ProfileDocument, out: TextIO) -> None:
     st = doc.status
-    out = sys.stdout
     out.write(f"workload  {doc.metadata.workload}\nrevision  {doc.metadata.revision}\n"
               f"state     {st.state}\nhash      {content_hash(doc.spec)}\n")
     if st.approval:
@@ -97,46 +117,63 @@ def show_main(args: argparse.Namespace) -> int:
         out.write(f"  allow   {line}\n")
     for q in st.quarantine:
         out.write(f"  quarantined {q.kind}: {q.value} ({q.reason}; {q.observations} seen)\n")
-    return 0
 
 
 def diff_main(args: argparse.Namespace) -> int:
     """Entries added and removed between two versions of a profile (exit 1 when they differ)."""
+    if args.kube:
+        from otelguard.processors.profiles import cluster_cli
+        return cluster_cli.diff_main(args)
     old, new = _load(Path(args.old), sys.stderr), _load(Path(args.new), sys.stderr)
     if old is None or new is None:
         return 2
+    return diff(old, new, sys.stdout)
+
+
+def diff(old: ProfileDocument, new: ProfileDocument, out: TextIO) -> int:
     before, after = set(_spec_lines(old.spec)), set(_spec_lines(new.spec))
     for line in sorted(after - before):
-        sys.stdout.write(f"+ {line}\n")
+        out.write(f"+ {line}\n")
     for line in sorted(before - after):
-        sys.stdout.write(f"- {line}\n")
+        out.write(f"- {line}\n")
     if old.status.state != new.status.state:
-        sys.stdout.write(f"~ state: {old.status.state} -> {new.status.state}\n")
+        out.write(f"~ state: {old.status.state} -> {new.status.state}\n")
     return 1 if before != after else 0
+
+
+def approved(doc: ProfileDocument, by: str, accept_taint: bool = False,
+             now: Optional[float] = None, where: str = "") -> ProfileDocument:
+    """``doc`` with its current spec approved: approver, time, content hash, revision + 1.
+    ValueError (naming ``where``) when refused: still learning, or tainted without
+    ``accept_taint``."""
+    st = doc.status
+    where = where or doc.metadata.workload
+    if st.state == "learning":
+        raise ValueError(f"{where}: still learning (until "
+                         f"{st.learning.ends if st.learning else '?'}); approve when learned")
+    if st.state == "tainted" and not accept_taint:
+        rules = ", ".join(sorted({t.rule for t in st.tainted}))
+        raise ValueError(f"{where}: learning was tainted by rule detections ({rules}); review "
+                         "them and the spec, then approve with --accept-taint")
+    approval = Approval(by, iso(time.time() if now is None else now), content_hash(doc.spec))
+    return dataclasses.replace(
+        doc, metadata=dataclasses.replace(doc.metadata, revision=doc.metadata.revision + 1),
+        status=dataclasses.replace(st, state="approved", approval=approval))
 
 
 def approve(path: Path, by: str, accept_taint: bool = False,
             now: Optional[float] = None) -> str:
     """Approve the file's current spec; returns the content hash (ValueError when refused)."""
-    doc = load(path)
-    st = doc.status
-    if st.state == "learning":
-        raise ValueError(f"{path}: still learning (until "
-                         f"{st.learning.ends if st.learning else '?'}); approve when learned")
-    if st.state == "tainted" and not accept_taint:
-        rules = ", ".join(sorted({t.rule for t in st.tainted}))
-        raise ValueError(f"{path}: learning was tainted by rule detections ({rules}); review "
-                         "them and the spec, then approve with --accept-taint")
-    digest = content_hash(doc.spec)
-    approval = Approval(by, iso(time.time() if now is None else now), digest)
-    doc = dataclasses.replace(
-        doc, metadata=dataclasses.replace(doc.metadata, revision=doc.metadata.revision + 1),
-        status=dataclasses.replace(st, state="approved", approval=approval))
+    doc = approved(load(path), by, accept_taint, now, str(path))
     write_atomic(path, dump(doc))
-    return digest
+    assert doc.status.approval is not None
+    return doc.status.approval.content_hash
 
 
 def approve_main(args: argparse.Namespace) -> int:
+    if args.kube:
+        from otelguard.processors.profiles import cluster_cli
+        return cluster_cli.approve_main(args)
     try:
         digest = approve(Path(args.file), args.by or getpass.getuser(), args.accept_taint)
     except (ConfigError, OSError, ValueError) as exc:
@@ -147,7 +184,14 @@ def approve_main(args: argparse.Namespace) -> int:
 
 
 def export_main(args: argparse.Namespace) -> int:
-    """Copy every valid profile of DIR into OUT (one file per workload, stable names)."""
+    """Copy every valid profile of DIR (or of the cluster, --kube) into OUT (one file per
+    workload, stable names)."""
+    if args.kube:
+        from otelguard.processors.profiles import cluster_cli
+        return cluster_cli.export_main(args)
+    if not args.out:
+        sys.stderr.write("otelguard profile export: give DIR OUT (or --kube OUT)\n")
+        return 2
     bad = 0
     for path in _files(args.directory):
         doc = _load(path, sys.stderr)
@@ -160,10 +204,16 @@ def export_main(args: argparse.Namespace) -> int:
 
 def import_main(args: argparse.Namespace) -> int:
     """Validate each FILE and place it in DIR under its workload's file name (what a running
-    stage reads on its next sync; a loaded file wins over learning)."""
+    stage reads on its next sync; a loaded file wins over learning); with --kube, as objects."""
     docs = [(Path(f), _load(Path(f), sys.stderr)) for f in args.files]
     if any(doc is None for _, doc in docs):
         return 1
+    if args.kube:
+        from otelguard.processors.profiles import cluster_cli
+        return cluster_cli.import_docs(args, [doc for _, doc in docs if doc is not None])
+    if not args.into:
+        sys.stderr.write("otelguard profile import: give --into DIR (or --kube)\n")
+        return 2
     for path, doc in docs:
         assert doc is not None
         target = Path(args.into) / file_name(doc.metadata.workload)

@@ -7,10 +7,31 @@ docs/architecture.md#behaviour-profiles.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
-from typing import Optional
+from dataclasses import dataclass, field
+from typing import Literal, Optional
 
 from otelguard.config import Checks
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """Where profiles live (docs/profiles.md#profiles-in-a-cluster)."""
+
+    # dir: one YAML file per workload in `directory`; kube: one WorkloadProfile object per
+    # workload (otelguard.dev/v1alpha1; the CRD must be installed) in `namespace`
+    kind: Literal["dir", "kube"] = "dir"
+    # kube: the objects' namespace; empty: the processor pod's own namespace (from its service
+    # account), else "otelguard"
+    namespace: str = ""
+    # kube: a kubeconfig file; empty: the in-cluster service account, else the default kubeconfig
+    kubeconfig: str = ""
+    context: str = ""  # kube: the kubeconfig context (empty: its current one)
+    watch_timeout_seconds: int = 300  # kube: the server ends each watch after ~this (1-2x)
+
+    def __post_init__(self) -> None:
+        checks = Checks()
+        checks.at_least(self, 1, "watch_timeout_seconds")
+        checks.done()
 
 
 @dataclass(frozen=True)
@@ -21,6 +42,7 @@ class Config:
     # One WorkloadProfile YAML file per workload (profiles as code). null: <service.state_dir>/
     # profiles when the processor service has a state_dir, else profiles live in memory only.
     directory: Optional[str] = None
+    store: StoreConfig = field(default_factory=StoreConfig)  # files (default) or cluster objects
     learn_seconds: float = 86_400.0  # the learning window, from a workload's first record
     bucket_seconds: float = 3_600.0  # the learning window's time buckets
     min_buckets: int = 2  # an entry is learned only when seen in this many separate buckets
@@ -51,6 +73,9 @@ class Config:
         if self.bucket_seconds * self.min_buckets > self.learn_seconds:
             checks.add("min_buckets", f"{self.min_buckets} buckets of {self.bucket_seconds}s do "
                        f"not fit in learn_seconds {self.learn_seconds}: nothing could be learned")
+        if self.store.kind == "kube" and self.directory is not None:
+            checks.add("directory", "profiles are WorkloadProfile objects with store.kind: kube; "
+                       "remove directory (or use store.kind: dir)")
         for i, cidr in enumerate(self.internal_cidrs):
             try:
                 ipaddress.ip_network(cidr, strict=False)

@@ -21,7 +21,7 @@ from typing import Any, Literal, Optional, Union
 
 import yaml
 
-from otelguard.config import from_mapping, load_file
+from otelguard.config import files, from_mapping, load_file
 from otelguard.processors.profiles.config import Config
 from otelguard.processors.profiles.model import Entry, Profile
 from otelguard.processors.profiles.observe import (
@@ -215,17 +215,17 @@ def from_document(doc: ProfileDocument, config: Config) -> Profile:
     return p
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
     """Dataclass dict -> YAML-friendly data: tuples as lists, empty optional parts left out."""
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items() if v not in ((), None, "")}
+        return {k: plain(v) for k, v in value.items() if v not in ((), None, "")}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     return value
 
 
 def dump(doc: ProfileDocument) -> str:
-    data = _plain(asdict(doc))
+    data = plain(asdict(doc))
     data.setdefault("spec", {})
     return yaml.dump(data, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper),
                      sort_keys=False, default_flow_style=False, width=100)
@@ -249,20 +249,4 @@ def file_name(workload: str) -> str:
 def write_atomic(path: Path, text: str) -> os.stat_result:
     """Write ``text`` to ``path`` so a crash leaves the old or the new content; returns the new
     file's stat (the stage tells its own writes from a human's edits by it)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        view = memoryview(text.encode())
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-    return os.stat(path)
+    return files.write_atomic(path, text, mode=0o644)

@@ -5,8 +5,9 @@ Runs after ``falco_rules`` (its WARNING-or-above detections taint a learning wor
 trigger processes are not learned from) and before ``noise_control`` (which throttles repeated
 deviations per rule, workload and value, ``otelguard.anomaly.value`` being one of its key
 fields, so a decoy deviation never silences a different one). ``process`` does no I/O: a sync
-thread started in ``start()`` reads the profile files people changed and writes the profiles
-learning changed, every ``save_interval_seconds`` and at shutdown. Reports about profiles
+thread started in ``start()`` reads the profiles people changed (files, or WorkloadProfile
+objects with ``store.kind: kube``) and writes the profiles learning changed, every
+``save_interval_seconds`` and at shutdown. Reports about profiles
 themselves (tampered, partial) leave through :meth:`ProfilesStage.drain` (the flush timer).
 
 Cost per record: an event name the stage does not read costs one set lookup; the others one
@@ -28,16 +29,20 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 import otelguard
 from otelguard import semconv as S
+from otelguard.kube import CustomResources, KubeAccessError, api_client_from, own_namespace
 from otelguard.otlp.messages import set_attr
+from otelguard.processors.errors import ProcessorsError
 from otelguard.processors.journal import JournalWrite
 from otelguard.processors.profiles import metrics, records
 from otelguard.processors.profiles.config import Config
+from otelguard.processors.profiles.cluster import ObjectStore
 from otelguard.processors.profiles.document import (
-    content_hash, dump, file_name, from_document, spec_of, to_document,
+    content_hash, from_document, spec_of, to_document,
 )
 from otelguard.processors.profiles.model import APPROVED, LEARNING, STATES, Profile
 from otelguard.processors.profiles.observe import READ_EVENTS, FieldReader, networks, observe
-from otelguard.processors.profiles.store import ProfileStore
+from otelguard.processors.profiles.objects import PLURAL
+from otelguard.processors.profiles.store import DirectoryStore, ProfileStore
 from otelguard.processors.profiles.workload import Origin, of_host_record, of_resource
 from otelguard.processors.stage import Batch
 
@@ -85,15 +90,34 @@ class ProfilesStage:
         pass
 
     def start(self) -> None:
-        """Load every profile file (approved ones enforce from the first batch), then start
-        the sync thread."""
-        if self._directory is None:
+        """Load every profile (approved ones enforce from the first batch), then start the sync
+        thread. Without a store (no ``directory``, no state_dir, ``store.kind: dir``) profiles
+        live in memory only."""
+        store = self._open_store()
+        if store is None:
             return
-        self._store = ProfileStore(self._directory)
-        self._directory.mkdir(parents=True, exist_ok=True)
+        self._store = store
         self.sync()
         self._thread = threading.Thread(target=self._run, name="profiles-sync", daemon=True)
         self._thread.start()
+
+    def _open_store(self) -> Optional[ProfileStore]:
+        cfg = self.config.store
+        store: ProfileStore
+        if cfg.kind == "kube":
+            try:
+                client = api_client_from(cfg.kubeconfig, cfg.context)
+            except KubeAccessError as exc:  # stops startup with the reason
+                raise ProcessorsError(f"profiles: {exc}") from exc
+            store = ObjectStore(CustomResources(client, PLURAL),
+                                cfg.namespace or own_namespace("otelguard"),
+                                cfg.watch_timeout_seconds)
+        elif self._directory is not None:
+            store = DirectoryStore(self._directory)
+        else:
+            return None
+        store.open()
+        return store
 
     def shutdown(self) -> None:
         """Stop the sync thread and write what learning changed since its last pass."""
@@ -103,6 +127,7 @@ class ProfilesStage:
             self._thread = None
         if self._store is not None:
             self._save()
+            self._store.close()
 
     def _run(self) -> None:
         while not self._stop.wait(self.config.save_interval_seconds):
@@ -141,13 +166,14 @@ class ProfilesStage:
 
     def _save(self) -> None:
         with self._lock:
-            dirty = [(p.workload, to_document(p)) for p in self._profiles.values() if p.dirty]
+            dirty = [to_document(p) for p in self._profiles.values() if p.dirty]
             for p in self._profiles.values():
                 p.dirty = False
         assert self._store is not None
-        for workload, doc in dirty:
-            if not self._store.save(workload, file_name(workload), dump(doc)):
-                log.info("profiles: %s changed on disk; reading it instead of writing", workload)
+        for doc in dirty:
+            if not self._store.save(doc):
+                log.info("profiles: %s changed in the store; reading it instead of writing",
+                         doc.metadata.workload)
 
     def _gauges(self) -> None:
         with self._lock:

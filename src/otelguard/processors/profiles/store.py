@@ -1,10 +1,11 @@
-"""The profiles directory: one WorkloadProfile file per workload, shared by the stage and the
-humans (and Git) that review them.
+"""Where profiles live between the stage and the humans who review them: a directory of
+WorkloadProfile files (single host), or WorkloadProfile objects on the API server (cluster,
+:mod:`otelguard.processors.profiles.cluster`). Both obey one rule: what someone else wrote since
+the stage last read or wrote it is never overwritten; it is read on the next scan instead, so a
+human's edit (an approval, a spec change) wins over learning.
 
-The stage's sync thread reads files that changed since it last saw them (by mtime, size and
-inode; its own writes are remembered, so it reads only edits made by others) and writes the
-profiles that changed in memory. A file someone changed after the stage's last read or write is
-never overwritten: it is read on the next scan instead, so a human's edit wins over learning.
+The stage's sync thread is a store's only user (start/shutdown included): stores are not
+thread-safe, and ``scan``/``save`` may block on I/O, never ``process``.
 """
 
 from __future__ import annotations
@@ -12,32 +13,55 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Protocol
 
 from otelguard.config import ConfigError
 from otelguard.processors.profiles import metrics
-from otelguard.processors.profiles.document import SUFFIX, ProfileDocument, load, write_atomic
+from otelguard.processors.profiles.document import (
+    SUFFIX, ProfileDocument, dump, file_name, load, write_atomic,
+)
 
 log = logging.getLogger(__name__)
 
 _Stamp = tuple[int, int, int]
 
 
+class ProfileStore(Protocol):
+    def open(self) -> None:
+        """Get ready (create the directory, list the objects); raises ProcessorsError when the
+        store cannot work at all (a missing CRD, no API access)."""
+
+    def scan(self) -> list[ProfileDocument]:
+        """Profiles new or changed (by someone else) since the last scan or save; invalid ones
+        are logged, counted in ``otelguard_profile_file_errors_total{op="load"}`` and skipped."""
+
+    def save(self, doc: ProfileDocument) -> bool:
+        """Write a profile unless someone changed it since our last read or write (then their
+        version comes with the next scan). True when written."""
+
+    def close(self) -> None: ...
+
+
 def _stamp(st: os.stat_result) -> _Stamp:
     return (st.st_mtime_ns, st.st_size, st.st_ino)
 
 
-class ProfileStore:
-    """Not thread-safe: the stage's sync thread (and start/shutdown) is its only user."""
+class DirectoryStore:
+    """One file per workload; a file counts as changed when its mtime, size or inode differ from
+    our last read or write of it."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self._seen: dict[str, _Stamp] = {}  # file name -> stamp of our last read or write
         self.paths: dict[str, str] = {}  # workload -> file name it was read from or written to
 
+    def open(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+
+    def close(self) -> None:
+        pass
+
     def scan(self) -> list[ProfileDocument]:
-        """Documents of files new or changed since the last scan or save (bad files are logged
-        and counted in ``otelguard_profile_file_errors_total{op="load"}``, and skipped)."""
         out: list[ProfileDocument] = []
         try:
             names = sorted(os.listdir(self.directory))
@@ -64,10 +88,9 @@ class ProfileStore:
             out.append(doc)
         return out
 
-    def save(self, workload: str, default_name: str, text: str) -> bool:
-        """Write a profile unless its file changed since we last read or wrote it (then a
-        human's edit is pending: the next scan reads it). True when written."""
-        name = self.paths.get(workload, default_name)
+    def save(self, doc: ProfileDocument) -> bool:
+        workload = doc.metadata.workload
+        name = self.paths.get(workload, file_name(workload))
         path = self.directory / name
         try:
             current: Optional[_Stamp] = _stamp(path.stat())
@@ -76,7 +99,7 @@ class ProfileStore:
         if current is not None and self._seen.get(name) != current:
             return False
         try:
-            self._seen[name] = _stamp(write_atomic(path, text))
+            self._seen[name] = _stamp(write_atomic(path, dump(doc)))
         except OSError as exc:
             metrics.file_errors.labels("save").inc()
             log.warning("profile file %s not written: %s", path, exc)

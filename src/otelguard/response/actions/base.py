@@ -22,9 +22,10 @@ identity; ``node`` actions run on the node that hosts the target (the agent ther
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, Mapping, Optional, Protocol
+from typing import Any, ClassVar, Literal, Mapping, Optional, Protocol, TypeVar
 
 Where = Literal["cluster", "node"]
+P = TypeVar("P")
 
 
 class ActionError(Exception):
@@ -88,9 +89,34 @@ class Action(Protocol):
 
     name: ClassVar[str]
     where: ClassVar[Where]
+    # The frozen dataclass ``plan`` builds from ``params`` (registry.py: unknown keys are errors).
+    Params: ClassVar[type[Any]]
+    # False: ``revert`` cannot undo it (a deleted pod, a killed process); ``plan`` says so.
+    reversible: ClassVar[bool]
 
     def plan(self, target: Target, params: Mapping[str, Any]) -> Change: ...
 
     def apply(self, change: Change) -> Outcome: ...
 
     def revert(self, change: Change, outcome: Outcome) -> Outcome: ...
+
+
+def params_json(params: Any) -> dict[str, Any]:
+    """A ``Params`` instance as the JSON mapping ``Change.params`` stores (every default filled
+    in, tuples as lists): a request replayed later applies exactly what was approved."""
+    import dataclasses
+    import json
+
+    data: dict[str, Any] = json.loads(json.dumps(dataclasses.asdict(params)))
+    return data
+
+
+def build_params(cls: type[P], raw: Mapping[str, Any], action: str) -> P:
+    """``raw`` built into an action's frozen ``Params`` (registry.py does the same for a policy,
+    with the policy's path); a bad key or value is an ActionError naming every problem."""
+    from otelguard.config import ConfigError, from_mapping
+
+    try:
+        return from_mapping(cls, dict(raw), path=f"{action}.params")
+    except ConfigError as exc:
+        raise ActionError("; ".join(exc.messages)) from None
