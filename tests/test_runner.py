@@ -3,6 +3,10 @@ export thread's sends and idle replays), not only at shutdown. Clocks injected: 
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+
 from otelguard import semconv
 from otelguard.otlp.messages import attrs_dict, iter_log_records
 from otelguard.processors.noise import Config, NoiseControl
@@ -63,3 +67,16 @@ def test_exit_summary_names_the_cgroups_over_budget() -> None:
     assert lines[at + 1].split() == [cid, "1234", "(high-value", "5)"]
     assert lines[at + 2].split()[0] == "/system.slice/cron.service"
     assert "over budget" not in summary({"budget_offenders": []}, [])
+
+
+def test_default_config_is_read_when_present(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from otelguard import runner
+
+    default = tmp_path / "otelguard.yaml"
+    monkeypatch.setattr(runner, "DEFAULT_CONFIG", str(default))
+    assert runner.default_config(None) is None  # absent: the built-in defaults
+    default.write_text("reload: {watch_interval_seconds: 0}\n")
+    assert runner.default_config(None) == str(default)
+    assert runner.default_config("/elsewhere.yaml") == "/elsewhere.yaml"  # --config wins
+    assert runner.load_run_config(runner.default_config(None)).reload.watch_interval_seconds == 0

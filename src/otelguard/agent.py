@@ -25,7 +25,7 @@ from otelguard.ebpf.settings import SensorConfig
 from otelguard.exporter.batch import BatchExporter, run_until_stopped
 from otelguard.exporter.builder import OtlpBuilder, signer_for
 from otelguard.exporter.config import ExporterConfig
-from otelguard.exporter.settings import node_identity
+from otelguard.exporter.settings import node_identity, otlp_endpoint, otlp_headers
 from otelguard.exporter.spans import SpanTracker
 from otelguard.transport.contract import SpecError, TransportError
 from otelguard.transport.security import client_tls_flags, warn_insecure
@@ -68,7 +68,8 @@ def with_rules_read_filter(sensor: SensorConfig) -> SensorConfig:
 
 
 def main(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    telemetry.configure_logging("otelguard-agent", getattr(args, "log_level", "info"),
+                                getattr(args, "log_format", "text"))
     from otelguard.ebpf.errors import EbpfError
 
     problems: list[str] = []
@@ -77,9 +78,14 @@ def main(args: argparse.Namespace) -> int:
         cfg = load_agent_config(args.config)
     except ConfigError as exc:
         problems += exc.messages
+    endpoint = args.otlp_endpoint or otlp_endpoint()
     try:
         metrics_host, metrics_port = _host_port(args.metrics, "--metrics")
-        _host_port(args.otlp_endpoint, "--otlp-endpoint")
+        if endpoint is None:
+            raise ValueError("no endpoint: give --otlp-endpoint HOST:PORT (or set "
+                             "OTEL_EXPORTER_OTLP_ENDPOINT)")
+        _host_port(endpoint, "--otlp-endpoint" if args.otlp_endpoint
+                   else "OTEL_EXPORTER_OTLP_ENDPOINT")
     except ValueError as exc:
         problems.append(str(exc))
     transport = None
@@ -88,9 +94,9 @@ def main(args: argparse.Namespace) -> int:
 
         try:
             tls = client_tls_flags(cfg.exporter.tls, args, "otlp")  # --otlp-* over exporter.tls
-            transport = OtlpGrpcTransport(args.otlp_endpoint,
+            transport = OtlpGrpcTransport(str(endpoint),
                                           timeout_s=cfg.exporter.export_timeout_s,
-                                          tls=tls, where="exporter")
+                                          tls=tls, where="exporter", headers=otlp_headers())
         except (SpecError, ValueError) as exc:
             problems.append(str(exc))
         else:
@@ -110,8 +116,18 @@ def main(args: argparse.Namespace) -> int:
     except TransportError as exc:
         print(f"otelguard agent: {exc}", file=sys.stderr)
         return 2
+    from otelguard.ebpf.doctor import preflight
+
+    blocker = preflight()
+    if blocker is not None:
+        print(f"otelguard agent: {blocker.operator_line()}", file=sys.stderr)
+        return 2
     telemetry.watch_spool(lambda: len(spool), lambda: spool.bytes_used)
-    port = telemetry.serve(metrics_host, metrics_port)
+    try:
+        port = telemetry.serve(metrics_host, metrics_port)
+    except OSError as exc:
+        print(f"otelguard agent: {telemetry.metrics_unavailable(args.metrics, exc)}", file=sys.stderr)
+        return 2
     log.info("metrics on http://%s:%d/metrics; spool %s (%d requests waiting)",
              metrics_host, port, args.spool_dir, len(spool))
 
@@ -131,7 +147,7 @@ def main(args: argparse.Namespace) -> int:
 
     node = node_identity()
     if sensor_cfg.node_name:
-        node = type(node)(sensor_cfg.node_name, node.host_name, node.host_id)
+        node = dataclasses.replace(node, node_name=sensor_cfg.node_name)
     token_flag = getattr(args, "node_token_file", None)  # --node-token-file over the file's
     identity = (dataclasses.replace(exp_cfg.identity, node_token_file=token_flag)
                 if token_flag else exp_cfg.identity)

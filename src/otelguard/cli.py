@@ -9,7 +9,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import textwrap
 from typing import Callable, Optional, Sequence
+
+import otelguard
+from otelguard import __version__
+from otelguard.telemetry import LOG_FORMATS, LOG_LEVELS
 
 # subcommand -> "module:function"; the function takes the parsed Namespace, returns an exit code
 _TARGETS = {
@@ -36,6 +41,19 @@ _TARGETS = {
 }
 
 
+# The exit codes of every command (docs/configuration.md#exit-codes is generated from this).
+EXIT_CODES = (
+    ("0", "success (a long-running command stopped cleanly: SIGINT/SIGTERM or --duration)"),
+    ("1", "a failure at run time (the sensor could not load on this kernel, a check of "
+          "`doctor` failed, `rules validate` found load errors, `incidents --id` found none)"),
+    ("2", "an operator mistake, reported in one line naming the cause and the fix: a bad flag "
+          "or config (every problem listed), a config that cannot be read, not root (no "
+          "CAP_BPF/CAP_PERFMON), BCC missing, a port already in use"),
+    ("3", "`rules validate`: the rules load, but some cannot run on this sensor or were "
+          "skipped"),
+)
+
+
 def _target(key: str) -> Callable[[argparse.Namespace], int]:
     module, _, func = _TARGETS[key].partition(":")
     fn: Callable[[argparse.Namespace], int] = getattr(importlib.import_module(module), func)
@@ -54,8 +72,25 @@ def _client_tls_flags(parser: argparse.ArgumentParser, prefix: str, section: str
                         help=f"{section}.tls.insecure: plaintext {where}")
 
 
+def _logging_flags(parser: argparse.ArgumentParser, level: str) -> None:
+    """``--log-level``/``--log-format`` of the long-running commands
+    (:func:`otelguard.telemetry.configure_logging`)."""
+    parser.add_argument("--log-level", default=level, choices=LOG_LEVELS,
+                        help=f"least severe log lines written to stderr (default: {level})")
+    parser.add_argument("--log-format", default="text", choices=LOG_FORMATS,
+                        help="text: one readable line each; json: one JSON object each with "
+                        "time, level, logger, message, service, pid (default: text)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="otelguard", description=__doc__)
+    p = argparse.ArgumentParser(
+        prog="otelguard", description=otelguard.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="exit codes:\n" + "\n".join(
+            textwrap.fill(text, 90, initial_indent=f"  {code}  ", subsequent_indent="     ")
+            for code, text in EXIT_CODES))
+    p.add_argument("--version", action="version", version=f"otelguard {__version__}",
+                   help="print otelguard's version and exit (BCC and kernel: `otelguard doctor`)")
     sub = p.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="single host: agent + processors in one process")
@@ -63,11 +98,16 @@ def build_parser() -> argparse.ArgumentParser:
                      help="stop cleanly after SECONDS")
     run.add_argument(
         "--output", action="append", default=None, metavar="SPEC",
-        help="console | jsonl:PATH | otlp:HOST:PORT | otlphttp:URL (repeatable; default: "
-        "console and jsonl:otelguard-out.jsonl)",
+        help="console | jsonl:PATH | otlp:HOST:PORT | otlphttp:URL | falco-json:PATH|- | "
+        "falcosidekick:URL, each optionally ?min_priority=P&tags=A,B&exclude_tags=C "
+        "(repeatable; default: console and jsonl:otelguard-out.jsonl; docs/falco.md)",
     )
     run.add_argument("--config", default=None, metavar="FILE",
-                     help="YAML config file (sensor:, exporter:, processors:)")
+                     help="YAML config file (sensor:, exporter:, processors:, reload:); "
+                     "default: /etc/otelguard/otelguard.yaml when it exists")
+    run.add_argument("--events", action="store_true",
+                     help="console: print every captured event too, not only detections and "
+                     "incidents")
     run.add_argument("--rules", action="append", default=None, metavar="FILE",
                      help="Falco-style rules file (repeatable; default: stable ruleset + ours)")
     run.add_argument("--metrics", default="127.0.0.1:9464", metavar="HOST:PORT",
@@ -80,11 +120,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-incidents", action="store_true",
                      help="do not add the incidents stage (detections grouped into incidents "
                      "told as stories, docs/incidents.md) when the pipeline has none")
+    _logging_flags(run, "warning")
     run.set_defaults(target="run")
 
     agent = sub.add_parser("agent", help="node agent: capture and export OTLP/gRPC")
-    agent.add_argument("--otlp-endpoint", required=True, metavar="HOST:PORT",
-                       help="the next hop's OTLP/gRPC address (the gateway Collector)")
+    agent.add_argument("--otlp-endpoint", default=None, metavar="HOST:PORT",
+                       help="the next hop's OTLP/gRPC address (the gateway Collector); "
+                       "default: OTEL_EXPORTER_OTLP_ENDPOINT")
     _client_tls_flags(agent, "otlp", "exporter", "to the endpoint")
     agent.add_argument("--node-token-file", default=None, metavar="FILE",
                        help="exporter.identity.node_token_file: this node's token ({node}: the "
@@ -109,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument("--respond-state-dir", default="/var/lib/otelguard/response",
                        metavar="DIR", help="with --respond: this node's audit chain (keep it "
                        "across restarts)")
+    _logging_flags(agent, "info")
     agent.set_defaults(target="agent")
 
     doctor = sub.add_parser("doctor", help="check and explain what the agent needs")
@@ -130,7 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
     proc.add_argument("--listen-http", default=None, metavar="HOST:PORT",
                       help="OTLP/HTTP listen address (protobuf and JSON)")
     proc.add_argument("--export", action="append", default=None, metavar="SPEC",
-                      help="otlp:HOST:PORT | otlphttp:URL | jsonl:PATH (repeatable)")
+                      help="otlp:HOST:PORT | otlphttp:URL | jsonl:PATH | falco-json:PATH|- | "
+                      "falcosidekick:URL, each optionally ?min_priority=P&tags=A,B "
+                      "(repeatable; docs/falco.md)")
     proc.add_argument("--config", default=None, metavar="FILE",
                       help="YAML pipeline file (service:, forward:, exporters:, processors:)")
     proc.add_argument("--rules", action="append", default=None, metavar="FILE",
@@ -147,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     proc.add_argument("--insecure", action="store_true",
                       help="service.tls.insecure: plaintext listeners")
     _client_tls_flags(proc, "export", "forward", "to the next hops")
+    _logging_flags(proc, "info")
     proc.set_defaults(target="processor")
 
     rules = sub.add_parser("rules", help="Falco-style rules")

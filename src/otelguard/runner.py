@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import signal
 import sys
 import time
@@ -40,6 +41,8 @@ from otelguard.transport.delivery import Delivery, DeliveryStats
 log = logging.getLogger("otelguard.run")
 
 DEFAULT_OUTPUTS = ("console", "jsonl:otelguard-out.jsonl")
+# read when --config is not given and the file exists (a packaged single-host install)
+DEFAULT_CONFIG = "/etc/otelguard/otelguard.yaml"
 
 
 @dataclass(frozen=True)
@@ -244,12 +247,22 @@ def summary(sensor_stats: dict[str, Any], missing: Sequence[str],
     return "\n".join(lines)
 
 
+def default_config(path: Optional[str]) -> Optional[str]:
+    """``--config``, else :data:`DEFAULT_CONFIG` when that file exists, else None."""
+    if path is None and os.path.exists(DEFAULT_CONFIG):
+        return DEFAULT_CONFIG
+    return path
+
+
 def main(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    started = time.monotonic()
+    telemetry.configure_logging("otelguard-run", getattr(args, "log_level", "warning"),
+                                getattr(args, "log_format", "text"))
+    args.config = default_config(args.config)
     from otelguard.ebpf.errors import EbpfError
     from otelguard.processors.errors import ProcessorsError
     from otelguard.transport.contract import TransportError
+    from otelguard.transport.console import ConsoleTransport
     from otelguard.transport.spec import parse_spec
 
     problems: list[str] = []
@@ -271,25 +284,34 @@ def main(args: argparse.Namespace) -> int:
             problems.append(str(exc))
     outputs: list[Delivery] = []
     timeout = (cfg or RunConfig()).exporter.export_timeout_s
-    tls = (cfg or RunConfig()).exporter.tls  # the otlp/otlphttp outputs' TLS
+    tls = (cfg or RunConfig()).exporter.tls  # the network outputs' TLS
     for spec in args.output or DEFAULT_OUTPUTS:
         try:
-            outputs.append(Delivery(parse_spec(spec, timeout, tls, "exporter"), None,
-                                    stage="output",
-                                    deadline_s=timeout))
+            transport = parse_spec(spec, timeout, tls, "exporter")
+            console = getattr(transport, "inner", transport)
+            if isinstance(console, ConsoleTransport):  # raw events only with --events
+                console.detections_only = not getattr(args, "events", False)
+            outputs.append(Delivery(transport, None, stage="output", deadline_s=timeout))
         except TransportError as exc:
             problems.append(str(exc))
         else:
-            if tls.insecure and spec.startswith(("otlp:", "otlphttp:")):
+            if spec.startswith(("otlp:", "otlphttp:", "falcosidekick:")) and (
+                    tls.insecure or "insecure=true" in spec):
                 from otelguard.transport.security import warn_insecure
 
-                warn_insecure("exporter", tls)
+                warn_insecure("exporter", dataclasses.replace(tls, insecure=True))
     try:
         metrics_host, metrics_port = _split_hostport(args.metrics)
     except ValueError as exc:
         problems.append(str(exc))
     if problems or cfg is None or pipeline is None:
         print("otelguard run: invalid configuration:\n  " + "\n  ".join(problems), file=sys.stderr)
+        return 2
+    from otelguard.ebpf.doctor import preflight
+
+    blocker = preflight()  # not root, no BCC: one line and exit 2, before anything loads
+    if blocker is not None:
+        print(f"otelguard run: {blocker.operator_line()}", file=sys.stderr)
         return 2
 
     from otelguard.ebpf.sensor import Sensor
@@ -306,7 +328,11 @@ def main(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     exp_cfg = cfg.exporter
-    bound = telemetry.serve(metrics_host, metrics_port)
+    try:
+        bound = telemetry.serve(metrics_host, metrics_port)
+    except OSError as exc:
+        print(f"otelguard run: {telemetry.metrics_unavailable(args.metrics, exc)}", file=sys.stderr)
+        return 2
     sensor = Sensor(sensor_cfg)
     health = AgentHealth(sensor)
     reloader = build_reloader(pipeline, cfg, args)
@@ -321,7 +347,8 @@ def main(args: argparse.Namespace) -> int:
     missing = [f"{name}: {why}" for name, why in sorted({**status.skipped, **status.failed}.items())]
     missing += [f"{name}: tracepoints missing: {', '.join(tps)}"
                 for name, tps in sorted(status.missing_tracepoints.items()) if tps]
-    print(f"otelguard run: probes {', '.join(status.loaded)} loaded"
+    print(f"otelguard run: watching ({len(status.loaded)} probes attached: "
+          f"{', '.join(status.loaded)}), started in {time.monotonic() - started:.1f} s"
           + (f"; NOT loaded: {'; '.join(missing)}" if missing else "")
           + f"; stages: {', '.join(pipeline.stage_names) or 'none'}"
           + f"; metrics on http://{metrics_host}:{bound}/metrics"

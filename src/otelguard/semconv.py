@@ -171,6 +171,9 @@ SECURITY_RULE_VERSION: Final = "security_rule.version"
 SECURITY_RULE_REFERENCE: Final = "security_rule.reference"
 SECURITY_RULE_PRIORITY: Final = "otelguard.security_rule.priority"  # Falco priority word
 SECURITY_RULE_TAGS: Final = "otelguard.security_rule.tags"  # string[]
+# kvlist: the rule's output fields with Falco names and values ({"proc.name": "bash", ...}),
+# what Falco's JSON alert carries as output_fields (transport/falco.py)
+SECURITY_RULE_OUTPUT_FIELDS: Final = "otelguard.security_rule.output_fields"
 THREAT_TECHNIQUE_ID: Final = "otelguard.threat.technique.id"  # string[] "T1059.004"
 THREAT_TACTIC_NAME: Final = "otelguard.threat.tactic.name"  # string[] "execution"
 TRIGGER_RECORD_UID: Final = "otelguard.trigger.record_uid"

@@ -5,6 +5,9 @@ One registry per process. Stages never create label values from pods, pids, IPs 
 ``dropped`` is the one place every drop is counted, by stage and reason, so nothing is lost
 silently: the exit summary of ``otelguard run`` and ``/metrics`` both read it.
 
+The process's own log lines go through :func:`configure_logging` (``--log-level``,
+``--log-format text|json``), so the same fields come out of every role.
+
 The metrics port also answers ``/healthz`` (the process serves HTTP: a liveness probe that costs
 nothing) and ``/readyz`` (the checks the process registered with :func:`set_readiness`; 503 with
 a JSON body naming each failing check). docs/architecture.md#health says what each role checks.
@@ -12,7 +15,10 @@ a JSON body naming each failing check). docs/architecture.md#health says what ea
 
 from __future__ import annotations
 
+import datetime
+import errno
 import json
+import logging
 import socket
 import threading
 from dataclasses import dataclass
@@ -165,6 +171,15 @@ def serve(host: str, port: int) -> int:
         return _server_port
 
 
+def metrics_unavailable(address: str, exc: OSError) -> str:
+    """The one line for a /metrics address that cannot be bound (the usual cause: a second
+    otelguard on the same host)."""
+    fix = ("another process (a second otelguard?) has it: pass --metrics HOST:PORT with a free "
+           "port, or stop the other one" if exc.errno == errno.EADDRINUSE else
+           "pass --metrics HOST:PORT with an address of this host")
+    return f"cannot serve /metrics on {address}: {exc.strerror or exc}; fix: {fix}"
+
+
 def counter_values(counter: Counter) -> dict[tuple[str, ...], float]:
     """Current value per label tuple, for summaries and tests."""
     out: dict[tuple[str, ...], float] = {}
@@ -173,3 +188,52 @@ def counter_values(counter: Counter) -> dict[tuple[str, ...], float]:
             if sample.name.endswith("_total"):
                 out[tuple(sample.labels.values())] = sample.value
     return out
+
+
+LOG_FORMATS = ("text", "json")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per line with the fields operators filter on: ``time`` (RFC 3339, UTC,
+    microseconds), ``level``, ``logger``, ``message``, ``service`` (``otelguard-run``,
+    ``otelguard-agent``, ``otelguard-processor``), ``pid``, ``exception`` when there is one, and
+    whatever a call passed as ``extra={...}`` (JSON-able values kept, others as text)."""
+
+    _STANDARD = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+    def __init__(self, service: str) -> None:
+        super().__init__()
+        self.service = service
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, Any] = {
+            "time": datetime.datetime.fromtimestamp(record.created, datetime.timezone.utc)
+            .isoformat(timespec="microseconds").replace("+00:00", "Z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+            "service": self.service,
+            "pid": record.process,
+        }
+        if record.exc_info:
+            doc["exception"] = self.formatException(record.exc_info)
+        for key, value in vars(record).items():
+            if key not in self._STANDARD and key not in doc:
+                doc[key] = value if isinstance(value, (str, int, float, bool, type(None))) \
+                    else str(value)
+        return json.dumps(doc, ensure_ascii=False)
+
+
+def configure_logging(service: str, level: str = "info", fmt: str = "text") -> None:
+    """The process's log handler on stderr: ``fmt`` text (the classic line) or json
+    (:class:`JsonLogFormatter`) at ``level``. Replaces handlers set before (basicConfig)."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonLogFormatter(service) if fmt == "json"
+                         else logging.Formatter(TEXT_FORMAT))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())

@@ -23,7 +23,8 @@ PUBLISHED = ROOT / "docs" / "configuration.md"
 SRC = ROOT / "src" / "otelguard"
 # A literal with this shape names an otelguard variable wherever it is passed (settings modules
 # read through a Mapping parameter, ``env.get("OTELGUARD_HOST_ID")``, not os.environ itself).
-OUR_NAME = re.compile(r"^OTELGUARD_[A-Z0-9_]+$")
+# The OTel SDK's own OTEL_* names (exporter/settings.py) are read the same way.
+OUR_NAME = re.compile(r"^(OTELGUARD|OTEL)_[A-Z0-9_]+$")
 
 
 def test_the_published_reference_is_current() -> None:
@@ -35,7 +36,7 @@ def test_the_published_reference_is_current() -> None:
 
 def environment_reads(source: str) -> set[str]:
     """Names read through ``os.environ.get/[...]``, ``os.getenv`` (constants resolved through
-    module-level assignments), and every ``OTELGUARD_*`` string literal."""
+    module-level assignments), and every ``OTELGUARD_*``/``OTEL_*`` string literal."""
     tree = ast.parse(source)
     constants = {t.id: node.value.value for node in tree.body if isinstance(node, ast.Assign)
                  and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
@@ -135,7 +136,7 @@ def test_every_flag_variable_and_key_has_a_description() -> None:
 
 def test_the_reference_lists_what_it_walks() -> None:
     text = render(ROOT)
-    for needle in ("### `otelguard agent`", "`--otlp-endpoint HOST:PORT` | required",
+    for needle in ("### `otelguard agent`", "`--otlp-endpoint HOST:PORT` |  | the next hop",
                    "`--spool-max-bytes BYTES` | `268435456`", "`OTELGUARD_TRACEFS`",
                    "`OTELGUARD_LOKI_OTLP_URL`", "`sensor.probe.ringbuf_pages` | integer | `2048`",
                    "#### `processors[] with type: noise_control`",

@@ -166,7 +166,7 @@ def test_sensor_and_enricher_attribute_a_pod_read_of_shadow(
             argv, stdout=subprocess.DEVNULL, stderr=err,
             env={**os.environ, "PYTHONPATH": SRC}) as run:
         try:
-            assert wait_until(lambda: "loaded" in log.read_text() or run.poll() is not None, 240), \
+            assert wait_until(lambda: "watching (" in log.read_text() or run.poll() is not None, 240), \
                 f"otelguard run did not start:\n{log.read_text()}"
             assert run.poll() is None, log.read_text()
             assert "root:" in _exec(node, workload, "cat", "/etc/shadow")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import http.client
 import os
 import signal
@@ -168,3 +169,46 @@ def test_processor_command_serves_readyz_on_the_metrics_port(tmp_path: Path) -> 
         for name in NAMES:
             assert grpc_health(f"127.0.0.1:{grpc_port}", name) == \
                 health_pb2.HealthCheckResponse.SERVING
+
+
+def test_processor_exports_falco_alerts(tmp_path: Path) -> None:
+    """Falco JSON exporters of the service's config: detections of its own falco_rules stage
+    reach a falco-json file (filtered by min_priority) and a falcosidekick receiver."""
+    from tests.support.sidekick import Sidekick
+
+    sidekick = Sidekick()
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "- rule: Shell exec\n  desc: t\n"
+        "  condition: evt.type in (execve, execveat) and proc.exepath = /bin/sh\n"
+        "  output: shell %proc.exepath pid=%proc.pid cmd=%proc.cmdline\n"
+        "  priority: WARNING\n  tags: [shell, process]\n"
+        "- rule: Shell exec note\n  desc: t\n"
+        "  condition: evt.type in (execve, execveat) and proc.exepath = /bin/sh\n"
+        "  output: note %proc.pid\n  priority: INFO\n  tags: [shell]\n")
+    alerts = tmp_path / "alerts.json"
+    cfg = tmp_path / "pipeline.yaml"
+    cfg.write_text(
+        "exporters:\n"
+        f"  - falco-json:{alerts}?min_priority=notice\n"
+        f"  - falcosidekick:{sidekick.url}?insecure=true&tags=process\n"
+        "processors:\n"
+        f"  - type: falco_rules\n    config: {{rules: [{rules}]}}\n")
+    grpc_port, http_port, metrics_port = free_port(), free_port(), free_port()
+    try:
+        with _processor(["--config", str(cfg), "--listen", f"127.0.0.1:{grpc_port}",
+                         "--listen-http", f"127.0.0.1:{http_port}",
+                         "--metrics", f"127.0.0.1:{metrics_port}"], tmp_path / "log.txt"):
+            wait_for(lambda: listening(http_port), timeout=30, what="processor listening")
+            assert post_proto(http_port, samples.logs(2).SerializeToString())[0] == 200
+            wait_for(lambda: alerts.exists() and len(alerts.read_text().splitlines()) == 2,
+                     timeout=10, what="two alerts written")
+    finally:
+        sidekick.stop()
+    written = [json.loads(line) for line in alerts.read_text().splitlines()]
+    assert [(a["rule"], a["priority"], a["hostname"]) for a in written] == [
+        ("Shell exec", "Warning", "node-1")] * 2
+    assert [a["output_fields"]["proc.pid"] for a in written] == [1000, 1001]
+    assert sidekick.rejected == []
+    assert sorted(a["output_fields"]["proc.pid"] for a in sidekick.accepted) == [1000, 1001]
+    assert {a["rule"] for a in sidekick.accepted} == {"Shell exec"}

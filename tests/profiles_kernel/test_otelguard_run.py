@@ -51,7 +51,7 @@ def test_otelguard_run_learns_a_container_then_detects_what_it_never_did(
         with subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                               text=True, env={**os.environ, "PYTHONPATH": SRC}) as run:
             try:
-                wait_for_line(run, "loaded", 180)
+                wait_for_line(run, "watching (", 180)
                 path = profiles / file_name(web.workload)
                 # learning: the workload runs until the run wrote its profile as learned
                 deadline = time.monotonic() + 60

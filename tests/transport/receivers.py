@@ -30,6 +30,7 @@ class GrpcReceiver(logs_service_pb2_grpc.LogsServiceServicer, trace_service_pb2_
         self.fail_code: Optional[grpc.StatusCode] = None
         self.retry_delay_s: Optional[float] = None
         self.reject = 0
+        self.metadata: list[dict[str, str]] = []  # each call's invocation metadata
         self._lock = threading.Lock()
         self._server: Optional[grpc.Server] = None
 
@@ -65,6 +66,7 @@ class GrpcReceiver(logs_service_pb2_grpc.LogsServiceServicer, trace_service_pb2_
     def Export(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         self._maybe_fail(context)
         with self._lock:
+            self.metadata.append({m.key: m.value for m in context.invocation_metadata()})
             if isinstance(request, logs_service_pb2.ExportLogsServiceRequest):
                 self.logs.append(request)
                 resp = logs_service_pb2.ExportLogsServiceResponse()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Sequence
+from typing import Optional, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +30,10 @@ class Check:
     detail: str
     fix: str = ""
 
+    def operator_line(self) -> str:
+        """The check as one line naming cause and fix (the CLI's exit-2 message)."""
+        return f"{self.name}: {self.detail}" + (f"; fix: {self.fix}" if self.fix else "")
+
     def line(self) -> str:
         fix = f" (fix: {self.fix})" if self.fix and self.status != OK else ""
         return f"{self.status} {self.name}: {self.detail}{fix}"
@@ -43,6 +47,13 @@ def _cap_eff() -> int:
     except OSError:
         pass
     return 0
+
+
+def check_kernel() -> Check:
+    """The running kernel (release, build, machine): what a bug report needs first. The
+    probes need BPF ring buffers (5.8+); ``ringbuf`` below proves it on this kernel."""
+    u = os.uname()
+    return Check("kernel", OK, f"{u.sysname} {u.release} {u.machine} ({u.version})")
 
 
 def check_privileges() -> Check:
@@ -169,8 +180,19 @@ def check_cgroup2() -> Check:
     return Check("cgroup-v2", OK, f"mounted at {root} (cgroup id = directory inode)")
 
 
+def preflight() -> Optional[Check]:
+    """The first operator mistake that stops the sensor before it loads anything: no
+    CAP_BPF/CAP_PERFMON (not root), or BCC not importable. ``otelguard run`` and ``agent``
+    exit 2 with its one line instead of a traceback; costs ~50 ms (the bcc import)."""
+    for check in (check_privileges, check_bcc):
+        result = check()
+        if result.status == FAIL:
+            return result
+    return None
+
+
 def run_checks() -> list[Check]:
-    checks = [check_privileges(), check_btf(), check_tracefs()]
+    checks = [check_kernel(), check_privileges(), check_btf(), check_tracefs()]
     checks += check_tracepoints()
     checks += [check_lockdown(), check_headers(), check_bcc(), check_ringbuf(), check_cgroup2()]
     return checks

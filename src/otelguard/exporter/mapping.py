@@ -44,6 +44,9 @@ def resource_attrs(key: ResourceKey, node: NodeIdentity) -> list[tuple[str, Attr
     out += [(semconv.OS_TYPE, "linux"), (semconv.STREAM, semconv.STREAM_EVENT)]
     if not container_id and not pod_uid:
         out.append((semconv.HOST_PROCESS, True))
+    if node.extra:  # OTEL_RESOURCE_ATTRIBUTES: never over an attribute set above
+        present = {k for k, _ in out}
+        out += [(k, v) for k, v in node.extra if k not in present]
     return out
 
 

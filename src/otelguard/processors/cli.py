@@ -13,6 +13,7 @@ import asyncio
 import dataclasses
 import logging
 import signal as signal_module
+import sys
 from typing import Any, Optional, Sequence
 
 from otelguard import telemetry
@@ -36,8 +37,9 @@ log = logging.getLogger(__name__)
 
 def build_exporters(specs: Sequence[str], tls: ClientTls = ClientTls(),
                     ) -> list[tuple[str, ExportTarget]]:
-    """Export specs (``otlp:HOST:PORT``, ``otlphttp:URL``, ``jsonl:PATH``) into transports;
-    the network ones use ``forward.tls``."""
+    """Export specs (``otlp:HOST:PORT``, ``otlphttp:URL``, ``jsonl:PATH``, ``falco-json:PATH``,
+    ``falcosidekick:URL``, with ``?options``: transport/spec.py) into transports; the network
+    ones use ``forward.tls``."""
     from otelguard.transport.spec import parse_spec
 
     out: list[tuple[str, ExportTarget]] = []
@@ -94,8 +96,8 @@ def resolve_config(args: argparse.Namespace) -> PipelineConfig:
 def main(args: argparse.Namespace) -> int:
     """``otelguard processor``: run until SIGINT/SIGTERM; config errors exit 2 with every issue.
     SIGHUP (and a change of the config or rules files) reloads them (processors/reload.py)."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
-                        "%(message)s")
+    telemetry.configure_logging("otelguard-processor", getattr(args, "log_level", "info"),
+                                getattr(args, "log_format", "text"))
     try:
         st = settings_module.read()
         require_upb(st)
@@ -115,7 +117,12 @@ def main(args: argparse.Namespace) -> int:
     service.health.extra_checks.append(reloader.check)
     if cfg.service.metrics:
         host, port = split_hostport(cfg.service.metrics)
-        bound = telemetry.serve(host, port)
+        try:
+            bound = telemetry.serve(host, port)
+        except OSError as exc:
+            print(f"otelguard processor: "
+                  f"{telemetry.metrics_unavailable(cfg.service.metrics, exc)}", file=sys.stderr)
+            return 2
         # /readyz beside /metrics (the only HTTP port when there is no OTLP/HTTP listener)
         telemetry.set_readiness(service.health.checks)
         log.info("metrics on http://%s:%d/metrics", host, bound)
@@ -132,6 +139,14 @@ async def _serve(service: ProcessorService, reloader: ConfigReloader) -> int:
         await service.start()
     except ProcessorsError as exc:
         print(f"otelguard processor: {exc}")
+        return 2
+    except (OSError, RuntimeError) as exc:  # a listener's port taken (grpc raises RuntimeError)
+        ports = f"--listen {service.cfg.listen}" + (
+            f", --listen-http {service.cfg.listen_http}" if service.cfg.listen_http else "")
+        print(f"otelguard processor: cannot listen ({ports}): {exc}; fix: another process (a "
+              "second processor?) has the port: pass free HOST:PORTs or stop it",
+              file=sys.stderr)
+        await service.stop()
         return 2
     reloader.start()
     log.info("OTLP/gRPC on %s (port %d)%s; stages: %s; exporters: %s; reload: SIGHUP%s",

@@ -141,7 +141,7 @@ class ForwardSection:
     initial_backoff_seconds: float = 0.1  # doubled after each retryable failure
     max_backoff_seconds: float = 2.0  # the backoff stops doubling here
     down_seconds: float = 5.0  # a hop out of retries fails fast (503) this long
-    # Every otlp/otlphttp exporter: CA, client certificate (mTLS), server name, bearer token
+    # Every otlp/otlphttp/falcosidekick exporter: CA, client certificate (mTLS), server name, bearer token
     # file; or insecure: true.
     tls: ClientTls = ClientTls()
 
@@ -267,7 +267,9 @@ class PipelineConfig:
 
     service: ServiceSection = ServiceSection()
     forward: ForwardSection = ForwardSection()
-    exporters: tuple[str, ...] = ()  # otlp:HOST:PORT | otlphttp:URL | jsonl:PATH
+    # otlp:HOST:PORT | otlphttp:URL | jsonl:PATH | falco-json:PATH|- | falcosidekick:URL, each
+    # optionally ?min_priority=P&tags=A,B&exclude_tags=C (docs/falco.md)
+    exporters: tuple[str, ...] = ()
     processors: ProcessorList = ()  # the stages, in order
     # Rules and this file re-read without a restart (docs/architecture.md#live-reload).
     reload: ReloadConfig = ReloadConfig()

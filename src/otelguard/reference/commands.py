@@ -36,6 +36,8 @@ class Command:
 def commands(parser: argparse.ArgumentParser, path: Optional[str] = None,
              help_text: str = "") -> list[Command]:
     """Every leaf command under ``parser``, depth first in the order the parser declares them."""
+    if path is None:  # the root command: its own flags (--version) under the package's line
+        help_text = help_text or (parser.description or "").strip().rstrip(".")
     path = path or parser.prog
     out: list[Command] = []
     flags: list[Flag] = []

@@ -33,6 +33,7 @@ description, change its `help=`, its `EnvVar` or its dataclass field comment, th
 - [Commands and flags](#commands-and-flags)
 - [Environment variables](#environment-variables)
 - [Config files](#config-files)
+- [Exit codes](#exit-codes)
 """
 
 
@@ -160,6 +161,13 @@ def _body(groups: list[Group]) -> tuple[Any, ...]:
     return (groups[0].keys[1:], tuple(groups[1:]))
 
 
+def exit_code_section() -> list[str]:
+    from otelguard.cli import EXIT_CODES
+
+    return ["## Exit codes", "", "The same for every command (`otelguard --help` lists them).",
+            "", *_table(["code", "meaning"], [[code(c), cell(t)] for c, t in EXIT_CODES]), ""]
+
+
 def render(root: Path) -> str:
     """The whole document; ``root`` is the repository (for ``otel-config/`` and ``deploy/``)."""
     from otelguard import schemas
@@ -172,4 +180,5 @@ def render(root: Path) -> str:
     lines += command_section(commands(build_parser()))
     lines += environment_section(root)
     lines += config_section(docs)
+    lines += exit_code_section()
     return "\n".join(lines).rstrip("\n") + "\n"

@@ -123,7 +123,8 @@ class ConsoleTransport:
                  detections_only: bool = False) -> None:
         self._stream = stream or sys.stdout
         self._colour = self._stream.isatty() if colour is None else colour
-        self._detections_only = detections_only
+        # only detections and incidents (``otelguard run`` without --events)
+        self.detections_only = detections_only
         self._lock = threading.Lock()
 
     def export_logs(self, req: LogsPayload) -> ExportResult:
@@ -132,7 +133,7 @@ class ConsoleTransport:
             res = attrs_dict(rl.resource.attributes)
             for sl in rl.scope_logs:
                 for rec in sl.log_records:
-                    if self._detections_only and rec.event_name not in _ALERTS:
+                    if self.detections_only and rec.event_name not in _ALERTS:
                         continue
                     lines.append(render_record(res, rec, self._colour))
         if lines:

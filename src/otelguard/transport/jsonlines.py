@@ -6,6 +6,10 @@ fails (disk full, EIO) returns a non-retryable failure with the OS error in clea
 counts the records as dropped. Encoding costs what :mod:`otelguard.otlp.jsoncodec` costs (~20-40 µs
 per record): meant for files people read, not for 100k events/s.
 
+PATH ``-`` is standard output (flushed the same way, never closed). ``encode`` replaces the
+OTLP/JSON lines with another one-line-per-item format (``falco-json``, transport/falco.py): it
+returns the text to append and how many records that text stands for.
+
 Each line is one JSON object whatever the records hold: JSON escapes C0 controls (newlines,
 ESC), and :func:`~otelguard.transport.controls.json_safe` escapes what JSON allows raw but line
 splitters and terminals act on (DEL, C1, U+2028/U+2029, bidi controls).
@@ -16,8 +20,9 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import sys
 import threading
-from typing import IO, Optional
+from typing import IO, Callable, Optional
 
 from otelguard import telemetry
 from otelguard.otlp import jsoncodec
@@ -31,18 +36,34 @@ FLUSH_INTERVAL_S = 1.0
 log = logging.getLogger(__name__)
 
 
+STDOUT = "-"
+Encoder = Callable[[jsoncodec.Request], tuple[str, int]]
+
+
+def _otlp_line(msg: jsoncodec.Request) -> tuple[str, int]:
+    return json_safe(jsoncodec.encode(msg)) + "\n", count_records(msg)
+
+
 class JsonLinesTransport:
-    def __init__(self, path: str, flush_interval_s: float = FLUSH_INTERVAL_S) -> None:
-        self.name = f"jsonl:{path}"
+    def __init__(self, path: str, flush_interval_s: float = FLUSH_INTERVAL_S,
+                 encode: Encoder = _otlp_line, kind: str = "jsonl", traces: bool = True) -> None:
+        self.name = f"{kind}:{path}"
         self.path = path
-        directory = os.path.dirname(os.path.abspath(path))
-        try:
-            os.makedirs(directory, exist_ok=True)
-            # owner-only: the records name processes, paths and users of the whole host
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            self._fh: Optional[IO[str]] = os.fdopen(fd, "a", encoding="utf-8", buffering=1 << 16)
-        except OSError as exc:
-            raise TransportError(f"jsonl: cannot open {path!r} for appending: {exc}") from exc
+        self._encode = encode
+        self._traces = traces  # False: spans are not written (the format has none)
+        self._owned = path != STDOUT
+        if not self._owned:
+            self._fh: Optional[IO[str]] = sys.stdout
+        else:
+            directory = os.path.dirname(os.path.abspath(path))
+            try:
+                os.makedirs(directory, exist_ok=True)
+                # owner-only: the records name processes, paths and users of the whole host
+                fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+                self._fh = os.fdopen(fd, "a", encoding="utf-8", buffering=1 << 16)
+            except OSError as exc:
+                raise TransportError(f"{kind}: cannot open {path!r} for appending: {exc}") \
+                    from exc
         self._lock = threading.Lock()
         self._dirty = False
         self._buffered_records = 0
@@ -55,10 +76,14 @@ class JsonLinesTransport:
         return self._write(as_logs(req))
 
     def export_traces(self, req: TracesPayload) -> ExportResult:
+        if not self._traces:
+            return ExportResult.success()
         return self._write(as_traces(req))
 
     def _write(self, msg: jsoncodec.Request) -> ExportResult:
-        line = json_safe(jsoncodec.encode(msg)) + "\n"
+        line, records = self._encode(msg)
+        if not line:
+            return ExportResult.success()
         with self._lock:
             if self._fh is None:
                 return ExportResult.failure(f"{self.name}: closed", "closed", False)
@@ -67,7 +92,7 @@ class JsonLinesTransport:
             except OSError as exc:
                 return self._os_failure(exc)
             self._dirty = True
-            self._buffered_records += count_records(msg)
+            self._buffered_records += records
         return ExportResult.success()
 
     def _os_failure(self, exc: OSError) -> ExportResult:
@@ -99,7 +124,7 @@ class JsonLinesTransport:
         self._stop.set()
         self.flush()
         with self._lock:
-            if self._fh is not None:
+            if self._fh is not None and self._owned:
                 try:
                     self._fh.close()
                 except OSError:

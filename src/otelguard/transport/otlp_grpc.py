@@ -56,8 +56,10 @@ def retry_delay(metadata: Optional[Sequence[Any]]) -> Optional[float]:
 
 class OtlpGrpcTransport:
     def __init__(self, endpoint: str, timeout_s: float = EXPORT_TIMEOUT_S,
-                 compression: bool = False, *, tls: ClientTls, where: str = "exporter") -> None:
+                 compression: bool = False, *, tls: ClientTls, where: str = "exporter",
+                 headers: tuple[tuple[str, str], ...] = ()) -> None:
         tls.require(where)
+        self._headers = headers  # extra metadata on every call (OTEL_EXPORTER_OTLP_HEADERS)
         self.name = f"otlp:{endpoint}"
         self.endpoint = endpoint
         self.timeout_s = timeout_s
@@ -99,7 +101,8 @@ class OtlpGrpcTransport:
 
     def _metadata(self) -> Optional[tuple[tuple[str, str], ...]]:
         token = self._token.first() if self._token is not None else None
-        return (("authorization", f"Bearer {token}"),) if token else None
+        auth = (("authorization", f"Bearer {token}"),) if token else ()
+        return (*self._headers, *auth) or None
 
     def export_logs(self, req: LogsPayload) -> ExportResult:
         return self._call("logs", req, "rejected_log_records")

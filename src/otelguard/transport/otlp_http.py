@@ -25,16 +25,20 @@ import ssl
 import threading
 import time
 import urllib.parse
+from dataclasses import dataclass
 from typing import Optional, Union
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
+import otelguard
 from otelguard.transport.contract import (
     EXPORT_TIMEOUT_S, ExportResult, LogsPayload, SpecError, TracesPayload, as_bytes,
 )
 from otelguard.transport.retry import http_hold, http_retryable
 from otelguard.transport.security import ClientTls, TokenFile, WatchedFiles, client_ssl_context
+
+USER_AGENT = f"otelguard/{otelguard.__version__}"
 
 
 def parse_retry_after(value: Optional[str], now: Optional[float] = None) -> Optional[float]:
@@ -96,12 +100,25 @@ class _NamedHTTPSConnection(http.client.HTTPSConnection):
         self.sock = self._ssl_context.wrap_socket(self.sock, server_hostname=self._server_name)
 
 
-class OtlpHttpTransport:
+@dataclass(frozen=True)
+class HttpAnswer:
+    """A complete HTTP response (any status)."""
+
+    status: int
+    body: bytes
+    content_type: str
+    retry_after: Optional[str]
+
+
+class HttpClient:
+    """One persistent HTTP(S) connection to one endpoint with the TLS, token and deadline rules
+    of the module doc; the OTLP/HTTP transport and the falcosidekick output send through it."""
+
     def __init__(self, url: str, timeout_s: float = EXPORT_TIMEOUT_S, *, tls: ClientTls,
-                 where: str = "exporter") -> None:
+                 where: str = "exporter", kind: str = "otlphttp") -> None:
         parsed = urllib.parse.urlsplit(url)
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
-            raise SpecError(f"otlphttp URL must be http(s)://HOST[:PORT][/path], got {url!r}")
+            raise SpecError(f"{kind} URL must be http(s)://HOST[:PORT][/path], got {url!r}")
         if parsed.scheme == "http" and not tls.insecure:
             raise SpecError(f"{where}: {url} is plaintext: use https:// with {where}.tls.ca_file "
                             f"(or {where}.tls.insecure: true)")
@@ -116,21 +133,13 @@ class OtlpHttpTransport:
                 self._ssl = self._context()
             except (OSError, ssl.SSLError) as exc:
                 raise SpecError(f"{where}.tls: {exc}") from None
-        self.name = f"otlphttp:{url}"
+        self.name = f"{kind}:{url}"
         self._https = parsed.scheme == "https"
         self._host = parsed.hostname
         self._port = parsed.port or (443 if self._https else 80)
-        base = parsed.path.rstrip("/")
-        self._logs_path = base + "/v1/logs"
-        self._traces_path = base + "/v1/traces"
+        self.base_path = parsed.path.rstrip("/")
         self.timeout_s = timeout_s
         self._conn: Optional[http.client.HTTPConnection] = None
-
-    def export_logs(self, req: LogsPayload) -> ExportResult:
-        return self._post(self._logs_path, req, ExportLogsServiceResponse, "rejected_log_records")
-
-    def export_traces(self, req: TracesPayload) -> ExportResult:
-        return self._post(self._traces_path, req, ExportTraceServiceResponse, "rejected_spans")
 
     def _context(self) -> ssl.SSLContext:
         self._files.changed()
@@ -156,16 +165,17 @@ class OtlpHttpTransport:
                     self.tls.server_name or self._host)
         return self._conn
 
-    def _headers(self, length: int) -> dict[str, str]:
-        headers = {"Content-Type": "application/x-protobuf", "Content-Length": str(length)}
+    def _headers(self, length: int, content_type: str) -> dict[str, str]:
+        headers = {"Content-Type": content_type, "Content-Length": str(length),
+                   "User-Agent": USER_AGENT}
         token = self._token.first() if self._token is not None else None
         if token:
             headers["Authorization"] = f"Bearer {token}"
         return headers
 
-    def _post(self, path: str, req: Union[LogsPayload, TracesPayload], response_type: type,
-              rejected_field: str) -> ExportResult:
-        body = as_bytes(req)
+    def send(self, path: str, body: bytes, content_type: str) -> Union[ExportResult, HttpAnswer]:
+        """POST ``body`` to ``path``: the answer, or a retryable failure when none came
+        (connection refused or reset, no complete answer within ``timeout_s``)."""
         start = time.monotonic()
         expired = False
         try:
@@ -174,7 +184,8 @@ class OtlpHttpTransport:
                 conn.connect()  # bounded by the socket timeout, which is timeout_s
             guard = CallDeadline(conn.sock, self.timeout_s - (time.monotonic() - start))
             try:
-                conn.request("POST", path, body=body, headers=self._headers(len(body)))
+                conn.request("POST", path, body=body,
+                             headers=self._headers(len(body), content_type))
                 resp = conn.getresponse()
                 data = resp.read()
             finally:
@@ -189,23 +200,18 @@ class OtlpHttpTransport:
             return ExportResult.failure(
                 f"{self.name}{path}: no complete answer within {self.timeout_s:g} s",
                 "deadline_exceeded", True)
-        if 200 <= resp.status < 300:
-            rejected, message = 0, ""
-            if data and "protobuf" in (resp.getheader("Content-Type") or ""):
-                msg = response_type()
-                try:
-                    msg.ParseFromString(data)
-                    rejected = int(getattr(msg.partial_success, rejected_field))
-                    message = msg.partial_success.error_message
-                except Exception:  # noqa: BLE001 - a garbled 2xx body still means accepted
-                    pass
-            return ExportResult.success(rejected=rejected, error=message)
-        snippet = data[:200].decode("utf-8", "replace")
-        retryable = http_retryable(resp.status)
+        return HttpAnswer(resp.status, data, resp.getheader("Content-Type") or "",
+                          resp.getheader("Retry-After"))
+
+    def failure(self, path: str, answer: HttpAnswer) -> ExportResult:
+        """The result of a non-2xx answer: 429/502/503/504 retryable (with Retry-After),
+        401/403 held, others final."""
+        snippet = answer.body[:200].decode("utf-8", "replace")
+        retryable = http_retryable(answer.status)
         return ExportResult.failure(
-            f"{self.name}{path}: HTTP {resp.status}: {snippet}", f"http_{resp.status}", retryable,
-            parse_retry_after(resp.getheader("Retry-After")) if retryable else None,
-            hold=http_hold(resp.status))
+            f"{self.name}{path}: HTTP {answer.status}: {snippet}", f"http_{answer.status}",
+            retryable, parse_retry_after(answer.retry_after) if retryable else None,
+            hold=http_hold(answer.status))
 
     def _close(self) -> None:
         if self._conn is not None:
@@ -214,3 +220,35 @@ class OtlpHttpTransport:
 
     def shutdown(self) -> None:
         self._close()
+
+
+class OtlpHttpTransport(HttpClient):
+    def __init__(self, url: str, timeout_s: float = EXPORT_TIMEOUT_S, *, tls: ClientTls,
+                 where: str = "exporter") -> None:
+        super().__init__(url, timeout_s, tls=tls, where=where)
+        self._logs_path = self.base_path + "/v1/logs"
+        self._traces_path = self.base_path + "/v1/traces"
+
+    def export_logs(self, req: LogsPayload) -> ExportResult:
+        return self._post(self._logs_path, req, ExportLogsServiceResponse, "rejected_log_records")
+
+    def export_traces(self, req: TracesPayload) -> ExportResult:
+        return self._post(self._traces_path, req, ExportTraceServiceResponse, "rejected_spans")
+
+    def _post(self, path: str, req: Union[LogsPayload, TracesPayload], response_type: type,
+              rejected_field: str) -> ExportResult:
+        answer = self.send(path, as_bytes(req), "application/x-protobuf")
+        if isinstance(answer, ExportResult):
+            return answer
+        if not 200 <= answer.status < 300:
+            return self.failure(path, answer)
+        rejected, message = 0, ""
+        if answer.body and "protobuf" in answer.content_type:
+            msg = response_type()
+            try:
+                msg.ParseFromString(answer.body)
+                rejected = int(getattr(msg.partial_success, rejected_field))
+                message = msg.partial_success.error_message
+            except Exception:  # noqa: BLE001 - a garbled 2xx body still means accepted
+                pass
+        return ExportResult.success(rejected=rejected, error=message)

@@ -205,8 +205,9 @@ class RuleEngine:
         rec.span_id = trig.span_id
         try:
             body = rule.output.render(ev)
+            output_fields: Optional[dict[str, Any]] = rule.output.values(ev)
         except Exception:
-            body = rule.name
+            body, output_fields = rule.name, None
         rec.body.string_value = body
         trigger_uid = ev.attr(S.LOG_RECORD_UID)
         uid_seed = f"{rule.uuid}/{trigger_uid}" if trigger_uid else f"{rule.uuid}/{self._num}"
@@ -220,6 +221,7 @@ class RuleEngine:
             S.SECURITY_RULE_REFERENCE: rule.mitre.technique_url() or None,
             S.SECURITY_RULE_PRIORITY: rule.priority.name,
             S.SECURITY_RULE_TAGS: list(rule.tags),
+            S.SECURITY_RULE_OUTPUT_FIELDS: output_fields or None,
             S.THREAT_TECHNIQUE_ID: list(rule.mitre.technique_ids) or None,
             S.THREAT_TACTIC_NAME: list(rule.mitre.tactic_names) or None,
             S.TRIGGER_RECORD_UID: trigger_uid,
