@@ -15,18 +15,21 @@ from otelguard.processors.detection.fields.view import EventView
 _CONTAINER = "container."
 
 
-def _container_id(ev: EventView, _arg: Optional[str]) -> str:
-    if ev.res.get(S.HOST_PROCESS) is True:
-        return "host"
-    cid = ev.res.get(S.CONTAINER_ID)
-    return cid[:12] if isinstance(cid, str) and cid else "host"
+# A Resource that neither says "host process" (the agent's mark) nor names a container: the
+# container's metadata did not resolve. It is not the host: `not container` must not be true on
+# it by default, so container.id is this value (!= host) and the other container.* are missing.
+UNKNOWN_CONTAINER = "unknown"
 
 
 def _container_full_id(ev: EventView, _arg: Optional[str]) -> str:
     if ev.res.get(S.HOST_PROCESS) is True:
         return "host"
     cid = ev.res.get(S.CONTAINER_ID)
-    return cid if isinstance(cid, str) and cid else "host"
+    return cid if isinstance(cid, str) and cid else UNKNOWN_CONTAINER
+
+
+def _container_id(ev: EventView, _arg: Optional[str]) -> str:
+    return _container_full_id(ev, None)[:12]
 
 
 def _split_image(ref: str) -> tuple[str, Optional[str]]:
@@ -60,8 +63,11 @@ def _image(ev: EventView, _arg: Optional[str]) -> Optional[str]:
 
 
 def _container_name(ev: EventView, _arg: Optional[str]) -> Optional[str]:
-    if _container_id(ev, None) == "host":
+    cid = _container_id(ev, None)
+    if cid == "host":
         return "host"
+    if cid == UNKNOWN_CONTAINER:
+        return None
     v = ev.res.get(S.CONTAINER_NAME) or ev.res.get(S.K8S_CONTAINER_NAME)
     return v if isinstance(v, str) else None
 
@@ -71,10 +77,11 @@ def _privileged(ev: EventView, _arg: Optional[str]) -> Optional[bool]:
     return v if isinstance(v, bool) else None
 
 
-define(_CONTAINER + "id", T.STR, f"{S.CONTAINER_ID} (12 chars); 'host' for host processes",
+define(_CONTAINER + "id", T.STR, f"{S.CONTAINER_ID} (12 chars); 'host' when the Resource is marked "
+       f"{S.HOST_PROCESS}; '{UNKNOWN_CONTAINER}' when neither (metadata did not resolve)",
        _container_id)
-define("container.full_id", T.STR, f"{S.CONTAINER_ID}; 'host' for host processes",
-       _container_full_id)
+define("container.full_id", T.STR, f"{S.CONTAINER_ID}; 'host' / '{UNKNOWN_CONTAINER}' as "
+       "container.id", _container_full_id)
 define(_CONTAINER + "name", T.STR, f"{S.CONTAINER_NAME}, else {S.K8S_CONTAINER_NAME}",
        _container_name)
 define("container.image.repository", T.STR, f"{S.CONTAINER_IMAGE_NAME} without tag", _image_repo)

@@ -173,7 +173,8 @@ def _fd_port(ev: EventView, _arg: Optional[str]) -> Optional[tuple[str, ...]]:
 
 
 def _fmt_ep(ip: Optional[IPAddr], port: Optional[int]) -> str:
-    host = "" if ip is None else str(ip) if ip.version == 4 else f"[{ip}]"
+    # libs prints IPv6 endpoints without brackets ("::1:40000->::1:80"), as fd.name has them
+    host = "" if ip is None else str(ip)
     return f"{host}:{'' if port is None else port}"
 
 
