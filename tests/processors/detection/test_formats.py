@@ -92,3 +92,31 @@ def test_exec_flags_missing_when_the_record_says_nothing() -> None:
     assert fires("evt.arg.flags = EXE_UPPER_LAYER", known)
     none = merge(known, {"attrs": {"otelguard.process.exe_upper_layer": False}})
     assert fires("evt.arg.flags = 0", none)
+
+
+SENSITIVE = 'not container.mount.dest[/var/run/docker.sock] in ("<NA>","N/A")'
+
+
+def test_container_mounts_are_na_when_absent_or_unknown() -> None:
+    sock = "/var/run/docker.sock:/var/run/docker.sock::true:rprivate"
+    with_sock = merge(EXEC, {"resource": {"otelguard.k8s.container.mounts": [sock]}})
+    assert fires(SENSITIVE, with_sock)
+    assert not fires(SENSITIVE, merge(EXEC, {"resource": {"otelguard.k8s.container.mounts": []}}))
+    assert not fires(SENSITIVE, EXEC)  # the pod spec is unknown: no mount was seen
+    assert not fires("container.mounts exists", merge(EXEC, {"resource": "host"}))
+
+
+def test_probe_flags_from_the_pod_spec_exec_command() -> None:
+    probe = {"otelguard.k8s.container.mounts": [],
+             "otelguard.k8s.container.readiness_probe": ["cat", "/tmp/ready"]}
+    cat = merge(EXEC, {"resource": probe, "attrs": {"process.command_args": ["cat", "/tmp/ready"]}})
+    assert fires("proc.is_container_readiness_probe = true", cat)
+    assert fires("proc.is_container_liveness_probe = false", cat)
+    child = merge(cat, {"attrs": {"process.command_args": ["head", "-1"],
+                                  "otelguard.process.parent.command_line": "cat /tmp/ready"}})
+    assert fires("proc.is_container_readiness_probe = true", child)
+    other = merge(cat, {"attrs": {"process.command_args": ["cat", "/etc/shadow"]}})
+    assert fires("proc.is_container_readiness_probe = false", other)
+    # unknown pod spec: neither true nor false; the host: false
+    assert not fires("proc.is_container_readiness_probe exists", EXEC)
+    assert fires("proc.is_container_readiness_probe = false", merge(EXEC, {"resource": "host"}))

@@ -186,6 +186,28 @@ def _duration(ev: EventView, _arg: Optional[str]) -> Optional[int]:
     return None
 
 
+def _probe(key: Optional[str]) -> Extractor:
+    """Falco marks a process as a container probe when its exe and arguments are the probe's
+    exec command, and its children inherit the mark: here the record's command line or its
+    parent's equals the command the pod spec gives the container. False on the host and in a
+    container whose pod spec is known (the enricher sets its mounts list, even empty);
+    missing when the container's metadata did not resolve."""
+    def get(ev: EventView, _arg: Optional[str]) -> Optional[bool]:
+        res = ev.res
+        if res.get(S.HOST_PROCESS) is True:
+            return False
+        if not isinstance(res.get(S.K8S_CONTAINER_MOUNTS), list):
+            return None
+        command = res.get(key) if key is not None else None
+        if not isinstance(command, list) or not command:
+            return False
+        want = [str(c) for c in command]
+        if _args_list(ev) == want:
+            return True
+        return ev.attr(S.PROCESS_PARENT_COMMAND_LINE) == " ".join(want)
+    return get
+
+
 def _caps(key: str) -> Extractor:
     def get(ev: EventView, _arg: Optional[str]) -> Optional[str]:
         v = ev.attr(key)
@@ -239,10 +261,16 @@ define("proc.is_exe_upper_layer", T.BOOL, S.PROCESS_EXE_UPPER_LAYER,
        AttrField(S.PROCESS_EXE_UPPER_LAYER), (S.PROCESS_EXE_UPPER_LAYER,))
 define("proc.exe_deleted", T.BOOL, S.PROCESS_EXE_DELETED, AttrField(S.PROCESS_EXE_DELETED),
        (S.PROCESS_EXE_DELETED,))
-define("proc.is_container_healthcheck", T.BOOL, "always false (no probe metadata)",
-       lambda ev, _a: False)
-define("proc.is_container_liveness_probe", T.BOOL, "always false", lambda ev, _a: False)
-define("proc.is_container_readiness_probe", T.BOOL, "always false", lambda ev, _a: False)
+define("proc.is_container_healthcheck", T.BOOL, "false in a container whose pod spec is known "
+       "(Kubernetes has no image HEALTHCHECK) and on the host; missing otherwise",
+       _probe(None), (S.K8S_CONTAINER_MOUNTS,))
+define("proc.is_container_liveness_probe", T.BOOL, f"the command line (or the parent's) is "
+       f"{S.K8S_CONTAINER_LIVENESS_PROBE}'s exec command", _probe(S.K8S_CONTAINER_LIVENESS_PROBE),
+       (S.K8S_CONTAINER_LIVENESS_PROBE, S.PROCESS_COMMAND_ARGS))
+define("proc.is_container_readiness_probe", T.BOOL, f"the command line (or the parent's) is "
+       f"{S.K8S_CONTAINER_READINESS_PROBE}'s exec command",
+       _probe(S.K8S_CONTAINER_READINESS_PROBE),
+       (S.K8S_CONTAINER_READINESS_PROBE, S.PROCESS_COMMAND_ARGS))
 define("thread.cap_effective", T.STR, f"{S.PROCESS_CAP_EFFECTIVE} joined by spaces",
        _caps(S.PROCESS_CAP_EFFECTIVE), (S.PROCESS_CAP_EFFECTIVE,))
 define("thread.cap_permitted", T.STR, f"{S.PROCESS_CAP_PERMITTED} joined by spaces",
