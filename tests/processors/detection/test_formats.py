@@ -120,3 +120,15 @@ def test_probe_flags_from_the_pod_spec_exec_command() -> None:
     # unknown pod spec: neither true nor false; the host: false
     assert not fires("proc.is_container_readiness_probe exists", EXEC)
     assert fires("proc.is_container_readiness_probe = false", merge(EXEC, {"resource": "host"}))
+
+
+def test_create_without_mode_and_connect_without_result_say_nothing() -> None:
+    create = merge(OPEN, {"attrs": {"otelguard.file.open_flags": "O_WRONLY|O_CREAT"}})
+    assert not fires("evt.is_open_exec = false", create)
+    assert not fires("evt.is_open_exec = true", create)
+    assert fires("evt.is_open_exec = true", merge(create, {"attrs": {"file.mode": "0755"}}))
+    assert fires("evt.is_open_exec = false", merge(create, {"attrs": {"file.mode": "0644"}}))
+    bare = merge(CONNECT, {"attrs": {"otelguard.syscall.ret": None, "error.type": None}})
+    assert not fires("fd.connected = true", bare)
+    assert not fires("fd.connected = false", bare)
+    assert fires("fd.connected = true", CONNECT)  # EINPROGRESS

@@ -112,12 +112,10 @@ def _is_open_exec(ev: EventView, _arg: Optional[str]) -> Optional[bool]:
     f = _flagset(ev)
     if f is None:
         return None
-    raw = ev.attr(S.FILE_MODE)
-    try:
-        mode = raw if isinstance(raw, int) else int(str(raw), 8) if raw is not None else 0
-    except ValueError:
-        mode = 0
-    return "O_CREAT" in f and bool(mode & 0o111)
+    if "O_CREAT" not in f:
+        return False
+    mode = _mode_number(ev.attr(S.FILE_MODE))  # a create without a mode says nothing
+    return None if mode is None else bool(mode & 0o111)
 
 
 def _exe_flags(ev: EventView) -> Optional[str]:

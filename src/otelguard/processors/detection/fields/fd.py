@@ -248,7 +248,10 @@ def _fd_connected(ev: EventView, _arg: Optional[str]) -> Optional[bool]:
     if not _is_net(ev):
         return None
     if event_type(ev) in ("connect", "accept", "accept4"):
-        return (syscall_ret(ev) or 0) >= 0 or ev.attr(S.ERROR_TYPE) == "EINPROGRESS"
+        if ev.attr(S.ERROR_TYPE) == "EINPROGRESS":
+            return True
+        ret = syscall_ret(ev)
+        return None if ret is None else ret >= 0  # no return value: not known connected
     return False  # the agent reports sendto/sendmsg only with an explicit destination
 
 
