@@ -207,7 +207,7 @@ def _probe(key: Optional[str]) -> Extractor:
         want = [str(c) for c in command]
         if _args_list(ev) == want:
             return True
-        return ev.attr(S.PROCESS_PARENT_COMMAND_LINE) == " ".join(want)
+        return bool(ev.attr(S.PROCESS_PARENT_COMMAND_LINE) == " ".join(want))
     return get
 
 
