@@ -162,3 +162,26 @@ def test_ancestor_exes_beyond_the_parent_come_from_earlier_exec_records() -> Non
     other = child(44, [50, 20, 1])
     other["resource"] = {S.CONTAINER_ID: "f" * 64}
     assert _aexe_engine().evaluate(batch_of(other)) == []
+
+
+def test_images_are_tracked_only_for_rules_that_read_them() -> None:
+    quiet = RuleEngine.from_text(("q.yaml", """
+- rule: q
+  desc: d
+  condition: evt.type = execve and proc.aexe[1] = x
+  output: "%proc.aexepath[1]"
+  priority: NOTICE
+"""))
+    assert quiet.state.images == frozenset()
+    quiet.evaluate(batch_of(execve(20, 1, "/usr/bin/java")))
+    assert quiet.state.sizes()["images"] == 0
+    output_only = RuleEngine.from_text(("o.yaml", """
+- rule: o
+  desc: d
+  condition: evt.type = execve
+  output: "%proc.aexepath[2]"
+  priority: NOTICE
+"""))
+    assert output_only.state.images == {"proc.aexepath"}
+    output_only.evaluate(batch_of(execve(20, 1, "/usr/bin/java")))
+    assert output_only.state.sizes()["images"] == 1

@@ -17,6 +17,8 @@ extensions in fields/extensions.py):
   copies the parent's entry (the child runs its image until it execs), an exit drops it. The
   records name ancestors by pid (``otelguard.process.ancestor_pids``), so the Nth ancestor's exe
   is the one remembered for that pid, as Falco reads its thread table. Missing when unseen.
+  Tracked only when a loaded rule uses them (``images``, set by the engine from the rules):
+  reading an exec record's arguments costs ~10 us, paid by every exec otherwise.
 * ``proc.exe_written_recently``: the exec'ed path was opened for writing (or created, renamed to,
   chmod'ed) in the same container within ``written_window_seconds``: "drop and execute".
 
@@ -46,6 +48,8 @@ _SOCKET_EVENTS = frozenset({S.EV_NETWORK_SOCKET, S.EV_NETWORK_CONNECT, S.EV_NETW
 _OBSERVED = frozenset({S.EV_DUP, S.EV_PROCESS_EXEC, S.EV_PROCESS_FORK, S.EV_PROCESS_EXIT, S.EV_FILE_OPEN,
                        S.EV_FILE_RENAME, S.EV_FILE_CHMOD, S.EV_FILE_LINK,
                        S.EV_NETWORK_CLOSE}) | _SOCKET_EVENTS
+# fields whose values beyond the parent come from remembered exec'ed images
+ANCESTOR_IMAGE_FIELDS = frozenset({"proc.aexe", "proc.aexepath"})
 # what a dup record of a socket borrows from the record that created/connected that socket
 SOCKET_KEYS = (S.NETWORK_TYPE, S.NETWORK_TRANSPORT, S.NETWORK_PEER_ADDRESS, S.NETWORK_PEER_PORT,
                S.NETWORK_LOCAL_ADDRESS, S.NETWORK_LOCAL_PORT, S.SOCKET_FAMILY)
@@ -83,7 +87,9 @@ class DetectionState:
         self._written: OrderedDict[str, OrderedDict[str, int]] = OrderedDict()
         # (container, pid, fd) -> socket attributes from socket/connect/accept/bind records
         self._sockets: OrderedDict[tuple[str, int, int], dict[str, Any]] = OrderedDict()
-        # (container, pid) -> (exe: first argument, exe path) from exec records
+        # (container, pid) -> (exe: first argument, exe path) from exec records, kept only
+        # for the ANCESTOR_IMAGE_FIELDS in ``images`` (the engine sets it from its rules)
+        self.images: frozenset[str] = frozenset()
         self._exes: OrderedDict[tuple[str, int], tuple[Optional[str], Optional[str]]] = \
             OrderedDict()
 
@@ -113,7 +119,8 @@ class DetectionState:
             self._track_socket(ev, key, name)
             return
         if name == S.EV_PROCESS_EXEC:
-            self._track_exec(ev, key)
+            if self.images:
+                self._track_exec(ev, key)
             return
         if name == S.EV_DUP:
             if ev.attr(S.DUP_OLD_FD_TYPE) != "socket" or not _succeeded(ev):
@@ -131,7 +138,8 @@ class DetectionState:
             inherited = self._stdio.get((key[0], parent)) if parent is not None else None
             if inherited is not None:
                 self._put(key, list(inherited))
-            image = self._exes.get((key[0], parent)) if parent is not None else None
+            image = self._exes.get((key[0], parent)) if parent is not None and self.images \
+                else None
             if image is not None:
                 self._put_exe(key, image)
         elif name == S.EV_PROCESS_EXIT:
@@ -141,19 +149,22 @@ class DetectionState:
     def _track_exec(self, ev: EventView, key: tuple[str, int]) -> None:
         if not _succeeded(ev):
             return
-        args = ev.attr(S.PROCESS_COMMAND_ARGS)
-        path = ev.attr(S.PROCESS_EXECUTABLE_PATH)
-        path = path if isinstance(path, str) and path else None
-        exe = str(args[0]) if isinstance(args, list) and args else path
+        want_exe = "proc.aexe" in self.images  # the arguments: read only when a rule needs them
+        path = _text(ev.attr(S.PROCESS_EXECUTABLE_PATH))
+        exe = path
+        if want_exe:
+            args = ev.attr(S.PROCESS_COMMAND_ARGS)
+            exe = str(args[0]) if isinstance(args, list) and args else path
         self._put_exe(key, (exe, path))
         ppid = as_int(ev.attr(S.PROCESS_PARENT_PID))
         if ppid is not None and (key[0], ppid) not in self._exes:
-            cmd = ev.attr(S.PROCESS_PARENT_COMMAND_LINE)
-            ppath = ev.attr(S.PROCESS_PARENT_EXECUTABLE_PATH)
-            pexe = cmd.split()[0] if isinstance(cmd, str) and cmd.split() else None
-            ppath = ppath if isinstance(ppath, str) and ppath else None
+            ppath = _text(ev.attr(S.PROCESS_PARENT_EXECUTABLE_PATH))
+            pexe = ppath
+            if want_exe:
+                words = str(ev.attr(S.PROCESS_PARENT_COMMAND_LINE) or "").split()
+                pexe = words[0] if words else ppath
             if pexe or ppath:
-                self._put_exe((key[0], ppid), (pexe or ppath, ppath))
+                self._put_exe((key[0], ppid), (pexe, ppath))
 
     def _put_exe(self, key: tuple[str, int], image: tuple[Optional[str], Optional[str]]) -> None:
         self._exes[key] = image
@@ -264,6 +275,10 @@ class DetectionState:
                 "sockets": len(self._sockets),
                 "containers": len(self._written),
                 "paths": sum(len(p) for p in self._written.values())}
+
+
+def _text(v: Any) -> Optional[str]:
+    return v if isinstance(v, str) and v else None
 
 
 def _succeeded(ev: EventView) -> bool:
