@@ -4,10 +4,7 @@ S_I* names), one that does not stays quiet."""
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -30,15 +27,6 @@ def incubating() -> FalcoRulesProcessor:
     return create(Config(local_rules=(str(INCUBATING),)))
 
 
-@pytest.fixture
-def scratch() -> Iterator[Path]:
-    d = Path(tempfile.mkdtemp(prefix="og-setuid-"))
-    try:
-        yield d
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
-
-
 def _chmod(sensor: Sensor, stage: FalcoRulesProcessor, path: Path, mode: int) -> list[str]:
     code = (f"import os; open({str(path)!r}, 'w').close(); os.chmod({str(path)!r}, {mode:#o})")
     attack = python_attack(sensor, stage, code)
@@ -48,11 +36,11 @@ def _chmod(sensor: Sensor, stage: FalcoRulesProcessor, path: Path, mode: int) ->
 
 
 def test_setuid_bit_fires_with_the_mode_names(sensor: Sensor, incubating: FalcoRulesProcessor,
-                                              scratch: Path) -> None:
-    [body] = _chmod(sensor, incubating, scratch / "rootshell", 0o4755)
+                                              tmp_path: Path) -> None:
+    [body] = _chmod(sensor, incubating, tmp_path / "rootshell", 0o4755)
     assert "mode=S_IXOTH|S_IROTH|S_IXGRP|S_IRGRP|S_IXUSR|S_IWUSR|S_IRUSR|S_ISUID" in body
 
 
 def test_plain_chmod_does_not_fire(sensor: Sensor, incubating: FalcoRulesProcessor,
-                                   scratch: Path) -> None:
-    assert _chmod(sensor, incubating, scratch / "tool", 0o755) == []
+                                   tmp_path: Path) -> None:
+    assert _chmod(sensor, incubating, tmp_path / "tool", 0o755) == []
