@@ -96,7 +96,7 @@ class DetectionState:
     # -- updates --------------------------------------------------------------------------------
     def observe(self, ev: EventView) -> None:
         name = ev.event_name
-        if name not in _OBSERVED:
+        if name not in _OBSERVED or (name == S.EV_PROCESS_EXEC and not self.images):
             return
         if name == S.EV_FILE_OPEN:
             flags = ev.attr(S.FILE_OPEN_FLAGS)
@@ -119,8 +119,7 @@ class DetectionState:
             self._track_socket(ev, key, name)
             return
         if name == S.EV_PROCESS_EXEC:
-            if self.images:
-                self._track_exec(ev, key)
+            self._track_exec(ev, key)
             return
         if name == S.EV_DUP:
             if ev.attr(S.DUP_OLD_FD_TYPE) != "socket" or not _succeeded(ev):

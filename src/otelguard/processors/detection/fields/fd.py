@@ -248,10 +248,12 @@ def _fd_connected(ev: EventView, _arg: Optional[str]) -> Optional[bool]:
     if not _is_net(ev):
         return None
     if event_type(ev) in ("connect", "accept", "accept4"):
+        ret = syscall_ret(ev)
+        if ret is not None and ret >= 0:
+            return True
         if ev.attr(S.ERROR_TYPE) == "EINPROGRESS":
             return True
-        ret = syscall_ret(ev)
-        return None if ret is None else ret >= 0  # no return value: not known connected
+        return None if ret is None else False  # no return value: not known connected
     return False  # the agent reports sendto/sendmsg only with an explicit destination
 
 
