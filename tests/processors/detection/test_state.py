@@ -81,6 +81,10 @@ def test_drop_and_execute_is_per_container_and_windowed() -> None:
     short = StateLimits(written_window_seconds=60)
     assert DROP not in fired(write("/tmp/x"), execve(60, 1, exe="/tmp/x", t=61 * SEC),
                              limits=short)
+    # a container whose id did not resolve is not the host: a host write is not its own
+    unresolved = {S.CONTAINER_ID: None}
+    assert DROP not in fired(write("/tmp/x", resource="host"),
+                             execve(60, 1, exe="/tmp/x", resource=unresolved))
     assert DROP not in fired(write("/tmp/x", resource="host"),
                              execve(60, 1, exe="/tmp/x", resource="host"))  # host: not a container
 

@@ -286,8 +286,12 @@ def _succeeded(ev: EventView) -> bool:
 
 
 def _container(ev: EventView) -> str:
+    """The state's container key; the host and a container whose id did not resolve are kept
+    apart (the latter is not the host: docs/architecture.md#falco-rule-semantics)."""
     cid = ev.res.get(S.CONTAINER_ID)
-    return cid if isinstance(cid, str) and cid else "host"
+    if isinstance(cid, str) and cid:
+        return cid
+    return "host" if ev.res.get(S.HOST_PROCESS) is True else "unknown"
 
 
 def _proc_key(ev: EventView) -> Optional[tuple[str, int]]:
