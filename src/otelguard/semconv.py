@@ -50,6 +50,10 @@ K8S_POD_HOST_PID: Final = "otelguard.k8s.pod.host_pid"
 K8S_POD_HOST_NETWORK: Final = "otelguard.k8s.pod.host_network"
 K8S_POD_ADDED_CAPABILITIES: Final = "otelguard.k8s.pod.added_capabilities"
 K8S_POD_SERVICE_ACCOUNT: Final = "otelguard.k8s.pod.service_account"
+# the container's pod-spec mounts, "source:dest:mode:rdwr:propagation" each (Falco's format)
+K8S_CONTAINER_MOUNTS: Final = "otelguard.k8s.container.mounts"
+K8S_CONTAINER_LIVENESS_PROBE: Final = "otelguard.k8s.container.liveness_probe"  # exec argv
+K8S_CONTAINER_READINESS_PROBE: Final = "otelguard.k8s.container.readiness_probe"  # exec argv
 # Sender identity (transport/identity.py): stamped by the agent, checked by the processor
 SENDER_NODE: Final = "otelguard.sender.node"  # the node whose token signed the Resource
 SENDER_NONCE: Final = "otelguard.sender.nonce"  # "<unix minute>.<agent request counter>"

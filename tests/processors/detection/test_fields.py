@@ -28,7 +28,14 @@ EXEC_FULL = merge(EXEC, {"attrs": {
     "otelguard.process.parent.executable.path": "/usr/bin/python3",
 }, "resource": {"otelguard.k8s.pod.privileged": True, "k8s.pod.ip": "10.244.0.9",
                 "k8s.pod.label.app": "web", "k8s.node.name": "node-1",
-                "container.name": "web", "container.image.tags": ["1.27"]}})
+                "container.name": "web", "container.image.tags": ["1.27"],
+                "otelguard.k8s.container.mounts": [
+                    "/proc:/host/proc:ro:false:rprivate",
+                    "/var/lib/kubelet/pods/u/volumes/kubernetes.io~configmap/cfg:/etc/app::true:"
+                    "rprivate"],
+                "otelguard.k8s.container.liveness_probe": ["bash", "-c",
+                                                           "echo aGVsbG8= | base64 -d"],
+                "otelguard.k8s.container.readiness_probe": ["cat", "/tmp/ready"]}})
 ACCEPT = merge(CONNECT, {"event": "otelguard.network.accept", "attrs": {
     "otelguard.syscall.name": "accept4", "otelguard.syscall.ret": 5, "error.type": None,
     "otelguard.peer.k8s.service.name": "frontend", "otelguard.peer.k8s.namespace.name": "shop"}})
@@ -91,9 +98,9 @@ CASES: dict[str, tuple[dict[str, Any], str]] = {
     "proc.is_exe_from_memfd": (EXEC_FULL, "proc.is_exe_from_memfd = false"),
     "proc.is_exe_upper_layer": (EXEC_FULL, "proc.is_exe_upper_layer = true"),
     "proc.exe_deleted": (EXEC_FULL, "proc.exe_deleted = false"),
-    "proc.is_container_healthcheck": (EXEC, "proc.is_container_healthcheck = false"),
-    "proc.is_container_liveness_probe": (EXEC, "proc.is_container_liveness_probe = false"),
-    "proc.is_container_readiness_probe": (EXEC, "proc.is_container_readiness_probe = false"),
+    "proc.is_container_healthcheck": (EXEC_FULL, "proc.is_container_healthcheck = false"),
+    "proc.is_container_liveness_probe": (EXEC_FULL, "proc.is_container_liveness_probe = true"),
+    "proc.is_container_readiness_probe": (EXEC_FULL, "proc.is_container_readiness_probe = false"),
     "thread.cap_effective": (EXEC, "thread.cap_effective = 'CAP_CHOWN CAP_SYS_ADMIN'"),
     "thread.cap_permitted": (EXEC_FULL, "thread.cap_permitted contains CAP_NET_RAW"),
     "user.uid": (EXEC, "user.uid = 1000"),
@@ -139,6 +146,15 @@ CASES: dict[str, tuple[dict[str, Any], str]] = {
     "container.image.tag": (EXEC, "container.image.tag = '1.27'"),
     "container.image": (EXEC, "container.image = docker.io/library/nginx:1.27"),
     "container.privileged": (EXEC_FULL, "container.privileged = true"),
+    "container.mounts": (EXEC_FULL, "container.mounts startswith '/proc:/host/proc:ro:false:'"),
+    "container.mount": (EXEC_FULL, "container.mount[0] = '/proc:/host/proc:ro:false:rprivate' "
+                        "and container.mount[/nope] = none"),
+    "container.mount.source": (EXEC_FULL, "container.mount.source[/etc/*] endswith ~configmap/cfg"),
+    "container.mount.dest": (EXEC_FULL, "container.mount.dest[/proc*] = /host/proc and "
+                             "container.mount.dest[/etc] = N/A"),
+    "container.mount.mode": (EXEC_FULL, "container.mount.mode[/proc] = ro"),
+    "container.mount.rdwr": (EXEC_FULL, "container.mount.rdwr[1] = true"),
+    "container.mount.propagation": (EXEC_FULL, "container.mount.propagation[0] = rprivate"),
     "k8s.ns.name": (EXEC, "k8s.ns.name = shop"),
     "k8s.pod.name": (EXEC, "k8s.pod.name startswith web-"),
     "k8s.pod.uid": (EXEC, "k8s.pod.uid startswith 0b7a6c1e"),

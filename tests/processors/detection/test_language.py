@@ -89,7 +89,7 @@ def test_network_fields(cond: str, expected: bool) -> None:
     ("evt.arg.flags contains O_TRUNC", True), ("evt.arg[flags] contains O_CREAT", True),
     ("evt.arg.flags contains O_APPEND", False), ("evt.is_open_write = true", True),
     ("evt.is_open_read = true", False), ("evt.is_open_create = true", True),
-    ("evt.is_open_exec = false", True),
+    ("evt.is_open_exec = false", False),  # O_CREAT without a mode: unknown
     ("fd.num = -1", True), ("evt.res startswith E", True), ("evt.res = ENOENT", True),
     ("fd.typechar = f", True), ("fd.directory = /etc", True), ("fd.filename = ld.so.preload", True),
     ("fd.nameraw = /etc/ld.so.preload", True), ("fd.name pmatch (/etc)", True),

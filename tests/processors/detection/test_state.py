@@ -81,6 +81,10 @@ def test_drop_and_execute_is_per_container_and_windowed() -> None:
     short = StateLimits(written_window_seconds=60)
     assert DROP not in fired(write("/tmp/x"), execve(60, 1, exe="/tmp/x", t=61 * SEC),
                              limits=short)
+    # a container whose id did not resolve is not the host: a host write is not its own
+    unresolved = {S.CONTAINER_ID: None}
+    assert DROP not in fired(write("/tmp/x", resource="host"),
+                             execve(60, 1, exe="/tmp/x", resource=unresolved))
     assert DROP not in fired(write("/tmp/x", resource="host"),
                              execve(60, 1, exe="/tmp/x", resource="host"))  # host: not a container
 
@@ -125,3 +129,63 @@ def test_dup_of_a_connected_socket_borrows_its_addresses() -> None:
     assert REDIRECT not in fired(connect(21, 3), bare_dup)
     close = {"event": S.EV_NETWORK_CLOSE, "attrs": {S.FILE_FD: 3, S.PROCESS_PID: 20}}
     assert REDIRECT not in fired(connect(20, 3), close, bare_dup)
+
+
+def _aexe_engine() -> RuleEngine:
+    text = """
+- rule: a
+  desc: d
+  condition: evt.type = execve and proc.aexe[2] = java and proc.aexepath[3] = /usr/sbin/init
+  output: "%proc.aexe[2]"
+  priority: NOTICE
+"""
+    return RuleEngine.from_text(("a.yaml", text))
+
+
+def test_ancestor_exes_beyond_the_parent_come_from_earlier_exec_records() -> None:
+    def child(pid: int, anc: list[int]) -> dict[str, Any]:
+        rec = execve(pid, anc[0], "/bin/sh")
+        rec["attrs"][S.PROCESS_ANCESTOR_PIDS] = anc
+        return rec
+
+    engine = _aexe_engine()
+    gp = execve(20, 1, "/usr/bin/java")
+    gp["attrs"][S.PROCESS_COMMAND_ARGS] = ["java", "-jar", "x.jar"]
+    gp["attrs"][S.PROCESS_PARENT_COMMAND_LINE] = "/usr/sbin/init splash"
+    gp["attrs"][S.PROCESS_PARENT_EXECUTABLE_PATH] = "/usr/sbin/init"
+    engine.evaluate(batch_of(gp))  # remembers pid 20 (java) and its parent pid 1 (init)
+    engine.evaluate(batch_of(fork(30, 20)))  # the fork runs java's image until it execs
+    fired = engine.evaluate(batch_of(child(40, [50, 20, 1])))
+    assert [d.rule.name for d in fired] == ["a"] and fired[0].record.body.string_value == "java"
+    assert [d.rule.name for d in engine.evaluate(batch_of(child(41, [31, 30, 1])))] == ["a"]
+    assert engine.evaluate(batch_of(child(42, [50, 60, 1]))) == []  # pid 60 never seen
+    exit_rec = {"event": S.EV_PROCESS_EXIT, "attrs": {S.PROCESS_PID: 20}}
+    engine.evaluate(batch_of(exit_rec))
+    assert engine.evaluate(batch_of(child(43, [50, 20, 1]))) == []  # forgotten on exit
+    # another container's pid 20 is another process
+    other = child(44, [50, 20, 1])
+    other["resource"] = {S.CONTAINER_ID: "f" * 64}
+    assert _aexe_engine().evaluate(batch_of(other)) == []
+
+
+def test_images_are_tracked_only_for_rules_that_read_them() -> None:
+    quiet = RuleEngine.from_text(("q.yaml", """
+- rule: q
+  desc: d
+  condition: evt.type = execve and proc.aexe[1] = x
+  output: "%proc.aexepath[1]"
+  priority: NOTICE
+"""))
+    assert quiet.state.images == frozenset()
+    quiet.evaluate(batch_of(execve(20, 1, "/usr/bin/java")))
+    assert quiet.state.sizes()["images"] == 0
+    output_only = RuleEngine.from_text(("o.yaml", """
+- rule: o
+  desc: d
+  condition: evt.type = execve
+  output: "%proc.aexepath[2]"
+  priority: NOTICE
+"""))
+    assert output_only.state.images == {"proc.aexepath"}
+    output_only.evaluate(batch_of(execve(20, 1, "/usr/bin/java")))
+    assert output_only.state.sizes()["images"] == 1

@@ -135,6 +135,44 @@ def test_container_id_gives_pod_container_workload_image_labels_security(
     assert side[semconv.CONTAINER_IMAGE_TAGS] == ["latest"]
 
 
+def test_pod_spec_mounts_and_exec_probes_for_falcos_container_fields(
+    src: InMemorySource, clock: Clock
+) -> None:
+    uid = str(uuid.uuid4())
+    p = o.pod(NS, "agent-x", uid=uid, containers=[{
+        "name": "main", "image": "agent:1",
+        "volumeMounts": [
+            {"name": "sock", "mountPath": "/var/run/docker.sock"},
+            {"name": "proc", "mountPath": "/host/proc", "readOnly": True,
+             "mountPropagation": "HostToContainer"},
+            {"name": "cfg", "mountPath": "/etc/agent", "subPath": "agent.yaml"},
+            {"name": "data", "mountPath": "/data"},  # a claim: its host source is not known
+        ],
+        "livenessProbe": {"exec": {"command": ["cat", "/tmp/healthy"]}},
+        "readinessProbe": {"httpGet": {"path": "/ready", "port": 8080}},
+    }, {"name": "side", "image": "side:1"}])
+    p["spec"]["volumes"] = [
+        {"name": "sock", "hostPath": {"path": "/var/run/docker.sock"}},
+        {"name": "proc", "hostPath": {"path": "/proc", "type": "Directory"}},
+        {"name": "cfg", "configMap": {"name": "agent"}},
+        {"name": "data", "persistentVolumeClaim": {"claimName": "data"}},
+    ]
+    src.put(Kind.POD, o.running(p, "10.1.0.9", {"main": CID, "side": CID2}))
+    e = _enricher(src, clock)
+    a = _res(e.process(o.logs(({semconv.CONTAINER_ID: CID}, [{}]))))
+    assert a[semconv.K8S_CONTAINER_MOUNTS] == [
+        "/var/run/docker.sock:/var/run/docker.sock::true:rprivate",
+        "/proc:/host/proc:ro:false:rslave",
+        f"/var/lib/kubelet/pods/{uid}/volumes/kubernetes.io~configmap/cfg/agent.yaml:/etc/agent"
+        "::true:rprivate",
+    ]
+    assert a[semconv.K8S_CONTAINER_LIVENESS_PROBE] == ["cat", "/tmp/healthy"]
+    assert semconv.K8S_CONTAINER_READINESS_PROBE not in a  # not an exec probe
+    side = _res(e.process(o.logs(({semconv.CONTAINER_ID: CID2}, [{}]))))
+    assert side[semconv.K8S_CONTAINER_MOUNTS] == []  # known: no mounts
+    assert semconv.K8S_CONTAINER_LIVENESS_PROBE not in side
+
+
 def test_association_order_container_then_uid_then_ip(src: InMemorySource, clock: Clock) -> None:
     w = _world(src)
     other_uid = str(uuid.uuid4())

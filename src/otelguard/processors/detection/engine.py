@@ -72,6 +72,7 @@ class RuleEngine:
             raise RulesError([Diagnostic("error", "processors[].config", None, "", u)
                               for u in unmatched])
         self.rules = [r for r in selected if r.priority <= min_priority]
+        self.state.images = frozenset().union(*(r.ancestor_images for r in self.rules))
         self._any: tuple[tuple[Rule, Callable[[EventView], bool]], ...] = tuple(
             (r, r.pred) for r in self.rules if r.event_types is None)
         types = {t for r in self.rules if r.event_types for t in r.event_types}

@@ -36,6 +36,7 @@ from otelguard.processors.detection.resolution import (
     ExceptionError, exception_condition, expand_lists, substitute_lists,
 )
 from otelguard.processors.detection.ruleset import Priority, Rule, RuleSet, RuleStatus
+from otelguard.processors.detection.state import ANCESTOR_IMAGE_FIELDS
 
 UUID_NAMESPACE = uuid.UUID("6f1e0c2a-5b8e-4f55-9d0e-0a7c4e9b2f11")
 
@@ -170,6 +171,9 @@ def compile_collected(collected: Collector) -> RuleSet:
             guards[t] = deriver.candidates(node)
         evidence = sorted({k for name, _arg in result.fields for k in FIELDS[name].keys}
                           | {k for s in template.slots if s.spec for k in s.spec.keys})
+        used = set(result.fields) | {(sl.spec.name, sl.arg) for sl in template.slots if sl.spec}
+        images = frozenset(name for name, arg in used if name in ANCESTOR_IMAGE_FIELDS
+                           and arg is not None and arg.isdigit() and int(arg) >= 2)
         tags = tuple(d.tags)
         tag_info = mitre.from_tags(tags)
         digest = hashlib.sha256(f"{d.condition}\n{d.output}\n{d.priority}".encode()).hexdigest()
@@ -180,6 +184,7 @@ def compile_collected(collected: Collector) -> RuleSet:
             evidence_keys=tuple(evidence),
             uuid=str(uuid.uuid5(UUID_NAMESPACE, f"{d.ruleset}/{d.name}")), version=digest[:12],
             mitre=tag_info, category=_category(tags), guards=guards, enabled=d.enabled,
+            ancestor_images=images,
         )
         if result.pred is False:
             out.report_warning(d.file, d.line, label, "condition can never be true")

@@ -100,6 +100,9 @@ class Rule:
     # evt.type (None: the rule's generic predicate) -> necessary checks, best first (prefilter)
     guards: dict[Optional[str], tuple[Guard, ...]] = field(default_factory=dict)
     enabled: bool = True  # False: ``enabled: false`` in its file (a selection may enable it)
+    # proc.aexe / proc.aexepath used beyond the parent (condition or output): the stage state
+    # then remembers exec'ed images per pid (state.py); empty: no tracking cost
+    ancestor_images: frozenset[str] = frozenset()
 
 
 @dataclass

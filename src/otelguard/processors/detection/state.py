@@ -12,6 +12,13 @@ extensions in fields/extensions.py):
 * the socket behind a dup'ed fd: ``socket``/``connect``/``accept``/``bind`` records carry the fd
   and its addresses; a later ``dup2``/``dup3`` of that fd (same container and pid) borrows them,
   so ``fd.type``, ``fd.sip``, ``fd.name`` ... of a dup record describe the socket, as in Falco.
+* ``proc.aexe[N]`` / ``proc.aexepath[N]`` beyond the parent: the exe (first argument) and path
+  each exec record gave (container, pid), and what an exec record says of its parent; a fork
+  copies the parent's entry (the child runs its image until it execs), an exit drops it. The
+  records name ancestors by pid (``otelguard.process.ancestor_pids``), so the Nth ancestor's exe
+  is the one remembered for that pid, as Falco reads its thread table. Missing when unseen.
+  Tracked only when a loaded rule uses them (``images``, set by the engine from the rules):
+  reading an exec record's arguments costs ~10 us, paid by every exec otherwise.
 * ``proc.exe_written_recently``: the exec'ed path was opened for writing (or created, renamed to,
   chmod'ed) in the same container within ``written_window_seconds``: "drop and execute".
 
@@ -38,9 +45,11 @@ from otelguard.processors.detection.fields import EventView, as_int
 _WRITE_FLAGS = frozenset({"O_WRONLY", "O_RDWR", "O_CREAT", "O_TRUNC"})
 _SOCKET_EVENTS = frozenset({S.EV_NETWORK_SOCKET, S.EV_NETWORK_CONNECT, S.EV_NETWORK_ACCEPT,
                             S.EV_NETWORK_BIND})
-_OBSERVED = frozenset({S.EV_DUP, S.EV_PROCESS_FORK, S.EV_PROCESS_EXIT, S.EV_FILE_OPEN,
+_OBSERVED = frozenset({S.EV_DUP, S.EV_PROCESS_EXEC, S.EV_PROCESS_FORK, S.EV_PROCESS_EXIT, S.EV_FILE_OPEN,
                        S.EV_FILE_RENAME, S.EV_FILE_CHMOD, S.EV_FILE_LINK,
                        S.EV_NETWORK_CLOSE}) | _SOCKET_EVENTS
+# fields whose values beyond the parent come from remembered exec'ed images
+ANCESTOR_IMAGE_FIELDS = frozenset({"proc.aexe", "proc.aexepath"})
 # what a dup record of a socket borrows from the record that created/connected that socket
 SOCKET_KEYS = (S.NETWORK_TYPE, S.NETWORK_TRANSPORT, S.NETWORK_PEER_ADDRESS, S.NETWORK_PEER_PORT,
                S.NETWORK_LOCAL_ADDRESS, S.NETWORK_LOCAL_PORT, S.SOCKET_FAMILY)
@@ -78,11 +87,16 @@ class DetectionState:
         self._written: OrderedDict[str, OrderedDict[str, int]] = OrderedDict()
         # (container, pid, fd) -> socket attributes from socket/connect/accept/bind records
         self._sockets: OrderedDict[tuple[str, int, int], dict[str, Any]] = OrderedDict()
+        # (container, pid) -> (exe: first argument, exe path) from exec records, kept only
+        # for the ANCESTOR_IMAGE_FIELDS in ``images`` (the engine sets it from its rules)
+        self.images: frozenset[str] = frozenset()
+        self._exes: OrderedDict[tuple[str, int], tuple[Optional[str], Optional[str]]] = \
+            OrderedDict()
 
     # -- updates --------------------------------------------------------------------------------
     def observe(self, ev: EventView) -> None:
         name = ev.event_name
-        if name not in _OBSERVED:
+        if name not in _OBSERVED or (name == S.EV_PROCESS_EXEC and not self.images):
             return
         if name == S.EV_FILE_OPEN:
             flags = ev.attr(S.FILE_OPEN_FLAGS)
@@ -104,6 +118,9 @@ class DetectionState:
         if name in _SOCKET_EVENTS or name == S.EV_NETWORK_CLOSE:
             self._track_socket(ev, key, name)
             return
+        if name == S.EV_PROCESS_EXEC:
+            self._track_exec(ev, key)
+            return
         if name == S.EV_DUP:
             if ev.attr(S.DUP_OLD_FD_TYPE) != "socket" or not _succeeded(ev):
                 return
@@ -120,8 +137,49 @@ class DetectionState:
             inherited = self._stdio.get((key[0], parent)) if parent is not None else None
             if inherited is not None:
                 self._put(key, list(inherited))
+            image = self._exes.get((key[0], parent)) if parent is not None and self.images \
+                else None
+            if image is not None:
+                self._put_exe(key, image)
         elif name == S.EV_PROCESS_EXIT:
             self._stdio.pop(key, None)
+            self._exes.pop(key, None)
+
+    def _track_exec(self, ev: EventView, key: tuple[str, int]) -> None:
+        if not _succeeded(ev):
+            return
+        want_exe = "proc.aexe" in self.images  # the arguments: read only when a rule needs them
+        path = _text(ev.attr(S.PROCESS_EXECUTABLE_PATH))
+        exe = path
+        if want_exe:
+            args = ev.attr(S.PROCESS_COMMAND_ARGS)
+            exe = str(args[0]) if isinstance(args, list) and args else path
+        self._put_exe(key, (exe, path))
+        ppid = as_int(ev.attr(S.PROCESS_PARENT_PID))
+        if ppid is not None and (key[0], ppid) not in self._exes:
+            ppath = _text(ev.attr(S.PROCESS_PARENT_EXECUTABLE_PATH))
+            pexe = ppath
+            if want_exe:
+                words = str(ev.attr(S.PROCESS_PARENT_COMMAND_LINE) or "").split()
+                pexe = words[0] if words else ppath
+            if pexe or ppath:
+                self._put_exe((key[0], ppid), (pexe, ppath))
+
+    def _put_exe(self, key: tuple[str, int], image: tuple[Optional[str], Optional[str]]) -> None:
+        self._exes[key] = image
+        self._exes.move_to_end(key)
+        while len(self._exes) > self.limits.max_processes:
+            self._exes.popitem(last=False)
+            _evicted()
+
+    def ancestor_exe(self, ev: EventView, n: int, path: bool) -> Optional[str]:
+        """The exe (``path``: the exe path) of the record's Nth ancestor (N >= 1), if seen."""
+        pids = ev.attr(S.PROCESS_ANCESTOR_PIDS)
+        if not isinstance(pids, list) or n - 1 >= len(pids):
+            return None
+        pid = as_int(pids[n - 1])
+        image = None if pid is None else self._exes.get((_container(ev), pid))
+        return None if image is None else image[1 if path else 0]
 
     def _track_socket(self, ev: EventView, key: tuple[str, int], name: str) -> None:
         fd = as_int(ev.attr(S.FILE_FD))
@@ -212,9 +270,14 @@ class DetectionState:
         return ts is not None and _now(ev) - ts <= window
 
     def sizes(self) -> dict[str, int]:
-        return {"processes": len(self._stdio), "sockets": len(self._sockets),
+        return {"processes": len(self._stdio), "images": len(self._exes),
+                "sockets": len(self._sockets),
                 "containers": len(self._written),
                 "paths": sum(len(p) for p in self._written.values())}
+
+
+def _text(v: Any) -> Optional[str]:
+    return v if isinstance(v, str) and v else None
 
 
 def _succeeded(ev: EventView) -> bool:
@@ -223,8 +286,12 @@ def _succeeded(ev: EventView) -> bool:
 
 
 def _container(ev: EventView) -> str:
+    """The state's container key; the host and a container whose id did not resolve are kept
+    apart (the latter is not the host: docs/architecture.md#falco-rule-semantics)."""
     cid = ev.res.get(S.CONTAINER_ID)
-    return cid if isinstance(cid, str) and cid else "host"
+    if isinstance(cid, str) and cid:
+        return cid
+    return "host" if ev.res.get(S.HOST_PROCESS) is True else "unknown"
 
 
 def _proc_key(ev: EventView) -> Optional[tuple[str, int]]:

@@ -347,6 +347,11 @@ class K8sCache:
             if info.image_tags:
                 attrs[semconv.CONTAINER_IMAGE_TAGS] = list(info.image_tags)
             attrs[semconv.K8S_POD_PRIVILEGED] = info.privileged
+            attrs[semconv.K8S_CONTAINER_MOUNTS] = list(info.mounts)  # [] too: spec known
+            if info.liveness_probe:
+                attrs[semconv.K8S_CONTAINER_LIVENESS_PROBE] = list(info.liveness_probe)
+            if info.readiness_probe:
+                attrs[semconv.K8S_CONTAINER_READINESS_PROBE] = list(info.readiness_probe)
             caps = info.added_capabilities
         else:
             attrs[semconv.K8S_POD_PRIVILEGED] = pod.privileged_any

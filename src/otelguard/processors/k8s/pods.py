@@ -53,6 +53,58 @@ class ContainerInfo:
     image_tags: tuple[str, ...]
     privileged: bool
     added_capabilities: tuple[str, ...]
+    # "source:dest:mode:rdwr:propagation" per volume mount whose host source is known
+    mounts: tuple[str, ...] = ()
+    liveness_probe: tuple[str, ...] = ()  # the exec probe's command, () when none
+    readiness_probe: tuple[str, ...] = ()
+
+
+# The kubelet's directory of a pod volume (its default root dir), by volume source: the host
+# path Falco's container.mount.source shows for volumes the kubelet materialises.
+_KUBELET_PLUGINS = {"emptyDir": "empty-dir", "configMap": "configmap", "secret": "secret",
+                    "projected": "projected", "downwardAPI": "downward-api"}
+# CRI propagation of a volumeMount's mountPropagation, as the runtime reports it
+_PROPAGATION = {"HostToContainer": "rslave", "Bidirectional": "rshared"}
+
+
+def volume_sources(uid: str, spec: dict[str, Any]) -> dict[str, str]:
+    """Volume name -> host source path: hostPath as given, the kubelet's volume directory for
+    the volume types it materialises; volumes of other types (claims, CSI) are left out."""
+    out: dict[str, str] = {}
+    for v in spec.get("volumes") or []:
+        name = str(v.get("name") or "")
+        host = v.get("hostPath")
+        if isinstance(host, dict) and host.get("path"):
+            out[name] = str(host["path"])
+            continue
+        for key, plugin in _KUBELET_PLUGINS.items():
+            if key in v:
+                out[name] = f"/var/lib/kubelet/pods/{uid}/volumes/kubernetes.io~{plugin}/{name}"
+                break
+    return out
+
+
+def container_mounts(container: dict[str, Any], sources: dict[str, str]) -> tuple[str, ...]:
+    """The container's volume mounts in Falco's container.mounts item format."""
+    out = []
+    for m in container.get("volumeMounts") or []:
+        source = sources.get(str(m.get("name") or ""))
+        dest = m.get("mountPath")
+        if source is None or not dest:
+            continue
+        if m.get("subPath"):
+            source = f"{source}/{m['subPath']}"
+        ro = bool(m.get("readOnly"))
+        propagation = _PROPAGATION.get(str(m.get("mountPropagation") or ""), "rprivate")
+        out.append(f"{source}:{dest}:{'ro' if ro else ''}:{'false' if ro else 'true'}:"
+                   f"{propagation}")
+    return tuple(out)
+
+
+def exec_probe(container: dict[str, Any], kind: str) -> tuple[str, ...]:
+    probe = container.get(kind) or {}
+    command = (probe.get("exec") or {}).get("command") or []
+    return tuple(str(c) for c in command)
 
 
 @dataclass(slots=True)
@@ -102,6 +154,7 @@ def pod_from(obj: Obj, labels: KeySelector, annotations: KeySelector) -> Optiona
     pod_labels = meta.get("labels") or {}
     owner_kind, owner_name = controller_of(meta)
     containers: dict[str, ContainerInfo] = {}
+    sources = volume_sources(str(uid), spec)
     for section in ("initContainers", "containers", "ephemeralContainers"):
         for c in spec.get(section) or []:
             name = str(c.get("name") or "")
@@ -112,6 +165,8 @@ def pod_from(obj: Obj, labels: KeySelector, annotations: KeySelector) -> Optiona
             containers[name] = ContainerInfo(
                 name, image_name, tags, bool(sc.get("privileged")),
                 tuple(sorted({_capability(str(x)) for x in caps})),
+                container_mounts(c, sources), exec_probe(c, "livenessProbe"),
+                exec_probe(c, "readinessProbe"),
             )
     ids: dict[str, str] = {}
     for section in ("initContainerStatuses", "containerStatuses",

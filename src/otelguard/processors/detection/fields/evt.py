@@ -85,9 +85,12 @@ def _flags_str(ev: EventView) -> str:
 
 
 def _flagset(ev: EventView) -> Optional[set[str]]:
+    """The open flags as a set; None for a record that is not an open or carries no flags (a
+    missing value: ``evt.is_open_read`` & co must not default to true on it)."""
     if event_type(ev) not in OPEN_TYPES:
         return None
-    return set(_flags_str(ev).split("|"))
+    flags = _flags_str(ev)
+    return set(flags.split("|")) if flags else None
 
 
 def _is_open_read(ev: EventView, _arg: Optional[str]) -> Optional[bool]:
@@ -109,21 +112,68 @@ def _is_open_exec(ev: EventView, _arg: Optional[str]) -> Optional[bool]:
     f = _flagset(ev)
     if f is None:
         return None
-    raw = ev.attr(S.FILE_MODE)
-    try:
-        mode = raw if isinstance(raw, int) else int(str(raw), 8) if raw is not None else 0
-    except ValueError:
-        mode = 0
-    return "O_CREAT" in f and bool(mode & 0o111)
+    if "O_CREAT" not in f:
+        return False
+    mode = _mode_number(ev.attr(S.FILE_MODE))  # a create without a mode says nothing
+    return None if mode is None else bool(mode & 0o111)
 
 
 def _exe_flags(ev: EventView) -> Optional[str]:
+    """execve's flags as libs prints them; None (not "0") when the record carries neither
+    fact, so ``not evt.arg.flags contains EXE_...`` is not true on a record that says nothing."""
     flags = []
+    known = False
     for key, word in ((S.PROCESS_EXE_FROM_MEMFD, "EXE_FROM_MEMFD"),
                       (S.PROCESS_EXE_UPPER_LAYER, "EXE_UPPER_LAYER")):
-        if ev.attr(key) is True:
+        v = ev.attr(key)
+        known = known or isinstance(v, bool)
+        if v is True:
             flags.append(word)
+    if not known:
+        return None
     return "|".join(flags) if flags else "0"
+
+
+# libs' chmod_mode table, in its order: evt.arg.mode of chmod/fchmod/fchmodat prints the names
+# of the bits set, joined by '|' (evt.rawarg.mode is the number)
+_MODE_BITS = (("S_IXOTH", 0o1), ("S_IWOTH", 0o2), ("S_IROTH", 0o4), ("S_IXGRP", 0o10),
+              ("S_IWGRP", 0o20), ("S_IRGRP", 0o40), ("S_IXUSR", 0o100), ("S_IWUSR", 0o200),
+              ("S_IRUSR", 0o400), ("S_ISVTX", 0o1000), ("S_ISGID", 0o2000), ("S_ISUID", 0o4000))
+_CHMODS = frozenset({"chmod", "fchmod", "fchmodat", "fchmodat2"})
+
+
+def _mode_number(raw: Any) -> Optional[int]:
+    """file.mode ("0644", the agent's octal text, or a number) as an int."""
+    if isinstance(raw, bool):
+        return None
+    if isinstance(raw, int):
+        return raw
+    if isinstance(raw, str) and raw:
+        try:
+            return int(raw, 8)
+        except ValueError:
+            return None
+    return None
+
+
+def _mode_names(mode: int) -> str:
+    names = [name for name, bit in _MODE_BITS if mode & bit]
+    return "|".join(names) if names else str(mode)
+
+
+def _user_of(ev: EventView, uid: Any) -> Any:
+    """setuid's target uid as libs resolves PT_UID for evt.arg.uid: the user's name when known
+    (root for 0; the process's own name when it sets its own uid), else the number."""
+    n = as_int(uid)
+    if n is None:
+        return uid
+    if n == 0:
+        return "root"
+    if n == as_int(ev.attr(S.PROCESS_USER_ID)):
+        name = ev.attr(S.PROCESS_USER_NAME)
+        if isinstance(name, str) and name:
+            return name
+    return str(n)
 
 
 # evt.arg.<name>: which attribute holds that syscall argument, by event type family.
@@ -140,6 +190,7 @@ _SYMLINKS = frozenset({"symlink", "symlinkat"})
 _RENAMES = frozenset({"rename", "renameat", "renameat2"})
 _DUPS = frozenset({"dup", "dup2", "dup3"})
 _EXECS = frozenset({"execve", "execveat"})
+_SETUIDS = frozenset({"setuid", "setreuid", "setresuid", "setfsuid"})
 _arg_map("flags", (OPEN_TYPES, S.FILE_OPEN_FLAGS), (frozenset({"mount"}), S.MOUNT_FLAGS),
          (frozenset({"unshare", "clone", "clone3", "setns"}), S.NAMESPACE_FLAGS))
 _arg_map("request", (frozenset({"ptrace"}), S.PTRACE_REQUEST))
@@ -184,6 +235,28 @@ def _evt_arg(ev: EventView, arg: Optional[str]) -> Any:
     return None
 
 
+def _evt_arg_resolved(ev: EventView, arg: Optional[str]) -> Any:
+    """evt.arg: the resolved text libs prints (mode bit names of a chmod, user names of a
+    setuid); evt.rawarg keeps the raw value."""
+    v = _evt_arg(ev, arg)
+    if v is None:
+        return None
+    if arg == "mode" and event_type(ev) in _CHMODS:
+        n = _mode_number(v)
+        return v if n is None else _mode_names(n)
+    if arg == "uid" and event_type(ev) in _SETUIDS:
+        return _user_of(ev, v)
+    return v
+
+
+def _evt_rawarg(ev: EventView, arg: Optional[str]) -> Any:
+    v = _evt_arg(ev, arg)
+    if arg == "mode" and v is not None:
+        n = _mode_number(v)
+        return v if n is None else n
+    return v
+
+
 def _evt_arg_ok(arg: Optional[str]) -> Optional[str]:
     if arg is None:
         return "needs an argument name (evt.arg.flags or evt.arg[flags])"
@@ -199,7 +272,7 @@ def _evt_args(ev: EventView, _arg: Optional[str]) -> Optional[str]:
     parts = []
     for name in ("domain", "type", "flags", "request", "target", "linkpath", "oldpath",
                  "newpath", "cmd", "pid", "uid", "mode"):
-        v = _evt_arg(ev, name)
+        v = _evt_arg_resolved(ev, name)
         if v not in (None, "", "0") or (name == "flags" and v not in (None, "", "0")):
             parts.append(f"{name}={v}")
     return " ".join(parts) if parts else None
@@ -250,9 +323,11 @@ define("evt.is_open_create", T.BOOL, f"{S.FILE_OPEN_FLAGS} has O_CREAT/O_TMPFILE
        (S.FILE_OPEN_FLAGS,))
 define("evt.is_open_exec", T.BOOL, f"O_CREAT with an executable {S.FILE_MODE}", _is_open_exec,
        (S.FILE_OPEN_FLAGS, S.FILE_MODE))
-define("evt.arg", T.STR, "syscall argument by name, from the attribute of that event type",
-       _evt_arg, _ARG_KEYS, arg="required", arg_ok=_evt_arg_ok)
-define("evt.rawarg", T.STR, "as evt.arg", _evt_arg, _ARG_KEYS, arg="required", arg_ok=_evt_arg_ok)
+define("evt.arg", T.STR, "syscall argument by name, from the attribute of that event type, "
+       "resolved as libs prints it (chmod mode: S_I* bit names; setuid uid: the user name when "
+       "known)", _evt_arg_resolved, _ARG_KEYS, arg="required", arg_ok=_evt_arg_ok)
+define("evt.rawarg", T.STR, "as evt.arg, unresolved (mode: the number)", _evt_rawarg, _ARG_KEYS,
+       arg="required", arg_ok=_evt_arg_ok)
 define("evt.args", T.STR, "the syscall arguments the record carries, rendered", _evt_args,
        _ARG_KEYS)
 define("evt.time", T.STR, "time_unix_nano as HH:MM:SS.ns (UTC)", _evt_time)

@@ -173,7 +173,8 @@ def _fd_port(ev: EventView, _arg: Optional[str]) -> Optional[tuple[str, ...]]:
 
 
 def _fmt_ep(ip: Optional[IPAddr], port: Optional[int]) -> str:
-    host = "" if ip is None else str(ip) if ip.version == 4 else f"[{ip}]"
+    # libs prints IPv6 endpoints without brackets ("::1:40000->::1:80"), as fd.name has them
+    host = "" if ip is None else str(ip)
     return f"{host}:{'' if port is None else port}"
 
 
@@ -247,7 +248,12 @@ def _fd_connected(ev: EventView, _arg: Optional[str]) -> Optional[bool]:
     if not _is_net(ev):
         return None
     if event_type(ev) in ("connect", "accept", "accept4"):
-        return (syscall_ret(ev) or 0) >= 0 or ev.attr(S.ERROR_TYPE) == "EINPROGRESS"
+        ret = syscall_ret(ev)
+        if ret is not None and ret >= 0:
+            return True
+        if ev.attr(S.ERROR_TYPE) == "EINPROGRESS":
+            return True
+        return None if ret is None else False  # no return value: not known connected
     return False  # the agent reports sendto/sendmsg only with an explicit destination
 
 

@@ -3,8 +3,8 @@ capabilities and session.
 
 Names follow Falco: ``proc.name`` is the kernel comm (15 characters), ``proc.exe`` the first
 command-line word, ``proc.pname`` the parent's comm. Ancestors come from the agent's ancestor
-list (names and pids, nearest first); the agent records ancestor names, not paths, so the
-``proc.aexe``/``proc.aexepath`` indexes stop at the parent.
+list (names and pids, nearest first); ``proc.aexe``/``proc.aexepath`` beyond the parent come
+from the stage state (the exe each ancestor pid exec'ed).
 """
 
 from __future__ import annotations
@@ -137,13 +137,20 @@ def _apid(ev: EventView, arg: Optional[str]) -> Any:
     return pids[n - 1] if n - 1 < len(pids) else None
 
 
+def _ancestor_exe(ev: EventView, n: int, path: bool) -> Any:
+    """Beyond the parent, the records carry ancestor pids only: the stage state remembers the
+    exe each pid exec'ed (docs/architecture.md#falco-rule-semantics); missing when unseen."""
+    st = ev.state
+    return None if st is None else st.ancestor_exe(ev, n, path)
+
+
 def _aexepath(ev: EventView, arg: Optional[str]) -> Any:
     n = int(arg or 0)
     if n == 0:
         return ev.attr(S.PROCESS_EXECUTABLE_PATH)
     if n == 1:
         return ev.attr(S.PROCESS_PARENT_EXECUTABLE_PATH)
-    return None
+    return _ancestor_exe(ev, n, True)
 
 
 def _aexe(ev: EventView, arg: Optional[str]) -> Any:
@@ -152,15 +159,11 @@ def _aexe(ev: EventView, arg: Optional[str]) -> Any:
         return ev.field(FIELDS["proc.exe"], None)
     if n == 1:
         return ev.field(FIELDS["proc.pexe"], None)
-    return None
+    return _ancestor_exe(ev, n, False)
 
 
-def _only_first_two(arg: Optional[str]) -> Optional[str]:
-    if arg is None or not arg.isdigit():
-        return "needs a numeric index"
-    if int(arg) > 1:
-        return f"index [{arg}] beyond the parent: the agent records ancestor names, not paths"
-    return None
+def _numeric(arg: Optional[str]) -> Optional[str]:
+    return "needs a numeric index" if arg is None or not arg.isdigit() else None
 
 
 def _cwd(ev: EventView, _arg: Optional[str]) -> Optional[str]:
@@ -191,6 +194,28 @@ def _vpgid_leader(ev: EventView, _arg: Optional[str]) -> Optional[bool]:
     return None if vpid is None or vpgid is None else vpid == vpgid
 
 
+def _probe(key: Optional[str]) -> Extractor:
+    """Falco marks a process as a container probe when its exe and arguments are the probe's
+    exec command, and its children inherit the mark: here the record's command line or its
+    parent's equals the command the pod spec gives the container. False on the host and in a
+    container whose pod spec is known (the enricher sets its mounts list, even empty);
+    missing when the container's metadata did not resolve."""
+    def get(ev: EventView, _arg: Optional[str]) -> Optional[bool]:
+        res = ev.res
+        if res.get(S.HOST_PROCESS) is True:
+            return False
+        if not isinstance(res.get(S.K8S_CONTAINER_MOUNTS), list):
+            return None
+        command = res.get(key) if key is not None else None
+        if not isinstance(command, list) or not command:
+            return False
+        want = [str(c) for c in command]
+        if _args_list(ev) == want:
+            return True
+        return bool(ev.attr(S.PROCESS_PARENT_COMMAND_LINE) == " ".join(want))
+    return get
+
+
 def _caps(key: str) -> Extractor:
     def get(ev: EventView, _arg: Optional[str]) -> Optional[str]:
         v = ev.attr(key)
@@ -219,10 +244,12 @@ define("proc.aname", T.STR, f"{S.PROCESS_ANCESTORS}: [0] self, [1] parent, [N]; 
        _aname, (S.PROCESS_ANCESTORS,), arg="index")
 define("proc.apid", T.NUM, f"{S.PROCESS_ANCESTOR_PIDS}: [0] self, [1] parent; no index = any",
        _apid, (S.PROCESS_ANCESTOR_PIDS,), arg="index")
-define("proc.aexepath", T.STR, "[0] proc.exepath, [1] proc.pexepath", _aexepath,
-       (S.PROCESS_PARENT_EXECUTABLE_PATH,), arg="index", arg_ok=_only_first_two)
-define("proc.aexe", T.STR, "[0] proc.exe, [1] proc.pexe", _aexe, _PARENT_KEYS, arg="index",
-       arg_ok=_only_first_two)
+define("proc.aexepath", T.STR, f"[0] proc.exepath, [1] proc.pexepath, [N] the path stage state "
+       f"remembers for {S.PROCESS_ANCESTOR_PIDS}[N-1]", _aexepath,
+       (S.PROCESS_PARENT_EXECUTABLE_PATH, S.PROCESS_ANCESTOR_PIDS), arg="index", arg_ok=_numeric)
+define("proc.aexe", T.STR, f"[0] proc.exe, [1] proc.pexe, [N] the exe stage state remembers "
+       f"for {S.PROCESS_ANCESTOR_PIDS}[N-1]", _aexe, _PARENT_KEYS + (S.PROCESS_ANCESTOR_PIDS,),
+       arg="index", arg_ok=_numeric)
 define("proc.pid", T.NUM, S.PROCESS_PID, AttrField(S.PROCESS_PID), (S.PROCESS_PID,))
 define("proc.ppid", T.NUM, S.PROCESS_PARENT_PID, AttrField(S.PROCESS_PARENT_PID),
        (S.PROCESS_PARENT_PID,))
@@ -244,10 +271,16 @@ define("proc.is_exe_upper_layer", T.BOOL, S.PROCESS_EXE_UPPER_LAYER,
        AttrField(S.PROCESS_EXE_UPPER_LAYER), (S.PROCESS_EXE_UPPER_LAYER,))
 define("proc.exe_deleted", T.BOOL, S.PROCESS_EXE_DELETED, AttrField(S.PROCESS_EXE_DELETED),
        (S.PROCESS_EXE_DELETED,))
-define("proc.is_container_healthcheck", T.BOOL, "always false (no probe metadata)",
-       lambda ev, _a: False)
-define("proc.is_container_liveness_probe", T.BOOL, "always false", lambda ev, _a: False)
-define("proc.is_container_readiness_probe", T.BOOL, "always false", lambda ev, _a: False)
+define("proc.is_container_healthcheck", T.BOOL, "false in a container whose pod spec is known "
+       "(Kubernetes has no image HEALTHCHECK) and on the host; missing otherwise",
+       _probe(None), (S.K8S_CONTAINER_MOUNTS,))
+define("proc.is_container_liveness_probe", T.BOOL, f"the command line (or the parent's) is "
+       f"{S.K8S_CONTAINER_LIVENESS_PROBE}'s exec command", _probe(S.K8S_CONTAINER_LIVENESS_PROBE),
+       (S.K8S_CONTAINER_LIVENESS_PROBE, S.PROCESS_COMMAND_ARGS))
+define("proc.is_container_readiness_probe", T.BOOL, f"the command line (or the parent's) is "
+       f"{S.K8S_CONTAINER_READINESS_PROBE}'s exec command",
+       _probe(S.K8S_CONTAINER_READINESS_PROBE),
+       (S.K8S_CONTAINER_READINESS_PROBE, S.PROCESS_COMMAND_ARGS))
 define("thread.cap_effective", T.STR, f"{S.PROCESS_CAP_EFFECTIVE} joined by spaces",
        _caps(S.PROCESS_CAP_EFFECTIVE), (S.PROCESS_CAP_EFFECTIVE,))
 define("thread.cap_permitted", T.STR, f"{S.PROCESS_CAP_PERMITTED} joined by spaces",
