@@ -25,6 +25,8 @@ _TARGETS = {
     "processor": "otelguard.processors.cli:main",
     "rules.validate": "otelguard.processors.detection.cli:validate_main",
     "rules.list": "otelguard.processors.detection.cli:list_main",
+    "policy.validate": "otelguard.processors.policy.cli:validate_main",
+    "policy.test": "otelguard.processors.policy.cli:test_main",
     "config.schema": "otelguard.schemas:main",
     "config.reference": "otelguard.reference:main",
     "profile.list": "otelguard.processors.profiles.cli:list_main",
@@ -45,12 +47,13 @@ _TARGETS = {
 EXIT_CODES = (
     ("0", "success (a long-running command stopped cleanly: SIGINT/SIGTERM or --duration)"),
     ("1", "a failure at run time (the sensor could not load on this kernel, a check of "
-          "`doctor` failed, `rules validate` found load errors, `incidents --id` found none)"),
+          "`doctor` failed, `rules validate` or `policy validate` found load errors, "
+          "`policy test` found missing or unexpected detections, `incidents --id` found none)"),
     ("2", "an operator mistake, reported in one line naming the cause and the fix: a bad flag "
           "or config (every problem listed), a config that cannot be read, not root (no "
           "CAP_BPF/CAP_PERFMON), BCC missing, a port already in use"),
-    ("3", "`rules validate`: the rules load, but some cannot run on this sensor or were "
-          "skipped"),
+    ("3", "`rules validate`, `policy validate`: the rules load, but some cannot run on this "
+          "sensor or were skipped"),
 )
 
 
@@ -210,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="rules file (repeatable; default: stable ruleset + ours)")
     lst.set_defaults(target="rules.list")
 
+    _policy_parser(sub)
     _profile_parser(sub)
     _incidents_parser(sub)
     _respond_parser(sub)
@@ -231,6 +235,27 @@ def build_parser() -> argparse.ArgumentParser:
                      "${env:...}")
     ref.set_defaults(target="config.reference")
     return p
+
+
+def _policy_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    policy = sub.add_parser("policy", help="policy as code: rules, exceptions, profiles and "
+                            "responses in one tree (docs/policy.md)")
+    verbs = policy.add_subparsers(dest="policy_command", required=True)
+    validate = verbs.add_parser(
+        "validate", help="check every kind of the tree at once, print its revision; exit "
+        "codes as `rules validate` (0 ok, 1 errors, 3 some rules cannot run)")
+    validate.add_argument("directory", metavar="DIR", help="the policy tree (rules/, "
+                          "exceptions/, profiles/, responses/)")
+    validate.set_defaults(target="policy.validate")
+    test = verbs.add_parser(
+        "test", help="replay a capture through the tree's rules offline and print the "
+        "detections, or check them (exit 1 on a mismatch)")
+    test.add_argument("directory", metavar="DIR", help="the policy tree")
+    test.add_argument("--replay", required=True, metavar="CAPTURE.jsonl",
+                      help="OTLP/JSON lines, as `--output jsonl:PATH` writes them")
+    test.add_argument("--expect", default=None, metavar="EXPECTED.yaml",
+                      help="the detections that must come out (docs/policy.md#replay-tests)")
+    test.set_defaults(target="policy.test")
 
 
 def _kube_flags(parser: argparse.ArgumentParser, what: str) -> None:

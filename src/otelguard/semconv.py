@@ -251,6 +251,8 @@ METRIC_CONFIG_RELOADS: Final = "otelguard_config_reloads"  # {component, result}
 METRIC_CONFIG_LAST_RELOAD_SUCCESS: Final = (  # {component}
     "otelguard_config_last_reload_success_timestamp_seconds")
 METRIC_RULES_LOADED: Final = "otelguard_rules_loaded"  # {stage, revision}: rules in effect
+METRIC_POLICY_EXCEPTIONS_EXPIRED: Final = (  # gauge: policy-tree exceptions past their date
+    "otelguard_policy_exceptions_expired")
 # noise_control: collapsed detections carry the window's first and last occurrence (ISO 8601)
 DETECTION_FIRST_SEEN: Final = "otelguard.detection.first_seen"
 DETECTION_LAST_SEEN: Final = "otelguard.detection.last_seen"

@@ -76,3 +76,8 @@ rules_loaded = Gauge(
     "Rules in effect per rules stage; revision is the loaded files' content hash.",
     ["stage", "revision"], registry=REGISTRY,
 )
+exceptions_expired = Gauge(
+    semconv.METRIC_POLICY_EXCEPTIONS_EXPIRED,
+    "Exceptions of the loaded policy tree past their expiry date (not applied; docs/policy.md).",
+    registry=REGISTRY,
+)

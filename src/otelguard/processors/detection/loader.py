@@ -31,7 +31,7 @@ from otelguard.processors.detection.parser import (
     ConditionSyntaxError, Node, macro_refs, parse_condition,
 )
 from otelguard.processors.detection.prefilter import Guard, GuardDeriver
-from otelguard.processors.detection.reader import RulesReader, expand_rule_paths
+from otelguard.processors.detection.reader import Item, RulesReader, expand_rule_paths
 from otelguard.processors.detection.resolution import (
     ExceptionError, exception_condition, expand_lists, substitute_lists,
 )
@@ -214,15 +214,19 @@ def _excerpt(text: str, offset: int) -> str:
     return f"...{flat[lo:offset]}>>>{flat[offset:offset + 25]}..."
 
 
-def load_rules(paths: Sequence[Union[str, Path]], append_output: str = "") -> RuleSet:
+def load_rules(paths: Sequence[Union[str, Path]], append_output: str = "",
+               extra: Sequence[Item] = ()) -> RuleSet:
     """Read ``paths`` in order (a directory: its rules files in name order) and compile;
     inspect ``.errors`` (or call raise_if_errors). ``append_output``: text (with %fields)
-    appended to every rule's output, as Falco's ``append_output`` / ``-p``."""
+    appended to every rule's output, as Falco's ``append_output`` / ``-p``. ``extra``: items
+    collected after the files (a policy tree's exceptions, processors/policy/exceptions.py)."""
     out = RuleSet()
     reader, collected = RulesReader(out), Collector(out, append_output)
     for p in expand_rule_paths(paths):
         for item in reader.read_file(p):
             collected.add(item)
+    for item in extra:
+        collected.add(item)
     return compile_collected(collected)
 
 
