@@ -172,6 +172,7 @@ SECURITY_RULE_CATEGORY: Final = "security_rule.category"
 SECURITY_RULE_DESCRIPTION: Final = "security_rule.description"
 SECURITY_RULE_RULESET_NAME: Final = "security_rule.ruleset.name"
 SECURITY_RULE_VERSION: Final = "security_rule.version"
+POLICY_REVISION: Final = "otelguard.policy.revision"  # detection: the policy tree's revision
 SECURITY_RULE_REFERENCE: Final = "security_rule.reference"
 SECURITY_RULE_PRIORITY: Final = "otelguard.security_rule.priority"  # Falco priority word
 SECURITY_RULE_TAGS: Final = "otelguard.security_rule.tags"  # string[]

@@ -13,8 +13,10 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 
 from otelguard import semconv as S
 from otelguard.cli import main as otelguard_main
-from otelguard.otlp.messages import set_attrs
+from otelguard.config import ConfigError, InvalidFields
+from otelguard.otlp.messages import attrs_dict, set_attrs
 from otelguard.processors import metrics
+from otelguard.processors.detection.processor import Config, FalcoRulesProcessor, create
 from otelguard.processors.policy.tree import load_tree
 from otelguard.transport.jsonlines import JsonLinesTransport
 
@@ -212,3 +214,47 @@ def test_a_bad_capture_is_named_with_its_line(
     cap.write_text(content)
     assert otelguard_main(["policy", "test", str(TREE), "--replay", str(cap)]) == 2
     assert message in capsys.readouterr().err
+
+
+def _batch(exe: str) -> ExportLogsServiceRequest:
+    req = ExportLogsServiceRequest()
+    rl = req.resource_logs.add()
+    set_attrs(rl.resource.attributes, {S.CONTAINER_ID: CONTAINER})
+    _open(rl.scope_logs.add(), f"{exe}-shadow", exe, "/etc/shadow")
+    return req
+
+
+def _fired(stage: FalcoRulesProcessor, exe: str) -> list[dict[str, object]]:
+    out = stage.process(_batch(exe))
+    assert isinstance(out, ExportLogsServiceRequest)
+    return [attrs_dict(r.attributes) for rl in out.resource_logs for sl in rl.scope_logs
+            for r in sl.log_records if r.event_name == S.EV_DETECTION]
+
+
+def test_the_stage_runs_the_tree_as_one_revision_and_reloads_its_exceptions(
+        tmp_path: Path) -> None:
+    root = tmp_path / "tree"
+    shutil.copytree(TREE, root)
+    stage = create(Config(policy_dir=str(root)))
+    revision = load_tree(root).revision
+    assert stage.rules_info() == (revision, 2)
+    assert stage.watched_files() == (str(root / "rules"), str(root / "exceptions"))
+    assert _fired(stage, "backup-agent") == []  # excepted
+    [det] = _fired(stage, "cat")
+    assert det[S.SECURITY_RULE_NAME] == "Read shadow file"
+    assert det[S.POLICY_REVISION] == revision
+    f = root / "exceptions" / "backup.yaml"
+    f.write_text(f.read_text().replace("expires: 2099-12-31", "expires: 2021-01-31"))
+    stage.prepare(Config(policy_dir=str(root)))()  # what a reload does
+    [det] = _fired(stage, "backup-agent")  # the expired exception no longer applies
+    assert det[S.POLICY_REVISION] == load_tree(root).revision != revision
+    assert metrics.exceptions_expired._value.get() == 2
+
+
+def test_the_stage_refuses_a_tree_that_does_not_validate(tmp_path: Path) -> None:
+    root = _broken(tmp_path)
+    with pytest.raises(ConfigError) as err:
+        create(Config(policy_dir=str(root)))
+    assert "[0].spec.owner: must name who owns the exception" in str(err.value)
+    with pytest.raises(InvalidFields, match="not with rules or local_rules"):
+        Config(policy_dir=str(root), rules=("x.yaml",))

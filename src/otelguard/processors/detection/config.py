@@ -49,9 +49,16 @@ class Config:
     append_output: str = ""
     min_priority: str = "debug"  # rules less severe than this are not loaded
     state: StateConfig = field(default_factory=StateConfig)
+    # A policy tree (docs/policy.md): its rules/ with its unexpired exceptions/ are the rules
+    # (not with ``rules`` / ``local_rules``); the tree must validate as a whole, and its
+    # revision names the rule set and is stamped on each detection. Reloaded like ``rules``.
+    policy_dir: str = ""
 
     def __post_init__(self) -> None:
         checks = Checks()
+        if self.policy_dir and (self.rules or self.local_rules):
+            checks.add("policy_dir", "the tree's rules/ are the rules: not with rules or "
+                       "local_rules")
         try:
             Priority.parse(self.min_priority)
         except KeyError:

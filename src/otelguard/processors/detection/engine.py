@@ -57,12 +57,14 @@ class RuleEngine:
     def __init__(self, ruleset: RuleSet, *, state: Optional[DetectionState] = None,
                  min_priority: Priority = Priority.DEBUG,
                  disabled_rules: Iterable[str] = (),
-                 selection: Optional[RuleSelection] = None) -> None:
+                 selection: Optional[RuleSelection] = None, policy_revision: str = "") -> None:
         """``disabled_rules``: shorthand for ``selection.disabled_rules``. A selection entry
         that selects no rule raises :class:`RulesError` (a misspelled name is never silently
-        ignored)."""
+        ignored). ``policy_revision``: the policy tree the rules came from (docs/policy.md),
+        stamped on each detection."""
         ruleset.raise_if_errors()
         self.ruleset = ruleset
+        self.policy_revision = policy_revision
         self.state = state if state is not None else DetectionState()
         sel = selection or RuleSelection()
         if disabled_rules:
@@ -219,6 +221,7 @@ class RuleEngine:
             S.SECURITY_RULE_DESCRIPTION: rule.desc,
             S.SECURITY_RULE_RULESET_NAME: rule.ruleset,
             S.SECURITY_RULE_VERSION: rule.version,
+            S.POLICY_REVISION: self.policy_revision or None,
             S.SECURITY_RULE_REFERENCE: rule.mitre.technique_url() or None,
             S.SECURITY_RULE_PRIORITY: rule.priority.name,
             S.SECURITY_RULE_TAGS: list(rule.tags),

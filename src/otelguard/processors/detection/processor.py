@@ -18,6 +18,7 @@ did not change.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable, Optional
 
 from otelguard.processors.detection.config import Config, StateConfig
@@ -25,6 +26,8 @@ from otelguard.processors.detection.engine import DEFAULT_RULE_FILES, RuleEngine
 from otelguard.processors.detection.loader import load_rules
 from otelguard.processors.detection.ruleset import Priority, RuleSelection
 from otelguard.processors.detection.state import DetectionState
+from otelguard.processors.errors import ConfigError
+from otelguard.processors.policy.tree import load_tree
 from otelguard.processors.stage import Batch
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
@@ -42,11 +45,15 @@ class FalcoRulesProcessor:
 
     def watched_files(self) -> tuple[str, ...]:
         """The rules files and directories this stage reads (the reloader polls them)."""
+        if self.config.policy_dir:
+            return tuple(str(Path(self.config.policy_dir) / k) for k in RULE_KINDS)
         return rule_paths(self.config)
 
     def rules_info(self) -> tuple[str, int]:
-        """(revision: the loaded files' content hash, rules in effect), for metrics and logs."""
-        return self.engine.ruleset.revision, len(self.engine.rules)
+        """(revision: the loaded files' content hash, or the policy tree's; rules in effect),
+        for metrics and logs."""
+        return (self.engine.policy_revision or self.engine.ruleset.revision,
+                len(self.engine.rules))
 
     def prepare(self, config: Config) -> Callable[[], None]:
         """Load ``config``'s rules now (raises RulesError, nothing changed); the returned commit
@@ -71,18 +78,31 @@ class FalcoRulesProcessor:
         pass
 
 
+RULE_KINDS = ("rules", "exceptions")  # what of a policy tree this stage reads
+
+
 def rule_paths(config: Config) -> tuple[str, ...]:
     """``rules`` (the packaged default when empty), then ``local_rules``."""
     return (config.rules or tuple(str(p) for p in DEFAULT_RULE_FILES)) + config.local_rules
 
 
 def _engine(config: Config, state: Optional[DetectionState]) -> RuleEngine:
+    revision = ""
+    if config.policy_dir:
+        # the tree must validate as a whole (processors/policy/tree.py); raises with file:line
+        tree = load_tree(config.policy_dir, append_output=config.append_output)
+        if tree.issues:
+            raise ConfigError(tree.issues)
+        ruleset, revision = tree.ruleset, tree.revision
+    else:
+        ruleset = load_rules(rule_paths(config), append_output=config.append_output)
     return RuleEngine(
-        load_rules(rule_paths(config), append_output=config.append_output),
+        ruleset,
         state=state if state is not None else DetectionState(config.state),
         min_priority=Priority.parse(config.min_priority),
         selection=RuleSelection(config.disabled_rules, config.disabled_tags,
                                 config.enabled_rules, config.enabled_tags),
+        policy_revision=revision,
     )
 
 

@@ -101,7 +101,8 @@ def _classify(tree: PolicyTree) -> None:
                 tree.files[entry.name].append(f)
 
 
-def load_tree(root: Union[str, Path], today: Optional[date] = None) -> PolicyTree:
+def load_tree(root: Union[str, Path], today: Optional[date] = None,
+              append_output: str = "") -> PolicyTree:
     """Read and check every kind of ``root``; inspect ``ok``, ``issues``, ``ruleset.errors``.
     Expired exceptions (``today``, default the UTC date) are listed, logged, counted in the
     ``otelguard_policy_exceptions_expired`` gauge, and not applied."""
@@ -123,7 +124,8 @@ def load_tree(root: Union[str, Path], today: Optional[date] = None) -> PolicyTre
         log.warning("policy %s: exception %r (%s:%s, owner %s) expired on %s: not applied",
                     tree.revision, e.name, e.file, e.line, e.spec.owner, e.expires.isoformat())
     metrics.exceptions_expired.set(len(tree.expired))
-    tree.ruleset = load_rules(tree.files["rules"], extra=[e.item() for e in tree.exceptions])
+    tree.ruleset = load_rules(tree.files["rules"], append_output=append_output,
+                              extra=[e.item() for e in tree.exceptions])
     for f in tree.files["profiles"]:
         try:
             tree.profiles.append((f, load_profile(f)))
