@@ -113,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
                      "incidents")
     run.add_argument("--rules", action="append", default=None, metavar="FILE",
                      help="Falco-style rules file (repeatable; default: stable ruleset + ours)")
+    run.add_argument("--policy", default=None, metavar="DIR",
+                     help="run a policy tree's rules/ and unexpired exceptions/ as one revision "
+                     "stamped on detections; not with --rules (docs/policy.md)")
     run.add_argument("--metrics", default="127.0.0.1:9464", metavar="HOST:PORT",
                      help="HOST:PORT for /metrics")
     run.add_argument("--profiles", default=None, metavar="DIR",
@@ -184,6 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     proc.add_argument("--rules", action="append", default=None, metavar="FILE",
                       help="Falco-style rules file for falco_rules (repeatable; default: "
                       "stable ruleset + ours)")
+    proc.add_argument("--policy", default=None, metavar="DIR",
+                      help="falco_rules runs a policy tree's rules/ and unexpired exceptions/ "
+                      "as one revision stamped on detections; not with --rules (docs/policy.md)")
     proc.add_argument("--metrics", default="127.0.0.1:9466", metavar="HOST:PORT",
                       help="HOST:PORT for /metrics and /readyz")
     proc.add_argument("--tls-cert", default=None, metavar="FILE", help="service.tls.cert_file")

@@ -144,27 +144,28 @@ def _split_hostport(value: str) -> tuple[str, int]:
 
 def run_specs(specs: Optional[Sequence[ProcessorSpec]], rules: Optional[Sequence[str]],
               profiles: Optional[str] = None, learn_for: Optional[str] = None,
-              incidents: bool = True) -> tuple[ProcessorSpec, ...]:
+              incidents: bool = True, policy: Optional[str] = None,
+              ) -> tuple[ProcessorSpec, ...]:
     """The stages of ``otelguard run``: the config's ``processors:`` or the default (detection
-    with the default rules, then noise control), ``--rules`` applied; ``--profiles DIR`` adds
-    the profiles stage before noise control; the incidents stage is added last when the
-    pipeline has none (``--no-incidents``: not added)."""
+    with the default rules, then noise control), ``--rules`` (or ``--policy DIR``) applied;
+    ``--profiles DIR`` adds the profiles stage before noise control; the incidents stage is
+    added last when the pipeline has none (``--no-incidents``: not added)."""
     from otelguard.processors.default_pipeline import (
-        apply_incidents, apply_profiles, apply_rules, default_specs,
+        apply_incidents, apply_policy, apply_profiles, apply_rules, default_specs,
     )
 
     base = default_specs(rules) if specs is None else specs
-    return apply_incidents(apply_profiles(apply_rules(base, rules), profiles, learn_for),
-                           incidents)
+    ruled = apply_policy(apply_rules(base, rules), policy, rules)
+    return apply_incidents(apply_profiles(ruled, profiles, learn_for), incidents)
 
 
 def build_pipeline(specs: Optional[Sequence[ProcessorSpec]], rules: Optional[Sequence[str]],
                    profiles: Optional[str] = None, learn_for: Optional[str] = None,
-                   incidents: bool = True) -> Any:
+                   incidents: bool = True, policy: Optional[str] = None) -> Any:
     """The processor pipeline of ``otelguard run`` (:func:`run_specs`)."""
     from otelguard.processors.pipeline import Pipeline
 
-    return Pipeline.from_specs(run_specs(specs, rules, profiles, learn_for, incidents))
+    return Pipeline.from_specs(run_specs(specs, rules, profiles, learn_for, incidents, policy))
 
 
 def build_reloader(pipeline: Any, cfg: RunConfig, args: argparse.Namespace) -> Any:
@@ -174,9 +175,10 @@ def build_reloader(pipeline: Any, cfg: RunConfig, args: argparse.Namespace) -> A
 
     profiles, learn_for = getattr(args, "profiles", None), getattr(args, "learn_for", None)
     incidents = not getattr(args, "no_incidents", False)
+    policy = getattr(args, "policy", None)
     return ConfigReloader(pipeline, cfg, lambda: load_run_config(args.config),
                           specs_of=lambda c: run_specs(c.processors, args.rules, profiles,
-                                                       learn_for, incidents),
+                                                       learn_for, incidents, policy),
                           reload_of=lambda c: c.reload, config_file=args.config)
 
 
@@ -277,7 +279,8 @@ def main(args: argparse.Namespace) -> int:
             pipeline = build_pipeline(cfg.processors, args.rules,
                                       getattr(args, "profiles", None),
                                       getattr(args, "learn_for", None),
-                                      not getattr(args, "no_incidents", False))
+                                      not getattr(args, "no_incidents", False),
+                                      getattr(args, "policy", None))
         except ConfigError as exc:
             problems += exc.messages
         except ProcessorsError as exc:

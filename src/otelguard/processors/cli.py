@@ -20,7 +20,7 @@ from otelguard import telemetry
 from otelguard.processors import errors
 from otelguard.processors import settings as settings_module
 from otelguard.processors.config import PipelineConfig, load_pipeline_config
-from otelguard.processors.default_pipeline import apply_rules, default_specs
+from otelguard.processors.default_pipeline import apply_policy, apply_rules, default_specs
 from otelguard.processors.errors import ConfigError, ProcessorsError
 from otelguard.processors.forward import ExportTarget, Forwarder
 from otelguard.processors.pipeline import Pipeline
@@ -89,7 +89,8 @@ def resolve_config(args: argparse.Namespace) -> PipelineConfig:
         forward=dataclasses.replace(
             cfg.forward, tls=client_tls_flags(cfg.forward.tls, args, "export")),
         exporters=tuple(cfg.exporters) + tuple(args.export or ()),
-        processors=apply_rules(cfg.processors, args.rules),
+        processors=apply_policy(apply_rules(cfg.processors, args.rules),
+                                getattr(args, "policy", None), args.rules),
     )
 
 

@@ -54,6 +54,27 @@ def apply_rules(specs: Sequence[ProcessorSpec],
     return tuple(out)
 
 
+def apply_policy(specs: Sequence[ProcessorSpec], policy: Optional[str],
+                 rules: Optional[Sequence[str]] = None) -> tuple[ProcessorSpec, ...]:
+    """``--policy DIR``: every falco_rules stage runs that policy tree (``policy_dir``, its
+    rules files cleared: the tree's rules/ are the rules; docs/policy.md#running-a-tree)."""
+    if policy is None:
+        return tuple(specs)
+    if rules:
+        raise ConfigError([errors.ConfigIssue("--policy", "not with --rules: the tree's rules/ "
+                                              "are the rules")])
+    out = []
+    for spec in specs:
+        if spec.type == "falco_rules":
+            spec = dataclasses.replace(spec, config=dataclasses.replace(
+                spec.config, policy_dir=policy, rules=(), local_rules=()))
+        out.append(spec)
+    if not any(s.type == "falco_rules" for s in out):
+        raise ConfigError([errors.ConfigIssue("--policy", "no falco_rules stage in the "
+                                              "pipeline")])
+    return tuple(out)
+
+
 def apply_profiles(specs: Sequence[ProcessorSpec], directory: Optional[str],
                    learn_for: Optional[str]) -> tuple[ProcessorSpec, ...]:
     """``--profiles DIR [--learn-for DURATION]``: the pipeline's profiles stage gets that

@@ -12,12 +12,15 @@ import pytest
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
 from otelguard import semconv as S
+from otelguard.cli import build_parser
 from otelguard.cli import main as otelguard_main
 from otelguard.config import ConfigError, InvalidFields
 from otelguard.otlp.messages import attrs_dict, set_attrs
 from otelguard.processors import metrics
 from otelguard.processors.detection.processor import Config, FalcoRulesProcessor, create
+from otelguard.processors.cli import resolve_config
 from otelguard.processors.policy.tree import load_tree
+from otelguard.runner import run_specs
 from otelguard.transport.jsonlines import JsonLinesTransport
 
 TREE = Path(__file__).parent / "testdata" / "tree"
@@ -258,3 +261,20 @@ def test_the_stage_refuses_a_tree_that_does_not_validate(tmp_path: Path) -> None
     assert "[0].spec.owner: must name who owns the exception" in str(err.value)
     with pytest.raises(InvalidFields, match="not with rules or local_rules"):
         Config(policy_dir=str(root), rules=("x.yaml",))
+
+
+def test_run_policy_points_every_rules_stage_at_the_tree() -> None:
+    specs = run_specs(None, None, policy=str(TREE))
+    [rules] = [s for s in specs if s.type == "falco_rules"]
+    assert (rules.config.policy_dir, rules.config.rules) == (str(TREE), ())
+    stage = create(rules.config)
+    assert stage.rules_info() == (load_tree(TREE).revision, 2)
+    with pytest.raises(ConfigError, match="--policy: not with --rules"):
+        run_specs(None, ["x.yaml"], policy=str(TREE))
+
+
+def test_processor_policy_flag_reaches_the_rules_stage() -> None:
+    args = build_parser().parse_args(["processor", "--policy", str(TREE),
+                                      "--export", "jsonl:-"])
+    [rules] = [s for s in resolve_config(args).processors if s.type == "falco_rules"]
+    assert rules.config.policy_dir == str(TREE)
