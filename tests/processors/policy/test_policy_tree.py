@@ -241,7 +241,8 @@ def test_the_stage_runs_the_tree_as_one_revision_and_reloads_its_exceptions(
     stage = create(Config(policy_dir=str(root)))
     revision = load_tree(root).revision
     assert stage.rules_info() == (revision, 2)
-    assert stage.watched_files() == (str(root / "rules"), str(root / "exceptions"))
+    assert stage.watched_files() == tuple(str(root / k) for k in
+                                          ("rules", "exceptions", "profiles", "responses"))
     assert _fired(stage, "backup-agent") == []  # excepted
     [det] = _fired(stage, "cat")
     assert det[S.SECURITY_RULE_NAME] == "Read shadow file"

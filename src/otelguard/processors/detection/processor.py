@@ -27,7 +27,7 @@ from otelguard.processors.detection.loader import load_rules
 from otelguard.processors.detection.ruleset import Priority, RuleSelection
 from otelguard.processors.detection.state import DetectionState
 from otelguard.processors.errors import ConfigError
-from otelguard.processors.policy.tree import load_tree
+from otelguard.processors.policy.tree import KINDS, load_tree
 from otelguard.processors.stage import Batch
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
@@ -46,7 +46,8 @@ class FalcoRulesProcessor:
     def watched_files(self) -> tuple[str, ...]:
         """The rules files and directories this stage reads (the reloader polls them)."""
         if self.config.policy_dir:
-            return tuple(str(Path(self.config.policy_dir) / k) for k in RULE_KINDS)
+            # every kind: each is part of the revision stamped on detections
+            return tuple(str(Path(self.config.policy_dir) / k) for k in KINDS)
         return rule_paths(self.config)
 
     def rules_info(self) -> tuple[str, int]:
@@ -76,9 +77,6 @@ class FalcoRulesProcessor:
 
     def shutdown(self) -> None:
         pass
-
-
-RULE_KINDS = ("rules", "exceptions")  # what of a policy tree this stage reads
 
 
 def rule_paths(config: Config) -> tuple[str, ...]:
