@@ -16,7 +16,7 @@ from tests.attacks.harness import python_attack
 
 pytestmark = [pytest.mark.kernel, pytest.mark.timeout(90)]
 
-INCUBATING = (Path(__file__).resolve().parents[1] / "processors" / "detection" / "testdata"
+INCUBATING = (Path(__file__).resolve().parents[2] / "src" / "otelguard" / "rules"
               / "falco-incubating_rules.yaml")
 RULE = "Set Setuid or Setgid bit"
 
