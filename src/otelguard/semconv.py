@@ -40,6 +40,7 @@ HOST_NAME: Final = "host.name"
 HOST_ID: Final = "host.id"
 OS_TYPE: Final = "os.type"
 SERVICE_NAME: Final = "service.name"
+SERVICE_NAME_HOST: Final = "host"  # service.name of the host Resource (docs/architecture.md#streams)
 # Custom resource keys
 STREAM: Final = "otelguard.stream"  # "event" | "detection"
 STREAM_EVENT: Final = "event"

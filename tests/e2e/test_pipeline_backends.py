@@ -19,8 +19,7 @@ pytestmark = pytest.mark.e2e
 
 # Loki's label names for our resource attributes (dots -> underscores).
 INDEX_LABELS = {"service_name", "k8s_cluster_name", "k8s_namespace_name", "k8s_deployment_name",
-                "k8s_statefulset_name", "k8s_daemonset_name", "k8s_cronjob_name", "k8s_job_name",
-                "otelguard_stream"}
+                "k8s_statefulset_name", "k8s_daemonset_name", "k8s_cronjob_name", "otelguard_stream"}
 
 
 def loki_name(key: str) -> str:

@@ -84,8 +84,9 @@ def test_documented_query_answers_on_real_backends(entry: dict[str, Any], sent: 
         f"{entry['name']}: no result for {query!r}"
 
 
-GRAFANA_VARS = {"namespace": ".*", "__rate_interval": "1m", "__interval": "1m", "__range": "1h",
-                "__auto": "1m", "rule": ".*"}
+# Every dashboard variable at "All" (its allValue), and Grafana's built-in intervals.
+GRAFANA_VARS = {"cluster": ".+", "namespace": ".*", "rule": ".*", "priority": ".*",
+                "__rate_interval": "1m", "__interval": "1m", "__range": "1h", "__auto": "1m"}
 
 
 def panels() -> list[tuple[str, dict[str, Any]]]:
@@ -116,9 +117,15 @@ def grafana_fill(expr: str, values: dict[str, str]) -> str:
 def test_dashboards_have_the_required_panels() -> None:
     titles = " | ".join(t for t, _, _ in panel_targets()).lower()
     for word in ("by rule", "namespace", "top workloads", "dropped", "latency", "detections log",
-                 "open incidents", "incident stories"):
+                 "open incidents", "incident stories", "att&ck tactic", "nodes reporting",
+                 "nodes expected", "coverage by node", "enrichment ratio", "noise control",
+                 "latest detections"):
         assert word in titles, word
     assert DASHBOARDS
+    for path in DASHBOARDS:  # the queries below run with each variable at its All value
+        for v in json.loads(path.read_text())["templating"]["list"]:
+            if v["type"] != "datasource":
+                assert GRAFANA_VARS[v["name"]] == v["allValue"], (path.name, v["name"])
 
 
 @pytest.mark.parametrize("title,ds,expr", panel_targets(), ids=[t for t, _, _ in panel_targets()])
@@ -137,6 +144,31 @@ def test_dashboard_panel_query_executes(title: str, ds: str, expr: str, sent: Sc
             raise AssertionError(f"{title}: datasource type {ds!r} has no executable target")
     except StackError as e:
         pytest.fail(f"{title}: {e}")
+
+
+def query_variables() -> list[tuple[str, dict[str, Any]]]:
+    return [(f"{path.stem}/${v['name']}", v) for path in DASHBOARDS
+            for v in json.loads(path.read_text())["templating"]["list"] if v["type"] == "query"]
+
+
+@pytest.mark.parametrize("title,var", query_variables(), ids=[t for t, _ in query_variables()])
+def test_dashboard_variable_query_lists_the_scenario(title: str, var: dict[str, Any], sent: Scenario,
+                                                     loki: Loki, prometheus: Prometheus) -> None:
+    """Each query variable lists the scenario's value, asked as Grafana asks: Loki's label values
+    under the variable's stream selector, Prometheus' label_values(series, label)."""
+    q = var["query"]
+
+    def values() -> set[str]:
+        if var["datasource"]["type"] == "loki":
+            stream = grafana_fill(q.get("stream") or "", GRAFANA_VARS)
+            return set(loki.label_values(q["label"], stream or None))
+        m = re.fullmatch(r"label_values\((.+), (\w+)\)", grafana_fill(q["query"], GRAFANA_VARS))
+        assert m, f"{title}: not a label_values() query: {q['query']}"
+        series, label = m.groups()
+        return {r["metric"].get(label, "") for r in prometheus.query(f"group by ({label}) ({series})")}
+
+    expected = {"cluster": sent.cluster, "namespace": sent.namespace, "rule": sent.rule_reverse_shell}
+    assert wait_until(lambda: expected[var["name"]] in values(), 60, 1.0), f"{title}: {values()}"
 
 
 # --- the incident panels: each query returns the incident, each link template resolves ---------
@@ -220,8 +252,7 @@ def test_incident_table_links_open_the_story_evidence_and_trace(
     assert wait_until(lambda: incident_rows(table, ns, loki), 30)
     (row,) = incident_rows(table, ns, loki)
     links = table["fieldConfig"]["defaults"]["links"]
-    assert {link["internal"]["datasourceUid"] for link in links} == {
-        "otelguard-loki", "otelguard-jaeger"}
+    assert {link["internal"]["datasourceUid"] for link in links} == {"${DS_LOKI}", "${DS_JAEGER}"}
     evidence = {str(u) for u in attrs[S.INCIDENT_EVIDENCE] if not re.fullmatch(r"[0-9a-f]{32}", str(u))}
     for link in links:
         target = link["internal"]
@@ -229,7 +260,7 @@ def test_incident_table_links_open_the_story_evidence_and_trace(
         for name in FIELD.findall(template):
             assert name in row, f"{title}: link {link['title']!r} names a column the query lacks: {name}"
         query = json.loads(FIELD.sub(lambda m: json.dumps(row[m.group(1)])[1:-1], template))
-        if target["datasourceUid"] == "otelguard-jaeger":
+        if target["datasourceUid"] == "${DS_JAEGER}":
             assert query["query"] == trace(ns).hex()
             assert wait_until(lambda: jaeger.trace(query["query"]), 30), "trace not in Jaeger"
             continue

@@ -62,6 +62,8 @@ def test_one_resource_per_container_and_one_for_the_host() -> None:
     assert ctr[sc.CONTAINER_ID] == CID and ctr[sc.K8S_POD_UID] == POD
     assert sc.HOST_PROCESS not in ctr
     assert host[sc.HOST_PROCESS] is True and sc.CONTAINER_ID not in host
+    # a fixed service.name for the host (Loki indexes it); a container's comes from k8s
+    assert host[sc.SERVICE_NAME] == "host" and sc.SERVICE_NAME not in ctr
     for res in resources:
         assert res[sc.K8S_NODE_NAME] == "node-a" and res[sc.HOST_ID] == NODE.host_id
         assert res[sc.OS_TYPE] == "linux" and res[sc.STREAM] == sc.STREAM_EVENT

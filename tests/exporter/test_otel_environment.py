@@ -53,7 +53,7 @@ def test_resource_attributes_never_override_and_skip_workload_keys() -> None:
     attrs = dict(resource_attrs(("", ""), node))
     assert attrs[sc.K8S_CLUSTER_NAME] == "prod-eu"
     assert attrs[sc.HOST_NAME] == node.host_name  # the sensor's own value wins
-    assert sc.SERVICE_NAME not in attrs
+    assert attrs[sc.SERVICE_NAME] == "host"  # the fixed host name, not the environment's "oops"
     assert dict(resource_attrs(("", ""), NodeIdentity("n", "h", ""))).get(
         sc.K8S_CLUSTER_NAME) is None
 

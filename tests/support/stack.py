@@ -371,6 +371,18 @@ class Loki(Component):
                                     "end": str(now_ns + int(60e9))})
         return list(get_json(f"{self.url}/loki/api/v1/series?{q}").get("data") or [])
 
+    def label_values(self, label: str, selector: Optional[str] = None,
+                     since_s: float = 3600.0) -> list[str]:
+        """``/loki/api/v1/label/<label>/values`` (under ``selector`` when given), as Grafana's
+        label_values() variable asks."""
+        now_ns = time.time_ns()
+        params = {"start": str(now_ns - int(since_s * 1e9)), "end": str(now_ns + int(60e9))}
+        if selector:
+            params["query"] = selector
+        q = urllib.parse.urlencode(params)
+        url = f"{self.url}/loki/api/v1/label/{urllib.parse.quote(label)}/values?{q}"
+        return list(get_json(url).get("data") or [])
+
     def labels(self) -> list[str]:
         return list(get_json(f"{self.url}/loki/api/v1/labels").get("data") or [])
 

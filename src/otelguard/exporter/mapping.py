@@ -43,7 +43,9 @@ def resource_attrs(key: ResourceKey, node: NodeIdentity) -> list[tuple[str, Attr
         out.append((semconv.HOST_ID, node.host_id))
     out += [(semconv.OS_TYPE, "linux"), (semconv.STREAM, semconv.STREAM_EVENT)]
     if not container_id and not pod_uid:
-        out.append((semconv.HOST_PROCESS, True))
+        # One fixed service.name for every host process: Loki indexes service.name, and a
+        # name per unit or binary would be a stream per process kind (docs/architecture.md#streams).
+        out += [(semconv.HOST_PROCESS, True), (semconv.SERVICE_NAME, semconv.SERVICE_NAME_HOST)]
     if node.extra:  # OTEL_RESOURCE_ATTRIBUTES: never over an attribute set above
         present = {k for k, _ in out}
         out += [(k, v) for k, v in node.extra if k not in present]

@@ -191,7 +191,8 @@ def test_association_order_container_then_uid_then_ip(src: InMemorySource, clock
     # IP alone.
     a = _res(e.process(o.logs(({semconv.K8S_POD_IP: "10.1.0.9"}, [{}]))))
     assert a[semconv.K8S_POD_NAME] == "lonely"
-    assert a[semconv.SERVICE_NAME] == "lonely"  # bare pod: its own name
+    # bare pod: one fixed name, never its own (a stream per pod in Loki)
+    assert a[semconv.SERVICE_NAME] == "bare-pod"
 
 
 def test_never_overwrites_what_the_resource_already_says(src: InMemorySource, clock: Clock) -> None:
@@ -239,6 +240,36 @@ def test_job_and_cronjob(src: InMemorySource, clock: Clock) -> None:
     assert a[semconv.K8S_JOB_NAME] == "backup-29001"
     assert a[semconv.K8S_CRONJOB_NAME] == "backup"
     assert a[semconv.SERVICE_NAME] == "backup"
+
+
+def test_cronjob_run_before_its_job_is_known_is_named_after_the_cronjob(
+        src: InMemorySource, clock: Clock) -> None:
+    """Every run of a CronJob is one service.name even while the run's Job has not reached the
+    cache (its name carries the scheduled minute); a Job of another name keeps its own."""
+    for i, (job, cid) in enumerate((("backup-29001000", CID), ("migrate-v2", "c" * 64))):
+        src.put(Kind.POD, o.running(o.pod(NS, f"{job}-q", uid=str(uuid.uuid4()),
+                                          owner_ref=o.owner("Job", job, api="batch/v1")),
+                                    f"10.1.0.{20 + i}", {"main": cid}))
+    e = _enricher(src, clock)
+    a = _res(e.process(o.logs(({semconv.CONTAINER_ID: CID}, [{}]))))
+    assert a[semconv.K8S_JOB_NAME] == "backup-29001000" and a[semconv.SERVICE_NAME] == "backup"
+    a = _res(e.process(o.logs(({semconv.CONTAINER_ID: "c" * 64}, [{}]))))
+    assert a[semconv.SERVICE_NAME] == "migrate-v2"
+
+
+@pytest.mark.parametrize("labels,expected", [
+    ({"app.kubernetes.io/name": "shop", "app": "legacy"}, "shop"),
+    ({"app": "legacy", "k8s-app": "dns"}, "legacy"),
+    ({"k8s-app": "dns"}, "dns"),
+    ({"team": "payments"}, "bare-pod"),
+])
+def test_bare_pod_service_name(src: InMemorySource, clock: Clock, labels: dict[str, str],
+                               expected: str) -> None:
+    src.put(Kind.POD, o.running(o.pod(NS, "debug-x7k2p", uid=str(uuid.uuid4()), labels=labels),
+                                "10.1.0.30", {"main": CID}))
+    e = _enricher(src, clock)
+    a = _res(e.process(o.logs(({semconv.CONTAINER_ID: CID}, [{}]))))
+    assert a[semconv.SERVICE_NAME] == expected and a[semconv.K8S_POD_NAME] == "debug-x7k2p"
 
 
 def test_owner_arriving_after_the_pod_is_used_from_then_on(src: InMemorySource,

@@ -25,6 +25,7 @@ namespace's selected labels change, not on every status update of those objects.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -47,6 +48,14 @@ WORKLOAD_KEYS = (
     ("ReplicaSet", semconv.K8S_REPLICASET_NAME),
 )
 _WORKLOAD_KEY = dict(WORKLOAD_KEYS)
+
+# service.name of a pod with neither an application label nor a workload (a bare pod, or one
+# owned by a custom controller): one fixed value, since a pod name per stream is what leaks
+# cardinality into Loki (docs/architecture.md#streams). The pod name stays in k8s.pod.name.
+BARE_POD_SERVICE_NAME = "bare-pod"
+# The CronJob controller names each run's Job "<cronjob>-<scheduled minute since the epoch>";
+# used only while the Job itself (which names its CronJob) is not in the cache yet.
+_CRONJOB_RUN = re.compile(r"^(?P<cronjob>.+)-\d{8,10}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,6 +331,15 @@ class K8sCache:
         best = min(chain, key=lambda kn: ranked[kn[0]], default=("", ""))
         return best
 
+    def _service_of(self, pod: PodInfo) -> str:
+        """service.name from the workload, stable across pods and runs (lock held): the
+        CronJob's name for every run of it, never a Job's or a pod's own name."""
+        kind, workload = self.workload_of(pod)
+        if kind == "Job" and (pod.namespace, workload) not in self._job_owner:
+            run = _CRONJOB_RUN.match(workload)
+            return run.group("cronjob") if run else workload
+        return workload or BARE_POD_SERVICE_NAME
+
     def _attrs(self, pod: PodInfo, container: Optional[str]) -> Attrs:
         memo_key = container or ""
         hit = pod.memo.get(memo_key)
@@ -337,8 +355,7 @@ class K8sCache:
         chain = self._workload(pod)
         for kind, name in chain:
             attrs[_WORKLOAD_KEY[kind]] = name
-        kind, workload = self.workload_of(pod)
-        attrs[semconv.SERVICE_NAME] = pod.app_name or workload or pod.name
+        attrs[semconv.SERVICE_NAME] = pod.app_name or self._service_of(pod)
         info = pod.containers.get(container) if container else None
         if container:
             attrs[semconv.K8S_CONTAINER_NAME] = container

@@ -16,6 +16,11 @@ from otelguard.processors.k8s.source import Obj
 
 Attrs = dict[str, PyValue]
 
+# Pod labels that name the application, first present wins for service.name
+# (docs/architecture.md#streams): the recommended label, then the two older conventions
+# (kubectl create deployment and most charts set `app`; kube-system add-ons set `k8s-app`).
+SERVICE_NAME_LABELS = ("app.kubernetes.io/name", "app", "k8s-app")
+
 _ID_SCHEMES = ("containerd://", "cri-o://", "docker://", "crio://")
 
 def strip_container_id(raw: str) -> str:
@@ -192,7 +197,7 @@ def pod_from(obj: Obj, labels: KeySelector, annotations: KeySelector) -> Optiona
         service_account=str(spec.get("serviceAccountName") or spec.get("serviceAccount") or ""),
         owner_kind=owner_kind,
         owner_name=owner_name,
-        app_name=str(pod_labels.get("app.kubernetes.io/name") or ""),
+        app_name=next((str(pod_labels[k]) for k in SERVICE_NAME_LABELS if pod_labels.get(k)), ""),
         labels=labels.select(pod_labels),
         annotations=annotations.select(meta.get("annotations")),
         containers=containers,
