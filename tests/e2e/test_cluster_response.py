@@ -86,12 +86,22 @@ def connect_from_pod(node: Node, attack: dict[str, Any]) -> tuple[int, float]:  
 
 
 @pytest.fixture(scope="module")
-def proposed(node: Node, release: str, attack: dict[str, Any]) -> dict[str, dict[str, Any]]:  # noqa: F811
+def proposed(node: Node, release: str, attack: dict[str, Any],  # noqa: F811
+             cluster_backends: tuple[Loki, Jaeger]) -> dict[str, dict[str, Any]]:
     def both() -> bool:
         return set(requests_for(node, release, attack["pod"])) >= set(POLICIES)
-    assert wait_until(both, 120), (
-        f"no proposals for {attack['pod']}: "
-        f"{node.kubectl('-n', release, 'get', 'rr', check=False).stdout}\n{describe(node, release)}")
+    if not wait_until(both, 120):
+        loki, _ = cluster_backends
+        q = f'{{k8s_namespace_name="{attack["namespace"]}", otelguard_stream="detection"}}'
+        rules = sorted({s["stream"].get(label(sc.SECURITY_RULE_NAME), "?") + " peer=" +
+                        s["stream"].get(label(sc.NETWORK_PEER_ADDRESS), "-")
+                        for s in loki.query_range(q, since_s=900)["result"]})
+        logs = node.kubectl("-n", release, "logs", "--tail=400", "-l",
+                            "app.kubernetes.io/component=processor", check=False).stdout
+        pytest.fail(f"no proposals for {attack['pod']}: "
+                    f"{node.kubectl('-n', release, 'get', 'rr', check=False).stdout}\n"
+                    f"detections in Loki: {rules}\nprocessor: "
+                    + "\n".join(ln for ln in logs.splitlines() if "respon" in ln))
     return requests_for(node, release, attack["pod"])
 
 
