@@ -128,9 +128,13 @@ def test_proposals_cite_the_detection_and_change_nothing(
     uid = block["trigger"]["uid"]
     q = f'{{otelguard_stream="detection"}} | {label(sc.LOG_RECORD_UID)}="{uid}"'
     assert wait_until(lambda: bool(loki.query_range(q, since_s=900)["result"]), 60), uid
+    (stream, *_) = loki.query_range(q, since_s=900)["result"]
     created = transition_at(block, "Proposed")
-    print(f"detection -> proposal: reverse shell connected at {listener.first_at:.3f}, "
-          f"proposed {created - listener.first_at:.2f} s later")
+    # observed_timestamp: when the processor's falco_rules stage made the detection (ns)
+    made = int(stream["stream"].get("observed_timestamp", "0")) / 1e9
+    print(f"detection -> proposal: the reverse shell's connection -> proposal "
+          f"{created - listener.first_at:.2f} s; detection made -> proposal "
+          f"{created - made:.2f} s" if made else "(no observed_timestamp in Loki)")
     # nothing changed: the pod still connects, no NetworkPolicy, no label
     now = time.time()
     assert wait_until(lambda: listener.accepted_between(now, time.time()) >= 2, 10)
@@ -157,8 +161,11 @@ def test_approval_blocks_and_isolates_until_the_ttl_reverts(
         f"{ {p: r['state'] for p, r in requests_for(node, release, pod).items()} }\n"
         f"{node.kubectl('-n', release, 'logs', '--tail=40', '-l', 'app.kubernetes.io/component=agent', check=False).stdout}")
     reqs = done()
-    effect = {p: transition_at(reqs[p], "Done") - approved_at[p] for p in POLICIES}
-    print("approval -> effect: " + ", ".join(f"{p} {s:.2f} s" for p, s in effect.items()))
+    for p in POLICIES:
+        approved, done_at = transition_at(reqs[p], "Approved"), transition_at(reqs[p], "Done")
+        print(f"approval -> effect, {p}: command started -> Done {done_at - approved_at[p]:.2f} s "
+              f"(-> Approved {approved - approved_at[p]:.2f} s, Approved -> Done "
+              f"{done_at - approved:.2f} s)")
     blocked_at = transition_at(reqs[POLICIES[0]], "Done")
 
     # the block holds: no connection reaches the listener, one from the pod is refused at once
