@@ -93,9 +93,9 @@ def proposed(node: Node, release: str, attack: dict[str, Any],  # noqa: F811
     if not wait_until(both, 120):
         loki, _ = cluster_backends
         q = f'{{k8s_namespace_name="{attack["namespace"]}", otelguard_stream="detection"}}'
-        rules = sorted({s["stream"].get(label(sc.SECURITY_RULE_NAME), "?") + " peer=" +
-                        s["stream"].get(label(sc.NETWORK_PEER_ADDRESS), "-")
-                        for s in loki.query_range(q, since_s=900)["result"]})
+        rules = sorted({" ".join(f"{k}={s['stream'].get(label(k), '-')}" for k in (
+            sc.SECURITY_RULE_NAME, sc.NETWORK_PEER_ADDRESS, sc.K8S_NODE_NAME, sc.SENDER_NODE,
+            sc.SENDER_VERIFIED)) for s in loki.query_range(q, since_s=900)["result"]})
         logs = node.kubectl("-n", release, "logs", "--tail=400", "-l",
                             "app.kubernetes.io/component=processor", check=False).stdout
         pytest.fail(f"no proposals for {attack['pod']}: "
