@@ -23,7 +23,7 @@ import pytest
 
 from otelguard import semconv as S
 from otelguard.otlp.messages import attrs_dict
-from tests.support.node import Node, node  # noqa: F401  (node: session fixture)
+from tests.support.node import Node
 from tests.support.oci_images import TESTBOX_REF
 from tests.support.otelguard_run import OTELGUARD, output_records
 from tests.support.polling import wait_until

@@ -284,6 +284,107 @@ def test_profiles_are_opt_in_after_falco_rules_with_a_minimal_role() -> None:
         "responserequests.otelguard.dev", "workloadprofiles.otelguard.dev"]
 
 
+RESPONSE_POLICY = """\
+apiVersion: otelguard.dev/v1alpha1
+kind: ResponsePolicy
+metadata: {name: isolate-shadow-readers}
+spec:
+  mode: approve
+  match: {rules: ["Read sensitive file*"]}
+  actions: [{action: isolate_pod}, {action: block_peer}]
+"""
+
+
+def _caps(spec: dict[str, Any]) -> set[str]:
+    return set(spec["containers"][0]["securityContext"]["capabilities"]["add"])
+
+
+def _mount(spec: dict[str, Any], name: str) -> dict[str, Any]:
+    (m,) = [m for m in spec["containers"][0]["volumeMounts"] if m["name"] == name]
+    return dict(m)
+
+
+def test_response_is_opt_in_and_grants_each_part_only_its_own() -> None:
+    """response.enabled: the stage (last, execute: cluster, kube requests in the release
+    namespace, the policies ConfigMap), the processor as the responder (which keeps the enricher's
+    role), the agent with --respond, a token bound to a Role on ResponseRequests alone, and only
+    the capabilities and mounts of the enabled node actions (docs/security.md#response-on-the-node)."""
+    from otelguard.response.policy import load_policies
+
+    default = template()
+    assert "response" not in [p.type for p in _stages(default)]
+    assert pod_spec(find(default, "Deployment", "otelguard-processor"))["serviceAccountName"] == \
+        "otelguard-k8s-enricher"
+    agent = pod_spec(find(default, "DaemonSet", "otelguard-agent"))
+    assert agent["automountServiceAccountToken"] is False
+    assert not [a for a in agent["containers"][0]["args"] if a.startswith("--respond")]
+    assert _caps(agent) == {"BPF", "PERFMON", "SYS_PTRACE", "DAC_READ_SEARCH"}
+    assert _mount(agent, "cgroup")["readOnly"] is True
+
+    docs = template({"response": {"enabled": True, "policies": RESPONSE_POLICY,
+                                  "config": {"tick_seconds": 0.5}}})
+    (stage,) = [p for p in _stages(docs) if p.type == "response"]
+    assert [p.type for p in _stages(docs)][-1] == "response"
+    assert (stage.config.requests, stage.config.namespace, stage.config.execute,
+            stage.config.policies, stage.config.tick_seconds) == (
+        "kube", NAMESPACE, "cluster", ("/etc/otelguard/policies",), 0.5)
+    proc = pod_spec(find(docs, "Deployment", "otelguard-processor"))
+    assert proc["serviceAccountName"] == "otelguard-responder"
+    assert _mount(proc, "response-policies")["mountPath"] == "/etc/otelguard/policies"
+    policies = find(docs, "ConfigMap", "otelguard-response-policies")["data"]["policies.yaml"]
+    assert policies == RESPONSE_POLICY
+    enricher = find(docs, "ClusterRoleBinding", "otelguard-k8s-enricher")
+    assert {s["name"] for s in enricher["subjects"]} == {"otelguard-k8s-enricher",
+                                                         "otelguard-responder"}
+    agent = pod_spec(find(docs, "DaemonSet", "otelguard-agent"))
+    args = agent["containers"][0]["args"]
+    assert {"--respond", f"--respond-namespace={NAMESPACE}",
+            "--respond-state-dir=/var/lib/otelguard/response"} <= set(args)
+    assert agent["automountServiceAccountToken"] is True
+    assert agent["serviceAccountName"] == "otelguard-agent"
+    assert _caps(agent) == {"BPF", "PERFMON", "SYS_PTRACE", "DAC_READ_SEARCH", "SYS_ADMIN",
+                            "NET_ADMIN", "KILL"}
+    assert "readOnly" not in _mount(agent, "cgroup")
+    assert _mount(agent, "response")["mountPath"] == "/var/lib/otelguard/response"
+    role = find(docs, "Role", "otelguard-agent-responder")
+    assert {(tuple(r["resources"]), tuple(r["verbs"])) for r in role["rules"]} == {
+        (("responserequests",), ("get", "list")),
+        (("responserequests/status",), ("update", "patch"))}
+    binding = find(docs, "RoleBinding", "otelguard-agent-responder")
+    assert [s["name"] for s in binding["subjects"]] == ["otelguard-agent"]
+
+    # the default policies text is comments only: the stage loads it and proposes nothing
+    from tempfile import TemporaryDirectory
+    with TemporaryDirectory() as tmp:
+        text = find(template({"response": {"enabled": True}}), "ConfigMap",
+                    "otelguard-response-policies")["data"]["policies.yaml"]
+        Path(tmp, "policies.yaml").write_text(text)
+        assert load_policies([tmp]).policies == ()
+        Path(tmp, "policies.yaml").write_text(policies)
+        assert [p.name for p in load_policies([tmp]).policies] == ["isolate-shadow-readers"]
+
+    # only block_peer: no KILL, the cgroup mount stays read-only
+    agent = pod_spec(find(template({"response": {"enabled": True, "nodeActions": ["block_peer"]}}),
+                          "DaemonSet", "otelguard-agent"))
+    assert _caps(agent) - {"BPF", "PERFMON", "SYS_PTRACE", "DAC_READ_SEARCH"} == {"SYS_ADMIN",
+                                                                                   "NET_ADMIN"}
+    assert _mount(agent, "cgroup")["readOnly"] is True
+    # no node actions: the processor responds, the agent stays without a token
+    docs = template({"response": {"enabled": True, "nodeActions": []}})
+    assert pod_spec(find(docs, "DaemonSet", "otelguard-agent"))["automountServiceAccountToken"] is False
+    assert not [d for d in docs if d["metadata"]["name"] == "otelguard-agent-responder"]
+    # the agent on the enricher's account: that account is the one bound
+    docs = template({"response": {"enabled": True}, "agent": {"kubernetesApiAccess": True}})
+    binding = find(docs, "RoleBinding", "otelguard-agent-responder")
+    assert [s["name"] for s in binding["subjects"]] == ["otelguard-k8s-enricher"]
+    # with the profile store: its Role follows the processor to the responder's account
+    docs = template({"response": {"enabled": True}, "processor": {"profiles": {"enabled": True}}})
+    assert find(docs, "RoleBinding", "otelguard-profiles")["subjects"][0]["name"] == \
+        "otelguard-responder"
+    with pytest.raises(AssertionError, match='unknown node action "reboot"'):
+        template({"response": {"enabled": True, "nodeActions": ["reboot"]}})
+
+
 def test_agent_api_access_is_opt_in() -> None:
     agent = pod_spec(find(template({"agent": {"kubernetesApiAccess": True}}), "DaemonSet", "otelguard-agent"))
     assert agent["automountServiceAccountToken"] is True
@@ -390,7 +491,8 @@ def _dry_run(api: Any, doc: dict[str, Any]) -> None:
         utils.create_from_dict(api, doc, dry_run="All")  # type: ignore[no-untyped-call]
 
 
-@pytest.mark.parametrize("values", [{}, NON_DEFAULT], ids=["default", "non-default"])
+@pytest.mark.parametrize("values", [{}, NON_DEFAULT, {"response": {"enabled": True}}],
+                         ids=["default", "non-default", "response"])
 def test_every_object_passes_server_side_dry_run(cluster: tuple[KubeCluster, Any], values: dict[str, Any]) -> None:
     from kubernetes import utils
     from kubernetes.client.exceptions import ApiException
@@ -406,7 +508,7 @@ def test_every_object_passes_server_side_dry_run(cluster: tuple[KubeCluster, Any
     assert not failures, "\n".join(failures)
     kinds = {d["kind"] for d in docs}
     assert {"DaemonSet", "Deployment", "Service", "ConfigMap", "ClusterRole"} <= kinds
-    if values:
+    if values.get("monitoring"):
         assert set(MONITORING) <= kinds
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from otelguard import semconv as S
+from otelguard.otlp.messages import attrs_dict
 from otelguard.processors.detection.engine import RuleEngine
 from otelguard.processors.detection.loader import load_rules
 from otelguard.processors.detection.engine import DEFAULT_RULE_FILES
@@ -124,6 +125,9 @@ def test_dup_of_a_connected_socket_borrows_its_addresses() -> None:
     assert found, "the dup of fd 3 should be seen as an ipv4 socket"
     assert "fd.sip=203.0.113.7 connection=10.244.1.5:39000->203.0.113.7:4444 lport=39000 " \
         "rport=4444 fd_type=ipv4 fd_proto=tcp" in found[0].record.body.string_value
+    # and cites the socket's peer as its own attributes (what response's block_peer acts on)
+    cited = attrs_dict(found[0].record.attributes)
+    assert (cited[S.NETWORK_PEER_ADDRESS], cited[S.NETWORK_PEER_PORT]) == ("203.0.113.7", 4444)
     # another fd, another pid, or a closed socket: no borrowed socket, no detection
     assert REDIRECT not in fired(connect(20, 4), bare_dup)
     assert REDIRECT not in fired(connect(21, 3), bare_dup)

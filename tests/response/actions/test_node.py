@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Iterator
 
@@ -271,3 +272,32 @@ def test_block_peer_refusals(pod_netns: tuple[Container, str]) -> None:
     with pytest.raises(ActionError, match=r"block_peer.params.mode: expected one of"):
         action.plan(Target(container_id=box.container_id, peer_address="127.0.0.2"),
                     {"mode": "explode"})
+
+
+def test_block_peer_planned_off_the_node_applies_on_it(pod_netns: tuple[Container, str],
+                                                        tmp_path: Path) -> None:
+    """A cluster's processor plans without seeing the container (a cgroup tree without it
+    here); the node's agent applies in the container's namespace, and refuses the host's."""
+    box, ns = pod_netns
+    elsewhere = BlockPeer(Host(cgroup2=tmp_path))
+    target = Target(container_id=box.container_id, node="n1", peer_address="127.0.0.2",
+                    peer_port=8080)
+    with pytest.raises(ActionError, match="no cgroup for container"):
+        elsewhere.plan(replace(target, node=None), {})
+    change = elsewhere.plan(target, {})
+    assert change.planned_state["netns"] is None
+    assert f"+++ b/node/n1/container/{box.container_id[:12]}/nft/inet/" in change.diff
+    assert connect(ns, "127.0.0.2")["127.0.0.2"][0] == "ok"
+
+    on_node = BlockPeer()
+    outcome = on_node.apply(change)
+    try:
+        got = connect(ns, "127.0.0.2", "127.0.0.3")
+        assert got["127.0.0.2"][0] == "refused" and got["127.0.0.3"][0] == "ok", got
+    finally:
+        assert on_node.revert(change, outcome).ok
+    assert connect(ns, "127.0.0.2")["127.0.0.2"][0] == "ok"
+    host_target = Target(pid=os.getpid(), node="n1", peer_address="127.0.0.2")
+    host_change = replace(change, target=host_target)
+    with pytest.raises(ActionError, match="host's network namespace"):
+        on_node.apply(host_change)

@@ -63,7 +63,8 @@ helm.sh/chart: {{ printf "%s-%s" .ctx.Chart.Name .ctx.Chart.Version }}
 {{- end -}}
 
 {{/* The processor's stages: processor.stages, with the profiles stage right after falco_rules
-when processor.profiles.enabled (docs/profiles.md#profiles-in-a-cluster). */}}
+when processor.profiles.enabled (docs/profiles.md#profiles-in-a-cluster) and the response stage
+last when response.enabled (docs/response.md#in-the-chart). */}}
 {{- define "otelguard.processorStages" -}}
 {{- $p := .Values.processor }}
 {{- $stages := list }}
@@ -86,5 +87,25 @@ when processor.profiles.enabled (docs/profiles.md#profiles-in-a-cluster). */}}
 {{- if and $p.profiles.enabled (not $placed) }}
 {{- fail "processor.profiles.enabled: processor.stages has no falco_rules stage to follow" }}
 {{- end }}
+{{- if .Values.response.enabled }}
+{{- $config := dict "policies" (list "/etc/otelguard/policies") "requests" "kube" "namespace" $.Release.Namespace "execute" "cluster" }}
+{{- $stages = append $stages (dict "type" "response" "name" "response" "config" (mergeOverwrite $config (deepCopy .Values.response.config))) }}
+{{- end }}
 {{- toYaml $stages }}
+{{- end -}}
+
+{{/* The processor's ServiceAccount: the responder's when response.enabled (it also holds the
+enricher's and the profile store's roles), else the read-only enricher's. */}}
+{{- define "otelguard.processorServiceAccount" -}}
+{{ include "otelguard.fullname" . }}-{{ if .Values.response.enabled }}responder{{ else }}k8s-enricher{{ end }}
+{{- end -}}
+
+{{/* The agent's ServiceAccount: the enricher's with agent.kubernetesApiAccess, else its own. */}}
+{{- define "otelguard.agentServiceAccount" -}}
+{{ include "otelguard.fullname" . }}-{{ if .Values.agent.kubernetesApiAccess }}k8s-enricher{{ else }}agent{{ end }}
+{{- end -}}
+
+{{/* "true" when the agents carry out node actions (agent --respond), else empty. */}}
+{{- define "otelguard.agentResponds" -}}
+{{- if and .Values.response.enabled .Values.response.nodeActions }}true{{ end }}
 {{- end -}}

@@ -36,7 +36,7 @@ from otelguard.processors.detection.prefilter import Member, TypePlan, plan
 from otelguard.processors.detection.ruleset import (
     Diagnostic, Priority, Rule, RuleSelection, RuleSet, RulesError,
 )
-from otelguard.processors.detection.state import DetectionState
+from otelguard.processors.detection.state import SOCKET_KEYS, DetectionState
 from otelguard.otlp.messages import attrs_dict, set_attr, set_attrs
 
 RULES_DIR = Path(__file__).resolve().parents[2] / "rules"
@@ -234,9 +234,15 @@ class RuleEngine:
         }
         set_attrs(rec.attributes, attrs)
         keys = rule.evidence_keys
+        present = set()
         for kv in trig.attributes:
             if kv.key in keys:
                 rec.attributes.add().CopyFrom(kv)
+                present.add(kv.key)
+        # a dup record names no addresses: those of the socket it dup'ed (what the rule saw as
+        # fd.sip etc.), so the detection cites its peer (response's block_peer acts on it)
+        set_attrs(rec.attributes, {k: self.state.socket_attr(ev, k) for k in SOCKET_KEYS
+                                   if k in keys and k not in present})
         res = ev.res
         workload = ""
         for k in (S.K8S_DEPLOYMENT_NAME, S.K8S_STATEFULSET_NAME, S.K8S_DAEMONSET_NAME,

@@ -44,8 +44,11 @@ def target_of(res: Mapping[str, Any], facts: Mapping[str, Any]) -> Target:
         if res.get(key):
             kind, name = k, str(res[key])
             break
+    # the pod's node, else the node whose token signed the Resource (the agent that saw it),
+    # else the host's name: where node actions run (NodeExecutor takes its own node's requests)
+    verified_node = res.get(S.SENDER_NODE) if res.get(S.SENDER_VERIFIED) is True else None
     return Target(
-        node=_str(res.get(S.K8S_NODE_NAME) or res.get(S.HOST_NAME)),
+        node=_str(res.get(S.K8S_NODE_NAME) or verified_node or res.get(S.HOST_NAME)),
         namespace=_str(res.get(S.K8S_NAMESPACE_NAME)), pod=_str(res.get(S.K8S_POD_NAME)),
         pod_uid=_str(res.get(S.K8S_POD_UID)), container_id=_str(res.get(S.CONTAINER_ID)),
         workload_kind=kind, workload_name=name, pid=_int(facts.get(S.PROCESS_PID)),

@@ -119,12 +119,17 @@ def netns_inode(host: Host, pid: int) -> Optional[int]:
         return None
 
 
+class NotOnThisHost(ActionError):
+    """The container is not visible here: another node's, or this process is not on the host
+    (a cluster's processor, which plans node actions it leaves to the node's agent)."""
+
+
 def container_netns(host: Host, container_id: str) -> tuple[int, int]:
     """(a pid in the container, the inode of its network namespace), via the container's cgroup."""
     root = host.cgroup2_root()
     path = find_cgroup(root, container_id) if root else None
     if path is None:
-        raise ActionError(f"no cgroup for container {container_id} on this node")
+        raise NotOnThisHost(f"no cgroup for container {container_id} on this node")
     for pid in cgroup_pids(path):
         ino = netns_inode(host, pid)
         if ino is not None:

@@ -31,7 +31,8 @@ from otelguard.response.actions.base import (
 )
 from otelguard.response.actions.diff import object_diff, unified
 from otelguard.response.actions.host import (
-    Host, ProcStat, cgroup_pids, container_netns, find_cgroup, netns_inode, nft_in_netns,
+    Host, NotOnThisHost, ProcStat, cgroup_pids, container_netns, find_cgroup, netns_inode,
+    nft_in_netns,
     proc_cmdline, proc_stat,
 )
 
@@ -242,7 +243,12 @@ class BlockParams:
 
 
 class BlockPeer:
-    """Block ``Target.peer_address`` (and ``peer_port``) inside the pod's network namespace."""
+    """Block ``Target.peer_address`` (and ``peer_port``) inside the pod's network namespace.
+
+    Planned where the container is visible, the plan names its network namespace (inode) and
+    apply refuses another one. Planned elsewhere (a cluster's processor proposes; the agent on
+    ``Target.node`` applies), the plan names the container and the node, and apply resolves the
+    container's namespace there, refusing the host's as plan would have."""
 
     name: ClassVar[str] = "block_peer"
     where: ClassVar[Literal["node"]] = "node"
@@ -297,17 +303,29 @@ class BlockPeer:
             address = str(ipaddress.ip_address(target.peer_address))
         except ValueError:
             raise ActionError(f"peer address {target.peer_address!r} is not an IP address") from None
-        pid, inode = self._netns(target)
-        # the host's: pid 1's (unreadable in some sandboxes) or ours (the agent is hostNetwork)
-        if inode in (netns_inode(self.host, 1), netns_inode(self.host, os.getpid())) \
-                and not p.allow_host_netns:
-            raise ActionError("the target is in the host's network namespace: blocking there "
-                              "affects the whole node (set allow_host_netns to do it anyway)")
         port = None if p.all_ports else target.peer_port
+        where = f"{address}:{port}" if port is not None else address
+        try:
+            pid, inode = self._netns(target)
+        except NotOnThisHost:
+            if not target.node:
+                raise
+            # planned off the node: the namespace is the container's, resolved at apply there
+            key = f"{target.container_id}|{address}|{port}"
+            table = "otelguard_block_" + hashlib.sha256(key.encode()).hexdigest()[:12]
+            script = self.script(table, address, port, p.mode)
+            cid = (target.container_id or "")[:12]
+            return Change(
+                self.name, target, params_json(p),
+                summary=f"{p.mode} traffic with {where} in the netns of container {cid} on "
+                        f"node {target.node} (nft table inet {table})",
+                diff=unified([], script.splitlines(),
+                             f"node/{target.node}/container/{cid}/nft/inet/{table}", created=True),
+                where="node", planned_state={"netns": None, "table": table, "script": script})
+        self._refuse_host_netns(inode, p.allow_host_netns)
         key = f"{inode}|{address}|{port}"
         table = "otelguard_block_" + hashlib.sha256(key.encode()).hexdigest()[:12]
         script = self.script(table, address, port, p.mode)
-        where = f"{address}:{port}" if port is not None else address
         return Change(
             self.name, target, params_json(p),
             summary=f"{p.mode} traffic with {where} in netns {inode} (nft table inet {table})",
@@ -315,10 +333,19 @@ class BlockPeer:
                          created=True),
             where="node", planned_state={"netns": inode, "table": table, "script": script})
 
+    def _refuse_host_netns(self, inode: int, allowed: bool) -> None:
+        # the host's: pid 1's (unreadable in some sandboxes) or ours (the agent is hostNetwork)
+        if inode in (netns_inode(self.host, 1), netns_inode(self.host, os.getpid())) \
+                and not allowed:
+            raise ActionError("the target is in the host's network namespace: blocking there "
+                              "affects the whole node (set allow_host_netns to do it anyway)")
+
     def apply(self, change: Change) -> Outcome:
         ps = change.planned_state
         pid, inode = self._netns(change.target)
-        if inode != ps["netns"]:
+        if ps["netns"] is None:  # planned off the node (see the class docstring)
+            self._refuse_host_netns(inode, bool(change.params.get("allow_host_netns")))
+        elif inode != ps["netns"]:
             raise ActionError(f"the target's network namespace changed since plan "
                               f"({ps['netns']} -> {inode})")
         if nft_in_netns(self.host, pid, inode, ["list", "table", "inet", ps["table"]]).returncode == 0:
