@@ -57,9 +57,10 @@ def load_agent_config(config_file: Optional[str]) -> AgentConfig:
 def with_rules_read_filter(sensor: SensorConfig) -> SensorConfig:
     """``sensor`` with the kernel read prefixes the rules of ``sensor.read_rules`` need added
     (read once at start; raises ConfigError when the rules do not load)."""
-    from otelguard.processors.detection.readfilter import rules_read_filter
+    from otelguard.processors.detection.readfilter import read_rules_paths, rules_read_filter
 
-    rf = rules_read_filter(sensor.read_rules, sensor.probe.read_path_prefixes)
+    rf = rules_read_filter(read_rules_paths(sensor.read_rules, sensor.read_rules_packaged),
+                           sensor.probe.read_path_prefixes)
     for line in rf.lines():
         log.info("%s", line)
     return dataclasses.replace(sensor, probe=dataclasses.replace(
@@ -95,7 +96,7 @@ def main(args: argparse.Namespace) -> int:
         else:
             if tls.insecure:
                 warn_insecure("exporter", tls)
-    if cfg is not None and cfg.sensor.read_rules:
+    if cfg is not None and (cfg.sensor.read_rules or cfg.sensor.read_rules_packaged):
         try:
             cfg = dataclasses.replace(cfg, sensor=with_rules_read_filter(cfg.sensor))
         except ConfigError as exc:
