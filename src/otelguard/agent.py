@@ -100,7 +100,12 @@ def main(args: argparse.Namespace) -> int:
         try:
             cfg = dataclasses.replace(cfg, sensor=with_rules_read_filter(cfg.sensor))
         except ConfigError as exc:
-            problems += exc.messages
+            # a rules edit the processor refuses too must not keep every node's sensor down:
+            # the agent starts with the configured prefixes and says which rules failed
+            for message in exc.messages:
+                log.error("sensor.read_rules: %s", message)
+            log.error("sensor.read_rules: the rules do not load; the kernel read filter keeps "
+                      "sensor.probe.read_path_prefixes only")
     if problems or cfg is None or transport is None:
         print("otelguard agent: invalid configuration:\n  " + "\n  ".join(problems), file=sys.stderr)
         return 2
