@@ -7,6 +7,11 @@ Records (``probes/process.bpf.c``, type ids 1-4):
   emits with the return value. Failed execs are events too (``error.type``; ``file.path`` = the
   attempted executable, ``process.*`` = the caller). Successful ones update the process table
   first, so the record's ``process.*`` describe the new image.
+  The environment (Falco's ``proc.env``): the same entry walks ``envp`` (at most
+  ``ENV_SCAN`` entries, pointers read 8 at a time) and copies up to ``env_max`` variables of
+  ``env_len`` bytes whose NAME is in ``env_names`` (compared without case on a fixed head; the
+  value of any other variable is never read); user space re-checks the name and redacts
+  (``redact_env``). Read at entry, so a program that exits at once has it too.
 * fork: ``sched_process_fork`` for new processes; new threads are skipped in the kernel (the
   ``CLONE_THREAD`` flag is remembered from ``sys_enter_clone``/``clone3``). The record describes
   the child (``process.pid`` = child, ``process.parent_pid`` = the forking process).
@@ -22,7 +27,9 @@ at first sight, so a child that already exited when its exec is decoded has pare
 Overhead (measured roughly on the 2-core VM under load, /bin/true spawned 300 times, traced
 vs untraced in the same run): 0.95-0.97x the exec rate, i.e. 40-90 µs per exec, mostly the
 user-space side (five small ``/proc`` reads for caps/exe/tty/login uid, redaction); the kernel
-side copies at most ``argv_max`` x ``arg_len`` bytes (2.5 KiB by default). Forks cost one
+side copies at most ``argv_max`` x ``arg_len`` bytes (2.5 KiB by default); the environment
+scan adds ~60-100 ns per variable of the exec's environment (+4 µs for 40 variables, +16 µs
+for 250; ``bench/exec_env_scan.py``) and ``env_max`` x ``env_len`` bytes (1 KiB) per record. Forks cost one
 record, plus one ``stat`` of the parent's ``/proc/<pid>/root`` in user space (a root not seen
 before: one ``mountinfo`` read), kept so an exec decoded after the process is gone is still
 judged; thread creation one map update and no record.
