@@ -24,12 +24,12 @@ from typing import Any, Optional
 
 from bench.common import BenchError, BpfRunStats, machine_line, median, summary_line
 
-PROGRAM = "tracepoint__syscalls__sys_enter_execve"
+PROGRAM = "tracepoint__syscalls__sys_enter_execve"  # --program to measure another
 LOOP = "i=0; while [ $i -lt {n} ]; do /bin/true; i=$((i+1)); done"
 
 
-def _enter_execve_ns(env_names: tuple[str, ...], nvars: int, execs: int) -> float:
-    """ns per run of sys_enter_execve over ``execs`` execs with ``nvars`` variables."""
+def _program_ns(env_names: tuple[str, ...], nvars: int, execs: int, program: str) -> float:
+    """ns per run of ``program`` over ``execs`` execs with ``nvars`` variables."""
     from otelguard.ebpf.probe import ProbeConfig
     from otelguard.ebpf.sensor import Sensor
     from otelguard.ebpf.settings import SensorConfig
@@ -37,7 +37,7 @@ def _enter_execve_ns(env_names: tuple[str, ...], nvars: int, execs: int) -> floa
     sensor = Sensor(SensorConfig(probe=replace(ProbeConfig(), env_names=env_names)))
     sensor.start()
     try:
-        fn = sensor._program.bpf.funcs[PROGRAM.encode()]  # benchmarks only: the loaded program
+        fn = sensor._program.bpf.funcs[program.encode()]  # benchmarks only: the loaded program
         env = {f"OG_VAR_{i:03d}": "/usr/local/lib/some/value" for i in range(nvars)}
         env["PATH"] = "/usr/bin:/bin"
         with BpfRunStats():
@@ -63,6 +63,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--reps", type=int, default=None, help="repetitions (default 3; quick 1)")
     ap.add_argument("--vars", type=int, nargs="+", default=[40, 250],
                     help="environment sizes to measure (variables per exec)")
+    ap.add_argument("--program", default=PROGRAM,
+                    help="BPF program to time (e.g. tracepoint__syscalls__sys_exit_execve: the "
+                         "copy of the larger record)")
     args = ap.parse_args(argv)
     reps = args.reps if args.reps is not None else (1 if args.quick else 3)
     execs = 100 if args.quick else 300
@@ -73,19 +76,20 @@ def main(argv: Optional[list[str]] = None) -> int:
             off: list[float] = []
             on: list[float] = []
             for _ in range(reps):  # alternating, so load drifts hit both alike
-                off.append(_enter_execve_ns((), nvars, execs))
-                on.append(_enter_execve_ns(ProbeConfig().env_names, nvars, execs))
+                off.append(_program_ns((), nvars, execs, args.program))
+                on.append(_program_ns(ProbeConfig().env_names, nvars, execs, args.program))
             base, scan = median(off), median(on)
             results[str(nvars)] = {"off_ns": round(base), "default_ns": round(scan),
                                    "ratio": round(scan / base, 2),
                                    "added_ns_per_var": round((scan - base) / max(1, nvars), 1)}
-            print(f"{nvars:4d} vars: sys_enter_execve {base:8.0f} ns (scan off) -> {scan:8.0f} ns "
+            print(f"{nvars:4d} vars: {args.program.split('__')[-1]} {base:8.0f} ns (scan off) -> {scan:8.0f} ns "
                   f"(default allowlist): x{scan / base:.2f}, +{(scan - base) / max(1, nvars):.0f}"
                   " ns per variable")
     except (BenchError, OSError) as exc:
         print(f"exec_env_scan: {exc}", file=sys.stderr)
         return 1
     print(summary_line("exec_env_scan", {"quick": args.quick, "reps": reps, "execs": execs,
+                                         "program": args.program,
                                          "vars": results}))
     return 0
 
