@@ -29,6 +29,9 @@ are errors, every problem reported at once with its dotted path and file:line)::
         dns_ports: [53]
         argv_max: 20
         arg_len: 128
+        env_names: [LD_PRELOAD, GLIBC_TUNABLES]  # proc.env: these names only ([]: no scan)
+        env_max: 4
+        env_len: 256
 """
 
 from __future__ import annotations
