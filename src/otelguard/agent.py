@@ -57,10 +57,19 @@ def load_agent_config(config_file: Optional[str]) -> AgentConfig:
 
 def with_rules_read_filter(sensor: SensorConfig) -> SensorConfig:
     """``sensor`` with the kernel read prefixes the rules of ``sensor.read_rules`` need added
-    (read once at start; raises ConfigError when the rules do not load)."""
-    from otelguard.processors.detection.readfilter import rules_read_filter
+    (read once at start). Rules that do not load leave ``sensor`` as it is, logged as errors:
+    a rules edit the processor refuses too must not keep every node's sensor down."""
+    from otelguard.processors.detection.readfilter import read_rules_paths, rules_read_filter
 
-    rf = rules_read_filter(sensor.read_rules, sensor.probe.read_path_prefixes)
+    try:
+        rf = rules_read_filter(read_rules_paths(sensor.read_rules, sensor.read_rules_packaged),
+                               sensor.probe.read_path_prefixes)
+    except ConfigError as exc:
+        for message in exc.messages:
+            log.error("sensor.read_rules: %s", message)
+        log.error("sensor.read_rules: the rules do not load; the kernel read filter keeps "
+                  "sensor.probe.read_path_prefixes only")
+        return sensor
     for line in rf.lines():
         log.info("%s", line)
     return dataclasses.replace(sensor, probe=dataclasses.replace(
@@ -102,11 +111,8 @@ def main(args: argparse.Namespace) -> int:
         else:
             if tls.insecure:
                 warn_insecure("exporter", tls)
-    if cfg is not None and cfg.sensor.read_rules:
-        try:
-            cfg = dataclasses.replace(cfg, sensor=with_rules_read_filter(cfg.sensor))
-        except ConfigError as exc:
-            problems += exc.messages
+    if cfg is not None and (cfg.sensor.read_rules or cfg.sensor.read_rules_packaged):
+        cfg = dataclasses.replace(cfg, sensor=with_rules_read_filter(cfg.sensor))
     if problems or cfg is None or transport is None:
         print("otelguard agent: invalid configuration:\n  " + "\n  ".join(problems), file=sys.stderr)
         return 2

@@ -202,11 +202,14 @@ def with_rules_read_filter(sensor: SensorConfig, pipeline: Any) -> SensorConfig:
     """``sensor`` with the kernel read prefixes its rules need added (``sensor.read_rules``,
     else the rules the pipeline's falco_rules stages run); fixed at start: a rule reloaded
     live that needs a new prefix waits for a restart (docs/architecture.md#kernel-facts)."""
-    from otelguard.processors.detection.readfilter import read_filter, rules_read_filter
+    from otelguard.processors.detection.readfilter import (
+        read_filter, read_rules_paths, rules_read_filter,
+    )
 
     configured = sensor.probe.read_path_prefixes
-    if sensor.read_rules:
-        rf = rules_read_filter(sensor.read_rules, configured)
+    if sensor.read_rules or sensor.read_rules_packaged:
+        rf = rules_read_filter(read_rules_paths(sensor.read_rules, sensor.read_rules_packaged),
+                               configured)
     else:
         rules = [r for _n, stage in pipeline.stages() if stage.type_name == "falco_rules"
                  for r in stage.engine.rules]

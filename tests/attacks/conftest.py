@@ -1,5 +1,6 @@
-"""Fixtures for the attack tests: the session Sensor (tests/support/sensor.py; BCC compiles once) and one
-detection stage built like the product's (rules compile once)."""
+"""Fixtures for the attack tests: the session Sensor (tests/support/sensor.py; BCC compiles once), one
+detection stage built like the product's (rules compile once), and one running Falco's own rule
+files (stable, then incubating and sandbox on top) with a site's local rules."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from typing import Iterator
 
 import pytest
 
-from otelguard.processors.detection.processor import FalcoRulesProcessor
+from otelguard.processors.detection.engine import RULES_DIR
+from otelguard.processors.detection.processor import Config, FalcoRulesProcessor, create
 from tests.attacks.harness import detection_stage, same_fs_dir, PYTHON
 from tests.support.sensor import sensor  # noqa: F401  (re-exported session fixture)
 
@@ -22,3 +24,34 @@ def stage() -> FalcoRulesProcessor:
 def bindir() -> Iterator[Path]:
     """A scratch directory on the filesystem of the Python binary (for hard-linked names)."""
     yield from same_fs_dir(PYTHON)
+
+
+# As a site would use the template rule: only the allowed image may start; a container whose
+# image is not known to be allowed (here: none, no Kubernetes context) is reported. And a site
+# rule on one environment variable (proc.env[NAME]).
+LOCAL_RULES = """
+- macro: allowed_containers
+  condition: (container.image.repository in (registry.example/allowed))
+  override:
+    condition: replace
+
+- rule: Program run with a preloaded library
+  desc: a site rule on proc.env[NAME]
+  condition: spawned_process and proc.env[LD_PRELOAD] != ""
+  output: Preloaded library | preload=%proc.env[LD_PRELOAD] env=%proc.env process=%proc.name
+  priority: WARNING
+  tags: [site]
+"""
+
+
+@pytest.fixture(scope="session")
+def falco_stage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FalcoRulesProcessor]:
+    local = tmp_path_factory.mktemp("rules") / "local_rules.yaml"
+    local.write_text(LOCAL_RULES)
+    stage = create(Config(
+        rules=tuple(str(RULES_DIR / f) for f in (
+            "falco_rules.yaml", "falco-incubating_rules.yaml", "falco-sandbox_rules.yaml")),
+        local_rules=(str(local),)))
+    stage.start()
+    yield stage
+    stage.shutdown()

@@ -1,48 +1,27 @@
 """Container launches and namespace games that Falco's incubating and sandbox rules judge by the
 process's pid namespace and permitted capabilities, performed for real: a container entrypoint
 (pid 1 of its own pid namespace, ``container_started``) exec'd with all capabilities, and
-unshare by a process that holds CAP_SYS_ADMIN and by one that does not. Each rule also meets a
-near miss, and the rule files are Falco's own (stable, then incubating and sandbox on top)."""
+unshare by a process that holds CAP_SYS_ADMIN and by one that does not, and the entrypoint of a
+privileged pod's container (container.privileged from the k8s_attributes stage). Each rule also
+meets a near miss, and the rule files are Falco's own (the ``falco_stage`` of conftest.py)."""
 
 from __future__ import annotations
-
-from pathlib import Path
-from typing import Iterator
 
 import pytest
 
 from otelguard import semconv as S
 from otelguard.ebpf.sensor import Sensor
-from otelguard.processors.detection.engine import RULES_DIR
-from otelguard.processors.detection.processor import Config, FalcoRulesProcessor, create
+from otelguard.processors.detection.processor import FalcoRulesProcessor
+from otelguard.processors.k8s import K8sEnricher
+from otelguard.processors.k8s.config import Config as K8sConfig
+from otelguard.processors.k8s.source import InMemorySource, Kind
 from tests.attacks.harness import PYTHON, python_attack, run_attack
+from tests.ebpf.containers import new_container_id, new_pod_uid
+from tests.processors.k8s import objects as o
 
 pytestmark = [pytest.mark.kernel, pytest.mark.timeout(120)]
 
 NOBODY = 65534
-
-# As a site would use the template rule: only the allowed image may start; a container whose
-# image is not known to be allowed (here: none, no Kubernetes context) is reported.
-LOCAL_RULES = """
-- macro: allowed_containers
-  condition: (container.image.repository in (registry.example/allowed))
-  override:
-    condition: replace
-"""
-
-
-@pytest.fixture(scope="module")
-def falco_stage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FalcoRulesProcessor]:
-    local = tmp_path_factory.mktemp("rules") / "local_rules.yaml"
-    local.write_text(LOCAL_RULES)
-    stage = create(Config(
-        rules=tuple(str(RULES_DIR / f) for f in (
-            "falco_rules.yaml", "falco-incubating_rules.yaml", "falco-sandbox_rules.yaml")),
-        local_rules=(str(local),)))
-    stage.start()
-    yield stage
-    stage.shutdown()
-
 
 # A container runtime's last step: a new pid namespace whose first process execs the
 # entrypoint (pid 1 there); the entrypoint runs one more command (pid 2: no launch).
@@ -113,3 +92,44 @@ def test_unshare_by_a_holder_of_cap_sys_admin_is_quiet(sensor: Sensor,
     (rec,) = attack.records(S.EV_UNSHARE)
     assert "CAP_SYS_ADMIN" in rec[S.PROCESS_CAP_PERMITTED]
     assert not attack.fired("Change namespace privileges via unshare")
+
+
+def _pod_source(privileged: bool) -> tuple[K8sEnricher, dict[str, str]]:
+    """A k8s_attributes stage whose source holds one running pod (one container, privileged or
+    not), as the API server would report it; the container kwargs of that container."""
+    src = InMemorySource()
+    uid, cid = new_pod_uid(), new_container_id()
+    ctx = {"securityContext": {"privileged": True}} if privileged else {}
+    src.put(Kind.NAMESPACE, o.namespace("shop"))
+    src.put(Kind.POD, o.running(
+        o.pod("shop", "web-0", uid=uid,
+              containers=[{"name": "main", "image": "registry.example/web:1.0", **ctx}]),
+        "10.1.0.9", {"main": cid}))
+    enricher = K8sEnricher(K8sConfig(wait_for_sync_seconds=0), src)
+    enricher.start()
+    return enricher, {"pod_uid": uid, "container_id": cid}
+
+
+@pytest.mark.parametrize("privileged", [True, False])
+def test_launch_privileged_container(sensor: Sensor, falco_stage: FalcoRulesProcessor,
+                                     privileged: bool) -> None:
+    enricher, where = _pod_source(privileged)
+    try:
+        attack = run_attack(sensor, falco_stage, [PYTHON, "-c", ENTRYPOINT],
+                            container_kwargs=where, before=[enricher])
+    finally:
+        enricher.shutdown()
+    assert attack.returncode == 0, attack.stderr.decode()
+    entry = [a for a in attack.records(S.EV_PROCESS_EXEC) if a.get(S.PROCESS_VPID) == 1]
+    assert len(entry) == 1
+    # the entrypoint launches in both pods; only the privileged one is reported
+    assert attack.fired("Launch Disallowed Container")
+    if not privileged:
+        assert not attack.fired("Launch Privileged Container")
+        return
+    d = attack.detection("Launch Privileged Container", "INFORMATIONAL", S.EV_PROCESS_EXEC,
+                         body=["Privileged container started", "process=sh"],
+                         evidence={S.PROCESS_VPID: 1})
+    assert d.resource[S.K8S_POD_PRIVILEGED] is True and d.resource[S.K8S_POD_NAME] == "web-0"
+    assert [h.trigger_attrs[S.LOG_RECORD_UID] for h in attack.fired(
+        "Launch Privileged Container")] == [d.trigger_attrs[S.LOG_RECORD_UID]]

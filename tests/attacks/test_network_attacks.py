@@ -35,6 +35,26 @@ time.sleep(0.3)
 """
 
 
+# dup(2) returns the lowest free fd: with fd 0 closed, dup(sock) puts the socket on stdin.
+# (Python's os.dup is fcntl(F_DUPFD_CLOEXEC): libc's dup is the syscall.)
+DUP_ONTO_STDIN = CONNECTED + r"""
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+os.close(0)
+assert libc.dup(client.fileno()) == 0
+time.sleep(0.3)
+print(srv.getsockname()[1], file=sys.stderr)
+"""
+
+# an ordinary dup of the same socket lands on fd >= 3: not stdio, not sent by the kernel
+DUP_ELSEWHERE = CONNECTED + r"""
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+assert libc.dup(client.fileno()) > 2
+time.sleep(0.3)
+"""
+
+
 def _dups(attack: Attack) -> list[dict[str, Any]]:
     return attack.records(S.EV_DUP)
 
@@ -53,6 +73,26 @@ def test_stdin_stdout_redirected_to_tcp_connection(sensor: Sensor,
     assert d.attrs[S.SYSCALL_RET] in (0, 1)
     # the dup record names fds only: the stage pairs it with the connect record of that fd
     assert f"connection=127.0.0.1:" in d.body and f"->127.0.0.1:{port}" in d.body
+
+
+def test_dup_of_a_tcp_connection_onto_stdin(sensor: Sensor,
+                                            stage: FalcoRulesProcessor) -> None:
+    attack = python_attack(sensor, stage, DUP_ONTO_STDIN)
+    port = int(attack.stderr.decode().split()[-1])
+    d = attack.detection(
+        "Redirect STDOUT/STDIN to Network Connection in Container", "NOTICE", S.EV_DUP,
+        body=["Redirect stdout/stdin to network connection", "fd_type=ipv4", "fd_proto=tcp",
+              f"rport={port}", "evt_type=dup ", f"process={PYTHON_NAME}"],
+        evidence={S.DUP_OLD_FD_TYPE: "socket", S.SYSCALL_NAME: "dup", S.SYSCALL_RET: 0})
+    # the new fd is dup's result; the old one, saved at entry, is the client socket (> 2)
+    assert d.trigger_attrs[S.DUP_NEW_FD] == 0 and d.trigger_attrs[S.DUP_OLD_FD] > 2
+
+
+def test_ordinary_dup_is_not_sent(sensor: Sensor, stage: FalcoRulesProcessor) -> None:
+    attack = python_attack(sensor, stage, DUP_ELSEWHERE)
+    assert attack.records(S.EV_NETWORK_CONNECT)  # the run was seen
+    assert _dups(attack) == []
+    assert not attack.fired("Redirect STDOUT/STDIN to Network Connection in Container")
 
 
 def test_pipe_redirected_to_stdin_does_not_fire(sensor: Sensor,

@@ -1,10 +1,11 @@
 """Credential access through sensitive files, performed for real in a container: reading
 /etc/shadow (untrusted reader; trusted server binary after its startup), directory traversal,
-and links planted over sensitive files. Each attack has a near-miss control that must not fire
+links planted over sensitive files, and a file made below /dev with creat(2). Each attack has a near-miss control that must not fire
 while its records are demonstrably captured."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,9 @@ import pytest
 from otelguard import semconv as S
 from otelguard.ebpf.sensor import Sensor
 from otelguard.processors.detection.processor import FalcoRulesProcessor
-from tests.attacks.harness import PYTHON_NAME, Attack, named_binary, python_attack, run_attack
+from tests.attacks.harness import (
+    PYTHON, PYTHON_NAME, Attack, named_binary, python_attack, run_attack,
+)
 
 pytestmark = [pytest.mark.kernel, pytest.mark.timeout(90)]
 
@@ -127,3 +130,32 @@ def test_links_to_ordinary_files_do_not_fire(sensor: Sensor, stage: FalcoRulesPr
     assert attack.records(S.EV_FILE_SYMLINK) and attack.records(S.EV_FILE_LINK)
     assert not attack.fired("Create Symlink Over Sensitive Files")
     assert not attack.fired("Create Hardlink Over Sensitive Files")
+
+
+# creat(2) is open(O_WRONLY|O_CREAT|O_TRUNC): Falco's rule names it beside the open calls
+CREAT = r"""
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+fd = libc.creat(sys.argv[1].encode(), 0o600)
+assert fd >= 0, os.strerror(ctypes.get_errno())
+os.close(fd)
+os.unlink(sys.argv[1])
+"""
+
+
+@pytest.mark.parametrize("directory", ["/dev", "/tmp"])
+def test_creat_below_dev(sensor: Sensor, falco_stage: FalcoRulesProcessor,
+                         directory: str) -> None:
+    rule = "Create files below dev"
+    path = f"{directory}/og-creat-{os.getpid()}"
+    attack = run_attack(sensor, falco_stage, [PYTHON, "-c", CREAT, path])
+    assert attack.returncode == 0, attack.stderr.decode()
+    (rec,) = [a for a in attack.records(S.EV_FILE_OPEN) if a.get(S.FILE_PATH) == path]
+    assert rec[S.SYSCALL_NAME] == "creat"
+    assert rec[S.FILE_OPEN_FLAGS] == "O_WRONLY|O_CREAT|O_TRUNC" and rec[S.FILE_MODE] == "0600"
+    if directory == "/tmp":
+        assert not attack.fired(rule)
+        return
+    attack.detection(rule, "ERROR", S.EV_FILE_OPEN,
+                     body=["File created below /dev by untrusted program", f"file={path}",
+                           "evt_type=creat"])

@@ -391,6 +391,63 @@ def test_agent_api_access_is_opt_in() -> None:
     assert agent["serviceAccountName"] == "otelguard-k8s-enricher"
 
 
+def _agent_file(docs: list[dict[str, Any]], tmp_path: Path) -> tuple[dict[str, Any], Any]:
+    """The agent's DaemonSet pod and its config file as the agent loads it."""
+    from otelguard.agent import load_agent_config
+
+    agent = pod_spec(find(docs, "DaemonSet", "otelguard-agent"))
+    (c,) = agent["containers"]
+    assert "--config=/etc/otelguard/agent/agent.yaml" in c["args"]
+    by_mount = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+    volumes = {v["name"]: v for v in agent["volumes"]}
+    cm = volumes[by_mount["/etc/otelguard/agent"]]["configMap"]["name"]
+    path = tmp_path / "agent.yaml"
+    path.write_text(find(docs, "ConfigMap", cm)["data"]["agent.yaml"])
+    return agent, load_agent_config(str(path))  # unknown keys would be errors
+
+
+def test_agent_reads_the_processors_rules(tmp_path: Path) -> None:
+    """The agent's kernel read filter follows the rules the processor loads: the same rules
+    ConfigMap mounted at the processor's path, named in sensor.read_rules after the packaged
+    rules (the falco_rules stage runs them: its `rules` is empty)."""
+    docs = template({"agent": {"config": {"sensor": {"queue_size": 1024}}}})
+    agent, cfg = _agent_file(docs, tmp_path)
+    (c,) = agent["containers"]
+    rules_mount = [m for m in c["volumeMounts"] if m["mountPath"] == "/etc/otelguard/rules"]
+    assert rules_mount and rules_mount[0]["readOnly"] is True
+    volumes = {v["name"]: v for v in agent["volumes"]}
+    assert volumes[rules_mount[0]["name"]]["configMap"]["name"] == "otelguard-rules"
+    proc = pod_spec(find(docs, "Deployment", "otelguard-processor"))
+    (pc,) = proc["containers"]
+    pvol = {v["name"]: v for v in proc["volumes"]}
+    assert [pvol[m["name"]]["configMap"]["name"] for m in pc["volumeMounts"]
+            if m["mountPath"] == "/etc/otelguard/rules"] == ["otelguard-rules"]
+    stage = yaml.safe_load(find(docs, "ConfigMap", "otelguard-processor")["data"]["pipeline.yaml"])
+    (falco,) = [p for p in stage["processors"] if p["type"] == "falco_rules"]
+    assert "rules" not in falco["config"]
+    assert cfg.sensor.read_rules == tuple(falco["config"]["local_rules"]) == ("/etc/otelguard/rules",)
+    assert cfg.sensor.read_rules_packaged is True
+    assert cfg.sensor.queue_size == 1024  # agent.config is kept beside the chart's keys
+    # the pod template rolls when the file changes (the agent reads it at start)
+    plain = template()
+    assert (find(plain, "DaemonSet", "otelguard-agent")["spec"]["template"]["metadata"]["annotations"]
+            ["checksum/agent-config"]
+            != find(docs, "DaemonSet", "otelguard-agent")["spec"]["template"]["metadata"]["annotations"]
+            ["checksum/agent-config"])
+
+
+def test_agent_rules_follow_the_processor_stage_and_can_be_off(tmp_path: Path) -> None:
+    stages = [{"type": "falco_rules", "name": "detection",
+               "config": {"rules": ["/etc/otelguard/rules/site.yaml"],
+                          "local_rules": ["/etc/otelguard/rules"]}}]
+    _agent, cfg = _agent_file(template({"processor": {"stages": stages}}), tmp_path)
+    assert cfg.sensor.read_rules_packaged is False  # the processor does not run them either
+    off, cfg = _agent_file(template({"agent": {"readRules": {"enabled": False}}}), tmp_path)
+    assert cfg.sensor.read_rules == () and cfg.sensor.read_rules_packaged is False
+    assert all(m["mountPath"] != "/etc/otelguard/rules" for m in off["containers"][0]["volumeMounts"])
+    assert all(v["name"] != "rules" for v in off["volumes"])
+
+
 def test_deploy_is_the_rendered_chart() -> None:
     res = subprocess.run([sys.executable, str(ROOT / "scripts" / "render_deploy.py"), "--check"],
                          capture_output=True, text=True, timeout=180)

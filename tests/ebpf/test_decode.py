@@ -43,13 +43,17 @@ def _hdr(h: Header, type_id: int, pid: int, ret: int = 0, uid: int = 0) -> None:
 
 
 def _exec(pid: int, filename: str, argv: list[str], ret: int = 0, argv_max: int = 4,
-          arg_len: int = 32, dirfd: int = -100) -> bytes:
+          arg_len: int = 32, dirfd: int = -100, env: tuple[str, ...] = (), env_more: int = 0,
+          env_max: int = 2, env_len: int = 64) -> bytes:
     r = ExecRecord()
     _hdr(r.h, 1, pid, ret, uid=1000)
     r.dirfd, r.sc, r.argc, r.argv_max, r.arg_len = dirfd, 0, len(argv), argv_max, arg_len
+    r.envc, r.env_max, r.env_len, r.env_more = len(env), env_max, env_len, env_more
     r.filename = filename.encode()
     slots = b"".join(a.encode()[:arg_len - 1].ljust(arg_len, b"\0") for a in argv)
-    return bytes(r) + slots.ljust(argv_max * arg_len, b"\0")
+    env_slots = b"".join(e.encode()[:env_len - 1].ljust(env_len, b"\0") for e in env)
+    return (bytes(r) + slots.ljust(argv_max * arg_len, b"\0")
+            + env_slots.ljust(env_max * env_len, b"\0"))
 
 
 def _file(sc_name: str, pid: int, path: str, path2: str = "", flags: int = 0, mode: int = 0,
@@ -78,6 +82,29 @@ def test_exec_record(ctx: EventContext) -> None:
     assert a[semconv.PROCESS_PID] == GHOST
     assert ev.root_pid == GHOST and ev.process_start_ns > 0
     assert ctx.table.get(GHOST, load=False) is not None
+
+
+def test_exec_env_slots(ctx: EventContext) -> None:
+    # the kernel compared names without case on a head; user space re-checks the whole name
+    # and redacts; a flagged record says the scan or the slots ran out
+    ev = PROCESS.decode(1, _exec(GHOST, "/bin/true", ["true"], env=(
+        "https_proxy=http://u:pw@p:3128", "LD_PRELOADX=/x.so"), env_more=2), ctx)
+    assert ev is not None
+    assert ev.attrs[semconv.PROCESS_ENV] == ["https_proxy=http://u:***@p:3128"]
+    assert ev.attrs[semconv.PROCESS_ENV_TRUNCATED] is True
+    child = GHOST + 1
+    FORK = ForkRecord()
+    _hdr(FORK.h, 2, GHOST)
+    FORK.parent_pid, FORK.child_pid = GHOST, child
+    fork = PROCESS.decode(2, bytes(FORK), ctx)
+    assert fork is not None and fork.attrs[semconv.PROCESS_ENV] == ev.attrs[semconv.PROCESS_ENV]
+    plain = PROCESS.decode(1, _exec(child, "/bin/true", ["true"]), ctx)
+    assert plain is not None
+    assert semconv.PROCESS_ENV not in plain.attrs and semconv.PROCESS_ENV_TRUNCATED not in plain.attrs
+    # with the scan compiled out (env_names: []) nothing is decoded even if slots were there
+    off = EventContext(ctx.table, ctx.cgroups, ctx.clock, ProbeConfig(env_names=()))
+    ev = PROCESS.decode(1, _exec(GHOST + 2, "/bin/true", ["true"], env=("LD_PRELOAD=/x",)), off)
+    assert ev is not None and semconv.PROCESS_ENV not in ev.attrs
 
 
 def test_failed_exec_record(ctx: EventContext) -> None:

@@ -157,6 +157,39 @@ def test_argv_is_bounded(run_in_container: RunInContainer) -> None:
     assert ev.attrs[semconv.PROCESS_ARGS_COUNT] == 20
 
 
+def test_exec_env_carries_only_allowlisted_names_redacted(
+        run_in_container: RunInContainer) -> None:
+    # /bin/true exits at once: the variables come from the exec's envp in the kernel, not /proc
+    env = {"PATH": "/usr/bin:/bin", "OG_PRIVATE_VALUE": "never-captured-7f3a",
+           "LD_PRELOAD": "/nonexistent/og-preload.so",
+           "http_proxy": "http://alice:s3cret-pw@proxy.example:3128",
+           "LD_PRELOADX": "not-this-one", "GLIBC_TUNABLES": "glibc.malloc.check=0"}
+    run = run_in_container([TRUE], env=env)
+    ev = _one(run.events, semconv.EV_PROCESS_EXEC, pid=run.pid)
+    assert sorted(ev.attrs[semconv.PROCESS_ENV]) == [  # type: ignore[arg-type]
+        "GLIBC_TUNABLES=glibc.malloc.check=0", "LD_PRELOAD=/nonexistent/og-preload.so",
+        "http_proxy=http://alice:***@proxy.example:3128"]
+    assert semconv.PROCESS_ENV_TRUNCATED not in ev.attrs
+    for e in run.events:  # no other variable's value, and no password, anywhere
+        text = repr(e.attrs) + e.body
+        assert "never-captured-7f3a" not in text and "s3cret-pw" not in text
+        assert "not-this-one" not in text
+    # a shell without those variables: its children's records carry none
+    plain = run_in_container([SH, "-c", f"{TRUE}"], env={"PATH": "/usr/bin:/bin"})
+    assert all(semconv.PROCESS_ENV not in e.attrs for e in plain.events), [
+        e.attrs.get(semconv.PROCESS_ENV) for e in plain.events]
+
+
+def test_exec_env_scan_is_bounded(run_in_container: RunInContainer) -> None:
+    # an envp longer than the kernel scans (256 entries) is flagged on the exec record
+    env = {f"OG_FILL_{i}": "x" for i in range(300)}
+    env["LD_PRELOAD"] = "/nonexistent/og-late.so"
+    run = run_in_container([TRUE], env=env)
+    ev = _one(run.events, semconv.EV_PROCESS_EXEC, pid=run.pid)
+    assert ev.attrs[semconv.PROCESS_ENV_TRUNCATED] is True
+    assert semconv.PROCESS_ENV not in ev.attrs
+
+
 @pytest.mark.parametrize("runtime", RUNTIMES)
 @pytest.mark.parametrize("driver", ["systemd", "cgroupfs"])
 def test_container_identity_for_each_layout(run_in_container: RunInContainer, runtime: str,

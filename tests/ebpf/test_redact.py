@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from otelguard.ebpf.redact import MASK, command_line, redact_args
+from otelguard.ebpf.redact import MASK, command_line, redact_args, redact_env
 
 CASES = [
     # long flags, both spellings
@@ -83,3 +83,10 @@ def test_secret_value_never_survives() -> None:
     ]
     for argv in argvs:
         assert secret not in command_line(argv), argv
+
+
+def test_redact_env() -> None:
+    assert redact_env(["HTTPS_PROXY=http://bob:hunter2@proxy:3128", "LD_PRELOAD=/tmp/x.so",
+                       "DB_PASSWORD=hunter2", "NO_EQUALS", "API_KEY_FILE=/run/key"]) == [
+        f"HTTPS_PROXY=http://bob:{MASK}@proxy:3128", "LD_PRELOAD=/tmp/x.so",
+        f"DB_PASSWORD={MASK}", "NO_EQUALS", "API_KEY_FILE=/run/key"]

@@ -9,6 +9,7 @@ import pytest
 
 from otelguard.ebpf import loader
 from otelguard.ebpf.file import create as create_file_probe, render_prefix_match
+from otelguard.config import InvalidFields
 from otelguard.ebpf.probe import ProbeConfig
 from otelguard.ebpf.process import create as create_process_probe
 
@@ -31,6 +32,23 @@ def test_process_render_fills_placeholders() -> None:
     object.__setattr__(unchecked, "argv_max", 0)  # render() refuses what skipped the checks
     with pytest.raises(ValueError, match="argv_max must be 1..64"):
         PROCESS.render(unchecked, ALL_PROCESS)
+
+
+def test_process_render_env_allowlist() -> None:
+    text = PROCESS.render(ProbeConfig(env_names=("LD_PRELOAD", "A_1"), env_max=3, env_len=128),
+                          ALL_PROCESS)
+    assert "#define OG_ENV_MAX 3" in text and "#define OG_ENV_LEN 128" in text
+    assert "#define OG_ENV_HEAD 16" in text  # LD_PRELOAD + '=' + NUL, rounded up to 8
+    # letters without case, other bytes exact, then '='
+    assert ("(h[0] | 0x20) == 'l' && (h[1] | 0x20) == 'd' && h[2] == '_'" in text
+            and "h[10] == '='" in text)
+    assert "(h[0] | 0x20) == 'a' && h[1] == '_' && h[2] == '1' && h[3] == '='" in text
+    off = PROCESS.render(ProbeConfig(env_names=()), ALL_PROCESS)
+    assert "#define OG_ENV_MAX 0" in off and "static __always_inline int og_env_wanted" not in off
+    with pytest.raises(InvalidFields, match="env_names"):
+        ProbeConfig(env_names=("LD PRELOAD",))
+    with pytest.raises(InvalidFields, match="env_names"):
+        ProbeConfig(env_names=("X" * 31,))
 
 
 def test_file_render_prefixes_and_missing_tracepoints() -> None:

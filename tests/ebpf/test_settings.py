@@ -46,7 +46,8 @@ def test_all_problems_reported_with_dotted_paths() -> None:
     assert "sensor.queue_size: expected an integer, got str 'big'" in problems
     # self_tgid is set by the sensor, never by the file
     assert any(p.startswith("sensor.probe.self_tgid: unknown key (known: arg_len, argv_max, "
-                            "dns_ports, read_path_prefixes, ringbuf_pages)") for p in problems)
+                            "dns_ports, env_len, env_max, env_names, "
+                            "read_path_prefixes, ringbuf_pages)") for p in problems)
     assert any(p.startswith("sensor.probe.bogus: unknown key") for p in problems)
     assert "sensor.probe.read_path_prefixes[1]: expected a string, got int 5" in problems
     assert "sensor.probe.argv_max: must be 1..64, got 0" in problems

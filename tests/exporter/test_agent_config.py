@@ -84,3 +84,26 @@ def test_doctor_reports_the_agent_hop(tmp_path: Path, capsys: pytest.CaptureFixt
     assert expected in out, out
     if expected.startswith("FAIL"):
         assert code == 1
+
+
+def test_read_rules_widen_the_filter_and_broken_rules_do_not_stop_the_agent(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from otelguard.agent import with_rules_read_filter
+    from otelguard.ebpf.probe import ProbeConfig
+    from otelguard.ebpf.settings import SensorConfig
+
+    site = tmp_path / "rules"
+    site.mkdir()
+    (site / "local_rules.yaml").write_text(
+        "- rule: Read vault token\n  desc: d\n  condition: open_read and fd.name = /vault/token\n"
+        "  output: o\n  priority: WARNING\n")
+    base = SensorConfig(read_rules=(str(site),), read_rules_packaged=True,
+                        probe=ProbeConfig(read_path_prefixes=("/srv/",)))
+    got = with_rules_read_filter(base).probe.read_path_prefixes
+    # the site rule's path, the packaged rules' (/etc/shadow...) and the configured one
+    assert {"/vault/token", "/etc/shadow", "/srv/"} <= set(got)
+    # open_read is a packaged macro: without the packaged rules the site file does not load,
+    # and the agent keeps its configured prefixes (logged) instead of refusing to start
+    alone = SensorConfig(read_rules=(str(site),), probe=ProbeConfig(read_path_prefixes=("/srv/",)))
+    assert with_rules_read_filter(alone) == alone
+    assert "the rules do not load" in caplog.text and "open_read" in caplog.text

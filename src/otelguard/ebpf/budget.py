@@ -16,7 +16,7 @@ cannot hide that container's exec of a shell, a privilege change or a sensitive 
 * ``exec``: execve/execveat, the start of every attack step.
 * ``privilege``: uid/gid changes, capset, capability use (already deduplicated in the kernel per
   process and capability), ptrace, unshare, setns, mount, module loading, bpf(), memfd_create,
-  stdio dup2/dup3, and io_uring setup (a way around syscall tracing). kill() is not: it is cheap
+  stdio dup/dup2/dup3, and io_uring setup (a way around syscall tracing). kill() is not: it is cheap
   to flood and the least telling of the set.
 * ``file``: the file probe's filtered opens (reads under the sensitive prefixes, or write intent),
   chmod and chown.

@@ -1,6 +1,7 @@
 """File probe: opens with write intent (or under watched prefixes) and namespace changes.
 
-Records (``probes/file.bpf.c``, type ids 20-28) carry up to two user-memory paths read at syscall
+Records (``probes/file.bpf.c``, type ids 20-28; ``creat`` is an open record with the flags it
+implies, ``O_WRONLY|O_CREAT|O_TRUNC``) carry up to two user-memory paths read at syscall
 entry, the dirfds, flags/mode/owner, and the return value from syscall exit. Paths are resolved
 to absolute in user space against the tracked cwd or the dirfd (``DecodeContext.resolve_path``).
 
@@ -67,10 +68,12 @@ class Syscall:
     type_id: int
     fields: tuple[tuple[str, str], ...]  # (record field, C expression); path fields are read
     how: bool = False  # openat2: flags/mode from struct open_how in user memory
+    flags: int = 0  # flags the syscall implies (creat: O_WRONLY|O_CREAT|O_TRUNC)
 
 
-def _s(name: str, type_id: int, *fields: tuple[str, str], how: bool = False) -> Syscall:
-    return Syscall(name, type_id, fields, how)
+def _s(name: str, type_id: int, *fields: tuple[str, str], how: bool = False,
+       flags: int = 0) -> Syscall:
+    return Syscall(name, type_id, fields, how, flags)
 
 
 SYSCALLS: tuple[Syscall, ...] = (
@@ -105,6 +108,8 @@ SYSCALLS: tuple[Syscall, ...] = (
     _s("truncate", T_TRUNCATE, ("path", "path"), ("arg", "length")),
     _s("ftruncate", T_TRUNCATE, ("dfd", "fd"), ("arg", "length")),
     _s("rmdir", T_UNLINK, ("path", "pathname")),  # reported as unlink with AT_REMOVEDIR
+    # open(path, O_WRONLY|O_CREAT|O_TRUNC, mode): always write intent, never filtered
+    _s("creat", T_OPEN, ("path", "pathname"), ("mode", "mode"), flags=0o1101),
 )
 _FD_ONLY = frozenset({"fchmod", "fchown", "ftruncate"})
 
@@ -225,6 +230,8 @@ def render_handlers(available: frozenset[str]) -> str:
                 body.append(f"    r->flags = (u64)(u32)args->{expr};")
             else:
                 body.append(f"    r->{field} = (u32)args->{expr};")
+        if sc.flags:
+            body.append(f"    r->flags = 0{sc.flags:o};  // as open(2) flags")
         if sc.how:
             body += ["    struct og_open_how how = {};",
                      "    bpf_probe_read_user(&how, sizeof(how), (void *)args->how);",

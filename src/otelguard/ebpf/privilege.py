@@ -19,7 +19,9 @@ except ``cap_capable`` (a kernel check, no syscall: ``ret`` is the check's resul
   already exited), mount (source, target resolved to an
   absolute path, fstype, MS_* flags), init_module/finit_module (finit: the file behind the fd via
   ``/proc/<pid>/fd``; module name from the file name), bpf (command name; the agent's own calls
-  are filtered by ``og_is_self()``), memfd_create (name, flags), dup2/dup3 onto fd 0-2 only, with
+  are filtered by ``og_is_self()``), memfd_create (name, flags), dup/dup2/dup3 onto fd 0-2
+  only (dup's new fd is its result: the old fd is saved at entry, one map update per call, and
+  the record is sent only for a result of 0-2), with
   ``otelguard.dup.old_fd_type`` from ``/proc/<pid>/fd`` at decode time (the new fd is read first:
   after a successful dup it names the same file, and reverse shells close the old one at once);
   for an inet socket also ``network.transport`` and the local/peer endpoints from
@@ -63,7 +65,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     **{g.upper(): (f"syscalls:sys_enter_{g}", f"syscalls:sys_exit_{g}") for g in (
         "setuid", "setreuid", "setresuid", "setfsuid", "setgid", "setregid", "setresgid",
         "setfsgid", "capset", "ptrace", "kill", "tkill", "tgkill", "unshare", "setns", "mount",
-        "init_module", "finit_module", "bpf", "dup2", "dup3")},
+        "init_module", "finit_module", "bpf", "dup", "dup2", "dup3")},
     "MEMFD": ("syscalls:sys_enter_memfd_create", "syscalls:sys_exit_memfd_create"),
     "CAPABLE": ("capability:cap_capable",),
 }
@@ -73,6 +75,7 @@ ID_SYSCALLS = {
     T_SETGID: ("setgid", "setregid", "setresgid", "setfsgid"),
 }
 KILL_SYSCALLS = ("kill", "tkill", "tgkill")
+DUP_SYSCALLS = ("dup2", "dup3", "dup")  # og_priv_args.which of a DUP record
 
 
 PTRACE_REQUESTS = {
@@ -441,7 +444,7 @@ class PrivilegeProbe:
                     if remote is not None:
                         attrs[semconv.NETWORK_PEER_ADDRESS] = remote.address
                         attrs[semconv.NETWORK_PEER_PORT] = remote.port
-            syscall = "dup3" if r.which == 1 else "dup2"
+            syscall = DUP_SYSCALLS[r.which] if r.which < len(DUP_SYSCALLS) else "dup2"
             ev = ctx.make_event(r.h, semconv.EV_DUP, syscall, attrs)
             ev.body = (f"{syscall} {old} ({attrs[semconv.DUP_OLD_FD_TYPE]}) -> {new}"
                        + _failed(ret))

@@ -13,6 +13,7 @@ process 1-19, file 20-39, network 40-59, privilege 60-79, evasion 80-99.
 from __future__ import annotations
 
 import ctypes
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Mapping, Optional, Protocol, Sequence, TypeVar
@@ -24,6 +25,9 @@ RecordT = TypeVar("RecordT", bound=ctypes.Structure)
 
 COMM_LEN = 16
 PATH_LEN = 256
+ENV_NAME_LEN = 30  # longest allowlisted variable name (the kernel compares a fixed head)
+ENV_NAMES_MAX = 16
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,%d}" % (ENV_NAME_LEN - 1))
 
 
 class Header(ctypes.Structure):
@@ -65,6 +69,15 @@ class ProbeConfig:
     dns_ports: tuple[int, ...] = (53,)  # UDP/TCP peer ports whose payload is decoded as DNS
     argv_max: int = 20  # arguments captured per exec (1..64)
     arg_len: int = 128  # bytes captured per argument (16..1024)
+    # Environment variables captured at exec (Falco's proc.env), by NAME, matched regardless of
+    # case (HTTP_PROXY also takes http_proxy); no other variable's value is read. Values are
+    # redacted (docs/architecture.md#redaction). [] compiles the scan out.
+    env_names: tuple[str, ...] = (
+        "LD_PRELOAD", "LD_LIBRARY_PATH", "LD_AUDIT", "GLIBC_TUNABLES", "HTTP_PROXY", "HTTPS_PROXY",
+        "ALL_PROXY",
+    )
+    env_max: int = 4  # allowlisted variables captured per exec (1..16)
+    env_len: int = 256  # bytes captured per variable, NAME=VALUE (32..1024)
 
     def __post_init__(self) -> None:
         """The limits the BPF programs are built for (render() refuses others too)."""
@@ -76,6 +89,17 @@ class ProbeConfig:
             checks.add("argv_max", f"must be 1..64, got {self.argv_max}")
         if not 16 <= self.arg_len <= 1024:
             checks.add("arg_len", f"must be 16..1024, got {self.arg_len}")
+        if not 1 <= self.env_max <= 16:
+            checks.add("env_max", f"must be 1..16, got {self.env_max}")
+        if not 32 <= self.env_len <= 1024:
+            checks.add("env_len", f"must be 32..1024, got {self.env_len}")
+        if len(self.env_names) > ENV_NAMES_MAX:
+            checks.add("env_names", f"at most {ENV_NAMES_MAX} names")
+        for i, name in enumerate(self.env_names):
+            if not ENV_NAME.fullmatch(name):
+                checks.add(f"env_names[{i}]", "must be a variable name (letters, digits, _; "
+                           f"not starting with a digit) of at most {ENV_NAME_LEN} bytes, "
+                           f"got {name!r}")
         for i, prefix in enumerate(self.read_path_prefixes):
             if not prefix.startswith("/") or not prefix.isascii() or len(prefix) > 64:
                 checks.add(f"read_path_prefixes[{i}]", "must be an absolute ASCII path of at "

@@ -7,6 +7,11 @@ Records (``probes/process.bpf.c``, type ids 1-4):
   emits with the return value. Failed execs are events too (``error.type``; ``file.path`` = the
   attempted executable, ``process.*`` = the caller). Successful ones update the process table
   first, so the record's ``process.*`` describe the new image.
+  The environment (Falco's ``proc.env``): the same entry walks ``envp`` (at most
+  ``ENV_SCAN`` entries, pointers read 8 at a time) and copies up to ``env_max`` variables of
+  ``env_len`` bytes whose NAME is in ``env_names`` (compared without case on a fixed head; the
+  value of any other variable is never read); user space re-checks the name and redacts
+  (``redact_env``). Read at entry, so a program that exits at once has it too.
 * fork: ``sched_process_fork`` for new processes; new threads are skipped in the kernel (the
   ``CLONE_THREAD`` flag is remembered from ``sys_enter_clone``/``clone3``). The record describes
   the child (``process.pid`` = child, ``process.parent_pid`` = the forking process).
@@ -22,7 +27,9 @@ at first sight, so a child that already exited when its exec is decoded has pare
 Overhead (measured roughly on the 2-core VM under load, /bin/true spawned 300 times, traced
 vs untraced in the same run): 0.95-0.97x the exec rate, i.e. 40-90 µs per exec, mostly the
 user-space side (five small ``/proc`` reads for caps/exe/tty/login uid, redaction); the kernel
-side copies at most ``argv_max`` x ``arg_len`` bytes (2.5 KiB by default). Forks cost one
+side copies at most ``argv_max`` x ``arg_len`` bytes (2.5 KiB by default); the environment
+scan adds ~60-100 ns per variable of the exec's environment (+4 µs for 40 variables, +16 µs
+for 250; ``bench/exec_env_scan.py``) and ``env_max`` x ``env_len`` bytes (1 KiB) per record. Forks cost one
 record, plus one ``stat`` of the parent's ``/proc/<pid>/root`` in user space (a root not seen
 before: one ``mountinfo`` read), kept so an exec decoded after the process is gone is still
 judged; thread creation one map update and no record.
@@ -40,6 +47,7 @@ from otelguard.ebpf.events import AttrValue, Event
 from otelguard.ebpf.probe import PATH_LEN, DecodeContext, Header, ProbeConfig, c_string, probe_source
 
 T_EXEC, T_FORK, T_EXIT, T_CHDIR = 1, 2, 3, 4
+ENV_SCAN = 256  # envp entries the kernel examines per exec (more: env_more bit 2)
 AT_EMPTY_PATH = 0x1000
 SC_NAMES = ("execve", "execveat", "chdir", "fchdir")
 
@@ -65,6 +73,10 @@ class ExecRecord(ctypes.Structure):
         ("argv_max", ctypes.c_uint16),
         ("arg_len", ctypes.c_uint16),
         ("truncated", ctypes.c_uint32),
+        ("envc", ctypes.c_uint16),
+        ("env_max", ctypes.c_uint16),
+        ("env_len", ctypes.c_uint16),
+        ("env_more", ctypes.c_uint16),
         ("pad", ctypes.c_uint32),
         ("filename", ctypes.c_char * PATH_LEN),
     ]
@@ -87,7 +99,8 @@ class ChdirRecord(ctypes.Structure):
 class ProcessLifecycle(Protocol):
     """What the sensor's DecodeContext offers the process probe to keep the process table."""
 
-    def on_exec(self, hdr: Header, path: str, argv: list[str], exec_fd: int = -1) -> None: ...
+    def on_exec(self, hdr: Header, path: str, argv: list[str], exec_fd: int = -1,
+                env: Optional[list[str]] = None) -> None: ...
 
     def on_fork(self, hdr: Header, parent_pid: int, child_pid: int) -> None: ...
 
@@ -119,6 +132,35 @@ def exec_args(data: bytes, rec: ExecRecord) -> list[str]:
             if base + (i + 1) * size <= len(data)]
 
 
+def exec_env(data: bytes, rec: ExecRecord, names: frozenset[str]) -> list[str]:
+    """The ``NAME=VALUE`` slots after the argv slots whose NAME is allowlisted (``names``,
+    upper case: the kernel compared without case, this re-checks the whole name)."""
+    base = ctypes.sizeof(ExecRecord) + rec.argv_max * rec.arg_len
+    n, size = min(rec.envc, rec.env_max), rec.env_len
+    out = []
+    for i in range(n):
+        if base + (i + 1) * size > len(data):
+            break
+        entry = c_string(data[base + i * size: base + (i + 1) * size])
+        if entry.partition("=")[0].upper() in names:
+            out.append(entry)
+    return out
+
+
+def render_env_match(names: tuple[str, ...]) -> str:
+    """``og_env_wanted(head)``: true when ``head`` starts with one of ``names`` (letters
+    compared without case) followed by ``=``; one unrolled byte compare per name."""
+    lines = ["static __always_inline int og_env_wanted(const char *h) {"]
+    for name in names:
+        conds = [f"(h[{i}] | 0x20) == '{c.lower()}'" if c.isalpha() else f"h[{i}] == '{c}'"
+                 for i, c in enumerate(name)]
+        conds.append(f"h[{len(name)}] == '='")
+        lines.append(f"    if ({' && '.join(conds)}) {{ return 1; }}  // {name}")
+    lines.append("    return 0;")
+    lines.append("}")
+    return "\n".join(lines)
+
+
 class ProcessProbe:
     """See the module docstring for records, attributes and overhead."""
 
@@ -133,6 +175,13 @@ class ProcessProbe:
         if not 1 <= config.argv_max <= 64 or not 16 <= config.arg_len <= 1024:
             raise ValueError("argv_max must be 1..64 and arg_len 16..1024")
         lines = [f"#define OG_ARGV_MAX {config.argv_max}", f"#define OG_ARG_LEN {config.arg_len}"]
+        names = config.env_names
+        lines += [f"#define OG_ENV_MAX {config.env_max if names else 0}",
+                  f"#define OG_ENV_LEN {config.env_len}", f"#define OG_ENV_SCAN {ENV_SCAN}",
+                  # the longest name, its '=' and the NUL, rounded up to 8 bytes
+                  f"#define OG_ENV_HEAD {(max((len(n) for n in names), default=0) + 2 + 7) // 8 * 8}"]
+        if names:
+            lines.append(render_env_match(names))
         for tp in TRACEPOINTS:
             lines.append(f"#define OG_TP_{tp.split(':')[1]} {int(tp in available)}")
         return "\n".join(lines) + "\n" + probe_source(self.source_file)
@@ -173,6 +222,9 @@ class ProcessProbe:
     def _exec(self, rec: ExecRecord, data: bytes, ctx: DecodeContext,
               life: Optional[ProcessLifecycle]) -> Event:
         argv = exec_args(data, rec)
+        cfg: Optional[ProbeConfig] = getattr(ctx, "probe_config", None)
+        names = frozenset(n.upper() for n in (cfg.env_names if cfg is not None else ()))
+        env = exec_env(data, rec, names) if names else []
         raw = c_string(rec.filename)
         dirfd = rec.dirfd
         if rec.sc == 1 and rec.flags & AT_EMPTY_PATH and not raw:  # execveat: the fd itself
@@ -183,7 +235,7 @@ class ProcessProbe:
         attrs: dict[str, AttrValue] = {}
         if rec.h.ret == 0:
             if life is not None:
-                life.on_exec(rec.h, path, argv, exec_fd(rec, raw))
+                life.on_exec(rec.h, path, argv, exec_fd(rec, raw), env)
         else:
             attrs[semconv.FILE_PATH] = path
         if raw != path:
@@ -191,6 +243,10 @@ class ProcessProbe:
         ev = ctx.make_event(rec.h, semconv.EV_PROCESS_EXEC, syscall, attrs)
         if rec.h.ret == 0 and semconv.PROCESS_ARGS_COUNT in ev.attrs and rec.truncated:
             ev.attrs[semconv.PROCESS_ARGS_COUNT] = len(argv)  # more existed; slots were full
+        if rec.env_more and names:
+            # more allowlisted variables than slots, or an envp longer than the kernel scans:
+            # proc.env may miss some (a rule can test this)
+            ev.attrs[semconv.PROCESS_ENV_TRUNCATED] = True
         cmd = ev.attrs.get(semconv.PROCESS_COMMAND_LINE, "")
         ev.body = f"exec {path}" + (f": {cmd}"[:240] if rec.h.ret == 0 and cmd else "")
         if rec.h.ret < 0:

@@ -50,7 +50,7 @@ from otelguard.ebpf.procfs import (
     CAP_NAMES, NO_LOGIN_UID, ProcSnapshot, cap_names, exe_flags, is_self_exe, read_proc, read_text,
     resolve_in_root,
 )
-from otelguard.ebpf.redact import command_line, redact_args
+from otelguard.ebpf.redact import command_line, redact_args, redact_env
 
 ANCESTOR_DEPTH = 16
 ROOT_BREAKERS = frozenset({
@@ -82,6 +82,9 @@ class ProcessInfo:
     vpid: int = 0  # pid in the process's own pid namespace (0 = unknown)
     vpgid: int = 0  # process group id in that namespace (0 = unknown)
     sid: int = 0  # session id (host pid namespace; 0 = unknown)
+    # allowlisted environment variables as NAME=VALUE, redacted: from the exec's envp (process
+    # probe), inherited at fork; empty for a process older than the agent until it execs
+    env: list[str] = field(default_factory=list)
     # memfds created by this process or inherited at fork: fd -> (memfd name, close-on-exec)
     memfds: dict[int, tuple[str, bool]] = field(default_factory=dict)
     root_key: Optional[tuple[int, int]] = None  # (st_dev, st_ino) of its root, seen at fork
@@ -204,6 +207,7 @@ class ProcessTable:
             child.exe_deleted, child.exe_from_memfd = parent.exe_deleted, parent.exe_from_memfd
             child.exe_upper_layer = parent.exe_upper_layer
             child.sid, child.memfds = parent.sid, dict(parent.memfds)
+            child.env = parent.env
             # the root the child starts with: the parent's now (it may have pivoted since its
             # own fork); kept for an exec decoded after the child is gone
             child.root_key = parent.root_key = self._root_key(parent_pid) or parent.root_key
@@ -219,9 +223,10 @@ class ProcessTable:
             info.memfds[fd] = (name, cloexec)
 
     def on_exec(self, pid: int, path: str, argv: list[str], uid: int, gid: int, wall_ns: int,
-                comm: str, exec_fd: int = -1) -> ProcessInfo:
+                comm: str, exec_fd: int = -1, env: Optional[list[str]] = None) -> ProcessInfo:
         """A successful exec: new image, same pid. ``path`` is already absolute; ``exec_fd`` is
-        the descriptor the exec went through (fexecve, ``/proc/self/fd/N``), else -1."""
+        the descriptor the exec went through (fexecve, ``/proc/self/fd/N``), else -1; ``env``
+        the allowlisted variables of the exec's envp (the new image's environment)."""
         info = self._procs.get(pid)
         if info is None:
             snap_first = read_proc(pid, with_args=False)
@@ -251,6 +256,7 @@ class ProcessTable:
         info.memfds = {fd: m for fd, m in info.memfds.items() if not m[1]}
         info.args = redact_args(argv)
         info.command_line = " ".join(info.args)
+        info.env = redact_env(env) if env else []
         info.uid, info.gid, info.real_uid = uid, gid, uid
         info.user_name = info.group_name = None
         info.attrs_cache = None

@@ -13,7 +13,9 @@ Pure functions over argv, applied once per exec (cost: a few regex searches per 
 * URL userinfo passwords (``scheme://user:pass@host`` keeps the user, drops the password);
 * ``Bearer <token>`` / ``Basic <token>`` (also split over two arguments).
 
-Environment variables are never captured by the sensor, so they need no redaction here.
+Environment variables: the sensor captures only allowlisted names (``sensor.probe.env_names``);
+:func:`redact_env` masks a value whose name looks secret and URL passwords or auth tokens inside
+any other (``HTTPS_PROXY=http://user:***@proxy:3128``).
 """
 
 from __future__ import annotations
@@ -114,3 +116,16 @@ def command_line(argv: Sequence[str]) -> str:
     """The redacted command line: arguments joined by single spaces (what Falco's
     ``proc.cmdline`` rules match against)."""
     return " ".join(redact_args(argv))
+
+
+def redact_env(entries: Sequence[str]) -> list[str]:
+    """``NAME=VALUE`` entries with secret values replaced by ``***``: the whole value when the
+    name looks secret, else URL passwords and auth-scheme tokens inside it."""
+    out = []
+    for entry in entries:
+        name, eq, value = entry.partition("=")
+        if eq and _secret_name(name):
+            out.append(f"{name}={MASK}")
+        else:
+            out.append(f"{name}{eq}{_scrub_inline(value)}" if eq else _scrub_inline(entry))
+    return out

@@ -158,6 +158,8 @@ class EventContext:
             a[semconv.PROCESS_CAP_EFFECTIVE] = list(info.caps)
         if info.cap_permitted is not None:  # an empty set too: "holds none" is a fact rules test
             a[semconv.PROCESS_CAP_PERMITTED] = list(info.cap_permitted)
+        if info.env:
+            a[semconv.PROCESS_ENV] = list(info.env)
         a[semconv.PROCESS_EXE_FROM_MEMFD] = info.exe_from_memfd
         a[semconv.PROCESS_EXE_DELETED] = info.exe_deleted
         a[semconv.PROCESS_EXE_UPPER_LAYER] = info.exe_upper_layer
@@ -196,10 +198,11 @@ class EventContext:
         return normalize(f"{base}/{path}")
 
     # --- ProcessLifecycle ----------------------------------------------------------------------
-    def on_exec(self, hdr: Header, path: str, argv: list[str], exec_fd: int = -1) -> None:
+    def on_exec(self, hdr: Header, path: str, argv: list[str], exec_fd: int = -1,
+                env: Optional[list[str]] = None) -> None:
         self.table.on_exec(int(hdr.pid), path, argv, int(hdr.uid), int(hdr.gid),
                            self.clock.to_wall_ns(int(hdr.ktime_ns)), c_string(hdr.comm),
-                           exec_fd)
+                           exec_fd, env or [])
 
     def on_memfd(self, hdr: Header, fd: int, name: str, cloexec: bool) -> None:
         self.table.on_memfd(int(hdr.pid), fd, name, cloexec)

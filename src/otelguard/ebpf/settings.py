@@ -15,6 +15,7 @@ are errors, every problem reported at once with its dotted path and file:line)::
       long_lived_s: 30           # trace-root rule, see proctable.py
       cgroup_scope: []           # e.g. [/kubepods.slice]: observe only tasks under these
       read_rules: []             # Falco rules whose reads widen the kernel read filter
+      read_rules_packaged: false # the packaged rules first (as a falco_rules stage's default)
       budget:                    # BudgetConfig: per-cgroup record budget in the kernel
         records_per_s: 10000     # per cgroup, sustained; 0 turns the budget off
         burst: 100000
@@ -28,6 +29,9 @@ are errors, every problem reported at once with its dotted path and file:line)::
         dns_ports: [53]
         argv_max: 20
         arg_len: 128
+        env_names: [LD_PRELOAD, GLIBC_TUNABLES]  # proc.env: these names only ([]: no scan)
+        env_max: 4
+        env_len: 256
 """
 
 from __future__ import annotations
@@ -105,6 +109,10 @@ class SensorConfig:
     # probe.read_path_prefixes (set that to [] to watch only what the rules need). Read at
     # start. `otelguard run` uses its own falco_rules stages' rules when this is empty.
     read_rules: tuple[str, ...] = ()
+    # Load the packaged rules (Falco's stable set + otelguard's, what a falco_rules stage with
+    # empty `rules` runs) before read_rules, so site rules that append to or override them load
+    # as they do in the processor. The Helm chart sets it with read_rules = its rules ConfigMap.
+    read_rules_packaged: bool = False
 
     def __post_init__(self) -> None:
         checks = Checks()

@@ -252,8 +252,8 @@ def test_validate_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str])
 
     assert run(_rule()) == 0
     assert run(_rule(cond="proc.nmae = x")) == 1
-    assert run(_rule(cond="proc.env contains X")) == 3
-    assert "cannot run on this sensor: field proc.env" in capsys.readouterr().out
+    assert run(_rule(cond="thread.cap_inheritable contains X")) == 3
+    assert "cannot run on this sensor: field thread.cap_inheritable" in capsys.readouterr().out
 
 
 # -- evt.dir / procexit ---------------------------------------------------------------------------

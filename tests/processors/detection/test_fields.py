@@ -94,6 +94,12 @@ CASES: dict[str, tuple[dict[str, Any], str]] = {
     "proc.tty": (EXEC, "proc.tty = 0"),
     "proc.duration": (EXEC_FULL, "proc.duration > 5000000000"),
     "proc.sname": (EXEC_FULL, "proc.sname = tmux"),
+    # every variable followed by a space, as Falco; [NAME] is the value, exact name
+    "proc.env": (merge(EXEC_FULL, {"attrs": {"otelguard.process.env": [
+        "LD_PRELOAD=/tmp/x.so", "http_proxy=http://p:3128"]}}),
+        "proc.env = 'LD_PRELOAD=/tmp/x.so http_proxy=http://p:3128 ' "
+        "and proc.env[LD_PRELOAD] = /tmp/x.so and proc.env[http_proxy] = 'http://p:3128' "
+        "and proc.env[HTTP_PROXY] = '' and proc.env icontains HTTP_PROXY"),
     "proc.sid": (EXEC_FULL, "proc.sid = 4000"),
     "proc.is_exe_from_memfd": (EXEC_FULL, "proc.is_exe_from_memfd = false"),
     "proc.is_exe_upper_layer": (EXEC_FULL, "proc.is_exe_upper_layer = true"),

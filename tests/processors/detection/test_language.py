@@ -236,17 +236,17 @@ def test_unavailable_field_cannot_run_and_unknown_field_is_an_error() -> None:
     text = """
 - rule: needs env
   desc: d
-  condition: not proc.env contains SECRET
+  condition: not thread.cap_inheritable contains SECRET
   output: o
   priority: INFO
 """
     rs = load_rules_text([("t.yaml", text)])
     assert rs.ok
     cannot = {s.name: s.reason for s in rs.statuses if s.state == "cannot-run"}
-    assert "proc.env" in cannot["needs env"]
-    assert any("proc.env" in str(w) for w in rs.warnings)
+    assert "thread.cap_inheritable" in cannot["needs env"]
+    assert any("thread.cap_inheritable" in str(w) for w in rs.warnings)
     assert RuleEngine(rs).evaluate(batch_of(EXEC)) == []
-    unknown = text.replace("needs env", "unknown field").replace("proc.env contains SECRET",
+    unknown = text.replace("needs env", "unknown field").replace("thread.cap_inheritable contains SECRET",
                                                                  "proc.flux_capacitor = 1")
     rs = load_rules_text([("t.yaml", unknown)])
     assert not rs.ok and "proc.flux_capacitor" in rs.errors[0].message

@@ -147,12 +147,12 @@ def test_cli_validate_and_list(capsys: pytest.CaptureFixture[str], tmp_path: obj
     import pathlib
 
     bad = pathlib.Path(str(tmp_path)) / "bad.yaml"
-    bad.write_text("- rule: a\n  desc: d\n  condition: proc.env contains X\n  output: o\n"
+    bad.write_text("- rule: a\n  desc: d\n  condition: thread.cap_inheritable contains X\n  output: o\n"
                    "  priority: INFO\n- rule: b\n  desc: d\n  condition: nope\n  output: o\n"
                    "  priority: INFO\n")
     assert cli.validate_main(argparse.Namespace(files=[str(bad)])) == 1
     out = capsys.readouterr().out
-    assert "CANNOT-RUN a" in out and "cannot run on this sensor: field proc.env" in out
+    assert "CANNOT-RUN a" in out and "cannot run on this sensor: field thread.cap_inheritable" in out
     assert f"{bad}:6: error: rule 'b': undefined macro 'nope'" in out
     assert cli.list_main(argparse.Namespace(rules=None)) == 0
     out = capsys.readouterr().out

@@ -1,5 +1,5 @@
 // Privilege probe: uid/gid changes, capabilities, ptrace, signals, namespaces, mounts, kernel
-// modules, bpf(), memfd_create and dup2/dup3 onto stdio. Mirrored by otelguard/ebpf/privilege.py.
+// modules, bpf(), memfd_create and dup/dup2/dup3 onto stdio. Mirrored by otelguard/ebpf/privilege.py.
 //
 // render() prepends OG_PRIV_HAVE_<group> (1 when every tracepoint of the group exists, else 0).
 // Syscalls are recorded at exit so each record carries the return value; arguments are saved at
@@ -33,6 +33,7 @@
 #define OG_PRIV_FINIT_MODULE 1
 #define OG_PRIV_DUP2 0
 #define OG_PRIV_DUP3 1
+#define OG_PRIV_DUP 2
 
 #define OG_PRIV_MNT_SRC 128
 #define OG_PRIV_MNT_DST 256
@@ -401,4 +402,26 @@ TRACEPOINT_PROBE(syscalls, sys_enter_dup3) {
                         (u64)(u32)args->flags, 0);
 }
 TRACEPOINT_PROBE(syscalls, sys_exit_dup3) { return og_priv_exit_args(args->ret, OG_T_PRIV_DUP); }
+#endif
+// dup returns the lowest free fd, known only at exit: the old fd is saved at entry (one map
+// update per call) and only a result of 0-2 is sent (fd 0 closed, then dup(sock): stdin).
+#if OG_PRIV_HAVE_DUP
+TRACEPOINT_PROBE(syscalls, sys_enter_dup) {
+    return og_priv_save(OG_T_PRIV_DUP, OG_PRIV_DUP, (u64)args->fildes, 0, 0, 0);
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_dup) {
+    struct og_priv_args a;
+    if (!og_priv_take(&a, OG_T_PRIV_DUP)) { return 0; }
+    if (args->ret < 0 || args->ret > 2) { return 0; }
+    struct og_priv_args_rec *r = og_reserve(sizeof(*r), OG_T_PRIV_DUP, args->ret);
+    if (!r) { return 0; }
+    r->a[0] = a.a[0];
+    r->a[1] = (u64)args->ret;
+    r->a[2] = 0;
+    r->a[3] = 0;
+    r->which = OG_PRIV_DUP;
+    r->_pad = 0;
+    og_events.ringbuf_submit(r, 0);
+    return 0;
+}
 #endif

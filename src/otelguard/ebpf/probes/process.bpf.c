@@ -1,6 +1,8 @@
 // Process lifecycle: exec (with argv from user memory), fork (processes, not threads), exit (with
 // exit_group's code), chdir/fchdir (cwd tracking for relative paths).
-// Placeholders: OG_ARGV_MAX, OG_ARG_LEN, and OG_TP_<tracepoint> (1 when present) from render().
+// Placeholders: OG_ARGV_MAX, OG_ARG_LEN, OG_ENV_MAX (0: no environment scan), OG_ENV_LEN,
+// OG_ENV_SCAN, OG_ENV_HEAD, og_env_wanted() (the allowlist compare), and OG_TP_<tracepoint>
+// (1 when present) from render().
 // sched_process_exec is not used: its filename lives in kernel memory
 // (docs/architecture.md#kernel-facts).
 
@@ -16,7 +18,8 @@
 
 #define OG_CLONE_THREAD 0x00010000ULL
 
-// Mirrored by otelguard.ebpf.process.ExecRecord; args follow as OG_ARGV_MAX slots of OG_ARG_LEN.
+// Mirrored by otelguard.ebpf.process.ExecRecord; args follow as OG_ARGV_MAX slots of OG_ARG_LEN,
+// then the allowlisted environment variables as OG_ENV_MAX slots of OG_ENV_LEN ("NAME=VALUE").
 struct og_exec_rec {
     struct og_hdr h;
     s32 dirfd;        // execveat fd (AT_FDCWD = -100 for execve)
@@ -26,9 +29,16 @@ struct og_exec_rec {
     u16 argv_max;     // OG_ARGV_MAX (slot count, so user space needs no config)
     u16 arg_len;      // OG_ARG_LEN (slot size)
     u32 truncated;    // 1 when argv had more than OG_ARGV_MAX entries
+    u16 envc;         // allowlisted variables read (<= OG_ENV_MAX)
+    u16 env_max;      // OG_ENV_MAX
+    u16 env_len;      // OG_ENV_LEN
+    u16 env_more;     // 1: more allowlisted variables than slots; 2: envp longer than OG_ENV_SCAN
     u32 pad;
     char filename[OG_PATH_LEN];
     char args[OG_ARGV_MAX][OG_ARG_LEN];
+#if OG_ENV_MAX
+    char env[OG_ENV_MAX][OG_ENV_LEN];
+#endif
 };
 
 struct og_fork_rec {
@@ -56,8 +66,55 @@ BPF_TABLE("lru_hash", u32, u64, og_clone_flags, 8192);                  // by ti
 BPF_TABLE("lru_hash", u32, s32, og_exit_codes, 8192);                   // by tgid
 BPF_TABLE("lru_hash", u32, struct og_chdir_rec, og_chdir_stash, 1024);  // by tid
 
+#if OG_ENV_MAX
+// One envp entry: read the name's head, copy the whole variable when the name is allowlisted.
+static __always_inline void og_exec_env_one(struct og_exec_rec *r, const char *p, u32 *n) {
+    char head[OG_ENV_HEAD];
+    __builtin_memset(head, 0, sizeof(head));
+    if (bpf_probe_read_user_str(head, sizeof(head), p) <= 0 || !og_env_wanted(head)) { return; }
+    u32 k = *n;
+    if (k >= OG_ENV_MAX) { r->env_more |= 1; return; }
+    r->env[k][0] = 0;
+    bpf_probe_read_user_str(r->env[k], OG_ENV_LEN, p);
+    *n = k + 1;
+}
+
+// The environment the new image gets, from the caller's envp (user memory, valid at entry):
+// only variables whose NAME is allowlisted are copied (og_env_wanted compares the first
+// OG_ENV_HEAD bytes); values of other variables are never read past that head. The pointer
+// array is read 8 entries at a time (one helper call instead of eight); a block that cannot be
+// read whole (the array ends before an unmapped page) is read entry by entry.
+static __always_inline void og_exec_env(struct og_exec_rec *r, const char *const *envp) {
+    u32 n = 0;
+    for (int b = 0; b < OG_ENV_SCAN / 8; b++) {
+        const char *ptrs[8] = {};
+        if (bpf_probe_read_user(ptrs, sizeof(ptrs), &envp[b * 8]) != 0) {
+#pragma unroll
+            for (int j = 0; j < 8; j++) {
+                if (bpf_probe_read_user(&ptrs[j], sizeof(ptrs[j]), &envp[b * 8 + j]) != 0) {
+                    ptrs[j] = 0;
+                }
+                if (!ptrs[j]) { break; }
+            }
+        }
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            if (!ptrs[j]) { goto out; }
+            og_exec_env_one(r, ptrs[j], &n);
+        }
+    }
+    {
+        const char *p = 0;
+        if (bpf_probe_read_user(&p, sizeof(p), &envp[OG_ENV_SCAN]) == 0 && p) { r->env_more |= 2; }
+    }
+out:
+    r->envc = n;
+}
+#endif
+
 static __always_inline int og_exec_enter(s32 dirfd, const char *filename,
-                                         const char *const *argv, u32 flags, u16 sc) {
+                                         const char *const *argv, const char *const *envp,
+                                         u32 flags, u16 sc) {
     if (og_is_self()) { return 0; }
     int zero = 0;
     struct og_exec_rec *r = og_exec_scratch.lookup(&zero);
@@ -69,6 +126,10 @@ static __always_inline int og_exec_enter(s32 dirfd, const char *filename,
     r->argv_max = OG_ARGV_MAX;
     r->arg_len = OG_ARG_LEN;
     r->truncated = 0;
+    r->envc = 0;
+    r->env_max = OG_ENV_MAX;
+    r->env_len = OG_ENV_LEN;
+    r->env_more = 0;
     r->filename[0] = 0;
     bpf_probe_read_user_str(r->filename, sizeof(r->filename), filename);
 #pragma unroll
@@ -84,6 +145,9 @@ static __always_inline int og_exec_enter(s32 dirfd, const char *filename,
         if (bpf_probe_read_user(&p, sizeof(p), &argv[OG_ARGV_MAX]) == 0 && p) { r->truncated = 1; }
     }
 done:;
+#if OG_ENV_MAX
+    if (envp) { og_exec_env(r, envp); }
+#endif
     // keyed by tgid: a successful exec from a non-leader thread returns in the leader's tid
     u32 tgid = bpf_get_current_pid_tgid() >> 32;
     og_exec_stash.update(&tgid, r);
@@ -102,7 +166,7 @@ static __always_inline int og_exec_exit(long ret) {
 
 #if OG_TP_sys_enter_execve
 TRACEPOINT_PROBE(syscalls, sys_enter_execve) {
-    return og_exec_enter(-100, args->filename, args->argv, 0, OG_SC_EXECVE);
+    return og_exec_enter(-100, args->filename, args->argv, args->envp, 0, OG_SC_EXECVE);
 }
 #endif
 #if OG_TP_sys_exit_execve
@@ -110,8 +174,8 @@ TRACEPOINT_PROBE(syscalls, sys_exit_execve) { return og_exec_exit(args->ret); }
 #endif
 #if OG_TP_sys_enter_execveat
 TRACEPOINT_PROBE(syscalls, sys_enter_execveat) {
-    return og_exec_enter((s32)args->fd, args->filename, args->argv, (u32)args->flags,
-                         OG_SC_EXECVEAT);
+    return og_exec_enter((s32)args->fd, args->filename, args->argv, args->envp,
+                         (u32)args->flags, OG_SC_EXECVEAT);
 }
 #endif
 #if OG_TP_sys_exit_execveat

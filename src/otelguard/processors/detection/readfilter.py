@@ -30,6 +30,7 @@ from typing import Iterable
 from pathlib import Path
 from typing import Sequence, Union
 
+from otelguard.processors.detection.engine import DEFAULT_RULE_FILES
 from otelguard.processors.detection.loader import load_rules
 from otelguard.processors.detection.prefilter import Guard, ValueSet
 from otelguard.processors.detection.ruleset import Rule
@@ -85,6 +86,12 @@ def read_filter(rules: Iterable[Rule], extra: Iterable[str] = ()) -> ReadFilter:
             by_rule.append((rule.name, tuple(sorted(needed))))
             wanted.extend(needed)
     return ReadFilter(bound_prefixes(wanted), tuple(unbounded), tuple(by_rule))
+
+
+def read_rules_paths(paths: Sequence[str], packaged: bool) -> tuple[str, ...]:
+    """``sensor.read_rules`` after the packaged rules when ``packaged`` (``read_rules_packaged``):
+    the order a falco_rules stage with empty ``rules`` loads its ``local_rules`` in."""
+    return (tuple(str(p) for p in DEFAULT_RULE_FILES) if packaged else ()) + tuple(paths)
 
 
 def rules_read_filter(paths: Sequence[Union[str, Path]], extra: Iterable[str] = ()) -> ReadFilter:

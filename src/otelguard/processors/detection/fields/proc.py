@@ -65,6 +65,20 @@ def _proc_cmdline(ev: EventView, arg: Optional[str]) -> Optional[str]:
     return f"{name} {rest}" if rest else name
 
 
+def _proc_env(ev: EventView, arg: Optional[str]) -> str:
+    """Falco's proc.env: every variable followed by a space (so ``contains "NAME=VALUE "``
+    does not match a longer value); ``proc.env[NAME]``: the value, empty when unset."""
+    env = ev.attr(S.PROCESS_ENV)
+    entries = [str(e) for e in env] if isinstance(env, list) else []
+    if arg is None:
+        return "".join(e + " " for e in entries)
+    for e in entries:
+        name, eq, value = e.partition("=")
+        if eq and name == arg:
+            return value
+    return ""
+
+
 def _proc_exe(ev: EventView, _arg: Optional[str]) -> Optional[str]:
     args = _args_list(ev)
     if args:
@@ -286,8 +300,10 @@ define("thread.cap_effective", T.STR, f"{S.PROCESS_CAP_EFFECTIVE} joined by spac
 define("thread.cap_permitted", T.STR, f"{S.PROCESS_CAP_PERMITTED} joined by spaces",
        _caps(S.PROCESS_CAP_PERMITTED), (S.PROCESS_CAP_PERMITTED,))
 unavailable("thread.cap_inheritable", T.STR, "inheritable capabilities are not captured")
-unavailable("proc.env", T.STR, "environment variables are never captured (docs/architecture.md#redaction)",
-            arg="optional")
+define("proc.env", T.STR, f"{S.PROCESS_ENV} (NAME=VALUE, each followed by a space); [NAME]: its "
+       "value; only the names the agent captures (sensor.probe.env_names; "
+       "docs/architecture.md#redaction), empty otherwise", _proc_env, (S.PROCESS_ENV,),
+       arg="optional")
 define("proc.vpgid", T.NUM, S.PROCESS_VPGID, AttrField(S.PROCESS_VPGID), (S.PROCESS_VPGID,))
 define("proc.is_vpgid_leader", T.BOOL, f"{S.PROCESS_VPID} = {S.PROCESS_VPGID}", _vpgid_leader,
        (S.PROCESS_VPID, S.PROCESS_VPGID))
