@@ -25,7 +25,7 @@ from otelguard.response.request import State, Trigger
 from otelguard.response.responder import Responder
 from tests.support.helm import NAMESPACE, require_helm, template
 from tests.support.kube import KubeCluster
-from tests.support.kube_world import admin, kube  # noqa: F401  (session fixtures)
+from tests.support.kube_world import admin, kube, unless_exists  # noqa: F401  (fixtures)
 from tests.support.response import MarkerAction
 
 pytestmark = pytest.mark.e2e
@@ -61,22 +61,18 @@ def identities(kube: KubeCluster, admin: Any) -> Iterator[dict[str, tuple[Any, P
     """The responder as the chart renders it; alice bound to the approver ClusterRole and bob
     to the reviewer one, in the release namespace."""
     from kubernetes import client
-    from kubernetes.client.exceptions import ApiException
 
     require_helm()
     install_crd(admin, CRD_PATH)
     core, rbac = client.CoreV1Api(admin), client.RbacAuthorizationV1Api(admin)
-    try:
+    with unless_exists():
         core.create_namespace({"metadata": {"name": NAMESPACE}})
-    except ApiException as exc:
-        if exc.status != 409:
-            raise
     docs = template({"response": {"enabled": True}})
     made: list[tuple[str, str]] = []
     sa = next(d for d in _component(docs, "responder") if d["kind"] == "ServiceAccount")
     for d in [sa, *_component(docs, "response-requests"), *_component(docs, "response-approval")]:
         kind = d["kind"]
-        try:
+        with unless_exists():
             if kind == "ServiceAccount":
                 core.create_namespaced_service_account(NAMESPACE, d)
             elif kind == "Role":
@@ -86,13 +82,10 @@ def identities(kube: KubeCluster, admin: Any) -> Iterator[dict[str, tuple[Any, P
             elif kind == "ClusterRole":
                 rbac.create_cluster_role(d)
                 made.append(("ClusterRole", d["metadata"]["name"]))
-        except ApiException as exc:
-            if exc.status != 409:
-                raise
     roles = {d["metadata"]["name"].rsplit("-", 1)[-1]: d["metadata"]["name"]
              for d in _component(docs, "response-approval")}
     for person, role in (("alice", roles["approver"]), ("bob", roles["reviewer"])):
-        try:
+        with unless_exists():
             core.create_namespaced_service_account(NAMESPACE, {"metadata": {"name": person}})
             rbac.create_namespaced_role_binding(NAMESPACE, {
                 "metadata": {"name": f"{person}-response"},
@@ -100,9 +93,6 @@ def identities(kube: KubeCluster, admin: Any) -> Iterator[dict[str, tuple[Any, P
                             "name": role},
                 "subjects": [{"kind": "ServiceAccount", "name": person,
                               "namespace": NAMESPACE}]})
-        except ApiException as exc:
-            if exc.status != 409:
-                raise
     out = {"responder": _token_client(kube, admin, sa["metadata"]["name"], "responder"),
            "alice": _token_client(kube, admin, "alice", "alice"),
            "bob": _token_client(kube, admin, "bob", "bob")}

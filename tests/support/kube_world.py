@@ -8,6 +8,7 @@ EndpointSlices). The ``kube`` and ``admin`` fixtures start one control plane per
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import uuid
 from dataclasses import dataclass
@@ -66,6 +67,19 @@ def create_running_pod(admin: Any, ns: str, body: dict[str, Any], ip: str,
     status = o.running(body, ip, ids)["status"]
     core.patch_namespaced_pod_status(body["metadata"]["name"], ns, {"status": status})
     return str(created.metadata.uid)
+
+
+@contextlib.contextmanager
+def unless_exists() -> Iterator[None]:
+    """Create-if-absent: the API's 409 (AlreadyExists) counts as done, for module fixtures that
+    share a namespace or cluster-wide objects with an earlier module."""
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        yield
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
 
 
 def make_namespace(admin: Any, labels: Optional[dict[str, str]] = None) -> str:

@@ -19,7 +19,7 @@ from otelguard.response.actions.workload import DeletePod, RollbackDeployment, S
 from tests.support.helm import NAMESPACE, require_helm, template
 from tests.support.kube import KubeCluster
 from tests.support.kube_rollout import make_node, rollout
-from tests.support.kube_world import make_namespace
+from tests.support.kube_world import make_namespace, unless_exists
 from tests.support.polling import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -64,14 +64,10 @@ def test_the_chart_grants_exactly_the_enabled_actions_verbs() -> None:
 def responder_client(kube: KubeCluster, admin: Any) -> Iterator[tuple[Any, dict[str, Any]]]:
     """An ApiClient with a token of the chart's responder ServiceAccount, bound as rendered."""
     from kubernetes import client
-    from kubernetes.client.exceptions import ApiException
 
     core, rbac = client.CoreV1Api(admin), client.RbacAuthorizationV1Api(admin)
-    try:
+    with unless_exists():
         core.create_namespace({"metadata": {"name": NAMESPACE}})
-    except ApiException as exc:
-        if exc.status != 409:
-            raise
     objs = responder(template({"response": {"enabled": True}}))
     sa, role, binding = objs["ServiceAccount"], objs["ClusterRole"], objs["ClusterRoleBinding"]
     core.create_namespaced_service_account(NAMESPACE, sa)
