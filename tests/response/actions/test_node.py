@@ -18,7 +18,7 @@ from typing import Iterator
 import pytest
 
 from otelguard.response.actions.base import ActionError, Change, Target
-from otelguard.response.actions.host import Host, proc_stat
+from otelguard.response.actions.host import Host, parse_creation_time, proc_stat, ticks_to_wall_ns
 from otelguard.response.actions.node import BlockPeer, FreezeContainer, KillProcess
 from tests.ebpf.containers import Container, container
 from tests.support.polling import wait_for
@@ -301,3 +301,78 @@ def test_block_peer_planned_off_the_node_applies_on_it(pod_netns: tuple[Containe
     host_change = replace(change, target=host_target)
     with pytest.raises(ActionError, match="host's network namespace"):
         on_node.apply(host_change)
+
+
+def _creation_time(pid: int) -> str:
+    """The record's process.creation.time for ``pid``, as the sensor writes it."""
+    wall = ticks_to_wall_ns(start_ticks(pid))
+    secs, ns = divmod(wall, 1_000_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{ns // 1000:06d}Z"
+
+
+def test_freeze_and_kill_planned_off_the_node_apply_on_it(box: Container, tmp_path: Path
+                                                           ) -> None:
+    """A cluster's processor plans without the node's cgroups and /proc (empty trees here);
+    the node's actions (what NodeExecutor runs) find the container and check the pid there."""
+    elsewhere = Host(proc=tmp_path, cgroup2=tmp_path, freezer_v1=tmp_path)
+    busy = box.popen(BUSY)
+    other = box.popen(["sleep", "60"])
+    victim = box.popen(["sleep", "60"])
+    try:
+        base = Target(node="n1", namespace="shop", pod="web-1", container_id=box.container_id)
+        freeze = FreezeContainer(elsewhere).plan(base, {})
+        assert freeze.planned_state["path"] is None and "+state: frozen" in freeze.diff
+        assert f"node/n1/container/{box.container_id[:12]}/cgroup" in freeze.diff
+        on_node = FreezeContainer()
+        outcome = on_node.apply(freeze)
+        assert (box.path / "cgroup.freeze").read_text().strip() == "1"
+        before = cpu_ticks(busy.pid)
+        time.sleep(0.3)
+        assert cpu_ticks(busy.pid) == before
+        assert on_node.revert(freeze, outcome).ok
+        assert (box.path / "cgroup.freeze").read_text().strip() == "0"
+
+        # kill: pid + the record's creation time; a pid whose start time differs is refused
+        target = replace(base, pid=victim.pid, process_creation_time=_creation_time(victim.pid),
+                         executable="/usr/bin/sleep")
+        kill = KillProcess(elsewhere).plan(target, {})
+        assert kill.planned_state == {"start_ticks": None}
+        assert f"node/n1/process/{victim.pid}" in kill.diff and "NOT reversible" in kill.summary
+        reused = replace(kill, target=replace(target, pid=other.pid,
+                                              process_creation_time="2000-01-01T00:00:00.000000Z"))
+        with pytest.raises(ActionError, match="another process now"):
+            KillProcess().apply(reused)
+        assert other.poll() is None
+        outside = subprocess.Popen(["sleep", "60"])
+        try:
+            with pytest.raises(ActionError, match="not in container"):
+                KillProcess().apply(replace(kill, target=replace(
+                    target, pid=outside.pid, process_creation_time=_creation_time(outside.pid))))
+        finally:
+            outside.kill()
+            outside.wait()
+        assert KillProcess().apply(kill).ok
+        assert victim.wait(5) == -9 and other.poll() is None
+    finally:
+        for p in (busy, other, victim):
+            p.kill()
+            p.wait()
+
+
+def test_off_node_plans_need_the_node_and_the_start_time(tmp_path: Path) -> None:
+    elsewhere = Host(proc=tmp_path, cgroup2=tmp_path, freezer_v1=tmp_path)
+    target = Target(namespace="shop", pod="web-1", container_id="c" * 64, pid=4242,
+                    process_creation_time="2026-11-23T12:55:13.123456Z")
+    with pytest.raises(ActionError, match="no freezable cgroup"):
+        FreezeContainer(elsewhere).plan(target, {})  # no node: nobody could apply it
+    with pytest.raises(ActionError, match="pid and process start time"):
+        KillProcess(elsewhere).plan(replace(target, node="n1", process_creation_time=None), {})
+    change = KillProcess(elsewhere).plan(replace(target, node="n1"), {"signal": "SIGTERM"})
+    assert "+state: killed by SIGTERM" in change.diff
+    assert "started: '2026-11-23T12:55:13.123456Z'" in change.diff, change.diff
+
+
+def test_creation_time_parses_to_unix_ns() -> None:
+    assert parse_creation_time("1970-01-01T00:00:01.000002Z") == 1_000_002_000
+    with pytest.raises(ActionError, match="not ISO 8601"):
+        parse_creation_time("yesterday")

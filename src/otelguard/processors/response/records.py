@@ -52,6 +52,7 @@ def target_of(res: Mapping[str, Any], facts: Mapping[str, Any]) -> Target:
         namespace=_str(res.get(S.K8S_NAMESPACE_NAME)), pod=_str(res.get(S.K8S_POD_NAME)),
         pod_uid=_str(res.get(S.K8S_POD_UID)), container_id=_str(res.get(S.CONTAINER_ID)),
         workload_kind=kind, workload_name=name, pid=_int(facts.get(S.PROCESS_PID)),
+        process_creation_time=_str(facts.get(S.PROCESS_CREATION_TIME)),
         executable=_str(facts.get(S.PROCESS_EXECUTABLE_PATH)),
         peer_address=_str(facts.get(S.NETWORK_PEER_ADDRESS)),
         peer_port=_int(facts.get(S.NETWORK_PEER_PORT)))

@@ -37,7 +37,7 @@ class Target:
     """What a detection or incident points at; any field may be unknown (None).
 
     Filled from the record's attributes (docs/architecture.md#attribute-schema): ``k8s.*`` from
-    the Resource, ``process.pid`` and the process start time from the record, the peer from
+    the Resource, ``process.pid`` and ``process.creation.time`` from the record, the peer from
     ``network.peer.address``/``network.peer.port``.
     """
 
@@ -50,6 +50,9 @@ class Target:
     workload_name: Optional[str] = None
     pid: Optional[int] = None
     process_start_ticks: Optional[int] = None  # /proc/PID/stat field 22: tells a reused pid
+    # the record's process.creation.time (ISO 8601, wall clock): what a detection carries;
+    # the node checks it against /proc/PID/stat (host.start_time_matches)
+    process_creation_time: Optional[str] = None
     executable: Optional[str] = None
     peer_address: Optional[str] = None
     peer_port: Optional[int] = None

@@ -68,6 +68,14 @@ def find_cgroup(root: Path, container_id: str) -> Optional[Path]:
     return None
 
 
+def container_cgroup(host: Host, container_id: str) -> Optional[Path]:
+    """The container's cgroup on the v2 hierarchy, else the v1 freezer's; None when this
+    process does not see it (another node's container, or not on the host)."""
+    root = host.cgroup2_root()
+    found = find_cgroup(root, container_id) if root else None
+    return found if found is not None else find_cgroup(host.freezer_v1, container_id)
+
+
 def cgroup_pids(path: Path) -> list[int]:
     """Every pid in the cgroup ``path`` and its descendants (v1 and v2 both have cgroup.procs)."""
     pids: list[int] = []
@@ -102,6 +110,40 @@ def proc_stat(host: Host, pid: int) -> Optional[ProcStat]:
     fields = rest.split()
     # fields[0] is field 3 (state); field 22 (starttime) is fields[19]
     return ProcStat(pid, head.partition("(")[2], fields[0], int(fields[19]))
+
+
+# How far /proc/PID/stat's start time (10 ms ticks) may be from the record's
+# process.creation.time (the sensor's fork timestamp, or the same ticks read at its start) for
+# both to name one process: a pid is reused only after the kernel's pid counter wrapped.
+CREATION_TIME_TOLERANCE_NS = 1_000_000_000
+
+
+def ticks_to_wall_ns(ticks: int) -> int:
+    """/proc/PID/stat starttime (clock ticks after boot, CLOCK_BOOTTIME) as Unix ns, as the
+    sensor converts it (otelguard.ebpf.clock, which response may not import)."""
+    import time
+    boot_wall = time.clock_gettime_ns(time.CLOCK_REALTIME) - time.clock_gettime_ns(
+        time.CLOCK_BOOTTIME)
+    return boot_wall + ticks * 1_000_000_000 // (os.sysconf("SC_CLK_TCK") or 100)
+
+
+def parse_creation_time(value: str) -> int:
+    """process.creation.time (``2026-11-23T12:55:13.123456Z``) as Unix ns."""
+    from datetime import datetime, timezone
+    try:
+        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ActionError(f"process creation time {value!r} is not ISO 8601") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    delta = when - datetime(1970, 1, 1, tzinfo=timezone.utc)
+    return (delta.days * 86400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
+
+
+def start_time_matches(st: "ProcStat", creation_time: str) -> bool:
+    """Whether the process ``st`` started at the record's ``creation_time``."""
+    return abs(ticks_to_wall_ns(st.start_ticks) - parse_creation_time(creation_time)) \
+        <= CREATION_TIME_TOLERANCE_NS
 
 
 def proc_cmdline(host: Host, pid: int) -> str:

@@ -10,6 +10,10 @@
   network namespace, rejecting (or dropping) traffic to and from one address (and port); revert
   deletes exactly that table. The namespace is found through a process of the container.
 
+Each plans where it cannot see the container (a cluster's processor) too: the plan then names
+the container (and pid with its creation time) and the node, and the agent there resolves the
+cgroup, process or namespace at apply and makes the checks a plan on the node makes.
+
 None needs kprobes or an LSM. Apply latency is a few ms (bench/response_actions.py).
 """
 
@@ -31,9 +35,10 @@ from otelguard.response.actions.base import (
 )
 from otelguard.response.actions.diff import object_diff, unified
 from otelguard.response.actions.host import (
-    Host, NotOnThisHost, ProcStat, cgroup_pids, container_netns, find_cgroup, netns_inode,
+    Host, NotOnThisHost, ProcStat, cgroup_pids, container_cgroup, container_netns, find_cgroup,
+    netns_inode,
     nft_in_netns,
-    proc_cmdline, proc_stat,
+    proc_cmdline, proc_stat, start_time_matches,
 )
 
 # mode -> (state file, thawed value, frozen value)
@@ -72,7 +77,7 @@ class FreezeContainer:
         path = find_cgroup(self.host.freezer_v1, container_id)
         if path is not None and (path / "freezer.state").exists():
             return "v1", path
-        raise ActionError(f"no freezable cgroup for container {container_id} on this node")
+        raise NotOnThisHost(f"no freezable cgroup for container {container_id} on this node")
 
     @staticmethod
     def _state(mode: str, path: Path) -> str:
@@ -96,7 +101,12 @@ class FreezeContainer:
 
     def plan(self, target: Target, params: Mapping[str, Any]) -> Change:
         p = build_params(FreezeParams, params, self.name)
-        mode, path = self._locate(target.container_id)
+        try:
+            mode, path = self._locate(target.container_id)
+        except NotOnThisHost:
+            if not target.node:
+                raise
+            return self._plan_off_node(target, p)
         state = self._state(mode, path)
         frozen = _FREEZER[mode][2]
         view = self._view(mode, path, state)
@@ -110,6 +120,21 @@ class FreezeContainer:
             planned_state={"mode": mode, "path": str(path), "inode": os.stat(path).st_ino,
                            "state": state})
 
+    def _plan_off_node(self, target: Target, p: FreezeParams) -> Change:
+        """A cluster's processor does not see the node's cgroups: the plan names the container,
+        and the agent on ``target.node`` finds its cgroup at apply (see ``apply``)."""
+        cid = target.container_id or ""
+        view = {"node": target.node, "pod": f"{target.namespace}/{target.pod}",
+                "container": cid, "cgroup": "resolved on the node at apply", "state": "thawed"}
+        return Change(
+            self.name, target, params_json(p),
+            summary=f"freeze container {cid[:12]} (pod {target.namespace}/{target.pod}) on node "
+                    f"{target.node}; its cgroup is found there at apply",
+            diff=object_diff(view, {**view, "state": "frozen"},
+                             f"node/{target.node}/container/{cid[:12]}/cgroup"),
+            where="node", planned_state={"mode": None, "path": None, "inode": None,
+                                         "state": None})
+
     def _set(self, mode: str, path: Path, value: str, timeout: float) -> None:
         (path / _FREEZER[mode][0]).write_text(value)
         deadline = time.monotonic() + timeout
@@ -121,11 +146,12 @@ class FreezeContainer:
     def apply(self, change: Change) -> Outcome:
         ps = change.planned_state
         mode, path = self._locate(change.target.container_id)
-        if str(path) != ps["path"] or os.stat(path).st_ino != ps["inode"]:
+        inode = os.stat(path).st_ino
+        if ps["path"] is not None and (str(path) != ps["path"] or inode != ps["inode"]):
             raise ActionError(f"container {change.target.container_id}'s cgroup changed since "
                               f"plan ({ps['path']} -> {path})")
         state = self._state(mode, path)
-        if state != ps["state"]:
+        if ps["state"] is not None and state != ps["state"]:
             raise ActionError(f"{path} is {state} now, planned from {ps['state']}")
         frozen = _FREEZER[mode][2]
         if state == frozen:
@@ -137,7 +163,7 @@ class FreezeContainer:
             (path / _FREEZER[mode][0]).write_text(_FREEZER[mode][1])
             raise
         return Outcome(True, f"froze {path}",
-                       {"mode": mode, "path": str(path), "inode": ps["inode"],
+                       {"mode": mode, "path": str(path), "inode": inode,
                         "thawed": _FREEZER[mode][1], "timeout_seconds": timeout})
 
     def revert(self, change: Change, outcome: Outcome) -> Outcome:
@@ -166,7 +192,13 @@ class KillParams:
 
 
 class KillProcess:
-    """Signal one process, checked against ``Target.pid`` and ``Target.process_start_ticks``."""
+    """Signal one process, checked against ``Target.pid`` and its start time: the planned
+    /proc start ticks, else ``Target.process_start_ticks``, else the record's
+    ``Target.process_creation_time`` (host.start_time_matches).
+
+    Planned where the container is not visible (a cluster's processor; the agent on
+    ``Target.node`` applies), the plan names the pid, its creation time and the container, and
+    apply makes every check there, through the pidfd, as a plan on the node would have."""
 
     name: ClassVar[str] = "kill_process"
     where: ClassVar[Literal["node"]] = "node"
@@ -176,16 +208,27 @@ class KillProcess:
     def __init__(self, host: Host = Host()) -> None:
         self.host = host
 
-    def _check(self, target: Target) -> ProcStat:
-        if target.pid is None or target.process_start_ticks is None:
+    @staticmethod
+    def _needs(target: Target) -> int:
+        if target.pid is None or (target.process_start_ticks is None
+                                  and not target.process_creation_time):
             raise ActionError("kill_process needs the target's pid and process start time")
-        st = proc_stat(self.host, target.pid)
+        return target.pid
+
+    def _check(self, target: Target, start_ticks: Optional[int] = None) -> ProcStat:
+        pid = self._needs(target)
+        st = proc_stat(self.host, pid)
         if st is None:
-            raise ActionError(f"process {target.pid} has exited")
-        if st.start_ticks != target.process_start_ticks:
+            raise ActionError(f"process {pid} has exited")
+        ticks = start_ticks if start_ticks is not None else target.process_start_ticks
+        if ticks is not None and st.start_ticks != ticks:
             raise ActionError(
-                f"pid {target.pid} is another process now (start time {st.start_ticks}, "
-                f"the detection's was {target.process_start_ticks}): refused")
+                f"pid {pid} is another process now (start time {st.start_ticks}, "
+                f"the detection's was {ticks}): refused")
+        if ticks is None and not start_time_matches(st, str(target.process_creation_time)):
+            raise ActionError(
+                f"pid {pid} is another process now (start time {st.start_ticks} ticks, the "
+                f"detection's was {target.process_creation_time}): refused")
         if target.container_id:
             try:
                 cgroups = (self.host.proc / str(target.pid) / "cgroup").read_text()
@@ -197,6 +240,10 @@ class KillProcess:
 
     def plan(self, target: Target, params: Mapping[str, Any]) -> Change:
         p = build_params(KillParams, params, self.name)
+        self._needs(target)
+        if target.node and target.container_id and \
+                container_cgroup(self.host, target.container_id) is None:
+            return self._plan_off_node(target, p)
         st = self._check(target)
         view = {"pid": st.pid, "start_ticks": st.start_ticks, "comm": st.comm,
                 "cmdline": proc_cmdline(self.host, st.pid), "container": target.container_id,
@@ -208,6 +255,21 @@ class KillProcess:
                              f"node/process/{st.pid}"),
             where="node", planned_state={"start_ticks": st.start_ticks})
 
+    def _plan_off_node(self, target: Target, p: KillParams) -> Change:
+        cid = target.container_id or ""
+        when = target.process_creation_time or f"{target.process_start_ticks} ticks"
+        view = {"node": target.node, "pod": f"{target.namespace}/{target.pod}",
+                "container": cid, "pid": target.pid, "started": when,
+                "executable": target.executable, "state": "running"}
+        return Change(
+            self.name, target, params_json(p),
+            summary=f"send {p.signal} to pid {target.pid} ({target.executable}) in container "
+                    f"{cid[:12]} on node {target.node}; the node checks its start time and "
+                    f"container at apply; NOT reversible",
+            diff=object_diff(view, {**view, "state": f"killed by {p.signal}"},
+                             f"node/{target.node}/process/{target.pid}"),
+            where="node", planned_state={"start_ticks": None})
+
     def apply(self, change: Change) -> Outcome:
         target = change.target
         assert target.pid is not None
@@ -218,7 +280,7 @@ class KillProcess:
         try:
             # The pidfd now pins the process that had this pid; if its start time is the planned
             # one, it is the detection's process and the signal cannot reach a successor.
-            self._check(target)
+            self._check(target, change.planned_state.get("start_ticks"))
             sig = signal.Signals[str(change.params.get("signal", "SIGKILL"))]
             signal.pidfd_send_signal(pidfd, sig)
             wait = float(change.params.get("wait_seconds", 5.0))
