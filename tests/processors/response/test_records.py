@@ -15,3 +15,9 @@ def test_the_node_is_the_pods_then_the_verified_senders_then_the_hosts() -> None
     # an unverified claim is not taken: the host name, or nothing
     assert target_of({**POD, **sender, S.SENDER_VERIFIED: False}, {}).node == "agent-pod-x"
     assert target_of({**POD, S.SENDER_NODE: "n2"}, {}).node is None
+
+
+def test_the_target_carries_the_process_creation_time() -> None:
+    t = target_of(POD, {S.PROCESS_PID: 42, S.PROCESS_CREATION_TIME: "2026-11-23T12:55:13.123456Z"})
+    assert (t.pid, t.process_creation_time) == (42, "2026-11-23T12:55:13.123456Z")
+    assert target_of(POD, {S.PROCESS_PID: 42}).process_creation_time is None
