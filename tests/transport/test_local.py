@@ -119,7 +119,8 @@ def test_spec_parser(tmp_path: Path) -> None:
 
 def test_jsonl_output_is_plain_json() -> None:
     line = jsoncodec.encode(_logs())
-    assert json.loads(line)["resourceLogs"][1]["resource"]["attributes"][-1]["key"] == sc.HOST_PROCESS
+    host = json.loads(line)["resourceLogs"][1]["resource"]["attributes"]
+    assert {"key": sc.HOST_PROCESS, "value": {"boolValue": True}} in host, host
 
 
 def test_jsonl_file_is_readable_by_its_owner_only(tmp_path: Path) -> None:
