@@ -63,6 +63,9 @@ def label(key: str) -> str:
     return key.replace(".", "_")
 
 
+SHELL_HOLD_SECONDS = 10
+
+
 class ReverseShellListener:
     """The attacker's end of ``nc -e``: sends commands on the first connection and keeps its
     output; accepts (and closes) every later one, keeping the time of each."""
@@ -83,7 +86,11 @@ class ReverseShellListener:
             self.first_at = time.time()
             with conn:
                 conn.settimeout(30)
-                conn.sendall(b"echo pwned-$(id -u)\nexit\n")
+                # an attacker's shell stays open a while: so does this one (SHELL_HOLD_SECONDS),
+                # which also keeps its stdio socket readable for the agent's dup decoding (a
+                # shell gone before the agent reads /proc/PID/fd loses fd.type: a known race,
+                # docs/architecture.md#kernel-facts)
+                conn.sendall(f"echo pwned-$(id -u)\nsleep {SHELL_HOLD_SECONDS}\nexit\n".encode())
                 while chunk := conn.recv(4096):
                     self.output += chunk
         except OSError:
