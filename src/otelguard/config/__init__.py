@@ -23,7 +23,7 @@ from otelguard.config.builder import (
 )
 from otelguard.config.duration import parse_duration
 from otelguard.config.environment import EnvVar
-from otelguard.config.files import fsync_dir, write_atomic
+from otelguard.config.files import fsync_dir, write_atomic, write_durably
 from otelguard.config.errors import Checks, ConfigError, ConfigIssue, InvalidFields
 from otelguard.config.reader import (
     LocatedDict,
@@ -38,7 +38,7 @@ from otelguard.config.schema import document_schema, render, schema_of
 
 __all__ = [
     "INTERNAL", "Checks", "ConfigError", "ConfigIssue", "Custom", "EnvVar", "InvalidFields",
-    "Issues", "fsync_dir", "parse_duration", "write_atomic",
+    "Issues", "fsync_dir", "parse_duration", "write_atomic", "write_durably",
     "LocatedDict", "LocatedList", "build", "describe", "document_schema", "from_mapping", "join",
     "line_of", "load_file", "load_section", "load_yaml", "load_yaml_documents", "own_line", "read_yaml_file", "render",
     "schema_of",

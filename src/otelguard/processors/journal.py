@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
 from otelguard import telemetry
+from otelguard.config import fsync_dir, write_durably
 
 log = logging.getLogger(__name__)
 
@@ -144,20 +145,9 @@ class Journal:
         assert self._file is not None, "journal not open"
         tmp = self.path.with_name(self.path.name + ".tmp")
         data = b"".join(frame(p) for p in payloads)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        write_durably(tmp, data, os.O_CREAT | os.O_TRUNC)
         os.replace(tmp, self.path)
-        dir_fd = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        fsync_dir(self.path.parent)
         os.close(self._file)
         self._file = os.open(self.path, os.O_WRONLY | os.O_APPEND)
         self._size = self._snapshot_size = len(data)

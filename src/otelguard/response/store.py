@@ -33,7 +33,7 @@ from typing import Any, Callable, Iterator, Optional
 
 from otelguard import semconv as S
 from otelguard.config import fsync_dir as _fsync_dir
-from otelguard.config import write_atomic
+from otelguard.config import write_atomic, write_durably
 from otelguard.response.audit import GENESIS, AuditRecord, record_for
 from otelguard.response.request import ResponseRequest, State, advance
 
@@ -226,14 +226,7 @@ class ChainedStore:
     def _append(self, record: AuditRecord) -> None:
         line = json.dumps(record.to_json(), sort_keys=True, separators=(",", ":"),
                           ensure_ascii=False).encode() + b"\n"
-        fd = os.open(self.audit_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        try:
-            view = memoryview(line)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        write_durably(self.audit_path, line, os.O_CREAT | os.O_APPEND)
 
     def head(self) -> tuple[int, str]:
         """(seq, hash) of the chain's last record; (0, genesis) when empty."""
