@@ -57,7 +57,7 @@ class _Workload:
     def __init__(self, resource: Resource) -> None:
         self.resource = resource
         self.refresh = False  # copy the Resource again at the next record (after a report)
-        self.emitted: dict[tuple[str, str, str], tuple[str, str, int]] = {}  # key -> fingerprint
+        self.emitted: dict[tuple[str, str, str], tuple[str, str]] = {}  # key -> fingerprint
         self.gauges: set[GaugeKey] = set()
 
 

@@ -99,6 +99,11 @@ class PackageUsage:
         self._wake = threading.Event()
         self._thread: Optional[threading.Thread] = None
 
+    def use_root(self, key: str, directory: str) -> None:
+        """Resolve the paths of container id (or instance) ``key`` in ``directory`` instead of
+        a live process's root: an image unpacked for an offline check, tests."""
+        self._roots.overrides[key] = directory
+
     # --- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
