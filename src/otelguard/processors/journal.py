@@ -184,3 +184,22 @@ class JournalWrite:
             self.journal.rewrite(self.payloads)
         else:
             self.journal.append(self.payloads)
+
+
+class StateDirOnly:
+    """The journal protocol of a stage that holds no records but keeps files of its own under
+    ``<state_dir>/<stage name>/`` (profiles, risk): no request ever waits for it, and without a
+    configured directory its ``_directory`` becomes that one."""
+
+    state_version = 0
+    _directory: Optional[Path] = None
+
+    def open_state(self, path: Path, compact_bytes: int) -> None:
+        if self._directory is None:
+            self._directory = path.parent / path.stem
+
+    def journal_write(self) -> Optional[JournalWrite]:
+        return None
+
+    def settle(self, drains: int) -> None:
+        pass

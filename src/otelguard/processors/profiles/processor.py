@@ -35,7 +35,7 @@ from otelguard import semconv as S
 from otelguard.kube import CustomResources, KubeAccessError, api_client_from, own_namespace
 from otelguard.otlp.messages import set_attr
 from otelguard.processors.errors import ProcessorsError
-from otelguard.processors.journal import JournalWrite
+from otelguard.processors.journal import StateDirOnly
 from otelguard.processors.profiles import metrics, records
 from otelguard.processors.profiles.config import Config
 from otelguard.processors.profiles.cluster import ObjectStore
@@ -58,12 +58,11 @@ _NONE: Mapping[str, Any] = {}  # a record's context not read (never written to)
 log = logging.getLogger(__name__)
 
 
-class ProfilesStage:
+class ProfilesStage(StateDirOnly):
     """The stage; ``clock`` (wall-clock seconds: learning windows outlive restarts) is
     injectable for tests."""
 
     type_name = TYPE_NAME
-    state_version = 0  # learning never makes a request wait for a disk write
 
     def __init__(self, config: Config, clock: Callable[[], float] = time.time) -> None:
         self.config = config
@@ -83,19 +82,6 @@ class ProfilesStage:
         self.anomalies = 0
 
     # --- lifecycle ---------------------------------------------------------------------------
-
-    def open_state(self, path: Path, compact_bytes: int) -> None:
-        """The service's state_dir: profiles go to ``<state_dir>/<stage name>/`` when no
-        ``directory`` is configured. Persistence is the profile files themselves (written
-        atomically by the sync thread), not the journal: the stage holds no records."""
-        if self._directory is None:
-            self._directory = path.parent / path.stem
-
-    def journal_write(self) -> Optional[JournalWrite]:
-        return None
-
-    def settle(self, drains: int) -> None:
-        pass
 
     def start(self) -> None:
         """Load every profile (approved ones enforce from the first batch), then start the sync

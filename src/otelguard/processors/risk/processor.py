@@ -35,7 +35,7 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from otelguard import semconv as S
 from otelguard.config import write_atomic
 from otelguard.otlp.messages import attrs_dict, from_any
-from otelguard.processors.journal import JournalWrite
+from otelguard.processors.journal import StateDirOnly
 from otelguard.processors.profiles.observe import FieldReader, getters_for
 from otelguard.processors.profiles.workload import of_host_record, of_resource
 from otelguard.processors.risk import metrics, records
@@ -65,9 +65,8 @@ class _Workload:
         self.gauges: set[GaugeKey] = set()
 
 
-class RiskStage:
+class RiskStage(StateDirOnly):
     type_name = TYPE_NAME
-    state_version = 0  # holds no records a request must wait for
 
     def __init__(self, config: Config, clock: Callable[[], float] = time.time) -> None:
         self.config = config
@@ -93,18 +92,6 @@ class RiskStage:
         self.reports = 0
 
     # --- lifecycle ---------------------------------------------------------------------------
-
-    def open_state(self, path: Path, compact_bytes: int) -> None:
-        """The service's state_dir: snapshots go to ``<state_dir>/<stage name>/`` when no
-        ``directory`` is configured (the stage holds no records: nothing is journaled)."""
-        if self._directory is None:
-            self._directory = path.parent / path.stem
-
-    def journal_write(self) -> Optional[JournalWrite]:
-        return None
-
-    def settle(self, drains: int) -> None:
-        pass
 
     def start(self) -> None:
         for a in self._analysers:
