@@ -163,6 +163,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     if not args.no_kernel and os.geteuid() == 0:
         k = kernel_filter(args.runs)
         none = k["none"]["median_s"]
+        print(f"filter none   : python start-up {none * 1e3:.1f} ms")
         for name in ("default", "risk"):
             r = k[name]
             print(f"filter {name:<7}: python start-up {r['median_s'] * 1e3:.1f} ms "

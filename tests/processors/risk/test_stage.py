@@ -6,6 +6,8 @@ bounded; 1,000 workloads keep memory per workload bounded."""
 from __future__ import annotations
 
 import gc
+import os
+import subprocess
 import itertools
 import json
 import tracemalloc
@@ -156,4 +158,31 @@ def test_memory_per_workload_with_1000_workloads(tmp_path: Path) -> None:
         "jq", "bzip2", "libjq1", "libc6", "libonig5", "libbz2-1.0"}
     assert all(len(u.evidence) <= 4 for _, u in states.values() if u is not None)
     assert per_workload < 24 * 1024
+    stage.shutdown()
+
+
+def test_host_processes_resolve_against_the_host_root() -> None:
+    """A host Resource (no container): its records' workload is per systemd unit, the root is
+    /, the packages are the host's own dpkg database's."""
+    stage = registry.create("risk", Config())
+    assert isinstance(stage, RiskStage)
+    req = ExportLogsServiceRequest()
+    rl = req.resource_logs.add()
+    set_attrs(rl.resource.attributes, {S.HOST_NAME: "node-1", S.HOST_PROCESS: True,
+                                       S.STREAM: S.STREAM_EVENT})
+    rec = rl.scope_logs.add().log_records.add(event_name=S.EV_PROCESS_EXEC,
+                                              time_unix_nano=1_700_000_000_000_000_000)
+    set_attrs(rec.attributes, {S.PROCESS_EXECUTABLE_PATH: "/usr/bin/jq", S.SYSCALL_RET: 0,
+                               S.LOG_RECORD_UID: "h1", S.PROCESS_PID: os.getpid(),
+                               S.PROCESS_LINUX_CGROUP: "/system.slice/cron.service"})
+    stage.process(req)
+    stage.analyser("packages").resolve_pending()  # type: ignore[attr-defined]
+    workload = "host/node-1/unit/cron.service"
+    assert stage.workloads() == [workload]
+    found = {f.subject: f for f in stage.findings(workload) if f.kind == "package"}
+    jq = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", "jq"], capture_output=True,
+                        text=True, check=True).stdout
+    assert found["deb:jq"].state == "executed" and found["deb:jq"].evidence == ("h1",)
+    assert dict(found["deb:jq"].attributes)[S.PACKAGE_VERSION] == jq
+    assert found["deb:bzip2"].state == "installed-only"
     stage.shutdown()

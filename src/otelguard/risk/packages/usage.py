@@ -145,7 +145,7 @@ class PackageUsage:
         if obs.event_name == S.EV_PROCESS_EXEC:
             path, state = str(attrs.get(S.PROCESS_EXECUTABLE_PATH) or ""), EXECUTED
             args = attrs.get(S.PROCESS_COMMAND_ARGS)
-            if isinstance(args, list) and args and str(args[0]).startswith("/"):
+            if isinstance(args, (list, tuple)) and args and str(args[0]).startswith("/"):
                 invoked = str(args[0])  # the name it was run by (a symlink, maybe)
         else:
             path, state = str(attrs.get(S.FILE_PATH) or ""), LOADED
