@@ -111,6 +111,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--events", action="store_true",
                      help="console: print every captured event too, not only detections and "
                      "incidents")
+    run.add_argument("--status", default="auto", choices=("auto", "live", "plain", "off"),
+                     help="the status line (events/s, drops, detections, incidents): live = "
+                     "one line refreshed in place under the detections, plain = a `status` "
+                     "line every interval, auto (default) = live when the console (else "
+                     "stderr) is a terminal, plain otherwise")
+    run.add_argument("--status-interval", type=float, default=None, metavar="SECONDS",
+                     help="seconds between status updates (default: 1 live, 60 plain)")
     run.add_argument("--rules", action="append", default=None, metavar="FILE",
                      help="Falco-style rules file (repeatable; default: stable ruleset + ours)")
     run.add_argument("--policy", default=None, metavar="DIR",
