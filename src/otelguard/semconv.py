@@ -300,6 +300,8 @@ METRIC_PROFILES: Final = "otelguard_profiles"  # gauge {state}
 METRIC_PROFILE_ENTRIES: Final = "otelguard_profile_entries"  # gauge {list: allowed|quarantined}
 METRIC_PROFILE_OVERFLOW: Final = "otelguard_profile_overflow"  # counter {reason}
 METRIC_PROFILE_ANOMALIES: Final = "otelguard_profile_anomalies"  # counter {kind}
+# counter {kind}: deviations a policy tree's ProfileException covered (not reported)
+METRIC_PROFILE_EXCEPTED: Final = "otelguard_profile_deviations_excepted"
 METRIC_PROFILE_FILE_ERRORS: Final = "otelguard_profile_file_errors"  # counter {op}
 
 # --- Incidents (processors/incidents; docs/incidents.md) -----------------------------------------

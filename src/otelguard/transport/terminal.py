@@ -17,6 +17,8 @@ import shutil
 import threading
 from typing import IO
 
+from otelguard.transport.settings import dumb_terminal
+
 ERASE_LINE = "\r\x1b[K"
 
 
@@ -26,7 +28,7 @@ def is_live(stream: IO[str]) -> bool:
         tty = stream.isatty()
     except (AttributeError, ValueError):
         return False
-    return tty and os.environ.get("TERM", "") != "dumb"
+    return tty and not dumb_terminal()
 
 
 class Terminal:
