@@ -121,8 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--rules", action="append", default=None, metavar="FILE",
                      help="Falco-style rules file (repeatable; default: stable ruleset + ours)")
     run.add_argument("--policy", default=None, metavar="DIR",
-                     help="run a policy tree's rules/ and unexpired exceptions/ as one revision "
-                     "stamped on detections; not with --rules (docs/policy.md)")
+                     help="run a policy tree as one revision: rules/ and rule exceptions, "
+                     "profiles/ and profile exceptions (adds the profiles stage), responses/ "
+                     "for a response stage; the revision is stamped on detections, deviations "
+                     "and response requests; not with --rules (docs/policy.md)")
     run.add_argument("--metrics", default="127.0.0.1:9464", metavar="HOST:PORT",
                      help="HOST:PORT for /metrics")
     run.add_argument("--profiles", default=None, metavar="DIR",
@@ -195,8 +197,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="Falco-style rules file for falco_rules (repeatable; default: "
                       "stable ruleset + ours)")
     proc.add_argument("--policy", default=None, metavar="DIR",
-                      help="falco_rules runs a policy tree's rules/ and unexpired exceptions/ "
-                      "as one revision stamped on detections; not with --rules (docs/policy.md)")
+                      help="run a policy tree as one revision: falco_rules its rules/ and rule "
+                      "exceptions, profiles its profiles/ and profile exceptions (stage added), "
+                      "a response stage its responses/; stamped on detections, deviations and "
+                      "requests; not with --rules (docs/policy.md)")
     proc.add_argument("--metrics", default="127.0.0.1:9466", metavar="HOST:PORT",
                       help="HOST:PORT for /metrics and /readyz")
     proc.add_argument("--tls-cert", default=None, metavar="FILE", help="service.tls.cert_file")
