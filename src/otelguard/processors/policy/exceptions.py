@@ -25,7 +25,6 @@ Falco would. An expired exception is not compiled: it stops applying, with a war
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Optional, Sequence, Union
@@ -38,7 +37,7 @@ from otelguard.processors.detection.fields import (
 )
 from otelguard.processors.detection.parser import ConditionSyntaxError, parse_field_at
 from otelguard.processors.detection.reader import Item
-from otelguard.processors.policy.expiry import last_day, today_utc
+from otelguard.processors.policy.expiry import Expiring, check_owned, today_utc
 from otelguard.processors.policy.profile_exceptions import (
     ProfileException, ProfileExceptionDocument,
 )
@@ -62,10 +61,7 @@ class Spec:
 
     def __post_init__(self) -> None:
         checks = Checks()
-        if not self.owner.strip():
-            checks.add("owner", "must name who owns the exception")
-        if last_day(self.expires) is None:
-            checks.add("expires", f"must be a date YYYY-MM-DD, got {self.expires!r}")
+        check_owned(checks, self.owner, self.expires)
         if not self.fields:
             checks.add("fields", "needs at least one field")
         if self.comps and len(self.comps) != len(self.fields):
@@ -88,22 +84,13 @@ class ExceptionDocument:
 
 
 @dataclass(frozen=True)
-class RuleException:
+class RuleException(Expiring):
     """A loaded exception and where it was written."""
 
     name: str
     spec: Spec
     file: str
     line: Optional[int]
-
-    @property
-    def expires(self) -> dt.date:
-        day = last_day(self.spec.expires)
-        assert day is not None  # checked when the document was built
-        return day
-
-    def expired(self, today: dt.date) -> bool:
-        return today > self.expires
 
     def field_issues(self) -> list[ConfigIssue]:
         """Fields that are not Falco fields (or malformed), located here rather than on the

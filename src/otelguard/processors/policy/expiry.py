@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Optional
 
+from otelguard.config import Checks
+
 
 def last_day(value: Any) -> Optional[dt.date]:
     """The last day an exception applies (a YAML date, or text YYYY-MM-DD), else None."""
@@ -22,3 +24,26 @@ def last_day(value: Any) -> Optional[dt.date]:
 
 def today_utc() -> dt.date:
     return dt.datetime.now(dt.timezone.utc).date()
+
+
+def check_owned(checks: Checks, owner: str, expires: Any) -> None:
+    """What every exception's spec must have: an owner and a last day."""
+    if not owner.strip():
+        checks.add("owner", "must name who owns the exception")
+    if last_day(expires) is None:
+        checks.add("expires", f"must be a date YYYY-MM-DD, got {expires!r}")
+
+
+class Expiring:
+    """A loaded exception (either kind): its spec's ``expires`` is its last day."""
+
+    spec: Any
+
+    @property
+    def expires(self) -> dt.date:
+        day = last_day(self.spec.expires)
+        assert day is not None  # checked when the document was built (check_owned)
+        return day
+
+    def expired(self, today: dt.date) -> bool:
+        return today > self.expires

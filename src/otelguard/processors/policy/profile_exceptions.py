@@ -25,13 +25,12 @@ Cost: nothing per record; per deviation a pass over the (few) exceptions.
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any, Literal, Optional
 
 from otelguard.config import Checks
-from otelguard.processors.policy.expiry import last_day
+from otelguard.processors.policy.expiry import Expiring, check_owned
 from otelguard.processors.profiles.matching import Allowed
 from otelguard.processors.profiles.observe import KINDS
 
@@ -53,10 +52,7 @@ class ProfileExceptionSpec:
 
     def __post_init__(self) -> None:
         checks = Checks()
-        if not self.owner.strip():
-            checks.add("owner", "must name who owns the exception")
-        if last_day(self.expires) is None:
-            checks.add("expires", f"must be a date YYYY-MM-DD, got {self.expires!r}")
+        check_owned(checks, self.owner, self.expires)
         if not self.workload.strip():
             checks.add("workload", "must name a workload key or a glob over keys")
         if self.kind not in KINDS:
@@ -75,22 +71,13 @@ class ProfileExceptionDocument:
 
 
 @dataclass(frozen=True)
-class ProfileException:
+class ProfileException(Expiring):
     """A loaded profile exception and where it was written."""
 
     name: str
     spec: ProfileExceptionSpec
     file: str
     line: Optional[int]
-
-    @property
-    def expires(self) -> dt.date:
-        day = last_day(self.spec.expires)
-        assert day is not None  # checked when the document was built
-        return day
-
-    def expired(self, today: dt.date) -> bool:
-        return today > self.expires
 
     @property
     def target(self) -> str:
