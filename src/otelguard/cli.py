@@ -54,6 +54,8 @@ EXIT_CODES = (
           "CAP_BPF/CAP_PERFMON), BCC missing, a port already in use"),
     ("3", "`rules validate`, `policy validate`: the rules load, but some cannot run on this "
           "sensor or were skipped"),
+    ("130", "`run`: a second Ctrl-C while the exit summary was being made (what was captured "
+            "had been delivered; only the summary is skipped)"),
 )
 
 
@@ -265,8 +267,8 @@ def _policy_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
                           "exceptions/, profiles/, responses/)")
     validate.set_defaults(target="policy.validate")
     test = verbs.add_parser(
-        "test", help="replay a capture through the tree's rules offline and print the "
-        "detections, or check them (exit 1 on a mismatch)")
+        "test", help="replay a capture through the tree's rules and profiles offline and "
+        "print the detections, or check them (exit 1 on a mismatch)")
     test.add_argument("directory", metavar="DIR", help="the policy tree")
     test.add_argument("--replay", required=True, metavar="CAPTURE.jsonl",
                       help="OTLP/JSON lines, as `--output jsonl:PATH` writes them")

@@ -397,10 +397,14 @@ def main(args: argparse.Namespace) -> int:
     if live_status is not None:
         live_status.start()
     run_until_stopped(sensor, exporter, args.duration)
-    reloader.stop()
-    if live_status is not None:
-        live_status.stop()
-    sensor_stats = sensor.stats()
-    print(summary(sensor_stats, missing, incident_lines(pipeline)), file=sys.stderr,
-          flush=True)
+    try:
+        reloader.stop()
+        if live_status is not None:
+            live_status.stop()
+        sensor_stats = sensor.stats()
+        print(summary(sensor_stats, missing, incident_lines(pipeline)), file=sys.stderr,
+              flush=True)
+    except KeyboardInterrupt:  # a second Ctrl-C: everything was delivered, only the summary
+        print("\notelguard run: interrupted again: summary skipped", file=sys.stderr)
+        return 130
     return 0

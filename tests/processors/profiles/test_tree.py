@@ -144,3 +144,23 @@ def test_policy_flag_adds_the_profiles_stage(tmp_path: Path) -> None:
     [profiles] = [s for s in with_dir if s.type == "profiles"]
     assert (profiles.config.policy_dir, profiles.config.directory) == (
         str(TREE), str(tmp_path / "learned"))
+
+
+def test_policy_test_replays_the_trees_profiles_and_their_exceptions(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``otelguard policy test``: a capture (as `--output jsonl:` writes it) replayed through
+    the tree gives the profile deviations too, minus what a ProfileException covers."""
+    from otelguard.transport.jsonlines import JsonLinesTransport
+
+    root = _tree(tmp_path)
+    cap = tmp_path / "capture.jsonl"
+    out = JsonLinesTransport(str(cap))
+    assert out.export_logs(ev.batch(ev.pod("d"), ev.listen(8080), ev.listen(22),
+                                    ev.listen(2222))).ok
+    out.shutdown()
+    capsys.readouterr()
+    assert otelguard_main(["policy", "test", str(root), "--replay", str(cap)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "3 record(s) replayed, 1 detection(s)" in lines[0]
+    [(priority, *rule, record)] = [line.split() for line in lines[1:]]
+    assert " ".join(rule) == "Unexpected listening port" and record.startswith("record=uid-")
