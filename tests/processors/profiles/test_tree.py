@@ -164,3 +164,15 @@ def test_policy_test_replays_the_trees_profiles_and_their_exceptions(
     assert "3 record(s) replayed, 1 detection(s)" in lines[0]
     [(priority, *rule, record)] = [line.split() for line in lines[1:]]
     assert " ".join(rule) == "Unexpected listening port" and record.startswith("record=uid-")
+
+
+def test_a_profile_not_approved_in_the_tree_is_not_enforced(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    assert otelguard_main(["policy", "validate", str(TREE)]) == 0
+    [line] = [x for x in capsys.readouterr().out.splitlines() if x.startswith("PROFILE")]
+    assert line.startswith(f"PROFILE   {WORKLOAD}") and line.endswith(
+        " learning (not enforced: only approved profiles run)")
+    stage = _stage(TREE)  # the testdata tree's cart profile is still learning
+    assert stage._policy is not None and stage._policy.workloads == frozenset()
+    assert _found(stage, ev.listen(2222)) == []
+    stage.shutdown()

@@ -45,7 +45,9 @@ def describe(tree: PolicyTree, out: TextIO) -> None:
         out.write(f"{state:9} exception {e.name} -> {target} ({e.file}:{e.line}) "
                   f"owner {e.spec.owner}{tail}\n")
     for f, doc in tree.profiles:
-        out.write(f"PROFILE   {doc.metadata.workload} ({f}) {doc.status.state}\n")
+        note = "" if doc.status.state == "approved" else \
+            " (not enforced: only approved profiles run)"
+        out.write(f"PROFILE   {doc.metadata.workload} ({f}) {doc.status.state}{note}\n")
     for p in tree.responses.policies:
         out.write(f"RESPONSE  {p.name} ({p.source}) mode {p.mode}\n")
     for issue in tree.issues:

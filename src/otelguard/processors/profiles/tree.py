@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Callable, Optional
 
 from otelguard.config import ConfigError
 from otelguard.processors.profiles.document import ProfileDocument
+from otelguard.processors.profiles.model import APPROVED
 
 if TYPE_CHECKING:  # imported lazily at run time: processors.policy imports this package
     from otelguard.processors.policy.profile_exceptions import (
@@ -49,7 +50,9 @@ class TreeProfiles:
         tree = checked_tree(self.root)
         self.revision = tree.revision
         self.previous_workloads = self.workloads
-        docs = [doc for _f, doc in tree.profiles]
+        # only approved profiles run (a tampered one is reported by the stage); one learning or
+        # learned but not approved is listed by `policy validate` as not enforced
+        docs = [doc for _f, doc in tree.profiles if doc.status.state == APPROVED]
         self.workloads = frozenset(d.metadata.workload for d in docs)
         self._exceptions = list(tree.profile_exceptions)
         self._said_expired = {e.name for e in tree.expired}  # load_tree said so already
