@@ -38,6 +38,7 @@ ALLOWED: dict[str, set[str]] = {
     "kube": BOTTOM,
     "response": BOTTOM | {"kube"},
     "processors": BOTTOM | {"transport", "kube", "response"},
+    "risk": BOTTOM | {"kube", "processors"},
 }
 TOP = {"agent", "runner", "cli", "schemas", "reference", "__init__"}  # may import any unit
 

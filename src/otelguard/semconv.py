@@ -355,3 +355,21 @@ METRIC_RESPONSE_TRANSITIONS: Final = "otelguard_response_transitions"  # counter
 METRIC_RESPONSE_SUPPRESSED: Final = "otelguard_response_suppressed"  # counter {policy, reason}
 METRIC_RESPONSE_AUDIT_SEQ: Final = "otelguard_response_audit_seq"  # gauge: the chain's head
 METRIC_RESPONSE_PENDING: Final = "otelguard_response_pending"  # gauge: requests awaiting approval
+
+# --- Risk: granted vs used, sensitive reach (risk/grants.py, risk/reach.py; docs/risk-grants.md)
+EV_RISK_FINDING: Final = "otelguard.risk.finding"  # one record per finding
+STREAM_RISK: Final = "risk"  # otelguard.stream of risk Resources (own Loki stream)
+RISK_KIND: Final = "otelguard.risk.kind"  # unused_capability, sensitive_reach, ...
+RISK_WORKLOAD: Final = "otelguard.risk.workload"  # k8s/NS/KIND/NAME/CONTAINER (profiles' key)
+RISK_GRANT: Final = "otelguard.risk.grant"  # CAP_NET_ADMIN, a mount path, "privileged"
+RISK_SUGGESTION: Final = "otelguard.risk.suggestion"  # YAML strategic-merge patch
+RISK_OBSERVED_SECONDS: Final = "otelguard.risk.observed_seconds"  # double: observation so far
+RISK_LEARNING_SECONDS: Final = "otelguard.risk.learning_seconds"  # double: the window
+RISK_EVIDENCE: Final = "otelguard.risk.evidence"  # string[]: facts and record uids
+RISK_SOURCE_TIER: Final = "otelguard.risk.source.tier"  # the connecting workload's tier
+RISK_TARGET: Final = "otelguard.risk.target"  # service:NS/NAME, builtin:api-server, ...
+RISK_TARGET_TIER: Final = "otelguard.risk.target.tier"
+RISK_TARGET_REASON: Final = "otelguard.risk.target.reason"  # "label on Service db/pg", ...
+METRIC_RISK_UNUSED_CAPABILITIES: Final = "otelguard_risk_unused_capabilities"  # gauge
+METRIC_RISK_SENSITIVE_EDGES: Final = "otelguard_risk_sensitive_edges"  # gauge
+METRIC_RISK_ACCESS_FINDINGS: Final = "otelguard_risk_access_findings"  # counter {kind}

@@ -1,0 +1,241 @@
+"""Granted vs used and sensitive reach on agent-shaped OTLP batches (in-memory Kubernetes source;
+tests/risk/test_access_kernel.py runs the same on the real kernel and API server)."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any, Iterator
+
+import pytest
+import yaml
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
+from otelguard import semconv as S
+from otelguard.config import ConfigError, from_mapping
+from otelguard.otlp.messages import PyValue, attrs_dict, set_attrs
+from otelguard.processors.k8s.source import InMemorySource, Kind
+from otelguard.risk import grants as G
+from otelguard.risk.exposure import ExposureAnalyser
+from otelguard.risk.grants import GrantsConfig, parse_mount
+from otelguard.risk.reach import ReachConfig
+
+_uids = itertools.count(1)
+TOKEN = "/var/lib/kubelet/pods/p1/volumes/kubernetes.io~projected/kube-api-access-x:" \
+        "/var/run/secrets/kubernetes.io/serviceaccount:ro:false:rprivate"
+HOSTLOG = "/var/log/pods:/host/logs:ro:false:rprivate"
+HOSTDATA = "/srv/data:/data::true:rprivate"
+ROOT_CAPS = sorted(G.DEFAULT_CAPABILITIES)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_763_900_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def resource(deployment: str = "web", ns: str = "shop", ip: str = "10.244.0.5",
+             **extra: PyValue) -> dict[str, PyValue]:
+    return {S.CONTAINER_ID: "c" * 64, S.K8S_POD_UID: "p1", S.K8S_NAMESPACE_NAME: ns,
+            S.K8S_DEPLOYMENT_NAME: deployment, S.K8S_POD_NAME: f"{deployment}-1",
+            S.K8S_CONTAINER_NAME: "main", S.K8S_POD_IP: ip, S.STREAM: S.STREAM_EVENT,
+            S.K8S_POD_PRIVILEGED: False, S.K8S_CONTAINER_MOUNTS: [TOKEN],
+            S.K8S_POD_SERVICE_ACCOUNT: "web-sa", **extra}
+
+
+def batch(res: dict[str, PyValue], *events: tuple[str, dict[str, PyValue]]
+          ) -> ExportLogsServiceRequest:
+    req = ExportLogsServiceRequest()
+    rl = req.resource_logs.add()
+    set_attrs(rl.resource.attributes, res)
+    sl = rl.scope_logs.add()
+    for name, attrs in events:
+        rec = sl.log_records.add()
+        rec.event_name = name
+        set_attrs(rec.attributes, {S.LOG_RECORD_UID: f"u{next(_uids)}", S.SYSCALL_RET: 0,
+                                   S.PROCESS_EXECUTABLE_PATH: "/app/server", **attrs})
+    return req
+
+
+def ev(name: str, **attrs: PyValue) -> tuple[str, dict[str, PyValue]]:
+    keys = {"path": S.FILE_PATH, "flags": S.FILE_OPEN_FLAGS, "cap": S.CAPABILITY,
+            "ret": S.SYSCALL_RET, "caps": S.PROCESS_CAP_EFFECTIVE, "addr": S.NETWORK_PEER_ADDRESS,
+            "port": S.NETWORK_PEER_PORT, "peer_ns": S.PEER_K8S_NAMESPACE_NAME,
+            "peer_svc": S.PEER_K8S_SERVICE_NAME, "nsflags": S.NAMESPACE_FLAGS}
+    return name, {keys[k]: v for k, v in attrs.items()}
+
+
+def analyser(clock: Clock, source: InMemorySource, learning: float = 600.0) -> ExposureAnalyser:
+    a = ExposureAnalyser(GrantsConfig(learning_seconds=learning), ReachConfig(), source=source,
+                         clock=clock)
+    a.start()
+    return a
+
+
+def findings(items: list[Any]) -> list[dict[str, PyValue]]:
+    out = []
+    for rl in items:
+        assert attrs_dict(rl.resource.attributes)[S.STREAM] == S.STREAM_RISK
+        for sl in rl.scope_logs:
+            for rec in sl.log_records:
+                assert rec.event_name == S.EV_RISK_FINDING
+                out.append({**attrs_dict(rec.attributes), "body": rec.body.string_value})
+    return out
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def world() -> Iterator[InMemorySource]:
+    src = InMemorySource()
+    src.put(Kind.NAMESPACE, {"metadata": {"name": "shop"}})
+    src.put(Kind.NAMESPACE, {"metadata": {"name": "vault", "labels": {
+        "otelguard.dev/tier": "sensitive"}}})
+    src.put(Kind.SERVICE, {"metadata": {"namespace": "shop", "name": "payments-db", "labels": {
+        "otelguard.dev/tier": "sensitive"}}, "spec": {"clusterIP": "10.96.7.7"}})
+    src.put(Kind.SERVICE, {"metadata": {"namespace": "default", "name": "kubernetes"},
+                           "spec": {"clusterIP": "10.96.0.1"}})
+    src.put(Kind.ENDPOINTSLICE, {"metadata": {"namespace": "default", "name": "kubernetes",
+                                              "labels": {"kubernetes.io/service-name":
+                                                         "kubernetes"}},
+                                 "endpoints": [{"addresses": ["192.168.1.10"]}]})
+    src.put(Kind.ENDPOINTSLICE, {"metadata": {"namespace": "shop", "name": "payments-db-1",
+                                              "labels": {"kubernetes.io/service-name":
+                                                         "payments-db"}},
+                                 "endpoints": [{"addresses": ["10.244.9.9"]}]})
+    yield src
+
+
+def test_mount_items_parse_as_the_enricher_writes_them() -> None:
+    m = parse_mount(TOKEN)
+    assert m is not None and m.token and not m.host_path and m.read_only
+    h = parse_mount(HOSTDATA)
+    assert h is not None and h.host_path and not h.read_only and h.dest == "/data"
+    assert parse_mount("garbage") is None
+
+
+def test_unused_grants_are_reported_only_after_the_window(clock: Clock,
+                                                          world: InMemorySource) -> None:
+    a = analyser(clock, world)
+    res = resource(**{S.K8S_POD_ADDED_CAPABILITIES: ["CAP_NET_ADMIN", "CAP_SYS_TIME"],
+                      S.K8S_CONTAINER_MOUNTS: [TOKEN, HOSTLOG, HOSTDATA]})
+    a.process(batch(res, ev(S.EV_PROCESS_EXEC, caps=ROOT_CAPS),
+                    ev(S.EV_PRIV_CAPABLE, cap="CAP_NET_ADMIN", caps=ROOT_CAPS),
+                    ev(S.EV_PRIV_CAPABLE, cap="CAP_SYS_TIME", ret=-1),  # denied: no use
+                    ev(S.EV_PRIV_CAPABLE, cap="CAP_CHOWN"),
+                    ev(S.EV_FILE_OPEN, path="/host/logs/a.log", flags="O_RDONLY")))
+    clock.now += 599
+    assert a.due() == []  # window not over: nothing is "unused" yet
+    clock.now += 2
+    got = {(f[S.RISK_KIND], f[S.RISK_GRANT]): f for f in findings(a.due())}
+    assert ("unused_capability", "CAP_SYS_TIME") in got
+    assert ("unused_capability", "CAP_NET_ADMIN") not in got  # used
+    assert ("unused_capability", "CAP_CHOWN") not in got  # used
+    assert ("unused_capability", "CAP_KILL") in got  # a default the root process never used
+    assert ("unused_service_account_token", G.SA_TOKEN_MOUNT) in got
+    assert ("unwritten_host_path", "/data") in got  # rw, outside read prefixes, never written
+    assert not any(g == "/host/logs" for _, g in got)  # read-only and read
+    f = got[("unused_capability", "CAP_SYS_TIME")]
+    assert "after 0.2 h of observation (learning window 0.2 h" in str(f["body"])
+    assert f[S.RISK_LEARNING_SECONDS] == 600.0
+    patch = yaml.safe_load(str(f[S.RISK_SUGGESTION]))
+    assert patch == {"spec": {"template": {"spec": {"containers": [{
+        "name": "main", "securityContext": {"capabilities": {
+            "drop": ["ALL"], "add": ["CHOWN", "NET_ADMIN"]}}}]}}}}
+    token = yaml.safe_load(str(got[("unused_service_account_token", G.SA_TOKEN_MOUNT)][
+        S.RISK_SUGGESTION]))
+    assert token == {"spec": {"template": {"spec": {"automountServiceAccountToken": False}}}}
+    assert a.due() == []  # each once
+    a.shutdown()
+
+
+def test_used_token_hostpath_and_privileged_need_are_not_reported(clock: Clock,
+                                                                  world: InMemorySource) -> None:
+    a = analyser(clock, world)
+    res = resource("agent", **{S.K8S_POD_PRIVILEGED: True,
+                               S.K8S_CONTAINER_MOUNTS: [TOKEN, "/proc:/host/proc:ro:false:rslave",
+                                                        HOSTDATA]})
+    a.process(batch(res,
+                    ev(S.EV_FILE_OPEN, path="/var/run/secrets/kubernetes.io/serviceaccount/"
+                       "..2025_01_01/token", flags="O_RDONLY"),
+                    ev(S.EV_NETWORK_CONNECT, addr="10.96.0.1", port=443),
+                    ev(S.EV_FILE_OPEN, path="/data/x", flags="O_WRONLY|O_CREAT"),
+                    ev(S.EV_MOUNT)))
+    clock.now += 601
+    got = {(f[S.RISK_KIND], f[S.RISK_GRANT]) for f in findings(a.due())}
+    # /host/proc: read-only, outside the read prefixes: unverifiable, never called unused
+    assert got == set(), got
+    rows = {(r["verdict"], r["what"]) for r in a.show("k8s/shop/Deployment/agent")}
+    assert ("unverifiable", "/host/proc") in rows and ("used", "privileged") in rows
+    assert ("used", G.SA_TOKEN_MOUNT) in rows and ("used", "/data") in rows
+    a.shutdown()
+
+
+def test_privileged_without_need_suggests_the_used_capabilities(clock: Clock,
+                                                                world: InMemorySource) -> None:
+    a = analyser(clock, world)
+    res = resource("tool", **{S.K8S_POD_PRIVILEGED: True, S.K8S_CONTAINER_MOUNTS: []})
+    a.process(batch(res, ev(S.EV_PRIV_CAPABLE, cap="CAP_NET_BIND_SERVICE"),
+                    ev(S.EV_FILE_OPEN, path="/dev/null", flags="O_RDWR")))
+    clock.now += 601
+    (f,) = [f for f in findings(a.due()) if f[S.RISK_KIND] == "unneeded_privileged"]
+    ctx = yaml.safe_load(str(f[S.RISK_SUGGESTION]))["spec"]["template"]["spec"][
+        "containers"][0]["securityContext"]
+    assert ctx == {"privileged": False, "allowPrivilegeEscalation": False,
+                   "capabilities": {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]}}
+    a.shutdown()
+
+
+def test_a_new_edge_into_the_sensitive_tier_is_reported_once(clock: Clock,
+                                                             world: InMemorySource) -> None:
+    a = analyser(clock, world)
+    res = resource(**{S.K8S_CONTAINER_MOUNTS: []})
+    out = findings(a.process(batch(
+        res, ev(S.EV_NETWORK_CONNECT, addr="10.96.7.7", port=5432),  # labelled Service
+        ev(S.EV_NETWORK_CONNECT, addr="10.96.7.7", port=5432),  # same edge: once
+        ev(S.EV_NETWORK_CONNECT, addr="10.244.3.3", port=8200, peer_ns="vault"),  # labelled ns
+        ev(S.EV_NETWORK_CONNECT, addr="169.254.169.254", port=80, ret=-101),  # attempt counts
+        ev(S.EV_NETWORK_CONNECT, addr="192.168.1.10", port=6443),  # API server endpoint
+        ev(S.EV_NETWORK_CONNECT, addr="10.0.0.4", port=10250),  # kubelet
+        ev(S.EV_NETWORK_CONNECT, addr="127.0.0.1", port=2379),  # own netns loopback: no
+        ev(S.EV_NETWORK_CONNECT, addr="10.244.1.1", port=80))))  # ordinary peer
+    targets = [f[S.RISK_TARGET] for f in out]
+    assert targets == ["service:shop/payments-db", "namespace:vault", "builtin:cloud-metadata",
+                       "builtin:api-server", "builtin:kubelet/10.0.0.4"]
+    assert all(f[S.RISK_SOURCE_TIER] == "standard" and f[S.RISK_KIND] == "sensitive_reach"
+               for f in out)
+    assert "tried to connect" in str(out[2]["body"])
+    # the sensitive Service's own pods (its endpoint) are sensitive: no finding from them
+    backend = resource("db", ip="10.244.9.9", **{S.K8S_CONTAINER_MOUNTS: []})
+    assert a.process(batch(backend, ev(S.EV_NETWORK_CONNECT, addr="10.244.3.3", port=8200,
+                                       peer_ns="vault"))) == []
+    # a Service relabelled sensitive later: its next new edge is reported
+    world.put(Kind.SERVICE, {"metadata": {"namespace": "shop", "name": "cache", "labels": {
+        "otelguard.dev/tier": "sensitive"}}, "spec": {"clusterIP": "10.96.8.8"}})
+    assert len(a.process(batch(res, ev(S.EV_NETWORK_CONNECT, addr="10.96.8.8", port=6379)))) == 1
+    assert a.reach.sensitive_edges() == {"k8s/shop/Deployment/web/main": 6}
+    a.shutdown()
+
+
+def test_edges_per_workload_are_bounded(clock: Clock, world: InMemorySource) -> None:
+    a = ExposureAnalyser(GrantsConfig(), ReachConfig(max_edges=4), source=world, clock=clock)
+    a.start()
+    res = resource(**{S.K8S_CONTAINER_MOUNTS: []})
+    for port in range(10):
+        a.process(batch(res, ev(S.EV_NETWORK_CONNECT, addr="10.96.7.7", port=5000 + port)))
+    assert a.reach.sensitive_edges() == {"k8s/shop/Deployment/web/main": 4}
+    assert a.reach.evicted_edges == 6
+
+
+def test_config_errors_name_the_field() -> None:
+    with pytest.raises(ConfigError) as err:
+        from_mapping(ReachConfig, {"default_tier": "gold", "max_edges": 0, "tiers": ["a", "a"]},
+                     path="reach")
+    text = str(err.value)
+    assert "reach.default_tier" in text and "reach.max_edges" in text and "reach.tiers" in text
+    with pytest.raises(ConfigError, match=r"grants.read_prefixes\[0\]"):
+        from_mapping(GrantsConfig, {"read_prefixes": ["etc/"]}, path="grants")
