@@ -437,12 +437,10 @@ def k8s_cap(cap: str) -> str:
 
 
 def least_capabilities(led: Ledger) -> dict[str, Any]:
-    """The capabilities stanza that keeps exactly what was used."""
+    """The capabilities stanza that keeps exactly what was used (``add: null`` deletes the
+    spec's list in a strategic merge when nothing was used)."""
     used = sorted(k8s_cap(c) for c in led.used_caps)
-    caps: dict[str, Any] = {"drop": ["ALL"]}
-    if used:
-        caps["add"] = used
-    return caps
+    return {"drop": ["ALL"], "add": used or None}
 
 
 def _pod_spec_path(kind: str) -> list[str]:
