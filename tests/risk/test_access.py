@@ -1,5 +1,6 @@
-"""Granted vs used and sensitive reach on agent-shaped OTLP batches (in-memory Kubernetes source;
-tests/risk/test_access_kernel.py runs the same on the real kernel and API server)."""
+"""Granted vs used and sensitive reach through the ``risk`` stage, on agent-shaped OTLP batches
+(in-memory tier source; tests/risk/test_access_kernel.py runs them on the real kernel and API
+server)."""
 
 from __future__ import annotations
 
@@ -13,11 +14,13 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from otelguard import semconv as S
 from otelguard.config import ConfigError, from_mapping
 from otelguard.otlp.messages import PyValue, attrs_dict, set_attrs
-from otelguard.processors.k8s.source import InMemorySource, Kind
-from otelguard.risk import grants as G
-from otelguard.risk.exposure import ExposureAnalyser
-from otelguard.risk.grants import GrantsConfig, parse_mount
-from otelguard.risk.reach import ReachConfig
+from otelguard.kube.reflector import InMemorySource, Kind
+from otelguard.processors.risk import Config
+from otelguard.processors.risk.processor import RiskStage
+from otelguard.risk.grants import ledger as G
+from otelguard.risk.grants.config import SENSOR_READ_PREFIXES, GrantsConfig
+from otelguard.risk.grants.ledger import parse_mount
+from otelguard.risk.reach.config import ReachConfig
 
 _uids = itertools.count(1)
 TOKEN = "/var/lib/kubelet/pods/p1/volumes/kubernetes.io~projected/kube-api-access-x:" \
@@ -66,14 +69,32 @@ def ev(name: str, **attrs: PyValue) -> tuple[str, dict[str, PyValue]]:
     return name, {keys[k]: v for k, v in attrs.items()}
 
 
-def analyser(clock: Clock, source: InMemorySource, learning: float = 600.0) -> ExposureAnalyser:
-    a = ExposureAnalyser(GrantsConfig(learning_seconds=learning), ReachConfig(), source=source,
-                         clock=clock)
-    a.start()
-    return a
+def analyser(clock: Clock, source: InMemorySource, learning: float = 600.0,
+             **reach: Any) -> RiskStage:
+    """A risk stage with the grants and reach analysers, on ``clock`` and ``source``."""
+    stage = RiskStage(Config(analysers=("grants", "reach"),
+                             grants=GrantsConfig(learning_seconds=learning),
+                             reach=ReachConfig(**reach)), clock=clock)
+    stage.analyser("grants").clock = clock  # type: ignore[attr-defined]
+    stage.analyser("reach").source = source  # type: ignore[attr-defined]
+    stage.start()
+    return stage
+
+
+def due(stage: RiskStage) -> list[Any]:
+    """A report, then what the flush releases (its ResourceLogs)."""
+    stage.report()
+    return [rl for b in stage.drain(False) for rl in b.resource_logs]  # type: ignore[union-attr]
+
+
+def flushed(stage: RiskStage, req: ExportLogsServiceRequest) -> list[Any]:
+    """Process a batch, then what the next flush releases (no report in between)."""
+    stage.process(req)
+    return [rl for b in stage.drain(False) for rl in b.resource_logs]  # type: ignore[union-attr]
 
 
 def findings(items: list[Any]) -> list[dict[str, PyValue]]:
+    """The finding records of released ResourceLogs, attributes and body."""
     out = []
     for rl in items:
         assert attrs_dict(rl.resource.attributes)[S.STREAM] == S.STREAM_RISK
@@ -118,6 +139,10 @@ def test_mount_items_parse_as_the_enricher_writes_them() -> None:
     assert parse_mount("garbage") is None
 
 
+def key(f: dict[str, PyValue]) -> tuple[str, str, str]:
+    return (str(f[S.RISK_KIND]), str(f[S.RISK_STATE]), str(f[S.RISK_SUBJECT]))
+
+
 def test_unused_grants_are_reported_only_after_the_window(clock: Clock,
                                                           world: InMemorySource) -> None:
     a = analyser(clock, world)
@@ -129,27 +154,32 @@ def test_unused_grants_are_reported_only_after_the_window(clock: Clock,
                     ev(S.EV_PRIV_CAPABLE, cap="CAP_CHOWN"),
                     ev(S.EV_FILE_OPEN, path="/host/logs/a.log", flags="O_RDONLY")))
     clock.now += 599
-    assert a.due() == []  # window not over: nothing is "unused" yet
+    assert due(a) == []  # window not over: nothing is "unused" yet, and nothing used is a record
+    states = {(f.kind, f.subject): f.state for f in a.findings("k8s/shop/Deployment/web/main")}
+    assert states[("capability", "CAP_SYS_TIME")] == "learning"
+    assert states[("capability", "CAP_NET_ADMIN")] == "used"
     clock.now += 2
-    got = {(f[S.RISK_KIND], f[S.RISK_GRANT]): f for f in findings(a.due())}
-    assert ("unused_capability", "CAP_SYS_TIME") in got
-    assert ("unused_capability", "CAP_NET_ADMIN") not in got  # used
-    assert ("unused_capability", "CAP_CHOWN") not in got  # used
-    assert ("unused_capability", "CAP_KILL") in got  # a default the root process never used
-    assert ("unused_service_account_token", G.SA_TOKEN_MOUNT) in got
-    assert ("unwritten_host_path", "/data") in got  # rw, outside read prefixes, never written
-    assert not any(g == "/host/logs" for _, g in got)  # read-only and read
-    f = got[("unused_capability", "CAP_SYS_TIME")]
+    got = {key(f): f for f in findings(due(a))}
+    assert ("capability", "unused", "CAP_SYS_TIME") in got
+    assert ("capability", "unused", "CAP_NET_ADMIN") not in got  # used
+    assert ("capability", "unused", "CAP_CHOWN") not in got  # used
+    assert ("capability", "unused", "CAP_KILL") in got  # a default the root process never used
+    assert ("token", "unused", G.SA_TOKEN_MOUNT) in got
+    assert ("host_path", "unwritten", "/data") in got  # rw, outside read prefixes, unwritten
+    assert not any(k[2] == "/host/logs" for k in got)  # read-only and read
+    assert all(f[S.RISK_ANALYSER] == "grants" for f in got.values())
+    f = got[("capability", "unused", "CAP_SYS_TIME")]
+    assert f[S.RISK_SEVERITY] == "medium" and got[("capability", "unused", "CAP_KILL")][
+        S.RISK_SEVERITY] == "low"
     assert "after 0.2 h of observation (learning window 0.2 h" in str(f["body"])
     assert f[S.RISK_LEARNING_SECONDS] == 600.0
     patch = yaml.safe_load(str(f[S.RISK_SUGGESTION]))
     assert patch == {"spec": {"template": {"spec": {"containers": [{
         "name": "main", "securityContext": {"capabilities": {
             "drop": ["ALL"], "add": ["CHOWN", "NET_ADMIN"]}}}]}}}}
-    token = yaml.safe_load(str(got[("unused_service_account_token", G.SA_TOKEN_MOUNT)][
-        S.RISK_SUGGESTION]))
+    token = yaml.safe_load(str(got[("token", "unused", G.SA_TOKEN_MOUNT)][S.RISK_SUGGESTION]))
     assert token == {"spec": {"template": {"spec": {"automountServiceAccountToken": False}}}}
-    assert a.due() == []  # each once
+    assert due(a) == []  # each once
     a.shutdown()
 
 
@@ -166,10 +196,11 @@ def test_used_token_hostpath_and_privileged_need_are_not_reported(clock: Clock,
                     ev(S.EV_FILE_OPEN, path="/data/x", flags="O_WRONLY|O_CREAT"),
                     ev(S.EV_MOUNT)))
     clock.now += 601
-    got = {(f[S.RISK_KIND], f[S.RISK_GRANT]) for f in findings(a.due())}
+    out = findings(due(a))  # the API server connection is a sensitive edge, no grant finding
+    assert [(f[S.RISK_ANALYSER], f[S.RISK_TARGET]) for f in out] == [
+        ("reach", "builtin:api-server")]
     # /host/proc: read-only, outside the read prefixes: unverifiable, never called unused
-    assert got == set(), got
-    rows = {(r["verdict"], r["what"]) for r in a.show("k8s/shop/Deployment/agent")}
+    rows = {(f.state, f.subject) for f in a.findings("k8s/shop/Deployment/agent/main")}
     assert ("unverifiable", "/host/proc") in rows and ("used", "privileged") in rows
     assert ("used", G.SA_TOKEN_MOUNT) in rows and ("used", "/data") in rows
     a.shutdown()
@@ -182,7 +213,8 @@ def test_privileged_without_need_suggests_the_used_capabilities(clock: Clock,
     a.process(batch(res, ev(S.EV_PRIV_CAPABLE, cap="CAP_NET_BIND_SERVICE"),
                     ev(S.EV_FILE_OPEN, path="/dev/null", flags="O_RDWR")))
     clock.now += 601
-    (f,) = [f for f in findings(a.due()) if f[S.RISK_KIND] == "unneeded_privileged"]
+    (f,) = [f for f in findings(due(a)) if f[S.RISK_KIND] == "privileged"]
+    assert f[S.RISK_STATE] == "unneeded" and f[S.RISK_SEVERITY] == "high"
     ctx = yaml.safe_load(str(f[S.RISK_SUGGESTION]))["spec"]["template"]["spec"][
         "containers"][0]["securityContext"]
     assert ctx == {"privileged": False, "allowPrivilegeEscalation": False,
@@ -194,7 +226,7 @@ def test_a_new_edge_into_the_sensitive_tier_is_reported_once(clock: Clock,
                                                              world: InMemorySource) -> None:
     a = analyser(clock, world)
     res = resource(**{S.K8S_CONTAINER_MOUNTS: []})
-    out = findings(a.process(batch(
+    out = findings(flushed(a, batch(
         res, ev(S.EV_NETWORK_CONNECT, addr="10.96.7.7", port=5432),  # labelled Service
         ev(S.EV_NETWORK_CONNECT, addr="10.96.7.7", port=5432),  # same edge: once
         ev(S.EV_NETWORK_CONNECT, addr="10.244.3.3", port=8200, peer_ns="vault"),  # labelled ns
@@ -206,29 +238,38 @@ def test_a_new_edge_into_the_sensitive_tier_is_reported_once(clock: Clock,
     targets = [f[S.RISK_TARGET] for f in out]
     assert targets == ["service:shop/payments-db", "namespace:vault", "builtin:cloud-metadata",
                        "builtin:api-server", "builtin:kubelet/10.0.0.4"]
-    assert all(f[S.RISK_SOURCE_TIER] == "standard" and f[S.RISK_KIND] == "sensitive_reach"
-               for f in out)
-    assert "tried to connect" in str(out[2]["body"])
+    assert all(f[S.RISK_SOURCE_TIER] == "standard" and f[S.RISK_KIND] == "edge"
+               and f[S.RISK_ANALYSER] == "reach" for f in out)
+    assert out[2][S.RISK_STATE] == "attempted" and "tried to connect" in str(out[2]["body"])
+    assert [f[S.RISK_SEVERITY] for f in out] == ["medium", "medium", "high", "high", "high"]
+    assert due(a) == []  # the report knows them as already recorded
     # the sensitive Service's own pods (its endpoint) are sensitive: no finding from them
     backend = resource("db", ip="10.244.9.9", **{S.K8S_CONTAINER_MOUNTS: []})
-    assert a.process(batch(backend, ev(S.EV_NETWORK_CONNECT, addr="10.244.3.3", port=8200,
-                                       peer_ns="vault"))) == []
-    # a Service relabelled sensitive later: its next new edge is reported
+    assert flushed(a, batch(backend, ev(S.EV_NETWORK_CONNECT, addr="10.244.3.3", port=8200,
+                                        peer_ns="vault"))) == []
+    # a Service labelled sensitive later: its next new edge is reported
     world.put(Kind.SERVICE, {"metadata": {"namespace": "shop", "name": "cache", "labels": {
         "otelguard.dev/tier": "sensitive"}}, "spec": {"clusterIP": "10.96.8.8"}})
-    assert len(a.process(batch(res, ev(S.EV_NETWORK_CONNECT, addr="10.96.8.8", port=6379)))) == 1
-    assert a.reach.sensitive_edges() == {"k8s/shop/Deployment/web/main": 6}
+    assert len(flushed(a, batch(res, ev(S.EV_NETWORK_CONNECT, addr="10.96.8.8",
+                                        port=6379)))) == 1
+    assert len(a.findings("k8s/shop/Deployment/web/main")) == 6
     a.shutdown()
 
 
 def test_edges_per_workload_are_bounded(clock: Clock, world: InMemorySource) -> None:
-    a = ExposureAnalyser(GrantsConfig(), ReachConfig(max_edges=4), source=world, clock=clock)
-    a.start()
+    a = analyser(clock, world, max_edges=4)
     res = resource(**{S.K8S_CONTAINER_MOUNTS: []})
     for port in range(10):
         a.process(batch(res, ev(S.EV_NETWORK_CONNECT, addr="10.96.7.7", port=5000 + port)))
-    assert a.reach.sensitive_edges() == {"k8s/shop/Deployment/web/main": 4}
-    assert a.reach.evicted_edges == 6
+    assert len(a.findings("k8s/shop/Deployment/web/main")) == 4
+    assert a.analyser("reach").tracker.evicted_edges == 6  # type: ignore[attr-defined]
+    a.shutdown()
+
+
+def test_the_read_prefixes_are_the_sensors() -> None:
+    from otelguard.ebpf.probe import ProbeConfig
+
+    assert SENSOR_READ_PREFIXES == ProbeConfig().read_path_prefixes
 
 
 def test_config_errors_name_the_field() -> None:

@@ -7,8 +7,9 @@ path the kubelet mounts it. The pod specs are in the API server, which adds the 
 projected volume itself (its ServiceAccount admission). ``idle`` holds NET_ADMIN, SYS_TIME and
 its token and uses none; ``busy`` holds NET_ADMIN and its token and uses both (SO_RCVBUFFORCE
 is a CAP_NET_ADMIN check; it reads the token and connects to the API server). Records go
-sensor -> OtlpBuilder -> k8s_attributes (real) -> the risk analyser, whose tier map watches the
-same API server. The suggestion of a finding is applied to its Deployment as a strategic-merge
+sensor -> OtlpBuilder -> k8s_attributes (real) -> the ``risk`` stage with the grants and reach
+analysers, whose tier map watches the same API server; the stage is flushed every 0.2 s (the
+service's flush timer runs every second). The suggestion of a finding is applied to its Deployment as a strategic-merge
 patch and must leave exactly the capabilities used.
 """
 
@@ -28,9 +29,11 @@ import yaml
 from otelguard import semconv as S
 from otelguard.otlp.messages import attrs_dict
 from otelguard.processors.k8s import K8sEnricher
-from otelguard.risk.exposure import ExposureAnalyser
-from otelguard.risk.grants import DEFAULT_CAPABILITIES, SA_TOKEN_MOUNT, GrantsConfig
-from otelguard.risk.reach import ReachConfig
+from otelguard.processors.risk import Config
+from otelguard.processors.risk.processor import RiskStage
+from otelguard.risk.grants.config import GrantsConfig
+from otelguard.risk.grants.ledger import DEFAULT_CAPABILITIES, SA_TOKEN_MOUNT
+from otelguard.risk.reach.config import ReachConfig
 from tests.ebpf.containers import container, new_container_id
 from tests.processors.k8s import objects as o
 from tests.support.kube_world import (  # noqa: F401  (fixtures)
@@ -131,11 +134,12 @@ def run_in(c: Any, tmp: Path, added: list[str], code: str, *args: str) -> Any:
         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
-def pump(sensor: Any, builder: Any, enricher: K8sEnricher, analyser: ExposureAnalyser,
+def pump(sensor: Any, builder: Any, enricher: K8sEnricher, stage: RiskStage,
          cids: set[str], until: Callable[[list[Any], list[Any]], bool],
          timeout: float = 30.0) -> tuple[list[Any], list[Any]]:
-    """Drain the sensor every 0.2 s through the builder, the enricher and the analyser (the
-    processor's path without the network); (records seen, findings) once ``until`` holds."""
+    """Drain the sensor every 0.2 s through the builder, the enricher and the risk stage, and
+    flush the stage (the processor's path without the network); (records seen, (time, released
+    ResourceLogs)) once ``until`` holds."""
     records: list[Any] = []
     found: list[Any] = []
     deadline = time.monotonic() + timeout
@@ -145,7 +149,9 @@ def pump(sensor: Any, builder: Any, enricher: K8sEnricher, analyser: ExposureAna
             batch = enricher.process(builder.logs(events))
             for rl in batch.resource_logs:
                 records.extend((rl, r) for sl in rl.scope_logs for r in sl.log_records)
-            found.extend((time.time(), rl) for rl in analyser.process(batch))
+            stage.process(batch)
+        found.extend((time.time(), rl) for b in stage.drain(False)
+                     for rl in b.resource_logs)  # type: ignore[union-attr]
         if until(records, found):
             break
     return records, found
@@ -175,10 +181,12 @@ def test_granted_but_unused_is_reported_used_is_not_and_reach_is_fast(
 
     enricher = enricher_factory()
     clock = Clock()
-    analyser = ExposureAnalyser(GrantsConfig(learning_seconds=LEARNING), ReachConfig(),
-                                kubeconfig=str(kube.kubeconfig), wait_for_sync_seconds=20,
-                                clock=clock)
-    analyser.start()
+    stage = RiskStage(Config(
+        analysers=("grants", "reach"), grants=GrantsConfig(learning_seconds=LEARNING),
+        reach=ReachConfig(kubeconfig=str(kube.kubeconfig), wait_for_sync_seconds=20)),
+        clock=clock)
+    stage.analyser("grants").clock = clock  # type: ignore[attr-defined]
+    stage.start()
     builder = OtlpBuilder(NodeIdentity("node-a", "host-a", "0" * 32))
     flush(sensor)
     try:
@@ -192,13 +200,13 @@ def test_granted_but_unused_is_reported_used_is_not_and_reach_is_fast(
                          for rl, r in records if r.event_name == S.EV_PROCESS_EXIT}
                 return {idle_cid, busy_cid} <= exits and len(found) >= 2
 
-            records, found = pump(sensor, builder, enricher, analyser, {idle_cid, busy_cid},
+            records, found = pump(sensor, builder, enricher, stage, {idle_cid, busy_cid},
                                   done)
             out_i, err_i = idle.communicate(timeout=30)
             out_b, err_b = busy.communicate(timeout=30)
         assert idle.returncode == 0 and busy.returncode == 0, (err_i, err_b)
     finally:
-        analyser.shutdown()
+        stage.shutdown()
 
     # --- sensitive reach: both edges of idle, each within 5 s of its connect -----------------
     started = {line.split()[1]: float(line.split()[0]) for line in out_i.decode().splitlines()}
@@ -218,36 +226,48 @@ def test_granted_but_unused_is_reported_used_is_not_and_reach_is_fast(
         assert a[S.RISK_SOURCE_TIER] == "standard"
 
     # --- granted vs used, after the learning window ------------------------------------------
-    assert analyser.due() == [], "nothing is unused before the learning window ends"
+    def report() -> dict[tuple[str, str, str], dict[str, Any]]:
+        stage.report()
+        out = {}
+        for b in stage.drain(False):
+            for rl in b.resource_logs:  # type: ignore[union-attr]
+                assert attrs_dict(rl.resource.attributes)[S.STREAM] == S.STREAM_RISK
+                for rec in rl.scope_logs[0].log_records:
+                    a = attrs_dict(rec.attributes)
+                    if a[S.RISK_ANALYSER] == "grants":
+                        out[(str(a[S.RISK_WORKLOAD]).split("/")[3], str(a[S.RISK_KIND]),
+                             str(a[S.RISK_SUBJECT]))] = a
+        return out
+
+    assert report() == {}, "nothing is unused before the learning window ends"
     clock.offset = LEARNING + 1
-    got: dict[tuple[str, str, str], dict[str, Any]] = {}
-    for rl in analyser.due():
-        assert attrs_dict(rl.resource.attributes)[S.STREAM] == S.STREAM_RISK
-        a = attrs_dict(rl.scope_logs[0].log_records[0].attributes)
-        got[(str(a[S.RISK_WORKLOAD]).split("/")[3], str(a[S.RISK_KIND]), str(a[S.RISK_GRANT]))] = a
-    assert ("idle", "unused_capability", "CAP_NET_ADMIN") in got
-    assert ("idle", "unused_capability", "CAP_SYS_TIME") in got
-    assert ("idle", "unused_service_account_token", SA_TOKEN_MOUNT) in got
-    assert ("busy", "unused_capability", "CAP_NET_ADMIN") not in got
-    assert ("busy", "unused_service_account_token", SA_TOKEN_MOUNT) not in got
+    got = report()
+    assert ("idle", "capability", "CAP_NET_ADMIN") in got
+    assert ("idle", "capability", "CAP_SYS_TIME") in got
+    assert ("idle", "token", SA_TOKEN_MOUNT) in got
+    assert ("busy", "capability", "CAP_NET_ADMIN") not in got
+    assert ("busy", "token", SA_TOKEN_MOUNT) not in got
+    assert all(a[S.RISK_STATE] == "unused" for a in got.values())
     assert all(k[2] in DEFAULT_CAPABILITIES | {"CAP_NET_ADMIN", "CAP_SYS_TIME", SA_TOKEN_MOUNT}
                for k in got), got  # nothing beyond the container's own set
-    show = {(r["verdict"], r["what"]) for r in analyser.show(f"k8s/{ns}/Deployment/busy")}
-    assert ("used", "CAP_NET_ADMIN") in show and ("used", SA_TOKEN_MOUNT) in show, show
+    busy_verdicts = {(f.state, f.subject) for f in stage.findings(
+        f"k8s/{ns}/Deployment/busy/main")}
+    assert ("used", "CAP_NET_ADMIN") in busy_verdicts, busy_verdicts
+    assert ("used", SA_TOKEN_MOUNT) in busy_verdicts, busy_verdicts
 
     # The suggestions apply to the real Deployment and leave exactly what was used.
-    cap_patch = yaml.safe_load(str(got[("idle", "unused_capability", "CAP_NET_ADMIN")][
+    cap_patch = yaml.safe_load(str(got[("idle", "capability", "CAP_NET_ADMIN")][
         S.RISK_SUGGESTION]))
     apps.patch_namespaced_deployment("idle", ns, cap_patch,
                                      _content_type="application/strategic-merge-patch+json")
-    token_patch = yaml.safe_load(str(got[("idle", "unused_service_account_token",
-                                          SA_TOKEN_MOUNT)][S.RISK_SUGGESTION]))
+    token_patch = yaml.safe_load(str(got[("idle", "token", SA_TOKEN_MOUNT)][
+        S.RISK_SUGGESTION]))
     apps.patch_namespaced_deployment("idle", ns, token_patch,
                                      _content_type="application/strategic-merge-patch+json")
     spec = apps.read_namespaced_deployment("idle", ns).spec.template.spec
     caps = spec.containers[0].security_context.capabilities
-    used = {a[S.RISK_GRANT] for k, a in got.items()}  # unused ones
+    unused = {a[S.RISK_SUBJECT] for a in got.values()}
     assert caps.drop == ["ALL"]
     assert "NET_ADMIN" not in (caps.add or []) and "SYS_TIME" not in (caps.add or [])
-    assert not {"CAP_" + c for c in caps.add or []} & used
+    assert not {"CAP_" + c for c in caps.add or []} & unused
     assert spec.automount_service_account_token is False
