@@ -280,3 +280,62 @@ def test_config_errors_name_the_field() -> None:
     assert "reach.default_tier" in text and "reach.max_edges" in text and "reach.tiers" in text
     with pytest.raises(ConfigError, match=r"grants.read_prefixes\[0\]"):
         from_mapping(GrantsConfig, {"read_prefixes": ["etc/"]}, path="grants")
+
+
+def test_memory_per_workload_is_bounded(clock: Clock, world: InMemorySource) -> None:
+    """1,000 workloads, each with a token, a hostPath, two added capabilities, a root process's
+    effective set, capability uses, and 8 sensitive edges: the analysers' state per workload
+    (tracemalloc), then the same workloads again with 3x the records and more distinct edges
+    than ``max_edges``, which must not grow it."""
+    import gc
+    import tracemalloc
+
+    from otelguard.risk.grants.analyser import GrantsAnalyser
+    from otelguard.risk.model import Observation
+    from otelguard.risk.reach.analyser import ReachAnalyser
+
+    grants = GrantsAnalyser(GrantsConfig(learning_seconds=600), clock=clock)
+    reach = ReachAnalyser(ReachConfig(max_edges=8), lambda reason, n: None, source=world)
+    reach.start()
+
+    def feed(n_workloads: int, rounds: int) -> None:
+        for w in range(n_workloads):
+            workload = f"k8s/ns{w % 50}/Deployment/app{w}/main"
+            res = resource(f"app{w}", ns=f"ns{w % 50}", ip=f"10.245.{w // 250}.{w % 250}",
+                           **{S.K8S_POD_ADDED_CAPABILITIES: ["CAP_NET_ADMIN", "CAP_SYS_TIME"],
+                              S.K8S_CONTAINER_MOUNTS: [TOKEN, HOSTDATA]})
+            records = [(S.EV_PROCESS_EXEC, {S.PROCESS_CAP_EFFECTIVE: ROOT_CAPS}),
+                       (S.EV_PRIV_CAPABLE, {S.CAPABILITY: "CAP_CHOWN"}),
+                       (S.EV_PRIV_CAPABLE, {S.CAPABILITY: "CAP_SETUID"}),
+                       (S.EV_FILE_OPEN, {S.FILE_PATH: "/data/f", S.FILE_OPEN_FLAGS: "O_WRONLY"})]
+            for r in range(rounds):
+                records += [(S.EV_NETWORK_CONNECT, {S.NETWORK_PEER_ADDRESS: "10.96.7.7",
+                                                    S.NETWORK_PEER_PORT: 5000 + (r % 12)})]
+            for i, (name, attrs) in enumerate(records):
+                obs = Observation(workload, "pod", "c" * 64, "node-1", name, 1, f"u{w}-{i}",
+                                  {S.SYSCALL_RET: 0, S.LOG_RECORD_UID: f"u{w}-{i}", **attrs},
+                                  res)
+                (reach if name == S.EV_NETWORK_CONNECT else grants).observe(obs)
+                if name == S.EV_FILE_OPEN:
+                    grants.observe(obs)
+        reach.urgent()
+
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.take_snapshot()
+    feed(1000, 8)
+    gc.collect()
+    mid = tracemalloc.take_snapshot()
+    feed(1000, 24)  # three times the records, more distinct edges than max_edges
+    gc.collect()
+    after = tracemalloc.take_snapshot()
+    tracemalloc.stop()
+    per = sum(s.size_diff for s in mid.compare_to(before, "filename")) / 1000
+    growth = sum(s.size_diff for s in after.compare_to(mid, "filename")) / 1000
+    print(f"risk grants+reach state: {per / 1024:.1f} KiB per workload "
+          f"(1,000 workloads), +{growth / 1024:.2f} KiB after 3x the records")
+    assert len(grants.workloads()) == 1000 and len(reach.workloads()) == 1000
+    assert all(len(e) == 8 for e in reach.tracker.edges.values())
+    assert per < 8 * 1024, per
+    assert growth < 0.1 * per + 256, (per, growth)
+    reach.shutdown()

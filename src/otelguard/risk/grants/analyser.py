@@ -57,7 +57,7 @@ class GrantsAnalyser:
         self.tracker = GrantTracker(config)
         self.clock = clock
         self._lock = threading.Lock()
-        self._raw: dict[str, tuple[Any, ...]] = {}  # workload -> its Resource's grant attributes
+        self._raw: dict[str, int] = {}  # workload -> hash of its Resource's grant attributes
 
     def start(self) -> None:
         pass
@@ -70,7 +70,7 @@ class GrantsAnalyser:
         if owner is None:  # host processes and containers without a pod spec: nothing granted
             return
         res = observation.resource
-        raw = tuple(repr(res.get(k)) for k in _RESOURCE_KEYS)
+        raw = hash(tuple(repr(res.get(k)) for k in _RESOURCE_KEYS))
         with self._lock:
             led = self.tracker.ledgers.get(observation.workload)
             if led is None or self._raw.get(observation.workload) != raw:

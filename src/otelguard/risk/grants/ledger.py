@@ -30,6 +30,7 @@ _SYS_ADMIN_NAMESPACES = frozenset({"CLONE_NEWNS", "CLONE_NEWUTS", "CLONE_NEWIPC"
 _PSEUDO_DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom",
                    "/dev/tty", "/dev/console", "/dev/pts/", "/dev/ptmx", "/dev/shm/", "/dev/fd/",
                    "/dev/stdin", "/dev/stdout", "/dev/stderr", "/dev/mqueue/", "/dev/termination-log")
+_MAX_NEEDS = 8  # reasons kept for privileged: true (the first few prove it; memory stays flat)
 _WRITE_FLAGS = ("O_WRONLY", "O_RDWR", "O_CREAT", "O_TRUNC", "O_APPEND", "O_TMPFILE")
 _EINPROGRESS = -115
 # What a verdict is about (otelguard.risk.kind) and its word (otelguard.risk.state)
@@ -233,7 +234,8 @@ class GrantTracker:
             led.token_evidence = led.token_evidence or _evidence(f, f"open {path}")
             return
         if path.startswith("/dev/") and not path.startswith(_PSEUDO_DEVICES):
-            led.needs_privileged.setdefault(f"device {path}", _evidence(f, f"open {path}"))
+            if len(led.needs_privileged) < _MAX_NEEDS:  # a few reasons prove the need
+                led.needs_privileged.setdefault(f"device {path}", _evidence(f, f"open {path}"))
         for m in led.grants.mounts:
             if m.host_path and (path == m.dest or path.startswith(m.dest.rstrip("/") + "/")):
                 entry = led.host_access.setdefault(m.dest, [0, 0, ""])

@@ -41,6 +41,7 @@ class TierMap:
         self._svc_ips: dict[tuple[str, str], tuple[str, ...]] = {}
         self._by_ip: dict[str, set[tuple[str, str]]] = {}  # ClusterIP or endpoint -> Services
         self._slices: dict[tuple[str, str], tuple[tuple[str, str], tuple[str, ...]]] = {}
+        self._targets: dict[str, Target] = {}  # id -> the one Target object (edges share it)
 
     # --- sink ----------------------------------------------------------------------------------
 
@@ -159,7 +160,19 @@ class TierMap:
         return tier
 
     def target(self, address: str, port: int, f: Mapping[str, Any]) -> Optional[Target]:
-        """The sensitive target a connect record reaches, None when it is not sensitive."""
+        """The sensitive target a connect record reaches, None when it is not sensitive (one
+        shared object per target: every edge to it holds the same)."""
+        t = self._target(address, port, f)
+        if t is None:
+            return None
+        held = self._targets.get(t.id)
+        if held is None or held != t:
+            if len(self._targets) >= 65536:
+                self._targets.clear()
+            held = self._targets[t.id] = t
+        return held
+
+    def _target(self, address: str, port: int, f: Mapping[str, Any]) -> Optional[Target]:
         sensitive = self.cfg.sensitive_tier
         if self.cfg.builtins:
             if address in METADATA_ADDRESSES:
