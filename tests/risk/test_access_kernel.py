@@ -21,7 +21,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import pytest
 import yaml
@@ -39,7 +39,7 @@ from tests.processors.k8s import objects as o
 from tests.support.kube_world import (  # noqa: F401  (fixtures)
     admin, apis, create_running_pod, enricher_factory, kube, make_namespace, next_ip,
 )
-from tests.support.prerequisites import require_root
+from tests.support.sensor import sensor  # noqa: F401  (the session's kubepods-scoped Sensor)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kernel]
 
@@ -80,20 +80,6 @@ class Clock:
 
     def __call__(self) -> float:
         return time.time() + self.offset
-
-
-@pytest.fixture(scope="module")
-def sensor() -> Iterator[Any]:
-    require_root()
-    from otelguard.ebpf.sensor import Sensor
-    from otelguard.ebpf.settings import SensorConfig
-
-    s = Sensor(SensorConfig())
-    s.start()
-    try:
-        yield s
-    finally:
-        s.stop()
 
 
 def bounding(added: list[str]) -> str:

@@ -203,13 +203,10 @@ class TierMap:
 
     @staticmethod
     def _peer_name(f: Mapping[str, Any]) -> str:
-        ns = f.get(S.PEER_K8S_NAMESPACE_NAME) or ""
-        if f.get(S.PEER_K8S_WORKLOAD_NAME):
-            return f"workload:{ns}/{f.get(S.PEER_K8S_WORKLOAD_KIND) or ''}/" \
-                   f"{f[S.PEER_K8S_WORKLOAD_NAME]}"
-        if f.get(S.PEER_K8S_SERVICE_NAME):
-            return f"service:{ns}/{f[S.PEER_K8S_SERVICE_NAME]}"
-        return ""
+        """The peer workload the enricher named (a pod of a labelled namespace), else ""."""
+        name = f.get(S.PEER_K8S_WORKLOAD_NAME)
+        return f"workload:{f.get(S.PEER_K8S_NAMESPACE_NAME) or ''}/" \
+               f"{f.get(S.PEER_K8S_WORKLOAD_KIND) or ''}/{name}" if name else ""
 
     def sizes(self) -> dict[str, int]:
         with self._lock:
