@@ -88,9 +88,13 @@ def due(stage: RiskStage) -> list[Any]:
 
 
 def flushed(stage: RiskStage, req: ExportLogsServiceRequest) -> list[Any]:
-    """Process a batch, then what the next flush releases (no report in between)."""
-    stage.process(req)
-    return [rl for b in stage.drain(False) for rl in b.resource_logs]  # type: ignore[union-attr]
+    """Process a batch: the risk records it came out with, then what the next flush releases
+    (no report in between: nothing)."""
+    out = stage.process(req)
+    appended = [rl for rl in out.resource_logs  # type: ignore[union-attr]
+                if attrs_dict(rl.resource.attributes).get(S.STREAM) == S.STREAM_RISK]
+    assert [rl for b in stage.drain(False) for rl in b.resource_logs] == []  # type: ignore[union-attr]
+    return appended
 
 
 def findings(items: list[Any]) -> list[dict[str, PyValue]]:
@@ -189,16 +193,17 @@ def test_used_token_hostpath_and_privileged_need_are_not_reported(clock: Clock,
     res = resource("agent", **{S.K8S_POD_PRIVILEGED: True,
                                S.K8S_CONTAINER_MOUNTS: [TOKEN, "/proc:/host/proc:ro:false:rslave",
                                                         HOSTDATA]})
-    a.process(batch(res,
-                    ev(S.EV_FILE_OPEN, path="/var/run/secrets/kubernetes.io/serviceaccount/"
-                       "..2025_01_01/token", flags="O_RDONLY"),
-                    ev(S.EV_NETWORK_CONNECT, addr="10.96.0.1", port=443),
-                    ev(S.EV_FILE_OPEN, path="/data/x", flags="O_WRONLY|O_CREAT"),
-                    ev(S.EV_MOUNT)))
-    clock.now += 601
-    out = findings(due(a))  # the API server connection is a sensitive edge, no grant finding
+    out = findings(flushed(a, batch(
+        res, ev(S.EV_FILE_OPEN, path="/var/run/secrets/kubernetes.io/serviceaccount/"
+                "..2025_01_01/token", flags="O_RDONLY"),
+        ev(S.EV_NETWORK_CONNECT, addr="10.96.0.1", port=443),
+        ev(S.EV_FILE_OPEN, path="/data/x", flags="O_WRONLY|O_CREAT"),
+        ev(S.EV_MOUNT))))
+    # the API server connection is a sensitive edge (reach), with the batch
     assert [(f[S.RISK_ANALYSER], f[S.RISK_TARGET]) for f in out] == [
         ("reach", "builtin:api-server")]
+    clock.now += 601
+    assert due(a) == []  # no grant finding
     # /host/proc: read-only, outside the read prefixes: unverifiable, never called unused
     rows = {(f.state, f.subject) for f in a.findings("k8s/shop/Deployment/agent/main")}
     assert ("unverifiable", "/host/proc") in rows and ("used", "privileged") in rows

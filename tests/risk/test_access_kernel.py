@@ -135,7 +135,9 @@ def pump(sensor: Any, builder: Any, enricher: K8sEnricher, stage: RiskStage,
             batch = enricher.process(builder.logs(events))
             for rl in batch.resource_logs:
                 records.extend((rl, r) for sl in rl.scope_logs for r in sl.log_records)
-            stage.process(batch)
+            out = stage.process(batch)
+            found.extend((time.time(), rl) for rl in out.resource_logs  # type: ignore[union-attr]
+                         if attrs_dict(rl.resource.attributes).get(S.STREAM) == S.STREAM_RISK)
         found.extend((time.time(), rl) for b in stage.drain(False)
                      for rl in b.resource_logs)  # type: ignore[union-attr]
         if until(records, found):

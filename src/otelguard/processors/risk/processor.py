@@ -5,7 +5,8 @@ Runs after ``k8s_attributes`` (the workload key reads the names it adds); it onl
 batch, so any place after enrichment works; registered last. ``process`` keys each raw Resource
 to its workload (profiles' key, docs/profiles.md#workloads) and hands each record whose event
 name an analyser asked for to that analyser as an :class:`Observation` (no I/O: analysers queue
-their I/O for their own threads). A report thread, every ``report_interval_seconds``, asks each
+their I/O for their own threads), then appends the findings an analyser wants out at once
+(``urgent()``: a new sensitive edge) to the batch. A report thread, every ``report_interval_seconds``, asks each
 analyser for each workload's findings, turns new or changed findings into
 ``otelguard.risk.finding`` records (released through :meth:`RiskStage.drain`, the flush timer),
 sets the per-workload gauges and writes one JSON snapshot per workload for ``otelguard risk
@@ -144,6 +145,8 @@ class RiskStage:
                                 break
                             origin = of_resource(rl.resource.attributes)
                         self._observe(rl, rec, origin, res, wanted)
+        # findings an analyser wants out at once (a new sensitive edge) leave with this batch
+        batch.resource_logs.extend(self._urgent())
         return batch
 
     def _observe(self, rl: ResourceLogs, rec: LogRecord, origin: Any, res: dict[str, Any],
@@ -244,8 +247,9 @@ class RiskStage:
                 self.report()
             except Exception:  # noqa: BLE001 - shutdown goes on
                 log.exception("risk: final report failed")
-        self._urgent()
+        urgent = self._urgent()
         with self._lock:
+            self._released.extend(urgent)
             if not self._released:
                 return []
             batch = ExportLogsServiceRequest()
@@ -253,9 +257,11 @@ class RiskStage:
             self._released = []
         return [batch]
 
-    def _urgent(self) -> None:
+    def _urgent(self) -> list[ResourceLogs]:
         """Findings an analyser wants out before the next report (``urgent()``, optional: a
-        new sensitive edge), released on this flush, each once like a report's."""
+        new sensitive edge), each once like a report's; ``process`` appends them to the batch
+        that showed them, ``drain`` releases any left."""
+        out: list[ResourceLogs] = []
         now_ns = int(self._clock() * 1e9)
         for a in self._analysers:
             take = getattr(a, "urgent", None)
@@ -267,8 +273,9 @@ class RiskStage:
                     if w is None or w.emitted.get(f.key()) == f.fingerprint():
                         continue
                     w.emitted[f.key()] = f.fingerprint()
-                    self._released.append(records.resource_logs(
+                    out.append(records.resource_logs(
                         w.resource, [records.record(f, workload, now_ns)]))
+        return out
 
     # --- for the CLI and tests ---------------------------------------------------------------
 

@@ -2,7 +2,8 @@
 :class:`~otelguard.risk.analyser.Analyser` contract (docs/risk.md#sensitive-reach).
 
 A new edge is a finding at once: ``observe`` queues it and the stage takes the queue through
-``urgent()`` on its next flush (about every second), not the report interval. Findings: kind
+``urgent()`` at the end of the same batch (appending the record to it), not at the report
+interval. Findings: kind
 ``edge``, subject ``TARGET|PORT``, state ``reached`` (the connect succeeded or is in progress)
 or ``attempted`` (refused, unreachable), severity ``high`` for the built-in targets (metadata,
 API server, etcd, kubelet) and ``medium`` for labelled ones.
@@ -98,7 +99,7 @@ class ReachAnalyser:
                 self._evicted = self.tracker.evicted_edges
 
     def urgent(self) -> list[tuple[str, Finding]]:
-        """The new edges since the last call (the stage's flush)."""
+        """The new edges since the last call (the stage, after each batch and on each flush)."""
         with self._lock:
             out = [(workload, f) for (workload, _), f in self._pending.items()]
             self._pending.clear()
