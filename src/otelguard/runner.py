@@ -236,7 +236,7 @@ def with_risk_read_prefixes(sensor: SensorConfig, pipeline: Any) -> SensorConfig
                 added.append(prefix)
     if not added:
         return sensor
-    log.info("risk: the kernel read filter also sends read-only opens under %s",
+    log.warning("risk: the kernel read filter also sends read-only opens under %s",
              ", ".join(added))
     return dataclasses.replace(sensor, probe=dataclasses.replace(
         sensor.probe, read_path_prefixes=tuple(have)))

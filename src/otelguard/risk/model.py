@@ -64,7 +64,7 @@ class Finding:
     def key(self) -> tuple[str, str, str]:
         return (self.analyser, self.kind, self.subject)
 
-    def fingerprint(self) -> tuple[str, str, int]:
-        """What makes a finding worth a new record: its state and severity change, or new
-        evidence (the record count it was built from is not part of it)."""
-        return (self.state, self.severity, self.last_seen_ns)
+    def fingerprint(self) -> tuple[str, str]:
+        """What makes a finding worth a new record: its state or severity changed (a later
+        use of a package already in use updates the gauges and the snapshot, not the stream)."""
+        return (self.state, self.severity)

@@ -1,16 +1,16 @@
 """The ``risk`` stage: runs the risk analysers (otelguard.risk) over raw event records and
 reports their findings (docs/risk.md; docs/architecture.md#runtime-risk).
 
-Runs after ``k8s_attributes`` (the workload key reads the names it adds); it only reads the
-batch, so any place after enrichment works; registered last. ``process`` keys each raw Resource
-to its workload (profiles' key, docs/profiles.md#workloads) and hands each record whose event
-name an analyser asked for to that analyser as an :class:`Observation` (no I/O: analysers queue
-their I/O for their own threads), then appends the findings an analyser wants out at once
-(``urgent()``: a new sensitive edge) to the batch. A report thread, every ``report_interval_seconds``, asks each
-analyser for each workload's findings, turns new or changed findings into
-``otelguard.risk.finding`` records (released through :meth:`RiskStage.drain`, the flush timer),
-sets the per-workload gauges and writes one JSON snapshot per workload for ``otelguard risk
-show``. Workloads beyond ``max_workloads``: the least recently seen is forgotten by every
+Runs after ``k8s_attributes`` (the workload key reads the names it adds); it reads the batch
+and only appends to it, so any place after enrichment works; registered last. ``process`` keys
+each raw Resource to its workload (profiles' key, docs/profiles.md#workloads) and hands each
+record whose event name an analyser asked for to that analyser as an :class:`Observation` (no
+I/O: analysers queue their I/O for their own threads), then appends the findings an analyser
+wants out at once (``urgent()``: a new sensitive edge) to the batch. A report thread, every
+``report_interval_seconds``, asks each analyser for each workload's findings, turns new or
+changed findings into ``otelguard.risk.finding`` records (released through
+:meth:`RiskStage.drain`, the flush timer), sets the per-workload gauges and writes one JSON
+snapshot per workload for ``otelguard risk show``. Workloads beyond ``max_workloads``: the least recently seen is forgotten by every
 analyser (counted as ``workloads_full``).
 
 Cost per record: an event name no analyser reads costs one dict lookup; the others an attribute
@@ -58,7 +58,7 @@ class _Workload:
     def __init__(self, resource: Resource) -> None:
         self.resource = resource
         self.refresh = False  # copy the Resource again at the next record (after a report)
-        self.emitted: dict[tuple[str, str, str], tuple[str, str, int]] = {}  # key -> fingerprint
+        self.emitted: dict[tuple[str, str, str], tuple[str, str]] = {}  # key -> fingerprint
         self.gauges: set[GaugeKey] = set()
 
 

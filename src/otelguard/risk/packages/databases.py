@@ -145,6 +145,9 @@ def rpm(root: Root) -> tuple[list[Owned], list[str]]:
 
 
 def _rpm_sqlite(data: bytes, distro: str) -> list[Owned]:
+    if len(data) > 20 and data[18:20] == b"\x02\x02":
+        # WAL mode (rpm's default): read as a rollback-journal file, as of its last checkpoint
+        data = data[:18] + b"\x01\x01" + data[20:]
     db = sqlite3.connect(":memory:")
     try:
         db.deserialize(data)

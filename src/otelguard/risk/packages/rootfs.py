@@ -29,9 +29,19 @@ _O_PATH = getattr(os, "O_PATH", 0o10000000)
 class Root:
     """One root filesystem; ``key`` names it (instance or directory)."""
 
-    def __init__(self, fd: int, key: str) -> None:
+    def __init__(self, fd: int, key: str, host_view: str = "/") -> None:
         self.fd = fd
         self.key = key
+        # where the host sees this root ("/" for a root in its own mount namespace): the kernel
+        # names a chrooted process's executable by its host path, which is stripped of it
+        self.host_view = host_view.rstrip("/")
+
+    def inside(self, path: str) -> str:
+        """``path`` as the container sees it (an executable path the kernel gave as the host's
+        view of the root is made relative to the root again)."""
+        if self.host_view and path.startswith(self.host_view + "/"):
+            return path[len(self.host_view):]
+        return path
 
     def close(self) -> None:
         try:
@@ -191,6 +201,10 @@ class Roots:
                     continue
                 root = open_dir(f"{self.proc}/{pid}/root", instance)
                 if root is not None and _pid_in(pid, container_id, self.proc):
+                    try:
+                        root.host_view = os.readlink(f"{self.proc}/{pid}/root").rstrip("/")
+                    except OSError:
+                        pass
                     break
                 if root is not None:
                     root.close()

@@ -73,6 +73,7 @@ class _Pending:
     state: str
     time_ns: int
     uid: str
+    invoked: str = ""  # an exec's argv[0] when absolute
 
 
 class PackageUsage:
@@ -87,7 +88,8 @@ class PackageUsage:
         self._lock = threading.Lock()
         self._workloads: dict[str, _Workload] = {}
         self._pending: list[_Pending] = []
-        self._resolved: OrderedDict[tuple[str, str], tuple[Package, str]] = OrderedDict()
+        # (root, path as recorded) -> (owner, resolved file, path as the container sees it)
+        self._resolved: OrderedDict[tuple[str, str], tuple[Package, str, str]] = OrderedDict()
         self._pids: OrderedDict[str, deque[int]] = OrderedDict()
         self._roots = Roots(config.max_roots, root_overrides)
         self._inventories: OrderedDict[str, Inventory] = OrderedDict()
@@ -96,6 +98,11 @@ class PackageUsage:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: Optional[threading.Thread] = None
+
+    def use_root(self, key: str, directory: str) -> None:
+        """Resolve the paths of container id (or instance) ``key`` in ``directory`` instead of
+        a live process's root: an image unpacked for an offline check, tests."""
+        self._roots.overrides[key] = directory
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -130,8 +137,12 @@ class PackageUsage:
         ret = attrs.get(S.SYSCALL_RET)
         if isinstance(ret, int) and ret < 0:
             return
+        invoked = ""
         if obs.event_name == S.EV_PROCESS_EXEC:
             path, state = str(attrs.get(S.PROCESS_EXECUTABLE_PATH) or ""), EXECUTED
+            args = attrs.get(S.PROCESS_COMMAND_ARGS)
+            if isinstance(args, list) and args and str(args[0]).startswith("/"):
+                invoked = str(args[0])  # the name it was run by (a symlink, maybe)
         else:
             path, state = str(attrs.get(S.FILE_PATH) or ""), LOADED
             if not self.is_code(path) or _WRITE.search(str(attrs.get(S.FILE_OPEN_FLAGS) or "")):
@@ -155,14 +166,14 @@ class PackageUsage:
             hit = self._resolved.get((root_key, path))
             if hit is not None:
                 if hit[0] is not _UNOWNED:
-                    self._use(w, hit[0], state, obs.time_unix_nano, obs.uid, path, hit[1])
+                    self._use(w, hit[0], state, obs.time_unix_nano, obs.uid, hit[2], hit[1])
                 return
             if len(self._pending) >= self.config.max_pending:
                 self._dropped("pending_full", 1)
                 return
             self._pending.append(_Pending(obs.workload, root_key, obs.container_id,
                                           (pid, ppid, *reversed(pids)), path, state,
-                                          obs.time_unix_nano, obs.uid))
+                                          obs.time_unix_nano, obs.uid, invoked))
 
     def _use(self, w: _Workload, pkg: Package, state: str, t: int, uid: str, used: str,
              real: str) -> None:
@@ -205,19 +216,22 @@ class PackageUsage:
                     while len(w.roots) > MAX_INSTANCES:
                         w.roots.popitem(last=False)
                 if hit[0] is not _UNOWNED:
-                    self._use(w, hit[0], p.state, p.time_ns, p.uid, p.path, hit[1])
+                    self._use(w, hit[0], p.state, p.time_ns, p.uid, hit[2], hit[1])
 
-    def _resolve(self, p: _Pending) -> Optional[tuple[Package, str]]:
+    def _resolve(self, p: _Pending) -> Optional[tuple[Package, str, str]]:
         root = self._roots.get(p.root_key, p.container_id, p.pids)
         if root is None:
             self._dropped("no_root", 1)
             return None
         inv = self._inventory(p.root_key, root)
-        real = root.resolve(p.path)
+        used = root.inside(p.path) if p.state == EXECUTED else p.path
+        real = root.resolve(used)
         if real is None:
             return None  # gone or never there: nothing to attribute (not cached)
+        if p.invoked and p.invoked != used and root.resolve(p.invoked) == real:
+            used = p.invoked  # the kernel names the exec by its file; show the link it ran by
         pkg = inv.owner(root, real) or _UNOWNED
-        hit = (pkg, real)
+        hit = (pkg, real, used)
         with self._lock:
             self._resolved[(p.root_key, p.path)] = hit
             while len(self._resolved) > MAX_RESOLVED:
