@@ -342,11 +342,13 @@ def _incidents_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def _risk_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("risk", help="runtime risk context: packages in use, vulnerabilities "
-                       "labelled with it (docs/risk.md)")
+                       "labelled with it, unused grants, sensitive reach (docs/risk.md)")
     verbs = p.add_subparsers(dest="risk_command", required=True)
-    for verb, text in (("list", "every workload with a snapshot, package counts by state"),
+    for verb, text in (("list", "every workload with a snapshot, finding counts (packages by "
+                        "state, grants and sensitive edges by kind and state)"),
                        ("show", "one workload: vulnerabilities (critical, in use first), "
-                        "packages in use, other findings")):
+                        "packages in use, other findings (unused grants with their patch, "
+                        "sensitive edges)")):
         v = verbs.add_parser(verb, help=text)
         v.add_argument("--directory", "-d", required=True, metavar="DIR",
                        help="the risk stage's snapshot directory (its `directory`, else "

@@ -5,6 +5,10 @@ server)."""
 from __future__ import annotations
 
 import itertools
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
@@ -344,3 +348,39 @@ def test_memory_per_workload_is_bounded(clock: Clock, world: InMemorySource) -> 
     assert per < 8 * 1024, per
     assert growth < 0.1 * per + 256, (per, growth)
     reach.shutdown()
+
+
+def test_risk_show_prints_the_verdicts_and_the_patch(clock: Clock, world: InMemorySource,
+                                                     tmp_path: Path) -> None:
+    """`otelguard risk list|show` over the snapshots the stage wrote (the console script)."""
+    stage = RiskStage(Config(analysers=("grants", "reach"), directory=str(tmp_path),
+                             grants=GrantsConfig(learning_seconds=600)), clock=clock)
+    stage.analyser("grants").clock = clock  # type: ignore[attr-defined]
+    stage.analyser("reach").source = world  # type: ignore[attr-defined]
+    stage.start()
+    res = resource(**{S.K8S_POD_ADDED_CAPABILITIES: ["CAP_NET_ADMIN"]})
+    stage.process(batch(res, ev(S.EV_PROCESS_EXEC, caps=["CAP_NET_BIND_SERVICE"]),
+                        ev(S.EV_NETWORK_CONNECT, addr="169.254.169.254", port=80)))
+    clock.now += 601
+    stage.report()
+    stage.shutdown()
+    cli = [sys.executable, "-m", "otelguard.cli", "risk"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
+    listed = subprocess.run([*cli, "list", "-d", str(tmp_path)], capture_output=True,
+                            text=True, env=env, check=True).stdout
+    assert "k8s/shop/Deployment/web/main" in listed
+    assert "2 capability unused" in listed and "1 edge reached" in listed, listed
+    shown = subprocess.run([*cli, "show", "web/main", "-d", str(tmp_path)], capture_output=True,
+                           text=True, env=env, check=True).stdout
+    lines = shown.splitlines()
+    assert any("capability" in ln and "unused" in ln and "CAP_NET_ADMIN" in ln for ln in lines)
+    assert any("edge" in ln and "builtin:cloud-metadata" in ln for ln in lines), shown
+    # the patch is printed as YAML, line by line under "suggestion:", and parses back
+    start = next(i for i, ln in enumerate(lines) if ln.strip() == "suggestion:") + 1
+    block = []
+    for ln in lines[start:]:
+        if not ln.startswith("        "):
+            break
+        block.append(ln[8:])
+    assert yaml.safe_load("\n".join(block))["spec"]["template"]["spec"]
+    assert any(ln.strip() == "automountServiceAccountToken: false" for ln in lines), shown
