@@ -58,6 +58,7 @@ class GrantsAnalyser:
         self.clock = clock
         self._lock = threading.Lock()
         self._raw: dict[str, int] = {}  # workload -> hash of its Resource's grant attributes
+        self._seen: dict[str, int] = {}  # workload -> id() of the Resource dict last compared
 
     def start(self) -> None:
         pass
@@ -70,13 +71,19 @@ class GrantsAnalyser:
         if owner is None:  # host processes and containers without a pod spec: nothing granted
             return
         res = observation.resource
-        raw = hash(tuple(repr(res.get(k)) for k in _RESOURCE_KEYS))
+        workload = observation.workload
         with self._lock:
-            led = self.tracker.ledgers.get(observation.workload)
-            if led is None or self._raw.get(observation.workload) != raw:
-                led = self.tracker.resource(observation.workload, resource_grants(res, owner),
-                                            self.clock())
-                self._raw[observation.workload] = raw
+            led = self.tracker.ledgers.get(workload)
+            # The stage hands every record of one Resource the same dict: its grant attributes
+            # are compared once per Resource and batch (an address reused by the next batch's
+            # dict defers a changed spec to the next Resource that differs: specs change rarely)
+            if led is None or self._seen.get(workload) != id(res):
+                raw = hash(tuple(repr(res.get(k)) for k in _RESOURCE_KEYS))
+                if led is None or self._raw.get(workload) != raw:
+                    led = self.tracker.resource(workload, resource_grants(res, owner),
+                                                self.clock())
+                    self._raw[workload] = raw
+                self._seen[workload] = id(res)
             self.tracker.observe(led, observation.event_name, observation.attributes)
 
     def workloads(self) -> list[str]:
@@ -87,6 +94,7 @@ class GrantsAnalyser:
         with self._lock:
             self.tracker.ledgers.pop(workload, None)
             self._raw.pop(workload, None)
+            self._seen.pop(workload, None)
 
     def findings(self, workload: str) -> list[Finding]:
         with self._lock:
