@@ -384,3 +384,21 @@ def test_risk_show_prints_the_verdicts_and_the_patch(clock: Clock, world: InMemo
         block.append(ln[8:])
     assert yaml.safe_load("\n".join(block))["spec"]["template"]["spec"]
     assert any(ln.strip() == "automountServiceAccountToken: false" for ln in lines), shown
+
+
+def test_otelguard_run_sends_token_reads_even_with_narrowed_read_prefixes() -> None:
+    """A run whose sensor watches no read prefix still gets the token reads the grants analyser
+    judges by (runner.with_risk_read_prefixes widens the kernel filter for it)."""
+    import dataclasses
+
+    from otelguard.ebpf.settings import SensorConfig
+    from otelguard.processors.config import ProcessorSpec
+    from otelguard.runner import build_pipeline, with_risk_read_prefixes
+
+    sensor = SensorConfig()
+    sensor = dataclasses.replace(sensor, probe=dataclasses.replace(sensor.probe,
+                                                                   read_path_prefixes=()))
+    pipeline = build_pipeline([ProcessorSpec("risk", "risk", Config(analysers=("grants",)))],
+                              None, incidents=False)
+    widened = with_risk_read_prefixes(sensor, pipeline).probe.read_path_prefixes
+    assert widened == G.SA_TOKEN_DIRS

@@ -121,8 +121,10 @@ class RiskStage:
     def read_path_prefixes(self) -> tuple[str, ...]:
         """What the kernel read filter must let through for these analysers (runner.py adds
         them to the sensor's; docs/risk.md#what-the-sensor-must-send)."""
-        return self.config.packages.read_path_prefixes if "packages" in self.config.analysers \
-            else ()
+        packages = self.config.packages.read_path_prefixes \
+            if "packages" in self.config.analysers else ()
+        others = tuple(p for a in self._analysers for p in getattr(a, "read_path_prefixes", ()))
+        return tuple(dict.fromkeys(packages + others))
 
     # --- the batch ---------------------------------------------------------------------------
 

@@ -18,8 +18,8 @@ from otelguard import semconv as S
 from otelguard.risk.analyser import Dropped
 from otelguard.risk.grants.config import GrantsConfig
 from otelguard.risk.grants.ledger import (
-    CAPABILITY, EVENTS, HOST_PATH, PRIVILEGED, TOKEN, UNNEEDED, UNUSED, UNWRITTEN, GrantTracker,
-    Ledger, Verdict, owner_of, resource_grants,
+    CAPABILITY, EVENTS, HOST_PATH, PRIVILEGED, SA_TOKEN_DIRS, TOKEN, UNNEEDED, UNUSED, UNWRITTEN,
+    GrantTracker, Ledger, Verdict, owner_of, resource_grants,
 )
 from otelguard.risk.grants.suggest import suggestion
 from otelguard.risk.model import Finding, Observation
@@ -51,6 +51,9 @@ def severity(v: Verdict) -> str:
 class GrantsAnalyser:
     name = NAME
     events = EVENTS
+    # read-only opens the kernel filter must send (otelguard run widens it; the agent's default
+    # list has them): token reads are the token's use
+    read_path_prefixes = SA_TOKEN_DIRS
 
     def __init__(self, config: GrantsConfig, clock: Callable[[], float] = time.time) -> None:
         self.config = config

@@ -13,7 +13,7 @@ from otelguard import semconv as S
 from otelguard.risk.grants.config import GrantsConfig
 
 SA_TOKEN_MOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
-_SA_TOKEN_DIRS = (SA_TOKEN_MOUNT + "/", "/run/secrets/kubernetes.io/serviceaccount/")
+SA_TOKEN_DIRS = (SA_TOKEN_MOUNT + "/", "/run/secrets/kubernetes.io/serviceaccount/")
 _KUBELET_VOLUMES = "/var/lib/kubelet/pods/"
 SYS_ADMIN = "CAP_SYS_ADMIN"
 # containerd's and CRI-O's default set (runtime-spec defaults): a privileged container needs
@@ -229,7 +229,7 @@ class GrantTracker:
     def _path(self, led: Ledger, path: str, write: bool, f: Mapping[str, Any]) -> None:
         if not path:
             return
-        if path.startswith(_SA_TOKEN_DIRS):
+        if path.startswith(SA_TOKEN_DIRS):
             led.token_reads += 1
             led.token_evidence = led.token_evidence or _evidence(f, f"open {path}")
             return
