@@ -5,7 +5,7 @@ API server feeds), ``edges`` (the edges each workload was seen on), ``analyser``
 
 Tiers come from the label ``otelguard.dev/tier`` (``label`` in the config) on namespaces and
 Services, read from the API server as the k8s enricher reads them (a
-:class:`~otelguard.processors.k8s.source.K8sSource` feeding :class:`TierMap`: namespaces,
+:class:`~otelguard.kube.reflector.K8sSource` feeding :class:`TierMap`: namespaces,
 Services and EndpointSlices, nothing per pod), plus built-in sensitive targets that carry no
 label:
 
@@ -25,6 +25,7 @@ etcd and the API server); nor is a container's loopback, unless the pod uses the
 network.
 
 Memory: per workload at most ``max_edges`` remembered edges (least recently seen forgotten, so
-an edge forgotten and seen again is reported again); at most ``max_workloads`` workloads.
+an edge forgotten and seen again is reported again; one shared object per target); the stage's
+``max_workloads`` bounds the workloads.
 """
 
