@@ -9,8 +9,9 @@ its token and uses none; ``busy`` holds NET_ADMIN and its token and uses both (S
 is a CAP_NET_ADMIN check; it reads the token and connects to the API server). Records go
 sensor -> OtlpBuilder -> k8s_attributes (real) -> the ``risk`` stage with the grants and reach
 analysers, whose tier map watches the same API server; the stage is flushed every 0.2 s (the
-service's flush timer runs every second). The suggestion of a finding is applied to its Deployment as a strategic-merge
-patch and must leave exactly the capabilities used.
+service's flush timer runs every second). Both mount a read-write hostPath, which only ``busy``
+writes. The suggestions are applied to the idle Deployment as strategic-merge patches and must
+leave exactly the capabilities used, no token, and the hostPath read-only.
 """
 
 from __future__ import annotations
@@ -44,13 +45,14 @@ from tests.support.sensor import sensor  # noqa: F401  (the session's kubepods-s
 pytestmark = [pytest.mark.e2e, pytest.mark.kernel]
 
 IMAGE = "registry.local:5000/shop/app:1.0"
+HOSTDATA = "/run/hostdata"  # a read-write hostPath mount (a tmpfs dir in the workload's mount ns)
 LEARNING = 3600.0
 # Runs as root in a private mount namespace: a tmpfs on /run holds the token where the kubelet
 # would mount it, then the shell drops to the container's capability set, enters the
 # container's cgroup and execs the workload.
 WRAPPER = """set -e
 mount -t tmpfs tmpfs /run
-mkdir -p /run/secrets/kubernetes.io/serviceaccount
+mkdir -p /run/secrets/kubernetes.io/serviceaccount /run/hostdata
 echo not-a-real-token > /run/secrets/kubernetes.io/serviceaccount/token
 cg=$1 caps=$2
 shift 2
@@ -71,6 +73,7 @@ s = socket.socket()
 s.setsockopt(socket.SOL_SOCKET, 33, 1 << 16)  # SO_RCVBUFFORCE: a CAP_NET_ADMIN check
 s.close()
 socket.create_connection(('127.0.0.1', int(sys.argv[1])), timeout=5).close()
+open('/run/hostdata/state', 'w').write('x')  # the hostPath mount, written
 """
 
 
@@ -90,9 +93,12 @@ def bounding(added: list[str]) -> str:
 def deploy(admin: Any, ns: str, name: str, added: list[str], cid: str) -> str:
     """Deployment -> ReplicaSet -> running pod of ``name``; the pod's uid."""
     core, apps, _, _ = apis(admin)
-    spec = {"serviceAccountName": "web-sa", "containers": [{
-        "name": "main", "image": IMAGE,
-        "securityContext": {"capabilities": {"add": added}}}]}
+    spec = {"serviceAccountName": "web-sa",
+            "volumes": [{"name": "hostdata", "hostPath": {"path": "/srv/hostdata"}}],
+            "containers": [{
+                "name": "main", "image": IMAGE,
+                "securityContext": {"capabilities": {"add": added}},
+                "volumeMounts": [{"name": "hostdata", "mountPath": HOSTDATA}]}]}
     labels = {"app": name}
     dep = apps.create_namespaced_deployment(ns, {
         "apiVersion": "apps/v1", "kind": "Deployment",
@@ -106,6 +112,7 @@ def deploy(admin: Any, ns: str, name: str, added: list[str], cid: str) -> str:
     body = o.pod(ns, f"{name}-7c9f-a", labels=labels, service_account="web-sa",
                  owner_ref=o.owner("ReplicaSet", f"{name}-7c9f", created.metadata.uid),
                  containers=spec["containers"])
+    body["spec"]["volumes"] = spec["volumes"]
     return create_running_pod(admin, ns, body, next_ip(), {"main": cid})
 
 
@@ -233,15 +240,19 @@ def test_granted_but_unused_is_reported_used_is_not_and_reach_is_fast(
     assert ("idle", "capability", "CAP_NET_ADMIN") in got
     assert ("idle", "capability", "CAP_SYS_TIME") in got
     assert ("idle", "token", SA_TOKEN_MOUNT) in got
+    assert ("idle", "host_path", HOSTDATA) in got  # read-write, never written: readOnly
+    assert got[("idle", "host_path", HOSTDATA)][S.RISK_STATE] == "unwritten"
+    assert ("busy", "host_path", HOSTDATA) not in got  # written
     assert ("busy", "capability", "CAP_NET_ADMIN") not in got
     assert ("busy", "token", SA_TOKEN_MOUNT) not in got
-    assert all(a[S.RISK_STATE] == "unused" for a in got.values())
-    assert all(k[2] in DEFAULT_CAPABILITIES | {"CAP_NET_ADMIN", "CAP_SYS_TIME", SA_TOKEN_MOUNT}
-               for k in got), got  # nothing beyond the container's own set
+    assert all(a[S.RISK_STATE] == "unused" for k, a in got.items() if k[1] != "host_path")
+    assert all(k[2] in DEFAULT_CAPABILITIES | {"CAP_NET_ADMIN", "CAP_SYS_TIME", SA_TOKEN_MOUNT,
+                                               HOSTDATA} for k in got), got  # nothing else
     busy_verdicts = {(f.state, f.subject) for f in stage.findings(
         f"k8s/{ns}/Deployment/busy/main")}
     assert ("used", "CAP_NET_ADMIN") in busy_verdicts, busy_verdicts
     assert ("used", SA_TOKEN_MOUNT) in busy_verdicts, busy_verdicts
+    assert ("used", HOSTDATA) in busy_verdicts, busy_verdicts
 
     # The suggestions apply to the real Deployment and leave exactly what was used.
     cap_patch = yaml.safe_load(str(got[("idle", "capability", "CAP_NET_ADMIN")][
@@ -252,7 +263,12 @@ def test_granted_but_unused_is_reported_used_is_not_and_reach_is_fast(
         S.RISK_SUGGESTION]))
     apps.patch_namespaced_deployment("idle", ns, token_patch,
                                      _content_type="application/strategic-merge-patch+json")
+    mount_patch = yaml.safe_load(str(got[("idle", "host_path", HOSTDATA)][S.RISK_SUGGESTION]))
+    apps.patch_namespaced_deployment("idle", ns, mount_patch,
+                                     _content_type="application/strategic-merge-patch+json")
     spec = apps.read_namespaced_deployment("idle", ns).spec.template.spec
+    (mount,) = [m for m in spec.containers[0].volume_mounts if m.mount_path == HOSTDATA]
+    assert mount.read_only is True and mount.name == "hostdata"
     caps = spec.containers[0].security_context.capabilities
     unused = {a[S.RISK_SUBJECT] for a in got.values()}
     assert caps.drop == ["ALL"]
