@@ -2,8 +2,10 @@
 
 An analyser is a class in its own module under ``otelguard.risk`` with:
 
-- ``name`` (the ``otelguard.risk.analyser`` value) and ``events``, the event names it reads
-  (the stage hands it only those);
+- ``name`` (the ``otelguard.risk.analyser`` value), ``events``, the event names it reads (the
+  stage hands it only those), and ``fields``, the record attribute keys it reads (only those
+  are decoded into the observation: decoding every attribute of every record costs more than
+  parsing the request);
 - ``observe(observation)``: called by the stage's ``process`` for every matching record, under
   the stage's lock; must not do I/O (queue work for a thread started in ``start()``) and must
   keep its memory bounded per workload and in total, counting what it cannot keep through the
@@ -31,6 +33,7 @@ Dropped = Callable[[str, int], None]  # (reason, count) -> counted in otelguard_
 class Analyser(Protocol):
     name: str
     events: frozenset[str]
+    fields: frozenset[str]
 
     def start(self) -> None: ...
 

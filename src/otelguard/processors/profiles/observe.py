@@ -147,6 +147,14 @@ OBSERVED: dict[str, Getters] = {
 CONTEXT_READ: Getters = {k: _GETTERS[k] for k in CONTEXT}
 
 
+def getters_for(keys: frozenset[str]) -> Optional[Getters]:
+    """Getters for ``keys`` (a FieldReader table entry), None when one has no known type (the
+    risk stage then decodes that event's attributes in a full pass)."""
+    if not keys <= _GETTERS.keys():
+        return None
+    return {k: _GETTERS[k] for k in keys}
+
+
 class FieldReader:
     """Reads the attributes ``table`` names for a record's event (``default`` for the others)
     by remembered position: a producer writes one event type with the same keys in the same

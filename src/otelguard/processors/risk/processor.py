@@ -14,7 +14,8 @@ snapshot per workload for ``otelguard risk show``. Workloads beyond ``max_worklo
 analyser (counted as ``workloads_full``).
 
 Cost per record: an event name no analyser reads costs one dict lookup; the others an attribute
-dict of the record (~2-4 µs) and the analysers' ``observe``.
+dict of the attribute keys the analysers read (``fields``) and their ``observe`` (see
+docs/benchmarks.md#risk-packages).
 """
 
 from __future__ import annotations
@@ -34,8 +35,9 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 from otelguard import semconv as S
 from otelguard.config import write_atomic
-from otelguard.otlp.messages import attrs_dict
+from otelguard.otlp.messages import attrs_dict, from_any
 from otelguard.processors.journal import JournalWrite
+from otelguard.processors.profiles.observe import FieldReader, getters_for
 from otelguard.processors.profiles.workload import of_host_record, of_resource
 from otelguard.processors.risk import metrics, records
 from otelguard.processors.risk.config import Config
@@ -46,6 +48,8 @@ from otelguard.risk.model import Finding, Observation
 
 TYPE_NAME = "risk"
 _RAW = ("", S.STREAM_EVENT)  # streams whose records are observations
+# what the stage itself reads of a record: its uid, and a host record's workload
+_STAGE_FIELDS = frozenset({S.LOG_RECORD_UID, S.PROCESS_LINUX_CGROUP, S.PROCESS_EXECUTABLE_PATH})
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +77,15 @@ class RiskStage:
         self._analysers: list[Analyser] = [
             registry.create(name, config, _dropped(name)) for name in config.analysers]
         self._by_event: dict[str, list[Analyser]] = {}
+        self._fields: dict[str, frozenset[str]] = {}  # event -> attribute keys decoded
         for a in self._analysers:
             for event in a.events:
                 self._by_event.setdefault(event, []).append(a)
+                self._fields[event] = self._fields.get(event, _STAGE_FIELDS) | a.fields
+        # by remembered position where every key's type is known (profiles' reader)
+        table = {e: g for e, keys in self._fields.items()
+                 if (g := getters_for(keys)) is not None}
+        self._reader = FieldReader(table, {})
         self._workloads: OrderedDict[str, _Workload] = OrderedDict()
         self._released: list[ResourceLogs] = []
         self._directory = Path(config.directory) if config.directory else None
@@ -153,7 +163,11 @@ class RiskStage:
 
     def _observe(self, rl: ResourceLogs, rec: LogRecord, origin: Any, res: dict[str, Any],
                  wanted: list[Analyser]) -> None:
-        attrs = attrs_dict(rec.attributes)
+        if rec.event_name in self._reader.table:
+            attrs = self._reader.read(rec, rec.event_name)
+        else:
+            wanted_keys = self._fields[rec.event_name]
+            attrs = {kv.key: from_any(kv.value) for kv in rec.attributes if kv.key in wanted_keys}
         workload = origin.workload or of_host_record(
             origin.host, str(attrs.get(S.PROCESS_LINUX_CGROUP) or ""),
             str(attrs.get(S.PROCESS_EXECUTABLE_PATH) or ""))

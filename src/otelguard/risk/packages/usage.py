@@ -39,7 +39,6 @@ from otelguard.risk.packages.rootfs import Root, Roots
 EXECUTED, LOADED, INSTALLED_ONLY = "executed", "loaded", "installed-only"
 STATE_RANK = {EXECUTED: 0, LOADED: 1, INSTALLED_ONLY: 2}
 _WRITE = re.compile(r"O_WRONLY|O_RDWR|O_CREAT|O_TRUNC|O_APPEND")
-_SO_VERSION = re.compile(r"(\.so)(\.\d+)+$")
 _UNOWNED = Package("", "", "")  # a resolved path no package owns (cached as such)
 MAX_RESOLVED = 131_072  # (root, path) -> package resolutions remembered over all workloads
 MAX_INSTANCES = 64  # roots remembered per workload (its pods' containers)
@@ -79,6 +78,8 @@ class _Pending:
 class PackageUsage:
     name = "packages"
     events = frozenset({S.EV_PROCESS_EXEC, S.EV_FILE_OPEN})
+    fields = frozenset({S.SYSCALL_RET, S.PROCESS_EXECUTABLE_PATH, S.PROCESS_COMMAND_ARGS,
+                        S.FILE_PATH, S.FILE_OPEN_FLAGS, S.PROCESS_PID, S.PROCESS_PARENT_PID})
 
     def __init__(self, config: PackagesConfig, dropped: Dropped,
                  root_overrides: Optional[dict[str, str]] = None) -> None:
@@ -130,7 +131,10 @@ class PackageUsage:
     # --- observe (no I/O) --------------------------------------------------------------------
 
     def is_code(self, path: str) -> bool:
-        return _SO_VERSION.sub(r"\1", path).endswith(self._suffixes)
+        if path.endswith(self._suffixes):
+            return True
+        bare = path.rstrip("0123456789.")  # libfoo.so.1.2.3 -> libfoo.so
+        return bare != path and bare.endswith(".so") and path[len(bare)] == "."
 
     def observe(self, obs: Observation) -> None:
         attrs = obs.attributes
