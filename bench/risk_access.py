@@ -5,7 +5,8 @@ agent-shaped requests (bench/exporter_build.py's file/network-heavy mix: 8 conta
 ~33 attributes per record), each container's Resource carrying what ``k8s_attributes`` adds
 (names, the token and a hostPath mount, added capabilities), against parsing the same request
 (upb, the receiver's first step; the baseline), and against the same stage whose analysers do
-nothing (the stage's own share: an Observation per record of the events they read). The tier map is in memory (a labelled Service
+nothing (the stage's own share: an Observation per record of the events they read), the three
+interleaved batch by batch so the shared machine's load drifts over all alike. The tier map is in memory (a labelled Service
 and namespace), so no API server is involved; every connect is judged.
 
 Run: ``.venv/bin/python -m bench.risk_access`` (``--batches N``).
@@ -15,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import Callable
-
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
 from bench.common import summary_line
@@ -32,13 +31,6 @@ BATCH = 512
 MOUNTS = ["/var/lib/kubelet/pods/p/volumes/kubernetes.io~projected/kube-api-access-x:"
           "/var/run/secrets/kubernetes.io/serviceaccount:ro:false:rprivate",
           "/var/log/pods:/host/logs:ro:false:rprivate"]
-
-
-def per_record(fn: Callable[[], object], batches: int) -> float:
-    t0 = time.perf_counter()
-    for _ in range(batches):
-        fn()
-    return (time.perf_counter() - t0) / (batches * BATCH) * 1e6
 
 
 def enriched(raw: bytes) -> bytes:
@@ -77,15 +69,21 @@ def main() -> None:
     stage = RiskStage(Config(analysers=("grants", "reach")))
     stage.analyser("reach").source = source  # type: ignore[attr-defined]
     stage.start()
-    baseline = per_record(parse, batches)
-    copies = iter([parse() for _ in range(batches)])
-    risk = per_record(lambda: stage.process(next(copies)), batches)
     # the stage's own share: the same records handed to analysers that do nothing
     idle = RiskStage(Config(analysers=("grants", "reach")))
     for a in (idle.analyser("grants"), idle.analyser("reach")):
         a.observe = lambda observation: None  # type: ignore[method-assign]
-    copies = iter([parse() for _ in range(batches)])
-    stage_only = per_record(lambda: idle.process(next(copies)), batches)
+    # A/B interleaved batch by batch, so the machine's load drifts over all three alike
+    totals = {"parse": 0.0, "idle": 0.0, "risk": 0.0}
+    for _ in range(batches):
+        for name, run in (("parse", lambda: parse()),
+                          ("idle", lambda req=parse(): idle.process(req)),
+                          ("risk", lambda req=parse(): stage.process(req))):
+            t0 = time.perf_counter()
+            run()
+            totals[name] += time.perf_counter() - t0
+    baseline, stage_only, risk = (totals[k] / (batches * BATCH) * 1e6
+                                  for k in ("parse", "idle", "risk"))
     stage.report()
     stage.shutdown()
     print(f"{BATCH} records per request, {batches} requests, {len(stage.workloads())} workloads")

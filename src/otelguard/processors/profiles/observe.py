@@ -111,6 +111,7 @@ _GETTERS: dict[str, Callable[[Any], Any]] = {
     S.PEER_K8S_WORKLOAD_KIND: _str, S.PEER_K8S_SERVICE_NAME: _str, S.PEER_K8S_POD_NAME: _str,
     S.PROCESS_LINUX_CGROUP: _str, S.LOG_RECORD_UID: _str, S.PROCESS_PID: _int,
     S.PROCESS_PARENT_PID: _int, S.NAMESPACE_FLAGS: _str,
+    S.PROCESS_CAP_EFFECTIVE: _strs,  # read by the risk stage's grants analyser
 }
 _FILE_WRITES = frozenset({S.EV_FILE_UNLINK, S.EV_FILE_CHMOD, S.EV_FILE_CHOWN, S.EV_FILE_MKDIR,
                           S.EV_FILE_TRUNCATE, S.EV_FILE_SYMLINK})

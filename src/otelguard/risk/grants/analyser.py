@@ -32,6 +32,11 @@ RISKY = frozenset({"CAP_SYS_ADMIN", "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_SYS_PTR
                    "CAP_SYS_MODULE", "CAP_DAC_READ_SEARCH", "CAP_BPF", "CAP_PERFMON",
                    "CAP_SYS_RAWIO", "CAP_SYS_TIME", "CAP_SYS_BOOT", "CAP_MAC_ADMIN",
                    "CAP_MAC_OVERRIDE", "CAP_SYSLOG", "CAP_LINUX_IMMUTABLE"})
+FIELDS = frozenset({  # the record attributes the ledger reads
+    S.SYSCALL_RET, S.LOG_RECORD_UID, S.PROCESS_CAP_EFFECTIVE, S.PROCESS_EXECUTABLE_PATH,
+    S.FILE_PATH, S.FILE_OPEN_FLAGS, S.FILE_TARGET_PATH, S.NETWORK_PEER_ADDRESS,
+    S.NETWORK_PEER_PORT, S.PEER_K8S_NAMESPACE_NAME, S.PEER_K8S_SERVICE_NAME, S.CAPABILITY,
+    S.NAMESPACE_FLAGS})
 _RESOURCE_KEYS = (S.K8S_POD_PRIVILEGED, S.K8S_POD_ADDED_CAPABILITIES, S.K8S_CONTAINER_MOUNTS,
                   S.K8S_POD_SERVICE_ACCOUNT)
 
@@ -51,6 +56,7 @@ def severity(v: Verdict) -> str:
 class GrantsAnalyser:
     name = NAME
     events = EVENTS
+    fields = FIELDS
     # read-only opens the kernel filter must send (otelguard run widens it; the agent's default
     # list has them): token reads are the token's use
     read_path_prefixes = SA_TOKEN_DIRS

@@ -49,6 +49,10 @@ def finding(edge: Edge) -> Finding:
 class ReachAnalyser:
     name = NAME
     events = frozenset({S.EV_NETWORK_CONNECT})
+    fields = frozenset({S.SYSCALL_RET, S.LOG_RECORD_UID, S.NETWORK_PEER_ADDRESS,
+                        S.NETWORK_PEER_PORT, S.PEER_K8S_NAMESPACE_NAME, S.PEER_K8S_SERVICE_NAME,
+                        S.PEER_K8S_WORKLOAD_NAME, S.PEER_K8S_WORKLOAD_KIND,
+                        S.PROCESS_EXECUTABLE_PATH})
 
     def __init__(self, config: ReachConfig, dropped: Dropped,
                  source: Optional[K8sSource] = None) -> None:
