@@ -215,6 +215,20 @@ def test_used_token_hostpath_and_privileged_need_are_not_reported(clock: Clock,
     a.shutdown()
 
 
+def test_the_runtimes_own_setup_is_not_the_workloads_use(clock: Clock,
+                                                         world: InMemorySource) -> None:
+    """runc's init runs in the container's cgroup (mounts, capset) before the entrypoint."""
+    a = analyser(clock, world)
+    res = resource("tool", **{S.K8S_POD_PRIVILEGED: True, S.K8S_CONTAINER_MOUNTS: []})
+    a.process(batch(res, *[(name, {**attrs, S.PROCESS_EXECUTABLE_PATH: "/usr/bin/runc"})
+                           for name, attrs in (ev(S.EV_MOUNT), ev(S.EV_PRIV_CAPABLE,
+                                                                  cap="CAP_SYS_MODULE"))]))
+    clock.now += 601
+    assert [f[S.RISK_STATE] for f in findings(due(a)) if f[S.RISK_KIND] == "privileged"] == [
+        "unneeded"]
+    a.shutdown()
+
+
 def test_privileged_without_need_suggests_the_used_capabilities(clock: Clock,
                                                                 world: InMemorySource) -> None:
     a = analyser(clock, world)

@@ -30,6 +30,9 @@ _SYS_ADMIN_NAMESPACES = frozenset({"CLONE_NEWNS", "CLONE_NEWUTS", "CLONE_NEWIPC"
 _PSEUDO_DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom",
                    "/dev/tty", "/dev/console", "/dev/pts/", "/dev/ptmx", "/dev/shm/", "/dev/fd/",
                    "/dev/stdin", "/dev/stdout", "/dev/stderr", "/dev/mqueue/", "/dev/termination-log")
+# OCI runtimes whose init runs in the container's cgroup before the entrypoint (mounts,
+# pivot_root, capset: its privileges are not the workload's)
+RUNTIMES = frozenset({"runc", "crun", "youki", "runsc", "kata-runtime"})
 _MAX_NEEDS = 8  # reasons kept for privileged: true (the first few prove it; memory stays flat)
 _WRITE_FLAGS = ("O_WRONLY", "O_RDWR", "O_CREAT", "O_TRUNC", "O_APPEND", "O_TMPFILE")
 _EINPROGRESS = -115
@@ -170,6 +173,9 @@ class GrantTracker:
 
     def observe(self, led: Ledger, event: str, f: Mapping[str, Any]) -> None:
         """One record of ``led``'s workload (``f``: its attributes)."""
+        exe = str(f.get(S.PROCESS_EXECUTABLE_PATH) or "")
+        if exe.rpartition("/")[2] in RUNTIMES:
+            return  # the runtime setting the container up in its cgroup: not the workload's use
         caps = f.get(S.PROCESS_CAP_EFFECTIVE)
         if caps:
             led.effective.update(caps)
