@@ -77,8 +77,8 @@ class GrantsAnalyser:
 
     def observe(self, observation: Observation) -> None:
         owner = owner_of(observation.workload)
-        if owner is None:  # host processes and containers without a pod spec: nothing granted
-            return
+        if owner is None or not owner.container:
+            return  # host processes, containers without a pod spec (a sandbox): nothing granted
         res = observation.resource
         workload = observation.workload
         with self._lock:
