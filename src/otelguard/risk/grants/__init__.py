@@ -12,7 +12,7 @@ counts) the ledger keeps what was **granted** and what was **used**:
   processes older than the agent count too); used = a *granted* ``cap_capable`` check
   (``otelguard.privilege.capability_use`` with result 0). ``CAP_SYS_ADMIN`` checks are not read
   (the kernel checks it without audit in every root process's memory accounting,
-  docs/profiles.md#capabilities); its uses are a successful unshare of a namespace that needs it,
+  docs/profiles.md#the-model); its uses are a successful unshare of a namespace that needs it,
   setns and mount, as in the profiles stage;
 - the service-account token: granted = a volume mount at
   ``/var/run/secrets/kubernetes.io/serviceaccount`` in ``otelguard.k8s.container.mounts``; used =
