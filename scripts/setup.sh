@@ -15,7 +15,9 @@ VENV="$ROOT/.venv"
 PY=/usr/bin/python3
 log() { printf '[setup] %s\n' "$*"; }
 
-pkgs=(python3-bpfcc bpfcc-tools python3-venv python3-pip linux-headers-amd64 prometheus etcd-server etcd-client iproute2 procps nftables)
+# jq, bzip2, libmagic-mgc: real Debian packages the risk tests build a container root from
+# (tests/support/rootfs.py); rpm: makes the rpm sqlite database tests/risk/test_databases.py reads
+pkgs=(python3-bpfcc bpfcc-tools python3-venv python3-pip linux-headers-amd64 prometheus etcd-server etcd-client iproute2 procps nftables jq bzip2 libmagic-mgc rpm)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

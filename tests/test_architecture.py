@@ -37,7 +37,8 @@ ALLOWED: dict[str, set[str]] = {
     "exporter": BOTTOM | {"ebpf", "transport"},
     "kube": BOTTOM,
     "response": BOTTOM | {"kube"},
-    "processors": BOTTOM | {"transport", "kube", "response"},
+    "risk": BOTTOM | {"kube"},
+    "processors": BOTTOM | {"transport", "kube", "response", "risk"},
 }
 TOP = {"agent", "runner", "status", "cli", "schemas", "reference", "__init__"}  # may import any unit
 

@@ -40,6 +40,8 @@ _TARGETS = {
     "respond": "otelguard.processors.response.cli:respond_main",
     "respond.install_crd": "otelguard.processors.response.cli:install_crd_main",
     "audit.verify": "otelguard.processors.response.cli:verify_main",
+    "risk.list": "otelguard.processors.risk.cli:list_main",
+    "risk.show": "otelguard.processors.risk.cli:show_main",
 }
 
 
@@ -236,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     _profile_parser(sub)
     _incidents_parser(sub)
     _respond_parser(sub)
+    _risk_parser(sub)
 
     config = sub.add_parser("config", help="config files")
     config_sub = config.add_subparsers(dest="config_command", required=True)
@@ -348,6 +351,32 @@ def _incidents_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("--id", default=None, metavar="ID",
                    help="show this incident (an id prefix is enough): story and evidence table")
     p.set_defaults(target="incidents")
+
+
+def _risk_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("risk", help="runtime risk context: packages in use, vulnerabilities "
+                       "labelled with it, unused grants, sensitive reach (docs/risk.md)")
+    verbs = p.add_subparsers(dest="risk_command", required=True)
+    for verb, text in (("list", "every workload with a snapshot, finding counts (packages by "
+                        "state, grants and sensitive edges by kind and state)"),
+                       ("show", "one workload: vulnerabilities (critical, in use first), "
+                        "packages in use, other findings (unused grants with their patch, "
+                        "sensitive edges)")):
+        v = verbs.add_parser(verb, help=text)
+        v.add_argument("--directory", "-d", required=True, metavar="DIR",
+                       help="the risk stage's snapshot directory (its `directory`, else "
+                       "<service.state_dir>/<stage name>)")
+        if verb == "show":
+            v.add_argument("workload", metavar="WORKLOAD",
+                           help="a workload key (k8s/NS/KIND/NAME/CONTAINER, host/...) or a "
+                           "part of one that names a single workload")
+            v.add_argument("--report", default=None, metavar="FILE",
+                           help="label this vulnerability report (CycloneDX, grype or trivy "
+                           "JSON) against the snapshot")
+            v.add_argument("--all", action="store_true",
+                           help="list installed-only packages too")
+            v.add_argument("--json", action="store_true", help="print the findings as JSON")
+        v.set_defaults(target=f"risk.{verb}")
 
 
 def _respond_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

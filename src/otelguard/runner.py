@@ -222,6 +222,28 @@ def with_rules_read_filter(sensor: SensorConfig, pipeline: Any) -> SensorConfig:
         sensor.probe, read_path_prefixes=rf.prefixes))
 
 
+def with_risk_read_prefixes(sensor: SensorConfig, pipeline: Any) -> SensorConfig:
+    """``sensor`` with the read prefixes the pipeline's risk stages need added (their
+    ``packages.read_path_prefixes``: shared objects, Python, Node, JARs; docs/risk.md
+    #what-the-sensor-must-send). Only a configured risk stage widens the kernel filter, and
+    each added prefix is logged; prefixes already covered by a configured one are not added."""
+    have = list(sensor.probe.read_path_prefixes)
+    added = []
+    for _n, stage in pipeline.stages():
+        if stage.type_name != "risk":
+            continue
+        for prefix in stage.read_path_prefixes():
+            if not any(prefix.startswith(h) for h in have):
+                have.append(prefix)
+                added.append(prefix)
+    if not added:
+        return sensor
+    log.warning("risk: the kernel read filter also sends read-only opens under %s",
+             ", ".join(added))
+    return dataclasses.replace(sensor, probe=dataclasses.replace(
+        sensor.probe, read_path_prefixes=tuple(have)))
+
+
 def summary(sensor_stats: dict[str, Any], missing: Sequence[str],
             incidents: Sequence[str] = ()) -> str:
     """The exit summary: events by type, detections by rule, incidents, drops by stage and
@@ -351,7 +373,8 @@ def main(args: argparse.Namespace) -> int:
     from otelguard.exporter.spans import SpanTracker
 
     try:
-        sensor_cfg = with_rules_read_filter(cfg.sensor, pipeline)
+        sensor_cfg = with_risk_read_prefixes(with_rules_read_filter(cfg.sensor, pipeline),
+                                             pipeline)
     except ConfigError as exc:
         print("otelguard run: invalid configuration:\n  " + "\n  ".join(exc.messages),
               file=sys.stderr)
