@@ -24,7 +24,7 @@ from typing import Any
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
 from otelguard import semconv as S
-from otelguard.processors.detection.engine import DEFAULT_RULE_FILES, RuleEngine
+from otelguard.processors.detection.engine import DEFAULT_RULE_FILES, RULES_DIR, RuleEngine
 from otelguard.processors.detection.loader import load_rules
 from otelguard.otlp.messages import attrs_dict, set_attrs
 
@@ -116,6 +116,13 @@ def _record(rng: random.Random, i: int, shape: str = "agent") -> tuple[str, dict
     return S.EV_DUP, attrs
 
 
+RULESETS = {
+    "stable": DEFAULT_RULE_FILES,
+    "stable+incubating": (RULES_DIR / "falco_rules.yaml", RULES_DIR / "falco-incubating_rules.yaml",
+                          RULES_DIR / "otelguard_rules.yaml"),
+}
+
+
 def build_stream(n: int, per_batch: int, seed: int = 7, shape: str = "agent"
                  ) -> list[ExportLogsServiceRequest]:
     rng = random.Random(seed)
@@ -146,9 +153,11 @@ def main() -> None:
     ap.add_argument("--records", type=int, default=50_000)
     ap.add_argument("--batch", type=int, default=500)
     ap.add_argument("--shape", choices=("agent", "minimal"), default="agent")
+    ap.add_argument("--rules", choices=tuple(RULESETS), default="stable+incubating",
+                    help="rule files loaded (each with otelguard's own rules)")
     args = ap.parse_args()
     batches = build_stream(args.records, args.batch, shape=args.shape)
-    ruleset = load_rules(DEFAULT_RULE_FILES)
+    ruleset = load_rules(RULESETS[args.rules])
     n = sum(len(sl.log_records) for b in batches for rl in b.resource_logs for sl in rl.scope_logs)
 
     repeats = 3  # the machine is shared: report the best of a few runs (least disturbed)

@@ -32,6 +32,7 @@ from otelguard import telemetry
 from otelguard.processors.detection.compiler import Compiler
 from otelguard.processors.detection.fields import AttrLayouts, EventView, event_type
 from otelguard.processors.detection.loader import load_rules, load_rules_text
+from otelguard.processors.detection.matcher import Matcher, generate
 from otelguard.processors.detection.prefilter import Member, TypePlan, plan
 from otelguard.processors.detection.ruleset import (
     Diagnostic, Priority, Rule, RuleSelection, RuleSet, RulesError,
@@ -93,6 +94,13 @@ class RuleEngine:
         }
         self._any_plan = plan([(i, r, pred, r.guards.get(None, ()))
                                for i, (r, pred) in enumerate(self._any)], getters)
+        # evt.type -> the plan as one generated function (matcher.py); a plan whose source
+        # cannot be generated runs through _match_plan
+        self._matchers: dict[Optional[str], Matcher] = {}
+        for t, p in [*self._plans.items(), (None, self._any_plan)]:
+            fn = generate(t, p, self._rule_error)
+            self._matchers[t] = fn if fn is not None else self._plan_matcher(p)
+        self._any_matcher = self._matchers.pop(None)
         self._num = 0
         self._layouts = AttrLayouts()
         self._scope_version = otelguard.__version__
@@ -132,7 +140,18 @@ class RuleEngine:
         """Feed one record to the state, return the rules it satisfies, in rule order (never
         raises). Rules behind a guard that fails are skipped: the guard is implied by them."""
         self.state.observe(ev)
-        plan_ = self._plans.get(event_type(ev), self._any_plan)
+        hits = self._matchers.get(event_type(ev), self._any_matcher)(ev)
+        if not hits:
+            return []
+        if len(hits) > 1:
+            hits.sort(key=lambda h: h[0])
+        return [rule for _order, rule in hits]
+
+    def _plan_matcher(self, plan_: TypePlan) -> Matcher:
+        return lambda ev: self._match_plan(plan_, ev)
+
+    def _match_plan(self, plan_: TypePlan, ev: EventView) -> list[tuple[int, Rule]]:
+        """A plan run through its closures (what the generated matchers inline)."""
         hits: list[tuple[int, Rule]] = []
         if plan_.always:
             self._run(plan_.always, ev, hits)
@@ -148,11 +167,7 @@ class RuleEngine:
                 passed = True
             if passed:
                 self._run(group.members, ev, hits)
-        if not hits:
-            return []
-        if len(hits) > 1:
-            hits.sort(key=lambda h: h[0])
-        return [rule for _order, rule in hits]
+        return hits
 
     def match_unguarded(self, ev: EventView) -> list[Rule]:
         """:meth:`match` without guards: every rule indexed for the type, in order. The
@@ -167,8 +182,11 @@ class RuleEngine:
                 if pred(ev):
                     hits.append((order, rule))
             except Exception:  # a rule bug must never stop the batch
-                self.errors += 1
-                telemetry.dropped.labels(stage="detection", reason="rule_error").inc()
+                self._rule_error()
+
+    def _rule_error(self) -> None:
+        self.errors += 1
+        telemetry.dropped.labels(stage="detection", reason="rule_error").inc()
 
     def view(self, record: LogRecord, resource_attrs: dict[str, Any]) -> EventView:
         """An EventView numbered by this engine (for callers driving :meth:`match`)."""

@@ -100,6 +100,7 @@ def compile_collected(collected: Collector) -> RuleSet:
     macros = _macros(collected, lists)
     comp = Compiler(macros)
     typed: dict[str, Compiler] = {}  # one compiler (and macro cache) per known evt.type
+    compilers: dict[Optional[str], Compiler] = {None: comp}  # the same, shared by the rules
     derivers: dict[Optional[str], GuardDeriver] = {None: GuardDeriver(comp)}
     for d in sorted(collected.rules.values(), key=lambda r: r.order):
         label = f"rule {d.name!r}"
@@ -161,7 +162,7 @@ def compile_collected(collected: Collector) -> RuleSet:
         for t in sorted(result.event_types or ()):
             tc = typed.get(t)
             if tc is None:
-                tc = typed[t] = Compiler(macros, known_type=t)
+                tc = typed[t] = compilers[t] = Compiler(macros, known_type=t)
             preds[t] = _as_pred(tc.compile(node).pred)
         guards: dict[Optional[str], tuple[Guard, ...]] = {None: derivers[None].candidates(node)}
         for t in sorted(result.event_types or ()):
@@ -184,7 +185,7 @@ def compile_collected(collected: Collector) -> RuleSet:
             evidence_keys=tuple(evidence),
             uuid=str(uuid.uuid5(UUID_NAMESPACE, f"{d.ruleset}/{d.name}")), version=digest[:12],
             mitre=tag_info, category=_category(tags), guards=guards, enabled=d.enabled,
-            ancestor_images=images,
+            ancestor_images=images, node=node, compilers=compilers,
         )
         if result.pred is False:
             out.report_warning(d.file, d.line, label, "condition can never be true")

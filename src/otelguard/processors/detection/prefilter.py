@@ -328,6 +328,11 @@ class GuardGroup:
     fields: str
     tests: tuple[tuple[Callable[[EventView], Any], Callable[[Any], bool]], ...]
     members: tuple[Member, ...]
+    # what ``tests`` test (the fields and their united value sets), and per member the guards
+    # its predicate runs behind in ``members`` (empty: the group's test suffices): the
+    # generated matchers (matcher.py) inline both
+    sets: tuple[tuple[FieldRef, ValueSet], ...] = ()
+    own: tuple[tuple[Guard, ...], ...] = ()
 
     def passes(self, ev: EventView) -> bool:
         for get, test in self.tests:
@@ -386,6 +391,7 @@ def plan(members: list[tuple[int, Any, Pred, tuple[Guard, ...]]], compiler: Comp
     for key, (sets, ms) in by_key.items():
         tests = tuple((getter(ref), sets[ref].test()) for ref in key)
         guarded: list[Member] = []
+        behind: list[tuple[Guard, ...]] = []
         for order, rule, pred, g in ms:
             # its own guard (the group's union is looser), then its other implied checks:
             # each is a conjunct of the rule, so all must pass (at most three, classifiers not)
@@ -394,8 +400,12 @@ def plan(members: list[tuple[int, Any, Pred, tuple[Guard, ...]]], compiler: Comp
             if len(ms) > 1 or len(own) > 1:
                 pred = _behind(tuple(tuple((getter(ref), vs.test()) for ref, vs in c.fields)
                                      for c in own), pred)
+                behind.append(tuple(own))
+            else:
+                behind.append(())
             guarded.append((order, rule, pred))
-        groups.append(GuardGroup(" or ".join(str(r) for r in key), tests, tuple(guarded)))
+        groups.append(GuardGroup(" or ".join(str(r) for r in key), tests, tuple(guarded),
+                                 tuple((ref, sets[ref]) for ref in key), tuple(behind)))
     return TypePlan(tuple(always), tuple(groups))
 
 
