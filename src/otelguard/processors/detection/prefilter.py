@@ -44,6 +44,9 @@ _CLASSIFIERS = frozenset({"evt.dir", "fd.typechar", "fd.type", "fd.l4proto", "fd
                           "evt.res", "fd.connected", "fd.is_server", "evt.failed", "fd.num",
                           "evt.is_open_read", "evt.is_open_write", "evt.is_open_create",
                           "evt.rawres", "evt.source"})
+# field classes read from the Resource (a dict lookup per record, no attribute read): a guard on
+# them is preferred when a rule has one, whatever its selectivity (see plan)
+_RESOURCE_CLASSES = ("container.", "k8s.")
 _STR_OPS = frozenset({"=", "in", "startswith", "endswith", "contains", "pmatch", "glob"})
 _EXACT_OPS = frozenset({"=", "in"})
 _GLOB_META = re.compile(r"[*?\[\\]")
@@ -354,9 +357,11 @@ def plan(members: list[tuple[int, Any, Pred, tuple[Guard, ...]]], compiler: Comp
          ) -> TypePlan:
     """Group guarded rules by guard fields (value sets united); the rest always run.
 
-    Each rule takes its best guard, unless another of its guards reads only fields that the
-    other rules' best guards read anyway (and is no mere classifier): a field already read costs
-    nothing more, so the rule joins that group. Members of a group keep their own guard, checked
+    Each rule takes a guard on Resource fields when it has one (container.*, k8s.*: no record
+    attribute read, and most records fail them: "privileged container", a namespace), else its
+    best guard, unless another of its guards reads only fields that the other rules' best guards
+    read anyway (and is no mere classifier): a field already read costs nothing more, so the
+    rule joins that group. Members of a group keep their own guard, checked
     on the (cached) field values before their predicate when the group's union passes."""
     hot: dict[int, set[FieldRef]] = {}
     cands_of = {order: cands for order, _rule, _pred, cands in members}
@@ -370,8 +375,9 @@ def plan(members: list[tuple[int, Any, Pred, tuple[Guard, ...]]], compiler: Comp
             always.append((order, rule, pred))
             continue
         others = set().union(*(f for o, f in hot.items() if o != order))
-        chosen = cands[0]
-        if not set(chosen.key) <= others:
+        chosen = next((g for g in cands if all(r.name.startswith(_RESOURCE_CLASSES)
+                                               and r.join is None for r in g.key)), cands[0])
+        if chosen is cands[0] and not set(chosen.key) <= others:
             for g in cands[1:]:
                 if set(g.key) <= others and not any(r.name in _CLASSIFIERS for r in g.key):
                     chosen = g
