@@ -25,6 +25,7 @@ from otelguard.processors.detection import mitre
 from otelguard.processors.detection.collector import Collector, RuleDef
 from otelguard.processors.detection.compiler import Compiler, UnsupportedField
 from otelguard.processors.detection.fields import FIELDS, UNAVAILABLE, UNKNOWN, EventView
+from otelguard.processors.detection.fields.evt import SENSOR_EVENT_TYPES
 from otelguard.processors.detection.operators import CompileError, Compiled
 from otelguard.processors.detection.output import parse_output
 from otelguard.processors.detection.parser import (
@@ -155,6 +156,11 @@ def compile_collected(collected: Collector) -> RuleSet:
             out.report_error(d.file, d.line, label, str(exc))
             status("error", str(exc))
             continue
+        never = _never_emitted(result.event_types)
+        if never is not None:
+            out.report_warning(d.file, d.line, label, f"cannot run on this sensor: {never}")
+            status("cannot-run", never)
+            continue
         for problem_text in template.problems():
             out.report_warning(d.file, d.line, label, f"{problem_text}; renders <NA>")
         pred = _as_pred(result.pred)
@@ -240,3 +246,12 @@ def load_rules_text(texts: Sequence[tuple[str, str]], append_output: str = "") -
         for item in reader.read_text(text, name, Path(name).stem):
             collected.add(item)
     return compile_collected(collected)
+
+
+def _never_emitted(types: Optional[frozenset[str]]) -> Optional[str]:
+    """Why a rule restricted to ``types`` never fires here (none of them is an evt.type the
+    sensor's records carry), or None."""
+    if types is None or types & SENSOR_EVENT_TYPES:
+        return None
+    return (f"its event types ({', '.join(sorted(types)) or 'none'}) are never emitted by "
+            "this sensor (docs/architecture.md#event-names)")
