@@ -36,7 +36,9 @@ from otelguard.processors.detection.operators import (
 from otelguard.processors.detection.parser import (
     And, Check, FieldRef, Literal, ListValue, MacroRef, Node, Not, Or,
 )
-from otelguard.processors.detection.prefilter import Guard, TypePlan, ValueSet
+from otelguard.processors.detection.prefilter import (
+    Guard, TypePlan, ValueSet, parse_bool, parse_num,
+)
 
 Hit = tuple[int, Any]  # (rule order, rule)
 Matcher = Callable[[EventView], list[Hit]]
@@ -169,7 +171,7 @@ class _Conditions:
             return f"({read} is not None and {test})"
         if ftype == FieldType.NUM and op in _NUM_INLINE:
             try:
-                nums = [_num(x) for x in values]
+                nums = [parse_num(x) for x in values]
             except ValueError:
                 return None
             if op in ("in", "intersects"):
@@ -183,25 +185,12 @@ class _Conditions:
                     f"{self.src.const(rhs)})")
         if ftype == FieldType.BOOL and op in ("=", "in", "!="):
             try:
-                wanted = frozenset(_bool(x) for x in values)
+                wanted = frozenset(parse_bool(x) for x in values)
             except ValueError:
                 return None
             neg = "not in" if op == "!=" else "in"
             return f"({read} is not None and bool({v}) {neg} {self.src.const(wanted)})"
         return None
-
-
-def _num(text: str) -> int:
-    return int(text, 0) if text.lower().startswith(("0x", "-0x")) else int(text)
-
-
-def _bool(text: str) -> bool:
-    low = text.lower()
-    if low in ("true", "1"):
-        return True
-    if low in ("false", "0"):
-        return False
-    raise ValueError(text)
 
 
 def _guard(src: _Source, comp: Compiler, fields: tuple[tuple[FieldRef, ValueSet], ...]) -> str:
@@ -229,27 +218,27 @@ def generate(evt_type: Optional[str], plan: TypePlan,
     src.consts["_err"] = on_error
     conds: dict[int, _Conditions] = {}
 
-    def condition(rule: Any, pred: Any) -> Optional[str]:
-        comp = rule.compilers.get(evt_type) if evt_type in rule.preds else \
-            rule.compilers.get(None)
-        if rule.node is None or comp is None:
+    def compiler_of(rule: Any) -> Optional[Compiler]:
+        """The compiler the rule's predicate for this type came from (None: no tree kept)."""
+        if rule.node is None:
             return None
+        comp: Optional[Compiler] = rule.compilers.get(evt_type if evt_type in rule.preds
+                                                      else None)
+        return comp
+
+    def member(order: int, rule: Any, own: tuple[Guard, ...], indent: str) -> bool:
+        comp = compiler_of(rule)
+        if comp is None:
+            return False
         emitter = conds.get(id(comp))
         if emitter is None:
             emitter = conds[id(comp)] = _Conditions(src, comp)
         e = emitter.expr(rule.node)
-        return repr(e) if isinstance(e, bool) else e
-
-    def member(order: int, rule: Any, pred: Any, own: tuple[Guard, ...], indent: str) -> bool:
-        cond = condition(rule, pred)
-        if cond is None:
-            return False
+        cond = repr(e) if isinstance(e, bool) else e
         hit = src.const((order, rule), "h")
         lines = src.lines
         body = indent
-        if own:
-            comp = rule.compilers.get(evt_type) if evt_type in rule.preds else \
-                rule.compilers.get(None)
+        if own:  # the rule's own guards, as prefilter._behind checks them
             checks = " and ".join(f"({_guard(src, comp, g.fields)})" for g in own)
             lines += [f"{indent}try:", f"{indent}    _ok = {checks}",
                       f"{indent}except Exception:", f"{indent}    _ok = True",
@@ -259,22 +248,22 @@ def generate(evt_type: Optional[str], plan: TypePlan,
                   f"{body}except Exception:", f"{body}    _err()"]
         return True
 
-    for order, rule, pred in plan.always:
-        if not member(order, rule, pred, (), ""):
+    for order, rule, _pred in plan.always:
+        if not member(order, rule, (), ""):
             return None
     generic = Compiler({})
     for group in plan.groups:
         src.lines += ["try:", f"    _g = {_guard(src, generic, group.sets)}",
                       "except Exception:", "    _g = True", "if _g:"]
-        for (order, rule, pred), own in zip(group.members, group.own or
-                                            ((),) * len(group.members)):
-            if not member(order, rule, pred, own, "    "):
+        for (order, rule, _pred), own in zip(group.members, group.own or
+                                             ((),) * len(group.members)):
+            if not member(order, rule, own, "    "):
                 return None
     try:
         fn = src.compile(f"match_{_ident(evt_type)}")
     except (SyntaxError, RecursionError, MemoryError, ValueError):
         return None
-    return fn  # type: ignore[no-any-return]  # exec'd: typed by the source above
+    return fn
 
 
 def _ident(text: Optional[str]) -> str:

@@ -281,8 +281,8 @@ class GuardDeriver:
                 return None
             try:
                 if kind == FieldType.NUM:
-                    return ValueSet(kind, eq={_num(v) for v in values})
-                return ValueSet(kind, eq={_bool(v) for v in values})
+                    return ValueSet(kind, eq={parse_num(v) for v in values})
+                return ValueSet(kind, eq={parse_bool(v) for v in values})
             except ValueError:
                 return None
         if op not in _STR_OPS:
@@ -306,11 +306,13 @@ class GuardDeriver:
         return ValueSet(kind, patterns={pattern})
 
 
-def _num(text: str) -> int:
+def parse_num(text: str) -> int:
+    """A numeric literal of a condition (decimal or 0x); ValueError otherwise."""
     return int(text, 0) if text.lower().startswith(("0x", "-0x")) else int(text)
 
 
-def _bool(text: str) -> bool:
+def parse_bool(text: str) -> bool:
+    """A bool literal of a condition (true/false/1/0, any case); ValueError otherwise."""
     low = text.lower()
     if low in ("true", "1"):
         return True
@@ -435,4 +437,5 @@ def _behind(guards: tuple[Tests, ...], pred: Pred) -> Pred:
     return guarded
 
 
-__all__ = ["Guard", "GuardDeriver", "GuardGroup", "TypePlan", "ValueSet", "plan"]
+__all__ = ["Guard", "GuardDeriver", "GuardGroup", "TypePlan", "ValueSet", "parse_bool", "parse_num",
+           "plan"]
