@@ -190,3 +190,33 @@ def test_layouts_are_bounded() -> None:
         assert ev.attr("k5") == 5 and ev.attr("zz") is None
     assert len(layouts._by_event) == 2
     assert all(len(v) <= 3 for v in layouts._by_event.values())
+
+
+def test_array_values_read_from_their_bytes_equal_a_full_conversion() -> None:
+    """Arrays of strings are parsed from the AnyValue's wire bytes (fields/view.py); any other
+    array (ints, nested, empty elements, long and non-ASCII strings) must read the same as
+    ``from_any``."""
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+
+    from otelguard.otlp.messages import from_any
+    from otelguard.processors.detection.fields.view import _value
+
+    rng = random.Random(7)
+    for _ in range(3000):
+        av = AnyValue()
+        av.array_value.SetInParent()
+        for _i in range(rng.randint(0, 6)):
+            e = av.array_value.values.add()
+            r = rng.random()
+            if r < 0.7:
+                e.string_value = "".join(chr(rng.randint(32, 0x3000))
+                                         for _j in range(rng.choice((0, 1, 5, 60, 200))))
+            elif r < 0.8:
+                e.int_value = rng.randint(-5, 5)
+            elif r < 0.85:
+                e.bool_value = True
+            elif r < 0.9:
+                e.SetInParent()
+            else:
+                e.array_value.values.add().string_value = "nested"
+        assert _value(av) == from_any(av), av
