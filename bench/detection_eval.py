@@ -177,14 +177,14 @@ def main() -> None:
         return lambda rec, _res: rec.event_name
 
     def generated() -> Callable[[LogRecord, dict[str, Any]], Any]:
-        engine = RuleEngine(ruleset)
+        engine = RuleEngine(ruleset).warm()  # as the stage builds it: matchers generated
         view, match = engine.view, engine.match
         return lambda rec, res: match(view(rec, res))
 
     def closures() -> Callable[[LogRecord, dict[str, Any]], Any]:
         engine = RuleEngine(ruleset)  # guard groups and closures: the engine before matcher.py
         engine._matchers = {t: engine._plan_matcher(p) for t, p in engine._plans.items()}
-        engine._any_matcher = engine._plan_matcher(engine._any_plan)
+        engine._matchers[None] = engine._plan_matcher(engine._any_plan)
         view, match = engine.view, engine.match
         return lambda rec, res: match(view(rec, res))
 

@@ -94,13 +94,9 @@ class RuleEngine:
         }
         self._any_plan = plan([(i, r, pred, r.guards.get(None, ()))
                                for i, (r, pred) in enumerate(self._any)], getters)
-        # evt.type -> the plan as one generated function (matcher.py); a plan whose source
-        # cannot be generated runs through _match_plan
+        # evt.type (None: types no rule names) -> the plan as one generated function
+        # (matcher.py), built on the first record of the type (see _matcher)
         self._matchers: dict[Optional[str], Matcher] = {}
-        for t, p in [*self._plans.items(), (None, self._any_plan)]:
-            fn = generate(t, p, self._rule_error)
-            self._matchers[t] = fn if fn is not None else self._plan_matcher(p)
-        self._any_matcher = self._matchers.pop(None)
         self._num = 0
         self._layouts = AttrLayouts()
         self._scope_version = otelguard.__version__
@@ -140,12 +136,34 @@ class RuleEngine:
         """Feed one record to the state, return the rules it satisfies, in rule order (never
         raises). Rules behind a guard that fails are skipped: the guard is implied by them."""
         self.state.observe(ev)
-        hits = self._matchers.get(event_type(ev), self._any_matcher)(ev)
+        t = event_type(ev)
+        m = self._matchers.get(t)
+        hits = (m if m is not None else self._matcher(t))(ev)
         if not hits:
             return []
         if len(hits) > 1:
             hits.sort(key=lambda h: h[0])
         return [rule for _order, rule in hits]
+
+    def warm(self) -> "RuleEngine":
+        """Generate every type's matcher now (~0.3 s for the stable + incubating rules), so no
+        record pays it; the stage does this when it loads rules (off the batch path, see
+        processor.py). Engines built for one-off checks (proofs, tests) skip it."""
+        for t in [*self._plans, None]:
+            self._matcher(t)
+        return self
+
+    def _matcher(self, evt_type: Optional[str]) -> Matcher:
+        """The generated matcher of ``evt_type``'s plan (the any-type plan for a type no rule
+        names), generated on first use if :meth:`warm` did not (1-60 ms, execve the largest).
+        A plan whose source cannot be generated runs through :meth:`_match_plan`."""
+        key = evt_type if evt_type in self._plans else None
+        m = self._matchers.get(key)
+        if m is None:
+            plan_ = self._plans[key] if key is not None else self._any_plan
+            fn = generate(key, plan_, self._rule_error)
+            m = self._matchers[key] = fn if fn is not None else self._plan_matcher(plan_)
+        return m
 
     def _plan_matcher(self, plan_: TypePlan) -> Matcher:
         return lambda ev: self._match_plan(plan_, ev)
