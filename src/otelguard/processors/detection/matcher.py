@@ -199,10 +199,19 @@ def _guard(src: _Source, comp: Compiler, fields: tuple[tuple[FieldRef, ValueSet]
     alts = []
     for ref, vs in fields:
         read, v, _t = src.field(ref, comp)
-        if vs.kind == FieldType.STR and not (vs.prefixes or vs.suffixes or vs.subs
-                                             or vs.patterns):
-            test = f"({v} if {v}.__class__ is str else as_text({v})) in " \
-                   f"{src.const(frozenset(vs.eq))}"
+        if vs.kind == FieldType.STR and not (vs.subs or vs.patterns):
+            # ValueSet.test's string case: equal to one, or with one of the prefixes/suffixes
+            # (the value converted once, in the first alternative)
+            parts: list[str] = []
+            if vs.eq:
+                parts.append("{s} in " + src.const(frozenset(vs.eq)))
+            if vs.prefixes:
+                parts.append("{s}.startswith(" + src.const(tuple(vs.prefixes)) + ")")
+            if vs.suffixes:
+                parts.append("{s}.endswith(" + src.const(tuple(vs.suffixes)) + ")")
+            first = f"(_s := ({v} if {v}.__class__ is str else as_text({v})))"
+            test = "(" + " or ".join(p.format(s=first if i == 0 else "_s")
+                                     for i, p in enumerate(parts)) + ")" if parts else "False"
         else:
             test = f"{src.const(vs.test(), 't')}({v})"
         alts.append(f"({read} is not None and {test})")
