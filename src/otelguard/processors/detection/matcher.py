@@ -21,7 +21,11 @@ tests/processors/detection/test_prefilter.py compares this path with the exhaust
 reference on every rule case and thousands of mutations. The stage generates every type's
 function when it loads rules (``RuleEngine.warm``, ~0.3 s for stable + incubating); other
 engines generate a type's on its first record. A plan whose source will not compile (nesting
-beyond Python's limits) runs through the closures.
+beyond Python's limits) runs through the closures (none of Falco's three files needs it).
+
+Cost: x1.1 less CPU per record than the closures on the stable + incubating rules (x1.12-1.16
+for opens and execs); what remains is mostly reading attributes from upb (docs/benchmarks.md,
+"Stable + incubating rules").
 """
 
 from __future__ import annotations
