@@ -6,12 +6,13 @@ rule) and ``engine.evaluate_and_append(batch)`` also adds them to the batch, gro
 of each trigger's Resource marked ``otelguard.stream=detection`` with scope
 ``otelguard.processors``. Detection records of earlier passes are never re-evaluated.
 
-Cost per record: one EventView, one ``evt.type`` lookup, then the type's guard groups (see
+Cost per record: one EventView, one ``evt.type`` lookup, then the type's generated matcher
+(:mod:`~otelguard.processors.detection.matcher`) over its guard groups (see
 :mod:`~otelguard.processors.detection.prefilter`): one read and one set/prefix test per group of
-rules sharing a guard field, and full predicates only where a guard passes. With the default
-rules a record reads 4-10 of its ~35 attributes, each by remembered position (see
-:class:`~otelguard.processors.detection.fields.EventView`); docs/benchmarks.md has the
-figures. Building a detection record (~30 attributes) is ~30 µs, paid only on a match.
+rules sharing a guard field, and full conditions only where a guard passes. With the stable +
+incubating rules a record reads 3-24 of its ~40 attributes (7 for an open), each by remembered
+position (see :class:`~otelguard.processors.detection.fields.EventView`); docs/benchmarks.md has
+the figures. Building a detection record (~30 attributes) is ~30 µs, paid only on a match.
 """
 
 from __future__ import annotations
