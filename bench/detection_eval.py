@@ -1,15 +1,19 @@
 """Evaluation cost of the falco_rules engine per record, on a realistic mixed stream.
 
-Ruleset: Falco's stable rules + otelguard's own (the default). Stream: file opens (most
-records), execs, connects, DNS, fork/exit, dups; ~1% of records match a rule. Records have the
-agent's shape by default (``--shape agent``: every record carries the process attributes the
-sensor attaches, ~30 attributes, opens carry file.directory/file.name/raw path/fd as the file
-probe emits them); ``--shape minimal`` is the earlier, smaller stream (~18 attributes, several
-keys rules ask for absent). Prints average and p99 cost per record of rule evaluation (EventView
-+ state + indexed rules), the same with guards off (every indexed rule evaluated: the engine
-before prefiltering), the whole ``evaluate_and_append`` on batches, and pass-through / read-all
-baselines measured in the same run, with ratios.
-Run: ``.venv/bin/python -m bench.detection_eval [--records N] [--shape agent|minimal]``.
+Ruleset (``--rules``): Falco's stable + incubating rules + otelguard's (the default), or stable
++ otelguard's. Stream: file opens (most records), execs, connects, DNS, fork/exit, dups. Records
+have the agent's shape by default (``--shape agent``: every record carries the process
+attributes the sensor attaches, ~40 attributes; opens carry file.directory/file.name/raw
+path/fd as the file probe emits them); ``--shape minimal`` is the earlier, smaller stream.
+
+Prints, per record in thread CPU time (avg, p50, p99): a pass-through stage (the baseline),
+the engine as the stage runs it (generated per-type matchers), the same rules through the guard
+groups' closures (the engine before matcher.py), with guards off (every indexed rule), and
+reading every attribute into a dict; then the generated engine per event name against the
+closures, the whole ``evaluate_and_append``, and ratios. The variants run interleaved batch by
+batch in one run; each record's cost is the least of ``--repeats`` passes (fresh engines each
+pass), the timer's own cost subtracted. The three engines must find the same matches.
+Run: ``.venv/bin/python -m bench.detection_eval [--records N] [--rules stable] [--shape minimal]``.
 """
 
 from __future__ import annotations
