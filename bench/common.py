@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from otelguard import telemetry
+from otelguard.ebpf.ringbuf import ReaderKind
 from otelguard.transport.contract import ExportResult, LogsPayload, TracesPayload, as_bytes
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -159,12 +160,13 @@ class AgentUnderTest:
     """See the module docstring. ``start()`` compiles and loads the probes (seconds)."""
 
     def __init__(self, consumer: str = "agent", ringbuf_pages: Optional[int] = None,
-                 budget_off: bool = False) -> None:
+                 budget_off: bool = False, ring_reader: ReaderKind = "auto") -> None:
         if consumer not in CONSUMERS:
             raise ValueError(f"consumer must be one of {CONSUMERS}, got {consumer!r}")
         self.consumer = consumer
         self.ringbuf_pages = ringbuf_pages  # None: the default config
         self.budget_off = budget_off  # the per-cgroup budget (default on) turned off
+        self.ring_reader = ring_reader  # SensorConfig.ring_reader (ebpf/ringbuf.py)
         self.sink = CountingSink()
         self.sensor: Any = None
         self.exporter: Any = None
@@ -185,7 +187,7 @@ class AgentUnderTest:
         if os.geteuid() != 0:
             raise BenchError("the agent benchmarks load eBPF programs: run as root")
         t0 = time.monotonic()
-        config = SensorConfig()
+        config = SensorConfig(ring_reader=self.ring_reader)
         if self.ringbuf_pages is not None:
             config = replace(config, probe=replace(config.probe, ringbuf_pages=self.ringbuf_pages))
         if self.budget_off:
