@@ -218,7 +218,7 @@ impl RingBuffer {
 
     /// Payload bytes returned so far.
     #[getter]
-    fn bytes(&self) -> u64 {
+    fn payload_bytes(&self) -> u64 {
         self.bytes
     }
 

@@ -220,6 +220,13 @@ def native_available() -> bool:
     return True
 
 
+def resolve_kind(kind: ReaderKind) -> Literal["bcc", "native", "python"]:
+    """``auto``: the native reader when it is built, else the Python one."""
+    if kind == "auto":
+        return "native" if native_available() else "python"
+    return kind
+
+
 def open_reader(map_fd: int, kind: Literal["native", "python"]) -> RingReader:
     """A reader of ``kind`` on ``map_fd``; RingError when it cannot be had (for ``native``:
     the extension is not built, see `make setup`)."""

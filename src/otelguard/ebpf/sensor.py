@@ -39,7 +39,7 @@ from otelguard.ebpf.loader import LoadedProgram, load
 from otelguard.ebpf.probe import Header, Probe, ProbeConfig, c_string
 from otelguard.ebpf.proctable import ProcessInfo, ProcessTable
 from otelguard.ebpf.registry import discover
-from otelguard.ebpf.ringbuf import RingError, RingReader, native_available, open_reader
+from otelguard.ebpf.ringbuf import RingError, RingReader, open_reader, resolve_kind
 from otelguard.ebpf.settings import SensorConfig
 
 AT_FDCWD = -100
@@ -329,12 +329,8 @@ class Sensor:
         return self.status
 
     def _open_reader(self, program: LoadedProgram) -> Optional[RingReader]:
-        """The configured ring consumer: a RingReader on the ring's map fd, or None when BCC's
-        per-record callback is used (``ring_reader: bcc``)."""
-        kind = self.config.ring_reader
-        if kind == "auto":
-            kind = "native" if native_available() else "python"
-        self.status.ring_reader = kind
+        """A RingReader on the ring's map fd, or None for BCC's callback (``ring_reader: bcc``)."""
+        kind = self.status.ring_reader = resolve_kind(self.config.ring_reader)
         if kind == "bcc":
             program.open_ring(self._on_record)
             return None
@@ -417,8 +413,7 @@ class Sensor:
     def _on_batch(self, records: Sequence[bytes]) -> None:
         """Decode and enqueue records, nothing more: a RingReader's batch or BCC's one."""
         self._records += len(records)
-        by_type, ctx, q, qmax = self._by_type, self.ctx, self._queue, self._queue_max
-        by_name = self._events_by_name
+        by_type, ctx, q, by_name = self._by_type, self.ctx, self._queue, self._events_by_name
         assert ctx is not None
         for raw in records:
             if len(raw) < _HEADER_SIZE:
@@ -436,7 +431,7 @@ class Sensor:
                 continue
             if event is None:
                 continue
-            if q.qsize() >= qmax:
+            if q.qsize() >= self._queue_max:
                 self._queue_drops += 1
                 self._queue_drop.inc()
                 continue
