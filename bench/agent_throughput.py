@@ -27,6 +27,7 @@ Run: ``.venv/bin/python -m bench.agent_throughput`` (``--quick`` for seconds, ``
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import ctypes
 import io
@@ -42,8 +43,8 @@ from types import FrameType
 from typing import Any, Callable, Optional
 
 from bench.common import (
-    CONSUMERS, AgentUnderTest, BenchError, kernel_drop_counts, machine_line, open_record,
-    run_loop, summary_line,
+    CONSUMERS, AgentUnderTest, BenchError, isolated_cgroup, kernel_drop_counts, machine_line,
+    open_record, run_loop, summary_line,
 )
 from otelguard.ebpf.ringbuf import ReaderKind
 
@@ -161,6 +162,15 @@ def sweep(agent: AgentUnderTest, path: str, start: float, max_rate: float, secon
     return steps
 
 
+def fixed_rates(agent: AgentUnderTest, path: str, rates: list[float],
+                seconds: float) -> list[Step]:
+    steps = []
+    for rate in rates:
+        steps.append(run_step(agent, path, rate, seconds))
+        print_step(steps[-1])
+    return steps
+
+
 # --- profiling the consumer threads ---------------------------------------------------------------
 
 class ThreadProfiles:
@@ -234,12 +244,13 @@ def profile_breakdown(st: pstats.Stats) -> list[tuple[str, float, int]]:
 
 
 def profile_at(rate: float, path: str, seconds: float, consumer: str,
-               ringbuf_pages: Optional[int], reader: ReaderKind = "auto") -> dict[str, Any]:
+               ringbuf_pages: Optional[int], reader: ReaderKind = "auto",
+               scope: tuple[str, ...] = ()) -> dict[str, Any]:
     hooks = ThreadProfiles()
     hooks.install()
     try:
-        agent = AgentUnderTest(consumer, ringbuf_pages, budget_off=True,
-                               ring_reader=reader).start()
+        agent = AgentUnderTest(consumer, ringbuf_pages, budget_off=True, ring_reader=reader,
+                               scope=scope).start()
     finally:
         hooks.uninstall()
     try:
@@ -386,6 +397,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--no-profile", action="store_true")
     ap.add_argument("--ringbuf-pages", type=int, default=None,
                     help="NOT the default config: ring buffer size in pages, for diagnosis")
+    ap.add_argument("--rates", default="",
+                    help="comma-separated rates to run, each whatever the previous gave, "
+                         "instead of the rising sweep (for an A/B of --readers at equal rates)")
+    ap.add_argument("--isolate", action="store_true",
+                    help="run in a cgroup of its own and scope the agent to it: only the "
+                         "generator's records, immune to other load on a shared machine")
     ap.add_argument("--readers", default="auto",
                     help="comma-separated ring readers to sweep one after another in this run, "
                          "the first is the A/B baseline: bcc, native, python, auto (default: "
@@ -395,7 +412,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     for r in args.readers.split(","):
         if r not in typing.get_args(ReaderKind):
             ap.error(f"--readers: unknown reader {r!r}")
-        readers.append(r)  # type: ignore[arg-type]  # checked against ReaderKind above
+        readers.append(r)
     seconds = args.step_s or (2.0 if args.quick else 5.0)
     start = args.start or (5000.0 if args.quick else 10000.0)
     print(machine_line())
@@ -405,18 +422,25 @@ def main(argv: Optional[list[str]] = None) -> int:
           + f", ring readers {', '.join(readers)}")
     results: dict[str, list[Step]] = {}
     try:
-        with tempfile.NamedTemporaryFile(prefix="og-bench-", dir="/tmp") as tmp:
+        with contextlib.ExitStack() as stack:
+            scope = (stack.enter_context(isolated_cgroup()),) if args.isolate else ()
+            if scope:
+                print(f"isolated: this process and the generator in cgroup {scope[0]}, the "
+                      "agent scoped to it")
+            tmp = stack.enter_context(tempfile.NamedTemporaryFile(prefix="og-bench-", dir="/tmp"))
             base = run_loop(["rate", tmp.name, f"{args.max_rate:.0f}", f"{min(seconds, 2.0)}"])
             print(f"baseline (no agent): the generator reaches {base.per_s:,.0f} opens/s "
                   f"(asked {args.max_rate:,.0f}/s)")
             for reader in readers:
                 # budget off: one process drives every rate, the per-cgroup budget would cap it
                 with AgentUnderTest(args.consumer, args.ringbuf_pages, budget_off=True,
-                                    ring_reader=reader) as agent:
+                                    ring_reader=reader, scope=scope) as agent:
                     used = agent.sensor.status.ring_reader
                     print(f"agent loaded in {agent.load_s:.1f} s, ring reader {used}")
-                    results[reader if reader != "auto" else used] = sweep(
-                        agent, tmp.name, start, args.max_rate, seconds, not args.quick)
+                    results[reader if reader != "auto" else used] = (
+                        fixed_rates(agent, tmp.name, [float(r) for r in args.rates.split(",")],
+                                    seconds) if args.rates else
+                        sweep(agent, tmp.name, start, args.max_rate, seconds, not args.quick))
             steps = results[next(iter(results))]
             costs = stage_costs(agent, tmp.name, 5_000 if args.quick else 20_000)
             total_us = sum(v for k, v in costs.items() if not k.startswith(" "))
@@ -429,7 +453,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             profile: Optional[dict[str, Any]] = None
             if best is not None and not args.no_profile:
                 profile = profile_at(best.target_per_s, tmp.name, seconds, args.consumer,
-                                     args.ringbuf_pages, readers[0])
+                                     args.ringbuf_pages, readers[0], scope)
     except BenchError as exc:
         print(f"agent_throughput: {exc}", file=sys.stderr)
         return 1
@@ -454,6 +478,7 @@ def main(argv: Optional[list[str]] = None) -> int:
               f"(kernel {first_drop.kernel_drops}, queue {first_drop.queue_drops})")
     print(summary_line("agent_throughput", {
         "consumer": args.consumer, "quick": args.quick, "step_s": seconds,
+        "isolated": args.isolate,
         "ringbuf_pages": args.ringbuf_pages,
         "generator_ceiling_per_s": round(base.per_s),
         "max_drop_free_per_s": round(best.consumed_per_s) if best else None,
