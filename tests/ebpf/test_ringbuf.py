@@ -18,7 +18,8 @@ from otelguard.ebpf.errors import SensorError
 from otelguard.ebpf.loader import SELFTEST_MAGIC, RingSelftest
 from otelguard.ebpf.probe import ProbeConfig
 from otelguard.ebpf.ringbuf import (
-    BPF_MAP_TYPE_RINGBUF, RingError, RingReader, native_available, open_reader, ring_info,
+    BPF_MAP_TYPE_RINGBUF, RingError, RingReader, native_available, open_reader, resolve_kind,
+    ring_info,
 )
 from otelguard.ebpf.sensor import Sensor
 from otelguard.ebpf.settings import SensorConfig
@@ -206,6 +207,8 @@ def _opens(s: Sensor, container_id: str, enough: Callable[[int], bool], within_s
 
 
 def test_sensor_refuses_native_when_not_built(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Asked for explicitly, a missing extension is an error; ``auto`` falls back to python."""
     monkeypatch.setitem(sys.modules, "otelguard_native", None)
+    assert resolve_kind("auto") == "python" and resolve_kind("bcc") == "bcc"
     with pytest.raises(SensorError, match="make setup"):
         Sensor(SensorConfig(probes=("process",), ring_reader="native")).start()
