@@ -363,8 +363,9 @@ class Sensor:
                 program.account_kernel_drops()
                 self._account_budget(program, now)
                 next_drops = now + 1.0
-        while self._poll(program, 0) == READER_BATCH:  # what is already in the ring
-            pass
+        for _ in range(64):  # what is already in the ring; bounded while a flood goes on
+            if self._poll(program, 0) != READER_BATCH:
+                break
         self._count_events()
         program.account_kernel_drops()
         self._account_budget(program, time.monotonic())
