@@ -300,6 +300,8 @@ METRIC_PROFILES: Final = "otelguard_profiles"  # gauge {state}
 METRIC_PROFILE_ENTRIES: Final = "otelguard_profile_entries"  # gauge {list: allowed|quarantined}
 METRIC_PROFILE_OVERFLOW: Final = "otelguard_profile_overflow"  # counter {reason}
 METRIC_PROFILE_ANOMALIES: Final = "otelguard_profile_anomalies"  # counter {kind}
+# counter {kind}: deviations a policy tree's ProfileException covered (not reported)
+METRIC_PROFILE_EXCEPTED: Final = "otelguard_profile_deviations_excepted"
 METRIC_PROFILE_FILE_ERRORS: Final = "otelguard_profile_file_errors"  # counter {op}
 
 # --- Incidents (processors/incidents; docs/incidents.md) -----------------------------------------
@@ -379,3 +381,12 @@ VULNERABILITY_VEX_STATE: Final = "otelguard.vulnerability.vex_state"  # CycloneD
 METRIC_RISK_FINDINGS: Final = "otelguard_risk_findings"  # gauge {workload, analyser, kind, state, severity}
 METRIC_RISK_WORKLOADS: Final = "otelguard_risk_workloads"  # gauge: workloads held
 METRIC_RISK_DROPPED: Final = "otelguard_risk_dropped"  # counter {analyser, reason}
+
+# --- Risk: granted vs used, sensitive reach (risk/grants.py, risk/reach.py; docs/risk.md) ---------
+RISK_SUGGESTION: Final = "otelguard.risk.suggestion"  # YAML: a strategic-merge patch (grants)
+RISK_OBSERVED_SECONDS: Final = "otelguard.risk.observed_seconds"  # double: observation so far
+RISK_LEARNING_SECONDS: Final = "otelguard.risk.learning_seconds"  # double: the window
+RISK_SOURCE_TIER: Final = "otelguard.risk.source.tier"  # the connecting workload's tier
+RISK_TARGET: Final = "otelguard.risk.target"  # service:NS/NAME, builtin:api-server, ...
+RISK_TARGET_TIER: Final = "otelguard.risk.target.tier"
+RISK_TARGET_REASON: Final = "otelguard.risk.target.reason"  # "label on Service db/pg", ...

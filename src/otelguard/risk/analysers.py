@@ -11,6 +11,8 @@ from otelguard.risk.analyser import Analyser, Dropped
 
 ANALYSERS: dict[str, str] = {
     "packages": "otelguard.risk.packages.usage",  # in-use packages, vulnerability labels
+    "grants": "otelguard.risk.grants.analyser",  # granted vs used: capabilities, token, hostPath
+    "reach": "otelguard.risk.reach.analyser",  # new edges from a lower tier into a sensitive one
 }
 
 

@@ -59,6 +59,7 @@ class Finding:
     evidence: tuple[str, ...] = ()  # log.record.uid of the records behind the verdict
     attributes: tuple[tuple[str, PyValue], ...] = ()  # more record attributes (semconv keys)
     suggestion: Optional[str] = None  # a change that would remove the risk (grants' diff)
+    record: bool = True  # False: gauges and snapshot only, never a record (a used grant)
 
     def key(self) -> tuple[str, str, str]:
         return (self.analyser, self.kind, self.subject)

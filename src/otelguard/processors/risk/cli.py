@@ -19,6 +19,7 @@ from typing import Any, Optional
 
 from otelguard import semconv as S
 from otelguard.processors.risk.processor import snapshot_name
+from otelguard.risk.model import SEVERITY_RANK
 from otelguard.risk.packages import labels
 from otelguard.risk.packages.databases import Package
 from otelguard.risk.packages.reports import ReportError, parse
@@ -47,8 +48,9 @@ def list_main(args: argparse.Namespace) -> int:
         doc = json.loads(path.read_text())
         counts: dict[str, int] = {}
         for f in doc.get("findings", []):
-            if f["kind"] == "package":
-                counts[f["state"]] = counts.get(f["state"], 0) + 1
+            if f["kind"] != "vulnerability":  # packages by state; grants, edges by kind too
+                key = f["state"] if f["kind"] == "package" else f"{f['kind']} {f['state']}"
+                counts[key] = counts.get(key, 0) + 1
         text = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
         print(f"{visible(workload)}  {text}")
     return 0
@@ -132,9 +134,13 @@ def show_main(args: argparse.Namespace) -> int:
     other = [f for f in findings if f["kind"] != "package"]
     if other:
         print("\nother findings:")
-        for f in other:
+        for f in sorted(other, key=lambda f: SEVERITY_RANK.get(f["severity"], 9)):
             print(f"  {f['severity']:<8} {f['analyser']:<9} {f['kind']:<12} {f['state']:<14} "
                   f"{visible(f['summary'])}")
-            if f.get("suggestion"):
-                print(f"      suggestion: {visible(f['suggestion'])}")
+            if f.get("evidence"):
+                print(f"      evidence {', '.join(visible(e) for e in f['evidence'][:4])}")
+            if f.get("suggestion"):  # YAML: one printed line per line, each made safe
+                print("      suggestion:")
+                for line in str(f["suggestion"]).splitlines():
+                    print(f"        {visible(line)}")
     return 0

@@ -7,7 +7,9 @@ from typing import Optional
 
 from otelguard.config import Checks
 from otelguard.risk.analysers import ANALYSERS
+from otelguard.risk.grants.config import GrantsConfig
 from otelguard.risk.packages.config import PackagesConfig
+from otelguard.risk.reach.config import ReachConfig
 
 
 @dataclass(frozen=True)
@@ -16,13 +18,15 @@ class Config:
     every `report_interval_seconds` as records (otelguard.stream=risk), gauges and a snapshot
     file per workload that `otelguard risk show` reads."""
 
-    analysers: tuple[str, ...] = ("packages",)  # names from otelguard.risk.analysers
+    analysers: tuple[str, ...] = ("packages", "grants")  # names from otelguard.risk.analysers
     report_interval_seconds: float = 10.0  # how often findings are computed and reported
     max_workloads: int = 10_000  # workloads held at once; the least recently seen is forgotten
     # One JSON snapshot per workload (what `otelguard risk show` reads). null:
     # <service.state_dir>/<stage name>/ when the service has a state_dir, else no snapshots.
     directory: Optional[str] = None
     packages: PackagesConfig = field(default_factory=PackagesConfig)  # the packages analyser
+    grants: GrantsConfig = field(default_factory=GrantsConfig)  # the grants analyser
+    reach: ReachConfig = field(default_factory=ReachConfig)  # the reach analyser
 
     def __post_init__(self) -> None:
         checks = Checks()

@@ -1,15 +1,16 @@
 """The ``risk`` stage: runs the risk analysers (otelguard.risk) over raw event records and
 reports their findings (docs/risk.md; docs/architecture.md#runtime-risk).
 
-Runs after ``k8s_attributes`` (the workload key reads the names it adds); it only reads the
-batch, so any place after enrichment works; registered last. ``process`` keys each raw Resource
-to its workload (profiles' key, docs/profiles.md#workloads) and hands each record whose event
-name an analyser asked for to that analyser as an :class:`Observation` (no I/O: analysers queue
-their I/O for their own threads). A report thread, every ``report_interval_seconds``, asks each
-analyser for each workload's findings, turns new or changed findings into
-``otelguard.risk.finding`` records (released through :meth:`RiskStage.drain`, the flush timer),
-sets the per-workload gauges and writes one JSON snapshot per workload for ``otelguard risk
-show``. Workloads beyond ``max_workloads``: the least recently seen is forgotten by every
+Runs after ``k8s_attributes`` (the workload key reads the names it adds); it reads the batch
+and only appends to it, so any place after enrichment works; registered last. ``process`` keys
+each raw Resource to its workload (profiles' key, docs/profiles.md#workloads) and hands each
+record whose event name an analyser asked for to that analyser as an :class:`Observation` (no
+I/O: analysers queue their I/O for their own threads), then appends the findings an analyser
+wants out at once (``urgent()``: a new sensitive edge) to the batch. A report thread, every
+``report_interval_seconds``, asks each analyser for each workload's findings, turns new or
+changed findings into ``otelguard.risk.finding`` records (released through
+:meth:`RiskStage.drain`, the flush timer), sets the per-workload gauges and writes one JSON
+snapshot per workload for ``otelguard risk show``. Workloads beyond ``max_workloads``: the least recently seen is forgotten by every
 analyser (counted as ``workloads_full``).
 
 Cost per record: an event name no analyser reads costs one dict lookup; the others an attribute
@@ -117,8 +118,10 @@ class RiskStage(StateDirOnly):
     def read_path_prefixes(self) -> tuple[str, ...]:
         """What the kernel read filter must let through for these analysers (runner.py adds
         them to the sensor's; docs/risk.md#what-the-sensor-must-send)."""
-        return self.config.packages.read_path_prefixes if "packages" in self.config.analysers \
-            else ()
+        packages = self.config.packages.read_path_prefixes \
+            if "packages" in self.config.analysers else ()
+        others = tuple(p for a in self._analysers for p in getattr(a, "read_path_prefixes", ()))
+        return tuple(dict.fromkeys(packages + others))
 
     # --- the batch ---------------------------------------------------------------------------
 
@@ -141,6 +144,8 @@ class RiskStage(StateDirOnly):
                                 break
                             origin = of_resource(rl.resource.attributes)
                         self._observe(rl, rec, origin, res, wanted)
+        # findings an analyser wants out at once (a new sensitive edge) leave with this batch
+        batch.resource_logs.extend(self._urgent())
         return batch
 
     def _observe(self, rl: ResourceLogs, rec: LogRecord, origin: Any, res: dict[str, Any],
@@ -245,13 +250,35 @@ class RiskStage(StateDirOnly):
                 self.report()
             except Exception:  # noqa: BLE001 - shutdown goes on
                 log.exception("risk: final report failed")
+        urgent = self._urgent()
         with self._lock:
+            self._released.extend(urgent)
             if not self._released:
                 return []
             batch = ExportLogsServiceRequest()
             batch.resource_logs.extend(self._released)
             self._released = []
         return [batch]
+
+    def _urgent(self) -> list[ResourceLogs]:
+        """Findings an analyser wants out before the next report (``urgent()``, optional: a
+        new sensitive edge), each once like a report's; ``process`` appends them to the batch
+        that showed them, ``drain`` releases any left."""
+        out: list[ResourceLogs] = []
+        now_ns = int(self._clock() * 1e9)
+        for a in self._analysers:
+            take = getattr(a, "urgent", None)
+            if take is None:
+                continue
+            for workload, f in take():
+                with self._lock:
+                    w = self._workloads.get(workload)
+                    if w is None or w.emitted.get(f.key()) == f.fingerprint():
+                        continue
+                    w.emitted[f.key()] = f.fingerprint()
+                    out.append(records.resource_logs(
+                        w.resource, [records.record(f, workload, now_ns)]))
+        return out
 
     # --- for the CLI and tests ---------------------------------------------------------------
 
@@ -268,8 +295,9 @@ class RiskStage(StateDirOnly):
 
 def _recorded(f: Finding) -> bool:
     """Findings that become records: everything but installed-only packages without a known
-    vulnerability (hundreds per image; they stay in the gauges and snapshots)."""
-    return not (f.kind == "package" and f.state == "installed-only")
+    vulnerability (hundreds per image; they stay in the gauges and snapshots) and findings
+    their analyser marks ``record=False`` (used grants, windows still learning)."""
+    return f.record and not (f.kind == "package" and f.state == "installed-only")
 
 
 def _copy(resource: Resource) -> Resource:
