@@ -56,24 +56,24 @@ def load_agent_config(config_file: Optional[str]) -> AgentConfig:
 
 
 def with_rules_read_filter(sensor: SensorConfig) -> SensorConfig:
-    """``sensor`` with the kernel read prefixes the rules of ``sensor.read_rules`` need added
-    (read once at start). Rules that do not load leave ``sensor`` as it is, logged as errors:
+    """``sensor`` with the kernel read filter the rules of ``sensor.read_rules`` need, plus the
+    configured read paths and prefixes (read once at start). Rules that do not load leave ``sensor`` as it is, logged as errors:
     a rules edit the processor refuses too must not keep every node's sensor down."""
     from otelguard.processors.detection.readfilter import read_rules_paths, rules_read_filter
 
     try:
         rf = rules_read_filter(read_rules_paths(sensor.read_rules, sensor.read_rules_packaged),
-                               sensor.probe.read_path_prefixes)
+                               sensor.probe.read_path_prefixes or (), sensor.probe.read_paths)
     except ConfigError as exc:
         for message in exc.messages:
             log.error("sensor.read_rules: %s", message)
         log.error("sensor.read_rules: the rules do not load; the kernel read filter keeps "
-                  "sensor.probe.read_path_prefixes only")
+                  "sensor.probe.read_path_prefixes (default: the built-in list) and read_paths")
         return sensor
     for line in rf.lines():
         log.info("%s", line)
     return dataclasses.replace(sensor, probe=dataclasses.replace(
-        sensor.probe, read_path_prefixes=rf.prefixes))
+        sensor.probe, read_path_prefixes=rf.prefixes, read_paths=rf.paths))
 
 
 def main(args: argparse.Namespace) -> int:

@@ -199,25 +199,34 @@ def incident_lines(pipeline: Any) -> list[str]:
 
 
 def with_rules_read_filter(sensor: SensorConfig, pipeline: Any) -> SensorConfig:
-    """``sensor`` with the kernel read prefixes its rules need added (``sensor.read_rules``,
-    else the rules the pipeline's falco_rules stages run); fixed at start: a rule reloaded
-    live that needs a new prefix waits for a restart (docs/architecture.md#kernel-facts)."""
+    """``sensor`` with the kernel read filter its rules need (``sensor.read_rules``, else the
+    rules the pipeline's falco_rules stages run, plus the sensitive reads a profiles stage
+    learns), and the configured read paths and prefixes; fixed at start: a rule reloaded live
+    that needs a new path waits for a restart (docs/architecture.md#kernel-facts)."""
     from otelguard.processors.detection.readfilter import (
         read_filter, read_rules_paths, rules_read_filter,
     )
 
-    configured = sensor.probe.read_path_prefixes
+    configured = sensor.probe.read_path_prefixes or ()
+    paths = sensor.probe.read_paths
+    if any(stage.type_name == "profiles" for _n, stage in pipeline.stages()):
+        from otelguard.processors.profiles.observe import SENSITIVE_READS
+
+        configured = tuple(configured) + SENSITIVE_READS
     if sensor.read_rules or sensor.read_rules_packaged:
         rf = rules_read_filter(read_rules_paths(sensor.read_rules, sensor.read_rules_packaged),
-                               configured)
+                               configured, paths)
     else:
         rules = [r for _n, stage in pipeline.stages() if stage.type_name == "falco_rules"
                  for r in stage.engine.rules]
-        rf = read_filter(rules, configured)
-    for line in rf.lines()[1:]:
-        log.warning("%s", line)
+        rf = read_filter(rules, configured, paths)
+    for line in rf.lines():
+        log.info("%s", line)
+    for line in rf.lines()[2:]:
+        if "UNBOUNDED" in line:
+            log.warning("%s", line)
     return dataclasses.replace(sensor, probe=dataclasses.replace(
-        sensor.probe, read_path_prefixes=rf.prefixes))
+        sensor.probe, read_path_prefixes=rf.prefixes, read_paths=rf.paths))
 
 
 def summary(sensor_stats: dict[str, Any], missing: Sequence[str],

@@ -33,6 +33,7 @@ from otelguard.ebpf.cgroup import CgroupResolver
 from otelguard.ebpf.clock import KernelClock, iso8601
 from otelguard.ebpf.errors import LoadError, SensorError
 from otelguard.ebpf.events import AttrValue, Event, ProcessAttrs
+from otelguard.ebpf.file import flush_repeats, kernel_repeats
 from otelguard.ebpf.loader import LoadedProgram, load
 from otelguard.ebpf.probe import Header, Probe, ProbeConfig, c_string
 from otelguard.ebpf.proctable import ProcessInfo, ProcessTable
@@ -333,8 +334,10 @@ class Sensor:
             if now >= next_drops:
                 program.account_kernel_drops()
                 self._account_budget(program, now)
+                self._flush_repeats(program)
                 next_drops = now + 1.0
         program.poll(0)  # what is already in the ring when stopping
+        self._flush_repeats(program, stopping=True)
         self._count_events()
         program.account_kernel_drops()
         self._account_budget(program, time.monotonic())
@@ -352,6 +355,17 @@ class Sensor:
                         self.budget.total, "; ".join(
                             f"{o['workload']} dropped={o['dropped']} high_value={o['high_value']}"
                             for o in self._offenders))
+
+    def _flush_repeats(self, program: LoadedProgram, stopping: bool = False) -> None:
+        """Open repeats the kernel counted whose window passed, decoded like ring records
+        (file.py ``flush_repeats``; all of them when stopping)."""
+        window_ns = self.config.probe.dedup_window_ms * 1_000_000
+        if not window_ns or not any(p.name == "file" for p in program.probes):
+            return
+        now_ns = time.monotonic_ns() + (window_ns if stopping else 0)
+        for raw in flush_repeats(program.bpf, window_ns, now_ns):
+            buf = ctypes.create_string_buffer(raw, len(raw))
+            self._on_record(None, ctypes.addressof(buf), len(raw))
 
     def _offender(self, o: Offender) -> dict[str, Any]:
         """A budget offender named by container id (the cgroup path for the host, the cgroup id
@@ -450,6 +464,8 @@ class Sensor:
             "queued": self._queue.qsize(),
             "events_by_name": dict(self._events_by_name),
             "process_table_size": len(self.ctx.table) if self.ctx else 0,
+            # opens counted in the kernel instead of sent, and counts lost before reported
+            "file_repeats": kernel_repeats(self._program.bpf) if self._program else (0, 0),
         }
 
     def __enter__(self) -> "Sensor":
