@@ -211,7 +211,10 @@ def render_handlers(available: frozenset[str]) -> str:
         body += [f"    struct og_file_rec *r = og_file_begin({index}, {sc.type_id});",
                  "    if (!r) { return 0; }"]
         for field, expr in sc.fields:
-            if field in ("path", "path2"):
+            if field == "path" and sc.type_id == T_OPEN:  # its length feeds the filter
+                body.append(f"    long plen = bpf_probe_read_user_str(r->path, sizeof(r->path), "
+                            f"args->{expr});")
+            elif field in ("path", "path2"):
                 body.append(f"    bpf_probe_read_user_str(r->{field}, sizeof(r->{field}), "
                             f"args->{expr});")
             elif field in ("dfd", "dfd2"):
@@ -229,7 +232,7 @@ def render_handlers(available: frozenset[str]) -> str:
                      "    bpf_probe_read_user(&how, sizeof(how), (void *)args->how);",
                      "    r->flags = how.flags;", "    r->mode = (u32)how.mode;"]
         if sc.type_id == T_OPEN:
-            body.append("    if (!og_file_open_wanted(r)) { return 0; }")
+            body.append("    if (!og_file_open_wanted(r, plen)) { return 0; }")
         body.append("    return og_file_stash_it(r);")
         out.append(f"TRACEPOINT_PROBE(syscalls, sys_enter_{sc.name}) {{\n" + "\n".join(body)
                    + "\n}")
@@ -336,8 +339,9 @@ class FileProbe:
 
 def flush_repeats(bpf: Any, window_ns: int, now_ns: int) -> list[bytes]:
     """Records for the repeat counts the kernel holds whose window passed (the last identical
-    one sent ``window_ns`` or longer before ``now_ns``, CLOCK_MONOTONIC): each is the record
-    first sent with ``repeat`` set to the count and the time of the last repeat. Expired
+    one sent ``window_ns`` or longer before ``now_ns``, CLOCK_MONOTONIC): each is the last
+    counted open (the record first sent, at the time of the last repeat) with ``repeat`` set to
+    the ones counted before it. Expired
     entries are deleted, so the LRU holds only the last window's opens and this walk stays
     short on a quiet node. A repeat counted between the read and the delete is lost (a race
     of a few µs once per window). Called by the sensor once a second."""
@@ -355,8 +359,10 @@ def flush_repeats(bpf: Any, window_ns: int, now_ns: int) -> list[bytes]:
         except KeyError:
             continue  # evicted meanwhile
         if count:
+            # the last counted open itself, carrying the ones counted before it: so every
+            # record stands for 1 + repeat_count opens, sent by the kernel or flushed here
             rec = FileRecord.from_buffer_copy(bytes(seen.rec))
-            rec.repeat = min(count, 0xFFFFFFFF)
+            rec.repeat = min(count - 1, 0xFFFFFFFF)
             rec.h.ktime_ns = int(seen.last_ns)
             out.append(bytes(rec))
     return out

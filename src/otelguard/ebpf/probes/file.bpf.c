@@ -80,15 +80,21 @@ static __always_inline int og_file_read_match(const char *p) {
 OG_FILE_READ_MATCH
 }
 
-// 1 when the absolute path `p` may name another file once normalised ("//", "/./", "/../",
-// a trailing "/." or "/.."), or is too long to scan: user space resolves it and re-checks, so
-// /etc//shadow or /tmp/../etc/shadow cannot slip past an exact name. Hidden files ("/.ssh")
-// are not taken for it.
-static __always_inline int og_file_not_normal(const char *p) {
-    for (int i = 0; i < OG_PATH_LEN - 4; i++) {
-        char c = p[i];
-        if (c == 0) { return 0; }
-        if (c != '/') { continue; }
+// Each byte of the result is 0x80 where the byte of `v` is 0, else 0 (exact: no carries).
+static __always_inline u64 og_zero_bytes(u64 v) {
+    u64 t = (v & 0x7f7f7f7f7f7f7f7fULL) + 0x7f7f7f7f7f7f7f7fULL;
+    return ~(t | v | 0x7f7f7f7f7f7f7f7fULL);
+}
+#define OG_BYTES(c) (0x0101010101010101ULL * (u8)(c))
+
+// Bytes base..base+7 of `p` (a string of `len` bytes with its NUL): a "//", "/./", "/../",
+// or a trailing "/." or "/.." at one of them.
+static __always_inline int og_file_odd_at(const char *p, int base, int len) {
+#pragma unroll
+    for (int k = 0; k < 8; k++) {
+        int i = base + k;
+        if (i >= len - 1) { return 0; }
+        if (p[i] != '/') { continue; }
         char n = p[i + 1];
         if (n == '/') { return 1; }
         if (n != '.') { continue; }
@@ -96,20 +102,41 @@ static __always_inline int og_file_not_normal(const char *p) {
         if (m == '/' || m == 0) { return 1; }
         if (m == '.' && (p[i + 3] == '/' || p[i + 3] == 0)) { return 1; }
     }
-    return 1;
+    return 0;
+}
+
+#define OG_SCAN_WORDS 30
+// 1 when the absolute path `p` (`len` bytes read, NUL included) may name another file once
+// normalised ("//", "/./", "/../", a trailing "/." or "/.."), or is too long to scan: user
+// space resolves it and re-checks, so /etc//shadow or /tmp/../etc/shadow cannot slip past an
+// exact name. Hidden files ("/.ssh") are not taken for it. Eight bytes at a time: a word with
+// no '/' followed by '/' or '.' is passed over with a few ALU operations.
+static __always_inline int og_file_not_normal(const char *p, int len) {
+    if (len <= 0 || len > 8 * OG_SCAN_WORDS) { return 1; }
+    const u64 *w = (const u64 *)p;
+    for (int i = 0; i < OG_SCAN_WORDS; i++) {
+        if (i * 8 >= len) { return 0; }
+        u64 x = w[i];
+        u64 n = (x >> 8) | (w[i + 1] << 56);  // n's byte k is p[8i + k + 1]
+        u64 cand = og_zero_bytes(x ^ OG_BYTES('/')) &
+                   (og_zero_bytes(n ^ OG_BYTES('/')) | og_zero_bytes(n ^ OG_BYTES('.')));
+        if (cand && og_file_odd_at(p, i * 8, len)) { return 1; }
+    }
+    return 0;
 }
 #endif
 
 // Opens without write intent pass only for a watched path; a relative path passes too (its
 // directory is known only in user space, which re-checks after resolving), and so does one
 // that is not normalised.
-static __always_inline int og_file_open_wanted(struct og_file_rec *r) {
+// `len`: what bpf_probe_read_user_str returned for the path.
+static __always_inline int og_file_open_wanted(struct og_file_rec *r, long len) {
     if (r->flags & OG_O_WRITE_INTENT) { return 1; }
 #if OG_FILE_READS
     const char *p = r->path;
     if (og_file_read_match(p)) { return 1; }
     if (p[0] != '/') { return 1; }
-    return og_file_not_normal(p);
+    return og_file_not_normal(p, (int)len);
 #else
     return 0;
 #endif
