@@ -241,12 +241,12 @@ def main(argv: Optional[list[str]] = None) -> int:
           " events and drops include other processes'; bpf ns/it = time in the probes' BPF"
           " programs per iteration, from a separate pass with kernel BPF statistics on)")
     for name, aim in AIMS.items():
-        f = results.get(name)
-        if f is None:
+        got = results.get(name)
+        if got is None:
             continue
-        ok = f["wall_ratio"] is not None and f["wall_ratio"] <= aim
-        print(f"aim: {name} <= {aim}x untraced (default arm): wall {f['wall_ratio']}x, "
-              f"cpu {f['cpu_ratio']}x -> {'met' if ok else 'NOT met'} (wall)")
+        ok = got["wall_ratio"] is not None and got["wall_ratio"] <= aim
+        print(f"aim: {name} <= {aim}x untraced (default arm): wall {got['wall_ratio']}x, "
+              f"cpu {got['cpu_ratio']}x -> {'met' if ok else 'NOT met'} (wall)")
     print(summary_line("agent_overhead", {"consumer": args.consumer, "reps": reps,
                                           "budget": not args.no_budget,
                                           "arms": [a.name for a in arms],

@@ -69,15 +69,16 @@ class ProbeConfig:
     scoped: bool = field(default=False, metadata=INTERNAL)
     # File opens without write intent are sent only under these prefixes or for exactly the
     # read_paths (kernel-side filter). null (default): when the loaded rules are known (`otelguard
-    # run`, sensor.read_rules) exactly what they need, else DEFAULT_READ_PREFIXES; a list is
-    # added to what the rules need ([] = only that). docs/architecture.md#kernel-facts
+    # run`, sensor.read_rules) exactly what they need, else the built-in list (/etc/, /root/,
+    # /boot/, /proc/sys/, /dev/, /home/, ...); a list is added to what the rules need.
+    # docs/architecture.md#kernel-facts
     read_path_prefixes: Optional[tuple[str, ...]] = None
     # exact file names whose read-only opens are sent (besides the prefixes); the rules' exact
     # names (fd.name = / in) are added here
     read_paths: tuple[str, ...] = ()
     # Repeated identical opens (same process, path, flags, result) within this window are
     # counted in the kernel instead of sent again; the next one sent (or the flush once the
-    # window passed) carries the count (otelguard.event.repeat_count). 0: every open is sent.
+    # window passed) carries the count (otelguard.file.repeat_count). 0: every open is sent.
     dedup_window_ms: int = 1000
     dedup_entries: int = 4096  # kernel LRU entries for dedup (~0.7 KiB each)
     dns_ports: tuple[int, ...] = (53,)  # UDP/TCP peer ports whose payload is decoded as DNS

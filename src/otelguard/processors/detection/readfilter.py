@@ -12,6 +12,9 @@ looks for one that bounds the path:
   compares the whole name: ``/etc/shadow`` does not send ``/etc/shadow-``);
   ``startswith``/a glob's literal head: those prefixes; ``fd.directory`` ``=``/``in``:
   the prefix ``<dir>/``;
+* ``fd.nameraw contains "../"`` (Falco's ``directory_traversal``): the kernel sends every
+  read-only open whose path is relative or not normalised while any read path is watched, and
+  user space keeps those with ``../`` in them, so such a rule needs no entry (``traversal``);
 * otherwise (``fd.filename``, ``contains``, ``endswith``, ``pmatch``, no path test) the rule's
   reads are **unbounded**: no prefix short of ``/`` would let them all through, and ``/`` would
   send every read on the node. Such rules are named by ``otelguard rules validate``; they see
@@ -53,6 +56,7 @@ class ReadFilter:
     unbounded: tuple[str, ...]  # rule names whose reads no prefix bounds
     by_rule: tuple[tuple[str, tuple[str, ...]], ...]  # (rule, its paths/prefixes) for rules reading
     paths: tuple[str, ...] = ()  # exact names (a read of exactly this path is sent)
+    traversal: tuple[str, ...] = ()  # rule names served by the kernel's traversal pass
 
     def lines(self) -> list[str]:
         """What ``otelguard rules validate`` and the sensor's start print."""
@@ -62,6 +66,9 @@ class ReadFilter:
                + (" ".join(self.prefixes) or "(none)")]
         if not self.paths and not self.prefixes:
             out.append("read filter: read-only opens are not sent (no loaded rule reads)")
+        for name in self.traversal:
+            out.append(f"read filter: traversal {name}: its reads (a path with ../) are sent "
+                       "while any read path or prefix is watched")
         for name in self.unbounded:
             out.append(f"read filter: UNBOUNDED {name}: its reads are not bounded by a path "
                        "prefix; it sees reads only under the paths and prefixes above (add its "
@@ -76,6 +83,7 @@ def read_filter(rules: Iterable[Rule], extra: Iterable[str] = (),
     wanted: list[str] = list(extra)
     exact: list[str] = list(extra_paths)
     unbounded: list[str] = []
+    traversal: list[str] = []
     by_rule: list[tuple[str, tuple[str, ...]]] = []
     for rule in rules:
         types = [t for t in OPEN_TYPES if rule.event_types is None or t in rule.event_types]
@@ -92,14 +100,17 @@ def read_filter(rules: Iterable[Rule], extra: Iterable[str] = (),
                 needed_paths |= got[1]
         if not types:
             continue
-        if not bounded:
+        if not bounded and all(_traversal(rule.guards.get(t, rule.guards.get(None, ())))
+                               for t in types):
+            traversal.append(rule.name)
+        elif not bounded:
             unbounded.append(rule.name)
         elif needed or needed_paths:
             by_rule.append((rule.name, tuple(sorted(needed | needed_paths))))
             wanted.extend(needed)
             exact.extend(needed_paths)
     prefixes, paths = bound_filter(wanted, exact)
-    return ReadFilter(prefixes, tuple(unbounded), tuple(by_rule), paths)
+    return ReadFilter(prefixes, tuple(unbounded), tuple(by_rule), paths, tuple(traversal))
 
 
 def read_rules_paths(paths: Sequence[str], packaged: bool) -> tuple[str, ...]:
@@ -137,6 +148,14 @@ def _rule_prefixes(guards: tuple[Guard, ...]) -> "tuple[set[str], set[str]] | No
         else:
             return prefixes, paths
     return None
+
+
+def _traversal(guards: tuple[Guard, ...]) -> bool:
+    """One of ``guards`` requires ``../`` in the path as passed (``fd.nameraw``)."""
+    return any(g.fields and all(ref.name == "fd.nameraw" and vs.subs and
+                                all("../" in v for v in vs.subs) and
+                                not (vs.eq or vs.prefixes or vs.suffixes or vs.patterns)
+                                for ref, vs in g.fields) for g in guards)
 
 
 def _loose(vs: ValueSet) -> bool:
