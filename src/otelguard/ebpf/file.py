@@ -29,12 +29,13 @@ process sent within the window is counted, not sent; the next one sent carries t
 emits the counts whose window passed with no further repeat. See
 docs/architecture.md#kernel-facts.
 
-Overhead (measured roughly, 2-core VM under load ~6 from other work, Python open/close loops,
-traced vs untraced in the same run): a read-only open that the kernel filter rejects costs
-0.2-2.7 µs (ratio 0.70-0.97); an emitted open costs ~1 µs in the kernel, but the Python decode
-and enrichment (10-17 µs per event, ~30 µs before the per-process attribute cache) competes for
-the same 2 cores, so an open-heavy writer ran at 0.24-0.28x and the ring buffer overflowed
-(counted as kernel_ring drops). Scope the sensor (``cgroup_scope``) and keep prefixes narrow.
+Overhead (docs/benchmarks.md, bench/agent_overhead.py and bench/bpf_program_cost.py, 2-core VM
+under load): an open the filter rejects costs ~220-235 ns of BPF (entry ~150 ns: flags test,
+scratch, the path read ~50 ns, trie ~5 ns, not-normalised scan ~25 ns; exit ~70 ns), a
+read-only open when no rule reads ~4 ns over an empty program; a repeat counted by dedup
+~0.4 µs at exit instead of a ring record and ~10-20 µs of Python decode; a sent open ~1 µs in
+the kernel plus the decode, which competes for the same cores (an open-heavy loop outruns the
+consumer: counted kernel_ring drops). Scope the sensor (``cgroup_scope``).
 """
 
 from __future__ import annotations
