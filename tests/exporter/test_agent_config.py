@@ -113,3 +113,19 @@ def test_read_rules_widen_the_filter_and_broken_rules_do_not_stop_the_agent(
     alone = SensorConfig(read_rules=(str(site),), probe=ProbeConfig(read_path_prefixes=("/srv/",)))
     assert with_rules_read_filter(alone) == alone
     assert "the rules do not load" in caplog.text and "open_read" in caplog.text
+
+
+def test_doctor_names_the_read_filter_in_force() -> None:
+    from otelguard.agent import read_filter_check
+    from otelguard.ebpf.probe import ProbeConfig
+    from otelguard.ebpf.settings import SensorConfig
+
+    builtin = read_filter_check(SensorConfig())
+    assert builtin.status == "WARN" and "/etc/ " in builtin.detail and "1000 ms" in builtin.detail
+    rules = read_filter_check(SensorConfig(read_rules_packaged=True))
+    assert rules.status == "ok" and rules.detail.startswith("from the rules: 4 read path(s)")
+    assert "/etc/shadow" in rules.detail and "/etc/ " not in rules.detail
+    off = read_filter_check(SensorConfig(probe=ProbeConfig(read_path_prefixes=(),
+                                                           dedup_window_ms=0)))
+    assert off.status == "ok" and off.detail.startswith("configured: 0 read path(s)")
+    assert "dedup off" in off.detail
