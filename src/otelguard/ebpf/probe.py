@@ -20,6 +20,7 @@ from typing import Mapping, Optional, Protocol, Sequence, TypeVar
 
 from otelguard.config import INTERNAL, Checks
 from otelguard.ebpf.events import AttrValue, Event
+from otelguard.ebpf.openfilter import MAX_ENTRY_LEN, MAX_PATHS, MAX_PREFIXES
 
 RecordT = TypeVar("RecordT", bound=ctypes.Structure)
 
@@ -121,12 +122,13 @@ class ProbeConfig:
                 checks.add(f"env_names[{i}]", "must be a variable name (letters, digits, _; "
                            f"not starting with a digit) of at most {ENV_NAME_LEN} bytes, "
                            f"got {name!r}")
-        for key, values, most in (("read_path_prefixes", self.read_path_prefixes or (), 32),
-                                  ("read_paths", self.read_paths, 64)):
+        for key, values, most in (("read_path_prefixes", self.read_path_prefixes or (),
+                                   MAX_PREFIXES), ("read_paths", self.read_paths, MAX_PATHS)):
             for i, prefix in enumerate(values):
-                if not prefix.startswith("/") or not prefix.isascii() or len(prefix) > 64:
-                    checks.add(f"{key}[{i}]", "must be an absolute ASCII path of at most 64 "
-                               f"bytes, got {prefix!r}")
+                if not prefix.startswith("/") or not prefix.isascii() or \
+                        len(prefix) > MAX_ENTRY_LEN:
+                    checks.add(f"{key}[{i}]", "must be an absolute ASCII path of at most "
+                               f"{MAX_ENTRY_LEN} bytes, got {prefix!r}")
             if len(values) > most:
                 checks.add(key, f"at most {most} entries")
         if not 0 <= self.dedup_window_ms <= 60_000:
