@@ -42,8 +42,9 @@ from __future__ import annotations
 
 import ctypes
 import os
+import time
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from otelguard import semconv
 from otelguard.ebpf.events import AttrValue, Event
@@ -369,9 +370,22 @@ def flush_repeats(bpf: Any, window_ns: int, now_ns: int) -> list[bytes]:
     return out
 
 
+def due_repeats(bpf: Any, probes: Sequence[Any], config: ProbeConfig,
+                stopping: bool = False) -> list[bytes]:
+    """:func:`flush_repeats` for the sensor's once-a-second tick (every count when
+    ``stopping``); nothing when the file probe is not loaded or dedup is off."""
+    window_ns = config.dedup_window_ms * 1_000_000
+    if not window_ns or not any(p.name == "file" for p in probes):
+        return []
+    return flush_repeats(bpf, window_ns, time.monotonic_ns() + (window_ns if stopping else 0))
+
+
 def kernel_repeats(bpf: Any) -> tuple[int, int]:
-    """(repeats counted in the kernel, counts overwritten before they were reported), summed
-    over CPUs; (0, 0) when dedup is compiled out."""
+    """(repeats counted in the kernel, counts overwritten before they were reported: an
+    exec or a hash collision replaced the entry), summed over CPUs; (0, 0) when dedup is
+    compiled out or nothing is loaded (``bpf`` None)."""
+    if bpf is None:
+        return 0, 0
     try:
         table = bpf[REPEATS_TABLE.encode()]
     except KeyError:

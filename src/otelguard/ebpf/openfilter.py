@@ -79,9 +79,14 @@ def render_defines(reads: bool, dedup_ns: int, dedup_entries: int) -> str:
                       f"#define OG_FILE_DEDUP_ENTRIES {dedup_entries}"))
 
 
-def normal(path: str) -> bool:
-    """True when the absolute ``path`` is its own normal form (what the kernel filter saw)."""
-    return posixpath.normpath(path) == path.rstrip("/") or path == "/"
+def normalize(path: str) -> str:
+    """Lexical normalisation (``.``, ``..``, ``//``) without touching the filesystem: the file
+    may not exist (failed opens) or may live in another mount namespace. The form user space
+    re-checks a path the kernel passed as not normalised in (and every resolved path's)."""
+    if not path:
+        return path
+    out = posixpath.normpath(path)
+    return "/" + out.lstrip("/") if out.startswith("//") else out
 
 
 def read_wanted(path: str, prefixes: tuple[str, ...], paths: tuple[str, ...]) -> bool:

@@ -1,8 +1,10 @@
 """The sensor: loads the probes, polls the ring buffer, decodes records into enriched Events.
 
-Threads: ``start()`` compiles and loads (seconds), then one poll thread calls
-``ring_buffer_poll``; BCC runs the record callback on that thread, which decodes (the probe's
-``decode`` with :class:`EventContext`) and enqueues into a bounded queue, nothing more. A full
+Threads: ``start()`` compiles and loads (seconds), then one poll thread drains the ring buffer
+in batches through a RingReader on its map fd (ringbuf.py: the native reader, or the mmap one
+when the extension is not built; ``ring_reader: bcc`` keeps BCC's ``ring_buffer_poll`` with one
+Python callback per record) and decodes each record (the probe's ``decode`` with
+:class:`EventContext`) and enqueues it into a bounded queue, nothing more. A full
 queue drops the event and counts it (``otelguard_dropped_total{stage="user_queue"}``); records
 the kernel could not put in the ring buffer are counted from ``og_drops`` once a second
 (``stage="kernel_ring"``), and those a flooding cgroup had over its budget from the budget's
@@ -25,7 +27,7 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from otelguard import semconv, telemetry
 from otelguard.ebpf.budget import BudgetLedger, Offender
@@ -33,11 +35,13 @@ from otelguard.ebpf.cgroup import CgroupResolver
 from otelguard.ebpf.clock import KernelClock, iso8601
 from otelguard.ebpf.errors import LoadError, SensorError
 from otelguard.ebpf.events import AttrValue, Event, ProcessAttrs
-from otelguard.ebpf.file import flush_repeats, kernel_repeats
+from otelguard.ebpf.file import due_repeats, kernel_repeats
+from otelguard.ebpf.openfilter import normalize
 from otelguard.ebpf.loader import LoadedProgram, load
 from otelguard.ebpf.probe import Header, Probe, ProbeConfig, c_string
 from otelguard.ebpf.proctable import ProcessInfo, ProcessTable
 from otelguard.ebpf.registry import discover
+from otelguard.ebpf.ringbuf import RingError, RingReader, open_reader, resolve_kind
 from otelguard.ebpf.settings import SensorConfig
 
 AT_FDCWD = -100
@@ -45,15 +49,8 @@ ATTRS_TTL_S = 2.0
 BUDGET_LOG_S = 10.0  # at most one "over budget" log line per this many seconds
 log = logging.getLogger(__name__)
 _TYPE_OFFSET = Header.type.offset
-
-
-def normalize(path: str) -> str:
-    """Lexical normalisation (``.``, ``..``, ``//``) without touching the filesystem: the file
-    may not exist (failed opens) or may live in another mount namespace."""
-    if not path:
-        return path
-    out = os.path.normpath(path)
-    return "/" + out.lstrip("/") if out.startswith("//") else out
+_HEADER_SIZE = ctypes.sizeof(Header)
+READER_BATCH = 4096  # records per RingReader.drain: one Python call per batch
 
 
 class EventContext:
@@ -252,6 +249,7 @@ class SensorStatus:
     missing_tracepoints: dict[str, list[str]] = field(default_factory=dict)
     load_seconds: float = 0.0
     processes_seeded: int = 0
+    ring_reader: str = ""  # bcc, native or python (ringbuf.py)
 
 
 class Sensor:
@@ -266,6 +264,7 @@ class Sensor:
         self._queue: queue.SimpleQueue[Event] = queue.SimpleQueue()
         self._queue_max = config.queue_size
         self._program: Optional[LoadedProgram] = None
+        self._reader: Optional[RingReader] = None  # None: BCC's per-record callback
         self._thread: Optional[threading.Thread] = None
         self._stop = threading.Event()
         self._by_type: dict[int, Probe] = {}
@@ -315,29 +314,53 @@ class Sensor:
         for p in program.probes:
             for t in p.type_ids:
                 self._by_type[t] = p
-        program.open_ring(self._on_record)
+        self._reader = self._open_reader(program)
         self.status.load_seconds = time.monotonic() - started
         self._thread = threading.Thread(target=self._poll_loop, name="otelguard-ebpf-poll",
                                         daemon=True)
         self._thread.start()
         return self.status
 
+    def _open_reader(self, program: LoadedProgram) -> Optional[RingReader]:
+        """A RingReader on the ring's map fd, or None for BCC's callback (``ring_reader: bcc``)."""
+        kind = self.status.ring_reader = resolve_kind(self.config.ring_reader)
+        if kind == "bcc":
+            program.open_ring(self._on_record)
+            return None
+        try:
+            return open_reader(program.ring_fd(), kind)
+        except RingError as exc:
+            self._program = None
+            program.close()
+            raise SensorError(str(exc)) from exc
+
+    def _poll(self, program: LoadedProgram, timeout_ms: int) -> int:
+        """One wait-and-consume round; the records handled (BCC's poll does not say: -1)."""
+        if self._reader is None:
+            program.poll(timeout_ms)
+            return -1
+        records = self._reader.drain(READER_BATCH, timeout_ms)
+        self._on_batch(records)
+        return len(records)
+
     def _poll_loop(self) -> None:
         program = self._program
         assert program is not None
         next_drops = time.monotonic() + 1.0
         while not self._stop.is_set():
-            program.poll(self.config.poll_timeout_ms)
+            self._poll(program, self.config.poll_timeout_ms)
             self._count_events()
             now = time.monotonic()
             self.last_poll = now
             if now >= next_drops:
                 program.account_kernel_drops()
                 self._account_budget(program, now)
-                self._flush_repeats(program)
+                self._on_batch(due_repeats(program.bpf, program.probes, self.config.probe))
                 next_drops = now + 1.0
-        program.poll(0)  # what is already in the ring when stopping
-        self._flush_repeats(program, stopping=True)
+        for _ in range(64):  # what is already in the ring; bounded while a flood goes on
+            if self._poll(program, 0) != READER_BATCH:
+                break
+        self._on_batch(due_repeats(program.bpf, program.probes, self.config.probe, stopping=True))
         self._count_events()
         program.account_kernel_drops()
         self._account_budget(program, time.monotonic())
@@ -355,17 +378,6 @@ class Sensor:
                         self.budget.total, "; ".join(
                             f"{o['workload']} dropped={o['dropped']} high_value={o['high_value']}"
                             for o in self._offenders))
-
-    def _flush_repeats(self, program: LoadedProgram, stopping: bool = False) -> None:
-        """Open repeats the kernel counted whose window passed, decoded like ring records
-        (file.py ``flush_repeats``; all of them when stopping)."""
-        window_ns = self.config.probe.dedup_window_ms * 1_000_000
-        if not window_ns or not any(p.name == "file" for p in program.probes):
-            return
-        now_ns = time.monotonic_ns() + (window_ns if stopping else 0)
-        for raw in flush_repeats(program.bpf, window_ns, now_ns):
-            buf = ctypes.create_string_buffer(raw, len(raw))
-            self._on_record(None, ctypes.addressof(buf), len(raw))
 
     def _offender(self, o: Offender) -> dict[str, Any]:
         """A budget offender named by container id (the cgroup path for the host, the cgroup id
@@ -391,31 +403,36 @@ class Sensor:
                 counted[name] = n
 
     def _on_record(self, _ctx: Any, data: int, size: int) -> None:
-        raw = ctypes.string_at(data, size)
-        self._records += 1
-        if size < ctypes.sizeof(Header):
-            self._decode_error("short_record")
-            return
-        type_id = int.from_bytes(raw[_TYPE_OFFSET:_TYPE_OFFSET + 4], "little")
-        probe = self._by_type.get(type_id)
-        if probe is None:
-            self._decode_error("unknown_type")
-            return
-        try:
-            assert self.ctx is not None
-            event = probe.decode(type_id, raw, self.ctx)
-        except Exception as exc:  # a decoder bug costs one record, never the poll thread
-            self._decode_error(type(exc).__name__)
-            return
-        if event is None:
-            return
-        if self._queue.qsize() >= self._queue_max:
-            self._queue_drops += 1
-            self._queue_drop.inc()
-            return
-        self._queue.put(event)
-        by_name = self._events_by_name
-        by_name[event.name] = by_name.get(event.name, 0) + 1
+        """BCC's per-record callback (``ring_reader: bcc``)."""
+        self._on_batch((ctypes.string_at(data, size),))
+
+    def _on_batch(self, records: Sequence[bytes]) -> None:
+        """Decode and enqueue records, nothing more: a RingReader's batch or BCC's one."""
+        self._records += len(records)
+        by_type, ctx, q, by_name = self._by_type, self.ctx, self._queue, self._events_by_name
+        assert ctx is not None
+        for raw in records:
+            if len(raw) < _HEADER_SIZE:
+                self._decode_error("short_record")
+                continue
+            type_id = int.from_bytes(raw[_TYPE_OFFSET:_TYPE_OFFSET + 4], "little")
+            probe = by_type.get(type_id)
+            if probe is None:
+                self._decode_error("unknown_type")
+                continue
+            try:
+                event = probe.decode(type_id, raw, ctx)
+            except Exception as exc:  # a decoder bug costs one record, never the poll thread
+                self._decode_error(type(exc).__name__)
+                continue
+            if event is None:
+                continue
+            if q.qsize() >= self._queue_max:
+                self._queue_drops += 1
+                self._queue_drop.inc()
+                continue
+            q.put(event)
+            by_name[event.name] = by_name.get(event.name, 0) + 1
 
     def _decode_error(self, reason: str) -> None:
         self._decode_errors += 1
@@ -447,6 +464,9 @@ class Sensor:
         if self._thread is not None:
             self._thread.join(timeout=5.0)
             self._thread = None
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
         if self._program is not None:
             self._program.close()
             self._program = None
@@ -464,8 +484,7 @@ class Sensor:
             "queued": self._queue.qsize(),
             "events_by_name": dict(self._events_by_name),
             "process_table_size": len(self.ctx.table) if self.ctx else 0,
-            # opens counted in the kernel instead of sent, and counts lost before reported
-            "file_repeats": kernel_repeats(self._program.bpf) if self._program else (0, 0),
+            "file_repeats": kernel_repeats(self._program.bpf if self._program else None),
         }
 
     def __enter__(self) -> "Sensor":
