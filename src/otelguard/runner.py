@@ -275,6 +275,11 @@ def summary(sensor_stats: dict[str, Any], missing: Sequence[str],
     lines.append(f"  dropped: {int(sum(drops.values()))}")
     for (stage, reason), n in sorted(drops.items()):
         lines.append(f"    {stage}/{reason:<30} {int(n)}")
+    repeats, unreported = sensor_stats.get("file_repeats") or (0, 0)
+    if repeats:  # not drops: identical opens counted in the kernel (their count is reported)
+        lines.append(f"  identical opens counted in the kernel, not re-sent: {repeats}"
+                     + (f" ({unreported} of them overwritten before reported)"
+                        if unreported else ""))
     offenders = sensor_stats.get("budget_offenders") or []
     if offenders:  # the cgroups the kernel budget cut most (ebpf/budget.py)
         lines.append("  over budget, by container (top):")
