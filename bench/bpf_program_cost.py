@@ -31,6 +31,16 @@ ring-buffer work of a record, on sys_exit_openat:
 - ``budget-over``      : the same over budget (1 record/s): the class reserve tried too, the
                          drop counted for the cgroup and in total; what a flood's record costs.
 
+And the file probe's open filter as the packaged rules render it (``otelguard.ebpf.openfilter``),
+on sys_enter_openat, for this unwatched /tmp path:
+
+- ``flags-only``       : the flags test alone (a read-only open when no rule reads: decided
+                         before any user memory is read);
+- ``rules-trie``       : scratch + path read + the read paths' byte trie (the packaged rules:
+                         /etc/shadow, /etc/sudoers, ..., /etc/pam.d/);
+- ``rules-trie-scan``  : the same plus the "not normalised" scan of the path (``//``, ``/./``,
+                         ``/../``) that keeps ``/etc//shadow`` from slipping past an exact name.
+
 Run: ``.venv/bin/python -m bench.bpf_program_cost`` (``--quick``). Needs root. Ends with a
 ``BENCH_SUMMARY {json}`` line.
 """
@@ -45,7 +55,7 @@ from typing import Any, Optional
 from bench.common import BenchError, BpfRunStats, machine_line, run_loop, summary_line
 
 _PRELUDE = """
-struct og_bench_rec { s32 dfd; s32 dfd2; u32 sc; u32 type; u64 flags; u32 mode;
+struct og_bench_rec { s32 dfd; s32 dfd2; u32 sc; u32 type; u64 flags; u32 mode; u32 pad;
                       char path[256]; char path2[256]; };
 BPF_PERCPU_ARRAY(og_bench_scratch, struct og_bench_rec, 1);
 BPF_TABLE("lru_hash", u32, struct og_bench_rec, og_bench_stash, 8192);
@@ -100,6 +110,32 @@ def _budget_variants() -> tuple[tuple[str, str, str, str], ...]:
     )
 
 
+def _filter_variants() -> tuple[tuple[str, str, str, str], ...]:
+    """(name, tracepoint, body, extra prelude) of the open filter variants."""
+    from otelguard.ebpf.openfilter import render_read_match
+    from otelguard.ebpf.probe import probe_source
+    from otelguard.processors.detection.engine import DEFAULT_RULE_FILES
+    from otelguard.processors.detection.readfilter import rules_read_filter
+
+    rf = rules_read_filter([str(p) for p in DEFAULT_RULE_FILES])
+    source = probe_source("file.bpf.c")
+    start = source.index("// Each byte of the result is 0x80")
+    end = source.index("\n}\n", source.index("static __always_inline int og_file_not_normal"))
+    scan = source[start:end + 3]
+    trie = ("static __always_inline int og_file_read_match(const char *p) {\n"
+            + render_read_match(rf.prefixes, rf.paths) + "\n}\n" + scan)
+    read = _SCRATCH + ("    long plen = bpf_probe_read_user_str(r->path, sizeof(r->path), "
+                       "args->filename);\n")
+    return (
+        ("flags-only", "sys_enter_openat",
+         "return (args->flags & (01 | 02 | 0100 | 01000 | 02000)) != 0;", ""),
+        ("rules-trie", "sys_enter_openat",
+         read + "    return og_file_read_match(r->path);", trie),
+        ("rules-trie-scan", "sys_enter_openat",
+         read + "    return og_file_read_match(r->path) || og_file_not_normal(r->path, (int)plen);", trie),
+    )
+
+
 def measure(body: str, tracepoint: str, path: str, count: int, reps: int,
             prelude: str = "") -> float:
     """Best-of-``reps`` ns per run of one program (compiled, attached alone, then removed)."""
@@ -139,7 +175,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         with tempfile.NamedTemporaryFile(prefix="og-bench-", dir="/tmp") as tmp, BpfRunStats():
             run_loop(["open", tmp.name, str(count // 10), "r"])  # warm-up
             for name, tracepoint, body, prelude in (
-                    *((n, t, b, "") for n, t, b in VARIANTS), *_budget_variants()):
+                    *((n, t, b, "") for n, t, b in VARIANTS), *_budget_variants(),
+                    *_filter_variants()):
                 results[name] = measure(body, tracepoint, tmp.name, count, reps, prelude)
                 print(f"  {name:<15} {tracepoint:<18} {results[name]:7.1f} ns/run", flush=True)
     except BenchError as exc:
@@ -161,6 +198,10 @@ def main(argv: Optional[list[str]] = None) -> int:
           f"+{results['budget-pass'] - helpers:.0f} ns within budget, "
           f"+{results['budget-over'] - helpers:.0f} ns over it; a ring-buffer reserve+discard "
           f"alone: +{results['ringbuf-discard'] - base:.0f} ns")
+    print(f"open filter of the packaged rules on an unwatched path: flags alone "
+          f"+{results['flags-only'] - base:.0f} ns; path read + trie "
+          f"+{results['rules-trie'] - base:.0f} ns; + not-normalised scan "
+          f"+{results['rules-trie-scan'] - results['rules-trie']:.0f} ns")
     print(summary_line("bpf_program_cost", {"quick": args.quick, "count": count,
                                             "ns_per_run": {k: round(v, 1) for k, v in results.items()}}))
     return 0

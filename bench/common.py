@@ -179,19 +179,29 @@ class AgentCounters:
 CONSUMERS = ("agent", "run")
 
 
+READ_FILTERS = ("rules", "builtin")
+
+
 class AgentUnderTest:
     """See the module docstring. ``start()`` compiles and loads the probes (seconds)."""
 
     def __init__(self, consumer: str = "agent", ringbuf_pages: Optional[int] = None,
                  budget_off: bool = False, ring_reader: ReaderKind = "auto",
-                 scope: tuple[str, ...] = ()) -> None:
+                 scope: tuple[str, ...] = (), read_filter: str = "rules",
+                 dedup_ms: Optional[int] = None) -> None:
         if consumer not in CONSUMERS:
             raise ValueError(f"consumer must be one of {CONSUMERS}, got {consumer!r}")
+        if read_filter not in READ_FILTERS:
+            raise ValueError(f"read_filter must be one of {READ_FILTERS}, got {read_filter!r}")
         self.consumer = consumer
         self.ringbuf_pages = ringbuf_pages  # None: the default config
         self.budget_off = budget_off  # the per-cgroup budget (default on) turned off
         self.ring_reader = ring_reader  # SensorConfig.ring_reader (ebpf/ringbuf.py)
         self.scope = scope  # SensorConfig.cgroup_scope (see isolated_cgroup)
+        # rules: the kernel read filter the packaged rules need (what `otelguard run` and the
+        # Helm-deployed agent derive); builtin: the built-in prefix list (/etc/, ...)
+        self.read_filter = read_filter
+        self.dedup_ms = dedup_ms  # None: the default window; 0: off
         self.sink = CountingSink()
         self.sensor: Any = None
         self.exporter: Any = None
@@ -217,6 +227,12 @@ class AgentUnderTest:
             config = replace(config, probe=replace(config.probe, ringbuf_pages=self.ringbuf_pages))
         if self.budget_off:
             config = replace(config, budget=replace(config.budget, records_per_s=0))
+        if self.dedup_ms is not None:
+            config = replace(config, probe=replace(config.probe, dedup_window_ms=self.dedup_ms))
+        if self.read_filter == "rules":
+            from otelguard.agent import with_rules_read_filter
+
+            config = with_rules_read_filter(replace(config, read_rules_packaged=True))
         self.sensor = Sensor(config)
         self.sensor.start()
         self.load_s = time.monotonic() - t0

@@ -69,6 +69,15 @@ def test_exit_summary_names_the_cgroups_over_budget() -> None:
     assert "over budget" not in summary({"budget_offenders": []}, [])
 
 
+def test_exit_summary_counts_the_opens_deduplicated_in_the_kernel() -> None:
+    from otelguard.runner import summary
+
+    assert "  identical opens counted in the kernel, not re-sent: 999" in \
+        summary({"file_repeats": (999, 0)}, []).splitlines()
+    assert "(3 of them overwritten before reported)" in summary({"file_repeats": (9, 3)}, [])
+    assert "identical opens" not in summary({"file_repeats": (0, 0)}, [])
+
+
 def test_default_config_is_read_when_present(tmp_path: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     from otelguard import runner

@@ -17,7 +17,7 @@ import logging
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from otelguard import telemetry
 from otelguard.config import ConfigError, load_file
@@ -31,6 +31,9 @@ from otelguard.transport.contract import SpecError, TransportError
 from otelguard.transport.security import client_tls_flags, warn_insecure
 from otelguard.transport.delivery import Delivery
 from otelguard.transport.spool import Spool
+
+if TYPE_CHECKING:
+    from otelguard.ebpf.doctor import Check
 
 log = logging.getLogger("otelguard.agent")
 
@@ -56,24 +59,24 @@ def load_agent_config(config_file: Optional[str]) -> AgentConfig:
 
 
 def with_rules_read_filter(sensor: SensorConfig) -> SensorConfig:
-    """``sensor`` with the kernel read prefixes the rules of ``sensor.read_rules`` need added
-    (read once at start). Rules that do not load leave ``sensor`` as it is, logged as errors:
+    """``sensor`` with the kernel read filter the rules of ``sensor.read_rules`` need, plus the
+    configured read paths and prefixes (read once at start). Rules that do not load leave ``sensor`` as it is, logged as errors:
     a rules edit the processor refuses too must not keep every node's sensor down."""
     from otelguard.processors.detection.readfilter import read_rules_paths, rules_read_filter
 
     try:
         rf = rules_read_filter(read_rules_paths(sensor.read_rules, sensor.read_rules_packaged),
-                               sensor.probe.read_path_prefixes)
+                               sensor.probe.read_path_prefixes or (), sensor.probe.read_paths)
     except ConfigError as exc:
         for message in exc.messages:
             log.error("sensor.read_rules: %s", message)
         log.error("sensor.read_rules: the rules do not load; the kernel read filter keeps "
-                  "sensor.probe.read_path_prefixes only")
+                  "sensor.probe.read_path_prefixes (default: the built-in list) and read_paths")
         return sensor
     for line in rf.lines():
         log.info("%s", line)
     return dataclasses.replace(sensor, probe=dataclasses.replace(
-        sensor.probe, read_path_prefixes=rf.prefixes))
+        sensor.probe, read_path_prefixes=rf.prefixes, read_paths=rf.paths))
 
 
 def main(args: argparse.Namespace) -> int:
@@ -200,19 +203,45 @@ def _node_executor(args: argparse.Namespace, transport: Any, node: str) -> Any:
     return executor
 
 
+def read_filter_check(sensor: SensorConfig) -> Check:
+    """The file probe's kernel filters this config starts with (doctor's ``read filter``
+    line): the read paths and prefixes (from ``sensor.read_rules`` when set), unbounded rules,
+    and the dedup window (docs/architecture.md#kernel-facts)."""
+    from otelguard.ebpf import doctor
+
+    derived = with_rules_read_filter(sensor) if sensor.read_rules or \
+        sensor.read_rules_packaged else sensor
+    probe = derived.probe
+    dedup = (f"dedup of identical opens per process: {probe.dedup_window_ms} ms window, "
+             f"{probe.dedup_entries} entries" if probe.dedup_window_ms else "dedup off")
+    what = (f"{len(probe.read_paths)} read path(s) {' '.join(probe.read_paths) or '-'}; "
+            f"{len(probe.read_prefixes)} prefix(es) {' '.join(probe.read_prefixes) or '-'}; "
+            f"{dedup}")
+    if derived is sensor and probe.read_path_prefixes is None:
+        return doctor.Check("read filter", doctor.WARN, "built-in read prefixes (no rules "
+                            "known): " + what, "set sensor.read_rules (or read_rules_packaged) "
+                            "so the kernel sends only the reads the rules test")
+    return doctor.Check("read filter", doctor.OK, ("from the rules: " if derived is not sensor
+                                                  else "configured: ") + what)
+
+
 def doctor_main(args: argparse.Namespace) -> int:
     """``otelguard doctor``: the kernel checks, plus the agent config's hop when ``--config`` is
     given (a plaintext hop is a loud WARN, a hop with neither TLS nor ``insecure`` a FAIL)."""
     from otelguard.ebpf import doctor
 
     extra: list[doctor.Check] = []
-    if args.config:
+    if not args.config:
+        extra.append(read_filter_check(SensorConfig()))
+    else:
         try:
-            tls = load_agent_config(args.config).exporter.tls
+            cfg = load_agent_config(args.config)
+            tls = cfg.exporter.tls
         except ConfigError as exc:
             extra.append(doctor.Check("agent config", doctor.FAIL, "; ".join(exc.messages),
                                       f"fix {args.config}"))
         else:
+            extra.append(read_filter_check(cfg.sensor))
             if tls.insecure:
                 extra.append(doctor.Check(
                     "exporter.tls", doctor.WARN, "INSECURE: plaintext to the processor, no "

@@ -201,25 +201,34 @@ def incident_lines(pipeline: Any) -> list[str]:
 
 
 def with_rules_read_filter(sensor: SensorConfig, pipeline: Any) -> SensorConfig:
-    """``sensor`` with the kernel read prefixes its rules need added (``sensor.read_rules``,
-    else the rules the pipeline's falco_rules stages run); fixed at start: a rule reloaded
-    live that needs a new prefix waits for a restart (docs/architecture.md#kernel-facts)."""
+    """``sensor`` with the kernel read filter its rules need (``sensor.read_rules``, else the
+    rules the pipeline's falco_rules stages run, plus the sensitive reads a profiles stage
+    learns), and the configured read paths and prefixes; fixed at start: a rule reloaded live
+    that needs a new path waits for a restart (docs/architecture.md#kernel-facts)."""
     from otelguard.processors.detection.readfilter import (
         read_filter, read_rules_paths, rules_read_filter,
     )
 
-    configured = sensor.probe.read_path_prefixes
+    configured = sensor.probe.read_path_prefixes or ()
+    paths = sensor.probe.read_paths
+    if any(stage.type_name == "profiles" for _n, stage in pipeline.stages()):
+        from otelguard.processors.profiles.observe import SENSITIVE_READS
+
+        configured = tuple(configured) + SENSITIVE_READS
     if sensor.read_rules or sensor.read_rules_packaged:
         rf = rules_read_filter(read_rules_paths(sensor.read_rules, sensor.read_rules_packaged),
-                               configured)
+                               configured, paths)
     else:
         rules = [r for _n, stage in pipeline.stages() if stage.type_name == "falco_rules"
                  for r in stage.engine.rules]
-        rf = read_filter(rules, configured)
-    for line in rf.lines()[1:]:
-        log.warning("%s", line)
+        rf = read_filter(rules, configured, paths)
+    for line in rf.lines():
+        log.info("%s", line)
+    for line in rf.lines()[2:]:
+        if "UNBOUNDED" in line:
+            log.warning("%s", line)
     return dataclasses.replace(sensor, probe=dataclasses.replace(
-        sensor.probe, read_path_prefixes=rf.prefixes))
+        sensor.probe, read_path_prefixes=rf.prefixes, read_paths=rf.paths))
 
 
 def with_risk_read_prefixes(sensor: SensorConfig, pipeline: Any) -> SensorConfig:
@@ -227,7 +236,7 @@ def with_risk_read_prefixes(sensor: SensorConfig, pipeline: Any) -> SensorConfig
     ``packages.read_path_prefixes``: shared objects, Python, Node, JARs; docs/risk.md
     #what-the-sensor-must-send). Only a configured risk stage widens the kernel filter, and
     each added prefix is logged; prefixes already covered by a configured one are not added."""
-    have = list(sensor.probe.read_path_prefixes)
+    have = list(sensor.probe.read_prefixes)
     added = []
     for _n, stage in pipeline.stages():
         if stage.type_name != "risk":
@@ -266,6 +275,11 @@ def summary(sensor_stats: dict[str, Any], missing: Sequence[str],
     lines.append(f"  dropped: {int(sum(drops.values()))}")
     for (stage, reason), n in sorted(drops.items()):
         lines.append(f"    {stage}/{reason:<30} {int(n)}")
+    repeats, unreported = sensor_stats.get("file_repeats") or (0, 0)
+    if repeats:  # not drops: identical opens counted in the kernel (their count is reported)
+        lines.append(f"  identical opens counted in the kernel, not re-sent: {repeats}"
+                     + (f" ({unreported} of them overwritten before reported)"
+                        if unreported else ""))
     offenders = sensor_stats.get("budget_offenders") or []
     if offenders:  # the cgroups the kernel budget cut most (ebpf/budget.py)
         lines.append("  over budget, by container (top):")

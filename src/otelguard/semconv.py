@@ -122,6 +122,8 @@ FILE_OPEN_FLAGS: Final = "otelguard.file.open_flags"  # "O_WRONLY|O_CREAT|O_TRUN
 FILE_RAW_PATH: Final = "otelguard.file.path_raw"  # as passed to the syscall
 FILE_TARGET_PATH: Final = "otelguard.file.target_path"  # rename/link destination
 FILE_FD: Final = "otelguard.file.fd"  # returned or operated fd
+# identical opens of the same process counted in the kernel since the last one sent (dedup)
+FILE_REPEAT_COUNT: Final = "otelguard.file.repeat_count"
 
 # --- Network ---------------------------------------------------------------------------------
 NETWORK_TRANSPORT: Final = "network.transport"  # tcp | udp | unix | raw | packet

@@ -91,8 +91,11 @@ def test_directory_traversal_read(sensor: Sensor, stage: FalcoRulesProcessor) ->
 
 def test_plain_read_of_the_same_file_is_not_traversal(sensor: Sensor,
                                                       stage: FalcoRulesProcessor) -> None:
-    attack = python_attack(sensor, stage, "open('/etc/passwd', 'rb').read(1)")
-    assert _opens(attack, "/etc/passwd")
+    # a plain read of /etc/passwd: no loaded rule tests it, so the kernel does not send it;
+    # one of /etc/shadow (a watched name, also under the rule's etc_dir) is sent and evaluated
+    attack = python_attack(sensor, stage, "open('/etc/passwd', 'rb').read(1); " + READ_SHADOW)
+    assert not _opens(attack, "/etc/passwd")
+    assert _opens(attack, "/etc/shadow")
     assert not attack.fired("Directory traversal monitored file read")
 
 

@@ -18,6 +18,7 @@ import pytest
 from otelguard import semconv
 from otelguard.ebpf.budget import BudgetConfig, Offender
 from otelguard.ebpf.events import Event
+from otelguard.ebpf.probe import ProbeConfig
 from otelguard.ebpf.sensor import Sensor
 from otelguard.ebpf.settings import SensorConfig
 from tests.ebpf.containers import container
@@ -31,7 +32,8 @@ BUDGET = BudgetConfig(records_per_s=1000, burst=2000, reserve_per_s=20, reserve_
 OPENS_MAX = 200_000  # the flood's bound (a few seconds at most), it stops sooner when told
 EXEC_AT = 10_000  # the flood execs a shell here, its own bucket long empty
 
-# A thread opens /etc/hostname (sent by the file probe: under a read prefix) without pause while
+# A thread opens /etc/hostname (sent by the file probe: under the built-in /etc/ prefix, the
+# filter without known rules) without pause while
 # the main thread execs a shell, so the exec finds the cgroup's bucket empty; the flood goes on
 # until the stop file appears (or OPENS_MAX), then prints the opens it made.
 FLOOD = """
@@ -72,7 +74,10 @@ class FloodRun:
 
 
 def _flood_with_victim(budget: BudgetConfig) -> FloodRun:
-    sensor = Sensor(SensorConfig(cgroup_scope=SCOPE, budget=budget))
+    # the built-in read prefixes (/etc/) and no dedup, so every open is a distinct record:
+    # the budget, not the repeat count, is what is under test
+    sensor = Sensor(SensorConfig(cgroup_scope=SCOPE, budget=budget,
+                                 probe=ProbeConfig(dedup_window_ms=0)))
     sensor.start()
     events: list[Event] = []
     try:

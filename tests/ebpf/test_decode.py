@@ -162,9 +162,22 @@ def test_open_records(ctx: EventContext) -> None:
     assert semconv.FILE_MODE not in miss.attrs and semconv.FILE_FD not in miss.attrs
     # relative read-only open outside the prefixes: filtered in user space after resolving
     os_cwd = os.getcwd()
-    assert not any(os_cwd.startswith(p) for p in ProbeConfig().read_path_prefixes)
+    assert not any(os_cwd.startswith(p) for p in ProbeConfig().read_prefixes)
     assert FILE.decode(20, _file("openat", me, "README.md", flags=0), ctx) is None
     assert FILE.decode(20, _file("openat", me, "README.md", flags=1), ctx) is not None
+    # a path that resolves outside the filter is filtered too, unless it is a traversal
+    assert FILE.decode(20, _file("openat", me, "/tmp/./x", flags=0), ctx) is None
+    trav = FILE.decode(20, _file("openat", me, "/tmp/../tmp/x", flags=0), ctx)
+    assert trav is not None and trav.attrs[semconv.FILE_PATH] == "/tmp/x"
+    # a record standing for identical opens the kernel counted carries their number
+    rep = _file("openat", me, "/etc/shadow", flags=0, ret=3)
+    rec = FileRecord.from_buffer_copy(rep)
+    rec.repeat = 41
+    ev = FILE.decode(20, bytes(rec), ctx)
+    assert ev is not None and ev.attrs[semconv.FILE_REPEAT_COUNT] == 41
+    assert ev.body.endswith("(+41 identical)")
+    plain = FILE.decode(20, rep, ctx)
+    assert plain is not None and semconv.FILE_REPEAT_COUNT not in plain.attrs
 
 
 def test_two_path_records(ctx: EventContext) -> None:

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from otelguard.ebpf import loader
-from otelguard.ebpf.file import create as create_file_probe, render_prefix_match
+from otelguard.ebpf.file import create as create_file_probe
+from otelguard.ebpf.openfilter import read_wanted, render_read_match
 from otelguard.config import InvalidFields
 from otelguard.ebpf.probe import ProbeConfig
 from otelguard.ebpf.process import create as create_process_probe
@@ -54,21 +55,45 @@ def test_process_render_env_allowlist() -> None:
 def test_file_render_prefixes_and_missing_tracepoints() -> None:
     text = FILE.render(ProbeConfig(read_path_prefixes=("/etc/", "/x")),
                        ALL_FILE - {"syscalls:sys_exit_openat2"})
-    assert "OG_FILE_PREFIX_MATCH\n" not in text and "\nOG_FILE_HANDLERS" not in text
-    assert "if (p[0] == '/' && p[1] == 'e' && p[2] == 't' && p[3] == 'c' && p[4] == '/')" in text
-    assert "if (p[0] == '/' && p[1] == 'x') { return 1; }" in text
+    assert "OG_FILE_READ_MATCH\n" not in text and "\nOG_FILE_HANDLERS" not in text
+    assert "if (p[1] == 'e' && p[2] == 't' && p[3] == 'c' && p[4] == '/') {" in text
+    assert "if (p[1] == 'x') {" in text and "return 1;  // prefix /x" in text
     assert "TRACEPOINT_PROBE(syscalls, sys_enter_openat)" in text
     assert "TRACEPOINT_PROBE(syscalls, sys_enter_openat2)" not in text
     assert "// openat2: tracepoint missing, not traced" in text
-    assert text.count("TRACEPOINT_PROBE(") == 2 * (len(ALL_FILE) // 2 - 1)
+    # the syscall pairs plus the exec tracepoint dedup forgets a process's entries at
+    assert text.count("TRACEPOINT_PROBE(") == 2 * (len(ALL_FILE) // 2 - 1) + 1
+    assert "#define OG_FILE_READS 1" in text and "#define OG_FILE_DEDUP_NS 1000000000ULL" in text
+    # flags first: openat decides on its flags before the scratch record or any user memory
+    openat = text[text.index("sys_enter_openat)"):]
+    assert openat.index("og_file_flags_wanted") < openat.index("og_file_begin") < \
+        openat.index("bpf_probe_read_user_str")
 
 
-def test_prefix_match_rules() -> None:
-    assert "never emitted" in render_prefix_match(())
-    assert "p[0] != '/'" in render_prefix_match(("/etc/",))  # relative paths pass
-    for bad in (("etc/",), ("/é/",), ("/" + "a" * 64,), tuple(f"/{i}" for i in range(33))):
+def test_file_render_without_reads_or_dedup() -> None:
+    off = FILE.render(ProbeConfig(read_path_prefixes=(), dedup_window_ms=0), ALL_FILE)
+    assert "#define OG_FILE_READS 0" in off and "#define OG_FILE_DEDUP_NS 0" in off
+    # dedup needs the exec tracepoint: without it, every open is sent
+    no_exec = FILE.render(ProbeConfig(), ALL_FILE - {"sched:sched_process_exec"})
+    assert "#define OG_FILE_DEDUP_NS 0" in no_exec
+    assert "DEFAULT" not in off and "/etc/" in FILE.render(ProbeConfig(), ALL_FILE)
+
+
+def test_read_match_is_a_trie_of_exact_names_and_prefixes() -> None:
+    body = render_read_match(("/etc/pam.d/",), ("/etc/shadow", "/etc/sudoers", "/etc/shadow.x"))
+    # one compare of the shared head, then the branches; an exact name ends in a NUL test
+    assert body.count("p[1] == 'e' && p[2] == 't' && p[3] == 'c' && p[4] == '/'") == 1
+    assert "if (p[11] == 0) { return 1; }  // /etc/shadow" in body
+    assert "if (p[13] == 0) { return 1; }  // /etc/shadow.x" in body
+    assert "return 1;  // prefix /etc/pam.d/" in body
+    assert "return 0;" in render_read_match((), ())
+    for bad in ((("etc/",), ()), (("/é/",), ()), ((), ("/" + "a" * 64,)),
+                (tuple(f"/{i}" for i in range(33)), ()), ((), tuple(f"/{i}" for i in range(65)))):
         with pytest.raises(ValueError):
-            render_prefix_match(bad)
+            render_read_match(*bad)
+    assert read_wanted("/etc/shadow", (), ("/etc/shadow",))
+    assert not read_wanted("/etc/shadow-", (), ("/etc/shadow",))
+    assert read_wanted("/etc/pam.d/x", ("/etc/pam.d/",), ())
 
 
 def test_program_has_common_placeholders() -> None:

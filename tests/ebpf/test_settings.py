@@ -30,6 +30,16 @@ def test_defaults_and_valid_values() -> None:
         _sensor({"cgroup_scope": ["kubepods"]})
     assert cfg.probe.ringbuf_pages == 64 and cfg.probe.read_path_prefixes == ("/etc/",)
     assert cfg.probe.dns_ports == (53, 5353)
+    # the read filter: unset means "what the rules need" (built-in list without rules)
+    assert SensorConfig().probe.read_path_prefixes is None
+    assert "/etc/" in SensorConfig().probe.read_prefixes
+    exact = _sensor({"probe": {"read_paths": ["/etc/app/token"], "dedup_window_ms": 0}})
+    assert exact.probe.read_paths == ("/etc/app/token",) and exact.probe.dedup_window_ms == 0
+    for bad, where in (({"read_paths": ["token"]}, r"read_paths\[0\]"),
+                       ({"dedup_window_ms": -1}, "dedup_window_ms"),
+                       ({"dedup_entries": 1}, "dedup_entries")):
+        with pytest.raises(ConfigError, match=f"sensor.probe.{where}"):
+            _sensor({"probe": bad})
 
 
 def test_all_problems_reported_with_dotted_paths() -> None:
@@ -46,8 +56,9 @@ def test_all_problems_reported_with_dotted_paths() -> None:
     assert "sensor.queue_size: expected an integer, got str 'big'" in problems
     # self_tgid is set by the sensor, never by the file
     assert any(p.startswith("sensor.probe.self_tgid: unknown key (known: arg_len, argv_max, "
-                            "dns_ports, env_len, env_max, env_names, "
-                            "read_path_prefixes, ringbuf_pages)") for p in problems)
+                            "dedup_entries, dedup_window_ms, dns_ports, env_len, env_max, "
+                            "env_names, read_path_prefixes, read_paths, ringbuf_pages)")
+               for p in problems)
     assert any(p.startswith("sensor.probe.bogus: unknown key") for p in problems)
     assert "sensor.probe.read_path_prefixes[1]: expected a string, got int 5" in problems
     assert "sensor.probe.argv_max: must be 1..64, got 0" in problems

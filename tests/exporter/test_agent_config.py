@@ -99,11 +99,33 @@ def test_read_rules_widen_the_filter_and_broken_rules_do_not_stop_the_agent(
         "  output: o\n  priority: WARNING\n")
     base = SensorConfig(read_rules=(str(site),), read_rules_packaged=True,
                         probe=ProbeConfig(read_path_prefixes=("/srv/",)))
-    got = with_rules_read_filter(base).probe.read_path_prefixes
-    # the site rule's path, the packaged rules' (/etc/shadow...) and the configured one
-    assert {"/vault/token", "/etc/shadow", "/srv/"} <= set(got)
+    probe = with_rules_read_filter(base).probe
+    # the site rule's exact path, the packaged rules' (/etc/shadow...) and the configured prefix
+    assert {"/vault/token", "/etc/shadow"} <= set(probe.read_paths)
+    assert "/srv/" in probe.read_prefixes and "/etc/pam.d/" in probe.read_prefixes
+    # no configured prefixes (the default): exactly what the rules test, no /etc/ at all
+    exact = with_rules_read_filter(SensorConfig(read_rules=(str(site),),
+                                                read_rules_packaged=True)).probe
+    assert "/etc/" not in exact.read_prefixes and "/srv/" not in exact.read_prefixes
+    assert set(probe.read_paths) == set(exact.read_paths)
     # open_read is a packaged macro: without the packaged rules the site file does not load,
     # and the agent keeps its configured prefixes (logged) instead of refusing to start
     alone = SensorConfig(read_rules=(str(site),), probe=ProbeConfig(read_path_prefixes=("/srv/",)))
     assert with_rules_read_filter(alone) == alone
     assert "the rules do not load" in caplog.text and "open_read" in caplog.text
+
+
+def test_doctor_names_the_read_filter_in_force() -> None:
+    from otelguard.agent import read_filter_check
+    from otelguard.ebpf.probe import ProbeConfig
+    from otelguard.ebpf.settings import SensorConfig
+
+    builtin = read_filter_check(SensorConfig())
+    assert builtin.status == "WARN" and "/etc/ " in builtin.detail and "1000 ms" in builtin.detail
+    rules = read_filter_check(SensorConfig(read_rules_packaged=True))
+    assert rules.status == "ok" and rules.detail.startswith("from the rules: 4 read path(s)")
+    assert "/etc/shadow" in rules.detail and "/etc/ " not in rules.detail
+    off = read_filter_check(SensorConfig(probe=ProbeConfig(read_path_prefixes=(),
+                                                           dedup_window_ms=0)))
+    assert off.status == "ok" and off.detail.startswith("configured: 0 read path(s)")
+    assert "dedup off" in off.detail

@@ -20,13 +20,18 @@ from tests.support.prerequisites import require_root
 SCOPE = ("/kubepods.slice", "/kubepods")  # every layout containers.py makes lives under these
 
 
+def scope_dirs() -> None:
+    """The cgroups of :data:`SCOPE` exist (a scoped sensor observes tasks under them)."""
+    for parent in SCOPE:
+        (CGROUP2_ROOT / parent.lstrip("/")).mkdir(exist_ok=True)
+
+
 @pytest.fixture(scope="session")
 def sensor() -> Iterator[Sensor]:
     require_root()
     # Scoped to the kubepods cgroups, in the kernel: the machine is shared and busy (builds of
     # other work), and its noise would fill the ring buffer and make tests miss their records.
-    for parent in SCOPE:
-        (CGROUP2_ROOT / parent.lstrip("/")).mkdir(exist_ok=True)
+    scope_dirs()
     s = Sensor(SensorConfig(cgroup_scope=SCOPE))
     s.start()
     try:

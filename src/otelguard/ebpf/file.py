@@ -15,33 +15,45 @@ target = new link; symlink: path = the new link, target (and
 their fd through ``/proc/<pid>/fd`` (only while the process lives: decoding is asynchronous, so
 a process that exits first leaves ``file.path`` empty and ``otelguard.file.fd`` set).
 
-In-kernel filter (opens only): write intent (O_WRONLY|O_RDWR|O_CREAT|O_TRUNC|O_APPEND) or the
-path starts with one of ``ProbeConfig.read_path_prefixes`` (an unrolled byte compare, at most
-``MAX_PREFIXES`` of at most ``MAX_PREFIX_LEN`` bytes). Relative paths of read-only opens pass
-the kernel filter whenever prefixes are configured (``cd /etc && cat shadow`` must not escape);
-decode() resolves them and drops (as filtering, not loss) those outside every prefix.
+In-kernel filter (opens only, ``openfilter.py``): write intent (O_WRONLY|O_RDWR|O_CREAT|O_TRUNC|
+O_APPEND), or the path is one of ``ProbeConfig.read_paths`` or starts with one of its read
+prefixes (derived from the loaded rules when they are known). The flags decide first: when no
+read entry is watched, a read-only open is rejected before any user memory is read. Relative
+and not normalised paths of read-only opens pass the kernel filter whenever read entries exist
+(``cd /etc && cat shadow``, ``/etc//shadow`` must not escape); decode() resolves them and drops
+(as filtering, not loss) those the filter does not want.
 
-Overhead (measured roughly, 2-core VM under load ~6 from other work, Python open/close loops,
-traced vs untraced in the same run): a read-only open that the kernel filter rejects costs
-0.2-2.7 µs (ratio 0.70-0.97); an emitted open costs ~1 µs in the kernel, but the Python decode
-and enrichment (10-17 µs per event, ~30 µs before the per-process attribute cache) competes for
-the same 2 cores, so an open-heavy writer ran at 0.24-0.28x and the ring buffer overflowed
-(counted as kernel_ring drops). Scope the sensor (``cgroup_scope``) and keep prefixes narrow.
+In-kernel deduplication (``ProbeConfig.dedup_window_ms``): an open identical to one the same
+process sent within the window is counted, not sent; the next one sent carries the count as
+``otelguard.file.repeat_count``, and :func:`flush_repeats` (called by the sensor once a second)
+emits the counts whose window passed with no further repeat. See
+docs/architecture.md#kernel-facts.
+
+Overhead (docs/benchmarks.md, bench/agent_overhead.py and bench/bpf_program_cost.py, 2-core VM
+under load): an open the filter rejects costs ~220-235 ns of BPF (entry ~150 ns: flags test,
+scratch, the path read ~50 ns, trie ~5 ns, not-normalised scan ~25 ns; exit ~70 ns), a
+read-only open when no rule reads ~4 ns over an empty program; a repeat counted by dedup
+~0.4 µs at exit instead of a ring record and ~10-20 µs of Python decode; a sent open ~1 µs in
+the kernel plus the decode, which competes for the same cores (an open-heavy loop outruns the
+consumer: counted kernel_ring drops). Scope the sensor (``cgroup_scope``).
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
+import time
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional, Sequence
 
 from otelguard import semconv
 from otelguard.ebpf.events import AttrValue, Event
+from otelguard.ebpf.openfilter import render_defines, render_read_match, read_wanted
 from otelguard.ebpf.probe import PATH_LEN, DecodeContext, Header, ProbeConfig, c_string, probe_source
 
-MAX_PREFIXES = 32
-MAX_PREFIX_LEN = 64
+EXEC_TRACEPOINT = "sched:sched_process_exec"  # dedup forgets a process's entries at its exec
+DEDUP_TABLE = "og_file_dedup"
+REPEATS_TABLE = "og_file_repeats"
 AT_FDCWD = -100
 AT_REMOVEDIR = 0x200
 
@@ -176,7 +188,7 @@ class FileRecord(ctypes.Structure):
         ("mode", ctypes.c_uint32),
         ("uid", ctypes.c_uint32),
         ("gid", ctypes.c_uint32),
-        ("pad", ctypes.c_uint32),
+        ("repeat", ctypes.c_uint32),
         ("arg", ctypes.c_int64),
         ("path", ctypes.c_char * PATH_LEN),
         ("path2", ctypes.c_char * PATH_LEN),
@@ -184,28 +196,6 @@ class FileRecord(ctypes.Structure):
 
 
 _RECORD_SIZE = ctypes.sizeof(FileRecord)
-
-
-def _c_char_literal(ch: str) -> str:
-    return "'\\''" if ch == "'" else ("'\\\\'" if ch == "\\" else f"'{ch}'")
-
-
-def render_prefix_match(prefixes: tuple[str, ...]) -> str:
-    """The body of ``og_file_prefix_match``: one unrolled byte compare per prefix."""
-    bad = [p for p in prefixes if not p.isascii() or not p.startswith("/") or
-           len(p.encode()) > MAX_PREFIX_LEN]
-    if bad:
-        raise ValueError(f"read_path_prefixes must be absolute ASCII paths of at most "
-                         f"{MAX_PREFIX_LEN} bytes: {bad}")
-    if len(prefixes) > MAX_PREFIXES:
-        raise ValueError(f"at most {MAX_PREFIXES} read_path_prefixes, got {len(prefixes)}")
-    if not prefixes:
-        return "    // no read prefixes: read-only opens are never emitted"
-    lines = ["    if (p[0] != '/') { return 1; }  // relative: user space re-checks"]
-    for prefix in prefixes:
-        cond = " && ".join(f"p[{i}] == {_c_char_literal(c)}" for i, c in enumerate(prefix))
-        lines.append(f"    if ({cond}) {{ return 1; }}  // {prefix}")
-    return "\n".join(lines)
 
 
 def render_handlers(available: frozenset[str]) -> str:
@@ -216,10 +206,17 @@ def render_handlers(available: frozenset[str]) -> str:
                 f"syscalls:sys_exit_{sc.name}" not in available:
             out.append(f"// {sc.name}: tracepoint missing, not traced")
             continue
-        body = [f"    struct og_file_rec *r = og_file_begin({index}, {sc.type_id});",
-                "    if (!r) { return 0; }"]
+        body = []
+        if sc.type_id == T_OPEN and not sc.how and not sc.flags:
+            # the cheap fact before anything else: flags (a tracepoint field, no user memory)
+            body.append(f"    if (!og_file_flags_wanted((u64)(u32)args->flags)) {{ return 0; }}")
+        body += [f"    struct og_file_rec *r = og_file_begin({index}, {sc.type_id});",
+                 "    if (!r) { return 0; }"]
         for field, expr in sc.fields:
-            if field in ("path", "path2"):
+            if field == "path" and sc.type_id == T_OPEN:  # its length feeds the filter
+                body.append(f"    long plen = bpf_probe_read_user_str(r->path, sizeof(r->path), "
+                            f"args->{expr});")
+            elif field in ("path", "path2"):
                 body.append(f"    bpf_probe_read_user_str(r->{field}, sizeof(r->{field}), "
                             f"args->{expr});")
             elif field in ("dfd", "dfd2"):
@@ -237,17 +234,13 @@ def render_handlers(available: frozenset[str]) -> str:
                      "    bpf_probe_read_user(&how, sizeof(how), (void *)args->how);",
                      "    r->flags = how.flags;", "    r->mode = (u32)how.mode;"]
         if sc.type_id == T_OPEN:
-            body.append("    if (!og_file_open_wanted(r)) { return 0; }")
+            body.append("    if (!og_file_open_wanted(r, plen)) { return 0; }")
         body.append("    return og_file_stash_it(r);")
         out.append(f"TRACEPOINT_PROBE(syscalls, sys_enter_{sc.name}) {{\n" + "\n".join(body)
                    + "\n}")
         out.append(f"TRACEPOINT_PROBE(syscalls, sys_exit_{sc.name}) "
                    "{ return og_file_exit(args->ret); }")
     return "\n".join(out)
-
-
-def _under(path: str, prefixes: tuple[str, ...]) -> bool:
-    return any(path.startswith(p) for p in prefixes)
 
 
 class FileProbe:
@@ -258,10 +251,16 @@ class FileProbe:
     type_ids = range(20, 40)
 
     def tracepoints(self) -> list[str]:
-        return [f"syscalls:sys_{d}_{sc.name}" for sc in SYSCALLS for d in ("enter", "exit")]
+        return [f"syscalls:sys_{d}_{sc.name}" for sc in SYSCALLS
+                for d in ("enter", "exit")] + [EXEC_TRACEPOINT]
 
     def render(self, config: ProbeConfig, available: frozenset[str]) -> str:
-        fills = {"OG_FILE_PREFIX_MATCH": render_prefix_match(config.read_path_prefixes),
+        prefixes, paths = config.read_prefixes, config.read_paths
+        # dedup needs to see execs (a new program's opens are never taken for repeats)
+        dedup_ns = config.dedup_window_ms * 1_000_000 if EXEC_TRACEPOINT in available else 0
+        fills = {"OG_FILE_DEFINES": render_defines(bool(prefixes or paths), dedup_ns,
+                                                   config.dedup_entries),
+                 "OG_FILE_READ_MATCH": render_read_match(prefixes, paths),
                  "OG_FILE_HANDLERS": render_handlers(available)}
         # placeholders stand alone on their line (the header comment names them too)
         return "\n".join(fills.get(line.strip(), line)
@@ -287,10 +286,15 @@ class FileProbe:
             path = ctx.resolve_path(pid, r.dfd, "") if r.dfd >= 0 else ""
         attrs: dict[str, AttrValue] = {}
         if type_id == T_OPEN:
-            if not (r.flags & 0o3103) and raw and not raw.startswith("/"):
+            if not (r.flags & 0o3103) and raw:
                 cfg: Optional[ProbeConfig] = getattr(ctx, "probe_config", None)
-                if cfg is not None and not _under(path, cfg.read_path_prefixes):
-                    return None  # relative read outside the watched prefixes: filtered
+                # kept: a traversal ("../" in the path as passed: Falco's directory_traversal)
+                if cfg is not None and "../" not in raw and \
+                        not read_wanted(path, cfg.read_prefixes, cfg.read_paths) and \
+                        not read_wanted(raw, cfg.read_prefixes, cfg.read_paths):
+                    return None  # relative or not normal, resolved outside the filter: filtered
+            if r.repeat:
+                attrs[semconv.FILE_REPEAT_COUNT] = int(r.repeat)
             attrs[semconv.FILE_OPEN_FLAGS] = open_flag_names(int(r.flags))
             if r.flags & (0o100 | 0o20000000):
                 attrs[semconv.FILE_MODE] = f"{r.mode & 0o7777:04o}"
@@ -330,7 +334,63 @@ class FileProbe:
             event.body = f"{verb} {path or '<path unreadable>'}"
         if r.h.ret < 0:
             event.body += f" failed: {os.strerror(-int(r.h.ret))}"
+        if r.repeat:
+            event.body += f" (+{r.repeat} identical)"
         return event
+
+
+def flush_repeats(bpf: Any, window_ns: int, now_ns: int) -> list[bytes]:
+    """Records for the repeat counts the kernel holds whose window passed (the last identical
+    one sent ``window_ns`` or longer before ``now_ns``, CLOCK_MONOTONIC): each is the last
+    counted open (the record first sent, at the time of the last repeat) with ``repeat`` set to
+    the ones counted before it. Expired
+    entries are deleted, so the LRU holds only the last window's opens and this walk stays
+    short on a quiet node. A repeat counted between the read and the delete is lost (a race
+    of a few µs once per window). Called by the sensor once a second."""
+    try:
+        table = bpf[DEDUP_TABLE.encode()]
+    except KeyError:
+        return []  # dedup compiled out
+    out: list[bytes] = []
+    for key, seen in list(table.items()):
+        if now_ns - int(seen.sent_ns) < window_ns:
+            continue
+        count = int(seen.count)
+        try:
+            del table[key]
+        except KeyError:
+            continue  # evicted meanwhile
+        if count:
+            # the last counted open itself, carrying the ones counted before it: so every
+            # record stands for 1 + repeat_count opens, sent by the kernel or flushed here
+            rec = FileRecord.from_buffer_copy(bytes(seen.rec))
+            rec.repeat = min(count - 1, 0xFFFFFFFF)
+            rec.h.ktime_ns = int(seen.last_ns)
+            out.append(bytes(rec))
+    return out
+
+
+def due_repeats(bpf: Any, probes: Sequence[Any], config: ProbeConfig,
+                stopping: bool = False) -> list[bytes]:
+    """:func:`flush_repeats` for the sensor's once-a-second tick (every count when
+    ``stopping``); nothing when the file probe is not loaded or dedup is off."""
+    window_ns = config.dedup_window_ms * 1_000_000
+    if not window_ns or not any(p.name == "file" for p in probes):
+        return []
+    return flush_repeats(bpf, window_ns, time.monotonic_ns() + (window_ns if stopping else 0))
+
+
+def kernel_repeats(bpf: Any) -> tuple[int, int]:
+    """(repeats counted in the kernel, counts overwritten before they were reported: an
+    exec or a hash collision replaced the entry), summed over CPUs; (0, 0) when dedup is
+    compiled out or nothing is loaded (``bpf`` None)."""
+    if bpf is None:
+        return 0, 0
+    try:
+        table = bpf[REPEATS_TABLE.encode()]
+    except KeyError:
+        return 0, 0
+    return (int(sum(table[ctypes.c_int(0)])), int(sum(table[ctypes.c_int(1)])))
 
 
 def create() -> FileProbe:

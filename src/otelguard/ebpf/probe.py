@@ -20,6 +20,7 @@ from typing import Mapping, Optional, Protocol, Sequence, TypeVar
 
 from otelguard.config import INTERNAL, Checks
 from otelguard.ebpf.events import AttrValue, Event
+from otelguard.ebpf.openfilter import MAX_ENTRY_LEN, MAX_PATHS, MAX_PREFIXES
 
 RecordT = TypeVar("RecordT", bound=ctypes.Structure)
 
@@ -27,6 +28,12 @@ COMM_LEN = 16
 PATH_LEN = 256
 ENV_NAME_LEN = 30  # longest allowlisted variable name (the kernel compares a fixed head)
 ENV_NAMES_MAX = 16
+# read-only opens sent when neither the config nor the loaded rules say which (an agent without
+# sensor.read_rules): the places sensitive reads usually are
+DEFAULT_READ_PREFIXES: tuple[str, ...] = (
+    "/etc/", "/root/", "/boot/", "/proc/sys/", "/sys/fs/cgroup", "/dev/", "/var/run/secrets",
+    "/run/secrets", "/home/", "/usr/bin/", "/usr/sbin/", "/bin/", "/sbin/", "/var/log/",
+)
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,%d}" % (ENV_NAME_LEN - 1))
 
 
@@ -61,11 +68,20 @@ class ProbeConfig:
     # probes whose records fire outside the task's context (TCP state changes in softirq) then
     # know that an owner they never saw was filtered out of scope in the kernel, not lost.
     scoped: bool = field(default=False, metadata=INTERNAL)
-    # file opens without write intent are sent only under these prefixes (kernel-side filter)
-    read_path_prefixes: tuple[str, ...] = (
-        "/etc/", "/root/", "/boot/", "/proc/sys/", "/sys/fs/cgroup", "/dev/", "/var/run/secrets",
-        "/run/secrets", "/home/", "/usr/bin/", "/usr/sbin/", "/bin/", "/sbin/", "/var/log/",
-    )
+    # File opens without write intent are sent only under these prefixes or for exactly the
+    # read_paths (kernel-side filter). null (default): when the loaded rules are known (`otelguard
+    # run`, sensor.read_rules) exactly what they need, else the built-in list (/etc/, /root/,
+    # /boot/, /proc/sys/, /dev/, /home/, ...); a list is added to what the rules need.
+    # docs/architecture.md#kernel-facts
+    read_path_prefixes: Optional[tuple[str, ...]] = None
+    # exact file names whose read-only opens are sent (besides the prefixes); the rules' exact
+    # names (fd.name = / in) are added here
+    read_paths: tuple[str, ...] = ()
+    # Repeated identical opens (same process, path, flags, result) within this window are
+    # counted in the kernel instead of sent again; the next one sent (or the flush once the
+    # window passed) carries the count (otelguard.file.repeat_count). 0: every open is sent.
+    dedup_window_ms: int = 1000
+    dedup_entries: int = 4096  # kernel LRU entries for dedup (~0.7 KiB each)
     dns_ports: tuple[int, ...] = (53,)  # UDP/TCP peer ports whose payload is decoded as DNS
     argv_max: int = 20  # arguments captured per exec (1..64)
     arg_len: int = 128  # bytes captured per argument (16..1024)
@@ -78,6 +94,12 @@ class ProbeConfig:
     )
     env_max: int = 4  # allowlisted variables captured per exec (1..16)
     env_len: int = 256  # bytes captured per variable, NAME=VALUE (32..1024)
+
+    @property
+    def read_prefixes(self) -> tuple[str, ...]:
+        """The read prefixes in force: ``read_path_prefixes``, else the default list."""
+        return DEFAULT_READ_PREFIXES if self.read_path_prefixes is None else \
+            self.read_path_prefixes
 
     def __post_init__(self) -> None:
         """The limits the BPF programs are built for (render() refuses others too)."""
@@ -100,12 +122,19 @@ class ProbeConfig:
                 checks.add(f"env_names[{i}]", "must be a variable name (letters, digits, _; "
                            f"not starting with a digit) of at most {ENV_NAME_LEN} bytes, "
                            f"got {name!r}")
-        for i, prefix in enumerate(self.read_path_prefixes):
-            if not prefix.startswith("/") or not prefix.isascii() or len(prefix) > 64:
-                checks.add(f"read_path_prefixes[{i}]", "must be an absolute ASCII path of at "
-                           f"most 64 bytes, got {prefix!r}")
-        if len(self.read_path_prefixes) > 32:
-            checks.add("read_path_prefixes", "at most 32 entries")
+        for key, values, most in (("read_path_prefixes", self.read_path_prefixes or (),
+                                   MAX_PREFIXES), ("read_paths", self.read_paths, MAX_PATHS)):
+            for i, prefix in enumerate(values):
+                if not prefix.startswith("/") or not prefix.isascii() or \
+                        len(prefix) > MAX_ENTRY_LEN:
+                    checks.add(f"{key}[{i}]", "must be an absolute ASCII path of at most "
+                               f"{MAX_ENTRY_LEN} bytes, got {prefix!r}")
+            if len(values) > most:
+                checks.add(key, f"at most {most} entries")
+        if not 0 <= self.dedup_window_ms <= 60_000:
+            checks.add("dedup_window_ms", f"must be 0..60000, got {self.dedup_window_ms}")
+        if not 16 <= self.dedup_entries <= 1 << 20:
+            checks.add("dedup_entries", f"must be 16..1048576, got {self.dedup_entries}")
         checks.done()
 
 

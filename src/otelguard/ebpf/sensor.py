@@ -35,6 +35,8 @@ from otelguard.ebpf.cgroup import CgroupResolver
 from otelguard.ebpf.clock import KernelClock, iso8601
 from otelguard.ebpf.errors import LoadError, SensorError
 from otelguard.ebpf.events import AttrValue, Event, ProcessAttrs
+from otelguard.ebpf.file import due_repeats, kernel_repeats
+from otelguard.ebpf.openfilter import normalize
 from otelguard.ebpf.loader import LoadedProgram, load
 from otelguard.ebpf.probe import Header, Probe, ProbeConfig, c_string
 from otelguard.ebpf.proctable import ProcessInfo, ProcessTable
@@ -49,15 +51,6 @@ log = logging.getLogger(__name__)
 _TYPE_OFFSET = Header.type.offset
 _HEADER_SIZE = ctypes.sizeof(Header)
 READER_BATCH = 4096  # records per RingReader.drain: one Python call per batch
-
-
-def normalize(path: str) -> str:
-    """Lexical normalisation (``.``, ``..``, ``//``) without touching the filesystem: the file
-    may not exist (failed opens) or may live in another mount namespace."""
-    if not path:
-        return path
-    out = os.path.normpath(path)
-    return "/" + out.lstrip("/") if out.startswith("//") else out
 
 
 class EventContext:
@@ -362,10 +355,12 @@ class Sensor:
             if now >= next_drops:
                 program.account_kernel_drops()
                 self._account_budget(program, now)
+                self._on_batch(due_repeats(program.bpf, program.probes, self.config.probe))
                 next_drops = now + 1.0
         for _ in range(64):  # what is already in the ring; bounded while a flood goes on
             if self._poll(program, 0) != READER_BATCH:
                 break
+        self._on_batch(due_repeats(program.bpf, program.probes, self.config.probe, stopping=True))
         self._count_events()
         program.account_kernel_drops()
         self._account_budget(program, time.monotonic())
@@ -489,6 +484,7 @@ class Sensor:
             "queued": self._queue.qsize(),
             "events_by_name": dict(self._events_by_name),
             "process_table_size": len(self.ctx.table) if self.ctx else 0,
+            "file_repeats": kernel_repeats(self._program.bpf if self._program else None),
         }
 
     def __enter__(self) -> "Sensor":

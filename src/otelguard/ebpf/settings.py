@@ -15,7 +15,7 @@ are errors, every problem reported at once with its dotted path and file:line)::
       process_table_max: 32768
       long_lived_s: 30           # trace-root rule, see proctable.py
       cgroup_scope: []           # e.g. [/kubepods.slice]: observe only tasks under these
-      read_rules: []             # Falco rules whose reads widen the kernel read filter
+      read_rules: []             # Falco rules whose reads make the kernel read filter
       read_rules_packaged: false # the packaged rules first (as a falco_rules stage's default)
       budget:                    # BudgetConfig: per-cgroup record budget in the kernel
         records_per_s: 10000     # per cgroup, sustained; 0 turns the budget off
@@ -26,7 +26,10 @@ are errors, every problem reported at once with its dotted path and file:line)::
         report_top: 5            # offenders named in the log and the exit summary
       probe:                     # ProbeConfig
         ringbuf_pages: 2048      # power of two (8 MiB)
-        read_path_prefixes: [/etc/, /root/]
+        read_path_prefixes: [/srv/secrets/]  # added to what the rules need (unset: only that)
+        read_paths: [/etc/app/token]         # exact names, added likewise
+        dedup_window_ms: 1000    # identical opens of a process counted, not re-sent (0: off)
+        dedup_entries: 4096
         dns_ports: [53]
         argv_max: 20
         arg_len: 128
@@ -111,9 +114,10 @@ class SensorConfig:
     # records per second and burst per cgroup, checked in the kernel before every record
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     # Falco rules files or directories (the processor's: mount the same ConfigMap) whose
-    # read-only opens the kernel must send: the prefixes their conditions need are added to
-    # probe.read_path_prefixes (set that to [] to watch only what the rules need). Read at
-    # start. `otelguard run` uses its own falco_rules stages' rules when this is empty.
+    # read-only opens the kernel must send: exactly the paths and prefixes their conditions
+    # test, plus probe.read_path_prefixes/read_paths when set (unset, the built-in prefix list
+    # applies only while no rules are known). Read at start. `otelguard run` uses its own
+    # falco_rules stages' rules when this is empty.
     read_rules: tuple[str, ...] = ()
     # Load the packaged rules (Falco's stable set + otelguard's, what a falco_rules stage with
     # empty `rules` runs) before read_rules, so site rules that append to or override them load

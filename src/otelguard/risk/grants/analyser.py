@@ -57,12 +57,13 @@ class GrantsAnalyser:
     name = NAME
     events = EVENTS
     fields = FIELDS
-    # read-only opens the kernel filter must send (otelguard run widens it; the agent's default
-    # list has them): token reads are the token's use
-    read_path_prefixes = SA_TOKEN_DIRS
-
     def __init__(self, config: GrantsConfig, clock: Callable[[], float] = time.time) -> None:
         self.config = config
+        # read-only opens the kernel filter must send (otelguard run widens it; the agent's
+        # built-in list has them): token reads are the token's use, and reads under
+        # config.read_prefixes are what the ledger takes as seen (the rules-derived filter
+        # sends no more than the rules need, docs/architecture.md#kernel-facts)
+        self.read_path_prefixes = SA_TOKEN_DIRS + config.read_prefixes
         self.tracker = GrantTracker(config)
         self.clock = clock
         self._lock = threading.Lock()

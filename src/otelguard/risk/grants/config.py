@@ -6,8 +6,9 @@ from dataclasses import dataclass
 
 from otelguard.config import Checks
 
-# the sensor's default read prefixes (ebpf ProbeConfig.read_path_prefixes, the same list: a
-# test keeps them equal): read-only opens elsewhere never reach the processor
+# the sensor's built-in read prefixes (ebpf DEFAULT_READ_PREFIXES, what an agent without rules
+# sends; a test keeps them equal): `otelguard run` with a risk stage adds them to its
+# rules-derived filter (the grants analyser asks for them)
 SENSOR_READ_PREFIXES = (
     "/etc/", "/root/", "/boot/", "/proc/sys/", "/sys/fs/cgroup", "/dev/", "/var/run/secrets",
     "/run/secrets", "/home/", "/usr/bin/", "/usr/sbin/", "/bin/", "/sbin/", "/var/log/",
@@ -23,8 +24,9 @@ class GrantsConfig:
     # would have used.
     learning_seconds: float = 86400.0
     # The sensor's read prefixes (its kernel filter): a read-only open elsewhere is never seen,
-    # so a hostPath mounted outside them is judged on writes only. Keep equal to
-    # sensor.probe.read_path_prefixes.
+    # so a hostPath mounted outside them is judged on writes only. `otelguard run` adds them
+    # to the sensor's filter; for a separate agent, keep them within what it sends
+    # (sensor.probe.read_path_prefixes, or the built-in list without sensor.read_rules).
     read_prefixes: tuple[str, ...] = SENSOR_READ_PREFIXES
 
     def __post_init__(self) -> None:
