@@ -206,9 +206,14 @@ def doctor_main(args: argparse.Namespace) -> int:
     from otelguard.ebpf import doctor
 
     extra: list[doctor.Check] = []
+    sensor = None
     if args.config:
         try:
-            tls = load_agent_config(args.config).exporter.tls
+            agent_cfg = load_agent_config(args.config)
+            tls = agent_cfg.exporter.tls
+            sensor = agent_cfg.sensor
+            if sensor.read_rules or sensor.read_rules_packaged:
+                sensor = with_rules_read_filter(sensor)  # as the agent renders it
         except ConfigError as exc:
             extra.append(doctor.Check("agent config", doctor.FAIL, "; ".join(exc.messages),
                                       f"fix {args.config}"))
@@ -225,4 +230,4 @@ def doctor_main(args: argparse.Namespace) -> int:
                 extra.append(doctor.Check("exporter.tls", doctor.OK, "TLS to the processor" + (
                     ", mTLS" if tls.cert_file else "") + (
                     ", bearer token" if tls.bearer_token_file else "")))
-    return doctor.main(args, extra)
+    return doctor.main(args, extra, sensor)

@@ -1,6 +1,6 @@
 """The sensor: loads the probes, polls the ring buffer, decodes records into enriched Events.
 
-Threads: ``start()`` compiles and loads (seconds), then one poll thread calls
+Threads: ``start()`` loads (from the program cache, or compiled: seconds), then one poll thread calls
 ``ring_buffer_poll``; BCC runs the record callback on that thread, which decodes (the probe's
 ``decode`` with :class:`EventContext`) and enqueues into a bounded queue, nothing more. A full
 queue drops the event and counts it (``otelguard_dropped_total{stage="user_queue"}``); records
@@ -33,7 +33,7 @@ from otelguard.ebpf.cgroup import CgroupResolver
 from otelguard.ebpf.clock import KernelClock, iso8601
 from otelguard.ebpf.errors import LoadError, SensorError
 from otelguard.ebpf.events import AttrValue, Event, ProcessAttrs
-from otelguard.ebpf.loader import LoadedProgram, load
+from otelguard.ebpf.loader import LoadedProgram, load, program_cache
 from otelguard.ebpf.probe import Header, Probe, ProbeConfig, c_string
 from otelguard.ebpf.proctable import ProcessInfo, ProcessTable
 from otelguard.ebpf.registry import discover
@@ -250,6 +250,7 @@ class SensorStatus:
     skipped: dict[str, str] = field(default_factory=dict)  # registry: absent or broken modules
     missing_tracepoints: dict[str, list[str]] = field(default_factory=dict)
     load_seconds: float = 0.0
+    program_origin: str = ""  # "cache" (no compiler) or "compiled" (loader.LoadedProgram.origin)
     processes_seeded: int = 0
 
 
@@ -302,7 +303,9 @@ class Sensor:
         self.ctx = EventContext(table, CgroupResolver(), clock, probe_config)
         try:
             program = load(probes, probe_config, scope=self.config.cgroup_scope,
-                           budget=self.config.budget)
+                           budget=self.config.budget,
+                           cache=program_cache(self.config.program_cache,
+                                               self.config.program_cache_dir))
         except LoadError as exc:
             raise SensorError(f"no probe could be loaded: {exc}") from exc
         except ImportError as exc:
@@ -311,6 +314,7 @@ class Sensor:
         self.status.loaded = [p.name for p in program.probes]
         self.status.failed = dict(program.failed)
         self.status.missing_tracepoints = dict(program.missing_tracepoints)
+        self.status.program_origin = program.origin
         for p in program.probes:
             for t in p.type_ids:
                 self._by_type[t] = p
