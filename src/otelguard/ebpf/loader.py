@@ -28,9 +28,9 @@ import os
 import sys
 import tempfile
 import threading
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Optional
+from typing import Any, Iterable, Optional
 
 from otelguard import telemetry
 from otelguard.config import ConfigError
@@ -44,13 +44,8 @@ from otelguard.ebpf.progcache import (FunctionSpec, KernelObjects, MapSpec, Prog
 from otelguard.ebpf.registry import discover
 from otelguard.ebpf.settings import (SensorConfig, default_cache_dir, load_sensor_config,
                                      tracefs_root)
+from otelguard.ebpf.program import LoadedProgram, RingPoller
 from otelguard.ebpf.tables import Table
-
-RING_NAME = "og_events"
-DROPS_NAME = "og_drops"
-BUDGET_NAME = "og_budget"
-BUDGET_DROPS_NAME = "og_budget_drops"
-RecordCallback = Callable[[Any, int, int], None]  # (ctx, data pointer, size), BCC's signature
 
 _fd2_lock = threading.Lock()
 
@@ -104,7 +99,7 @@ def _bcc_compile(text: str) -> Any:
     compiler's chatter (printed by libbcc on fd 2) captured into the LoadError."""
     from bcc import BPF
 
-    class _CompileOnly(BPF):  # type: ignore[misc]
+    class _CompileOnly(BPF):  # type: ignore[misc]  # BCC ships no type hints (BPF is Any)
         def _trace_autoload(self) -> None:
             """Loading and attaching is :func:`progcache.instantiate`'s."""
 
@@ -170,112 +165,6 @@ def _release_compiler_memory() -> None:
         ctypes.CDLL(None).malloc_trim(0)
     except (OSError, AttributeError):  # not glibc
         pass
-
-
-_RING_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int)
-
-
-class _Ring:
-    """The ring buffer consumed by fd through libbcc_bpf (BCC's own ``bpf_new_ringbuf`` /
-    ``bpf_poll_ringbuf``, the calls BCC's Python makes) without libbcc proper: that library
-    links clang and LLVM, ~60 MB of RSS just to map it."""
-
-    def __init__(self, fd: int, callback: RecordCallback) -> None:
-        lib = ctypes.CDLL("libbcc_bpf.so.0", use_errno=True)
-        lib.bpf_new_ringbuf.restype = ctypes.c_void_p
-        lib.bpf_new_ringbuf.argtypes = [ctypes.c_int, _RING_CALLBACK, ctypes.c_void_p]
-        lib.bpf_poll_ringbuf.restype = ctypes.c_int
-        lib.bpf_poll_ringbuf.argtypes = [ctypes.c_void_p, ctypes.c_int]
-        lib.bpf_free_ringbuf.restype = None
-        lib.bpf_free_ringbuf.argtypes = [ctypes.c_void_p]
-        self._lib = lib
-
-        def trampoline(ctx: Any, data: int, size: int) -> int:
-            callback(ctx, data, size)
-            return 0
-
-        self._callback = _RING_CALLBACK(trampoline)  # kept: libbpf holds the pointer
-        self._ring = lib.bpf_new_ringbuf(fd, self._callback, None)
-        if not self._ring:
-            raise LoadError(f"cannot open the ring buffer: {os.strerror(ctypes.get_errno())}")
-
-    def poll(self, timeout_ms: int) -> None:
-        self._lib.bpf_poll_ringbuf(self._ring, timeout_ms)
-
-    def close(self) -> None:
-        if self._ring:
-            self._lib.bpf_free_ringbuf(self._ring)
-            self._ring = None
-
-
-@dataclass
-class LoadedProgram:
-    """One loaded program (maps, programs, attachments by fd) and what went into it.
-    ``origin``: ``cache`` (loaded from the program cache, no compiler) or ``compiled``."""
-
-    objects: KernelObjects
-    tables: dict[str, Table]
-    probes: list[Probe]
-    failed: dict[str, str] = field(default_factory=dict)  # probe -> compiler/verifier text
-    missing_tracepoints: dict[str, list[str]] = field(default_factory=dict)
-    text: str = ""
-    budget: bool = False  # the per-cgroup budget is compiled in (its maps exist)
-    origin: str = "compiled"
-    cache_path: Optional[Path] = None  # the image loaded or written (None: cache off/unwritable)
-    _drops_seen: int = 0
-    _ring: Optional[_Ring] = None
-
-    def table(self, name: str) -> Table:
-        return self.tables[name]
-
-    @property
-    def ring_fd(self) -> int:
-        """The ring buffer map's fd (``og_events``), for a consumer of its own."""
-        return self.objects.maps[RING_NAME]
-
-    @property
-    def program_fds(self) -> dict[str, int]:
-        """Loaded program fds by function name (bpf stats in /proc/self/fdinfo)."""
-        return dict(self.objects.programs)
-
-    def open_ring(self, callback: RecordCallback) -> None:
-        self._ring = _Ring(self.ring_fd, callback)
-
-    def poll(self, timeout_ms: int) -> None:
-        assert self._ring is not None, "open_ring first"
-        self._ring.poll(timeout_ms)
-
-    def kernel_drops(self) -> int:
-        """Records lost so far because the ring buffer was full (sum over CPUs)."""
-        return self.tables[DROPS_NAME].percpu_sum(0)
-
-    def account_kernel_drops(self) -> int:
-        """Add the drops since the last call to telemetry.dropped{kernel_ring,ringbuf_full}."""
-        total = self.kernel_drops()
-        delta = total - self._drops_seen
-        if delta > 0:
-            telemetry.dropped.labels("kernel_ring", "ringbuf_full").inc(delta)
-            self._drops_seen = total
-        return delta
-
-    def budget_drops(self) -> int:
-        """Records not sent so far because their cgroup was over budget (sum over CPUs)."""
-        if not self.budget:
-            return 0
-        return self.tables[BUDGET_DROPS_NAME].percpu_sum(0)
-
-    def budget_entries(self) -> Iterator[tuple[int, int, int]]:
-        """(cgroup id, dropped, dropped high-value) of every cgroup the budget tracks."""
-        if not self.budget:
-            return
-        for key, value in self.tables[BUDGET_NAME].items():  # struct og_budget
-            yield int(key.value), int(value.dropped), int(value.dropped_high)
-
-    def close(self) -> None:
-        if self._ring is not None:
-            self._ring.close()
-            self._ring = None
-        self.objects.close()
 
 
 def scope_paths(scope: Iterable[str]) -> list[str]:
@@ -499,9 +388,9 @@ def ringbuf_selftest(timeout_s: float = 2.0) -> str:
     def _cb(_ctx: Any, data: int, size: int) -> None:
         got.append(ctypes.c_uint64.from_address(data).value if size >= 8 else 0)
 
-    ring: Optional[_Ring] = None
+    ring: Optional[RingPoller] = None
     try:
-        ring = _Ring(objs.maps["og_selftest"], _cb)
+        ring = RingPoller(objs.maps["og_selftest"], _cb)
         deadline = _time.monotonic() + timeout_s
         while not got and _time.monotonic() < deadline:
             os.getppid()

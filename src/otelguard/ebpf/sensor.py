@@ -33,8 +33,9 @@ from otelguard.ebpf.cgroup import CgroupResolver
 from otelguard.ebpf.clock import KernelClock, iso8601
 from otelguard.ebpf.errors import LoadError, SensorError
 from otelguard.ebpf.events import AttrValue, Event, ProcessAttrs
-from otelguard.ebpf.loader import LoadedProgram, load, program_cache
+from otelguard.ebpf.loader import load, program_cache
 from otelguard.ebpf.probe import Header, Probe, ProbeConfig, c_string
+from otelguard.ebpf.program import LoadedProgram
 from otelguard.ebpf.proctable import ProcessInfo, ProcessTable
 from otelguard.ebpf.registry import discover
 from otelguard.ebpf.settings import SensorConfig
@@ -250,7 +251,7 @@ class SensorStatus:
     skipped: dict[str, str] = field(default_factory=dict)  # registry: absent or broken modules
     missing_tracepoints: dict[str, list[str]] = field(default_factory=dict)
     load_seconds: float = 0.0
-    program_origin: str = ""  # "cache" (no compiler) or "compiled" (loader.LoadedProgram.origin)
+    program_origin: str = ""  # "cache" (no compiler) or "compiled" (program.LoadedProgram.origin)
     processes_seeded: int = 0
 
 

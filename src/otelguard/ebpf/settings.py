@@ -89,8 +89,7 @@ def default_cache_dir() -> str:
     """Where compiled programs are kept when ``sensor.program_cache_dir`` is empty."""
     if os.geteuid() == 0:
         return "/var/cache/otelguard/bpf"
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
-    return os.path.join(base, "otelguard", "bpf")
+    return os.path.expanduser("~/.cache/otelguard/bpf")
 
 
 def default_node_name() -> str:
