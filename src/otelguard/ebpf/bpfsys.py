@@ -71,6 +71,16 @@ def _bpf(cmd: int, attr: ctypes.Array[ctypes.c_char], what: str) -> int:
     return int(ret)
 
 
+def _bpf_found(cmd: int, attr: ctypes.Array[ctypes.c_char], what: str) -> bool:
+    """A map call that may find no such key: False for ENOENT, raises for other errors."""
+    if _libc.syscall(_numbers()[0], cmd, attr, _ATTR_SIZE) >= 0:
+        return True
+    err = ctypes.get_errno()
+    if err == errno.ENOENT:
+        return False
+    raise BpfSyscallError(what, err)
+
+
 def _attr(fmt: str, *values: object) -> ctypes.Array[ctypes.c_char]:
     buf = ctypes.create_string_buffer(_ATTR_SIZE)
     struct.pack_into(fmt, buf, 0, *values)
@@ -103,14 +113,8 @@ def map_create(map_type: int, key_size: int, value_size: int, max_entries: int, 
 def map_lookup(fd: int, key: ctypes.Array[ctypes.c_char],
                value: ctypes.Array[ctypes.c_char]) -> bool:
     """Fill ``value`` for ``key``; False when there is no such key."""
-    attr = _attr("<IIQQQ", fd, 0, _addr(key), _addr(value), 0)
-    ret = _libc.syscall(_numbers()[0], MAP_LOOKUP_ELEM, attr, _ATTR_SIZE)
-    if ret < 0:
-        err = ctypes.get_errno()
-        if err == errno.ENOENT:
-            return False
-        raise BpfSyscallError("map lookup", err)
-    return True
+    return _bpf_found(MAP_LOOKUP_ELEM, _attr("<IIQQQ", fd, 0, _addr(key), _addr(value), 0),
+                      "map lookup")
 
 
 def map_update(fd: int, key: ctypes.Array[ctypes.c_char],
@@ -119,25 +123,14 @@ def map_update(fd: int, key: ctypes.Array[ctypes.c_char],
 
 
 def map_delete(fd: int, key: ctypes.Array[ctypes.c_char]) -> bool:
-    attr = _attr("<IIQ", fd, 0, _addr(key))
-    if _libc.syscall(_numbers()[0], MAP_DELETE_ELEM, attr, _ATTR_SIZE) < 0:
-        err = ctypes.get_errno()
-        if err == errno.ENOENT:
-            return False
-        raise BpfSyscallError("map delete", err)
-    return True
+    return _bpf_found(MAP_DELETE_ELEM, _attr("<IIQ", fd, 0, _addr(key)), "map delete")
 
 
 def map_next_key(fd: int, key: Optional[ctypes.Array[ctypes.c_char]],
                  next_key: ctypes.Array[ctypes.c_char]) -> bool:
     """Fill ``next_key`` with the key after ``key`` (the first when None); False at the end."""
-    attr = _attr("<IIQQ", fd, 0, _addr(key), _addr(next_key))
-    if _libc.syscall(_numbers()[0], MAP_GET_NEXT_KEY, attr, _ATTR_SIZE) < 0:
-        err = ctypes.get_errno()
-        if err == errno.ENOENT:
-            return False
-        raise BpfSyscallError("map next key", err)
-    return True
+    return _bpf_found(MAP_GET_NEXT_KEY, _attr("<IIQQ", fd, 0, _addr(key), _addr(next_key)),
+                      "map next key")
 
 
 @dataclass(frozen=True)
