@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -110,7 +111,7 @@ def one_run(kind: str, cache: Path, work: Path, steady_s: float, idle_s: float,
     env = dict(os.environ, PYTHONPATH=f"{ROOT / 'src'}:{ROOT}")
     cmd = [sys.executable, "-c", "import sys; from otelguard.cli import main; sys.exit(main())",
            "run", "--config", str(cfg), "--output", f"jsonl:{out}", "--events",
-           "--metrics", f"127.0.0.1:{_free_port()}", "--duration", str(steady_s + idle_s + 120)]
+           "--metrics", f"127.0.0.1:{_free_port()}"]  # stopped by SIGTERM below
     loop = ExecLoop()
     loop.start()
     with open(log_path, "w") as log:
@@ -129,7 +130,7 @@ def one_run(kind: str, cache: Path, work: Path, steady_s: float, idle_s: float,
             idle = (_cpu_s(proc.pid) - cpu0) / (time.monotonic() - t0)
         finally:
             loop.stop()
-            proc.terminate()
+            proc.send_signal(signal.SIGINT)  # Ctrl-C: otelguard run stops cleanly
             try:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
@@ -43,6 +44,7 @@ class RingPoller:
         lib.bpf_free_ringbuf.restype = None
         lib.bpf_free_ringbuf.argtypes = [ctypes.c_void_p]
         self._lib = lib
+        self._lock = threading.Lock()
 
         def trampoline(ctx: Any, data: int, size: int) -> int:
             callback(ctx, data, size)
@@ -54,12 +56,19 @@ class RingPoller:
             raise LoadError(f"cannot open the ring buffer: {os.strerror(ctypes.get_errno())}")
 
     def poll(self, timeout_ms: int) -> None:
-        self._lib.bpf_poll_ringbuf(self._ring, timeout_ms)
+        """Run the callback for what the ring holds, waiting up to ``timeout_ms`` for it. A no-op
+        once closed: the lock keeps ``close`` from freeing the ring under a poll in progress
+        (the sensor's stop gives its poll thread 5 s; a backlog on a loaded node can take
+        longer, and libbpf would then poll freed memory)."""
+        with self._lock:
+            if self._ring:
+                self._lib.bpf_poll_ringbuf(self._ring, timeout_ms)
 
     def close(self) -> None:
-        if self._ring:
-            self._lib.bpf_free_ringbuf(self._ring)
-            self._ring = None
+        with self._lock:
+            if self._ring:
+                self._lib.bpf_free_ringbuf(self._ring)
+                self._ring = None
 
 
 @dataclass
@@ -127,6 +136,5 @@ class LoadedProgram:
 
     def close(self) -> None:
         if self._ring is not None:
-            self._ring.close()
-            self._ring = None
+            self._ring.close()  # kept: a poll still under way returns, later ones are no-ops
         self.objects.close()
