@@ -227,16 +227,21 @@ class KernelObjects:
     programs: dict[str, int] = field(default_factory=dict)
     attachments: list[int] = field(default_factory=list)
 
-    def close(self) -> None:
-        if self.attachments:  # each detach waits out an RCU grace period (~30 ms): side by side
+    def detach(self) -> None:
+        """Detach every program (no new records); each detach waits out an RCU grace period
+        (~30 ms), so they run side by side."""
+        if self.attachments:
             with ThreadPoolExecutor(16, thread_name_prefix="otelguard-bpf-detach") as pool:
                 list(pool.map(bpfsys.detach, self.attachments))
+            self.attachments.clear()
+
+    def close(self) -> None:
+        self.detach()
         for fd in [*self.programs.values(), *self.maps.values()]:
             try:
                 os.close(fd)
             except OSError:
                 pass
-        self.attachments.clear()
         self.programs.clear()
         self.maps.clear()
 

@@ -135,6 +135,10 @@ class LoadedProgram:
             yield int(key.value), int(value.dropped), int(value.dropped_high)
 
     def close(self) -> None:
+        """Detach first, so a poll still under way (libbpf's poll runs as long as records keep
+        coming) drains and returns; then free the ring (kept: later polls are no-ops), then
+        the fds."""
+        self.objects.detach()
         if self._ring is not None:
-            self._ring.close()  # kept: a poll still under way returns, later ones are no-ops
+            self._ring.close()
         self.objects.close()
