@@ -2,10 +2,10 @@
 (the program cache, no compiler), its RSS, and its CPU when nothing happens.
 
 Each run is the real CLI (``otelguard run``, default probes, rules and pipeline) in its own
-process with a ``jsonl`` output, a config that points ``sensor.program_cache_dir`` at a
-directory of this benchmark, and a helper loop that execs ``/bin/true`` every 100 ms so there is
-always an event to see. "First event" is the first line in the jsonl file, timed from the
-process's spawn (Python's imports, the rules, the load, the pipeline and the write included),
+process with a ``jsonl:-`` output (read from its stdout and discarded), a config that points
+``sensor.program_cache_dir`` at a directory of this benchmark, and a helper loop that execs
+``/bin/true`` every 100 ms so there is always an event to see. "First event" is the first jsonl
+line, timed from the process's spawn (Python's imports, the rules, the load, the pipeline and the write included),
 with the CPU the run had used by then (user+sys, all threads: the verifier runs in the loading
 threads), which a loaded machine does not inflate.
 
@@ -101,7 +101,6 @@ class ExecLoop:
 
 def one_run(kind: str, cache: Path, work: Path, steady_s: float, idle_s: float,
             scope: Optional[str] = None) -> StartRun:
-    out = work / f"{kind}-{time.monotonic_ns()}.jsonl"
     cfg = work / f"{kind}.yaml"
     lines = ["sensor:", f"  program_cache_dir: {cache}"]
     if scope:
@@ -110,15 +109,15 @@ def one_run(kind: str, cache: Path, work: Path, steady_s: float, idle_s: float,
     log_path = work / f"{kind}.log"
     env = dict(os.environ, PYTHONPATH=f"{ROOT / 'src'}:{ROOT}")
     cmd = [sys.executable, "-c", "import sys; from otelguard.cli import main; sys.exit(main())",
-           "run", "--config", str(cfg), "--output", f"jsonl:{out}", "--events",
+           "run", "--config", str(cfg), "--output", "jsonl:-",
            "--metrics", f"127.0.0.1:{_free_port()}"]  # stopped by SIGTERM below
     loop = ExecLoop()
     loop.start()
     with open(log_path, "w") as log:
         started = time.monotonic()
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log, cwd=work)
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=log, cwd=work)
         try:
-            first = _wait_first_line(out, proc, started, 900.0 if scope is None else 60.0)
+            first = FirstLine(proc, started).wait(900.0 if scope is None else 60.0)
             first_cpu = _cpu_s(proc.pid)
             if scope is not None:
                 first = first_cpu = float("nan")  # nothing in scope: no event ever shows
@@ -142,22 +141,36 @@ def one_run(kind: str, cache: Path, work: Path, steady_s: float, idle_s: float,
     return StartRun(kind, first, first_cpu, rss, peak, idle, origin)
 
 
-def _wait_first_line(path: Path, proc: subprocess.Popen[bytes], started: float,
-                     timeout_s: float) -> float:
-    """Seconds from ``started`` until ``path`` holds a whole line (NaN when it never does
-    within ``timeout_s``: a scoped run sees nothing)."""
-    deadline = started + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise BenchError(f"otelguard run exited with {proc.returncode} before any event")
-        try:
-            with open(path, "rb") as fh:
-                if b"\n" in fh.read(65536):
-                    return time.monotonic() - started
-        except FileNotFoundError:
+class FirstLine:
+    """Reads the run's stdout (its ``jsonl:-`` output): notes when the first whole line arrived,
+    then discards the rest (the shared machine's activity makes gigabytes of records)."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], started: float) -> None:
+        self.at: Optional[float] = None
+        self._seen = threading.Event()
+        self._proc = proc
+        self._started = started
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        stream = self._proc.stdout
+        assert stream is not None
+        if stream.readline().endswith(b"\n"):
+            self.at = time.monotonic() - self._started
+        self._seen.set()
+        while stream.read(1 << 20):
             pass
-        time.sleep(0.02)
-    return float("nan")
+
+    def wait(self, timeout_s: float) -> float:
+        """Seconds from start to the first line; NaN when none came within ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while not self._seen.wait(0.05):
+            if self._proc.poll() is not None:
+                raise BenchError(f"otelguard run exited with {self._proc.returncode} before "
+                                 "any event")
+            if time.monotonic() > deadline:
+                return float("nan")
+        return self.at if self.at is not None else float("nan")
 
 
 def main(argv: Optional[list[str]] = None) -> int:
