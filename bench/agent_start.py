@@ -47,7 +47,6 @@ AIM_RSS_MB = 150.0
 AIM_IDLE_CPU = 0.01
 ROOT = Path(__file__).resolve().parent.parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
 @dataclass
@@ -123,6 +122,9 @@ def one_run(kind: str, cache: Path, work: Path, steady_s: float, idle_s: float,
                 first = first_cpu = float("nan")  # nothing in scope: no event ever shows
             loop.stop()
             time.sleep(max(0.0, steady_s - (time.monotonic() - started)))
+            if proc.poll() is not None:
+                raise BenchError(f"otelguard run ({kind}) exited with {proc.returncode}; see "
+                                 f"{log_path}")
             rss, peak = _status_kb(proc.pid, "VmRSS") / 1024, _status_kb(proc.pid, "VmHWM") / 1024
             cpu0, t0 = _cpu_s(proc.pid), time.monotonic()
             time.sleep(idle_s)
@@ -191,7 +193,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     print(machine_line())
     runs: list[StartRun] = []
     work = Path(tempfile.mkdtemp(prefix="og-bench-start-"))
-    empty = CGROUP_ROOT / f"og-bench-empty-{os.getpid()}"
+    from otelguard.ebpf.cgroup import cgroup2_mount
+
+    root = cgroup2_mount()
+    if root is None:
+        raise BenchError("no cgroup v2 mount for the idle-scoped run")
+    empty = Path(root) / f"og-bench-empty-{os.getpid()}"
     try:
         for rep in range(reps):
             cache = work / f"cache-{rep}"
