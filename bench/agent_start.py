@@ -16,8 +16,9 @@ cold and warm alternate (``--reps`` pairs, a fresh directory per pair). In each 
 first event, RSS (VmRSS) is read once the run has been up ``--steady`` seconds, with its peak
 (VmHWM); the run's CPU (user+sys from /proc/PID/stat) over the last ``--idle`` seconds, while
 the exec loop is stopped, is its idle CPU: that window is also run with ``sensor.cgroup_scope``
-set to an empty cgroup (``idle-scoped``: the agent's own floor, no event reaching it) since the
-shared machine is never quiet. Aims (issue 16): first event <= 5 s warm, RSS <= 150 MB, idle CPU
+set to an empty cgroup (``idle-scoped``: the agent's own floor, no event reaching it; its
+program, whose text names the scope, is cached by a priming start first) since the shared
+machine is never quiet. Aims (issue 16): first event <= 5 s warm, RSS <= 150 MB, idle CPU
 <= 1% of a core.
 
 Run: ``.venv/bin/python -m bench.agent_start`` (``--quick``: one pair, 10 s windows; ``--reps``,
@@ -96,6 +97,33 @@ class ExecLoop:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join()
+
+
+def prime(cache: Path, work: Path, scope: str) -> None:
+    """Start a scoped run until its program is loaded (compiled into ``cache``), then stop it."""
+    cfg = work / "prime.yaml"
+    cfg.write_text(f"sensor:\n  program_cache_dir: {cache}\n  cgroup_scope: [{scope}]\n")
+    log_path = work / "prime.log"
+    env = dict(os.environ, PYTHONPATH=f"{ROOT / 'src'}:{ROOT}")
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", "import sys; from otelguard.cli import main; sys.exit(main())",
+             "run", "--config", str(cfg), "--output", "jsonl:-",
+             "--metrics", f"127.0.0.1:{_free_port()}"],
+            env=env, stdout=subprocess.DEVNULL, stderr=log, cwd=work)
+        try:
+            deadline = time.monotonic() + 900
+            while " started in " not in log_path.read_text(errors="replace"):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise BenchError(f"priming run failed: {log_path.read_text()[-2000:]}")
+                time.sleep(0.2)
+        finally:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 def one_run(kind: str, cache: Path, work: Path, steady_s: float, idle_s: float,
@@ -207,6 +235,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                 runs.append(r)
                 _print_run(r)
         empty.mkdir()
+        prime(work / "cache-0", work, f"/{empty.name}")  # the scope is in the text: cache it
         r = one_run("idle-scoped", work / "cache-0", work, steady, idle, scope=f"/{empty.name}")
         runs.append(r)
         _print_run(r)
