@@ -72,7 +72,8 @@ class ProgramImage:
 
 
 def bcc_version() -> str:
-    """BCC's version without importing it (importing maps its LLVM: ~60 MB of RSS)."""
+    """BCC's version from its package's ``version.py``, without importing it (importing maps
+    its LLVM: ~60 MB of RSS). ImportError when no BCC package with a version is on the path."""
     import importlib.util
 
     spec = importlib.util.find_spec("bcc")
@@ -86,7 +87,8 @@ def bcc_version() -> str:
         for line in text.splitlines():
             if line.startswith("__version__"):
                 return line.split("=", 1)[1].strip().strip("'\"")
-    return "unknown"
+    raise ImportError(f"bcc at {', '.join(spec.submodule_search_locations)} is incomplete "
+                      "(no version.py)")
 
 
 def cache_key(text: str, cflags: tuple[str, ...]) -> str:
