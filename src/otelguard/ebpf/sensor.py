@@ -1,7 +1,7 @@
 """The sensor: loads the probes, polls the ring buffer, decodes records into enriched Events.
 
-Threads: ``start()`` loads (from the program cache, or compiled: seconds), then one poll thread calls
-``ring_buffer_poll``; BCC runs the record callback on that thread, which decodes (the probe's
+Threads: ``start()`` loads (the program cache, else a compile: seconds), then one poll thread
+polls the ring; the record callback runs on that thread, which decodes (the probe's
 ``decode`` with :class:`EventContext`) and enqueues into a bounded queue, nothing more. A full
 queue drops the event and counts it (``otelguard_dropped_total{stage="user_queue"}``); records
 the kernel could not put in the ring buffer are counted from ``og_drops`` once a second
