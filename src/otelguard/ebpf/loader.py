@@ -160,7 +160,7 @@ def _compile(text: str) -> ProgramImage:
 
 
 def _release_compiler_memory() -> None:
-    """Give clang's freed heap back to the system (glibc keeps it otherwise: ~100 MB of RSS)."""
+    """Give the compiler's freed heap back to the system (glibc would keep it mapped)."""
     try:
         ctypes.CDLL(None).malloc_trim(0)
     except (OSError, AttributeError):  # not glibc

@@ -1,7 +1,7 @@
 """What BCC's compiler produced, kept on disk, and loaded again without the compiler.
 
-BCC (0.26) recompiles the whole program at every start: ~10-20 s of clang and LLVM and ~150 MB
-of peak RSS in the agent (docs/benchmarks.md). It has no object cache of its own (its only
+BCC (0.26) recompiles the whole program at every start: ~10-50 s of clang and LLVM here, ~14 s
+of CPU, and LLVM mapped in the agent (~60 MB of RSS just for that; docs/benchmarks.md). It has no object cache of its own (its only
 on-disk traces are ``/var/tmp/bcc/bpf_prog_<tag>/``, the source and disassembly of loaded
 programs for bpftool, and kernel headers extracted to ``/tmp/kheaders-<release>``). So after a
 compile the loader keeps a :class:`ProgramImage`: each function's relocated instructions (BCC's
