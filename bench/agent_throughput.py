@@ -27,6 +27,7 @@ Run: ``.venv/bin/python -m bench.agent_throughput`` (``--quick`` for seconds, ``
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import ctypes
 import io
@@ -36,14 +37,16 @@ import sys
 import tempfile
 import threading
 import time
+import typing
 from dataclasses import asdict, dataclass
 from types import FrameType
 from typing import Any, Callable, Optional
 
 from bench.common import (
-    CONSUMERS, AgentUnderTest, BenchError, kernel_drop_counts, machine_line, open_record,
-    run_loop, summary_line,
+    CONSUMERS, AgentUnderTest, BenchError, isolated_cgroup, kernel_drop_counts, machine_line,
+    open_record, run_loop, summary_line,
 )
+from otelguard.ebpf.ringbuf import ReaderKind
 
 AIM_PER_CORE = 250_000
 GROWTH = 1.6
@@ -159,6 +162,15 @@ def sweep(agent: AgentUnderTest, path: str, start: float, max_rate: float, secon
     return steps
 
 
+def fixed_rates(agent: AgentUnderTest, path: str, rates: list[float],
+                seconds: float) -> list[Step]:
+    steps = []
+    for rate in rates:
+        steps.append(run_step(agent, path, rate, seconds))
+        print_step(steps[-1])
+    return steps
+
+
 # --- profiling the consumer threads ---------------------------------------------------------------
 
 class ThreadProfiles:
@@ -199,7 +211,9 @@ class ThreadProfiles:
 # (label, file suffix, function) whose inclusive time is shown; the file suffix keeps names
 # like "decode" from matching other modules.
 PROFILE_PARTS = (
-    ("ring buffer callback (all of decode + enqueue)", "ebpf/sensor.py", "_on_record"),
+    ("ring buffer callback (BCC reader: all of decode + enqueue)", "ebpf/sensor.py", "_on_record"),
+    ("ring reader batch drain (native/python reader)", "ebpf/ringbuf.py", "drain"),
+    ("decode + enqueue of records", "ebpf/sensor.py", "_on_batch"),
     ("  probe decode (file.py, incl. event context)", "ebpf/file.py", "decode"),
     ("    event context: process table + attrs", "ebpf/sensor.py", "make_event"),
     ("      process attributes", "ebpf/sensor.py", "_process_attrs"),
@@ -230,11 +244,13 @@ def profile_breakdown(st: pstats.Stats) -> list[tuple[str, float, int]]:
 
 
 def profile_at(rate: float, path: str, seconds: float, consumer: str,
-               ringbuf_pages: Optional[int]) -> dict[str, Any]:
+               ringbuf_pages: Optional[int], reader: ReaderKind = "auto",
+               scope: tuple[str, ...] = ()) -> dict[str, Any]:
     hooks = ThreadProfiles()
     hooks.install()
     try:
-        agent = AgentUnderTest(consumer, ringbuf_pages, budget_off=True).start()
+        agent = AgentUnderTest(consumer, ringbuf_pages, budget_off=True, ring_reader=reader,
+                               scope=scope).start()
     finally:
         hooks.uninstall()
     try:
@@ -341,6 +357,35 @@ def stage_costs(agent: AgentUnderTest, path: str, n: int) -> dict[str, float]:
     return costs
 
 
+def _best(steps: list[Step]) -> Optional[Step]:
+    clean = [s for s in steps if s.sustained]
+    return max(clean, key=lambda s: s.consumed_per_s) if clean else None
+
+
+def print_reader_ab(results: dict[str, list[Step]]) -> None:
+    """Events per agent CPU second of each ring reader at each rate they all ran, and the ratio
+    to the first reader (the baseline of the A/B)."""
+    names = list(results)
+    base = names[0]
+    common = sorted(set.intersection(*({s.target_per_s for s in st} for st in results.values())))
+    print(f"\nring readers side by side (events/s per core of agent CPU; ratio vs {base}):")
+    print("  target/s  " + "".join(f"{n:>22}" for n in names))
+    for rate in common:
+        row = {n: next(s for s in results[n] if s.target_per_s == rate) for n in names}
+        b = row[base].per_core
+        print(f"  {rate:>8,.0f}  " + "".join(
+            f"{row[n].per_core:>12,.0f} x{row[n].per_core / b if b else 0:4.2f}"
+            + ("*" if not row[n].sustained else " ") + "   " for n in names))
+    print("  (* not sustained: drops or backlog)")
+    for n in names:
+        best = _best(results[n])
+        drop = next((s for s in results[n] if s.drops), None)
+        print(f"  {n:<8} max drop-free "
+              + (f"{best.consumed_per_s:>9,.0f}/s at {best.per_core:>9,.0f}/s per core"
+                 if best else "none")
+              + (f"; drops begin at {drop.target_per_s:,.0f}/s" if drop else ""))
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="2 s steps, no bisection")
@@ -352,22 +397,51 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--no-profile", action="store_true")
     ap.add_argument("--ringbuf-pages", type=int, default=None,
                     help="NOT the default config: ring buffer size in pages, for diagnosis")
+    ap.add_argument("--rates", default="",
+                    help="comma-separated rates to run, each whatever the previous gave, "
+                         "instead of the rising sweep (for an A/B of --readers at equal rates)")
+    ap.add_argument("--isolate", action="store_true",
+                    help="run in a cgroup of its own and scope the agent to it: only the "
+                         "generator's records, immune to other load on a shared machine")
+    ap.add_argument("--readers", default="auto",
+                    help="comma-separated ring readers to sweep one after another in this run, "
+                         "the first is the A/B baseline: bcc, native, python, auto (default: "
+                         "auto, what the agent uses); e.g. bcc,native,python")
     args = ap.parse_args(argv)
+    readers: list[ReaderKind] = []
+    for r in args.readers.split(","):
+        if r not in typing.get_args(ReaderKind):
+            ap.error(f"--readers: unknown reader {r!r}")
+        readers.append(r)
     seconds = args.step_s or (2.0 if args.quick else 5.0)
     start = args.start or (5000.0 if args.quick else 10000.0)
     print(machine_line())
     print(f"agent throughput: consumer={args.consumer}, {seconds:g} s steps from {start:,.0f}/s "
           f"x{GROWTH}, ring buffer "
-          + (f"{args.ringbuf_pages} pages (NOT default)" if args.ringbuf_pages else "default"))
+          + (f"{args.ringbuf_pages} pages (NOT default)" if args.ringbuf_pages else "default")
+          + f", ring readers {', '.join(readers)}")
+    results: dict[str, list[Step]] = {}
     try:
-        with tempfile.NamedTemporaryFile(prefix="og-bench-", dir="/tmp") as tmp:
+        with contextlib.ExitStack() as stack:
+            scope = (stack.enter_context(isolated_cgroup()),) if args.isolate else ()
+            if scope:
+                print(f"isolated: this process and the generator in cgroup {scope[0]}, the "
+                      "agent scoped to it")
+            tmp = stack.enter_context(tempfile.NamedTemporaryFile(prefix="og-bench-", dir="/tmp"))
             base = run_loop(["rate", tmp.name, f"{args.max_rate:.0f}", f"{min(seconds, 2.0)}"])
             print(f"baseline (no agent): the generator reaches {base.per_s:,.0f} opens/s "
                   f"(asked {args.max_rate:,.0f}/s)")
-            # budget off: one process drives every rate here, the per-cgroup budget would cap it
-            with AgentUnderTest(args.consumer, args.ringbuf_pages, budget_off=True) as agent:
-                print(f"agent loaded in {agent.load_s:.1f} s")
-                steps = sweep(agent, tmp.name, start, args.max_rate, seconds, not args.quick)
+            for reader in readers:
+                # budget off: one process drives every rate, the per-cgroup budget would cap it
+                with AgentUnderTest(args.consumer, args.ringbuf_pages, budget_off=True,
+                                    ring_reader=reader, scope=scope) as agent:
+                    used = agent.sensor.status.ring_reader
+                    print(f"agent loaded in {agent.load_s:.1f} s, ring reader {used}")
+                    results[reader if reader != "auto" else used] = (
+                        fixed_rates(agent, tmp.name, [float(r) for r in args.rates.split(",")],
+                                    seconds) if args.rates else
+                        sweep(agent, tmp.name, start, args.max_rate, seconds, not args.quick))
+            steps = results[next(iter(results))]
             costs = stage_costs(agent, tmp.name, 5_000 if args.quick else 20_000)
             total_us = sum(v for k, v in costs.items() if not k.startswith(" "))
             print(f"\nstage costs, one thread, no profiler (us/event):")
@@ -375,16 +449,17 @@ def main(argv: Optional[list[str]] = None) -> int:
                 print(f"  {k:<48} {v:7.2f}")
             print(f"  {'sum':<48} {total_us:7.2f}  -> at most {1e6 / total_us:,.0f} events/s "
                   f"per core before the BCC callback trampoline and thread hand-offs")
-            clean = [s for s in steps if s.sustained]
-            best = max(clean, key=lambda s: s.consumed_per_s) if clean else None
+            best = _best(steps)
             profile: Optional[dict[str, Any]] = None
             if best is not None and not args.no_profile:
                 profile = profile_at(best.target_per_s, tmp.name, seconds, args.consumer,
-                                     args.ringbuf_pages)
+                                     args.ringbuf_pages, readers[0], scope)
     except BenchError as exc:
         print(f"agent_throughput: {exc}", file=sys.stderr)
         return 1
-    print()
+    if len(results) > 1:
+        print_reader_ab(results)
+    print(f"\nfirst reader ({next(iter(results))}):")
     first_drop = next((s for s in steps if s.drops), None)
     if best is None:
         print("no sustained drop-free step: lower --start")
@@ -403,6 +478,7 @@ def main(argv: Optional[list[str]] = None) -> int:
               f"(kernel {first_drop.kernel_drops}, queue {first_drop.queue_drops})")
     print(summary_line("agent_throughput", {
         "consumer": args.consumer, "quick": args.quick, "step_s": seconds,
+        "isolated": args.isolate,
         "ringbuf_pages": args.ringbuf_pages,
         "generator_ceiling_per_s": round(base.per_s),
         "max_drop_free_per_s": round(best.consumed_per_s) if best else None,
@@ -411,7 +487,13 @@ def main(argv: Optional[list[str]] = None) -> int:
         "drops_begin_at": first_drop.target_per_s if first_drop else None,
         "steps": [{**asdict(s), "per_core": round(s.per_core)} for s in steps],
         "stage_costs_us": {k.strip(): round(v, 3) for k, v in costs.items()},
-        "profile": profile}))
+        "profile": profile,
+        "readers": {n: {"max_drop_free_per_s": round(b.consumed_per_s) if b else None,
+                        "per_core": round(b.per_core) if b else None,
+                        "drops_begin_at": next((s.target_per_s for s in st if s.drops), None),
+                        "per_core_by_rate": {f"{s.target_per_s:.0f}": round(s.per_core)
+                                             for s in st}}
+                    for n, st in results.items() for b in [_best(st)]}}))
     return 0
 
 

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -26,9 +27,10 @@ import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 from otelguard import telemetry
+from otelguard.ebpf.ringbuf import ReaderKind
 from otelguard.transport.contract import ExportResult, LogsPayload, TracesPayload, as_bytes
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -96,6 +98,28 @@ def run_loop(args: Sequence[str], timeout_s: float = 300.0) -> LoopResult:
     return LoopResult(n, elapsed / 1e9, user / 1e9, sys_ / 1e9)
 
 
+@contextlib.contextmanager
+def isolated_cgroup() -> Iterator[str]:
+    """Move this process (and so the workloads it starts) into a cgroup v2 of its own, yielding
+    its path for ``SensorConfig.cgroup_scope``: an agent scoped to it sees the workload's
+    records only, not those of whatever else runs on a shared machine (the agent's own are
+    filtered in the kernel). Moves back to the root and removes the cgroup afterwards."""
+    from otelguard.ebpf.cgroup import cgroup2_mount
+
+    root = cgroup2_mount()
+    if root is None:
+        raise BenchError("no cgroup v2 mount: --isolate needs one")
+    rel = f"/og-bench-{os.getpid()}"
+    path = root / rel.lstrip("/")
+    path.mkdir(exist_ok=True)
+    (path / "cgroup.procs").write_text(str(os.getpid()))
+    try:
+        yield rel
+    finally:
+        (root / "cgroup.procs").write_text(str(os.getpid()))
+        path.rmdir()
+
+
 # --- the agent under test -----------------------------------------------------------------------
 
 class CountingSink:
@@ -159,12 +183,15 @@ class AgentUnderTest:
     """See the module docstring. ``start()`` compiles and loads the probes (seconds)."""
 
     def __init__(self, consumer: str = "agent", ringbuf_pages: Optional[int] = None,
-                 budget_off: bool = False) -> None:
+                 budget_off: bool = False, ring_reader: ReaderKind = "auto",
+                 scope: tuple[str, ...] = ()) -> None:
         if consumer not in CONSUMERS:
             raise ValueError(f"consumer must be one of {CONSUMERS}, got {consumer!r}")
         self.consumer = consumer
         self.ringbuf_pages = ringbuf_pages  # None: the default config
         self.budget_off = budget_off  # the per-cgroup budget (default on) turned off
+        self.ring_reader = ring_reader  # SensorConfig.ring_reader (ebpf/ringbuf.py)
+        self.scope = scope  # SensorConfig.cgroup_scope (see isolated_cgroup)
         self.sink = CountingSink()
         self.sensor: Any = None
         self.exporter: Any = None
@@ -185,7 +212,7 @@ class AgentUnderTest:
         if os.geteuid() != 0:
             raise BenchError("the agent benchmarks load eBPF programs: run as root")
         t0 = time.monotonic()
-        config = SensorConfig()
+        config = SensorConfig(ring_reader=self.ring_reader, cgroup_scope=self.scope)
         if self.ringbuf_pages is not None:
             config = replace(config, probe=replace(config.probe, ringbuf_pages=self.ringbuf_pages))
         if self.budget_off:

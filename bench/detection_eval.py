@@ -1,15 +1,19 @@
 """Evaluation cost of the falco_rules engine per record, on a realistic mixed stream.
 
-Ruleset: Falco's stable rules + otelguard's own (the default). Stream: file opens (most
-records), execs, connects, DNS, fork/exit, dups; ~1% of records match a rule. Records have the
-agent's shape by default (``--shape agent``: every record carries the process attributes the
-sensor attaches, ~30 attributes, opens carry file.directory/file.name/raw path/fd as the file
-probe emits them); ``--shape minimal`` is the earlier, smaller stream (~18 attributes, several
-keys rules ask for absent). Prints average and p99 cost per record of rule evaluation (EventView
-+ state + indexed rules), the same with guards off (every indexed rule evaluated: the engine
-before prefiltering), the whole ``evaluate_and_append`` on batches, and pass-through / read-all
-baselines measured in the same run, with ratios.
-Run: ``.venv/bin/python -m bench.detection_eval [--records N] [--shape agent|minimal]``.
+Ruleset (``--rules``): Falco's stable + incubating rules + otelguard's (the default), or stable
++ otelguard's. Stream: file opens (most records), execs, connects, DNS, fork/exit, dups. Records
+have the agent's shape by default (``--shape agent``: every record carries the process
+attributes the sensor attaches, ~40 attributes; opens carry file.directory/file.name/raw
+path/fd as the file probe emits them); ``--shape minimal`` is the earlier, smaller stream.
+
+Prints, per record in thread CPU time (avg, p50, p99): a pass-through stage (the baseline),
+the engine as the stage runs it (generated per-type matchers), the same rules through the guard
+groups' closures (the engine before matcher.py), with guards off (every indexed rule), and
+reading every attribute into a dict; then the generated engine per event name against the
+closures, the whole ``evaluate_and_append``, and ratios. The variants run interleaved batch by
+batch in one run; each record's cost is the least of ``--repeats`` passes (fresh engines each
+pass), the timer's own cost subtracted. The three engines must find the same matches.
+Run: ``.venv/bin/python -m bench.detection_eval [--records N] [--rules stable] [--shape minimal]``.
 """
 
 from __future__ import annotations
@@ -19,12 +23,13 @@ import os
 import random
 import statistics
 import time
-from typing import Any
+from typing import Any, Callable
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 
 from otelguard import semconv as S
-from otelguard.processors.detection.engine import DEFAULT_RULE_FILES, RuleEngine
+from otelguard.processors.detection.engine import DEFAULT_RULE_FILES, RULES_DIR, RuleEngine
 from otelguard.processors.detection.loader import load_rules
 from otelguard.otlp.messages import attrs_dict, set_attrs
 
@@ -48,6 +53,10 @@ def _proc(rng: random.Random, shape: str = "agent") -> dict[str, Any]:
         S.PROCESS_PARENT_EXECUTABLE_PATH: parent_path, S.PROCESS_ANCESTOR_PIDS: [1, 0],
         S.PROCESS_DURATION_NS: rng.randint(10**9, 10**12),
         S.PROCESS_LINUX_CGROUP: "/kubepods.slice/kubepods-besteffort.slice/cri-containerd.scope",
+        # as the sensor attaches them since issue 15 (ebpf/sensor.py): pid-namespace ids, the
+        # group's name, the permitted capability set
+        S.PROCESS_VPID: rng.randint(2, 300), S.PROCESS_VPGID: rng.randint(1, 300),
+        S.PROCESS_GROUP_NAME: "app", S.PROCESS_CAP_PERMITTED: ["CAP_CHOWN", "CAP_NET_BIND_SERVICE"],
     }
     if extra:
         extra[S.PROCESS_COMM] = name[:15]  # the kernel comm from the record header
@@ -116,6 +125,13 @@ def _record(rng: random.Random, i: int, shape: str = "agent") -> tuple[str, dict
     return S.EV_DUP, attrs
 
 
+RULESETS = {
+    "stable": DEFAULT_RULE_FILES,
+    "stable+incubating": (RULES_DIR / "falco_rules.yaml", RULES_DIR / "falco-incubating_rules.yaml",
+                          RULES_DIR / "otelguard_rules.yaml"),
+}
+
+
 def build_stream(n: int, per_batch: int, seed: int = 7, shape: str = "agent"
                  ) -> list[ExportLogsServiceRequest]:
     rng = random.Random(seed)
@@ -146,81 +162,85 @@ def main() -> None:
     ap.add_argument("--records", type=int, default=50_000)
     ap.add_argument("--batch", type=int, default=500)
     ap.add_argument("--shape", choices=("agent", "minimal"), default="agent")
+    ap.add_argument("--rules", choices=tuple(RULESETS), default="stable+incubating",
+                    help="rule files loaded (each with otelguard's own rules)")
+    ap.add_argument("--repeats", type=int, default=3,
+                    help="passes over the stream; each record's cost is its least disturbed")
     args = ap.parse_args()
     batches = build_stream(args.records, args.batch, shape=args.shape)
-    ruleset = load_rules(DEFAULT_RULE_FILES)
-    n = sum(len(sl.log_records) for b in batches for rl in b.resource_logs for sl in rl.scope_logs)
+    ruleset = load_rules(RULESETS[args.rules])
+    records = [(rec, attrs_dict(rl.resource.attributes)) for b in batches
+               for rl in b.resource_logs for sl in rl.scope_logs for rec in sl.log_records]
+    n = len(records)
 
-    repeats = 3  # the machine is shared: report the best of a few runs (least disturbed)
+    # Every variant is timed per record in thread CPU time (preemption by the other tenants of
+    # this machine is not counted), the variants interleaved batch by batch so that they share
+    # the machine's state; each record's cost is the least of ``repeats`` passes (fresh
+    # engines each pass, so every pass sees the same state sequence).
+    def passthrough() -> Callable[[LogRecord, dict[str, Any]], Any]:
+        return lambda rec, _res: rec.event_name
 
-    def per_record(fn: Any) -> tuple[float, float]:
-        """(wall, thread CPU) seconds per record, best of ``repeats`` whole-stream passes."""
-        best, best_cpu = float("inf"), float("inf")
-        for _ in range(repeats):
-            t0, c0 = time.perf_counter(), time.thread_time()
-            for b in batches:
-                for rl in b.resource_logs:
-                    for sl in rl.scope_logs:
-                        for rec in sl.log_records:
-                            fn(rec)
-            best = min(best, (time.perf_counter() - t0) / n)
-            best_cpu = min(best_cpu, (time.thread_time() - c0) / n)
-        return best, best_cpu
+    def generated() -> Callable[[LogRecord, dict[str, Any]], Any]:
+        engine = RuleEngine(ruleset).warm()  # as the stage builds it: matchers generated
+        view, match = engine.view, engine.match
+        return lambda rec, res: match(view(rec, res))
 
-    # baseline: a pass-through stage that touches every record (what any stage pays)
-    base, base_cpu = per_record(lambda rec: rec.event_name)
-    # baseline 2: reading every record's attributes into a dict (the floor of "look at it")
-    read_all, read_all_cpu = per_record(lambda rec: attrs_dict(rec.attributes))
+    def closures() -> Callable[[LogRecord, dict[str, Any]], Any]:
+        engine = RuleEngine(ruleset)  # guard groups and closures: the engine before matcher.py
+        engine._matchers = {t: engine._plan_matcher(p) for t, p in engine._plans.items()}
+        engine._matchers[None] = engine._plan_matcher(engine._any_plan)
+        view, match = engine.view, engine.match
+        return lambda rec, res: match(view(rec, res))
 
-    # per-record rule evaluation (EventView + state + indexed rules), timed one by one
-    def evaluation(guarded: bool) -> tuple[list[float], int]:
-        best_costs: list[float] = []
-        hits = 0
-        clock = time.perf_counter_ns
-        for _ in range(repeats):
-            engine = RuleEngine(ruleset)
-            match = engine.match if guarded else engine.match_unguarded
-            costs: list[float] = []
-            hits = 0
-            for b in batches:
-                for rl in b.resource_logs:
-                    res = attrs_dict(rl.resource.attributes)
-                    for sl in rl.scope_logs:
-                        for rec in sl.log_records:
-                            t = clock()
-                            ev = engine.view(rec, res)
-                            hits += len(match(ev))
-                            costs.append(clock() - t)
-            if not best_costs or statistics.fmean(costs) < statistics.fmean(best_costs):
-                best_costs = costs
-        return best_costs, hits
+    def unguarded() -> Callable[[LogRecord, dict[str, Any]], Any]:
+        engine = RuleEngine(ruleset)  # every indexed rule's closure
+        view, match = engine.view, engine.match_unguarded
+        return lambda rec, res: match(view(rec, res))
 
-    def evaluation_cpu(guarded: bool) -> float:
-        """Thread CPU per record over whole passes (no per-record clocks): on a shared, loaded
-        machine wall-clock per-record costs include preemption; CPU time does not."""
-        best = float("inf")
-        for _ in range(repeats):
-            engine = RuleEngine(ruleset)
-            match = engine.match if guarded else engine.match_unguarded
-            view = engine.view
-            c0 = time.thread_time()
-            for b in batches:
-                for rl in b.resource_logs:
-                    res = attrs_dict(rl.resource.attributes)
-                    for sl in rl.scope_logs:
-                        for rec in sl.log_records:
-                            match(view(rec, res))
-            best = min(best, (time.thread_time() - c0) / n)
-        return best
+    def read_all() -> Callable[[LogRecord, dict[str, Any]], Any]:
+        return lambda rec, _res: attrs_dict(rec.attributes)
 
-    best_costs, hits = evaluation(True)
-    avg = statistics.fmean(best_costs) / 1e3
-    p99 = statistics.quantiles(best_costs, n=100)[98] / 1e3
-    p50 = statistics.median(best_costs) / 1e3
-    ref_costs, ref_hits = evaluation(False)
-    ref_avg = statistics.fmean(ref_costs) / 1e3
-    assert ref_hits == hits, (ref_hits, hits)  # guards never change a result
-    cpu, ref_cpu = evaluation_cpu(True), evaluation_cpu(False)
+    variants = {"pass-through": passthrough, "generated matchers": generated,
+                "closures (guard groups)": closures, "guards off": unguarded,
+                "read all attributes": read_all}
+    costs = {name: [float("inf")] * n for name in variants}
+    hits = {name: 0 for name in variants}
+    clock = time.thread_time_ns
+    for _ in range(args.repeats):
+        fns = {name: make() for name, make in variants.items()}
+        pass_hits = dict.fromkeys(variants, 0)
+        for start in range(0, n, args.batch):
+            for name, fn in fns.items():
+                best = costs[name]
+                found = 0
+                for i in range(start, min(start + args.batch, n)):
+                    rec, res = records[i]
+                    t = clock()
+                    out = fn(rec, res)
+                    t = clock() - t
+                    if t < best[i]:
+                        best[i] = t
+                    if isinstance(out, list):
+                        found += len(out)
+                pass_hits[name] += found
+        hits = pass_hits
+    assert hits["generated matchers"] == hits["closures (guard groups)"] == \
+        hits["guards off"], hits  # neither guards nor generation change a result
+    empty = []  # the timer's own cost (a timed no-op), subtracted from every variant
+    for _ in range(3):
+        for _i in range(n):
+            t = clock()
+            t = clock() - t
+            empty.append(t)
+    timer = statistics.median(empty)
+
+    def stats(name: str) -> tuple[float, float, float]:
+        c = [max(x - timer, 0) / 1e3 for x in costs[name]]
+        return statistics.fmean(c), statistics.median(c), statistics.quantiles(c, n=100)[98]
+
+    by_event: dict[str, list[int]] = {}
+    for i, (rec, _res) in enumerate(records):
+        by_event.setdefault(rec.event_name, []).append(i)
 
     # the whole stage path on batches (includes building detection records), on fresh copies
     copies = []
@@ -229,27 +249,35 @@ def main() -> None:
         c.CopyFrom(b)
         copies.append(c)
     engine2 = RuleEngine(ruleset)
-    t0 = time.perf_counter()
+    c0 = time.thread_time()
     detections = sum(len(engine2.evaluate_and_append(c)) for c in copies)
-    stage = (time.perf_counter() - t0) / n
+    stage = (time.thread_time() - c0) / n
 
-    print(f"load average: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs; best of {repeats} runs;"
-          f" record shape: {args.shape}, "
-          f"{sum(len(r.attributes) for r in _records(batches)) / n:.1f} attributes/record")
-    print(f"records: {n}  rules: {len(engine2.rules)}  matching records: {hits} "
-          f"({100 * hits / n:.2f}%)  detections appended: {detections}")
-    print(f"baseline pass-through:            {base * 1e6:7.3f} us/record (wall)  "
-          f"{base_cpu * 1e6:7.3f} us (CPU)")
-    print(f"baseline read all attributes:     {read_all * 1e6:7.3f} us/record (wall)  "
-          f"{read_all_cpu * 1e6:7.3f} us (CPU)")
-    print(f"rule evaluation  avg {avg:7.3f} us  p50 {p50:7.3f} us  p99 {p99:7.3f} us/record (wall)")
-    print(f"rule evaluation  CPU {cpu * 1e6:7.3f} us/record; guards off: wall avg {ref_avg:7.3f} us,"
-          f" CPU {ref_cpu * 1e6:7.3f} us (every indexed rule evaluated)")
-    print(f"evaluate_and_append (whole stage): {stage * 1e6:7.3f} us/record (wall)")
-    print(f"ratios: eval/pass-through {avg / (base * 1e6):.1f}x wall, {cpu / base_cpu:.1f}x CPU;  "
-          f"eval/read-all-attributes {avg / (read_all * 1e6):.2f}x wall, "
-          f"{cpu / read_all_cpu:.2f}x CPU;  guards-off/guarded {ref_cpu / cpu:.1f}x CPU;  "
-          f"stage/pass-through {stage / base:.1f}x wall")
+    base_avg = stats("pass-through")[0]
+    print(f"load average: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs; least of "
+          f"{args.repeats} passes per record; rules: {args.rules}; record shape: {args.shape}, "
+          f"{sum(len(r.attributes) for r, _res in records) / n:.1f} attributes/record")
+    print(f"records: {n}  rules: {len(engine2.rules)}  matching: {hits['generated matchers']} "
+          f"({100 * hits['generated matchers'] / n:.2f}%)  detections appended: {detections}  "
+          f"timer: {timer / 1e3:.3f} us (subtracted)")
+    print(f"{'thread CPU, us per record':28} {'avg':>8} {'p50':>8} {'p99':>8} {'x pass-through':>15}")
+    for name in variants:
+        avg, p50, p99 = stats(name)
+        print(f"{name:28} {avg:8.3f} {p50:8.3f} {p99:8.3f} {avg / base_avg:15.1f}")
+    print("generated matchers by event (avg / p99 us, share of records):")
+    gen = [max(x - timer, 0) / 1e3 for x in costs["generated matchers"]]
+    old = [max(x - timer, 0) / 1e3 for x in costs["closures (guard groups)"]]
+    for event, idx in by_event.items():
+        g = [gen[i] for i in idx]
+        o = statistics.fmean(old[i] for i in idx)
+        print(f"  {event:28} {statistics.fmean(g):7.2f} / {statistics.quantiles(g, n=100)[98]:7.2f}"
+              f"  {100 * len(idx) / n:5.1f} %   closures {o:7.2f} (x{o / statistics.fmean(g):.2f})")
+    gen_avg = stats("generated matchers")[0]
+    print(f"evaluate_and_append (whole stage, detections built): {stage * 1e6:7.3f} us/record CPU")
+    print(f"ratios: generated/pass-through {gen_avg / base_avg:.1f}x;  closures/generated "
+          f"{stats('closures (guard groups)')[0] / gen_avg:.2f}x;  guards-off/generated "
+          f"{stats('guards off')[0] / gen_avg:.2f}x;  generated/read-all "
+          f"{gen_avg / stats('read all attributes')[0]:.2f}x")
 
 
 def _records(batches: list[ExportLogsServiceRequest]) -> Any:

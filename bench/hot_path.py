@@ -8,8 +8,15 @@ batches of 512. CPU time of this thread, best of ``--repeat`` passes.
 Baseline in the same run: the same events with their process part merged into one flat dict
 (``ev.attrs = dict(ev.attrs)``: what the exporter got before the sensor handed over a shared
 ``ProcessAttrs``), so the ratio is what encoding the process block once per process buys.
-Run: ``.venv/bin/python -m bench.hot_path`` (``--quick``, ``--events N``, ``--profile``).
-Needs /proc and cgroup v2 (no root, no BPF).
+Ring readers (``--readers``, root: a real BPF ring buffer): the step before decode, taking
+records out of the kernel's ring buffer, for each reader side by side. A tiny program of our own
+(loader.RingSelftest) fills the ring with ``--events`` records of the generator record's size
+(one ``getppid()`` each, not timed), then the reader empties it (timed, thread CPU): BCC's
+``ring_buffer_poll`` with a per-record Python callback (``string_at``, as the sensor's; the
+baseline), the native reader's and the mmap reader's batch ``drain`` (ebpf/ringbuf.py). The
+reader cost is added to decode + encode for a kernel -> bytes figure per reader.
+Run: ``.venv/bin/python -m bench.hot_path`` (``--quick``, ``--events N``, ``--profile``,
+``--readers bcc,native,python``). Needs /proc and cgroup v2 (root and BPF for ``--readers``).
 """
 
 from __future__ import annotations
@@ -44,12 +51,57 @@ def best_cpu_us(fn: Callable[[], int], repeat: int) -> float:
     return best * 1e6
 
 
+def reader_costs(kinds: list[str], n: int, record_size: int, repeat: int) -> dict[str, float]:
+    """Thread-CPU µs per record to take ``n`` records out of a full ring, per reader kind."""
+    import ctypes
+    from typing import Any
+
+    from otelguard.ebpf.loader import RingSelftest
+    from otelguard.ebpf.ringbuf import open_reader
+
+    size = (record_size + 7) // 8 * 8
+    pages = 1
+    while pages * 4096 < n * (size + 8):
+        pages *= 2
+    got: list[bytes] = []
+
+    def callback(_ctx: Any, data: int, length: int) -> None:
+        got.append(ctypes.string_at(data, length))
+
+    out: dict[str, float] = {}
+    with RingSelftest(pages=pages, record_size=size) as prog:
+        prog.open_callback(callback)
+        for kind in kinds:
+            reader = None if kind == "bcc" else open_reader(prog.ring_fd, kind)  # type: ignore[arg-type]
+            best = float("inf")
+            for _ in range(repeat):
+                got.clear()
+                prog.trigger(n)
+                t0 = time.thread_time()
+                if reader is None:
+                    prog.poll(0)
+                else:
+                    while batch := reader.drain(4096, 0):
+                        got.extend(batch)
+                best = min(best, (time.thread_time() - t0) / n)
+                if len(got) != n or prog.kernel_drops():
+                    raise SystemExit(f"reader {kind}: {len(got)} of {n} records, "
+                                     f"{prog.kernel_drops()} kernel drops")
+            if reader is not None:
+                reader.close()
+            out[kind] = best * 1e6
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=50_000)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="10k events, 3 passes")
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--readers", default="",
+                    help="comma-separated ring readers to time (bcc,native,python; root); the "
+                         "first is the baseline")
     args = ap.parse_args()
     if args.quick:
         args.events, args.repeat = 10_000, 3
@@ -94,12 +146,24 @@ def main() -> None:
           f"  -> process part x{enc_flat / enc_shared:4.2f}")
     print(f"  record -> bytes             {total:6.2f} us/event = {1e6 / total:,.0f} events/s/core"
           f"  (flat: {1e6 / total_flat:,.0f}/s, x{total_flat / total:4.2f})")
+    readers: dict[str, float] = {}
+    if args.readers:
+        kinds = args.readers.split(",")
+        readers = reader_costs(kinds, n, len(raw), args.repeat)
+        base = readers[kinds[0]]
+        print(f"ring -> records ({n} records of {len(raw)} B from a full ring; thread CPU, "
+              f"best of {args.repeat}):")
+        for kind, us in readers.items():
+            print(f"  reader {kind:<8}             {us:6.2f} us/record  (x{base / us:5.2f} vs "
+                  f"{kinds[0]}) -> ring -> bytes {us + total:6.2f} us/event = "
+                  f"{1e6 / (us + total):,.0f} events/s/core")
     from bench.common import summary_line
 
     print(summary_line("hot_path", {
         "events": n, "bytes_per_event": round(size), "decode_us": round(decode_us, 2),
         "encode_us": round(enc_shared, 2), "encode_flat_us": round(enc_flat, 2),
         "events_per_core": round(1e6 / total), "vs_flat": round(total_flat / total, 2),
+        "reader_us": {k: round(v, 3) for k, v in readers.items()},
     }))
     if args.profile:
         prof = cProfile.Profile()

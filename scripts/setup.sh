@@ -9,13 +9,19 @@
 #     tracepoint layouts come from tracefs at load time. `otelguard doctor` reports which was used.
 #  4. A virtualenv at .venv with the project (editable) and test deps; Debian's bcc module is made
 #     visible to it through a .pth file that exposes only the bcc package.
+#  5. The native ring reader (native/: Rust + PyO3, module otelguard_native): built with maturin
+#     (from PyPI, into .venv) and installed into .venv when cargo is on PATH or in ~/.cargo/bin;
+#     rebuilt when a file under native/ changes. Without cargo the sensor uses the Python reader
+#     (src/otelguard/ebpf/ringbuf.py) and this step says so.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 VENV="$ROOT/.venv"
 PY=/usr/bin/python3
 log() { printf '[setup] %s\n' "$*"; }
 
-pkgs=(python3-bpfcc bpfcc-tools python3-venv python3-pip linux-headers-amd64 prometheus etcd-server etcd-client iproute2 procps nftables)
+# jq, bzip2, libmagic-mgc: real Debian packages the risk tests build a container root from
+# (tests/support/rootfs.py); rpm: makes the rpm sqlite database tests/risk/test_databases.py reads
+pkgs=(python3-bpfcc bpfcc-tools python3-venv python3-pip linux-headers-amd64 prometheus etcd-server etcd-client iproute2 procps nftables jq bzip2 libmagic-mgc rpm)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
@@ -62,5 +68,20 @@ if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
   "$VENV/bin/pip" install -q --upgrade pip >/dev/null
   "$VENV/bin/pip" install -q -e "$ROOT[test]"
   touch "$stamp"
+fi
+native_stamp="$VENV/.otelguard-native"
+CARGO=$(command -v cargo || true)
+if [ -z "$CARGO" ] && [ -x "$HOME/.cargo/bin/cargo" ]; then CARGO="$HOME/.cargo/bin/cargo"; fi
+if [ -z "$CARGO" ]; then
+  log "cargo not found: the native ring reader is not built; the sensor uses the Python reader"
+elif [ ! -f "$native_stamp" ] || ! "$VENV/bin/python" -c 'import otelguard_native' 2>/dev/null \
+    || [ -n "$(find "$ROOT/native" -path "$ROOT/native/target" -prune -o -type f -newer "$native_stamp" -print | head -n1)" ]; then
+  log "building the native ring reader (native/, cargo $("$CARGO" --version | cut -d' ' -f2) + maturin)"
+  "$VENV/bin/pip" install -q "maturin>=1.5,<2"
+  rm -rf "$ROOT/native/target/wheels"
+  PATH="$(dirname "$CARGO"):$PATH" "$VENV/bin/maturin" build --release --quiet \
+    -m "$ROOT/native/Cargo.toml" -i "$VENV/bin/python" -o "$ROOT/native/target/wheels"
+  "$VENV/bin/pip" install -q --force-reinstall --no-deps "$ROOT"/native/target/wheels/otelguard_native-*.whl
+  touch "$native_stamp"
 fi
 log "ready: $VENV/bin/otelguard"

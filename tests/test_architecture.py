@@ -37,9 +37,10 @@ ALLOWED: dict[str, set[str]] = {
     "exporter": BOTTOM | {"ebpf", "transport"},
     "kube": BOTTOM,
     "response": BOTTOM | {"kube"},
-    "processors": BOTTOM | {"transport", "kube", "response"},
+    "risk": BOTTOM | {"kube"},
+    "processors": BOTTOM | {"transport", "kube", "response", "risk"},
 }
-TOP = {"agent", "runner", "cli", "schemas", "reference", "__init__"}  # may import any unit
+TOP = {"agent", "runner", "status", "cli", "schemas", "reference", "__init__"}  # may import any unit
 
 
 def _unit(path: Path) -> str:

@@ -125,7 +125,8 @@ for n in "${names[@]}"; do
     if [ -z "$og_ctx" ]; then
       og_ctx=$(mktemp -d "$OUT/.ctx-otelguard.XXXXXX") && ctxs+=("$og_ctx")
       (cd "$ROOT" && tar -c --exclude=__pycache__ --exclude='*.pyc' pyproject.toml README.md src \
-        deploy/images/wheels/README.md) | tar -x -C "$og_ctx"
+        deploy/images/wheels/README.md native/Cargo.toml native/Cargo.lock native/pyproject.toml \
+        native/otelguard_native.pyi native/src) | tar -x -C "$og_ctx"
     fi
     ctx=$og_ctx
     file="$ROOT/deploy/images/otelguard.Containerfile"
@@ -146,6 +147,16 @@ for n in "${names[@]}"; do
       src=$(mktemp -d "$OUT/.src.XXXXXX") && ctxs+=("$src")
       cp -a "$ctx/." "$src/"
       python3 -m pip wheel -q --wheel-dir "$ctx/deploy/images/wheels" "$src" 2>&1 | sed -u "s/^/[images] $n: pip: /"
+      # the native ring reader (native/, docs/architecture.md#data-flow) with the cargo and
+      # maturin `make setup` used; without them the agent runs the Python ring reader
+      cargo=$(command -v cargo || echo "$HOME/.cargo/bin/cargo")
+      if [ -x "$cargo" ] && [ -x "$ROOT/.venv/bin/maturin" ]; then
+        PATH="$(dirname "$cargo"):$PATH" "$ROOT/.venv/bin/maturin" build --release --quiet \
+          -m "$src/native/Cargo.toml" -i python3 -o "$ctx/deploy/images/wheels" 2>&1 \
+          | sed -u "s/^/[images] $n: maturin: /"
+      else
+        log "$n: no cargo or .venv/bin/maturin (make setup): the image gets no native ring reader"
+      fi
       wheels=1
     fi
     BUILDAH_ISOLATION=$isolation bah bud --pull=never --layers --format oci -f "$file" \

@@ -40,6 +40,8 @@ _TARGETS = {
     "respond": "otelguard.processors.response.cli:respond_main",
     "respond.install_crd": "otelguard.processors.response.cli:install_crd_main",
     "audit.verify": "otelguard.processors.response.cli:verify_main",
+    "risk.list": "otelguard.processors.risk.cli:list_main",
+    "risk.show": "otelguard.processors.risk.cli:show_main",
 }
 
 
@@ -54,6 +56,8 @@ EXIT_CODES = (
           "CAP_BPF/CAP_PERFMON), BCC missing, a port already in use"),
     ("3", "`rules validate`, `policy validate`: the rules load, but some cannot run on this "
           "sensor or were skipped"),
+    ("130", "`run`: a second Ctrl-C while the exit summary was being made (what was captured "
+            "had been delivered; only the summary is skipped)"),
 )
 
 
@@ -111,11 +115,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--events", action="store_true",
                      help="console: print every captured event too, not only detections and "
                      "incidents")
+    run.add_argument("--status", default="auto", choices=("auto", "live", "plain", "off"),
+                     help="the status line (events/s, drops, detections, incidents): live = "
+                     "one line refreshed in place under the detections, plain = a `status` "
+                     "line every interval, auto (default) = live when the console (else "
+                     "stderr) is a terminal, plain otherwise")
+    run.add_argument("--status-interval", type=float, default=None, metavar="SECONDS",
+                     help="seconds between status updates (default: 1 live, 60 plain)")
     run.add_argument("--rules", action="append", default=None, metavar="FILE",
                      help="Falco-style rules file (repeatable; default: stable ruleset + ours)")
     run.add_argument("--policy", default=None, metavar="DIR",
-                     help="run a policy tree's rules/ and unexpired exceptions/ as one revision "
-                     "stamped on detections; not with --rules (docs/policy.md)")
+                     help="run a policy tree as one revision: rules/ and rule exceptions, "
+                     "profiles/ and profile exceptions (adds the profiles stage), responses/ "
+                     "for a response stage; the revision is stamped on detections, deviations "
+                     "and response requests; not with --rules (docs/policy.md)")
     run.add_argument("--metrics", default="127.0.0.1:9464", metavar="HOST:PORT",
                      help="HOST:PORT for /metrics")
     run.add_argument("--profiles", default=None, metavar="DIR",
@@ -188,8 +201,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="Falco-style rules file for falco_rules (repeatable; default: "
                       "stable ruleset + ours)")
     proc.add_argument("--policy", default=None, metavar="DIR",
-                      help="falco_rules runs a policy tree's rules/ and unexpired exceptions/ "
-                      "as one revision stamped on detections; not with --rules (docs/policy.md)")
+                      help="run a policy tree as one revision: falco_rules its rules/ and rule "
+                      "exceptions, profiles its profiles/ and profile exceptions (stage added), "
+                      "a response stage its responses/; stamped on detections, deviations and "
+                      "requests; not with --rules (docs/policy.md)")
     proc.add_argument("--metrics", default="127.0.0.1:9466", metavar="HOST:PORT",
                       help="HOST:PORT for /metrics and /readyz")
     proc.add_argument("--tls-cert", default=None, metavar="FILE", help="service.tls.cert_file")
@@ -223,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     _profile_parser(sub)
     _incidents_parser(sub)
     _respond_parser(sub)
+    _risk_parser(sub)
 
     config = sub.add_parser("config", help="config files")
     config_sub = config.add_subparsers(dest="config_command", required=True)
@@ -254,8 +270,8 @@ def _policy_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
                           "exceptions/, profiles/, responses/)")
     validate.set_defaults(target="policy.validate")
     test = verbs.add_parser(
-        "test", help="replay a capture through the tree's rules offline and print the "
-        "detections, or check them (exit 1 on a mismatch)")
+        "test", help="replay a capture through the tree's rules and profiles offline and "
+        "print the detections, or check them (exit 1 on a mismatch)")
     test.add_argument("directory", metavar="DIR", help="the policy tree")
     test.add_argument("--replay", required=True, metavar="CAPTURE.jsonl",
                       help="OTLP/JSON lines, as `--output jsonl:PATH` writes them")
@@ -335,6 +351,32 @@ def _incidents_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("--id", default=None, metavar="ID",
                    help="show this incident (an id prefix is enough): story and evidence table")
     p.set_defaults(target="incidents")
+
+
+def _risk_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("risk", help="runtime risk context: packages in use, vulnerabilities "
+                       "labelled with it, unused grants, sensitive reach (docs/risk.md)")
+    verbs = p.add_subparsers(dest="risk_command", required=True)
+    for verb, text in (("list", "every workload with a snapshot, finding counts (packages by "
+                        "state, grants and sensitive edges by kind and state)"),
+                       ("show", "one workload: vulnerabilities (critical, in use first), "
+                        "packages in use, other findings (unused grants with their patch, "
+                        "sensitive edges)")):
+        v = verbs.add_parser(verb, help=text)
+        v.add_argument("--directory", "-d", required=True, metavar="DIR",
+                       help="the risk stage's snapshot directory (its `directory`, else "
+                       "<service.state_dir>/<stage name>)")
+        if verb == "show":
+            v.add_argument("workload", metavar="WORKLOAD",
+                           help="a workload key (k8s/NS/KIND/NAME/CONTAINER, host/...) or a "
+                           "part of one that names a single workload")
+            v.add_argument("--report", default=None, metavar="FILE",
+                           help="label this vulnerability report (CycloneDX, grype or trivy "
+                           "JSON) against the snapshot")
+            v.add_argument("--all", action="store_true",
+                           help="list installed-only packages too")
+            v.add_argument("--json", action="store_true", help="print the findings as JSON")
+        v.set_defaults(target=f"risk.{verb}")
 
 
 def _respond_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -3,7 +3,9 @@
 Sensor -> BatchExporter -> :class:`PipelineSink` (the processor pipeline applied in place to the
 OTLP protobufs, no network hop) -> every ``--output`` through its own Delivery (retry with
 backoff; a dead endpoint's records are counted as dropped, never silently lost). Detections are
-printed by the console output like any record; ``/metrics`` serves otelguard's telemetry, and
+printed by the console output (raw events only with ``--events``) under a status line
+(events/s, drops, detections, incidents: otelguard/status.py), refreshed in place on a
+terminal, plain lines otherwise; ``/metrics`` serves otelguard's telemetry, and
 the same port ``/healthz`` and ``/readyz`` (exporter/health.py). SIGHUP, or a change of
 ``--config`` or of a rules file, reloads the rules and the ``processors:`` section live
 (processors/reload.py). Ctrl-C (or ``--duration``) stops cleanly and prints a summary: events
@@ -220,6 +222,28 @@ def with_rules_read_filter(sensor: SensorConfig, pipeline: Any) -> SensorConfig:
         sensor.probe, read_path_prefixes=rf.prefixes))
 
 
+def with_risk_read_prefixes(sensor: SensorConfig, pipeline: Any) -> SensorConfig:
+    """``sensor`` with the read prefixes the pipeline's risk stages need added (their
+    ``packages.read_path_prefixes``: shared objects, Python, Node, JARs; docs/risk.md
+    #what-the-sensor-must-send). Only a configured risk stage widens the kernel filter, and
+    each added prefix is logged; prefixes already covered by a configured one are not added."""
+    have = list(sensor.probe.read_path_prefixes)
+    added = []
+    for _n, stage in pipeline.stages():
+        if stage.type_name != "risk":
+            continue
+        for prefix in stage.read_path_prefixes():
+            if not any(prefix.startswith(h) for h in have):
+                have.append(prefix)
+                added.append(prefix)
+    if not added:
+        return sensor
+    log.warning("risk: the kernel read filter also sends read-only opens under %s",
+             ", ".join(added))
+    return dataclasses.replace(sensor, probe=dataclasses.replace(
+        sensor.probe, read_path_prefixes=tuple(have)))
+
+
 def summary(sensor_stats: dict[str, Any], missing: Sequence[str],
             incidents: Sequence[str] = ()) -> str:
     """The exit summary: events by type, detections by rule, incidents, drops by stage and
@@ -250,6 +274,22 @@ def summary(sensor_stats: dict[str, Any], missing: Sequence[str],
     if missing:
         lines.append("  not loaded: " + "; ".join(missing))
     return "\n".join(lines)
+
+
+def status_line(mode: str, interval: Optional[float], consoles: Sequence[Any]) -> Any:
+    """The status line (otelguard/status.py) on the first console output's stream (stderr
+    when there is none, so a ``falco-json:-`` stream on stdout stays pure JSON); ``mode``
+    auto is live on a terminal, plain lines elsewhere."""
+    from otelguard.status import LIVE_INTERVAL_S, PLAIN_INTERVAL_S, StatusLine
+    from otelguard.transport.terminal import Terminal, is_live
+
+    if mode == "off":
+        return None
+    terminal = consoles[0].terminal if consoles else Terminal(sys.stderr, is_live(sys.stderr))
+    if mode != "auto":
+        terminal.live = mode == "live"
+    return StatusLine(terminal, interval or (LIVE_INTERVAL_S if terminal.live
+                                             else PLAIN_INTERVAL_S))
 
 
 def default_config(path: Optional[str]) -> Optional[str]:
@@ -289,6 +329,7 @@ def main(args: argparse.Namespace) -> int:
         except ProcessorsError as exc:
             problems.append(str(exc))
     outputs: list[Delivery] = []
+    consoles: list[Any] = []
     timeout = (cfg or RunConfig()).exporter.export_timeout_s
     tls = (cfg or RunConfig()).exporter.tls  # the network outputs' TLS
     for spec in args.output or DEFAULT_OUTPUTS:
@@ -297,6 +338,7 @@ def main(args: argparse.Namespace) -> int:
             console = getattr(transport, "inner", transport)
             if isinstance(console, ConsoleTransport):  # raw events only with --events
                 console.detections_only = not getattr(args, "events", False)
+                consoles.append(console)
             outputs.append(Delivery(transport, None, stage="output", deadline_s=timeout))
         except TransportError as exc:
             problems.append(str(exc))
@@ -310,6 +352,9 @@ def main(args: argparse.Namespace) -> int:
         metrics_host, metrics_port = _split_hostport(args.metrics)
     except ValueError as exc:
         problems.append(str(exc))
+    interval = getattr(args, "status_interval", None)
+    if interval is not None and interval <= 0:
+        problems.append(f"--status-interval: must be above 0, got {interval}")
     if problems or cfg is None or pipeline is None:
         print("otelguard run: invalid configuration:\n  " + "\n  ".join(problems), file=sys.stderr)
         return 2
@@ -328,7 +373,8 @@ def main(args: argparse.Namespace) -> int:
     from otelguard.exporter.spans import SpanTracker
 
     try:
-        sensor_cfg = with_rules_read_filter(cfg.sensor, pipeline)
+        sensor_cfg = with_risk_read_prefixes(with_rules_read_filter(cfg.sensor, pipeline),
+                                             pipeline)
     except ConfigError as exc:
         print("otelguard run: invalid configuration:\n  " + "\n  ".join(exc.messages),
               file=sys.stderr)
@@ -354,7 +400,8 @@ def main(args: argparse.Namespace) -> int:
     missing += [f"{name}: tracepoints missing: {', '.join(tps)}"
                 for name, tps in sorted(status.missing_tracepoints.items()) if tps]
     print(f"otelguard run: watching ({len(status.loaded)} probes attached: "
-          f"{', '.join(status.loaded)}), started in {time.monotonic() - started:.1f} s "
+          f"{', '.join(status.loaded)}; ring reader {status.ring_reader}), started in "
+          f"{time.monotonic() - started:.1f} s "
           f"(program {'from the cache' if status.program_origin == 'cache' else 'compiled'})"
           + (f"; NOT loaded: {'; '.join(missing)}" if missing else "")
           + f"; stages: {', '.join(pipeline.stage_names) or 'none'}"
@@ -371,9 +418,18 @@ def main(args: argparse.Namespace) -> int:
                                          signer=signer_for(exp_cfg.identity, node)))
     health.exporter = exporter
     reloader.start()
+    live_status = status_line(getattr(args, "status", "auto"), interval, consoles)
+    if live_status is not None:
+        live_status.start()
     run_until_stopped(sensor, exporter, args.duration)
-    reloader.stop()
-    sensor_stats = sensor.stats()
-    print(summary(sensor_stats, missing, incident_lines(pipeline)), file=sys.stderr,
-          flush=True)
+    try:
+        reloader.stop()
+        if live_status is not None:
+            live_status.stop()
+        sensor_stats = sensor.stats()
+        print(summary(sensor_stats, missing, incident_lines(pipeline)), file=sys.stderr,
+              flush=True)
+    except KeyboardInterrupt:  # a second Ctrl-C: everything was delivered, only the summary
+        print("\notelguard run: interrupted again: summary skipped", file=sys.stderr)
+        return 130
     return 0

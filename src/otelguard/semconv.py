@@ -301,6 +301,8 @@ METRIC_PROFILES: Final = "otelguard_profiles"  # gauge {state}
 METRIC_PROFILE_ENTRIES: Final = "otelguard_profile_entries"  # gauge {list: allowed|quarantined}
 METRIC_PROFILE_OVERFLOW: Final = "otelguard_profile_overflow"  # counter {reason}
 METRIC_PROFILE_ANOMALIES: Final = "otelguard_profile_anomalies"  # counter {kind}
+# counter {kind}: deviations a policy tree's ProfileException covered (not reported)
+METRIC_PROFILE_EXCEPTED: Final = "otelguard_profile_deviations_excepted"
 METRIC_PROFILE_FILE_ERRORS: Final = "otelguard_profile_file_errors"  # counter {op}
 
 # --- Incidents (processors/incidents; docs/incidents.md) -----------------------------------------
@@ -356,3 +358,36 @@ METRIC_RESPONSE_TRANSITIONS: Final = "otelguard_response_transitions"  # counter
 METRIC_RESPONSE_SUPPRESSED: Final = "otelguard_response_suppressed"  # counter {policy, reason}
 METRIC_RESPONSE_AUDIT_SEQ: Final = "otelguard_response_audit_seq"  # gauge: the chain's head
 METRIC_RESPONSE_PENDING: Final = "otelguard_response_pending"  # gauge: requests awaiting approval
+
+# --- Runtime risk context (risk/, processors/risk; docs/risk.md) ---------------------------------
+EV_RISK_FINDING: Final = "otelguard.risk.finding"  # one record per new or changed finding
+STREAM_RISK: Final = "risk"  # otelguard.stream of risk Resources (own Loki stream)
+RISK_ANALYSER: Final = "otelguard.risk.analyser"  # packages | grants | reach
+RISK_KIND: Final = "otelguard.risk.kind"  # what the finding is about: package, vulnerability, ...
+RISK_SUBJECT: Final = "otelguard.risk.subject"  # the finding's key within workload and kind
+RISK_STATE: Final = "otelguard.risk.state"  # the verdict: executed | loaded | installed-only ...
+RISK_SEVERITY: Final = "otelguard.risk.severity"  # critical | high | medium | low | none | unknown
+RISK_WORKLOAD: Final = "otelguard.risk.workload"  # the workload key (profiles' key)
+RISK_FIRST_SEEN: Final = "otelguard.risk.first_seen"  # ISO 8601 of the first evidence
+RISK_LAST_SEEN: Final = "otelguard.risk.last_seen"  # ISO 8601 of the latest evidence
+RISK_EVIDENCE: Final = "otelguard.risk.evidence"  # string[]: log.record.uid of evidence records
+RISK_EVIDENCE_PATHS: Final = "otelguard.risk.evidence.paths"  # string[]: path as used -> file
+PACKAGE_NAME: Final = "otelguard.package.name"  # dpkg/apk/rpm name, PyPI/npm name, Maven g:a
+PACKAGE_VERSION: Final = "otelguard.package.version"
+PACKAGE_ECOSYSTEM: Final = "otelguard.package.ecosystem"  # deb | apk | rpm | pypi | npm | maven
+PACKAGE_PURL: Final = "otelguard.package.purl"  # package URL (purl-spec), when derivable
+VULNERABILITY_ID: Final = "otelguard.vulnerability.id"  # CVE-..., GHSA-...
+VULNERABILITY_SOURCE: Final = "otelguard.vulnerability.source"  # the report file it came from
+VULNERABILITY_VEX_STATE: Final = "otelguard.vulnerability.vex_state"  # CycloneDX analysis.state
+METRIC_RISK_FINDINGS: Final = "otelguard_risk_findings"  # gauge {workload, analyser, kind, state, severity}
+METRIC_RISK_WORKLOADS: Final = "otelguard_risk_workloads"  # gauge: workloads held
+METRIC_RISK_DROPPED: Final = "otelguard_risk_dropped"  # counter {analyser, reason}
+
+# --- Risk: granted vs used, sensitive reach (risk/grants.py, risk/reach.py; docs/risk.md) ---------
+RISK_SUGGESTION: Final = "otelguard.risk.suggestion"  # YAML: a strategic-merge patch (grants)
+RISK_OBSERVED_SECONDS: Final = "otelguard.risk.observed_seconds"  # double: observation so far
+RISK_LEARNING_SECONDS: Final = "otelguard.risk.learning_seconds"  # double: the window
+RISK_SOURCE_TIER: Final = "otelguard.risk.source.tier"  # the connecting workload's tier
+RISK_TARGET: Final = "otelguard.risk.target"  # service:NS/NAME, builtin:api-server, ...
+RISK_TARGET_TIER: Final = "otelguard.risk.target.tier"
+RISK_TARGET_REASON: Final = "otelguard.risk.target.reason"  # "label on Service db/pg", ...

@@ -134,12 +134,15 @@ class Container:
     def pids(self) -> list[int]:
         return cgroup_procs(self.path)
 
-    def _preexec(self, uid: Optional[int], gid: Optional[int]) -> None:
+    def _preexec(self, uid: Optional[int], gid: Optional[int], root: Optional[str] = None) -> None:
         # Runs in the forked child before exec: the exec itself already happens in the container.
         # Credentials drop here, after the write (Popen's user=/group= would apply them before
         # preexec_fn, and an unprivileged child cannot write cgroup.procs).
         with open(self.path / "cgroup.procs", "w") as f:
             f.write(str(os.getpid()))
+        if root is not None:  # the container's own root filesystem (/proc/<pid>/root)
+            os.chroot(root)
+            os.chdir("/")
         if gid is not None:
             os.setgroups([])
             os.setgid(gid)
@@ -148,11 +151,14 @@ class Container:
 
     def popen(self, argv: Sequence[str], **kwargs: Any) -> subprocess.Popen[bytes]:
         """Start ``argv`` inside the container (kwargs go to Popen: cwd, stdin...; ``user`` and
-        ``group`` take numeric ids and are applied after entering the cgroup)."""
+        ``group`` take numeric ids and are applied after entering the cgroup; ``root`` is a
+        directory the process is chrooted into first, its root filesystem)."""
         if "preexec_fn" in kwargs:
             raise ValueError("preexec_fn is used to enter the cgroup")
         uid, gid = kwargs.pop("user", None), kwargs.pop("group", None)
-        return subprocess.Popen(list(argv), preexec_fn=lambda: self._preexec(uid, gid), **kwargs)
+        root = kwargs.pop("root", None)
+        return subprocess.Popen(list(argv), preexec_fn=lambda: self._preexec(uid, gid, root),
+                                **kwargs)
 
     def run(
         self, argv: Sequence[str], timeout: float = 30.0, check: bool = False, **kwargs: Any

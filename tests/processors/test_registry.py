@@ -117,6 +117,6 @@ def test_wrong_config_type_is_refused() -> None:
 def test_entries_registered_once_each() -> None:
     with pytest.raises(RegistryError, match="already registered"):
         registry.register(registry.ProcessorEntry("noise_control", "x"))
-    assert registry.type_names()[-2:] == ["incidents", "response"]  # pipeline order: last
+    assert registry.type_names()[-3:] == ["incidents", "response", "risk"]  # pipeline order: last
 
 

@@ -30,7 +30,7 @@ import tempfile
 import threading
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Literal, Optional
 
 from otelguard import telemetry
 from otelguard.config import ConfigError
@@ -44,7 +44,7 @@ from otelguard.ebpf.progcache import (FunctionSpec, KernelObjects, MapSpec, Prog
 from otelguard.ebpf.registry import discover
 from otelguard.ebpf.settings import (SensorConfig, default_cache_dir, load_sensor_config,
                                      tracefs_root)
-from otelguard.ebpf.program import LoadedProgram, RingPoller
+from otelguard.ebpf.program import LoadedProgram, RecordCallback, RingPoller
 from otelguard.ebpf.tables import Table
 
 _fd2_lock = threading.Lock()
@@ -364,41 +364,119 @@ def bcc_version() -> str:
 
 
 _SELFTEST_C = """
-BPF_RINGBUF_OUTPUT(og_selftest, 1);
+BPF_RINGBUF_OUTPUT(og_selftest, OG_PAGES);
+BPF_ARRAY(og_selftest_seq, u64, 1);
+BPF_ARRAY(og_selftest_drops, u64, 1);
+struct og_selftest_rec { u64 magic; u64 seq; u8 fill[OG_FILL]; };
 TRACEPOINT_PROBE(syscalls, sys_enter_getppid) {
     if ((bpf_get_current_pid_tgid() >> 32) != OG_SELF_TGID) { return 0; }
-    u64 *v = og_selftest.ringbuf_reserve(sizeof(u64));
-    if (!v) { return 0; }
-    *v = 0x6f7467756172640aULL;
-    og_selftest.ringbuf_submit(v, 0);
+    int zero = 0;
+    u64 *seq = og_selftest_seq.lookup(&zero);
+    if (!seq) { return 0; }
+    u64 n = __sync_fetch_and_add(seq, 1);
+    struct og_selftest_rec *r = og_selftest.ringbuf_reserve(sizeof(struct og_selftest_rec));
+    if (!r) {
+        u64 *d = og_selftest_drops.lookup(&zero);
+        if (d) { __sync_fetch_and_add(d, 1); }
+        return 0;
+    }
+    r->magic = 0x6f7467756172640aULL;
+    r->seq = n;
+    r->fill[0] = n & 0xff;
+    r->fill[OG_FILL - 1] = n & 0xff;
+    if (OG_DISCARD_ODD && (n & 1)) { og_selftest.ringbuf_discard(r, 0); return 0; }
+    og_selftest.ringbuf_submit(r, 0);
     return 0;
 }
 """
+SELFTEST_MAGIC = 0x6F7467756172640A
+
+
+class RingSelftest:
+    """A tiny program of our own on a ring buffer: each ``getppid()`` of this process reserves
+    one record (magic, a sequence number from 0, ``record_size`` bytes in all) and submits it,
+    or discards it for odd numbers with ``discard_odd``; failed reservations (ring full) are
+    counted in ``og_selftest_drops`` like ``og_drops``. For ``doctor``, the ring reader tests
+    and bench/hot_path.py's reader A/B."""
+
+    def __init__(self, pages: int = 1, record_size: int = 64, discard_odd: bool = False) -> None:
+        if record_size < 24 or record_size % 8:
+            raise ValueError(f"record_size must be a multiple of 8, >= 24; got {record_size}")
+        self.record_size = record_size
+        image = _compile(f"#define OG_SELF_TGID {os.getpid()}\n#define OG_PAGES {pages}\n"
+                         f"#define OG_FILL {record_size - 16}\n"
+                         f"#define OG_DISCARD_ODD {int(discard_odd)}\n{_SELFTEST_C}")
+        drops = next(m for m in image.maps if m.name == "og_selftest_drops")
+        self.objects = instantiate(image, tracefs_root())
+        self._drops = Table(drops.name, self.objects.maps[drops.name], drops.key_desc,
+                            drops.leaf_desc)
+        self._ring: Optional[RingPoller] = None
+
+    @property
+    def ring_fd(self) -> int:
+        return self.objects.maps["og_selftest"]
+
+    def trigger(self, n: int) -> None:
+        """``n`` records (one getppid each)."""
+        for _ in range(n):
+            os.getppid()
+
+    def kernel_drops(self) -> int:
+        return self._drops.percpu_sum(0)
+
+    def open_callback(self, callback: RecordCallback) -> None:
+        """BCC's per-record consumer (then ``poll``), instead of a RingReader on ``ring_fd``."""
+        self._ring = RingPoller(self.ring_fd, callback)
+
+    def poll(self, timeout_ms: int) -> None:
+        assert self._ring is not None, "open_callback first"
+        self._ring.poll(timeout_ms)
+
+    def close(self) -> None:
+        self.objects.detach()
+        if self._ring is not None:
+            self._ring.close()
+        self.objects.close()
+
+    def __enter__(self) -> "RingSelftest":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def ringbuf_selftest(timeout_s: float = 2.0) -> str:
-    """Compile and load a tiny ring-buffer program, trigger it, and read the record back.
-    Returns a short detail; raises LoadError when any step fails."""
+    """Compile and load a tiny ring-buffer program, trigger it, and read the record back
+    through BCC's callback and through the batch reader the sensor uses by default
+    (ringbuf.py). Returns a short detail; raises LoadError when any step fails."""
     import time as _time
 
-    image = _compile(f"#define OG_SELF_TGID {os.getpid()}\n{_SELFTEST_C}")
-    objs = instantiate(image, tracefs_root())
+    from otelguard.ebpf.ringbuf import RingError, native_available, open_reader
+
     got: list[int] = []
 
     def _cb(_ctx: Any, data: int, size: int) -> None:
         got.append(ctypes.c_uint64.from_address(data).value if size >= 8 else 0)
 
-    ring: Optional[RingPoller] = None
-    try:
-        ring = RingPoller(objs.maps["og_selftest"], _cb)
+    kind: Literal["native", "python"] = "native" if native_available() else "python"
+    with RingSelftest() as prog:
+        prog.open_callback(_cb)
         deadline = _time.monotonic() + timeout_s
         while not got and _time.monotonic() < deadline:
-            os.getppid()
-            ring.poll(50)
-    finally:
-        if ring is not None:
-            ring.close()
-        objs.close()
-    if not got or got[0] != 0x6F7467756172640A:
-        raise LoadError("ring buffer program loaded but no record came back")
-    return "compiled, loaded, attached to a tracepoint, one record read back"
+            prog.trigger(1)
+            prog.poll(50)
+        if not got or got[0] != SELFTEST_MAGIC:
+            raise LoadError("ring buffer program loaded but no record came back")
+        try:
+            reader = open_reader(prog.ring_fd, kind)
+        except RingError as exc:
+            raise LoadError(f"ring reader {kind}: {exc}") from exc
+        try:
+            prog.trigger(1)
+            records = reader.drain(16, int(timeout_s * 1000))
+        finally:
+            reader.close()
+    if not records or int.from_bytes(records[0][:8], "little") != SELFTEST_MAGIC:
+        raise LoadError(f"ring buffer record read back by BCC but not by the {kind} reader")
+    return ("compiled, loaded, attached to a tracepoint, one record read back by BCC's "
+            f"callback and one by the {kind} ring reader")

@@ -1,7 +1,7 @@
 """A loaded program as the sensor uses it: maps as tables, the ring buffer, drop counters.
 
 The loader (loader.py) builds it, from the program cache or after compiling; nothing here needs
-BCC. The ring buffer is read on its fd (:attr:`LoadedProgram.ring_fd`) by :class:`RingPoller`;
+BCC. The ring buffer is read on its fd (:meth:`LoadedProgram.ring_fd`) by :class:`RingPoller`;
 the per-CPU drop counters and the budget's maps are :class:`~otelguard.ebpf.tables.Table`
 objects. See docs/architecture.md#program-cache.
 """
@@ -91,9 +91,9 @@ class LoadedProgram:
     def table(self, name: str) -> Table:
         return self.tables[name]
 
-    @property
     def ring_fd(self) -> int:
-        """The ring buffer map's fd (``og_events``), for a consumer of its own."""
+        """The ring buffer map's fd (``og_events``, valid until ``close``), for a batch reader
+        (ringbuf.py) instead of ``open_ring``/``poll``."""
         return self.objects.maps[RING_NAME]
 
     @property
@@ -102,7 +102,7 @@ class LoadedProgram:
         return dict(self.objects.programs)
 
     def open_ring(self, callback: RecordCallback) -> None:
-        self._ring = RingPoller(self.ring_fd, callback)
+        self._ring = RingPoller(self.ring_fd(), callback)
 
     def poll(self, timeout_ms: int) -> None:
         assert self._ring is not None, "open_ring first"

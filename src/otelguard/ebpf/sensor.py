@@ -1,8 +1,10 @@
 """The sensor: loads the probes, polls the ring buffer, decodes records into enriched Events.
 
 Threads: ``start()`` loads (the program cache, else a compile: seconds), then one poll thread
-polls the ring; the record callback runs on that thread, which decodes (the probe's
-``decode`` with :class:`EventContext`) and enqueues into a bounded queue, nothing more. A full
+drains the ring buffer in batches through a RingReader on its map fd (ringbuf.py: the native
+reader, or the mmap one when the extension is not built; ``ring_reader: bcc`` keeps BCC's ring
+poll, libbcc_bpf's, with one Python callback per record) and decodes each record (the probe's ``decode`` with
+:class:`EventContext`) and enqueues it into a bounded queue, nothing more. A full
 queue drops the event and counts it (``otelguard_dropped_total{stage="user_queue"}``); records
 the kernel could not put in the ring buffer are counted from ``og_drops`` once a second
 (``stage="kernel_ring"``), and those a flooding cgroup had over its budget from the budget's
@@ -25,7 +27,7 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from otelguard import semconv, telemetry
 from otelguard.ebpf.budget import BudgetLedger, Offender
@@ -38,6 +40,7 @@ from otelguard.ebpf.probe import Header, Probe, ProbeConfig, c_string
 from otelguard.ebpf.program import LoadedProgram
 from otelguard.ebpf.proctable import ProcessInfo, ProcessTable
 from otelguard.ebpf.registry import discover
+from otelguard.ebpf.ringbuf import RingError, RingReader, open_reader, resolve_kind
 from otelguard.ebpf.settings import SensorConfig
 
 AT_FDCWD = -100
@@ -45,6 +48,8 @@ ATTRS_TTL_S = 2.0
 BUDGET_LOG_S = 10.0  # at most one "over budget" log line per this many seconds
 log = logging.getLogger(__name__)
 _TYPE_OFFSET = Header.type.offset
+_HEADER_SIZE = ctypes.sizeof(Header)
+READER_BATCH = 4096  # records per RingReader.drain: one Python call per batch
 
 
 def normalize(path: str) -> str:
@@ -253,6 +258,7 @@ class SensorStatus:
     load_seconds: float = 0.0
     program_origin: str = ""  # "cache" (no compiler) or "compiled" (program.LoadedProgram.origin)
     processes_seeded: int = 0
+    ring_reader: str = ""  # bcc, native or python (ringbuf.py)
 
 
 class Sensor:
@@ -267,6 +273,7 @@ class Sensor:
         self._queue: queue.SimpleQueue[Event] = queue.SimpleQueue()
         self._queue_max = config.queue_size
         self._program: Optional[LoadedProgram] = None
+        self._reader: Optional[RingReader] = None  # None: BCC's per-record callback
         self._thread: Optional[threading.Thread] = None
         self._stop = threading.Event()
         self._by_type: dict[int, Probe] = {}
@@ -319,19 +326,41 @@ class Sensor:
         for p in program.probes:
             for t in p.type_ids:
                 self._by_type[t] = p
-        program.open_ring(self._on_record)
+        self._reader = self._open_reader(program)
         self.status.load_seconds = time.monotonic() - started
         self._thread = threading.Thread(target=self._poll_loop, name="otelguard-ebpf-poll",
                                         daemon=True)
         self._thread.start()
         return self.status
 
+    def _open_reader(self, program: LoadedProgram) -> Optional[RingReader]:
+        """A RingReader on the ring's map fd, or None for BCC's callback (``ring_reader: bcc``)."""
+        kind = self.status.ring_reader = resolve_kind(self.config.ring_reader)
+        if kind == "bcc":
+            program.open_ring(self._on_record)
+            return None
+        try:
+            return open_reader(program.ring_fd(), kind)
+        except RingError as exc:
+            self._program = None
+            program.close()
+            raise SensorError(str(exc)) from exc
+
+    def _poll(self, program: LoadedProgram, timeout_ms: int) -> int:
+        """One wait-and-consume round; the records handled (BCC's poll does not say: -1)."""
+        if self._reader is None:
+            program.poll(timeout_ms)
+            return -1
+        records = self._reader.drain(READER_BATCH, timeout_ms)
+        self._on_batch(records)
+        return len(records)
+
     def _poll_loop(self) -> None:
         program = self._program
         assert program is not None
         next_drops = time.monotonic() + 1.0
         while not self._stop.is_set():
-            program.poll(self.config.poll_timeout_ms)
+            self._poll(program, self.config.poll_timeout_ms)
             self._count_events()
             now = time.monotonic()
             self.last_poll = now
@@ -339,7 +368,9 @@ class Sensor:
                 program.account_kernel_drops()
                 self._account_budget(program, now)
                 next_drops = now + 1.0
-        program.poll(0)  # what is already in the ring when stopping
+        for _ in range(64):  # what is already in the ring; bounded while a flood goes on
+            if self._poll(program, 0) != READER_BATCH:
+                break
         self._count_events()
         program.account_kernel_drops()
         self._account_budget(program, time.monotonic())
@@ -382,31 +413,36 @@ class Sensor:
                 counted[name] = n
 
     def _on_record(self, _ctx: Any, data: int, size: int) -> None:
-        raw = ctypes.string_at(data, size)
-        self._records += 1
-        if size < ctypes.sizeof(Header):
-            self._decode_error("short_record")
-            return
-        type_id = int.from_bytes(raw[_TYPE_OFFSET:_TYPE_OFFSET + 4], "little")
-        probe = self._by_type.get(type_id)
-        if probe is None:
-            self._decode_error("unknown_type")
-            return
-        try:
-            assert self.ctx is not None
-            event = probe.decode(type_id, raw, self.ctx)
-        except Exception as exc:  # a decoder bug costs one record, never the poll thread
-            self._decode_error(type(exc).__name__)
-            return
-        if event is None:
-            return
-        if self._queue.qsize() >= self._queue_max:
-            self._queue_drops += 1
-            self._queue_drop.inc()
-            return
-        self._queue.put(event)
-        by_name = self._events_by_name
-        by_name[event.name] = by_name.get(event.name, 0) + 1
+        """BCC's per-record callback (``ring_reader: bcc``)."""
+        self._on_batch((ctypes.string_at(data, size),))
+
+    def _on_batch(self, records: Sequence[bytes]) -> None:
+        """Decode and enqueue records, nothing more: a RingReader's batch or BCC's one."""
+        self._records += len(records)
+        by_type, ctx, q, by_name = self._by_type, self.ctx, self._queue, self._events_by_name
+        assert ctx is not None
+        for raw in records:
+            if len(raw) < _HEADER_SIZE:
+                self._decode_error("short_record")
+                continue
+            type_id = int.from_bytes(raw[_TYPE_OFFSET:_TYPE_OFFSET + 4], "little")
+            probe = by_type.get(type_id)
+            if probe is None:
+                self._decode_error("unknown_type")
+                continue
+            try:
+                event = probe.decode(type_id, raw, ctx)
+            except Exception as exc:  # a decoder bug costs one record, never the poll thread
+                self._decode_error(type(exc).__name__)
+                continue
+            if event is None:
+                continue
+            if q.qsize() >= self._queue_max:
+                self._queue_drops += 1
+                self._queue_drop.inc()
+                continue
+            q.put(event)
+            by_name[event.name] = by_name.get(event.name, 0) + 1
 
     def _decode_error(self, reason: str) -> None:
         self._decode_errors += 1
@@ -438,6 +474,9 @@ class Sensor:
         if self._thread is not None:
             self._thread.join(timeout=5.0)
             self._thread = None
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
         if self._program is not None:
             self._program.close()
             self._program = None

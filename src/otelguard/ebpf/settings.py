@@ -10,6 +10,7 @@ are errors, every problem reported at once with its dotted path and file:line)::
       probes: [process, file, network, privilege, evasion]
       queue_size: 65536          # user-space event queue; full = counted drop (user_queue)
       poll_timeout_ms: 100
+      ring_reader: auto          # native | python | bcc (ringbuf.py); auto: native if built
       node_name: node-1
       process_table_max: 32768
       long_lived_s: 30           # trace-root rule, see proctable.py
@@ -48,6 +49,7 @@ from typing import Literal, Optional
 from otelguard.config import Checks, EnvVar, load_section
 from otelguard.ebpf.budget import BudgetConfig
 from otelguard.ebpf.probe import ProbeConfig
+from otelguard.ebpf.ringbuf import ReaderKind
 
 ProbeName = Literal["process", "file", "network", "privilege", "evasion"]
 ALL_PROBES: tuple[ProbeName, ...] = typing.get_args(ProbeName)
@@ -104,6 +106,10 @@ class SensorConfig:
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     queue_size: int = 65536  # user-space event queue; full = counted drop (user_queue)
     poll_timeout_ms: int = 100  # how long one ring-buffer poll waits for records
+    # ring-buffer consumer (ebpf/ringbuf.py): native (Rust extension, built by `make setup`),
+    # python (mmap, no extension), bcc (BCC's per-record callback); auto: native when built,
+    # else python
+    ring_reader: ReaderKind = "auto"
     # Kubernetes node name on every record; default: OTELGUARD_NODE_NAME, else the host name
     node_name: str = field(default_factory=default_node_name)
     process_table_max: int = 32768  # live processes tracked at once (ancestry, trace roots)

@@ -1,6 +1,6 @@
 """Reading a watch response: newline-delimited JSON events, and closing it from another thread.
 
-Shared by the enricher's reflectors (processors/k8s/source.py) and :class:`CustomResources`'
+Shared by the reflectors (kube/reflector.py) and :class:`CustomResources`'
 watch. Bodies are parsed with ``json.loads`` rather than the client's model classes (~10x cheaper).
 """
 

@@ -7,12 +7,16 @@ commands start the same stages from the same flags.
 from __future__ import annotations
 
 import dataclasses
+import logging
+from pathlib import Path
 from typing import Optional, Sequence
 
 from otelguard.config import parse_duration
 from otelguard.processors import errors, registry
 from otelguard.processors.config import ProcessorSpec
 from otelguard.processors.errors import ConfigError, ProcessorsError
+
+log = logging.getLogger(__name__)
 
 
 def default_specs(rules: Optional[Sequence[str]]) -> tuple[ProcessorSpec, ...]:
@@ -56,8 +60,13 @@ def apply_rules(specs: Sequence[ProcessorSpec],
 
 def apply_policy(specs: Sequence[ProcessorSpec], policy: Optional[str],
                  rules: Optional[Sequence[str]] = None) -> tuple[ProcessorSpec, ...]:
-    """``--policy DIR``: every falco_rules stage runs that policy tree (``policy_dir``, its
-    rules files cleared: the tree's rules/ are the rules; docs/policy.md#running-a-tree)."""
+    """``--policy DIR`` (docs/policy.md#running-a-tree): every falco_rules stage runs that
+    tree's rules and rule exceptions (``policy_dir``, its rules files cleared), every profiles
+    stage enforces its profiles/ and profile exceptions, every response stage takes its
+    responses/ as the policies. A tree with a profiles/ directory adds a profiles stage before
+    noise_control when there is none; one with response policies needs a response stage in the
+    pipeline to run (it is not added: what it may do is the operator's choice of stage config;
+    without one a warning says they are not run)."""
     if policy is None:
         return tuple(specs)
     if rules:
@@ -68,10 +77,28 @@ def apply_policy(specs: Sequence[ProcessorSpec], policy: Optional[str],
         if spec.type == "falco_rules":
             spec = dataclasses.replace(spec, config=dataclasses.replace(
                 spec.config, policy_dir=policy, rules=(), local_rules=()))
+        elif spec.type == "profiles":
+            spec = dataclasses.replace(spec, config=dataclasses.replace(
+                spec.config, policy_dir=policy))
+        elif spec.type == "response":
+            spec = dataclasses.replace(spec, config=dataclasses.replace(
+                spec.config, policy_dir=policy, policies=()))
         out.append(spec)
     if not any(s.type == "falco_rules" for s in out):
         raise ConfigError([errors.ConfigIssue("--policy", "no falco_rules stage in the "
                                               "pipeline")])
+    root = Path(policy)
+    if (root / "profiles").is_dir() and not any(s.type == "profiles" for s in out):
+        config = dataclasses.replace(registry.unit("profiles").default_config(),
+                                     policy_dir=policy)
+        at = next((i for i, s in enumerate(out) if s.type == "noise_control"), len(out))
+        out.insert(at, ProcessorSpec("profiles", "profiles", config))
+    responses = root / "responses"
+    if responses.is_dir() and any(f.suffix in (".yaml", ".yml") for f in responses.iterdir()) \
+            and not any(s.type == "response" for s in out):
+        log.warning("--policy: %s holds response policies, validated with the tree but not run: "
+                    "the pipeline has no response stage (add one to processors:, "
+                    "docs/response.md)", responses)
     return tuple(out)
 
 

@@ -8,7 +8,8 @@ whole service. The module must expose ``Config`` and ``create`` (other attribute
 given in the entry). ``rules_field`` names the Config field that ``--rules FILE`` fills.
 
 Pipeline order (docs/architecture.md#processor-pipeline): k8s enrichment -> detection ->
-profiles -> noise control -> incidents -> response.
+profiles -> noise control -> incidents -> response; risk reads raw records only, so any
+place after k8s enrichment works (registered last).
 """
 
 from __future__ import annotations
@@ -80,6 +81,9 @@ register(ProcessorEntry("incidents", "otelguard.processors.incidents",
 register(ProcessorEntry("response", "otelguard.processors.response",
                         description="response policies -> requests a human approves, actions, "
                         "audit chain"))
+register(ProcessorEntry("risk", "otelguard.processors.risk",
+                        description="runtime risk context: packages in use, grants used, "
+                        "sensitive reach (docs/risk.md)"))
 
 
 def type_names() -> list[str]:

@@ -10,13 +10,13 @@ so the processor service can use it too. Cost: ~10-20 µs per line; not for bulk
 Every value taken from a record (process name, paths, bodies, rule names, even the Resource)
 goes through :func:`~otelguard.transport.controls.visible`: a process named or run with a
 newline or an ANSI sequence prints as one line with the characters escaped, never as a forged
-line or a repainted terminal. The only escape sequences written are the detection colours.
+line or a repainted terminal. The only escape sequences written are the detection colours and
+the status line's erase (transport/terminal.py).
 """
 
 from __future__ import annotations
 
 import sys
-import threading
 import time
 from typing import IO, Optional
 
@@ -26,6 +26,7 @@ from otelguard import semconv as sc
 from otelguard.otlp.messages import PyValue, attrs_dict, body_text
 from otelguard.transport.contract import ExportResult, LogsPayload, TracesPayload, as_logs
 from otelguard.transport.controls import visible
+from otelguard.transport.terminal import Terminal, is_live
 
 # what to show after the process, in order, when present
 _DETAIL_KEYS = (
@@ -125,7 +126,8 @@ class ConsoleTransport:
         self._colour = self._stream.isatty() if colour is None else colour
         # only detections and incidents (``otelguard run`` without --events)
         self.detections_only = detections_only
-        self._lock = threading.Lock()
+        # shared with ``otelguard run``'s status line (otelguard/status.py)
+        self.terminal = Terminal(self._stream, is_live(self._stream))
 
     def export_logs(self, req: LogsPayload) -> ExportResult:
         lines = []
@@ -138,9 +140,7 @@ class ConsoleTransport:
                     lines.append(render_record(res, rec, self._colour))
         if lines:
             try:
-                with self._lock:
-                    self._stream.write("\n".join(lines) + "\n")
-                    self._stream.flush()
+                self.terminal.write("\n".join(lines) + "\n")
             except (OSError, ValueError) as exc:
                 return ExportResult.failure(f"console: {exc}", "io_error", False)
         return ExportResult.success()
@@ -149,6 +149,7 @@ class ConsoleTransport:
         return ExportResult.success()
 
     def shutdown(self) -> None:
+        self.terminal.clear()
         try:
             self._stream.flush()
         except (OSError, ValueError):

@@ -213,3 +213,54 @@ def test_unavailable_field_makes_rule_cannot_run(field: str) -> None:
     rs = load_rules_text([("t.yaml", text)])
     assert rs.ok and [s.state for s in rs.statuses] == ["cannot-run"]
     assert field in rs.statuses[0].reason and not rs.rules
+
+
+def _probe_syscalls() -> set[str]:
+    """Every evt.type the sensor's probes put on records, read from their own tables and from
+    the names their ``make_event`` calls and ``syscall = ...`` assignments spell."""
+    import re
+    from pathlib import Path
+
+    from otelguard.ebpf import file, network, privilege, process
+    from otelguard.processors.detection.fields.evt import _EVENT_TYPE_BY_NAME, _NOT_SYSCALLS
+
+    names = {sc.name for sc in file.SYSCALLS} | set(network.VIA_SYSCALL.values())
+    names |= {n for group in privilege.ID_SYSCALLS.values() for n in group}
+    names |= set(privilege.KILL_SYSCALLS) | set(privilege.DUP_SYSCALLS)
+    names |= set(process.SC_NAMES[:2])  # exec records; the rest are cwd tracking
+    names |= set(_EVENT_TYPE_BY_NAME.values()) | set(_NOT_SYSCALLS.values())
+    for path in Path(file.__file__).parent.glob("*.py"):
+        if path.name == "probe.py":  # defines make_event
+            continue
+        text = path.read_text()
+        calls = [m.group(1) for m in re.finditer(r"make_event\((.*?)\)\n", text, re.S)]
+        calls += re.findall(r"syscall = (.*)\n", text)
+        for call in calls:
+            names |= {s for s in re.findall(r'"([a-z0-9_]+)"', call)}
+    return names - {"exit", "exit_group"}  # a process exit is procexit, whatever ended it
+
+
+def test_sensor_event_types_are_the_probes() -> None:
+    assert fields.evt.SENSOR_EVENT_TYPES == _probe_syscalls()
+
+
+def test_rule_on_event_types_never_emitted_cannot_run() -> None:
+    text = """
+- rule: never
+  desc: d
+  condition: evt.type in (recvfrom, recvmsg) and fd.type = ipv4
+  output: o
+  priority: INFO
+- rule: partly
+  desc: d
+  condition: evt.type in (recvfrom, connect) and fd.type = ipv4
+  output: o
+  priority: INFO
+"""
+    rs = load_rules_text([("t.yaml", text)])
+    assert rs.ok
+    states = {s.name: (s.state, s.reason) for s in rs.statuses}
+    assert states["never"][0] == "cannot-run"
+    assert "recvfrom, recvmsg" in states["never"][1] and "never emitted" in states["never"][1]
+    assert states["partly"] == ("loaded", "")  # connect records can fire it
+    assert [r.name for r in rs.rules] == ["partly"] and rs.count("loaded") == 1

@@ -208,7 +208,12 @@ def test_risky_behaviour_never_auto_learns_even_everywhere_and_always() -> None:
              ev.unshare("CLONE_NEWUTS"),
              ev.open_("/var/run/secrets/kubernetes.io/serviceaccount/token", "O_RDONLY"),
              ev.connect("169.254.169.254", 80), ev.connect("8.8.8.8", 443),
-             ev.execve("/tmp/x", "/usr/bin/python3", upper=True)]
+             ev.execve("/tmp/x", "/usr/bin/python3", upper=True),
+             # the sensitive systems of the risk reach analyser: API server, etcd, a kubelet
+             (S.EV_NETWORK_CONNECT, {**ev.connect("10.96.0.1", 443)[1],
+                                     S.PEER_K8S_SERVICE_NAME: "kubernetes",
+                                     S.PEER_K8S_NAMESPACE_NAME: "default"}),
+             ev.connect("10.0.0.4", 10250), ev.connect("10.0.0.5", 2379)]
     for bucket in range(4):
         for uid in PODS:
             stage.process(benign(uid, bucket))
@@ -223,6 +228,7 @@ def test_risky_behaviour_never_auto_learns_even_everywhere_and_always() -> None:
         "risky: cloud metadata address", "risky: egress outside the cluster",
         "risky: exec from the writable layer or memory", "risky: network tool",
         "risky: package manager", "risky: privileged capability",
+        "risky: sensitive system (the API server, etcd, a kubelet)",
         "risky: service-account token read",
         "risky: shell or interpreter spawned by a non-shell service",
         "risky: write under a system directory"]

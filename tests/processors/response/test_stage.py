@@ -141,3 +141,40 @@ def test_detections_and_incidents_through_the_stage(tmp_path: Path) -> None:
         assert third.drain(False) == []
     finally:
         third.shutdown()
+
+
+def test_a_policy_trees_responses_stamp_the_trees_revision(tmp_path: Path) -> None:
+    """``policy_dir`` (``--policy DIR``): the tree's responses/ are the policies, and a
+    request and its audit records carry the tree's revision, the one its detections carry."""
+    from otelguard.processors.policy.tree import load_tree
+
+    root = tmp_path / "tree"
+    for kind in ("rules", "responses"):
+        (root / kind).mkdir(parents=True)
+    (root / "rules" / "r.yaml").write_text(
+        "- rule: Read sensitive file untrusted\n  desc: d\n  condition: fd.name = /etc/shadow\n"
+        "  output: o\n  priority: WARNING\n")
+    (root / "responses" / "p.yaml").write_text(POLICIES)
+    stage = ResponseStage(Config(policy_dir=str(root), store=str(tmp_path / "store"),
+                                 tick_seconds=0.05), actions={"mark": MarkerAction(tmp_path)})
+    stage.start()
+    try:
+        revision = load_tree(root).revision
+        assert {p.revision for p in stage.policies.policies} == {revision}
+        stage.process(_shadow("web-1")[0])
+        assert stage.wait_idle() and stage.store is not None
+        (req,) = stage.store.requests()
+        assert (req.policy, req.policy_revision) == ("ask-shadow", revision)
+        (out,) = stage.drain(False)
+        (rec,) = out.resource_logs[0].scope_logs[0].log_records  # type: ignore[union-attr]
+        assert attrs_dict(rec.attributes)[S.RESPONSE_POLICY_REVISION] == revision
+    finally:
+        stage.shutdown()
+    (root / "responses" / "bad.yaml").write_text(POLICIES.replace("action: mark}", "action: x}"))
+    import pytest
+
+    from otelguard.config import ConfigError
+
+    with pytest.raises(ConfigError, match="bad.yaml:"):
+        ResponseStage(Config(policy_dir=str(root), store=str(tmp_path / "s2")),
+                      actions={"mark": MarkerAction(tmp_path)})

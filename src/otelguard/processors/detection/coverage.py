@@ -51,8 +51,9 @@ def write(falco_dir: Path, out: TextIO, cases_dir: Path | None = None) -> int:
               f"rule language of engine version {'.'.join(map(str, ENGINE_VERSION))}.\n\n")
     out.write("States (as `otelguard rules validate` reports them): **loaded** (compiled, runs), "
               "**disabled** (`enabled: false` in the file; compiled, so a selection can enable "
-              "it), **cannot run** (needs a Falco field this sensor does not provide, named with "
-              "the reason: never evaluated), **skipped** (`skip-if-unknown-filter` or a "
+              "it), **cannot run** (needs a Falco field this sensor does not provide, or only "
+              "event types its records never carry; named with the reason: never evaluated "
+              "and not counted as loaded), **skipped** (`skip-if-unknown-filter` or a "
               "non-syscall source), **error** (does not load: Falco would refuse the file "
               "too).\n\n")
     out.write("Proof: every rule that loads (and every disabled one, enabled for its case) has a "

@@ -6,12 +6,13 @@ rule) and ``engine.evaluate_and_append(batch)`` also adds them to the batch, gro
 of each trigger's Resource marked ``otelguard.stream=detection`` with scope
 ``otelguard.processors``. Detection records of earlier passes are never re-evaluated.
 
-Cost per record: one EventView, one ``evt.type`` lookup, then the type's guard groups (see
+Cost per record: one EventView, one ``evt.type`` lookup, then the type's generated matcher
+(:mod:`~otelguard.processors.detection.matcher`) over its guard groups (see
 :mod:`~otelguard.processors.detection.prefilter`): one read and one set/prefix test per group of
-rules sharing a guard field, and full predicates only where a guard passes. With the default
-rules a record reads 4-10 of its ~35 attributes, each by remembered position (see
-:class:`~otelguard.processors.detection.fields.EventView`); docs/benchmarks.md has the
-figures. Building a detection record (~30 attributes) is ~30 µs, paid only on a match.
+rules sharing a guard field, and full conditions only where a guard passes. With the stable +
+incubating rules a record reads 3-24 of its ~40 attributes (7 for an open), each by remembered
+position (see :class:`~otelguard.processors.detection.fields.EventView`); docs/benchmarks.md has
+the figures. Building a detection record (~30 attributes) is ~30 µs, paid only on a match.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from otelguard import telemetry
 from otelguard.processors.detection.compiler import Compiler
 from otelguard.processors.detection.fields import AttrLayouts, EventView, event_type
 from otelguard.processors.detection.loader import load_rules, load_rules_text
+from otelguard.processors.detection.matcher import Matcher, generate
 from otelguard.processors.detection.prefilter import Member, TypePlan, plan
 from otelguard.processors.detection.ruleset import (
     Diagnostic, Priority, Rule, RuleSelection, RuleSet, RulesError,
@@ -93,6 +95,9 @@ class RuleEngine:
         }
         self._any_plan = plan([(i, r, pred, r.guards.get(None, ()))
                                for i, (r, pred) in enumerate(self._any)], getters)
+        # evt.type (None: types no rule names) -> the plan as one generated function
+        # (matcher.py), built on the first record of the type (see _matcher)
+        self._matchers: dict[Optional[str], Matcher] = {}
         self._num = 0
         self._layouts = AttrLayouts()
         self._scope_version = otelguard.__version__
@@ -132,7 +137,40 @@ class RuleEngine:
         """Feed one record to the state, return the rules it satisfies, in rule order (never
         raises). Rules behind a guard that fails are skipped: the guard is implied by them."""
         self.state.observe(ev)
-        plan_ = self._plans.get(event_type(ev), self._any_plan)
+        t = event_type(ev)
+        m = self._matchers.get(t)
+        hits = (m if m is not None else self._matcher(t))(ev)
+        if not hits:
+            return []
+        if len(hits) > 1:
+            hits.sort(key=lambda h: h[0])
+        return [rule for _order, rule in hits]
+
+    def warm(self) -> "RuleEngine":
+        """Generate every type's matcher now (~0.3 s for the stable + incubating rules), so no
+        record pays it; the stage does this when it loads rules (off the batch path, see
+        processor.py). Engines built for one-off checks (proofs, tests) skip it."""
+        for t in [*self._plans, None]:
+            self._matcher(t)
+        return self
+
+    def _matcher(self, evt_type: Optional[str]) -> Matcher:
+        """The generated matcher of ``evt_type``'s plan (the any-type plan for a type no rule
+        names), generated on first use if :meth:`warm` did not (1-60 ms, execve the largest).
+        A plan whose source cannot be generated runs through :meth:`_match_plan`."""
+        key = evt_type if evt_type in self._plans else None
+        m = self._matchers.get(key)
+        if m is None:
+            plan_ = self._plans[key] if key is not None else self._any_plan
+            fn = generate(key, plan_, self._rule_error)
+            m = self._matchers[key] = fn if fn is not None else self._plan_matcher(plan_)
+        return m
+
+    def _plan_matcher(self, plan_: TypePlan) -> Matcher:
+        return lambda ev: self._match_plan(plan_, ev)
+
+    def _match_plan(self, plan_: TypePlan, ev: EventView) -> list[tuple[int, Rule]]:
+        """A plan run through its closures (what the generated matchers inline)."""
         hits: list[tuple[int, Rule]] = []
         if plan_.always:
             self._run(plan_.always, ev, hits)
@@ -148,11 +186,7 @@ class RuleEngine:
                 passed = True
             if passed:
                 self._run(group.members, ev, hits)
-        if not hits:
-            return []
-        if len(hits) > 1:
-            hits.sort(key=lambda h: h[0])
-        return [rule for _order, rule in hits]
+        return hits
 
     def match_unguarded(self, ev: EventView) -> list[Rule]:
         """:meth:`match` without guards: every rule indexed for the type, in order. The
@@ -167,8 +201,11 @@ class RuleEngine:
                 if pred(ev):
                     hits.append((order, rule))
             except Exception:  # a rule bug must never stop the batch
-                self.errors += 1
-                telemetry.dropped.labels(stage="detection", reason="rule_error").inc()
+                self._rule_error()
+
+    def _rule_error(self) -> None:
+        self.errors += 1
+        telemetry.dropped.labels(stage="detection", reason="rule_error").inc()
 
     def view(self, record: LogRecord, resource_attrs: dict[str, Any]) -> EventView:
         """An EventView numbered by this engine (for callers driving :meth:`match`)."""

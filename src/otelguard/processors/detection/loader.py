@@ -25,6 +25,7 @@ from otelguard.processors.detection import mitre
 from otelguard.processors.detection.collector import Collector, RuleDef
 from otelguard.processors.detection.compiler import Compiler, UnsupportedField
 from otelguard.processors.detection.fields import FIELDS, UNAVAILABLE, UNKNOWN, EventView
+from otelguard.processors.detection.fields.evt import SENSOR_EVENT_TYPES
 from otelguard.processors.detection.operators import CompileError, Compiled
 from otelguard.processors.detection.output import parse_output
 from otelguard.processors.detection.parser import (
@@ -100,6 +101,7 @@ def compile_collected(collected: Collector) -> RuleSet:
     macros = _macros(collected, lists)
     comp = Compiler(macros)
     typed: dict[str, Compiler] = {}  # one compiler (and macro cache) per known evt.type
+    compilers: dict[Optional[str], Compiler] = {None: comp}  # the same, shared by the rules
     derivers: dict[Optional[str], GuardDeriver] = {None: GuardDeriver(comp)}
     for d in sorted(collected.rules.values(), key=lambda r: r.order):
         label = f"rule {d.name!r}"
@@ -154,6 +156,11 @@ def compile_collected(collected: Collector) -> RuleSet:
             out.report_error(d.file, d.line, label, str(exc))
             status("error", str(exc))
             continue
+        never = _never_emitted(result.event_types)
+        if never is not None:
+            out.report_warning(d.file, d.line, label, f"cannot run on this sensor: {never}")
+            status("cannot-run", never)
+            continue
         for problem_text in template.problems():
             out.report_warning(d.file, d.line, label, f"{problem_text}; renders <NA>")
         pred = _as_pred(result.pred)
@@ -161,7 +168,7 @@ def compile_collected(collected: Collector) -> RuleSet:
         for t in sorted(result.event_types or ()):
             tc = typed.get(t)
             if tc is None:
-                tc = typed[t] = Compiler(macros, known_type=t)
+                tc = typed[t] = compilers[t] = Compiler(macros, known_type=t)
             preds[t] = _as_pred(tc.compile(node).pred)
         guards: dict[Optional[str], tuple[Guard, ...]] = {None: derivers[None].candidates(node)}
         for t in sorted(result.event_types or ()):
@@ -184,7 +191,7 @@ def compile_collected(collected: Collector) -> RuleSet:
             evidence_keys=tuple(evidence),
             uuid=str(uuid.uuid5(UUID_NAMESPACE, f"{d.ruleset}/{d.name}")), version=digest[:12],
             mitre=tag_info, category=_category(tags), guards=guards, enabled=d.enabled,
-            ancestor_images=images,
+            ancestor_images=images, node=node, compilers=compilers,
         )
         if result.pred is False:
             out.report_warning(d.file, d.line, label, "condition can never be true")
@@ -239,3 +246,12 @@ def load_rules_text(texts: Sequence[tuple[str, str]], append_output: str = "") -
         for item in reader.read_text(text, name, Path(name).stem):
             collected.add(item)
     return compile_collected(collected)
+
+
+def _never_emitted(types: Optional[frozenset[str]]) -> Optional[str]:
+    """Why a rule restricted to ``types`` never fires here (none of them is an evt.type the
+    sensor's records carry), or None."""
+    if types is None or types & SENSOR_EVENT_TYPES:
+        return None
+    return (f"its event types ({', '.join(sorted(types)) or 'none'}) are never emitted by "
+            "this sensor (docs/architecture.md#event-names)")

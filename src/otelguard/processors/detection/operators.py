@@ -115,7 +115,7 @@ def coerce_int(v: Any) -> Optional[int]:
         return None
 
 
-def _str_matcher(op: str, values: list[str], node: Check) -> Callable[[str], bool]:
+def str_matcher(op: str, values: list[str], node: Check) -> Callable[[str], bool]:
     """A test on one string value for ``op`` against the pre-converted right-hand side."""
     if op in ("in", "intersects"):
         s = frozenset(values)
@@ -225,7 +225,7 @@ def compile_op(get: Callable[[EventView], Any], ftype: FieldType, op: str, value
         raise CompileError(f"operator {op!r} does not apply to list field {node.field}")
     if ftype == FieldType.MULTI:
         return _any_of(get, op, values, node)
-    m = _str_matcher(op, values, node)
+    m = str_matcher(op, values, node)
     if ftype == FieldType.STR and op in ("=", "in", "startswith", "contains"):
         # the hot shapes, inlined: one call per check instead of two
         if op == "in":
@@ -256,7 +256,7 @@ def _any_of(get: Callable[[EventView], Any], op: str, values: list[str], node: C
     """A multi-valued field (``proc.aname``, ``proc.apid`` without index, ``fd.port``): true
     when any value passes; numbers compare as numbers, strings as strings."""
     try:
-        sm: Optional[Callable[[str], bool]] = _str_matcher(op, values, node)
+        sm: Optional[Callable[[str], bool]] = str_matcher(op, values, node)
     except CompileError:
         sm = None
     try:

@@ -44,6 +44,9 @@ _CLASSIFIERS = frozenset({"evt.dir", "fd.typechar", "fd.type", "fd.l4proto", "fd
                           "evt.res", "fd.connected", "fd.is_server", "evt.failed", "fd.num",
                           "evt.is_open_read", "evt.is_open_write", "evt.is_open_create",
                           "evt.rawres", "evt.source"})
+# field classes read from the Resource (a dict lookup per record, no attribute read): a guard on
+# them is preferred when a rule has one, whatever its selectivity (see plan)
+_RESOURCE_CLASSES = ("container.", "k8s.")
 _STR_OPS = frozenset({"=", "in", "startswith", "endswith", "contains", "pmatch", "glob"})
 _EXACT_OPS = frozenset({"=", "in"})
 _GLOB_META = re.compile(r"[*?\[\\]")
@@ -278,8 +281,8 @@ class GuardDeriver:
                 return None
             try:
                 if kind == FieldType.NUM:
-                    return ValueSet(kind, eq={_num(v) for v in values})
-                return ValueSet(kind, eq={_bool(v) for v in values})
+                    return ValueSet(kind, eq={parse_num(v) for v in values})
+                return ValueSet(kind, eq={parse_bool(v) for v in values})
             except ValueError:
                 return None
         if op not in _STR_OPS:
@@ -303,11 +306,13 @@ class GuardDeriver:
         return ValueSet(kind, patterns={pattern})
 
 
-def _num(text: str) -> int:
+def parse_num(text: str) -> int:
+    """A numeric literal of a condition (decimal or 0x); ValueError otherwise."""
     return int(text, 0) if text.lower().startswith(("0x", "-0x")) else int(text)
 
 
-def _bool(text: str) -> bool:
+def parse_bool(text: str) -> bool:
+    """A bool literal of a condition (true/false/1/0, any case); ValueError otherwise."""
     low = text.lower()
     if low in ("true", "1"):
         return True
@@ -328,6 +333,11 @@ class GuardGroup:
     fields: str
     tests: tuple[tuple[Callable[[EventView], Any], Callable[[Any], bool]], ...]
     members: tuple[Member, ...]
+    # what ``tests`` test (the fields and their united value sets), and per member the guards
+    # its predicate runs behind in ``members`` (empty: the group's test suffices): the
+    # generated matchers (matcher.py) inline both
+    sets: tuple[tuple[FieldRef, ValueSet], ...] = ()
+    own: tuple[tuple[Guard, ...], ...] = ()
 
     def passes(self, ev: EventView) -> bool:
         for get, test in self.tests:
@@ -349,9 +359,11 @@ def plan(members: list[tuple[int, Any, Pred, tuple[Guard, ...]]], compiler: Comp
          ) -> TypePlan:
     """Group guarded rules by guard fields (value sets united); the rest always run.
 
-    Each rule takes its best guard, unless another of its guards reads only fields that the
-    other rules' best guards read anyway (and is no mere classifier): a field already read costs
-    nothing more, so the rule joins that group. Members of a group keep their own guard, checked
+    Each rule takes a guard on Resource fields when it has one (container.*, k8s.*: no record
+    attribute read, and most records fail them: "privileged container", a namespace), else its
+    best guard, unless another of its guards reads only fields that the other rules' best guards
+    read anyway (and is no mere classifier): a field already read costs nothing more, so the
+    rule joins that group. Members of a group keep their own guard, checked
     on the (cached) field values before their predicate when the group's union passes."""
     hot: dict[int, set[FieldRef]] = {}
     cands_of = {order: cands for order, _rule, _pred, cands in members}
@@ -365,8 +377,9 @@ def plan(members: list[tuple[int, Any, Pred, tuple[Guard, ...]]], compiler: Comp
             always.append((order, rule, pred))
             continue
         others = set().union(*(f for o, f in hot.items() if o != order))
-        chosen = cands[0]
-        if not set(chosen.key) <= others:
+        chosen = next((g for g in cands if all(r.name.startswith(_RESOURCE_CLASSES)
+                                               and r.join is None for r in g.key)), cands[0])
+        if chosen is cands[0] and not set(chosen.key) <= others:
             for g in cands[1:]:
                 if set(g.key) <= others and not any(r.name in _CLASSIFIERS for r in g.key):
                     chosen = g
@@ -386,6 +399,7 @@ def plan(members: list[tuple[int, Any, Pred, tuple[Guard, ...]]], compiler: Comp
     for key, (sets, ms) in by_key.items():
         tests = tuple((getter(ref), sets[ref].test()) for ref in key)
         guarded: list[Member] = []
+        behind: list[tuple[Guard, ...]] = []
         for order, rule, pred, g in ms:
             # its own guard (the group's union is looser), then its other implied checks:
             # each is a conjunct of the rule, so all must pass (at most three, classifiers not)
@@ -394,8 +408,12 @@ def plan(members: list[tuple[int, Any, Pred, tuple[Guard, ...]]], compiler: Comp
             if len(ms) > 1 or len(own) > 1:
                 pred = _behind(tuple(tuple((getter(ref), vs.test()) for ref, vs in c.fields)
                                      for c in own), pred)
+                behind.append(tuple(own))
+            else:
+                behind.append(())
             guarded.append((order, rule, pred))
-        groups.append(GuardGroup(" or ".join(str(r) for r in key), tests, tuple(guarded)))
+        groups.append(GuardGroup(" or ".join(str(r) for r in key), tests, tuple(guarded),
+                                 tuple((ref, sets[ref]) for ref in key), tuple(behind)))
     return TypePlan(tuple(always), tuple(groups))
 
 
@@ -419,4 +437,5 @@ def _behind(guards: tuple[Tests, ...], pred: Pred) -> Pred:
     return guarded
 
 
-__all__ = ["Guard", "GuardDeriver", "GuardGroup", "TypePlan", "ValueSet", "plan"]
+__all__ = ["Guard", "GuardDeriver", "GuardGroup", "TypePlan", "ValueSet", "parse_bool", "parse_num",
+           "plan"]

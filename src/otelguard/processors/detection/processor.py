@@ -101,7 +101,7 @@ def _engine(config: Config, state: Optional[DetectionState]) -> RuleEngine:
         selection=RuleSelection(config.disabled_rules, config.disabled_tags,
                                 config.enabled_rules, config.enabled_tags),
         policy_revision=revision,
-    )
+    ).warm()  # every evt.type's matcher generated here, not on a batch
 
 
 def create(config: Config) -> FalcoRulesProcessor:

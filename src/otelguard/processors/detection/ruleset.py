@@ -11,11 +11,12 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 from otelguard.processors.detection import mitre
 from otelguard.processors.detection.fields import EventView
 from otelguard.processors.detection.output import OutputTemplate
+from otelguard.processors.detection.parser import Node
 from otelguard.processors.detection.prefilter import Guard
 from otelguard.processors.errors import ConfigError, ConfigIssue
 
@@ -103,6 +104,11 @@ class Rule:
     # proc.aexe / proc.aexepath used beyond the parent (condition or output): the stage state
     # then remembers exec'ed images per pid (state.py); empty: no tracking cost
     ancestor_images: frozenset[str] = frozenset()
+    # the parsed condition (macros by name, lists substituted) and the compilers it was compiled
+    # with (evt.type -> Compiler, None: the generic one): the engine generates its per-type
+    # matchers from them (matcher.py); a rule without them runs its closures
+    node: Optional[Node] = None
+    compilers: Mapping[Optional[str], Any] = field(default_factory=dict)
 
 
 @dataclass

@@ -20,6 +20,7 @@ from typing import TextIO
 
 from otelguard.config import ConfigError
 from otelguard.processors.detection.cli import EXIT_ERRORS, EXIT_NOT_ALL_RUN, EXIT_OK, report
+from otelguard.processors.policy.exceptions import AnyException, ProfileException
 from otelguard.processors.policy.replay import ReplayError, compare, load_expected, replay
 from otelguard.processors.policy.tree import PolicyTree, load_tree
 
@@ -33,19 +34,27 @@ def describe(tree: PolicyTree, out: TextIO) -> None:
         report(tree.ruleset, out)
     else:
         out.write("no rules/ files: no Falco rules in this tree\n")
-    for e in tree.exceptions + tree.expired:
+    listed: list[AnyException] = [*tree.exceptions, *tree.profile_exceptions]
+    listed += [e for e in tree.expired if e not in listed]
+    for e in listed:
         state = "EXPIRED" if e in tree.expired else "ACTIVE"
         tail = f"; expired on {e.expires.isoformat()}, not applied" if state == "EXPIRED" \
             else f"; until {e.expires.isoformat()}"
-        out.write(f"{state:9} exception {e.name} -> rule {e.spec.rule!r} ({e.file}:{e.line}) "
+        target = f"profile {e.target}" if isinstance(e, ProfileException) \
+            else f"rule {e.spec.rule!r}"
+        out.write(f"{state:9} exception {e.name} -> {target} ({e.file}:{e.line}) "
                   f"owner {e.spec.owner}{tail}\n")
     for f, doc in tree.profiles:
-        out.write(f"PROFILE   {doc.metadata.workload} ({f}) {doc.status.state}\n")
+        note = "" if doc.status.state == "approved" else \
+            " (not enforced: only approved profiles run)"
+        out.write(f"PROFILE   {doc.metadata.workload} ({f}) {doc.status.state}{note}\n")
     for p in tree.responses.policies:
         out.write(f"RESPONSE  {p.name} ({p.source}) mode {p.mode}\n")
     for issue in tree.issues:
         out.write(f"{issue}\n")
-    out.write(f"{len(tree.exceptions)} exception(s) applied, {len(tree.expired)} expired, "
+    applied = len(tree.exceptions) + len(tree.profile_exceptions) - sum(
+        isinstance(e, ProfileException) for e in tree.expired)
+    out.write(f"{applied} exception(s) applied, {len(tree.expired)} expired, "
               f"{len(tree.profiles)} profile(s), {len(tree.responses.policies)} response "
               f"polic(ies), {len(tree.issues) + len(tree.ruleset.errors)} error(s)\n")
 

@@ -1,4 +1,6 @@
-"""``exceptions/`` of a policy tree: reviewed, owned, expiring exceptions to Falco rules.
+"""``exceptions/`` of a policy tree: reviewed, owned, expiring exceptions to Falco rules
+(``kind: RuleException``, here) and to profile deviations (``kind: ProfileException``,
+profile_exceptions.py).
 
 One YAML document per exception (docs/policy.md#exceptions)::
 
@@ -23,10 +25,9 @@ Falco would. An expired exception is not compiled: it stops applying, with a war
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Optional, Sequence
+from typing import Any, Literal, Optional, Sequence, Union
 
 from otelguard.config import (
     Checks, ConfigError, ConfigIssue, LocatedDict, from_mapping, load_yaml_documents,
@@ -36,6 +37,10 @@ from otelguard.processors.detection.fields import (
 )
 from otelguard.processors.detection.parser import ConditionSyntaxError, parse_field_at
 from otelguard.processors.detection.reader import Item
+from otelguard.processors.policy.expiry import Expiring, check_owned, today_utc
+from otelguard.processors.policy.profile_exceptions import (
+    ProfileException, ProfileExceptionDocument,
+)
 
 
 @dataclass(frozen=True)
@@ -56,10 +61,7 @@ class Spec:
 
     def __post_init__(self) -> None:
         checks = Checks()
-        if not self.owner.strip():
-            checks.add("owner", "must name who owns the exception")
-        if last_day(self.expires) is None:
-            checks.add("expires", f"must be a date YYYY-MM-DD, got {self.expires!r}")
+        check_owned(checks, self.owner, self.expires)
         if not self.fields:
             checks.add("fields", "needs at least one field")
         if self.comps and len(self.comps) != len(self.fields):
@@ -82,22 +84,13 @@ class ExceptionDocument:
 
 
 @dataclass(frozen=True)
-class RuleException:
+class RuleException(Expiring):
     """A loaded exception and where it was written."""
 
     name: str
     spec: Spec
     file: str
     line: Optional[int]
-
-    @property
-    def expires(self) -> dt.date:
-        day = last_day(self.spec.expires)
-        assert day is not None  # checked when the document was built
-        return day
-
-    def expired(self, today: dt.date) -> bool:
-        return today > self.expires
 
     def field_issues(self) -> list[ConfigIssue]:
         """Fields that are not Falco fields (or malformed), located here rather than on the
@@ -127,6 +120,11 @@ class RuleException:
         return Item("rule", self.spec.rule, body, self.file, self.line, Path(self.file).stem)
 
 
+AnyException = Union[RuleException, ProfileException]
+__all__ = ["AnyException", "ProfileException", "RuleException", "load_exceptions",
+           "parse_exceptions", "today_utc"]
+
+
 def _text(value: Any) -> Any:
     """Values as the rules reader gives them (plain scalars as text)."""
     if isinstance(value, list):
@@ -136,22 +134,10 @@ def _text(value: Any) -> Any:
     return str(value)
 
 
-def last_day(value: Any) -> Optional[dt.date]:
-    if isinstance(value, dt.datetime):
-        return value.date()
-    if isinstance(value, dt.date):
-        return value
-    if isinstance(value, str):
-        try:
-            return dt.date.fromisoformat(value.strip())
-        except ValueError:
-            return None
-    return None
-
-
-def parse_exceptions(text: str, source: str) -> tuple[list[RuleException], list[ConfigIssue]]:
-    """The exceptions of one file's text and every problem in it (file:line)."""
-    out: list[RuleException] = []
+def parse_exceptions(text: str, source: str) -> tuple[list[AnyException], list[ConfigIssue]]:
+    """The exceptions (RuleException or ProfileException, by ``kind``) of one file's text and
+    every problem in it (file:line)."""
+    out: list[AnyException] = []
     issues: list[ConfigIssue] = []
     try:
         docs = load_yaml_documents(text, source)
@@ -163,17 +149,21 @@ def parse_exceptions(text: str, source: str) -> tuple[list[RuleException], list[
         path = f"[{i}]" if len(docs) > 1 else ""
         line = raw.line if isinstance(raw, LocatedDict) else None
         try:
-            doc = from_mapping(ExceptionDocument, raw, path=path, source=source, line=line)
+            if isinstance(raw, dict) and raw.get("kind") == "ProfileException":
+                pdoc = from_mapping(ProfileExceptionDocument, raw, path=path, source=source,
+                                    line=line)
+                out.append(ProfileException(pdoc.metadata.name, pdoc.spec, source, line))
+            else:
+                doc = from_mapping(ExceptionDocument, raw, path=path, source=source, line=line)
+                out.append(RuleException(doc.metadata.name, doc.spec, source, line))
         except ConfigError as exc:
             issues += exc.issues
-            continue
-        out.append(RuleException(doc.metadata.name, doc.spec, source, line))
     return out, issues
 
 
-def load_exceptions(files: Sequence[Path]) -> tuple[list[RuleException], list[ConfigIssue]]:
-    """Every exception of ``files`` in order, duplicates of a name reported."""
-    out: list[RuleException] = []
+def load_exceptions(files: Sequence[Path]) -> tuple[list[AnyException], list[ConfigIssue]]:
+    """Every exception of ``files`` in order (both kinds), duplicates of a name reported."""
+    out: list[AnyException] = []
     issues: list[ConfigIssue] = []
     for f in files:
         try:
@@ -184,14 +174,10 @@ def load_exceptions(files: Sequence[Path]) -> tuple[list[RuleException], list[Co
         found, bad = parse_exceptions(text, str(f))
         out += found
         issues += bad
-    seen: dict[str, RuleException] = {}
+    seen: dict[str, AnyException] = {}
     for e in out:
         first = seen.setdefault(e.name, e)
         if first is not e:
             issues.append(ConfigIssue("metadata.name", f"duplicate exception name {e.name!r} "
                                       f"(first at {first.file}:{first.line})", e.file, e.line))
     return out, issues
-
-
-def today_utc() -> dt.date:
-    return dt.datetime.now(dt.timezone.utc).date()

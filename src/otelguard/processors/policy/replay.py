@@ -3,7 +3,8 @@
 A capture is what ``--output jsonl:PATH`` writes: one OTLP/JSON export request per line
 (docs/architecture.md#outputs). Log requests go through the falco_rules engine built from the
 tree (rules + applied exceptions), in file order, with one detection state as the live stage
-keeps; detection records already in the capture (it was written after a pipeline) are skipped
+keeps, then, when the tree has profiles, through a profiles stage enforcing them with the
+tree's profile exceptions (its deviations are detections too); detection records already in the capture (it was written after a pipeline) are skipped
 by the engine, so only the tree's own detections are reported. Span lines are skipped. A
 detection names its rule, priority and the trigger record's ``log.record.uid``, which the
 capture keeps, so an expectation file can pin exactly which record must fire.
@@ -24,7 +25,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Union
+from typing import Optional, TextIO, Union
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
@@ -34,6 +35,8 @@ from otelguard.otlp import jsoncodec
 from otelguard.otlp.messages import attrs_dict
 from otelguard.processors.detection.engine import RuleEngine
 from otelguard.processors.policy.tree import PolicyTree
+from otelguard.processors.profiles import Config as ProfilesConfig
+from otelguard.processors.profiles import ProfilesStage
 
 
 class ReplayError(Exception):
@@ -85,22 +88,53 @@ def replay(tree: PolicyTree, capture: Union[str, Path]) -> Replayed:
         fh = open(capture, encoding="utf-8")
     except OSError as exc:
         raise ReplayError(f"{capture}: cannot read capture: {exc.strerror or exc}") from exc
-    with fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            batch = _logs(line, f"{capture}:{n}")
-            if batch is None:
-                continue
-            out.records += sum(len(sl.log_records) for rl in batch.resource_logs
-                               for sl in rl.scope_logs
-                               if attrs_dict(rl.resource.attributes).get(S.STREAM)
-                               != S.STREAM_DETECTION)
-            for d in engine.evaluate(batch):
-                uid = attrs_dict(d.record.attributes).get(S.TRIGGER_RECORD_UID)
-                out.detections.append(Found(d.rule.name, d.rule.priority.name,
-                                            str(uid) if uid else ""))
+    profiles = _profiles_stage(tree)
+    try:
+        with fh:
+            _replay_lines(fh, str(capture), engine, profiles, out)
+    finally:
+        if profiles is not None:
+            profiles.shutdown()
     return out
+
+
+def _profiles_stage(tree: PolicyTree) -> Optional[ProfilesStage]:
+    """The profiles stage enforcing the tree's profiles and profile exceptions (learning, in
+    memory only, for the workloads it has none of: nothing written, nothing reported)."""
+    if not tree.profiles:
+        return None
+    stage = ProfilesStage(ProfilesConfig(policy_dir=str(tree.root),
+                                         save_interval_seconds=86_400.0))
+    stage.start()
+    return stage
+
+
+def _replay_lines(fh: TextIO, capture: str, engine: RuleEngine,
+                  profiles: Optional[ProfilesStage], out: Replayed) -> None:
+    for n, line in enumerate(fh, 1):
+        if not line.strip():
+            continue
+        batch = _logs(line, f"{capture}:{n}")
+        if batch is None:
+            continue
+        out.records += sum(len(sl.log_records) for rl in batch.resource_logs
+                           for sl in rl.scope_logs
+                           if attrs_dict(rl.resource.attributes).get(S.STREAM)
+                           != S.STREAM_DETECTION)
+        for d in engine.evaluate(batch):
+            uid = attrs_dict(d.record.attributes).get(S.TRIGGER_RECORD_UID)
+            out.detections.append(Found(d.rule.name, d.rule.priority.name,
+                                        str(uid) if uid else ""))
+        if profiles is not None:
+            before = len(batch.resource_logs)
+            profiles.process(batch)
+            for rl in batch.resource_logs[before:]:  # the deviations it appended
+                for sl in rl.scope_logs:
+                    for rec in sl.log_records:
+                        a = attrs_dict(rec.attributes)
+                        out.detections.append(Found(
+                            str(a.get(S.SECURITY_RULE_NAME)), rec.severity_text,
+                            str(a.get(S.TRIGGER_RECORD_UID) or "")))
 
 
 def _logs(line: str, where: str) -> Optional[ExportLogsServiceRequest]:

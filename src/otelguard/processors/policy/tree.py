@@ -3,7 +3,8 @@
 Layout (docs/policy.md)::
 
     rules/        Falco rules files (what the falco_rules stage runs, in name order)
-    exceptions/   RuleException documents (owner, expiry; compiled into the rules)
+    exceptions/   RuleException documents (owner, expiry; compiled into the rules) and
+                  ProfileException documents (owner, expiry; applied by the profiles stage)
     profiles/     WorkloadProfile documents (the profiles stage's directory)
     responses/    ResponsePolicy documents (the responder's policies)
     tests/        replay captures and expectations (``otelguard policy test``; not hashed)
@@ -28,7 +29,9 @@ from otelguard.config import ConfigError, ConfigIssue
 from otelguard.processors import metrics
 from otelguard.processors.detection.loader import load_rules
 from otelguard.processors.detection.ruleset import RuleSet
-from otelguard.processors.policy.exceptions import RuleException, load_exceptions, today_utc
+from otelguard.processors.policy.exceptions import (
+    AnyException, ProfileException, RuleException, load_exceptions, today_utc,
+)
 from otelguard.processors.profiles.document import ProfileDocument
 from otelguard.processors.profiles.document import load as load_profile
 from otelguard.response.policy import PolicySet, load_policies
@@ -49,7 +52,9 @@ class PolicyTree:
     issues: list[ConfigIssue] = field(default_factory=list)  # every non-rules problem
     ruleset: RuleSet = field(default_factory=RuleSet)
     exceptions: list[RuleException] = field(default_factory=list)  # applied
-    expired: list[RuleException] = field(default_factory=list)  # past their date: not applied
+    # ProfileExceptions, expired ones included: the profiles stage re-checks the date
+    profile_exceptions: list[ProfileException] = field(default_factory=list)
+    expired: list[AnyException] = field(default_factory=list)  # past their date: not applied
     profiles: list[tuple[Path, ProfileDocument]] = field(default_factory=list)
     responses: PolicySet = field(default_factory=lambda: PolicySet(()))
 
@@ -101,9 +106,20 @@ def _classify(tree: PolicyTree) -> None:
                 tree.files[entry.name].append(f)
 
 
+def tree_revision(root: Union[str, Path]) -> str:
+    """The revision :func:`load_tree` would give, without loading anything (a stat and a read
+    of each policy file): what live reload compares."""
+    tree = PolicyTree(Path(root))
+    if not tree.root.is_dir():
+        return ""
+    _classify(tree)
+    return revision_of(tree.root, [f for k in KINDS for f in tree.files[k]])
+
+
 def load_tree(root: Union[str, Path], today: Optional[date] = None,
-              append_output: str = "") -> PolicyTree:
+              append_output: str = "", actions: Optional[set[str]] = None) -> PolicyTree:
     """Read and check every kind of ``root``; inspect ``ok``, ``issues``, ``ruleset.errors``.
+    ``actions``: the response action names policies may use (default: the registry's).
     Expired exceptions (``today``, default the UTC date) are listed, logged, counted in the
     ``otelguard_policy_exceptions_expired`` gauge, and not applied."""
     tree = PolicyTree(Path(root))
@@ -116,13 +132,18 @@ def load_tree(root: Union[str, Path], today: Optional[date] = None,
     loaded, problems = load_exceptions(tree.files["exceptions"])
     tree.issues += problems
     for e in loaded:
+        if isinstance(e, ProfileException):
+            tree.profile_exceptions.append(e)
+            if e.expired(day):
+                tree.expired.append(e)
+            continue
         bad = e.field_issues()
         tree.issues += bad
         if not bad:
             (tree.expired if e.expired(day) else tree.exceptions).append(e)
-    for e in tree.expired:
+    for x in tree.expired:
         log.warning("policy %s: exception %r (%s:%s, owner %s) expired on %s: not applied",
-                    tree.revision, e.name, e.file, e.line, e.spec.owner, e.expires.isoformat())
+                    tree.revision, x.name, x.file, x.line, x.spec.owner, x.expires.isoformat())
     metrics.exceptions_expired.set(len(tree.expired))
     tree.ruleset = load_rules(tree.files["rules"], append_output=append_output,
                               extra=[e.item() for e in tree.exceptions])
@@ -133,7 +154,19 @@ def load_tree(root: Union[str, Path], today: Optional[date] = None,
             tree.issues += exc.issues
     if tree.files["responses"]:
         try:
-            tree.responses = load_policies(tree.files["responses"])
+            tree.responses = load_policies(tree.files["responses"], actions)
         except ConfigError as exc:
             tree.issues += exc.issues
+    return tree
+
+
+def checked_tree(root: Union[str, Path], append_output: str = "",
+                 actions: Optional[set[str]] = None) -> PolicyTree:
+    """:func:`load_tree` for a stage that runs the tree: it must validate whole, else
+    ConfigError (or RulesError for the rules) with every problem at file:line. ``actions``:
+    the response action names available (default: the registry's)."""
+    tree = load_tree(root, append_output=append_output, actions=actions)
+    if tree.issues:
+        raise ConfigError(tree.issues)
+    tree.ruleset.raise_if_errors()
     return tree

@@ -43,6 +43,10 @@ class Config:
     # profiles when the processor service has a state_dir, else profiles live in memory only.
     directory: Optional[str] = None
     store: StoreConfig = field(default_factory=StoreConfig)  # files (default) or cluster objects
+    # A policy tree (docs/policy.md): its profiles/ are enforced as approved and never written
+    # (learning of other workloads still goes to `directory`/`store`), its ProfileExceptions
+    # apply; the whole tree must validate, its revision is stamped on deviations
+    policy_dir: str = ""
     learn_seconds: float = 86_400.0  # the learning window, from a workload's first record
     bucket_seconds: float = 3_600.0  # the learning window's time buckets
     min_buckets: int = 2  # an entry is learned only when seen in this many separate buckets

@@ -18,6 +18,9 @@ overflow = Counter(semconv.METRIC_PROFILE_OVERFLOW, "Observations not kept by le
                    registry=REGISTRY)
 anomalies = Counter(semconv.METRIC_PROFILE_ANOMALIES, "Deviations from approved profiles, by "
                     "kind.", ["kind"], registry=REGISTRY)
+excepted = Counter(semconv.METRIC_PROFILE_EXCEPTED, "Deviations from approved profiles that an "
+                   "unexpired ProfileException of the policy tree covered (not reported), by "
+                   "kind.", ["kind"], registry=REGISTRY)
 file_errors = Counter(semconv.METRIC_PROFILE_FILE_ERRORS, "Profile files (or WorkloadProfile "
                       "objects) that could not be read (load) or written (save).", ["op"],
                       registry=REGISTRY)

@@ -30,6 +30,9 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence
 
 from otelguard import semconv as S
+from otelguard.risk.reach.tiers import (  # the sensitive systems the reach analyser knows
+    API_SERVICE, ETCD_PORTS, KUBELET_PORT, METADATA_ADDRESSES,
+)
 
 PROCESS = "process"
 UNTRUSTED_EXEC = "untrusted_exec"
@@ -64,11 +67,11 @@ SYS_ADMIN = "CAP_SYS_ADMIN"
 # unshare flags that need CAP_SYS_ADMIN (CLONE_NEWUSER alone needs none)
 _SYS_ADMIN_NAMESPACES = frozenset({"CLONE_NEWNS", "CLONE_NEWUTS", "CLONE_NEWIPC", "CLONE_NEWPID",
                                    "CLONE_NEWNET", "CLONE_NEWCGROUP", "CLONE_NEWTIME"})
-METADATA_ADDRESSES = frozenset({"169.254.169.254", "fd00:ec2::254", "100.100.100.200"})
 _WRITE_FLAGS = ("O_WRONLY", "O_RDWR", "O_CREAT", "O_TRUNC", "O_APPEND", "O_TMPFILE")
 _NOT_FILES = ("/proc/", "/sys/", "/dev/")
 _EINPROGRESS = -115
 _MAX_SHAPE = 8
+_API_SERVER = f"service:{API_SERVICE[0]}/{API_SERVICE[1]}"  # the API server, as peer_of names it
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,7 @@ _GETTERS: dict[str, Callable[[Any], Any]] = {
     S.PEER_K8S_WORKLOAD_KIND: _str, S.PEER_K8S_SERVICE_NAME: _str, S.PEER_K8S_POD_NAME: _str,
     S.PROCESS_LINUX_CGROUP: _str, S.LOG_RECORD_UID: _str, S.PROCESS_PID: _int,
     S.PROCESS_PARENT_PID: _int, S.NAMESPACE_FLAGS: _str,
+    S.PROCESS_CAP_EFFECTIVE: _strs,  # read by the risk stage's grants analyser
 }
 _FILE_WRITES = frozenset({S.EV_FILE_UNLINK, S.EV_FILE_CHMOD, S.EV_FILE_CHOWN, S.EV_FILE_MKDIR,
                           S.EV_FILE_TRUNCATE, S.EV_FILE_SYMLINK})
@@ -142,6 +146,14 @@ OBSERVED: dict[str, Getters] = {
     name: {k: _GETTERS[k] for k in _EVENT_KEYS.get(name, _FILE_KEYS)} for name in READ_EVENTS
 }
 CONTEXT_READ: Getters = {k: _GETTERS[k] for k in CONTEXT}
+
+
+def getters_for(keys: frozenset[str]) -> Optional[Getters]:
+    """Getters for ``keys`` (a FieldReader table entry), None when one has no known type (the
+    risk stage then decodes that event's attributes in a full pass)."""
+    if not keys <= _GETTERS.keys():
+        return None
+    return {k: _GETTERS[k] for k in keys}
 
 
 class FieldReader:
@@ -300,7 +312,9 @@ def _connect(f: dict[str, Any], internal: tuple[Any, ...]) -> list[Observation]:
     if not peer or not port:
         return []
     risky = ""
-    if ":" not in peer or peer.count(":") > 1:  # an address, not workload:/service:/pod:
+    if peer == _API_SERVER or port in ETCD_PORTS or port == KUBELET_PORT:
+        risky = "sensitive system (the API server, etcd, a kubelet)"
+    elif ":" not in peer or peer.count(":") > 1:  # an address, not workload:/service:/pod:
         address = peer
         if address in METADATA_ADDRESSES:
             risky = "cloud metadata address"

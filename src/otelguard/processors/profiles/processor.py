@@ -40,7 +40,7 @@ from otelguard.processors.profiles import metrics, records
 from otelguard.processors.profiles.config import Config
 from otelguard.processors.profiles.cluster import ObjectStore
 from otelguard.processors.profiles.document import (
-    content_hash, from_document, spec_of, to_document,
+    ProfileDocument, content_hash, from_document, spec_of, to_document,
 )
 from otelguard.processors.profiles.model import APPROVED, LEARNING, STATES, Profile
 from otelguard.processors.profiles.objects import PLURAL
@@ -48,6 +48,7 @@ from otelguard.processors.profiles.observe import (
     CONTEXT_READ, OBSERVED, READ_EVENTS, FieldReader, Observation, Observer, networks,
 )
 from otelguard.processors.profiles.store import DirectoryStore, ProfileStore
+from otelguard.processors.profiles.tree import TreeProfiles
 from otelguard.processors.profiles.workload import Origin, of_host_record, of_resource
 from otelguard.processors.stage import Batch
 
@@ -81,6 +82,7 @@ class ProfilesStage:
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self.anomalies = 0
+        self._policy: Optional[TreeProfiles] = None  # with policy_dir: what the tree says
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -101,8 +103,11 @@ class ProfilesStage:
         """Load every profile (approved ones enforce from the first batch), then start the sync
         thread. Without a store (no ``directory``, no state_dir, ``store.kind: dir``) profiles
         live in memory only."""
+        if self.config.policy_dir:
+            self._policy = TreeProfiles(Path(self.config.policy_dir))
+            self._adopt_tree(self._policy.load())  # a tree that does not validate stops start
         store = self._open_store()
-        if store is None:
+        if store is None and self._policy is None:
             return
         self._store = store
         self.sync()
@@ -147,12 +152,19 @@ class ProfilesStage:
     def sync(self) -> None:
         """One pass of the sync thread: read changed files, end due learning windows, write
         changed profiles, update the gauges."""
+        if self._policy is not None:
+            changed = self._policy.poll()  # a new tree revision, validated (else the old stays)
+            if changed is not None:
+                self._adopt_tree(changed)
+            self._policy.expire()
         if self._store is not None:
             docs = self._store.scan()
             loaded = [from_document(d, self.config) for d in docs]
             with self._lock:
+                pinned = self._policy.workloads if self._policy is not None else frozenset()
                 for p in loaded:
-                    self._adopt(p)
+                    if p.workload not in pinned:  # the tree's profile wins over the store's
+                        self._adopt(p)
         with self._lock:
             now = self._clock()
             for p in self._profiles.values():
@@ -172,12 +184,27 @@ class ProfilesStage:
             log.warning("profiles: %s is approved but its spec does not match its hash: "
                         "not enforced", p.workload)
 
-    def _save(self) -> None:
+    def _adopt_tree(self, docs: list[ProfileDocument]) -> None:
+        """The tree's profiles replace the live ones; a workload the tree no longer names
+        starts learning afresh."""
+        loaded = [from_document(d, self.config) for d in docs]
         with self._lock:
-            dirty = [to_document(p) for p in self._profiles.values() if p.dirty]
+            assert self._policy is not None
+            for workload in self._policy.previous_workloads - self._policy.workloads:
+                self._profiles.pop(workload, None)
+            for p in loaded:
+                p.dirty = False
+                self._adopt(p)
+
+    def _save(self) -> None:
+        if self._store is None:
+            return
+        with self._lock:
+            pinned = self._policy.workloads if self._policy is not None else frozenset()
+            dirty = [to_document(p) for p in self._profiles.values()
+                     if p.dirty and p.workload not in pinned]
             for p in self._profiles.values():
                 p.dirty = False
-        assert self._store is not None
         for doc in dirty:
             if not self._store.save(doc):
                 log.info("profiles: %s changed in the store; reading it instead of writing",
@@ -314,6 +341,10 @@ class ProfilesStage:
                     allowed = p.allowed(o.kind)
                     if allowed.matches(o.value):
                         continue
+                    if self._policy is not None and \
+                            self._policy.excepted(workload, o.kind, o.value):
+                        metrics.excepted.labels(o.kind).inc()
+                        continue
                     if ctx is _NONE:
                         ctx = context.read(rec, name)
                     if not namespace:
@@ -321,9 +352,12 @@ class ProfilesStage:
                             else ""
                     self.anomalies += 1
                     metrics.anomalies.labels(o.kind).inc()
-                    found.append(records.deviation(
+                    dev = records.deviation(
                         o.kind, o.value, rec, ctx.get(S.LOG_RECORD_UID) or "", self._facts(p),
-                        allowed.nearest(o.value), len(allowed.values), namespace))
+                        allowed.nearest(o.value), len(allowed.values), namespace)
+                    if self._policy is not None:
+                        set_attr(dev.attributes, S.POLICY_REVISION, self._policy.revision)
+                    found.append(dev)
         return found
 
     def _learn(self, p: Profile, obs: tuple[Observation, ...], origin: Origin,

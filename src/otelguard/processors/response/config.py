@@ -15,6 +15,9 @@ class Config:
 
     # ResponsePolicy files or directories (*.yaml read in name order), evaluated in order
     policies: tuple[str, ...] = ()
+    # A policy tree (docs/policy.md) whose responses/ are the policies (not with `policies`):
+    # the whole tree must validate, and requests record the tree's revision
+    policy_dir: str = ""
     # Where requests live: local (files in `store`, shared with `otelguard respond --store`)
     # or kube (ResponseRequest objects in `namespace`; decided with `otelguard respond --kube`
     # or by patching spec.decision, so RBAC governs approval)
@@ -40,4 +43,6 @@ class Config:
         checks = Checks()
         checks.above(self, 0, "tick_seconds")
         checks.at_least(self, 1, "max_queue")
+        if self.policy_dir and self.policies:
+            checks.add("policy_dir", "the tree's responses/ are the policies: not with policies")
         checks.done()

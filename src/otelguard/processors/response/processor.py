@@ -17,6 +17,7 @@ twice, which ``audit verify`` accepts as the identical duplicate it is).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import threading
@@ -80,8 +81,9 @@ class ResponseStage:
         self.config = config
         self._actions = actions
         self._clock = clock
-        self.policies: PolicySet = load_policies(
-            config.policies, set(actions) if actions is not None else None) \
+        names = set(actions) if actions is not None else None
+        self.policies: PolicySet = _tree_policies(config.policy_dir, names) \
+            if config.policy_dir else load_policies(config.policies, names) \
             if config.policies else PolicySet()
         sources = {p.spec.match.source for p in self.policies.policies}
         self._detections = "detection" in sources
@@ -244,6 +246,17 @@ class ResponseStage:
                 return True
             time.sleep(0.01)
         return False
+
+
+def _tree_policies(policy_dir: str, actions: Optional[set[str]]) -> PolicySet:
+    """A policy tree's responses/ (docs/policy.md#running-a-tree): the tree must validate
+    whole, and each policy's revision is the tree's, so a request (and its audit records)
+    names the same revision as the detections that triggered it."""
+    from otelguard.processors.policy.tree import checked_tree
+
+    tree = checked_tree(policy_dir, actions=actions)
+    return PolicySet(tuple(dataclasses.replace(p, revision=tree.revision)
+                           for p in tree.responses.policies))
 
 
 def create(config: Config) -> ResponseStage:

@@ -34,6 +34,31 @@ _EVENT_TYPE_BY_NAME = {
 }
 
 
+# Every evt.type a record of the otelguard sensor can carry (docs/architecture.md#event-names):
+# the syscalls each probe names, and the stand-ins above for records that are not one syscall.
+# A rule none of whose event types is here never fires on this sensor: the loader reports it
+# as cannot-run with the types (tests/processors/detection/test_fields.py checks this set
+# against the probes' own tables).
+SENSOR_EVENT_TYPES = frozenset({
+    # process probe
+    "execve", "execveat", "clone", "procexit",
+    # file probe
+    "open", "openat", "openat2", "creat", "unlink", "unlinkat", "rmdir", "rename", "renameat",
+    "renameat2", "chmod", "fchmod", "fchmodat", "fchmodat2", "chown", "lchown", "fchown",
+    "fchownat", "symlink", "symlinkat", "link", "linkat", "mkdir", "mkdirat", "truncate",
+    "ftruncate",
+    # network probe (a DNS query is the send that carried it; close is a TCP state change)
+    "socket", "connect", "accept", "accept4", "bind", "listen", "sendto", "sendmsg", "sendmmsg",
+    "write", "close",
+    # privilege probe
+    "setuid", "setreuid", "setresuid", "setfsuid", "setgid", "setregid", "setresgid",
+    "setfsgid", "capset", "capable", "ptrace", "kill", "tkill", "tgkill", "unshare", "setns",
+    "mount", "init_module", "finit_module", "bpf", "memfd_create", "dup", "dup2", "dup3",
+    # evasion probe
+    "io_uring_enter", "io_uring_setup",
+})
+
+
 def event_type(ev: EventView) -> Optional[str]:
     """Falco's evt.type: the syscall name, or a stand-in for records that are not syscalls."""
     v = ev.cache.get("evt.type", MISSING)
@@ -338,4 +363,6 @@ define("evt.num", T.NUM, "record sequence number in this engine (starts at 1)",
        lambda ev, _a: ev.num)
 define("evt.hostname", T.STR, S.HOST_NAME, ResourceField(S.HOST_NAME))
 define("evt.source", T.STR, "'syscall'", lambda ev, _a: "syscall")
-unavailable("evt.buffer", T.STR, "I/O buffers are not captured (the sensor records no payloads)")
+unavailable("evt.buffer", T.STR, "records carry no I/O buffer: the only payload the sensor reads "
+            "is the first 512 bytes a process sends to a DNS port, parsed into dns.question.name "
+            "and otelguard.dns.question.type in the agent, and read/recv syscalls are not traced")

@@ -61,13 +61,16 @@ class AttrLayouts:
 def _value(av: AnyValue) -> Any:
     """``from_any`` for the values rules read, without ``WhichOneof`` where a non-default member
     read proves the case (upb's ``WhichOneof`` costs more than the read): arrays of strings are
-    the common list (command args, ancestors, capabilities)."""
+    the common list (command args, ancestors, capabilities), read from their wire bytes."""
     v: Any = av.string_value
     if v:
         return v
     v = av.int_value
     if v:
         return v
+    strings = _string_array(av.SerializeToString())
+    if strings is not None:
+        return strings
     kind = av.WhichOneof("value")
     if kind == "array_value":
         out = []
@@ -82,6 +85,62 @@ def _value(av: AnyValue) -> Any:
     if kind == "string_value":
         return ""
     return from_any(av)
+
+
+def _string_array(wire: bytes) -> Optional[list[str]]:
+    """The elements of an AnyValue ``array_value`` whose elements are all strings, parsed from
+    the AnyValue's wire bytes; None for anything else (the caller then reads it through upb).
+    One serialisation and a slice per element instead of two upb wrappers per element: ~0.8
+    instead of ~1.4 µs for a two-word command line. Exact: each element must be exactly one
+    ``string_value`` field filling its AnyValue, else None."""
+    n = len(wire)
+    if n < 2 or wire[0] != 0x2A:  # AnyValue field 5 (array_value), length-delimited
+        return None
+    size, i = _varint(wire, 1)
+    if i + size != n:
+        return None
+    out: list[str] = []
+    try:
+        while i < n:
+            if wire[i] != 0x0A:  # ArrayValue field 1 (values), length-delimited
+                return None
+            elem = wire[i + 1]
+            if elem < 0x80:
+                i += 2
+            else:
+                elem, i = _varint(wire, i + 1)
+            end = i + elem
+            if end > n or elem < 2 or wire[i] != 0x0A:  # AnyValue field 1 (string_value)
+                return None
+            length = wire[i + 1]
+            if length < 0x80:
+                j = i + 2
+            else:
+                length, j = _varint(wire, i + 1)
+            if j + length != end:
+                return None
+            out.append(wire[j:end].decode())
+            i = end
+    except (IndexError, UnicodeDecodeError):
+        return None
+    return out
+
+
+def _varint(wire: bytes, i: int) -> tuple[int, int]:
+    """(value, next offset) of the varint at ``i``; a truncated one ends past the bytes (the
+    callers' bounds checks then refuse the value)."""
+    n = len(wire)
+    if i < n and wire[i] < 0x80:
+        return wire[i], i + 1
+    value, shift = 0, 0
+    while i < n:
+        b = wire[i]
+        value |= (b & 0x7F) << shift
+        i += 1
+        if b < 0x80:
+            return value, i
+        shift += 7
+    return value, n + 1
 
 
 _TOKENS: dict[str, bytes] = {}
