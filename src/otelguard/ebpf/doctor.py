@@ -179,7 +179,7 @@ def check_program_cache(config: Optional[SensorConfig] = None) -> Check:
     from otelguard.ebpf.loader import program_cache, program_key
 
     cfg = config or SensorConfig()
-    cache = program_cache(cfg.program_cache, cfg.program_cache_dir)
+    cache = program_cache(cfg)
     if cache is None:
         return Check("program-cache", WARN, "off (sensor.program_cache: false): every start "
                      "compiles with BCC (~10-20 s, ~140 MB of RSS)",

@@ -44,7 +44,8 @@ from otelguard.ebpf.progcache import (FunctionSpec, KernelObjects, MapSpec, Prog
 from otelguard.ebpf.registry import discover
 from otelguard.ebpf.settings import (SensorConfig, default_cache_dir, load_sensor_config,
                                      tracefs_root)
-from otelguard.ebpf.program import LoadedProgram, RecordCallback, RingPoller
+from otelguard.ebpf.program import LoadedProgram as LoadedProgram  # the sensor's import
+from otelguard.ebpf.program import RecordCallback, RingPoller
 from otelguard.ebpf.tables import Table
 
 _fd2_lock = threading.Lock()
@@ -181,9 +182,11 @@ def scope_paths(scope: Iterable[str]) -> list[str]:
     return out
 
 
-def program_cache(enabled: bool, directory: str) -> Optional[ProgramCache]:
+def program_cache(config: SensorConfig) -> Optional[ProgramCache]:
     """The cache ``SensorConfig.program_cache``/``program_cache_dir`` name (None: off)."""
-    return ProgramCache(Path(directory or default_cache_dir())) if enabled else None
+    if not config.program_cache:
+        return None
+    return ProgramCache(Path(config.program_cache_dir or default_cache_dir()))
 
 
 def _instantiate(image: ProgramImage, tracefs: Path, self_tgid: int,

@@ -1,9 +1,9 @@
 """The sensor: loads the probes, polls the ring buffer, decodes records into enriched Events.
 
-Threads: ``start()`` loads (the program cache, else a compile: seconds), then one poll thread
-drains the ring buffer in batches through a RingReader on its map fd (ringbuf.py: the native
-reader, or the mmap one when the extension is not built; ``ring_reader: bcc`` keeps BCC's ring
-poll, libbcc_bpf's, with one Python callback per record) and decodes each record (the probe's ``decode`` with
+Threads: ``start()`` loads (program cache, else a compile: seconds), then one poll thread drains
+the ring buffer in batches through a RingReader on its map fd (ringbuf.py: the native reader, or
+the mmap one when the extension is not built; ``ring_reader: bcc`` polls with libbcc_bpf and one
+Python callback per record) and decodes each record (the probe's ``decode`` with
 :class:`EventContext`) and enqueues it into a bounded queue, nothing more. A full
 queue drops the event and counts it (``otelguard_dropped_total{stage="user_queue"}``); records
 the kernel could not put in the ring buffer are counted from ``og_drops`` once a second
@@ -35,9 +35,8 @@ from otelguard.ebpf.cgroup import CgroupResolver
 from otelguard.ebpf.clock import KernelClock, iso8601
 from otelguard.ebpf.errors import LoadError, SensorError
 from otelguard.ebpf.events import AttrValue, Event, ProcessAttrs
-from otelguard.ebpf.loader import load, program_cache
+from otelguard.ebpf.loader import LoadedProgram, load, program_cache
 from otelguard.ebpf.probe import Header, Probe, ProbeConfig, c_string
-from otelguard.ebpf.program import LoadedProgram
 from otelguard.ebpf.proctable import ProcessInfo, ProcessTable
 from otelguard.ebpf.registry import discover
 from otelguard.ebpf.ringbuf import RingError, RingReader, open_reader, resolve_kind
@@ -311,18 +310,15 @@ class Sensor:
         self.ctx = EventContext(table, CgroupResolver(), clock, probe_config)
         try:
             program = load(probes, probe_config, scope=self.config.cgroup_scope,
-                           budget=self.config.budget,
-                           cache=program_cache(self.config.program_cache,
-                                               self.config.program_cache_dir))
+                           budget=self.config.budget, cache=program_cache(self.config))
         except LoadError as exc:
             raise SensorError(f"no probe could be loaded: {exc}") from exc
         except ImportError as exc:
             raise SensorError(f"BCC is not importable ({exc}); run `make setup`") from exc
         self._program = program
         self.status.loaded = [p.name for p in program.probes]
-        self.status.failed = dict(program.failed)
+        self.status.failed, self.status.program_origin = dict(program.failed), program.origin
         self.status.missing_tracepoints = dict(program.missing_tracepoints)
-        self.status.program_origin = program.origin
         for p in program.probes:
             for t in p.type_ids:
                 self._by_type[t] = p
