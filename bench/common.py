@@ -324,17 +324,16 @@ class BpfRunStats:
 def program_runs(agent: AgentUnderTest) -> dict[str, tuple[int, int]]:
     """(run_time_ns, run_cnt) of each loaded BPF program of the agent, by function name, from
     /proc/self/fdinfo (non-zero only while :class:`BpfRunStats` is on). Reads the sensor's
-    loaded BCC object, a private attribute: benchmarks only."""
+    loaded program, a private attribute: benchmarks only."""
     program = getattr(agent.sensor, "_program", None)
     if program is None:
         return {}
     out: dict[str, tuple[int, int]] = {}
-    for name, fn in program.bpf.funcs.items():
+    for name, fd in program.program_fds.items():
         try:
-            with open(f"/proc/self/fdinfo/{fn.fd}") as fh:
+            with open(f"/proc/self/fdinfo/{fd}") as fh:
                 info = dict(line.split(":", 1) for line in fh if ":" in line)
-            out[name.decode() if isinstance(name, bytes) else str(name)] = (
-                int(info.get("run_time_ns", "0")), int(info.get("run_cnt", "0")))
+            out[name] = (int(info.get("run_time_ns", "0")), int(info.get("run_cnt", "0")))
         except (OSError, ValueError):
             continue
     return out

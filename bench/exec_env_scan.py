@@ -37,13 +37,13 @@ def _program_ns(env_names: tuple[str, ...], nvars: int, execs: int, program: str
     sensor = Sensor(SensorConfig(probe=replace(ProbeConfig(), env_names=env_names)))
     sensor.start()
     try:
-        fn = sensor._program.bpf.funcs[program.encode()]  # benchmarks only: the loaded program
+        fd = sensor._program.program_fds[program]  # benchmarks only: the loaded program
         env = {f"OG_VAR_{i:03d}": "/usr/local/lib/some/value" for i in range(nvars)}
         env["PATH"] = "/usr/bin:/bin"
         with BpfRunStats():
-            t0, c0 = _stats(fn.fd)
+            t0, c0 = _stats(fd)
             subprocess.run(["/bin/sh", "-c", LOOP.format(n=execs)], env=env, check=True)
-            t1, c1 = _stats(fn.fd)
+            t1, c1 = _stats(fd)
     finally:
         sensor.stop()
     return (t1 - t0) / max(1, c1 - c0)

@@ -231,12 +231,16 @@ def doctor_main(args: argparse.Namespace) -> int:
     from otelguard.ebpf import doctor
 
     extra: list[doctor.Check] = []
+    sensor = None
     if not args.config:
         extra.append(read_filter_check(SensorConfig()))
     else:
         try:
             cfg = load_agent_config(args.config)
             tls = cfg.exporter.tls
+            sensor = cfg.sensor
+            if sensor.read_rules or sensor.read_rules_packaged:
+                sensor = with_rules_read_filter(sensor)  # as the agent renders it
         except ConfigError as exc:
             extra.append(doctor.Check("agent config", doctor.FAIL, "; ".join(exc.messages),
                                       f"fix {args.config}"))
@@ -254,4 +258,4 @@ def doctor_main(args: argparse.Namespace) -> int:
                 extra.append(doctor.Check("exporter.tls", doctor.OK, "TLS to the processor" + (
                     ", mTLS" if tls.cert_file else "") + (
                     ", bearer token" if tls.bearer_token_file else "")))
-    return doctor.main(args, extra)
+    return doctor.main(args, extra, sensor)

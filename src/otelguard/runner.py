@@ -415,7 +415,8 @@ def main(args: argparse.Namespace) -> int:
                 for name, tps in sorted(status.missing_tracepoints.items()) if tps]
     print(f"otelguard run: watching ({len(status.loaded)} probes attached: "
           f"{', '.join(status.loaded)}; ring reader {status.ring_reader}), started in "
-          f"{time.monotonic() - started:.1f} s"
+          f"{time.monotonic() - started:.1f} s "
+          f"(program {'from the cache' if status.program_origin == 'cache' else 'compiled'})"
           + (f"; NOT loaded: {'; '.join(missing)}" if missing else "")
           + f"; stages: {', '.join(pipeline.stage_names) or 'none'}"
           + f"; metrics on http://{metrics_host}:{bound}/metrics"

@@ -234,6 +234,7 @@ METRIC_EVENTS: Final = "otelguard_events"  # prometheus_client appends _total
 METRIC_DETECTIONS: Final = "otelguard_detections"
 METRIC_DROPPED: Final = "otelguard_dropped"
 METRIC_EXPORT_FAILURES: Final = "otelguard_export_failures"  # {stage, reason}: failed sends
+METRIC_PROGRAM_CACHE: Final = "otelguard_bpf_program_cache"  # {result}: loads by source
 METRIC_PIPELINE_LATENCY: Final = "otelguard_pipeline_latency_seconds"
 METRIC_SPOOL_REQUESTS: Final = "otelguard_spool_requests"  # agent: OTLP requests waiting on disk
 METRIC_SPOOL_BYTES: Final = "otelguard_spool_bytes"  # agent: their size

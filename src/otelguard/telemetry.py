@@ -52,6 +52,13 @@ export_failures = Counter(
     "what they carried was spooled or, if the reason is final, dropped (see otelguard_dropped).",
     ["stage", "reason"], registry=REGISTRY,
 )
+program_cache = Counter(
+    semconv.METRIC_PROGRAM_CACHE,
+    "BPF program loads by result: hit (loaded from the program cache, no compiler), miss "
+    "(compiled and cached), fallback (a cached image was unusable and was recompiled), off (cache "
+    "disabled), write_failed (compiled but the image could not be stored).",
+    ["result"], registry=REGISTRY,
+)
 pipeline_latency = Histogram(
     semconv.METRIC_PIPELINE_LATENCY, "Time a batch spends in a pipeline stage.", ["stage"],
     buckets=(0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0),

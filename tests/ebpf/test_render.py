@@ -99,7 +99,13 @@ def test_read_match_is_a_trie_of_exact_names_and_prefixes() -> None:
 def test_program_has_common_placeholders() -> None:
     text = loader.render_program([PROCESS, FILE], ProbeConfig(ringbuf_pages=8, self_tgid=4242),
                                  ALL_PROCESS | ALL_FILE)
-    assert "#define OG_RINGBUF_PAGES 8" in text and "#define OG_SELF_TGID 4242" in text
+    assert "#define OG_RINGBUF_PAGES 8" in text
+    # the agent's pid is written to og_self at load, never rendered: the text (the program
+    # cache's key) is the same for every start with the same config
+    assert "4242" not in text and "BPF_ARRAY(og_self, u32, 1)" in text
+    assert text == loader.render_program([PROCESS, FILE],
+                                         ProbeConfig(ringbuf_pages=8, self_tgid=7),
+                                         ALL_PROCESS | ALL_FILE)
     assert text.index("struct og_hdr {") < text.index("probe: process") < text.index("probe: file")
 
 

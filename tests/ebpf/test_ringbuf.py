@@ -144,7 +144,7 @@ def test_a_waiting_reader_wakes_on_the_next_record(kind: str) -> None:
 
 def test_a_map_that_is_not_a_ring_is_refused() -> None:
     with RingSelftest() as prog:
-        seq_fd = int(prog.bpf[b"og_selftest_seq"].map_fd)
+        seq_fd = prog.objects.maps["og_selftest_seq"]
         with pytest.raises(RingError, match="not a ring buffer"):
             open_reader(seq_fd, "python")
     with open("/dev/null") as f, pytest.raises(RingError, match="not a BPF map"):

@@ -44,12 +44,13 @@ import ctypes
 import os
 import time
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 from otelguard import semconv
 from otelguard.ebpf.events import AttrValue, Event
 from otelguard.ebpf.openfilter import render_defines, render_read_match, read_wanted
 from otelguard.ebpf.probe import PATH_LEN, DecodeContext, Header, ProbeConfig, c_string, probe_source
+from otelguard.ebpf.tables import Table
 
 EXEC_TRACEPOINT = "sched:sched_process_exec"  # dedup forgets a process's entries at its exec
 DEDUP_TABLE = "og_file_dedup"
@@ -339,7 +340,7 @@ class FileProbe:
         return event
 
 
-def flush_repeats(bpf: Any, window_ns: int, now_ns: int) -> list[bytes]:
+def flush_repeats(tables: Mapping[str, Table], window_ns: int, now_ns: int) -> list[bytes]:
     """Records for the repeat counts the kernel holds whose window passed (the last identical
     one sent ``window_ns`` or longer before ``now_ns``, CLOCK_MONOTONIC): each is the last
     counted open (the record first sent, at the time of the last repeat) with ``repeat`` set to
@@ -347,18 +348,15 @@ def flush_repeats(bpf: Any, window_ns: int, now_ns: int) -> list[bytes]:
     entries are deleted, so the LRU holds only the last window's opens and this walk stays
     short on a quiet node. A repeat counted between the read and the delete is lost (a race
     of a few µs once per window). Called by the sensor once a second."""
-    try:
-        table = bpf[DEDUP_TABLE.encode()]
-    except KeyError:
+    table = tables.get(DEDUP_TABLE)
+    if table is None:
         return []  # dedup compiled out
     out: list[bytes] = []
     for key, seen in list(table.items()):
         if now_ns - int(seen.sent_ns) < window_ns:
             continue
         count = int(seen.count)
-        try:
-            del table[key]
-        except KeyError:
+        if not table.delete(key):
             continue  # evicted meanwhile
         if count:
             # the last counted open itself, carrying the ones counted before it: so every
@@ -370,27 +368,24 @@ def flush_repeats(bpf: Any, window_ns: int, now_ns: int) -> list[bytes]:
     return out
 
 
-def due_repeats(bpf: Any, probes: Sequence[Any], config: ProbeConfig,
+def due_repeats(tables: Mapping[str, Table], probes: Sequence[Any], config: ProbeConfig,
                 stopping: bool = False) -> list[bytes]:
     """:func:`flush_repeats` for the sensor's once-a-second tick (every count when
     ``stopping``); nothing when the file probe is not loaded or dedup is off."""
     window_ns = config.dedup_window_ms * 1_000_000
     if not window_ns or not any(p.name == "file" for p in probes):
         return []
-    return flush_repeats(bpf, window_ns, time.monotonic_ns() + (window_ns if stopping else 0))
+    return flush_repeats(tables, window_ns, time.monotonic_ns() + (window_ns if stopping else 0))
 
 
-def kernel_repeats(bpf: Any) -> tuple[int, int]:
+def kernel_repeats(tables: Optional[Mapping[str, Table]]) -> tuple[int, int]:
     """(repeats counted in the kernel, counts overwritten before they were reported: an
     exec or a hash collision replaced the entry), summed over CPUs; (0, 0) when dedup is
-    compiled out or nothing is loaded (``bpf`` None)."""
-    if bpf is None:
+    compiled out or nothing is loaded (``tables`` None)."""
+    table = tables.get(REPEATS_TABLE) if tables is not None else None
+    if table is None:
         return 0, 0
-    try:
-        table = bpf[REPEATS_TABLE.encode()]
-    except KeyError:
-        return 0, 0
-    return (int(sum(table[ctypes.c_int(0)])), int(sum(table[ctypes.c_int(1)])))
+    return table.percpu_sum(0), table.percpu_sum(1)
 
 
 def create() -> FileProbe:

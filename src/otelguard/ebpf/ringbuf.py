@@ -3,8 +3,8 @@
 Why: BCC's ``ring_buffer_poll`` calls a Python callback once per record (a ctypes trampoline,
 ~1 µs, plus ``string_at``). A :class:`RingReader` hands Python whole batches instead: one call
 returns up to ``max_records`` records as ``bytes``, and the caller loops over them. Any loader
-that can hand out the ring's map fd works (BCC's ``bpf[b"og_events"].map_fd``, or a libbpf-style
-loader); nothing here imports BCC.
+that can hand out the ring's map fd works (``LoadedProgram.ring_fd()``, whether the program came
+from the program cache or a compile); nothing here imports BCC.
 
 Two implementations of one interface:
 

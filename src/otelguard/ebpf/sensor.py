@@ -1,8 +1,8 @@
 """The sensor: loads the probes, polls the ring buffer, decodes records into enriched Events.
 
-Threads: ``start()`` compiles and loads (seconds), then one poll thread drains the ring buffer
-in batches through a RingReader on its map fd (ringbuf.py: the native reader, or the mmap one
-when the extension is not built; ``ring_reader: bcc`` keeps BCC's ``ring_buffer_poll`` with one
+Threads: ``start()`` loads (program cache, else a compile: seconds), then one poll thread drains
+the ring buffer in batches through a RingReader on its map fd (ringbuf.py: the native reader, or
+the mmap one when the extension is not built; ``ring_reader: bcc`` polls with libbcc_bpf and one
 Python callback per record) and decodes each record (the probe's ``decode`` with
 :class:`EventContext`) and enqueues it into a bounded queue, nothing more. A full
 queue drops the event and counts it (``otelguard_dropped_total{stage="user_queue"}``); records
@@ -37,7 +37,7 @@ from otelguard.ebpf.errors import LoadError, SensorError
 from otelguard.ebpf.events import AttrValue, Event, ProcessAttrs
 from otelguard.ebpf.file import due_repeats, kernel_repeats
 from otelguard.ebpf.openfilter import normalize
-from otelguard.ebpf.loader import LoadedProgram, load
+from otelguard.ebpf.loader import LoadedProgram, load, program_cache
 from otelguard.ebpf.probe import Header, Probe, ProbeConfig, c_string
 from otelguard.ebpf.proctable import ProcessInfo, ProcessTable
 from otelguard.ebpf.registry import discover
@@ -248,6 +248,7 @@ class SensorStatus:
     skipped: dict[str, str] = field(default_factory=dict)  # registry: absent or broken modules
     missing_tracepoints: dict[str, list[str]] = field(default_factory=dict)
     load_seconds: float = 0.0
+    program_origin: str = ""  # "cache" (no compiler) or "compiled" (program.LoadedProgram.origin)
     processes_seeded: int = 0
     ring_reader: str = ""  # bcc, native or python (ringbuf.py)
 
@@ -302,14 +303,14 @@ class Sensor:
         self.ctx = EventContext(table, CgroupResolver(), clock, probe_config)
         try:
             program = load(probes, probe_config, scope=self.config.cgroup_scope,
-                           budget=self.config.budget)
+                           budget=self.config.budget, cache=program_cache(self.config))
         except LoadError as exc:
             raise SensorError(f"no probe could be loaded: {exc}") from exc
         except ImportError as exc:
             raise SensorError(f"BCC is not importable ({exc}); run `make setup`") from exc
         self._program = program
         self.status.loaded = [p.name for p in program.probes]
-        self.status.failed = dict(program.failed)
+        self.status.failed, self.status.program_origin = dict(program.failed), program.origin
         self.status.missing_tracepoints = dict(program.missing_tracepoints)
         for p in program.probes:
             for t in p.type_ids:
@@ -355,12 +356,12 @@ class Sensor:
             if now >= next_drops:
                 program.account_kernel_drops()
                 self._account_budget(program, now)
-                self._on_batch(due_repeats(program.bpf, program.probes, self.config.probe))
+                self._on_batch(due_repeats(program.tables, program.probes, self.config.probe))
                 next_drops = now + 1.0
         for _ in range(64):  # what is already in the ring; bounded while a flood goes on
             if self._poll(program, 0) != READER_BATCH:
                 break
-        self._on_batch(due_repeats(program.bpf, program.probes, self.config.probe, stopping=True))
+        self._on_batch(due_repeats(program.tables, program.probes, self.config.probe, stopping=True))
         self._count_events()
         program.account_kernel_drops()
         self._account_budget(program, time.monotonic())
@@ -484,7 +485,7 @@ class Sensor:
             "queued": self._queue.qsize(),
             "events_by_name": dict(self._events_by_name),
             "process_table_size": len(self.ctx.table) if self.ctx else 0,
-            "file_repeats": kernel_repeats(self._program.bpf if self._program else None),
+            "file_repeats": kernel_repeats(self._program.tables if self._program else None),
         }
 
     def __enter__(self) -> "Sensor":

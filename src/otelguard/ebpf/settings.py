@@ -17,6 +17,8 @@ are errors, every problem reported at once with its dotted path and file:line)::
       cgroup_scope: []           # e.g. [/kubepods.slice]: observe only tasks under these
       read_rules: []             # Falco rules whose reads make the kernel read filter
       read_rules_packaged: false # the packaged rules first (as a falco_rules stage's default)
+      program_cache: true        # load the compiled program from the cache when unchanged
+      program_cache_dir: ""      # "": /var/cache/otelguard/bpf (root), else ~/.cache/otelguard/bpf
       budget:                    # BudgetConfig: per-cgroup record budget in the kernel
         records_per_s: 10000     # per cgroup, sustained; 0 turns the budget off
         burst: 100000
@@ -88,6 +90,13 @@ def kernel_header_env() -> tuple[Optional[str], Optional[str]]:
             os.environ.get("OTELGUARD_KERNEL_HEADERS") or None)
 
 
+def default_cache_dir() -> str:
+    """Where compiled programs are kept when ``sensor.program_cache_dir`` is empty."""
+    if os.geteuid() == 0:
+        return "/var/cache/otelguard/bpf"
+    return os.path.expanduser("~/.cache/otelguard/bpf")
+
+
 def default_node_name() -> str:
     return os.environ.get("OTELGUARD_NODE_NAME") or socket.gethostname()
 
@@ -123,6 +132,13 @@ class SensorConfig:
     # empty `rules` runs) before read_rules, so site rules that append to or override them load
     # as they do in the processor. The Helm chart sets it with read_rules = its rules ConfigMap.
     read_rules_packaged: bool = False
+    # Keep what BCC compiled and load it again, without the compiler, while the rendered program,
+    # the kernel release and BCC's version are unchanged (seconds instead of ~20 s, and no LLVM
+    # in memory). False: compile at every start, the cache neither read nor written.
+    program_cache: bool = True
+    # Directory of the program cache; "" = /var/cache/otelguard/bpf as root, else
+    # ~/.cache/otelguard/bpf. On Kubernetes, a hostPath keeps it across pod restarts.
+    program_cache_dir: str = ""
 
     def __post_init__(self) -> None:
         checks = Checks()

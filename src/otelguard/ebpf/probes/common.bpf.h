@@ -11,9 +11,6 @@
 #ifndef OG_RINGBUF_PAGES
 #define OG_RINGBUF_PAGES 256
 #endif
-#ifndef OG_SELF_TGID
-#define OG_SELF_TGID 0
-#endif
 
 #define OG_COMM_LEN 16
 #define OG_PATH_LEN 256
@@ -35,6 +32,11 @@ struct og_hdr {
 BPF_RINGBUF_OUTPUT(og_events, OG_RINGBUF_PAGES);
 // Index 0: records lost because the ring buffer was full (reserve failed).
 BPF_PERCPU_ARRAY(og_drops, u64, 1);
+
+// Index 0: the agent's own tgid, written by the loader before the probes attach. A map, not a
+// placeholder, so the rendered text (the program cache's key, progcache.py) does not change with
+// the agent's pid. An array lookup the verifier inlines: a few instructions per event.
+BPF_ARRAY(og_self, u32, 1);
 
 // Optional cgroup scope (SensorConfig.cgroup_scope): when OG_SCOPE_COUNT > 0, only tasks under
 // one of the cgroups the loader puts in og_scope are observed (e.g. /kubepods.slice: containers
@@ -58,10 +60,13 @@ static __always_inline int og_out_of_scope(void) {
 #endif
 }
 
-// True for events every probe ignores: our own process (OG_SELF_TGID) and, when a cgroup scope
-// is configured, tasks outside it. Probes call it first in every entry handler.
+// True for events every probe ignores: our own process (og_self) and, when a cgroup scope is
+// configured, tasks outside it. Probes call it first in every entry handler.
 static __always_inline int og_is_self(void) {
-    return (bpf_get_current_pid_tgid() >> 32) == OG_SELF_TGID || og_out_of_scope();
+    int zero = 0;
+    u32 *self = og_self.lookup(&zero);
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    return (self && tgid == *self) || og_out_of_scope();
 }
 
 static __always_inline void og_count_drop(void) {
