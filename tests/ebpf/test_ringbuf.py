@@ -170,10 +170,11 @@ os.unlink(p)
 def test_sensor_on_each_reader_ships_every_open_or_counts_it(kind: str) -> None:
     """The agent's own path, scoped to one fake container: its 2,000 opens reach the queue as
     events through the reader; with a 1-page ring and a burst of 20,000 some cannot, and each of
-    those is in the kernel_ring drop counter."""
+    those is in the kernel_ring drop counter. The kernel's dedup of identical opens is off:
+    this test is about the reader passing every record, one per open."""
     with container() as c:
         cfg = SensorConfig(probes=("file",), ring_reader=kind,  # type: ignore[arg-type]
-                           cgroup_scope=(c.rel_path,))
+                           cgroup_scope=(c.rel_path,), probe=ProbeConfig(dedup_window_ms=0))
         with Sensor(cfg) as s:
             assert s.status.ring_reader == kind
             c.run([sys.executable, "-c", BURST.replace("COUNT", "2000")], timeout=60)
@@ -181,7 +182,7 @@ def test_sensor_on_each_reader_ships_every_open_or_counts_it(kind: str) -> None:
             assert mine == 2000 and s.stats()["kernel_drops"] == 0
     before = sample("otelguard_dropped_total", stage="kernel_ring", reason="ringbuf_full")
     with container() as c:
-        tiny = replace(cfg, probe=ProbeConfig(ringbuf_pages=1), queue_size=100_000,
+        tiny = replace(cfg, probe=ProbeConfig(ringbuf_pages=1, dedup_window_ms=0), queue_size=100_000,
                        cgroup_scope=(c.rel_path,))
         with Sensor(tiny) as s:
             c.run([sys.executable, "-c", BURST.replace("COUNT", "20000")], timeout=60)
