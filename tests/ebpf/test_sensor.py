@@ -39,7 +39,9 @@ def _kernel_ring_drops() -> float:
 
 
 def test_tiny_ring_buffer_counts_kernel_drops() -> None:
-    cfg = SensorConfig(probes=("file",), probe=ProbeConfig(ringbuf_pages=1), queue_size=1000)
+    # dedup off: the burst's opens are identical, and this test needs one record per open
+    cfg = SensorConfig(probes=("file",), probe=ProbeConfig(ringbuf_pages=1, dedup_window_ms=0),
+                       queue_size=1000)
     before = _kernel_ring_drops()
     with Sensor(cfg) as s, container() as c:
         c.run([sys.executable, "-c", BURST], timeout=60)
@@ -58,7 +60,7 @@ def _queue_full() -> float:
 
 
 def test_full_user_queue_drops_and_counts() -> None:
-    cfg = SensorConfig(probes=("file",), queue_size=10)
+    cfg = SensorConfig(probes=("file",), probe=ProbeConfig(dedup_window_ms=0), queue_size=10)
     before = _queue_full()
     with Sensor(cfg) as s, container() as c:
         c.run([sys.executable, "-c", BURST.replace("10000", "300")], timeout=60)
