@@ -225,6 +225,38 @@ def read_filter_check(sensor: SensorConfig) -> Check:
                                                   else "configured: ") + what)
 
 
+def processor_checks(url: str, timeout_s: float = 5.0) -> list[Check]:
+    """The readiness checks a processor's ``/readyz`` lists (docs/architecture.md#live-reload),
+    as doctor lines: a failing check FAIL, one that warns (a failed reload, changes waiting for
+    a restart) WARN; an unreachable processor is a FAIL naming the address."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    from otelguard.ebpf.doctor import FAIL, OK, WARN, Check
+
+    target = url.rstrip("/") + "/readyz"
+    try:
+        with urllib.request.urlopen(target, timeout=timeout_s) as resp:
+            raw = resp.read()
+    except urllib.error.HTTPError as exc:  # 503: not ready, the body still lists the checks
+        raw = exc.read()
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        return [Check("processor", FAIL, f"{target}: {getattr(exc, 'reason', exc)}",
+                      "check --processor (the processor's --metrics address) and that it runs")]
+    try:
+        body = json.loads(raw)
+        listed = [(str(c["name"]), bool(c["ok"]), str(c["detail"])) for c in body["checks"]]
+        warnings = set(body.get("warnings", ()))
+    except (ValueError, KeyError, TypeError) as exc:
+        return [Check("processor", FAIL, f"{target}: not a readiness answer ({exc})",
+                      "point --processor at the processor's --metrics address")]
+    return [Check(f"processor {name}", OK if ok and name not in warnings else
+                  WARN if ok else FAIL, detail,
+                  "" if ok and name not in warnings else "see the processor's log")
+            for name, ok, detail in listed]
+
+
 def doctor_main(args: argparse.Namespace) -> int:
     """``otelguard doctor``: the kernel checks, plus the agent config's hop when ``--config`` is
     given (a plaintext hop is a loud WARN, a hop with neither TLS nor ``insecure`` a FAIL)."""
@@ -258,4 +290,6 @@ def doctor_main(args: argparse.Namespace) -> int:
                 extra.append(doctor.Check("exporter.tls", doctor.OK, "TLS to the processor" + (
                     ", mTLS" if tls.cert_file else "") + (
                     ", bearer token" if tls.bearer_token_file else "")))
+    if getattr(args, "processor", None):
+        extra.extend(processor_checks(args.processor))
     return doctor.main(args, extra, sensor)

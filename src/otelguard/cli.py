@@ -176,6 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
     doctor = sub.add_parser("doctor", help="check and explain what the agent needs")
     doctor.add_argument("--config", default=None, metavar="FILE",
                         help="the agent's config file: also report plaintext hops")
+    doctor.add_argument("--processor", default=None, metavar="URL",
+                        help="a processor's metrics address (http://HOST:PORT): also report its "
+                        "readiness checks, such as a failed rules reload with file:line")
     doctor.set_defaults(target="doctor")
 
     ebpf = sub.add_parser("ebpf", help="eBPF tools")

@@ -55,3 +55,14 @@ def test_failed_check_line_names_the_fix() -> None:
     c = doctor.Check("tracefs", doctor.FAIL, "missing", "mount it")
     assert c.line() == "FAIL tracefs: missing (fix: mount it)"
     assert doctor.Check("x", doctor.OK, "fine", "unused").line() == "ok x: fine"
+
+
+def test_doctor_names_an_unreachable_processor() -> None:
+    """``--processor`` at an address where nothing listens: one FAIL line naming it."""
+    from otelguard.agent import processor_checks
+    from tests.support.endpoints import free_port
+
+    url = f"http://127.0.0.1:{free_port()}"
+    [check] = processor_checks(url, timeout_s=2.0)
+    assert check.status == doctor.FAIL and check.name == "processor"
+    assert url + "/readyz" in check.detail and "--processor" in check.fix

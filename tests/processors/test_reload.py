@@ -220,6 +220,13 @@ def test_configmap_rules_swap_under_load_broken_then_fixed(tmp_path: Path) -> No
         log = p.log_path.read_text()
         assert log.count("reload (files changed) failed") == 1, log  # once, not every poll
         assert f"{rules.path}/rules.yaml:1: rule 'Reload broken': undefined macro" in log
+        # doctor shows the same, from the processor's readiness answer
+        doc = subprocess.run(OTELGUARD + ["doctor", "--processor",
+                                          f"http://127.0.0.1:{p.metrics_port}"],
+                             capture_output=True, text=True, timeout=120)
+        lines = [ln for ln in doc.stdout.splitlines() if ln.startswith("WARN processor reload:")]
+        assert len(lines) == 1 and "LAST RELOAD FAILED" in lines[0], doc.stdout
+        assert f"{rules.path}/rules.yaml:1" in lines[0], doc.stdout
 
         # fixed: the next version loads
         rules.update({"rules.yaml": RULE_C})
