@@ -333,6 +333,7 @@ INCIDENT_LINK_TRACE: Final = "otelguard.incident.link.trace"  # Jaeger URL of it
 METRIC_INCIDENT_RECORDS: Final = "otelguard_incident_records"  # counter {reason}
 METRIC_INCIDENTS_OPEN: Final = "otelguard_incidents_open"  # gauge
 METRIC_INCIDENT_NARRATIONS: Final = "otelguard_incident_narrations"  # counter {result}
+METRIC_INCIDENT_RISK_FACTS_DROPPED: Final = "otelguard_incident_risk_facts_dropped"  # counter {reason}
 
 # --- Response and its audit chain (response/; docs/response.md) -------------------------------
 EV_RESPONSE_AUDIT: Final = "otelguard.response.audit"  # one record per request transition
@@ -374,6 +375,7 @@ RISK_FIRST_SEEN: Final = "otelguard.risk.first_seen"  # ISO 8601 of the first ev
 RISK_LAST_SEEN: Final = "otelguard.risk.last_seen"  # ISO 8601 of the latest evidence
 RISK_EVIDENCE: Final = "otelguard.risk.evidence"  # string[]: log.record.uid of evidence records
 RISK_EVIDENCE_PATHS: Final = "otelguard.risk.evidence.paths"  # string[]: path as used -> file
+RISK_EVIDENCE_TRACES: Final = "otelguard.risk.evidence.traces"  # string[]: latest users' trace ids
 PACKAGE_NAME: Final = "otelguard.package.name"  # dpkg/apk/rpm name, PyPI/npm name, Maven g:a
 PACKAGE_VERSION: Final = "otelguard.package.version"
 PACKAGE_ECOSYSTEM: Final = "otelguard.package.ecosystem"  # deb | apk | rpm | pypi | npm | maven

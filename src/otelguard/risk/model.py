@@ -39,6 +39,7 @@ class Observation:
     uid: str  # log.record.uid ("" when the sender set none)
     attributes: Mapping[str, Any]  # the record's attributes (key -> Python value)
     resource: Mapping[str, Any] = field(default_factory=dict)  # the Resource's attributes
+    trace_id: str = ""  # the record's trace id (hex: its process tree), "" when none
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.attributes.get(key, default)

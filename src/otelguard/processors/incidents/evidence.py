@@ -8,6 +8,9 @@ from its trigger raw record (command lines, parent, ancestors; already redacted 
 Repeats of the same step (and noise control's throttle-stop records, which carry exact counts)
 fold into ``count``. :class:`Place` is where it happened, from the detection's Resource.
 
+A :class:`RiskCitation` is a risk finding record (the ``risk`` stage's) that bears on the
+incident (``R<n>`` in the story; risks.py says when one bears).
+
 Everything here is plain data so the journal can write it as JSON and the narrator can send it
 as facts (docs/incidents.md#the-evidence-model).
 """
@@ -155,3 +158,26 @@ def step_of(detection: dict[str, Any], trigger: Optional[dict[str, Any]], eid: i
         anomaly_kind=text(S.ANOMALY_KIND), anomaly_value=text(S.ANOMALY_VALUE),
         profile=text(S.PROFILE_WORKLOAD), facts=facts,
     )
+
+
+@dataclass
+class RiskCitation:
+    """One risk fact as an incident tells it (plain data: journaled with the incident)."""
+
+    rid: int  # R<rid> in the story
+    uid: str  # log.record.uid of the risk record
+    kind: str  # vulnerability | capability | token | edge
+    subject: str
+    state: str
+    severity: str
+    summary: str  # the risk record's body
+    how: str  # executed | loaded | exercised | granted | connected (what ties it to the steps)
+    steps: list[int] = field(default_factory=list)  # eids of the steps it bears on
+    facts: dict[str, Any] = field(default_factory=dict)  # vulnerability id, package, target...
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> RiskCitation:
+        return cls(**d)

@@ -12,7 +12,7 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
-from otelguard.processors.incidents.evidence import Place, Step
+from otelguard.processors.incidents.evidence import Place, RiskCitation, Step
 from otelguard.processors.incidents.references import TACTIC_RANK
 
 # Falco priority words by OTel severity_number, low to high (docs/architecture.md#detection-records)
@@ -67,6 +67,7 @@ class Incident:
     told: str = ""  # fingerprint of that version's record (records.fingerprint)
     status: str = "open"
     narration: Optional[Narration] = None
+    risks: list[RiskCitation] = field(default_factory=list)  # R<n>: risk facts told (risks.py)
     dirty: bool = True  # changed since the last version emitted
     # restored from the journal: emit the last version again if the restored state still tells
     # it word for word (same fingerprint), else a new version
@@ -119,10 +120,11 @@ class Incident:
         return max(number, top), word, ""
 
     def evidence(self) -> list[str]:
-        """What the story cites: step uids in E order, then their distinct trace ids."""
+        """What the story cites: step uids in E order, then their distinct trace ids, then the
+        risk records' uids in R order."""
         uids = [s.uid for s in sorted(self.steps, key=lambda s: s.eid) if s.uid]
         traces = list(dict.fromkeys(s.trace_id for s in self.steps if s.trace_id))
-        return uids + traces
+        return uids + traces + [r.uid for r in self.risks]
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -135,6 +137,7 @@ class Incident:
         d = dict(d)
         d["place"] = Place(**d["place"])
         d["steps"] = [Step.from_json(s) for s in d["steps"]]
+        d["risks"] = [RiskCitation.from_json(r) for r in d.get("risks", [])]
         if d.get("narration") is not None:
             d["narration"] = Narration(**d["narration"])
         inc = cls(**d)

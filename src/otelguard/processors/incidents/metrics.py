@@ -16,3 +16,7 @@ narrations = Counter(semconv.METRIC_INCIDENT_NARRATIONS, "Narrator answers, by r
                      "(used), rejected (the validator found an ungrounded claim), timeout, "
                      "error (HTTP or connection), malformed (not the JSON asked for), busy "
                      "(queue full: told by template only).", ["result"], registry=REGISTRY)
+risk_facts_dropped = Counter(semconv.METRIC_INCIDENT_RISK_FACTS_DROPPED, "Risk finding records "
+                             "the incidents stage forgot to stay bounded, by reason: "
+                             "workloads_full, facts_full (docs/incidents.md#risk-facts).",
+                             ["reason"], registry=REGISTRY)

@@ -102,8 +102,11 @@ def facts_of(inc: Incident, masks: Optional[Masks]) -> dict[str, Any]:
         "steps": steps,
         "techniques": [{"id": t, "name": TECHNIQUES.get(t, ""), "url": technique_url(t)}
                        for t in inc.techniques()],
+        "risks": [{"id": f"R{r.rid}", "kind": r.kind, "state": r.state, "severity": r.severity,
+                   "summary": masks.in_text(r.summary) if masks is not None else r.summary,
+                   "steps": [f"E{e}" for e in r.steps], "facts": r.facts} for r in inc.risks],
         "events": inc.events, "detections": inc.detections,
-        "evidence_ids": [f"E{s.eid}" for s in inc.steps],
+        "evidence_ids": [f"E{s.eid}" for s in inc.steps] + [f"R{r.rid}" for r in inc.risks],
     }
 
 

@@ -44,6 +44,7 @@ from otelguard.processors.incidents.grouping import Grouper
 from otelguard.processors.incidents.incident import Incident, Narration
 from otelguard.processors.incidents.narrator import Narrator
 from otelguard.processors.incidents.records import fingerprint, incident_record
+from otelguard.processors.incidents.risks import BODY, RiskFacts, bearing
 from otelguard.processors.incidents.templates import story
 from otelguard.processors.journal import Journal, JournalWrite, pack, replay, unpack
 from otelguard.processors.profiles.workload import of_host_record, of_resource
@@ -65,6 +66,7 @@ class IncidentsStage:
         self._clock = clock
         self._lock = threading.Lock()  # process()/drain() against readers (summary, tests)
         self.grouper = Grouper(config, clock)
+        self.risk_facts = RiskFacts()  # the risk stage's records that may bear on a story
         self._closed: list[Incident] = []
         self._narrator: Optional[Narrator] = (
             Narrator(config.story.llm) if config.story.llm is not None else None)
@@ -137,6 +139,9 @@ class IncidentsStage:
                     continue
                 if stream == S.STREAM_INCIDENT:
                     continue
+                if stream == S.STREAM_RISK:
+                    self._risks(rl)
+                    continue
                 instance = None
                 for sl in rl.scope_logs:
                     for rec in sl.log_records:
@@ -200,6 +205,28 @@ class IncidentsStage:
                 self._closed.append(old)
                 self._forget.append(old.id)
             if inc is not None:
+                bearing(inc, self.risk_facts)
+                self._changed[inc.id] = inc
+                self.state_version += 1
+
+    def _risks(self, rl: Any) -> None:
+        """Risk finding records (the risk stage runs before this one): kept per workload, and
+        told by the open incidents of that workload they now bear on (docs/incidents.md#risk-facts)."""
+        told: set[str] = set()
+        for sl in rl.scope_logs:
+            for rec in sl.log_records:
+                if rec.event_name != S.EV_RISK_FINDING:
+                    continue
+                attrs = attrs_dict(rec.attributes)
+                attrs[BODY] = rec.body.string_value
+                workload = self.risk_facts.add(attrs)
+                if workload:
+                    told.add(workload)
+        if not told:
+            return
+        for inc in self.grouper.incidents.values():
+            if inc.workload in told and bearing(inc, self.risk_facts):
+                inc.dirty = True
                 self._changed[inc.id] = inc
                 self.state_version += 1
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from otelguard import semconv as S
 from otelguard.processors.incidents import references as R
-from otelguard.processors.incidents.evidence import Place, Step
+from otelguard.processors.incidents.evidence import Place, RiskCitation, Step
 from otelguard.processors.incidents.incident import Incident
 from otelguard.transport.controls import visible
 
@@ -45,8 +45,38 @@ def iso(ns: int) -> str:
         f".{ns // 1000 % 1_000_000:06d}Z"
 
 
-def cite(steps: list[Step]) -> str:
-    return "[" + ", ".join(f"E{s.eid}" for s in sorted(steps, key=lambda s: s.eid)) + "]"
+def cite(steps: list[Step], risks: tuple[RiskCitation, ...] = ()) -> str:
+    return "[" + ", ".join([f"E{s.eid}" for s in sorted(steps, key=lambda s: s.eid)]
+                           + [f"R{r.rid}" for r in risks]) + "]"
+
+
+def risk_sentence(inc: Incident, r: RiskCitation) -> str:
+    """One risk fact that bears on the incident (risks.py), citing its steps and its record;
+    a grant nobody in the incident exercised cites the first step (it widened its reach)."""
+    steps = [s for s in inc.steps if s.eid in r.steps] or inc.ordered_steps()[:1]
+    f = steps[0].facts if steps else {}
+    proc = f.get("exe") or f.get("exe_name") or "the process"
+    g = r.facts
+    if r.kind == "vulnerability":
+        pkg = f"{g.get('ecosystem') or '?'} package {g.get('name', '?')} {g.get('version', '')}"
+        verb = "runs from" if r.how == "executed" else "had loaded"
+        text = (f"{proc} {verb} {pkg.rstrip()}, which has {g.get('id', '?')} ({r.severity}), "
+                f"in use ({r.state})")
+    elif r.kind == "capability":
+        text = (f"{proc} used {r.subject}, a capability the workload is granted and was not "
+                f"seen using before" if r.how == "exercised" else
+                f"the workload is granted {r.subject} and does not use it: it widens what "
+                f"{proc} could do (drop it)")
+    elif r.kind == "token":
+        text = (f"{proc} read the service-account token, which the workload was not seen "
+                f"using before" if r.how == "exercised" else
+                f"the mounted service-account token is unused: {proc} could act as the pod's "
+                f"service account (do not mount it)")
+    else:
+        text = (f"the connection of {proc} reaches {g.get('target', '?')} (tier "
+                f"{g.get('tier', '?')}; {g.get('reason', '')}), a sensitive-reach edge "
+                f"({r.state})")
+    return f"Risk: {text} {cite(steps, (r,))}."
 
 
 def where(place: Place, workload: str) -> str:
@@ -207,7 +237,8 @@ def evidence_table(inc: Incident) -> list[str]:
     return [f"E{s.eid} log.record.uid={s.uid} ({s.rule} at {iso(s.time_ns)}"
             + (f"; trigger {s.trigger_uid}" if s.trigger_uid else "")
             + (f"; trace {s.trace_id}" if s.trace_id else "") + ")"
-            for s in sorted(inc.steps, key=lambda s: s.eid)]
+            for s in sorted(inc.steps, key=lambda s: s.eid)] + \
+        [f"R{r.rid} log.record.uid={r.uid} (risk finding: {r.summary})" for r in inc.risks]
 
 
 def story(inc: Incident) -> Story:
@@ -228,6 +259,7 @@ def story(inc: Incident) -> Story:
     if inc.untold:
         lines.append(f"  ({inc.untold} further distinct detections are counted, not told.)")
     lines += ["", "Why it matters:"] + [f"  - {w}" for w in why(inc)]
+    lines += [f"  - {risk_sentence(inc, r)}" for r in inc.risks]
     lines += ["", "Next steps:"] + [f"  - {w}" for w in next_steps(inc)]
     lines += ["", "Evidence:"] + [f"  {e}" for e in evidence_table(inc)]
     lines.append(f"Folded: {inc.events} events and {inc.detections} detections into "

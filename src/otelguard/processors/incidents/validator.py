@@ -26,8 +26,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-_CITE = re.compile(r"\[((?:E\d+)(?:\s*,\s*E\d+)*)\]")
-_ID = re.compile(r"E\d+")
+_CITE = re.compile(r"\[((?:[ER]\d+)(?:\s*,\s*[ER]\d+)*)\]")  # E: steps, R: risk records
+_ID = re.compile(r"[ER]\d+")
 _TECHNIQUE = re.compile(r"\bT\d{4}(?:\.\d{3})?\b")
 _URL = re.compile(r"\bhttps?://([^/\s`'\")\]]+)[^\s`'\")\]]*")
 _IPV4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w.]*\d)")

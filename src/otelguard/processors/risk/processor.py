@@ -165,7 +165,8 @@ class RiskStage(StateDirOnly):
             workload=workload, instance=origin.instance,
             container_id=str(res.get(S.CONTAINER_ID) or "") if origin.workload else "",
             host=origin.host, event_name=rec.event_name, time_unix_nano=rec.time_unix_nano,
-            uid=str(attrs.get(S.LOG_RECORD_UID) or ""), attributes=attrs, resource=res)
+            uid=str(attrs.get(S.LOG_RECORD_UID) or ""), attributes=attrs, resource=res,
+            trace_id=rec.trace_id.hex())
         for a in wanted:
             a.observe(obs)
 

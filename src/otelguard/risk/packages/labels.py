@@ -79,6 +79,8 @@ def label(vulns: list[Vuln], states: dict[Package, tuple[str, Any]],
             attrs.append((S.VULNERABILITY_VEX_STATE, v.vex_state))
         if use is not None and use.paths:
             attrs.append((S.RISK_EVIDENCE_PATHS, list(use.paths)))
+        if use is not None and use.traces:
+            attrs.append((S.RISK_EVIDENCE_TRACES, list(use.traces)))
         how = {"executed": "in use (executed)", "loaded": "in use (loaded)",
                "installed-only": "installed, never used", NOT_FOUND: "not found in the "
                "workload's root"}[state]

@@ -54,6 +54,9 @@ class Use:
     last_ns: int
     evidence: list[str] = field(default_factory=list)
     paths: list[str] = field(default_factory=list)
+    # trace ids (process trees) of the latest uses, newest last: what lets an incident tell
+    # that its process loaded this package (docs/incidents.md#risk-facts)
+    traces: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -73,6 +76,7 @@ class _Pending:
     time_ns: int
     uid: str
     invoked: str = ""  # an exec's argv[0] when absolute
+    trace: str = ""
 
 
 class PackageUsage:
@@ -170,17 +174,18 @@ class PackageUsage:
             hit = self._resolved.get((root_key, path))
             if hit is not None:
                 if hit[0] is not _UNOWNED:
-                    self._use(w, hit[0], state, obs.time_unix_nano, obs.uid, hit[2], hit[1])
+                    self._use(w, hit[0], state, obs.time_unix_nano, obs.uid, hit[2], hit[1],
+                              obs.trace_id)
                 return
             if len(self._pending) >= self.config.max_pending:
                 self._dropped("pending_full", 1)
                 return
             self._pending.append(_Pending(obs.workload, root_key, obs.container_id,
                                           (pid, ppid, *reversed(pids)), path, state,
-                                          obs.time_unix_nano, obs.uid, invoked))
+                                          obs.time_unix_nano, obs.uid, invoked, obs.trace_id))
 
     def _use(self, w: _Workload, pkg: Package, state: str, t: int, uid: str, used: str,
-             real: str) -> None:
+             real: str, trace: str = "") -> None:
         u = w.uses.get(pkg)
         if u is None:
             if len(w.uses) >= self.config.max_packages:
@@ -197,6 +202,11 @@ class PackageUsage:
         shown = used if used == real else f"{used} -> {real}"
         if len(u.paths) < n and shown not in u.paths:
             u.paths.append(shown)
+        if trace and (not u.traces or u.traces[-1] != trace):
+            if trace in u.traces:
+                u.traces.remove(trace)
+            u.traces.append(trace)
+            del u.traces[:-n]
 
     # --- the resolver thread -----------------------------------------------------------------
 
@@ -220,7 +230,7 @@ class PackageUsage:
                     while len(w.roots) > MAX_INSTANCES:
                         w.roots.popitem(last=False)
                 if hit[0] is not _UNOWNED:
-                    self._use(w, hit[0], p.state, p.time_ns, p.uid, hit[2], hit[1])
+                    self._use(w, hit[0], p.state, p.time_ns, p.uid, hit[2], hit[1], p.trace)
 
     def _resolve(self, p: _Pending) -> Optional[tuple[Package, str, str]]:
         root = self._roots.get(p.root_key, p.container_id, p.pids)
@@ -273,7 +283,8 @@ class PackageUsage:
             w = self._workloads.get(workload)
             if w is None:
                 return {}
-            uses = {pkg: Use(u.state, u.first_ns, u.last_ns, list(u.evidence), list(u.paths))
+            uses = {pkg: Use(u.state, u.first_ns, u.last_ns, list(u.evidence), list(u.paths),
+                             list(u.traces))
                     for pkg, u in w.uses.items()}
             invs = [self._inventories.get(k) for k in w.roots.values()]
         out: dict[Package, tuple[str, Optional[Use]]] = {}
