@@ -448,6 +448,61 @@ def test_agent_rules_follow_the_processor_stage_and_can_be_off(tmp_path: Path) -
     assert all(v["name"] != "rules" for v in off["volumes"])
 
 
+def test_risk_is_opt_in_before_incidents_and_widens_the_agents_filter(tmp_path: Path) -> None:
+    """risk.enabled: a risk stage right before incidents (stories cite its findings) with the
+    chosen analysers, on the processor's account that may watch what reach reads; the agents'
+    read filter holds every prefix the stage asks for (RiskStage.read_path_prefixes(), what
+    `otelguard run` adds); packages, which needs the node's /proc, is refused
+    (docs/risk.md#in-the-chart)."""
+    from otelguard.processors import registry
+
+    default = template()
+    assert "risk" not in [p.type for p in _stages(default)]
+    _agent, cfg = _agent_file(default, tmp_path)
+    assert cfg.sensor.probe.read_path_prefixes is None
+    docs = template({"risk": {"enabled": True, "config": {"grants": {"learning_seconds": 3600}}}})
+    stages = _stages(docs)
+    assert [p.type for p in stages] == ["k8s_attributes", "falco_rules", "noise_control", "risk",
+                                        "incidents"]
+    (spec,) = [p for p in stages if p.type == "risk"]
+    assert spec.config.analysers == ("grants", "reach")
+    assert spec.config.grants.learning_seconds == 3600
+    _agent, cfg = _agent_file(docs, tmp_path)
+    wanted = registry.create("risk", spec.config).read_path_prefixes()  # type: ignore[attr-defined]
+    have = cfg.sensor.probe.read_path_prefixes
+    assert wanted and set(wanted) <= set(have)
+    # reach lists and watches namespaces, Services and EndpointSlices as the processor
+    role = find(docs, "ClusterRole", "otelguard-k8s-enricher")
+    granted = {(res, v) for r in role["rules"] for res in r["resources"] for v in r["verbs"]}
+    assert {(res, v) for res in ("namespaces", "services", "endpointslices")
+            for v in ("list", "watch")} <= granted
+    proc = pod_spec(find(docs, "Deployment", "otelguard-processor"))
+    bound = find(docs, "ClusterRoleBinding", "otelguard-k8s-enricher")["subjects"]
+    assert proc["serviceAccountName"] in [s["name"] for s in bound]
+    # the agent's own prefixes stay; one already covered is not added twice; only reach: none
+    own = template({"risk": {"enabled": True, "config": {"grants": {"read_prefixes": ["/srv/"]}}},
+                    "agent": {"config": {"sensor": {"probe": {"read_path_prefixes": ["/srv/"]}}}}})
+    spec = next(p for p in _stages(own) if p.type == "risk")
+    _agent, cfg = _agent_file(own, tmp_path)
+    assert cfg.sensor.probe.read_path_prefixes == (
+        "/srv/", "/var/run/secrets/kubernetes.io/serviceaccount/",
+        "/run/secrets/kubernetes.io/serviceaccount/")
+    assert set(registry.create("risk", spec.config).read_path_prefixes()) <= set(  # type: ignore[attr-defined]
+        cfg.sensor.probe.read_path_prefixes)
+    _agent, cfg = _agent_file(template({"risk": {"enabled": True, "analysers": ["reach"]}}),
+                              tmp_path)
+    assert cfg.sensor.probe.read_path_prefixes is None
+    # without an incidents stage: last (before response)
+    alone = template({"risk": {"enabled": True}, "response": {"enabled": True},
+                      "processor": {"stages": [{"type": "k8s_attributes", "name": "k8s",
+                                                "config": {"mode": "gateway"}}]}})
+    assert [p.type for p in _stages(alone)] == ["k8s_attributes", "risk", "response"]
+    with pytest.raises(AssertionError, match="packages resolves paths through the node"):
+        template({"risk": {"enabled": True, "analysers": ["packages", "grants"]}})
+    with pytest.raises(AssertionError, match='unknown analyser "grant"'):
+        template({"risk": {"enabled": True, "analysers": ["grant"]}})
+
+
 def test_deploy_is_the_rendered_chart() -> None:
     res = subprocess.run([sys.executable, str(ROOT / "scripts" / "render_deploy.py"), "--check"],
                          capture_output=True, text=True, timeout=180)

@@ -63,13 +63,19 @@ helm.sh/chart: {{ printf "%s-%s" .ctx.Chart.Name .ctx.Chart.Version }}
 {{- end -}}
 
 {{/* The processor's stages: processor.stages, with the profiles stage right after falco_rules
-when processor.profiles.enabled (docs/profiles.md#profiles-in-a-cluster) and the response stage
-last when response.enabled (docs/response.md#in-the-chart). */}}
+when processor.profiles.enabled (docs/profiles.md#profiles-in-a-cluster), the risk stage right
+before incidents (else last) when risk.enabled (docs/risk.md#in-the-chart) and the response
+stage last when response.enabled (docs/response.md#in-the-chart). */}}
 {{- define "otelguard.processorStages" -}}
 {{- $p := .Values.processor }}
 {{- $stages := list }}
 {{- $placed := false }}
+{{- $risk := include "otelguard.riskStage" . | fromYaml }}
 {{- range $p.stages }}
+{{- if and $risk (eq .type "incidents") }}
+{{- $stages = append $stages $risk }}
+{{- $risk = dict }}
+{{- end }}
 {{- $stages = append $stages . }}
 {{- if and $p.profiles.enabled (eq .type "falco_rules") (not $placed) }}
 {{- if not (has $p.profiles.store (list "kube" "dir")) }}
@@ -87,11 +93,47 @@ last when response.enabled (docs/response.md#in-the-chart). */}}
 {{- if and $p.profiles.enabled (not $placed) }}
 {{- fail "processor.profiles.enabled: processor.stages has no falco_rules stage to follow" }}
 {{- end }}
+{{- if $risk }}
+{{- $stages = append $stages $risk }}
+{{- end }}
 {{- if .Values.response.enabled }}
 {{- $config := dict "policies" (list "/etc/otelguard/policies") "requests" "kube" "namespace" $.Release.Namespace "execute" "cluster" }}
 {{- $stages = append $stages (dict "type" "response" "name" "response" "config" (mergeOverwrite $config (deepCopy .Values.response.config))) }}
 {{- end }}
 {{- toYaml $stages }}
+{{- end -}}
+
+{{/* The risk stage when risk.enabled (as YAML; empty otherwise). */}}
+{{- define "otelguard.riskStage" -}}
+{{- if .Values.risk.enabled }}
+{{- range .Values.risk.analysers }}
+{{- if eq . "packages" }}
+{{- fail "risk.analysers: packages resolves paths through the node's /proc, which the processor Deployment does not have (docs/risk.md#limits); use grants and reach" }}
+{{- else if not (has . (list "grants" "reach")) }}
+{{- fail (printf "risk.analysers: unknown analyser %q (grants, reach)" .) }}
+{{- end }}
+{{- end }}
+{{- if not .Values.risk.analysers }}
+{{- fail "risk.analysers: name at least one analyser (grants, reach), or set risk.enabled false" }}
+{{- end }}
+{{- $config := mergeOverwrite (dict "analysers" .Values.risk.analysers) (deepCopy .Values.risk.config) }}
+{{- toYaml (dict "type" "risk" "name" "risk" "config" $config) }}
+{{- end }}
+{{- end -}}
+
+{{/* The read prefixes the agents' kernel filter adds for the risk analysers (one per line; empty
+when risk is off): the grants analyser's, as RiskStage.read_path_prefixes() computes them (the
+token directories, then grants.read_prefixes, by default the sensor's built-in list, which
+otelguard.risk.grants.config.SENSOR_READ_PREFIXES holds; tests/e2e/test_helm_chart.py compares). */}}
+{{- define "otelguard.riskReadPrefixes" -}}
+{{- if and .Values.risk.enabled (has "grants" .Values.risk.analysers) }}
+{{- $grants := get .Values.risk.config "grants" | default dict }}
+{{- $builtin := list "/etc/" "/root/" "/boot/" "/proc/sys/" "/sys/fs/cgroup" "/dev/" "/var/run/secrets" "/run/secrets" "/home/" "/usr/bin/" "/usr/sbin/" "/bin/" "/sbin/" "/var/log/" }}
+{{- $prefixes := concat (list "/var/run/secrets/kubernetes.io/serviceaccount/" "/run/secrets/kubernetes.io/serviceaccount/") (get $grants "read_prefixes" | default $builtin) }}
+{{- range $prefixes }}
+{{ . }}
+{{- end }}
+{{- end }}
 {{- end -}}
 
 {{/* The processor's ServiceAccount: the responder's when response.enabled (it also holds the
