@@ -135,3 +135,74 @@ def test_a_story_cites_the_vulnerable_package_its_process_uses(tmp_path: Path) -
     bad = dict(good, bullets=["It had loaded a vulnerable library [R7]."])
     assert validate(bad, facts) == ["cites R7, not in the evidence"]
     pipeline.shutdown()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_763_900_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+TOKEN_MOUNT = "/var/lib/kubelet/pods/p1/volumes/kubernetes.io~projected/kube-api-access-x:" \
+              "/var/run/secrets/kubernetes.io/serviceaccount:ro:false:rprivate"
+
+
+def test_a_story_cites_an_unused_grant_it_exercised_or_widened_and_a_sensitive_edge() -> None:
+    """The grants and reach analysers (in-memory tier source, as tests/risk/test_access.py)
+    before incidents: after the learning window CAP_SYS_TIME and the token are unused; then the
+    process uses CAP_SYS_TIME (told as exercised), the token stays unread (told as widening
+    its reach) and it connects to a Service labelled sensitive (the edge record rides in the
+    same batch as the detection)."""
+    from otelguard.kube.reflector import InMemorySource, Kind
+    from otelguard.risk.grants.config import GrantsConfig
+
+    world = InMemorySource()
+    world.put(Kind.NAMESPACE, {"metadata": {"name": "shop"}})
+    world.put(Kind.SERVICE, {"metadata": {"namespace": "shop", "name": "payments-db", "labels": {
+        "otelguard.dev/tier": "sensitive"}}, "spec": {"clusterIP": "10.96.7.7"}})
+    clock = Clock()
+    risk = RiskStage(RiskConfig(analysers=("grants", "reach"),
+                                grants=GrantsConfig(learning_seconds=600)), clock=clock)
+    risk.analyser("grants").clock = clock  # type: ignore[attr-defined]
+    risk.analyser("reach").source = world  # type: ignore[attr-defined]
+    incidents = registry.create("incidents")
+    pipeline = Pipeline([("risk", risk), ("incidents", incidents)])
+    pipeline.start()
+    res = {**pod(cid="g"), S.K8S_POD_IP: "10.244.0.5", S.K8S_POD_PRIVILEGED: False,
+           S.K8S_POD_ADDED_CAPABILITIES: ["CAP_SYS_TIME"], S.K8S_CONTAINER_MOUNTS: [TOKEN_MOUNT],
+           S.K8S_POD_SERVICE_ACCOUNT: "web-sa"}
+    tr = trace("server")
+    server = {S.PROCESS_EXECUTABLE_PATH: "/app/server", S.SYSCALL_RET: 0}
+    out: list[Any] = [pipeline.process(batch(res, [event(S.EV_PROCESS_EXEC, 500, tr, attrs={
+        **server, S.PROCESS_CAP_EFFECTIVE: ["CAP_CHOWN", "CAP_SYS_TIME"]})])).batch]
+    clock.now += 601
+    risk.report()
+    out += pipeline.flush()
+    unused = {(str(a[S.RISK_KIND]), str(a[S.RISK_SUBJECT])) for b in out
+              for _, _, rec in iter_log_records(b) if rec.event_name == S.EV_RISK_FINDING
+              for a in [attrs_dict(rec.attributes)] if a[S.RISK_STATE] == "unused"}
+    assert ("capability", "CAP_SYS_TIME") in unused and ("token", "/var/run/secrets/"
+                                                         "kubernetes.io/serviceaccount") in unused
+    cap = event(S.EV_PRIV_CAPABLE, 500, tr, t=10, attrs={**server, S.CAPABILITY: "CAP_SYS_TIME"})
+    conn = event(S.EV_NETWORK_CONNECT, 500, tr, t=11, attrs={
+        **server, S.NETWORK_PEER_ADDRESS: "10.96.7.7", S.NETWORK_PEER_PORT: 5432})
+    out.append(pipeline.process(batch(res, [cap, conn], [
+        detection(cap, "Set system clock", 13, "defense_evasion", "T1070"),
+        detection(conn, "Unexpected database connection", 13, "discovery", "T1046")])).batch)
+    out += pipeline.flush()
+    _, text = _story(out, "Deployment/web/")
+    risks = [x.strip() for x in text.splitlines() if "Risk:" in x]
+    assert any(re.fullmatch(r"- Risk: /app/server used CAP_SYS_TIME, a capability the workload "
+                            r"is granted and was not seen using before \[E1, R\d\]\.", r)
+               for r in risks), risks
+    assert any(r.startswith("- Risk: the mounted service-account token is unused: /app/server "
+                            "could act as the pod's service account") and
+               re.search(r"\[E1, R\d\]\.$", r) for r in risks), risks
+    assert any(r.startswith("- Risk: the connection of /app/server reaches "
+                            "service:shop/payments-db (tier sensitive;") and
+               re.search(r"\[E2, R\d\]\.$", r) for r in risks), risks
+    # the runtime's default capabilities it never used (low) are not told
+    assert len(risks) == 3 and "CAP_CHOWN" not in text and "\n  R3 log.record.uid=" in text
+    pipeline.shutdown()

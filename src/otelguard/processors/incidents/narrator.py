@@ -96,6 +96,9 @@ def facts_of(inc: Incident, masks: Optional[Masks]) -> dict[str, Any]:
         steps.append({"id": f"E{s.eid}", "time": iso(s.time_ns), "rule": s.rule,
                       "priority": s.priority, "tactics": s.tactics, "techniques": s.techniques,
                       "count": s.count, "facts": f})
+    def hide(value: Any) -> Any:  # risk facts name workloads, namespaces, Services
+        return masks.in_text(value) if masks is not None and isinstance(value, str) else value
+
     _, word, raised = inc.severity()
     return {
         "severity": word, "severity_reason": raised, "where": {k: v for k, v in where.items() if v},
@@ -103,8 +106,8 @@ def facts_of(inc: Incident, masks: Optional[Masks]) -> dict[str, Any]:
         "techniques": [{"id": t, "name": TECHNIQUES.get(t, ""), "url": technique_url(t)}
                        for t in inc.techniques()],
         "risks": [{"id": f"R{r.rid}", "kind": r.kind, "state": r.state, "severity": r.severity,
-                   "summary": masks.in_text(r.summary) if masks is not None else r.summary,
-                   "steps": [f"E{e}" for e in r.steps], "facts": r.facts} for r in inc.risks],
+                   "summary": hide(r.summary), "steps": [f"E{e}" for e in r.steps],
+                   "facts": {k: hide(v) for k, v in r.facts.items()}} for r in inc.risks],
         "events": inc.events, "detections": inc.detections,
         "evidence_ids": [f"E{s.eid}" for s in inc.steps] + [f"R{r.rid}" for r in inc.risks],
     }

@@ -9,8 +9,9 @@ told workload is forgotten first, counted in ``otelguard_incident_risk_facts_dro
   executable is one of the package's used paths, or whose process tree (trace id) is one of the
   latest that used the package;
 - an ``unused`` grant (capability, service-account token): it bears on a step that exercised
-  it (``used CAP_X``; a read under the token's directory) and, not exercised, on the incident
-  as a whole (it widens what the incident's process could do);
+  it (``used CAP_X``; a read under the token's directory) and, not exercised but of medium
+  severity or more (an added capability, the token; not the runtime's default capabilities),
+  on the incident as a whole (it widens what the incident's process could do);
 - a sensitive-reach ``edge``: it bears on a step that connected to its address and port.
 
 :func:`bearing` turns them into :class:`RiskCitation` s, numbered ``R<n>`` in the order found
@@ -35,6 +36,7 @@ MAX_WORKLOADS = 4096  # workloads whose risk facts are kept
 MAX_PER_WORKLOAD = 256  # risk facts kept per workload (a new one past it forgets the oldest)
 MAX_CITED = 8  # risk sentences per incident
 IN_USE = ("executed", "loaded")
+WIDENING = ("critical", "high", "medium")  # unused grants told though not exercised
 TOKEN_DIRS = ("/var/run/secrets/kubernetes.io/serviceaccount/",
               "/run/secrets/kubernetes.io/serviceaccount/")
 
@@ -97,12 +99,15 @@ def _ties(attrs: dict[str, Any], steps: list[Step]) -> tuple[str, list[int]]:
         traces = set(attrs.get(S.RISK_EVIDENCE_TRACES) or [])
         hit = [s.eid for s in steps if s.trace_id and s.trace_id in traces]
         return ("loaded", hit) if hit else ("", [])
-    if kind == "capability":
-        hit = [s.eid for s in steps if s.facts.get("capability") == subject]
-        return ("exercised", hit) if hit else ("granted", [])
-    if kind == "token":
-        hit = [s.eid for s in steps if str(s.facts.get("file", "")).startswith(TOKEN_DIRS)]
-        return ("exercised", hit) if hit else ("granted", [])
+    if kind in ("capability", "token"):
+        hit = [s.eid for s in steps if s.facts.get("capability") == subject] \
+            if kind == "capability" else \
+            [s.eid for s in steps if str(s.facts.get("file", "")).startswith(TOKEN_DIRS)]
+        if hit:
+            return "exercised", hit
+        # not exercised: told when it widens the reach (an added capability, the token), not
+        # for the runtime's default capabilities nobody asked for (low)
+        return ("granted", []) if attrs.get(S.RISK_SEVERITY) in WIDENING else ("", [])
     if kind == "edge":
         addr, port = attrs.get(S.NETWORK_PEER_ADDRESS), attrs.get(S.NETWORK_PEER_PORT)
         hit = [s.eid for s in steps if addr and s.facts.get("peer") == addr and
