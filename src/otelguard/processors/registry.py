@@ -9,7 +9,7 @@ given in the entry). ``rules_field`` names the Config field that ``--rules FILE`
 
 Pipeline order (docs/architecture.md#processor-pipeline): k8s enrichment -> detection ->
 profiles -> noise control -> incidents -> response; risk reads raw records only, so any
-place after k8s enrichment works (registered last).
+place after k8s enrichment works (registered last); before incidents, stories cite its findings.
 """
 
 from __future__ import annotations

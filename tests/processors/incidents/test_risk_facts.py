@@ -16,6 +16,7 @@ from otelguard import semconv as S
 from otelguard.otlp.messages import PyValue, attrs_dict, iter_log_records
 from otelguard.processors import registry
 from otelguard.processors.incidents import IncidentsStage
+from otelguard.processors.incidents.incident import Incident
 from otelguard.processors.incidents.narrator import facts_of
 from otelguard.processors.incidents.validator import validate
 from otelguard.processors.pipeline import Pipeline
@@ -126,6 +127,7 @@ def test_a_story_cites_the_vulnerable_package_its_process_uses(tmp_path: Path) -
 
     # the narrator's validator: R ids are evidence ids of that incident; others are not
     (inc,) = [i for i in incidents.open_incidents() if "Deployment/web/" in i.workload]
+    assert Incident.from_json(inc.to_json()).risks == inc.risks  # journaled as they are
     facts = facts_of(inc, None)
     assert "R1" in facts["evidence_ids"]
     good = {"title": "jq connected out", "bullets": [

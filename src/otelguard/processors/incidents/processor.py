@@ -5,7 +5,8 @@ Runs last, after ``noise_control``: every detection it cites is one that left th
 each evidence uid resolves downstream; throttle-stop records add their exact counts to the step
 they repeat. ``process`` reads the detection Resources of a batch (and, for the detections'
 triggers in the same batch, their raw records' attributes: command lines, parents, ancestors)
-and counts raw records per process trace. Incident records leave through :meth:`drain` (the
+and counts raw records per process trace; it keeps the risk stage's finding records that may
+bear on a story (risks.py). Incident records leave through :meth:`drain` (the
 flush timer, ~1 s), one per incident that changed since, so a burst of detections makes one
 version, not one per batch. The optional narrator (narrator.py) runs on its own thread; its
 answers are applied at the next drain. ``process`` never waits for it.

@@ -2,7 +2,9 @@
 reports their findings (docs/risk.md; docs/architecture.md#runtime-risk).
 
 Runs after ``k8s_attributes`` (the workload key reads the names it adds); it reads the batch
-and only appends to it, so any place after enrichment works; registered last. ``process`` keys
+and only appends to it, so any place after enrichment works; registered last. Before
+``incidents``, its finding records pass that stage, whose stories cite them
+(docs/incidents.md#risk-facts). ``process`` keys
 each raw Resource to its workload (profiles' key, docs/profiles.md#workloads) and hands each
 record whose event name an analyser asked for to that analyser as an :class:`Observation` (no
 I/O: analysers queue their I/O for their own threads), then appends the findings an analyser
