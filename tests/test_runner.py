@@ -4,6 +4,7 @@ export thread's sends and idle replays), not only at shutdown. Clocks injected: 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -89,3 +90,28 @@ def test_default_config_is_read_when_present(tmp_path: Path,
     assert runner.default_config(None) == str(default)
     assert runner.default_config("/elsewhere.yaml") == "/elsewhere.yaml"  # --config wins
     assert runner.load_run_config(runner.default_config(None)).reload.watch_interval_seconds == 0
+
+
+def test_run_without_rules_keeps_the_built_in_read_prefixes() -> None:
+    """A pipeline with no falco_rules stage (and no sensor.read_rules) knows no rules to derive
+    the kernel read filter from: the built-in prefixes stay (an empty filter would hide every
+    read, e.g. of /etc/shadow, from an enrichment-only run); a profiles stage adds what it
+    learns; with a rules stage the filter is the rules' exact one (no /etc/ prefix)."""
+    from otelguard.ebpf.probe import DEFAULT_READ_PREFIXES
+    from otelguard.ebpf.settings import SensorConfig
+    from otelguard.processors.config import build_pipeline_config
+    from otelguard.processors.profiles.observe import SENSITIVE_READS
+    from otelguard.runner import build_pipeline, with_rules_read_filter
+
+    def specs(kind: str) -> Any:
+        return build_pipeline_config({"processors": [{"type": kind}]}).processors
+
+    noise_only = build_pipeline(specs("noise_control"), None, incidents=False)
+    probe = with_rules_read_filter(SensorConfig(), noise_only).probe
+    assert probe.read_prefixes == DEFAULT_READ_PREFIXES
+    assert "/etc/" in probe.read_prefixes
+    with_profiles = build_pipeline(specs("profiles"), None, incidents=False)
+    probe = with_rules_read_filter(SensorConfig(), with_profiles).probe
+    assert set(probe.read_prefixes) == set(DEFAULT_READ_PREFIXES) | set(SENSITIVE_READS)
+    ruled = with_rules_read_filter(SensorConfig(), build_pipeline(None, None)).probe
+    assert "/etc/" not in ruled.read_prefixes and "/etc/shadow" in ruled.read_paths

@@ -30,6 +30,14 @@ FULL_STATUS = re.compile(STATUS.pattern + r"( \(\+[\d,]+\))? \| [\d,]+ detection
                          r"\| [\d,]+ incidents?( \([\d,]+ open\))? \| up \d+m\d\ds")
 
 
+
+def _readable(fd: int, timeout_s: float) -> bool:
+    """``fd`` has data (or hung up) within ``timeout_s``: poll(2), which, unlike select(2),
+    takes descriptors above 1023 (a long test session holds many)."""
+    p = select.poll()
+    p.register(fd, select.POLLIN)
+    return bool(p.poll(timeout_s * 1000))
+
 def test_render_names_what_matters() -> None:
     prev = Sample(at=10.0, events=1000, dropped=3)
     cur = Sample(at=12.0, events=5000, dropped=10, detections={"CRITICAL": 1, "WARNING": 2,
@@ -54,8 +62,7 @@ def _on_pty(mode: str, interval: float) -> str:
     deadline = time.monotonic() + 60
     try:
         while time.monotonic() < deadline:
-            ready, _, _ = select.select([master], [], [], 0.5)
-            if ready:
+            if _readable(master, 0.5):
                 try:
                     chunk = os.read(master, 65536)
                 except OSError:  # EIO: the driver exited and closed the terminal
@@ -145,7 +152,7 @@ def test_otelguard_run_on_a_pseudo_terminal(tmp_path: Path) -> None:
     try:
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline:
-            if select.select([master], [], [], 0.5)[0]:
+            if _readable(master, 0.5):
                 try:
                     chunk = os.read(master, 65536)
                 except OSError:
@@ -161,7 +168,7 @@ def test_otelguard_run_on_a_pseudo_terminal(tmp_path: Path) -> None:
                 stopping = True
                 proc.send_signal(signal.SIGINT)
                 deadline = min(deadline, time.monotonic() + 60)
-            if proc.poll() is not None and not select.select([master], [], [], 0.2)[0]:
+            if proc.poll() is not None and not _readable(master, 0.2):
                 break
     finally:
         if proc.poll() is None:

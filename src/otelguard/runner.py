@@ -203,7 +203,8 @@ def incident_lines(pipeline: Any) -> list[str]:
 def with_rules_read_filter(sensor: SensorConfig, pipeline: Any) -> SensorConfig:
     """``sensor`` with the kernel read filter its rules need (``sensor.read_rules``, else the
     rules the pipeline's falco_rules stages run, plus the sensitive reads a profiles stage
-    learns), and the configured read paths and prefixes; fixed at start: a rule reloaded live
+    learns), and the configured read paths and prefixes; with no rules at all, the built-in
+    prefixes as an agent without rules has them; fixed at start: a rule reloaded live
     that needs a new path waits for a restart (docs/architecture.md#kernel-facts)."""
     from otelguard.processors.detection.readfilter import (
         read_filter, read_rules_paths, rules_read_filter,
@@ -211,17 +212,24 @@ def with_rules_read_filter(sensor: SensorConfig, pipeline: Any) -> SensorConfig:
 
     configured = sensor.probe.read_path_prefixes or ()
     paths = sensor.probe.read_paths
+    learned: tuple[str, ...] = ()
     if any(stage.type_name == "profiles" for _n, stage in pipeline.stages()):
         from otelguard.processors.profiles.observe import SENSITIVE_READS
 
+        learned = SENSITIVE_READS
         configured = tuple(configured) + SENSITIVE_READS
     if sensor.read_rules or sensor.read_rules_packaged:
         rf = rules_read_filter(read_rules_paths(sensor.read_rules, sensor.read_rules_packaged),
                                configured, paths)
     else:
-        rules = [r for _n, stage in pipeline.stages() if stage.type_name == "falco_rules"
-                 for r in stage.engine.rules]
-        rf = read_filter(rules, configured, paths)
+        stages = [stage for _n, stage in pipeline.stages() if stage.type_name == "falco_rules"]
+        if not stages:  # no rules known: the built-in read prefixes, as an agent without rules
+            log.info("kernel read filter: no falco_rules stage and no sensor.read_rules: the "
+                     "built-in read prefixes (sensor.probe.read_path_prefixes when set)")
+            return dataclasses.replace(sensor, probe=dataclasses.replace(
+                sensor.probe, read_path_prefixes=tuple(dict.fromkeys(
+                    sensor.probe.read_prefixes + learned))))
+        rf = read_filter([r for stage in stages for r in stage.engine.rules], configured, paths)
     for line in rf.lines():
         log.info("%s", line)
     for line in rf.lines()[2:]:
