@@ -255,8 +255,13 @@ def test_gateway_batches_before_the_processor_service(
         channel, metadata = gateway_tls.agent_channel(col.agents_grpc)
         with channel as ch:
             stub = logs_service_pb2_grpc.LogsServiceStub(ch)  # type: ignore[no-untyped-call]
-            for i in range(calls):
-                stub.Export(small_request(i, per_call), timeout=10, metadata=metadata)
+            # in flight together, as many agents send: sent one by one on a loaded machine each
+            # call can take longer than 1/100 of the 200 ms flush_timeout, and the batches then
+            # flush on time, not on size
+            futures = [stub.Export.future(small_request(i, per_call), timeout=20,
+                                          metadata=metadata) for i in range(calls)]
+            for f in futures:
+                f.result()
         assert wait_until(lambda: sum(service.sizes) == calls * per_call, 20), service.sizes
     finally:
         col.stop()

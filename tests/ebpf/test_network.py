@@ -100,7 +100,9 @@ for i in range(2):
 out["sendmmsg"] = libc.sendmmsg(u.fileno(), msgs, 2, 0)
 out["dns_fd"] = u.fileno()
 u.close()
-time.sleep(0.2)
+# alive (srv still open) while the sensor decodes: a listen's port is read from /proc at decode
+# (docs/architecture.md#kernel-facts), which a loaded machine can delay past 0.2 s
+time.sleep(2.0)
 print(json.dumps(out))
 '''
 
