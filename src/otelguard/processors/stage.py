@@ -8,7 +8,9 @@ in :mod:`otelguard.processors.pipeline`, not inside each stage.
 
 from __future__ import annotations
 
-from typing import Protocol, Union, runtime_checkable
+import logging
+import threading
+from typing import Callable, Optional, Protocol, Union, runtime_checkable
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -35,3 +37,32 @@ class Stage(Protocol):
     def process(self, batch: Batch) -> Batch: ...
 
     def shutdown(self) -> None: ...
+
+
+class Periodic:
+    """A daemon thread that calls ``step`` every ``interval_s`` until :meth:`stop`; a failing
+    pass is logged as ``failure`` and the next interval retries (the thread outlives it)."""
+
+    def __init__(self, name: str, interval_s: float, step: Callable[[], None],
+                 failure: str, log: logging.Logger) -> None:
+        self._name, self._interval_s, self._step = name, interval_s, step
+        self._failure, self._log = failure, log
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 10) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=timeout_s)
+            self._thread = None
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            try:
+                self._step()
+            except Exception:  # noqa: BLE001 - the thread must outlive a bad pass
+                self._log.exception("%s", self._failure)

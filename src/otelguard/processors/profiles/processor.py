@@ -50,7 +50,7 @@ from otelguard.processors.profiles.observe import (
 from otelguard.processors.profiles.store import DirectoryStore, ProfileStore
 from otelguard.processors.profiles.tree import TreeProfiles
 from otelguard.processors.profiles.workload import Origin, of_host_record, of_resource
-from otelguard.processors.stage import Batch
+from otelguard.processors.stage import Batch, Periodic
 
 TYPE_NAME = "profiles"
 MAX_FLAGGED = 4096  # (instance, pid) of processes a rule flagged: never learned from
@@ -78,8 +78,8 @@ class ProfilesStage(StateDirOnly):
         self._observer = Observer(self._internal)
         self._directory = Path(config.directory) if config.directory else None
         self._store: Optional[ProfileStore] = None
-        self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
+        self._periodic = Periodic("profiles-sync", config.save_interval_seconds, self.sync,
+                                  "profiles: sync failed; retrying next interval", log)
         self.anomalies = 0
         self._policy: Optional[TreeProfiles] = None  # with policy_dir: what the tree says
 
@@ -97,8 +97,7 @@ class ProfilesStage(StateDirOnly):
             return
         self._store = store
         self.sync()
-        self._thread = threading.Thread(target=self._run, name="profiles-sync", daemon=True)
-        self._thread.start()
+        self._periodic.start()
 
     def _open_store(self) -> Optional[ProfileStore]:
         cfg = self.config.store
@@ -120,20 +119,10 @@ class ProfilesStage(StateDirOnly):
 
     def shutdown(self) -> None:
         """Stop the sync thread and write what learning changed since its last pass."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
+        self._periodic.stop()
         if self._store is not None:
             self._save()
             self._store.close()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.config.save_interval_seconds):
-            try:
-                self.sync()
-            except Exception:  # noqa: BLE001 - the thread must outlive a bad pass
-                log.exception("profiles: sync failed; retrying next interval")
 
     def sync(self) -> None:
         """One pass of the sync thread: read changed files, end due learning windows, write

@@ -43,7 +43,7 @@ from otelguard.processors.profiles.observe import FieldReader, getters_for
 from otelguard.processors.profiles.workload import of_host_record, of_resource
 from otelguard.processors.risk import metrics, records
 from otelguard.processors.risk.config import Config
-from otelguard.processors.stage import Batch
+from otelguard.processors.stage import Batch, Periodic
 from otelguard.risk import analysers as registry
 from otelguard.risk.analyser import Analyser, Dropped
 from otelguard.risk.model import Finding, Observation
@@ -90,8 +90,8 @@ class RiskStage(StateDirOnly):
         self._workloads: OrderedDict[str, _Workload] = OrderedDict()
         self._released: list[ResourceLogs] = []
         self._directory = Path(config.directory) if config.directory else None
-        self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
+        self._periodic = Periodic("risk-report", config.report_interval_seconds, self.report,
+                                  "risk: report failed; retrying next interval", log)
         self.reports = 0
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -99,23 +99,12 @@ class RiskStage(StateDirOnly):
     def start(self) -> None:
         for a in self._analysers:
             a.start()
-        self._thread = threading.Thread(target=self._run, name="risk-report", daemon=True)
-        self._thread.start()
+        self._periodic.start()
 
     def shutdown(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
+        self._periodic.stop()
         for a in self._analysers:
             a.shutdown()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.config.report_interval_seconds):
-            try:
-                self.report()
-            except Exception:  # noqa: BLE001 - the thread must outlive a bad pass
-                log.exception("risk: report failed; retrying next interval")
 
     def read_path_prefixes(self) -> tuple[str, ...]:
         """What the kernel read filter must let through for these analysers (runner.py adds
