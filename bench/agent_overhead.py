@@ -43,12 +43,13 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
+from bench import aims
 from bench.common import (
     CONSUMERS, AgentCounters, AgentUnderTest, BenchError, BpfRunStats, LoopResult, machine_line,
     median, program_runs, run_loop, summary_line,
 )
 
-AIMS = {"open-filtered": 1.15, "exec": 1.10, "connect": 1.10}
+AIMS = {"open-filtered": aims.OPEN_CLOSE_X, "exec": aims.EXEC_X, "connect": aims.CONNECT_X}
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,17 @@ threads), which a loaded machine does not inflate.
 - ``cold``: an empty cache directory: BCC compiles (as every start did before the cache);
 - ``warm``: the same directory again: the program is loaded from the cache;
 
-cold and warm alternate (``--reps`` pairs, a fresh directory per pair). In each run, after the
+cold and warm alternate (``--reps`` pairs, a fresh directory per pair). Each run imports the
+agent from a copy of ``src`` in the benchmark's directory, byte-compiled first (``compileall``,
+as a package install does; the shared machine's environment sets ``PYTHONDONTWRITEBYTECODE``,
+so without it every start compiles ~250 modules from source): ``--no-bytecode`` runs without
+(the behaviour before, kept to compare). ``--ab-bytecode`` adds, after each warm run, one more
+from a copy without bytecode (``warm-nobc``), so the two compare side by side. ``--before-src
+DIR`` (another tree's ``src``, e.g. a ``git worktree`` of an older commit) adds a cold and a warm
+run of that tree per pair (``before-cold``, ``before-warm``; its own program cache directory,
+the same bytecode setting), and the warm start is reported as after/before.
+
+In each run, after the
 first event, RSS (VmRSS) is read once the run has been up ``--steady`` seconds, with its peak
 (VmHWM); the run's CPU (user+sys from /proc/PID/stat) over the last ``--idle`` seconds, while
 the exec loop is stopped, is its idle CPU: that window is also run with ``sensor.cgroup_scope``
@@ -22,12 +32,13 @@ machine is never quiet. Aims (issue 16): first event <= 5 s warm, RSS <= 150 MB,
 <= 1% of a core.
 
 Run: ``.venv/bin/python -m bench.agent_start`` (``--quick``: one pair, 10 s windows; ``--reps``,
-``--steady``, ``--idle``). Needs root and the kernel; ends with a ``BENCH_SUMMARY {json}`` line.
+``--steady``, ``--idle``, ``--no-bytecode``, ``--ab-bytecode``, ``--before-src DIR``). Needs root and the kernel; ends with a ``BENCH_SUMMARY {json}`` line.
 """
 
 from __future__ import annotations
 
 import argparse
+import compileall
 import os
 import shutil
 import signal
@@ -41,11 +52,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from bench import aims
 from bench.common import BenchError, machine_line, median, summary_line
 
-AIM_START_S = 5.0
-AIM_RSS_MB = 150.0
-AIM_IDLE_CPU = 0.01
+AIM_START_S = aims.START_S
+AIM_RSS_MB = aims.RSS_MB
+AIM_IDLE_CPU = aims.IDLE_CPU
 ROOT = Path(__file__).resolve().parent.parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -99,12 +111,37 @@ class ExecLoop:
             self._thread.join()
 
 
-def prime(cache: Path, work: Path, scope: str) -> None:
+@dataclass(frozen=True)
+class Tree:
+    """The agent's code a run imports: a copy of a ``src`` directory, byte-compiled or not."""
+
+    path: Path  # holds the copied ``otelguard`` package
+    bytecode: bool
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ, PYTHONPATH=str(self.path))
+        if self.bytecode:
+            env.pop("PYTHONDONTWRITEBYTECODE", None)
+        else:
+            env["PYTHONDONTWRITEBYTECODE"] = "1"
+        return env
+
+
+def copy_tree(src: Path, dest: Path, bytecode: bool) -> Tree:
+    """``src/otelguard`` copied to ``dest`` (no ``__pycache__``), compiled when ``bytecode``."""
+    shutil.copytree(src / "otelguard", dest / "otelguard",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    if bytecode and not compileall.compile_dir(str(dest / "otelguard"), quiet=1):
+        raise BenchError(f"compileall failed in {dest}")
+    return Tree(dest, bytecode)
+
+
+def prime(cache: Path, work: Path, scope: str, tree: Tree) -> None:
     """Start a scoped run until its program is loaded (compiled into ``cache``), then stop it."""
     cfg = work / "prime.yaml"
     cfg.write_text(f"sensor:\n  program_cache_dir: {cache}\n  cgroup_scope: [{scope}]\n")
     log_path = work / "prime.log"
-    env = dict(os.environ, PYTHONPATH=f"{ROOT / 'src'}:{ROOT}")
+    env = tree.env()
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
             [sys.executable, "-c", "import sys; from otelguard.cli import main; sys.exit(main())",
@@ -126,7 +163,7 @@ def prime(cache: Path, work: Path, scope: str) -> None:
                 proc.wait()
 
 
-def one_run(kind: str, cache: Path, work: Path, steady_s: float, idle_s: float,
+def one_run(kind: str, cache: Path, work: Path, steady_s: float, idle_s: float, tree: Tree,
             scope: Optional[str] = None) -> StartRun:
     cfg = work / f"{kind}.yaml"
     lines = ["sensor:", f"  program_cache_dir: {cache}"]
@@ -134,7 +171,7 @@ def one_run(kind: str, cache: Path, work: Path, steady_s: float, idle_s: float,
         lines.append(f"  cgroup_scope: [{scope}]")
     cfg.write_text("\n".join(lines) + "\n")
     log_path = work / f"{kind}.log"
-    env = dict(os.environ, PYTHONPATH=f"{ROOT / 'src'}:{ROOT}")
+    env = tree.env()
     cmd = [sys.executable, "-c", "import sys; from otelguard.cli import main; sys.exit(main())",
            "run", "--config", str(cfg), "--output", "jsonl:-",
            "--metrics", f"127.0.0.1:{_free_port()}"]  # stopped by SIGTERM below
@@ -211,6 +248,12 @@ def main(argv: Optional[list[str]] = None) -> int:
                     help="seconds after start at which RSS is read (default 60)")
     ap.add_argument("--idle", type=float, default=None,
                     help="seconds of the idle-CPU window (default 60)")
+    ap.add_argument("--no-bytecode", action="store_true",
+                    help="runs compile the agent's modules from source (the behaviour before)")
+    ap.add_argument("--ab-bytecode", action="store_true",
+                    help="after each warm run, one from a copy without bytecode (warm-nobc)")
+    ap.add_argument("--before-src", type=Path, default=None,
+                    help="another tree's src: a cold and a warm run of it per pair")
     args = ap.parse_args(argv)
     if os.geteuid() != 0:
         print("agent_start: needs root (BPF)", file=sys.stderr)
@@ -228,15 +271,31 @@ def main(argv: Optional[list[str]] = None) -> int:
         raise BenchError("no cgroup v2 mount for the idle-scoped run")
     empty = Path(root) / f"og-bench-empty-{os.getpid()}"
     try:
+        bytecode = not args.no_bytecode
+        tree = copy_tree(ROOT / "src", work / "src", bytecode)
+        plain = copy_tree(ROOT / "src", work / "src-nobc", False) if args.ab_bytecode else None
+        before = (copy_tree(args.before_src, work / "src-before", bytecode)
+                  if args.before_src is not None else None)
         for rep in range(reps):
             cache = work / f"cache-{rep}"
-            for kind in ("cold", "warm"):
-                r = one_run(kind, cache, work, steady, idle)
+            plan: list[tuple[str, Path, Tree]] = []
+            if before is not None and rep % 2 == 0:  # alternating which tree goes first
+                plan += [("before-cold", work / f"cache-before-{rep}", before),
+                         ("before-warm", work / f"cache-before-{rep}", before)]
+            plan += [("cold", cache, tree), ("warm", cache, tree)]
+            if plain is not None:
+                plan.append(("warm-nobc", cache, plain))
+            if before is not None and rep % 2 == 1:
+                plan += [("before-cold", work / f"cache-before-{rep}", before),
+                         ("before-warm", work / f"cache-before-{rep}", before)]
+            for kind, kind_cache, kind_tree in plan:
+                r = one_run(kind, kind_cache, work, steady, idle, kind_tree)
                 runs.append(r)
                 _print_run(r)
         empty.mkdir()
-        prime(work / "cache-0", work, f"/{empty.name}")  # the scope is in the text: cache it
-        r = one_run("idle-scoped", work / "cache-0", work, steady, idle, scope=f"/{empty.name}")
+        prime(work / "cache-0", work, f"/{empty.name}", tree)  # the scope is in the text
+        r = one_run("idle-scoped", work / "cache-0", work, steady, idle, tree,
+                    scope=f"/{empty.name}")
         runs.append(r)
         _print_run(r)
     finally:
@@ -244,6 +303,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         if empty.is_dir():
             empty.rmdir()
     figures = _figures(runs)
+    figures["bytecode"] = not args.no_bytecode
     print()
     print(f"start to first event: cold {figures['cold_first_event_s']:.1f} s, warm "
           f"{figures['warm_first_event_s']:.1f} s (warm/cold x{figures['warm_vs_cold_start']:.2f}; "
@@ -259,6 +319,20 @@ def main(argv: Optional[list[str]] = None) -> int:
           f"(the shared machine's own activity reaches it), scoped to an empty cgroup "
           f"{100 * figures['idle_cpu_scoped']:.2f}% (aim <= {100 * AIM_IDLE_CPU:.0f}%: "
           f"x{figures['idle_scoped_vs_aim']:.2f} of it)")
+    for other, label in (("warm-nobc", "without bytecode"), ("before-warm", "the --before-src tree")):
+        if any(r.kind == other for r in runs):
+            wall = median([r.first_event_s for r in runs if r.kind == other])
+            cpu = median([r.first_event_cpu_s for r in runs if r.kind == other])
+            key = other.replace("-", "_")
+            figures.update({f"{key}_first_event_s": round(wall, 2),
+                            f"{key}_first_event_cpu_s": round(cpu, 2),
+                            f"warm_vs_{key}_start": round(figures["warm_first_event_s"] / wall, 3),
+                            f"warm_vs_{key}_start_cpu":
+                                round(figures["warm_first_event_cpu_s"] / cpu, 3)})
+            print(f"warm start against {label} ({other}): wall {wall:.2f} -> "
+                  f"{figures['warm_first_event_s']:.2f} s (x{figures[f'warm_vs_{key}_start']:.2f}), "
+                  f"CPU {cpu:.2f} -> {figures['warm_first_event_cpu_s']:.2f} s "
+                  f"(x{figures[f'warm_vs_{key}_start_cpu']:.2f})")
     print(summary_line("agent_start", figures))
     return 0
 
@@ -291,6 +365,7 @@ def _figures(runs: list[StartRun]) -> dict[str, Any]:
         "warm_vs_cold_rss": round(warm_rss / cold_rss, 3),
         "warm_vs_aim_rss": round(warm_rss / AIM_RSS_MB, 3),
         "idle_cpu_host": round(host_idle, 4), "idle_cpu_scoped": round(scoped, 4),
+        "idle_scoped_rss_mb": round(med("idle-scoped", "rss_mb"), 1),  # nothing flowing in
         "idle_scoped_vs_aim": round(scoped / AIM_IDLE_CPU, 3),
         "origins": [f"{r.kind}:{r.origin}" for r in runs],
     }

@@ -20,8 +20,15 @@ with cProfile at the highest drop-free rate (a fresh agent, profiler hooked into
 their start): time in ring-buffer decode, process-table/event context, queue hand-off, OTLP
 build (span ids, record encoding) and delivery, and the top functions by own time.
 
+The generator repeats one open of one path, which the file probe's in-kernel deduplication
+counts instead of sending within its window (1 s by default; see ebpf/file.py): with the
+default config only about one record per second reaches the agent. ``--dedup-ms 0`` sends
+every open, which is what measures the agent; ``--lanes off,on`` sweeps the sensor with its
+native lane off and on (ebpf/lane.py) side by side, and each step shows the lane's share.
+
 Run: ``.venv/bin/python -m bench.agent_throughput`` (``--quick`` for seconds, ``--step-s``,
-``--start``, ``--max-rate``, ``--no-profile``). Needs root. Ends with ``BENCH_SUMMARY {json}``.
+``--start``, ``--max-rate``, ``--no-profile``, ``--lanes``, ``--dedup-ms``). Needs root. Ends
+with ``BENCH_SUMMARY {json}``.
 """
 
 from __future__ import annotations
@@ -42,13 +49,14 @@ from dataclasses import asdict, dataclass
 from types import FrameType
 from typing import Any, Callable, Optional
 
+from bench import aims
 from bench.common import (
     CONSUMERS, AgentUnderTest, BenchError, isolated_cgroup, kernel_drop_counts, machine_line,
     open_record, run_loop, summary_line,
 )
 from otelguard.ebpf.ringbuf import ReaderKind
 
-AIM_PER_CORE = 250_000
+AIM_PER_CORE = aims.EVENTS_PER_S_PER_CORE
 GROWTH = 1.6
 MAX_BACKLOG_S = 0.5
 MIN_RATE = 1000.0
@@ -68,6 +76,7 @@ class Step:
     queue_drops: int
     log_bytes: int
     backlog_s: Optional[float]  # how long the queue took to empty after the generator stopped
+    lane_events: int = 0  # consumed records the native lane encoded
 
     @property
     def drops(self) -> int:
@@ -116,7 +125,7 @@ def run_step(agent: AgentUnderTest, path: str, rate: float, seconds: float) -> S
                 consumed=d.exported, wall_s=wall, consumed_per_s=d.exported / wall,
                 process_cpu_s=d.cpu_s, consumer_cpu_s=d.consumer_cpu_s,
                 kernel_drops=int(kernel), queue_drops=int(queue_), log_bytes=d.log_bytes,
-                backlog_s=backlog)
+                backlog_s=backlog, lane_events=d.lane_events)
 
 
 def print_step(s: Step) -> None:
@@ -126,6 +135,8 @@ def print_step(s: Step) -> None:
           f"drops kernel {s.kernel_drops} queue {s.queue_drops}  backlog "
           + (f"{s.backlog_s:.2f} s" if s.backlog_s is not None else "not drained")
           + f"  {s.log_bytes / max(1, s.consumed):,.0f} B/event"
+          + (f"  lane {100 * s.lane_events / s.consumed:.0f} %" if s.lane_events and s.consumed
+             else "")
           + ("" if s.sustained else "  (not sustained)"), flush=True)
 
 
@@ -213,6 +224,7 @@ class ThreadProfiles:
 PROFILE_PARTS = (
     ("ring buffer callback (BCC reader: all of decode + enqueue)", "ebpf/sensor.py", "_on_record"),
     ("ring reader batch drain (native/python reader)", "ebpf/ringbuf.py", "drain"),
+    ("native lane: ring -> items (encoded runs + raw)", "ebpf/lane.py", "drain"),
     ("decode + enqueue of records", "ebpf/sensor.py", "_on_batch"),
     ("  probe decode (file.py, incl. event context)", "ebpf/file.py", "decode"),
     ("    event context: process table + attrs", "ebpf/sensor.py", "make_event"),
@@ -245,12 +257,13 @@ def profile_breakdown(st: pstats.Stats) -> list[tuple[str, float, int]]:
 
 def profile_at(rate: float, path: str, seconds: float, consumer: str,
                ringbuf_pages: Optional[int], reader: ReaderKind = "auto",
-               scope: tuple[str, ...] = ()) -> dict[str, Any]:
+               scope: tuple[str, ...] = (), dedup_ms: Optional[int] = None,
+               lane: str = "auto") -> dict[str, Any]:
     hooks = ThreadProfiles()
     hooks.install()
     try:
         agent = AgentUnderTest(consumer, ringbuf_pages, budget_off=True, ring_reader=reader,
-                               scope=scope).start()
+                               scope=scope, dedup_ms=dedup_ms, native_lane=lane).start()
     finally:
         hooks.uninstall()
     try:
@@ -407,7 +420,18 @@ def main(argv: Optional[list[str]] = None) -> int:
                     help="comma-separated ring readers to sweep one after another in this run, "
                          "the first is the A/B baseline: bcc, native, python, auto (default: "
                          "auto, what the agent uses); e.g. bcc,native,python")
+    ap.add_argument("--lanes", default="auto",
+                    help="comma-separated sensor.native_lane values to sweep one after another "
+                         "for each reader (off, on, auto; ebpf/lane.py), e.g. off,on")
+    ap.add_argument("--dedup-ms", type=int, default=None,
+                    help="the file probe's dedup window (default: the default config, 1000); "
+                         "the generator repeats one open, which the kernel counts instead of "
+                         "sending within the window: 0 sends every open to the agent")
     args = ap.parse_args(argv)
+    lanes = args.lanes.split(",")
+    for lane in lanes:
+        if lane not in ("auto", "on", "off"):
+            ap.error(f"--lanes: unknown value {lane!r}")
     readers: list[ReaderKind] = []
     for r in args.readers.split(","):
         if r not in typing.get_args(ReaderKind):
@@ -419,7 +443,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     print(f"agent throughput: consumer={args.consumer}, {seconds:g} s steps from {start:,.0f}/s "
           f"x{GROWTH}, ring buffer "
           + (f"{args.ringbuf_pages} pages (NOT default)" if args.ringbuf_pages else "default")
-          + f", ring readers {', '.join(readers)}")
+          + f", ring readers {', '.join(readers)}, native lane {', '.join(lanes)}, dedup "
+          + (f"{args.dedup_ms} ms" if args.dedup_ms is not None else "default"))
     results: dict[str, list[Step]] = {}
     try:
         with contextlib.ExitStack() as stack:
@@ -431,13 +456,19 @@ def main(argv: Optional[list[str]] = None) -> int:
             base = run_loop(["rate", tmp.name, f"{args.max_rate:.0f}", f"{min(seconds, 2.0)}"])
             print(f"baseline (no agent): the generator reaches {base.per_s:,.0f} opens/s "
                   f"(asked {args.max_rate:,.0f}/s)")
-            for reader in readers:
+            for reader, lane in [(r, ln) for r in readers for ln in lanes]:
                 # budget off: one process drives every rate, the per-cgroup budget would cap it
                 with AgentUnderTest(args.consumer, args.ringbuf_pages, budget_off=True,
-                                    ring_reader=reader, scope=scope) as agent:
+                                    ring_reader=reader, scope=scope, dedup_ms=args.dedup_ms,
+                                    native_lane=lane) as agent:
                     used = agent.sensor.status.ring_reader
-                    print(f"agent loaded in {agent.load_s:.1f} s, ring reader {used}")
-                    results[reader if reader != "auto" else used] = (
+                    on = agent.sensor.status.native_lane
+                    print(f"agent loaded in {agent.load_s:.1f} s, ring reader {used}, native "
+                          f"lane {'on' if on else 'off'}")
+                    name = reader if reader != "auto" else used
+                    if len(lanes) > 1:
+                        name += f"+lane-{'on' if on else 'off'}"
+                    results[name] = (
                         fixed_rates(agent, tmp.name, [float(r) for r in args.rates.split(",")],
                                     seconds) if args.rates else
                         sweep(agent, tmp.name, start, args.max_rate, seconds, not args.quick))
@@ -453,7 +484,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             profile: Optional[dict[str, Any]] = None
             if best is not None and not args.no_profile:
                 profile = profile_at(best.target_per_s, tmp.name, seconds, args.consumer,
-                                     args.ringbuf_pages, readers[0], scope)
+                                     args.ringbuf_pages, readers[0], scope, args.dedup_ms,
+                                     lanes[0])
     except BenchError as exc:
         print(f"agent_throughput: {exc}", file=sys.stderr)
         return 1
@@ -478,6 +510,7 @@ def main(argv: Optional[list[str]] = None) -> int:
               f"(kernel {first_drop.kernel_drops}, queue {first_drop.queue_drops})")
     print(summary_line("agent_throughput", {
         "consumer": args.consumer, "quick": args.quick, "step_s": seconds,
+        "lanes": lanes, "dedup_ms": args.dedup_ms,
         "isolated": args.isolate,
         "ringbuf_pages": args.ringbuf_pages,
         "generator_ceiling_per_s": round(base.per_s),
@@ -488,6 +521,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         "steps": [{**asdict(s), "per_core": round(s.per_core)} for s in steps],
         "stage_costs_us": {k.strip(): round(v, 3) for k, v in costs.items()},
         "profile": profile,
+        "lane_share": {n: round(sum(s.lane_events for s in st)
+                                / max(1, sum(s.consumed for s in st)), 3)
+                       for n, st in results.items()},
         "readers": {n: {"max_drop_free_per_s": round(b.consumed_per_s) if b else None,
                         "per_core": round(b.per_core) if b else None,
                         "drops_begin_at": next((s.target_per_s for s in st if s.drops), None),

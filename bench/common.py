@@ -162,6 +162,7 @@ class AgentCounters:
     cpu_s: float  # whole process
     poll_cpu_s: float
     export_cpu_s: float
+    lane_events: int = 0  # records the native lane encoded (ebpf/lane.py)
 
     def minus(self, other: "AgentCounters") -> "AgentCounters":
         return AgentCounters(*(a - b for a, b in zip(self.as_tuple(), other.as_tuple())))
@@ -169,7 +170,7 @@ class AgentCounters:
     def as_tuple(self) -> tuple[Any, ...]:
         return (self.records, self.enqueued, self.exported, self.kernel_drops, self.queue_drops,
                 self.decode_errors, self.log_bytes, self.cpu_s, self.poll_cpu_s,
-                self.export_cpu_s)
+                self.export_cpu_s, self.lane_events)
 
     @property
     def consumer_cpu_s(self) -> float:
@@ -188,7 +189,7 @@ class AgentUnderTest:
     def __init__(self, consumer: str = "agent", ringbuf_pages: Optional[int] = None,
                  budget_off: bool = False, ring_reader: ReaderKind = "auto",
                  scope: tuple[str, ...] = (), read_filter: str = "rules",
-                 dedup_ms: Optional[int] = None) -> None:
+                 dedup_ms: Optional[int] = None, native_lane: str = "auto") -> None:
         if consumer not in CONSUMERS:
             raise ValueError(f"consumer must be one of {CONSUMERS}, got {consumer!r}")
         if read_filter not in READ_FILTERS:
@@ -202,6 +203,7 @@ class AgentUnderTest:
         # Helm-deployed agent derive); builtin: the built-in prefix list (/etc/, ...)
         self.read_filter = read_filter
         self.dedup_ms = dedup_ms  # None: the default window; 0: off
+        self.native_lane = native_lane  # SensorConfig.native_lane (ebpf/lane.py)
         self.sink = CountingSink()
         self.sensor: Any = None
         self.exporter: Any = None
@@ -222,7 +224,8 @@ class AgentUnderTest:
         if os.geteuid() != 0:
             raise BenchError("the agent benchmarks load eBPF programs: run as root")
         t0 = time.monotonic()
-        config = SensorConfig(ring_reader=self.ring_reader, cgroup_scope=self.scope)
+        config = SensorConfig(ring_reader=self.ring_reader, cgroup_scope=self.scope,
+                              native_lane=self.native_lane)  # type: ignore[arg-type]
         if self.ringbuf_pages is not None:
             config = replace(config, probe=replace(config.probe, ringbuf_pages=self.ringbuf_pages))
         if self.budget_off:
@@ -244,8 +247,9 @@ class AgentUnderTest:
             self.pipeline = build_pipeline(None, None)
             self.pipeline.start()
             delivery = PipelineSink(self.pipeline, [delivery])
-        self.exporter = BatchExporter(self.sensor.drain, delivery, cfg,
-                                      OtlpBuilder(spans=SpanTracker(max_open=cfg.max_open_spans)))
+        self.exporter = BatchExporter(self.sensor.drain_items, delivery, cfg,
+                                      OtlpBuilder(spans=SpanTracker(max_open=cfg.max_open_spans),
+                                                  lane=self.sensor.lane))
         before = set(threading.enumerate())
         self.exporter.start()
         for t in set(threading.enumerate()) - before:
@@ -264,7 +268,8 @@ class AgentUnderTest:
             queue_drops=int(st["queue_drops"]), decode_errors=int(st["decode_errors"]),
             log_bytes=self.sink.log_bytes, cpu_s=time.process_time(),
             poll_cpu_s=thread_cpu_s(self._poll_thread),
-            export_cpu_s=thread_cpu_s(self._export_thread))
+            export_cpu_s=thread_cpu_s(self._export_thread),
+            lane_events=int(st.get("lane_events", 0)))
 
     def wait_drained(self, timeout_s: float = 30.0) -> Optional[float]:
         """Until the queue is empty and the exporter has taken every queued event, then one

@@ -7,13 +7,17 @@ attributes the sensor attaches, ~40 attributes; opens carry file.directory/file.
 path/fd as the file probe emits them); ``--shape minimal`` is the earlier, smaller stream.
 
 Prints, per record in thread CPU time (avg, p50, p99): a pass-through stage (the baseline),
-the engine as the stage runs it (generated per-type matchers), the same rules through the guard
-groups' closures (the engine before matcher.py), with guards off (every indexed rule), and
-reading every attribute into a dict; then the generated engine per event name against the
-closures, the whole ``evaluate_and_append``, and ratios. The variants run interleaved batch by
+the engine as the stage runs it (generated per-type matchers over the flat record view), the
+same without the flat record view (every attribute read through upb), the same rules through
+the guard groups' closures (the engine before matcher.py), with guards off (every indexed
+rule), and reading every attribute into a dict; then the generated engine per event name
+against the same without the flat record view, the whole ``evaluate_and_append``, and ratios. The variants run interleaved batch by
 batch in one run; each record's cost is the least of ``--repeats`` passes (fresh engines each
-pass), the timer's own cost subtracted. The three engines must find the same matches.
-Run: ``.venv/bin/python -m bench.detection_eval [--records N] [--rules stable] [--shape minimal]``.
+pass), the timer's own cost subtracted. The four engines must find the same matches.
+``--breakdown`` adds where the time goes: view, state, evt.type, matcher and detection records
+timed apart, with and without the flat record view.
+Run: ``.venv/bin/python -m bench.detection_eval [--records N] [--rules stable] [--shape minimal]
+[--breakdown]``.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 
 from otelguard import semconv as S
 from otelguard.processors.detection.engine import DEFAULT_RULE_FILES, RULES_DIR, RuleEngine
+from otelguard.processors.detection.fields import event_type
 from otelguard.processors.detection.loader import load_rules
 from otelguard.otlp.messages import attrs_dict, set_attrs
 
@@ -166,6 +171,9 @@ def main() -> None:
                     help="rule files loaded (each with otelguard's own rules)")
     ap.add_argument("--repeats", type=int, default=3,
                     help="passes over the stream; each record's cost is its least disturbed")
+    ap.add_argument("--breakdown", action="store_true",
+                    help="also print where the time goes per record (view, state, evt.type, "
+                         "matcher, detection records), with and without the flat record view")
     args = ap.parse_args()
     batches = build_stream(args.records, args.batch, shape=args.shape)
     ruleset = load_rules(RULESETS[args.rules])
@@ -185,6 +193,11 @@ def main() -> None:
         view, match = engine.view, engine.match
         return lambda rec, res: match(view(rec, res))
 
+    def upb_reads() -> Callable[[LogRecord, dict[str, Any]], Any]:
+        engine = RuleEngine(ruleset, flat_view=False).warm()  # without the flat record view
+        view, match = engine.view, engine.match
+        return lambda rec, res: match(view(rec, res))
+
     def closures() -> Callable[[LogRecord, dict[str, Any]], Any]:
         engine = RuleEngine(ruleset)  # guard groups and closures: the engine before matcher.py
         engine._matchers = {t: engine._plan_matcher(p) for t, p in engine._plans.items()}
@@ -201,6 +214,7 @@ def main() -> None:
         return lambda rec, _res: attrs_dict(rec.attributes)
 
     variants = {"pass-through": passthrough, "generated matchers": generated,
+                "generated, upb reads": upb_reads,
                 "closures (guard groups)": closures, "guards off": unguarded,
                 "read all attributes": read_all}
     costs = {name: [float("inf")] * n for name in variants}
@@ -224,8 +238,9 @@ def main() -> None:
                         found += len(out)
                 pass_hits[name] += found
         hits = pass_hits
-    assert hits["generated matchers"] == hits["closures (guard groups)"] == \
-        hits["guards off"], hits  # neither guards nor generation change a result
+    assert hits["generated matchers"] == hits["generated, upb reads"] == \
+        hits["closures (guard groups)"] == hits["guards off"], hits
+    # neither guards, generation nor the flat record view change a result
     empty = []  # the timer's own cost (a timed no-op), subtracted from every variant
     for _ in range(3):
         for _i in range(n):
@@ -266,18 +281,68 @@ def main() -> None:
         print(f"{name:28} {avg:8.3f} {p50:8.3f} {p99:8.3f} {avg / base_avg:15.1f}")
     print("generated matchers by event (avg / p99 us, share of records):")
     gen = [max(x - timer, 0) / 1e3 for x in costs["generated matchers"]]
-    old = [max(x - timer, 0) / 1e3 for x in costs["closures (guard groups)"]]
+    old = [max(x - timer, 0) / 1e3 for x in costs["generated, upb reads"]]
     for event, idx in by_event.items():
         g = [gen[i] for i in idx]
         o = statistics.fmean(old[i] for i in idx)
         print(f"  {event:28} {statistics.fmean(g):7.2f} / {statistics.quantiles(g, n=100)[98]:7.2f}"
-              f"  {100 * len(idx) / n:5.1f} %   closures {o:7.2f} (x{o / statistics.fmean(g):.2f})")
+              f"  {100 * len(idx) / n:5.1f} %   upb reads {o:7.2f} (x{o / statistics.fmean(g):.2f})")
     gen_avg = stats("generated matchers")[0]
     print(f"evaluate_and_append (whole stage, detections built): {stage * 1e6:7.3f} us/record CPU")
-    print(f"ratios: generated/pass-through {gen_avg / base_avg:.1f}x;  closures/generated "
+    print(f"ratios: generated/pass-through {gen_avg / base_avg:.1f}x;  upb reads/generated "
+          f"{stats('generated, upb reads')[0] / gen_avg:.2f}x;  closures/generated "
           f"{stats('closures (guard groups)')[0] / gen_avg:.2f}x;  guards-off/generated "
           f"{stats('guards off')[0] / gen_avg:.2f}x;  generated/read-all "
           f"{gen_avg / stats('read all attributes')[0]:.2f}x")
+    if args.breakdown:
+        _breakdown(ruleset, batches, args.repeats)
+    from bench.common import summary_line  # the line bench/aims.py reads (issue 15's aims)
+
+    gen_stats, base_stats = stats("generated matchers"), stats("pass-through")
+    print(summary_line("detection_eval", {
+        "records": n, "rules": args.rules, "rules_loaded": len(engine2.rules),
+        "shape": args.shape, "repeats": args.repeats, "matching": hits["generated matchers"],
+        "generated_avg_us": round(gen_stats[0], 3), "generated_p50_us": round(gen_stats[1], 3),
+        "generated_p99_us": round(gen_stats[2], 3), "passthrough_avg_us": round(base_stats[0], 3),
+        "vs_passthrough": round(gen_stats[0] / base_avg, 2), "stage_us": round(stage * 1e6, 3)}))
+
+
+def _breakdown(ruleset: Any, batches: list[ExportLogsServiceRequest], repeats: int) -> None:
+    """Where the time goes: each stage of a record's path timed on its own (thread CPU, least
+    of ``repeats`` passes per record and part), the flat record view on and off."""
+    records = [(rec, attrs_dict(rl.resource.attributes), rl) for b in batches
+               for rl in b.resource_logs for sl in rl.scope_logs for rec in sl.log_records]
+    parts = ("view", "state", "evt.type", "matcher", "detections")
+    clock = time.thread_time_ns
+    print("where the time goes (us per record: EventView incl. a flat walk, state.observe, "
+          "evt.type, the generated matcher incl. field derivations and reads, detection records)")
+    for flat in (True, False):
+        best = {p: [float("inf")] * len(records) for p in parts}
+        for _ in range(repeats):
+            engine = RuleEngine(ruleset, flat_view=flat).warm()
+            for i, (rec, res, rl) in enumerate(records):
+                t0 = clock()
+                ev = engine.view(rec, res)
+                t1 = clock()
+                engine.state.observe(ev)
+                t2 = clock()
+                t = event_type(ev)
+                t3 = clock()
+                hits = engine._matcher(t)(ev)
+                t4 = clock()
+                for _o, rule in hits:
+                    engine._detection(rule, ev, rl)
+                t5 = clock()
+                for p, d in zip(parts, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4)):
+                    if d < best[p][i]:
+                        best[p][i] = d
+        by_event: dict[str, list[int]] = {"all": list(range(len(records)))}
+        for i, (rec, _res, _rl) in enumerate(records):
+            by_event.setdefault(rec.event_name, []).append(i)
+        print(f"  {'flat record view' if flat else 'upb reads'}:")
+        for event, idx in by_event.items():
+            print(f"    {event:28}" + "".join(
+                f" {p} {statistics.fmean(best[p][i] for i in idx) / 1e3:6.2f}" for p in parts))
 
 
 def _records(batches: list[ExportLogsServiceRequest]) -> Any:

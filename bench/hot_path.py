@@ -15,6 +15,10 @@ records out of the kernel's ring buffer, for each reader side by side. A tiny pr
 ``ring_buffer_poll`` with a per-record Python callback (``string_at``, as the sensor's; the
 baseline), the native reader's and the mmap reader's batch ``drain`` (ebpf/ringbuf.py). The
 reader cost is added to decode + encode for a kernel -> bytes figure per reader.
+Native lane (ebpf/lane.py, when the extension is built): the same records through the lane, as
+the sensor with ``native_lane`` on hands them over (the process registered by the exporter from
+one record first), and the lane's runs through the same builder: record -> bytes side by side
+with the Python path's decode + encode, and a check that both requests are byte for byte equal.
 Run: ``.venv/bin/python -m bench.hot_path`` (``--quick``, ``--events N``, ``--profile``,
 ``--readers bcc,native,python``). Needs /proc and cgroup v2 (root and BPF for ``--readers``).
 """
@@ -23,9 +27,10 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import itertools
 import pstats
 import time
-from typing import Callable
+from typing import Callable, Optional
 
 from bench.common import open_record
 from otelguard.ebpf.cgroup import CgroupResolver
@@ -93,6 +98,46 @@ def reader_costs(kinds: list[str], n: int, record_size: int, repeat: int) -> dic
     return out
 
 
+def lane_cost(ctx: EventContext, raw: bytes, n: int, repeat: int) -> Optional[float]:
+    """Thread-CPU µs per record, record -> OTLP bytes through the native lane (None: not
+    built). Run after the Python path's figures: it takes over the context's uid counter."""
+    from otelguard.ebpf.lane import FastLane, lane_available
+    from otelguard.ebpf.sensor import ATTRS_TTL_NS
+
+    if not lane_available():
+        return None
+    lane = FastLane(ctx.uid_prefix, ctx.probe_config, ATTRS_TTL_NS, 1024)
+    ctx.lane, ctx.next_seq, ctx.table.changed = lane, lane.next_seq, lane.forget
+    builder = OtlpBuilder(NODE, clock=lambda: 1, lane=lane)
+    probe = FileProbe()
+    first = probe.decode(20, raw, ctx)
+    assert first is not None
+    builder.logs_bytes([first])  # the exporter registers the process
+    lane.set_offset(ctx.clock.to_wall_ns(0))
+    # the lane's request equals the Python path's, uid numbers replayed
+    seq = lane.next_seq()
+    check = builder.logs_bytes(lane.process([raw] * 4, 1))
+    ctx.next_seq, builder.lane = itertools.count(seq + 1).__next__, None
+    expected = builder.logs_bytes([e for e in (probe.decode(20, raw, ctx) for _ in range(4))
+                                   if e is not None])
+    if check != expected:
+        raise SystemExit("native lane: its request differs from the Python path's")
+    ctx.next_seq, builder.lane = lane.next_seq, lane
+    batch = [raw] * BATCH
+
+    def run() -> int:
+        lane.set_offset(ctx.clock.to_wall_ns(0))
+        batches = range(0, n, BATCH)
+        for _ in batches:
+            items: list[object] = list(lane.process(batch, 1))
+            if any(isinstance(i, bytes) for i in items):  # aged out (2 s): as the sensor does,
+                items = [probe.decode(20, i, ctx) if isinstance(i, bytes) else i for i in items]
+            builder.logs_bytes(items)  # type: ignore[arg-type]  # Events and LaneRuns
+        return len(batches) * BATCH
+
+    return best_cpu_us(run, repeat)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=50_000)
@@ -146,6 +191,11 @@ def main() -> None:
           f"  -> process part x{enc_flat / enc_shared:4.2f}")
     print(f"  record -> bytes             {total:6.2f} us/event = {1e6 / total:,.0f} events/s/core"
           f"  (flat: {1e6 / total_flat:,.0f}/s, x{total_flat / total:4.2f})")
+    lane_us = lane_cost(ctx, raw, n, args.repeat)
+    if lane_us is not None:
+        print(f"  native lane: record -> bytes {lane_us:6.2f} us/event = "
+              f"{1e6 / lane_us:,.0f} events/s/core  (Python path {total:.2f} us: "
+              f"x{total / lane_us:4.1f}); requests byte-identical")
     readers: dict[str, float] = {}
     if args.readers:
         kinds = args.readers.split(",")
@@ -163,7 +213,10 @@ def main() -> None:
         "events": n, "bytes_per_event": round(size), "decode_us": round(decode_us, 2),
         "encode_us": round(enc_shared, 2), "encode_flat_us": round(enc_flat, 2),
         "events_per_core": round(1e6 / total), "vs_flat": round(total_flat / total, 2),
+        "us_per_event": round(total, 3),  # record -> OTLP bytes (bench/aims.py)
         "reader_us": {k: round(v, 3) for k, v in readers.items()},
+        "lane_us_per_event": round(lane_us, 3) if lane_us is not None else None,
+        "lane_vs_python": round(total / lane_us, 2) if lane_us else None,
     }))
     if args.profile:
         prof = cProfile.Profile()

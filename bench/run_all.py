@@ -5,8 +5,9 @@ A benchmark is a module ``bench/<name>.py`` with a ``main`` (this runner, ``comm
 registries and servers of one never leak into the next; its output is streamed as it comes.
 ``--quick`` is passed to the benchmarks that accept it (their source declares ``"--quick"``);
 the others run as they are. Every run is bounded by ``--timeout``. At the end: one line per
-benchmark (status, seconds, its ``BENCH_SUMMARY`` figures if it printed one) and a last
-``BENCH_SUMMARY`` line for the whole run. The exit status is 1 when any benchmark failed.
+benchmark (status, seconds, its ``BENCH_SUMMARY`` figures if it printed one), the aims table
+(``bench/aims.py``: each aim of issues 15 and 16 with its figure, figure/aim, met or not, or why
+it was not measured) and a last ``BENCH_SUMMARY`` line for the whole run. The exit status is 1 when any benchmark failed.
 
 Run: ``.venv/bin/python -m bench.run_all`` (``--quick``, ``--only NAME ...``, ``--list``).
 """
@@ -21,12 +22,16 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
+from bench import aims
 from bench.common import SUMMARY_PREFIX, machine, machine_line
 
 BENCH_DIR = Path(__file__).resolve().parent
-NOT_BENCHMARKS = frozenset({"__init__", "common", "run_all"})
+NOT_BENCHMARKS = frozenset({"__init__", "common", "run_all", "aims", "before_after"})
+# arguments a benchmark needs to measure its aim, passed when it declares the flag: the
+# throughput generator repeats one open, which the kernel's dedup counts instead of sending
+AIM_ARGS: dict[str, tuple[str, ...]] = {"agent_throughput": ("--dedup-ms", "0")}
 
 
 def discover() -> list[str]:
@@ -40,25 +45,45 @@ def discover() -> list[str]:
     return names
 
 
-def accepts_quick(name: str) -> bool:
-    return '"--quick"' in (BENCH_DIR / f"{name}.py").read_text(encoding="utf-8")
+def accepts_flag(name: str, flag: str, root: Path = BENCH_DIR.parent) -> bool:
+    """Whether ``bench/<name>.py`` of the tree at ``root`` declares ``flag`` (``"--quick"``)."""
+    path = root / "bench" / f"{name}.py"
+    return path.is_file() and f'"{flag}"' in path.read_text(encoding="utf-8")
 
 
-def run_one(name: str, quick: bool, timeout_s: float) -> dict[str, Any]:
+def aim_args(name: str) -> tuple[str, ...]:
+    """:data:`AIM_ARGS` of ``name`` when its benchmark declares the flag, else none."""
+    extra = AIM_ARGS.get(name, ())
+    return extra if extra and accepts_flag(name, extra[0]) else ()
+
+
+def accepts_quick(name: str, root: Path = BENCH_DIR.parent) -> bool:
+    return accepts_flag(name, "--quick", root)
+
+
+def run_one(name: str, quick: bool, timeout_s: float, *, root: Path = BENCH_DIR.parent,
+            args: Sequence[str] = (), label: str = "") -> dict[str, Any]:
+    """Run ``bench.<name>`` of the tree at ``root`` (its ``src`` first on the path), streaming
+    its output (each line prefixed ``[label] `` when given), bounded by ``timeout_s``."""
     cmd = [sys.executable, "-u", "-m", f"bench.{name}"]
-    if quick and accepts_quick(name):
+    if quick and accepts_quick(name, root):
         cmd.append("--quick")
-    print(f"\n===== {name}: {' '.join(cmd[2:])} =====", flush=True)
+    cmd.extend(args)
+    prefix = f"[{label}] " if label else ""
+    print(f"\n{prefix}===== {name}: {' '.join(cmd[2:])} =====", flush=True)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(root / "src"), str(root)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     started = time.monotonic()
     summary: Optional[dict[str, Any]] = None
-    proc = subprocess.Popen(cmd, cwd=BENCH_DIR.parent, stdout=subprocess.PIPE,
+    proc = subprocess.Popen(cmd, cwd=root, stdout=subprocess.PIPE, env=env,
                             stderr=subprocess.STDOUT, text=True, bufsize=1)
     timer = threading.Timer(timeout_s, proc.kill)
     timer.start()
     try:
         assert proc.stdout is not None
         for line in proc.stdout:
-            sys.stdout.write(line)
+            sys.stdout.write(prefix + line)
             sys.stdout.flush()
             if line.startswith(SUMMARY_PREFIX):
                 try:
@@ -96,7 +121,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     print(machine_line())
     print(f"benchmarks: {', '.join(chosen)}{' (quick)' if args.quick else ''}; "
           f"{'root' if os.geteuid() == 0 else 'NOT root: the agent benchmarks will fail'}")
-    results = [run_one(name, args.quick, timeout_s) for name in chosen]
+    results = [run_one(name, args.quick, timeout_s, args=aim_args(name)) for name in chosen]
     print("\n===== summary =====")
     for r in results:
         figures = ""
@@ -105,8 +130,13 @@ def main(argv: Optional[list[str]] = None) -> int:
                                 if k not in ("bench", "machine") and not isinstance(v, (dict, list)))
         print(f"{r['bench']:<22} {r['status']:<18} {r['seconds']:>7.1f} s  {figures}")
     failed = [r["bench"] for r in results if r["status"] != "ok"]
+    rows = aims.evaluate(results)
+    if any(b in chosen for b in aims.AIM_BENCHES):
+        print("\n===== aims (issues 15, 16; thresholds in bench/aims.py) =====")
+        print(aims.format_table(rows))
     print(SUMMARY_PREFIX + json.dumps({"bench": "run_all", "quick": args.quick,
                                        "failed": failed, "results": results,
+                                       "aims": [r.as_json() for r in rows],
                                        "machine": machine()}, sort_keys=True))
     return 1 if failed else 0
 

@@ -115,3 +115,28 @@ def test_run_without_rules_keeps_the_built_in_read_prefixes() -> None:
     assert set(probe.read_prefixes) == set(DEFAULT_READ_PREFIXES) | set(SENSITIVE_READS)
     ruled = with_rules_read_filter(SensorConfig(), build_pipeline(None, None)).probe
     assert "/etc/" not in ruled.read_prefixes and "/etc/shadow" in ruled.read_paths
+
+
+def test_run_pipeline_and_local_outputs_do_not_import_grpc(tmp_path: Path) -> None:
+    # a fresh interpreter: `otelguard run`'s default pipeline and its local outputs need no grpc
+    # (its ~70 ms of imports belong to the OTLP/gRPC output and the processor service only)
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from otelguard.runner import build_pipeline\n"
+        "from otelguard.transport.spec import parse_spec\n"
+        "from otelguard.processors.errors import invalid_argument\n"
+        "build_pipeline(None, None)\n"
+        f"parse_spec('jsonl:' + {str(tmp_path / 'out.jsonl')!r})\n"
+        "parse_spec('console')\n"
+        "assert 'grpc' not in sys.modules, 'grpc imported'\n"
+        "error = invalid_argument('bad', 'refused')\n"  # a status made: grpc comes in then
+        "assert 'grpc' in sys.modules and not error.retryable, error.code\n"
+        "print('ok')\n")
+    src = Path(__file__).resolve().parents[1] / "src"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, env=dict(os.environ, PYTHONPATH=str(src)))
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]

@@ -1,4 +1,6 @@
-//! otelguard's native BPF ring-buffer consumer (`otelguard_native.RingBuffer`).
+//! otelguard's native BPF ring-buffer consumer (`otelguard_native.RingBuffer`); the sensor's
+//! fast lane (`otelguard_native.Lane`, file opens -> OTLP bytes) lives in lane.rs and the
+//! detection stage's flat record view (`otelguard_native.FlatView`) in flatview.rs.
 //!
 //! Reads a `BPF_MAP_TYPE_RINGBUF` map by its fd the way the kernel's ring-buffer ABI lays it
 //! out (kernel/bpf/ringbuf.c, include/uapi/linux/bpf.h): page 0 of the map is the consumer
@@ -15,11 +17,16 @@
 //! call: Python runs once per batch, not once per record. Waiting is epoll on the map fd (the
 //! kernel's ring buffer supports poll) with the GIL released.
 
+mod flatview;
+mod lane;
+
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
+use pyo3::types::{PyBytes, PyList};
+
+use lane::{Lane, LaneRun};
 
 const BUSY_BIT: u32 = 1 << 31;
 const DISCARD_BIT: u32 = 1 << 30;
@@ -60,24 +67,26 @@ impl RingBuffer {
         self.consumer != 0
     }
 
-    /// Copy out up to `max` committed records (skipping discarded ones) into `out`.
-    fn consume<'py>(&mut self, py: Python<'py>, out: &mut Vec<Bound<'py, PyBytes>>, max: usize)
-                    -> PyResult<()> {
+    /// Hand up to `max` committed records (skipping discarded ones) to `take`, each as a
+    /// slice of the ring valid during the call; returns how many.
+    fn consume<F>(&mut self, max: usize, mut take: F) -> PyResult<usize>
+    where F: FnMut(&[u8]) -> PyResult<()> {
         let mask = (self.size - 1) as u64;
         let data = self.producer + self.page;
         let cons_atomic = self.consumer_pos();
         let mut cons = cons_atomic.load(Ordering::Acquire);
+        let mut taken = 0;
         loop {
             let prod = self.producer_pos().load(Ordering::Acquire);
-            if cons >= prod || out.len() >= max {
-                return Ok(());
+            if cons >= prod || taken >= max {
+                return Ok(taken);
             }
-            while cons < prod && out.len() < max {
+            while cons < prod && taken < max {
                 let at = data + (cons & mask) as usize;
                 // SAFETY: `at` is inside the first copy of the data area; headers are 8-aligned
                 let len = unsafe { &*(at as *const AtomicU32) }.load(Ordering::Acquire);
                 if len & BUSY_BIT != 0 {
-                    return Ok(()); // not committed yet; its commit wakes the poller
+                    return Ok(taken); // not committed yet; its commit wakes the poller
                 }
                 let n = (len & !(BUSY_BIT | DISCARD_BIT)) as u64;
                 if n + HDR_SZ > self.size as u64 {
@@ -90,7 +99,8 @@ impl RingBuffer {
                     let sample = unsafe {
                         std::slice::from_raw_parts((at + HDR_SZ as usize) as *const u8, n as usize)
                     };
-                    out.push(PyBytes::new(py, sample));
+                    take(sample)?;
+                    taken += 1;
                     self.records += 1;
                     self.bytes += n;
                 } else {
@@ -99,6 +109,25 @@ impl RingBuffer {
                 cons += (n + HDR_SZ + 7) & !7;
                 cons_atomic.store(cons, Ordering::Release);
             }
+        }
+    }
+
+    /// When nothing is ready: wait at most `timeout_ms` for the kernel's wake-up, GIL released.
+    fn wait(&self, py: Python<'_>, timeout_ms: i32) -> PyResult<()> {
+        if timeout_ms == 0 || self.available() {
+            return Ok(());
+        }
+        let epfd = self.epfd;
+        let rc = py.allow_threads(|| {
+            let mut ev = libc::epoll_event { events: 0, u64: 0 };
+            // SAFETY: one event buffer of one entry
+            let rc = unsafe { libc::epoll_wait(epfd, &mut ev, 1, timeout_ms) };
+            if rc < 0 { Err(std::io::Error::last_os_error()) } else { Ok(rc) }
+        });
+        match rc {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Ok(()),
+            Err(e) => Err(PyOSError::new_err(format!("epoll_wait: {e}"))),
+            Ok(_) => Ok(()),
         }
     }
 
@@ -176,21 +205,39 @@ impl RingBuffer {
             return Err(PyValueError::new_err("ring buffer is closed"));
         }
         let mut out = Vec::new();
-        self.consume(py, &mut out, max_records)?;
-        if out.is_empty() && timeout_ms != 0 && !self.available() {
-            let epfd = self.epfd;
-            let rc = py.allow_threads(|| {
-                let mut ev = libc::epoll_event { events: 0, u64: 0 };
-                // SAFETY: one event buffer of one entry
-                let rc = unsafe { libc::epoll_wait(epfd, &mut ev, 1, timeout_ms) };
-                if rc < 0 { Err(std::io::Error::last_os_error()) } else { Ok(rc) }
-            });
-            match rc {
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(PyOSError::new_err(format!("epoll_wait: {e}"))),
-                Ok(_) => {}
-            }
-            self.consume(py, &mut out, max_records)?;
+        let mut push = |sample: &[u8]| {
+            out.push(PyBytes::new(py, sample));
+            Ok(())
+        };
+        if self.consume(max_records, &mut push)? == 0 {
+            self.wait(py, timeout_ms)?;
+            self.consume(max_records, &mut push)?;
+        }
+        Ok(out)
+    }
+
+    /// `drain` through the fast lane (lane.rs): up to `max_records` records as items in ring
+    /// order, a LaneRun for each run of records the lane encoded (stamped `observed_ns`) and
+    /// the record as bytes for the others. No bytes object is made for an encoded record.
+    fn drain_lane<'py>(&mut self, py: Python<'py>, lane: &Bound<'py, Lane>, max_records: usize,
+                       timeout_ms: i32, observed_ns: i64) -> PyResult<Bound<'py, PyList>> {
+        if !self.is_open() {
+            return Err(PyValueError::new_err("ring buffer is closed"));
+        }
+        let out = PyList::empty(py);
+        // borrowed only while consuming: the wait releases the GIL, and the exporter thread
+        // registers into the lane meanwhile
+        let consume = |ring: &mut Self| -> PyResult<usize> {
+            let mut lane = lane.borrow_mut();
+            let n = ring.consume(max_records, |sample: &[u8]| {
+                lane.take(py, &out, sample, observed_ns, || PyBytes::new(py, sample).into_any())
+            })?;
+            lane.finish(py, &out)?;
+            Ok(n)
+        };
+        if consume(self)? == 0 {
+            self.wait(py, timeout_ms)?;
+            consume(self)?;
         }
         Ok(out)
     }
@@ -236,5 +283,8 @@ impl Drop for RingBuffer {
 #[pymodule]
 fn otelguard_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<RingBuffer>()?;
+    m.add_class::<Lane>()?;
+    m.add_class::<LaneRun>()?;
+    flatview::register(m)?;
     Ok(())
 }

@@ -162,9 +162,9 @@ def main(args: argparse.Namespace) -> int:
                 if token_flag else exp_cfg.identity)
     timeout = exp_cfg.export_timeout_s
     delivery = Delivery(transport, spool, deadline_s=timeout)
-    exporter = BatchExporter(sensor.drain, delivery, exp_cfg,
+    exporter = BatchExporter(sensor.drain_items, delivery, exp_cfg,
                              OtlpBuilder(node, SpanTracker(max_open=exp_cfg.max_open_spans),
-                                         signer=signer_for(identity, node)))
+                                         signer=signer_for(identity, node), lane=sensor.lane))
     health.exporter = exporter
     executor = _node_executor(args, transport, node.node_name)
     run_until_stopped(sensor, exporter, args.duration)

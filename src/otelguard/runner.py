@@ -435,9 +435,10 @@ def main(args: argparse.Namespace) -> int:
     node = node_identity()
     if sensor_cfg.node_name:
         node = dataclasses.replace(node, node_name=sensor_cfg.node_name)
-    exporter = BatchExporter(sensor.drain, sink, exp_cfg,
+    exporter = BatchExporter(sensor.drain_items, sink, exp_cfg,
                              OtlpBuilder(node, SpanTracker(max_open=exp_cfg.max_open_spans),
-                                         signer=signer_for(exp_cfg.identity, node)))
+                                         signer=signer_for(exp_cfg.identity, node),
+                                         lane=sensor.lane))
     health.exporter = exporter
     reloader.start()
     live_status = status_line(getattr(args, "status", "auto"), interval, consoles)

@@ -19,9 +19,7 @@ from otelguard.processors.k8s import K8sEnricher
 from tests.attacks.harness import PYTHON, run_attack
 from tests.ebpf.containers import new_container_id
 from tests.processors.k8s import objects as o
-from tests.support.kube_world import (  # noqa: F401  (admin, kube, enricher_factory: fixtures)
-    IMAGE, admin, create_running_pod, enricher_factory, eventually, kube, make_namespace, next_ip,
-)
+from tests.support.kube_world import IMAGE, create_running_pod, eventually, make_namespace, next_ip
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kernel, pytest.mark.timeout(180)]
 
@@ -47,8 +45,8 @@ for target in sys.argv[1:]:
 
 
 def test_contact_k8s_api_server_from_container(
-        sensor: Sensor, stage: FalcoRulesProcessor, admin: Any,  # noqa: F811
-        enricher_factory: Callable[..., K8sEnricher]) -> None:  # noqa: F811
+        sensor: Sensor, stage: FalcoRulesProcessor, admin: Any,
+        enricher_factory: Callable[..., K8sEnricher]) -> None:
     from kubernetes import client
 
     core: Any = client.CoreV1Api(admin)  # the client's stubs do not take plain dict bodies
@@ -84,8 +82,8 @@ def test_contact_k8s_api_server_from_container(
 
 
 def test_debugfs_in_privileged_container(
-        sensor: Sensor, stage: FalcoRulesProcessor, admin: Any,  # noqa: F811
-        enricher_factory: Callable[..., K8sEnricher]) -> None:  # noqa: F811
+        sensor: Sensor, stage: FalcoRulesProcessor, admin: Any,
+        enricher_factory: Callable[..., K8sEnricher]) -> None:
     ns = make_namespace(admin)
     priv_uid, priv_cid = _pod(admin, ns, "node-debugger", privileged=True)
     plain_uid, plain_cid = _pod(admin, ns, "web-0")

@@ -10,12 +10,12 @@ import pytest
 
 from tests.e2e.scenario import Scenario, send
 from tests.support import cluster_release
-from tests.support.node import Node, node  # noqa: F401  (node: session fixture)
-from tests.support.stack import Collector, Jaeger, Loki, Prometheus, backends_collector, jaeger, loki, prometheus  # noqa: F401
+from tests.support.node import Node
+from tests.support.stack import Collector, Jaeger, Loki, Prometheus
 
 
 @pytest.fixture(scope="session")
-def sent(backends_collector: Collector, prometheus: Prometheus) -> Iterator[Scenario]:  # noqa: F811
+def sent(backends_collector: Collector, prometheus: Prometheus) -> Iterator[Scenario]:
     """The scenario, sent once per session; Prometheus scrapes this Collector."""
     prometheus.add_targets("otelcol-exporter", [backends_collector.prometheus_exporter])
     prometheus.add_targets("otelcol", [backends_collector.telemetry])
@@ -29,14 +29,14 @@ def sent(backends_collector: Collector, prometheus: Prometheus) -> Iterator[Scen
 
 
 @pytest.fixture(scope="session")
-def cluster_backends(node: Node, tmp_path_factory: pytest.TempPathFactory  # noqa: F811
+def cluster_backends(node: Node, tmp_path_factory: pytest.TempPathFactory
                      ) -> Iterator[tuple[Loki, Jaeger]]:
     with cluster_release.backends(node, tmp_path_factory.mktemp("cluster-backends")) as found:
         yield found
 
 
 @pytest.fixture(scope="session")
-def release(node: Node, cluster_backends: tuple[Loki, Jaeger],  # noqa: F811
+def release(node: Node, cluster_backends: tuple[Loki, Jaeger],
             tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The chart's namespace, installed once (response enabled: cluster_release.py)."""
     loki, jaeger = cluster_backends
@@ -46,7 +46,7 @@ def release(node: Node, cluster_backends: tuple[Loki, Jaeger],  # noqa: F811
 
 
 @pytest.fixture(scope="session")
-def attack(node: Node, release: str) -> Iterator[dict[str, object]]:  # noqa: F811
+def attack(node: Node, release: str) -> Iterator[dict[str, object]]:
     """The attacking workload's facts, once the chart runs (cluster_release.attacked)."""
     with cluster_release.attacked(node) as facts:
         yield facts

@@ -57,7 +57,7 @@ def _manifest(ns: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def workload(node: Node) -> Iterator[str]:  # noqa: F811
+def workload(node: Node) -> Iterator[str]:
     ns = f"og-cluster-{secrets.token_hex(3)}"
     node.kubectl("apply", "-f", "-", input=_manifest(ns))
     try:
@@ -69,7 +69,7 @@ def workload(node: Node) -> Iterator[str]:  # noqa: F811
         node.kubectl("delete", "namespace", ns, "--wait=false", check=False)
 
 
-def _pod(node: Node, ns: str, selector: str) -> dict[str, Any]:  # noqa: F811
+def _pod(node: Node, ns: str, selector: str) -> dict[str, Any]:
     items = json.loads(node.kubectl("-n", ns, "get", "pods", "-l", selector, "-o", "json").stdout)["items"]
     assert len(items) == 1, items
     pod: dict[str, Any] = items[0]
@@ -82,11 +82,11 @@ def _container_id(pod: dict[str, Any]) -> str:
     return cid.removeprefix("containerd://")
 
 
-def _exec(node: Node, ns: str, *argv: str, timeout: float = 60) -> str:  # noqa: F811
+def _exec(node: Node, ns: str, *argv: str, timeout: float = 60) -> str:
     return node.kubectl("-n", ns, "exec", "client", "--", *argv, timeout=timeout).stdout
 
 
-def test_node_registers_ready(node: Node) -> None:  # noqa: F811
+def test_node_registers_ready(node: Node) -> None:
     info = json.loads(node.kubectl("get", "node", node.name, "-o", "json").stdout)
     ready = [c["status"] for c in info["status"]["conditions"] if c["type"] == "Ready"]
     assert ready == ["True"]
@@ -95,7 +95,7 @@ def test_node_registers_ready(node: Node) -> None:  # noqa: F811
     assert info["status"]["nodeInfo"]["kubeletVersion"].startswith("v1.")
 
 
-def test_deployment_runs_in_kubepods_cgroups(node: Node, workload: str) -> None:  # noqa: F811
+def test_deployment_runs_in_kubepods_cgroups(node: Node, workload: str) -> None:
     pod = _pod(node, workload, "app=web")
     assert pod["status"]["phase"] == "Running" and pod["spec"]["nodeName"] == node.name
     assert pod["status"]["podIP"].startswith("198.51.100.")
@@ -111,7 +111,7 @@ def test_deployment_runs_in_kubepods_cgroups(node: Node, workload: str) -> None:
     assert any(Path(f"/proc/{p}/comm").read_text().strip() == "httpd" for p in pids)
 
 
-def test_service_and_dns_name_connect_from_another_pod(node: Node, workload: str) -> None:  # noqa: F811
+def test_service_and_dns_name_connect_from_another_pod(node: Node, workload: str) -> None:
     svc = json.loads(node.kubectl("-n", workload, "get", "service", "web", "-o", "json").stdout)
     cluster_ip = svc["spec"]["clusterIP"]
     assert ipaddress.ip_address(cluster_ip) in ipaddress.ip_network("203.0.113.128/25"), cluster_ip
@@ -127,7 +127,7 @@ def test_service_and_dns_name_connect_from_another_pod(node: Node, workload: str
         assert reply.splitlines()[0].startswith("HTTP/1.") and "hello-from-testbox" in reply, reply
 
 
-def test_pod_reaches_a_listener_on_the_host(node: Node, workload: str) -> None:  # noqa: F811
+def test_pod_reaches_a_listener_on_the_host(node: Node, workload: str) -> None:
     token = secrets.token_hex(8)
     received: list[bytes] = []
     with socket.socket() as srv:
@@ -150,7 +150,7 @@ def test_pod_reaches_a_listener_on_the_host(node: Node, workload: str) -> None: 
 
 
 def test_sensor_and_enricher_attribute_a_pod_read_of_shadow(
-        node: Node, workload: str, tmp_path: Path) -> None:  # noqa: F811
+        node: Node, workload: str, tmp_path: Path) -> None:
     client = json.loads(node.kubectl("-n", workload, "get", "pod", "client", "-o", "json").stdout)
     cid, uid = _container_id(client), client["metadata"]["uid"]
     out, config = tmp_path / "out.jsonl", tmp_path / "otelguard.yaml"

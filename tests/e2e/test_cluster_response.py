@@ -50,7 +50,7 @@ def otelguard(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[st
                           env=env)
 
 
-def requests_for(node: Node, namespace: str, pod: str) -> dict[str, dict[str, Any]]:  # noqa: F811
+def requests_for(node: Node, namespace: str, pod: str) -> dict[str, dict[str, Any]]:
     """policy -> the request (status.request) whose target is ``pod``."""
     out = node.kubectl("-n", namespace, "get", "responserequests", "-o", "json").stdout
     found = {}
@@ -66,17 +66,17 @@ def transition_at(req: dict[str, Any], state: str) -> float:
     return float(next(t["at"] for t in req["history"] if t["to"] == state))
 
 
-def netpols(node: Node, namespace: str) -> list[dict[str, Any]]:  # noqa: F811
+def netpols(node: Node, namespace: str) -> list[dict[str, Any]]:
     out = node.kubectl("-n", namespace, "get", "networkpolicies", "-o", "json").stdout
     return list(json.loads(out)["items"])
 
 
-def pod_labels(node: Node, namespace: str, pod: str) -> dict[str, str]:  # noqa: F811
+def pod_labels(node: Node, namespace: str, pod: str) -> dict[str, str]:
     out = node.kubectl("-n", namespace, "get", "pod", pod, "-o", "json").stdout
     return dict(json.loads(out)["metadata"].get("labels") or {})
 
 
-def connect_from_pod(node: Node, attack: dict[str, Any]) -> tuple[int, float]:  # noqa: F811
+def connect_from_pod(node: Node, attack: dict[str, Any]) -> tuple[int, float]:
     """(exit code of nc to the listener from inside the pod, seconds it took)."""
     listener: ReverseShellListener = attack["listener"]
     t = time.monotonic()
@@ -86,7 +86,7 @@ def connect_from_pod(node: Node, attack: dict[str, Any]) -> tuple[int, float]:  
 
 
 @pytest.fixture(scope="module")
-def proposed(node: Node, release: str, attack: dict[str, Any],  # noqa: F811
+def proposed(node: Node, release: str, attack: dict[str, Any],
              cluster_backends: tuple[Loki, Jaeger]) -> dict[str, dict[str, Any]]:
     def both() -> bool:
         return set(requests_for(node, release, attack["pod"])) >= set(POLICIES)
@@ -106,7 +106,7 @@ def proposed(node: Node, release: str, attack: dict[str, Any],  # noqa: F811
 
 
 def test_proposals_cite_the_detection_and_change_nothing(
-        node: Node, release: str, attack: dict[str, Any], proposed: dict[str, dict[str, Any]],  # noqa: F811
+        node: Node, release: str, attack: dict[str, Any], proposed: dict[str, dict[str, Any]],
         cluster_backends: tuple[Loki, Jaeger]) -> None:
     listener: ReverseShellListener = attack["listener"]
     block, isolate = (proposed[p] for p in POLICIES)
@@ -143,7 +143,7 @@ def test_proposals_cite_the_detection_and_change_nothing(
 
 
 def test_approval_blocks_and_isolates_until_the_ttl_reverts(
-        node: Node, release: str, attack: dict[str, Any], proposed: dict[str, dict[str, Any]]) -> None:  # noqa: F811
+        node: Node, release: str, attack: dict[str, Any], proposed: dict[str, dict[str, Any]]) -> None:
     listener: ReverseShellListener = attack["listener"]
     ns, pod = attack["namespace"], attack["pod"]
     kube = ["--kube", "--kubeconfig", str(node.kubeconfig), "--namespace", release]

@@ -32,7 +32,7 @@ from otelguard import semconv as sc
 from tests.ebpf.containers import container, new_container_id
 from tests.support.certs import GatewayTls
 from tests.support.kube import KubeCluster
-from tests.support.kube_world import kube, make_world  # noqa: F401  (kube: session fixture)
+from tests.support.kube_world import make_world
 from tests.support.polling import wait_until
 from tests.support.stack import (
     BACKENDS_CONFIG, GATEWAY_CONFIG, Agent, Collector, Component, Jaeger, Loki, ProcessorService, Prometheus,

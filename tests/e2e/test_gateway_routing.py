@@ -39,9 +39,7 @@ from tests.processors.k8s import objects as o
 from tests.support.certs import GatewayTls
 from tests.support.endpoints import free_port
 from tests.support.kube import KubeCluster
-from tests.support.kube_world import (  # noqa: F401
-    admin, create_running_pod, kube, make_namespace, next_ip,
-)
+from tests.support.kube_world import create_running_pod, make_namespace, next_ip
 from tests.support.polling import wait_until
 from tests.support.stack import BACKENDS_CONFIG, ROOT, Collector, ProcessorService
 from tests.transport.receivers import GrpcReceiver
@@ -82,7 +80,7 @@ def write_hosts(path: Path, replicas: tuple[str, ...]) -> None:
         f.write("127.0.0.1 localhost\n" + "".join(f"{ip} {SERVICE}\n" for ip in replicas))
 
 
-def router_kubeconfig(kube: KubeCluster, admin: Any) -> Path:  # noqa: F811
+def router_kubeconfig(kube: KubeCluster, admin: Any) -> Path:
     """A ServiceAccount bound to the chart's collector ClusterRole only (rendered deploy/)."""
     from kubernetes import client
 
@@ -106,7 +104,7 @@ def router_kubeconfig(kube: KubeCluster, admin: Any) -> Path:  # noqa: F811
     return kube.kubeconfig_for_token(token, "gateway")
 
 
-def make_pods(admin: Any) -> tuple[str, dict[int, list[str]]]:  # noqa: F811
+def make_pods(admin: Any) -> tuple[str, dict[int, list[str]]]:
     """WORKLOADS Deployments (ReplicaSet owner + pod-template-hash, as the controller makes
     them), two pods each, one per node; their uids by workload."""
     ns = make_namespace(admin)
@@ -219,7 +217,7 @@ class Replica:
 
 
 @pytest.fixture
-def routed(tmp_path: Path, kube: KubeCluster, admin: Any  # noqa: F811
+def routed(tmp_path: Path, kube: KubeCluster, admin: Any
            ) -> Iterator[tuple[HostsCollector, list[Replica], Load, Path, str]]:
     tls = GatewayTls.create(tmp_path / "pki")
     kubeconfig = router_kubeconfig(kube, admin)

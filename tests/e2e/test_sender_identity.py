@@ -25,7 +25,7 @@ from otelguard.transport.identity import ResourceSigner
 from tests.ebpf.containers import new_container_id
 from tests.support.certs import GatewayTls
 from tests.support.kube import KubeCluster
-from tests.support.kube_world import kube, make_world  # noqa: F401  (kube: session fixture)
+from tests.support.kube_world import make_world
 from tests.support.polling import wait_until
 from tests.support.stack import BACKENDS_CONFIG, GATEWAY_CONFIG, Collector, ProcessorService
 
@@ -34,7 +34,7 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory,
-            kube: KubeCluster) -> Iterator[tuple[Collector, ProcessorService, Path]]:  # noqa: F811
+            kube: KubeCluster) -> Iterator[tuple[Collector, ProcessorService, Path]]:
     tmp = tmp_path_factory.mktemp("identity")
     (tmp / "node-tokens").write_text("node-a token-a\nnode-b token-b\n")
     for node in ("node-a", "node-b"):
@@ -93,7 +93,7 @@ def _resources(col: Collector, cid: str, processed: bool = True
 
 
 def test_signed_batch_verified_and_forged_pod_claim_detected(
-        gateway: tuple[Collector, ProcessorService, Path], kube: KubeCluster) -> None:  # noqa: F811
+        gateway: tuple[Collector, ProcessorService, Path], kube: KubeCluster) -> None:
     from kubernetes import config as kube_config
 
     col, proc, tmp = gateway

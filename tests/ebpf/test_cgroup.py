@@ -82,6 +82,30 @@ def test_resolver_uses_proc_cgroup_of_the_pid_first() -> None:
 
 
 @pytest.mark.kernel
+def test_a_new_cgroup_whose_process_exited_resolves_by_its_id_without_a_walk() -> None:
+    """A container made after the last walk whose only process exited before its records were
+    decoded: /proc has nothing and no walk is due, so only the id itself (a kernfs handle)
+    names it. Without the handle this read as the host (a short-lived workload's records lost
+    their container id)."""
+    resolver = CgroupResolver(rewalk_interval_s=3600.0)  # no rewalk allowed
+    walks = resolver.walks
+    with container() as c:
+        p = c.popen(["/bin/true"])
+        p.wait()
+        path, ident = resolver.resolve(c.cgroup_id, pid=p.pid)
+        assert (path, ident.container_id, ident.pod_uid) == (
+            c.rel_path, c.container_id, c.pod_uid)
+        assert resolver.walks == walks and resolver.stats()["cgroup_handle_hits"] == 1
+        gone = c.cgroup_id
+    # removed: the handle says so (ESTALE), the host is answered and the id remembered as gone
+    fresh = CgroupResolver(rewalk_interval_s=3600.0)
+    assert fresh.resolve(gone) == ("", HOST)
+    misses = fresh.misses
+    assert fresh.resolve(gone) == ("", HOST) and fresh.misses == misses
+    assert fresh.stats()["cgroup_unresolved"] == 2 and fresh.handles
+
+
+@pytest.mark.kernel
 def test_resolver_unknown_id_and_host_cgroup() -> None:
     resolver = CgroupResolver(rewalk_interval_s=3600.0)
     assert resolver.resolve(2**62) == ("", HOST)

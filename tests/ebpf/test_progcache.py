@@ -4,6 +4,7 @@ a changed program misses; a corrupt or refused entry falls back to compiling and
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -102,6 +103,26 @@ def test_changed_program_text_misses(tmp_path: Path) -> None:
     assert (first.origin, again.origin, other.origin) == ("compiled", "cache", "compiled")
     assert again.cache_path == first.cache_path != other.cache_path
     assert len(cache.entries()) == 2
+
+
+def test_each_function_load_is_timed_and_logged(tmp_path: Path,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    require_root()
+    cache = ProgramCache(tmp_path)
+    cfg = ProbeConfig(self_tgid=os.getpid())
+    with caplog.at_level(logging.DEBUG, logger="otelguard.ebpf.loader"):
+        prog = load([FILE_PROBE], cfg, cache=cache)  # type: ignore[list-item]
+        names = set(prog.program_fds)
+        prog.close()
+    loads = prog.program_loads
+    assert set(loads) == names and names
+    for name, one in loads.items():
+        assert one.seconds > 0 and one.verified_insns > 0 and one.insns > 0, (name, one)
+    logged = [r.getMessage() for r in caplog.records if r.getMessage().startswith("BPF_PROG_LOAD")]
+    assert len(logged) == len(names)
+    slowest = max(loads, key=lambda n: loads[n].seconds)
+    assert logged[0].startswith(f"BPF_PROG_LOAD {slowest}: ")
+    assert f"{loads[slowest].verified_insns} instructions verified" in logged[0]
 
 
 def _corrupt(path: Path) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from otelguard import semconv as sc
 from otelguard.exporter.spans import (
-    KIND_CLIENT, KIND_INTERNAL, KIND_SERVER, STATUS_ERROR, SpanData, SpanTracker, span_id_of,
-    trace_id_of,
+    KIND_CLIENT, KIND_INTERNAL, KIND_SERVER, STATUS_ERROR, SpanData, SpanTracker, run_end,
+    span_id_of, trace_id_of,
 )
 from tests.exporter.scenario import CID, T0, ev, proc_attrs, shell_session
 
@@ -140,3 +140,42 @@ def test_close_attributed_to_its_owner_carries_ids_and_marks_never_established()
     (span,) = [s for s in tracker.take_finished() if s.name.startswith("connect")]
     assert span.status_code == STATUS_ERROR and span.status_message == "connection never established"
     assert span.attrs[sc.NETWORK_CONNECTION_STATE] == "closed"
+
+
+def test_a_run_of_one_process_gets_the_ids_observing_each_record_gives() -> None:
+    events = shell_session()
+    one, runs = SpanTracker(), SpanTracker()
+    each = [one.observe(e) for e in events]
+    by_run: list[tuple[bytes, bytes]] = []
+    start = 0
+    while start < len(events):
+        end = run_end(events, start)
+        by_run += [runs.observe_run(events[start:end])] * (end - start)
+        start = end
+    assert by_run == each
+    assert len({(e.pid, e.process_start_ns) for e in events}) > 1  # runs really split
+    one.end_all(T0 + 10**6)
+    runs.end_all(T0 + 10**6)
+    assert runs.take_finished() == one.take_finished()
+
+
+def test_a_run_ends_at_a_record_that_opens_or_ends_a_span() -> None:
+    a = proc_attrs(500, 1, "sh", "/bin/sh")
+    opens = [ev(sc.EV_FILE_OPEN, i, 500, "openat", 3, {**a, sc.FILE_PATH: f"/tmp/{i}"})
+             for i in range(3)]
+    exit_ = ev(sc.EV_PROCESS_EXIT, 9, 500, "exit", 0, dict(a))
+    events = [*opens, exit_, *opens]
+    assert run_end(events, 0) == 3  # the exit is not part of the run
+    # a run may start with one: the records after it get the ids it returns (the ended span's)
+    assert run_end(events, 3) == 7
+
+
+def test_a_process_span_the_tracker_forgets_is_released() -> None:
+    released: list[int] = []
+    tracker = SpanTracker(max_open=2, recent_ended=1)
+    tracker.released = released.append
+    for pid in (701, 702, 703, 704):
+        a = proc_attrs(pid, 1, "sh", "/bin/sh")
+        tracker.observe(ev(sc.EV_FILE_OPEN, pid, pid, "openat", 3, a))
+    # 701 and 702 are evicted from the open spans; 702 pushes 701 out of the recently ended
+    assert released == [701]

@@ -15,7 +15,7 @@ from otelguard.kube import (
 )
 from otelguard.kube.errors import ApiError, wrap
 from tests.support.kube import KubeCluster
-from tests.support.kube_world import admin, kube, make_namespace  # noqa: F401  (fixtures)
+from tests.support.kube_world import make_namespace
 
 CRD = Path(__file__).parent / "data" / "probe-crd.yaml"
 

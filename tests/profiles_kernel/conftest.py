@@ -12,11 +12,10 @@ import pytest
 from otelguard.ebpf.sensor import Sensor
 from tests.profiles_kernel.learning import learn_and_approve
 from tests.profiles_kernel.workloads import Shop
-from tests.support.sensor import sensor  # noqa: F401  (re-exported session fixture)
 
 
 @pytest.fixture(scope="session")
-def shop(sensor: Sensor) -> Iterator[Shop]:  # noqa: F811
+def shop(sensor: Sensor) -> Iterator[Shop]:
     with tempfile.TemporaryDirectory(prefix="og-profiles-", dir="/var/tmp") as base:
         s = Shop(sensor, Path(base))
         s.start()

@@ -122,7 +122,22 @@ def test_held_out_replay_of_the_benign_workloads_raises_nothing(shop: Shop) -> N
         shop.wait_detections(run, lambda r: False, 1.0)  # late detections, if any
     found = [(run.replica.name, d.attrs[S.ANOMALY_KIND], d.attrs[S.ANOMALY_VALUE])
              for run in runs for d in run.deviations()]
-    assert found == []
+    assert found == [], learned_evidence(shop, {name for name, _, _ in found})
+
+
+def learned_evidence(shop: Shop, names: set[str]) -> dict[str, object]:
+    """What the learning window kept of each workload in ``names``: its allowed entries and its
+    quarantine with each entry's reason, buckets and instances (why a value is not allowed)."""
+    out: dict[str, object] = {}
+    for name in sorted(names):
+        p = shop.profiles.profile(shop.replicas[name][0].workload)
+        if p is None:
+            out[name] = None
+            continue
+        out[name] = {"spec": p.spec, "quarantine": [
+            (kind, value, reason, list(e.buckets), list(e.instances))
+            for kind, value, e, reason in p.quarantine]}
+    return out
 
 
 def test_near_misses_stay_quiet(shop: Shop) -> None:

@@ -25,7 +25,7 @@ from otelguard.response.request import State, Trigger
 from otelguard.response.responder import Responder
 from tests.support.helm import NAMESPACE, require_helm, template
 from tests.support.kube import KubeCluster
-from tests.support.kube_world import admin, kube, unless_exists  # noqa: F401  (fixtures)
+from tests.support.kube_world import unless_exists
 from tests.support.response import MarkerAction
 
 pytestmark = pytest.mark.e2e

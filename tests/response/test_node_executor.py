@@ -27,7 +27,7 @@ from otelguard.response.request import State, Trigger
 from otelguard.response.responder import Responder
 from tests.ebpf.containers import container
 from tests.support.kube import KubeCluster
-from tests.support.kube_world import admin, kube, make_namespace  # noqa: F401  (fixtures)
+from tests.support.kube_world import make_namespace
 from tests.support.polling import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kernel]

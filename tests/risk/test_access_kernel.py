@@ -37,10 +37,7 @@ from otelguard.risk.grants.ledger import DEFAULT_CAPABILITIES, SA_TOKEN_MOUNT
 from otelguard.risk.reach.config import ReachConfig
 from tests.ebpf.containers import container, new_container_id
 from tests.processors.k8s import objects as o
-from tests.support.kube_world import (  # noqa: F401  (fixtures)
-    admin, apis, create_running_pod, enricher_factory, kube, make_namespace, next_ip,
-)
-from tests.support.sensor import sensor  # noqa: F401  (the session's kubepods-scoped Sensor)
+from tests.support.kube_world import apis, create_running_pod, make_namespace, next_ip
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kernel]
 
@@ -128,16 +125,23 @@ def run_in(c: Any, tmp: Path, added: list[str], code: str, *args: str) -> Any:
 
 
 def pump(sensor: Any, builder: Any, enricher: K8sEnricher, stage: RiskStage,
-         cids: set[str], until: Callable[[list[Any], list[Any]], bool],
-         timeout: float = 30.0) -> tuple[list[Any], list[Any]]:
+         cids: set[str], until: Callable[[list[Any], list[Any]], bool], marker: str,
+         strays: list[Any], timeout: float = 30.0) -> tuple[list[Any], list[Any]]:
     """Drain the sensor every 0.2 s through the builder, the enricher and the risk stage, and
     flush the stage (the processor's path without the network); (records seen, (time, released
-    ResourceLogs)) once ``until`` holds."""
+    ResourceLogs)) once ``until`` holds. Records of our workloads (``marker`` in the command
+    line) that carry another container id go to ``strays``, for the failure messages."""
     records: list[Any] = []
     found: list[Any] = []
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        events = [e for e in sensor.drain(65536, 0.2) if e.container_id in cids]
+        events = []
+        for e in sensor.drain(65536, 0.2):
+            if e.container_id in cids:
+                events.append(e)
+            elif marker in str(e.get(S.PROCESS_COMMAND_LINE) or ""):
+                strays.append((e.name, e.pid, e.container_id, e.cgroup_path,
+                               e.get(S.FILE_PATH) or e.get(S.NETWORK_PEER_ADDRESS)))
         if events:
             batch = enricher.process(builder.logs(events))
             for rl in batch.resource_logs:
@@ -154,7 +158,7 @@ def pump(sensor: Any, builder: Any, enricher: K8sEnricher, stage: RiskStage,
 
 def test_granted_but_unused_is_reported_used_is_not_and_reach_is_fast(
         sensor: Any, admin: Any, kube: Any, tmp_path: Path,
-        enricher_factory: Callable[..., K8sEnricher]) -> None:  # noqa: F811
+        enricher_factory: Callable[..., K8sEnricher]) -> None:
     from otelguard.exporter.builder import OtlpBuilder
     from otelguard.exporter.settings import NodeIdentity
 
@@ -184,6 +188,7 @@ def test_granted_but_unused_is_reported_used_is_not_and_reach_is_fast(
     stage.start()
     builder = OtlpBuilder(NodeIdentity("node-a", "host-a", "0" * 32))
     flush(sensor)
+    strays: list[Any] = []
     try:
         with container(pod_uid=idle_uid, container_id=idle_cid) as ci, \
                 container(pod_uid=busy_uid, container_id=busy_cid) as cb:
@@ -196,7 +201,7 @@ def test_granted_but_unused_is_reported_used_is_not_and_reach_is_fast(
                 return {idle_cid, busy_cid} <= exits and len(found) >= 2
 
             records, found = pump(sensor, builder, enricher, stage, {idle_cid, busy_cid},
-                                  done)
+                                  done, str(tmp_path), strays)
             out_i, err_i = idle.communicate(timeout=30)
             out_b, err_b = busy.communicate(timeout=30)
         assert idle.returncode == 0 and busy.returncode == 0, (err_i, err_b)
@@ -210,7 +215,13 @@ def test_granted_but_unused_is_reported_used_is_not_and_reach_is_fast(
         rec = rl.scope_logs[0].log_records[0]
         a = attrs_dict(rec.attributes)
         reach[a[S.RISK_TARGET]] = (at, a)
-    assert set(reach) == {"service:" + vault + "/secrets-db", "builtin:cloud-metadata"}, reach
+    seen = sorted({(attrs_dict(rl.resource.attributes).get(S.CONTAINER_ID) == idle_cid,
+                    r.event_name, str(attrs_dict(r.attributes).get(S.NETWORK_PEER_ADDRESS, "")),
+                    str(attrs_dict(rl.resource.attributes).get(S.K8S_DEPLOYMENT_NAME, "")))
+                   for rl, r in records})
+    assert set(reach) == {"service:" + vault + "/secrets-db", "builtin:cloud-metadata"}, (
+        reach, "seen (idle?, event, peer, deployment):", seen, "ours under another id:",
+        strays, "sensor:", sensor.stats())
     for target, addr in ((f"service:{vault}/secrets-db", db_ip),
                          ("builtin:cloud-metadata", "169.254.169.254")):
         at, a = reach[target]
@@ -242,7 +253,14 @@ def test_granted_but_unused_is_reported_used_is_not_and_reach_is_fast(
     assert ("idle", "token", SA_TOKEN_MOUNT) in got
     assert ("idle", "host_path", HOSTDATA) in got  # read-write, never written: readOnly
     assert got[("idle", "host_path", HOSTDATA)][S.RISK_STATE] == "unwritten"
-    assert ("busy", "host_path", HOSTDATA) not in got  # written
+    busy_opens = [(a.get(S.FILE_PATH), sorted(k for k in a if k.startswith("file.") or
+                                                 k.startswith("otelguard.file")))
+                  for rl, r in records
+                  if attrs_dict(rl.resource.attributes).get(S.CONTAINER_ID) == busy_cid
+                  and r.event_name == S.EV_FILE_OPEN for a in [attrs_dict(r.attributes)]]
+    assert ("busy", "host_path", HOSTDATA) not in got, (  # written
+        got[("busy", "host_path", HOSTDATA)], "busy's opens seen:", busy_opens,
+        "ours under another id:", strays, "sensor:", sensor.stats())
     assert ("busy", "capability", "CAP_NET_ADMIN") not in got
     assert ("busy", "token", SA_TOKEN_MOUNT) not in got
     assert all(a[S.RISK_STATE] == "unused" for k, a in got.items() if k[1] != "host_path")

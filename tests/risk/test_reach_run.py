@@ -23,9 +23,7 @@ from otelguard import semconv as S
 from otelguard.otlp.messages import attrs_dict
 from tests.ebpf.containers import container, new_container_id
 from tests.processors.k8s import objects as o
-from tests.support.kube_world import (  # noqa: F401  (fixtures)
-    admin, apis, create_running_pod, kube, make_namespace, next_ip,
-)
+from tests.support.kube_world import apis, create_running_pod, make_namespace, next_ip
 from tests.support.otelguard_run import OTELGUARD, output_records, wait_for_line
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kernel, pytest.mark.timeout(300)]

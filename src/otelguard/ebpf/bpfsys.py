@@ -178,6 +178,35 @@ def prog_load(insns: bytes, license: str, kern_version: int, name: str,
     raise BpfSyscallError(f"program {name} load", err, text)
 
 
+@dataclass(frozen=True)
+class ProgInfo:
+    """What the kernel says about a loaded program (``struct bpf_prog_info``). ``verified_insns``
+    is the count of instructions the verifier processed (its work, not the program's length:
+    every path it walked, less the states it pruned); 0 before Linux 5.16."""
+
+    name: str
+    xlated_insns: int
+    run_time_ns: int
+    run_cnt: int
+    verified_insns: int
+
+
+_PROG_INFO_SIZE = 232  # up to attach_btf_id (5.16+); older kernels fill less and say so
+
+
+def prog_info(fd: int) -> ProgInfo:
+    info = ctypes.create_string_buffer(_PROG_INFO_SIZE)
+    attr = _attr("<IIQ", fd, len(info), _addr(info))
+    _bpf(OBJ_GET_INFO_BY_FD, attr, "program info")
+    (filled,) = struct.unpack_from("<I", attr, 4)  # the kernel writes back how much it knows
+    (xlated_len,) = struct.unpack_from("<I", info, 20)
+    (name,) = struct.unpack_from("<16s", info, 64)
+    run_time_ns, run_cnt = struct.unpack_from("<QQ", info, 192) if filled >= 208 else (0, 0)
+    (verified,) = struct.unpack_from("<I", info, 216) if filled >= 220 else (0,)
+    return ProgInfo(name.split(b"\0", 1)[0].decode(), xlated_len // INSN_SIZE, run_time_ns,
+                    run_cnt, verified)
+
+
 def tracepoint_id(tracefs: Path, category: str, event: str) -> int:
     return int((tracefs / "events" / category / event / "id").read_text())
 

@@ -2,8 +2,14 @@
 
 The kernel gives each record ``bpf_get_current_cgroup_id()``, the inode number of the process's
 cgroup v2 directory. :class:`CgroupResolver` maps ids to paths with a bounded cache filled by
-walking the cgroup2 mount once at start and again on a miss (rate limited); on a miss it first
-tries the cheap way, ``/proc/<pid>/cgroup`` of the acting process, checked against the inode.
+walking the cgroup2 mount once at start. On a miss it tries, in order: ``/proc/<pid>/cgroup``
+of the acting process, checked against the inode (gone when the process already exited); the
+id itself as a kernfs file handle (``open_by_handle_at`` on the cgroup2 mount, then the
+descriptor's path: exact for any live cgroup, whoever is in it, needs CAP_DAC_READ_SEARCH);
+and last a walk of the tree, rate limited. Without the handle, a cgroup made less than a
+second after the last walk whose only process exited before its records were decoded read as
+the host (seen as a test flake: a short-lived container's records lost their container id).
+A cgroup the handle reports removed (ESTALE) is remembered as gone; ids are not reused.
 :func:`parse_container` reads the kubelet's naming, for both cgroup drivers and the three CRI
 runtimes::
 
@@ -14,19 +20,23 @@ runtimes::
     plain Docker (no pod): /system.slice/docker-<id>.scope or /docker/<id>
 
 Anything else (host services, user sessions, conmon scopes, unknown layouts) is the host: empty
-ids, never an exception. Cost: a dict hit per event; a miss costs one small read or, rarely, a
-walk of the cgroup tree (about 1 ms per 1000 cgroups).
+ids, never an exception. Cost: a dict hit per event; a miss costs one small read, or an open
+by handle and a readlink (a few µs), or, rarely, a walk of the cgroup tree (about 1 ms per
+1000 cgroups).
 """
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import os
 import re
+import struct
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 CGROUP2_MOUNTS = ("/sys/fs/cgroup/unified", "/sys/fs/cgroup")
 
@@ -114,6 +124,52 @@ def proc_cgroup_path(pid: int) -> Optional[str]:
     return None
 
 
+FILEID_KERNFS = 0xFE  # include/linux/exportfs.h: a kernfs node's 64-bit id as the handle
+_HANDLE_ERRORS_FATAL = (errno.EPERM, errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS, errno.EBADF)
+_handle_fn: list[Optional[Any]] = []  # libc's open_by_handle_at (None: libc has none), once
+
+
+def _open_by_handle_at() -> Optional[Any]:
+    if not _handle_fn:
+        fn = getattr(ctypes.CDLL(None, use_errno=True), "open_by_handle_at", None)
+        if fn is not None:
+            fn.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_int)
+            fn.restype = ctypes.c_int
+        _handle_fn.append(fn)
+    return _handle_fn[0]
+
+
+def cgroup_path_by_id(root: str, cgroup_id: int) -> tuple[Optional[str], int]:
+    """(path under ``root``, 0) of the live cgroup whose id is ``cgroup_id``, or (None, errno):
+    ESTALE when it was removed, EPERM without CAP_DAC_READ_SEARCH, EOPNOTSUPP when the kernel
+    has no kernfs handles (before 5.5)."""
+    fn = _open_by_handle_at()
+    if fn is None:
+        return None, errno.ENOSYS
+    handle = struct.pack("=IiQ", 8, FILEID_KERNFS, cgroup_id)  # struct file_handle + 8 bytes
+    try:
+        mount_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as e:
+        return None, e.errno or errno.EBADF
+    try:
+        fd = fn(mount_fd, handle, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        if fd < 0:
+            return None, ctypes.get_errno()
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError as e:
+            return None, e.errno or errno.ENOENT
+        finally:
+            os.close(fd)
+    finally:
+        os.close(mount_fd)
+    if target == root:
+        return "/", 0
+    if target.startswith(root + "/") and not target.endswith(" (deleted)"):
+        return target[len(root):], 0
+    return None, errno.ESTALE if target.endswith(" (deleted)") else errno.EXDEV
+
+
 class CgroupResolver:
     """Bounded cache cgroup id -> (path, identity). Not thread-safe: the sensor's decode thread
     owns it."""
@@ -125,9 +181,18 @@ class CgroupResolver:
         self.rewalk_interval_s = rewalk_interval_s
         self._cache: OrderedDict[int, tuple[str, ContainerIdentity]] = OrderedDict()
         self._last_walk = 0.0
+        self._gone: OrderedDict[int, None] = OrderedDict()  # removed cgroups (ESTALE)
+        self.handles = self.root is not None  # off after an error that will not change
         self.walks = 0
         self.misses = 0
+        self.handle_hits = 0
+        self.unresolved = 0
         self.walk()
+
+    def stats(self) -> dict[str, int]:
+        return {"cgroup_misses": self.misses, "cgroup_walks": self.walks,
+                "cgroup_handle_hits": self.handle_hits, "cgroup_unresolved": self.unresolved,
+                "cgroup_handles": int(self.handles)}
 
     def __len__(self) -> int:
         return len(self._cache)
@@ -164,6 +229,9 @@ class CgroupResolver:
         hit = self._cache.get(cgroup_id)
         if hit is not None:
             return hit
+        if cgroup_id in self._gone:
+            self.unresolved += 1
+            return ("", HOST)
         self.misses += 1
         if pid and self.root is not None:
             path = proc_cgroup_path(pid)
@@ -173,9 +241,23 @@ class CgroupResolver:
                         return self._put(cgroup_id, path)
                 except OSError:
                     pass
+        if self.handles and self.root is not None and cgroup_id > 0:
+            path, err = cgroup_path_by_id(str(self.root), cgroup_id)
+            if path is not None:
+                self.handle_hits += 1
+                return self._put(cgroup_id, path)
+            if err == errno.ESTALE:
+                self._gone[cgroup_id] = None
+                while len(self._gone) > self.max_entries:
+                    self._gone.popitem(last=False)
+                self.unresolved += 1
+                return ("", HOST)
+            if err in _HANDLE_ERRORS_FATAL:
+                self.handles = False
         if time.monotonic() - self._last_walk >= self.rewalk_interval_s:
             self.walk()
             hit = self._cache.get(cgroup_id)
             if hit is not None:
                 return hit
+        self.unresolved += 1
         return ("", HOST)

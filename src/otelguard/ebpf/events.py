@@ -30,14 +30,17 @@ class ProcessAttrs:
     Immutable by contract (``attrs`` is typed read-only, lists inside included): the sensor builds
     a new object when the process changes instead of editing this one, so anything derived from
     it can be cached on it. ``wire`` is that cache: the exporter's encoded attribute block, a pure
-    function of ``attrs`` (so any encoder may fill it; a race writes equal bytes).
+    function of ``attrs`` (so any encoder may fill it; a race writes equal bytes). ``built_ns``:
+    CLOCK_MONOTONIC when the sensor built it (0: not the sensor's), which the native lane
+    (lane.py) compares with the pid's last change and its lifetime.
     """
 
-    __slots__ = ("attrs", "wire")
+    __slots__ = ("attrs", "wire", "built_ns")
 
-    def __init__(self, attrs: Mapping[str, AttrValue]) -> None:
+    def __init__(self, attrs: Mapping[str, AttrValue], built_ns: int = 0) -> None:
         self.attrs = attrs
         self.wire: Optional[bytes] = None
+        self.built_ns = built_ns
 
     def __repr__(self) -> str:
         return f"ProcessAttrs({dict(self.attrs)!r})"

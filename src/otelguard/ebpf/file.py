@@ -214,12 +214,12 @@ def render_handlers(available: frozenset[str]) -> str:
         body += [f"    struct og_file_rec *r = og_file_begin({index}, {sc.type_id});",
                  "    if (!r) { return 0; }"]
         for field, expr in sc.fields:
-            if field == "path" and sc.type_id == T_OPEN:  # its length feeds the filter
-                body.append(f"    long plen = bpf_probe_read_user_str(r->path, sizeof(r->path), "
-                            f"args->{expr});")
-            elif field in ("path", "path2"):
-                body.append(f"    bpf_probe_read_user_str(r->{field}, sizeof(r->{field}), "
-                            f"args->{expr});")
+            if field in ("path", "path2"):  # the open path's length feeds the filter
+                var = "plen" if field == "path" else "plen2"
+                body += [f"    long {var} = bpf_probe_read_user_str(r->{field}, "
+                         f"sizeof(r->{field}), args->{expr});",
+                         f"    if ({var} < 0) {{ og_file_late(r)->late_{field} = "
+                         f"(u64)args->{expr}; }}  // read again at exit"]
             elif field in ("dfd", "dfd2"):
                 body.append(f"    r->{field} = (s32)args->{expr};")
             elif field == "arg":

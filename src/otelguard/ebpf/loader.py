@@ -206,7 +206,19 @@ def _instantiate(image: ProgramImage, tracefs: Path, self_tgid: int,
         for i, path in enumerate(scope_dirs):
             tables[SCOPE_NAME].set_cgroup(i, path)
 
-    return instantiate(image, tracefs, configure), tables
+    objs = instantiate(image, tracefs, configure)
+    _log_loads(objs)
+    return objs, tables
+
+
+def _log_loads(objs: KernelObjects) -> None:
+    """One debug line per function, slowest first: what each ``BPF_PROG_LOAD`` cost (the
+    verifier's instructions are its work; docs/architecture.md#program-cache)."""
+    if not log.isEnabledFor(logging.DEBUG):
+        return
+    for name, load in sorted(objs.loads.items(), key=lambda kv: -kv[1].seconds):
+        log.debug("BPF_PROG_LOAD %s: %.1f ms, %d instructions verified, %d loaded", name,
+                  load.seconds * 1e3, load.verified_insns, load.insns)
 
 
 def _build(text: str, tracefs: Path, self_tgid: int,

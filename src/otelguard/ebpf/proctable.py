@@ -42,7 +42,7 @@ import os
 import stat
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 from otelguard.ebpf.clock import KernelClock
 from otelguard.ebpf.events import ProcessAttrs
@@ -124,6 +124,9 @@ class ProcessTable:
         self._passwd: dict[tuple[int, int, str], dict[int, str]] = {}
         self._upper: dict[tuple[int, int], Optional[str]] = {}
         self.first_sight_reads = 0
+        # called with a pid whose entry was added, changed in a way its attributes show
+        # (exec, fork, chdir, memfd), ended or evicted: the sensor's native lane forgets it
+        self.changed: Optional[Callable[[int], None]] = None
 
     def __len__(self) -> int:
         return len(self._procs)
@@ -147,9 +150,14 @@ class ProcessTable:
     def _put(self, info: ProcessInfo) -> ProcessInfo:
         self._procs[info.pid] = info
         self._procs.move_to_end(info.pid)
+        self._changed(info.pid)
         while len(self._procs) > self.max_entries:
-            self._procs.popitem(last=False)
+            self._changed(self._procs.popitem(last=False)[0])
         return info
+
+    def _changed(self, pid: int) -> None:
+        if self.changed is not None:
+            self.changed(pid)
 
     def _from_snapshot(self, pid: int, snap: ProcSnapshot) -> ProcessInfo:
         path, deleted, memfd = exe_flags(snap.exe_link)
@@ -196,6 +204,7 @@ class ProcessTable:
     # --- lifecycle (called by the process probe's decoder) ---------------------------------------
     def on_fork(self, parent_pid: int, child_pid: int, wall_ns: int) -> ProcessInfo:
         parent = self.get(parent_pid)
+        self._changed(parent_pid)
         self._dead.pop(child_pid, None)
         child = ProcessInfo(pid=child_pid, ppid=parent_pid, start_ns=wall_ns)
         if parent is not None:
@@ -217,6 +226,7 @@ class ProcessTable:
     def on_memfd(self, pid: int, fd: int, name: str, cloexec: bool) -> None:
         """A memfd_create that returned ``fd`` (exec through it is fileless, see above)."""
         info = self.get(pid)
+        self._changed(pid)
         if info is not None and fd >= 0:
             if len(info.memfds) >= 64:
                 info.memfds.clear()
@@ -227,6 +237,7 @@ class ProcessTable:
         """A successful exec: new image, same pid. ``path`` is already absolute; ``exec_fd`` is
         the descriptor the exec went through (fexecve, ``/proc/self/fd/N``), else -1; ``env``
         the allowlisted variables of the exec's envp (the new image's environment)."""
+        self._changed(pid)
         info = self._procs.get(pid)
         if info is None:
             snap_first = read_proc(pid, with_args=False)
@@ -294,17 +305,19 @@ class ProcessTable:
         return info
 
     def on_exit(self, pid: int, wall_ns: int, code: Optional[int]) -> Optional[ProcessInfo]:
+        self._changed(pid)
         info = self._procs.pop(pid, None)
         if info is None:
             return None
         info.exit_ns, info.exit_code = wall_ns, code
         self._dead[pid] = info
         while len(self._dead) > self.graveyard_size:
-            self._dead.popitem(last=False)
+            self._changed(self._dead.popitem(last=False)[0])
         return info
 
     def on_chdir(self, pid: int, path: str) -> None:
         info = self.get(pid)
+        self._changed(pid)
         if info is not None:
             info.cwd = path
             info.attrs_cache = None

@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import struct
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -221,13 +222,26 @@ class ProgramCache:
 
 # --- loading ------------------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class ProgramLoad:
+    """One function's ``BPF_PROG_LOAD``: wall seconds of the syscall (the verifier's work; the
+    loads run side by side, so on a busy machine each also waits for a CPU), the instructions
+    the verifier processed and the program's length after it (``bpfsys.ProgInfo``)."""
+
+    seconds: float
+    verified_insns: int
+    insns: int
+
+
 @dataclass
 class KernelObjects:
-    """The fds of one instantiated image; :meth:`close` releases them (detaching first)."""
+    """The fds of one instantiated image; :meth:`close` releases them (detaching first).
+    ``loads``: each function's load, for the loader's log and bench/exec_verify.py."""
 
     maps: dict[str, int] = field(default_factory=dict)
     programs: dict[str, int] = field(default_factory=dict)
     attachments: list[int] = field(default_factory=list)
+    loads: dict[str, ProgramLoad] = field(default_factory=dict)
 
     def detach(self) -> None:
         """Detach every program (no new records); each detach waits out an RCU grace period
@@ -251,11 +265,19 @@ class KernelObjects:
 def _load_programs(image: ProgramImage, map_fds: list[int], objs: KernelObjects) -> None:
     """Load every function, largest first, on up to one thread per CPU: the verifier runs in
     the calling thread (ctypes lets go of the GIL), and two functions (execve, execveat: their
-    unrolled argv/env loops) take most of its time, so they verify side by side."""
+    argv/env reads) take most of its time, so they verify side by side."""
     def one(f: FunctionSpec) -> int:
         insns = rewrite_maps(f.insns, lambda index: map_fds[index])
-        return bpfsys.prog_load(insns, image.license, image.kern_version,
-                                f.name.removeprefix("tracepoint__"))  # as BCC names it
+        start = time.perf_counter()
+        fd = bpfsys.prog_load(insns, image.license, image.kern_version,
+                              f.name.removeprefix("tracepoint__"))  # as BCC names it
+        seconds = time.perf_counter() - start
+        try:
+            info = bpfsys.prog_info(fd)
+            objs.loads[f.name] = ProgramLoad(seconds, info.verified_insns, info.xlated_insns)
+        except bpfsys.BpfSyscallError:
+            objs.loads[f.name] = ProgramLoad(seconds, 0, 0)  # the figures are only reported
+        return fd
 
     order = sorted(image.functions, key=lambda f: -len(f.insns))
     workers = max(1, min(len(order), os.cpu_count() or 1, 8))

@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator, Optional
 from otelguard import telemetry
 from otelguard.ebpf.errors import LoadError
 from otelguard.ebpf.probe import Probe
-from otelguard.ebpf.progcache import KernelObjects
+from otelguard.ebpf.progcache import KernelObjects, ProgramLoad
 from otelguard.ebpf.tables import Table
 
 RING_NAME = "og_events"
@@ -100,6 +100,11 @@ class LoadedProgram:
     def program_fds(self) -> dict[str, int]:
         """Loaded program fds by function name (bpf stats in /proc/self/fdinfo)."""
         return dict(self.objects.programs)
+
+    @property
+    def program_loads(self) -> dict[str, ProgramLoad]:
+        """Each function's ``BPF_PROG_LOAD`` (time, instructions verified), by function name."""
+        return dict(self.objects.loads)
 
     def open_ring(self, callback: RecordCallback) -> None:
         self._ring = RingPoller(self.ring_fd(), callback)

@@ -36,7 +36,7 @@ import mmap
 import select
 import struct
 from dataclasses import dataclass
-from typing import Literal, Optional, Protocol
+from typing import Any, Literal, Optional, Protocol
 
 from otelguard.ebpf.errors import SensorError
 
@@ -120,6 +120,12 @@ class NativeRingReader:
     def drain(self, max_records: int, timeout_ms: int) -> list[bytes]:
         records: list[bytes] = self._ring.drain(max_records, timeout_ms)
         return records
+
+    def drain_lane(self, lane: Any, max_records: int, timeout_ms: int,
+                   observed_ns: int) -> list[Any]:
+        """``drain`` through an ``otelguard_native.Lane`` (lane.py): items in ring order."""
+        items: list[Any] = self._ring.drain_lane(lane, max_records, timeout_ms, observed_ns)
+        return items
 
     @property
     def records(self) -> int:

@@ -4,239 +4,57 @@ Threads: ``start()`` loads (program cache, else a compile: seconds), then one po
 the ring buffer in batches through a RingReader on its map fd (ringbuf.py: the native reader, or
 the mmap one when the extension is not built; ``ring_reader: bcc`` polls with libbcc_bpf and one
 Python callback per record) and decodes each record (the probe's ``decode`` with
-:class:`EventContext`) and enqueues it into a bounded queue, nothing more. A full
-queue drops the event and counts it (``otelguard_dropped_total{stage="user_queue"}``); records
+:class:`EventContext`) and enqueues the batch's events as one list into a bounded queue, nothing
+more: one hand-off per ring batch, not per record. The bound counts events; what does not fit is
+dropped and counted (``otelguard_dropped_total{stage="user_queue"}``); records
 the kernel could not put in the ring buffer are counted from ``og_drops`` once a second
 (``stage="kernel_ring"``), and those a flooding cgroup had over its budget from the budget's
 maps (``stage="kernel_budget"``, budget.py), whose top offenders are logged at most every
-``BUDGET_LOG_S`` while drops go on. Consumers call ``drain()`` from their own thread.
+``BUDGET_LOG_S`` while drops go on. Consumers call ``drain()`` (Events) or ``drain_items()``
+(the exporter's: the queue's items as they are) from their own thread.
 
-Our own process is filtered in the kernel (``OG_SELF_TGID``), so the sensor's ``/proc`` reads
-never feed back into the ring buffer.
+With the native lane (lane.py, ``sensor.native_lane``) a batch goes through the lane first:
+file opens of processes the exporter registered come out as runs of final OTLP bytes
+(``LaneRun``, counted in ``lane_events``), the other records are decoded as above, in order.
+
+The decode context (process table, cgroups, clock, paths) is :class:`EventContext`
+(context.py). Our own process is filtered in the kernel (``OG_SELF_TGID``), so the sensor's
+``/proc`` reads never feed back into the ring buffer.
 """
 
 from __future__ import annotations
 
 import ctypes
-import errno
-import itertools
 import logging
 import os
 import queue
-import secrets
 import threading
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, Union
 
 from otelguard import semconv, telemetry
 from otelguard.ebpf.budget import BudgetLedger, Offender
 from otelguard.ebpf.cgroup import CgroupResolver
-from otelguard.ebpf.clock import KernelClock, iso8601
+from otelguard.ebpf.clock import KernelClock
+from otelguard.ebpf.context import ATTRS_TTL_NS, EventContext
 from otelguard.ebpf.errors import LoadError, SensorError
-from otelguard.ebpf.events import AttrValue, Event, ProcessAttrs
+from otelguard.ebpf.events import Event
 from otelguard.ebpf.file import due_repeats, kernel_repeats
-from otelguard.ebpf.openfilter import normalize
+from otelguard.ebpf.lane import FastLane, LaneRun, open_lane, record_count
 from otelguard.ebpf.loader import LoadedProgram, load, program_cache
-from otelguard.ebpf.probe import Header, Probe, ProbeConfig, c_string
-from otelguard.ebpf.proctable import ProcessInfo, ProcessTable
+from otelguard.ebpf.probe import Header, Probe
+from otelguard.ebpf.proctable import ProcessTable
 from otelguard.ebpf.registry import discover
 from otelguard.ebpf.ringbuf import RingError, RingReader, open_reader, resolve_kind
 from otelguard.ebpf.settings import SensorConfig
 
-AT_FDCWD = -100
-ATTRS_TTL_S = 2.0
 BUDGET_LOG_S = 10.0  # at most one "over budget" log line per this many seconds
 log = logging.getLogger(__name__)
 _TYPE_OFFSET = Header.type.offset
 _HEADER_SIZE = ctypes.sizeof(Header)
 READER_BATCH = 4096  # records per RingReader.drain: one Python call per batch
-
-
-class EventContext:
-    """The DecodeContext the probes get: time, identity, process attributes, path resolution.
-
-    Also the ProcessLifecycle the process probe uses to keep the table. Used only from the poll
-    thread. Cost per event: a process-table hit, a cgroup-cache hit and ~25 dict inserts.
-    """
-
-    def __init__(self, table: ProcessTable, cgroups: CgroupResolver, clock: KernelClock,
-                 probe_config: ProbeConfig) -> None:
-        self.table = table
-        self.cgroups = cgroups
-        self.clock = clock
-        self.probe_config = probe_config
-        self._uid_prefix = secrets.token_hex(6)
-        self._comms: dict[bytes, str] = {}  # raw comm -> text; bounded in make_event
-        self._seq = itertools.count(1)
-
-    # --- DecodeContext -------------------------------------------------------------------------
-    def make_event(self, hdr: Header, name: str, syscall: str,
-                   attrs: dict[str, AttrValue]) -> Event:
-        pid = hdr.pid
-        wall = self.clock.to_wall_ns(hdr.ktime_ns)
-        cg_path, ident = self.cgroups.resolve(hdr.cgroup_id, pid)
-        info = self.table.get(pid)
-        ret = hdr.ret
-        raw_comm = hdr.comm  # a ctypes char array field reads as bytes cut at the first NUL
-        comm = self._comms.get(raw_comm)
-        if comm is None:
-            if len(self._comms) >= 4096:
-                self._comms.clear()
-            comm = self._comms[raw_comm] = c_string(raw_comm)
-        a = attrs  # the event's own attributes; the process part is shared (see events.py)
-        if info is None:
-            ev = Event(name, wall, pid, hdr.tid, syscall, ret, ident.container_id,
-                       ident.pod_uid, cg_path, attrs=a, body=f"{syscall} by {comm}")
-            a.setdefault(semconv.PROCESS_PID, pid)
-            a.setdefault(semconv.PROCESS_EXECUTABLE_NAME, comm)
-            a.setdefault(semconv.PROCESS_USER_ID, hdr.uid)
-            a.setdefault(semconv.PROCESS_GROUP_ID, hdr.gid)
-        else:
-            start = info.start_ns
-            ev = Event(name, wall, pid, hdr.tid, syscall, ret, ident.container_id,
-                       ident.pod_uid, cg_path, start, info.root_pid, info.root_start_ns,
-                       a, f"{syscall} by {info.exe_name}", self._process_attrs(info))
-            if start:
-                a[semconv.PROCESS_DURATION_NS] = wall - start if wall > start else 0
-        # none of these keys is in the process part, so setdefault on the event's own is exact
-        a.setdefault(semconv.PROCESS_COMM, comm)  # Falco's proc.name
-        a.setdefault(semconv.SYSCALL_NAME, syscall)
-        a.setdefault(semconv.SYSCALL_RET, ret)
-        if ret < 0:
-            a.setdefault(semconv.ERROR_TYPE, errno.errorcode.get(-ret, str(-ret)))
-        a[semconv.LOG_RECORD_UID] = f"{self._uid_prefix}-{next(self._seq):x}"
-        if cg_path:
-            a.setdefault(semconv.PROCESS_LINUX_CGROUP, cg_path)
-        a.setdefault(semconv.PROCESS_REAL_USER_ID, hdr.uid)
-        return ev
-
-    def _process_attrs(self, info: ProcessInfo) -> ProcessAttrs:
-        """The process's attributes as one shared, immutable object, rebuilt after exec/chdir or
-        when older than ``ATTRS_TTL_S`` (ancestors may have exec'd since). Every event of the
-        process version points at the same object, so the exporter encodes it once."""
-        now = time.monotonic()
-        cached = info.attrs_cache
-        if cached is not None and now - info.attrs_cache_at < ATTRS_TTL_S:
-            return cached
-        a: dict[str, AttrValue] = {semconv.PROCESS_PID: info.pid,
-                                   semconv.PROCESS_PARENT_PID: info.ppid,
-                                   semconv.PROCESS_EXECUTABLE_NAME: info.exe_name}
-        if info.exe_path:
-            a[semconv.PROCESS_EXECUTABLE_PATH] = info.exe_path
-        if info.args:
-            a[semconv.PROCESS_COMMAND_LINE] = info.command_line
-            a[semconv.PROCESS_COMMAND_ARGS] = list(info.args)
-            a[semconv.PROCESS_ARGS_COUNT] = len(info.args)
-        if info.uid >= 0:
-            a[semconv.PROCESS_USER_ID] = info.uid
-            if info.user_name is None:
-                info.user_name = self.table.user_name(info.pid, info.uid)
-            if info.user_name:
-                a[semconv.PROCESS_USER_NAME] = info.user_name
-        if info.gid >= 0:
-            a[semconv.PROCESS_GROUP_ID] = info.gid
-            if info.group_name is None:
-                info.group_name = self.table.group_name(info.pid, info.gid)
-            if info.group_name:
-                a[semconv.PROCESS_GROUP_NAME] = info.group_name
-        if info.vpid:
-            a[semconv.PROCESS_VPID] = info.vpid
-        if info.vpgid:
-            a[semconv.PROCESS_VPGID] = info.vpgid
-        if info.cwd:
-            a[semconv.PROCESS_WORKING_DIRECTORY] = info.cwd
-        if info.start_ns:
-            a[semconv.PROCESS_CREATION_TIME] = iso8601(info.start_ns)
-        a[semconv.PROCESS_TTY] = info.tty
-        a[semconv.PROCESS_INTERACTIVE] = info.tty != 0
-        if info.login_uid >= 0:
-            a[semconv.PROCESS_LOGIN_UID] = info.login_uid
-        if info.caps:
-            a[semconv.PROCESS_CAP_EFFECTIVE] = list(info.caps)
-        if info.cap_permitted is not None:  # an empty set too: "holds none" is a fact rules test
-            a[semconv.PROCESS_CAP_PERMITTED] = list(info.cap_permitted)
-        if info.env:
-            a[semconv.PROCESS_ENV] = list(info.env)
-        a[semconv.PROCESS_EXE_FROM_MEMFD] = info.exe_from_memfd
-        a[semconv.PROCESS_EXE_DELETED] = info.exe_deleted
-        a[semconv.PROCESS_EXE_UPPER_LAYER] = info.exe_upper_layer
-        ancestors = self.table.ancestors(info)
-        if ancestors:
-            parent = ancestors[0]
-            a[semconv.PROCESS_PARENT_EXECUTABLE_NAME] = parent.exe_name
-            if parent.exe_path:
-                a[semconv.PROCESS_PARENT_EXECUTABLE_PATH] = parent.exe_path
-            if parent.command_line:
-                a[semconv.PROCESS_PARENT_COMMAND_LINE] = parent.command_line
-            # comms (the names exec'ed: an applet link's, not busybox), as Falco's proc.aname
-            a[semconv.PROCESS_ANCESTORS] = [p.comm or p.exe_name for p in ancestors]
-            a[semconv.PROCESS_ANCESTOR_PIDS] = [p.pid for p in ancestors]
-        if info.sid:
-            a[semconv.PROCESS_SESSION_LEADER_PID] = info.sid
-            leader = session_leader(info, ancestors)
-            if leader is not None:
-                a[semconv.PROCESS_SID_EXE_NAME] = leader.comm or leader.exe_name
-        process = ProcessAttrs(a)
-        info.attrs_cache, info.attrs_cache_at = process, now
-        return process
-
-    def resolve_path(self, pid: int, dirfd: int, path: str) -> str:
-        if path.startswith("/"):
-            return normalize(path)
-        if dirfd == AT_FDCWD or dirfd < 0:
-            info = self.table.get(pid)
-            base = info.cwd if info is not None and info.cwd else _readlink(f"/proc/{pid}/cwd")
-        else:
-            base = _readlink(f"/proc/{pid}/fd/{dirfd}")
-        if not base:
-            return path  # unknown base (process gone): keep it relative rather than guess
-        if not path:
-            return normalize(base)
-        return normalize(f"{base}/{path}")
-
-    # --- ProcessLifecycle ----------------------------------------------------------------------
-    def on_exec(self, hdr: Header, path: str, argv: list[str], exec_fd: int = -1,
-                env: Optional[list[str]] = None) -> None:
-        self.table.on_exec(int(hdr.pid), path, argv, int(hdr.uid), int(hdr.gid),
-                           self.clock.to_wall_ns(int(hdr.ktime_ns)), c_string(hdr.comm),
-                           exec_fd, env or [])
-
-    def on_memfd(self, hdr: Header, fd: int, name: str, cloexec: bool) -> None:
-        self.table.on_memfd(int(hdr.pid), fd, name, cloexec)
-
-    def on_fork(self, hdr: Header, parent_pid: int, child_pid: int) -> None:
-        self.table.on_fork(parent_pid, child_pid, self.clock.to_wall_ns(int(hdr.ktime_ns)))
-
-    def on_exit(self, hdr: Header, code: Optional[int]) -> None:
-        self.table.on_exit(int(hdr.pid), self.clock.to_wall_ns(int(hdr.ktime_ns)), code)
-
-    def on_chdir(self, hdr: Header, fd: int, path: str) -> None:
-        pid = int(hdr.pid)
-        if fd >= 0:
-            new = _readlink(f"/proc/{pid}/cwd")  # after fchdir the link is the new cwd
-            if new:
-                self.table.on_chdir(pid, new)
-            return
-        self.table.on_chdir(pid, self.resolve_path(pid, AT_FDCWD, path))
-
-
-def session_leader(info: ProcessInfo, ancestors: list[ProcessInfo]) -> Optional[ProcessInfo]:
-    """Falco's ``proc.sname`` process: the one whose pid is the session id, else the eldest
-    ancestor in the same session (the leader itself may be outside the table or gone)."""
-    chain = [info, *ancestors]
-    for p in chain:
-        if p.pid == info.sid:
-            return p
-    same = [p for p in chain if p.sid == info.sid]
-    return same[-1] if same else None
-
-
-def _readlink(path: str) -> str:
-    try:
-        return os.readlink(path)
-    except OSError:
-        return ""
+Item = Union[Event, LaneRun]  # what the queue holds (drain_items)
 
 
 @dataclass
@@ -251,6 +69,7 @@ class SensorStatus:
     program_origin: str = ""  # "cache" (no compiler) or "compiled" (program.LoadedProgram.origin)
     processes_seeded: int = 0
     ring_reader: str = ""  # bcc, native or python (ringbuf.py)
+    native_lane: bool = False  # file opens of known processes encoded natively (lane.py)
 
 
 class Sensor:
@@ -260,10 +79,16 @@ class Sensor:
         self.config = config
         self._given = probes
         self.status = SensorStatus()
-        # SimpleQueue (C, no task tracking) costs ~1/4 of queue.Queue per put+get; the bound is
-        # a qsize() check in the callback, its only producer, so it holds exactly
-        self._queue: queue.SimpleQueue[Event] = queue.SimpleQueue()
+        # SimpleQueue (C, no task tracking) costs ~1/4 of queue.Queue per put+get; one list per
+        # ring batch. The bound is in events: put (poll thread) minus taken (the consumer), each
+        # counter written by one thread only, so it holds exactly for its only producer
+        self._queue: queue.SimpleQueue[list[Item]] = queue.SimpleQueue()
         self._queue_max = config.queue_size
+        self._put = 0
+        self._taken = 0
+        self._carry: list[Item] = []  # the rest of a list a drain took only part of
+        self.lane: Optional[FastLane] = None
+        self._lane_events = 0
         self._program: Optional[LoadedProgram] = None
         self._reader: Optional[RingReader] = None  # None: BCC's per-record callback
         self._thread: Optional[threading.Thread] = None
@@ -316,6 +141,17 @@ class Sensor:
             for t in p.type_ids:
                 self._by_type[t] = p
         self._reader = self._open_reader(program)
+        try:
+            self.lane = open_lane(self.config.native_lane, self.ctx.uid_prefix, probe_config,
+                                  ATTRS_TTL_NS, self.config.process_table_max)
+        except SensorError:
+            self.stop()
+            raise
+        if self.lane is not None:
+            self.status.native_lane = True
+            self.ctx.lane = self.lane
+            self.ctx.next_seq = self.lane.next_seq
+            table.changed = self.lane.forget
         self.status.load_seconds = time.monotonic() - started
         self._thread = threading.Thread(target=self._poll_loop, name="otelguard-ebpf-poll",
                                         daemon=True)
@@ -340,9 +176,12 @@ class Sensor:
         if self._reader is None:
             program.poll(timeout_ms)
             return -1
-        records = self._reader.drain(READER_BATCH, timeout_ms)
-        self._on_batch(records)
-        return len(records)
+        lane = self.lane
+        if lane is None:
+            return self._on_items(self._reader.drain(READER_BATCH, timeout_ms))
+        assert self.ctx is not None
+        lane.set_offset(self.ctx.clock.to_wall_ns(0))
+        return self._on_items(lane.drain(self._reader, READER_BATCH, timeout_ms))
 
     def _poll_loop(self) -> None:
         program = self._program
@@ -408,11 +247,34 @@ class Sensor:
         self._on_batch((ctypes.string_at(data, size),))
 
     def _on_batch(self, records: Sequence[bytes]) -> None:
-        """Decode and enqueue records, nothing more: a RingReader's batch or BCC's one."""
-        self._records += len(records)
-        by_type, ctx, q, by_name = self._by_type, self.ctx, self._queue, self._events_by_name
+        """Records from BCC's callback or the dedup flush: through the lane when it runs."""
+        lane = self.lane
+        if lane is not None:
+            assert self.ctx is not None
+            lane.set_offset(self.ctx.clock.to_wall_ns(0))
+            self._on_items(lane.process(records))
+        else:
+            self._on_items(records)
+
+    def _on_items(self, items: Sequence[Union[bytes, LaneRun]]) -> int:
+        """Decode and enqueue a batch in order, nothing more: raw records (a RingReader's
+        batch, BCC's one) and the lane's runs among them. Returns the records it held."""
+        records = record_count(items)
+        self._records += records
+        self._enqueue(self._decode(items))
+        return records
+
+    def _decode(self, records: Sequence[Union[bytes, LaneRun]]) -> list[Item]:
+        """The events of ``records``, in order, the lane's runs kept in place (bookkeeping
+        records and decode errors give none)."""
+        by_type, ctx = self._by_type, self.ctx
         assert ctx is not None
+        out: list[Item] = []
+        append = out.append
         for raw in records:
+            if not isinstance(raw, bytes):  # a LaneRun: already OTLP bytes
+                append(raw)
+                continue
             if len(raw) < _HEADER_SIZE:
                 self._decode_error("short_record")
                 continue
@@ -426,33 +288,71 @@ class Sensor:
             except Exception as exc:  # a decoder bug costs one record, never the poll thread
                 self._decode_error(type(exc).__name__)
                 continue
-            if event is None:
-                continue
-            if q.qsize() >= self._queue_max:
-                self._queue_drops += 1
-                self._queue_drop.inc()
-                continue
-            q.put(event)
-            by_name[event.name] = by_name.get(event.name, 0) + 1
+            if event is not None:
+                append(event)
+        return out
+
+    def _enqueue(self, batch: list[Item]) -> None:
+        """One queue item for the batch; the records that exceed the bound are dropped and
+        counted (a lane run that does not fit whole is dropped whole)."""
+        if not batch:
+            return
+        room = self._queue_max - (self._put - self._taken)
+        by_name = self._events_by_name
+        kept = 0
+        for i, item in enumerate(batch):
+            if isinstance(item, Event):
+                n, name = 1, item.name
+            else:  # a LaneRun
+                n, name = item.count, semconv.EV_FILE_OPEN
+            if kept + n > room:
+                lost = record_count(batch[i:])
+                self._queue_drops += lost
+                self._queue_drop.inc(lost)
+                del batch[i:]
+                break
+            kept += n
+            if not isinstance(item, Event):
+                self._lane_events += n
+            by_name[name] = by_name.get(name, 0) + n
+        if not batch:
+            return
+        self._put += kept
+        self._queue.put(batch)
 
     def _decode_error(self, reason: str) -> None:
         self._decode_errors += 1
         telemetry.dropped.labels("decode", reason).inc()
 
-    def drain(self, max_events: int, timeout_s: float) -> list[Event]:
-        """Up to ``max_events`` events, waiting at most ``timeout_s`` for the first one."""
-        out: list[Event] = []
-        try:
-            out.append(self._queue.get(timeout=timeout_s) if timeout_s > 0
-                       else self._queue.get_nowait())
-        except queue.Empty:
-            return out
-        while len(out) < max_events:
+    def drain_items(self, max_items: int, timeout_s: float) -> list[Item]:
+        """Up to ``max_items`` queued items in order (an Event, or a LaneRun of records the
+        native lane encoded: see lane.py), waiting at most ``timeout_s`` for the first batch:
+        whole ring batches at a time (a batch that does not fit is split and its rest kept for
+        the next call)."""
+        out = self._carry
+        self._carry = []
+        if not out:
             try:
-                out.append(self._queue.get_nowait())
+                out = self._queue.get(timeout=timeout_s) if timeout_s > 0 \
+                    else self._queue.get_nowait()
+            except queue.Empty:
+                return []
+        while len(out) < max_items:
+            try:
+                out += self._queue.get_nowait()
             except queue.Empty:
                 break
+        if len(out) > max_items:
+            self._carry = out[max_items:]
+            del out[max_items:]
+        self._taken += record_count(out)
         return out
+
+    def drain(self, max_events: int, timeout_s: float) -> list[Event]:
+        """Up to ``max_events`` events, waiting at most ``timeout_s`` for the first one. Lane
+        runs are never among them: the lane encodes only for processes an exporter that drains
+        items registered (lane.py), and such a consumer calls ``drain_items``."""
+        return [item for item in self.drain_items(max_events, timeout_s) if type(item) is Event]
 
     @property
     def running(self) -> bool:
@@ -481,11 +381,13 @@ class Sensor:
             "budget_drops": self.budget.total,
             "budget_offenders": list(self._offenders),
             "queue_drops": self._queue_drops,
+            "lane_events": self._lane_events,  # file opens the native lane encoded
             "decode_errors": self._decode_errors,
-            "queued": self._queue.qsize(),
+            "queued": self._put - self._taken,
             "events_by_name": dict(self._events_by_name),
             "process_table_size": len(self.ctx.table) if self.ctx else 0,
             "file_repeats": kernel_repeats(self._program.tables if self._program else None),
+            **(self.ctx.cgroups.stats() if self.ctx else {}),  # cgroup id -> container lookups
         }
 
     def __enter__(self) -> "Sensor":

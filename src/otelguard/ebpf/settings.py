@@ -11,6 +11,7 @@ are errors, every problem reported at once with its dotted path and file:line)::
       queue_size: 65536          # user-space event queue; full = counted drop (user_queue)
       poll_timeout_ms: 100
       ring_reader: auto          # native | python | bcc (ringbuf.py); auto: native if built
+      native_lane: auto          # on | off (lane.py); auto: on when the extension is built
       node_name: node-1
       process_table_max: 32768
       long_lived_s: 30           # trace-root rule, see proctable.py
@@ -52,6 +53,7 @@ from typing import Literal, Optional
 from otelguard.config import Checks, EnvVar, load_section
 from otelguard.ebpf.budget import BudgetConfig
 from otelguard.ebpf.probe import ProbeConfig
+from otelguard.ebpf.lane import LaneMode
 from otelguard.ebpf.ringbuf import ReaderKind
 
 ProbeName = Literal["process", "file", "network", "privilege", "evasion"]
@@ -113,6 +115,9 @@ class SensorConfig:
     # python (mmap, no extension), bcc (BCC's per-record callback); auto: native when built,
     # else python
     ring_reader: ReaderKind = "auto"
+    # file opens of processes already seen encoded to OTLP in native code (ebpf/lane.py,
+    # docs/architecture.md#native-lane); auto: on when the native extension is built
+    native_lane: LaneMode = "auto"
     # Kubernetes node name on every record; default: OTELGUARD_NODE_NAME, else the host name
     node_name: str = field(default_factory=default_node_name)
     process_table_max: int = 32768  # live processes tracked at once (ancestry, trace roots)

@@ -1,7 +1,8 @@
 """BatchExporter: the agent's export thread, from the sensor's queue to the next hop.
 
-One thread drains events (``source(max_events, timeout_s)``, i.e. ``Sensor.drain``), batches
-them (flush at ``max_batch`` records or every ``flush_interval_s``), builds OTLP logs as wire
+One thread drains events (``source(max_events, timeout_s)``, i.e. ``Sensor.drain_items``: Events,
+and runs of records the sensor's native lane already encoded), batches them (flush at
+``max_batch`` records or every ``flush_interval_s``), builds OTLP logs as wire
 bytes and finished spans as a trace request, and hands both to a
 :class:`~otelguard.transport.Delivery` (retry, spool, replay, drop counting). While idle it lets
 the Delivery replay its spool. Stopping drains what the source still holds, ends open spans
@@ -14,10 +15,11 @@ import logging
 import threading
 import time
 import signal
-from typing import Any, Callable, Optional, Protocol, Sequence
+from typing import Any, Callable, Optional, Protocol, Sequence, Union
 
 from otelguard import telemetry
 from otelguard.ebpf.events import Event
+from otelguard.ebpf.lane import LaneRun, record_count
 from otelguard.exporter.builder import OtlpBuilder
 from otelguard.exporter.config import ExporterConfig
 from otelguard.exporter.spans import SpanTracker
@@ -26,7 +28,8 @@ from otelguard.transport.contract import LogsPayload, TracesPayload
 from otelguard.transport.delivery import DeliveryStats
 
 log = logging.getLogger(__name__)
-EventSource = Callable[[int, float], Sequence[Event]]
+Item = Union[Event, LaneRun]
+EventSource = Callable[[int, float], Sequence[Item]]
 
 
 class Sink(Protocol):
@@ -102,28 +105,32 @@ class BatchExporter:
     # ------------------------------------------------------------------------------------------
     def _run(self) -> None:
         cfg = self.config
-        pending: list[Event] = []
+        pending: list[Item] = []
+        records = 0  # in pending (a lane run holds many)
         last_flush = time.monotonic()
         while not self._stop.is_set():
             try:
-                got = self.source(cfg.max_batch - len(pending), cfg.drain_timeout_s)
+                got = self.source(max(1, cfg.max_batch - records), cfg.drain_timeout_s)
             except Exception:  # noqa: BLE001 - a failing source is logged; the thread lives on
                 log.exception("event source failed")
                 self._stop.wait(0.2)
                 continue
             if got:
                 pending.extend(got)
-                self.events_in += len(got)
+                n = record_count(got)
+                records += n
+                self.events_in += n
             now = time.monotonic()
-            if len(pending) >= cfg.max_batch or (now - last_flush >= cfg.flush_interval_s):
+            if records >= cfg.max_batch or (now - last_flush >= cfg.flush_interval_s):
                 try:
                     self.flush(pending)
                     if not got:
                         self.delivery.replay()
                 except Exception:  # noqa: BLE001 - a bug here must not stop the export thread
-                    log.exception("export failed; %d events dropped", len(pending))
-                    telemetry.dropped.labels("export", "internal_error").inc(len(pending))
+                    log.exception("export failed; %d events dropped", records)
+                    telemetry.dropped.labels("export", "internal_error").inc(records)
                 pending = []
+                records = 0
                 last_flush = now
             self.last_cycle = time.monotonic()
         # stopping: take what the source still holds (bounded), then end every span
@@ -137,10 +144,13 @@ class BatchExporter:
             if not got:
                 break
             pending.extend(got)
-            self.events_in += len(got)
-            if len(pending) >= cfg.max_batch:
+            n = record_count(got)
+            records += n
+            self.events_in += n
+            if records >= cfg.max_batch:
                 self.flush(pending)
                 pending = []
+                records = 0
         self.flush(pending)
         self.builder.spans.end_all(time.time_ns())
         self._send_spans()
@@ -155,18 +165,19 @@ class BatchExporter:
             if traces is not None:
                 self.delivery.send_traces(traces, count_records(traces))
 
-    def flush(self, events: Sequence[Event]) -> None:
+    def flush(self, events: Sequence[Item]) -> None:
         """Build and send one batch of events plus the spans that finished meanwhile."""
         start = time.perf_counter()
         if events:
+            records = record_count(events)
             try:
                 data = self.builder.logs_bytes(events)
             except Exception as exc:  # noqa: BLE001 - bad event: count, keep running
                 log.exception("building OTLP logs failed")
-                telemetry.dropped.labels("export", "build_error").inc(len(events))
+                telemetry.dropped.labels("export", "build_error").inc(records)
                 self.delivery.stats.last_error = repr(exc)
             else:
-                self.delivery.send_logs(data, len(events))
+                self.delivery.send_logs(data, records)
                 self.batches += 1
         self._send_spans()
         telemetry.pipeline_latency.labels("export").observe(time.perf_counter() - start)

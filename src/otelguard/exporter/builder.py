@@ -19,7 +19,7 @@ One builder per exporter thread: nothing here is locked.
 from __future__ import annotations
 
 import time
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence, Union, cast
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -28,9 +28,10 @@ from opentelemetry.proto.logs.v1.logs_pb2 import ScopeLogs
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans
 
 from otelguard.ebpf.events import AttrValue, Event
+from otelguard.ebpf.lane import FastLane, LaneRun
 from otelguard.exporter import mapping
 from otelguard.exporter.settings import NodeIdentity, node_identity
-from otelguard.exporter.spans import ResourceKey, SpanData, SpanTracker
+from otelguard.exporter.spans import ResourceKey, SpanData, SpanTracker, run_end
 from otelguard.exporter.wire import LogsWireEncoder
 from otelguard.otlp.messages import set_any
 from otelguard.transport.identity import ResourceSigner, SenderIdentity
@@ -60,30 +61,61 @@ def signer_for(identity: SenderIdentity, node: NodeIdentity) -> Optional[Resourc
 class OtlpBuilder:
     def __init__(self, node: Optional[NodeIdentity] = None, spans: Optional[SpanTracker] = None,
                  clock: Callable[[], int] = time.time_ns,
-                 signer: Optional[ResourceSigner] = None) -> None:
+                 signer: Optional[ResourceSigner] = None,
+                 lane: Optional[FastLane] = None) -> None:
         self.node = node or node_identity()
         self.signer = signer
+        # the sensor's native lane: registered from the records encoded here (ebpf/lane.py)
+        self.lane = lane
         self.spans = spans if spans is not None else SpanTracker()
+        if lane is not None:  # ids the tracker forgets must not live on in the lane
+            self.spans.released = lane.forget
         self._clock = clock
         self._wire = LogsWireEncoder(mapping.SCOPE_NAME, mapping.SCOPE_VERSION)
         self._resource_bytes: dict[ResourceKey, bytes] = {}
 
     # -- logs ----------------------------------------------------------------------------------
-    def logs_bytes(self, events: Sequence[Event]) -> bytes:
-        """A serialized ExportLogsServiceRequest (empty bytes for no events)."""
+    def logs_bytes(self, events: Sequence[Union[Event, LaneRun]]) -> bytes:
+        """A serialized ExportLogsServiceRequest (empty bytes for no events). Runs the sensor's
+        native lane encoded (LaneRun) are added as they are, in order."""
         observed = self._clock()
-        observe = self.spans.observe
+        observe_run = self.spans.observe_run
         record_into = self._wire.record_into
+        lane = self.lane
         pieces: dict[ResourceKey, list[bytes]] = {}
         sizes: dict[ResourceKey, int] = {}
-        for ev in events:
-            trace_id, span_id = observe(ev)
-            key = (ev.container_id, ev.pod_uid)
+        start, n = 0, len(events)
+        while start < n:
+            item = events[start]
+            if not isinstance(item, Event):  # a LaneRun: its records are final bytes
+                key = (item.container_id, item.pod_uid)
+                self.spans.touch(item.container_id, item.pid, item.process_start_ns,
+                                 item.last_time_ns)
+                out = pieces.get(key)
+                if out is None:
+                    out = pieces[key] = []
+                    sizes[key] = 0
+                out.append(item.data)
+                sizes[key] += len(item.data)
+                start += 1
+                continue
+            # a run of one process version shares its span ids and its Resource
+            end = run_end(events, start)
+            run = cast(Sequence[Event], events[start:end])
+            trace_id, span_id = observe_run(run)
+            first = run[0]
+            key = (first.container_id, first.pod_uid)
             out = pieces.get(key)
             if out is None:
                 out = pieces[key] = []
                 sizes[key] = 0
-            sizes[key] += record_into(out, ev, observed, trace_id, span_id)
+            size = 0
+            for ev in run:
+                size += record_into(out, ev, observed, trace_id, span_id)
+            sizes[key] += size
+            if lane is not None:
+                lane.learn(run[-1], trace_id, span_id)
+            start = end
         if self.signer is not None:
             nonce = self.signer.next_nonce()
             return self._wire.request([(self._wire.resource(self._signed_attrs(key, nonce)), out,

@@ -9,12 +9,13 @@ and the HTTP status that belong together); stage failures never escape the pipel
 
 from __future__ import annotations
 
-from typing import Optional
-
-import grpc
+from typing import TYPE_CHECKING, Optional
 
 from otelguard.config import ConfigError as ConfigError
 from otelguard.config import ConfigIssue as ConfigIssue
+
+if TYPE_CHECKING:  # grpc is imported where a status is made: `otelguard run` never needs it
+    import grpc
 
 
 class ProcessorsError(Exception):
@@ -49,34 +50,41 @@ class RequestError(ProcessorsError):
 
     @property
     def retryable(self) -> bool:
-        return self.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED)
+        return self.code in (_status().UNAVAILABLE, _status().RESOURCE_EXHAUSTED)
+
+
+def _status() -> "type[grpc.StatusCode]":
+    """grpc's StatusCode, imported on first use (~70 ms of imports the agent's start skips)."""
+    import grpc
+
+    return grpc.StatusCode
 
 
 def invalid_argument(reason: str, message: str) -> RequestError:
-    return RequestError(grpc.StatusCode.INVALID_ARGUMENT, 400, reason, message)
+    return RequestError(_status().INVALID_ARGUMENT, 400, reason, message)
 
 
 def too_large(message: str) -> RequestError:
-    return RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED, 413, "too_large", message)
+    return RequestError(_status().RESOURCE_EXHAUSTED, 413, "too_large", message)
 
 
 def body_timeout(message: str) -> RequestError:
-    return RequestError(grpc.StatusCode.DEADLINE_EXCEEDED, 408, "body_timeout", message)
+    return RequestError(_status().DEADLINE_EXCEEDED, 408, "body_timeout", message)
 
 
 def unsupported_media_type(message: str) -> RequestError:
-    return RequestError(grpc.StatusCode.INVALID_ARGUMENT, 415, "unsupported_media_type", message)
+    return RequestError(_status().INVALID_ARGUMENT, 415, "unsupported_media_type", message)
 
 
 def overloaded(message: str, retry_after: float) -> RequestError:
     return RequestError(
-        grpc.StatusCode.RESOURCE_EXHAUSTED, 429, "overloaded", message, retry_after=retry_after
+        _status().RESOURCE_EXHAUSTED, 429, "overloaded", message, retry_after=retry_after
     )
 
 
 def unavailable(message: str, retry_after: float) -> RequestError:
     return RequestError(
-        grpc.StatusCode.UNAVAILABLE, 503, "next_hop_unavailable", message, retry_after=retry_after
+        _status().UNAVAILABLE, 503, "next_hop_unavailable", message, retry_after=retry_after
     )
 
 

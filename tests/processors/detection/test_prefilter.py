@@ -8,7 +8,6 @@ cases), fed in one stream so positional hints go stale constantly.
 
 from __future__ import annotations
 
-import copy
 import ipaddress
 import random
 from typing import Any
@@ -17,63 +16,13 @@ import pytest
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 
 from otelguard import semconv as S
-from otelguard.processors.detection.engine import DEFAULT_RULE_FILES, RuleEngine
+from otelguard.processors.detection.engine import RuleEngine
 from otelguard.processors.detection.fields import AttrLayouts, EventView, FieldType, event_type
 from otelguard.processors.detection.loader import load_rules, load_rules_text
 from otelguard.processors.detection.prefilter import ValueSet
 from otelguard.otlp.messages import attrs_dict, set_attrs
 
-from .casefile import TESTDATA, fill, load_cases, near_miss_of, resource_of
-
-CASES = load_cases("stable_rules.yaml")
-
-
-def _specs(cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    for case in cases:
-        if "match" not in case:  # a rule listed as cannot run
-            continue
-        out.extend(case.get("before", []))
-        out.append(case["match"])
-        nm = near_miss_of(case)
-        if nm is not None:
-            out.append(nm)
-    return out
-
-
-def _mutations(specs: list[dict[str, Any]], rng: random.Random, n: int) -> list[dict[str, Any]]:
-    """Shuffled key order, dropped keys, values borrowed from another spec of the same event."""
-    by_event: dict[str, list[dict[str, Any]]] = {}
-    for s in specs:
-        by_event.setdefault(s["event"], []).append(s)
-    out = []
-    for _ in range(n):
-        spec = copy.deepcopy(rng.choice(specs))
-        attrs: dict[str, Any] = dict(spec.get("attrs", {}))
-        donor = rng.choice(by_event[spec["event"]]).get("attrs", {})
-        for key in list(attrs):
-            r = rng.random()
-            if r < 0.15:
-                del attrs[key]
-            elif r < 0.35 and key in donor:
-                attrs[key] = donor[key]
-        for key in donor:
-            if key not in attrs and rng.random() < 0.3:
-                attrs[key] = donor[key]
-        items = list(attrs.items())
-        rng.shuffle(items)
-        spec["attrs"] = dict(items)
-        out.append(spec)
-    return out
-
-
-SUITES = {
-    "stable": (DEFAULT_RULE_FILES, CASES),
-    "stable+incubating": ((TESTDATA / "falco_rules.yaml",
-                           TESTDATA / "falco-incubating_rules.yaml",
-                           TESTDATA / "otelguard_rules.yaml"),
-                          CASES + load_cases("incubating_rules.yaml")),
-}
+from .casefile import SUITES, fill, mutations, resource_of, specs
 
 
 @pytest.mark.parametrize("suite", sorted(SUITES))
@@ -85,8 +34,8 @@ def test_guarded_engine_equals_exhaustive_reference(suite: str) -> None:
     guarded, closures, reference = RuleEngine(ruleset), RuleEngine(ruleset), RuleEngine(ruleset)
     assert all(getattr(guarded._matcher(t), "__name__", "").startswith("match_")
                for t in [*guarded._plans, None])  # every type's plan generates
-    specs = _specs(cases)
-    stream = specs + _mutations(specs, random.Random(1234), 3000) + specs
+    specs_ = specs(cases)
+    stream = specs_ + mutations(specs_, random.Random(1234), 3000) + specs_
     fired = 0
     skipped_groups = 0
     for i, spec in enumerate(stream):

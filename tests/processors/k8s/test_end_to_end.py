@@ -16,7 +16,7 @@ from otelguard.otlp.messages import attrs_dict
 
 from tests.ebpf.containers import container, new_container_id
 from tests.support.prerequisites import require_root
-from tests.support.kube_world import enricher_factory, make_world  # noqa: F401  (fixture)
+from tests.support.kube_world import make_world
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kernel]
 
@@ -36,7 +36,7 @@ def sensor() -> Iterator[Any]:
 
 
 def test_syscalls_of_a_pod_container_come_out_enriched(
-    sensor: Any, admin: Any, enricher_factory: Callable[..., K8sEnricher],  # noqa: F811
+    sensor: Any, admin: Any, enricher_factory: Callable[..., K8sEnricher],
 ) -> None:
     from otelguard.exporter.builder import OtlpBuilder
     from otelguard.exporter.settings import NodeIdentity

@@ -7,6 +7,8 @@ exactly enough for the processor while a reviewer cannot approve."""
 from __future__ import annotations
 
 import dataclasses
+import gc
+import os
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -26,7 +28,7 @@ from otelguard.processors.profiles.objects import PLURAL, object_name
 
 from tests.support.fake_time import FakeTime
 from tests.support.kube import KubeCluster
-from tests.support.kube_world import admin, kube, make_namespace  # noqa: F401  (fixtures)
+from tests.support.kube_world import make_namespace
 from tests.support.metrics import sample
 from tests.support.polling import wait_for
 
@@ -328,3 +330,30 @@ def test_the_charts_role_suffices_and_a_reviewer_cannot_approve(
     assert otelguard_main(["profile", "approve", NAME, "--by", "alice",
                            *_kube_args(kube, ns, approver)]) == 0
     _until(again, lambda p: p.enforcing, "the approval adopted")
+
+
+def _sockets() -> int:
+    gc.collect()
+    n = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            n += os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
+        except FileNotFoundError:  # the listing's own descriptor, closed since
+            pass
+    return n
+
+
+def test_a_stopped_stage_leaves_no_connection_open(kube: KubeCluster, ns: str) -> None:
+    """Each kube-backed stage closes its watch and its client's connection pool on shutdown
+    (a processor that reloads its configuration starts and stops stages for as long as it
+    runs)."""
+    clock = FakeTime(ev.T0)
+    store = StoreConfig(kind="kube", namespace=ns, kubeconfig=str(kube.kubeconfig))
+    before = _sockets()
+    for _ in range(4):
+        stage = ProfilesStage(Config(store=store, learn_seconds=800, bucket_seconds=100,
+                                     save_interval_seconds=3600), clock.clock)
+        stage.start()
+        ev.benign_traffic(stage)
+        stage.shutdown()
+    assert _sockets() - before <= 0

@@ -70,7 +70,8 @@ def responder_client(kube: KubeCluster, admin: Any) -> Iterator[tuple[Any, dict[
         core.create_namespace({"metadata": {"name": NAMESPACE}})
     objs = responder(template({"response": {"enabled": True}}))
     sa, role, binding = objs["ServiceAccount"], objs["ClusterRole"], objs["ClusterRoleBinding"]
-    core.create_namespaced_service_account(NAMESPACE, sa)
+    with unless_exists():  # the session's API server: test_kube_store.py makes it too
+        core.create_namespaced_service_account(NAMESPACE, sa)
     rbac.create_cluster_role(role)
     rbac.create_cluster_role_binding(binding)
     token = core.create_namespaced_service_account_token(

@@ -39,8 +39,20 @@ struct og_file_rec {
 
 struct og_open_how { u64 flags; u64 mode; u64 resolve; };
 
-BPF_PERCPU_ARRAY(og_file_scratch, struct og_file_rec, 1);
-BPF_TABLE("lru_hash", u32, struct og_file_rec, og_file_stash, 8192);  // by tid
+// What entry stashes: the record, and the user pointers of the paths it could not read.
+// A tracepoint cannot fault, so a path in a page that is not resident (a mapping no one
+// touched yet, a fresh binary's .rodata, a page being reclaimed or migrated) reads as an
+// error at entry; the syscall itself faults it in, so exit reads it again
+// (docs/architecture.md#kernel-facts). Without it such an open was sent with an empty path:
+// a way to hide a write from every path rule.
+struct og_file_stashed {
+    struct og_file_rec rec;  // first: a record pointer is the stashed one
+    u64 late_path;           // user pointer of `path` when entry could not read it, else 0
+    u64 late_path2;
+};
+#define og_file_late(r) ((struct og_file_stashed *)(r))
+BPF_PERCPU_ARRAY(og_file_scratch, struct og_file_stashed, 1);
+BPF_TABLE("lru_hash", u32, struct og_file_stashed, og_file_stash, 8192);  // by tid
 // Stashes not yet taken, per tid slot (tid & 4095). Most opens are filtered at entry, and an
 // array lookup at exit is ~35 ns cheaper than the LRU hash miss (bench/bpf_program_cost.py).
 // It may overcount (an exit never seen, an LRU eviction): that slot then just always takes
@@ -50,8 +62,11 @@ BPF_ARRAY(og_file_pending, u32, 4096);
 static __always_inline struct og_file_rec *og_file_begin(u32 sc, u32 type) {
     if (og_is_self()) { return 0; }
     int zero = 0;
-    struct og_file_rec *r = og_file_scratch.lookup(&zero);
-    if (!r) { return 0; }
+    struct og_file_stashed *s = og_file_scratch.lookup(&zero);
+    if (!s) { return 0; }
+    s->late_path = 0;
+    s->late_path2 = 0;
+    struct og_file_rec *r = &s->rec;
     r->dfd = -100;
     r->dfd2 = -100;
     r->sc = sc;
@@ -147,7 +162,7 @@ static __always_inline int og_file_stash_it(struct og_file_rec *r) {
     u32 slot = tid & 4095;
     u32 *pending = og_file_pending.lookup(&slot);
     if (pending) { __sync_fetch_and_add(pending, 1); }
-    og_file_stash.update(&tid, r);
+    og_file_stash.update(&tid, og_file_late(r));
     return 0;
 }
 
@@ -259,8 +274,15 @@ static __always_inline int og_file_exit(long ret) {
     u32 slot = tid & 4095;
     u32 *pending = og_file_pending.lookup(&slot);
     if (pending && *pending == 0) { return 0; }  // filtered at entry: nothing stashed
-    struct og_file_rec *r = og_file_stash.lookup(&tid);
-    if (!r) { return 0; }
+    struct og_file_stashed *s = og_file_stash.lookup(&tid);
+    if (!s) { return 0; }
+    struct og_file_rec *r = &s->rec;
+    if (s->late_path) {  // unread at entry: the syscall has faulted the page in by now
+        bpf_probe_read_user_str(r->path, sizeof(r->path), (void *)s->late_path);
+    }
+    if (s->late_path2) {
+        bpf_probe_read_user_str(r->path2, sizeof(r->path2), (void *)s->late_path2);
+    }
     og_fill_hdr(&r->h, sizeof(*r), r->type, ret);
 #if OG_FILE_DEDUP_NS > 0
     if (r->type != OG_T_FILE_OPEN || !og_file_repeat(r)) { og_output(r, sizeof(*r)); }

@@ -105,6 +105,9 @@ struct og_net_args {
     u8 via;
     u8 connected;                   // send*: the socket was connect()ed to a DNS port
     u8 nr;                          // OG_NET_NR_*: which syscall saved these arguments
+    u8 _pad2[5];
+    u64 late_sa;                    // the address's user pointer when entry could not read it
+    u64 late_len;
 };
 
 struct og_net_fdkey {
@@ -187,6 +190,22 @@ static __always_inline u32 og_net_read_sa(u8 *dst, u64 uaddr, u64 addrlen) {
         return bpf_probe_read_user(dst, 16, (const void *)uaddr) ? 0 : 16;
     }
     return bpf_probe_read_user(dst, 2, (const void *)uaddr) ? 0 : 2;
+}
+
+// The address argument at entry, into `a`. A page that is not resident cannot be read by a
+// tracepoint (it cannot fault); the syscall faults it in, so the pointer is kept in
+// `late_sa` and exit reads it again (og_net_sa_late). Without this, a sockaddr in such a page
+// made a connect invisible (docs/architecture.md#kernel-facts).
+static __always_inline void og_net_sa_enter(struct og_net_args *a, u64 uaddr, u64 addrlen) {
+    a->sa_len = og_net_read_sa(a->sa, uaddr, addrlen);
+    if (a->sa_len || !uaddr || addrlen < 2) { return; }
+    a->late_sa = uaddr;
+    a->late_len = addrlen;
+}
+
+// At exit: the address entry could not read, read again now.
+static __always_inline void og_net_sa_late(struct og_net_args *a) {
+    if (a->late_sa) { a->sa_len = og_net_read_sa(a->sa, a->late_sa, a->late_len); }
 }
 
 static __always_inline u16 og_net_sa_family(const u8 *sa) {
@@ -306,8 +325,8 @@ TRACEPOINT_PROBE(syscalls, sys_enter_connect) {
     struct og_net_args *a = og_net_fresh_args();
     if (!a) { return 0; }
     a->fd = args->fd;
-    a->sa_len = og_net_read_sa(a->sa, (u64)args->uservaddr, (u64)args->addrlen);
-    if (!og_net_sa_is_inet(a->sa)) {
+    og_net_sa_enter(a, (u64)args->uservaddr, (u64)args->addrlen);
+    if (!a->late_sa && !og_net_sa_is_inet(a->sa)) {
         // AF_UNIX is local plumbing; AF_UNSPEC dissolves a UDP association.
         og_net_forget_fd(a->fd);
         return 0;
@@ -322,6 +341,14 @@ TRACEPOINT_PROBE(syscalls, sys_exit_connect) {
     u64 id = bpf_get_current_pid_tgid();
     struct og_net_args *a = og_net_take(id, OG_NET_NR_CONNECT);
     if (!a) { return 0; }
+    if (a->late_sa) {
+        og_net_sa_late(a);
+        if (!og_net_sa_is_inet(a->sa)) {  // as at entry: local plumbing, or unreadable still
+            og_net_forget_fd(a->fd);
+            og_net_args_map.delete(&id);
+            return 0;
+        }
+    }
     s64 ret = args->ret;
     og_net_emit_addr(OG_T_NET_CONNECT, ret, a);
     struct og_net_fdkey k = {.tgid = id >> 32, .fd = a->fd};
@@ -395,8 +422,8 @@ TRACEPOINT_PROBE(syscalls, sys_enter_bind) {
     struct og_net_args *a = og_net_fresh_args();
     if (!a) { return 0; }
     a->fd = args->fd;
-    a->sa_len = og_net_read_sa(a->sa, (u64)args->umyaddr, (u64)args->addrlen);
-    if (!og_net_sa_is_inet(a->sa)) { return 0; }
+    og_net_sa_enter(a, (u64)args->umyaddr, (u64)args->addrlen);
+    if (!a->late_sa && !og_net_sa_is_inet(a->sa)) { return 0; }
     u64 id = bpf_get_current_pid_tgid();
     a->nr = OG_NET_NR_BIND;
     og_net_args_map.update(&id, a);
@@ -407,7 +434,8 @@ TRACEPOINT_PROBE(syscalls, sys_exit_bind) {
     u64 id = bpf_get_current_pid_tgid();
     struct og_net_args *a = og_net_take(id, OG_NET_NR_BIND);
     if (!a) { return 0; }
-    og_net_emit_addr(OG_T_NET_BIND, args->ret, a);
+    og_net_sa_late(a);
+    if (og_net_sa_is_inet(a->sa)) { og_net_emit_addr(OG_T_NET_BIND, args->ret, a); }
     og_net_args_map.delete(&id);
     return 0;
 }
@@ -453,6 +481,11 @@ static __always_inline int og_net_send_exit(s64 ret) {
     u64 id = bpf_get_current_pid_tgid();
     struct og_net_args *a = og_net_take(id, OG_NET_NR_SEND);
     if (!a) { return 0; }
+    og_net_sa_late(a);
+    if (!a->connected && !og_net_sa_is_dns(a->sa)) {  // read late, and not a DNS destination
+        og_net_args_map.delete(&id);
+        return 0;
+    }
     og_net_emit_dns(ret, a->fd, a->via, 0, a->uptr, a->ulen, a->connected ? 0 : a->sa);
     og_net_args_map.delete(&id);
     return 0;
@@ -467,8 +500,8 @@ TRACEPOINT_PROBE(syscalls, sys_enter_sendto) {
     struct og_net_args *a = og_net_fresh_args();
     if (!a) { return 0; }
     if (!connected) {
-        a->sa_len = og_net_read_sa(a->sa, (u64)args->addr, (u64)args->addr_len);
-        if (!og_net_sa_is_dns(a->sa)) { return 0; }
+        og_net_sa_enter(a, (u64)args->addr, (u64)args->addr_len);
+        if (!a->late_sa && !og_net_sa_is_dns(a->sa)) { return 0; }
     }
     a->fd = fd;
     a->via = OG_NET_VIA_SENDTO;

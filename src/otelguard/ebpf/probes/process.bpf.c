@@ -67,48 +67,42 @@ BPF_TABLE("lru_hash", u32, s32, og_exit_codes, 8192);                   // by tg
 BPF_TABLE("lru_hash", u32, struct og_chdir_rec, og_chdir_stash, 1024);  // by tid
 
 #if OG_ENV_MAX
-// One envp entry: read the name's head, copy the whole variable when the name is allowlisted.
-static __always_inline void og_exec_env_one(struct og_exec_rec *r, const char *p, u32 *n) {
-    char head[OG_ENV_HEAD];
-    __builtin_memset(head, 0, sizeof(head));
-    if (bpf_probe_read_user_str(head, sizeof(head), p) <= 0 || !og_env_wanted(head)) { return; }
-    u32 k = *n;
-    if (k >= OG_ENV_MAX) { r->env_more |= 1; return; }
-    r->env[k][0] = 0;
-    bpf_probe_read_user_str(r->env[k], OG_ENV_LEN, p);
-    *n = k + 1;
-}
-
 // The environment the new image gets, from the caller's envp (user memory, valid at entry):
 // only variables whose NAME is allowlisted are copied (og_env_wanted compares the first
-// OG_ENV_HEAD bytes); values of other variables are never read past that head. The pointer
-// array is read 8 entries at a time (one helper call instead of eight); a block that cannot be
-// read whole (the array ends before an unmapped page) is read entry by entry.
+// OG_ENV_HEAD bytes); values of other variables are never read past that head. One loop over
+// the entries, with a variable index and no unrolled body, so the verifier walks one body per
+// entry and prunes the paths inside it (docs/architecture.md#kernel-facts): the count of
+// variables copied lives in the record (r->envc), not in a register, so it does not split the
+// verifier's states. The pointer array is read 8 entries at a time (one helper call instead of
+// eight); a block that cannot be read whole (the array ends before an unmapped page) is read
+// entry by entry.
 static __always_inline void og_exec_env(struct og_exec_rec *r, const char *const *envp) {
-    u32 n = 0;
-    for (int b = 0; b < OG_ENV_SCAN / 8; b++) {
-        const char *ptrs[8] = {};
-        if (bpf_probe_read_user(ptrs, sizeof(ptrs), &envp[b * 8]) != 0) {
-#pragma unroll
-            for (int j = 0; j < 8; j++) {
-                if (bpf_probe_read_user(&ptrs[j], sizeof(ptrs[j]), &envp[b * 8 + j]) != 0) {
-                    ptrs[j] = 0;
-                }
-                if (!ptrs[j]) { break; }
-            }
+    const char *ptrs[8] = {};
+#pragma clang loop unroll(disable)
+    for (u32 i = 0; i < OG_ENV_SCAN; i++) {
+        u32 j = i & 7;
+        if (j == 0) {  // a failed read zeroes ptrs: each entry is then read alone below
+            bpf_probe_read_user(ptrs, sizeof(ptrs), &envp[i]);
         }
-#pragma unroll
-        for (int j = 0; j < 8; j++) {
-            if (!ptrs[j]) { goto out; }
-            og_exec_env_one(r, ptrs[j], &n);
+        const char *p = ptrs[j];
+        if (!p && bpf_probe_read_user(&p, sizeof(p), &envp[i]) != 0) { return; }
+        if (!p) { return; }
+        u64 head[OG_ENV_HEAD / 8];  // words: og_env_wanted compares 8 bytes at a time
+        __builtin_memset(head, 0, sizeof(head));
+        if (bpf_probe_read_user_str(head, sizeof(head), p) <= 0 || !og_env_wanted(head)) {
+            continue;
         }
+        u32 k = r->envc;
+        if (k >= OG_ENV_MAX) {
+            r->env_more |= 1;
+            continue;
+        }
+        r->env[k][0] = 0;
+        bpf_probe_read_user_str(r->env[k], OG_ENV_LEN, p);
+        r->envc = k + 1;
     }
-    {
-        const char *p = 0;
-        if (bpf_probe_read_user(&p, sizeof(p), &envp[OG_ENV_SCAN]) == 0 && p) { r->env_more |= 2; }
-    }
-out:
-    r->envc = n;
+    const char *p = 0;
+    if (bpf_probe_read_user(&p, sizeof(p), &envp[OG_ENV_SCAN]) == 0 && p) { r->env_more |= 2; }
 }
 #endif
 

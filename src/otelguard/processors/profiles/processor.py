@@ -78,6 +78,7 @@ class ProfilesStage(StateDirOnly):
         self._observer = Observer(self._internal)
         self._directory = Path(config.directory) if config.directory else None
         self._store: Optional[ProfileStore] = None
+        self._client: Any = None  # the kube store's ApiClient (its connection pool), closed last
         self._periodic = Periodic("profiles-sync", config.save_interval_seconds, self.sync,
                                   "profiles: sync failed; retrying next interval", log)
         self.anomalies = 0
@@ -104,7 +105,7 @@ class ProfilesStage(StateDirOnly):
         store: ProfileStore
         if cfg.kind == "kube":
             try:
-                client = api_client_from(cfg.kubeconfig, cfg.context)
+                client = self._client = api_client_from(cfg.kubeconfig, cfg.context)
             except KubeAccessError as exc:  # stops startup with the reason
                 raise ProcessorsError(f"profiles: {exc}") from exc
             store = ObjectStore(CustomResources(client, PLURAL),
@@ -123,6 +124,9 @@ class ProfilesStage(StateDirOnly):
         if self._store is not None:
             self._save()
             self._store.close()
+        if self._client is not None:
+            self._client.close()
+            self._client = None
 
     def sync(self) -> None:
         """One pass of the sync thread: read changed files, end due learning windows, write

@@ -18,9 +18,11 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from otelguard.otlp.messages import from_any
 
 if TYPE_CHECKING:
+    from otelguard.processors.detection.fields.flat import FlatRecords
     from otelguard.processors.detection.fields.registry import FieldSpec
 
 MISSING: Any = object()  # "not computed yet" in the per-record caches (None is a value)
+_NO_KEYS: frozenset[str] = frozenset()
 
 
 class AttrLayouts:
@@ -176,25 +178,49 @@ class EventView:
     """
 
     __slots__ = ("record", "res", "num", "state", "cache", "event_name", "_kvs", "_vals",
-                 "_layout", "_layouts", "_index", "_wire")
+                 "_layout", "_layouts", "_index", "_wire", "_known", "_flat", "_learnt")
 
     def __init__(self, record: LogRecord, res: dict[str, Any], num: int, state: Any = None,
-                 layouts: Optional[AttrLayouts] = None) -> None:
+                 layouts: Optional[AttrLayouts] = None,
+                 flat: Optional["FlatRecords"] = None) -> None:
+        """``flat``: the engine's flat record view (:mod:`.flat`); keys its walk of this record
+        looked for are answered from the walk, others read through upb."""
         self.record = record
         self.res = res
         self.num = num
         self.state = state
         self.cache: dict[str, Any] = {}
-        self.event_name: str = record.event_name
+        name = self.event_name = record.event_name
         self._kvs = record.attributes
         self._vals: dict[str, Any] = {}
+        self._known: frozenset[str] = _NO_KEYS
+        self._flat = flat
+        self._wire: Optional[bytes] = None
+        self._learnt: Optional[set[str] | frozenset[str]] = None
+        if flat is not None:
+            self._learnt = flat.learnt.get(name, _NO_KEYS)
+            eager = flat.eager.get(name)
+            if eager:
+                wire = self._wire = record.SerializeToString()
+                walked = flat.walk(name, wire)
+                if walked is not None:
+                    self._vals = walked
+                    self._known = flat.known(name)
+            elif eager is None:
+                flat.seen(name, False)
         self._layouts = layouts
-        layout = None if layouts is None else layouts._by_event.get(self.event_name)
+        layout = None if layouts is None else layouts._by_event.get(name)
         if layout is None:
-            layout = {} if layouts is None else layouts.for_event(self.event_name)
+            layout = {} if layouts is None else layouts.for_event(name)
         self._layout: dict[str, int] = layout
         self._index: Optional[dict[str, int]] = None
-        self._wire: Optional[bytes] = None
+
+    def wire(self) -> bytes:
+        """The record's serialized bytes (serialized once per record, when first needed)."""
+        wire = self._wire
+        if wire is None:
+            wire = self._wire = self.record.SerializeToString()
+        return wire
 
     def attr(self, key: str) -> Any:
         """A record attribute as a Python value, or None."""
@@ -202,6 +228,15 @@ class EventView:
         v = vals.get(key, MISSING)
         if v is not MISSING:
             return v
+        if key in self._known:  # the flat view looked for it: absent
+            vals[key] = None
+            return None
+        learnt = self._learnt
+        if learnt is not None and key not in learnt:  # (None: not learning)
+            flat = self._flat
+            assert flat is not None
+            flat.learn(self.event_name, key)
+            self._learnt = flat.learnt.get(self.event_name)  # created by the first key
         if self._index is None:
             i = self._layout.get(key)
             if i is not None:
@@ -230,6 +265,23 @@ class EventView:
             wire = self._wire
             if wire is None:
                 wire = self._wire = self.record.SerializeToString()
+                flat = self._flat
+                if flat is not None:  # the bytes are here: walk them for every wanted key
+                    name = self.event_name
+                    if name not in flat.eager:
+                        flat.seen(name, True)
+                    walked = flat.walk(name, wire)
+                    if walked is not None:
+                        self._vals.update(walked)  # the values read so far, unchanged
+                        known = self._known = flat.known(name)
+                        if key in known:
+                            if key in walked:  # not where the layout said: learn where it is
+                                places = flat.positions(name, wire)
+                                if self._layouts is not None:
+                                    self._layouts.learn(self._layout, places)
+                                else:
+                                    self._layout.update(places)
+                            return walked.get(key)
             tok = _TOKENS.get(key)
             if (tok if tok is not None else _key_token(key)) not in wire:
                 return None  # exact: a present key's token is always in the record's bytes
