@@ -177,10 +177,10 @@ class EventContext:
 
     # --- ProcessLifecycle ----------------------------------------------------------------------
     def on_exec(self, hdr: Header, path: str, argv: list[str], exec_fd: int = -1,
-                env: Optional[list[str]] = None) -> None:
+                env: Optional[list[str]] = None, argv_unread: bool = False) -> None:
         self.table.on_exec(int(hdr.pid), path, argv, int(hdr.uid), int(hdr.gid),
                            self.clock.to_wall_ns(int(hdr.ktime_ns)), c_string(hdr.comm),
-                           exec_fd, env or [])
+                           exec_fd, env or [], argv_unread)
 
     def on_memfd(self, hdr: Header, fd: int, name: str, cloexec: bool) -> None:
         self.table.on_memfd(int(hdr.pid), fd, name, cloexec)

@@ -50,6 +50,7 @@ from otelguard.ebpf.probe import PATH_LEN, DecodeContext, Header, ProbeConfig, c
 T_EXEC, T_FORK, T_EXIT, T_CHDIR = 1, 2, 3, 4
 ENV_SCAN = 256  # envp entries the kernel examines per exec (more: env_more bit 2)
 AT_EMPTY_PATH = 0x1000
+ARGV_UNREAD = 2  # ExecRecord.truncated bit: part of argv was in a page not resident at entry
 SC_NAMES = ("execve", "execveat", "chdir", "fchdir")
 
 TRACEPOINTS = (
@@ -101,7 +102,7 @@ class ProcessLifecycle(Protocol):
     """What the sensor's DecodeContext offers the process probe to keep the process table."""
 
     def on_exec(self, hdr: Header, path: str, argv: list[str], exec_fd: int = -1,
-                env: Optional[list[str]] = None) -> None: ...
+                env: Optional[list[str]] = None, argv_unread: bool = False) -> None: ...
 
     def on_fork(self, hdr: Header, parent_pid: int, child_pid: int) -> None: ...
 
@@ -245,13 +246,14 @@ class ProcessProbe:
         attrs: dict[str, AttrValue] = {}
         if rec.h.ret == 0:
             if life is not None:
-                life.on_exec(rec.h, path, argv, exec_fd(rec, raw), env)
+                life.on_exec(rec.h, path, argv, exec_fd(rec, raw), env,
+                             argv_unread=bool(rec.truncated & ARGV_UNREAD))
         else:
             attrs[semconv.FILE_PATH] = path
         if raw != path:
             attrs[semconv.FILE_RAW_PATH] = raw
         ev = ctx.make_event(rec.h, semconv.EV_PROCESS_EXEC, syscall, attrs)
-        if rec.h.ret == 0 and semconv.PROCESS_ARGS_COUNT in ev.attrs and rec.truncated:
+        if rec.h.ret == 0 and semconv.PROCESS_ARGS_COUNT in ev.attrs and rec.truncated & 1:
             ev.attrs[semconv.PROCESS_ARGS_COUNT] = len(argv)  # more existed; slots were full
         if rec.env_more and names:
             # more allowlisted variables than slots, or an envp longer than the kernel scans:

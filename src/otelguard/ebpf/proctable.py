@@ -233,10 +233,14 @@ class ProcessTable:
             info.memfds[fd] = (name, cloexec)
 
     def on_exec(self, pid: int, path: str, argv: list[str], uid: int, gid: int, wall_ns: int,
-                comm: str, exec_fd: int = -1, env: Optional[list[str]] = None) -> ProcessInfo:
+                comm: str, exec_fd: int = -1, env: Optional[list[str]] = None,
+                argv_unread: bool = False) -> ProcessInfo:
         """A successful exec: new image, same pid. ``path`` is already absolute; ``exec_fd`` is
         the descriptor the exec went through (fexecve, ``/proc/self/fd/N``), else -1; ``env``
-        the allowlisted variables of the exec's envp (the new image's environment)."""
+        the allowlisted variables of the exec's envp (the new image's environment).
+        ``argv_unread``: the kernel could not read part of argv (a page not resident at entry,
+        docs/architecture.md#kernel-facts); the arguments come from ``/proc/<pid>/cmdline``
+        while the process lives, else the part the kernel read stands."""
         self._changed(pid)
         info = self._procs.get(pid)
         if info is None:
@@ -272,9 +276,12 @@ class ProcessTable:
         info.user_name = info.group_name = None
         info.attrs_cache = None
         info.exec_seen = True
-        snap = read_proc(pid, with_args=False, with_cwd=False)
+        snap = read_proc(pid, with_args=argv_unread, with_cwd=False)
         link_path = ""
         if snap is not None:
+            if argv_unread and snap.args:
+                info.args = redact_args(snap.args)
+                info.command_line = " ".join(info.args)
             if snap.exe_link:  # an exiting process still has status but no exe link
                 link_path, info.exe_deleted, info.exe_from_memfd = exe_flags(snap.exe_link)
             if link_path and not info.exe_from_memfd:

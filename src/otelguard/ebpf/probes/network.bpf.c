@@ -108,6 +108,7 @@ struct og_net_args {
     u8 _pad2[5];
     u64 late_sa;                    // the address's user pointer when entry could not read it
     u64 late_len;
+    u64 late_msg;                   // sendmsg: the msghdr's user pointer, read again at exit
 };
 
 struct og_net_fdkey {
@@ -477,10 +478,30 @@ static __always_inline void og_net_stash_send(struct og_net_args *a) {
     og_net_args_map.update(&id, a);
 }
 
+// sendmsg: the destination and the first iovec from the msghdr at `m`. Returns 1 when a part
+// could not be read (a page not resident at entry: exit reads it all again).
+static __always_inline int og_net_read_msg(struct og_net_args *a, u64 m) {
+    struct og_net_umsghdr h = {};
+    if (bpf_probe_read_user(&h, sizeof(h), (const void *)m) != 0) { return 1; }
+    if (!a->connected && h.name) {
+        u64 namelen = (u64)(h.namelen < 0 ? 0 : h.namelen);
+        a->sa_len = og_net_read_sa(a->sa, h.name, namelen);
+        if (!a->sa_len && namelen >= 2) { return 1; }
+    }
+    if (h.iovlen && h.iov) {
+        struct og_net_iovec iov = {};
+        if (bpf_probe_read_user(&iov, sizeof(iov), (const void *)h.iov) != 0) { return 1; }
+        a->uptr = iov.base;   // first iovec only: resolvers send a query as one buffer
+        a->ulen = iov.len;
+    }
+    return 0;
+}
+
 static __always_inline int og_net_send_exit(s64 ret) {
     u64 id = bpf_get_current_pid_tgid();
     struct og_net_args *a = og_net_take(id, OG_NET_NR_SEND);
     if (!a) { return 0; }
+    if (a->late_msg) { og_net_read_msg(a, a->late_msg); }
     og_net_sa_late(a);
     if (!a->connected && !og_net_sa_is_dns(a->sa)) {  // read late, and not a DNS destination
         og_net_args_map.delete(&id);
@@ -521,22 +542,20 @@ TRACEPOINT_PROBE(syscalls, sys_enter_sendmsg) {
     s32 fd = args->fd;
     int connected = og_net_is_dns_fd(fd);
     struct og_net_umsghdr m = {};
-    if (bpf_probe_read_user(&m, sizeof(m), (const void *)args->msg) != 0) { return 0; }
-    if (!connected && !m.name) { return 0; }
+    // msghdr, name or iovec in a page not resident yet: decided at exit (og_net_read_msg)
+    int unread = bpf_probe_read_user(&m, sizeof(m), (const void *)args->msg) != 0;
+    if (!unread && !connected && !m.name) { return 0; }
     if (og_is_self()) { return 0; }
     struct og_net_args *a = og_net_fresh_args();
     if (!a) { return 0; }
-    if (!connected) {
-        a->sa_len = og_net_read_sa(a->sa, m.name, (u64)(m.namelen < 0 ? 0 : m.namelen));
-        if (!og_net_sa_is_dns(a->sa)) { return 0; }
+    a->connected = connected;
+    if (!unread) {
+        unread = og_net_read_msg(a, (u64)args->msg);
+        if (!unread && !connected && !og_net_sa_is_dns(a->sa)) { return 0; }
     }
-    struct og_net_iovec iov = {};
-    if (m.iovlen && m.iov) { bpf_probe_read_user(&iov, sizeof(iov), (const void *)m.iov); }
+    a->late_msg = unread ? (u64)args->msg : 0;
     a->fd = fd;
     a->via = OG_NET_VIA_SENDMSG;
-    a->connected = connected;
-    a->uptr = iov.base;       // first iovec only: resolvers send a query as one buffer
-    a->ulen = iov.len;
     og_net_stash_send(a);
     return 0;
 }
@@ -556,14 +575,15 @@ TRACEPOINT_PROBE(syscalls, sys_enter_sendmmsg) {
     a->uptr = (u64)args->mmsg;
     a->ulen = (u64)args->vlen;
     if (!a->connected) {
-        // unconnected: worth an exit visit only if the first message names a DNS port
+        // unconnected: worth an exit visit only if the first message names a DNS port, or
+        // when its header or name is in a page not resident yet (exit reads them all again)
         struct og_net_umsghdr m = {};
-        if (bpf_probe_read_user(&m, sizeof(m), (const void *)args->mmsg) != 0 || !m.name) {
-            return 0;
+        if (bpf_probe_read_user(&m, sizeof(m), (const void *)args->mmsg) == 0) {
+            if (!m.name) { return 0; }
+            u8 sa[OG_NET_SA_LEN] = {};
+            u64 namelen = (u64)(m.namelen < 0 ? 0 : m.namelen);
+            if (og_net_read_sa(sa, m.name, namelen) && !og_net_sa_is_dns(sa)) { return 0; }
         }
-        u8 sa[OG_NET_SA_LEN] = {};
-        og_net_read_sa(sa, m.name, (u64)(m.namelen < 0 ? 0 : m.namelen));
-        if (!og_net_sa_is_dns(sa)) { return 0; }
     }
     og_net_stash_send(a);
     return 0;

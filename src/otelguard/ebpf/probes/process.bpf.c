@@ -28,7 +28,8 @@ struct og_exec_rec {
     u16 argc;         // arguments read (<= OG_ARGV_MAX)
     u16 argv_max;     // OG_ARGV_MAX (slot count, so user space needs no config)
     u16 arg_len;      // OG_ARG_LEN (slot size)
-    u32 truncated;    // 1 when argv had more than OG_ARGV_MAX entries
+    u32 truncated;    // bit 0: argv had more than OG_ARGV_MAX entries; bit 1: a pointer or
+                      // string of argv was in a page not resident (user space reads /proc)
     u16 envc;         // allowlisted variables read (<= OG_ENV_MAX)
     u16 env_max;      // OG_ENV_MAX
     u16 env_len;      // OG_ENV_LEN
@@ -129,14 +130,17 @@ static __always_inline int og_exec_enter(s32 dirfd, const char *filename,
 #pragma unroll
     for (int i = 0; i < OG_ARGV_MAX; i++) {
         const char *p = 0;
-        if (bpf_probe_read_user(&p, sizeof(p), &argv[i]) != 0 || !p) { goto done; }
+        // a tracepoint cannot fault, and exit is too late (the old image is gone): a page not
+        // resident is flagged for user space (docs/architecture.md#kernel-facts)
+        if (bpf_probe_read_user(&p, sizeof(p), &argv[i]) != 0) { r->truncated |= 2; goto done; }
+        if (!p) { goto done; }
         r->args[i][0] = 0;
-        bpf_probe_read_user_str(r->args[i], OG_ARG_LEN, p);
+        if (bpf_probe_read_user_str(r->args[i], OG_ARG_LEN, p) < 0) { r->truncated |= 2; }
         r->argc = i + 1;
     }
     {
         const char *p = 0;
-        if (bpf_probe_read_user(&p, sizeof(p), &argv[OG_ARGV_MAX]) == 0 && p) { r->truncated = 1; }
+        if (bpf_probe_read_user(&p, sizeof(p), &argv[OG_ARGV_MAX]) == 0 && p) { r->truncated |= 1; }
     }
 done:;
 #if OG_ENV_MAX
