@@ -20,6 +20,14 @@ with cProfile at the highest drop-free rate (a fresh agent, profiler hooked into
 their start): time in ring-buffer decode, process-table/event context, queue hand-off, OTLP
 build (span ids, record encoding) and delivery, and the top functions by own time.
 
+``--workloads opens,mix`` runs the sweep once per workload: ``opens`` is the generator above;
+``mix`` is the agent-shaped mix (bench/syscall_loop.c ``mix``: of every 64 operations one fork +
+exec + exit, 6 loopback TCP connects, 5 DNS queries, 52 opens), whose records are all kinds the
+sensor ships (process, network, DNS, state changes, file). Its rates are operations per second,
+its figures records consumed; the mix is slower to generate than opens (an exec costs ~1 ms), so
+a sweep stops where the generator reaches less than 80 % of the rate asked (generator-bound: the
+agent's figure is taken at the highest rate the generator made).
+
 The generator repeats one open of one path, which the file probe's in-kernel deduplication
 counts instead of sending within its window (1 s by default; see ebpf/file.py): with the
 default config only about one record per second reaches the agent. ``--dedup-ms 0`` sends
@@ -27,7 +35,8 @@ every open, which is what measures the agent; ``--lanes off,on`` sweeps the sens
 native lane off and on (ebpf/lane.py) side by side, and each step shows the lane's share.
 
 Run: ``.venv/bin/python -m bench.agent_throughput`` (``--quick`` for seconds, ``--step-s``,
-``--start``, ``--max-rate``, ``--no-profile``, ``--lanes``, ``--dedup-ms``). Needs root. Ends
+``--start``, ``--max-rate``, ``--no-profile``, ``--lanes``, ``--dedup-ms``, ``--workloads``). Needs
+root. Ends
 with ``BENCH_SUMMARY {json}``.
 """
 
@@ -60,6 +69,9 @@ AIM_PER_CORE = aims.EVENTS_PER_S_PER_CORE
 GROWTH = 1.6
 MAX_BACKLOG_S = 0.5
 MIN_RATE = 1000.0
+GENERATOR_BOUND = 0.8  # a step whose generator made less than this share of the rate asked
+# bench/syscall_loop.c modes by workload name
+WORKLOADS = {"opens": "rate", "mix": "mix"}
 
 
 @dataclass(frozen=True)
@@ -81,6 +93,11 @@ class Step:
     @property
     def drops(self) -> int:
         return self.kernel_drops + self.queue_drops
+
+    @property
+    def generator_bound(self) -> bool:
+        """The generator could not make the rate asked: higher rates measure nothing more."""
+        return self.generated_per_s < GENERATOR_BOUND * self.target_per_s
 
     @property
     def sustained(self) -> bool:
@@ -105,13 +122,14 @@ def _drop_total(counts: dict[str, float], stage: str) -> float:
     return sum(v for k, v in counts.items() if k.startswith(stage + "/"))
 
 
-def run_step(agent: AgentUnderTest, path: str, rate: float, seconds: float) -> Step:
+def run_step(agent: AgentUnderTest, path: str, rate: float, seconds: float,
+             mode: str = "rate") -> Step:
     agent.wait_drained(10.0)
     time.sleep(1.05)  # kernel drops are moved into telemetry once a second by the poll thread
     drops0 = kernel_drop_counts()
     c0 = agent.counters()
     t0 = time.monotonic()
-    loop = run_loop(["rate", path, f"{rate:.0f}", f"{seconds}"], timeout_s=seconds + 60)
+    loop = run_loop([mode, path, f"{rate:.0f}", f"{seconds}"], timeout_s=seconds + 60)
     t_gen = time.monotonic()
     backlog = agent.wait_drained(30.0)
     wall = (t_gen - t0) + (backlog if backlog is not None else time.monotonic() - t_gen)
@@ -137,27 +155,30 @@ def print_step(s: Step) -> None:
           + f"  {s.log_bytes / max(1, s.consumed):,.0f} B/event"
           + (f"  lane {100 * s.lane_events / s.consumed:.0f} %" if s.lane_events and s.consumed
              else "")
-          + ("" if s.sustained else "  (not sustained)"), flush=True)
+          + ("" if s.sustained else "  (not sustained)")
+          + ("  (generator-bound)" if s.generator_bound else ""), flush=True)
 
 
 def sweep(agent: AgentUnderTest, path: str, start: float, max_rate: float, seconds: float,
-          bisect: bool) -> list[Step]:
+          bisect: bool, mode: str = "rate") -> list[Step]:
     steps: list[Step] = []
     rate = start
     good: Optional[float] = None
     bad: Optional[float] = None
     while rate <= max_rate:
-        s = run_step(agent, path, rate, seconds)
+        s = run_step(agent, path, rate, seconds, mode)
         print_step(s)
         steps.append(s)
         if not s.sustained:
             bad = rate
             break
         good = rate
+        if s.generator_bound:  # the agent kept up with all the generator could make
+            return steps
         rate *= GROWTH
     rate = start / 2
     while good is None and rate >= MIN_RATE:  # the start was already too fast: step down
-        s = run_step(agent, path, rate, seconds)
+        s = run_step(agent, path, rate, seconds, mode)
         print_step(s)
         steps.append(s)
         if s.sustained:
@@ -167,17 +188,17 @@ def sweep(agent: AgentUnderTest, path: str, start: float, max_rate: float, secon
         rate /= 2
     if bisect and good is not None and bad is not None:
         mid = (good + bad) / 2
-        s = run_step(agent, path, mid, seconds)
+        s = run_step(agent, path, mid, seconds, mode)
         print_step(s)
         steps.append(s)
     return steps
 
 
 def fixed_rates(agent: AgentUnderTest, path: str, rates: list[float],
-                seconds: float) -> list[Step]:
+                seconds: float, mode: str = "rate") -> list[Step]:
     steps = []
     for rate in rates:
-        steps.append(run_step(agent, path, rate, seconds))
+        steps.append(run_step(agent, path, rate, seconds, mode))
         print_step(steps[-1])
     return steps
 
@@ -375,6 +396,18 @@ def _best(steps: list[Step]) -> Optional[Step]:
     return max(clean, key=lambda s: s.consumed_per_s) if clean else None
 
 
+def workload_summary(steps: list[Step], ceiling: float) -> dict[str, Any]:
+    """One workload's figures for the summary (``workloads.<name>.*``)."""
+    best = _best(steps)
+    return {"generator_ceiling_per_s": round(ceiling),
+            "max_drop_free_per_s": round(best.consumed_per_s) if best else None,
+            "per_core": round(best.per_core) if best else None,
+            "generated_per_s": round(best.generated_per_s) if best else None,
+            "drops_begin_at": next((s.target_per_s for s in steps if s.drops), None),
+            "generator_bound": bool(best and best.generator_bound),
+            "bytes_per_event": round(best.log_bytes / max(1, best.consumed)) if best else None}
+
+
 def print_reader_ab(results: dict[str, list[Step]]) -> None:
     """Events per agent CPU second of each ring reader at each rate they all ran, and the ratio
     to the first reader (the baseline of the A/B)."""
@@ -427,7 +460,15 @@ def main(argv: Optional[list[str]] = None) -> int:
                     help="the file probe's dedup window (default: the default config, 1000); "
                          "the generator repeats one open, which the kernel counts instead of "
                          "sending within the window: 0 sends every open to the agent")
+    ap.add_argument("--workloads", default="opens",
+                    help="comma-separated generators to sweep, each with every reader and lane: "
+                         "opens (one file opened at a rate, default), mix (the agent-shaped "
+                         "mix of exec, connect, DNS and opens)")
     args = ap.parse_args(argv)
+    workloads = args.workloads.split(",")
+    for w in workloads:
+        if w not in WORKLOADS:
+            ap.error(f"--workloads: unknown workload {w!r} (have: {', '.join(WORKLOADS)})")
     lanes = args.lanes.split(",")
     for lane in lanes:
         if lane not in ("auto", "on", "off"):
@@ -444,8 +485,11 @@ def main(argv: Optional[list[str]] = None) -> int:
           f"x{GROWTH}, ring buffer "
           + (f"{args.ringbuf_pages} pages (NOT default)" if args.ringbuf_pages else "default")
           + f", ring readers {', '.join(readers)}, native lane {', '.join(lanes)}, dedup "
-          + (f"{args.dedup_ms} ms" if args.dedup_ms is not None else "default"))
+          + (f"{args.dedup_ms} ms" if args.dedup_ms is not None else "default")
+          + f", workloads {', '.join(workloads)}")
     results: dict[str, list[Step]] = {}
+    by_workload: dict[str, list[Step]] = {}
+    ceilings: dict[str, float] = {}
     try:
         with contextlib.ExitStack() as stack:
             scope = (stack.enter_context(isolated_cgroup()),) if args.isolate else ()
@@ -453,10 +497,16 @@ def main(argv: Optional[list[str]] = None) -> int:
                 print(f"isolated: this process and the generator in cgroup {scope[0]}, the "
                       "agent scoped to it")
             tmp = stack.enter_context(tempfile.NamedTemporaryFile(prefix="og-bench-", dir="/tmp"))
-            base = run_loop(["rate", tmp.name, f"{args.max_rate:.0f}", f"{min(seconds, 2.0)}"])
-            print(f"baseline (no agent): the generator reaches {base.per_s:,.0f} opens/s "
-                  f"(asked {args.max_rate:,.0f}/s)")
-            for reader, lane in [(r, ln) for r in readers for ln in lanes]:
+            for w in workloads:
+                b = run_loop([WORKLOADS[w], tmp.name, f"{args.max_rate:.0f}",
+                              f"{min(seconds, 2.0)}"])
+                ceilings[w] = b.per_s
+                print(f"baseline (no agent): the {w} generator reaches {b.per_s:,.0f} "
+                      f"operations/s (asked {args.max_rate:,.0f}/s)")
+                if w == workloads[0]:
+                    base = b
+            for w, reader, lane in [(w, r, ln) for w in workloads for r in readers
+                                    for ln in lanes]:
                 # budget off: one process drives every rate, the per-cgroup budget would cap it
                 with AgentUnderTest(args.consumer, args.ringbuf_pages, budget_off=True,
                                     ring_reader=reader, scope=scope, dedup_ms=args.dedup_ms,
@@ -468,10 +518,16 @@ def main(argv: Optional[list[str]] = None) -> int:
                     name = reader if reader != "auto" else used
                     if len(lanes) > 1:
                         name += f"+lane-{'on' if on else 'off'}"
+                    if len(workloads) > 1:
+                        name = f"{w}:{name}"
+                        print(f"workload {w}:")
+                    mode = WORKLOADS[w]
                     results[name] = (
                         fixed_rates(agent, tmp.name, [float(r) for r in args.rates.split(",")],
-                                    seconds) if args.rates else
-                        sweep(agent, tmp.name, start, args.max_rate, seconds, not args.quick))
+                                    seconds, mode) if args.rates else
+                        sweep(agent, tmp.name, start, args.max_rate, seconds, not args.quick,
+                              mode))
+                    by_workload.setdefault(w, results[name])  # its first reader and lane
             steps = results[next(iter(results))]
             costs = stage_costs(agent, tmp.name, 5_000 if args.quick else 20_000)
             total_us = sum(v for k, v in costs.items() if not k.startswith(" "))
@@ -508,9 +564,20 @@ def main(argv: Optional[list[str]] = None) -> int:
     if first_drop is not None:
         print(f"drops begin at {first_drop.target_per_s:,.0f}/s target "
               f"(kernel {first_drop.kernel_drops}, queue {first_drop.queue_drops})")
+    if len(workloads) > 1:
+        print("\nworkloads (first reader and lane of each; events/s per core of agent CPU):")
+        for w, st in by_workload.items():
+            ws = workload_summary(st, ceilings[w])
+            print(f"  {w:<6} per core {ws['per_core'] or 0:>9,}/s  drop-free max "
+                  f"{ws['max_drop_free_per_s'] or 0:>9,}/s  generator ceiling "
+                  f"{ws['generator_ceiling_per_s']:>9,} ops/s"
+                  + ("  (generator-bound)" if ws["generator_bound"] else "")
+                  + (f"  drops begin at {ws['drops_begin_at']:,.0f}/s"
+                     if ws["drops_begin_at"] else ""))
     print(summary_line("agent_throughput", {
         "consumer": args.consumer, "quick": args.quick, "step_s": seconds,
         "lanes": lanes, "dedup_ms": args.dedup_ms,
+        "workloads": {w: workload_summary(st, ceilings[w]) for w, st in by_workload.items()},
         "isolated": args.isolate,
         "ringbuf_pages": args.ringbuf_pages,
         "generator_ceiling_per_s": round(base.per_s),

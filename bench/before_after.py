@@ -50,7 +50,7 @@ SPECS: tuple[BenchSpec, ...] = (
     BenchSpec("detection_eval", (("--records", "5000"), ("--repeats", "1"))),
     # dedup off: the generator repeats one open, which the kernel otherwise counts, not sends
     BenchSpec("agent_throughput", (("--quick",), ("--no-profile",)), (("--no-profile",),),
-              own=(("--dedup-ms", "0"),)),
+              own=(("--dedup-ms", "0"), ("--workloads", "opens,mix"))),
     BenchSpec("agent_overhead",
               (("--quick",), ("--no-bpf-stats",), ("--only", *AIM_OVERHEAD_WORKLOADS)),
               (("--only", *AIM_OVERHEAD_WORKLOADS),)),

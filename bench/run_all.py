@@ -31,7 +31,10 @@ BENCH_DIR = Path(__file__).resolve().parent
 NOT_BENCHMARKS = frozenset({"__init__", "common", "run_all", "aims", "before_after"})
 # arguments a benchmark needs to measure its aim, passed when it declares the flag: the
 # throughput generator repeats one open, which the kernel's dedup counts instead of sending
-AIM_ARGS: dict[str, tuple[str, ...]] = {"agent_throughput": ("--dedup-ms", "0")}
+# Per benchmark, groups of arguments the aims need; a group goes only to a benchmark that
+# declares its first flag (an older tree's may predate it).
+AIM_ARGS: dict[str, tuple[tuple[str, ...], ...]] = {
+    "agent_throughput": (("--dedup-ms", "0"), ("--workloads", "opens,mix"))}
 
 
 def discover() -> list[str]:
@@ -52,9 +55,9 @@ def accepts_flag(name: str, flag: str, root: Path = BENCH_DIR.parent) -> bool:
 
 
 def aim_args(name: str) -> tuple[str, ...]:
-    """:data:`AIM_ARGS` of ``name`` when its benchmark declares the flag, else none."""
-    extra = AIM_ARGS.get(name, ())
-    return extra if extra and accepts_flag(name, extra[0]) else ()
+    """The groups of :data:`AIM_ARGS` of ``name`` whose flag its benchmark declares."""
+    return tuple(a for group in AIM_ARGS.get(name, ()) if accepts_flag(name, group[0])
+                 for a in group)
 
 
 def accepts_quick(name: str, root: Path = BENCH_DIR.parent) -> bool:

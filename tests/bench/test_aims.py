@@ -73,8 +73,9 @@ def test_every_aim_of_both_issues_is_in_the_table() -> None:
     rows = evaluate([ok_run(a, (a.limit or 1) * 2) for a in AIMS])
     assert [r.aim for r in rows] == list(AIMS)
     assert {a.issue for a in SCORED} == {15, 16}
-    # 250k/s, 2 us (Python path and native lane), x1.15, x1.10 x2, 150 MB, 5 s, 1 %, 5 us, 15 us
-    assert len(SCORED) == 11
+    # 250k/s (opens, mix), 2 us (Python path, native lane), x1.15, x1.10 x2, 150 MB, 5 s, 1 %,
+    # 5 us, 15 us
+    assert len(SCORED) == 12
     table = aims.format_table(rows)
     for a in AIMS:
         assert f"{a.bench}:{a.keys[0]}" in table
@@ -207,7 +208,7 @@ def test_a_feature_off_switch_goes_to_each_tree_that_declares_it(tmp_path: Path)
     spec = next(s for s in SPECS if s.name == "agent_throughput")
     (old / "bench" / "agent_throughput.py").write_text('"--quick"\n"--no-profile"\n')
     assert own_args(spec, old) == []
-    assert own_args(spec, ROOT) == ["--dedup-ms", "0"]
+    assert own_args(spec, ROOT) == ["--dedup-ms", "0", "--workloads", "opens,mix"]
 
 
 # --- for real: the benchmarks print the keys the aims read ----------------------------------------
@@ -226,7 +227,8 @@ def test_a_cheap_benchmark_prints_its_aims_keys(bench: str) -> None:
         assert row.figure is not None and row.figure > 0, row
 
 
-AGENT = {"agent_throughput": ("--quick", "--no-profile", "--rates", "2000", "--step-s", "1"),
+AGENT = {"agent_throughput": ("--quick", "--no-profile", "--rates", "2000", "--step-s", "1",
+                              "--workloads", "opens,mix"),
          "agent_overhead": ("--quick", "--no-bpf-stats", "--only", "open-filtered", "exec",
                             "connect"),
          "agent_start": ("--reps", "1", "--steady", "3", "--idle", "3")}

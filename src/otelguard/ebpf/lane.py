@@ -17,7 +17,7 @@ The registry (pid -> what that process's records carry): the exporter registers 
 record the Python path built (``learn``: the encoded process attribute block, the span ids the
 span tracker gave it, the Resource and the process start), once per process version. The poll
 thread tells the lane the cgroups it resolves and the process table tells it every pid whose
-entry it changes (exec, fork, exit, chdir, memfd, eviction: ``forget``). An entry is refused
+entry it changes (exec, exit, chdir, memfd, eviction, a fork's child: ``forget``). An entry is refused
 when its attributes were built before the pid was last forgotten, and not used once older
 than the sensor's attribute lifetime (``ATTRS_TTL_NS``), after which the Python path rebuilds
 them: so the lane never emits stale attributes, and its bytes equal the Python path's

@@ -203,8 +203,11 @@ class ProcessTable:
 
     # --- lifecycle (called by the process probe's decoder) ---------------------------------------
     def on_fork(self, parent_pid: int, child_pid: int, wall_ns: int) -> ProcessInfo:
+        # the parent's attributes do not change (its root_key is bookkeeping, not an
+        # attribute): it is not reported changed, so the native lane keeps encoding its records
+        # (a process that forks often, a shell or a server, would otherwise fall back to the
+        # Python path after every fork); the child's pid is, by _put
         parent = self.get(parent_pid)
-        self._changed(parent_pid)
         self._dead.pop(child_pid, None)
         child = ProcessInfo(pid=child_pid, ppid=parent_pid, start_ns=wall_ns)
         if parent is not None:
