@@ -279,7 +279,7 @@ def profile_breakdown(st: pstats.Stats) -> list[tuple[str, float, int]]:
 def profile_at(rate: float, path: str, seconds: float, consumer: str,
                ringbuf_pages: Optional[int], reader: ReaderKind = "auto",
                scope: tuple[str, ...] = (), dedup_ms: Optional[int] = None,
-               lane: str = "auto") -> dict[str, Any]:
+               lane: str = "auto", mode: str = "rate") -> dict[str, Any]:
     hooks = ThreadProfiles()
     hooks.install()
     try:
@@ -288,7 +288,7 @@ def profile_at(rate: float, path: str, seconds: float, consumer: str,
     finally:
         hooks.uninstall()
     try:
-        step = run_step(agent, path, rate, seconds)
+        step = run_step(agent, path, rate, seconds, mode)
     finally:
         agent.stop()
     print_step(step)
@@ -541,7 +541,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             if best is not None and not args.no_profile:
                 profile = profile_at(best.target_per_s, tmp.name, seconds, args.consumer,
                                      args.ringbuf_pages, readers[0], scope, args.dedup_ms,
-                                     lanes[0])
+                                     lanes[0], WORKLOADS[workloads[0]])
     except BenchError as exc:
         print(f"agent_throughput: {exc}", file=sys.stderr)
         return 1

@@ -5,7 +5,9 @@ An analyser is a class in its own module under ``otelguard.risk`` with:
 - ``name`` (the ``otelguard.risk.analyser`` value), ``events``, the event names it reads (the
   stage hands it only those), and ``fields``, the record attribute keys it reads (only those
   are decoded into the observation: decoding every attribute of every record costs more than
-  parsing the request);
+  parsing the request), and optionally ``fields_by_event``, those keys narrowed per event name
+  (the stage's positional reader proves each wanted key a record lacks absent from its wire
+  bytes, so a key no record of that event carries costs a serialisation per record);
 - ``observe(observation)``: called by the stage's ``process`` for every matching record, under
   the stage's lock; must not do I/O (queue work for a thread started in ``start()``) and must
   keep its memory bounded per workload and in total, counting what it cannot keep through the

@@ -124,8 +124,12 @@ READ_EVENTS = frozenset({S.EV_PROCESS_EXEC, S.EV_FILE_OPEN, S.EV_NETWORK_CONNECT
 # flagged process to skip, a host record's workload, a deviation's trigger uid)
 CONTEXT = (S.LOG_RECORD_UID, S.PROCESS_PID, S.PROCESS_PARENT_PID, S.PROCESS_LINUX_CGROUP,
            S.PROCESS_EXECUTABLE_PATH)
-_FILE_KEYS = (S.SYSCALL_RET, S.FILE_PATH, S.FILE_OPEN_FLAGS, S.FILE_TARGET_PATH)
+# exactly what each event's observations read (a key no record of the event carries would
+# make every layout incomplete: FieldReader then proves it absent on each record)
 _EVENT_KEYS = {
+    S.EV_FILE_OPEN: (S.SYSCALL_RET, S.FILE_PATH, S.FILE_OPEN_FLAGS),
+    **{e: (S.SYSCALL_RET, S.FILE_PATH) for e in _FILE_WRITES},
+    **{e: (S.SYSCALL_RET, S.FILE_TARGET_PATH) for e in _TARGET_WRITES},
     S.EV_PROCESS_EXEC: (S.SYSCALL_RET, S.PROCESS_EXECUTABLE_PATH, S.PROCESS_EXECUTABLE_NAME,
                         S.PROCESS_PARENT_EXECUTABLE_PATH, S.PROCESS_PARENT_EXECUTABLE_NAME,
                         S.PROCESS_COMMAND_ARGS, S.PROCESS_EXE_UPPER_LAYER,
@@ -143,7 +147,7 @@ _EVENT_KEYS = {
 Getters = dict[str, Callable[[Any], Any]]
 # event name -> key -> getter: only what that event's observations read
 OBSERVED: dict[str, Getters] = {
-    name: {k: _GETTERS[k] for k in _EVENT_KEYS.get(name, _FILE_KEYS)} for name in READ_EVENTS
+    name: {k: _GETTERS[k] for k in _EVENT_KEYS[name]} for name in READ_EVENTS
 }
 CONTEXT_READ: Getters = {k: _GETTERS[k] for k in CONTEXT}
 
@@ -161,42 +165,65 @@ class FieldReader:
     by remembered position: a producer writes one event type with the same keys in the same
     order, so per (event name, attribute count) the positions of the keys a full pass found are
     read directly (one element access and one key check each; upb builds a Python object per
-    element touched). Any key not where it was means a full pass that relearns the layout.
-    Bounded to ``max_layouts`` layouts (then full passes only)."""
+    element touched). A record of the same length may hold a wanted key its layout's learning
+    record lacked, where that one had another key: so a layout that lacks a wanted key also
+    checks the keys at its other positions (no value read), and one of them wanted means the
+    layout does not fit. Up to ``VARIANTS`` layouts per (event, count) are kept (records with
+    and without an optional key alternate); none fitting means a full pass that learns one.
+    Bounded to ``max_layouts`` keys (then full passes only)."""
+
+    VARIANTS = 4
 
     def __init__(self, table: dict[str, Getters], default: Getters,
                  max_layouts: int = 1024) -> None:
         self.table = table
         self.default = default
         self.max_layouts = max_layouts
-        self._layouts: dict[tuple[str, int], tuple[tuple[int, str, int], ...]] = {}
+        # (event, count) -> layouts, each (positions of the wanted keys its record had, the
+        # wanted keys it lacked as wire tokens, None when none)
+        self._layouts: dict[tuple[str, int], list[tuple[tuple[tuple[int, str, int], ...],
+                                                        Optional[tuple[bytes, ...]]]]] = {}
 
     def read(self, record: Any, event_name: str) -> dict[str, Any]:
         """``event_name``: the record's (the caller read it already; each access costs)."""
         attrs = record.attributes
         key = (event_name, len(attrs))
-        layout = self._layouts.get(key)
-        if layout is not None:
-            out: dict[str, Any] = {}
-            for i, name, kind in layout:
-                kv = attrs[i]
-                if kv.key != name:
-                    break
-                v = kv.value  # the getters inlined: a call per key costs as much as a read
-                out[name] = v.string_value if kind == _S else v.int_value if kind == _I else \
-                    v.bool_value if kind == _B else _strs(kv)
-            else:
-                return out
+        layouts = self._layouts.get(key)
+        getters = self.table.get(event_name, self.default)
+        wire: Optional[bytes] = None
+        if layouts is not None:
+            for found_at, others in layouts:
+                out: dict[str, Any] = {}
+                for i, name, kind in found_at:
+                    kv = attrs[i]
+                    if kv.key != name:
+                        break
+                    v = kv.value  # the getters inlined: a call per key costs as much as a read
+                    out[name] = v.string_value if kind == _S else v.int_value if kind == _I \
+                        else v.bool_value if kind == _B else _strs(kv)
+                else:
+                    if others is None:
+                        return out
+                    if wire is None:
+                        wire = record.SerializeToString()
+                    for token in others:
+                        if token in wire:
+                            break
+                    else:
+                        return out
         out = {}
         found = []
-        getters = self.table.get(event_name, self.default)
         for i, kv in enumerate(attrs):
             get = getters.get(kv.key)
             if get is not None:
                 out[kv.key] = get(kv)
                 found.append((i, kv.key, _KIND_OF[get]))
-        if layout is not None or len(self._layouts) < self.max_layouts:
-            self._layouts[key] = tuple(found)
+        if layouts is None and len(self._layouts) < self.max_layouts:
+            layouts = self._layouts[key] = []
+        if layouts is not None:
+            layouts.insert(0, (tuple(found), None if len(out) == len(getters) else
+                               tuple(k.encode() for k in getters if k not in out)))
+            del layouts[self.VARIANTS:]
         return out
 
 

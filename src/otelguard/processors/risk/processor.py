@@ -82,7 +82,8 @@ class RiskStage(StateDirOnly):
         for a in self._analysers:
             for event in a.events:
                 self._by_event.setdefault(event, []).append(a)
-                self._fields[event] = self._fields.get(event, _STAGE_FIELDS) | a.fields
+                wanted = getattr(a, "fields_by_event", {}).get(event, a.fields)
+                self._fields[event] = self._fields.get(event, _STAGE_FIELDS) | wanted
         # by remembered position where every key's type is known (profiles' reader)
         table = {e: g for e, keys in self._fields.items()
                  if (g := getters_for(keys)) is not None}

@@ -18,8 +18,8 @@ from otelguard import semconv as S
 from otelguard.risk.analyser import Dropped
 from otelguard.risk.grants.config import GrantsConfig
 from otelguard.risk.grants.ledger import (
-    CAPABILITY, EVENTS, HOST_PATH, PRIVILEGED, SA_TOKEN_DIRS, TOKEN, UNNEEDED, UNUSED, UNWRITTEN,
-    GrantTracker, Ledger, Verdict, owner_of, resource_grants,
+    _FILE_CHANGES, CAPABILITY, EVENTS, HOST_PATH, PRIVILEGED, SA_TOKEN_DIRS, TOKEN, UNNEEDED,
+    UNUSED, UNWRITTEN, GrantTracker, Ledger, Verdict, owner_of, resource_grants,
 )
 from otelguard.risk.grants.suggest import suggestion
 from otelguard.risk.model import Finding, Observation
@@ -32,11 +32,22 @@ RISKY = frozenset({"CAP_SYS_ADMIN", "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_SYS_PTR
                    "CAP_SYS_MODULE", "CAP_DAC_READ_SEARCH", "CAP_BPF", "CAP_PERFMON",
                    "CAP_SYS_RAWIO", "CAP_SYS_TIME", "CAP_SYS_BOOT", "CAP_MAC_ADMIN",
                    "CAP_MAC_OVERRIDE", "CAP_SYSLOG", "CAP_LINUX_IMMUTABLE"})
-FIELDS = frozenset({  # the record attributes the ledger reads
-    S.SYSCALL_RET, S.LOG_RECORD_UID, S.PROCESS_CAP_EFFECTIVE, S.PROCESS_EXECUTABLE_PATH,
-    S.FILE_PATH, S.FILE_OPEN_FLAGS, S.FILE_TARGET_PATH, S.NETWORK_PEER_ADDRESS,
-    S.NETWORK_PEER_PORT, S.PEER_K8S_NAMESPACE_NAME, S.PEER_K8S_SERVICE_NAME, S.CAPABILITY,
-    S.NAMESPACE_FLAGS})
+_COMMON = frozenset({S.SYSCALL_RET, S.LOG_RECORD_UID, S.PROCESS_CAP_EFFECTIVE,
+                     S.PROCESS_EXECUTABLE_PATH})
+# the record attributes the ledger reads, by event (GrantTracker.observe): exactly those, so
+# the stage's positional reader need not prove absent keys a record of the event never has
+FIELDS_BY_EVENT = {
+    **{e: _COMMON for e in EVENTS},
+    S.EV_PRIV_CAPABLE: _COMMON | {S.CAPABILITY},
+    S.EV_FILE_OPEN: _COMMON | {S.FILE_PATH, S.FILE_OPEN_FLAGS},
+    **{e: _COMMON | {S.FILE_PATH} for e in _FILE_CHANGES},
+    **{e: _COMMON | {S.FILE_PATH, S.FILE_TARGET_PATH}
+       for e in (S.EV_FILE_RENAME, S.EV_FILE_LINK, S.EV_FILE_SYMLINK)},
+    S.EV_NETWORK_CONNECT: _COMMON | {S.NETWORK_PEER_ADDRESS, S.NETWORK_PEER_PORT,
+                                     S.PEER_K8S_NAMESPACE_NAME, S.PEER_K8S_SERVICE_NAME},
+    S.EV_UNSHARE: _COMMON | {S.NAMESPACE_FLAGS},
+}
+FIELDS = frozenset().union(*FIELDS_BY_EVENT.values())
 _RESOURCE_KEYS = (S.K8S_POD_PRIVILEGED, S.K8S_POD_ADDED_CAPABILITIES, S.K8S_CONTAINER_MOUNTS,
                   S.K8S_POD_SERVICE_ACCOUNT)
 
@@ -57,6 +68,7 @@ class GrantsAnalyser:
     name = NAME
     events = EVENTS
     fields = FIELDS
+    fields_by_event = FIELDS_BY_EVENT
     def __init__(self, config: GrantsConfig, clock: Callable[[], float] = time.time) -> None:
         self.config = config
         # read-only opens the kernel filter must send (otelguard run widens it; the agent's

@@ -84,6 +84,13 @@ class PackageUsage:
     events = frozenset({S.EV_PROCESS_EXEC, S.EV_FILE_OPEN})
     fields = frozenset({S.SYSCALL_RET, S.PROCESS_EXECUTABLE_PATH, S.PROCESS_COMMAND_ARGS,
                         S.FILE_PATH, S.FILE_OPEN_FLAGS, S.PROCESS_PID, S.PROCESS_PARENT_PID})
+    # what each event's records are read for (the stage's reader proves absent only these)
+    fields_by_event = {
+        S.EV_PROCESS_EXEC: frozenset({S.SYSCALL_RET, S.PROCESS_EXECUTABLE_PATH,
+                                      S.PROCESS_COMMAND_ARGS, S.PROCESS_PID,
+                                      S.PROCESS_PARENT_PID}),
+        S.EV_FILE_OPEN: frozenset({S.SYSCALL_RET, S.FILE_PATH, S.FILE_OPEN_FLAGS, S.PROCESS_PID,
+                                   S.PROCESS_PARENT_PID})}
 
     def __init__(self, config: PackagesConfig, dropped: Dropped,
                  root_overrides: Optional[dict[str, str]] = None) -> None:
