@@ -19,6 +19,7 @@ from otelguard.ebpf.settings import SensorConfig
 from tests.ebpf.containers import container
 from tests.support.metrics import sample
 from tests.support.polling import wait_until
+from tests.support.sensor import SCOPE, scope_dirs
 
 pytestmark = pytest.mark.kernel
 
@@ -147,3 +148,28 @@ def test_cgroup_scope_hides_tasks_outside_it(sensor: Sensor) -> None:
                                       for e in evs))
     assert [e for e in seen if e.cgroup_path.startswith("/og-outside-scope")] == []
     assert any(e.pid == inside.pid for e in seen)
+
+
+
+
+def _stash_full() -> float:
+    return sample("otelguard_dropped_total", stage="kernel_stash", reason="stash_full")
+
+
+def test_stash_drops_are_read_from_the_kernel_counter_and_exported() -> None:
+    """og_drops[1] (a syscall whose entry state found its stash map full, so no record was
+    made) reaches Sensor.stats() and otelguard_dropped_total{kernel_stash,stash_full} through
+    the poll thread's accounting. Filling a real stash map takes 10,240 threads inside one
+    syscall at once; this sets the kernel's counter of a sensor of its own instead."""
+    before = _stash_full()
+    scope_dirs()
+    with Sensor(SensorConfig(probes=("network",), cgroup_scope=SCOPE)) as s:
+        program = s._program
+        assert program is not None
+        drops = program.tables["og_drops"]
+        ncpu = len(drops.lookup(1) or [])
+        assert ncpu >= 1 and program.stash_drops() == 0
+        drops.update(1, 3)  # every CPU's slot
+        assert s.stats()["stash_drops"] == 3 * ncpu
+        assert wait_until(lambda: _stash_full() - before >= 3 * ncpu, 5.0)  # the poll thread
+    assert _stash_full() - before == 3 * ncpu

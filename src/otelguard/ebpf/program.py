@@ -86,6 +86,7 @@ class LoadedProgram:
     origin: str = "compiled"
     cache_path: Optional[Path] = None  # the image loaded or written (None: cache off/unwritable)
     _drops_seen: int = 0
+    _stash_seen: int = 0
     _ring: Optional[RingPoller] = None
 
     def table(self, name: str) -> Table:
@@ -117,13 +118,23 @@ class LoadedProgram:
         """Records lost so far because the ring buffer was full (sum over CPUs)."""
         return self.tables[DROPS_NAME].percpu_sum(0)
 
+    def stash_drops(self) -> int:
+        """Syscalls not reported so far because their entry state could not be stashed for the
+        exit (a full stash map; sum over CPUs)."""
+        return self.tables[DROPS_NAME].percpu_sum(1)
+
     def account_kernel_drops(self) -> int:
-        """Add the drops since the last call to telemetry.dropped{kernel_ring,ringbuf_full}."""
+        """Add the drops since the last call to telemetry.dropped{kernel_ring,ringbuf_full} and
+        {kernel_stash,stash_full}; returns the ring buffer's."""
         total = self.kernel_drops()
         delta = total - self._drops_seen
         if delta > 0:
             telemetry.dropped.labels("kernel_ring", "ringbuf_full").inc(delta)
             self._drops_seen = total
+        stash = self.stash_drops()
+        if stash > self._stash_seen:
+            telemetry.dropped.labels("kernel_stash", "stash_full").inc(stash - self._stash_seen)
+            self._stash_seen = stash
         return delta
 
     def budget_drops(self) -> int:

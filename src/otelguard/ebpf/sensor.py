@@ -375,9 +375,11 @@ class Sensor:
     def stats(self) -> dict[str, Any]:
         """Counters for summaries and tests (kernel drops read live when running)."""
         kernel = self._program.kernel_drops() if self._program is not None else None
+        stash = self._program.stash_drops() if self._program is not None else None
         return {
             "records": self._records,
             "kernel_drops": kernel,
+            "stash_drops": stash,  # syscalls whose entry state found its stash map full
             "budget_drops": self.budget.total,
             "budget_offenders": list(self._offenders),
             "queue_drops": self._queue_drops,

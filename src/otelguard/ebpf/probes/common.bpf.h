@@ -30,8 +30,10 @@ struct og_hdr {
 };
 
 BPF_RINGBUF_OUTPUT(og_events, OG_RINGBUF_PAGES);
-// Index 0: records lost because the ring buffer was full (reserve failed).
-BPF_PERCPU_ARRAY(og_drops, u64, 1);
+// Index 0: records lost because the ring buffer was full (reserve failed); index 1: syscalls
+// whose entry state could not be stashed for their exit (the stash map was full), so their
+// record was never made (og_count_stash_drop).
+BPF_PERCPU_ARRAY(og_drops, u64, 2);
 
 // Index 0: the agent's own tgid, written by the loader before the probes attach. A map, not a
 // placeholder, so the rendered text (the program cache's key, progcache.py) does not change with
@@ -72,6 +74,13 @@ static __always_inline int og_is_self(void) {
 static __always_inline void og_count_drop(void) {
     int zero = 0;
     u64 *v = og_drops.lookup(&zero);
+    if (v) { *v += 1; }
+}
+
+// A probe's `stash.update(...)` returned an error: the syscall goes unreported, counted.
+static __always_inline void og_count_stash_drop(void) {
+    int one = 1;
+    u64 *v = og_drops.lookup(&one);
     if (v) { *v += 1; }
 }
 

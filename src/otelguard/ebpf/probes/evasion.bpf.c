@@ -64,7 +64,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_io_uring_setup) {
     a.params = (u64)args->params;
     a.entries = (u32)args->entries;
     u64 id = bpf_get_current_pid_tgid();
-    og_ev_setup_args_map.update(&id, &a);
+    if (og_ev_setup_args_map.update(&id, &a)) { og_count_stash_drop(); }
     return 0;
 }
 

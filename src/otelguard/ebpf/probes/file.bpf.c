@@ -162,7 +162,7 @@ static __always_inline int og_file_stash_it(struct og_file_rec *r) {
     u32 slot = tid & 4095;
     u32 *pending = og_file_pending.lookup(&slot);
     if (pending) { __sync_fetch_and_add(pending, 1); }
-    og_file_stash.update(&tid, og_file_late(r));
+    if (og_file_stash.update(&tid, og_file_late(r))) { og_count_stash_drop(); }
     return 0;
 }
 

@@ -290,7 +290,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_socket) {
     a->protocol = args->protocol;
     u64 id = bpf_get_current_pid_tgid();
     a->nr = OG_NET_NR_SOCKET;
-    og_net_args_map.update(&id, a);
+    if (og_net_args_map.update(&id, a)) { og_count_stash_drop(); }
     return 0;
 }
 
@@ -334,7 +334,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_connect) {
     }
     u64 id = bpf_get_current_pid_tgid();
     a->nr = OG_NET_NR_CONNECT;
-    og_net_args_map.update(&id, a);
+    if (og_net_args_map.update(&id, a)) { og_count_stash_drop(); }
     return 0;
 }
 
@@ -376,7 +376,7 @@ static __always_inline int og_net_accept_enter(s32 fd, u64 upeer, u64 ulen, u32 
     a->ulen = ulen;
     u64 id = bpf_get_current_pid_tgid();
     a->nr = OG_NET_NR_ACCEPT;
-    og_net_args_map.update(&id, a);
+    if (og_net_args_map.update(&id, a)) { og_count_stash_drop(); }
     return 0;
 }
 
@@ -427,7 +427,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_bind) {
     if (!a->late_sa && !og_net_sa_is_inet(a->sa)) { return 0; }
     u64 id = bpf_get_current_pid_tgid();
     a->nr = OG_NET_NR_BIND;
-    og_net_args_map.update(&id, a);
+    if (og_net_args_map.update(&id, a)) { og_count_stash_drop(); }
     return 0;
 }
 
@@ -451,7 +451,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_listen) {
     a->aux = (u32)args->backlog;
     u64 id = bpf_get_current_pid_tgid();
     a->nr = OG_NET_NR_LISTEN;
-    og_net_args_map.update(&id, a);
+    if (og_net_args_map.update(&id, a)) { og_count_stash_drop(); }
     return 0;
 }
 
@@ -475,7 +475,7 @@ static __always_inline int og_net_is_dns_fd(s32 fd) {
 static __always_inline void og_net_stash_send(struct og_net_args *a) {
     u64 id = bpf_get_current_pid_tgid();
     a->nr = OG_NET_NR_SEND;
-    og_net_args_map.update(&id, a);
+    if (og_net_args_map.update(&id, a)) { og_count_stash_drop(); }
 }
 
 // sendmsg: the destination and the first iovec from the msghdr at `m`. Returns 1 when a part

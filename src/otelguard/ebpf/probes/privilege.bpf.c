@@ -119,7 +119,7 @@ static __always_inline int og_priv_save(u32 type, u32 which, u64 a0, u64 a1, u64
     a.a[2] = a2;
     a.a[3] = a3;
     u64 id = bpf_get_current_pid_tgid();
-    og_priv_args_map.update(&id, &a);
+    if (og_priv_args_map.update(&id, &a)) { og_count_stash_drop(); }
     return 0;
 }
 

@@ -148,7 +148,7 @@ done:;
 #endif
     // keyed by tgid: a successful exec from a non-leader thread returns in the leader's tid
     u32 tgid = bpf_get_current_pid_tgid() >> 32;
-    og_exec_stash.update(&tgid, r);
+    if (og_exec_stash.update(&tgid, r)) { og_count_stash_drop(); }
     return 0;
 }
 
@@ -253,7 +253,7 @@ static __always_inline int og_chdir_enter(s32 fd, const char *path, u32 sc) {
     r->sc = sc;
     r->path[0] = 0;
     if (path) { bpf_probe_read_user_str(r->path, sizeof(r->path), path); }
-    og_chdir_stash.update(&tid, r);
+    if (og_chdir_stash.update(&tid, r)) { og_count_stash_drop(); }
     return 0;
 }
 
