@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import errno
 import json
+import os
+import sys
 
 import pytest
 
@@ -13,6 +15,7 @@ from otelguard import semconv
 from otelguard.ebpf.events import Event
 from otelguard.ebpf.sensor import Sensor
 from tests.ebpf.capture import named, run_workload
+from tests.support.sensor import RunInContainer
 
 pytestmark = pytest.mark.kernel
 
@@ -227,3 +230,43 @@ print(libc.syscall(313, fd, b"", 0), ctypes.get_errno())
     loads = named([e for e in events if e.pid == pid], semconv.EV_MODULE_LOAD)
     assert len(loads) == 1 and loads[0].ret < 0
     assert loads[0].attrs[semconv.FILE_PATH] == "/etc/hostname"
+
+
+# A process made with a chosen pid (ns_last_pid, as CRIU restores pids): it checks
+# CAP_NET_ADMIN (SO_RCVBUFFORCE) and prints its pid; exit 3 when another process took the pid.
+REUSE = """
+import os, socket, sys
+target = int(sys.argv[1])
+for _ in range(50):
+    with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+        f.write(str(target - 1))
+    child = os.fork()
+    if child == 0:
+        if os.getpid() != target:
+            os._exit(3)
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, 33, 1 << 16)  # SO_RCVBUFFORCE: CAP_NET_ADMIN
+        s.close()
+        os._exit(0)
+    if os.WEXITSTATUS(os.waitpid(child, 0)[1]) == 0:
+        print(child)
+        break
+"""
+
+
+def test_a_reused_pid_in_a_new_container_reports_its_capability_use(
+        run_in_container: RunInContainer) -> None:
+    """Capability checks are reported once per process; the kernel keyed "process" by pid, so
+    a new process that got an exited one's pid (pid_max is 32768 here: a long run reuses pids)
+    never reported a capability the old one had used. Two containers' processes get the same
+    pid; both uses must be reported."""
+    last = int(open("/proc/sys/kernel/ns_last_pid").read())
+    pid_max = int(open("/proc/sys/kernel/pid_max").read())
+    target = next(p for p in range(last + 500, last + 5000)
+                  if p < pid_max and not os.path.exists(f"/proc/{p}"))
+    runs = [run_in_container([sys.executable, "-c", REUSE, str(target)]) for _ in range(2)]
+    for run in runs:
+        assert run.proc.stdout.decode().split() == [str(target)], run.proc.stderr.decode()
+        uses = [e for e in named(run.events, semconv.EV_PRIV_CAPABLE)
+                if e.pid == target and e.attrs.get(semconv.CAPABILITY) == "CAP_NET_ADMIN"]
+        assert uses, [(e.name, e.pid, e.attrs.get(semconv.CAPABILITY)) for e in run.events]

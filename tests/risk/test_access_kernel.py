@@ -23,7 +23,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import pytest
 import yaml
@@ -130,6 +130,28 @@ def explain(**parts: Any) -> str:
     return "\n".join(f"{k}: {pprint.pformat(v, width=110)}" for k, v in parts.items())
 
 
+def file_maps(sensor: Any, pid: int) -> dict[str, Any]:
+    """The file probe's kernel state for ``pid`` (its tid slot's pending stash count, a stash
+    left for it, its dedup exec mark) and the sizes of its maps."""
+    tables = sensor._program.tables if sensor._program is not None else {}
+    out: dict[str, Any] = {}
+    for name in ("og_file_pending", "og_file_stash", "og_file_exec", "og_file_dedup"):
+        t = tables.get(name)
+        if t is None:
+            continue
+        try:
+            if name == "og_file_pending":
+                out[name] = t.lookup(pid & 4095)
+                out[name + "_nonzero"] = sum(1 for _, v in t.items() if int(getattr(v, "value", v)))
+            else:
+                out[name + "_entries"] = sum(1 for _ in t.keys())
+                if name in ("og_file_stash", "og_file_exec"):
+                    out[name + "_for_pid"] = t.lookup(pid) is not None
+        except Exception as exc:  # noqa: BLE001 - a diagnostic, never the failure itself
+            out[name] = repr(exc)
+    return out
+
+
 def connects(records: list[Any], cid: str) -> list[Any]:
     """The connect records of container ``cid`` with their resource's workload attributes."""
     out = []
@@ -143,7 +165,8 @@ def connects(records: list[Any], cid: str) -> list[Any]:
 
 def pump(sensor: Any, builder: Any, enricher: K8sEnricher, stage: RiskStage,
          cids: set[str], until: Callable[[list[Any], list[Any]], bool], marker: str,
-         strays: list[Any], timeout: float = 30.0) -> tuple[list[Any], list[Any]]:
+         strays: list[Any], timeout: float = 30.0,
+         pids: Optional[dict[int, list[Any]]] = None) -> tuple[list[Any], list[Any]]:
     """Drain the sensor every 0.2 s through the builder, the enricher and the risk stage, and
     flush the stage (the processor's path without the network); (records seen, (time, released
     ResourceLogs)) once ``until`` holds. Records of our workloads (``marker`` in the command
@@ -154,6 +177,9 @@ def pump(sensor: Any, builder: Any, enricher: K8sEnricher, stage: RiskStage,
     while time.monotonic() < deadline:
         events = []
         for e in sensor.drain(65536, 0.2):
+            if pids is not None and e.pid in pids:  # every record of the workloads' pids
+                pids[e.pid].append((e.name, e.container_id, e.cgroup_path,
+                                    e.get(S.FILE_PATH), e.get(S.NETWORK_PEER_ADDRESS)))
             if e.container_id in cids:
                 events.append(e)
             elif marker in str(e.get(S.PROCESS_COMMAND_LINE) or ""):
@@ -217,8 +243,9 @@ def test_granted_but_unused_is_reported_used_is_not_and_reach_is_fast(
                          for rl, r in records if r.event_name == S.EV_PROCESS_EXIT}
                 return {idle_cid, busy_cid} <= exits and len(found) >= 2
 
+            by_pid: dict[int, list[Any]] = {busy.pid: [], idle.pid: []}
             records, found = pump(sensor, builder, enricher, stage, {idle_cid, busy_cid},
-                                  done, str(tmp_path), strays)
+                                  done, str(tmp_path), strays, pids=by_pid)
             out_i, err_i = idle.communicate(timeout=30)
             out_b, err_b = busy.communicate(timeout=30)
         assert idle.returncode == 0 and busy.returncode == 0, (err_i, err_b)
@@ -240,7 +267,8 @@ def test_granted_but_unused_is_reported_used_is_not_and_reach_is_fast(
     # a red CI run leaves to explain itself.
     assert set(reach) == {"service:" + vault + "/secrets-db", "builtin:cloud-metadata"}, \
         explain(reach=reach, seen_idle_event_peer_deployment=seen, ours_under_another_id=strays,
-                idle_connects=connects(records, idle_cid), sensor=sensor.stats())
+                idle_connects=connects(records, idle_cid), idle_pid_records=by_pid[idle.pid],
+                sensor=sensor.stats(), kernel=file_maps(sensor, idle.pid))
     for target, addr in ((f"service:{vault}/secrets-db", db_ip),
                          ("builtin:cloud-metadata", "169.254.169.254")):
         at, a = reach[target]
@@ -279,7 +307,8 @@ def test_granted_but_unused_is_reported_used_is_not_and_reach_is_fast(
                   and r.event_name == S.EV_FILE_OPEN for a in [attrs_dict(r.attributes)]]
     assert ("busy", "host_path", HOSTDATA) not in got, explain(  # written
         finding=got[("busy", "host_path", HOSTDATA)], busy_opens=busy_opens,
-        ours_under_another_id=strays, sensor=sensor.stats())
+        ours_under_another_id=strays, busy_pid_records=by_pid[busy.pid], sensor=sensor.stats(),
+        kernel=file_maps(sensor, busy.pid))
     assert ("busy", "capability", "CAP_NET_ADMIN") not in got
     assert ("busy", "token", SA_TOKEN_MOUNT) not in got
     assert all(a[S.RISK_STATE] == "unused" for k, a in got.items() if k[1] != "host_path")

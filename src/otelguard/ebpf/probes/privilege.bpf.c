@@ -92,10 +92,18 @@ struct og_priv_name_rec {           // MODULE (parameter string), MEMFD (name)
     char name[OG_PRIV_NAME];
 };
 
+// A process is (tgid, cgroup, comm): pids are reused (pid_max is 32768 on many nodes), and a
+// new process with an old one's pid must not inherit its "seen" (it was: a container's first
+// CAP_NET_ADMIN use went unreported when an earlier process with its pid had used it). The
+// cgroup tells a new container, comm a new program (exec); a pid reused in the same cgroup by
+// the same command within the LRU's life is the case left.
 struct og_priv_cap_key {
+    u64 cgroup;
+    char comm[OG_COMM_LEN];
     u32 tgid;
     s32 cap;
     u32 denied;
+    u32 _pad;
 };
 
 struct og_priv_cap_data {           // struct __user_cap_data_struct
@@ -106,7 +114,8 @@ struct og_priv_cap_data {           // struct __user_cap_data_struct
 
 BPF_HASH(og_priv_args_map, u64, struct og_priv_args, 10240);
 // cap_capable runs on nearly every privileged kernel path: report each (process, capability,
-// granted/denied) once. LRU, so a process that cycles through more than fit is reported again.
+// granted/denied) once (a process: og_priv_cap_key). LRU, so a process that cycles through
+// more than fit is reported again.
 BPF_TABLE("lru_hash", struct og_priv_cap_key, u8, og_priv_caps_seen, 16384);
 
 static __always_inline int og_priv_save(u32 type, u32 which, u64 a0, u64 a1, u64 a2, u64 a3) {
@@ -250,6 +259,8 @@ TRACEPOINT_PROBE(capability, cap_capable) {
     if (og_is_self()) { return 0; }
     struct og_priv_cap_key k = {};
     k.tgid = bpf_get_current_pid_tgid() >> 32;
+    k.cgroup = bpf_get_current_cgroup_id();
+    bpf_get_current_comm(&k.comm, sizeof(k.comm));
     k.cap = args->cap;
     k.denied = args->ret != 0;
     // Lock-free lookup first: nearly every check was seen before, and a failing LRU insert
