@@ -309,8 +309,10 @@ def test_granted_but_unused_is_reported_used_is_not_and_reach_is_fast(
         finding=got[("busy", "host_path", HOSTDATA)], busy_opens=busy_opens,
         ours_under_another_id=strays, busy_pid_records=by_pid[busy.pid], sensor=sensor.stats(),
         kernel=file_maps(sensor, busy.pid))
-    assert ("busy", "capability", "CAP_NET_ADMIN") not in got
-    assert ("busy", "token", SA_TOKEN_MOUNT) not in got
+    busy_facts = explain(busy_pid_records=by_pid[busy.pid], sensor=sensor.stats(),
+                         kernel=file_maps(sensor, busy.pid))
+    assert ("busy", "capability", "CAP_NET_ADMIN") not in got, busy_facts
+    assert ("busy", "token", SA_TOKEN_MOUNT) not in got, busy_facts
     assert all(a[S.RISK_STATE] == "unused" for k, a in got.items() if k[1] != "host_path")
     assert all(k[2] in DEFAULT_CAPABILITIES | {"CAP_NET_ADMIN", "CAP_SYS_TIME", SA_TOKEN_MOUNT,
                                                HOSTDATA} for k in got), got  # nothing else
