@@ -262,8 +262,9 @@ def test_a_reused_pid_in_a_new_container_reports_its_capability_use(
     pid; both uses must be reported."""
     last = int(open("/proc/sys/kernel/ns_last_pid").read())
     pid_max = int(open("/proc/sys/kernel/pid_max").read())
-    target = next(p for p in range(last + 500, last + 5000)
-                  if p < pid_max and not os.path.exists(f"/proc/{p}"))
+    # far ahead of the pids being handed out now (the runs' own processes take some), and free
+    target = next(p for p in ((last + d) % pid_max for d in range(pid_max // 4, pid_max // 2))
+                  if p > 300 and not os.path.exists(f"/proc/{p}"))
     runs = [run_in_container([sys.executable, "-c", REUSE, str(target)]) for _ in range(2)]
     for run in runs:
         assert run.proc.stdout.decode().split() == [str(target)], run.proc.stderr.decode()
