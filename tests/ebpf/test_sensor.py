@@ -173,3 +173,20 @@ def test_stash_drops_are_read_from_the_kernel_counter_and_exported() -> None:
         assert s.stats()["stash_drops"] == 3 * ncpu
         assert wait_until(lambda: _stash_full() - before >= 3 * ncpu, 5.0)  # the poll thread
     assert _stash_full() - before == 3 * ncpu
+
+
+def test_recursion_misses_are_read_from_every_program_fdinfo(sensor: Sensor) -> None:
+    """The kernel counts, per program, the runs it skipped because a BPF program was already
+    running on the CPU (a softirq tracepoint over a syscall's program): records never made,
+    which the agent reads and exports as drops (kernel_prog/recursion_miss)."""
+    program = sensor._program
+    assert program is not None
+    fds = list(program.program_fds.values())
+    assert fds
+    by_fdinfo = 0
+    for fd in fds:
+        text = open(f"/proc/self/fdinfo/{fd}", encoding="ascii").read()
+        assert "recursion_misses:" in text  # the field this kernel reports
+        by_fdinfo += int(text.split("recursion_misses:")[1].split()[0])
+    assert program.recursion_misses() >= by_fdinfo  # monotonic counters, read after
+    assert isinstance(sensor.stats()["recursion_misses"], int)

@@ -87,6 +87,7 @@ class LoadedProgram:
     cache_path: Optional[Path] = None  # the image loaded or written (None: cache off/unwritable)
     _drops_seen: int = 0
     _stash_seen: int = 0
+    _misses_seen: int = 0
     _ring: Optional[RingPoller] = None
 
     def table(self, name: str) -> Table:
@@ -118,6 +119,22 @@ class LoadedProgram:
         """Records lost so far because the ring buffer was full (sum over CPUs)."""
         return self.tables[DROPS_NAME].percpu_sum(0)
 
+    def recursion_misses(self) -> int:
+        """Runs of our programs the kernel skipped because a BPF program was already running on
+        that CPU (``recursion_misses`` in each program's fdinfo, summed): a record that was never
+        made. A softirq tracepoint firing over a syscall's program is the usual case."""
+        total = 0
+        for fd in self.objects.programs.values():
+            try:
+                with open(f"/proc/self/fdinfo/{fd}", encoding="ascii") as f:
+                    for line in f:
+                        if line.startswith("recursion_misses:"):
+                            total += int(line.split()[1])
+                            break
+            except (OSError, ValueError):
+                continue
+        return total
+
     def stash_drops(self) -> int:
         """Syscalls not reported so far because their entry state could not be stashed for the
         exit (a full stash map; sum over CPUs)."""
@@ -136,6 +153,16 @@ class LoadedProgram:
             telemetry.dropped.labels("kernel_stash", "stash_full").inc(stash - self._stash_seen)
             self._stash_seen = stash
         return delta
+
+    def account_recursion_misses(self) -> int:
+        """Add the programs' recursion misses since the last call to
+        telemetry.dropped{kernel_prog,recursion_miss}; returns them."""
+        total = self.recursion_misses()
+        delta = total - self._misses_seen
+        if delta > 0:
+            telemetry.dropped.labels("kernel_prog", "recursion_miss").inc(delta)
+            self._misses_seen = total
+        return max(0, delta)
 
     def budget_drops(self) -> int:
         """Records not sent so far because their cgroup was over budget (sum over CPUs)."""

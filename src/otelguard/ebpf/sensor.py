@@ -187,6 +187,7 @@ class Sensor:
         program = self._program
         assert program is not None
         next_drops = time.monotonic() + 1.0
+        next_misses = next_drops
         while not self._stop.is_set():
             self._poll(program, self.config.poll_timeout_ms)
             self._count_events()
@@ -194,6 +195,9 @@ class Sensor:
             self.last_poll = now
             if now >= next_drops:
                 program.account_kernel_drops()
+                if now >= next_misses:  # ~100 fdinfo reads: every 10 s
+                    program.account_recursion_misses()
+                    next_misses = now + 10.0
                 self._account_budget(program, now)
                 self._on_batch(due_repeats(program.tables, program.probes, self.config.probe))
                 next_drops = now + 1.0
@@ -203,6 +207,7 @@ class Sensor:
         self._on_batch(due_repeats(program.tables, program.probes, self.config.probe, stopping=True))
         self._count_events()
         program.account_kernel_drops()
+        program.account_recursion_misses()
         self._account_budget(program, time.monotonic())
 
     def _account_budget(self, program: LoadedProgram, now: float) -> None:
@@ -376,10 +381,12 @@ class Sensor:
         """Counters for summaries and tests (kernel drops read live when running)."""
         kernel = self._program.kernel_drops() if self._program is not None else None
         stash = self._program.stash_drops() if self._program is not None else None
+        misses = self._program.recursion_misses() if self._program is not None else None
         return {
             "records": self._records,
             "kernel_drops": kernel,
             "stash_drops": stash,  # syscalls whose entry state found its stash map full
+            "recursion_misses": misses,  # program runs the kernel skipped (another BPF on CPU)
             "budget_drops": self.budget.total,
             "budget_offenders": list(self._offenders),
             "queue_drops": self._queue_drops,
