@@ -35,11 +35,15 @@ def wait_for_line(proc: subprocess.Popen[str], needle: str, timeout_s: float) ->
 
 
 def output_records(path: Path) -> list[tuple[dict[str, Any], Any]]:
-    """(resource attributes, LogRecord) of every record in a JSON lines output file."""
+    """(resource attributes, LogRecord) of every record in a JSON lines output file. The file
+    is read while ``otelguard run`` appends to it: a last line without its newline is still
+    being written (a 1.6 MB line was caught half-flushed) and waits for the next read."""
     out: list[tuple[dict[str, Any], Any]] = []
     if not path.exists():
         return out
-    for line in path.read_text().splitlines():
+    for line in path.read_text().split("\n")[:-1]:
+        if not line.strip():
+            continue
         req = jsoncodec.decode_line(line)
         for rl in getattr(req, "resource_logs", ()):
             res = attrs_dict(rl.resource.attributes)
