@@ -140,29 +140,27 @@ class LoadedProgram:
         exit (a full stash map; sum over CPUs)."""
         return self.tables[DROPS_NAME].percpu_sum(1)
 
+    def _account(self, total: int, seen: str, stage: str, reason: str) -> int:
+        """Add ``total`` (a kernel counter) minus what attribute ``seen`` holds to
+        telemetry.dropped{stage,reason}; returns that delta (0 when the counter did not grow)."""
+        delta: int = total - int(getattr(self, seen))
+        if delta <= 0:
+            return 0
+        telemetry.dropped.labels(stage, reason).inc(delta)
+        setattr(self, seen, total)
+        return delta
+
     def account_kernel_drops(self) -> int:
         """Add the drops since the last call to telemetry.dropped{kernel_ring,ringbuf_full} and
         {kernel_stash,stash_full}; returns the ring buffer's."""
-        total = self.kernel_drops()
-        delta = total - self._drops_seen
-        if delta > 0:
-            telemetry.dropped.labels("kernel_ring", "ringbuf_full").inc(delta)
-            self._drops_seen = total
-        stash = self.stash_drops()
-        if stash > self._stash_seen:
-            telemetry.dropped.labels("kernel_stash", "stash_full").inc(stash - self._stash_seen)
-            self._stash_seen = stash
-        return delta
+        self._account(self.stash_drops(), "_stash_seen", "kernel_stash", "stash_full")
+        return self._account(self.kernel_drops(), "_drops_seen", "kernel_ring", "ringbuf_full")
 
     def account_recursion_misses(self) -> int:
         """Add the programs' recursion misses since the last call to
         telemetry.dropped{kernel_prog,recursion_miss}; returns them."""
-        total = self.recursion_misses()
-        delta = total - self._misses_seen
-        if delta > 0:
-            telemetry.dropped.labels("kernel_prog", "recursion_miss").inc(delta)
-            self._misses_seen = total
-        return max(0, delta)
+        return self._account(self.recursion_misses(), "_misses_seen", "kernel_prog",
+                             "recursion_miss")
 
     def budget_drops(self) -> int:
         """Records not sent so far because their cgroup was over budget (sum over CPUs)."""
