@@ -37,7 +37,7 @@ def attack_read_filter() -> ProbeConfig:
     return ProbeConfig(read_path_prefixes=kept, read_paths=exact)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # unloaded when the package ends: later tests run on one
 def sensor() -> Iterator[Sensor]:
     require_root()
     scope_dirs()
@@ -49,7 +49,7 @@ def sensor() -> Iterator[Sensor]:
         s.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def stage() -> FalcoRulesProcessor:
     return detection_stage()
 

@@ -190,3 +190,31 @@ def test_recursion_misses_are_read_from_every_program_fdinfo(sensor: Sensor) -> 
         by_fdinfo += int(text.split("recursion_misses:")[1].split()[0])
     assert program.recursion_misses() >= by_fdinfo  # monotonic counters, read after
     assert isinstance(sensor.stats()["recursion_misses"], int)
+
+
+def test_a_second_concurrent_consumer_is_refused_not_fed_half_the_records() -> None:
+    """The queue gives each record to one drain: a second thread draining at the same time
+    (a test's leftover pipeline thread, a second exporter) would make both lose records
+    silently, so it gets ConsumerConflict naming the first; once that one returns, draining
+    works again. (A sensor not started: its queue is empty, so the first drain waits.)"""
+    import threading
+
+    from otelguard.ebpf.errors import ConsumerConflict
+
+    s = Sensor(SensorConfig())
+    inside = threading.Event()
+    got: list[object] = []
+
+    def first() -> None:
+        inside.set()
+        got.append(s.drain_items(1, 1.5))
+
+    t = threading.Thread(target=first, name="first-consumer")
+    t.start()
+    inside.wait(5)
+    time.sleep(0.3)
+    with pytest.raises(ConsumerConflict, match="first-consumer"):
+        s.drain(10, 0.0)
+    t.join(5)
+    assert got == [[]]
+    assert s.drain(10, 0.0) == []

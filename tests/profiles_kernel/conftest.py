@@ -1,5 +1,9 @@
-"""The session's shop (workloads.py): learned over two buckets with the attacker's steps of
-test_poisoning.py inside the windows, then approved as a reviewer would, once for all tests."""
+"""The package's shop (workloads.py): learned over two buckets with the attacker's steps of
+test_poisoning.py inside the windows, then approved as a reviewer would, once for all tests.
+
+Package scope, not session: the shop's LivePipeline drains the session sensor on a thread, and
+kept past this package it took records from every later kernel test (each record goes to one
+drain; the sensor now refuses a second concurrent consumer, ConsumerConflict)."""
 
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ from tests.profiles_kernel.learning import learn_and_approve
 from tests.profiles_kernel.workloads import Shop
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def shop(sensor: Sensor) -> Iterator[Shop]:
     with tempfile.TemporaryDirectory(prefix="og-profiles-", dir="/var/tmp") as base:
         s = Shop(sensor, Path(base))

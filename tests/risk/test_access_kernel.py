@@ -152,6 +152,22 @@ def file_maps(sensor: Any, pid: int) -> dict[str, Any]:
     return out
 
 
+def census(sensor: Any) -> dict[str, str]:
+    """Every hash map of the loaded program as ``entries/max_entries`` (a full LRU map evicts
+    entries another CPU stashed a moment ago)."""
+    from otelguard.ebpf import bpfsys
+
+    tables = sensor._program.tables if sensor._program is not None else {}
+    out = {}
+    for name, t in sorted(tables.items()):
+        if t.info.type in (bpfsys.MAP_HASH, bpfsys.MAP_LRU_HASH):
+            try:
+                out[name] = f"{sum(1 for _ in t.keys())}/{t.info.max_entries}"
+            except Exception as exc:  # noqa: BLE001 - a diagnostic, never the failure itself
+                out[name] = repr(exc)
+    return out
+
+
 def connects(records: list[Any], cid: str) -> list[Any]:
     """The connect records of container ``cid`` with their resource's workload attributes."""
     out = []
@@ -268,7 +284,7 @@ def test_granted_but_unused_is_reported_used_is_not_and_reach_is_fast(
     assert set(reach) == {"service:" + vault + "/secrets-db", "builtin:cloud-metadata"}, \
         explain(reach=reach, seen_idle_event_peer_deployment=seen, ours_under_another_id=strays,
                 idle_connects=connects(records, idle_cid), idle_pid_records=by_pid[idle.pid],
-                sensor=sensor.stats(), kernel=file_maps(sensor, idle.pid))
+                sensor=sensor.stats(), kernel=file_maps(sensor, idle.pid), maps=census(sensor))
     for target, addr in ((f"service:{vault}/secrets-db", db_ip),
                          ("builtin:cloud-metadata", "169.254.169.254")):
         at, a = reach[target]
@@ -308,9 +324,9 @@ def test_granted_but_unused_is_reported_used_is_not_and_reach_is_fast(
     assert ("busy", "host_path", HOSTDATA) not in got, explain(  # written
         finding=got[("busy", "host_path", HOSTDATA)], busy_opens=busy_opens,
         ours_under_another_id=strays, busy_pid_records=by_pid[busy.pid], sensor=sensor.stats(),
-        kernel=file_maps(sensor, busy.pid))
+        kernel=file_maps(sensor, busy.pid), maps=census(sensor))
     busy_facts = explain(busy_pid_records=by_pid[busy.pid], sensor=sensor.stats(),
-                         kernel=file_maps(sensor, busy.pid))
+                         kernel=file_maps(sensor, busy.pid), maps=census(sensor))
     assert ("busy", "capability", "CAP_NET_ADMIN") not in got, busy_facts
     assert ("busy", "token", SA_TOKEN_MOUNT) not in got, busy_facts
     assert all(a[S.RISK_STATE] == "unused" for k, a in got.items() if k[1] != "host_path")

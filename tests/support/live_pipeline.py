@@ -21,6 +21,7 @@ from typing import Any, Callable, Optional
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 
 from otelguard import semconv as S
+from otelguard.ebpf.errors import ConsumerConflict
 from otelguard.ebpf.events import Event
 from otelguard.ebpf.sensor import Sensor
 from otelguard.exporter.builder import OtlpBuilder
@@ -56,6 +57,7 @@ class LivePipeline:
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self.losses = 0  # records the sensor counted as lost while this ran
+        self.conflict: Optional[ConsumerConflict] = None  # another consumer drained meanwhile
 
     def watch(self, container_id: str) -> None:
         with self._cond:
@@ -71,6 +73,8 @@ class LivePipeline:
         if self._thread is not None:
             self._thread.join(timeout=10)
         self.losses = self._lost() - self._lost_at_start
+        if self.conflict is not None:
+            raise self.conflict
 
     def _lost(self) -> int:
         st = self.sensor.stats()
@@ -83,7 +87,11 @@ class LivePipeline:
         pending: list[Event] = []
         last_cut = last_flush = time.monotonic()
         while not self._stop.is_set():
-            events = self.sensor.drain(4096, 0.02)
+            try:
+                events = self.sensor.drain(4096, 0.02)
+            except ConsumerConflict as exc:  # its records are split: stop() raises this
+                self.conflict = exc
+                return
             with self._cond:
                 watched = set(self._watched)
             pending.extend(e for e in events if e.container_id in watched)

@@ -19,3 +19,8 @@ class LoadError(EbpfError):
 
 class SensorError(EbpfError):
     """The sensor cannot run at all (no probe could load, or BCC is missing)."""
+
+
+class ConsumerConflict(EbpfError):
+    """A second consumer drained a sensor while another one was draining it: the queue hands
+    each record to one consumer only, so both would lose records silently."""

@@ -11,7 +11,9 @@ the kernel could not put in the ring buffer are counted from ``og_drops`` once a
 (``stage="kernel_ring"``), and those a flooding cgroup had over its budget from the budget's
 maps (``stage="kernel_budget"``, budget.py), whose top offenders are logged at most every
 ``BUDGET_LOG_S`` while drops go on. Consumers call ``drain()`` (Events) or ``drain_items()``
-(the exporter's: the queue's items as they are) from their own thread.
+(the exporter's: the queue's items as they are) from their own thread: one consumer at a
+time, since each record goes to whichever drain takes it (a second one draining at the same
+time raises :class:`~otelguard.ebpf.errors.ConsumerConflict` instead of splitting the stream).
 
 With the native lane (lane.py, ``sensor.native_lane``) a batch goes through the lane first:
 file opens of processes the exporter registered come out as runs of final OTLP bytes
@@ -38,7 +40,7 @@ from otelguard.ebpf.budget import BudgetLedger, Offender
 from otelguard.ebpf.cgroup import CgroupResolver
 from otelguard.ebpf.clock import KernelClock
 from otelguard.ebpf.context import ATTRS_TTL_NS, EventContext
-from otelguard.ebpf.errors import LoadError, SensorError
+from otelguard.ebpf.errors import ConsumerConflict, LoadError, SensorError
 from otelguard.ebpf.events import Event
 from otelguard.ebpf.file import due_repeats, kernel_repeats
 from otelguard.ebpf.lane import FastLane, LaneRun, open_lane, record_count
@@ -87,6 +89,8 @@ class Sensor:
         self._put = 0
         self._taken = 0
         self._carry: list[Item] = []  # the rest of a list a drain took only part of
+        self._draining = threading.Lock()  # held by the consumer inside drain_items
+        self._drainer = ""  # that consumer's thread name, for the conflict's message
         self.lane: Optional[FastLane] = None
         self._lane_events = 0
         self._program: Optional[LoadedProgram] = None
@@ -333,7 +337,18 @@ class Sensor:
         """Up to ``max_items`` queued items in order (an Event, or a LaneRun of records the
         native lane encoded: see lane.py), waiting at most ``timeout_s`` for the first batch:
         whole ring batches at a time (a batch that does not fit is split and its rest kept for
-        the next call)."""
+        the next call). Raises ConsumerConflict while another thread is inside a drain."""
+        if not self._draining.acquire(blocking=False):
+            raise ConsumerConflict(
+                f"thread {threading.current_thread().name!r} drained the sensor while "
+                f"{self._drainer!r} was draining it: each record would reach only one of them")
+        try:
+            self._drainer = threading.current_thread().name
+            return self._take(max_items, timeout_s)
+        finally:
+            self._draining.release()
+
+    def _take(self, max_items: int, timeout_s: float) -> list[Item]:
         out = self._carry
         self._carry = []
         if not out:
