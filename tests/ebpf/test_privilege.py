@@ -236,8 +236,8 @@ print(libc.syscall(313, fd, b"", 0), ctypes.get_errno())
 # CAP_NET_ADMIN (SO_RCVBUFFORCE) and prints its pid; exit 3 when another process took the pid.
 REUSE = """
 import os, socket, sys
-target = int(sys.argv[1])
-for _ in range(50):
+target, times = int(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else 1
+for _ in range(100):
     with open("/proc/sys/kernel/ns_last_pid", "w") as f:
         f.write(str(target - 1))
     child = os.fork()
@@ -250,8 +250,19 @@ for _ in range(50):
         os._exit(0)
     if os.WEXITSTATUS(os.waitpid(child, 0)[1]) == 0:
         print(child)
-        break
+        times -= 1
+        if times == 0:
+            break
 """
+
+
+def free_pid_ahead() -> int:
+    """A free pid far ahead of the pids being handed out now (the runs' own processes take
+    some)."""
+    last = int(open("/proc/sys/kernel/ns_last_pid").read())
+    pid_max = int(open("/proc/sys/kernel/pid_max").read())
+    return next(p for p in ((last + d) % pid_max for d in range(pid_max // 4, pid_max // 2))
+                if p > 300 and not os.path.exists(f"/proc/{p}"))
 
 
 def test_a_reused_pid_in_a_new_container_reports_its_capability_use(
@@ -260,14 +271,23 @@ def test_a_reused_pid_in_a_new_container_reports_its_capability_use(
     a new process that got an exited one's pid (pid_max is 32768 here: a long run reuses pids)
     never reported a capability the old one had used. Two containers' processes get the same
     pid; both uses must be reported."""
-    last = int(open("/proc/sys/kernel/ns_last_pid").read())
-    pid_max = int(open("/proc/sys/kernel/pid_max").read())
-    # far ahead of the pids being handed out now (the runs' own processes take some), and free
-    target = next(p for p in ((last + d) % pid_max for d in range(pid_max // 4, pid_max // 2))
-                  if p > 300 and not os.path.exists(f"/proc/{p}"))
+    target = free_pid_ahead()
     runs = [run_in_container([sys.executable, "-c", REUSE, str(target)]) for _ in range(2)]
     for run in runs:
         assert run.proc.stdout.decode().split() == [str(target)], run.proc.stderr.decode()
         uses = [e for e in named(run.events, semconv.EV_PRIV_CAPABLE)
                 if e.pid == target and e.attrs.get(semconv.CAPABILITY) == "CAP_NET_ADMIN"]
         assert uses, [(e.name, e.pid, e.attrs.get(semconv.CAPABILITY)) for e in run.events]
+
+
+def test_a_reused_pid_in_the_same_container_and_command_reports_its_capability_use(
+        run_in_container: RunInContainer) -> None:
+    """The harder reuse: one container forks two children that get the same pid, one after
+    the other, both running the same command (the parent's comm): cgroup and comm are equal,
+    only the fork that made each one differs (og_gen). Both uses must be reported."""
+    target = free_pid_ahead()
+    run = run_in_container([sys.executable, "-c", REUSE, str(target), "2"])
+    assert run.proc.stdout.decode().split() == [str(target)] * 2, run.proc.stderr.decode()
+    uses = [e for e in named(run.events, semconv.EV_PRIV_CAPABLE)
+            if e.pid == target and e.attrs.get(semconv.CAPABILITY) == "CAP_NET_ADMIN"]
+    assert len(uses) == 2, [(e.name, e.pid, e.attrs.get(semconv.CAPABILITY)) for e in run.events]

@@ -35,6 +35,19 @@ BPF_RINGBUF_OUTPUT(og_events, OG_RINGBUF_PAGES);
 // record was never made (og_count_stash_drop).
 BPF_PERCPU_ARRAY(og_drops, u64, 2);
 
+// A process's generation: the ktime of the fork that made this tgid, written by the process
+// probe's sched_process_fork for every new process on the machine (before any scope check: a
+// container's first process is forked outside its cgroup); 0 for a process older than the
+// sensor, one evicted from this LRU, or when the process probe is not loaded. Keys of the
+// "report once per process" maps carry it: a reused pid is a new process even in the same
+// cgroup running the same command (docs/architecture.md#kernel-facts).
+BPF_TABLE("lru_hash", u32, u64, og_proc_gen, 32768);
+
+static __always_inline u64 og_gen(u32 tgid) {
+    u64 *g = og_proc_gen.lookup(&tgid);
+    return g ? *g : 0;
+}
+
 // Index 0: the agent's own tgid, written by the loader before the probes attach. A map, not a
 // placeholder, so the rendered text (the program cache's key, progcache.py) does not change with
 // the agent's pid. An array lookup the verifier inlines: a few instructions per event.

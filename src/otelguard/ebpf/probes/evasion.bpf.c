@@ -23,8 +23,9 @@ struct og_ev_setup_rec {            // URING_SETUP; hdr.ret = ring fd or -errno
     u32 _pad;
 };
 
-struct og_ev_uring_key {  // a process is (tgid, cgroup, comm): pids are reused (privilege.bpf.c)
+struct og_ev_uring_key {  // a process is (tgid, generation, cgroup, comm): privilege.bpf.c
     u64 cgroup;
+    u64 gen;
     char comm[OG_COMM_LEN];
     u32 tgid;
     u32 opcode;
@@ -45,6 +46,7 @@ TRACEPOINT_PROBE(io_uring, io_uring_submit_req) {
     if (og_is_self()) { return 0; }
     struct og_ev_uring_key k = {};
     k.tgid = bpf_get_current_pid_tgid() >> 32;
+    k.gen = og_gen(k.tgid);
     k.cgroup = bpf_get_current_cgroup_id();
     bpf_get_current_comm(&k.comm, sizeof(k.comm));
     k.opcode = args->opcode;

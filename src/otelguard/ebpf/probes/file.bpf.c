@@ -238,7 +238,10 @@ static __always_inline int og_file_repeat(struct og_file_rec *r) {
     key.hash = og_file_hash(r);
     u64 *exec = og_file_exec.lookup(&tgid);
     struct og_file_seen *d = og_file_dedup.lookup(&key);
-    if (d && exec && *exec < d->sent_ns && og_file_same(&d->rec, r)) {
+    // sent before this process's exec (a new program) or before the fork that made this tgid
+    // (a reused pid: og_gen) is another process's entry
+    if (d && exec && *exec < d->sent_ns && og_gen(tgid) < d->sent_ns &&
+        og_file_same(&d->rec, r)) {
         if (now - d->sent_ns < OG_FILE_DEDUP_NS) {
             __sync_fetch_and_add(&d->count, 1);
             d->last_ns = now;

@@ -92,13 +92,14 @@ struct og_priv_name_rec {           // MODULE (parameter string), MEMFD (name)
     char name[OG_PRIV_NAME];
 };
 
-// A process is (tgid, cgroup, comm): pids are reused (pid_max is 32768 on many nodes), and a
-// new process with an old one's pid must not inherit its "seen" (it was: a container's first
-// CAP_NET_ADMIN use went unreported when an earlier process with its pid had used it). The
-// cgroup tells a new container, comm a new program (exec); a pid reused in the same cgroup by
-// the same command within the LRU's life is the case left.
+// A process is (tgid, generation, cgroup, comm): pids are reused (pid_max is 32768 on many
+// nodes), and a new process with an old one's pid must not inherit its "seen" (it did: a
+// container's first CAP_NET_ADMIN use went unreported when an earlier process with its pid had
+// used it). The generation (og_gen, the fork that made the tgid) tells a reused pid, the
+// cgroup and comm still tell a process older than the sensor apart (generation 0).
 struct og_priv_cap_key {
     u64 cgroup;
+    u64 gen;          // og_gen: the fork that made this tgid
     char comm[OG_COMM_LEN];
     u32 tgid;
     s32 cap;
@@ -259,6 +260,7 @@ TRACEPOINT_PROBE(capability, cap_capable) {
     if (og_is_self()) { return 0; }
     struct og_priv_cap_key k = {};
     k.tgid = bpf_get_current_pid_tgid() >> 32;
+    k.gen = og_gen(k.tgid);
     k.cgroup = bpf_get_current_cgroup_id();
     bpf_get_current_comm(&k.comm, sizeof(k.comm));
     k.cap = args->cap;

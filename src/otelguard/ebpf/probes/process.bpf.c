@@ -201,7 +201,6 @@ TRACEPOINT_PROBE(syscalls, sys_enter_clone3) {
 #endif
 #if OG_TP_sched_process_fork
 TRACEPOINT_PROBE(sched, sched_process_fork) {
-    if (og_is_self()) { return 0; }
     u32 tid = (u32)bpf_get_current_pid_tgid();
     u64 *flags = og_clone_flags.lookup(&tid);
     if (flags) {
@@ -209,6 +208,10 @@ TRACEPOINT_PROBE(sched, sched_process_fork) {
         og_clone_flags.delete(&tid);
         if (f & OG_CLONE_THREAD) { return 0; }
     }
+    u32 child = args->child_pid;
+    u64 gen = bpf_ktime_get_ns();
+    og_proc_gen.update(&child, &gen);  // every new process: see og_gen (common.bpf.h)
+    if (og_is_self()) { return 0; }
     struct og_fork_rec *r = og_reserve(sizeof(*r), OG_T_FORK, 0);
     if (!r) { return 0; }
     r->parent_pid = bpf_get_current_pid_tgid() >> 32;
