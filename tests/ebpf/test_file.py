@@ -15,6 +15,7 @@ import pytest
 from otelguard import semconv
 from otelguard.ebpf.events import Event
 from tests.ebpf.capture import named
+from tests.ebpf.pids import free_pid_ahead, reuse_script
 from tests.support.sensor import RunInContainer
 
 pytestmark = pytest.mark.kernel
@@ -182,28 +183,13 @@ def test_a_reused_pid_is_not_taken_for_a_repeat_of_the_old_process(
     other (through ns_last_pid) and open the same file the same way: same pid, comm, ids and
     cgroup, only the fork that made them differs (og_gen). The second is a new process, so its
     open is sent as its own record, never folded into the first one's repeat count."""
-    from tests.ebpf.test_privilege import free_pid_ahead
-
     target = free_pid_ahead()
-    code = f"""
-        import os
-        target, done = {target}, 0
-        for _ in range(100):
-            with open("/proc/sys/kernel/ns_last_pid", "w") as f:
-                f.write(str(target - 1))
-            child = os.fork()
-            if child == 0:
-                if os.getpid() != target:
-                    os._exit(3)
-                os.close(os.open("{workdir}/shared", os.O_WRONLY | os.O_CREAT, 0o600))
-                os._exit(0)
-            if os.WEXITSTATUS(os.waitpid(child, 0)[1]) == 0:
-                done += 1
-                if done == 2:
-                    break
-        assert done == 2, done
-    """
-    _, events = _py(run_in_container, code, timeout_s=15.0)
+    code = reuse_script(f'''
+        os.close(os.open("{workdir}/shared", os.O_WRONLY | os.O_CREAT, 0o600))
+    ''')
+    run = run_in_container([PY, "-c", code, str(target), "2"], timeout_s=15.0)
+    assert run.proc.stdout.decode().split() == [str(target)] * 2, run.proc.stderr.decode()
+    events = run.events
     opens = [(e.pid, e.attrs.get(semconv.FILE_REPEAT_COUNT))
              for e in _file_events(named(events, semconv.EV_FILE_OPEN), target, str(workdir))]
     assert opens == [(target, None), (target, None)], opens

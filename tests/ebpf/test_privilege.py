@@ -15,6 +15,7 @@ from otelguard import semconv
 from otelguard.ebpf.events import Event
 from otelguard.ebpf.sensor import Sensor
 from tests.ebpf.capture import named, run_workload
+from tests.ebpf.pids import free_pid_ahead, reuse_script
 from tests.support.sensor import RunInContainer
 
 pytestmark = pytest.mark.kernel
@@ -232,37 +233,12 @@ print(libc.syscall(313, fd, b"", 0), ctypes.get_errno())
     assert loads[0].attrs[semconv.FILE_PATH] == "/etc/hostname"
 
 
-# A process made with a chosen pid (ns_last_pid, as CRIU restores pids): it checks
-# CAP_NET_ADMIN (SO_RCVBUFFORCE) and prints its pid; exit 3 when another process took the pid.
-REUSE = """
-import os, socket, sys
-target, times = int(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else 1
-for _ in range(100):
-    with open("/proc/sys/kernel/ns_last_pid", "w") as f:
-        f.write(str(target - 1))
-    child = os.fork()
-    if child == 0:
-        if os.getpid() != target:
-            os._exit(3)
-        s = socket.socket()
-        s.setsockopt(socket.SOL_SOCKET, 33, 1 << 16)  # SO_RCVBUFFORCE: CAP_NET_ADMIN
-        s.close()
-        os._exit(0)
-    if os.WEXITSTATUS(os.waitpid(child, 0)[1]) == 0:
-        print(child)
-        times -= 1
-        if times == 0:
-            break
-"""
-
-
-def free_pid_ahead() -> int:
-    """A free pid far ahead of the pids being handed out now (the runs' own processes take
-    some)."""
-    last = int(open("/proc/sys/kernel/ns_last_pid").read())
-    pid_max = int(open("/proc/sys/kernel/pid_max").read())
-    return next(p for p in ((last + d) % pid_max for d in range(pid_max // 4, pid_max // 2))
-                if p > 300 and not os.path.exists(f"/proc/{p}"))
+# A process made with a chosen pid: it checks CAP_NET_ADMIN (SO_RCVBUFFORCE)
+REUSE = reuse_script("""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, 33, 1 << 16)  # SO_RCVBUFFORCE: CAP_NET_ADMIN
+    s.close()
+""")
 
 
 def test_a_reused_pid_in_a_new_container_reports_its_capability_use(
