@@ -22,7 +22,7 @@ def reuse_script(child: str) -> str:
     pid exits 3 at once."""
     body = textwrap.indent(textwrap.dedent(child).strip(), " " * 8)
     return f"""
-import os, socket, sys
+import os, sys
 target, times = int(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else 1
 for _ in range(100):
     with open("/proc/sys/kernel/ns_last_pid", "w") as f:

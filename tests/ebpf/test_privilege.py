@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import errno
 import json
-import os
 import sys
 
 import pytest
@@ -235,6 +234,7 @@ print(libc.syscall(313, fd, b"", 0), ctypes.get_errno())
 
 # A process made with a chosen pid: it checks CAP_NET_ADMIN (SO_RCVBUFFORCE)
 REUSE = reuse_script("""
+    import socket
     s = socket.socket()
     s.setsockopt(socket.SOL_SOCKET, 33, 1 << 16)  # SO_RCVBUFFORCE: CAP_NET_ADMIN
     s.close()

@@ -16,10 +16,8 @@ leave exactly the capabilities used, no token, and the hostPath read-only.
 
 from __future__ import annotations
 
-import os
 import pprint
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path

@@ -48,6 +48,26 @@ static __always_inline u64 og_gen(u32 tgid) {
     return g ? *g : 0;
 }
 
+// A process as a "report once per process" key names it: pids are reused (pid_max is 32768 on
+// many nodes), and a new process with an old one's pid must not inherit its "seen" (it did: a
+// container's first CAP_NET_ADMIN use went unreported when an earlier process with its pid had
+// used it). The generation tells a reused pid; cgroup and comm still tell apart processes older
+// than the sensor (generation 0).
+struct og_proc_key {
+    u64 cgroup;
+    u64 gen;
+    char comm[OG_COMM_LEN];
+    u32 tgid;
+    u32 _pad;
+};
+
+static __always_inline void og_proc_key_fill(struct og_proc_key *p) {
+    p->tgid = bpf_get_current_pid_tgid() >> 32;
+    p->gen = og_gen(p->tgid);
+    p->cgroup = bpf_get_current_cgroup_id();
+    bpf_get_current_comm(&p->comm, sizeof(p->comm));
+}
+
 // Index 0: the agent's own tgid, written by the loader before the probes attach. A map, not a
 // placeholder, so the rendered text (the program cache's key, progcache.py) does not change with
 // the agent's pid. An array lookup the verifier inlines: a few instructions per event.

@@ -23,12 +23,10 @@ struct og_ev_setup_rec {            // URING_SETUP; hdr.ret = ring fd or -errno
     u32 _pad;
 };
 
-struct og_ev_uring_key {  // a process is (tgid, generation, cgroup, comm): privilege.bpf.c
-    u64 cgroup;
-    u64 gen;
-    char comm[OG_COMM_LEN];
-    u32 tgid;
+struct og_ev_uring_key {
+    struct og_proc_key p;  // the process (common.bpf.h: pids are reused)
     u32 opcode;
+    u32 _pad;
 };
 
 struct og_ev_setup_args {
@@ -45,10 +43,7 @@ BPF_HASH(og_ev_setup_args_map, u64, struct og_ev_setup_args, 1024);
 TRACEPOINT_PROBE(io_uring, io_uring_submit_req) {
     if (og_is_self()) { return 0; }
     struct og_ev_uring_key k = {};
-    k.tgid = bpf_get_current_pid_tgid() >> 32;
-    k.gen = og_gen(k.tgid);
-    k.cgroup = bpf_get_current_cgroup_id();
-    bpf_get_current_comm(&k.comm, sizeof(k.comm));
+    og_proc_key_fill(&k.p);
     k.opcode = args->opcode;
     u8 one = 1;
     if (og_ev_uring_seen.insert(&k, &one) != 0) { return 0; }

@@ -92,19 +92,10 @@ struct og_priv_name_rec {           // MODULE (parameter string), MEMFD (name)
     char name[OG_PRIV_NAME];
 };
 
-// A process is (tgid, generation, cgroup, comm): pids are reused (pid_max is 32768 on many
-// nodes), and a new process with an old one's pid must not inherit its "seen" (it did: a
-// container's first CAP_NET_ADMIN use went unreported when an earlier process with its pid had
-// used it). The generation (og_gen, the fork that made the tgid) tells a reused pid, the
-// cgroup and comm still tell a process older than the sensor apart (generation 0).
 struct og_priv_cap_key {
-    u64 cgroup;
-    u64 gen;          // og_gen: the fork that made this tgid
-    char comm[OG_COMM_LEN];
-    u32 tgid;
+    struct og_proc_key p;  // the process (common.bpf.h: pids are reused)
     s32 cap;
     u32 denied;
-    u32 _pad;
 };
 
 struct og_priv_cap_data {           // struct __user_cap_data_struct
@@ -259,10 +250,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_capset) {
 TRACEPOINT_PROBE(capability, cap_capable) {
     if (og_is_self()) { return 0; }
     struct og_priv_cap_key k = {};
-    k.tgid = bpf_get_current_pid_tgid() >> 32;
-    k.gen = og_gen(k.tgid);
-    k.cgroup = bpf_get_current_cgroup_id();
-    bpf_get_current_comm(&k.comm, sizeof(k.comm));
+    og_proc_key_fill(&k.p);
     k.cap = args->cap;
     k.denied = args->ret != 0;
     // Lock-free lookup first: nearly every check was seen before, and a failing LRU insert
