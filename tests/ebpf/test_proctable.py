@@ -138,6 +138,27 @@ def test_exec_of_a_process_already_gone_names_the_file_as_its_exe_link_would() -
     assert orphan.exe_path == link
 
 
+def test_exec_decoded_after_the_process_and_its_parent_are_gone_uses_the_root_seen_at_fork(
+        ) -> None:
+    # a service (ghost G+60, forked by us while we lived) ran `sh -c true` and both exited
+    # before either exec was decoded (a busy agent): the root the service had at its fork is
+    # still held by a live process (us), which names /bin/sh as the exe link would have
+    link = "/bin/sh" if os.path.islink("/bin/sh") else "/proc/self/cwd"
+    t = ProcessTable()
+    t.on_fork(os.getpid(), G + 60, 5 * S)
+    t.on_exec(G + 60, sys.executable, ["python3", "app.py"], 0, 0, 6 * S, "python3")
+    t.on_fork(G + 60, G + 61, 7 * S)
+    gone = t.on_exec(G + 61, link, ["sh", "-c", "true"], 0, 0, 8 * S, "sh")
+    assert gone.exe_path == os.path.realpath(link) != link
+    # a root nobody alive holds any more (its last holder gone): the path stays as exec'd
+    t2 = ProcessTable()
+    t2.on_fork(os.getpid(), G + 62, 5 * S)
+    t2._root_holder = {k: G + 63 for k in t2._root_holder}  # the holder is a ghost now
+    t2.on_fork(G + 62, G + 64, 7 * S)
+    assert t2.on_exec(G + 64, link, ["sh"], 0, 0, 8 * S, "sh").exe_path == link
+    assert t2._root_holder == {}  # forgotten, not asked again
+
+
 def test_exec_of_proc_self_exe_keeps_the_image_it_re_executes() -> None:
     # busybox's sh runs an applet as execve("/proc/self/exe", ["cat", ...]); the process is gone
     # before /proc can be read: the executable is the one the caller already ran, with its flags

@@ -123,6 +123,9 @@ class ProcessTable:
         self._dead: OrderedDict[int, ProcessInfo] = OrderedDict()
         self._passwd: dict[tuple[int, int, str], dict[int, str]] = {}
         self._upper: dict[tuple[int, int], Optional[str]] = {}
+        # root (st_dev, st_ino) -> a pid last seen with that root: it answers for a process
+        # and parent both gone (checked again before use; any holder of that root will do)
+        self._root_holder: dict[tuple[int, int], int] = {}
         self.first_sight_reads = 0
         # called with a pid whose entry was added, changed in a way its attributes show
         # (exec, fork, chdir, memfd), ended or evicted: the sensor's native lane forgets it
@@ -306,7 +309,8 @@ class ProcessTable:
                 info.gid = snap.gid
         if not link_path and not same_image and not info.exe_from_memfd:
             # gone before its exe link was read: name the file as the link would have
-            info.exe_path = resolve_in_root((pid, info.ppid), info.exe_path)
+            info.exe_path = resolve_in_root(
+                (pid, info.ppid, self._holder_of(info.root_key)), info.exe_path)
         if not same_image:
             # the parent shares the container's root: it answers for a process already gone
             # (a dropped binary that ran for a moment is the case that matters)
@@ -387,6 +391,9 @@ class ProcessTable:
         except OSError:
             return None
         key = (st.st_dev, st.st_ino)
+        if len(self._root_holder) > 256 and key not in self._root_holder:
+            self._root_holder.clear()
+        self._root_holder[key] = pid
         if key not in self._upper:
             upper: Optional[str] = None
             text = read_text(f"/proc/{pid}/mountinfo") or ""
@@ -401,6 +408,22 @@ class ProcessTable:
                 self._upper.clear()
             self._upper[key] = upper
         return key
+
+    def _holder_of(self, key: Optional[tuple[int, int]]) -> int:
+        """A live pid whose root is ``key`` (the last one seen with it, if it still has it),
+        else 0: a short-lived process and its parent can both be gone before their execs are
+        decoded while the container's (or the host's) root lives on in other processes."""
+        pid = self._root_holder.get(key) if key is not None else None
+        if pid is None:
+            return 0
+        try:
+            st = os.stat(f"/proc/{pid}/root")
+        except OSError:
+            st = None
+        if st is None or (st.st_dev, st.st_ino) != key:
+            del self._root_holder[key]  # type: ignore[arg-type]
+            return 0
+        return pid
 
     def _on_upper_layer(self, info: ProcessInfo, exe_path: str) -> bool:
         """The process's root is overlayfs and the executable exists in its upper dir (written
