@@ -108,6 +108,13 @@ def test_user_names_come_from_the_process_root(tmp_path: Path) -> None:
             assert t.user_name(p.pid, 4242) == "ogtester"
             assert t.user_name(os.getpid(), 4242) == ""  # not in the host's passwd
             assert t.user_name(p.pid, 0) == "root"
+            # a child of the chrooted process, gone before its record was decoded: the names
+            # of the root it had at fork (still held by its parent), not the host's
+            t.on_fork(p.pid, G + 70, 5 * S)
+            assert t.user_name(G + 70, 4242) == "ogtester"
+            assert t.group_name(G + 70, 0) == ""  # that root has no /etc/group
+            t.on_fork(os.getpid(), G + 71, 5 * S)  # one of ours: the host's names
+            assert t.user_name(G + 71, 0) == "root" and t.user_name(G + 71, 4242) == ""
         finally:
             p.kill()
 

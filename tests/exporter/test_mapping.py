@@ -15,7 +15,7 @@ from otelguard.otlp import jsoncodec
 from otelguard import semconv as sc
 from otelguard.exporter.builder import OtlpBuilder
 from otelguard.exporter.settings import node_identity
-from otelguard.exporter.spans import span_id_of, trace_id_of
+from otelguard.exporter.spans import SpanData, span_id_of, trace_id_of
 from otelguard.otlp.messages import attrs_dict, get_attr
 from tests.exporter.scenario import CID, NODE, OBSERVED, POD, T0, shell_session, sorted_attrs
 
@@ -52,6 +52,30 @@ def test_wire_bytes_equal_field_by_field_message() -> None:
     wire = sorted_attrs(_builder().logs(events))
     fields = sorted_attrs(_builder().logs_fields(shell_session()))
     assert wire == fields
+
+
+def test_traces_wire_bytes_equal_field_by_field_message() -> None:
+    b = _builder()
+    b.logs(shell_session())
+    b.spans.end_all(T0 + 10**9)
+    finished = b.spans.take_finished()
+    assert len(finished) >= 4 and len({sd.resource for sd in finished}) >= 2
+    odd = SpanData(
+        resource=finished[0].resource, trace_id=b"\x01" * 16, span_id=b"\x02" * 8,
+        parent_span_id=b"\x03" * 8, name="connect 10.0.0.1:443", kind=3, start_ns=T0,
+        end_ns=T0 + 5, links=[(b"\x04" * 16, b"\x05" * 8), (b"\x06" * 16, b"\x07" * 8)],
+        status_code=2, status_message="connection reset",
+        attrs={"otelguard.test.f": 1.5, "otelguard.test.b": False, "otelguard.test.neg": -7,
+               "otelguard.test.big": 2**40, "otelguard.test.list": ["a", "b"],
+               "otelguard.test.empty": [], sc.PROCESS_DURATION_NS: 123_456_789_012,
+               sc.LOG_RECORD_UID: "x" * 300, "otelguard.test.long": "y" * 200})
+    bare = SpanData(resource=("", ""), trace_id=b"\x08" * 16, span_id=b"\x09" * 8,
+                    parent_span_id=b"", name="", kind=0, start_ns=T0, status_code=1)
+    spans = [*finished, odd, bare, odd]  # odd twice: its pairs come from the cache
+    wire = b.traces(spans)
+    assert wire is not None and wire == b.traces_fields(spans)
+    assert sum(len(rs.scope_spans[0].spans) for rs in wire.resource_spans) == len(spans)
+    assert b.traces_bytes([]) == b"" and b.traces([]) is None
 
 
 def test_one_resource_per_container_and_one_for_the_host() -> None:

@@ -309,8 +309,11 @@ class ProcessTable:
                 info.gid = snap.gid
         if not link_path and not same_image and not info.exe_from_memfd:
             # gone before its exe link was read: name the file as the link would have
-            info.exe_path = resolve_in_root(
-                (pid, info.ppid, self._holder_of(info.root_key)), info.exe_path)
+            # the process's root, else its parent's, else the one it had at fork, held by a
+            # live process (asked last: one stat more, and only when both are gone)
+            pids = (pid, info.ppid) if os.path.isdir(f"/proc/{info.ppid}/root") \
+                else (self._holder_of(info.root_key),)
+            info.exe_path = resolve_in_root(pids, info.exe_path)
         if not same_image:
             # the parent shares the container's root: it answers for a process already gone
             # (a dropped binary that ran for a moment is the case that matters)
@@ -364,14 +367,22 @@ class ProcessTable:
         if num < 0:
             return ""
         root = f"/proc/{pid}/root"
-        try:
-            st = os.stat(root)
-            key = (st.st_dev, st.st_ino, database)
-        except OSError:
-            key = (0, 0, database)
-            root = ""
+        rk = self._root_key(pid)
+        if rk is None:
+            # gone before its record was decoded: the root it had at fork, read through a live
+            # process that still has it (a container's user is not the host's user of that uid)
+            info = self._procs.get(pid) or self._dead.get(pid)
+            rk = info.root_key if info is not None else None
+            if rk is None:  # never seen at a fork: the agent's own root
+                rk, root = (0, 0), ""
+            else:
+                holder = self._holder_of(rk)
+                root = f"/proc/{holder}/root" if holder else ""
+        key = (rk[0], rk[1], database)
         names = self._passwd.get(key)
         if names is None:
+            if not root and rk != (0, 0):
+                return ""  # a root nobody alive holds, not read before: unknown
             names = {}
             text = read_text(f"{root}/etc/{database}")
             for line in (text or "").splitlines():

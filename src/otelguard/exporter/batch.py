@@ -23,7 +23,6 @@ from otelguard.ebpf.lane import LaneRun, record_count
 from otelguard.exporter.builder import OtlpBuilder
 from otelguard.exporter.config import ExporterConfig
 from otelguard.exporter.spans import SpanTracker
-from otelguard.otlp.messages import count_records
 from otelguard.transport.contract import LogsPayload, TracesPayload
 from otelguard.transport.delivery import DeliveryStats
 
@@ -161,9 +160,10 @@ class BatchExporter:
         shutdown must not make one request over the receiver's size limit (16 MiB default)."""
         finished = self.builder.spans.take_finished()
         for i in range(0, len(finished), SPANS_PER_REQUEST):
-            traces = self.builder.traces(finished[i:i + SPANS_PER_REQUEST])
-            if traces is not None:
-                self.delivery.send_traces(traces, count_records(traces))
+            part = finished[i:i + SPANS_PER_REQUEST]
+            data = self.builder.traces_bytes(part)
+            if data:
+                self.delivery.send_traces(data, len(part))
 
     def flush(self, events: Sequence[Item]) -> None:
         """Build and send one batch of events plus the spans that finished meanwhile."""

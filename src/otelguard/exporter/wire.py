@@ -13,12 +13,18 @@ encoded once per process version and its bytes reused, so a record costs its ~13
 Pieces are appended to one list per request and joined once. Memory: the pair cache
 is cleared when it reaches ``max_cache`` entries, so it stays bounded under high-cardinality
 values (paths, ports).
+
+Finished spans (:class:`~otelguard.exporter.spans.SpanData`) are encoded the same way
+(:meth:`LogsWireEncoder.span`): an ExportTraceServiceRequest has the shape of an
+ExportLogsServiceRequest (resource field 1, scope field 1, the items as field 2 of the scope
+message), so :meth:`LogsWireEncoder.request` assembles both; span attributes are field 9 and
+have their own pair cache.
 """
 
 from __future__ import annotations
 
 import struct
-from typing import Iterator, Mapping, Sequence, cast
+from typing import TYPE_CHECKING, Iterator, Mapping, Sequence, cast
 
 from otelguard.ebpf.events import AttrValue, Event
 from otelguard.exporter.mapping import record_body
@@ -30,7 +36,10 @@ from otelguard.semconv import (
     THREAT_TECHNIQUE_ID,
 )
 
-_pack_times = struct.Struct("<BQBQ").pack  # field 1 and 11, fixed64
+if TYPE_CHECKING:
+    from otelguard.exporter.spans import SpanData
+
+_pack_times = struct.Struct("<BQBQ").pack  # field 1 and 11, fixed64 (Span: fields 7 and 8)
 _pack_double = struct.Struct("<d").pack
 _SEVERITY = b"\x10\x09\x1a\x04INFO"  # severity_number=9, severity_text="INFO"
 # unique per record: caching them would only evict the pairs that do repeat
@@ -132,6 +141,9 @@ class LogsWireEncoder:
                                 + field_len(0x12, scope_version.encode()))
         self._pairs = _PairCache(max_cache)
         self._names: dict[str, bytes] = {}
+        # span attribute fields (tag 9), keyed as the record pairs; bounded the same way
+        self._span_pairs: dict[_CacheKey, bytes] = {}
+        self._span_cache_max = max_cache // 4
 
     def attribute(self, key: str, value: AttrValue) -> bytes:
         """A LogRecord ``attributes`` field (tag 6) holding one KeyValue, cached by (key, value
@@ -205,6 +217,38 @@ class LogsWireEncoder:
         out.append(head)
         out.extend(parts)
         return n + len(head)
+
+    def span(self, sd: "SpanData") -> bytes:
+        """One Span wrapped as a ScopeSpans ``spans`` field (tag 2): the fields the
+        field-by-field reference (``OtlpBuilder.traces_fields``) sets, in field order."""
+        parts = [b"\x0a" + varint(len(sd.trace_id)) + sd.trace_id if sd.trace_id else b"",
+                 b"\x12" + varint(len(sd.span_id)) + sd.span_id if sd.span_id else b""]
+        if sd.parent_span_id:
+            parts.append(field_len(0x22, sd.parent_span_id))
+        if sd.name:
+            parts.append(field_len(0x2A, sd.name.encode()))
+        if sd.kind:
+            parts.append(b"\x30" + varint(sd.kind))
+        parts.append(_pack_times(0x39, sd.start_ns, 0x41, sd.end_ns))
+        pairs = self._span_pairs
+        for key, value in sd.attrs.items():
+            ck = ((key, tuple(map(type, value)), tuple(value)) if type(value) is list
+                  else (key, type(value), value))
+            hit = pairs.get(ck)
+            if hit is None:
+                hit = field_len(0x4A, key_value(key, value))
+                if key not in UNCACHED_KEYS:
+                    if len(pairs) >= self._span_cache_max:
+                        pairs.clear()
+                    pairs[ck] = hit
+            parts.append(hit)
+        for trace_id, span_id in sd.links:
+            parts.append(field_len(0x6A, field_len(0x0A, trace_id) + field_len(0x12, span_id)))
+        if sd.status_code:
+            parts.append(field_len(0x7A, (field_len(0x12, sd.status_message.encode())
+                                          if sd.status_message else b"")
+                                   + b"\x18" + varint(sd.status_code)))
+        return field_len(0x12, b"".join(parts))
 
     def attributes(self, attrs: Mapping[str, AttrValue]) -> bytes:
         """LogRecord ``attributes`` fields for every pair of ``attrs``, concatenated."""
