@@ -158,3 +158,74 @@ def test_additive_stage_is_not_rolled_back_but_an_ordinary_one_is() -> None:
         .endswith("x")
     # the ordinary stage's damage is undone from its snapshot
     assert res_plain.batch == before
+
+
+class Appender:
+    """Declares appends_only: adds Resource groups after the last one, then may fail."""
+
+    type_name = "appender"
+    appends_only = True
+    logs_only = True
+
+    def __init__(self, groups: int, fail: Optional[str] = None) -> None:
+        self.groups, self.fail = groups, fail
+
+    def start(self) -> None:
+        pass
+
+    def process(self, batch: Batch) -> Batch:
+        if not isinstance(batch, type(samples.logs(1))):
+            return batch
+        for _ in range(self.groups):
+            rl = batch.resource_logs.add()
+            set_attr(rl.resource.attributes, semconv.SERVICE_NAME, "appended")
+            rl.scope_logs.add().log_records.add().event_name = "otelguard.test.appended"
+        if self.fail == "raise":
+            raise RuntimeError("boom after appending")
+        if self.fail == "none":
+            return None  # type: ignore[return-value]
+        return batch
+
+    def shutdown(self) -> None:
+        pass
+
+
+def test_an_appends_only_stage_that_fails_is_cut_back_to_the_groups_it_found() -> None:
+    before = samples.logs(3)
+    for fail in ("raise", "none"):
+        p = Pipeline([(f"p10_{fail}", Appender(2, fail)), (f"p10_{fail}_ok", Appender(1))])
+        p.start()
+        res = p.process(type(before)(resource_logs=before.resource_logs))
+        assert res.failed_stages == (f"p10_{fail}",)
+        # the failed stage's two groups are gone, the next stage's one group is there
+        assert len(res.batch.resource_logs) == len(before.resource_logs) + 1
+        assert res.batch.resource_logs[:len(before.resource_logs)] == before.resource_logs
+        assert res.records_out == count_records(before) + 1
+    ok = Pipeline([("p10_ok", Appender(2))])
+    ok.start()
+    res = ok.process(type(before)(resource_logs=before.resource_logs))
+    assert not res.failed_stages and len(res.batch.resource_logs) == len(before.resource_logs) + 2
+
+
+def test_the_appends_only_stages_leave_what_they_found_byte_for_byte() -> None:
+    # the contract the cheaper restore rests on (stage.py), on the real stages and a batch that
+    # makes falco_rules detect and incidents fold: every group they found is unchanged after
+    from otelguard.processors.detection.config import Config as RulesConfig
+    from otelguard.processors.detection.processor import create as rules_stage
+    from otelguard.processors.incidents.config import Config as IncidentsConfig
+    from otelguard.processors.incidents.processor import IncidentsStage
+    from tests.processors.detection.casefile import batch_of, load_cases
+
+    case = next(c for c in load_cases("stable_rules.yaml")
+                if c["rule"] == "Detect release_agent File Container Escapes")
+    batch = batch_of(case["match"])
+    stages = [rules_stage(RulesConfig()), IncidentsStage(IncidentsConfig(), clock=lambda: 1000.0)]
+    for stage in stages:
+        assert getattr(stage, "appends_only", False) and getattr(stage, "logs_only", False)
+        stage.start()
+        found = [rl.SerializeToString() for rl in batch.resource_logs]
+        out = stage.process(batch)
+        assert out is batch
+        assert [rl.SerializeToString() for rl in batch.resource_logs[:len(found)]] == found
+    assert len(batch.resource_logs) == 2  # falco_rules appended its detection group
+    assert stages[1].drain(final=True)  # and incidents folded it (released from drain)

@@ -108,16 +108,18 @@ class EventContext:
             a[semconv.PROCESS_COMMAND_LINE] = info.command_line
             a[semconv.PROCESS_COMMAND_ARGS] = list(info.args)
             a[semconv.PROCESS_ARGS_COUNT] = len(info.args)
+        if info.user_name is None or info.group_name is None:  # one root lookup for both
+            user, group = self.table.id_names(info.pid, info.uid, info.gid)
+            if info.user_name is None:
+                info.user_name = user
+            if info.group_name is None:
+                info.group_name = group
         if info.uid >= 0:
             a[semconv.PROCESS_USER_ID] = info.uid
-            if info.user_name is None:
-                info.user_name = self.table.user_name(info.pid, info.uid)
             if info.user_name:
                 a[semconv.PROCESS_USER_NAME] = info.user_name
         if info.gid >= 0:
             a[semconv.PROCESS_GROUP_ID] = info.gid
-            if info.group_name is None:
-                info.group_name = self.table.group_name(info.pid, info.gid)
             if info.group_name:
                 a[semconv.PROCESS_GROUP_NAME] = info.group_name
         if info.vpid:

@@ -138,19 +138,13 @@ def exe_flags(link: Optional[str]) -> tuple[str, bool, bool]:
     return path, deleted, path.startswith("/memfd:")
 
 
-def resolve_in_root(pids: tuple[int, ...], path: str, max_links: int = 40) -> str:
-    """``path`` with its symlinks resolved in the root of the first of ``pids`` whose
-    ``/proc/<pid>/root`` is readable, as the exe link names a file (else ``path`` unchanged).
-    For a process gone before its exe link was read: ``/bin/sh`` would otherwise name what a
-    longer run names ``/usr/bin/dash``, and behaviour profiles would see two executables.
-    Cost: one readlink per path component, only for such processes."""
+def resolve_under(root: str, path: str, max_links: int = 40) -> str:
+    """``path`` with its symlinks resolved under the directory ``root`` (a live process's
+    ``/proc/<pid>/root``), as the exe link names a file (else ``path`` unchanged). For a
+    process gone before its exe link was read: ``/bin/sh`` would otherwise name what a longer
+    run names ``/usr/bin/dash``, and behaviour profiles would see two executables. Cost: one
+    readlink per path component, only for such processes."""
     if not path.startswith("/"):
-        return path
-    for pid in pids:
-        root = f"/proc/{pid}/root"
-        if pid > 0 and os.path.isdir(root):
-            break
-    else:
         return path
     todo = [p for p in path.split("/") if p][::-1]
     out: list[str] = []

@@ -48,7 +48,7 @@ from otelguard.ebpf.clock import KernelClock
 from otelguard.ebpf.events import ProcessAttrs
 from otelguard.ebpf.procfs import (
     CAP_NAMES, NO_LOGIN_UID, ProcSnapshot, cap_names, exe_flags, is_self_exe, read_proc, read_text,
-    resolve_in_root,
+    resolve_under,
 )
 from otelguard.ebpf.redact import command_line, redact_args, redact_env
 
@@ -309,11 +309,13 @@ class ProcessTable:
                 info.gid = snap.gid
         if not link_path and not same_image and not info.exe_from_memfd:
             # gone before its exe link was read: name the file as the link would have
-            # the process's root, else its parent's, else the one it had at fork, held by a
-            # live process (asked last: one stat more, and only when both are gone)
-            pids = (pid, info.ppid) if os.path.isdir(f"/proc/{info.ppid}/root") \
-                else (self._holder_of(info.root_key),)
-            info.exe_path = resolve_in_root(pids, info.exe_path)
+            # no exe link: the process is gone (or a zombie), its root with it; its parent's
+            # root, else the one it had at fork, held by a live process (asked only when the
+            # parent is gone too)
+            root_pid = info.ppid if info.ppid > 0 and os.path.isdir(f"/proc/{info.ppid}/root") \
+                else self._holder_of(info.root_key)
+            if root_pid and info.exe_path.startswith("/"):
+                info.exe_path = resolve_under(f"/proc/{root_pid}/root", info.exe_path)
         if not same_image:
             # the parent shares the container's root: it answers for a process already gone
             # (a dropped binary that ran for a moment is the case that matters)
@@ -357,16 +359,18 @@ class ProcessTable:
     def user_name(self, pid: int, uid: int) -> str:
         """The name of ``uid`` in the process's own root (``/proc/<pid>/root/etc/passwd``),
         cached per root directory; empty when unknown."""
-        return self._id_name(pid, uid, "passwd")
+        return self.id_names(pid, uid, -1)[0]
 
     def group_name(self, pid: int, gid: int) -> str:
         """The name of ``gid`` in the process's own root's ``/etc/group``, as ``user_name``."""
-        return self._id_name(pid, gid, "group")
+        return self.id_names(pid, -1, gid)[1]
 
-    def _id_name(self, pid: int, num: int, database: str) -> str:
-        if num < 0:
-            return ""
-        root = f"/proc/{pid}/root"
+    def id_names(self, pid: int, uid: int, gid: int) -> tuple[str, str]:
+        """(user name of ``uid``, group name of ``gid``) as ``user_name`` and ``group_name``,
+        the process's root found once for both (a negative id: no name asked)."""
+        if uid < 0 and gid < 0:
+            return "", ""
+        root: Optional[str] = f"/proc/{pid}/root"
         rk = self._root_key(pid)
         if rk is None:
             # gone before its record was decoded: the root it had at fork, read through a live
@@ -376,23 +380,32 @@ class ProcessTable:
             if rk is None:  # never seen at a fork: the agent's own root
                 rk, root = (0, 0), ""
             else:
-                holder = self._holder_of(rk)
-                root = f"/proc/{holder}/root" if holder else ""
-        key = (rk[0], rk[1], database)
-        names = self._passwd.get(key)
-        if names is None:
-            if not root and rk != (0, 0):
-                return ""  # a root nobody alive holds, not read before: unknown
-            names = {}
-            text = read_text(f"{root}/etc/{database}")
-            for line in (text or "").splitlines():
-                parts = line.split(":")
-                if len(parts) > 2 and parts[2].isdigit():
-                    names.setdefault(int(parts[2]), parts[0])
-            if len(self._passwd) > 256:
-                self._passwd.clear()
-            self._passwd[key] = names
-        return names.get(num, "")
+                root = None  # a holder is looked for only when the names are not cached
+        out = []
+        for num, database in ((uid, "passwd"), (gid, "group")):
+            if num < 0:
+                out.append("")
+                continue
+            key = (rk[0], rk[1], database)
+            names = self._passwd.get(key)
+            if names is None:
+                if root is None:
+                    holder = self._holder_of(rk)
+                    root = f"/proc/{holder}/root" if holder else ""
+                if not root and rk != (0, 0):
+                    out.append("")  # a root nobody alive holds, not read before: unknown
+                    continue
+                names = {}
+                text = read_text(f"{root}/etc/{database}")
+                for line in (text or "").splitlines():
+                    parts = line.split(":")
+                    if len(parts) > 2 and parts[2].isdigit():
+                        names.setdefault(int(parts[2]), parts[0])
+                if len(self._passwd) > 256:
+                    self._passwd.clear()
+                self._passwd[key] = names
+            out.append(names.get(num, ""))
+        return out[0], out[1]
 
     def _root_key(self, pid: int) -> Optional[tuple[int, int]]:
         """(st_dev, st_ino) of ``/proc/<pid>/root``; a root not seen before has its overlay

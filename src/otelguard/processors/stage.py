@@ -26,6 +26,12 @@ class Stage(Protocol):
     # Optional: ``additive = True`` on a stage that only sets attributes that were absent (the
     # k8s enricher). The pipeline then takes no restore snapshot before it, since a failure midway
     # still leaves a valid batch.
+    # Optional: ``appends_only = True`` on a stage that changes nothing already in the batch and
+    # at most adds Resource groups after the last one (falco_rules appends its detections;
+    # incidents only reads, releasing its records from ``drain``). The pipeline's restore is
+    # then cutting the groups back to their count before the stage, not a copy of the batch.
+    # Optional: ``logs_only = True`` on a stage that returns a traces batch as it came: no
+    # restore snapshot of traces batches before it.
     # Optional: ``drain(final) -> list[Batch]`` on a stage that holds records between batches
     # (pipeline.HoldsRecords: noise_control, k8s_attributes). The pipeline calls it on the
     # service's flush timer and at shutdown and runs what it returns through the later stages;

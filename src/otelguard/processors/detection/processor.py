@@ -38,6 +38,8 @@ __all__ = ["Config", "StateConfig", "FalcoRulesProcessor", "create", "TYPE_NAME"
 
 class FalcoRulesProcessor:
     type_name = TYPE_NAME
+    appends_only = True  # detections go after the last Resource group; records are only read
+    logs_only = True
 
     def __init__(self, config: Config) -> None:
         self.config = config

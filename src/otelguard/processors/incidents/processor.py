@@ -61,6 +61,8 @@ class IncidentsStage:
     """The stage; ``clock`` (wall-clock seconds: idle windows outlive restarts) is injectable."""
 
     type_name = TYPE_NAME
+    appends_only = True  # process() only reads; incident records leave through drain()
+    logs_only = True
 
     def __init__(self, config: Config, clock: Callable[[], float] = time.time) -> None:
         self.config = config

@@ -73,6 +73,7 @@ class NoiseControl:
     """The stage; ``clock`` (monotonic seconds) is injectable for tests."""
 
     type_name = TYPE_NAME
+    logs_only = True
 
     def __init__(self, config: Config, clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config

@@ -64,6 +64,7 @@ class ProfilesStage(StateDirOnly):
     injectable for tests."""
 
     type_name = TYPE_NAME
+    logs_only = True
 
     def __init__(self, config: Config, clock: Callable[[], float] = time.time) -> None:
         self.config = config

@@ -74,6 +74,8 @@ class ResponseStage:
     """The stage; ``actions`` and ``clock`` are injectable (tests), else the registry's."""
 
     type_name = TYPE_NAME
+    appends_only = True  # process() only reads; audit records leave through drain()
+    logs_only = True
     state_version = 0  # proposals never hold a request: the store persists them itself
 
     def __init__(self, config: Config, actions: Optional[Mapping[str, Action]] = None,

@@ -70,6 +70,7 @@ class _Workload:
 
 class RiskStage(StateDirOnly):
     type_name = TYPE_NAME
+    logs_only = True
 
     def __init__(self, config: Config, clock: Callable[[], float] = time.time) -> None:
         self.config = config
