@@ -7,7 +7,7 @@ batch by batch in one run:
 
 - ``no restore``: ``restore_on_failure=False`` (the baseline: no snapshot at all);
 - ``copy per stage``: a ``CopyFrom`` snapshot before every stage that is not additive (what the
-  pipeline did before stages could declare ``appends_only``/``logs_only``);
+  pipeline did before stages could declare ``appends_only``, ``changes_only``, ``logs_only``);
 - ``declared``: the pipeline as it is (processors/pipeline.py, processors/stage.py).
 
 Each variant has its own stages (state is per pipeline) and gets its own parsed copy of each
@@ -33,6 +33,7 @@ def _pipeline(restore: bool, declared: bool) -> Pipeline:
     if not declared:
         for slot in p._slots:  # the pipeline before the declarations: a copy per stage
             slot.appends_only = slot.logs_only = False
+            slot.changes_only = frozenset()
     p.start()
     return p
 

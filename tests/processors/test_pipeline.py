@@ -229,3 +229,55 @@ def test_the_appends_only_stages_leave_what_they_found_byte_for_byte() -> None:
         assert [rl.SerializeToString() for rl in batch.resource_logs[:len(found)]] == found
     assert len(batch.resource_logs) == 2  # falco_rules appended its detection group
     assert stages[1].drain(final=True)  # and incidents folded it (released from drain)
+
+
+class DetectionMarker:
+    """Declares changes_only detections: marks them, deletes one, appends a group, then fails."""
+
+    type_name = "marker"
+    changes_only = frozenset({semconv.EV_DETECTION})
+
+    def start(self) -> None:
+        pass
+
+    def process(self, batch: Batch) -> Batch:
+        for rl in batch.resource_logs:
+            for sl in rl.scope_logs:
+                dets = [i for i, r in enumerate(sl.log_records)
+                        if r.event_name == semconv.EV_DETECTION]
+                for i in dets:
+                    set_attr(sl.log_records[i].attributes, "otelguard.test.marked", True)
+                if dets:
+                    del sl.log_records[dets[0]]
+        batch.resource_logs.add().scope_logs.add().log_records.add().event_name = "x"
+        raise RuntimeError("boom after marking")
+
+    def shutdown(self) -> None:
+        pass
+
+
+def test_a_changes_only_stage_that_fails_gets_its_scopes_back() -> None:
+    before = samples.logs(3, n_detections=4)
+    other = samples.logs(5, resource={semconv.CONTAINER_ID: "d" * 64})
+    before.resource_logs.extend(other.resource_logs)  # a group with no detection: not copied
+    p = Pipeline([("p11_marker", DetectionMarker())])
+    p.start()
+    res = p.process(type(before)(resource_logs=before.resource_logs))
+    assert res.failed_stages == ("p11_marker",)
+    assert res.batch == before and res.records_out == count_records(before)
+
+
+def test_noise_control_changes_nothing_but_detections() -> None:
+    # the contract its changes_only restore rests on: with throttling (burst 1), the raw
+    # records and every group and scope it found are as they were; detections marked or gone
+    stage = NoiseControl(NoiseConfig(burst=1))
+    assert stage.changes_only == frozenset({semconv.EV_DETECTION}) and stage.logs_only
+    stage.start()
+    batch = samples.logs(3, n_detections=4)
+    raw = [r.SerializeToString() for r in batch.resource_logs[0].scope_logs[0].log_records
+           if r.event_name != semconv.EV_DETECTION]
+    out = stage.process(batch)
+    assert out is batch and len(batch.resource_logs) == 1
+    recs = batch.resource_logs[0].scope_logs[0].log_records
+    assert [r.SerializeToString() for r in recs if r.event_name != semconv.EV_DETECTION] == raw
+    assert 0 < sum(r.event_name == semconv.EV_DETECTION for r in recs) < 4  # throttled

@@ -88,6 +88,7 @@ class ProcessInfo:
     # memfds created by this process or inherited at fork: fd -> (memfd name, close-on-exec)
     memfds: dict[int, tuple[str, bool]] = field(default_factory=dict)
     root_key: Optional[tuple[int, int]] = None  # (st_dev, st_ino) of its root, seen at fork
+    gone: bool = False  # /proc had nothing of it at its exec's decode: its root is not asked
     exe_deleted: bool = False
     exe_from_memfd: bool = False
     exe_upper_layer: bool = False
@@ -283,6 +284,7 @@ class ProcessTable:
         info.attrs_cache = None
         info.exec_seen = True
         snap = read_proc(pid, with_args=argv_unread, with_cwd=False)
+        info.gone = snap is None  # a short exec (`sh -c true`) often is, in an exec flood
         link_path = ""
         if snap is not None:
             if argv_unread and snap.args:
@@ -371,11 +373,11 @@ class ProcessTable:
         if uid < 0 and gid < 0:
             return "", ""
         root: Optional[str] = f"/proc/{pid}/root"
-        rk = self._root_key(pid)
+        info = self._procs.get(pid) or self._dead.get(pid)
+        rk = None if info is not None and info.gone else self._root_key(pid)
         if rk is None:
             # gone before its record was decoded: the root it had at fork, read through a live
             # process that still has it (a container's user is not the host's user of that uid)
-            info = self._procs.get(pid) or self._dead.get(pid)
             rk = info.root_key if info is not None else None
             if rk is None:  # never seen at a fork: the agent's own root
                 rk, root = (0, 0), ""
@@ -456,7 +458,8 @@ class ProcessTable:
         when unknown."""
         if not exe_path.startswith("/"):
             return False
-        key = self._root_key(info.pid) or info.root_key or self._root_key(info.ppid)
+        key = (None if info.gone else self._root_key(info.pid)) or info.root_key \
+            or self._root_key(info.ppid)
         upper_dir = self._upper.get(key) if key is not None else None
         if not upper_dir:
             return False

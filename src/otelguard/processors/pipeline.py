@@ -9,8 +9,9 @@ record of the agent's shape per stage with upb; turn it off to trade that guaran
 A stage that says how little it changes gets a cheaper restore (stage.py): ``additive`` (only
 sets absent attributes) none, ``appends_only`` (adds Resource groups at the end, changes nothing
 already there: falco_rules, incidents) the count of Resource groups, cut back to on failure,
-``logs_only`` (returns a traces batch as it came) none for traces. The pipeline never raises from
-:meth:`Pipeline.process`.
+``changes_only`` (event names: changes or deletes only those records, within their scopes:
+noise_control) copies of the scopes holding them, ``logs_only`` (returns a traces batch as it
+came) none for traces. The pipeline never raises from :meth:`Pipeline.process`.
 
 Stages that hold records back (noise_control's throttle records) may implement
 :class:`HoldsRecords`; :meth:`Pipeline.flush` (called on a timer by the service) and
@@ -156,6 +157,9 @@ class _Slot:
         # (stage.py); logs only: a traces batch passes it untouched, so nothing to restore.
         self.appends_only = bool(getattr(stage, "appends_only", False))
         self.logs_only = bool(getattr(stage, "logs_only", False))
+        # changes only records of these events, in place or by deleting them (noise_control's
+        # detections): the restore copies only the scopes that hold such records
+        self.changes_only: frozenset[str] = frozenset(getattr(stage, "changes_only", ()))
         self.releases: Optional[ReleasesIntoRequests] = None  # set once its journal is open
         self.config: Any = None  # the config it was created with (from_specs), or last given
 
@@ -164,6 +168,45 @@ def _groups(batch: Batch) -> Any:
     """The batch's top-level Resource groups (ResourceLogs or ResourceSpans)."""
     return batch.resource_logs if isinstance(batch, ExportLogsServiceRequest) \
         else batch.resource_spans
+
+
+class _Restore:
+    """What puts a batch back as it entered a stage that failed, taken before the stage: as
+    little as the stage's declarations allow (stage.py), else a copy of the whole batch."""
+
+    __slots__ = ("copy", "groups", "scopes")
+
+    def __init__(self, slot: _Slot, batch: Batch) -> None:
+        self.copy: Optional[Batch] = None
+        self.groups = -1  # the Resource groups to cut back to
+        self.scopes: list[tuple[int, int, Any]] = []  # (group, scope, its copy)
+        logs = isinstance(batch, ExportLogsServiceRequest)
+        if slot.additive or (slot.logs_only and not logs):
+            return
+        if slot.appends_only or (slot.changes_only and logs):
+            self.groups = len(_groups(batch))
+        if slot.changes_only and logs:
+            wanted = slot.changes_only
+            for i, rl in enumerate(batch.resource_logs):
+                for j, sl in enumerate(rl.scope_logs):
+                    for rec in sl.log_records:
+                        if rec.event_name in wanted:
+                            saved = type(sl)()
+                            saved.CopyFrom(sl)
+                            self.scopes.append((i, j, saved))
+                            break
+        elif not slot.appends_only:
+            self.copy = type(batch)()
+            self.copy.CopyFrom(batch)
+
+    def apply(self, batch: Batch) -> Batch:
+        if self.copy is not None:
+            return self.copy
+        if self.groups >= 0:
+            del _groups(batch)[self.groups:]
+        for i, j, saved in self.scopes:
+            batch.resource_logs[i].scope_logs[j].CopyFrom(saved)
+        return batch
 
 
 class Pipeline:
@@ -269,15 +312,7 @@ class Pipeline:
             version = getattr(slot.stage, "state_version", 0)
             drops_before = getattr(slot.stage, "dropped_records", 0)
             released_before = getattr(slot.stage, "released_records", 0)
-            snapshot: Optional[Batch] = None
-            groups = -1  # appends_only: the Resource groups to keep on failure
-            if self._restore and not slot.additive and not (
-                    slot.logs_only and not isinstance(batch, ExportLogsServiceRequest)):
-                if slot.appends_only:
-                    groups = len(_groups(batch))
-                else:
-                    snapshot = type(batch)()
-                    snapshot.CopyFrom(batch)
+            restore = _Restore(slot, batch) if self._restore else None
             slot.records_in.inc(n)
             t0 = time.perf_counter()
             try:
@@ -288,10 +323,8 @@ class Pipeline:
                 slot.failures.inc()
                 failed.append(slot.name)
                 self._log_failure(slot)
-                if snapshot is not None:
-                    batch = snapshot
-                elif groups >= 0:
-                    del _groups(batch)[groups:]
+                if restore is not None:
+                    batch = restore.apply(batch)
                 slot.records_out.inc(n)
                 continue
             slot.latency.observe(time.perf_counter() - t0)
@@ -301,10 +334,8 @@ class Pipeline:
                 slot.failures.inc()
                 failed.append(slot.name)
                 self._log_failure(slot, f"returned {type(out).__name__}")
-                if snapshot is not None:
-                    batch = snapshot
-                elif groups >= 0:
-                    del _groups(batch)[groups:]
+                if restore is not None:
+                    batch = restore.apply(batch)
                 slot.records_out.inc(n)
                 continue
             batch = out

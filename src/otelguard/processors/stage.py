@@ -30,6 +30,9 @@ class Stage(Protocol):
     # at most adds Resource groups after the last one (falco_rules appends its detections;
     # incidents only reads, releasing its records from ``drain``). The pipeline's restore is
     # then cutting the groups back to their count before the stage, not a copy of the batch.
+    # Optional: ``changes_only = {event names}`` on a stage that changes or deletes only
+    # records of those events, within their ScopeLogs, and adds at most Resource groups at the
+    # end (noise_control: detections): the restore copies only the scopes holding such records.
     # Optional: ``logs_only = True`` on a stage that returns a traces batch as it came: no
     # restore snapshot of traces batches before it.
     # Optional: ``drain(final) -> list[Batch]`` on a stage that holds records between batches

@@ -74,6 +74,8 @@ class NoiseControl:
 
     type_name = TYPE_NAME
     logs_only = True
+    # marks or deletes detection records in place; throttle records leave through drain()
+    changes_only = frozenset({semconv.EV_DETECTION})
 
     def __init__(self, config: Config, clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
