@@ -224,3 +224,16 @@ def test_log_record_uids_are_unique(ctx: EventContext) -> None:
         assert ev is not None
         uids.add(ev.attrs[semconv.LOG_RECORD_UID])
     assert len(uids) == 100
+
+
+def test_the_decoders_protocol_checks_answer_per_type(ctx: EventContext) -> None:
+    from otelguard.ebpf.privilege import MemfdTracker
+    from otelguard.ebpf.probe import implements
+    from otelguard.ebpf.process import ProcessLifecycle
+
+    class Bare:  # a decode context that keeps no process table
+        pass
+
+    for _ in range(2):  # the second answer is the cached one
+        assert implements(ctx, ProcessLifecycle) and implements(ctx, MemfdTracker)
+        assert not implements(Bare(), ProcessLifecycle) and not implements(Bare(), MemfdTracker)

@@ -91,6 +91,22 @@ def test_cap_names() -> None:
     assert cap_names(0b11) == ["CAP_CHOWN", "CAP_DAC_OVERRIDE"]
     assert cap_names(1 << 21) == ["CAP_SYS_ADMIN"]
     assert cap_names(1 << 45) == ["CAP_45"]
+    first = cap_names(0b11)  # spelled once per mask, then copied: a caller's edit stays its own
+    first.append("CAP_X")
+    assert cap_names(0b11) == ["CAP_CHOWN", "CAP_DAC_OVERRIDE"]
+
+
+def test_status_fields_are_the_lines_read_proc_uses() -> None:
+    from otelguard.ebpf.procfs import _status_fields
+
+    text = Path(f"/proc/{os.getpid()}/status").read_text()
+    every = {k: v.strip() for k, _, v in (line.partition(":") for line in text.splitlines())}
+    got = _status_fields(text)
+    assert set(got) == {"Name", "PPid", "Uid", "Gid", "CapEff", "CapPrm", "NSpid", "NSpgid"}
+    assert got == {k: every[k] for k in got}
+    # a key that is a prefix of another (NSpid / NSpgid) or missing, the last line unterminated
+    assert _status_fields("Name:\tx\nNSpgid:\t7 1\nNSpid:\t9 2") == {
+        "Name": "x", "NSpgid": "7 1", "NSpid": "9 2"}
 
 
 @pytest.mark.kernel

@@ -51,8 +51,8 @@ from otelguard.ebpf.events import AttrValue, Event
 from otelguard.ebpf.sockets import socket_endpoints
 from otelguard.ebpf.proctable import CAP_NAMES
 from otelguard.ebpf.probe import (
-    DecodeContext, Header, ProbeConfig, c_string, group_defines, group_tracepoints, probe_source,
-    read_record
+    DecodeContext, Header, ProbeConfig, c_string, group_defines, group_tracepoints, implements,
+    probe_source, read_record
 )
 
 (T_SETUID, T_SETGID, T_CAPSET, T_CAPABLE, T_PTRACE, T_KILL, T_UNSHARE, T_SETNS, T_MOUNT,
@@ -355,8 +355,8 @@ class PrivilegeProbe:
             attrs[semconv.MEMFD_FLAGS] = flag_names(int(r.a[1]) & 0xFFFFFFFF, MEMFD_FLAG_NAMES)
             if ret >= 0:
                 attrs[semconv.FILE_FD] = ret
-                if isinstance(ctx, MemfdTracker):  # an exec through this fd is fileless
-                    ctx.on_memfd(r.h, ret, name, bool(int(r.a[1]) & MFD_CLOEXEC))
+                if implements(ctx, MemfdTracker):  # an exec through this fd is fileless
+                    cast(MemfdTracker, ctx).on_memfd(r.h, ret, name, bool(int(r.a[1]) & MFD_CLOEXEC))
             ev = ctx.make_event(r.h, semconv.EV_MEMFD_CREATE, "memfd_create", attrs)
             ev.body = f"memfd_create {name!r}" + _failed(ret)
             return ev

@@ -41,11 +41,13 @@ import ctypes
 import os
 import re
 import sys
-from typing import Optional, Protocol, runtime_checkable
+from typing import Optional, Protocol, cast, runtime_checkable
 
 from otelguard import semconv
 from otelguard.ebpf.events import AttrValue, Event
-from otelguard.ebpf.probe import PATH_LEN, DecodeContext, Header, ProbeConfig, c_string, probe_source
+from otelguard.ebpf.probe import (
+    PATH_LEN, DecodeContext, Header, ProbeConfig, c_string, implements, probe_source,
+)
 
 T_EXEC, T_FORK, T_EXIT, T_CHDIR = 1, 2, 3, 4
 ENV_SCAN = 256  # envp entries the kernel examines per exec (more: env_more bit 2)
@@ -198,7 +200,7 @@ class ProcessProbe:
         return "\n".join(lines) + "\n" + probe_source(self.source_file)
 
     def decode(self, type_id: int, data: bytes, ctx: DecodeContext) -> Optional[Event]:
-        life = ctx if isinstance(ctx, ProcessLifecycle) else None
+        life = cast(ProcessLifecycle, ctx) if implements(ctx, ProcessLifecycle) else None
         if type_id == T_EXEC and len(data) >= ctypes.sizeof(ExecRecord):
             return self._exec(ExecRecord.from_buffer_copy(data), data, ctx, life)
         if type_id == T_FORK and len(data) >= ctypes.sizeof(ForkRecord):
