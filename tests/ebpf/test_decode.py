@@ -237,3 +237,35 @@ def test_the_decoders_protocol_checks_answer_per_type(ctx: EventContext) -> None
     for _ in range(2):  # the second answer is the cached one
         assert implements(ctx, ProcessLifecycle) and implements(ctx, MemfdTracker)
         assert not implements(Bare(), ProcessLifecycle) and not implements(Bare(), MemfdTracker)
+
+
+def test_a_childs_ancestors_from_its_parents_chain_equal_the_table_walk(ctx: EventContext) -> None:
+    # a chain of 20 ghost processes, each forked by the one before (deeper than the 16 kept)
+    from otelguard.ebpf.proctable import ANCESTOR_DEPTH
+
+    t = ctx.table
+    pids = [GHOST + 100 + i for i in range(20)]
+    t.on_exec(pids[0], "/usr/sbin/init", ["init"], 0, 0, 1, "init")
+    for parent, child in zip(pids, pids[1:]):
+        t.on_fork(parent, child, 2)
+        t.on_exec(child, f"/bin/p{child}", [f"p{child}"], 0, 0, 3, f"p{child}")
+        # the parent's attributes are fresh: the child's chain comes from the parent's
+        built = ctx._process_attrs(t.get(child, load=False))  # type: ignore[arg-type]
+        walked = t.ancestors(t.get(child, load=False))  # type: ignore[arg-type]
+        assert built.attrs[semconv.PROCESS_ANCESTOR_PIDS] == [p.pid for p in walked]
+        assert built.attrs[semconv.PROCESS_ANCESTORS] == [p.comm or p.exe_name for p in walked]
+    assert len(walked) == ANCESTOR_DEPTH
+    # a parent that only forks (its attributes never built): its chain is walked once
+    last = t.get(pids[-1], load=False)
+    assert last is not None
+    last.chain = None
+    for child in (GHOST + 200, GHOST + 201):
+        t.on_fork(pids[-1], child, 5)
+        built = ctx._process_attrs(t.get(child, load=False))  # type: ignore[arg-type]
+        walked = t.ancestors(t.get(child, load=False))  # type: ignore[arg-type]
+        assert built.attrs[semconv.PROCESS_ANCESTOR_PIDS] == [p.pid for p in walked]
+    # a pid taken again inside the chain (reuse): the chain stops before it, as the walk does
+    t.on_fork(pids[-1], pids[5], 4)
+    built = ctx._process_attrs(t.get(pids[5], load=False))  # type: ignore[arg-type]
+    walked = t.ancestors(t.get(pids[5], load=False))  # type: ignore[arg-type]
+    assert built.attrs[semconv.PROCESS_ANCESTOR_PIDS] == [p.pid for p in walked] == pids[6:][::-1]

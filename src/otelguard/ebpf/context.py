@@ -23,7 +23,7 @@ from otelguard.ebpf.events import AttrValue, Event, ProcessAttrs
 from otelguard.ebpf.lane import FastLane
 from otelguard.ebpf.openfilter import normalize
 from otelguard.ebpf.probe import Header, ProbeConfig, c_string
-from otelguard.ebpf.proctable import ProcessInfo, ProcessTable
+from otelguard.ebpf.proctable import ANCESTOR_DEPTH, ProcessInfo, ProcessTable
 
 AT_FDCWD = -100
 ATTRS_TTL_NS = 2_000_000_000  # a process's attributes are rebuilt after this (ancestors change)
@@ -143,7 +143,7 @@ class EventContext:
         a[semconv.PROCESS_EXE_FROM_MEMFD] = info.exe_from_memfd
         a[semconv.PROCESS_EXE_DELETED] = info.exe_deleted
         a[semconv.PROCESS_EXE_UPPER_LAYER] = info.exe_upper_layer
-        ancestors = self.table.ancestors(info)
+        ancestors, pids = self._ancestors(info, now)
         if ancestors:
             parent = ancestors[0]
             a[semconv.PROCESS_PARENT_EXECUTABLE_NAME] = parent.exe_name
@@ -153,7 +153,7 @@ class EventContext:
                 a[semconv.PROCESS_PARENT_COMMAND_LINE] = parent.command_line
             # comms (the names exec'ed: an applet link's, not busybox), as Falco's proc.aname
             a[semconv.PROCESS_ANCESTORS] = [p.comm or p.exe_name for p in ancestors]
-            a[semconv.PROCESS_ANCESTOR_PIDS] = [p.pid for p in ancestors]
+            a[semconv.PROCESS_ANCESTOR_PIDS] = list(pids)
         if info.sid:
             a[semconv.PROCESS_SESSION_LEADER_PID] = info.sid
             leader = session_leader(info, ancestors)
@@ -162,6 +162,33 @@ class EventContext:
         process = ProcessAttrs(a, now)
         info.attrs_cache, info.attrs_cache_at = process, now / 1e9
         return process
+
+    def _ancestors(self, info: ProcessInfo, now: int) -> tuple[list[ProcessInfo], list[int]]:
+        """``table.ancestors(info)`` and their pids, kept on the process for the attributes'
+        lifetime: a child's chain is its parent plus the parent's chain (walked once per
+        lifetime), so a fork or exec storm costs O(1) per child, not a walk of up to 16
+        table lookups. The entries are the table's live objects, so an ancestor's exec since
+        shows; only which processes form the chain is as old as the lifetime."""
+        c = info.chain
+        if c is not None and now - c[2] < ATTRS_TTL_NS:
+            return c[0], c[1]
+        parent = self.table.get(info.ppid, load=False) if info.ppid > 0 else None
+        if parent is None or parent.pid == info.pid:
+            out = self.table.ancestors(info)  # may read an unknown parent from /proc
+            pids = [p.pid for p in out]
+        else:
+            pc = parent.chain
+            if pc is None or now - pc[2] >= ATTRS_TTL_NS:
+                walked = self.table.ancestors(parent)
+                pc = parent.chain = (walked, [p.pid for p in walked], now)
+            rest, rest_pids = pc[0], pc[1]
+            if info.pid in rest_pids:  # a pid taken again inside the chain: stop before it
+                cut = rest_pids.index(info.pid)
+                rest, rest_pids = rest[:cut], rest_pids[:cut]
+            out = [parent, *rest[:ANCESTOR_DEPTH - 1]]
+            pids = [parent.pid, *rest_pids[:ANCESTOR_DEPTH - 1]]
+        info.chain = (out, pids, now)
+        return out, pids
 
     def resolve_path(self, pid: int, dirfd: int, path: str) -> str:
         if path.startswith("/"):

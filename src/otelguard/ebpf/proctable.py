@@ -103,6 +103,9 @@ class ProcessInfo:
     # shared by every event of the process until it changes (exec, chdir) or ages out
     attrs_cache: Optional[ProcessAttrs] = None
     attrs_cache_at: float = 0.0
+    # (ancestors, their pids, CLOCK_MONOTONIC ns when found): a child's chain is its parent
+    # plus this while it is younger than the attributes' lifetime (context.py)
+    chain: Optional[tuple[list["ProcessInfo"], list[int], int]] = None
 
     @property
     def exe_name(self) -> str:
