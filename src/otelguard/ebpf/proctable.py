@@ -442,7 +442,9 @@ class ProcessTable:
         """A live pid whose root is ``key`` (the last one seen with it, if it still has it),
         else 0: a short-lived process and its parent can both be gone before their execs are
         decoded while the container's (or the host's) root lives on in other processes."""
-        pid = self._root_holder.get(key) if key is not None else None
+        if key is None:
+            return 0
+        pid = self._root_holder.get(key)
         if pid is None:
             return 0
         try:
@@ -450,7 +452,7 @@ class ProcessTable:
         except OSError:
             st = None
         if st is None or (st.st_dev, st.st_ino) != key:
-            del self._root_holder[key]  # type: ignore[arg-type]
+            del self._root_holder[key]
             return 0
         return pid
 
