@@ -9,6 +9,9 @@ import socket
 import struct
 from typing import Optional
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from otelguard import semconv
 from otelguard.ebpf import network, sockets
 from otelguard.ebpf.connections import EINPROGRESS, TCP_CLOSE, TCP_ESTABLISHED, TCP_SYN_RECV, TCP_SYN_SENT
@@ -392,3 +395,10 @@ def test_accept_before_its_established_record_still_pairs() -> None:
     assert close is not None and close.pid == 200 and close.attrs[semconv.FILE_FD] == 6
     assert close.attrs[semconv.NETWORK_CONNECTION_DURATION_NS] == 3_000
     assert not p.tracker.pending_accepts and not p.tracker.unclaimed_passive
+
+
+@given(st.binary(min_size=4, max_size=4))
+def test_ipv4_text_is_what_ipaddress_prints(raw: bytes) -> None:
+    from otelguard.ebpf.sockets import ipv4_text
+
+    assert ipv4_text(raw) == str(ipaddress.IPv4Address(raw))

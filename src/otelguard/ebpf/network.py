@@ -68,7 +68,7 @@ from otelguard.ebpf.probe import (
     DecodeContext, Header, ProbeConfig, group_defines, group_tracepoints, probe_source, read_record
 )
 from otelguard.ebpf.sockets import (
-    AF_INET, AF_INET6, SockAddr, decode_sockaddr, socket_local_endpoint, transport_of,
+    AF_INET, AF_INET6, SockAddr, decode_sockaddr, ipv4_text, socket_local_endpoint, transport_of,
 )
 
 T_SOCKET, T_CONNECT, T_ACCEPT, T_BIND, T_LISTEN, T_DNS, T_STATE = range(40, 47)
@@ -164,8 +164,8 @@ def _state_endpoints(r: StateRecord) -> tuple[SockAddr, SockAddr]:
         s = str(ipaddress.IPv6Address(bytes(r.saddr)))
         d = str(ipaddress.IPv6Address(bytes(r.daddr)))
     else:
-        s = str(ipaddress.IPv4Address(bytes(r.saddr[:4])))
-        d = str(ipaddress.IPv4Address(bytes(r.daddr[:4])))
+        s = ipv4_text(bytes(r.saddr[:4]))
+        d = ipv4_text(bytes(r.daddr[:4]))
     fam = int(r.family)
     return SockAddr(fam, s, int(r.sport)), SockAddr(fam, d, int(r.dport))
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import socket
 from dataclasses import dataclass
 from typing import Optional
 
@@ -28,6 +29,13 @@ class SockAddr:
         return "ipv6" if self.family == AF_INET6 else "ipv4"
 
 
+def ipv4_text(raw: bytes) -> str:
+    """Dotted decimal of 4 bytes (network order): what ``str(ipaddress.IPv4Address(raw))``
+    gives, at a tenth of its cost (two per connection record). IPv6 text stays with
+    ``ipaddress`` (its IPv4-mapped form differs from inet_ntop's)."""
+    return socket.inet_ntop(socket.AF_INET, raw)
+
+
 def decode_sockaddr(raw: bytes) -> Optional[SockAddr]:
     """A ``struct sockaddr_in``/``sockaddr_in6`` (as raw bytes) to address text and port; None
     for other families or short buffers. IPv4-mapped IPv6 addresses stay IPv6 text."""
@@ -35,7 +43,7 @@ def decode_sockaddr(raw: bytes) -> Optional[SockAddr]:
         return None
     family = int.from_bytes(raw[0:2], "little")  # sa_family_t is host order (x86_64/arm64: LE)
     if family == AF_INET and len(raw) >= 8:
-        return SockAddr(AF_INET, str(ipaddress.IPv4Address(bytes(raw[4:8]))),
+        return SockAddr(AF_INET, ipv4_text(bytes(raw[4:8])),
                         int.from_bytes(raw[2:4], "big"))
     if family == AF_INET6 and len(raw) >= 24:
         return SockAddr(AF_INET6, str(ipaddress.IPv6Address(bytes(raw[8:24]))),
@@ -99,7 +107,7 @@ def _proc_net_endpoint(text: str, family: int) -> Optional[SockAddr]:
     addr_hex, _, port_hex = text.partition(":")
     raw = bytes.fromhex(addr_hex)
     if family == AF_INET and len(raw) == 4:
-        return SockAddr(AF_INET, str(ipaddress.IPv4Address(raw[::-1])), int(port_hex, 16))
+        return SockAddr(AF_INET, ipv4_text(raw[::-1]), int(port_hex, 16))
     if family == AF_INET6 and len(raw) == 16:
         words = b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4))
         return SockAddr(AF_INET6, str(ipaddress.IPv6Address(words)), int(port_hex, 16))
