@@ -41,11 +41,16 @@ HOST_ID: Final = "host.id"
 OS_TYPE: Final = "os.type"
 SERVICE_NAME: Final = "service.name"
 SERVICE_NAME_HOST: Final = "host"  # service.name of the host Resource (docs/architecture.md#streams)
+# service.name of the Resource of records whose cgroup could not be resolved
+SERVICE_NAME_UNRESOLVED: Final = "unresolved"
 # Custom resource keys
 STREAM: Final = "otelguard.stream"  # "event" | "detection"
 STREAM_EVENT: Final = "event"
 STREAM_DETECTION: Final = "detection"
 HOST_PROCESS: Final = "otelguard.host_process"  # bool: the Resource is the host, not a container
+# bool: the records' cgroup could not be resolved (gone before decode): a container or the host,
+# unknown which; never marked host (docs/architecture.md#resource-attributes)
+CONTAINER_UNRESOLVED: Final = "otelguard.container.unresolved"
 K8S_POD_PRIVILEGED: Final = "otelguard.k8s.pod.privileged"
 K8S_POD_HOST_PID: Final = "otelguard.k8s.pod.host_pid"
 K8S_POD_HOST_NETWORK: Final = "otelguard.k8s.pod.host_network"

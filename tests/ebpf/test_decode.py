@@ -269,3 +269,19 @@ def test_a_childs_ancestors_from_its_parents_chain_equal_the_table_walk(ctx: Eve
     built = ctx._process_attrs(t.get(pids[5], load=False))  # type: ignore[arg-type]
     walked = t.ancestors(t.get(pids[5], load=False))  # type: ignore[arg-type]
     assert built.attrs[semconv.PROCESS_ANCESTOR_PIDS] == [p.pid for p in walked] == pids[6:][::-1]
+
+
+def test_a_record_whose_cgroup_does_not_resolve_is_marked_not_host(ctx: EventContext) -> None:
+    from otelguard.ebpf.events import UNRESOLVED_POD_UID
+
+    assert ctx.cgroups.root is not None  # this machine has cgroup2 (the premise)
+    h = Header()
+    _hdr(h, 20, GHOST + 300)
+    host = ctx.make_event(h, semconv.EV_FILE_OPEN, "openat", {})
+    assert (host.container_id, host.pod_uid, host.cgroup_path) == ("", "", "/")
+    h.cgroup_id = 2**62 + 12345  # no such cgroup: removed before decode, never seen
+    gone = ctx.make_event(h, semconv.EV_FILE_OPEN, "openat", {})
+    assert (gone.container_id, gone.pod_uid, gone.cgroup_path) == ("", UNRESOLVED_POD_UID, "")
+    # without a cgroup2 mount nothing resolves and nothing is marked (host, as before)
+    ctx.cgroups.root = None
+    assert ctx.make_event(h, semconv.EV_FILE_OPEN, "openat", {}).pod_uid == ""

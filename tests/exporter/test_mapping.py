@@ -95,6 +95,30 @@ def test_one_resource_per_container_and_one_for_the_host() -> None:
         assert [(sl.scope.name, sl.scope.version) for sl in rl.scope_logs] == [(sc.SCOPE_AGENT, "0.1.0")]
 
 
+def test_records_whose_cgroup_did_not_resolve_are_neither_a_container_nor_the_host() -> None:
+    # the sensor marks them (context.py): a container shorter than the decode lag must not
+    # read as the host, where `not container` would be true by default
+    from otelguard.ebpf.events import UNRESOLVED_POD_UID
+    from otelguard.processors.detection.fields.container import UNKNOWN_CONTAINER, _container_id
+
+    events = shell_session()
+    gone = events[0]
+    gone.container_id, gone.pod_uid = "", UNRESOLVED_POD_UID
+    req = _builder().logs(events)
+    resources = [attrs_dict(rl.resource.attributes) for rl in req.resource_logs]
+    assert len(resources) == 3  # the container, the unresolved one, the host
+    unresolved = next(r for r in resources if sc.CONTAINER_UNRESOLVED in r)
+    assert unresolved[sc.CONTAINER_UNRESOLVED] is True
+    assert unresolved[sc.SERVICE_NAME] == sc.SERVICE_NAME_UNRESOLVED
+    assert not {sc.HOST_PROCESS, sc.CONTAINER_ID, sc.K8S_POD_UID} & set(unresolved)
+    assert UNRESOLVED_POD_UID not in str(req)  # the marker never leaves the agent
+
+    class View:  # what the detection fields read: the Resource
+        res = unresolved
+
+    assert _container_id(View(), None) == UNKNOWN_CONTAINER[:12] != "host"  # type: ignore[arg-type]
+
+
 def test_record_fields() -> None:
     req = _builder().logs(shell_session())
     recs = list(req.resource_logs[0].scope_logs[0].log_records)

@@ -9,7 +9,9 @@ descriptor's path: exact for any live cgroup, whoever is in it, needs CAP_DAC_RE
 and last a walk of the tree, rate limited. Without the handle, a cgroup made less than a
 second after the last walk whose only process exited before its records were decoded read as
 the host (seen as a test flake: a short-lived container's records lost their container id).
-A cgroup the handle reports removed (ESTALE) is remembered as gone; ids are not reused.
+A cgroup the handle reports removed (ESTALE) is remembered as gone; ids are not reused. What
+cannot be named resolves as the host here; the decode context marks such records unresolved
+(neither container nor host, docs/architecture.md#kernel-facts) when a cgroup2 mount exists.
 :func:`parse_container` reads the kubelet's naming, for both cgroup drivers and the three CRI
 runtimes::
 

@@ -19,7 +19,7 @@ from typing import Callable, Optional
 from otelguard import semconv
 from otelguard.ebpf.cgroup import CgroupResolver
 from otelguard.ebpf.clock import KernelClock, iso8601
-from otelguard.ebpf.events import AttrValue, Event, ProcessAttrs
+from otelguard.ebpf.events import UNRESOLVED_POD_UID, AttrValue, Event, ProcessAttrs
 from otelguard.ebpf.lane import FastLane
 from otelguard.ebpf.openfilter import normalize
 from otelguard.ebpf.probe import Header, ProbeConfig, c_string
@@ -54,6 +54,11 @@ class EventContext:
         pid = hdr.pid
         wall = self.clock.to_wall_ns(hdr.ktime_ns)
         cg_path, ident = self.cgroups.resolve(hdr.cgroup_id, pid)
+        pod_uid = ident.pod_uid
+        if not cg_path and self.cgroups.root is not None:
+            # the cgroup is gone and was never seen (a container shorter than the decode lag):
+            # not the host, which would make `not container` true by default
+            pod_uid = UNRESOLVED_POD_UID
         if self.lane is not None and cg_path:  # unresolved: asked again per record, not noted
             self.lane.note_cgroup(hdr.cgroup_id, cg_path, ident.container_id, ident.pod_uid)
         info = self.table.get(pid)
@@ -67,7 +72,7 @@ class EventContext:
         a = attrs  # the event's own attributes; the process part is shared (see events.py)
         if info is None:
             ev = Event(name, wall, pid, hdr.tid, syscall, ret, ident.container_id,
-                       ident.pod_uid, cg_path, attrs=a, body=f"{syscall} by {comm}")
+                       pod_uid, cg_path, attrs=a, body=f"{syscall} by {comm}")
             a.setdefault(semconv.PROCESS_PID, pid)
             a.setdefault(semconv.PROCESS_EXECUTABLE_NAME, comm)
             a.setdefault(semconv.PROCESS_USER_ID, hdr.uid)
@@ -75,7 +80,7 @@ class EventContext:
         else:
             start = info.start_ns
             ev = Event(name, wall, pid, hdr.tid, syscall, ret, ident.container_id,
-                       ident.pod_uid, cg_path, start, info.root_pid, info.root_start_ns,
+                       pod_uid, cg_path, start, info.root_pid, info.root_start_ns,
                        a, f"{syscall} by {info.exe_name}", self._process_attrs(info))
             if start:
                 a[semconv.PROCESS_DURATION_NS] = wall - start if wall > start else 0

@@ -46,6 +46,11 @@ class ProcessAttrs:
         return f"ProcessAttrs({dict(self.attrs)!r})"
 
 
+# The pod_uid of an Event whose cgroup could not be resolved: it selects a Resource of its own
+# that is neither a container's nor the host's (exporter/mapping.py); never emitted as a value.
+UNRESOLVED_POD_UID = "<unresolved>"
+
+
 class Event:
     """One security-relevant kernel observation.
 

@@ -35,7 +35,7 @@ from typing import Any, Literal, Optional, Protocol, Sequence, Union
 
 from otelguard import semconv
 from otelguard.ebpf.errors import SensorError
-from otelguard.ebpf.events import Event, ProcessAttrs
+from otelguard.ebpf.events import UNRESOLVED_POD_UID, Event, ProcessAttrs
 from otelguard.ebpf.file import SYSCALLS, T_OPEN, FileRecord
 from otelguard.ebpf.probe import Header, ProbeConfig
 from otelguard.ebpf.ringbuf import NativeRingReader, RingReader
@@ -156,7 +156,8 @@ class FastLane:
         ids (once per process version; the lane refuses a stale one)."""
         process, own = ev.split()
         if process is None or process.wire is None or not process.built_ns or \
-                self._learned.get(ev.pid) is process or not trace_id:
+                self._learned.get(ev.pid) is process or not trace_id or \
+                ev.pod_uid == UNRESOLVED_POD_UID:
             return
         if not process.attrs.keys().isdisjoint(own):
             return  # the encoder merged the parts: no shared block to reuse

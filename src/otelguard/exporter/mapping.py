@@ -12,7 +12,7 @@ from typing import Iterator
 
 import otelguard
 from otelguard import semconv
-from otelguard.ebpf.events import AttrValue, Event
+from otelguard.ebpf.events import UNRESOLVED_POD_UID, AttrValue, Event
 from otelguard.exporter.settings import NodeIdentity
 from otelguard.exporter.spans import ResourceKey
 
@@ -30,10 +30,11 @@ def resource_key(ev: Event) -> ResourceKey:
 def resource_attrs(key: ResourceKey, node: NodeIdentity) -> list[tuple[str, AttrValue]]:
     """Resource attributes in a stable order (golden files compare them)."""
     container_id, pod_uid = key
+    unresolved = pod_uid == UNRESOLVED_POD_UID
     out: list[tuple[str, AttrValue]] = []
     if container_id:
         out.append((semconv.CONTAINER_ID, container_id))
-    if pod_uid:
+    if pod_uid and not unresolved:
         out.append((semconv.K8S_POD_UID, pod_uid))
     out += [
         (semconv.K8S_NODE_NAME, node.node_name),
@@ -42,7 +43,11 @@ def resource_attrs(key: ResourceKey, node: NodeIdentity) -> list[tuple[str, Attr
     if node.host_id:
         out.append((semconv.HOST_ID, node.host_id))
     out += [(semconv.OS_TYPE, "linux"), (semconv.STREAM, semconv.STREAM_EVENT)]
-    if not container_id and not pod_uid:
+    if unresolved:
+        # neither a container's nor the host's: rules see container.id "unknown", never "host"
+        out += [(semconv.CONTAINER_UNRESOLVED, True),
+                (semconv.SERVICE_NAME, semconv.SERVICE_NAME_UNRESOLVED)]
+    elif not container_id and not pod_uid:
         # One fixed service.name for every host process: Loki indexes service.name, and a
         # name per unit or binary would be a stream per process kind (docs/architecture.md#streams).
         out += [(semconv.HOST_PROCESS, True), (semconv.SERVICE_NAME, semconv.SERVICE_NAME_HOST)]
