@@ -96,6 +96,19 @@ def test_cap_names() -> None:
     assert cap_names(0b11) == ["CAP_CHOWN", "CAP_DAC_OVERRIDE"]
 
 
+def test_names_of_a_root_whose_process_left_before_the_read_are_not_cached_empty(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # the stat of /proc/<pid>/root succeeded, then the process exited before /etc/passwd was
+    # read through it: an empty map cached for that root would blank every later process there
+    t = ProcessTable()
+    monkeypatch.setattr(t, "_root_key", lambda pid: (9, 9))
+    assert t.id_names(G + 80, 0, 0) == ("", "")
+    assert not [k for k in t._passwd if k[:2] == (9, 9)]
+    monkeypatch.setattr(t, "_root_key", lambda pid: (8, 8))  # a live root: ours
+    assert t.id_names(os.getpid(), 0, 0) == ("root", "root")
+    assert t._passwd[(8, 8, "passwd")]
+
+
 def test_status_fields_are_the_lines_read_proc_uses() -> None:
     from otelguard.ebpf.procfs import _status_fields
 

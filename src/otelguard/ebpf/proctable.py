@@ -400,8 +400,14 @@ class ProcessTable:
                 if not root and rk != (0, 0):
                     out.append("")  # a root nobody alive holds, not read before: unknown
                     continue
-                names = {}
                 text = read_text(f"{root}/etc/{database}")
+                if text is None and root and not os.path.isdir(root):
+                    # the process left between the stat and the read: nothing learnt about
+                    # that root, so nothing cached (an empty map would stand for every later
+                    # process there); a root that lacks the file (distroless) is cached empty
+                    out.append("")
+                    continue
+                names = {}
                 for line in (text or "").splitlines():
                     parts = line.split(":")
                     if len(parts) > 2 and parts[2].isdigit():
